@@ -1,0 +1,31 @@
+# Finds LibTorch. The C++ library is the one bundled in the PyPI `torch` wheel, so the prefix comes from
+# `torch.utils.cmake_prefix_path` of the Python named by SDXLB_PYTHON (or Python3 on PATH).
+# Set Torch_DIR yourself to use a standalone LibTorch instead.
+if(NOT Torch_DIR)
+  if(NOT SDXLB_PYTHON)
+    find_package(Python3 REQUIRED COMPONENTS Interpreter)
+    set(SDXLB_PYTHON ${Python3_EXECUTABLE})
+  endif()
+  execute_process(
+    COMMAND ${SDXLB_PYTHON} -c "import torch; print(torch.utils.cmake_prefix_path)"
+    OUTPUT_VARIABLE _sdxlb_torch_prefix OUTPUT_STRIP_TRAILING_WHITESPACE
+    RESULT_VARIABLE _sdxlb_torch_rc ERROR_VARIABLE _sdxlb_torch_err)
+  if(NOT _sdxlb_torch_rc EQUAL 0)
+    message(FATAL_ERROR "Cannot import torch with ${SDXLB_PYTHON}: ${_sdxlb_torch_err}\n"
+                        "Run scripts/setup.sh, or pass -DSDXLB_PYTHON=/path/to/python with torch installed, "
+                        "or -DTorch_DIR=<libtorch>/share/cmake/Torch.")
+  endif()
+  list(APPEND CMAKE_PREFIX_PATH ${_sdxlb_torch_prefix})
+endif()
+
+# The torch wheel's CUDA build wants a CUDA toolkit when present; on a machine without one we still build
+# the CPU path, because the wheel's libraries carry the CUDA runtime they need.
+find_package(Torch REQUIRED)
+message(STATUS "LibTorch ${Torch_VERSION}: ${TORCH_INSTALL_PREFIX}")
+
+# The Python interpreter that has torch, diffusers and transformers (for the oracle fixtures).
+if(NOT SDXLB_PYTHON)
+  find_package(Python3 COMPONENTS Interpreter)
+  set(SDXLB_PYTHON ${Python3_EXECUTABLE})
+endif()
+set(SDXLB_PYTHON ${SDXLB_PYTHON} CACHE FILEPATH "Python with torch/diffusers/transformers for oracle tests")
