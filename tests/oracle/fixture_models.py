@@ -10,6 +10,7 @@ Written once per fixture build:
   <out>/models/taesd-a/, taesd-b/ AutoencoderTiny folders matching each config's latent channels
 """
 import os
+import shutil
 
 import torch
 from diffusers import (AutoencoderKL, AutoencoderTiny, EulerDiscreteScheduler, StableDiffusionXLPipeline,
@@ -95,6 +96,7 @@ def save_pipeline(out, name, seed):
     write_clip_tokenizer(tmp + "/2", "!")
     tok1 = CLIPTokenizer.from_pretrained(tmp + "/1")
     tok2 = CLIPTokenizer.from_pretrained(tmp + "/2")
+    shutil.rmtree(tmp)
     pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok1,
                                      tokenizer_2=tok2, unet=unet, scheduler=EulerDiscreteScheduler(**SCHEDULER),
                                      force_zeros_for_empty_prompt=True)
@@ -105,14 +107,15 @@ def save_pipeline(out, name, seed):
             os.remove(os.path.join(base, sub, f))
         write_clip_tokenizer(os.path.join(base, sub), "<|endoftext|>" if i == 1 else "!")
     if name == "a":
-        fp16 = os.path.join(root, "tiny-a-fp16")
-        pipe.save_pretrained(fp16, safe_serialization=True)
-        pipe.to(torch.float16).save_pretrained(fp16, safe_serialization=True, variant="fp16")
-        pipe.to(torch.float32)
         sharded = os.path.join(root, "tiny-a-sharded")
         pipe.save_pretrained(sharded, safe_serialization=True)
         os.remove(os.path.join(sharded, "unet", "diffusion_pytorch_model.safetensors"))
         pipe.unet.save_pretrained(os.path.join(sharded, "unet"), safe_serialization=True, max_shard_size="2MB")
+        # Last: converting to fp16 in place rounds the weights.
+        fp16 = os.path.join(root, "tiny-a-fp16")
+        pipe.save_pretrained(fp16, safe_serialization=True)
+        pipe.to(torch.float16).save_pretrained(fp16, safe_serialization=True, variant="fp16")
+        pipe.to(torch.float32)
     taesd = AutoencoderTiny(**CONFIGS[name]["taesd"])
     with torch.no_grad():
         for p in taesd.parameters():
