@@ -4,15 +4,24 @@ namespace sdxlb {
 
 const char* status_code_name(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "OK";
-    case StatusCode::kInvalidArgument: return "invalid input";
-    case StatusCode::kNotFound: return "not found";
-    case StatusCode::kDataLoss: return "corrupt data";
-    case StatusCode::kIoError: return "I/O error";
-    case StatusCode::kFailedPrecondition: return "refused";
-    case StatusCode::kResourceExhausted: return "out of memory";
-    case StatusCode::kUnimplemented: return "not implemented";
-    case StatusCode::kInternal: return "internal error";
+    case StatusCode::kOk:
+      return "OK";
+    case StatusCode::kInvalidArgument:
+      return "invalid input";
+    case StatusCode::kNotFound:
+      return "not found";
+    case StatusCode::kDataLoss:
+      return "corrupt data";
+    case StatusCode::kIoError:
+      return "I/O error";
+    case StatusCode::kFailedPrecondition:
+      return "refused";
+    case StatusCode::kResourceExhausted:
+      return "out of memory";
+    case StatusCode::kUnimplemented:
+      return "not implemented";
+    case StatusCode::kInternal:
+      return "internal error";
   }
   return "unknown";
 }

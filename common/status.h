@@ -45,15 +45,27 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status invalid_argument(std::string m) { return Status(StatusCode::kInvalidArgument, std::move(m)); }
-inline Status not_found(std::string m) { return Status(StatusCode::kNotFound, std::move(m)); }
-inline Status data_loss(std::string m) { return Status(StatusCode::kDataLoss, std::move(m)); }
-inline Status io_error(std::string m) { return Status(StatusCode::kIoError, std::move(m)); }
+inline Status invalid_argument(std::string m) {
+  return Status(StatusCode::kInvalidArgument, std::move(m));
+}
+inline Status not_found(std::string m) {
+  return Status(StatusCode::kNotFound, std::move(m));
+}
+inline Status data_loss(std::string m) {
+  return Status(StatusCode::kDataLoss, std::move(m));
+}
+inline Status io_error(std::string m) {
+  return Status(StatusCode::kIoError, std::move(m));
+}
 inline Status failed_precondition(std::string m) {
   return Status(StatusCode::kFailedPrecondition, std::move(m));
 }
-inline Status internal_error(std::string m) { return Status(StatusCode::kInternal, std::move(m)); }
-inline Status unimplemented(std::string m) { return Status(StatusCode::kUnimplemented, std::move(m)); }
+inline Status internal_error(std::string m) {
+  return Status(StatusCode::kInternal, std::move(m));
+}
+inline Status unimplemented(std::string m) {
+  return Status(StatusCode::kUnimplemented, std::move(m));
+}
 
 template <typename T>
 class [[nodiscard]] StatusOr {
@@ -67,9 +79,18 @@ class [[nodiscard]] StatusOr {
   /// The error, or OK when a value is held.
   Status status() const { return is_ok() ? Status::ok() : std::get<Status>(v_); }
   /// The value. Calling these on an error is a bug and aborts.
-  T& value() & { check(); return std::get<T>(v_); }
-  const T& value() const& { check(); return std::get<T>(v_); }
-  T&& value() && { check(); return std::get<T>(std::move(v_)); }
+  T& value() & {
+    check();
+    return std::get<T>(v_);
+  }
+  const T& value() const& {
+    check();
+    return std::get<T>(v_);
+  }
+  T&& value() && {
+    check();
+    return std::get<T>(std::move(v_));
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
@@ -88,10 +109,10 @@ class [[nodiscard]] StatusOr {
 #define SDXLB_CONCAT(a, b) SDXLB_CONCAT_INNER(a, b)
 
 /// Returns the Status from the enclosing function when `expr` is not OK.
-#define SDXLB_RETURN_IF_ERROR(expr)            \
-  do {                                         \
-    ::sdxlb::Status _sdxlb_st = (expr);        \
-    if (!_sdxlb_st.is_ok()) return _sdxlb_st;  \
+#define SDXLB_RETURN_IF_ERROR(expr)           \
+  do {                                        \
+    ::sdxlb::Status _sdxlb_st = (expr);       \
+    if (!_sdxlb_st.is_ok()) return _sdxlb_st; \
   } while (0)
 
 /// `SDXLB_ASSIGN_OR_RETURN(auto x, f());` declares x from a StatusOr, or returns its error.

@@ -19,7 +19,9 @@ class ConfigReader {
  public:
   ConfigReader(const nlohmann::json& json, std::string source) : json_(json), source_(std::move(source)) {}
 
-  bool has(const std::string& key) const { return json_.is_object() && json_.contains(key) && !json_[key].is_null(); }
+  bool has(const std::string& key) const {
+    return json_.is_object() && json_.contains(key) && !json_[key].is_null();
+  }
 
   /// The value of `key`, or `fallback` when absent or null. A present value of the wrong type is an error.
   template <typename T>

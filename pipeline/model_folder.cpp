@@ -66,7 +66,8 @@ StatusOr<WeightSet> WeightSet::open_file(const std::string& path) {
   return ws;
 }
 
-StatusOr<WeightSet> WeightSet::open(const std::string& dir, const std::string& stem, const std::string& variant) {
+StatusOr<WeightSet> WeightSet::open(const std::string& dir, const std::string& stem,
+                                    const std::string& variant) {
   const std::string v = variant.empty() ? "" : "." + variant;
   const std::string single = join(dir, stem + v + ".safetensors");
   const std::string index = join(dir, stem + ".safetensors.index" + v + ".json");
@@ -74,9 +75,10 @@ StatusOr<WeightSet> WeightSet::open(const std::string& dir, const std::string& s
   if (!is_file(index)) {
     std::string msg = "no weights in " + dir + ": looked for " + stem + v + ".safetensors and " + stem +
                       ".safetensors.index" + v + ".json";
-    if (!variant.empty() && (is_file(join(dir, stem + ".safetensors")) ||
-                             is_file(join(dir, stem + ".safetensors.index.json"))))
-      msg += "; the folder has weights without the \"" + variant + "\" variant (set variant to empty to use them)";
+    if (!variant.empty() &&
+        (is_file(join(dir, stem + ".safetensors")) || is_file(join(dir, stem + ".safetensors.index.json"))))
+      msg += "; the folder has weights without the \"" + variant +
+             "\" variant (set variant to empty to use them)";
     else if (variant.empty())
       msg += " (if the folder holds only .fp16 files, set the variant to fp16)";
     return not_found(msg);
@@ -86,7 +88,8 @@ StatusOr<WeightSet> WeightSet::open(const std::string& dir, const std::string& s
     return data_loss(index + ": no \"weight_map\" object; the shard index is corrupt");
   std::map<std::string, std::vector<std::string>> by_file;  // shard -> names the index assigns to it
   for (auto it = json["weight_map"].begin(); it != json["weight_map"].end(); ++it) {
-    if (!it.value().is_string()) return data_loss(index + ": weight_map entry \"" + it.key() + "\" is not a string");
+    if (!it.value().is_string())
+      return data_loss(index + ": weight_map entry \"" + it.key() + "\" is not a string");
     const std::string shard = it.value().get<std::string>();
     if (shard.find('/') != std::string::npos || shard == "..")
       return data_loss(index + ": shard name \"" + shard + "\" must be a file in the same folder");
@@ -146,8 +149,10 @@ StatusOr<ModelFolder> ModelFolder::open(const std::string& root) {
     return not_found("model folder " + root + " does not exist; set `model:` to a diffusers SDXL folder");
   const std::string index_path = join(root, "model_index.json");
   if (!is_file(index_path))
-    return not_found(root + " has no model_index.json, so it is not a diffusers pipeline folder (save one with "
-                     "StableDiffusionXLPipeline.save_pretrained, or point at the folder that holds unet/, vae/, ...)");
+    return not_found(
+        root +
+        " has no model_index.json, so it is not a diffusers pipeline folder (save one with "
+        "StableDiffusionXLPipeline.save_pretrained, or point at the folder that holds unet/, vae/, ...)");
   SDXLB_ASSIGN_OR_RETURN(auto index, read_json_file(index_path));
   if (!index.is_object()) return data_loss(index_path + ": the top level must be a JSON object");
   ModelFolder f;
@@ -180,17 +185,20 @@ std::string ModelFolder::component_dir(const std::string& name) const {
   return single_component_ ? root_ : join(root_, name);
 }
 
-StatusOr<nlohmann::json> ModelFolder::component_config(const std::string& name, const std::string& file) const {
+StatusOr<nlohmann::json> ModelFolder::component_config(const std::string& name,
+                                                       const std::string& file) const {
   if (!single_component_ && !is_dir(component_dir(name)))
     return not_found("model folder " + root_ + " has no " + name + "/ component; the SDXL pipeline needs it");
   return read_json_file(join(component_dir(name), file));
 }
 
-StatusOr<WeightSet> ModelFolder::component_weights(const std::string& name, const std::string& variant) const {
+StatusOr<WeightSet> ModelFolder::component_weights(const std::string& name,
+                                                   const std::string& variant) const {
   const std::string dir = component_dir(name);
   if (!is_dir(dir))
     return not_found("model folder " + root_ + " has no " + name + "/ component; the SDXL pipeline needs it");
-  // transformers models are saved as model.safetensors, diffusers models as diffusion_pytorch_model.safetensors.
+  // transformers models are saved as model.safetensors, diffusers models as
+  // diffusion_pytorch_model.safetensors.
   std::string stem = "diffusion_pytorch_model";
   if (!single_component_ && index_.contains(name) && index_[name].is_array() && !index_[name].empty() &&
       index_[name][0] == "transformers")

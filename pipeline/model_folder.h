@@ -24,7 +24,8 @@ class WeightSet {
   /// (or sharded through `<stem>.safetensors.index[.<variant>].json`). `variant` may be empty.
   /// Errors: kNotFound naming the files looked for (and the variants that do exist), kDataLoss for a
   /// corrupt file or index, or a shard named by the index that is missing.
-  static StatusOr<WeightSet> open(const std::string& dir, const std::string& stem, const std::string& variant);
+  static StatusOr<WeightSet> open(const std::string& dir, const std::string& stem,
+                                  const std::string& variant);
   /// One plain .safetensors file.
   static StatusOr<WeightSet> open_file(const std::string& path);
 

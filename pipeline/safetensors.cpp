@@ -27,13 +27,20 @@ struct DtypeEntry {
 };
 
 const DtypeEntry kDtypes[] = {
-    {"F64", 8, true, at::kDouble},         {"F32", 4, true, at::kFloat},
-    {"F16", 2, true, at::kHalf},           {"BF16", 2, true, at::kBFloat16},
-    {"I64", 8, true, at::kLong},           {"I32", 4, true, at::kInt},
-    {"I16", 2, true, at::kShort},          {"I8", 1, true, at::kChar},
-    {"U8", 1, true, at::kByte},            {"BOOL", 1, true, at::kBool},
-    {"F8_E4M3", 1, true, at::kFloat8_e4m3fn}, {"F8_E5M2", 1, true, at::kFloat8_e5m2},
-    {"U16", 2, false, at::kByte},          {"U32", 4, false, at::kByte},
+    {"F64", 8, true, at::kDouble},
+    {"F32", 4, true, at::kFloat},
+    {"F16", 2, true, at::kHalf},
+    {"BF16", 2, true, at::kBFloat16},
+    {"I64", 8, true, at::kLong},
+    {"I32", 4, true, at::kInt},
+    {"I16", 2, true, at::kShort},
+    {"I8", 1, true, at::kChar},
+    {"U8", 1, true, at::kByte},
+    {"BOOL", 1, true, at::kBool},
+    {"F8_E4M3", 1, true, at::kFloat8_e4m3fn},
+    {"F8_E5M2", 1, true, at::kFloat8_e5m2},
+    {"U16", 2, false, at::kByte},
+    {"U32", 4, false, at::kByte},
     {"U64", 8, false, at::kByte},
 };
 
@@ -92,7 +99,8 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::open(const std
                      " bytes, smaller than the 8-byte header length (re-download or re-save the file)");
   }
   auto mapping = std::make_shared<Mapping>();
-  // Private, writable mapping: copy-on-write, so a caller writing into a returned tensor never touches the file.
+  // Private, writable mapping: copy-on-write, so a caller writing into a returned tensor never touches the
+  // file.
   mapping->addr = mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   int map_err = errno;
   ::close(fd);
@@ -147,7 +155,8 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::open(const std
       return data_loss(tw + ": missing or non-string \"dtype\"");
     if (!entry.contains("shape") || !entry["shape"].is_array())
       return data_loss(tw + ": missing or non-array \"shape\"");
-    if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() || entry["data_offsets"].size() != 2)
+    if (!entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
+        entry["data_offsets"].size() != 2)
       return data_loss(tw + ": \"data_offsets\" must be an array of two integers");
     TensorInfo info;
     info.name = name;
@@ -171,8 +180,8 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::open(const std
     info.begin = off[0].get<uint64_t>();
     info.end = off[1].get<uint64_t>();
     if (info.begin > info.end)
-      return data_loss(tw + ": data_offsets [" + std::to_string(info.begin) + ", " + std::to_string(info.end) +
-                       "] are reversed");
+      return data_loss(tw + ": data_offsets [" + std::to_string(info.begin) + ", " +
+                       std::to_string(info.end) + "] are reversed");
     if (info.end > data_size)
       return data_loss(tw + ": byte range [" + std::to_string(info.begin) + ", " + std::to_string(info.end) +
                        ") lies outside the data area of " + std::to_string(data_size) +
@@ -230,7 +239,8 @@ StatusOr<at::Tensor> SafetensorsFile::tensor(const TensorInfo& info) const {
     return out;
   }
   std::shared_ptr<Mapping> keep = mapping_;
-  return at::from_blob(ptr, info.shape, [keep](void*) mutable { keep.reset(); }, options);
+  return at::from_blob(
+      ptr, info.shape, [keep](void*) mutable { keep.reset(); }, options);
 }
 
 }  // namespace sdxlb

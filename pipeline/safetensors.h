@@ -25,10 +25,10 @@ namespace sdxlb {
 /// One entry of the header.
 struct TensorInfo {
   std::string name;
-  std::string dtype;             ///< safetensors spelling: "F16", "BF16", "F32", "I64", ...
+  std::string dtype;  ///< safetensors spelling: "F16", "BF16", "F32", "I64", ...
   std::vector<int64_t> shape;
-  uint64_t begin = 0;            ///< byte offset inside the data area
-  uint64_t end = 0;              ///< one past the last byte
+  uint64_t begin = 0;  ///< byte offset inside the data area
+  uint64_t end = 0;    ///< one past the last byte
   int64_t numel() const;
 };
 

@@ -16,7 +16,8 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
-// How many entries of each list the message shows before eliding: enough to diagnose, bounded for huge models.
+// How many entries of each list the message shows before eliding: enough to diagnose, bounded for huge
+// models.
 constexpr size_t kShowMax = 40;
 
 void list_lines(std::string& out, const char* title, const std::vector<std::string>& items) {
@@ -75,8 +76,8 @@ Status load_module_weights(torch::nn::Module& module, const WeightSet& weights, 
       slot.set_data(value);
     }
   } catch (const c10::Error& e) {
-    return Status(StatusCode::kResourceExhausted,
-                  what + ": copying weights to " + options.device.str() + " failed: " + e.what_without_backtrace());
+    return Status(StatusCode::kResourceExhausted, what + ": copying weights to " + options.device.str() +
+                                                      " failed: " + e.what_without_backtrace());
   }
   return Status::ok();
 }

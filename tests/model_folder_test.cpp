@@ -13,13 +13,16 @@ namespace {
 using testing::fixtures_dir;
 using testing::ScratchDir;
 
-std::string model(const std::string& name) { return fixtures_dir() + "/models/" + name; }
+std::string model(const std::string& name) {
+  return fixtures_dir() + "/models/" + name;
+}
 
 TEST(ModelFolder, ReadsIndexAndConfigs) {
   auto f = ModelFolder::open(model("tiny-a"));
   ASSERT_TRUE(f.is_ok()) << f.status().to_string();
   EXPECT_EQ(f->pipeline_class(), "StableDiffusionXLPipeline");
-  for (const char* c : {"unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"})
+  for (const char* c :
+       {"unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"})
     EXPECT_TRUE(f->has_component(c)) << c;
   EXPECT_FALSE(f->has_component("image_encoder"));  // null in SDXL's model_index.json
   auto cfg = f->component_config("unet");
@@ -58,7 +61,8 @@ TEST(ModelFolder, MissingVariantSaysWhatExists) {
   auto w = f->component_weights("unet", "fp16");
   ASSERT_FALSE(w.is_ok());
   EXPECT_EQ(w.status().code(), StatusCode::kNotFound);
-  EXPECT_NE(w.status().message().find("without the \"fp16\" variant"), std::string::npos) << w.status().message();
+  EXPECT_NE(w.status().message().find("without the \"fp16\" variant"), std::string::npos)
+      << w.status().message();
 }
 
 TEST(ModelFolder, MissingShardIsNamed) {
@@ -91,7 +95,8 @@ TEST(ModelFolder, MissingComponentAndNotAFolder) {
 
 TEST(ModelFolder, BadJsonNamesLineAndColumn) {
   ScratchDir dir;
-  testing::write_bytes(dir.file("model_index.json"), "{\n  \"_class_name\": \"StableDiffusionXLPipeline\",\n  oops\n}");
+  testing::write_bytes(dir.file("model_index.json"),
+                       "{\n  \"_class_name\": \"StableDiffusionXLPipeline\",\n  oops\n}");
   auto f = ModelFolder::open(dir.path());
   ASSERT_FALSE(f.is_ok());
   EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
@@ -128,7 +133,9 @@ TEST(Weights, ReportsEveryProblemAndLoadsNothing) {
 }
 
 struct RightConvIn : torch::nn::Module {
-  RightConvIn() { conv_in = register_module("conv_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 32, 3))); }
+  RightConvIn() {
+    conv_in = register_module("conv_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 32, 3)));
+  }
   torch::nn::Conv2d conv_in{nullptr};
 };
 

@@ -14,9 +14,13 @@ using testing::safetensors_bytes;
 using testing::ScratchDir;
 using testing::write_bytes;
 
-std::string f32_bytes(std::vector<float> v) { return std::string(reinterpret_cast<char*>(v.data()), v.size() * 4); }
+std::string f32_bytes(std::vector<float> v) {
+  return std::string(reinterpret_cast<char*>(v.data()), v.size() * 4);
+}
 
-Status open_status(const std::string& path) { return SafetensorsFile::open(path).status(); }
+Status open_status(const std::string& path) {
+  return SafetensorsFile::open(path).status();
+}
 
 // Expects a kDataLoss error whose message contains every fragment.
 void expect_corrupt(const Status& s, std::vector<std::string> fragments) {
@@ -101,15 +105,17 @@ TEST(Safetensors, UnknownDtype) {
 
 TEST(Safetensors, RangeOutOfBounds) {
   ScratchDir dir;
-  write_bytes(dir.file("r.safetensors"),
-              safetensors_bytes(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", f32_bytes({1, 2})));
+  write_bytes(
+      dir.file("r.safetensors"),
+      safetensors_bytes(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", f32_bytes({1, 2})));
   expect_corrupt(open_status(dir.file("r.safetensors")), {"tensor \"w\"", "outside the data area"});
 }
 
 TEST(Safetensors, ShapeDoesNotMatchRange) {
   ScratchDir dir;
-  write_bytes(dir.file("s.safetensors"),
-              safetensors_bytes(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", f32_bytes({1, 2})));
+  write_bytes(
+      dir.file("s.safetensors"),
+      safetensors_bytes(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", f32_bytes({1, 2})));
   expect_corrupt(open_status(dir.file("s.safetensors")), {"tensor \"w\"", "[3]", "does not match"});
 }
 
@@ -124,11 +130,13 @@ TEST(Safetensors, OverlappingRanges) {
 
 TEST(Safetensors, HoleAndTrailingBytes) {
   ScratchDir dir;
-  write_bytes(dir.file("g.safetensors"),
-              safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", f32_bytes({1, 2})));
+  write_bytes(
+      dir.file("g.safetensors"),
+      safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", f32_bytes({1, 2})));
   expect_corrupt(open_status(dir.file("g.safetensors")), {"belong to no tensor"});
-  write_bytes(dir.file("t.safetensors"),
-              safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", f32_bytes({1, 2})));
+  write_bytes(
+      dir.file("t.safetensors"),
+      safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", f32_bytes({1, 2})));
   expect_corrupt(open_status(dir.file("t.safetensors")), {"trailing bytes"});
 }
 
@@ -137,12 +145,14 @@ TEST(Safetensors, ReversedOffsetsAndBadShape) {
   write_bytes(dir.file("a.safetensors"),
               safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})", f32_bytes({1})));
   expect_corrupt(open_status(dir.file("a.safetensors")), {"reversed"});
-  write_bytes(dir.file("b.safetensors"),
-              safetensors_bytes(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", f32_bytes({1})));
+  write_bytes(
+      dir.file("b.safetensors"),
+      safetensors_bytes(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", f32_bytes({1})));
   expect_corrupt(open_status(dir.file("b.safetensors")), {"non-negative"});
-  write_bytes(dir.file("c.safetensors"),
-              safetensors_bytes(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}})",
-                                f32_bytes({1})));
+  write_bytes(
+      dir.file("c.safetensors"),
+      safetensors_bytes(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}})",
+                        f32_bytes({1})));
   expect_corrupt(open_status(dir.file("c.safetensors")), {"overflows"});
   write_bytes(dir.file("d.safetensors"), safetensors_bytes(R"([1,2])", ""));
   expect_corrupt(open_status(dir.file("d.safetensors")), {"not a JSON object"});

@@ -15,7 +15,8 @@ namespace sdxlb::testing {
 class ScratchDir {
  public:
   ScratchDir() {
-    std::string tmpl = (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + std::string("/sdxlb-test-XXXXXX");
+    std::string tmpl =
+        (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + std::string("/sdxlb-test-XXXXXX");
     path_ = mkdtemp(tmpl.data()) ? tmpl : "";
   }
   ~ScratchDir() {

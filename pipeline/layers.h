@@ -1,0 +1,80 @@
+// Leaf layers (Linear, Conv2d, GroupNorm, LayerNorm) whose parameters are allocated but never initialised.
+//
+// Why not torch::nn::Linear and friends: those fill every weight with Kaiming-uniform random numbers on
+// construction. For the SDXL UNet that is 2.6 billion random draws and 10 GB of touched fp32 memory before the
+// checkpoint overwrites all of it. Here parameters are `at::empty` (pages are not touched until written), and
+// a model is only usable after load_module_weights() filled every parameter (it fails on any missing key, so
+// uninitialised memory never reaches a forward pass).
+//
+// Parameter names are PyTorch's ("weight", "bias"), so checkpoint keys are a lookup. Parameters do not
+// require grad: these modules are for inference. Forward calls are the same ATen ops as torch.nn.functional,
+// so results match PyTorch bit for bit on the same device. Modules are immutable after loading and safe to
+// call from several threads.
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+namespace sdxlb {
+
+/// y = x W^T + b over the last axis (torch.nn.Linear). weight [out, in], bias [out].
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
+  at::Tensor forward(const at::Tensor& x);
+
+  at::Tensor weight;  ///< [out_features, in_features]
+  at::Tensor bias;    ///< [out_features], undefined without bias
+};
+TORCH_MODULE(Linear);
+
+/// 2-D convolution with zero padding (torch.nn.Conv2d, square kernel). weight [out, in, k, k], bias [out].
+class Conv2dImpl : public torch::nn::Module {
+ public:
+  Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride = 1,
+             int64_t padding = 0, bool bias = true);
+  at::Tensor forward(const at::Tensor& x);
+
+  at::Tensor weight;  ///< [out_channels, in_channels, k, k]
+  at::Tensor bias;    ///< [out_channels], undefined without bias
+
+ private:
+  int64_t stride_;
+  int64_t padding_;
+};
+TORCH_MODULE(Conv2d);
+
+/// Group normalisation over [B, C, ...] with a per-channel affine (torch.nn.GroupNorm, affine=True).
+class GroupNormImpl : public torch::nn::Module {
+ public:
+  GroupNormImpl(int64_t num_groups, int64_t num_channels, double eps);
+  at::Tensor forward(const at::Tensor& x);
+
+  at::Tensor weight;  ///< [num_channels]
+  at::Tensor bias;    ///< [num_channels]
+
+ private:
+  int64_t num_groups_;
+  double eps_;
+};
+TORCH_MODULE(GroupNorm);
+
+/// Layer normalisation over the last axis with an affine (torch.nn.LayerNorm(dim, eps)).
+class LayerNormImpl : public torch::nn::Module {
+ public:
+  LayerNormImpl(int64_t dim, double eps);
+  at::Tensor forward(const at::Tensor& x);
+
+  at::Tensor weight;  ///< [dim]
+  at::Tensor bias;    ///< [dim]
+
+ private:
+  int64_t dim_;
+  double eps_;
+};
+TORCH_MODULE(LayerNorm);
+
+}  // namespace sdxlb
