@@ -29,3 +29,11 @@ if(NOT SDXLB_PYTHON)
   set(SDXLB_PYTHON ${Python3_EXECUTABLE})
 endif()
 set(SDXLB_PYTHON ${SDXLB_PYTHON} CACHE FILEPATH "Python with torch/diffusers/transformers for oracle tests")
+
+# LibTorch built with CUDA: our code may call the CUDA parts of c10 (synchronize, streams, graphs).
+if(TORCH_CUDA_LIBRARIES)
+  set(SDXLB_WITH_CUDA ON)
+else()
+  set(SDXLB_WITH_CUDA OFF)
+endif()
+message(STATUS "sdxl-batch CUDA code paths: ${SDXLB_WITH_CUDA}")

@@ -16,8 +16,8 @@ namespace {
 // such as SDXL's text_encoder_2), and with the first position equal to eos_token_id otherwise.
 constexpr int64_t kLegacyEosTokenId = 2;
 
-torch::nn::LayerNorm make_layer_norm(const ClipTextConfig& c) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
+LayerNorm make_layer_norm(const ClipTextConfig& c) {
+  return LayerNorm(c.hidden_size, c.layer_norm_eps);
 }
 
 }  // namespace
@@ -40,8 +40,9 @@ StatusOr<ClipTextConfig> ClipTextConfig::from_json(const nlohmann::json& json, c
   } else if (act == "gelu") {
     c.hidden_act = Activation::kGelu;
   } else {
-    r.fail("hidden_act", "is \"" + act + "\"; only \"quick_gelu\" (CLIP ViT-L) and \"gelu\" (OpenCLIP bigG) are "
-                                         "supported, the activations of SDXL's text encoders");
+    r.fail("hidden_act", "is \"" + act +
+                             "\"; only \"quick_gelu\" (CLIP ViT-L) and \"gelu\" (OpenCLIP bigG) are "
+                             "supported, the activations of SDXL's text encoders");
   }
 
   if (r.has("eos_token_id") && json.at("eos_token_id").is_array()) {
@@ -56,7 +57,8 @@ StatusOr<ClipTextConfig> ClipTextConfig::from_json(const nlohmann::json& json, c
     if (archs.size() != 1 || (archs[0] != "CLIPTextModel" && archs[0] != "CLIPTextModelWithProjection")) {
       std::string got;
       for (const auto& a : archs) got += (got.empty() ? "" : ", ") + a;
-      r.fail("architectures", "is [" + got + "]; expected [\"CLIPTextModel\"] or [\"CLIPTextModelWithProjection\"]");
+      r.fail("architectures",
+             "is [" + got + "]; expected [\"CLIPTextModel\"] or [\"CLIPTextModelWithProjection\"]");
     } else {
       c.with_projection = archs[0] == "CLIPTextModelWithProjection";
     }
@@ -74,18 +76,29 @@ StatusOr<ClipTextConfig> ClipTextConfig::from_json(const nlohmann::json& json, c
   };
   for (const auto& [key, value] : sizes)
     if (value <= 0) r.fail(key, "is " + std::to_string(value) + "; it must be positive");
-  if (c.hidden_size % c.num_attention_heads != 0)
-    r.fail("hidden_size", "(" + std::to_string(c.hidden_size) + ") is not a multiple of num_attention_heads (" +
+  if (c.num_attention_heads > 0 && c.hidden_size % c.num_attention_heads != 0)
+    r.fail("hidden_size", "(" + std::to_string(c.hidden_size) +
+                              ") is not a multiple of num_attention_heads (" +
                               std::to_string(c.num_attention_heads) + ")");
   if (!(c.layer_norm_eps > 0)) r.fail("layer_norm_eps", "must be positive");
   SDXLB_RETURN_IF_ERROR(r.status());
   return c;
 }
 
+ClipEmbeddingTableImpl::ClipEmbeddingTableImpl(int64_t num_embeddings, int64_t dim) {
+  // Uninitialised and without grad, like layers.h: the checkpoint overwrites it (49408 x 1280 for bigG).
+  weight = register_parameter("weight", at::empty({num_embeddings, dim}), /*requires_grad=*/false);
+}
+
+// torch.nn.Embedding's F.embedding(ids, weight) with padding_idx None is this call.
+at::Tensor ClipEmbeddingTableImpl::forward(const at::Tensor& ids) {
+  return at::embedding(weight, ids, /*padding_idx=*/-1, /*scale_grad_by_freq=*/false, /*sparse=*/false);
+}
+
 ClipTextEmbeddingsImpl::ClipTextEmbeddingsImpl(const ClipTextConfig& c) {
-  token_embedding = register_module("token_embedding", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  token_embedding = register_module("token_embedding", ClipEmbeddingTable(c.vocab_size, c.hidden_size));
   position_embedding =
-      register_module("position_embedding", torch::nn::Embedding(c.max_position_embeddings, c.hidden_size));
+      register_module("position_embedding", ClipEmbeddingTable(c.max_position_embeddings, c.hidden_size));
 }
 
 at::Tensor ClipTextEmbeddingsImpl::forward(const at::Tensor& ids) {
@@ -93,16 +106,17 @@ at::Tensor ClipTextEmbeddingsImpl::forward(const at::Tensor& ids) {
   const int64_t max_pos = position_embedding->weight.size(0);
   TORCH_CHECK(seq <= max_pos, "sequence length ", seq, " exceeds max_position_embeddings ", max_pos);
   // transformers' (non-persistent) position_ids buffer: arange(max_pos)[None, :seq].
-  const at::Tensor position_ids = at::arange(max_pos, ids.options().dtype(at::kLong)).unsqueeze(0).slice(1, 0, seq);
+  const at::Tensor position_ids =
+      at::arange(max_pos, ids.options().dtype(at::kLong)).unsqueeze(0).slice(1, 0, seq);
   return token_embedding(ids) + position_embedding(position_ids);
 }
 
 ClipAttentionImpl::ClipAttentionImpl(const ClipTextConfig& c)
     : head_dim_(c.head_dim()), scale_(std::pow(static_cast<double>(c.head_dim()), -0.5)) {
-  k_proj = register_module("k_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  v_proj = register_module("v_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  q_proj = register_module("q_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  out_proj = register_module("out_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  k_proj = register_module("k_proj", Linear(c.hidden_size, c.hidden_size));
+  v_proj = register_module("v_proj", Linear(c.hidden_size, c.hidden_size));
+  q_proj = register_module("q_proj", Linear(c.hidden_size, c.hidden_size));
+  out_proj = register_module("out_proj", Linear(c.hidden_size, c.hidden_size));
 }
 
 at::Tensor ClipAttentionImpl::forward(const at::Tensor& x) {
@@ -112,8 +126,8 @@ at::Tensor ClipAttentionImpl::forward(const at::Tensor& x) {
   const at::Tensor q = q_proj(x).view({batch, seq, -1, head_dim_}).transpose(1, 2);
   const at::Tensor k = k_proj(x).view({batch, seq, -1, head_dim_}).transpose(1, 2);
   const at::Tensor v = v_proj(x).view({batch, seq, -1, head_dim_}).transpose(1, 2);
-  // transformers' sdpa path passes no mask and is_causal=True (CLIP text has no padding mask), with an explicit
-  // scale of head_dim**-0.5.
+  // transformers' sdpa path passes no mask and is_causal=True (CLIP text has no padding mask), with an
+  // explicit scale of head_dim**-0.5.
   at::Tensor o = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                                   /*is_causal=*/seq > 1, scale_);
   o = o.transpose(1, 2).contiguous().reshape({batch, seq, -1}).contiguous();
@@ -121,8 +135,8 @@ at::Tensor ClipAttentionImpl::forward(const at::Tensor& x) {
 }
 
 ClipMlpImpl::ClipMlpImpl(const ClipTextConfig& c) : act_(c.hidden_act) {
-  fc1 = register_module("fc1", torch::nn::Linear(c.hidden_size, c.intermediate_size));
-  fc2 = register_module("fc2", torch::nn::Linear(c.intermediate_size, c.hidden_size));
+  fc1 = register_module("fc1", Linear(c.hidden_size, c.intermediate_size));
+  fc2 = register_module("fc2", Linear(c.intermediate_size, c.hidden_size));
 }
 
 at::Tensor ClipMlpImpl::forward(const at::Tensor& x) {
@@ -158,8 +172,8 @@ ClipTextTransformerImpl::ClipTextTransformerImpl(const ClipTextConfig& c) {
 ClipTextModelImpl::ClipTextModelImpl(const ClipTextConfig& c) : config_(c) {
   text_model = register_module("text_model", ClipTextTransformer(c));
   if (c.with_projection)
-    text_projection = register_module(
-        "text_projection", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.projection_dim).bias(false)));
+    text_projection =
+        register_module("text_projection", Linear(c.hidden_size, c.projection_dim, /*bias=*/false));
 }
 
 ClipTextOutput ClipTextModelImpl::forward(const at::Tensor& ids, bool run_last_layer) {
@@ -198,8 +212,8 @@ StatusOr<ClipTextOutput> ClipTextModelImpl::encode(const at::Tensor& ids, bool r
                             c10::toString(ids.scalar_type()));
   if (ids.dim() != 2 || ids.size(0) < 1 || ids.size(1) < 1 || ids.size(1) > config_.max_position_embeddings)
     return invalid_argument("CLIP text encoder: token ids must be [batch, sequence] with 1 <= sequence <= " +
-                            std::to_string(config_.max_position_embeddings) + " (max_position_embeddings), got " +
-                            c10::str(ids.sizes()));
+                            std::to_string(config_.max_position_embeddings) +
+                            " (max_position_embeddings), got " + c10::str(ids.sizes()));
   try {
     c10::InferenceMode guard;
     // An out-of-range id would be a device-side assert on CUDA; check it here and name the offending value.
@@ -226,7 +240,8 @@ StatusOr<ClipTextModel> load_clip_text_model(const ModelFolder& folder, const st
 
   if (!config.architecture_known) config.with_projection = weights.find("text_projection.weight") != nullptr;
   // transformers >= 5 saves a plain CLIPTextModel without the "text_model." prefix; earlier versions (and
-  // CLIPTextModelWithProjection always) keep it. The prefix-free file is then a lookup in the text_model subtree.
+  // CLIPTextModelWithProjection always) keep it. The prefix-free file is then a lookup in the text_model
+  // subtree.
   bool prefixed = config.with_projection;
   for (const auto& name : weights.names())
     if (name.rfind("text_model.", 0) == 0) prefixed = true;
@@ -238,7 +253,8 @@ StatusOr<ClipTextModel> load_clip_text_model(const ModelFolder& folder, const st
     options.device = device;
     const std::string what = component + " weights";
     if (prefixed) {
-      // Checkpoints from transformers < 4.31 store the position_ids buffer; it is always arange, so ignore it.
+      // Checkpoints from transformers < 4.31 store the position_ids buffer; it is always arange, so ignore
+      // it.
       options.optional_keys = {"text_model.embeddings.position_ids"};
       SDXLB_RETURN_IF_ERROR(load_module_weights(*model, weights, what, options));
     } else {
@@ -248,8 +264,8 @@ StatusOr<ClipTextModel> load_clip_text_model(const ModelFolder& folder, const st
     model->eval();
     return model;
   } catch (const c10::Error& e) {
-    return internal_error("building " + component + " in " + folder.root() + " failed: " +
-                          e.what_without_backtrace());
+    return internal_error("building " + component + " in " + folder.root() +
+                          " failed: " + e.what_without_backtrace());
   }
 }
 

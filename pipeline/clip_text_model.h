@@ -18,12 +18,11 @@
 #include <c10/core/ScalarType.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
+#include "pipeline/layers.h"
 #include "pipeline/model_folder.h"
 
 namespace sdxlb {
@@ -57,6 +56,18 @@ struct ClipTextConfig {
   static StatusOr<ClipTextConfig> from_json(const nlohmann::json& json, const std::string& source);
 };
 
+/// A lookup table (torch.nn.Embedding without padding_idx) with an uninitialised "weight" [num, dim], like
+/// the layers of layers.h: load_module_weights fills it.
+class ClipEmbeddingTableImpl : public torch::nn::Module {
+ public:
+  ClipEmbeddingTableImpl(int64_t num_embeddings, int64_t dim);
+  /// Integer ids of any shape -> [..., dim].
+  at::Tensor forward(const at::Tensor& ids);
+
+  at::Tensor weight;  ///< [num_embeddings, dim]
+};
+TORCH_MODULE(ClipEmbeddingTable);
+
 /// transformers' CLIPTextEmbeddings: token embedding plus learned absolute position embedding.
 class ClipTextEmbeddingsImpl : public torch::nn::Module {
  public:
@@ -64,8 +75,8 @@ class ClipTextEmbeddingsImpl : public torch::nn::Module {
   /// ids int64 [B, S] -> [B, S, hidden].
   at::Tensor forward(const at::Tensor& ids);
 
-  torch::nn::Embedding token_embedding{nullptr};
-  torch::nn::Embedding position_embedding{nullptr};
+  ClipEmbeddingTable token_embedding{nullptr};
+  ClipEmbeddingTable position_embedding{nullptr};
 };
 TORCH_MODULE(ClipTextEmbeddings);
 
@@ -76,7 +87,7 @@ class ClipAttentionImpl : public torch::nn::Module {
   /// [B, S, hidden] -> [B, S, hidden], causal.
   at::Tensor forward(const at::Tensor& x);
 
-  torch::nn::Linear k_proj{nullptr}, v_proj{nullptr}, q_proj{nullptr}, out_proj{nullptr};
+  Linear k_proj{nullptr}, v_proj{nullptr}, q_proj{nullptr}, out_proj{nullptr};
 
  private:
   int64_t head_dim_;
@@ -90,7 +101,7 @@ class ClipMlpImpl : public torch::nn::Module {
   explicit ClipMlpImpl(const ClipTextConfig& config);
   at::Tensor forward(const at::Tensor& x);
 
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  Linear fc1{nullptr}, fc2{nullptr};
 
  private:
   ClipTextConfig::Activation act_;
@@ -104,9 +115,9 @@ class ClipEncoderLayerImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);
 
   ClipAttention self_attn{nullptr};
-  torch::nn::LayerNorm layer_norm1{nullptr};
+  LayerNorm layer_norm1{nullptr};
   ClipMlp mlp{nullptr};
-  torch::nn::LayerNorm layer_norm2{nullptr};
+  LayerNorm layer_norm2{nullptr};
 };
 TORCH_MODULE(ClipEncoderLayer);
 
@@ -127,7 +138,7 @@ class ClipTextTransformerImpl : public torch::nn::Module {
 
   ClipTextEmbeddings embeddings{nullptr};
   ClipEncoder encoder{nullptr};
-  torch::nn::LayerNorm final_layer_norm{nullptr};
+  LayerNorm final_layer_norm{nullptr};
 };
 TORCH_MODULE(ClipTextTransformer);
 
@@ -136,16 +147,19 @@ struct ClipTextOutput {
   /// hidden_states[-2]: the output of the second-to-last layer (the embeddings for a 1-layer model), before
   /// the final LayerNorm. [B, S, hidden]. This is what SDXL concatenates into prompt_embeds.
   at::Tensor penultimate;
-  /// The final-LayerNormed output of the last layer, [B, S, hidden]. Undefined when the last layer was skipped.
+  /// The final-LayerNormed output of the last layer, [B, S, hidden]. Undefined when the last layer was
+  /// skipped.
   at::Tensor last_hidden_state;
   /// last_hidden_state at the EOS position ([B, hidden]), times text_projection for the projection model
-  /// ([B, projection_dim]): transformers' pooler_output / text_embeds. Undefined when the last layer was skipped.
+  /// ([B, projection_dim]): transformers' pooler_output / text_embeds. Undefined when the last layer was
+  /// skipped.
   at::Tensor pooled;
 };
 
 /// The whole text encoder: "text_model" plus, for CLIPTextModelWithProjection, "text_projection".
 class ClipTextModelImpl : public torch::nn::Module {
  public:
+  /// Builds the module tree with uninitialised parameters (see layers.h); load weights before use.
   explicit ClipTextModelImpl(const ClipTextConfig& config);
 
   /// ids int64 [B, S] (S <= max_position_embeddings) on the model's device. With `run_last_layer` false the
@@ -154,14 +168,15 @@ class ClipTextModelImpl : public torch::nn::Module {
   ClipTextOutput forward(const at::Tensor& ids, bool run_last_layer = true);
 
   /// Checks `ids` (int64, 2-D, length and id range), moves them to the model's device and runs forward()
-  /// in inference mode. Errors: kInvalidArgument for bad ids, kInternal for a LibTorch failure (with its text).
+  /// in inference mode. Errors: kInvalidArgument for bad ids, kInternal for a LibTorch failure (with its
+  /// text).
   StatusOr<ClipTextOutput> encode(const at::Tensor& ids, bool run_last_layer = true);
 
   const ClipTextConfig& config() const { return config_; }
 
   ClipTextTransformer text_model{nullptr};
   /// Null for a plain CLIPTextModel.
-  torch::nn::Linear text_projection{nullptr};
+  Linear text_projection{nullptr};
 
  private:
   ClipTextConfig config_;

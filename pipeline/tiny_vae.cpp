@@ -21,9 +21,7 @@ bool is_supported_activation(const std::string& name) {
   return name == "relu" || name == "silu" || name == "swish" || name == "gelu" || name == "mish";
 }
 
-torch::nn::Conv2d conv3x3(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1).bias(bias));
-}
+Conv2d conv3x3(int64_t in, int64_t out, bool bias) { return Conv2d(in, out, 3, 1, 1, bias); }
 
 }  // namespace
 
@@ -99,8 +97,7 @@ TinyBlockImpl::TinyBlockImpl(int64_t in_channels, int64_t out_channels, const st
                                                         TinyActivation(act_fn),
                                                         conv3x3(out_channels, out_channels, true)));
   if (in_channels != out_channels)
-    skip_ = register_module(
-        "skip", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, out_channels, 1).bias(false)));
+    skip_ = register_module("skip", Conv2d(in_channels, out_channels, 1, 1, 0, /*bias=*/false));
 }
 
 at::Tensor TinyBlockImpl::forward(const at::Tensor& x) {

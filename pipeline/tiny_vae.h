@@ -19,10 +19,10 @@
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
-#include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
 
 #include "common/status.h"
+#include "pipeline/layers.h"
 #include "pipeline/model_folder.h"
 
 namespace sdxlb {
@@ -75,7 +75,7 @@ class TinyBlockImpl : public torch::nn::Module {
 
  private:
   torch::nn::Sequential conv_{nullptr};
-  torch::nn::Conv2d skip_{nullptr};  ///< 1x1, only when the widths differ
+  Conv2d skip_{nullptr};  ///< 1x1, only when the widths differ
 };
 TORCH_MODULE(TinyBlock);
 

@@ -1,0 +1,43 @@
+// Dispatcher: which items go to which worker, in which batches.
+//
+// Items are grouped by their index into fixed groups of `batch_size` consecutive items (group g holds items
+// [g*B, (g+1)*B)). A batch handed out is the pending items of one group, so a batch's composition depends only
+// on the job, never on the number of ranks, the order of requests or what an earlier run finished. Workers pad
+// short batches to B, so every image is computed with the same shapes whatever happens around it.
+//
+// Not thread-safe: the coordinator's thread owns it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+namespace sdxlb {
+
+class Dispatcher {
+ public:
+  /// `pending` need not be sorted; duplicates are ignored.
+  Dispatcher(std::vector<int64_t> pending, int64_t batch_size);
+
+  /// The next batch (ascending item indices), or empty when none is left. Marks it in flight for `worker`.
+  std::vector<int64_t> next(int worker);
+  /// The worker finished these items (rendered or failed): they leave the in-flight set.
+  void finished(int worker, const std::vector<int64_t>& items);
+  /// A worker went away: its in-flight items go back to the front of the queue.
+  void requeue(int worker);
+
+  int64_t total() const { return total_; }
+  int64_t remaining() const;  ///< not yet handed out
+  int64_t in_flight() const;
+  bool idle() const { return remaining() == 0 && in_flight() == 0; }
+  int64_t batch_size() const { return batch_size_; }
+
+ private:
+  std::vector<std::vector<int64_t>> queue_;  // batches in hand-out order (reversed: next is back())
+  std::map<int, std::vector<int64_t>> in_flight_;
+  int64_t batch_size_;
+  int64_t total_ = 0;
+  int64_t remaining_ = 0;
+};
+
+}  // namespace sdxlb

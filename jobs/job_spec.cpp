@@ -1,0 +1,581 @@
+// Job file parsing: a table of keys, each with a handler that checks its value's type and range and
+// records a problem (with the YAML node's line and column) instead of stopping, so that one run reports
+// every problem in the file.
+#include "jobs/job_spec.h"
+
+#include "jobs/sha256.h"
+#include "jobs/yaml_fields.h"
+
+#include <sys/stat.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sdxlb {
+namespace {
+
+namespace fs = std::filesystem;
+using Field = YamlField;
+
+// ---------------------------------------------------------------------------------------------------------
+// Enum names: one table per enum, used both to parse and to print.
+
+constexpr NamedValue<JobSpec::DType> kDTypes[] = {
+    {"fp16", JobSpec::DType::kFp16}, {"bf16", JobSpec::DType::kBf16}, {"fp32", JobSpec::DType::kFp32}};
+constexpr NamedValue<JobSpec::Device> kDevices[] = {
+    {"auto", JobSpec::Device::kAuto}, {"cuda", JobSpec::Device::kCuda}, {"cpu", JobSpec::Device::kCpu}};
+constexpr NamedValue<JobSpec::Scheduler> kSchedulers[] = {{"euler", JobSpec::Scheduler::kEuler}};
+constexpr NamedValue<JobSpec::ImageFormat> kImageFormats[] = {{"raw", JobSpec::ImageFormat::kRaw},
+                                                              {"png", JobSpec::ImageFormat::kPng}};
+constexpr NamedValue<JobSpec::Decoder> kDecoders[] = {
+    {"auto", JobSpec::Decoder::kAuto}, {"full", JobSpec::Decoder::kFull}, {"tiny", JobSpec::Decoder::kTiny}};
+constexpr NamedValue<JobSpec::Placement> kPlacements[] = {
+    {"auto", JobSpec::Placement::kAuto},
+    {"resident", JobSpec::Placement::kResident},
+    {"model_offload", JobSpec::Placement::kModelOffload},
+    {"streamed", JobSpec::Placement::kStreamed},
+    {"sequential", JobSpec::Placement::kSequential}};
+constexpr NamedValue<JobSpec::Decode> kDecodes[] = {{"auto", JobSpec::Decode::kAuto},
+                                                    {"full", JobSpec::Decode::kFull},
+                                                    {"sliced", JobSpec::Decode::kSliced},
+                                                    {"tiled", JobSpec::Decode::kTiled}};
+constexpr NamedValue<PromptFormat> kPromptFormats[] = {
+    {"txt", PromptFormat::kTxt}, {"jsonl", PromptFormat::kJsonl}, {"csv", PromptFormat::kCsv}};
+
+// ---------------------------------------------------------------------------------------------------------
+// The parser: one handler per key, typed readers that record problems.
+
+class SpecParser : public YamlFieldReader {
+ public:
+  SpecParser(JobSpec* spec, ProblemList* problems, const JobLoadOptions& options)
+      : YamlFieldReader(problems), spec_(spec), options_(options) {}
+
+  void run(const YAML::Node& root);
+
+ private:
+  bool read_path(const Field& f, std::string* out);
+  void read_size(const Field& f, int64_t* out);
+
+  void on_prompts(const Field& f);
+  void on_memory(const Field& f);
+  void check_folder(const Field& f, const std::string& path, const char* marker, const std::string& what);
+  void load_prompts();
+  void finish_digest();
+
+  std::string resolve(const std::string& p) const {
+    fs::path path(p);
+    if (path.is_relative()) path = fs::path(spec_->base_dir) / path;
+    return path.lexically_normal().string();
+  }
+
+  JobSpec* spec_;
+  JobLoadOptions options_;
+  YAML::Mark root_mark_;
+  std::map<std::string, Field> fields_;  // top-level fields seen
+  PromptList inline_prompts_;
+  bool inline_ok_ = false;
+  bool prompts_file_ok_ = false;
+  bool decoder_set_ = false;
+};
+
+bool SpecParser::read_path(const Field& f, std::string* out) {
+  std::string raw;
+  if (!read_string(f, &raw, /*allow_empty=*/false)) return false;
+  *out = resolve(raw);
+  return true;
+}
+
+void SpecParser::read_size(const Field& f, int64_t* out) {
+  constexpr int64_t kMax = 16384;
+  int64_t v = 0;
+  if (!read_int(f, INT64_MIN, INT64_MAX, "use a multiple of 8 from 8 to 16384, e.g. 1024", &v)) return;
+  if (v <= 0) {
+    p_->add(f.mark(), f.key,
+            std::to_string(v) + " is not a positive size; use a multiple of 8 from 8 to 16384, e.g. 1024");
+  } else if (v > kMax) {
+    p_->add(f.mark(), f.key, std::to_string(v) + " is larger than 16384; use a multiple of 8 up to 16384");
+  } else if (v % 8 != 0) {
+    const int64_t down = v / 8 * 8, up = down + 8;
+    p_->add(f.mark(), f.key,
+            std::to_string(v) + " is not a multiple of 8 (the VAE downsamples by 8); use " +
+                (down > 0 ? std::to_string(down) + " or " : "") + std::to_string(up));
+  } else {
+    *out = v;
+  }
+}
+
+void SpecParser::on_prompts(const Field& f) {
+  if (f.value.IsNull()) {
+    p_->add(f.mark(), f.key,
+            "the list is empty; add at least one prompt, e.g. prompts: [\"a red fox in snow\"]");
+    return;
+  }
+  if (!f.value.IsSequence()) {
+    p_->add(f.mark(), f.key,
+            "expected a list of prompts, got " + describe_node(f.value) +
+                "; write one prompt per line as \"- a red fox in snow\" (or use prompts_file for a file)");
+    return;
+  }
+  if (f.value.size() == 0) {
+    p_->add(f.mark(), f.key,
+            "the list is empty; add at least one prompt, e.g. prompts: [\"a red fox in snow\"]");
+    return;
+  }
+  bool ok = true;
+  size_t index = 0;
+  for (const YAML::Node& item : f.value) {
+    const std::string key = "prompts[" + std::to_string(index++) + "]";
+    if (item.IsScalar()) {
+      if (ok) (void)inline_prompts_.add(item.Scalar());
+      continue;
+    }
+    if (!item.IsMap()) {
+      p_->add(item.Mark().is_null() ? f.mark() : item.Mark(), key,
+              "expected a prompt (text) or a map {prompt, negative_prompt, seed}, got " +
+                  describe_node(item) + "; write the prompt text after the dash or remove the empty entry");
+      ok = false;
+      continue;
+    }
+    std::string prompt, negative;
+    bool has_prompt = false, has_negative = false, has_seed = false;
+    uint64_t seed = 0;
+    auto seen =
+        walk_map(item, key,
+                 {{"prompt", [&](const Field& g) { has_prompt = read_string(g, &prompt); }},
+                  {"negative_prompt", [&](const Field& g) { has_negative = read_string(g, &negative); }},
+                  {"seed", [&](const Field& g) { has_seed = read_u64(g, &seed); }}});
+    if (!seen.count("prompt")) {
+      p_->add(item.Mark(), key,
+              "missing key \"prompt\"; write {prompt: \"a red fox\", negative_prompt: \"blurry\", seed: 7}");
+      ok = false;
+    } else if (!has_prompt) {
+      if (seen.at("prompt").value.IsNull()) {
+        p_->add(seen.at("prompt").mark(), key + ".prompt", "is empty; write the prompt text");
+      }
+      ok = false;
+    }
+    if ((seen.count("negative_prompt") && !has_negative && !seen.at("negative_prompt").value.IsNull()) ||
+        (seen.count("seed") && !has_seed && !seen.at("seed").value.IsNull())) {
+      ok = false;
+    }
+    if (ok) {
+      (void)inline_prompts_.add(prompt,
+                                has_negative ? std::optional<std::string_view>(negative) : std::nullopt,
+                                has_seed ? std::optional<uint64_t>(seed) : std::nullopt);
+    }
+  }
+  inline_ok_ = ok;
+}
+
+void SpecParser::on_memory(const Field& f) {
+  if (f.value.IsNull()) return;
+  if (!f.value.IsMap()) {
+    p_->add(f.mark(), f.key,
+            "expected a map, got " + describe_node(f.value) +
+                "; write e.g. memory: {placement: auto, decode: auto}");
+    return;
+  }
+  JobSpec::Memory& m = spec_->memory;
+  walk_map(f.value, "memory",
+           {{"placement", [&](const Field& g) { read_enum(g, kPlacements, &m.placement); }},
+            {"decode", [&](const Field& g) { read_enum(g, kDecodes, &m.decode); }},
+            {"max_gpu_gib", [&](const Field& g) {
+               double v = 0;
+               if (read_number(g, 0, false, "use a number of GiB > 0 (e.g. 24), or null for no cap", &v)) {
+                 m.max_gpu_gib = v;
+               }
+             }}});
+}
+
+void SpecParser::check_folder(const Field& f, const std::string& path, const char* marker,
+                              const std::string& what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    p_->add(f.mark(), f.key,
+            "folder " + quote(path) + " does not exist; fix the path (relative paths resolve against " +
+                quote(spec_->base_dir) + ", the job file's folder)");
+  } else if (!S_ISDIR(st.st_mode)) {
+    p_->add(f.mark(), f.key, quote(path) + " is a file, not a folder; point " + f.key + " at " + what);
+  } else if (::stat((path + "/" + marker).c_str(), &st) != 0) {
+    p_->add(f.mark(), f.key,
+            "folder " + quote(path) + " has no " + marker + "; point " + f.key + " at " + what);
+  }
+}
+
+void SpecParser::run(const YAML::Node& root) {
+  if (!root || root.IsNull()) {
+    p_->add(YAML::Mark::null_mark(), "",
+            "the job file is empty; it needs at least model, output and prompts (or prompts_file); see "
+            "docs/job-file.md");
+    return;
+  }
+  if (!root.IsMap()) {
+    p_->add(root.Mark(), "",
+            "expected a map of settings (key: value lines) at the top level, got " + describe_node(root) +
+                "; see examples/demo.yaml");
+    return;
+  }
+  root_mark_ = root.Mark();
+  JobSpec& s = *spec_;
+  std::string variant, format_name;
+  bool format_ok = false;
+  const std::vector<std::pair<std::string, Handler>> handlers = {
+      {"model", [&](const Field& f) { read_path(f, &s.model); }},
+      {"model_variant",
+       [&](const Field& f) {
+         if (f.value.IsNull() || !read_string(f, &variant)) return;
+         if (variant == "" || variant == "fp16") {
+           s.model_variant = variant;
+         } else {
+           p_->add(f.mark(), f.key,
+                   "unknown variant " + quote(variant) +
+                       "; use \"\" (the default weights) or \"fp16\" (the *.fp16.safetensors files)");
+         }
+       }},
+      {"tiny_vae", [&](const Field& f) { read_path(f, &s.tiny_vae); }},
+      {"vae_fp16_safe", [&](const Field& f) { read_bool(f, &s.vae_fp16_safe); }},
+      {"prompts", [&](const Field& f) { on_prompts(f); }},
+      {"prompts_file", [&](const Field& f) { prompts_file_ok_ = read_path(f, &s.prompt_source.file); }},
+      {"prompts_format",
+       [&](const Field& f) { format_ok = read_enum(f, kPromptFormats, &s.prompt_source.format); }},
+      {"csv_prompt_column",
+       [&](const Field& f) { read_string(f, &s.prompt_source.csv_prompt_column, false); }},
+      {"csv_negative_column", [&](const Field& f) { read_string(f, &s.prompt_source.csv_negative_column); }},
+      {"negative_prompt", [&](const Field& f) { read_string(f, &s.negative_prompt); }},
+      {"images_per_prompt",
+       [&](const Field& f) {
+         read_int(f, 1, 1000000, "use an integer from 1 to 1000000", &s.images_per_prompt);
+       }},
+      {"seed", [&](const Field& f) { read_u64(f, &s.seed); }},
+      {"steps",
+       [&](const Field& f) { read_int(f, 1, 1000, "use an integer from 1 to 1000 (e.g. 30)", &s.steps); }},
+      {"guidance",
+       [&](const Field& f) {
+         read_number(f, 0, true, "use a number >= 0 (e.g. 5.0; 1 or less turns classifier-free guidance off)",
+                     &s.guidance);
+       }},
+      {"width", [&](const Field& f) { read_size(f, &s.width); }},
+      {"height", [&](const Field& f) { read_size(f, &s.height); }},
+      {"scheduler", [&](const Field& f) { read_enum(f, kSchedulers, &s.scheduler); }},
+      {"batch_size",
+       [&](const Field& f) {
+         if (f.value.IsScalar() && f.value.Scalar() == "auto") {
+           s.batch_size.reset();
+           return;
+         }
+         int64_t v = 0;
+         if (read_int(f, 1, 4096, "use \"auto\" or an integer from 1 to 4096", &v)) s.batch_size = v;
+       }},
+      {"dtype", [&](const Field& f) { read_enum(f, kDTypes, &s.dtype); }},
+      {"device", [&](const Field& f) { read_enum(f, kDevices, &s.device); }},
+      {"output", [&](const Field& f) { read_path(f, &s.output); }},
+      {"image_format", [&](const Field& f) { read_enum(f, kImageFormats, &s.image_format); }},
+      {"decoder", [&](const Field& f) { decoder_set_ = read_enum(f, kDecoders, &s.decoder); }},
+      {"memory", [&](const Field& f) { on_memory(f); }},
+      {"embedding_cache", [&](const Field& f) { read_path(f, &s.embedding_cache); }},
+      {"segment_items",
+       [&](const Field& f) {
+         read_int(f, 1, int64_t{1} << 31, "use an integer from 1 to 2147483648 (e.g. 256)", &s.segment_items);
+       }},
+      {"progress_interval_s",
+       [&](const Field& f) {
+         read_number(f, 0, false, "use a number of seconds > 0 (e.g. 10)", &s.progress_interval_s);
+       }},
+  };
+  fields_ = walk_map(root, "", handlers);
+  auto has = [&](const char* k) { return fields_.count(k) != 0; };
+  auto mark_of = [&](const char* k) { return fields_.at(k).mark(); };
+
+  // Required keys.
+  if (!has("model")) {
+    p_->add(root_mark_, "model",
+            "missing; set model: <folder of a diffusers SDXL pipeline, the one with model_index.json>");
+  } else if (fields_.at("model").value.IsNull()) {
+    p_->add(mark_of("model"), "model", "is empty; set it to the folder of a diffusers SDXL pipeline");
+  }
+  if (!has("output")) {
+    p_->add(root_mark_, "output", "missing; set output: <folder for the images, e.g. out/run1>");
+  } else if (fields_.at("output").value.IsNull()) {
+    p_->add(mark_of("output"), "output", "is empty; set it to the folder for the images");
+  }
+
+  // Exactly one prompt source, and file-only keys only with a file.
+  if (has("prompts") && has("prompts_file")) {
+    p_->add(mark_of("prompts_file"), "prompts_file",
+            "both prompts and prompts_file are set; keep only one (prompts for an inline list, prompts_file "
+            "for a "
+            ".txt, .jsonl or .csv file)");
+  } else if (!has("prompts") && !has("prompts_file")) {
+    p_->add(root_mark_, "prompts",
+            "no prompts; set prompts: (an inline list) or prompts_file: (a .txt, .jsonl or .csv file)");
+  } else if (has("prompts_file") && fields_.at("prompts_file").value.IsNull()) {
+    p_->add(mark_of("prompts_file"), "prompts_file", "is empty; set it to a .txt, .jsonl or .csv file");
+  }
+  s.prompt_source.from_file = has("prompts_file") && !has("prompts");
+  if (s.prompt_source.from_file) {
+    if (!has("prompts_format") && prompts_file_ok_) {
+      auto fmt = prompt_format_from_extension(s.prompt_source.file);
+      if (fmt) {
+        s.prompt_source.format = *fmt;
+        format_ok = true;
+      } else {
+        p_->add(mark_of("prompts_file"), "prompts_file",
+                "cannot tell the format of " + quote(s.prompt_source.file) +
+                    " from its extension; name it .txt, .jsonl or .csv, or set prompts_format: txt | jsonl | "
+                    "csv");
+      }
+    }
+    const bool csv = format_ok && s.prompt_source.format == PromptFormat::kCsv;
+    for (const char* k : {"csv_prompt_column", "csv_negative_column"}) {
+      if (has(k) && format_ok && !csv) {
+        p_->add(fields_.at(k).key_node.Mark(), k,
+                std::string("applies only to CSV prompt files, but the format is ") +
+                    prompt_format_name(s.prompt_source.format) + "; remove it or use a .csv file");
+      }
+    }
+  } else {
+    for (const char* k : {"prompts_format", "csv_prompt_column", "csv_negative_column"}) {
+      if (has(k) && has("prompts")) {
+        p_->add(fields_.at(k).key_node.Mark(), k,
+                "applies only with prompts_file, but the prompts are inline; remove it");
+      }
+    }
+  }
+
+  // Cross-key rules.
+  if (decoder_set_ && s.decoder == JobSpec::Decoder::kTiny && s.tiny_vae.empty()) {
+    p_->add(mark_of("decoder"), "decoder",
+            "is \"tiny\" but tiny_vae is not set; set tiny_vae: <folder of an AutoencoderTiny such as "
+            "taesdxl> or "
+            "use decoder: full");
+  }
+  if (s.embedding_cache.empty() && !s.output.empty())
+    s.embedding_cache = (fs::path(s.output) / "embeddings").string();
+
+  if (options_.check_paths) {
+    if (!s.model.empty())
+      check_folder(fields_.at("model"), s.model, "model_index.json", "a diffusers SDXL folder");
+    if (!s.tiny_vae.empty()) {
+      check_folder(fields_.at("tiny_vae"), s.tiny_vae, "config.json", "a diffusers AutoencoderTiny folder");
+    }
+    struct stat st {};
+    for (const char* k : {"output", "embedding_cache"}) {
+      const std::string& path = std::string(k) == "output" ? s.output : s.embedding_cache;
+      if (has(k) && !path.empty() && ::stat(path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+        p_->add(mark_of(k), k, quote(path) + " is an existing file, not a folder; choose a folder path");
+      }
+    }
+  }
+  load_prompts();
+}
+
+void SpecParser::load_prompts() {
+  JobSpec& s = *spec_;
+  if (!s.prompt_source.from_file) {
+    if (inline_ok_) s.prompts = std::make_shared<const PromptList>(std::move(inline_prompts_));
+  } else if (prompts_file_ok_ && !s.prompt_source.file.empty()) {
+    const Field& f = fields_.at("prompts_file");
+    struct stat st {};
+    if (::stat(s.prompt_source.file.c_str(), &st) != 0) {
+      p_->add(f.mark(), f.key,
+              "file " + quote(s.prompt_source.file) +
+                  " does not exist; fix the path (relative paths resolve against " + quote(s.base_dir) +
+                  ", the job file's folder)");
+      return;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      p_->add(
+          f.mark(), f.key,
+          quote(s.prompt_source.file) + " is a folder; point prompts_file at a .txt, .jsonl or .csv file");
+      return;
+    }
+    PromptFileOptions o;
+    o.format = s.prompt_source.format;
+    o.csv_prompt_column = s.prompt_source.csv_prompt_column;
+    o.csv_negative_column = s.prompt_source.csv_negative_column;
+    // The format may still be unknown (a problem was recorded); reading would only add noise.
+    if (!fields_.count("prompts_format") && !prompt_format_from_extension(s.prompt_source.file)) return;
+    StatusOr<PromptList> list = load_prompt_file(s.prompt_source.file, o);
+    if (!list.is_ok()) {
+      p_->add_located(list.status().message());
+      return;
+    }
+    s.prompts = std::make_shared<const PromptList>(std::move(list).value());
+  }
+  if (!s.prompts) return;
+  const uint64_t n = s.prompts->size();
+  if (s.images_per_prompt > 0 && n > (uint64_t{1} << 62) / static_cast<uint64_t>(s.images_per_prompt)) {
+    p_->add(fields_.count("images_per_prompt") ? fields_.at("images_per_prompt").mark() : root_mark_,
+            "images_per_prompt", "prompts x images_per_prompt exceeds 2^62 items; split the job");
+  }
+  finish_digest();
+}
+
+void SpecParser::finish_digest() {
+  const JobSpec& s = *spec_;
+  const PromptList& list = *s.prompts;
+  Sha256 h;
+  h.update_field("sdxlb-prompts/1");
+  h.update_u64(list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    h.update_field(list.prompt(i));
+    h.update_field(list.negative_or(i, s.negative_prompt));
+    auto seed = list.seed(i);
+    h.update(seed ? "S" : "-", 1);
+    if (seed) h.update_u64(*seed);
+  }
+  spec_->prompts_sha256 = h.hex();
+}
+
+}  // namespace
+
+const char* dtype_name(JobSpec::DType v) {
+  return name_of(kDTypes, v);
+}
+const char* device_name(JobSpec::Device v) {
+  return name_of(kDevices, v);
+}
+const char* scheduler_name(JobSpec::Scheduler v) {
+  return name_of(kSchedulers, v);
+}
+const char* image_format_name(JobSpec::ImageFormat v) {
+  return name_of(kImageFormats, v);
+}
+const char* decoder_name(JobSpec::Decoder v) {
+  return name_of(kDecoders, v);
+}
+const char* placement_name(JobSpec::Placement v) {
+  return name_of(kPlacements, v);
+}
+const char* decode_name(JobSpec::Decode v) {
+  return name_of(kDecodes, v);
+}
+
+StatusOr<JobSpec> JobSpec::load_file(const std::string& path, const JobLoadOptions& options) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    return not_found("job file " + quote(path) + " does not exist; check the path (e.g. examples/demo.yaml)");
+  }
+  if (fs::is_directory(path, ec))
+    return invalid_argument(quote(path) + " is a folder; give the job file (.yaml)");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return io_error("cannot open job file " + quote(path) + " for reading; check its permissions");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return io_error("error while reading job file " + quote(path));
+  const std::string base = fs::absolute(path, ec).parent_path().lexically_normal().string();
+  return parse(text.str(), path, base, options);
+}
+
+StatusOr<JobSpec> JobSpec::parse(const std::string& yaml_text, const std::string& file_name,
+                                 const std::string& base_dir, const JobLoadOptions& options) {
+  ProblemList problems(file_name.empty() ? "<job>" : file_name);
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    problems.add(e.mark, "",
+                 "invalid YAML: " + e.msg +
+                     "; fix the syntax (check indentation, a space after each colon, and "
+                     "matching quotes and brackets)");
+    return problems.status();
+  } catch (const YAML::Exception& e) {
+    problems.add(e.mark, "", std::string("invalid YAML: ") + e.msg + "; fix the syntax");
+    return problems.status();
+  }
+  JobSpec spec;
+  spec.job_file = file_name;
+  spec.base_dir = base_dir;
+  spec.yaml_text = yaml_text;
+  try {
+    SpecParser parser(&spec, &problems, options);
+    parser.run(root);
+  } catch (const YAML::Exception& e) {  // defensive: a yaml-cpp accessor threw on an odd document
+    problems.add(e.mark, "", std::string("cannot read this part of the job file: ") + e.msg);
+  }
+  if (problems.any()) return problems.status();
+  return spec;
+}
+
+JobSpec::Decoder JobSpec::resolved_decoder() const {
+  if (decoder != Decoder::kAuto) return decoder;
+  return tiny_vae.empty() ? Decoder::kFull : Decoder::kTiny;
+}
+
+namespace {
+
+// The part of the canonical JSON that changes the pixels (hashed into the identity).
+nlohmann::json image_json(const JobSpec& s) {
+  return {
+      {"model_variant", s.model_variant},
+      {"vae_fp16_safe", s.vae_fp16_safe},
+      {"decoder", decoder_name(s.resolved_decoder())},
+      {"dtype", dtype_name(s.dtype)},
+      {"scheduler", scheduler_name(s.scheduler)},
+      {"steps", s.steps},
+      {"guidance", s.guidance},
+      {"width", s.width},
+      {"height", s.height},
+      {"seed", s.seed},
+      {"images_per_prompt", s.images_per_prompt},
+      {"negative_prompt", s.negative_prompt},
+      {"prompts", {{"count", s.num_prompts()}, {"sha256", s.prompts_sha256}}},
+  };
+}
+
+}  // namespace
+
+std::string JobSpec::to_canonical_json() const {
+  using nlohmann::json;
+  json source = {{"kind", prompt_source.from_file ? "file" : "inline"}};
+  if (prompt_source.from_file) {
+    source["file"] = prompt_source.file;
+    source["format"] = prompt_format_name(prompt_source.format);
+    if (prompt_source.format == PromptFormat::kCsv) {
+      source["csv_prompt_column"] = prompt_source.csv_prompt_column;
+      source["csv_negative_column"] = prompt_source.csv_negative_column;
+    }
+  }
+  json run = {
+      {"model", model},
+      {"tiny_vae", tiny_vae.empty() ? json(nullptr) : json(tiny_vae)},
+      {"output", output},
+      {"embedding_cache", embedding_cache},
+      {"batch_size", batch_size ? json(*batch_size) : json("auto")},
+      {"device", device_name(device)},
+      {"image_format", image_format_name(image_format)},
+      {"memory",
+       {{"placement", placement_name(memory.placement)},
+        {"decode", decode_name(memory.decode)},
+        {"max_gpu_gib", memory.max_gpu_gib ? json(*memory.max_gpu_gib) : json(nullptr)}}},
+      {"segment_items", segment_items},
+      {"progress_interval_s", progress_interval_s},
+      {"prompt_source", source},
+  };
+  json all = {{"format", "sdxlb-job/1"}, {"image", image_json(*this)}, {"run", run}};
+  return all.dump();
+}
+
+std::string JobSpec::identity(const std::string& model_identity, const std::string& tiny_vae_identity) const {
+  Sha256 h;
+  h.update_field("sdxlb-job-identity/1");
+  h.update_field(model_identity);
+  // The tiny VAE changes the pixels only when it decodes.
+  const bool tiny = resolved_decoder() == Decoder::kTiny;
+  h.update_field(!tiny ? "" : tiny_vae_identity.empty() ? tiny_vae : tiny_vae_identity);
+  h.update_field(image_json(*this).dump());
+  return h.hex();
+}
+
+}  // namespace sdxlb

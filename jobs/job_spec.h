@@ -1,0 +1,132 @@
+// JobSpec: a validated job file (YAML) with every default filled in and its prompts loaded.
+//
+// Parsing collects every problem of the file and reports them together, one per line, each as
+// "<file>:<line>:<column>: <key>: <what is wrong>; <fix>". Relative paths resolve against the job file's
+// folder. Validation only reads (the job file, the prompt file, and whether folders exist); it never writes.
+//
+// Thread-safety: a JobSpec is an immutable-after-load value; copies share the (const) prompt list.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "jobs/prompt_source.h"
+
+namespace sdxlb {
+
+/// Options for JobSpec::load_file / JobSpec::parse.
+struct JobLoadOptions {
+  /// Check that model and tiny_vae are existing folders and that output is not an existing file.
+  bool check_paths = true;
+};
+
+/// A job: what to render (model, prompts, sampling settings) and how (placement, batching, output).
+struct JobSpec {
+  enum class DType { kFp16, kBf16, kFp32 };
+  enum class Device { kAuto, kCuda, kCpu };
+  enum class Scheduler { kEuler };
+  enum class ImageFormat { kRaw, kPng };
+  /// Which VAE decodes latents; kAuto means tiny when tiny_vae is set, else full.
+  enum class Decoder { kAuto, kFull, kTiny };
+  /// Where weights live during the render (see the memory plan).
+  enum class Placement { kAuto, kResident, kModelOffload, kStreamed, kSequential };
+  /// How the full VAE decodes a batch.
+  enum class Decode { kAuto, kFull, kSliced, kTiled };
+
+  /// The `memory:` map: overrides for the memory plan.
+  struct Memory {
+    Placement placement = Placement::kAuto;
+    Decode decode = Decode::kAuto;
+    std::optional<double> max_gpu_gib;  ///< cap on GPU memory the plan may use; nullopt: no cap
+  };
+
+  /// Where the prompts came from.
+  struct PromptSource {
+    bool from_file = false;  ///< false: the inline `prompts:` list
+    std::string file;        ///< resolved prompts_file path (from_file only)
+    PromptFormat format = PromptFormat::kTxt;
+    std::string csv_prompt_column = "prompt";
+    std::string csv_negative_column;  ///< empty: none
+  };
+
+  // --- the job file as read
+  std::string job_file;   ///< path as given ("" when parsed from text without a file)
+  std::string base_dir;   ///< folder that relative paths resolve against
+  std::string yaml_text;  ///< the job file's text, for recording with the output
+
+  // --- model
+  std::string model;           ///< diffusers SDXL folder (resolved path)
+  std::string model_variant;   ///< "" or "fp16"
+  std::string tiny_vae;        ///< AutoencoderTiny folder (resolved), "" when unset
+  bool vae_fp16_safe = false;  ///< the VAE may run in fp16 (else it is upcast to fp32)
+
+  // --- prompts
+  PromptSource prompt_source;
+  std::shared_ptr<const PromptList> prompts;  ///< never null after a successful load; >= 1 prompt
+  std::string negative_prompt;                ///< for prompts without a negative of their own
+  std::string prompts_sha256;                 ///< digest of every prompt's text, effective negative, seed
+
+  // --- sampling
+  int64_t images_per_prompt = 1;
+  uint64_t seed = 0;  ///< base seed: item i gets seed + i unless its prompt has a seed of its own
+  int64_t steps = 30;
+  double guidance = 5.0;
+  int64_t width = 1024;
+  int64_t height = 1024;
+  Scheduler scheduler = Scheduler::kEuler;
+
+  // --- execution
+  std::optional<int64_t> batch_size;  ///< nullopt: "auto" (chosen by the memory plan)
+  DType dtype = DType::kFp16;
+  Device device = Device::kAuto;
+  Decoder decoder = Decoder::kAuto;
+  Memory memory;
+
+  // --- output
+  std::string output;  ///< output folder (resolved)
+  ImageFormat image_format = ImageFormat::kRaw;
+  std::string embedding_cache;  ///< resolved; default "<output>/embeddings"
+  int64_t segment_items = 256;
+  double progress_interval_s = 10.0;
+
+  /// Reads and validates a job file. On failure: kNotFound when the file does not exist, kIoError when it
+  /// cannot be read, kInvalidArgument listing every problem (YAML syntax, keys, values, prompt file).
+  static StatusOr<JobSpec> load_file(const std::string& path, const JobLoadOptions& options = {});
+  /// Validates job YAML given as text; `file_name` names it in messages and `base_dir` resolves relative
+  /// paths. Same errors as load_file.
+  static StatusOr<JobSpec> parse(const std::string& yaml_text, const std::string& file_name,
+                                 const std::string& base_dir, const JobLoadOptions& options = {});
+
+  /// kFull or kTiny: kAuto resolved (tiny when tiny_vae is set).
+  Decoder resolved_decoder() const;
+  /// Number of prompts.
+  uint64_t num_prompts() const { return prompts ? prompts->size() : 0; }
+  /// prompts x images_per_prompt.
+  uint64_t num_items() const { return num_prompts() * static_cast<uint64_t>(images_per_prompt); }
+  /// The negative text used for prompt i: its own, else the job's negative_prompt.
+  std::string_view negative_for(size_t i) const { return prompts->negative_or(i, negative_prompt); }
+
+  /// The whole resolved job as compact JSON with sorted keys (stable across runs and machines):
+  /// {"format": "sdxlb-job/1", "image": {everything that changes the pixels}, "run": {paths, batching,
+  /// memory, output settings}}. Prompts appear as their count and SHA-256, not their text.
+  std::string to_canonical_json() const;
+  /// A stable 64-hex-digit SHA-256 over the model's identity (supplied by the caller, e.g. a hash of the
+  /// weights' headers), the tiny VAE's identity when the tiny decoder is used (the caller's, or its
+  /// resolved path when `tiny_vae_identity` is empty), and the canonical JSON's "image" part. Output folder,
+  /// batch size, memory, device, image format, progress and segment size do not change it.
+  std::string identity(const std::string& model_identity, const std::string& tiny_vae_identity = {}) const;
+};
+
+const char* dtype_name(JobSpec::DType v);
+const char* device_name(JobSpec::Device v);
+const char* scheduler_name(JobSpec::Scheduler v);
+const char* image_format_name(JobSpec::ImageFormat v);
+const char* decoder_name(JobSpec::Decoder v);
+const char* placement_name(JobSpec::Placement v);
+const char* decode_name(JobSpec::Decode v);
+
+}  // namespace sdxlb

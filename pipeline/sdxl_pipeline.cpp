@@ -1,0 +1,325 @@
+#include "pipeline/sdxl_pipeline.h"
+
+#include <chrono>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/Exception.h>
+
+#include "common/fingerprint.h"
+#include "pipeline/clip_text_model.h"
+#include "pipeline/clip_tokenizer.h"
+#include "pipeline/euler_scheduler.h"
+#include "pipeline/euler_step.h"
+#include "pipeline/model_folder.h"
+#include "pipeline/tiny_vae.h"
+#include "pipeline/unet.h"
+#include "pipeline/vae.h"
+
+#ifdef SDXLB_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+namespace sdxlb {
+
+struct SdxlPipeline::Parts {
+  std::string model_dir;
+  ModelFolder folder;
+  std::unique_ptr<ClipTokenizer> tokenizer, tokenizer_2;
+  ClipTextModel text_encoder{nullptr}, text_encoder_2{nullptr};
+  UNet2DConditionModel unet{nullptr};
+  Vae vae{nullptr};
+  TinyVae tiny_vae{nullptr};
+  EulerSchedulerConfig scheduler;
+};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void sync_device(const at::Device& device) {
+#ifdef SDXLB_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::device_synchronize();
+#endif
+}
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// Turns a LibTorch exception into a Status naming the phase.
+Status torch_error(const std::string& phase, const c10::Error& e) {
+  std::string what = e.what_without_backtrace();
+  if (what.find("out of memory") != std::string::npos)
+    return Status(StatusCode::kResourceExhausted, phase + ": out of GPU memory (" + what +
+                                                      "); lower batch_size or choose a lighter memory plan");
+  return internal_error(phase + ": " + what);
+}
+
+// Identity of one component: its config text and the headers of its weight files (which hold names, shapes,
+// dtypes and byte ranges; hashing them is fast and changes whenever the weights are re-saved differently).
+Status add_component_identity(Fingerprint& fp, const ModelFolder& folder, const std::string& component,
+                              const std::string& variant) {
+  SDXLB_ASSIGN_OR_RETURN(auto config, folder.component_config(component));
+  fp.add(component).add(config.dump());
+  SDXLB_ASSIGN_OR_RETURN(auto weights, folder.component_weights(component, variant));
+  for (const auto& f : weights.files()) fp.add(f->header_json());
+  return Status::ok();
+}
+
+at::Tensor ids_tensor(const ClipTokenizer& tok, const std::vector<std::string>& texts) {
+  std::vector<int64_t> flat;
+  int64_t len = 0;
+  for (const auto& t : texts) {
+    auto ids = tok.encode(t);
+    len = static_cast<int64_t>(ids.size());
+    flat.insert(flat.end(), ids.begin(), ids.end());
+  }
+  return at::tensor(flat, at::kLong).reshape({static_cast<int64_t>(texts.size()), len});
+}
+
+}  // namespace
+
+StatusOr<at::ScalarType> parse_dtype(const std::string& name) {
+  if (name == "fp16" || name == "float16") return at::kHalf;
+  if (name == "bf16" || name == "bfloat16") return at::kBFloat16;
+  if (name == "fp32" || name == "float32") return at::kFloat;
+  return invalid_argument("unknown dtype \"" + name + "\"; use fp16, bf16 or fp32");
+}
+
+SdxlPipeline::SdxlPipeline() : parts_(std::make_unique<Parts>()) {}
+SdxlPipeline::~SdxlPipeline() = default;
+
+StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& model_dir,
+                                                           const PipelineOptions& options) {
+  std::unique_ptr<SdxlPipeline> p(new SdxlPipeline());
+  p->options_ = options;
+  Parts& parts = *p->parts_;
+  parts.model_dir = model_dir;
+  SDXLB_ASSIGN_OR_RETURN(parts.folder, ModelFolder::open(model_dir));
+  const ModelFolder& folder = parts.folder;
+  for (const char* c : {"unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"}) {
+    if (!folder.has_component(c))
+      return not_found("model folder " + model_dir + " has no " + c +
+                       "/ component (an SDXL pipeline needs unet, vae, text_encoder, text_encoder_2, tokenizer, "
+                       "tokenizer_2 and scheduler)");
+  }
+  const auto& index = folder.model_index();
+  if (index.contains("force_zeros_for_empty_prompt") && index["force_zeros_for_empty_prompt"].is_boolean())
+    p->force_zeros_ = index["force_zeros_for_empty_prompt"].get<bool>();
+
+  SDXLB_ASSIGN_OR_RETURN(auto sched_json, folder.component_config("scheduler", "scheduler_config.json"));
+  SDXLB_ASSIGN_OR_RETURN(parts.scheduler,
+                         EulerSchedulerConfig::from_json(sched_json, model_dir + "/scheduler/scheduler_config.json"));
+
+  Fingerprint te_id, model_id;
+  SDXLB_RETURN_IF_ERROR(add_component_identity(te_id, folder, "text_encoder", options.variant));
+  SDXLB_RETURN_IF_ERROR(add_component_identity(te_id, folder, "text_encoder_2", options.variant));
+  for (const char* tok : {"tokenizer", "tokenizer_2"}) {
+    auto cfg = folder.component_config(tok, "tokenizer_config.json");
+    if (cfg.is_ok()) te_id.add(cfg->dump());
+  }
+  p->text_encoder_id_ = te_id.hex();
+  model_id.add(p->text_encoder_id_);
+  SDXLB_RETURN_IF_ERROR(add_component_identity(model_id, folder, "unet", options.variant));
+  SDXLB_RETURN_IF_ERROR(add_component_identity(model_id, folder, "vae", options.variant));
+  model_id.add(sched_json.dump());
+
+  if (options.load_text_encoders) {
+    SDXLB_ASSIGN_OR_RETURN(auto t1, ClipTokenizer::load(folder.component_dir("tokenizer")));
+    SDXLB_ASSIGN_OR_RETURN(auto t2, ClipTokenizer::load(folder.component_dir("tokenizer_2")));
+    parts.tokenizer = std::make_unique<ClipTokenizer>(std::move(t1));
+    parts.tokenizer_2 = std::make_unique<ClipTokenizer>(std::move(t2));
+    SDXLB_ASSIGN_OR_RETURN(parts.text_encoder, load_clip_text_model(folder, "text_encoder", options.variant,
+                                                                    options.dtype, options.device));
+    SDXLB_ASSIGN_OR_RETURN(parts.text_encoder_2, load_clip_text_model(folder, "text_encoder_2", options.variant,
+                                                                      options.dtype, options.device));
+    if (!parts.text_encoder_2->text_projection)
+      return data_loss(model_dir + "/text_encoder_2 is not a CLIPTextModelWithProjection (no text_projection); "
+                       "SDXL takes its pooled embedding from it");
+  }
+  // Dimensions from the configs, so that they are known without the encoders loaded.
+  {
+    SDXLB_ASSIGN_OR_RETURN(auto c1, folder.component_config("text_encoder"));
+    SDXLB_ASSIGN_OR_RETURN(auto c2, folder.component_config("text_encoder_2"));
+    SDXLB_ASSIGN_OR_RETURN(auto k1, ClipTextConfig::from_json(c1, model_dir + "/text_encoder/config.json"));
+    SDXLB_ASSIGN_OR_RETURN(auto k2, ClipTextConfig::from_json(c2, model_dir + "/text_encoder_2/config.json"));
+    p->prompt_dim_ = k1.hidden_size + k2.hidden_size;
+    p->pooled_dim_ = k2.projection_dim;
+  }
+
+  if (options.load_denoiser) {
+    SDXLB_ASSIGN_OR_RETURN(parts.unet, load_unet(folder, options.variant, options.dtype, options.device));
+    if (parts.unet->config().cross_attention_dim != p->prompt_dim_)
+      return data_loss(model_dir + ": unet cross_attention_dim " +
+                       std::to_string(parts.unet->config().cross_attention_dim) +
+                       " does not match the text encoders' combined width " + std::to_string(p->prompt_dim_));
+    if (options.decoder == DecoderKind::kTiny) {
+      if (options.tiny_vae.empty())
+        return invalid_argument("the tiny decoder needs a tiny VAE folder (job key tiny_vae, e.g. a TAESDXL folder)");
+      SDXLB_ASSIGN_OR_RETURN(parts.tiny_vae, load_tiny_vae(options.tiny_vae, "", options.dtype, options.device));
+      Fingerprint tf;
+      auto tf_dir = ModelFolder::open_component_folder(options.tiny_vae);
+      if (tf_dir.is_ok()) SDXLB_RETURN_IF_ERROR(add_component_identity(tf, *tf_dir, "", ""));
+      model_id.add("tiny_vae").add(tf.hex());
+    } else {
+      VaeLoadOptions vo;
+      vo.honor_force_upcast = !options.vae_fp16_safe;
+      SDXLB_ASSIGN_OR_RETURN(parts.vae, load_vae(folder, options.variant, options.dtype, options.device, vo));
+    }
+  }
+  p->model_id_ = model_id.hex();
+  return p;
+}
+
+StatusOr<TextEmbeddings> SdxlPipeline::encode(const std::vector<std::string>& texts) {
+  Parts& parts = *parts_;
+  if (!parts.text_encoder || !parts.text_encoder_2)
+    return failed_precondition("the text encoders are not loaded (released after the encode phase)");
+  const auto t0 = Clock::now();
+  try {
+    c10::InferenceMode guard;
+    at::Tensor ids1 = ids_tensor(*parts.tokenizer, texts);
+    at::Tensor ids2 = ids_tensor(*parts.tokenizer_2, texts);
+    // text_encoder contributes only its penultimate state: its last layer is skipped.
+    SDXLB_ASSIGN_OR_RETURN(auto o1, parts.text_encoder->encode(ids1, /*run_last_layer=*/false));
+    SDXLB_ASSIGN_OR_RETURN(auto o2, parts.text_encoder_2->encode(ids2, /*run_last_layer=*/true));
+    TextEmbeddings out;
+    out.prompt_embeds = at::cat({o1.penultimate, o2.penultimate}, -1);
+    out.pooled = o2.pooled;
+    sync_device(options_.device);
+    times_.encode_ms = ms_since(t0);
+    return out;
+  } catch (const c10::Error& e) {
+    return torch_error("text encoding", e);
+  }
+}
+
+void SdxlPipeline::release_text_encoders() {
+  parts_->text_encoder = nullptr;
+  parts_->text_encoder_2 = nullptr;
+  parts_->tokenizer.reset();
+  parts_->tokenizer_2.reset();
+}
+
+StatusOr<TextEmbeddings> SdxlPipeline::negative_for(const std::string& text, const TextEmbeddings& like) {
+  if (text.empty() && force_zeros_) {
+    return TextEmbeddings{at::zeros_like(like.prompt_embeds), at::zeros_like(like.pooled)};
+  }
+  return encode({text});
+}
+
+at::Tensor SdxlPipeline::initial_noise(uint64_t seed, int64_t channels, int64_t h, int64_t w, at::ScalarType dtype) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return at::randn({1, channels, h, w}, gen, at::TensorOptions().dtype(dtype).device(at::kCPU));
+}
+
+StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const TextEmbeddings& negative,
+                                           const std::vector<uint64_t>& seeds, const RenderSettings& s) {
+  Parts& parts = *parts_;
+  if (!parts.unet) return failed_precondition("the UNet is not loaded");
+  const int64_t b = static_cast<int64_t>(seeds.size());
+  if (positive.prompt_embeds.size(0) != b || negative.prompt_embeds.size(0) != b)
+    return invalid_argument("denoise: " + std::to_string(b) + " seeds but " +
+                            std::to_string(positive.prompt_embeds.size(0)) + " positive and " +
+                            std::to_string(negative.prompt_embeds.size(0)) + " negative embeddings");
+  // Pixels per latent pixel: 8 for SDXL's VAE and TAESDXL; smaller for tiny test models.
+  const int64_t scale = options_.decoder == DecoderKind::kTiny ? parts.tiny_vae->spatial_scale()
+                        : parts.vae                            ? parts.vae->spatial_scale()
+                                                               : 8;
+  if (s.width % scale || s.height % scale || s.width <= 0 || s.height <= 0)
+    return invalid_argument("width and height must be positive multiples of " + std::to_string(scale) + ", got " +
+                            std::to_string(s.width) + "x" + std::to_string(s.height));
+  SDXLB_ASSIGN_OR_RETURN(auto schedule, EulerSchedule::create(parts.scheduler, s.steps));
+  const auto t0 = Clock::now();
+  try {
+    c10::InferenceMode guard;
+    const at::ScalarType dtype = options_.dtype;
+    const at::Device dev = options_.device;
+    const int64_t channels = parts.unet->config().in_channels;
+    const int64_t h = s.height / scale, w = s.width / scale;
+
+    std::vector<at::Tensor> noise;
+    noise.reserve(b);
+    for (uint64_t seed : seeds) noise.push_back(initial_noise(seed, channels, h, w, dtype));
+    at::Tensor latents = at::cat(noise, 0).to(dev);
+    latents = latents * schedule.init_noise_sigma();
+
+    const bool cfg = s.guidance > 1.0;
+    auto to_dev = [&](const at::Tensor& t) { return t.to(dev, dtype); };
+    at::Tensor time_ids = at::tensor({static_cast<double>(s.height), static_cast<double>(s.width), 0.0, 0.0,
+                                      static_cast<double>(s.height), static_cast<double>(s.width)},
+                                     at::TensorOptions().dtype(dtype))
+                              .reshape({1, 6});
+    at::Tensor embeds, pooled;
+    if (cfg) {
+      embeds = at::cat({to_dev(negative.prompt_embeds), to_dev(positive.prompt_embeds)}, 0);
+      pooled = at::cat({to_dev(negative.pooled), to_dev(positive.pooled)}, 0);
+      time_ids = at::cat({time_ids, time_ids}, 0).to(dev).repeat({b, 1});
+    } else {
+      embeds = to_dev(positive.prompt_embeds);
+      pooled = to_dev(positive.pooled);
+      time_ids = time_ids.to(dev).repeat({b, 1});
+    }
+    // The diffusers scheduler keeps timesteps as a float32 tensor; the UNet takes one 0-dim entry per step.
+    at::Tensor timesteps = at::tensor(schedule.timesteps(), at::kFloat).to(dev);
+    for (int64_t i = 0; i < schedule.num_steps(); ++i) {
+      at::Tensor model_in = cfg ? at::cat({latents, latents}, 0) : latents;
+      SDXLB_ASSIGN_OR_RETURN(model_in, euler_scale_model_input(model_in, schedule.sigma(i)));
+      at::Tensor eps = parts.unet->forward(model_in, timesteps[i], embeds, pooled, time_ids);
+      if (cfg) {
+        auto chunks = eps.chunk(2, 0);
+        eps = chunks[0] + s.guidance * (chunks[1] - chunks[0]);
+      }
+      SDXLB_ASSIGN_OR_RETURN(latents, euler_step(latents, eps, schedule, i));
+    }
+    sync_device(dev);
+    times_.denoise_ms = ms_since(t0);
+    return latents;
+  } catch (const c10::Error& e) {
+    return torch_error("denoising", e);
+  }
+}
+
+StatusOr<at::Tensor> SdxlPipeline::decode(const at::Tensor& latents) {
+  Parts& parts = *parts_;
+  const auto t0 = Clock::now();
+  SDXLB_RETURN_IF_ERROR(check_finite(latents, "latents after denoising"));
+  at::Tensor images;
+  if (options_.decoder == DecoderKind::kTiny) {
+    if (!parts.tiny_vae) return failed_precondition("the tiny VAE is not loaded");
+    SDXLB_ASSIGN_OR_RETURN(images, decode_checked(parts.tiny_vae, latents));
+  } else {
+    if (!parts.vae) return failed_precondition("the VAE is not loaded");
+    const VaeDecodeMode mode = options_.decoder == DecoderKind::kSliced  ? VaeDecodeMode::kSliced
+                               : options_.decoder == DecoderKind::kTiled ? VaeDecodeMode::kTiled
+                                                                         : VaeDecodeMode::kFull;
+    SDXLB_ASSIGN_OR_RETURN(images, decode_checked(parts.vae, latents, mode));
+  }
+  SDXLB_ASSIGN_OR_RETURN(auto u8, images_to_uint8(images));
+  times_.decode_ms = ms_since(t0);
+  return u8;
+}
+
+StatusOr<at::Tensor> SdxlPipeline::generate(const std::vector<std::string>& prompts,
+                                            const std::vector<std::string>& negatives,
+                                            const std::vector<uint64_t>& seeds, const RenderSettings& settings) {
+  if (prompts.size() != seeds.size() || negatives.size() != prompts.size())
+    return invalid_argument("generate: prompts, negatives and seeds must have the same length");
+  SDXLB_ASSIGN_OR_RETURN(auto pos, encode(prompts));
+  const double encode_ms = times_.encode_ms;
+  std::vector<at::Tensor> neg_e, neg_p;
+  for (size_t i = 0; i < negatives.size(); ++i) {
+    TextEmbeddings one{pos.prompt_embeds.narrow(0, i, 1), pos.pooled.narrow(0, i, 1)};
+    SDXLB_ASSIGN_OR_RETURN(auto n, negative_for(negatives[i], one));
+    neg_e.push_back(n.prompt_embeds);
+    neg_p.push_back(n.pooled);
+  }
+  TextEmbeddings neg{at::cat(neg_e, 0), at::cat(neg_p, 0)};
+  times_.encode_ms = encode_ms;
+  SDXLB_ASSIGN_OR_RETURN(auto latents, denoise(pos, neg, seeds, settings));
+  return decode(latents);
+}
+
+}  // namespace sdxlb

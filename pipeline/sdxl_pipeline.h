@@ -1,0 +1,118 @@
+// SdxlPipeline: prompts -> uint8 images with SDXL, in three phases usable on their own.
+//
+//   encode(texts)                     -> TextEmbeddings (prompt_embeds [B, 77, D1+D2], pooled [B, P])
+//   denoise(positive, negative, seeds) -> latents [B, 4, H/8, W/8]
+//   decode(latents)                   -> uint8 images [B, H, W, 3] on the CPU
+//
+// It mirrors diffusers' StableDiffusionXLPipeline: both tokenizers and text encoders, the penultimate hidden
+// states concatenated, pooled output from text_encoder_2, zero negative embeddings when the negative prompt is
+// empty and the model says force_zeros_for_empty_prompt, micro-conditioning time_ids (H, W, 0, 0, H, W), CFG
+// when guidance > 1, Euler steps, and per-image initial noise from a CPU generator seeded with that image's seed
+// (bit-identical to torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))).
+//
+// A pipeline is used by one thread at a time. Errors never throw: LibTorch failures become a Status naming the
+// phase (kResourceExhausted for out-of-memory), NaN/Inf latents or images are kDataLoss.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "common/status.h"
+
+namespace sdxlb {
+
+/// Which decoder turns latents into images, and how.
+enum class DecoderKind { kFull, kSliced, kTiled, kTiny };
+
+struct PipelineOptions {
+  std::string variant;                 ///< weight file variant: "" or e.g. "fp16"
+  at::ScalarType dtype = at::kFloat;   ///< compute dtype (fp32 on CPU; fp16/bf16 on CUDA)
+  at::Device device = at::kCPU;
+  DecoderKind decoder = DecoderKind::kFull;
+  std::string tiny_vae;                ///< AutoencoderTiny folder (required for kTiny)
+  bool vae_fp16_safe = false;          ///< run the full VAE in fp16 even when its config says force_upcast
+  bool load_text_encoders = true;      ///< false for render-only workers that read stored embeddings
+  bool load_denoiser = true;           ///< false for encode-only work
+};
+
+/// Text conditioning for a batch: prompt_embeds [B, 77, D] and pooled [B, P], on the pipeline's device.
+struct TextEmbeddings {
+  at::Tensor prompt_embeds;
+  at::Tensor pooled;
+};
+
+struct RenderSettings {
+  int64_t steps = 30;
+  double guidance = 5.0;
+  int64_t width = 1024;
+  int64_t height = 1024;
+};
+
+/// Per-phase wall times of the last call (milliseconds, after a device synchronize).
+struct PhaseTimes {
+  double encode_ms = 0, denoise_ms = 0, decode_ms = 0;
+};
+
+class SdxlPipeline {
+ public:
+  /// Loads the model folder (a diffusers StableDiffusionXLPipeline). Errors name the missing or corrupt
+  /// component file and what to do.
+  static StatusOr<std::unique_ptr<SdxlPipeline>> load(const std::string& model_dir, const PipelineOptions& options);
+  ~SdxlPipeline();
+
+  /// Encodes prompts with both text encoders. Errors: kFailedPrecondition when the text encoders are not loaded.
+  StatusOr<TextEmbeddings> encode(const std::vector<std::string>& texts);
+  /// Frees the tokenizers and text encoders (the render phase reads embeddings from shards instead).
+  void release_text_encoders();
+
+  /// The negative conditioning for one text: zeros (of `like`'s shapes) when `text` is empty and the model
+  /// says force_zeros_for_empty_prompt, otherwise encode({text}).
+  StatusOr<TextEmbeddings> negative_for(const std::string& text, const TextEmbeddings& like);
+
+  /// Runs the denoising loop from per-image seeded noise. `positive` and `negative` have B rows each, seeds
+  /// B entries. No host synchronisation inside the loop.
+  StatusOr<at::Tensor> denoise(const TextEmbeddings& positive, const TextEmbeddings& negative,
+                               const std::vector<uint64_t>& seeds, const RenderSettings& settings);
+  /// Latents -> uint8 [B, H, W, 3] on the CPU. kDataLoss when the latents or images hold NaN/Inf.
+  StatusOr<at::Tensor> decode(const at::Tensor& latents);
+
+  /// encode + denoise + decode for prompts with their negatives ("" = none) and seeds.
+  StatusOr<at::Tensor> generate(const std::vector<std::string>& prompts, const std::vector<std::string>& negatives,
+                                const std::vector<uint64_t>& seeds, const RenderSettings& settings);
+
+  /// The initial latent of one image: randn([1, C, h, w], CPU generator seeded with `seed`) in `dtype`.
+  static at::Tensor initial_noise(uint64_t seed, int64_t channels, int64_t h, int64_t w, at::ScalarType dtype);
+
+  const PipelineOptions& options() const { return options_; }
+  bool force_zeros_for_empty_prompt() const { return force_zeros_; }
+  /// Width of prompt_embeds' last axis and of pooled (for the embedding store).
+  int64_t prompt_embed_dim() const { return prompt_dim_; }
+  int64_t pooled_dim() const { return pooled_dim_; }
+  /// Identity of the text encoders (a hash of their weight headers and configs), for the embedding cache.
+  const std::string& text_encoder_id() const { return text_encoder_id_; }
+  /// Identity of all weights (text encoders, UNet, VAE, tiny VAE), recorded with every output.
+  const std::string& model_id() const { return model_id_; }
+  const PhaseTimes& last_times() const { return times_; }
+
+ private:
+  struct Parts;
+  SdxlPipeline();
+
+  PipelineOptions options_;
+  std::unique_ptr<Parts> parts_;
+  bool force_zeros_ = true;
+  int64_t prompt_dim_ = 0, pooled_dim_ = 0;
+  std::string text_encoder_id_, model_id_;
+  PhaseTimes times_;
+};
+
+/// Parses "fp16" | "bf16" | "fp32" (also "float16", "bfloat16", "float32").
+StatusOr<at::ScalarType> parse_dtype(const std::string& name);
+
+}  // namespace sdxlb

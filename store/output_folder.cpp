@@ -1,0 +1,394 @@
+#include "store/output_folder.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
+
+#include "store/durable_file.h"
+#include "store/hdf5.h"
+#include "store/index_writer.h"
+#include "store/item_columns_io.h"
+#include "store/segment_writer.h"
+
+namespace sdxlb {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+const char* kFixWritable =
+    "fix: choose an output folder you can write to (the job's output path or --out), or fix the permissions";
+
+// Checks, before the job writes anything, that `path` is a folder we can create files in; creates it (and
+// its parents) when missing.
+Status ensure_writable_folder(const std::string& path) {
+  std::error_code ec;
+  fs::file_status status = fs::status(path, ec);
+  if (fs::exists(status)) {
+    if (!fs::is_directory(status)) {
+      return failed_precondition("the output path " + path + " exists and is not a folder; " + kFixWritable);
+    }
+  } else {
+    fs::create_directories(path, ec);
+    if (ec)
+      return io_error("cannot create the output folder " + path + ": " + ec.message() + "; " + kFixWritable);
+  }
+  // Permission bits do not tell the whole story (root, read-only mounts, ACLs, quotas): try it.
+  const std::string probe = path + "/.sdxlb-write-probe-" + std::to_string(::getpid());
+  int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return io_error("the output folder " + path + " is not writable (" + std::strerror(errno) + "); " +
+                    kFixWritable);
+  }
+  bool wrote = ::write(fd, "x", 1) == 1;
+  int write_errno = errno;
+  ::close(fd);
+  ::unlink(probe.c_str());
+  if (!wrote) {
+    return io_error("cannot write to the output folder " + path + " (" + std::strerror(write_errno) +
+                    "); free some space or " + kFixWritable);
+  }
+  return Status::ok();
+}
+
+struct JobFile {
+  std::string identity;
+  json job;
+};
+
+StatusOr<JobFile> read_job_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return io_error("cannot read " + path + ": " + std::strerror(errno));
+  std::stringstream text;
+  text << in.rdbuf();
+  json j = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("identity") || !j["identity"].is_string()) {
+    return data_loss(path +
+                     " is not a job file written by sdxl-batch (no \"identity\"); fix: use a new output "
+                     "folder, or pass --overwrite to start this one over");
+  }
+  return JobFile{j["identity"].get<std::string>(), j.value("job", json::object())};
+}
+
+void flatten(const json& j, const std::string& prefix, std::map<std::string, std::string>* out) {
+  if (j.is_object() && !j.empty()) {
+    for (auto it = j.begin(); it != j.end(); ++it)
+      flatten(it.value(), prefix.empty() ? it.key() : prefix + "." + it.key(), out);
+  } else if (j.is_array() && !j.empty()) {
+    for (size_t i = 0; i < j.size(); ++i) flatten(j[i], prefix + "[" + std::to_string(i) + "]", out);
+  } else {
+    (*out)[prefix.empty() ? "(job)" : prefix] = j.dump();
+  }
+}
+
+std::string shorten(const std::string& s) {
+  return s.size() <= 60 ? s : s.substr(0, 57) + "...";
+}
+
+// "steps: 30 -> 40; prompts[2]: "a" -> (absent)", at most 8 keys.
+std::string describe_differences(const json& before, const json& after) {
+  std::map<std::string, std::string> a, b;
+  flatten(before, "", &a);
+  flatten(after, "", &b);
+  std::vector<std::string> lines;
+  auto ia = a.begin();
+  auto ib = b.begin();
+  while (ia != a.end() || ib != b.end()) {
+    if (ib == b.end() || (ia != a.end() && ia->first < ib->first)) {
+      lines.push_back(ia->first + ": " + shorten(ia->second) + " -> (absent)");
+      ++ia;
+    } else if (ia == a.end() || ib->first < ia->first) {
+      lines.push_back(ib->first + ": (absent) -> " + shorten(ib->second));
+      ++ib;
+    } else {
+      if (ia->second != ib->second) {
+        lines.push_back(ia->first + ": " + shorten(ia->second) + " -> " + shorten(ib->second));
+      }
+      ++ia;
+      ++ib;
+    }
+  }
+  std::string text;
+  for (size_t i = 0; i < lines.size() && i < 8; ++i) text += (i ? "; " : "") + lines[i];
+  if (lines.size() > 8) text += "; and " + std::to_string(lines.size() - 8) + " more";
+  return text;
+}
+
+Status remove_path(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec) return io_error("cannot delete " + path + ": " + ec.message());
+  return Status::ok();
+}
+
+// What scan() needs from one complete segment.
+struct SegmentSummary {
+  std::string encoding;
+  int height = 0;
+  int width = 0;
+  std::vector<int64_t> item_index;
+  std::vector<int8_t> status;
+  std::vector<std::string> error;
+};
+
+StatusOr<SegmentSummary> read_segment_summary(const std::string& path) {
+  SDXLB_ASSIGN_OR_RETURN(auto f, h5::File::open(path, /*writable=*/false));
+  SegmentSummary s;
+  SDXLB_ASSIGN_OR_RETURN(auto format, f.string_attr("format"));
+  if (format != "sdxlb-segment") return data_loss(path + " is not a segment file (format '" + format + "')");
+  SDXLB_ASSIGN_OR_RETURN(s.encoding, f.string_attr("encoding"));
+  SDXLB_ASSIGN_OR_RETURN(auto encoding, parse_encoding(s.encoding));
+  SDXLB_ASSIGN_OR_RETURN(auto height, f.int_attr("height"));
+  SDXLB_ASSIGN_OR_RETURN(auto width, f.int_attr("width"));
+  s.height = static_cast<int>(height);
+  s.width = static_cast<int>(width);
+  // `items` is written last by publish(): a file without it was never completed.
+  SDXLB_ASSIGN_OR_RETURN(auto items, f.int_attr("items"));
+  SDXLB_ASSIGN_OR_RETURN(auto n, item_columns_length(f));
+  if (n != items) {
+    return data_loss(path + " says it holds " + std::to_string(items) + " items but its columns have " +
+                     std::to_string(n));
+  }
+  const bool raw = encoding == ImageEncoding::kRaw;
+  SDXLB_ASSIGN_OR_RETURN(auto pixels, f.open_dataset(raw ? "images" : "png"));
+  SDXLB_ASSIGN_OR_RETURN(auto dims, pixels.dims());
+  std::vector<hsize_t> want = {static_cast<hsize_t>(n)};
+  if (raw) want = {static_cast<hsize_t>(n), static_cast<hsize_t>(height), static_cast<hsize_t>(width), 3};
+  if (dims != want) return data_loss(pixels.where() + " does not match its " + std::to_string(n) + " items");
+  SDXLB_RETURN_IF_ERROR(pixels.close());
+  SDXLB_ASSIGN_OR_RETURN(s.item_index, h5::read_column<int64_t>(f, "item_index"));
+  SDXLB_ASSIGN_OR_RETURN(s.status, h5::read_column<int8_t>(f, "status"));
+  SDXLB_ASSIGN_OR_RETURN(s.error, h5::read_column<std::string>(f, "error"));
+  SDXLB_RETURN_IF_ERROR(f.close());
+  return s;
+}
+
+// Moves a segment that cannot be trusted to segments/corrupt/, so that its items are rendered again and the
+// file stays available for inspection.
+Status move_aside(const std::string& dir, const std::string& name) {
+  const std::string corrupt = dir + "/corrupt";
+  std::error_code ec;
+  fs::create_directories(corrupt, ec);
+  if (ec) return io_error("cannot create " + corrupt + ": " + ec.message());
+  std::string target = corrupt + "/" + name;
+  for (int k = 1; fs::exists(target, ec); ++k) target = corrupt + "/" + name + "." + std::to_string(k);
+  fs::rename(dir + "/" + name, target, ec);
+  if (ec) return io_error("cannot move " + dir + "/" + name + " to " + target + ": " + ec.message());
+  return sync_dir(dir);
+}
+
+}  // namespace
+
+// ---- ScanResult ---------------------------------------------------------------------------------------
+
+std::vector<int64_t> ScanResult::done_items() const {
+  std::vector<int64_t> out;
+  for (const auto& e : items) {
+    if (e.ok) out.push_back(e.item);
+  }
+  return out;
+}
+
+bool ScanResult::is_done(int64_t item) const {
+  auto it = std::lower_bound(items.begin(), items.end(), item,
+                             [](const ItemEntry& e, int64_t value) { return e.item < value; });
+  return it != items.end() && it->item == item && it->ok;
+}
+
+int64_t ScanResult::ok_count() const {
+  return std::count_if(items.begin(), items.end(), [](const ItemEntry& e) { return e.ok; });
+}
+
+// ---- OutputFolder -------------------------------------------------------------------------------------
+
+StatusOr<OutputFolder> OutputFolder::create_or_open(const std::string& path,
+                                                    const std::string& job_identity_hex,
+                                                    const std::string& job_yaml_text,
+                                                    const std::string& job_canonical_json, bool overwrite) {
+  if (path.empty()) return invalid_argument("the output folder path is empty; set the job's output path");
+  SDXLB_RETURN_IF_ERROR(ensure_writable_folder(path));
+  json job = job_canonical_json.empty()
+                 ? json::object()
+                 : json::parse(job_canonical_json, nullptr, /*allow_exceptions=*/false);
+  if (job.is_discarded())
+    return invalid_argument("the canonical job JSON for " + path + " is not valid JSON");
+
+  OutputFolder folder(path);
+  const std::string job_json_path = path + "/job.json", job_yaml_path = path + "/job.yaml";
+  std::error_code ec;
+  bool has_job = fs::exists(job_json_path, ec);
+  bool has_data = fs::exists(folder.segments_dir(), ec) || fs::exists(folder.index_path(), ec);
+
+  if (overwrite && (has_job || has_data)) {
+    spdlog::warn("--overwrite: deleting the segments, index and job files of {}", path);
+    for (const std::string& p : {folder.segments_dir(), folder.index_path(), folder.index_path() + ".tmp",
+                                 job_json_path, job_yaml_path}) {
+      SDXLB_RETURN_IF_ERROR(remove_path(p));
+    }
+    SDXLB_RETURN_IF_ERROR(sync_dir(path));
+  } else if (has_job) {
+    SDXLB_ASSIGN_OR_RETURN(JobFile existing, read_job_file(job_json_path));
+    if (existing.identity != job_identity_hex) {
+      std::string diff = describe_differences(existing.job, job);
+      return failed_precondition("the output folder " + path + " holds another job (identity " +
+                                 existing.identity + " in " + job_json_path + "; this job is " +
+                                 job_identity_hex + ")" +
+                                 (diff.empty() ? std::string() : ". Settings that differ: " + diff) +
+                                 ". Fix: use a new output folder or pass --overwrite (deletes its images)");
+    }
+    folder.resumed_ = true;
+    if (!fs::exists(job_yaml_path, ec))
+      SDXLB_RETURN_IF_ERROR(write_file_atomically(job_yaml_path, job_yaml_text));
+  } else if (has_data) {
+    return failed_precondition(
+        "the output folder " + path +
+        " holds segments/ or index.h5 but no job.json, so it cannot be resumed safely. "
+        "Fix: use a new output folder or pass --overwrite (deletes its images)");
+  }
+
+  if (!folder.resumed_) {
+    json file = {{"format", "sdxlb-job"}, {"identity", job_identity_hex}, {"job", job}};
+    SDXLB_RETURN_IF_ERROR(write_file_atomically(job_json_path, file.dump(2) + "\n"));
+    SDXLB_RETURN_IF_ERROR(write_file_atomically(job_yaml_path, job_yaml_text));
+  }
+  fs::create_directories(folder.segments_dir(), ec);
+  if (ec)
+    return io_error("cannot create " + folder.segments_dir() + ": " + ec.message() + "; " + kFixWritable);
+  return folder;
+}
+
+std::string segment_file_path(const std::string& output_dir, const std::string& run_id, int rank, int64_t n) {
+  char suffix[48];
+  std::snprintf(suffix, sizeof(suffix), "-r%05d-%06lld.h5", rank, static_cast<long long>(n));
+  return output_dir + "/segments/seg-" + run_id + suffix;
+}
+
+std::string OutputFolder::segment_path(const std::string& run_id, int rank, int64_t n) const {
+  return segment_file_path(path_, run_id, rank, n);
+}
+
+StatusOr<ScanResult> OutputFolder::scan() const {
+  return scan_segments(/*clean=*/true);
+}
+
+StatusOr<IndexSummary> OutputFolder::write_index(int64_t total_items,
+                                                 const std::map<std::string, std::string>& attributes) const {
+  SDXLB_ASSIGN_OR_RETURN(auto scan, scan_segments(/*clean=*/false));
+  return write_index_file(path_, scan, total_items, attributes);
+}
+
+StatusOr<ScanResult> OutputFolder::scan_segments(bool clean) const {
+  ScanResult result;
+  const std::string dir = segments_dir();
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return result;
+
+  std::vector<std::string> names;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    const std::string name = it->path().filename().string();
+    if (ends_with(name, ".tmp")) {
+      if (!clean) continue;
+      // In-flight work of a process that was killed (scan runs only while no writer is active).
+      fs::remove(it->path(), ec);
+      if (ec)
+        return io_error("cannot delete the stale temporary segment " + it->path().string() + ": " +
+                        ec.message());
+      spdlog::info("removed the unfinished segment {} (work in flight when a run stopped)", name);
+      result.removed_temp.push_back(name);
+    } else if (name.rfind("seg-", 0) == 0 && ends_with(name, ".h5")) {
+      names.push_back(name);
+    }
+  }
+  if (ec) return io_error("cannot list " + dir + ": " + ec.message());
+  std::sort(names.begin(), names.end());
+
+  struct Record {
+    int64_t item;
+    int32_t segment;
+    int64_t row;
+    bool ok;
+    std::string error;
+  };
+  std::vector<Record> records;
+  for (const std::string& name : names) {
+    auto summary = read_segment_summary(dir + "/" + name);
+    if (!summary.is_ok()) {
+      if (clean) {
+        SDXLB_RETURN_IF_ERROR(move_aside(dir, name));
+        spdlog::warn("moved the unreadable segment {} to {}/corrupt/; its items will be rendered again: {}",
+                     name, dir, summary.status().message());
+        result.moved_corrupt.push_back(name + ": " + summary.status().message());
+      } else {
+        spdlog::warn("skipping the unreadable segment {}: {}", name, summary.status().message());
+      }
+      continue;
+    }
+    SegmentSummary& s = summary.value();
+    if (result.segments.empty()) {
+      result.encoding = s.encoding;
+      result.height = s.height;
+      result.width = s.width;
+    } else if (s.encoding != result.encoding || s.height != result.height || s.width != result.width) {
+      return failed_precondition(
+          "segments in " + dir + " disagree: " + result.segments.front() + " holds " + result.encoding + " " +
+          std::to_string(result.height) + "x" + std::to_string(result.width) + " images but " + name +
+          " holds " + s.encoding + " " + std::to_string(s.height) + "x" + std::to_string(s.width) +
+          "; one output folder holds one job. Fix: move the odd segment away, or start "
+          "over with --overwrite");
+    }
+    const auto segment = static_cast<int32_t>(result.segments.size());
+    result.segments.push_back(name);
+    result.segment_items.push_back(static_cast<int64_t>(s.item_index.size()));
+    for (size_t row = 0; row < s.item_index.size(); ++row) {
+      const bool ok = s.status[row] == 1;
+      records.push_back(Record{s.item_index[row], segment, static_cast<int64_t>(row), ok,
+                               ok ? std::string() : std::move(s.error[row])});
+    }
+  }
+
+  // Records of one item are adjacent after a stable sort, in (segment name, row) order.
+  std::stable_sort(records.begin(), records.end(),
+                   [](const Record& a, const Record& b) { return a.item < b.item; });
+  for (size_t begin = 0; begin < records.size();) {
+    size_t end = begin;
+    while (end < records.size() && records[end].item == records[begin].item) ++end;
+    size_t keep = begin;
+    std::vector<size_t> ok_records;
+    for (size_t k = begin; k < end; ++k) {
+      if (records[k].ok) ok_records.push_back(k);
+    }
+    if (!ok_records.empty()) keep = ok_records.front();
+    if (ok_records.size() > 1) {
+      std::string where;
+      for (size_t k : ok_records) {
+        where += (where.empty() ? "" : ", ") + result.segments[records[k].segment] + " row " +
+                 std::to_string(records[k].row);
+      }
+      result.duplicates.push_back("item " + std::to_string(records[begin].item) + " is stored " +
+                                  std::to_string(ok_records.size()) + " times (" + where + "); keeping " +
+                                  result.segments[records[keep].segment]);
+    }
+    const Record& r = records[keep];
+    result.items.push_back(ItemEntry{r.item, r.segment, r.row, r.ok});
+    if (!r.ok) result.failed.push_back(FailedItem{r.item, r.error});
+    begin = end;
+  }
+  for (const std::string& d : result.duplicates) spdlog::error("duplicate output in {}: {}", dir, d);
+  return result;
+}
+
+}  // namespace sdxlb

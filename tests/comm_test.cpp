@@ -1,0 +1,82 @@
+#include "cluster/comm.h"
+
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace sdxlb {
+namespace {
+
+TEST(Comm, SerialIsOneRank) {
+  Comm c = Comm::serial();
+  EXPECT_EQ(c.rank(), 0);
+  EXPECT_EQ(c.size(), 1);
+  std::string v = "x";
+  EXPECT_TRUE(c.broadcast(v, 0, "test").is_ok());
+  auto all = c.all_gather("me", "test");
+  ASSERT_TRUE(all.is_ok());
+  EXPECT_EQ(*all, std::vector<std::string>{"me"});
+  // A message to oneself arrives.
+  ASSERT_TRUE(c.send(0, 7, "hello", "test").is_ok());
+  auto m = c.recv(7, "test");
+  ASSERT_TRUE(m.is_ok());
+  EXPECT_EQ(m->bytes, "hello");
+  EXPECT_EQ(m->source, 0);
+}
+
+TEST(Comm, LocalGroupPointToPointAndCollectives) {
+  const int n = 4;
+  auto comms = Comm::local_group(n);
+  std::vector<std::vector<std::string>> gathered(n);
+  std::vector<std::string> bcast(n);
+  std::vector<std::string> got_by_root;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      Comm& c = comms[r];
+      if (r != 0) {
+        ASSERT_TRUE(c.send(0, 3, "from " + std::to_string(r), "test").is_ok());
+      } else {
+        for (int i = 1; i < n; ++i) {
+          auto m = c.recv(3, "test");
+          ASSERT_TRUE(m.is_ok());
+          got_by_root.push_back(m->bytes);
+        }
+      }
+      ASSERT_TRUE(c.barrier("test").is_ok());
+      bcast[r] = r == 2 ? "payload" : "";
+      ASSERT_TRUE(c.broadcast(bcast[r], 2, "test").is_ok());
+      auto all = c.all_gather(std::to_string(r * r), "test");
+      ASSERT_TRUE(all.is_ok());
+      gathered[r] = *all;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(got_by_root.size(), 3u);
+  for (int r = 0; r < n; ++r) {
+    EXPECT_EQ(bcast[r], "payload");
+    EXPECT_EQ(gathered[r], (std::vector<std::string>{"0", "1", "4", "9"}));
+  }
+}
+
+TEST(Comm, RecvFiltersByTag) {
+  auto comms = Comm::local_group(2);
+  ASSERT_TRUE(comms[1].send(0, 1, "first", "test").is_ok());
+  ASSERT_TRUE(comms[1].send(0, 2, "second", "test").is_ok());
+  auto m = comms[0].recv(2, "test");
+  ASSERT_TRUE(m.is_ok());
+  EXPECT_EQ(m->bytes, "second");
+  auto any = comms[0].recv(kAnyTag, "test");
+  EXPECT_EQ(any->bytes, "first");
+  EXPECT_EQ(any->tag, 1);
+}
+
+TEST(Comm, SendToBadRankIsAnError) {
+  Comm c = Comm::serial();
+  Status s = c.send(3, 1, "", "dispatching work");
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("dispatching work"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sdxlb

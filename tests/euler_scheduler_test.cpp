@@ -1,0 +1,301 @@
+// EulerSchedulerConfig / EulerSchedule / euler_step against diffusers' EulerDiscreteScheduler
+// (fixtures from tests/oracle/ref_scheduler.py), plus the error paths.
+#include "pipeline/euler_scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "pipeline/euler_step.h"
+#include "pipeline/model_folder.h"
+#include "test_files.h"
+
+namespace sdxlb {
+namespace {
+
+using nlohmann::json;
+using testing::fixtures_dir;
+
+constexpr double kTol = 1e-6;
+
+std::string sched_dir() {
+  return fixtures_dir() + "/scheduler";
+}
+
+json load_json(const std::string& path) {
+  auto j = read_json_file(path);
+  EXPECT_TRUE(j.is_ok()) << j.status().to_string();
+  return j.is_ok() ? *j : json();
+}
+
+json sdxl_config() {
+  return json::parse(R"({"_class_name": "EulerDiscreteScheduler", "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "beta_start": 0.00085, "interpolation_type": "linear",
+    "num_train_timesteps": 1000, "prediction_type": "epsilon", "steps_offset": 1,
+    "timestep_spacing": "leading", "trained_betas": null, "use_karras_sigmas": false})");
+}
+
+/// max |a - b| / max |b| over the tensor (0 when both are all zero).
+double max_rel_error(const at::Tensor& a, const at::Tensor& b) {
+  const auto a64 = a.to(at::kDouble);
+  const auto b64 = b.to(at::kDouble);
+  const double diff = (a64 - b64).abs().max().item<double>();
+  const double scale = b64.abs().max().item<double>();
+  return scale > 0 ? diff / scale : diff;
+}
+
+TEST(EulerSchedulerConfig, ReadsTheFixtureConfigFile) {
+  const std::string path = fixtures_dir() + "/models/tiny-a/scheduler/scheduler_config.json";
+  auto c = EulerSchedulerConfig::from_json(load_json(path), path);
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  EXPECT_EQ(c->class_name, "EulerDiscreteScheduler");
+  EXPECT_EQ(c->num_train_timesteps, 1000);
+  EXPECT_DOUBLE_EQ(c->beta_start, 0.00085);
+  EXPECT_DOUBLE_EQ(c->beta_end, 0.012);
+  EXPECT_EQ(c->beta_schedule, BetaSchedule::kScaledLinear);
+  EXPECT_EQ(c->prediction_type, PredictionType::kEpsilon);
+  EXPECT_EQ(c->timestep_spacing, TimestepSpacing::kLeading);
+  EXPECT_EQ(c->timestep_type, TimestepType::kDiscrete);
+  EXPECT_EQ(c->steps_offset, 1);
+  EXPECT_EQ(c->final_sigmas_type, FinalSigmas::kZero);
+  EXPECT_FALSE(c->rescale_betas_zero_snr);
+}
+
+TEST(EulerSchedulerConfig, EmptyObjectGivesDiffusersDefaults) {
+  auto c = EulerSchedulerConfig::from_json(json::object(), "x.json");
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  EXPECT_EQ(c->beta_schedule, BetaSchedule::kLinear);
+  EXPECT_EQ(c->timestep_spacing, TimestepSpacing::kLinspace);
+  EXPECT_EQ(c->steps_offset, 0);
+  EXPECT_DOUBLE_EQ(c->beta_start, 0.0001);
+  EXPECT_DOUBLE_EQ(c->beta_end, 0.02);
+}
+
+TEST(EulerSchedule, MatchesDiffusersForEveryCase) {
+  const json cases = load_json(sched_dir() + "/cases.json");
+  ASSERT_GE(cases.size(), 30u);
+  double max_t = 0, max_sigma = 0, max_init = 0;
+  for (const auto& tc : cases) {
+    const std::string name = tc.at("name");
+    SCOPED_TRACE(name);
+    auto config = EulerSchedulerConfig::from_json(tc.at("config"), name);
+    ASSERT_TRUE(config.is_ok()) << config.status().to_string();
+    auto s = EulerSchedule::create(*config, tc.at("steps").get<int64_t>());
+    ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+    const auto ts = tc.at("timesteps").get<std::vector<double>>();
+    const auto sigmas = tc.at("sigmas").get<std::vector<double>>();
+    ASSERT_EQ(s->timesteps().size(), ts.size());
+    ASSERT_EQ(s->sigmas().size(), sigmas.size());
+    ASSERT_EQ(s->num_steps() + 1, static_cast<int64_t>(sigmas.size()));
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const double e = std::abs(s->timesteps()[i] - ts[i]);
+      max_t = std::max(max_t, e);
+      EXPECT_LE(e, kTol) << "timestep " << i << ": " << s->timesteps()[i] << " vs " << ts[i];
+    }
+    for (size_t i = 0; i < sigmas.size(); ++i) {
+      const double ref = sigmas[i];
+      const double e = ref == 0 ? std::abs(s->sigmas()[i]) : std::abs(s->sigmas()[i] - ref) / std::abs(ref);
+      max_sigma = std::max(max_sigma, e);
+      EXPECT_LE(e, kTol) << "sigma " << i << ": " << s->sigmas()[i] << " vs " << ref;
+    }
+    const double init_ref = tc.at("init_noise_sigma");
+    const double e_init = std::abs(s->init_noise_sigma() - init_ref) / init_ref;
+    max_init = std::max(max_init, e_init);
+    EXPECT_LE(e_init, kTol) << s->init_noise_sigma() << " vs " << init_ref;
+  }
+  std::printf("[ max errors ] %zu cases: timesteps abs %.3g, sigmas rel %.3g, init_noise_sigma rel %.3g\n",
+              cases.size(), max_t, max_sigma, max_init);
+}
+
+TEST(EulerSchedule, TrailingOvershootAndClampedLeadingMirrorDiffusers) {
+  auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
+  ASSERT_TRUE(c.is_ok());
+  c->timestep_spacing = TimestepSpacing::kTrailing;
+  auto s = EulerSchedule::create(*c, 61);
+  ASSERT_TRUE(s.is_ok());
+  EXPECT_EQ(s->num_steps(), 62);  // numpy's arange overshoot, as in diffusers
+  EXPECT_EQ(s->timesteps().back(), -1.0f);
+}
+
+TEST(EulerSchedule, TrainingAlphasCumprodMatch) {
+  const json tables = load_json(sched_dir() + "/alphas_cumprod.json");
+  for (const auto& [name, table] : tables.items()) {
+    SCOPED_TRACE(name);
+    auto c = EulerSchedulerConfig::from_json(table.at("config"), name);
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    const auto ref = table.at("alphas_cumprod").get<std::vector<double>>();
+    const auto got = train_alphas_cumprod(*c);
+    ASSERT_EQ(got.size(), ref.size());
+    double worst = 0;
+    size_t exact = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      worst = std::max(worst, std::abs(got[i] - ref[i]) / ref[i]);
+      exact += static_cast<double>(got[i]) == ref[i];
+    }
+    std::printf("[ max errors ] alphas_cumprod %s: rel %.3g, %zu of %zu bit-identical\n", name.c_str(), worst,
+                exact, ref.size());
+    EXPECT_LE(worst, kTol);
+    if (name == "base") {
+      EXPECT_EQ(exact, ref.size());  // no sqrt involved: must be exact
+    }
+  }
+}
+
+TEST(EulerSchedule, HelpersFollowTheSigmas) {
+  auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
+  ASSERT_TRUE(c.is_ok());
+  auto s = EulerSchedule::create(*c, 30);
+  ASSERT_TRUE(s.is_ok());
+  for (int64_t i = 0; i < s->num_steps(); ++i) {
+    const double sg = s->sigma(i);
+    EXPECT_NEAR(s->input_scale(i), 1.0 / std::sqrt(sg * sg + 1.0), 1e-7 * s->input_scale(i));
+    EXPECT_EQ(s->step_coefficient(i), s->sigmas()[i + 1] - s->sigmas()[i]);
+  }
+  EXPECT_EQ(s->sigma_next(s->num_steps() - 1), 0.0f);
+  // SDXL with "leading": init_noise_sigma = sqrt(sigma_max^2 + 1).
+  EXPECT_NEAR(s->init_noise_sigma(), std::sqrt(s->sigma(0) * s->sigma(0) + 1.0), 1e-5);
+}
+
+TEST(EulerStep, MatchesDiffusersSteps) {
+  const json runs = load_json(sched_dir() + "/steps.json");
+  ASSERT_EQ(runs.size(), 3u);
+  for (const auto& run : runs) {
+    const std::string name = run.at("name");
+    SCOPED_TRACE(name);
+    const bool fp16 = run.at("dtype") == "float16";
+    // fp32 must match to 1e-6; fp16 results are rounded to half, so allow one half ulp relative to the max.
+    const double tol = fp16 ? 1e-3 : kTol;
+    auto c = EulerSchedulerConfig::from_json(run.at("config"), name);
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    auto s = EulerSchedule::create(*c, run.at("steps").get<int64_t>());
+    ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+    const auto ref_sigmas = run.at("sigmas").get<std::vector<double>>();
+    for (size_t i = 0; i < ref_sigmas.size(); ++i)
+      EXPECT_NEAR(s->sigmas()[i], ref_sigmas[i], 1e-6 * ref_sigmas[i]);
+    auto w = WeightSet::open_file(sched_dir() + "/steps_" + name + ".safetensors");
+    ASSERT_TRUE(w.is_ok()) << w.status().to_string();
+    auto get = [&](const std::string& key) {
+      auto t = w->get(key);
+      EXPECT_TRUE(t.is_ok()) << t.status().to_string();
+      return t.is_ok() ? *t : at::Tensor();
+    };
+    double worst_scale = 0, worst_step = 0, worst_chain = 0;
+    at::Tensor chained = get("sample_0");
+    for (int64_t k = 0; k < s->num_steps(); ++k) {
+      const at::Tensor sample = get("sample_" + std::to_string(k));
+      const at::Tensor eps = get("model_output_" + std::to_string(k));
+      auto scaled = euler_scale_model_input(sample, s->sigma(k));
+      ASSERT_TRUE(scaled.is_ok()) << scaled.status().to_string();
+      EXPECT_EQ(scaled->scalar_type(), sample.scalar_type());
+      worst_scale = std::max(worst_scale, max_rel_error(*scaled, get("scaled_" + std::to_string(k))));
+      const at::Tensor ref_prev = get("prev_" + std::to_string(k));
+      auto prev = euler_step(sample, eps, *s, k);
+      ASSERT_TRUE(prev.is_ok()) << prev.status().to_string();
+      EXPECT_EQ(prev->scalar_type(), ref_prev.scalar_type());
+      worst_step = std::max(worst_step, max_rel_error(*prev, ref_prev));
+      auto next = euler_step(chained, eps, *s, k);
+      ASSERT_TRUE(next.is_ok());
+      chained = *next;
+      worst_chain = std::max(worst_chain, max_rel_error(chained, ref_prev));
+    }
+    std::printf("[ max errors ] step %s (%lld steps): scale_model_input %.3g, step %.3g, chained %.3g\n",
+                name.c_str(), static_cast<long long>(s->num_steps()), worst_scale, worst_step, worst_chain);
+    EXPECT_LE(worst_scale, tol);
+    EXPECT_LE(worst_step, tol);
+    EXPECT_LE(worst_chain, tol);
+  }
+}
+
+TEST(EulerStep, EpsilonStepIsXPlusEpsTimesDt) {
+  const at::Tensor x = at::linspace(-3, 3, 24, at::kFloat).reshape({2, 3, 4});
+  const at::Tensor eps = at::cos(x);
+  const double sigma = 2.5, sigma_next = 1.25;
+  auto out = euler_step(x, eps, sigma, sigma_next, PredictionType::kEpsilon);
+  ASSERT_TRUE(out.is_ok()) << out.status().to_string();
+  EXPECT_LE(max_rel_error(*out, x + eps * (sigma_next - sigma)), 1e-6);
+}
+
+// --- error paths -------------------------------------------------------------------------------------------
+
+void expect_error(const json& j, StatusCode code, const std::string& key) {
+  auto c = EulerSchedulerConfig::from_json(j, "/m/scheduler/scheduler_config.json");
+  ASSERT_FALSE(c.is_ok()) << "accepted: " << j.dump();
+  EXPECT_EQ(c.status().code(), code) << c.status().to_string();
+  EXPECT_NE(c.status().message().find("/m/scheduler/scheduler_config.json"), std::string::npos)
+      << c.status().to_string();
+  EXPECT_NE(c.status().message().find("\"" + key + "\""), std::string::npos) << c.status().to_string();
+}
+
+json with(const std::string& key, const json& value) {
+  json j = sdxl_config();
+  j[key] = value;
+  return j;
+}
+
+TEST(EulerSchedulerErrors, UnknownValuesNameFileAndKey) {
+  expect_error(with("timestep_spacing", "sometimes"), StatusCode::kInvalidArgument, "timestep_spacing");
+  expect_error(with("prediction_type", "noise"), StatusCode::kInvalidArgument, "prediction_type");
+  expect_error(with("final_sigmas_type", "one"), StatusCode::kInvalidArgument, "final_sigmas_type");
+  expect_error(with("timestep_type", "analog"), StatusCode::kInvalidArgument, "timestep_type");
+  expect_error(with("beta_end", 1.5), StatusCode::kInvalidArgument, "beta_end");
+  expect_error(with("num_train_timesteps", 0), StatusCode::kInvalidArgument, "num_train_timesteps");
+}
+
+TEST(EulerSchedulerErrors, UnsupportedOptionsAreUnimplemented) {
+  expect_error(with("beta_schedule", "squaredcos_cap_v2"), StatusCode::kUnimplemented, "beta_schedule");
+  expect_error(with("beta_schedule", "cubic"), StatusCode::kUnimplemented, "beta_schedule");
+  expect_error(with("use_karras_sigmas", true), StatusCode::kUnimplemented, "use_karras_sigmas");
+  expect_error(with("use_exponential_sigmas", true), StatusCode::kUnimplemented, "use_exponential_sigmas");
+  expect_error(with("interpolation_type", "log_linear"), StatusCode::kUnimplemented, "interpolation_type");
+  expect_error(with("prediction_type", "sample"), StatusCode::kUnimplemented, "prediction_type");
+  expect_error(with("trained_betas", json::array({0.1, 0.2})), StatusCode::kUnimplemented, "trained_betas");
+}
+
+TEST(EulerSchedulerErrors, WrongJsonTypes) {
+  expect_error(with("steps_offset", "1"), StatusCode::kDataLoss, "steps_offset");
+  expect_error(with("timestep_spacing", 3), StatusCode::kDataLoss, "timestep_spacing");
+  expect_error(with("use_karras_sigmas", "no"), StatusCode::kDataLoss, "use_karras_sigmas");
+  expect_error(with("beta_start", json::array({1})), StatusCode::kDataLoss, "beta_start");
+  auto c = EulerSchedulerConfig::from_json(json::array({1, 2}), "cfg.json");
+  ASSERT_FALSE(c.is_ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(c.status().message().find("cfg.json"), std::string::npos);
+}
+
+TEST(EulerSchedulerErrors, BadStepCounts) {
+  auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
+  ASSERT_TRUE(c.is_ok());
+  for (int64_t steps : {int64_t{0}, int64_t{-3}, int64_t{1001}}) {
+    auto s = EulerSchedule::create(*c, steps);
+    ASSERT_FALSE(s.is_ok()) << steps;
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s.status().message().find(std::to_string(steps)), std::string::npos) << s.status().to_string();
+  }
+  EXPECT_TRUE(EulerSchedule::create(*c, 1000).is_ok());
+}
+
+TEST(EulerStepErrors, BadSigmasAndShapes) {
+  const at::Tensor x = at::zeros({1, 4, 2, 2});
+  for (double sigma : {0.0, -1.0, std::nan("")}) {
+    auto r = euler_step(x, x, sigma, 0.0, PredictionType::kEpsilon);
+    ASSERT_FALSE(r.is_ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("sigma"), std::string::npos);
+  }
+  auto r = euler_step(x, at::zeros({1, 3, 2, 2}), 1.0, 0.5, PredictionType::kVPrediction);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("v_prediction"), std::string::npos) << r.status().to_string();
+  auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
+  auto s = EulerSchedule::create(*c, 4);
+  ASSERT_TRUE(s.is_ok());
+  EXPECT_FALSE(euler_step(x, x, *s, 4).is_ok());
+  EXPECT_FALSE(euler_scale_model_input(x, -1.0).is_ok());
+}
+
+}  // namespace
+}  // namespace sdxlb

@@ -1,0 +1,524 @@
+// JobSpec: defaults, every key, relative paths, prompt sources through the job file, and one test per kind
+// of bad input checking that the message has file:line:column and a fix.
+#include "jobs/job_spec.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <string>
+
+#include "jobs/job_plan.h"
+#include "test_files.h"
+
+namespace sdxlb {
+namespace {
+
+using testing::ScratchDir;
+using testing::write_bytes;
+
+bool exists(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+// A scratch folder with a fake SDXL folder ("sdxl/model_index.json") and a fake tiny VAE ("taesd/").
+class JobSpecTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    ::mkdir(dir_.file("sdxl").c_str(), 0755);
+    write_bytes(dir_.file("sdxl/model_index.json"), "{}");
+    ::mkdir(dir_.file("taesd").c_str(), 0755);
+    write_bytes(dir_.file("taesd/config.json"), "{}");
+  }
+
+  // Writes job.yaml and loads it.
+  StatusOr<JobSpec> load(const std::string& yaml, JobLoadOptions options = {}) {
+    write_bytes(dir_.file("job.yaml"), yaml);
+    return JobSpec::load_file(dir_.file("job.yaml"), options);
+  }
+
+  // Loads a job expected to fail and returns its message; checks the code and that it names the file.
+  std::string error_of(const std::string& yaml) {
+    auto spec = load(yaml);
+    EXPECT_FALSE(spec.is_ok()) << yaml;
+    if (spec.is_ok()) return "";
+    EXPECT_EQ(spec.status().code(), StatusCode::kInvalidArgument) << spec.status().message();
+    return spec.status().message();
+  }
+
+  ScratchDir dir_;
+};
+
+#define EXPECT_HAS(msg, part) \
+  EXPECT_NE((msg).find(part), std::string::npos) << "missing [" << (part) << "] in:\n" << (msg)
+
+const char* kMinimal = "model: sdxl\noutput: out\nprompts:\n  - a red fox\n";
+
+TEST_F(JobSpecTest, MinimalJobGetsEveryDefault) {
+  auto spec = load(kMinimal);
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  const JobSpec& s = *spec;
+  EXPECT_EQ(s.model, dir_.file("sdxl"));
+  EXPECT_EQ(s.output, dir_.file("out"));
+  EXPECT_EQ(s.embedding_cache, dir_.file("out/embeddings"));
+  EXPECT_EQ(s.model_variant, "");
+  EXPECT_EQ(s.tiny_vae, "");
+  EXPECT_FALSE(s.vae_fp16_safe);
+  EXPECT_EQ(s.negative_prompt, "");
+  EXPECT_EQ(s.images_per_prompt, 1);
+  EXPECT_EQ(s.seed, 0u);
+  EXPECT_EQ(s.steps, 30);
+  EXPECT_DOUBLE_EQ(s.guidance, 5.0);
+  EXPECT_EQ(s.width, 1024);
+  EXPECT_EQ(s.height, 1024);
+  EXPECT_EQ(s.scheduler, JobSpec::Scheduler::kEuler);
+  EXPECT_FALSE(s.batch_size.has_value());
+  EXPECT_EQ(s.dtype, JobSpec::DType::kFp16);
+  EXPECT_EQ(s.device, JobSpec::Device::kAuto);
+  EXPECT_EQ(s.image_format, JobSpec::ImageFormat::kRaw);
+  EXPECT_EQ(s.decoder, JobSpec::Decoder::kAuto);
+  EXPECT_EQ(s.resolved_decoder(), JobSpec::Decoder::kFull);
+  EXPECT_EQ(s.memory.placement, JobSpec::Placement::kAuto);
+  EXPECT_EQ(s.memory.decode, JobSpec::Decode::kAuto);
+  EXPECT_FALSE(s.memory.max_gpu_gib.has_value());
+  EXPECT_EQ(s.segment_items, 256);
+  EXPECT_DOUBLE_EQ(s.progress_interval_s, 10.0);
+  EXPECT_FALSE(s.prompt_source.from_file);
+  ASSERT_EQ(s.num_prompts(), 1u);
+  EXPECT_EQ(s.prompts->prompt(0), "a red fox");
+  EXPECT_EQ(s.num_items(), 1u);
+  EXPECT_EQ(s.prompts_sha256.size(), 64u);
+  EXPECT_EQ(s.yaml_text, kMinimal);
+}
+
+TEST_F(JobSpecTest, EveryKeySet) {
+  auto spec = load(R"(model: sdxl
+model_variant: fp16
+tiny_vae: taesd
+vae_fp16_safe: true
+prompts: ["a", "b"]
+negative_prompt: blurry
+images_per_prompt: 3
+seed: 18446744073709551615
+steps: 4
+guidance: 7.5
+width: 512
+height: 768
+scheduler: euler
+batch_size: 8
+dtype: bf16
+device: cuda
+output: /abs/out
+image_format: png
+decoder: full
+memory: {placement: streamed, decode: tiled, max_gpu_gib: 20.5}
+embedding_cache: cache
+segment_items: 64
+progress_interval_s: 0.5
+)");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  const JobSpec& s = *spec;
+  EXPECT_EQ(s.model_variant, "fp16");
+  EXPECT_EQ(s.tiny_vae, dir_.file("taesd"));
+  EXPECT_TRUE(s.vae_fp16_safe);
+  EXPECT_EQ(s.negative_prompt, "blurry");
+  EXPECT_EQ(s.images_per_prompt, 3);
+  EXPECT_EQ(s.seed, UINT64_MAX);
+  EXPECT_EQ(s.steps, 4);
+  EXPECT_DOUBLE_EQ(s.guidance, 7.5);
+  EXPECT_EQ(s.width, 512);
+  EXPECT_EQ(s.height, 768);
+  EXPECT_EQ(s.batch_size, 8);
+  EXPECT_EQ(s.dtype, JobSpec::DType::kBf16);
+  EXPECT_EQ(s.device, JobSpec::Device::kCuda);
+  EXPECT_EQ(s.output, "/abs/out");
+  EXPECT_EQ(s.image_format, JobSpec::ImageFormat::kPng);
+  EXPECT_EQ(s.resolved_decoder(), JobSpec::Decoder::kFull);  // explicit full wins over tiny_vae
+  EXPECT_EQ(s.memory.placement, JobSpec::Placement::kStreamed);
+  EXPECT_EQ(s.memory.decode, JobSpec::Decode::kTiled);
+  EXPECT_DOUBLE_EQ(*s.memory.max_gpu_gib, 20.5);
+  EXPECT_EQ(s.embedding_cache, dir_.file("cache"));
+  EXPECT_EQ(s.segment_items, 64);
+  EXPECT_DOUBLE_EQ(s.progress_interval_s, 0.5);
+  EXPECT_EQ(s.num_items(), 6u);
+}
+
+TEST_F(JobSpecTest, TinyVaeMakesAutoDecoderTiny) {
+  auto spec = load(std::string(kMinimal) + "tiny_vae: ./taesd/\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_EQ(spec->resolved_decoder(), JobSpec::Decoder::kTiny);
+}
+
+TEST_F(JobSpecTest, InlinePromptMaps) {
+  auto spec = load(R"(model: sdxl
+output: out
+negative_prompt: ugly
+prompts:
+  - plain text
+  - {prompt: with own negative, negative_prompt: blurry}
+  - prompt: with own seed
+    seed: 99
+  - {prompt: explicitly no negative, negative_prompt: ""}
+  - 42
+)");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  const PromptList& p = *spec->prompts;
+  ASSERT_EQ(p.size(), 5u);
+  EXPECT_EQ(spec->negative_for(0), "ugly");
+  EXPECT_EQ(p.prompt(1), "with own negative");
+  EXPECT_EQ(spec->negative_for(1), "blurry");
+  EXPECT_EQ(p.seed(2), std::optional<uint64_t>(99));
+  EXPECT_EQ(spec->negative_for(2), "ugly");
+  EXPECT_FALSE(p.seed(0).has_value());
+  EXPECT_EQ(spec->negative_for(3), "");
+  EXPECT_EQ(p.prompt(4), "42");  // a plain number is prompt text
+}
+
+TEST_F(JobSpecTest, PromptFilesOfEachFormat) {
+  write_bytes(dir_.file("p.txt"), "one\n\ntwo\n");
+  write_bytes(dir_.file("p.jsonl"), "{\"prompt\": \"one\", \"seed\": 5}\n{\"prompt\": \"two\"}\n");
+  write_bytes(dir_.file("p.csv"), "text,neg\n\"one, with comma\",bad\ntwo,\n");
+  write_bytes(dir_.file("p.dat"), "one\ntwo\n");
+  for (const char* yaml : {"prompts_file: p.txt\n", "prompts_file: p.jsonl\n",
+                           "prompts_file: p.csv\ncsv_prompt_column: text\ncsv_negative_column: neg\n",
+                           "prompts_file: p.dat\nprompts_format: txt\n"}) {
+    auto spec = load(std::string("model: sdxl\noutput: out\n") + yaml);
+    ASSERT_TRUE(spec.is_ok()) << yaml << spec.status().message();
+    EXPECT_TRUE(spec->prompt_source.from_file);
+    ASSERT_EQ(spec->num_prompts(), 2u) << yaml;
+    EXPECT_EQ(spec->prompts->prompt(1), "two");
+  }
+  auto csv = load(
+      "model: sdxl\noutput: out\nprompts_file: p.csv\ncsv_prompt_column: text\ncsv_negative_column: neg\n");
+  ASSERT_TRUE(csv.is_ok());
+  EXPECT_EQ(csv->prompt_source.file, dir_.file("p.csv"));
+  EXPECT_EQ(csv->prompt_source.format, PromptFormat::kCsv);
+  EXPECT_EQ(csv->prompts->prompt(0), "one, with comma");
+  EXPECT_EQ(csv->negative_for(0), "bad");
+}
+
+TEST_F(JobSpecTest, RelativePathsResolveAgainstTheJobFolder) {
+  ::mkdir(dir_.file("jobs").c_str(), 0755);
+  write_bytes(dir_.file("jobs/p.txt"), "x\n");
+  write_bytes(dir_.file("jobs/job.yaml"), "model: ../sdxl\noutput: ../out/run1\nprompts_file: p.txt\n");
+  auto spec = JobSpec::load_file(dir_.file("jobs/job.yaml"));
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_EQ(spec->model, dir_.file("sdxl"));
+  EXPECT_EQ(spec->output, dir_.file("out/run1"));
+  EXPECT_EQ(spec->prompt_source.file, dir_.file("jobs/p.txt"));
+  EXPECT_EQ(spec->base_dir, dir_.file("jobs"));
+}
+
+TEST_F(JobSpecTest, ValidationWritesNothing) {
+  auto spec = load(std::string(kMinimal) + "embedding_cache: cache\n");
+  ASSERT_TRUE(spec.is_ok());
+  EXPECT_FALSE(exists(dir_.file("out")));
+  EXPECT_FALSE(exists(dir_.file("cache")));
+}
+
+TEST_F(JobSpecTest, ExamplesParse) {
+  const std::string ex = std::string(SDXLB_SOURCE_DIR) + "/examples/demo.yaml";
+  JobLoadOptions no_paths;
+  no_paths.check_paths = false;
+  auto spec = JobSpec::load_file(ex, no_paths);
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_EQ(spec->num_prompts(), 8u);
+  EXPECT_EQ(spec->num_items(), 16u);
+  for (const char* f : {"prompts.txt", "prompts.csv"}) {
+    auto other = JobSpec::parse(
+        std::string("model: m\noutput: o\nprompts_file: ") + f + "\ncsv_negative_column: negative_prompt\n",
+        "x.yaml", std::string(SDXLB_SOURCE_DIR) + "/examples", no_paths);
+    if (std::string(f) == "prompts.txt") {
+      EXPECT_FALSE(other.is_ok());  // csv_negative_column with a txt file is an error
+      other = JobSpec::parse(std::string("model: m\noutput: o\nprompts_file: ") + f + "\n", "x.yaml",
+                             std::string(SDXLB_SOURCE_DIR) + "/examples", no_paths);
+    }
+    ASSERT_TRUE(other.is_ok()) << f << ": " << other.status().message();
+    EXPECT_GE(other->num_prompts(), 5u);
+  }
+}
+
+TEST_F(JobSpecTest, MissingJobFileIsNotFound) {
+  auto spec = JobSpec::load_file(dir_.file("nope.yaml"));
+  ASSERT_FALSE(spec.is_ok());
+  EXPECT_EQ(spec.status().code(), StatusCode::kNotFound);
+  EXPECT_HAS(spec.status().message(), dir_.file("nope.yaml"));
+}
+
+// ---- bad input: one test per kind, each checking file:line:column and the fix.
+
+TEST_F(JobSpecTest, UnknownKeySuggestsNearest) {
+  std::string m = error_of("model: sdxl\noutput: out\nprompts: [a]\nstpes: 30\n");
+  EXPECT_HAS(m, "job.yaml:4:1: unknown key \"stpes\"; did you mean \"steps\"?");
+}
+
+TEST_F(JobSpecTest, UnknownKeyFarFromAnyListsValidKeys) {
+  std::string m = error_of(std::string(kMinimal) + "colour: blue\n");
+  EXPECT_HAS(m, "job.yaml:5:1: unknown key \"colour\"; valid keys are: model, ");
+}
+
+TEST_F(JobSpecTest, UnknownNestedKey) {
+  std::string m = error_of(std::string(kMinimal) + "memory:\n  placment: resident\n");
+  EXPECT_HAS(m, "job.yaml:6:3: unknown key \"placment\"; did you mean \"placement\"? (in memory)");
+}
+
+TEST_F(JobSpecTest, NegativeSteps) {
+  std::string m = error_of(std::string(kMinimal) + "steps: -5\n");
+  EXPECT_HAS(m, "job.yaml:5:8: steps: -5 is out of range; use an integer from 1 to 1000");
+}
+
+TEST_F(JobSpecTest, StepsOfWrongType) {
+  std::string m = error_of(std::string(kMinimal) + "steps: thirty\n");
+  EXPECT_HAS(m, "job.yaml:5:8: steps: expected an integer, got \"thirty\"; use an integer from 1 to 1000");
+  m = error_of(std::string(kMinimal) + "steps: \"30\"\n");
+  EXPECT_HAS(m, "job.yaml:5:8: steps: expected an integer, got the quoted string \"30\"; remove the quotes");
+  m = error_of(std::string(kMinimal) + "steps: [30]\n");
+  EXPECT_HAS(m, "job.yaml:5:8: steps: expected an integer, got a list");
+}
+
+TEST_F(JobSpecTest, SizeNotMultipleOfEight) {
+  std::string m = error_of(std::string(kMinimal) + "width: 1023\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:8: width: 1023 is not a multiple of 8 (the VAE downsamples by 8); use 1016 or 1024");
+}
+
+TEST_F(JobSpecTest, ZeroSize) {
+  std::string m = error_of(std::string(kMinimal) + "height: 0\n");
+  EXPECT_HAS(m, "job.yaml:5:9: height: 0 is not a positive size; use a multiple of 8");
+}
+
+TEST_F(JobSpecTest, BothPromptsAndPromptsFile) {
+  write_bytes(dir_.file("p.txt"), "x\n");
+  std::string m = error_of(std::string(kMinimal) + "prompts_file: p.txt\n");
+  EXPECT_HAS(m, "job.yaml:5:15: prompts_file: both prompts and prompts_file are set; keep only one");
+}
+
+TEST_F(JobSpecTest, NeitherPromptsNorPromptsFile) {
+  std::string m = error_of("model: sdxl\noutput: out\n");
+  EXPECT_HAS(m, "job.yaml:1:1: prompts: no prompts; set prompts: (an inline list) or prompts_file:");
+}
+
+TEST_F(JobSpecTest, EmptyPromptList) {
+  std::string m = error_of("model: sdxl\noutput: out\nprompts: []\n");
+  EXPECT_HAS(m, "job.yaml:3:10: prompts: the list is empty; add at least one prompt");
+  m = error_of("model: sdxl\noutput: out\nprompts:\n");
+  EXPECT_HAS(m, "job.yaml:3:1: prompts: the list is empty; add at least one prompt");
+}
+
+TEST_F(JobSpecTest, BrokenYaml) {
+  std::string m = error_of("model: sdxl\noutput: out\nprompts: [a, b\nsteps: 3\n");
+  EXPECT_HAS(m, "job.yaml:");
+  EXPECT_HAS(m, "invalid YAML: ");
+  EXPECT_HAS(m, "fix the syntax");
+  m = error_of("model: sdxl\n  output: out\n");
+  EXPECT_HAS(m, "job.yaml:2:9: invalid YAML: illegal map value; fix the syntax");
+}
+
+TEST_F(JobSpecTest, NegativeGuidance) {
+  std::string m = error_of(std::string(kMinimal) + "guidance: -1\n");
+  EXPECT_HAS(m, "job.yaml:5:11: guidance: -1 is out of range; use a number >= 0");
+}
+
+TEST_F(JobSpecTest, UnknownEnumValueSuggests) {
+  std::string m = error_of(std::string(kMinimal) + "dtype: fp61\n");
+  EXPECT_HAS(
+      m,
+      "job.yaml:5:8: dtype: unknown value \"fp61\"; use one of: fp16 | bf16 | fp32 (did you mean \"fp16\"?)");
+  m = error_of(std::string(kMinimal) + "scheduler: ddim\n");
+  EXPECT_HAS(m, "job.yaml:5:12: scheduler: unknown value \"ddim\"; use one of: euler");
+}
+
+TEST_F(JobSpecTest, BadBatchSize) {
+  std::string m = error_of(std::string(kMinimal) + "batch_size: 0\n");
+  EXPECT_HAS(m, "job.yaml:5:13: batch_size: 0 is out of range; use \"auto\" or an integer from 1 to 4096");
+  m = error_of(std::string(kMinimal) + "batch_size: automatic\n");
+  EXPECT_HAS(m, "job.yaml:5:13: batch_size: expected an integer, got \"automatic\"; use \"auto\"");
+}
+
+TEST_F(JobSpecTest, NegativeSeed) {
+  std::string m = error_of(std::string(kMinimal) + "seed: -1\n");
+  EXPECT_HAS(m, "job.yaml:5:7: seed: -1 is negative; a seed is an integer from 0 to 18446744073709551615");
+  m = error_of(std::string(kMinimal) + "seed: 18446744073709551616\n");
+  EXPECT_HAS(m, "job.yaml:5:7: seed: 18446744073709551616 is too large; a seed is an integer from 0 to");
+}
+
+TEST_F(JobSpecTest, TinyDecoderWithoutTinyVae) {
+  std::string m = error_of(std::string(kMinimal) + "decoder: tiny\n");
+  EXPECT_HAS(m, "job.yaml:5:10: decoder: is \"tiny\" but tiny_vae is not set; set tiny_vae:");
+}
+
+TEST_F(JobSpecTest, BadMaxGpuGib) {
+  std::string m = error_of(std::string(kMinimal) + "memory:\n  max_gpu_gib: 0\n");
+  EXPECT_HAS(m, "job.yaml:6:16: memory.max_gpu_gib: 0 is out of range; use a number of GiB > 0");
+  m = error_of(std::string(kMinimal) + "memory: resident\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:9: memory: expected a map, got \"resident\"; write e.g. memory: {placement: auto");
+}
+
+TEST_F(JobSpecTest, MissingPromptsFileNamesResolvedPath) {
+  std::string m = error_of("model: sdxl\noutput: out\nprompts_file: data/prompts.txt\n");
+  EXPECT_HAS(m, "job.yaml:3:15: prompts_file: file \"" + dir_.file("data/prompts.txt") +
+                    "\" does not exist; fix the path (relative paths resolve against");
+}
+
+TEST_F(JobSpecTest, UnknownPromptsFileExtension) {
+  write_bytes(dir_.file("p.dat"), "x\n");
+  std::string m = error_of("model: sdxl\noutput: out\nprompts_file: p.dat\n");
+  EXPECT_HAS(m, "job.yaml:3:15: prompts_file: cannot tell the format of");
+  EXPECT_HAS(m, "set prompts_format: txt | jsonl | csv");
+}
+
+TEST_F(JobSpecTest, DuplicateKey) {
+  std::string m = error_of(std::string(kMinimal) + "steps: 20\nsteps: 25\n");
+  EXPECT_HAS(m, "job.yaml:6:1: duplicate key \"steps\" (first set at line 5); keep only one");
+}
+
+TEST_F(JobSpecTest, MissingRequiredKeys) {
+  std::string m = error_of("prompts: [a]\n");
+  EXPECT_HAS(m, "job.yaml:1:1: model: missing; set model: <folder of a diffusers SDXL pipeline");
+  EXPECT_HAS(m, "job.yaml:1:1: output: missing; set output:");
+}
+
+TEST_F(JobSpecTest, BadBool) {
+  std::string m = error_of(std::string(kMinimal) + "vae_fp16_safe: maybe\n");
+  EXPECT_HAS(
+      m, "job.yaml:5:16: vae_fp16_safe: expected true or false, got \"maybe\"; write vae_fp16_safe: true");
+}
+
+TEST_F(JobSpecTest, InlineMapWithoutPrompt) {
+  std::string m = error_of(
+      "model: sdxl\noutput: out\nprompts:\n  - {negative_prompt: x, seed: 3}\n  - {prompt: y, sed: 4}\n");
+  EXPECT_HAS(m, "job.yaml:4:5: prompts[0]: missing key \"prompt\"; write {prompt:");
+  EXPECT_HAS(m, "job.yaml:5:17: unknown key \"sed\"; did you mean \"seed\"? (in prompts[1])");
+}
+
+TEST_F(JobSpecTest, BadModelVariant) {
+  std::string m = error_of(std::string(kMinimal) + "model_variant: fp8\n");
+  EXPECT_HAS(
+      m, "job.yaml:5:16: model_variant: unknown variant \"fp8\"; use \"\" (the default weights) or \"fp16\"");
+}
+
+TEST_F(JobSpecTest, ModelFolderChecked) {
+  std::string m = error_of("model: nowhere\noutput: out\nprompts: [a]\n");
+  EXPECT_HAS(m, "job.yaml:1:8: model: folder \"" + dir_.file("nowhere") + "\" does not exist; fix the path");
+  m = error_of("model: taesd\noutput: out\nprompts: [a]\n");
+  EXPECT_HAS(m, "job.yaml:1:8: model: folder \"" + dir_.file("taesd") +
+                    "\" has no model_index.json; point model at");
+  JobLoadOptions no_paths;
+  no_paths.check_paths = false;
+  EXPECT_TRUE(load("model: nowhere\noutput: out\nprompts: [a]\n", no_paths).is_ok());
+}
+
+TEST_F(JobSpecTest, CsvKeysNeedCsvFile) {
+  write_bytes(dir_.file("p.txt"), "x\n");
+  std::string m = error_of("model: sdxl\noutput: out\nprompts_file: p.txt\ncsv_prompt_column: text\n");
+  EXPECT_HAS(
+      m,
+      "job.yaml:4:1: csv_prompt_column: applies only to CSV prompt files, but the format is txt; remove it");
+  m = error_of(std::string(kMinimal) + "prompts_format: csv\n");
+  EXPECT_HAS(
+      m,
+      "job.yaml:5:1: prompts_format: applies only with prompts_file, but the prompts are inline; remove it");
+}
+
+TEST_F(JobSpecTest, EmptyOrNonMapFile) {
+  std::string m = error_of("");
+  EXPECT_HAS(m, "job.yaml:1:1: the job file is empty; it needs at least model, output and prompts");
+  m = error_of("- model: x\n");
+  EXPECT_HAS(m, "job.yaml:1:1: expected a map of settings (key: value lines) at the top level, got a list");
+}
+
+TEST_F(JobSpecTest, PromptsNotAList) {
+  std::string m = error_of("model: sdxl\noutput: out\nprompts: a red fox\n");
+  EXPECT_HAS(
+      m, "job.yaml:3:10: prompts: expected a list of prompts, got \"a red fox\"; write one prompt per line");
+}
+
+TEST_F(JobSpecTest, PromptFileErrorsAreIncluded) {
+  write_bytes(dir_.file("p.jsonl"), "{\"prompt\": \"ok\"}\n{\"text\": \"no prompt key\"}\n");
+  std::string m = error_of("model: sdxl\noutput: out\nprompts_file: p.jsonl\n");
+  EXPECT_HAS(m, dir_.file("p.jsonl") + ":2: missing \"prompt\"; every line needs a \"prompt\" string");
+}
+
+TEST_F(JobSpecTest, AllProblemsReportedTogetherInOrder) {
+  std::string m = error_of("model: sdxl\noutput: out\nprompts: [a]\nwidth: 1001\nstpes: 3\nguidance: x\n");
+  const size_t a = m.find("job.yaml:4:8: width"), b = m.find("job.yaml:5:1: unknown key"),
+               c = m.find("job.yaml:6:11: guidance");
+  ASSERT_NE(a, std::string::npos) << m;
+  ASSERT_NE(b, std::string::npos) << m;
+  ASSERT_NE(c, std::string::npos) << m;
+  EXPECT_LT(a, b);
+  EXPECT_LT(b, c);
+  EXPECT_EQ(std::count(m.begin(), m.end(), '\n'), 2) << m;
+}
+
+// ---- canonical JSON and identity
+
+TEST_F(JobSpecTest, CanonicalJsonIsStableAndComplete) {
+  auto a = load(kMinimal);
+  auto b = load(std::string("output: out\nprompts:\n  - a red fox\nmodel: sdxl\nsteps: 30\n"));
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  EXPECT_EQ(a->to_canonical_json(), b->to_canonical_json());  // key order and explicit defaults don't matter
+  const std::string j = a->to_canonical_json();
+  EXPECT_HAS(j, "\"format\":\"sdxlb-job/1\"");
+  EXPECT_HAS(j, "\"steps\":30");
+  EXPECT_HAS(j, "\"batch_size\":\"auto\"");
+  EXPECT_HAS(j, "\"max_gpu_gib\":null");
+  EXPECT_HAS(j, "\"sha256\":\"" + a->prompts_sha256 + "\"");
+}
+
+TEST_F(JobSpecTest, IdentityIgnoresRunSettingsButNotImageSettings) {
+  const std::string base = "model: sdxl\nprompts: [a red fox, a blue bird]\n";
+  auto id_of = [&](const std::string& extra, const std::string& model_id = "model-1") {
+    auto s = load(base + "output: out\n" + extra);
+    EXPECT_TRUE(s.is_ok()) << extra << s.status().message();
+    return s.is_ok() ? s->identity(model_id) : std::string();
+  };
+  const std::string id = id_of("");
+  EXPECT_EQ(id.size(), 64u);
+  EXPECT_EQ(id, id_of(""));
+  // Not part of the identity.
+  EXPECT_EQ(id, id_of("batch_size: 4\n"));
+  EXPECT_EQ(id, id_of("memory: {placement: sequential, decode: sliced, max_gpu_gib: 8}\n"));
+  EXPECT_EQ(id, id_of("segment_items: 7\nprogress_interval_s: 1\ndevice: cpu\nimage_format: png\n"));
+  auto other_output = load(base + "output: elsewhere\n");
+  ASSERT_TRUE(other_output.is_ok());
+  EXPECT_EQ(id, other_output->identity("model-1"));
+  // Part of it.
+  EXPECT_NE(id, id_of("steps: 31\n"));
+  EXPECT_NE(id, id_of("seed: 1\n"));
+  EXPECT_NE(id, id_of("guidance: 5.5\n"));
+  EXPECT_NE(id, id_of("width: 512\n"));
+  EXPECT_NE(id, id_of("dtype: bf16\n"));
+  EXPECT_NE(id, id_of("negative_prompt: blurry\n"));
+  EXPECT_NE(id, id_of("images_per_prompt: 2\n"));
+  EXPECT_NE(id, id_of("vae_fp16_safe: true\n"));
+  EXPECT_NE(id, id_of("model_variant: fp16\n"));
+  EXPECT_NE(id, id_of("", "model-2"));
+  EXPECT_NE(id_of("tiny_vae: taesd\n"), id_of("tiny_vae: taesd\ndecoder: full\n"));
+  auto reordered = load("model: sdxl\noutput: out\nprompts: [a blue bird, a red fox]\n");
+  ASSERT_TRUE(reordered.is_ok());
+  EXPECT_NE(id, reordered->identity("model-1"));
+}
+
+TEST_F(JobSpecTest, IdentityIsTheSameForInlineAndFilePrompts) {
+  write_bytes(dir_.file("p.txt"), "a red fox\r\na blue bird\r\n");
+  auto inline_spec = load("model: sdxl\noutput: out\nprompts: [a red fox, a blue bird]\n");
+  auto file_spec = load("model: sdxl\noutput: out\nprompts_file: p.txt\n");
+  ASSERT_TRUE(inline_spec.is_ok() && file_spec.is_ok());
+  EXPECT_EQ(inline_spec->identity("m"), file_spec->identity("m"));
+  EXPECT_NE(inline_spec->to_canonical_json(), file_spec->to_canonical_json());  // the source is recorded
+}
+
+TEST_F(JobSpecTest, TinyVaeIdentityCountsOnlyWhenItDecodes) {
+  auto tiny = load(std::string(kMinimal) + "tiny_vae: taesd\n");
+  ASSERT_TRUE(tiny.is_ok());
+  EXPECT_NE(tiny->identity("m", "taesd-a"), tiny->identity("m", "taesd-b"));
+  auto full = load(std::string(kMinimal) + "tiny_vae: taesd\ndecoder: full\n");
+  ASSERT_TRUE(full.is_ok());
+  EXPECT_EQ(full->identity("m", "taesd-a"), full->identity("m", "taesd-b"));
+}
+
+}  // namespace
+}  // namespace sdxlb

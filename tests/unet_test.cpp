@@ -1,0 +1,295 @@
+// Oracle test of the UNet against diffusers 0.42.1 (references from tests/oracle/ref_unet.py): one denoiser
+// call for two configs at non-square sizes, sizes that are not multiples of the downsampling, a config
+// override, sharded and fp16-variant weights, and the error paths (unsupported configs, wrong tensor shapes,
+// bad inputs).
+#include "pipeline/unet.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "pipeline/model_folder.h"
+#include "test_files.h"
+
+namespace sdxlb {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::fixtures_dir;
+using testing::ScratchDir;
+
+constexpr double kTol = 1e-5;
+
+std::string model_dir(const std::string& name) { return fixtures_dir() + "/models/" + name; }
+
+struct Reference {
+  WeightSet file;
+  at::Tensor get(const std::string& name) const {
+    auto t = file.get(name);
+    EXPECT_TRUE(t.is_ok()) << t.status().to_string();
+    return t.is_ok() ? t->clone() : at::Tensor();
+  }
+  std::string meta(const std::string& key) const { return file.files().front()->metadata().at(key); }
+};
+
+Reference reference(const std::string& name) {
+  auto w = WeightSet::open_file(fixtures_dir() + "/unet/" + name + ".safetensors");
+  EXPECT_TRUE(w.is_ok()) << w.status().to_string();
+  return Reference{w.is_ok() ? *w : WeightSet()};
+}
+
+/// max |a - b| / max |b|: the error relative to the reference's scale.
+double rel_err(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  if (a.sizes() != b.sizes()) return 1e30;
+  const double diff = (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+  const double scale = b.to(at::kDouble).abs().max().item<double>();
+  return diff / std::max(scale, 1e-30);
+}
+
+/// The unet config of a fixture model with `overrides` merged in.
+StatusOr<UNetConfig> config_of(const std::string& model, const nlohmann::json& overrides = nlohmann::json::object()) {
+  SDXLB_ASSIGN_OR_RETURN(ModelFolder folder, ModelFolder::open(model_dir(model)));
+  SDXLB_ASSIGN_OR_RETURN(nlohmann::json json, folder.component_config("unet"));
+  json.merge_patch(overrides);
+  return UNetConfig::from_json(json, model + "/unet/config.json (test)");
+}
+
+StatusOr<UNet2DConditionModel> load(const std::string& model, const std::string& variant = "",
+                                    at::ScalarType dtype = at::kFloat) {
+  SDXLB_ASSIGN_OR_RETURN(ModelFolder folder, ModelFolder::open(model_dir(model)));
+  return load_unet(folder, variant, dtype, at::kCPU);
+}
+
+at::Tensor run(UNet2DConditionModel& unet, const Reference& ref, at::ScalarType dtype = at::kFloat,
+               const at::Tensor& timestep = {}) {
+  c10::InferenceMode guard;
+  auto out = unet->checked_forward(ref.get("sample").to(dtype), timestep.defined() ? timestep : ref.get("timestep"),
+                                   ref.get("encoder_hidden_states").to(dtype), ref.get("text_embeds").to(dtype),
+                                   ref.get("time_ids").to(dtype));
+  EXPECT_TRUE(out.is_ok()) << out.status().to_string();
+  return out.is_ok() ? out->to(at::kFloat) : at::zeros({1});
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Parity with diffusers
+
+class UNetOracle : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(UNetOracle, MatchesDiffusers) {
+  const Reference ref = reference(GetParam());
+  const std::string model = ref.meta("model");
+  auto config = config_of(model, nlohmann::json::parse(ref.meta("config_overrides")));
+  ASSERT_TRUE(config.is_ok()) << config.status().to_string();
+  auto folder = ModelFolder::open(model_dir(model));
+  ASSERT_TRUE(folder.is_ok()) << folder.status().to_string();
+  auto weights = folder->component_weights("unet", "");
+  ASSERT_TRUE(weights.is_ok()) << weights.status().to_string();
+  auto unet = load_unet(*config, *weights, "unet weights", at::kFloat, at::kCPU);
+  ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
+
+  const at::Tensor expected = ref.get("out");
+  const double e = rel_err(run(*unet, ref), expected);
+  std::printf("[%s] UNet fp32 CPU vs diffusers: max rel err %.3g\n", GetParam().c_str(), e);
+  EXPECT_LE(e, kTol);
+
+  // A 0-dim timestep is broadcast over the batch, as diffusers does.
+  const at::Tensor t0 = ref.get("timestep")[0].clone();
+  ASSERT_EQ(t0.dim(), 0);
+  const double e0 = rel_err(run(*unet, ref, at::kFloat, t0), ref.get("out_scalar_t"));
+  std::printf("[%s] UNet scalar timestep vs diffusers: max rel err %.3g\n", GetParam().c_str(), e0);
+  EXPECT_LE(e0, kTol);
+
+  // The unchecked forward is the same computation.
+  c10::InferenceMode guard;
+  const at::Tensor raw = (*unet)->forward(ref.get("sample"), ref.get("timestep"), ref.get("encoder_hidden_states"),
+                                          ref.get("text_embeds"), ref.get("time_ids"));
+  EXPECT_LE(rel_err(raw, expected), kTol);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, UNetOracle, ::testing::Values("tiny-a", "tiny-b", "tiny-b-odd", "tiny-a-center"),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& ch : s)
+                             if (ch == '-') ch = '_';
+                           return s;
+                         });
+
+TEST(UNetLoad, ShardedWeightsGiveTheSameOutput) {
+  auto sharded = load("tiny-a-sharded");
+  ASSERT_TRUE(sharded.is_ok()) << sharded.status().to_string();
+  const Reference ref = reference("tiny-a");
+  const double e = rel_err(run(*sharded, ref), ref.get("out"));
+  std::printf("[tiny-a-sharded] UNet fp32 CPU vs diffusers: max rel err %.3g\n", e);
+  EXPECT_LE(e, kTol);
+}
+
+TEST(UNetLoad, Fp16VariantLoads) {
+  const Reference ref = reference("tiny-a");
+  const at::Tensor expected = ref.get("out");
+
+  // The plain files of the fp16 folder are the fp32 weights.
+  auto plain = load("tiny-a-fp16", "");
+  ASSERT_TRUE(plain.is_ok()) << plain.status().to_string();
+  EXPECT_LE(rel_err(run(*plain, ref), expected), kTol);
+
+  // variant "fp16": weights rounded to half, computed in fp32.
+  auto fp16_weights = load("tiny-a-fp16", "fp16", at::kFloat);
+  ASSERT_TRUE(fp16_weights.is_ok()) << fp16_weights.status().to_string();
+  const double e_weights = rel_err(run(*fp16_weights, ref), expected);
+  std::printf("[tiny-a-fp16] fp16 weights, fp32 compute vs fp32 diffusers: max rel err %.3g\n", e_weights);
+  EXPECT_GT(e_weights, 0.0);  // really the rounded weights
+  EXPECT_LE(e_weights, 1e-2);
+
+  // variant "fp16" computed in half on the CPU.
+  auto half = load("tiny-a-fp16", "fp16", at::kHalf);
+  ASSERT_TRUE(half.is_ok()) << half.status().to_string();
+  EXPECT_EQ((*half)->dtype(), at::kHalf);
+  const double e_half = rel_err(run(*half, ref, at::kHalf), expected);
+  std::printf("[tiny-a-fp16] fp16 weights, fp16 compute vs fp32 diffusers: max rel err %.3g\n", e_half);
+  EXPECT_LE(e_half, 3e-2);
+}
+
+TEST(UNetLoad, ParametersNeedNoGradAndTheNamesAreDiffusers) {
+  auto unet = load("tiny-a");
+  ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
+  auto folder = ModelFolder::open(model_dir("tiny-a"));
+  ASSERT_TRUE(folder.is_ok());
+  auto weights = folder->component_weights("unet", "");
+  ASSERT_TRUE(weights.is_ok());
+  std::vector<std::string> names;
+  for (const auto& p : (*unet)->named_parameters()) {
+    names.push_back(p.key());
+    EXPECT_FALSE(p.value().requires_grad()) << p.key();
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, weights->names());
+  EXPECT_TRUE((*unet)->named_buffers().is_empty());  // constants are not checkpoint keys
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Errors
+
+TEST(UNetConfigErrors, UnsupportedBlockTypeIsNamed) {
+  auto c = config_of("tiny-a", {{"down_block_types", {"DownBlock2D", "AttnDownBlock2D", "CrossAttnDownBlock2D"}}});
+  ASSERT_FALSE(c.is_ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kUnimplemented);
+  const std::string& m = c.status().message();
+  EXPECT_NE(m.find("down_block_types"), std::string::npos) << m;
+  EXPECT_NE(m.find("AttnDownBlock2D"), std::string::npos) << m;
+  EXPECT_NE(m.find("CrossAttnDownBlock2D"), std::string::npos) << m;  // what is supported
+  EXPECT_NE(m.find("config.json"), std::string::npos) << m;
+
+  auto up = config_of("tiny-b", {{"up_block_types", {"CrossAttnUpBlock2D", "UpDecoderBlock2D"}}});
+  ASSERT_FALSE(up.is_ok());
+  EXPECT_NE(up.status().message().find("UpDecoderBlock2D"), std::string::npos) << up.status().message();
+}
+
+TEST(UNetConfigErrors, UnsupportedBlockTypeThroughTheLoader) {
+  ScratchDir dir;
+  fs::create_directories(dir.file("unet"));
+  fs::copy_file(model_dir("tiny-a") + "/model_index.json", dir.file("model_index.json"));
+  auto json = read_json_file(model_dir("tiny-a") + "/unet/config.json");
+  ASSERT_TRUE(json.is_ok());
+  (*json)["mid_block_type"] = "UNetMidBlock2DSimpleCrossAttn";
+  std::ofstream(dir.file("unet/config.json")) << json->dump(2);
+  auto folder = ModelFolder::open(dir.path());
+  ASSERT_TRUE(folder.is_ok()) << folder.status().to_string();
+  auto unet = load_unet(*folder, "", at::kFloat, at::kCPU);
+  ASSERT_FALSE(unet.is_ok());
+  EXPECT_EQ(unet.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(unet.status().message().find("mid_block_type"), std::string::npos) << unet.status().message();
+  EXPECT_NE(unet.status().message().find(dir.file("unet/config.json")), std::string::npos)
+      << unet.status().message();
+}
+
+TEST(UNetConfigErrors, OtherUnsupportedSettings) {
+  struct Case {
+    nlohmann::json patch;
+    StatusCode code;
+    std::string key;
+  };
+  const std::vector<Case> cases = {
+      {{{"num_attention_heads", 4}}, StatusCode::kUnimplemented, "num_attention_heads"},
+      {{{"addition_embed_type", nullptr}}, StatusCode::kUnimplemented, "addition_embed_type"},
+      {{{"addition_embed_type", "text"}}, StatusCode::kUnimplemented, "addition_embed_type"},
+      {{{"class_embed_type", "timestep"}}, StatusCode::kUnimplemented, "class_embed_type"},
+      {{{"resnet_time_scale_shift", "scale_shift"}}, StatusCode::kUnimplemented, "resnet_time_scale_shift"},
+      {{{"upcast_attention", true}}, StatusCode::kUnimplemented, "upcast_attention"},
+      {{{"only_cross_attention", {false, true, false}}}, StatusCode::kUnimplemented, "only_cross_attention"},
+      {{{"transformer_layers_per_block", {{1}, {1, 1}, {2, 2}}}}, StatusCode::kUnimplemented,
+       "transformer_layers_per_block"},
+      {{{"act_fn", "gelu"}}, StatusCode::kUnimplemented, "act_fn"},
+      {{{"block_out_channels", nullptr}}, StatusCode::kDataLoss, "block_out_channels"},
+      {{{"block_out_channels", {32, 64}}}, StatusCode::kDataLoss, "block_out_channels"},
+      {{{"attention_head_dim", {2, 2}}}, StatusCode::kDataLoss, "attention_head_dim"},
+      {{{"norm_num_groups", 24}}, StatusCode::kDataLoss, "norm_num_groups"},
+      {{{"layers_per_block", "two"}}, StatusCode::kDataLoss, "layers_per_block"},
+  };
+  for (const auto& c : cases) {
+    auto config = config_of("tiny-a", c.patch);
+    ASSERT_FALSE(config.is_ok()) << c.patch.dump();
+    EXPECT_EQ(config.status().code(), c.code) << config.status().to_string();
+    EXPECT_NE(config.status().message().find(c.key), std::string::npos) << config.status().to_string();
+  }
+  // attention_head_dim as a single integer is valid (every level gets that many heads).
+  auto single = config_of("tiny-a", {{"attention_head_dim", 2}});
+  ASSERT_TRUE(single.is_ok()) << single.status().to_string();
+  EXPECT_EQ(single->num_attention_heads, (std::vector<int64_t>{2, 2, 2}));
+}
+
+TEST(UNetLoadErrors, WrongShapeNamesTheTensorAndBothShapes) {
+  auto folder = ModelFolder::open(fixtures_dir() + "/unet/bad-shape");
+  ASSERT_TRUE(folder.is_ok()) << folder.status().to_string();
+  auto unet = load_unet(*folder, "", at::kFloat, at::kCPU);
+  ASSERT_FALSE(unet.is_ok());
+  EXPECT_EQ(unet.status().code(), StatusCode::kDataLoss);
+  const std::string& m = unet.status().message();
+  EXPECT_NE(m.find("conv_in.weight"), std::string::npos) << m;
+  EXPECT_NE(m.find("[32, 4, 3, 3]"), std::string::npos) << m;
+  EXPECT_NE(m.find("[32, 4, 1, 1]"), std::string::npos) << m;
+  EXPECT_NE(m.find("unet"), std::string::npos) << m;
+}
+
+TEST(UNetLoadErrors, MissingWeightsAndMissingVariant) {
+  auto folder = ModelFolder::open(model_dir("tiny-a"));
+  ASSERT_TRUE(folder.is_ok());
+  auto unet = load_unet(*folder, "bf16", at::kFloat, at::kCPU);
+  ASSERT_FALSE(unet.is_ok());
+  EXPECT_EQ(unet.status().code(), StatusCode::kNotFound) << unet.status().to_string();
+  EXPECT_NE(unet.status().message().find("bf16"), std::string::npos) << unet.status().message();
+}
+
+TEST(UNetInputErrors, BadInputsGiveInvalidArgument) {
+  auto unet = load("tiny-b");
+  ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
+  const Reference ref = reference("tiny-b");
+  c10::InferenceMode guard;
+  const at::Tensor sample = ref.get("sample"), t = ref.get("timestep"), ehs = ref.get("encoder_hidden_states"),
+                   text = ref.get("text_embeds"), ids = ref.get("time_ids");
+  struct Case {
+    std::string what;
+    StatusOr<at::Tensor> result;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"sample", (*unet)->checked_forward(sample.narrow(1, 0, 3), t, ehs, text, ids)});
+  cases.push_back({"timestep", (*unet)->checked_forward(sample, at::zeros({3}), ehs, text, ids)});
+  cases.push_back({"encoder_hidden_states", (*unet)->checked_forward(sample, t, ehs.narrow(2, 0, 8), text, ids)});
+  cases.push_back({"time_ids", (*unet)->checked_forward(sample, t, ehs, text, ids.narrow(1, 0, 5))});
+  cases.push_back({"dtype", (*unet)->checked_forward(sample.to(at::kDouble), t, ehs, text, ids)});
+  cases.push_back({"missing", (*unet)->checked_forward(sample, t, at::Tensor(), text, ids)});
+  for (const auto& c : cases) {
+    ASSERT_FALSE(c.result.is_ok()) << c.what;
+    EXPECT_EQ(c.result.status().code(), StatusCode::kInvalidArgument) << c.result.status().to_string();
+    std::printf("  %s: %s\n", c.what.c_str(), c.result.status().message().c_str());
+  }
+}
+
+}  // namespace
+}  // namespace sdxlb

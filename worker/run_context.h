@@ -1,0 +1,51 @@
+// RunContext: one job as every rank runs it: the validated JobSpec, its plan, and the settings resolved
+// for this machine (device, dtype, decoder, batch size). Built identically on every rank from the same job
+// file, so the ranks agree without shipping the job around.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "common/status.h"
+#include "jobs/job_plan.h"
+#include "jobs/job_spec.h"
+#include "pipeline/sdxl_pipeline.h"
+
+namespace sdxlb {
+
+/// What the command line asked for.
+struct RunOptions {
+  std::string job_file;
+  bool overwrite = false;  ///< replace an output folder that holds another job
+  bool quiet = false;      ///< no progress lines
+  bool encode_only = false;
+};
+
+struct RunContext {
+  JobSpec job;
+  std::shared_ptr<const JobPlan> plan;
+  RunOptions options;
+  std::string run_id;  ///< UTC start time, shared by all ranks; names segments and shards
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
+  DecoderKind decoder = DecoderKind::kFull;
+  int64_t batch_size = 1;
+
+  /// The pipeline options for this job (render or encode).
+  PipelineOptions pipeline_options(bool text_encoders, bool denoiser) const;
+  /// The render settings (steps, guidance, size).
+  RenderSettings render_settings() const;
+};
+
+/// Resolves `job` for this machine: device auto -> cuda when LibTorch sees a GPU; fp16/bf16 on the CPU is an
+/// error with a fix; decoder and decode mode from the job; batch size auto -> 4 on a GPU, 1 on the CPU.
+StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, const std::string& run_id);
+
+/// "20261125T120501Z": the current UTC time, sortable.
+std::string utc_run_id();
+
+}  // namespace sdxlb

@@ -1,0 +1,294 @@
+#include "worker/worker.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <spdlog/spdlog.h>
+
+#include "coordinator/protocol.h"
+#include "store/embedding_cache.h"
+#include "store/output_folder.h"
+#include "store/segment_writer.h"
+#include "worker/fault_injection.h"
+
+#ifdef SDXLB_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
+namespace sdxlb {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Texts the encode phase needs: every distinct prompt and non-empty negative, plus "" when the model
+// encodes empty negatives instead of zeroing them.
+std::vector<std::string> texts_to_encode(const JobPlan& plan, bool force_zeros) {
+  std::vector<std::string> out;
+  const UniqueTexts& t = plan.texts();
+  out.reserve(t.size() + 1);
+  for (uint32_t i = 0; i < t.size(); ++i) out.emplace_back(t.text(i));
+  if (!force_zeros) out.emplace_back("");
+  return out;
+}
+
+std::string host_name() {
+  char buf[256] = {0};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+std::string gpu_name(const at::Device& device) {
+#ifdef SDXLB_WITH_CUDA
+  if (device.is_cuda()) return at::cuda::getDeviceProperties(device.index())->name;
+#endif
+  return "cpu";
+}
+
+// Binds this worker to a GPU: the i-th worker on a node takes GPU i mod (GPUs on the node).
+at::Device bind_device(const RunContext& ctx, int worker_index) {
+  if (!ctx.device.is_cuda()) return ctx.device;
+  int local = worker_index;
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}) {
+    if (const char* s = std::getenv(v)) {
+      local = std::max(0, std::atoi(s) - 1);  // the coordinator is usually local rank 0 of the first node
+      break;
+    }
+  }
+  const int n = static_cast<int>(at::getNumGPUs());
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(n > 0 ? local % n : 0));
+}
+
+Status send_fatal(Comm& comm, const Status& error) {
+  return comm.send(0, kFatal, encode_fatal(error.to_string()), "reporting a fatal worker error");
+}
+
+}  // namespace
+
+Status run_encode_phase(Comm& comm, const RunContext& base_ctx) {
+  RunContext ctx = base_ctx;
+  const int w = comm.rank() - 1, nw = comm.size() - 1;
+  ctx.device = bind_device(ctx, w);
+  // Find what is missing before loading the encoders: a resumed job usually has everything.
+  auto probe = SdxlPipeline::load(ctx.job.model, ctx.pipeline_options(false, false));
+  if (!probe.is_ok()) return probe.status();
+  SDXLB_ASSIGN_OR_RETURN(auto cache, EmbeddingCache::open(ctx.job.embedding_cache, (*probe)->text_encoder_id()));
+  const bool force_zeros = (*probe)->force_zeros_for_empty_prompt();
+  probe = Status(StatusCode::kInternal, "released");
+  const std::vector<std::string> missing = cache.missing(texts_to_encode(*ctx.plan, force_zeros));
+  const size_t begin = missing.size() * static_cast<size_t>(w) / static_cast<size_t>(nw);
+  const size_t end = missing.size() * static_cast<size_t>(w + 1) / static_cast<size_t>(nw);
+  if (begin == end) return Status::ok();
+
+  SDXLB_ASSIGN_OR_RETURN(auto pipe, SdxlPipeline::load(ctx.job.model, ctx.pipeline_options(true, false)));
+  const size_t chunk = 64;            // texts per encoder call
+  const size_t shard_texts = 4096;    // texts per shard file
+  std::vector<std::string> pending;
+  std::vector<at::Tensor> embeds, pooled;
+  int64_t shard_n = 0;
+  auto flush = [&]() -> Status {
+    if (pending.empty()) return Status::ok();
+    const std::string tag = ctx.run_id + "-r" + std::to_string(comm.rank()) + "-" + std::to_string(shard_n++);
+    SDXLB_RETURN_IF_ERROR(cache.write_shard(tag, pending, at::cat(embeds, 0), at::cat(pooled, 0)));
+    pending.clear();
+    embeds.clear();
+    pooled.clear();
+    return Status::ok();
+  };
+  for (size_t i = begin; i < end; i += chunk) {
+    std::vector<std::string> texts(missing.begin() + i, missing.begin() + std::min(end, i + chunk));
+    SDXLB_ASSIGN_OR_RETURN(auto e, pipe->encode(texts));
+    embeds.push_back(e.prompt_embeds.to(at::kCPU, at::kHalf));
+    pooled.push_back(e.pooled.to(at::kCPU, at::kHalf));
+    pending.insert(pending.end(), texts.begin(), texts.end());
+    if (pending.size() >= shard_texts) SDXLB_RETURN_IF_ERROR(flush());
+  }
+  return flush();
+}
+
+namespace {
+
+// One worker's rendering state: the pipeline, the embedding cache and the open segment.
+class RenderWorker {
+ public:
+  RenderWorker(Comm& comm, RunContext ctx) : comm_(comm), ctx_(std::move(ctx)) {}
+
+  Status init() {
+    ctx_.device = bind_device(ctx_, comm_.rank() - 1);
+    SDXLB_ASSIGN_OR_RETURN(pipe_, SdxlPipeline::load(ctx_.job.model, ctx_.pipeline_options(false, true)));
+    SDXLB_ASSIGN_OR_RETURN(auto cache, EmbeddingCache::open(ctx_.job.embedding_cache, pipe_->text_encoder_id()));
+    cache_.emplace(std::move(cache));
+    host_ = host_name();
+    gpu_ = gpu_name(ctx_.device);
+    return Status::ok();
+  }
+
+  // Renders `items` (one fixed group of the dispatcher) and appends them to the segment.
+  Status render(const std::vector<int64_t>& items, WorkRequest* report) {
+    const auto t0 = Clock::now();
+    const int64_t m = static_cast<int64_t>(items.size());
+    const int64_t b = std::max<int64_t>(ctx_.batch_size, m);
+    std::vector<std::string> pos_texts, neg_texts;
+    std::vector<uint64_t> seeds;
+    std::vector<PlanItem> plan_items;
+    for (int64_t k = 0; k < b; ++k) {
+      const PlanItem it = ctx_.plan->item(static_cast<uint64_t>(items[std::min(k, m - 1)]));  // pad with the last
+      plan_items.push_back(it);
+      pos_texts.emplace_back(ctx_.plan->prompt_text(it.prompt));
+      neg_texts.emplace_back(ctx_.plan->negative_text(it.prompt));
+      seeds.push_back(it.seed);
+    }
+    std::vector<std::string> errors(m);
+    at::Tensor images;
+    Status st = render_batch(pos_texts, neg_texts, seeds, items, &images, &errors);
+    for (int64_t k = 0; k < m; ++k) {
+      if (!st.is_ok()) errors[k] = st.to_string();
+      ItemRecord r;
+      const PlanItem& it = plan_items[k];
+      r.item_index = static_cast<int64_t>(it.index);
+      r.prompt_index = static_cast<int64_t>(it.prompt);
+      r.image_k = static_cast<int32_t>(it.image);
+      r.seed = it.seed;
+      r.prompt = pos_texts[k];
+      r.negative_prompt = neg_texts[k];
+      r.steps = static_cast<int32_t>(ctx_.job.steps);
+      r.guidance = static_cast<float>(ctx_.job.guidance);
+      r.width = static_cast<int32_t>(ctx_.job.width);
+      r.height = static_cast<int32_t>(ctx_.job.height);
+      r.scheduler = scheduler_name(ctx_.job.scheduler);
+      r.model_id = pipe_->model_id();
+      r.rank = comm_.rank();
+      r.host = host_;
+      r.gpu = gpu_;
+      r.ms_encode = static_cast<float>(embed_ms_ / b);
+      r.ms_denoise = static_cast<float>(pipe_->last_times().denoise_ms / b);
+      r.ms_decode = static_cast<float>(pipe_->last_times().decode_ms / b);
+      r.ok = errors[k].empty();
+      r.error = errors[k];
+      const uint8_t* rgb = r.ok ? images[k].data_ptr<uint8_t>() : nullptr;
+      SDXLB_RETURN_IF_ERROR(segment_add(r, rgb));
+      (r.ok ? report->done : report->failed).push_back(r.item_index);
+      (r.ok ? rendered_ : failed_)++;
+      FaultPlan::get().maybe_kill(comm_.rank(), rendered_ + failed_);
+    }
+    busy_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
+    return Status::ok();
+  }
+
+  Status finish() {
+    if (segment_) {
+      SDXLB_RETURN_IF_ERROR(segment_->publish());
+      segment_.reset();
+    }
+    WorkerReport r{rendered_, failed_, busy_s_, segments_};
+    return comm_.send(0, kBye, encode_message(r), "reporting worker totals");
+  }
+
+ private:
+  // Renders a padded batch. Per-item problems (NaN latents or images) land in `errors`; a failure of the
+  // whole batch is returned.
+  Status render_batch(const std::vector<std::string>& pos, const std::vector<std::string>& neg,
+                      const std::vector<uint64_t>& seeds, const std::vector<int64_t>& items, at::Tensor* images,
+                      std::vector<std::string>* errors) {
+    const auto te = Clock::now();
+    SDXLB_ASSIGN_OR_RETURN(auto pos_e, cache_->read(pos));
+    TextEmbeddings positive{pos_e.first.to(ctx_.device, ctx_.dtype), pos_e.second.to(ctx_.device, ctx_.dtype)};
+    TextEmbeddings negative;
+    std::vector<std::string> neg_needed;
+    for (const auto& n : neg)
+      if (!(n.empty() && pipe_->force_zeros_for_empty_prompt())) neg_needed.push_back(n);
+    if (neg_needed.size() == neg.size()) {
+      SDXLB_ASSIGN_OR_RETURN(auto ne, cache_->read(neg));
+      negative = {ne.first.to(ctx_.device, ctx_.dtype), ne.second.to(ctx_.device, ctx_.dtype)};
+    } else {
+      // Mixed batch: zeros for the empty negatives, stored embeddings for the others.
+      negative = {at::zeros_like(positive.prompt_embeds), at::zeros_like(positive.pooled)};
+      for (size_t k = 0; k < neg.size(); ++k) {
+        if (neg[k].empty() && pipe_->force_zeros_for_empty_prompt()) continue;
+        SDXLB_ASSIGN_OR_RETURN(auto ne, cache_->read({neg[k]}));
+        negative.prompt_embeds[k].copy_(ne.first[0]);
+        negative.pooled[k].copy_(ne.second[0]);
+      }
+    }
+    embed_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - te).count();
+    SDXLB_ASSIGN_OR_RETURN(auto latents, pipe_->denoise(positive, negative, seeds, ctx_.render_settings()));
+    at::Tensor bad;
+    {
+      c10::InferenceMode guard;
+      for (size_t k = 0; k < items.size(); ++k)
+        if (FaultPlan::get().nan_items.count(items[k])) latents[k].fill_(NAN);
+      // Rows with NaN/Inf are reported per item and zeroed, so the decode keeps its fixed batch shape.
+      bad = latents.isfinite().logical_not().flatten(1).any(1).to(at::kCPU);
+      latents.masked_fill_(latents.isfinite().logical_not(), 0);
+    }
+    const bool* bad_rows = bad.data_ptr<bool>();
+    for (size_t k = 0; k < items.size(); ++k)
+      if (bad_rows[k])
+        (*errors)[k] = "the latents of item " + std::to_string(items[k]) +
+                       " hold NaN or Inf after denoising (numerical overflow; try dtype bf16 or fp32)";
+    SDXLB_ASSIGN_OR_RETURN(*images, pipe_->decode(latents));
+    *images = images->contiguous();
+    return Status::ok();
+  }
+
+  Status segment_add(const ItemRecord& r, const uint8_t* rgb) {
+    if (!segment_) {
+      SegmentOptions o;
+      o.path = segment_file_path(ctx_.job.output, ctx_.run_id, comm_.rank(), segments_);
+      o.encoding = ctx_.job.image_format == JobSpec::ImageFormat::kPng ? ImageEncoding::kPng : ImageEncoding::kRaw;
+      o.height = static_cast<int>(ctx_.job.height);
+      o.width = static_cast<int>(ctx_.job.width);
+      o.run_id = ctx_.run_id;
+      o.rank = comm_.rank();
+      SDXLB_ASSIGN_OR_RETURN(auto w, SegmentWriter::create(o));
+      segment_ = std::make_unique<SegmentWriter>(std::move(w));
+    }
+    SDXLB_RETURN_IF_ERROR(segment_->add(r, rgb));
+    if (segment_->size() >= ctx_.job.segment_items) {
+      SDXLB_RETURN_IF_ERROR(segment_->publish());
+      segment_.reset();
+      ++segments_;
+    }
+    return Status::ok();
+  }
+
+  Comm& comm_;
+  RunContext ctx_;
+  std::unique_ptr<SdxlPipeline> pipe_;
+  std::optional<EmbeddingCache> cache_;
+  std::unique_ptr<SegmentWriter> segment_;
+  std::string host_, gpu_;
+  int64_t rendered_ = 0, failed_ = 0, segments_ = 0;
+  double busy_s_ = 0, embed_ms_ = 0;
+};
+
+}  // namespace
+
+Status run_render_worker(Comm& comm, const RunContext& ctx) {
+  RenderWorker worker(comm, ctx);
+  Status st = worker.init();
+  if (!st.is_ok()) {
+    (void)send_fatal(comm, st);
+    return st;
+  }
+  WorkRequest report;
+  for (;;) {
+    SDXLB_RETURN_IF_ERROR(comm.send(0, kRequest, encode_message(report), "asking for work"));
+    report = WorkRequest{};
+    SDXLB_ASSIGN_OR_RETURN(auto msg, comm.recv(kWork, "waiting for work"));
+    SDXLB_ASSIGN_OR_RETURN(auto work, decode_assignment(msg.bytes));
+    if (work.stop) break;
+    st = worker.render(work.items, &report);
+    if (!st.is_ok()) {
+      (void)send_fatal(comm, st);
+      return st;
+    }
+  }
+  return worker.finish();
+}
+
+}  // namespace sdxlb
