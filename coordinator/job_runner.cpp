@@ -54,6 +54,20 @@ std::string iso_now() {
   return buf;
 }
 
+// This rank's index among the worker ranks (world rank != 0) of its node.
+StatusOr<int> gpu_slot(Comm& comm) {
+  if (std::string(comm.backend()) != "mpi") return comm.rank() - 1;
+  SDXLB_ASSIGN_OR_RETURN(auto node, comm.split_node("finding the ranks of this node"));
+  SDXLB_ASSIGN_OR_RETURN(auto ranks, node.all_gather(std::to_string(comm.rank()), "finding the ranks of this node"));
+  int slot = 0;
+  for (const auto& r : ranks) {
+    const int world_rank = std::stoi(r);
+    if (world_rank == comm.rank()) return slot;
+    if (world_rank != 0) ++slot;
+  }
+  return slot;
+}
+
 void print_error(const Status& s) { std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str()); }
 
 struct Prepared {
@@ -155,6 +169,13 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
     if (root) print_error(ctx.status());
     return exit_code_for(ctx.status());
   }
+
+  auto slot = gpu_slot(comm);
+  if (!slot.is_ok()) {
+    print_error(slot.status());
+    return kExitInternal;
+  }
+  ctx->gpu_slot = *slot;
 
   Prepared prep;
   Status prep_status;

@@ -10,11 +10,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <charconv>
-#include <cmath>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <sstream>
 #include <utility>
@@ -69,6 +67,7 @@ class SpecParser : public YamlFieldReader {
 
   void on_prompts(const Field& f);
   void on_memory(const Field& f);
+  YAML::Mark empty_entry_mark(const YAML::Mark& mark, const YAML::Mark& fallback) const;
   void check_folder(const Field& f, const std::string& path, const char* marker, const std::string& what);
   void load_prompts();
   void finish_digest();
@@ -87,6 +86,7 @@ class SpecParser : public YamlFieldReader {
   bool inline_ok_ = false;
   bool prompts_file_ok_ = false;
   bool decoder_set_ = false;
+  bool format_ok_ = false;  // prompts_format, or the prompts_file extension, named a format
 };
 
 bool SpecParser::read_path(const Field& f, std::string* out) {
@@ -140,10 +140,16 @@ void SpecParser::on_prompts(const Field& f) {
       if (ok) (void)inline_prompts_.add(item.Scalar());
       continue;
     }
+    if (item.IsNull()) {
+      p_->add(empty_entry_mark(item.Mark(), f.mark()), key,
+              "empty entry; write the prompt text after the dash, or remove the dash");
+      ok = false;
+      continue;
+    }
     if (!item.IsMap()) {
-      p_->add(item.Mark().is_null() ? f.mark() : item.Mark(), key,
+      p_->add(item.Mark(), key,
               "expected a prompt (text) or a map {prompt, negative_prompt, seed}, got " +
-                  describe_node(item) + "; write the prompt text after the dash or remove the empty entry");
+                  describe_node(item) + "; write the prompt as text or as {prompt: \"...\"}");
       ok = false;
       continue;
     }
@@ -176,6 +182,23 @@ void SpecParser::on_prompts(const Field& f) {
     }
   }
   inline_ok_ = ok;
+}
+
+YAML::Mark SpecParser::empty_entry_mark(const YAML::Mark& mark, const YAML::Mark& fallback) const {
+  // yaml-cpp marks an empty "-" entry at the token after it (often the next entry); walk back over
+  // whitespace to the entry's own dash when the text allows.
+  const std::string& text = spec_->yaml_text;
+  if (mark.is_null() || mark.pos <= 0 || static_cast<size_t>(mark.pos) > text.size()) return fallback;
+  if (static_cast<size_t>(mark.pos) < text.size() && text[mark.pos] == '~') return mark;
+  int pos = mark.pos - 1;
+  while (pos >= 0 && std::isspace(static_cast<unsigned char>(text[pos]))) --pos;
+  if (pos < 0 || text[pos] != '-') return mark;
+  YAML::Mark dash;
+  dash.pos = pos;
+  dash.line = static_cast<int>(std::count(text.begin(), text.begin() + pos, '\n'));
+  const size_t line_start = text.rfind('\n', pos);
+  dash.column = static_cast<int>(line_start == std::string::npos ? pos : pos - line_start - 1);
+  return dash;
 }
 
 void SpecParser::on_memory(const Field& f) {
@@ -228,8 +251,7 @@ void SpecParser::run(const YAML::Node& root) {
   }
   root_mark_ = root.Mark();
   JobSpec& s = *spec_;
-  std::string variant, format_name;
-  bool format_ok = false;
+  std::string variant;
   const std::vector<std::pair<std::string, Handler>> handlers = {
       {"model", [&](const Field& f) { read_path(f, &s.model); }},
       {"model_variant",
@@ -248,7 +270,7 @@ void SpecParser::run(const YAML::Node& root) {
       {"prompts", [&](const Field& f) { on_prompts(f); }},
       {"prompts_file", [&](const Field& f) { prompts_file_ok_ = read_path(f, &s.prompt_source.file); }},
       {"prompts_format",
-       [&](const Field& f) { format_ok = read_enum(f, kPromptFormats, &s.prompt_source.format); }},
+       [&](const Field& f) { format_ok_ = read_enum(f, kPromptFormats, &s.prompt_source.format); }},
       {"csv_prompt_column",
        [&](const Field& f) { read_string(f, &s.prompt_source.csv_prompt_column, false); }},
       {"csv_negative_column", [&](const Field& f) { read_string(f, &s.prompt_source.csv_negative_column); }},
@@ -314,8 +336,7 @@ void SpecParser::run(const YAML::Node& root) {
   if (has("prompts") && has("prompts_file")) {
     p_->add(mark_of("prompts_file"), "prompts_file",
             "both prompts and prompts_file are set; keep only one (prompts for an inline list, prompts_file "
-            "for a "
-            ".txt, .jsonl or .csv file)");
+            "for a .txt, .jsonl or .csv file)");
   } else if (!has("prompts") && !has("prompts_file")) {
     p_->add(root_mark_, "prompts",
             "no prompts; set prompts: (an inline list) or prompts_file: (a .txt, .jsonl or .csv file)");
@@ -328,7 +349,7 @@ void SpecParser::run(const YAML::Node& root) {
       auto fmt = prompt_format_from_extension(s.prompt_source.file);
       if (fmt) {
         s.prompt_source.format = *fmt;
-        format_ok = true;
+        format_ok_ = true;
       } else {
         p_->add(mark_of("prompts_file"), "prompts_file",
                 "cannot tell the format of " + quote(s.prompt_source.file) +
@@ -336,9 +357,9 @@ void SpecParser::run(const YAML::Node& root) {
                     "csv");
       }
     }
-    const bool csv = format_ok && s.prompt_source.format == PromptFormat::kCsv;
+    const bool csv = format_ok_ && s.prompt_source.format == PromptFormat::kCsv;
     for (const char* k : {"csv_prompt_column", "csv_negative_column"}) {
-      if (has(k) && format_ok && !csv) {
+      if (has(k) && format_ok_ && !csv) {
         p_->add(fields_.at(k).key_node.Mark(), k,
                 std::string("applies only to CSV prompt files, but the format is ") +
                     prompt_format_name(s.prompt_source.format) + "; remove it or use a .csv file");
@@ -357,8 +378,7 @@ void SpecParser::run(const YAML::Node& root) {
   if (decoder_set_ && s.decoder == JobSpec::Decoder::kTiny && s.tiny_vae.empty()) {
     p_->add(mark_of("decoder"), "decoder",
             "is \"tiny\" but tiny_vae is not set; set tiny_vae: <folder of an AutoencoderTiny such as "
-            "taesdxl> or "
-            "use decoder: full");
+            "taesdxl> or use decoder: full");
   }
   if (s.embedding_cache.empty() && !s.output.empty())
     s.embedding_cache = (fs::path(s.output) / "embeddings").string();
@@ -404,8 +424,8 @@ void SpecParser::load_prompts() {
     o.format = s.prompt_source.format;
     o.csv_prompt_column = s.prompt_source.csv_prompt_column;
     o.csv_negative_column = s.prompt_source.csv_negative_column;
-    // The format may still be unknown (a problem was recorded); reading would only add noise.
-    if (!fields_.count("prompts_format") && !prompt_format_from_extension(s.prompt_source.file)) return;
+    // With an unknown format (a problem was recorded) reading would only add noise.
+    if (!format_ok_) return;
     StatusOr<PromptList> list = load_prompt_file(s.prompt_source.file, o);
     if (!list.is_ok()) {
       p_->add_located(list.status().message());

@@ -146,98 +146,180 @@ Status load_txt(const std::string& path, PromptList* out) {
   return Status::ok();
 }
 
-// "a number", "an array", ... for messages.
-const char* json_type_name(const nlohmann::json& j) {
-  switch (j.type()) {
-    case nlohmann::json::value_t::null:
-      return "null";
-    case nlohmann::json::value_t::object:
-      return "an object";
-    case nlohmann::json::value_t::array:
-      return "an array";
-    case nlohmann::json::value_t::string:
-      return "a string";
-    case nlohmann::json::value_t::boolean:
-      return "a boolean";
-    default:
-      return "a number";
-  }
-}
-
 // nlohmann's what() reads "[json.exception.parse_error.101] parse error at line 1, column 5: <detail>".
-std::string json_error_detail(const nlohmann::json::parse_error& e) {
-  std::string what = e.what();
+std::string json_error_detail(const std::string& what) {
   size_t col = what.find(", column ");
   size_t colon = col == std::string::npos ? std::string::npos : what.find(": ", col);
   return colon == std::string::npos ? what : what.substr(colon + 2);
 }
 
+// Receives one line's JSON events and keeps only the fields a prompt needs. No DOM is built (a DOM per
+// line costs several allocations, which dominated loading 10 million lines), and the strings it keeps
+// reuse their capacity from line to line.
+class PromptLineSax : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  enum class Kind { kAbsent, kNull, kString, kUnsigned, kNegative, kFloat, kBool, kObject, kArray };
+  struct Value {
+    Kind kind = Kind::kAbsent;
+    std::string text;  // kString: the string; kFloat: the number as written
+    uint64_t u = 0;
+    int64_t i = 0;
+  };
+
+  Value prompt, negative, seed;
+  Kind top = Kind::kAbsent;  // the line's top-level value
+  std::string error;         // parse error detail, empty when none
+  size_t error_byte = 0;
+
+  void reset() {
+    prompt.kind = negative.kind = seed.kind = Kind::kAbsent;
+    top = Kind::kAbsent;
+    depth_ = 0;
+    target_ = nullptr;
+    error.clear();
+  }
+
+  bool null() override { return set(Kind::kNull); }
+  bool boolean(bool) override { return set(Kind::kBool); }
+  bool number_integer(number_integer_t v) override {
+    if (Value* t = set_target(Kind::kNegative)) t->i = v;
+    return true;
+  }
+  bool number_unsigned(number_unsigned_t v) override {
+    if (Value* t = set_target(Kind::kUnsigned)) t->u = v;
+    return true;
+  }
+  bool number_float(number_float_t, const string_t& s) override {
+    if (Value* t = set_target(Kind::kFloat)) t->text.assign(s);
+    return true;
+  }
+  bool string(string_t& v) override {
+    if (Value* t = set_target(Kind::kString)) t->text.assign(v);
+    return true;
+  }
+  bool binary(binary_t&) override { return set(Kind::kString); }
+  bool start_object(std::size_t) override { return open(Kind::kObject); }
+  bool start_array(std::size_t) override { return open(Kind::kArray); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+  bool key(string_t& k) override {
+    if (depth_ == 1 && top == Kind::kObject) {
+      target_ = k == "prompt" ? &prompt : k == "negative_prompt" ? &negative : k == "seed" ? &seed : nullptr;
+    }
+    return true;
+  }
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& ex) override {
+    error = json_error_detail(ex.what());
+    error_byte = position;
+    return false;
+  }
+
+ private:
+  // Records a value's kind for the field it belongs to (or for the line, at the top level).
+  Value* set_target(Kind k) {
+    if (depth_ == 0) top = k;
+    Value* t = depth_ == 1 ? target_ : nullptr;
+    target_ = nullptr;
+    if (t) t->kind = k;
+    return t;
+  }
+  bool set(Kind k) {
+    set_target(k);
+    return true;
+  }
+  bool open(Kind k) {
+    set_target(k);
+    ++depth_;
+    return true;
+  }
+  bool close() {
+    --depth_;
+    return true;
+  }
+  int depth_ = 0;
+  Value* target_ = nullptr;
+};
+
+const char* kind_name(PromptLineSax::Kind k) {
+  using K = PromptLineSax::Kind;
+  switch (k) {
+    case K::kNull:
+      return "null";
+    case K::kString:
+      return "a string";
+    case K::kBool:
+      return "a boolean";
+    case K::kObject:
+      return "an object";
+    case K::kArray:
+      return "an array";
+    default:
+      return "a number";
+  }
+}
+
 Status load_jsonl(const std::string& path, const PromptFileOptions& options, PromptList* out) {
+  using K = PromptLineSax::Kind;
   LineReader reader(path);
-  if (!reader.ok())
+  if (!reader.ok()) {
     return io_error("cannot open prompt file \"" + path + "\" for reading; check its permissions");
+  }
   ErrorList errors(path, options.max_errors);
-  const char* const kExample =
+  const std::string example =
       "e.g. {\"prompt\": \"a red fox in snow\", \"negative_prompt\": \"blurry\", \"seed\": 7}";
+  PromptLineSax sax;
   std::string_view line;
   while (reader.next(&line)) {
     if (is_blank(line)) continue;
     const uint64_t n = reader.number();
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line.begin(), line.end());
-    } catch (const nlohmann::json::parse_error& e) {
-      errors.add(n, std::max<uint64_t>(e.byte, 1),
-                 "not valid JSON: " + json_error_detail(e) + "; write one JSON object per line, " + kExample);
+    sax.reset();
+    if (!nlohmann::json::sax_parse(line.begin(), line.end(), &sax) || !sax.error.empty()) {
+      errors.add(n, std::max<uint64_t>(sax.error_byte, 1),
+                 "not valid JSON: " + sax.error + "; write one JSON object per line, " + example);
       continue;
     }
-    if (!j.is_object()) {
+    if (sax.top != K::kObject) {
       errors.add(n, 0,
-                 std::string("the line is ") + json_type_name(j) + ", expected a JSON object; " + kExample);
+                 std::string("the line is ") + kind_name(sax.top) + ", expected a JSON object; " + example);
       continue;
     }
-    auto p = j.find("prompt");
-    if (p == j.end()) {
-      errors.add(n, 0, std::string("missing \"prompt\"; every line needs a \"prompt\" string, ") + kExample);
+    if (sax.prompt.kind == K::kAbsent) {
+      errors.add(n, 0, "missing \"prompt\"; every line needs a \"prompt\" string, " + example);
       continue;
     }
-    if (!p->is_string()) {
-      errors.add(n, 0,
-                 std::string("\"prompt\" is ") + json_type_name(*p) + ", expected a string; quote the text");
+    if (sax.prompt.kind != K::kString) {
+      errors.add(
+          n, 0,
+          std::string("\"prompt\" is ") + kind_name(sax.prompt.kind) + ", expected a string; quote the text");
       continue;
     }
     std::optional<std::string_view> negative;
-    auto neg = j.find("negative_prompt");
-    if (neg != j.end() && !neg->is_null()) {
-      if (!neg->is_string()) {
-        errors.add(n, 0,
-                   std::string("\"negative_prompt\" is ") + json_type_name(*neg) +
-                       ", expected a string or null; quote the text");
-        continue;
-      }
-      negative = neg->get_ref<const std::string&>();
+    if (sax.negative.kind == K::kString) {
+      negative = sax.negative.text;
+    } else if (sax.negative.kind != K::kAbsent && sax.negative.kind != K::kNull) {
+      errors.add(n, 0,
+                 std::string("\"negative_prompt\" is ") + kind_name(sax.negative.kind) +
+                     ", expected a string or null; quote the text");
+      continue;
     }
     std::optional<uint64_t> seed;
-    auto s = j.find("seed");
-    if (s != j.end() && !s->is_null()) {
-      if (s->is_number_unsigned()) {
-        seed = s->get<uint64_t>();
-      } else {
-        std::string got = s->is_number_integer() ? std::to_string(s->get<int64_t>())
-                          : s->is_number()       ? "a non-integer or too large number " + s->dump()
-                                                 : std::string(json_type_name(*s));
-        errors.add(
-            n, 0,
-            "\"seed\" is " + got + "; a seed is an integer from 0 to 18446744073709551615 (or omit it)");
-        continue;
-      }
+    if (sax.seed.kind == K::kUnsigned) {
+      seed = sax.seed.u;
+    } else if (sax.seed.kind != K::kAbsent && sax.seed.kind != K::kNull) {
+      const std::string got = sax.seed.kind == K::kNegative ? std::to_string(sax.seed.i)
+                              : sax.seed.kind == K::kFloat
+                                  ? "a non-integer or too large number " + sax.seed.text
+                                  : std::string(kind_name(sax.seed.kind));
+      errors.add(n, 0,
+                 "\"seed\" is " + got + "; a seed is an integer from 0 to 18446744073709551615 (or omit it)");
+      continue;
     }
-    Status st = out->add(p->get_ref<const std::string&>(), negative, seed);
+    Status st = out->add(sax.prompt.text, negative, seed);
     if (!st.is_ok()) errors.add(n, 0, st.message());
   }
   if (reader.bad()) return io_error("error while reading prompt file \"" + path + "\"");
   if (!errors.empty()) return errors.status();
-  if (out->empty()) return no_prompts(path, std::string("write one JSON object per line, ") + kExample);
+  if (out->empty()) return no_prompts(path, "write one JSON object per line, " + example);
   return Status::ok();
 }
 

@@ -57,11 +57,9 @@ Status parse_choice(ConfigReader& reader, const std::string& key, const Choice<E
     *out = c.value;
     return Status::ok();
   }
-  const char* all[N];
-  for (size_t i = 0; i < N; ++i) all[i] = choices[i].name;
   return Status(unknown_code, reader.source() + ": key \"" + key + "\" is \"" + text +
                                   "\", which this Euler scheduler does not know; use one of " +
-                                  quoted_list(all, N));
+                                  quoted_list(supported, n_supported));
 }
 
 /// A boolean option that must be false here (diffusers' sigma reshaping options).

@@ -17,7 +17,9 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
   if (with_bias) bias = empty_parameter(*this, "bias", {out_features});
 }
 
-at::Tensor LinearImpl::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  return at::linear(x, weight, bias);
+}
 
 Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,
                        int64_t padding, bool with_bias)
@@ -36,13 +38,17 @@ GroupNormImpl::GroupNormImpl(int64_t num_groups, int64_t num_channels, double ep
   bias = empty_parameter(*this, "bias", {num_channels});
 }
 
-at::Tensor GroupNormImpl::forward(const at::Tensor& x) { return at::group_norm(x, num_groups_, weight, bias, eps_); }
+at::Tensor GroupNormImpl::forward(const at::Tensor& x) {
+  return at::group_norm(x, num_groups_, weight, bias, eps_);
+}
 
 LayerNormImpl::LayerNormImpl(int64_t dim, double eps) : dim_(dim), eps_(eps) {
   weight = empty_parameter(*this, "weight", {dim});
   bias = empty_parameter(*this, "bias", {dim});
 }
 
-at::Tensor LayerNormImpl::forward(const at::Tensor& x) { return at::layer_norm(x, {dim_}, weight, bias, eps_); }
+at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
+  return at::layer_norm(x, {dim_}, weight, bias, eps_);
+}
 
 }  // namespace sdxlb

@@ -1,10 +1,10 @@
 // Leaf layers (Linear, Conv2d, GroupNorm, LayerNorm) whose parameters are allocated but never initialised.
 //
 // Why not torch::nn::Linear and friends: those fill every weight with Kaiming-uniform random numbers on
-// construction. For the SDXL UNet that is 2.6 billion random draws and 10 GB of touched fp32 memory before the
-// checkpoint overwrites all of it. Here parameters are `at::empty` (pages are not touched until written), and
-// a model is only usable after load_module_weights() filled every parameter (it fails on any missing key, so
-// uninitialised memory never reaches a forward pass).
+// construction. For the SDXL UNet that is 2.6 billion random draws and 10 GB of touched fp32 memory before
+// the checkpoint overwrites all of it. Here parameters are `at::empty` (pages are not touched until written),
+// and a model is only usable after load_module_weights() filled every parameter (it fails on any missing key,
+// so uninitialised memory never reaches a forward pass).
 //
 // Parameter names are PyTorch's ("weight", "bias"), so checkpoint keys are a lookup. Parameters do not
 // require grad: these modules are for inference. Forward calls are the same ATen ops as torch.nn.functional,

@@ -42,16 +42,17 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& tem
 Downsample2DImpl::Downsample2DImpl(const Downsample2DOptions& options) : options_(options) {
   const int64_t out = options.out_channels().value_or(options.channels());
   if (options.use_conv()) {
-    conv_ = register_module("conv", Conv2d(options.channels(), out, options.kernel_size(), 2, options.padding()));
+    conv_ =
+        register_module("conv", Conv2d(options.channels(), out, options.kernel_size(), 2, options.padding()));
   } else {
-    TORCH_CHECK(out == options.channels(), "Downsample2D without conv cannot change channels (", options.channels(),
-                " -> ", out, ")");
+    TORCH_CHECK(out == options.channels(), "Downsample2D without conv cannot change channels (",
+                options.channels(), " -> ", out, ")");
   }
 }
 
 at::Tensor Downsample2DImpl::forward(const at::Tensor& x) {
-  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.channels(), "Downsample2D expects [B, ", options_.channels(),
-              ", H, W], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.channels(), "Downsample2D expects [B, ",
+              options_.channels(), ", H, W], got ", x.sizes());
   if (!conv_) return at::avg_pool2d(x, {2, 2}, {2, 2});
   if (options_.padding() == 0) return conv_(at::constant_pad_nd(x, {0, 1, 0, 1}, 0));
   return conv_(x);
@@ -60,13 +61,14 @@ at::Tensor Downsample2DImpl::forward(const at::Tensor& x) {
 Upsample2DImpl::Upsample2DImpl(const Upsample2DOptions& options) : options_(options) {
   const int64_t out = options.out_channels().value_or(options.channels());
   if (options.use_conv()) {
-    conv_ = register_module("conv", Conv2d(options.channels(), out, options.kernel_size(), 1, options.padding()));
+    conv_ =
+        register_module("conv", Conv2d(options.channels(), out, options.kernel_size(), 1, options.padding()));
   }
 }
 
 at::Tensor Upsample2DImpl::forward(const at::Tensor& x, at::IntArrayRef output_size) {
-  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.channels(), "Upsample2D expects [B, ", options_.channels(),
-              ", H, W], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.channels(), "Upsample2D expects [B, ",
+              options_.channels(), ", H, W], got ", x.sizes());
   // F.interpolate(mode="nearest") calls upsample_nearest2d with either the scale factors or the size.
   at::Tensor h;
   if (output_size.empty()) {

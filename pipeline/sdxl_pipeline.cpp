@@ -151,10 +151,10 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
 
   if (options.load_denoiser) {
     SDXLB_ASSIGN_OR_RETURN(parts.unet, load_unet(folder, options.variant, options.dtype, options.device));
-    if (parts.unet->config().cross_attention_dim != p->prompt_dim_)
-      return data_loss(model_dir + ": unet cross_attention_dim " +
-                       std::to_string(parts.unet->config().cross_attention_dim) +
-                       " does not match the text encoders' combined width " + std::to_string(p->prompt_dim_));
+    for (int64_t d : parts.unet->config().cross_attention_dim)
+      if (d != p->prompt_dim_)
+        return data_loss(model_dir + "/unet/config.json: cross_attention_dim " + std::to_string(d) +
+                         " does not match the text encoders' combined width " + std::to_string(p->prompt_dim_));
     if (options.decoder == DecoderKind::kTiny) {
       if (options.tiny_vae.empty())
         return invalid_argument("the tiny decoder needs a tiny VAE folder (job key tiny_vae, e.g. a TAESDXL folder)");

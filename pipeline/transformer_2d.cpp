@@ -56,8 +56,10 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlock
   attn1_ = register_module("attn1", Attention(AttentionOptions(o.dim(), o.heads(), o.dim_head())));
   if (o.cross_attention_dim()) {
     norm2_ = register_module("norm2", LayerNorm(o.dim(), o.norm_eps()));
-    attn2_ = register_module("attn2", Attention(AttentionOptions(o.dim(), o.heads(), o.dim_head())
-                                                    .cross_attention_dim(o.cross_attention_dim())));
+    attn2_ = register_module(
+        "attn2",
+        Attention(
+            AttentionOptions(o.dim(), o.heads(), o.dim_head()).cross_attention_dim(o.cross_attention_dim())));
   }
   norm3_ = register_module("norm3", LayerNorm(o.dim(), o.norm_eps()));
   ff_ = register_module("ff", FeedForward(o.dim()));
@@ -82,9 +84,9 @@ Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DModelOptions& 
   }
   auto list = register_module("transformer_blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < o.num_layers(); ++i) {
-    blocks_.push_back(BasicTransformerBlock(
-        BasicTransformerBlockOptions(inner, o.heads(), o.dim_head()).cross_attention_dim(o.cross_attention_dim())
-            .norm_eps(o.norm_eps())));
+    blocks_.push_back(BasicTransformerBlock(BasicTransformerBlockOptions(inner, o.heads(), o.dim_head())
+                                                .cross_attention_dim(o.cross_attention_dim())
+                                                .norm_eps(o.norm_eps())));
     list->push_back(blocks_.back());
   }
   if (o.use_linear_projection()) {

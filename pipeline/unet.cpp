@@ -37,7 +37,8 @@ class SupportCheck {
   void one_of(const std::string& key, const std::vector<std::string>& allowed) {
     if (!present(key)) return;
     const auto& v = json_.at(key);
-    if (v.is_string() && std::find(allowed.begin(), allowed.end(), v.get<std::string>()) != allowed.end()) return;
+    if (v.is_string() && std::find(allowed.begin(), allowed.end(), v.get<std::string>()) != allowed.end())
+      return;
     std::string list;
     for (const auto& a : allowed) list += (list.empty() ? "\"" : ", \"") + a + "\"";
     fail(key, list, "");
@@ -60,8 +61,10 @@ class SupportCheck {
 };
 
 StatusOr<std::vector<UNetConfig::BlockKind>> parse_block_types(const std::vector<std::string>& types,
-                                                               const std::string& key, const std::string& plain,
-                                                               const std::string& cross, const std::string& source) {
+                                                               const std::string& key,
+                                                               const std::string& plain,
+                                                               const std::string& cross,
+                                                               const std::string& source) {
   std::vector<UNetConfig::BlockKind> kinds;
   for (size_t i = 0; i < types.size(); ++i) {
     if (types[i] == plain) {
@@ -107,8 +110,8 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
   if (n == 0) return data_loss(source + ": key \"block_out_channels\" is empty");
   if (down_types.size() != n || up_types.size() != n) {
     return data_loss(source + ": \"down_block_types\" (" + std::to_string(down_types.size()) +
-                     "), \"up_block_types\" (" + std::to_string(up_types.size()) + ") and \"block_out_channels\" (" +
-                     std::to_string(n) + ") must have the same length");
+                     "), \"up_block_types\" (" + std::to_string(up_types.size()) +
+                     ") and \"block_out_channels\" (" + std::to_string(n) + ") must have the same length");
   }
   c.layers_per_block = r.get_per_level("layers_per_block", n, 2);
   c.cross_attention_dim = r.get_per_level("cross_attention_dim", n, 1280);
@@ -118,9 +121,11 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
   if (r.has("transformer_layers_per_block") && json.at("transformer_layers_per_block").is_array()) {
     for (const auto& v : json.at("transformer_layers_per_block")) {
       if (v.is_array()) {
-        return unimplemented(source + ": key \"transformer_layers_per_block\" holds per-layer lists (an "
-                             "asymmetric UNet), which this UNet does not implement (supported: an integer or one "
-                             "integer per level)");
+        return unimplemented(
+            source +
+            ": key \"transformer_layers_per_block\" holds per-layer lists (an "
+            "asymmetric UNet), which this UNet does not implement (supported: an integer or one "
+            "integer per level)");
       }
     }
   }
@@ -130,13 +135,16 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
 
   SupportCheck s(json, source);
   s.equals("_class_name", "UNet2DConditionModel");
-  s.null("num_attention_heads",
-         "diffusers refuses it too: \"attention_head_dim\" holds the number of heads in UNet2DConditionModel");
+  s.null(
+      "num_attention_heads",
+      "diffusers refuses it too: \"attention_head_dim\" holds the number of heads in UNet2DConditionModel");
   s.one_of("mid_block_type", {"UNetMidBlock2DCrossAttn"});
-  if (json.contains("mid_block_type") && json.at("mid_block_type").is_null()) s.fail("mid_block_type", "\"UNetMidBlock2DCrossAttn\"", "");
+  if (json.contains("mid_block_type") && json.at("mid_block_type").is_null())
+    s.fail("mid_block_type", "\"UNetMidBlock2DCrossAttn\"", "");
   s.one_of("act_fn", {"silu", "swish"});
   s.one_of("addition_embed_type", {"text_time"});
-  if (!r.has("addition_embed_type")) s.fail("addition_embed_type", "\"text_time\"", "SDXL's added conditioning");
+  if (!r.has("addition_embed_type"))
+    s.fail("addition_embed_type", "\"text_time\"", "SDXL's added conditioning");
   s.one_of("time_embedding_type", {"positional"});
   s.one_of("resnet_time_scale_shift", {"default"});
   s.one_of("attention_type", {"default"});
@@ -147,8 +155,9 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
   if (json.contains("only_cross_attention")) {
     const auto& v = json.at("only_cross_attention");
     const bool all_false = v.is_boolean() ? !v.get<bool>()
-                           : v.is_array() ? std::all_of(v.begin(), v.end(), [](const auto& x) { return x == false; })
-                                          : v.is_null();
+                           : v.is_array()
+                               ? std::all_of(v.begin(), v.end(), [](const auto& x) { return x == false; })
+                               : v.is_null();
     if (!all_false) s.fail("only_cross_attention", "false", "");
   }
   for (const char* key : {"class_embed_type", "num_class_embeds", "encoder_hid_dim", "encoder_hid_dim_type",
@@ -160,8 +169,8 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
 
   SDXLB_ASSIGN_OR_RETURN(c.down_blocks, parse_block_types(down_types, "down_block_types", "DownBlock2D",
                                                           "CrossAttnDownBlock2D", source));
-  SDXLB_ASSIGN_OR_RETURN(c.up_blocks, parse_block_types(up_types, "up_block_types", "UpBlock2D",
-                                                        "CrossAttnUpBlock2D", source));
+  SDXLB_ASSIGN_OR_RETURN(
+      c.up_blocks, parse_block_types(up_types, "up_block_types", "UpBlock2D", "CrossAttnUpBlock2D", source));
 
   // Sizes that would only fail deep inside a forward pass (or divide by zero) are refused here.
   auto positive = [&](const std::string& key, int64_t v) -> Status {
@@ -172,7 +181,8 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
   SDXLB_RETURN_IF_ERROR(positive("out_channels", c.out_channels));
   SDXLB_RETURN_IF_ERROR(positive("norm_num_groups", c.norm_num_groups));
   SDXLB_RETURN_IF_ERROR(positive("addition_time_embed_dim", c.addition_time_embed_dim));
-  SDXLB_RETURN_IF_ERROR(positive("projection_class_embeddings_input_dim", c.projection_class_embeddings_input_dim));
+  SDXLB_RETURN_IF_ERROR(
+      positive("projection_class_embeddings_input_dim", c.projection_class_embeddings_input_dim));
   SDXLB_RETURN_IF_ERROR(positive("time_embedding_dim", c.time_embed_dim));
   for (size_t i = 0; i < n; ++i) {
     SDXLB_RETURN_IF_ERROR(positive("block_out_channels", c.block_out_channels[i]));
@@ -181,12 +191,13 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
     SDXLB_RETURN_IF_ERROR(positive("cross_attention_dim", c.cross_attention_dim[i]));
     SDXLB_RETURN_IF_ERROR(positive("transformer_layers_per_block", c.transformer_layers_per_block[i]));
     if (c.block_out_channels[i] % c.norm_num_groups != 0) {
-      return data_loss(source + ": block_out_channels[" + std::to_string(i) + "] = " +
-                       std::to_string(c.block_out_channels[i]) + " is not divisible by norm_num_groups = " +
-                       std::to_string(c.norm_num_groups));
+      return data_loss(source + ": block_out_channels[" + std::to_string(i) +
+                       "] = " + std::to_string(c.block_out_channels[i]) +
+                       " is not divisible by norm_num_groups = " + std::to_string(c.norm_num_groups));
     }
   }
-  if (c.conv_in_kernel % 2 == 0 || c.conv_out_kernel % 2 == 0 || c.conv_in_kernel < 1 || c.conv_out_kernel < 1) {
+  if (c.conv_in_kernel % 2 == 0 || c.conv_out_kernel % 2 == 0 || c.conv_in_kernel < 1 ||
+      c.conv_out_kernel < 1) {
     return data_loss(source + ": \"conv_in_kernel\" and \"conv_out_kernel\" must be odd and positive");
   }
   if (c.downsample_padding < 0) return data_loss(source + ": \"downsample_padding\" must be >= 0");
@@ -196,12 +207,14 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
 UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNetConfig& c) : config_(c) {
   const size_t n = c.num_levels();
   const int64_t c0 = c.block_out_channels[0];
-  conv_in_ = register_module("conv_in", Conv2d(c.in_channels, c0, c.conv_in_kernel, 1, (c.conv_in_kernel - 1) / 2));
+  conv_in_ =
+      register_module("conv_in", Conv2d(c.in_channels, c0, c.conv_in_kernel, 1, (c.conv_in_kernel - 1) / 2));
   time_proj_ = register_module("time_proj", Timesteps(c0, c.flip_sin_to_cos, c.freq_shift));
   time_embedding_ = register_module("time_embedding", TimestepEmbedding(c0, c.time_embed_dim));
-  add_time_proj_ = register_module("add_time_proj", Timesteps(c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift));
-  add_embedding_ =
-      register_module("add_embedding", TimestepEmbedding(c.projection_class_embeddings_input_dim, c.time_embed_dim));
+  add_time_proj_ =
+      register_module("add_time_proj", Timesteps(c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift));
+  add_embedding_ = register_module(
+      "add_embedding", TimestepEmbedding(c.projection_class_embeddings_input_dim, c.time_embed_dim));
 
   // Settings of level `i` (in down-path order) for a block of kind `kind`.
   auto level = [&](size_t i, UNetConfig::BlockKind kind) {
@@ -222,14 +235,15 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNetConfig& c) : config
     const int64_t input_channels = output_channels;
     output_channels = c.block_out_channels[i];
     down_blocks_.push_back(UNetDownBlock(level(i, c.down_blocks[i]), input_channels, output_channels,
-                                         c.layers_per_block[i], /*add_downsample=*/i + 1 < n, c.downsample_padding));
+                                         c.layers_per_block[i], /*add_downsample=*/i + 1 < n,
+                                         c.downsample_padding));
     down_list->push_back(down_blocks_.back());
   }
 
-  mid_block_ = register_module(
-      "mid_block", UNetMidBlock(level(n - 1, UNetConfig::BlockKind::kCrossAttn)
-                                    .resnet_output_scale_factor(c.mid_block_scale_factor),
-                                c.block_out_channels[n - 1]));
+  mid_block_ =
+      register_module("mid_block", UNetMidBlock(level(n - 1, UNetConfig::BlockKind::kCrossAttn)
+                                                    .resnet_output_scale_factor(c.mid_block_scale_factor),
+                                                c.block_out_channels[n - 1]));
 
   auto up_list = register_module("up_blocks", torch::nn::ModuleList());
   output_channels = c.block_out_channels[n - 1];
@@ -239,22 +253,27 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNetConfig& c) : config
     output_channels = c.block_out_channels[rev];
     const int64_t input_channels = c.block_out_channels[rev == 0 ? 0 : rev - 1];
     up_blocks_.push_back(UNetUpBlock(level(rev, c.up_blocks[i]), input_channels, prev_output_channels,
-                                     output_channels, c.layers_per_block[rev] + 1, /*add_upsample=*/i + 1 < n));
+                                     output_channels, c.layers_per_block[rev] + 1,
+                                     /*add_upsample=*/i + 1 < n));
     up_list->push_back(up_blocks_.back());
   }
 
   conv_norm_out_ = register_module("conv_norm_out", GroupNorm(c.norm_num_groups, c0, c.norm_eps));
-  conv_out_ =
-      register_module("conv_out", Conv2d(c0, c.out_channels, c.conv_out_kernel, 1, (c.conv_out_kernel - 1) / 2));
+  conv_out_ = register_module("conv_out",
+                              Conv2d(c0, c.out_channels, c.conv_out_kernel, 1, (c.conv_out_kernel - 1) / 2));
 }
 
-at::ScalarType UNet2DConditionModelImpl::dtype() const { return conv_in_->weight.scalar_type(); }
+at::ScalarType UNet2DConditionModelImpl::dtype() const {
+  return conv_in_->weight.scalar_type();
+}
 
-c10::Device UNet2DConditionModelImpl::device() const { return conv_in_->weight.device(); }
+c10::Device UNet2DConditionModelImpl::device() const {
+  return conv_in_->weight.device();
+}
 
 at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at::Tensor& timestep,
-                                             const at::Tensor& encoder_hidden_states, const at::Tensor& text_embeds,
-                                             const at::Tensor& time_ids) {
+                                             const at::Tensor& encoder_hidden_states,
+                                             const at::Tensor& text_embeds, const at::Tensor& time_ids) {
   const auto& c = config_;
   const int64_t batch = sample.size(0);
   // When h or w is not a multiple of the total downsampling, each upsampler is told the size of the skip
@@ -289,7 +308,8 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at:
     const auto n = static_cast<size_t>(block->num_skips());
     std::vector<at::Tensor> block_skips(skips.end() - static_cast<std::ptrdiff_t>(n), skips.end());
     skips.resize(skips.size() - n);
-    if (i + 1 < up_blocks_.size() && forward_upsample_size) upsample_size = skips.back().sizes().slice(2).vec();
+    if (i + 1 < up_blocks_.size() && forward_upsample_size)
+      upsample_size = skips.back().sizes().slice(2).vec();
     x = block(x, emb, encoder_hidden_states, block_skips, upsample_size);
   }
 
@@ -298,7 +318,8 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at:
 }
 
 Status UNet2DConditionModelImpl::check_inputs(const at::Tensor& sample, const at::Tensor& timestep,
-                                              const at::Tensor& encoder_hidden_states, const at::Tensor& text_embeds,
+                                              const at::Tensor& encoder_hidden_states,
+                                              const at::Tensor& text_embeds,
                                               const at::Tensor& time_ids) const {
   const auto& c = config_;
   const at::ScalarType dt = dtype();
@@ -321,8 +342,8 @@ Status UNet2DConditionModelImpl::check_inputs(const at::Tensor& sample, const at
   }
   const int64_t b = sample.size(0);
   if (sample.scalar_type() != dt || encoder_hidden_states.scalar_type() != dt) {
-    return bad(std::string("sample and encoder_hidden_states must have the model's dtype ") + c10::toString(dt) +
-               ", got " + c10::toString(sample.scalar_type()) + " and " +
+    return bad(std::string("sample and encoder_hidden_states must have the model's dtype ") +
+               c10::toString(dt) + ", got " + c10::toString(sample.scalar_type()) + " and " +
                c10::toString(encoder_hidden_states.scalar_type()));
   }
   if (!(timestep.dim() == 0 || (timestep.dim() == 1 && (timestep.size(0) == 1 || timestep.size(0) == b)))) {
@@ -346,17 +367,19 @@ Status UNet2DConditionModelImpl::check_inputs(const at::Tensor& sample, const at
                "], got " + shape_string(encoder_hidden_states.sizes()));
   }
   if (text_embeds.dim() != 2 || text_embeds.size(0) != b || time_ids.dim() != 2 || time_ids.size(0) != b ||
-      text_embeds.size(1) + time_ids.size(1) * c.addition_time_embed_dim != c.projection_class_embeddings_input_dim) {
+      text_embeds.size(1) + time_ids.size(1) * c.addition_time_embed_dim !=
+          c.projection_class_embeddings_input_dim) {
     return bad("text_embeds [" + std::to_string(b) + ", P] and time_ids [" + std::to_string(b) +
                ", K] must satisfy P + K x " + std::to_string(c.addition_time_embed_dim) + " = " +
-               std::to_string(c.projection_class_embeddings_input_dim) + ", got " + shape_string(text_embeds.sizes()) +
-               " and " + shape_string(time_ids.sizes()));
+               std::to_string(c.projection_class_embeddings_input_dim) + ", got " +
+               shape_string(text_embeds.sizes()) + " and " + shape_string(time_ids.sizes()));
   }
   if (!c10::isFloatingType(text_embeds.scalar_type())) return bad("text_embeds must be floating point");
   return Status::ok();
 }
 
-StatusOr<at::Tensor> UNet2DConditionModelImpl::checked_forward(const at::Tensor& sample, const at::Tensor& timestep,
+StatusOr<at::Tensor> UNet2DConditionModelImpl::checked_forward(const at::Tensor& sample,
+                                                               const at::Tensor& timestep,
                                                                const at::Tensor& encoder_hidden_states,
                                                                const at::Tensor& text_embeds,
                                                                const at::Tensor& time_ids) {
@@ -364,17 +387,17 @@ StatusOr<at::Tensor> UNet2DConditionModelImpl::checked_forward(const at::Tensor&
   try {
     return forward(sample, timestep, encoder_hidden_states, text_embeds, time_ids);
   } catch (const c10::OutOfMemoryError& e) {
-    return Status(StatusCode::kResourceExhausted,
-                  "UNet forward for sample " + shape_string(sample.sizes()) + " ran out of memory (" +
-                      e.what_without_backtrace() + "): use a smaller batch or resolution");
+    return Status(StatusCode::kResourceExhausted, "UNet forward for sample " + shape_string(sample.sizes()) +
+                                                      " ran out of memory (" + e.what_without_backtrace() +
+                                                      "): use a smaller batch or resolution");
   } catch (const c10::Error& e) {
     return internal_error("UNet forward for sample " + shape_string(sample.sizes()) +
                           " failed: " + e.what_without_backtrace());
   }
 }
 
-StatusOr<UNet2DConditionModel> load_unet(const UNetConfig& config, const WeightSet& weights, const std::string& what,
-                                         at::ScalarType dtype, c10::Device device) {
+StatusOr<UNet2DConditionModel> load_unet(const UNetConfig& config, const WeightSet& weights,
+                                         const std::string& what, at::ScalarType dtype, c10::Device device) {
   try {
     UNet2DConditionModel model(config);
     LoadOptions options;
@@ -388,8 +411,8 @@ StatusOr<UNet2DConditionModel> load_unet(const UNetConfig& config, const WeightS
     return model;
   } catch (const c10::OutOfMemoryError& e) {
     return Status(StatusCode::kResourceExhausted, "loading " + what + " as " + c10::toString(dtype) + " on " +
-                                                      device.str() + " ran out of memory: " +
-                                                      e.what_without_backtrace());
+                                                      device.str() +
+                                                      " ran out of memory: " + e.what_without_backtrace());
   } catch (const std::bad_alloc&) {
     return Status(StatusCode::kResourceExhausted, "loading " + what + " ran out of host memory");
   } catch (const c10::Error& e) {
@@ -398,8 +421,8 @@ StatusOr<UNet2DConditionModel> load_unet(const UNetConfig& config, const WeightS
   }
 }
 
-StatusOr<UNet2DConditionModel> load_unet(const ModelFolder& folder, const std::string& variant, at::ScalarType dtype,
-                                         c10::Device device) {
+StatusOr<UNet2DConditionModel> load_unet(const ModelFolder& folder, const std::string& variant,
+                                         at::ScalarType dtype, c10::Device device) {
   SDXLB_ASSIGN_OR_RETURN(nlohmann::json json, folder.component_config("unet"));
   const std::string source = folder.component_dir("unet") + "/config.json";
   SDXLB_ASSIGN_OR_RETURN(UNetConfig config, UNetConfig::from_json(json, source));

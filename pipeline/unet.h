@@ -17,9 +17,9 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
+#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "pipeline/layers.h"
@@ -37,8 +37,8 @@ struct UNetConfig {
   bool center_input_sample = false;
   bool flip_sin_to_cos = true;
   double freq_shift = 0;
-  std::vector<BlockKind> down_blocks;   ///< down_block_types
-  std::vector<BlockKind> up_blocks;     ///< up_block_types
+  std::vector<BlockKind> down_blocks;  ///< down_block_types
+  std::vector<BlockKind> up_blocks;    ///< up_block_types
   std::vector<int64_t> block_out_channels;
   std::vector<int64_t> layers_per_block;
   std::vector<int64_t> transformer_layers_per_block;
@@ -78,11 +78,13 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
   ///   timestep              a 0-dim tensor or [B] (any real/integer dtype; expanded to B)
   ///   encoder_hidden_states [B, L, cross_attention_dim]
   ///   text_embeds           [B, P]  (pooled text embedding)
-  ///   time_ids              [B, K]  with P + K × addition_time_embed_dim = projection_class_embeddings_input_dim
+  ///   time_ids              [B, K]  with P + K × addition_time_embed_dim =
+  ///   projection_class_embeddings_input_dim
   /// Returns the noise prediction [B, out_channels, h, w]. Throws c10::Error on bad input; use
   /// checked_forward() for a Status instead.
-  at::Tensor forward(const at::Tensor& sample, const at::Tensor& timestep, const at::Tensor& encoder_hidden_states,
-                     const at::Tensor& text_embeds, const at::Tensor& time_ids);
+  at::Tensor forward(const at::Tensor& sample, const at::Tensor& timestep,
+                     const at::Tensor& encoder_hidden_states, const at::Tensor& text_embeds,
+                     const at::Tensor& time_ids);
 
   /// forward() after checking every input's rank, sizes, dtype and device against the model (host-side
   /// metadata only, no synchronisation). Errors: kInvalidArgument naming the input and the expected shape;
@@ -97,8 +99,9 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
   c10::Device device() const;
 
  private:
-  Status check_inputs(const at::Tensor& sample, const at::Tensor& timestep, const at::Tensor& encoder_hidden_states,
-                      const at::Tensor& text_embeds, const at::Tensor& time_ids) const;
+  Status check_inputs(const at::Tensor& sample, const at::Tensor& timestep,
+                      const at::Tensor& encoder_hidden_states, const at::Tensor& text_embeds,
+                      const at::Tensor& time_ids) const;
 
   UNetConfig config_;
   Conv2d conv_in_{nullptr};
@@ -115,15 +118,15 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
 TORCH_MODULE(UNet2DConditionModel);
 
 /// Builds the UNet from `config` and loads `weights` into it as `dtype` on `device`. `what` names the weights
-/// in errors (e.g. "unet weights"; the files are appended). Errors: kDataLoss listing every missing, unexpected
-/// or mis-shaped tensor (with both shapes); kResourceExhausted when the weights do not fit.
-StatusOr<UNet2DConditionModel> load_unet(const UNetConfig& config, const WeightSet& weights, const std::string& what,
-                                         at::ScalarType dtype, c10::Device device);
+/// in errors (e.g. "unet weights"; the files are appended). Errors: kDataLoss listing every missing,
+/// unexpected or mis-shaped tensor (with both shapes); kResourceExhausted when the weights do not fit.
+StatusOr<UNet2DConditionModel> load_unet(const UNetConfig& config, const WeightSet& weights,
+                                         const std::string& what, at::ScalarType dtype, c10::Device device);
 
 /// Reads `<folder>/unet/config.json` and the unet weights of `variant` ("" or e.g. "fp16"; sharded weights
 /// are found through their index), and loads them as `dtype` on `device`. Errors: those of
 /// ModelFolder::component_config / component_weights, UNetConfig::from_json and the overload above.
-StatusOr<UNet2DConditionModel> load_unet(const ModelFolder& folder, const std::string& variant, at::ScalarType dtype,
-                                         c10::Device device);
+StatusOr<UNet2DConditionModel> load_unet(const ModelFolder& folder, const std::string& variant,
+                                         at::ScalarType dtype, c10::Device device);
 
 }  // namespace sdxlb

@@ -39,8 +39,8 @@ TimestepsImpl::TimestepsImpl(int64_t num_channels, bool flip_sin_to_cos, double 
 void TimestepsImpl::build_table(c10::Device device) {
   // The same ops, in the same order, as diffusers' get_timestep_embedding, on the device it will run on.
   const int64_t half = num_channels_ / 2;
-  at::Tensor exponent = at::arange(0, half, at::TensorOptions().dtype(at::kFloat).device(device)) *
-                        (-std::log(kMaxPeriod));
+  at::Tensor exponent =
+      at::arange(0, half, at::TensorOptions().dtype(at::kFloat).device(device)) * (-std::log(kMaxPeriod));
   exponent = exponent / (static_cast<double>(half) - shift_);
   freqs_ = at::exp(exponent);
 }
@@ -50,7 +50,9 @@ void TimestepsImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocki
   build_table(device);  // the table stays float32 whatever the model dtype
 }
 
-void TimestepsImpl::to(torch::Dtype dtype, bool non_blocking) { torch::nn::Module::to(dtype, non_blocking); }
+void TimestepsImpl::to(torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(dtype, non_blocking);
+}
 
 void TimestepsImpl::to(torch::Device device, bool non_blocking) {
   torch::nn::Module::to(device, non_blocking);
@@ -74,7 +76,9 @@ TimestepEmbeddingImpl::TimestepEmbeddingImpl(int64_t in_channels, int64_t time_e
   linear_2_ = register_module("linear_2", Linear(time_embed_dim, time_embed_dim));
 }
 
-at::Tensor TimestepEmbeddingImpl::forward(const at::Tensor& x) { return linear_2_(at::silu(linear_1_(x))); }
+at::Tensor TimestepEmbeddingImpl::forward(const at::Tensor& x) {
+  return linear_2_(at::silu(linear_1_(x)));
+}
 
 UNetDownBlockImpl::UNetDownBlockImpl(const UNetBlockOptions& o, int64_t in_channels, int64_t out_channels,
                                      int64_t num_layers, bool add_downsample, int64_t downsample_padding) {
@@ -91,8 +95,10 @@ UNetDownBlockImpl::UNetDownBlockImpl(const UNetBlockOptions& o, int64_t in_chann
   }
   if (add_downsample) {
     auto downsamplers = register_module("downsamplers", torch::nn::ModuleList());
-    downsampler_ = Downsample2D(
-        Downsample2DOptions(out_channels).use_conv(true).out_channels(out_channels).padding(downsample_padding));
+    downsampler_ = Downsample2D(Downsample2DOptions(out_channels)
+                                    .use_conv(true)
+                                    .out_channels(out_channels)
+                                    .padding(downsample_padding));
     downsamplers->push_back(downsampler_);
   }
 }
@@ -159,8 +165,8 @@ UNetUpBlockImpl::UNetUpBlockImpl(const UNetBlockOptions& o, int64_t in_channels,
 
 at::Tensor UNetUpBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
                                     const std::vector<at::Tensor>& skips, at::IntArrayRef upsample_size) {
-  TORCH_CHECK(skips.size() == resnets_.size(), "UNet up block needs ", resnets_.size(), " skip connections, got ",
-              skips.size());
+  TORCH_CHECK(skips.size() == resnets_.size(), "UNet up block needs ", resnets_.size(),
+              " skip connections, got ", skips.size());
   at::Tensor h = x;
   for (size_t i = 0; i < resnets_.size(); ++i) {
     h = at::cat({h, skips[skips.size() - 1 - i]}, 1);

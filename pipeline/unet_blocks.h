@@ -79,8 +79,8 @@ struct UNetBlockOptions {
 /// DownBlock2D / CrossAttnDownBlock2D: num_layers × (resnet [+ transformer]), then an optional strided conv.
 class UNetDownBlockImpl : public torch::nn::Module {
  public:
-  UNetDownBlockImpl(const UNetBlockOptions& options, int64_t in_channels, int64_t out_channels, int64_t num_layers,
-                    bool add_downsample, int64_t downsample_padding);
+  UNetDownBlockImpl(const UNetBlockOptions& options, int64_t in_channels, int64_t out_channels,
+                    int64_t num_layers, bool add_downsample, int64_t downsample_padding);
   /// Runs the block and appends every intermediate output (the skip connections) to `skips`.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
                      std::vector<at::Tensor>& skips);

@@ -144,6 +144,28 @@ TEST(ClipTextModelTest, Fp16VariantUpcast) {
   }
 }
 
+TEST(ClipTextModelTest, RunsOnCuda) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  // fp32 on CUDA takes other kernels (cuBLAS, SDPA's CUDA backends); fp16/bf16 round every activation.
+  const std::pair<at::ScalarType, double> cases[] = {
+      {at::kFloat, 1e-4}, {at::kHalf, 1e-2}, {at::kBFloat16, 5e-2}};
+  for (const std::string name : {"tiny-a", "tiny-b"}) {
+    const WeightSet ref = open_reference(name);
+    auto folder = ModelFolder::open(models_dir() + "/" + name);
+    ASSERT_TRUE(folder.is_ok()) << folder.status().to_string();
+    for (const char* component : kEncoders) {
+      for (const auto& [dtype, tol] : cases) {
+        SCOPED_TRACE(name + "/" + component + "/" + c10::toString(dtype));
+        auto model = load_clip_text_model(*folder, component, "", dtype, at::Device(at::kCUDA, 0));
+        ASSERT_TRUE(model.is_ok()) << model.status().to_string();
+        for (const auto& [output, e] :
+             compare(*model, ref, component, name + " cuda " + c10::toString(dtype)))
+          EXPECT_LE(e, tol) << output;
+      }
+    }
+  }
+}
+
 // ---- Rewritten weight files (as older transformers versions and broken downloads have them) ----
 
 struct StoredTensor {

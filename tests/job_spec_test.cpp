@@ -8,6 +8,8 @@
 #include <string>
 
 #include "jobs/job_plan.h"
+#include "jobs/sha256.h"
+#include "jobs/yaml_fields.h"
 #include "test_files.h"
 
 namespace sdxlb {
@@ -393,6 +395,17 @@ TEST_F(JobSpecTest, InlineMapWithoutPrompt) {
   EXPECT_HAS(m, "job.yaml:5:17: unknown key \"sed\"; did you mean \"seed\"? (in prompts[1])");
 }
 
+TEST_F(JobSpecTest, EmptyAndNestedPromptEntries) {
+  std::string m = error_of("model: sdxl\noutput: out\nprompts:\n  - a\n  -\n  - [b, c]\n  - ~\n");
+  EXPECT_HAS(
+      m, "job.yaml:5:3: prompts[1]: empty entry; write the prompt text after the dash, or remove the dash");
+  EXPECT_HAS(
+      m,
+      "job.yaml:6:5: prompts[2]: expected a prompt (text) or a map {prompt, negative_prompt, seed}, got "
+      "a list; write the prompt as text or as {prompt: \"...\"}");
+  EXPECT_HAS(m, "job.yaml:7:5: prompts[3]: empty entry");
+}
+
 TEST_F(JobSpecTest, BadModelVariant) {
   std::string m = error_of(std::string(kMinimal) + "model_variant: fp8\n");
   EXPECT_HAS(
@@ -420,6 +433,15 @@ TEST_F(JobSpecTest, CsvKeysNeedCsvFile) {
   EXPECT_HAS(
       m,
       "job.yaml:5:1: prompts_format: applies only with prompts_file, but the prompts are inline; remove it");
+}
+
+TEST_F(JobSpecTest, BadPromptsFormat) {
+  write_bytes(dir_.file("p.dat"), "x\n");
+  std::string m = error_of("model: sdxl\noutput: out\nprompts_file: p.dat\nprompts_format: json\n");
+  EXPECT_HAS(m,
+             "job.yaml:4:17: prompts_format: unknown value \"json\"; use one of: txt | jsonl | csv (did you "
+             "mean \"jsonl\"?)");
+  EXPECT_EQ(std::count(m.begin(), m.end(), '\n'), 0) << m;  // the file is not read with a guessed format
 }
 
 TEST_F(JobSpecTest, EmptyOrNonMapFile) {
@@ -454,6 +476,24 @@ TEST_F(JobSpecTest, AllProblemsReportedTogetherInOrder) {
 }
 
 // ---- canonical JSON and identity
+
+TEST(Sha256, KnownVectorsAndBuffering) {
+  EXPECT_EQ(Sha256::of("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Sha256::of(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  const std::string big(200000, 'x');  // crosses the 64 KiB buffer in pieces of several sizes
+  Sha256 h;
+  h.update(big.substr(0, 10));
+  h.update(big.substr(10, 70000));
+  h.update(big.substr(70010));
+  EXPECT_EQ(h.hex(), Sha256::of(big));
+}
+
+TEST(EditDistance, CountsSwapsAsOne) {
+  EXPECT_EQ(edit_distance("stpes", "steps"), 1u);
+  EXPECT_EQ(edit_distance("", "abc"), 3u);
+  EXPECT_EQ(edit_distance("placment", "placement"), 1u);
+  EXPECT_EQ(edit_distance("guidance", "guidance"), 0u);
+}
 
 TEST_F(JobSpecTest, CanonicalJsonIsStableAndComplete) {
   auto a = load(kMinimal);

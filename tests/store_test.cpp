@@ -129,7 +129,7 @@ OutputFolder open_folder(const std::string& path, const char* id = kIdA, const c
 
 // ---- HDF5 layer ---------------------------------------------------------------------------------------
 
-TEST(Hdf5, AttributesAndColumnsRoundTrip) {
+TEST(StoreHdf5, AttributesAndColumnsRoundTrip) {
   ScratchDir dir;
   const std::string path = dir.file("a.h5");
   {
@@ -174,7 +174,7 @@ TEST(Hdf5, AttributesAndColumnsRoundTrip) {
   EXPECT_EQ(h5::read_column<int32_t>(*f, "grp/col").value(), (std::vector<int32_t>{7, 8, 9}));
 }
 
-TEST(Hdf5, ErrorsNameTheFileAndObjectWithoutPrintingTheStack) {
+TEST(StoreHdf5, ErrorsNameTheFileAndObjectWithoutPrintingTheStack) {
   ScratchDir dir;
   ::testing::internal::CaptureStderr();
   auto missing = h5::File::open(dir.file("nope.h5"), false);
@@ -207,7 +207,7 @@ TEST(Hdf5, ErrorsNameTheFileAndObjectWithoutPrintingTheStack) {
 
 // ---- PNG ----------------------------------------------------------------------------------------------
 
-TEST(Png, RoundTripIsExact) {
+TEST(StorePng, RoundTripIsExact) {
   for (int level : {0, 3, 9}) {
     auto px = pixels_of(5, 17, 23);
     auto bytes = encode_png(px.data(), 17, 23, level);
@@ -229,7 +229,7 @@ TEST(Png, RoundTripIsExact) {
   EXPECT_FALSE(fs::exists(dir.file("x.png.tmp")));
 }
 
-TEST(Png, BadInputIsAClearError) {
+TEST(StorePng, BadInputIsAClearError) {
   std::string junk = "not a png at all";
   auto img = decode_png(reinterpret_cast<const uint8_t*>(junk.data()), junk.size(), "item 3");
   EXPECT_EQ(img.status().code(), StatusCode::kDataLoss);
@@ -246,7 +246,7 @@ TEST(Png, BadInputIsAClearError) {
 
 // ---- SegmentWriter ------------------------------------------------------------------------------------
 
-TEST(SegmentWriter, RawRoundTrip) {
+TEST(StoreSegmentWriter, RawRoundTrip) {
   ScratchDir dir;
   const std::string path = dir.file("seg-run1-r00001-000000.h5");
   write_segment(path, {4, 2, 7}, {2});
@@ -278,7 +278,7 @@ TEST(SegmentWriter, RawRoundTrip) {
   EXPECT_EQ(cols->status, (std::vector<int8_t>{1, 0, 1}));
 }
 
-TEST(SegmentWriter, PngRoundTrip) {
+TEST(StoreSegmentWriter, PngRoundTrip) {
   ScratchDir dir;
   const std::string path = dir.file("seg-run1-r00001-000000.h5");
   write_segment(path, {0, 1}, {1}, ImageEncoding::kPng);
@@ -295,7 +295,7 @@ TEST(SegmentWriter, PngRoundTrip) {
   EXPECT_TRUE((*png)[1].empty());  // failed item
 }
 
-TEST(SegmentWriter, GrowsPastManyItems) {
+TEST(StoreSegmentWriter, GrowsPastManyItems) {
   ScratchDir dir;
   std::vector<int64_t> items(300);
   std::iota(items.begin(), items.end(), 0);
@@ -304,7 +304,7 @@ TEST(SegmentWriter, GrowsPastManyItems) {
   EXPECT_EQ(h5::read_column<int64_t>(*f, "item_index").value(), items);
 }
 
-TEST(SegmentWriter, RejectsBadInput) {
+TEST(StoreSegmentWriter, RejectsBadInput) {
   ScratchDir dir;
   SegmentOptions o;
   o.path = dir.file("seg-run1-r00001-000000.h5");
@@ -328,7 +328,7 @@ TEST(SegmentWriter, RejectsBadInput) {
   EXPECT_EQ(SegmentWriter::create(o).status().code(), StatusCode::kInvalidArgument);
 }
 
-TEST(SegmentWriter, EmptyWriterPublishesNothing) {
+TEST(StoreSegmentWriter, EmptyWriterPublishesNothing) {
   ScratchDir dir;
   SegmentOptions o;
   o.path = dir.file("seg-run1-r00001-000000.h5");
@@ -344,7 +344,7 @@ TEST(SegmentWriter, EmptyWriterPublishesNothing) {
 
 // ---- OutputFolder: publish is atomic, resume ----------------------------------------------------------
 
-TEST(OutputFolder, WriterWithoutPublishLeavesNothingTrusted) {
+TEST(StoreOutputFolder, WriterWithoutPublishLeavesNothingTrusted) {
   ScratchDir dir;
   OutputFolder out = open_folder(dir.file("out"));
   const std::string path = out.segment_path("run1", 1, 0);
@@ -368,7 +368,7 @@ TEST(OutputFolder, WriterWithoutPublishLeavesNothingTrusted) {
   EXPECT_TRUE(scan->segments.empty());
 }
 
-TEST(OutputFolder, KilledWriterLeavesOnlyATempFileThatScanRemoves) {
+TEST(StoreOutputFolder, KilledWriterLeavesOnlyATempFileThatScanRemoves) {
   ScratchDir dir;
   OutputFolder out = open_folder(dir.file("out"));
   write_segment(out.segment_path("run1", 1, 0), {0, 1});
@@ -399,7 +399,7 @@ TEST(OutputFolder, KilledWriterLeavesOnlyATempFileThatScanRemoves) {
   EXPECT_FALSE(fs::exists(path + ".tmp"));
 }
 
-TEST(OutputFolder, TruncatedSegmentIsMovedAside) {
+TEST(StoreOutputFolder, TruncatedSegmentIsMovedAside) {
   ScratchDir dir;
   OutputFolder out = open_folder(dir.file("out"));
   write_segment(out.segment_path("run1", 1, 0), {0, 1, 2});
@@ -423,7 +423,7 @@ TEST(OutputFolder, TruncatedSegmentIsMovedAside) {
   EXPECT_EQ(again->segments.size(), 1u);
 }
 
-TEST(OutputFolder, ResumeScanReturnsExactlyThePublishedItems) {
+TEST(StoreOutputFolder, ResumeScanReturnsExactlyThePublishedItems) {
   ScratchDir dir;
   const std::string path = dir.file("out");
   {
@@ -455,7 +455,7 @@ TEST(OutputFolder, ResumeScanReturnsExactlyThePublishedItems) {
   EXPECT_EQ(scan->height, kH);
 }
 
-TEST(OutputFolder, RetriesAreNotDuplicatesButDoubleOutputsAre) {
+TEST(StoreOutputFolder, RetriesAreNotDuplicatesButDoubleOutputsAre) {
   ScratchDir dir;
   OutputFolder out = open_folder(dir.file("out"));
   write_segment(out.segment_path("run1", 1, 0), {0, 1, 2}, {1});
@@ -474,7 +474,7 @@ TEST(OutputFolder, RetriesAreNotDuplicatesButDoubleOutputsAre) {
 
 // ---- OutputFolder: identity and writability -----------------------------------------------------------
 
-TEST(OutputFolder, CreatesJobFiles) {
+TEST(StoreOutputFolder, CreatesJobFiles) {
   ScratchDir dir;
   OutputFolder out = open_folder(dir.file("out"));
   std::ifstream in(dir.file("out/job.json"));
@@ -493,7 +493,7 @@ TEST(OutputFolder, CreatesJobFiles) {
   }
 }
 
-TEST(OutputFolder, RefusesAnotherJobWithAClearMessage) {
+TEST(StoreOutputFolder, RefusesAnotherJobWithAClearMessage) {
   ScratchDir dir;
   const std::string path = dir.file("out");
   {
@@ -526,7 +526,7 @@ TEST(OutputFolder, RefusesAnotherJobWithAClearMessage) {
   EXPECT_EQ(nlohmann::json::parse(in)["identity"], kIdB);
 }
 
-TEST(OutputFolder, RefusesSegmentsWithoutJobFile) {
+TEST(StoreOutputFolder, RefusesSegmentsWithoutJobFile) {
   ScratchDir dir;
   fs::create_directories(dir.file("out/segments"));
   auto f = OutputFolder::create_or_open(dir.file("out"), kIdA, "", kJobA, false);
@@ -538,7 +538,7 @@ TEST(OutputFolder, RefusesSegmentsWithoutJobFile) {
   EXPECT_THAT(f.status().message(), HasSubstr("--overwrite"));
 }
 
-TEST(OutputFolder, UnwritableFolderIsAClearErrorBeforeAnythingIsWritten) {
+TEST(StoreOutputFolder, UnwritableFolderIsAClearErrorBeforeAnythingIsWritten) {
   ScratchDir dir;
   // Tests may run as root, where permission bits do not stop writes: a path under a regular file cannot be
   // a folder for anyone.
@@ -580,7 +580,7 @@ OutputFolder make_job_output(const std::string& path, ImageEncoding encoding = I
   return out;
 }
 
-TEST(Index, ContentsInItemOrder) {
+TEST(StoreIndex, ContentsInItemOrder) {
   ScratchDir dir;
   OutputFolder out = make_job_output(dir.file("out"));
   std::map<std::string, std::string> attrs = {{"job_yaml", "steps: 30\n"},
@@ -635,7 +635,7 @@ TEST(Index, ContentsInItemOrder) {
   }
 }
 
-TEST(Index, RefusesItemsOutsideTheJob) {
+TEST(StoreIndex, RefusesItemsOutsideTheJob) {
   ScratchDir dir;
   OutputFolder out = make_job_output(dir.file("out"));
   auto summary = out.write_index(5, {});
@@ -644,7 +644,7 @@ TEST(Index, RefusesItemsOutsideTheJob) {
   EXPECT_FALSE(fs::exists(out.index_path()));
 }
 
-TEST(Index, EmptyJobFolder) {
+TEST(StoreIndex, EmptyJobFolder) {
   ScratchDir dir;
   OutputFolder out = open_folder(dir.file("out"));
   auto summary = out.write_index(4, {});
@@ -725,7 +725,7 @@ void check_h5py_view(const std::string& out_path, bool expect_images) {
   }
 }
 
-TEST(H5py, ReadsRawOutputThroughTheIndex) {
+TEST(StoreH5py, ReadsRawOutputThroughTheIndex) {
   ScratchDir dir;
   OutputFolder out = make_job_output(dir.file("out"));
   ASSERT_TRUE(out.write_index(10, {{"job_yaml", "steps: 30\n"}}).is_ok());
@@ -735,7 +735,7 @@ TEST(H5py, ReadsRawOutputThroughTheIndex) {
   check_h5py_view(dir.file("moved"), true);
 }
 
-TEST(H5py, ReadsPngOutputThroughTheIndex) {
+TEST(StoreH5py, ReadsPngOutputThroughTheIndex) {
   ScratchDir dir;
   OutputFolder out = make_job_output(dir.file("out"), ImageEncoding::kPng);
   ASSERT_TRUE(out.write_index(10, {{"job_yaml", "steps: 30\n"}}).is_ok());

@@ -26,7 +26,9 @@ using testing::ScratchDir;
 
 constexpr double kTol = 1e-5;
 
-std::string model_dir(const std::string& name) { return fixtures_dir() + "/models/" + name; }
+std::string model_dir(const std::string& name) {
+  return fixtures_dir() + "/models/" + name;
+}
 
 struct Reference {
   WeightSet file;
@@ -54,7 +56,8 @@ double rel_err(const at::Tensor& a, const at::Tensor& b) {
 }
 
 /// The unet config of a fixture model with `overrides` merged in.
-StatusOr<UNetConfig> config_of(const std::string& model, const nlohmann::json& overrides = nlohmann::json::object()) {
+StatusOr<UNetConfig> config_of(const std::string& model,
+                               const nlohmann::json& overrides = nlohmann::json::object()) {
   SDXLB_ASSIGN_OR_RETURN(ModelFolder folder, ModelFolder::open(model_dir(model)));
   SDXLB_ASSIGN_OR_RETURN(nlohmann::json json, folder.component_config("unet"));
   json.merge_patch(overrides);
@@ -70,9 +73,10 @@ StatusOr<UNet2DConditionModel> load(const std::string& model, const std::string&
 at::Tensor run(UNet2DConditionModel& unet, const Reference& ref, at::ScalarType dtype = at::kFloat,
                const at::Tensor& timestep = {}) {
   c10::InferenceMode guard;
-  auto out = unet->checked_forward(ref.get("sample").to(dtype), timestep.defined() ? timestep : ref.get("timestep"),
-                                   ref.get("encoder_hidden_states").to(dtype), ref.get("text_embeds").to(dtype),
-                                   ref.get("time_ids").to(dtype));
+  auto out =
+      unet->checked_forward(ref.get("sample").to(dtype), timestep.defined() ? timestep : ref.get("timestep"),
+                            ref.get("encoder_hidden_states").to(dtype), ref.get("text_embeds").to(dtype),
+                            ref.get("time_ids").to(dtype));
   EXPECT_TRUE(out.is_ok()) << out.status().to_string();
   return out.is_ok() ? out->to(at::kFloat) : at::zeros({1});
 }
@@ -108,12 +112,14 @@ TEST_P(UNetOracle, MatchesDiffusers) {
 
   // The unchecked forward is the same computation.
   c10::InferenceMode guard;
-  const at::Tensor raw = (*unet)->forward(ref.get("sample"), ref.get("timestep"), ref.get("encoder_hidden_states"),
-                                          ref.get("text_embeds"), ref.get("time_ids"));
+  const at::Tensor raw =
+      (*unet)->forward(ref.get("sample"), ref.get("timestep"), ref.get("encoder_hidden_states"),
+                       ref.get("text_embeds"), ref.get("time_ids"));
   EXPECT_LE(rel_err(raw, expected), kTol);
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, UNetOracle, ::testing::Values("tiny-a", "tiny-b", "tiny-b-odd", "tiny-a-center"),
+INSTANTIATE_TEST_SUITE_P(Cases, UNetOracle,
+                         ::testing::Values("tiny-a", "tiny-b", "tiny-b-odd", "tiny-a-center"),
                          [](const auto& info) {
                            std::string s = info.param;
                            for (char& ch : s)
@@ -177,10 +183,11 @@ TEST(UNetLoad, ParametersNeedNoGradAndTheNamesAreDiffusers) {
 // Errors
 
 TEST(UNetConfigErrors, UnsupportedBlockTypeIsNamed) {
-  auto c = config_of("tiny-a", {{"down_block_types", {"DownBlock2D", "AttnDownBlock2D", "CrossAttnDownBlock2D"}}});
+  auto c =
+      config_of("tiny-a", {{"down_block_types", {"DownBlock2D", "AttnDownBlock2D", "CrossAttnDownBlock2D"}}});
   ASSERT_FALSE(c.is_ok());
   EXPECT_EQ(c.status().code(), StatusCode::kUnimplemented);
-  const std::string& m = c.status().message();
+  const std::string m = c.status().message();
   EXPECT_NE(m.find("down_block_types"), std::string::npos) << m;
   EXPECT_NE(m.find("AttnDownBlock2D"), std::string::npos) << m;
   EXPECT_NE(m.find("CrossAttnDownBlock2D"), std::string::npos) << m;  // what is supported
@@ -223,7 +230,8 @@ TEST(UNetConfigErrors, OtherUnsupportedSettings) {
       {{{"resnet_time_scale_shift", "scale_shift"}}, StatusCode::kUnimplemented, "resnet_time_scale_shift"},
       {{{"upcast_attention", true}}, StatusCode::kUnimplemented, "upcast_attention"},
       {{{"only_cross_attention", {false, true, false}}}, StatusCode::kUnimplemented, "only_cross_attention"},
-      {{{"transformer_layers_per_block", {{1}, {1, 1}, {2, 2}}}}, StatusCode::kUnimplemented,
+      {{{"transformer_layers_per_block", {{1}, {1, 1}, {2, 2}}}},
+       StatusCode::kUnimplemented,
        "transformer_layers_per_block"},
       {{{"act_fn", "gelu"}}, StatusCode::kUnimplemented, "act_fn"},
       {{{"block_out_channels", nullptr}}, StatusCode::kDataLoss, "block_out_channels"},
@@ -250,7 +258,7 @@ TEST(UNetLoadErrors, WrongShapeNamesTheTensorAndBothShapes) {
   auto unet = load_unet(*folder, "", at::kFloat, at::kCPU);
   ASSERT_FALSE(unet.is_ok());
   EXPECT_EQ(unet.status().code(), StatusCode::kDataLoss);
-  const std::string& m = unet.status().message();
+  const std::string m = unet.status().message();
   EXPECT_NE(m.find("conv_in.weight"), std::string::npos) << m;
   EXPECT_NE(m.find("[32, 4, 3, 3]"), std::string::npos) << m;
   EXPECT_NE(m.find("[32, 4, 1, 1]"), std::string::npos) << m;
@@ -271,8 +279,9 @@ TEST(UNetInputErrors, BadInputsGiveInvalidArgument) {
   ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
   const Reference ref = reference("tiny-b");
   c10::InferenceMode guard;
-  const at::Tensor sample = ref.get("sample"), t = ref.get("timestep"), ehs = ref.get("encoder_hidden_states"),
-                   text = ref.get("text_embeds"), ids = ref.get("time_ids");
+  const at::Tensor sample = ref.get("sample"), t = ref.get("timestep"),
+                   ehs = ref.get("encoder_hidden_states"), text = ref.get("text_embeds"),
+                   ids = ref.get("time_ids");
   struct Case {
     std::string what;
     StatusOr<at::Tensor> result;
@@ -280,7 +289,8 @@ TEST(UNetInputErrors, BadInputsGiveInvalidArgument) {
   std::vector<Case> cases;
   cases.push_back({"sample", (*unet)->checked_forward(sample.narrow(1, 0, 3), t, ehs, text, ids)});
   cases.push_back({"timestep", (*unet)->checked_forward(sample, at::zeros({3}), ehs, text, ids)});
-  cases.push_back({"encoder_hidden_states", (*unet)->checked_forward(sample, t, ehs.narrow(2, 0, 8), text, ids)});
+  cases.push_back(
+      {"encoder_hidden_states", (*unet)->checked_forward(sample, t, ehs.narrow(2, 0, 8), text, ids)});
   cases.push_back({"time_ids", (*unet)->checked_forward(sample, t, ehs, text, ids.narrow(1, 0, 5))});
   cases.push_back({"dtype", (*unet)->checked_forward(sample.to(at::kDouble), t, ehs, text, ids)});
   cases.push_back({"missing", (*unet)->checked_forward(sample, t, at::Tensor(), text, ids)});

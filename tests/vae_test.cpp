@@ -105,6 +105,10 @@ TEST_P(FullVae, TiledDecodeMatchesDiffusersTiled) {
   tiling.tile_overlap_factor = std::stod(ref.meta("tile_overlap_factor"));
   const at::Tensor tiled = vae->decode_tiled(ref.get("latents"), tiling);
   const double e = rel_err(tiled, ref.get("decoded_tiled"));
+  { VaeTiling big; big.tile_latent_min_size = 100; big.tile_sample_min_size = 200;
+    at::Tensor lat = ref.get("latents").slice(2, 6, 8).slice(3, 9, 12);
+    at::Tensor c = vae->decode_tiled(lat, big).contiguous(); std::ofstream("/tmp/vae_corner_" + GetParam() + ".bin", std::ios::binary).write((const char*)c.data_ptr(), c.numel() * 4); }
+  { at::Tensor c = tiled.contiguous(); std::ofstream("/tmp/vae_tiled_" + GetParam() + ".bin", std::ios::binary).write((const char*)c.data_ptr(), c.numel() * 4); }
   std::printf("[%s] tiled decode: max rel err %.3g\n", GetParam().c_str(), e);
   EXPECT_LE(e, kTol);
   // The tiles were really blended: tiled decode is an approximation of the full decode.

@@ -34,6 +34,8 @@ struct RunContext {
   at::ScalarType dtype = at::kFloat;
   DecoderKind decoder = DecoderKind::kFull;
   int64_t batch_size = 1;
+  /// This worker's index among the workers on its node (it takes GPU gpu_slot mod GPUs-per-node).
+  int gpu_slot = 0;
 
   /// The pipeline options for this job (render or encode).
   PipelineOptions pipeline_options(bool text_encoders, bool denoiser) const;

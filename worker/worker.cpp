@@ -50,17 +50,10 @@ std::string gpu_name(const at::Device& device) {
 }
 
 // Binds this worker to a GPU: the i-th worker on a node takes GPU i mod (GPUs on the node).
-at::Device bind_device(const RunContext& ctx, int worker_index) {
+at::Device bind_device(const RunContext& ctx) {
   if (!ctx.device.is_cuda()) return ctx.device;
-  int local = worker_index;
-  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}) {
-    if (const char* s = std::getenv(v)) {
-      local = std::max(0, std::atoi(s) - 1);  // the coordinator is usually local rank 0 of the first node
-      break;
-    }
-  }
   const int n = static_cast<int>(at::getNumGPUs());
-  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(n > 0 ? local % n : 0));
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(n > 0 ? ctx.gpu_slot % n : 0));
 }
 
 Status send_fatal(Comm& comm, const Status& error) {
@@ -72,7 +65,7 @@ Status send_fatal(Comm& comm, const Status& error) {
 Status run_encode_phase(Comm& comm, const RunContext& base_ctx) {
   RunContext ctx = base_ctx;
   const int w = comm.rank() - 1, nw = comm.size() - 1;
-  ctx.device = bind_device(ctx, w);
+  ctx.device = bind_device(ctx);
   // Find what is missing before loading the encoders: a resumed job usually has everything.
   auto probe = SdxlPipeline::load(ctx.job.model, ctx.pipeline_options(false, false));
   if (!probe.is_ok()) return probe.status();
@@ -118,7 +111,7 @@ class RenderWorker {
   RenderWorker(Comm& comm, RunContext ctx) : comm_(comm), ctx_(std::move(ctx)) {}
 
   Status init() {
-    ctx_.device = bind_device(ctx_, comm_.rank() - 1);
+    ctx_.device = bind_device(ctx_);
     SDXLB_ASSIGN_OR_RETURN(pipe_, SdxlPipeline::load(ctx_.job.model, ctx_.pipeline_options(false, true)));
     SDXLB_ASSIGN_OR_RETURN(auto cache, EmbeddingCache::open(ctx_.job.embedding_cache, pipe_->text_encoder_id()));
     cache_.emplace(std::move(cache));

@@ -17,6 +17,10 @@ Cases: tiny-a at 16x24, tiny-b at 8x16 (the brief's sizes); tiny-b at 9x14 (h, w
 downsampling, so diffusers forwards each skip connection's size to the upsamplers); tiny-a with
 center_input_sample=True (a config override the C++ test applies to the same weights).
 
+Also writes <out>/unet/sdxl-architecture.json: the unet/config.json of SDXL base 1.0 and the name and shape of every
+parameter diffusers builds from it (on the meta device: no weights), so the C++ test checks the real SDXL
+architecture (5/10/20 heads, transformer depths 1/2/10, 2048-wide context) without downloading it.
+
 Also writes <out>/unet/bad-shape/: a copy of tiny-a's model_index.json and unet/config.json with weights in which
 conv_in.weight has a wrong shape, for the loader's error path.
 """
@@ -36,6 +40,37 @@ CASES = [
     ("tiny-b-odd", "tiny-b", (9, 14), {}),
     ("tiny-a-center", "tiny-a", (16, 24), {"center_input_sample": True}),
 ]
+
+
+# stabilityai/stable-diffusion-xl-base-1.0, unet/config.json.
+SDXL_UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.19.0.dev0", "act_fn": "silu",
+    "addition_embed_type": "text_time", "addition_embed_type_num_heads": 64, "addition_time_embed_dim": 256,
+    "attention_head_dim": [5, 10, 20], "block_out_channels": [320, 640, 1280], "center_input_sample": False,
+    "class_embed_type": None, "class_embeddings_concat": False, "conv_in_kernel": 3, "conv_out_kernel": 3,
+    "cross_attention_dim": 2048, "cross_attention_norm": None,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], "downsample_padding": 1,
+    "dual_cross_attention": False, "encoder_hid_dim": None, "encoder_hid_dim_type": None, "flip_sin_to_cos": True,
+    "freq_shift": 0, "in_channels": 4, "layers_per_block": 2, "mid_block_only_cross_attention": None,
+    "mid_block_scale_factor": 1, "mid_block_type": "UNetMidBlock2DCrossAttn", "norm_eps": 1e-05,
+    "norm_num_groups": 32, "num_attention_heads": None, "num_class_embeds": None, "only_cross_attention": False,
+    "out_channels": 4, "projection_class_embeddings_input_dim": 2816, "resnet_out_scale_factor": 1.0,
+    "resnet_skip_time_act": False, "resnet_time_scale_shift": "default", "sample_size": 128,
+    "time_cond_proj_dim": None, "time_embedding_act_fn": None, "time_embedding_dim": None,
+    "time_embedding_type": "positional", "timestep_post_act": None, "transformer_layers_per_block": [1, 2, 10],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], "upcast_attention": None,
+    "use_linear_projection": True,
+}
+
+
+def sdxl_architecture(out):
+    kwargs = {k: v for k, v in SDXL_UNET_CONFIG.items() if not k.startswith("_")}
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**kwargs)
+    shapes = {k: list(v.shape) for k, v in unet.state_dict().items()}
+    doc = {"config": SDXL_UNET_CONFIG, "shapes": shapes, "num_parameters": sum(p.numel() for p in unet.parameters())}
+    with open(os.path.join(out, "unet", "sdxl-architecture.json"), "w") as f:
+        json.dump(doc, f)
 
 
 def inputs(cfg, hw, seed):
@@ -82,6 +117,7 @@ def build(out):
         meta = {"model": model, "config_overrides": json.dumps(overrides)}
         save_file(t, os.path.join(out, "unet", f"{name}.safetensors"), metadata=meta)
     bad_shape_folder(out)
+    sdxl_architecture(out)
 
 
 if __name__ == "__main__":
