@@ -1,17 +1,21 @@
 // sdxl-batch: the command-line entry point. Subcommands are declared once here, with their help text.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include "cluster/comm.h"
 #include "common/exit_codes.h"
+#include "common/log.h"
 #include "common/version.h"
 #include "coordinator/job_runner.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/sdxl_pipeline.h"
+#include "store/dataset_reader.h"
+#include "store/png.h"
 
 namespace {
 
@@ -24,13 +28,6 @@ constexpr const char* kDescription =
     "index.h5); rerunning the same command resumes where a crashed or preempted run stopped.\n\n"
     "Exit codes: 0 ok, 1 internal error, 2 bad command line or job file, 3 output folder holds another job,\n"
     "4 model or I/O problem, 5 finished with failed items, 6 out of memory.";
-
-void setup_logging(int rank) {
-  auto logger = spdlog::stderr_color_mt("sdxlb");
-  logger->set_pattern("[%H:%M:%S] [rank " + std::to_string(rank) + "] %^%l%$: %v");
-  spdlog::set_default_logger(logger);
-  if (const char* lvl = std::getenv("SDXLB_LOG")) spdlog::set_level(spdlog::level::from_str(lvl));
-}
 
 int make_demo_model(const std::string& dir, bool full, const std::string& dtype, uint64_t seed, bool no_tiny) {
   DemoModelOptions o;
@@ -53,12 +50,73 @@ int make_demo_model(const std::string& dir, bool full, const std::string& dtype,
   return kExitOk;
 }
 
+int fail(const Status& st) {
+  std::fprintf(stderr, "sdxl-batch: error: %s\n", st.to_string().c_str());
+  return exit_code_for(st);
+}
+
+int inspect(const std::string& dir, bool list_missing) {
+  auto r = DatasetReader::open(dir);
+  if (!r.is_ok()) return fail(r.status());
+  const DatasetSummary& s = r->summary();
+  std::printf("%s: %lld items: %lld ok, %lld failed, %lld missing (%s, %dx%d)\n", dir.c_str(),
+              static_cast<long long>(s.total_items), static_cast<long long>(s.ok), static_cast<long long>(s.failed),
+              static_cast<long long>(s.missing), s.encoding.c_str(), s.width, s.height);
+  if (!s.start_time.empty()) std::printf("last run: %s .. %s\n", s.start_time.c_str(), s.end_time.c_str());
+  for (const auto& [item, err] : s.failed_items) std::printf("failed item %lld: %s\n", static_cast<long long>(item), err.c_str());
+  if (list_missing)
+    for (int64_t m : s.missing_items) std::printf("missing item %lld\n", static_cast<long long>(m));
+  std::printf("--- job file ---\n%s", s.job_yaml.c_str());
+  return kExitOk;
+}
+
+int export_pngs(const std::string& dir, const std::string& to, const std::string& sheet, int64_t limit) {
+  auto r = DatasetReader::open(dir);
+  if (!r.is_ok()) return fail(r.status());
+  const DatasetSummary& s = r->summary();
+  std::vector<int64_t> items;
+  for (int64_t i = 0; i < s.total_items && (limit <= 0 || static_cast<int64_t>(items.size()) < limit); ++i)
+    if (r->ok(i)) items.push_back(i);
+  if (!to.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(to, ec);
+    if (ec) return fail(io_error("cannot create " + to + ": " + ec.message()));
+  }
+  const int cols = std::max(1, static_cast<int>(std::ceil(std::sqrt(static_cast<double>(items.size())))));
+  const int rows = std::max(1, static_cast<int>((items.size() + cols - 1) / cols));
+  std::vector<uint8_t> grid;
+  if (!sheet.empty()) grid.assign(static_cast<size_t>(rows) * s.height * cols * s.width * 3, 0);
+  for (size_t k = 0; k < items.size(); ++k) {
+    auto rgb = r->image(items[k]);
+    if (!rgb.is_ok()) return fail(rgb.status());
+    if (!to.empty()) {
+      char name[64];
+      std::snprintf(name, sizeof name, "/item-%08lld.png", static_cast<long long>(items[k]));
+      Status st = write_png_file(to + name, rgb->data(), s.height, s.width);
+      if (!st.is_ok()) return fail(st);
+    }
+    if (!sheet.empty()) {
+      const size_t gx = k % cols, gy = k / cols, row_bytes = static_cast<size_t>(s.width) * 3;
+      for (int y = 0; y < s.height; ++y)
+        std::copy_n(rgb->data() + y * row_bytes, row_bytes,
+                    grid.data() + ((gy * s.height + y) * cols * s.width + gx * s.width) * 3);
+    }
+  }
+  if (!sheet.empty()) {
+    Status st = write_png_file(sheet, grid.data(), rows * s.height, cols * s.width);
+    if (!st.is_ok()) return fail(st);
+    std::printf("contact sheet of %zu images: %s\n", items.size(), sheet.c_str());
+  }
+  if (!to.empty()) std::printf("exported %zu images to %s\n", items.size(), to.c_str());
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   MpiSession mpi(&argc, &argv);
   Comm world = mpi.world();
-  setup_logging(world.rank());
+  init_logging(world.rank());
 
   CLI::App app{kDescription, "sdxl-batch"};
   app.set_version_flag("--version", SDXLB_VERSION);
@@ -89,6 +147,20 @@ int main(int argc, char** argv) {
   demo->add_option("--seed", demo_seed, "Seed of the random weights")->capture_default_str();
   demo->add_flag("--no-tiny-vae", demo_no_tiny, "Do not write the tiny VAE folder");
 
+  std::string out_dir;
+  bool list_missing = false;
+  auto* insp = app.add_subcommand("inspect", "Summarise an output folder: counts, failures, missing items, settings");
+  insp->add_option("output", out_dir, "The job's output folder")->required()->check(CLI::ExistingDirectory);
+  insp->add_flag("--missing", list_missing, "List every missing item");
+
+  std::string export_dir, sheet;
+  int64_t limit = 0;
+  auto* exp = app.add_subcommand("export", "Write the images of an output folder as PNG files and/or a contact sheet");
+  exp->add_option("output", out_dir, "The job's output folder")->required()->check(CLI::ExistingDirectory);
+  exp->add_option("--to", export_dir, "Folder for item-<index>.png files");
+  exp->add_option("--contact-sheet", sheet, "One PNG with the images in a grid");
+  exp->add_option("--limit", limit, "At most this many images (0: all)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -98,6 +170,14 @@ int main(int argc, char** argv) {
 
   if (run->parsed()) return run_job(world, run_opts);
   if (enc->parsed()) return run_job(world, enc_opts);
+  if (insp->parsed()) return world.rank() == 0 ? inspect(out_dir, list_missing) : kExitOk;
+  if (exp->parsed()) {
+    if (export_dir.empty() && sheet.empty()) {
+      std::fprintf(stderr, "sdxl-batch: error: export needs --to DIR and/or --contact-sheet FILE\n");
+      return kExitBadInput;
+    }
+    return world.rank() == 0 ? export_pngs(out_dir, export_dir, sheet, limit) : kExitOk;
+  }
   if (demo->parsed()) return world.rank() == 0 ? make_demo_model(demo_dir, demo_full, demo_dtype, demo_seed, demo_no_tiny)
                                                : kExitOk;
   return kExitBadInput;

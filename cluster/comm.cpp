@@ -270,7 +270,10 @@ StatusOr<std::vector<std::string>> Comm::all_gather(const std::string& value, co
   return impl_->all_gather(value, hint);
 }
 StatusOr<Comm> Comm::split_node(const char* hint) { return impl_->split_node(hint); }
-void Comm::abort(int code) { impl_->abort(code); }
+void Comm::abort(int code) {
+  impl_->abort(code);
+  std::_Exit(code);  // not reached: every backend exits
+}
 
 // ---------------------------------------------------------------------------------------------------------
 

@@ -5,10 +5,10 @@
 #include <ctime>
 #include <thread>
 
-#include <spdlog/spdlog.h>
 #include <torch/version.h>
 
 #include "common/exit_codes.h"
+#include "common/log.h"
 #include "common/version.h"
 #include "coordinator/coordinator.h"
 #include "store/output_folder.h"
@@ -86,8 +86,8 @@ StatusOr<Prepared> prepare_output(const RunContext& ctx) {
   SDXLB_ASSIGN_OR_RETURN(auto folder, OutputFolder::create_or_open(ctx.job.output, identity, ctx.job.yaml_text,
                                                                    ctx.job.to_canonical_json(), ctx.options.overwrite));
   SDXLB_ASSIGN_OR_RETURN(auto scan, folder.scan());
-  for (const auto& r : scan.removed_temp) spdlog::info("removed in-flight segment of an earlier run: {}", r);
-  for (const auto& r : scan.moved_corrupt) spdlog::warn("moved a corrupt segment aside: {}", r);
+  for (const auto& r : scan.removed_temp) log_info("removed in-flight segment of an earlier run: " + r);
+  for (const auto& r : scan.moved_corrupt) log_warn("moved a corrupt segment aside: " + r);
   const int64_t n = static_cast<int64_t>(ctx.plan->num_items());
   p.pending.reserve(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i)

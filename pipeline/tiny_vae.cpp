@@ -21,7 +21,9 @@ bool is_supported_activation(const std::string& name) {
   return name == "relu" || name == "silu" || name == "swish" || name == "gelu" || name == "mish";
 }
 
-Conv2d conv3x3(int64_t in, int64_t out, bool bias) { return Conv2d(in, out, 3, 1, 1, bias); }
+Conv2d conv3x3(int64_t in, int64_t out, bool bias) {
+  return Conv2d(in, out, 3, 1, 1, bias);
+}
 
 }  // namespace
 
@@ -30,10 +32,12 @@ StatusOr<TinyVaeConfig> TinyVaeConfig::from_json(const nlohmann::json& json, con
   TinyVaeConfig c;
   const std::string cls = r.get<std::string>("_class_name", "AutoencoderTiny");
   if (cls != "AutoencoderTiny")
-    r.fail("_class_name", "is \"" + cls + "\", not \"AutoencoderTiny\": this is not a tiny autoencoder folder");
+    r.fail("_class_name",
+           "is \"" + cls + "\", not \"AutoencoderTiny\": this is not a tiny autoencoder folder");
   c.out_channels = r.get<int64_t>("out_channels", c.out_channels);
   c.latent_channels = r.get<int64_t>("latent_channels", c.latent_channels);
-  c.decoder_block_out_channels = r.get<std::vector<int64_t>>("decoder_block_out_channels", c.decoder_block_out_channels);
+  c.decoder_block_out_channels =
+      r.get<std::vector<int64_t>>("decoder_block_out_channels", c.decoder_block_out_channels);
   c.num_decoder_blocks = r.get<std::vector<int64_t>>("num_decoder_blocks", c.num_decoder_blocks);
   c.upsampling_scaling_factor = r.get<int64_t>("upsampling_scaling_factor", c.upsampling_scaling_factor);
   c.act_fn = r.get<std::string>("act_fn", c.act_fn);
@@ -46,27 +50,28 @@ StatusOr<TinyVaeConfig> TinyVaeConfig::from_json(const nlohmann::json& json, con
 
   const auto& ch = c.decoder_block_out_channels;
   if (ch.empty() || ch.size() != c.num_decoder_blocks.size())
-    r.fail("decoder_block_out_channels", "has " + std::to_string(ch.size()) +
-                                             " entries but num_decoder_blocks has " +
-                                             std::to_string(c.num_decoder_blocks.size()) +
-                                             "; they must be non-empty and of equal length");
+    r.fail("decoder_block_out_channels",
+           "has " + std::to_string(ch.size()) + " entries but num_decoder_blocks has " +
+               std::to_string(c.num_decoder_blocks.size()) + "; they must be non-empty and of equal length");
   for (size_t i = 0; i < ch.size(); ++i) {
     if (ch[i] <= 0) r.fail("decoder_block_out_channels", "must hold positive widths, not " + list_str(ch));
     // DecoderTiny feeds level i-1's conv output (width ch[i-1]) straight into level i's first block, which
     // expects ch[i] and has no projection: diffusers itself fails on such a checkpoint at the first decode.
     if (i > 0 && ch[i] != ch[i - 1])
       r.fail("decoder_block_out_channels",
-             "is " + list_str(ch) + ": diffusers' DecoderTiny needs every level to have the same width (level " +
+             "is " + list_str(ch) +
+                 ": diffusers' DecoderTiny needs every level to have the same width (level " +
                  std::to_string(i) + " receives " + std::to_string(ch[i - 1]) + " channels but expects " +
                  std::to_string(ch[i]) + "), so this checkpoint cannot decode in diffusers either");
   }
   for (int64_t n : c.num_decoder_blocks)
-    if (n < 0) r.fail("num_decoder_blocks", "must hold non-negative counts, not " + list_str(c.num_decoder_blocks));
+    if (n < 0)
+      r.fail("num_decoder_blocks", "must hold non-negative counts, not " + list_str(c.num_decoder_blocks));
   if (c.latent_channels <= 0) r.fail("latent_channels", "must be positive");
   if (c.out_channels <= 0) r.fail("out_channels", "must be positive");
   if (c.upsampling_scaling_factor < 1)
-    r.fail("upsampling_scaling_factor", "must be a positive integer, not " +
-                                            std::to_string(c.upsampling_scaling_factor));
+    r.fail("upsampling_scaling_factor",
+           "must be a positive integer, not " + std::to_string(c.upsampling_scaling_factor));
   if (!is_supported_activation(c.act_fn))
     r.fail("act_fn", "is \"" + c.act_fn + "\"; supported: relu, silu, swish, gelu, mish");
   if (c.upsample_fn != "nearest")
@@ -91,11 +96,10 @@ at::Tensor TinyUpsampleImpl::forward(const at::Tensor& x) {
 }
 
 TinyBlockImpl::TinyBlockImpl(int64_t in_channels, int64_t out_channels, const std::string& act_fn) {
-  conv_ = register_module("conv", torch::nn::Sequential(conv3x3(in_channels, out_channels, true),
-                                                        TinyActivation(act_fn),
-                                                        conv3x3(out_channels, out_channels, true),
-                                                        TinyActivation(act_fn),
-                                                        conv3x3(out_channels, out_channels, true)));
+  conv_ = register_module(
+      "conv", torch::nn::Sequential(conv3x3(in_channels, out_channels, true), TinyActivation(act_fn),
+                                    conv3x3(out_channels, out_channels, true), TinyActivation(act_fn),
+                                    conv3x3(out_channels, out_channels, true)));
   if (in_channels != out_channels)
     skip_ = register_module("skip", Conv2d(in_channels, out_channels, 1, 1, 0, /*bias=*/false));
 }
@@ -112,7 +116,8 @@ TinyDecoderImpl::TinyDecoderImpl(const TinyVaeConfig& config) {
   layers->push_back(TinyActivation(config.act_fn));
   for (size_t i = 0; i < ch.size(); ++i) {
     const bool is_final = i + 1 == ch.size();
-    for (int64_t b = 0; b < config.num_decoder_blocks[i]; ++b) layers->push_back(TinyBlock(ch[i], ch[i], config.act_fn));
+    for (int64_t b = 0; b < config.num_decoder_blocks[i]; ++b)
+      layers->push_back(TinyBlock(ch[i], ch[i], config.act_fn));
     if (!is_final) layers->push_back(TinyUpsample(static_cast<double>(config.upsampling_scaling_factor)));
     layers->push_back(conv3x3(ch[i], is_final ? config.out_channels : ch[i], /*bias=*/is_final));
   }
@@ -132,17 +137,22 @@ TinyVaeImpl::TinyVaeImpl(TinyVaeConfig config) : config_(std::move(config)) {
 
 int64_t TinyVaeImpl::spatial_scale() const {
   int64_t s = 1;
-  for (size_t i = 1; i < config_.decoder_block_out_channels.size(); ++i) s *= config_.upsampling_scaling_factor;
+  for (size_t i = 1; i < config_.decoder_block_out_channels.size(); ++i)
+    s *= config_.upsampling_scaling_factor;
   return s;
 }
 
-at::ScalarType TinyVaeImpl::dtype() const { return parameters().front().scalar_type(); }
-at::Device TinyVaeImpl::device() const { return parameters().front().device(); }
+at::ScalarType TinyVaeImpl::dtype() const {
+  return parameters().front().scalar_type();
+}
+at::Device TinyVaeImpl::device() const {
+  return parameters().front().device();
+}
 
 at::Tensor TinyVaeImpl::decode(const at::Tensor& latents) {
   c10::InferenceMode guard;
-  TORCH_CHECK(latents.dim() == 4 && latents.size(1) == config_.latent_channels, "tiny VAE expects latents [B, ",
-              config_.latent_channels, ", h, w], got ", latents.sizes());
+  TORCH_CHECK(latents.dim() == 4 && latents.size(1) == config_.latent_channels,
+              "tiny VAE expects latents [B, ", config_.latent_channels, ", h, w], got ", latents.sizes());
   at::Tensor z = latents.to(device(), dtype());
   // The SDXL pipeline divides by vae.config.scaling_factor (1.0 for TAESD) before vae.decode.
   z = z / config_.scaling_factor;
@@ -186,12 +196,14 @@ StatusOr<TinyVae> load_tiny_vae(const std::string& folder, const std::string& va
   return load_tiny_vae(f, "", variant, dtype, device);
 }
 
-StatusOr<at::Tensor> decode_checked(TinyVae& vae, const at::Tensor& latents, bool sliced, const std::string& what) {
+StatusOr<at::Tensor> decode_checked(TinyVae& vae, const at::Tensor& latents, bool sliced,
+                                    const std::string& what) {
   const auto& c = vae->config();
   if (!latents.defined() || latents.dim() != 4 || latents.size(1) != c.latent_channels)
-    return invalid_argument(what + ": latents must be [batch, " + std::to_string(c.latent_channels) +
-                            ", height/8, width/8], got " +
-                            (latents.defined() ? c10::str(latents.sizes()) : std::string("an undefined tensor")));
+    return invalid_argument(
+        what + ": latents must be [batch, " + std::to_string(c.latent_channels) +
+        ", height/8, width/8], got " +
+        (latents.defined() ? c10::str(latents.sizes()) : std::string("an undefined tensor")));
   SDXLB_RETURN_IF_ERROR(check_finite(latents, what + ": input latents"));
   try {
     at::Tensor images = sliced ? vae->decode_sliced(latents) : vae->decode(latents);

@@ -16,10 +16,10 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/pimpl.h>
+#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "pipeline/layers.h"
@@ -34,11 +34,11 @@ struct TinyVaeConfig {
   std::vector<int64_t> decoder_block_out_channels{64, 64, 64, 64};
   std::vector<int64_t> num_decoder_blocks{3, 3, 3, 1};
   int64_t upsampling_scaling_factor = 2;
-  std::string act_fn = "relu";       ///< relu, silu/swish, gelu or mish (diffusers' get_activation)
+  std::string act_fn = "relu";          ///< relu, silu/swish, gelu or mish (diffusers' get_activation)
   std::string upsample_fn = "nearest";  ///< only "nearest" (TAESD's) is supported
-  double latent_magnitude = 3.0;     ///< used by TAESD's latent (de)quantisation, not by decode
+  double latent_magnitude = 3.0;        ///< used by TAESD's latent (de)quantisation, not by decode
   double latent_shift = 0.5;
-  double scaling_factor = 1.0;       ///< the pipeline divides latents by this before decode (1.0 for TAESD)
+  double scaling_factor = 1.0;  ///< the pipeline divides latents by this before decode (1.0 for TAESD)
   double shift_factor = 0.0;
 
   /// Parses and validates; `source` (the file path) heads every error, which names the offending key.

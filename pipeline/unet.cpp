@@ -121,11 +121,9 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
   if (r.has("transformer_layers_per_block") && json.at("transformer_layers_per_block").is_array()) {
     for (const auto& v : json.at("transformer_layers_per_block")) {
       if (v.is_array()) {
-        return unimplemented(
-            source +
-            ": key \"transformer_layers_per_block\" holds per-layer lists (an "
-            "asymmetric UNet), which this UNet does not implement (supported: an integer or one "
-            "integer per level)");
+        return unimplemented(source + ": key \"transformer_layers_per_block\" holds per-layer lists (an " +
+                             "asymmetric UNet), which this UNet does not implement (supported: an integer " +
+                             "or one integer per level)");
       }
     }
   }

@@ -75,7 +75,9 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
 
   /// One denoiser evaluation, in the dtype and on the device of the parameters.
   ///   sample                [B, in_channels, h, w]
-  ///   timestep              a 0-dim tensor or [B] (any real/integer dtype; expanded to B)
+  ///   timestep              a 0-dim tensor or [B] (any real/integer dtype; expanded to B). Pass it on the
+  ///                         model's device: one on the CPU is copied over, a blocking copy that a CUDA graph
+  ///                         cannot capture.
   ///   encoder_hidden_states [B, L, cross_attention_dim]
   ///   text_embeds           [B, P]  (pooled text embedding)
   ///   time_ids              [B, K]  with P + K × addition_time_embed_dim =

@@ -23,11 +23,14 @@ ResnetBlock2D vae_resnet(int64_t in, int64_t out, int64_t groups) {
   return ResnetBlock2D(ResnetBlock2DOptions(in, out).groups(groups).eps(kVaeEps));
 }
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
 
 }  // namespace
 
-// --- config -------------------------------------------------------------------------------------------------
+// --- config
+// -------------------------------------------------------------------------------------------------
 
 StatusOr<VaeConfig> VaeConfig::from_json(const nlohmann::json& json, const std::string& source) {
   ConfigReader r(json, source);
@@ -44,8 +47,10 @@ StatusOr<VaeConfig> VaeConfig::from_json(const nlohmann::json& json, const std::
   if (r.has("sample_size") && json.at("sample_size").is_array()) {
     // diffusers allows [h, w]; its tiling then reads the first entry.
     const auto list = r.get<std::vector<int64_t>>("sample_size", {});
-    if (list.empty()) r.fail("sample_size", "is an empty list");
-    else c.sample_size = list[0];
+    if (list.empty())
+      r.fail("sample_size", "is an empty list");
+    else
+      c.sample_size = list[0];
   } else {
     c.sample_size = r.get<int64_t>("sample_size", c.sample_size);
   }
@@ -65,9 +70,11 @@ StatusOr<VaeConfig> VaeConfig::from_json(const nlohmann::json& json, const std::
   const size_t levels = c.block_out_channels.size();
   if (levels == 0) r.fail("block_out_channels", "is empty");
   for (int64_t ch : c.block_out_channels) {
-    if (ch <= 0) r.fail("block_out_channels", "must hold positive widths, not " + list_str(c.block_out_channels));
+    if (ch <= 0)
+      r.fail("block_out_channels", "must hold positive widths, not " + list_str(c.block_out_channels));
     else if (c.norm_num_groups <= 0 || ch % c.norm_num_groups != 0)
-      r.fail("norm_num_groups", "is " + std::to_string(c.norm_num_groups) + ", which does not divide every width in block_out_channels " +
+      r.fail("norm_num_groups", "is " + std::to_string(c.norm_num_groups) +
+                                    ", which does not divide every width in block_out_channels " +
                                     list_str(c.block_out_channels));
   }
   if (c.layers_per_block < 1) r.fail("layers_per_block", "must be at least 1");
@@ -79,10 +86,11 @@ StatusOr<VaeConfig> VaeConfig::from_json(const nlohmann::json& json, const std::
   // Decoder's up blocks take their resnets' nonlinearity from act_fn; only SiLU (every SD VAE's) is built.
   if (act != "silu" && act != "swish") r.fail("act_fn", "is \"" + act + "\"; only \"silu\" is supported");
   if (up_types.size() != levels)
-    r.fail("up_block_types", "has " + std::to_string(up_types.size()) + " entries but block_out_channels has " +
-                                 std::to_string(levels));
+    r.fail("up_block_types", "has " + std::to_string(up_types.size()) +
+                                 " entries but block_out_channels has " + std::to_string(levels));
   for (const auto& t : up_types)
-    if (t != "UpDecoderBlock2D") r.fail("up_block_types", "holds \"" + t + "\"; only \"UpDecoderBlock2D\" is supported");
+    if (t != "UpDecoderBlock2D")
+      r.fail("up_block_types", "holds \"" + t + "\"; only \"UpDecoderBlock2D\" is supported");
   if (down_types.size() != levels)
     r.fail("down_block_types", "has " + std::to_string(down_types.size()) +
                                    " entries but block_out_channels has " + std::to_string(levels));
@@ -97,7 +105,8 @@ StatusOr<VaeConfig> VaeConfig::from_json(const nlohmann::json& json, const std::
   return c;
 }
 
-// --- attention and mid block --------------------------------------------------------------------------------
+// --- attention and mid block
+// --------------------------------------------------------------------------------
 
 VaeAttentionImpl::VaeAttentionImpl(int64_t channels, int64_t heads, int64_t groups, double eps,
                                    double rescale_output_factor)
@@ -123,7 +132,8 @@ at::Tensor VaeAttentionImpl::forward(const at::Tensor& x) {
   q = q.view({b, -1, heads_, head_dim}).transpose(1, 2);
   k = k.view({b, -1, heads_, head_dim}).transpose(1, 2);
   v = v.view({b, -1, heads_, head_dim}).transpose(1, 2);
-  at::Tensor o = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/false);
+  at::Tensor o =
+      at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/false);
   o = o.transpose(1, 2).reshape({b, -1, heads_ * head_dim}).to(q.scalar_type());
   o = to_out_->at<LinearImpl>(0).forward(o);
   o = o.transpose(-1, -2).reshape({b, c, h, w});
@@ -136,8 +146,8 @@ VaeMidBlockImpl::VaeMidBlockImpl(int64_t channels, int64_t groups, bool add_atte
                                                               vae_resnet(channels, channels, groups)));
   // attention_head_dim = channels: one head over the whole width; output_scale_factor 1.
   if (add_attention)
-    attentions_ = register_module("attentions",
-                                  torch::nn::ModuleList(VaeAttention(channels, 1, groups, kVaeEps, 1.0)));
+    attentions_ =
+        register_module("attentions", torch::nn::ModuleList(VaeAttention(channels, 1, groups, kVaeEps, 1.0)));
 }
 
 at::Tensor VaeMidBlockImpl::forward(const at::Tensor& x) {
@@ -146,7 +156,8 @@ at::Tensor VaeMidBlockImpl::forward(const at::Tensor& x) {
   return resnets_->at<ResnetBlock2DImpl>(1).forward(h);
 }
 
-// --- up and down blocks -------------------------------------------------------------------------------------
+// --- up and down blocks
+// -------------------------------------------------------------------------------------
 
 namespace {
 
@@ -157,8 +168,9 @@ class VaeUpBlockImpl : public torch::nn::Module {
     resnets_ = register_module("resnets", torch::nn::ModuleList());
     for (int64_t i = 0; i < num_layers; ++i) resnets_->push_back(vae_resnet(i == 0 ? in : out, out, groups));
     if (add_upsample)
-      upsamplers_ = register_module("upsamplers", torch::nn::ModuleList(Upsample2D(
-                                                      Upsample2DOptions(out).use_conv(true).out_channels(out))));
+      upsamplers_ = register_module(
+          "upsamplers",
+          torch::nn::ModuleList(Upsample2D(Upsample2DOptions(out).use_conv(true).out_channels(out))));
   }
   at::Tensor forward(at::Tensor x) {
     for (size_t i = 0; i < resnets_->size(); ++i) x = resnets_->at<ResnetBlock2DImpl>(i).forward(x);
@@ -180,8 +192,8 @@ class VaeDownBlockImpl : public torch::nn::Module {
     for (int64_t i = 0; i < num_layers; ++i) resnets_->push_back(vae_resnet(i == 0 ? in : out, out, groups));
     if (add_downsample)
       downsamplers_ = register_module(
-          "downsamplers",
-          torch::nn::ModuleList(Downsample2D(Downsample2DOptions(out).use_conv(true).out_channels(out).padding(0))));
+          "downsamplers", torch::nn::ModuleList(Downsample2D(
+                              Downsample2DOptions(out).use_conv(true).out_channels(out).padding(0))));
   }
   at::Tensor forward(at::Tensor x) {
     for (size_t i = 0; i < resnets_->size(); ++i) x = resnets_->at<ResnetBlock2DImpl>(i).forward(x);
@@ -246,7 +258,8 @@ at::Tensor VaeEncoderImpl::forward(const at::Tensor& images) {
   return conv_out_(x);
 }
 
-// --- AutoencoderKL ------------------------------------------------------------------------------------------
+// --- AutoencoderKL
+// ------------------------------------------------------------------------------------------
 
 VaeImpl::VaeImpl(VaeConfig config, bool with_encoder) : config_(std::move(config)) {
   const int64_t c = config_.latent_channels;
@@ -258,20 +271,26 @@ VaeImpl::VaeImpl(VaeConfig config, bool with_encoder) : config_(std::move(config
   if (config_.use_post_quant_conv) post_quant_conv_ = register_module("post_quant_conv", Conv2d(c, c, 1));
 }
 
-int64_t VaeImpl::spatial_scale() const { return int64_t{1} << (config_.block_out_channels.size() - 1); }
+int64_t VaeImpl::spatial_scale() const {
+  return int64_t{1} << (config_.block_out_channels.size() - 1);
+}
 
 VaeTiling VaeImpl::default_tiling() const {
   VaeTiling t;
   t.tile_sample_min_size = config_.sample_size;
   // int(sample_size / 2 ** (len(block_out_channels) - 1)): float division, truncated.
-  t.tile_latent_min_size = static_cast<int64_t>(static_cast<double>(config_.sample_size) /
-                                                static_cast<double>(spatial_scale()));
+  t.tile_latent_min_size =
+      static_cast<int64_t>(static_cast<double>(config_.sample_size) / static_cast<double>(spatial_scale()));
   t.tile_overlap_factor = 0.25;
   return t;
 }
 
-at::ScalarType VaeImpl::dtype() const { return decoder_->parameters().front().scalar_type(); }
-at::Device VaeImpl::device() const { return decoder_->parameters().front().device(); }
+at::ScalarType VaeImpl::dtype() const {
+  return decoder_->parameters().front().scalar_type();
+}
+at::Device VaeImpl::device() const {
+  return decoder_->parameters().front().device();
+}
 
 at::Tensor VaeImpl::unscale(const at::Tensor& latents) const {
   TORCH_CHECK(latents.dim() == 4 && latents.size(1) == config_.latent_channels, "VAE expects latents [B, ",
@@ -282,8 +301,14 @@ at::Tensor VaeImpl::unscale(const at::Tensor& latents) const {
     const auto opts = at::TensorOptions().dtype(at::kDouble);
     const int64_t c = config_.latent_channels;
     // torch.tensor(list of floats) is float32 before .to(latents.dtype); do the same.
-    at::Tensor mean = at::tensor(config_.latents_mean, opts).to(at::kFloat).view({1, c, 1, 1}).to(z.device(), z.scalar_type());
-    at::Tensor std = at::tensor(config_.latents_std, opts).to(at::kFloat).view({1, c, 1, 1}).to(z.device(), z.scalar_type());
+    at::Tensor mean = at::tensor(config_.latents_mean, opts)
+                          .to(at::kFloat)
+                          .view({1, c, 1, 1})
+                          .to(z.device(), z.scalar_type());
+    at::Tensor std = at::tensor(config_.latents_std, opts)
+                         .to(at::kFloat)
+                         .view({1, c, 1, 1})
+                         .to(z.device(), z.scalar_type());
     z = z * std / config_.scaling_factor + mean;
   } else {
     z = z / config_.scaling_factor;
@@ -319,14 +344,15 @@ at::Tensor VaeImpl::decode_tiled(const at::Tensor& latents, const std::optional<
               "VAE tiling needs positive tile sizes and an overlap factor in [0, 1)");
   at::Tensor z = unscale(latents);
   // AutoencoderKL._decode tiles only latents larger than one tile.
-  if (z.size(-1) > t.tile_latent_min_size || z.size(-2) > t.tile_latent_min_size) return tiled_decode_raw(z, t);
+  if (z.size(-1) > t.tile_latent_min_size || z.size(-2) > t.tile_latent_min_size)
+    return tiled_decode_raw(z, t);
   return decode_raw(z);
 }
 
 namespace {
 
-// AutoencoderKL.blend_v / blend_h: write into b's first rows/columns, in place, as diffusers does (the blended
-// tile is the same object later blended into its right and lower neighbours).
+// AutoencoderKL.blend_v / blend_h: write into b's first rows/columns, in place, as diffusers does (the
+// blended tile is the same object later blended into its right and lower neighbours).
 void blend(const at::Tensor& a, at::Tensor& b, int64_t extent, int64_t dim) {
   extent = std::min({a.size(dim), b.size(dim), extent});
   for (int64_t y = 0; y < extent; ++y) {
@@ -338,11 +364,13 @@ void blend(const at::Tensor& a, at::Tensor& b, int64_t extent, int64_t dim) {
 }  // namespace
 
 at::Tensor VaeImpl::tiled_decode_raw(const at::Tensor& z, const VaeTiling& t) {
-  const int64_t overlap_size = static_cast<int64_t>(static_cast<double>(t.tile_latent_min_size) * (1 - t.tile_overlap_factor));
-  const int64_t blend_extent = static_cast<int64_t>(static_cast<double>(t.tile_sample_min_size) * t.tile_overlap_factor);
+  const int64_t overlap_size =
+      static_cast<int64_t>(static_cast<double>(t.tile_latent_min_size) * (1 - t.tile_overlap_factor));
+  const int64_t blend_extent =
+      static_cast<int64_t>(static_cast<double>(t.tile_sample_min_size) * t.tile_overlap_factor);
   const int64_t row_limit = t.tile_sample_min_size - blend_extent;
-  TORCH_CHECK(overlap_size > 0, "VAE tiling: tile_latent_min_size ", t.tile_latent_min_size,
-              " with overlap ", t.tile_overlap_factor, " leaves no stride between tiles");
+  TORCH_CHECK(overlap_size > 0, "VAE tiling: tile_latent_min_size ", t.tile_latent_min_size, " with overlap ",
+              t.tile_overlap_factor, " leaves no stride between tiles");
   std::vector<std::vector<at::Tensor>> rows;
   for (int64_t i = 0; i < z.size(2); i += overlap_size) {
     std::vector<at::Tensor> row;
@@ -375,7 +403,8 @@ at::Tensor VaeImpl::encode(const at::Tensor& images) {
   return quant_conv_ ? quant_conv_(x) : x;
 }
 
-// --- loading and checked entry points -----------------------------------------------------------------------
+// --- loading and checked entry points
+// -----------------------------------------------------------------------
 
 StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at::ScalarType dtype,
                        at::Device device, const VaeLoadOptions& options, const std::string& component) {
@@ -384,7 +413,8 @@ StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at
   SDXLB_ASSIGN_OR_RETURN(VaeConfig config, VaeConfig::from_json(json, dir + "/config.json"));
   SDXLB_ASSIGN_OR_RETURN(WeightSet weights, folder.component_weights(component, variant));
   // StableDiffusionXLPipeline upcasts a float16 VAE whose config says force_upcast (bfloat16 is left alone).
-  const at::ScalarType compute = (dtype == at::kHalf && config.force_upcast && options.honor_force_upcast) ? at::kFloat : dtype;
+  const at::ScalarType compute =
+      (dtype == at::kHalf && config.force_upcast && options.honor_force_upcast) ? at::kFloat : dtype;
   try {
     Vae vae(config, options.with_encoder);
     LoadOptions load;
@@ -392,7 +422,8 @@ StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at
     load.device = device;
     if (!options.with_encoder)
       for (const auto& name : weights.names())
-        if (starts_with(name, "encoder.") || starts_with(name, "quant_conv.")) load.optional_keys.push_back(name);
+        if (starts_with(name, "encoder.") || starts_with(name, "quant_conv."))
+          load.optional_keys.push_back(name);
     SDXLB_RETURN_IF_ERROR(load_module_weights(*vae, weights, "VAE weights in " + dir, load));
     vae->eval();
     return vae;
@@ -401,28 +432,38 @@ StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at
   }
 }
 
-StatusOr<at::Tensor> decode_checked(Vae& vae, const at::Tensor& latents, VaeDecodeMode mode, const std::string& what) {
+StatusOr<at::Tensor> decode_checked(Vae& vae, const at::Tensor& latents, VaeDecodeMode mode,
+                                    const std::string& what) {
   const auto& c = vae->config();
   if (!latents.defined() || latents.dim() != 4 || latents.size(1) != c.latent_channels)
-    return invalid_argument(what + ": latents must be [batch, " + std::to_string(c.latent_channels) +
-                            ", height/8, width/8], got " +
-                            (latents.defined() ? c10::str(latents.sizes()) : std::string("an undefined tensor")));
+    return invalid_argument(
+        what + ": latents must be [batch, " + std::to_string(c.latent_channels) +
+        ", height/8, width/8], got " +
+        (latents.defined() ? c10::str(latents.sizes()) : std::string("an undefined tensor")));
   SDXLB_RETURN_IF_ERROR(check_finite(latents, what + ": input latents"));
   try {
     at::Tensor images;
     switch (mode) {
-      case VaeDecodeMode::kFull: images = vae->decode(latents); break;
-      case VaeDecodeMode::kSliced: images = vae->decode_sliced(latents); break;
-      case VaeDecodeMode::kTiled: images = vae->decode_tiled(latents); break;
+      case VaeDecodeMode::kFull:
+        images = vae->decode(latents);
+        break;
+      case VaeDecodeMode::kSliced:
+        images = vae->decode_sliced(latents);
+        break;
+      case VaeDecodeMode::kTiled:
+        images = vae->decode_tiled(latents);
+        break;
     }
     SDXLB_RETURN_IF_ERROR(check_finite(images, what + ": decoded images"));
     return images;
   } catch (const c10::OutOfMemoryError& e) {
-    return Status(StatusCode::kResourceExhausted,
-                  what + ": out of memory decoding latents " + c10::str(latents.sizes()) +
-                      "; decode fewer images at once (sliced) or use tiled decode: " + e.what_without_backtrace());
+    return Status(
+        StatusCode::kResourceExhausted,
+        what + ": out of memory decoding latents " + c10::str(latents.sizes()) +
+            "; decode fewer images at once (sliced) or use tiled decode: " + e.what_without_backtrace());
   } catch (const c10::Error& e) {
-    return internal_error(what + " failed on latents " + c10::str(latents.sizes()) + ": " + e.what_without_backtrace());
+    return internal_error(what + " failed on latents " + c10::str(latents.sizes()) + ": " +
+                          e.what_without_backtrace());
   }
 }
 

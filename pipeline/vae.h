@@ -4,14 +4,15 @@
 // Decoder: post_quant_conv (1x1) -> conv_in -> mid block (resnet, single-head self-attention over all h*w
 // latent pixels, resnet) -> up blocks (layers_per_block + 1 resnets, then nearest x2 + conv, except the last)
 // -> GroupNorm -> SiLU -> conv_out. Submodule names are the diffusers state-dict names
-// ("decoder.mid_block.attentions.0.to_q", "decoder.up_blocks.1.upsamplers.0.conv", ...), so loading is a lookup.
+// ("decoder.mid_block.attentions.0.to_q", "decoder.up_blocks.1.upsamplers.0.conv", ...), so loading is a
+// lookup.
 //
 // fp16: the SDXL VAE overflows in float16. Like StableDiffusionXLPipeline, load_vae() keeps the weights in
 // float32 when asked for float16 and the config says force_upcast (the "sdxl-vae-fp16-fix" weights set it to
 // false and run in float16). Output images are never silently NaN: decode_checked() reports them.
 //
-// Thread-safety: after loading the module is read-only; concurrent decodes on one instance are safe (each runs
-// under InferenceMode and keeps no state).
+// Thread-safety: after loading the module is read-only; concurrent decodes on one instance are safe (each
+// runs under InferenceMode and keeps no state).
 #pragma once
 
 #include <optional>
@@ -21,10 +22,10 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
+#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "pipeline/layers.h"
@@ -174,7 +175,8 @@ enum class VaeDecodeMode { kFull, kSliced, kTiled };
 
 /// Options of load_vae().
 struct VaeLoadOptions {
-  /// Build and load the encoder too (img2img); decode-only otherwise, and the file's encoder weights are skipped.
+  /// Build and load the encoder too (img2img); decode-only otherwise, and the file's encoder weights are
+  /// skipped.
   bool with_encoder = false;
   /// When false, float16 is used even if the config says force_upcast (for users who know their weights).
   bool honor_force_upcast = true;
@@ -184,16 +186,18 @@ struct VaeLoadOptions {
 /// float16 with force_upcast becomes float32, like the SDXL pipeline's upcast_vae() (see vae->dtype()).
 /// Errors: kNotFound (no component/files), kDataLoss (a config key or the weights do not match, named).
 StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at::ScalarType dtype,
-                       at::Device device, const VaeLoadOptions& options = {}, const std::string& component = "vae");
+                       at::Device device, const VaeLoadOptions& options = {},
+                       const std::string& component = "vae");
 
 /// vae->decode / decode_sliced / decode_tiled behind a Status: checks the latents' shape and that they are
 /// finite, turns LibTorch errors into a Status (kResourceExhausted for out-of-memory), and checks the images
 /// are finite. Errors name `what`.
-StatusOr<at::Tensor> decode_checked(Vae& vae, const at::Tensor& latents, VaeDecodeMode mode = VaeDecodeMode::kFull,
+StatusOr<at::Tensor> decode_checked(Vae& vae, const at::Tensor& latents,
+                                    VaeDecodeMode mode = VaeDecodeMode::kFull,
                                     const std::string& what = "VAE decode");
 
-/// OK when every element of `t` is finite; otherwise kDataLoss naming `what`, the NaN and Inf counts, the batch
-/// items affected (dim 0), and the usual cause (SDXL's VAE in float16).
+/// OK when every element of `t` is finite; otherwise kDataLoss naming `what`, the NaN and Inf counts, the
+/// batch items affected (dim 0), and the usual cause (SDXL's VAE in float16).
 Status check_finite(const at::Tensor& t, const std::string& what);
 
 /// Decoded images [B, C, H, W] in [-1, 1] -> uint8 [B, H, W, C] on the CPU, exactly as diffusers'

@@ -21,4 +21,7 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDXLB_PYTHON="$venv
 cmake --build "$build" -j "$jobs"
 echo "test: built in $(( $(date +%s) - start ))s"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# One thread per test process: ctest runs several at once, and oversubscribed OpenMP threads make the tiny
+# models 50x slower on small machines.
+export OMP_NUM_THREADS=1
 ctest --test-dir "$build" --output-on-failure -j "$jobs" "$@"

@@ -6,9 +6,9 @@
 #include <unordered_set>
 
 #include <ATen/ATen.h>
-#include <spdlog/spdlog.h>
 
 #include "common/fingerprint.h"
+#include "common/log.h"
 #include "store/durable_file.h"
 #include "store/hdf5.h"
 
@@ -61,7 +61,7 @@ StatusOr<EmbeddingCache> EmbeddingCache::open(const std::string& dir, const std:
     StatusOr<std::vector<uint64_t>> hashes = file.is_ok() ? h5::read_column<uint64_t>(*file, "text_hash")
                                                           : StatusOr<std::vector<uint64_t>>(file.status());
     if (!hashes.is_ok()) {
-      spdlog::warn("skipping unreadable embedding shard {}: {}", path, hashes.status().message());
+      log_warn("skipping unreadable embedding shard " + path + ": " + hashes.status().message());
       continue;
     }
     const int32_t shard = static_cast<int32_t>(cache.shards_.size());

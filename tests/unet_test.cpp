@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -177,6 +178,39 @@ TEST(UNetLoad, ParametersNeedNoGradAndTheNamesAreDiffusers) {
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, weights->names());
   EXPECT_TRUE((*unet)->named_buffers().is_empty());  // constants are not checkpoint keys
+}
+
+TEST(UNetArchitecture, SdxlBaseMatchesDiffusers) {
+  // SDXL base's config and the parameter shapes diffusers builds from it (ref_unet.py, meta device).
+  std::ifstream f(fixtures_dir() + "/unet/sdxl-architecture.json");
+  ASSERT_TRUE(f.good()) << "run tests/oracle/make_fixtures.py";
+  const nlohmann::json doc = nlohmann::json::parse(f);
+  auto config = UNetConfig::from_json(doc.at("config"), "sdxl-architecture.json");
+  ASSERT_TRUE(config.is_ok()) << config.status().to_string();
+  EXPECT_EQ(config->num_attention_heads, (std::vector<int64_t>{5, 10, 20}));  // attention_head_dim = heads
+  EXPECT_EQ(config->transformer_layers_per_block, (std::vector<int64_t>{1, 2, 10}));
+  EXPECT_EQ(config->time_embed_dim, 1280);
+
+  // Parameters are uninitialised (layers.h): this reserves about 10 GB of address space but touches none.
+  UNet2DConditionModel unet(*config);
+  std::map<std::string, std::vector<int64_t>> shapes;
+  int64_t total = 0;
+  for (const auto& p : unet->named_parameters()) {
+    shapes[p.key()] = p.value().sizes().vec();
+    total += p.value().numel();
+  }
+  const auto expected = doc.at("shapes").get<std::map<std::string, std::vector<int64_t>>>();
+  EXPECT_EQ(shapes.size(), expected.size());
+  for (const auto& [name, shape] : expected) {
+    auto it = shapes.find(name);
+    if (it == shapes.end()) {
+      ADD_FAILURE() << "missing " << name;
+    } else {
+      EXPECT_EQ(it->second, shape) << name;
+    }
+  }
+  EXPECT_EQ(total, doc.at("num_parameters").get<int64_t>());
+  std::printf("SDXL base UNet: %zu tensors, %lld parameters\n", shapes.size(), static_cast<long long>(total));
 }
 
 // ---------------------------------------------------------------------------------------------------------

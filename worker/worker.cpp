@@ -8,7 +8,6 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
-#include <spdlog/spdlog.h>
 
 #include "coordinator/protocol.h"
 #include "store/embedding_cache.h"

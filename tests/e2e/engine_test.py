@@ -58,7 +58,7 @@ def run(job, ranks, env=None, check=True):
 def read(out):
     with h5py.File(os.path.join(out, "index.h5"), "r") as f:
         images = f["images"][()]
-        meta = {k: f["items"][k][()] for k in f["items"].keys()} if "items" in f else {}
+        meta = {k: f[k][()] for k in f.keys() if k not in ("images", "segments")}
     return images, meta
 
 

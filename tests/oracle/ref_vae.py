@@ -12,7 +12,8 @@ Writes <out>/vae/<name>.safetensors for each model with:
   uint8                postprocess(decoded, "pil") as [B, H, W, 3] uint8
   (full VAE only)
   decoded_tiled        with vae.enable_tiling() and tiles forced small (tile_latent_min_size / tile_sample_min_size
-                       in the same file's __metadata__), so several overlapping tiles are blended
+                       in the same file's __metadata__), so several overlapping tiles are blended; the
+                       metadata also holds diffusers' default tile sizes for the config (default_tile_*)
   images               [2, 3, H, W] images in [-1, 1]; encoded = vae.encode(images).latent_dist.parameters
 Models: tiny-a/vae, tiny-b/vae (AutoencoderKL), taesd-a (AutoencoderTiny), and taesd-c: a second valid
 AutoencoderTiny config saved here under <out>/vae/taesd-c, because fixture taesd-b's decoder_block_out_channels
@@ -61,12 +62,14 @@ def full_vae(out, name, seed):
         t["decoded_sliced"] = pipeline_decode(vae, latents)
         vae.disable_slicing()
         vae.enable_tiling()
+        default_tiling = {"default_tile_latent_min_size": str(vae.tile_latent_min_size),
+                          "default_tile_sample_min_size": str(vae.tile_sample_min_size)}
         levels = len(vae.config.block_out_channels)
         vae.tile_latent_min_size = TILE_LATENT
         vae.tile_sample_min_size = TILE_LATENT * 2 ** (levels - 1)
         meta = {"tile_latent_min_size": str(vae.tile_latent_min_size),
                 "tile_sample_min_size": str(vae.tile_sample_min_size),
-                "tile_overlap_factor": repr(vae.tile_overlap_factor)}
+                "tile_overlap_factor": repr(vae.tile_overlap_factor), **default_tiling}
         t["decoded_tiled"] = pipeline_decode(vae, latents)
         vae.disable_tiling()
         t["uint8"] = to_uint8(vae, t["decoded"])

@@ -1,0 +1,45 @@
+"""diffusers' side of the full-size UNet check: loads <model>/unet in fp16 on the GPU, runs fixed seeded inputs
+(batch 2 = one CFG step, 1024x1024 -> 128x128 latents), saves inputs + output, and times the call.
+Usage: unet_reference.py <model dir> <inputs.safetensors> <out.json>"""
+import json
+import sys
+import time
+
+import torch
+from diffusers import UNet2DConditionModel
+from safetensors.torch import save_file
+
+
+def main():
+    model, path, out = sys.argv[1:4]
+    dev, dt = "cuda", torch.float16
+    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dt).to(dev).eval()
+    g = torch.Generator("cpu").manual_seed(0)
+    inputs = dict(sample=torch.randn(2, 4, 128, 128, generator=g).to(dt),
+                  timestep=torch.tensor(500.0),
+                  encoder_hidden_states=(torch.randn(2, 77, 2048, generator=g) * 0.5).to(dt),
+                  text_embeds=(torch.randn(2, 1280, generator=g) * 0.5).to(dt),
+                  time_ids=torch.tensor([[1024, 1024, 0, 0, 1024, 1024]] * 2, dtype=dt))
+    d = {k: v.to(dev) for k, v in inputs.items()}
+    with torch.no_grad():
+        call = lambda: unet(d["sample"], d["timestep"], d["encoder_hidden_states"],
+                            added_cond_kwargs={"text_embeds": d["text_embeds"], "time_ids": d["time_ids"]})[0]
+        expected = call()
+        for _ in range(3):
+            call()
+        times = []
+        for _ in range(10):
+            torch.cuda.synchronize(); t = time.perf_counter(); call(); torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+    times.sort()
+    inputs["expected"] = expected.float().cpu()
+    save_file({k: v.contiguous() for k, v in inputs.items()}, path)
+    res = {"seconds_per_unet_call_batch2": times[len(times) // 2], "gpu": torch.cuda.get_device_name(),
+           "torch": torch.__version__, "expected_abs_max": expected.float().abs().max().item(),
+           "expected_finite": bool(torch.isfinite(expected).all())}
+    json.dump(res, open(out, "w"), indent=2)
+    print("diffusers:", json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
