@@ -33,6 +33,9 @@ Status write_text(const fs::path& path, const std::string& text) {
   return Status::ok();
 }
 
+// 512 byte symbols, 2 x 26 x 26 letter-pair merges, BOS and EOS.
+constexpr int64_t kDemoVocab = 512 + 2 * 26 * 26 + 2;
+
 Status write_json(const fs::path& path, const json& j) { return write_text(path, j.dump(2) + "\n"); }
 
 // PyTorch's default initialisation, so that activations stay in range like a freshly built diffusers model:
@@ -79,7 +82,7 @@ Status save_module(torch::nn::Module& module, const fs::path& file, at::ScalarTy
   return write_safetensors(file.string(), tensors, {{"format", "pt"}});
 }
 
-// A byte-level CLIP vocabulary without merges: every text tokenizes to byte symbols, ids < 514.
+// A byte-level CLIP vocabulary plus merges of letter pairs: tokenizes any text, ids < kDemoVocab.
 Status write_tokenizer(const fs::path& dir, const std::string& pad) {
   fs::create_directories(dir);
   std::vector<int> bs;
@@ -107,10 +110,21 @@ Status write_tokenizer(const fs::path& dir, const std::string& pad) {
   int id = 0;
   for (int c : cs) vocab[utf8(c)] = id++;
   for (int c : cs) vocab[utf8(c) + "</w>"] = id++;
+  // Merges of every pair of lowercase letters (and pairs ending a word), so that BPE has work to do.
+  std::string merges = "#version: 0.2\n";
+  for (char a = 'a'; a <= 'z'; ++a) {
+    for (char b = 'a'; b <= 'z'; ++b) {
+      const std::string x(1, a), y(1, b);
+      merges += x + " " + y + "\n" + x + " " + y + "</w>\n";
+      vocab[x + y] = id++;
+      vocab[x + y + "</w>"] = id++;
+    }
+  }
+  // The special tokens come last: their ids are the largest, as in CLIP (eos_token_id 2 pools at the argmax).
   vocab["<|startoftext|>"] = id++;
   vocab["<|endoftext|>"] = id++;
   SDXLB_RETURN_IF_ERROR(write_text(dir / "vocab.json", vocab.dump()));
-  SDXLB_RETURN_IF_ERROR(write_text(dir / "merges.txt", "#version: 0.2\n"));
+  SDXLB_RETURN_IF_ERROR(write_text(dir / "merges.txt", merges));
   json special = {{"bos_token", "<|startoftext|>"}, {"eos_token", "<|endoftext|>"}, {"pad_token", pad},
                   {"unk_token", "<|endoftext|>"}};
   SDXLB_RETURN_IF_ERROR(write_json(dir / "special_tokens_map.json", special));
@@ -191,7 +205,7 @@ Configs configs(DemoModelSize size) {
                 {"num_attention_heads", heads},
                 {"num_hidden_layers", layers},
                 {"projection_dim", width},
-                {"vocab_size", full ? 49408 : 514}};
+                {"vocab_size", full ? 49408 : kDemoVocab}};
   };
   c.te1 = te(te1_w, full ? 12 : 2, full ? 12 : 2, "quick_gelu", false);
   c.te2 = te(te2_w, full ? 32 : 2, full ? 20 : 2, "gelu", true);

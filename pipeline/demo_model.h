@@ -5,7 +5,7 @@
 // with its 8x scale, and a TAESD-style tiny VAE) at widths that render 128x128 in seconds on a CPU.
 // `full` has SDXL base's exact configs (2.6 B UNet parameters) for benchmarks. Weights are random (PyTorch's
 // default initialisation), so images are noise: the model exercises the whole product, not image quality.
-// The tokenizers get a small byte-level vocabulary (no merges), which tokenizes any text.
+// The tokenizers get a small byte-level vocabulary with letter-pair merges, which tokenizes any text.
 #pragma once
 
 #include <cstdint>

@@ -52,7 +52,7 @@ StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, co
     case JobSpec::DType::kFp32: ctx.dtype = at::kFloat; break;
   }
   if (ctx.device.is_cpu() && ctx.dtype != at::kFloat)
-    return failed_precondition(job.job_file + ": dtype " + dtype_name(job.dtype) +
+    return invalid_argument(job.job_file + ": dtype " + dtype_name(job.dtype) +
                                " is for GPUs; this run is on the CPU (set dtype: fp32, or device: cuda on a GPU node)");
   if (job.resolved_decoder() == JobSpec::Decoder::kTiny) {
     ctx.decoder = DecoderKind::kTiny;

@@ -33,7 +33,7 @@ def write_job(folder, **overrides):
         f.write("\n".join(PROMPTS) + "\n")
     settings = dict(model=MODEL, prompts_file="prompts.txt", negative_prompt="", images_per_prompt=3, seed=77,
                     steps=3, guidance=5.0, width=64, height=64, batch_size=2, dtype="fp32", device="cpu",
-                    output="out", image_format="raw", segment_items=2, progress_interval_s=0,
+                    output="out", image_format="raw", segment_items=2, progress_interval_s=5,
                     embedding_cache=os.path.join(TMP, "embeddings"))
     settings.update(overrides)
     lines = []
@@ -99,10 +99,16 @@ class Engine(unittest.TestCase):
         run(write_job(d), 1)  # no mpirun: coordinator + a worker thread
         self.assert_same_dataset(os.path.join(d, "out"))
 
-    def test_batch_size_does_not_change_images(self):
+    def test_batch_size_changes_pixels_by_at_most_one_level(self):
+        # Batched matrix products round differently for another batch size (BLAS picks kernels by shape), so a
+        # different batch_size is the one setting that is not bit-exact: it may move a few pixels by 1 level.
         d = os.path.join(TMP, "b3")
         run(write_job(d, batch_size=3), 3)
-        self.assert_same_dataset(os.path.join(d, "out"))
+        images, meta = read(os.path.join(d, "out"))
+        diff = np.abs(images.astype(np.int16) - self.ref_images.astype(np.int16))
+        self.assertLessEqual(diff.max(), 1)
+        self.assertLess((diff > 0).mean(), 1e-3)
+        np.testing.assert_array_equal(meta["seed"], self.ref_meta["seed"])
 
     def test_killed_worker_then_resume(self):
         d = os.path.join(TMP, "kill-worker")

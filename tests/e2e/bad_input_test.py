@@ -1,0 +1,160 @@
+"""Bad input through the real CLI: each case must exit non-zero with the documented code, print one clear
+message that names the file/key/line (and a fix where there is one), and write nothing.
+Usage (ctest does this): bad_input_test.py <path to sdxl-batch>
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+BIN = None
+TMP = None
+MODEL = None
+
+GOOD = """model: {model}
+prompts: ["a red fox", "a blue bird"]
+steps: 2
+width: 64
+height: 64
+dtype: fp32
+device: cpu
+batch_size: 2
+output: out
+"""
+
+
+def snapshot(folder):
+    """Every path under folder with its size and mtime (to prove nothing was written)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.stat(p)
+            out[p] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+class BadInput(unittest.TestCase):
+    def case(self, name, yaml=None, code=2, expect=(), files=None, args=None, model=None):
+        d = os.path.join(TMP, name)
+        os.makedirs(d)
+        for fname, text in (files or {}).items():
+            with open(os.path.join(d, fname), "w") as f:
+                f.write(text)
+        job = os.path.join(d, "job.yaml")
+        if yaml is not None:
+            with open(job, "w") as f:
+                f.write(yaml.format(model=model or MODEL))
+        before = snapshot(d)
+        p = subprocess.run([BIN] + (args or ["run", job]), capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, OMP_NUM_THREADS="1"))
+        msg = p.stderr + p.stdout
+        self.assertEqual(p.returncode, code, msg)
+        for e in expect:
+            self.assertIn(e, msg)
+        self.assertNotIn("Traceback", msg)
+        self.assertNotIn("c10::Error", msg)
+        self.assertEqual(snapshot(d), before, "the failed run wrote files:\n" + msg)
+        return msg
+
+    def test_unknown_key_suggests(self):
+        self.case("unknown", GOOD + "stpes: 3\n", expect=["job.yaml:10:1", 'unknown key "stpes"', 'did you mean "steps"'])
+
+    def test_wrong_type(self):
+        self.case("type", GOOD.replace("steps: 2", "steps: many"), expect=["job.yaml:3:", "steps"])
+
+    def test_negative_steps(self):
+        self.case("negsteps", GOOD.replace("steps: 2", "steps: -4"), expect=["job.yaml:3:", "steps"])
+
+    def test_zero_size(self):
+        self.case("zero", GOOD.replace("width: 64", "width: 0"), expect=["job.yaml:4:", "width"])
+
+    def test_size_not_multiple_of_8(self):
+        self.case("div8", GOOD.replace("height: 64", "height: 100"), expect=["job.yaml:5:", "height", "8"])
+
+    def test_broken_yaml(self):
+        self.case("yaml", GOOD + "prompts_file: [unclosed\n", expect=["job.yaml:"])
+
+    def test_missing_prompt_file(self):
+        self.case("nofile", GOOD.replace('prompts: ["a red fox", "a blue bird"]', "prompts_file: nope.txt"),
+                  expect=["nope.txt"])
+
+    def test_empty_prompt_list(self):
+        self.case("empty", GOOD.replace('["a red fox", "a blue bird"]', "[]"), expect=["job.yaml:2:", "prompts"])
+
+    def test_malformed_jsonl_line(self):
+        self.case("jsonl", GOOD.replace('prompts: ["a red fox", "a blue bird"]', "prompts_file: p.jsonl"),
+                  files={"p.jsonl": '{"prompt": "ok"}\n{"prompt": "broken"\n'}, expect=["p.jsonl:2"])
+
+    def test_csv_without_column(self):
+        self.case("csv", GOOD.replace('prompts: ["a red fox", "a blue bird"]', "prompts_file: p.csv"),
+                  files={"p.csv": "text,seed\nhello,1\n"}, expect=["p.csv", "prompt", "text"])
+
+    def test_unwritable_output(self):
+        # A path under a regular file cannot be created, even by root.
+        self.case("unwritable", GOOD.replace("output: out", "output: blocker/out"), code=4,
+                  files={"blocker": "a file, not a folder"}, expect=["blocker"])
+
+    def test_model_missing_component(self):
+        broken = os.path.join(TMP, "model-no-vae")
+        shutil.copytree(MODEL, broken)
+        shutil.rmtree(os.path.join(broken, "vae"))
+        self.case("novae", GOOD, code=4, model=broken, expect=["vae"])
+
+    def test_missing_model_folder(self):
+        self.case("nomodel", GOOD, model=os.path.join(TMP, "no-such-model"), expect=["job.yaml:1:", "model"])
+
+    def test_truncated_weights(self):
+        broken = os.path.join(TMP, "model-truncated")
+        shutil.copytree(MODEL, broken)
+        w = os.path.join(broken, "unet", "diffusion_pytorch_model.safetensors")
+        with open(w, "r+b") as f:
+            f.truncate(os.path.getsize(w) // 2)
+        self.case("truncated", GOOD, code=4, model=broken, expect=["diffusion_pytorch_model.safetensors", "truncated"])
+
+    def test_fp16_on_cpu(self):
+        self.case("fp16cpu", GOOD.replace("dtype: fp32", "dtype: fp16"), expect=["fp16", "dtype: fp32"])
+
+    def test_changed_job_is_refused(self):
+        d = os.path.join(TMP, "changed")
+        os.makedirs(d)
+        job = os.path.join(d, "job.yaml")
+        with open(job, "w") as f:
+            f.write(GOOD.format(model=MODEL))
+        p = subprocess.run([BIN, "run", "--quiet", job], capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, OMP_NUM_THREADS="1"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(job, "w") as f:
+            f.write(GOOD.format(model=MODEL).replace("steps: 2", "steps: 3"))
+        before = snapshot(d)
+        p = subprocess.run([BIN, "run", job], capture_output=True, text=True, timeout=300)
+        self.assertEqual(p.returncode, 3, p.stderr)
+        self.assertIn("steps", p.stderr)
+        self.assertIn("--overwrite", p.stderr)
+        after = snapshot(d)
+        after.pop(job, None), before.pop(job, None)
+        self.assertEqual(after, before)
+
+    def test_missing_job_file(self):
+        self.case("nojob", None, args=["run", os.path.join(TMP, "nope.yaml")], expect=["nope.yaml"])
+
+    def test_unknown_subcommand(self):
+        self.case("nosub", None, args=["render", "x"], expect=["render"])
+
+
+def main():
+    global BIN, TMP, MODEL
+    BIN = os.path.abspath(sys.argv.pop(1))
+    TMP = tempfile.mkdtemp(prefix="sdxlb-bad-")
+    MODEL = os.path.join(TMP, "model")
+    subprocess.run([BIN, "make-demo-model", MODEL, "--no-tiny-vae"], check=True, capture_output=True)
+    try:
+        unittest.main(verbosity=2)
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
