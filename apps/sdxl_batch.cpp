@@ -161,6 +161,17 @@ int main(int argc, char** argv) {
   exp->add_option("--contact-sheet", sheet, "One PNG with the images in a grid");
   exp->add_option("--limit", limit, "At most this many images (0: all)");
 
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (const auto* sub : app.get_subcommands({})) known = known || sub->get_name() == argv[1];
+    if (!known) {
+      std::fprintf(stderr,
+                   "sdxl-batch: error: unknown command \"%s\"; the commands are run, encode, inspect, export and "
+                   "make-demo-model (see sdxl-batch --help)\n",
+                   argv[1]);
+      return kExitBadInput;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -32,7 +32,8 @@ def snapshot(folder):
         for name in dirs + files:
             p = os.path.join(root, name)
             st = os.stat(p)
-            out[p] = (st.st_size, st.st_mtime_ns)
+            # Folders by name only: probing a folder for write access touches its mtime but writes nothing.
+            out[p] = (st.st_size, st.st_mtime_ns) if os.path.isfile(p) else "dir"
     return out
 
 
