@@ -250,8 +250,9 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     auto to_dev = [&](const at::Tensor& t) { return t.to(dev, dtype); };
     at::Tensor time_ids = at::tensor({static_cast<double>(s.height), static_cast<double>(s.width), 0.0, 0.0,
                                       static_cast<double>(s.height), static_cast<double>(s.width)},
-                                     at::TensorOptions().dtype(dtype))
-                              .reshape({1, 6});
+                                     at::TensorOptions().dtype(at::kFloat))
+                              .reshape({1, 6})
+                              .to(dtype);  // (CPU tensors cannot be built in half precision directly)
     at::Tensor embeds, pooled;
     if (cfg) {
       embeds = at::cat({to_dev(negative.prompt_embeds), to_dev(positive.prompt_embeds)}, 0);
