@@ -24,12 +24,14 @@ using namespace sdxlb;
 constexpr const char* kDescription =
     "sdxl-batch " SDXLB_VERSION
     ": render one SDXL image per prompt (or several) for large prompt lists, on one GPU or a SLURM cluster.\n"
-    "Under mpirun/srun, rank 0 coordinates and every other rank drives one GPU. Outputs are HDF5 (segments +\n"
+    "Under mpirun/srun, rank 0 coordinates and every other rank drives one GPU. Outputs are HDF5 (segments "
+    "+\n"
     "index.h5); rerunning the same command resumes where a crashed or preempted run stopped.\n\n"
     "Exit codes: 0 ok, 1 internal error, 2 bad command line or job file, 3 output folder holds another job,\n"
     "4 model or I/O problem, 5 finished with failed items, 6 out of memory.";
 
-int make_demo_model(const std::string& dir, bool full, const std::string& dtype, uint64_t seed, bool no_tiny) {
+int make_demo_model(const std::string& dir, bool full, const std::string& dtype, uint64_t seed,
+                    bool no_tiny) {
   DemoModelOptions o;
   o.size = full ? DemoModelSize::kFull : DemoModelSize::kTiny;
   auto dt = parse_dtype(dtype);
@@ -45,8 +47,8 @@ int make_demo_model(const std::string& dir, bool full, const std::string& dtype,
     std::fprintf(stderr, "sdxl-batch: error: %s\n", st.to_string().c_str());
     return exit_code_for(st);
   }
-  std::printf("wrote a %s random-weight SDXL-architecture model to %s%s\n", full ? "full-size" : "tiny", dir.c_str(),
-              no_tiny ? "" : " (tiny VAE in its tiny_vae/ folder)");
+  std::printf("wrote a %s random-weight SDXL-architecture model to %s%s\n", full ? "full-size" : "tiny",
+              dir.c_str(), no_tiny ? "" : " (tiny VAE in its tiny_vae/ folder)");
   return kExitOk;
 }
 
@@ -60,10 +62,12 @@ int inspect(const std::string& dir, bool list_missing) {
   if (!r.is_ok()) return fail(r.status());
   const DatasetSummary& s = r->summary();
   std::printf("%s: %lld items: %lld ok, %lld failed, %lld missing (%s, %dx%d)\n", dir.c_str(),
-              static_cast<long long>(s.total_items), static_cast<long long>(s.ok), static_cast<long long>(s.failed),
-              static_cast<long long>(s.missing), s.encoding.c_str(), s.width, s.height);
+              static_cast<long long>(s.total_items), static_cast<long long>(s.ok),
+              static_cast<long long>(s.failed), static_cast<long long>(s.missing), s.encoding.c_str(),
+              s.width, s.height);
   if (!s.start_time.empty()) std::printf("last run: %s .. %s\n", s.start_time.c_str(), s.end_time.c_str());
-  for (const auto& [item, err] : s.failed_items) std::printf("failed item %lld: %s\n", static_cast<long long>(item), err.c_str());
+  for (const auto& [item, err] : s.failed_items)
+    std::printf("failed item %lld: %s\n", static_cast<long long>(item), err.c_str());
   if (list_missing)
     for (int64_t m : s.missing_items) std::printf("missing item %lld\n", static_cast<long long>(m));
   std::printf("--- job file ---\n%s", s.job_yaml.c_str());
@@ -123,8 +127,11 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   RunOptions run_opts;
-  auto* run = app.add_subcommand("run", "Render a job: encode prompts, render every missing item, write index.h5");
-  run->add_option("job", run_opts.job_file, "Job file (YAML); see docs/job-file.md")->required()->check(CLI::ExistingFile);
+  auto* run =
+      app.add_subcommand("run", "Render a job: encode prompts, render every missing item, write index.h5");
+  run->add_option("job", run_opts.job_file, "Job file (YAML); see docs/job-file.md")
+      ->required()
+      ->check(CLI::ExistingFile);
   run->add_flag("--overwrite", run_opts.overwrite,
                 "Start over when the output folder holds a different job (deletes its images)");
   run->add_flag("-q,--quiet", run_opts.quiet, "No progress lines (errors and the summary still print)");
@@ -138,9 +145,10 @@ int main(int argc, char** argv) {
   std::string demo_dir, demo_dtype = "fp32";
   bool demo_full = false, demo_no_tiny = false;
   uint64_t demo_seed = 0;
-  auto* demo = app.add_subcommand("make-demo-model",
-                                  "Write a random-weight SDXL-architecture model in diffusers format (no Python "
-                                  "needed): tiny for demos and tests, --full for benchmarks");
+  auto* demo =
+      app.add_subcommand("make-demo-model",
+                         "Write a random-weight SDXL-architecture model in diffusers format (no Python "
+                         "needed): tiny for demos and tests, --full for benchmarks");
   demo->add_option("dir", demo_dir, "Folder to create (must not exist, or be empty)")->required();
   demo->add_flag("--full", demo_full, "SDXL base's full-size configs (2.6 B UNet parameters)");
   demo->add_option("--dtype", demo_dtype, "Saved weight dtype: fp32, fp16 or bf16")->capture_default_str();
@@ -149,13 +157,15 @@ int main(int argc, char** argv) {
 
   std::string out_dir;
   bool list_missing = false;
-  auto* insp = app.add_subcommand("inspect", "Summarise an output folder: counts, failures, missing items, settings");
+  auto* insp =
+      app.add_subcommand("inspect", "Summarise an output folder: counts, failures, missing items, settings");
   insp->add_option("output", out_dir, "The job's output folder")->required()->check(CLI::ExistingDirectory);
   insp->add_flag("--missing", list_missing, "List every missing item");
 
   std::string export_dir, sheet;
   int64_t limit = 0;
-  auto* exp = app.add_subcommand("export", "Write the images of an output folder as PNG files and/or a contact sheet");
+  auto* exp = app.add_subcommand("export",
+                                 "Write the images of an output folder as PNG files and/or a contact sheet");
   exp->add_option("output", out_dir, "The job's output folder")->required()->check(CLI::ExistingDirectory);
   exp->add_option("--to", export_dir, "Folder for item-<index>.png files");
   exp->add_option("--contact-sheet", sheet, "One PNG with the images in a grid");
@@ -165,10 +175,11 @@ int main(int argc, char** argv) {
     bool known = false;
     for (const auto* sub : app.get_subcommands({})) known = known || sub->get_name() == argv[1];
     if (!known) {
-      std::fprintf(stderr,
-                   "sdxl-batch: error: unknown command \"%s\"; the commands are run, encode, inspect, export and "
-                   "make-demo-model (see sdxl-batch --help)\n",
-                   argv[1]);
+      std::fprintf(
+          stderr,
+          "sdxl-batch: error: unknown command \"%s\"; the commands are run, encode, inspect, export and "
+          "make-demo-model (see sdxl-batch --help)\n",
+          argv[1]);
       return kExitBadInput;
     }
   }
@@ -189,7 +200,8 @@ int main(int argc, char** argv) {
     }
     return world.rank() == 0 ? export_pngs(out_dir, export_dir, sheet, limit) : kExitOk;
   }
-  if (demo->parsed()) return world.rank() == 0 ? make_demo_model(demo_dir, demo_full, demo_dtype, demo_seed, demo_no_tiny)
-                                               : kExitOk;
+  if (demo->parsed())
+    return world.rank() == 0 ? make_demo_model(demo_dir, demo_full, demo_dtype, demo_seed, demo_no_tiny)
+                             : kExitOk;
   return kExitBadInput;
 }

@@ -3,8 +3,8 @@
 //   unet_parity <model dir> <inputs.safetensors> <out.json> [--variant fp16] [--iters 10]
 //
 // <inputs.safetensors> holds sample, timestep, encoder_hidden_states, text_embeds, time_ids and diffusers'
-// output `expected` (written by bench/unet_reference.py from the same weights). Prints and writes the relative
-// error max|ours - theirs| / max|theirs| and the median seconds per UNet call.
+// output `expected` (written by bench/unet_reference.py from the same weights). Prints and writes the
+// relative error max|ours - theirs| / max|theirs| and the median seconds per UNet call.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -24,7 +24,8 @@ using namespace sdxlb;
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: unet_parity <model dir> <inputs.safetensors> <out.json> [--variant V] [--iters N]\n");
+    std::fprintf(
+        stderr, "usage: unet_parity <model dir> <inputs.safetensors> <out.json> [--variant V] [--iters N]\n");
     return 2;
   }
   std::string variant;
@@ -45,12 +46,13 @@ int main(int argc, char** argv) {
   if (!inputs.is_ok()) return std::fprintf(stderr, "%s\n", inputs.status().to_string().c_str()), 4;
   auto get = [&](const char* n) { return inputs->get(n)->to(dev); };
   c10::InferenceMode guard;
-  at::Tensor sample = get("sample").to(at::kHalf), t = get("timestep"), ehs = get("encoder_hidden_states").to(at::kHalf),
-             te = get("text_embeds").to(at::kHalf), ids = get("time_ids").to(at::kHalf), expected = get("expected");
+  at::Tensor sample = get("sample").to(at::kHalf), t = get("timestep"),
+             ehs = get("encoder_hidden_states").to(at::kHalf), te = get("text_embeds").to(at::kHalf),
+             ids = get("time_ids").to(at::kHalf), expected = get("expected");
   at::Tensor out = (*unet)->forward(sample, t, ehs, te, ids);
-  const double err = ((out.to(at::kFloat) - expected.to(at::kFloat)).abs().max() /
-                      expected.to(at::kFloat).abs().max())
-                         .item<double>();
+  const double err =
+      ((out.to(at::kFloat) - expected.to(at::kFloat)).abs().max() / expected.to(at::kFloat).abs().max())
+          .item<double>();
   std::vector<double> times;
   for (int i = 0; i < iters + 3; ++i) {
     c10::cuda::device_synchronize();
@@ -67,7 +69,7 @@ int main(int argc, char** argv) {
                       {"batch", sample.size(0)},
                       {"latent", {sample.size(2), sample.size(3)}}};
   std::ofstream(argv[3]) << j.dump(2) << "\n";
-  std::printf("ours: relative error %.3e vs diffusers, %.2f ms per UNet call (batch %lld), load %.1f s\n", err,
-              median * 1e3, static_cast<long long>(sample.size(0)), load_s);
+  std::printf("ours: relative error %.3e vs diffusers, %.2f ms per UNet call (batch %lld), load %.1f s\n",
+              err, median * 1e3, static_cast<long long>(sample.size(0)), load_s);
   return err <= 1e-2 ? 0 : 1;
 }

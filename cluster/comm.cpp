@@ -149,9 +149,10 @@ class MpiImpl final : public Comm::Impl {
 
   Status send(int dest, int tag, const std::string& bytes, const char* hint) override {
     if (bytes.size() > static_cast<size_t>(INT32_MAX))
-      return internal_error(std::string(hint) + ": message of " + std::to_string(bytes.size()) + " bytes is too large");
-    return mpi_status(MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, dest, tag, comm_), hint,
-                      "send to rank " + std::to_string(dest));
+      return internal_error(std::string(hint) + ": message of " + std::to_string(bytes.size()) +
+                            " bytes is too large");
+    return mpi_status(MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, dest, tag, comm_),
+                      hint, "send to rank " + std::to_string(dest));
   }
 
   StatusOr<Message> recv(int tag, const char* hint) override {
@@ -173,7 +174,8 @@ class MpiImpl final : public Comm::Impl {
 
   Status broadcast(std::string& value, int root, const char* hint) override {
     unsigned long long n = value.size();
-    SDXLB_RETURN_IF_ERROR(mpi_status(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm_), hint, "broadcast"));
+    SDXLB_RETURN_IF_ERROR(
+        mpi_status(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm_), hint, "broadcast"));
     value.resize(n);
     return mpi_status(MPI_Bcast(value.data(), static_cast<int>(n), MPI_BYTE, root, comm_), hint, "broadcast");
   }
@@ -189,9 +191,9 @@ class MpiImpl final : public Comm::Impl {
       total += lens[r];
     }
     std::string all(total, '\0');
-    SDXLB_RETURN_IF_ERROR(mpi_status(MPI_Allgatherv(value.data(), mine, MPI_BYTE, all.data(), lens.data(),
-                                                    offs.data(), MPI_BYTE, comm_),
-                                     hint, "all-gather"));
+    SDXLB_RETURN_IF_ERROR(mpi_status(
+        MPI_Allgatherv(value.data(), mine, MPI_BYTE, all.data(), lens.data(), offs.data(), MPI_BYTE, comm_),
+        hint, "all-gather"));
     std::vector<std::string> out(size_);
     for (int r = 0; r < size_; ++r) out[r] = all.substr(offs[r], lens[r]);
     return out;
@@ -218,10 +220,11 @@ struct CommFactory {
 
 namespace {
 StatusOr<Comm> LocalImpl::split_node(const char* hint) {
-  // One process is one node: the node communicator is a fresh group of the same size, connected like this one.
-  // Only rank 0's call creates it; others receive their member through the shared state would need extra
+  // One process is one node: the node communicator is a fresh group of the same size, connected like this
+  // one. Only rank 0's call creates it; others receive their member through the shared state would need extra
   // plumbing, so the local backend supports node splits only for size 1.
-  if (size() != 1) return unimplemented(std::string(hint) + ": split_node on the local backend with several ranks");
+  if (size() != 1)
+    return unimplemented(std::string(hint) + ": split_node on the local backend with several ranks");
   return Comm::serial();
 }
 
@@ -233,14 +236,18 @@ StatusOr<Comm> MpiImpl::split_node(const char* hint) {
 }
 }  // namespace
 
-Comm CommFactory::make(std::unique_ptr<Comm::Impl> impl) { return Comm(std::move(impl)); }
+Comm CommFactory::make(std::unique_ptr<Comm::Impl> impl) {
+  return Comm(std::move(impl));
+}
 
 Comm::Comm(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Comm::Comm(Comm&&) noexcept = default;
 Comm& Comm::operator=(Comm&&) noexcept = default;
 Comm::~Comm() = default;
 
-Comm Comm::serial() { return Comm(std::make_unique<LocalImpl>(std::make_shared<LocalShared>(1), 0)); }
+Comm Comm::serial() {
+  return Comm(std::make_unique<LocalImpl>(std::make_shared<LocalShared>(1), 0));
+}
 
 std::vector<Comm> Comm::local_group(int n) {
   auto shared = std::make_shared<LocalShared>(n);
@@ -255,21 +262,33 @@ Comm Comm::mpi_world() {
   return Comm(std::make_unique<MpiImpl>(dup));
 }
 
-int Comm::rank() const { return impl_->rank(); }
-int Comm::size() const { return impl_->size(); }
-const char* Comm::backend() const { return impl_->backend(); }
+int Comm::rank() const {
+  return impl_->rank();
+}
+int Comm::size() const {
+  return impl_->size();
+}
+const char* Comm::backend() const {
+  return impl_->backend();
+}
 Status Comm::send(int dest, int tag, const std::string& bytes, const char* hint) {
   return impl_->send(dest, tag, bytes, hint);
 }
-StatusOr<Message> Comm::recv(int tag, const char* hint) { return impl_->recv(tag, hint); }
-Status Comm::barrier(const char* hint) { return impl_->barrier(hint); }
+StatusOr<Message> Comm::recv(int tag, const char* hint) {
+  return impl_->recv(tag, hint);
+}
+Status Comm::barrier(const char* hint) {
+  return impl_->barrier(hint);
+}
 Status Comm::broadcast(std::string& value, int root, const char* hint) {
   return impl_->broadcast(value, root, hint);
 }
 StatusOr<std::vector<std::string>> Comm::all_gather(const std::string& value, const char* hint) {
   return impl_->all_gather(value, hint);
 }
-StatusOr<Comm> Comm::split_node(const char* hint) { return impl_->split_node(hint); }
+StatusOr<Comm> Comm::split_node(const char* hint) {
+  return impl_->split_node(hint);
+}
 void Comm::abort(int code) {
   impl_->abort(code);
   std::_Exit(code);  // not reached: every backend exits
@@ -295,6 +314,8 @@ MpiSession::~MpiSession() {
   if (active_) MPI_Finalize();
 }
 
-Comm MpiSession::world() const { return active_ ? Comm::mpi_world() : Comm::serial(); }
+Comm MpiSession::world() const {
+  return active_ ? Comm::mpi_world() : Comm::serial();
+}
 
 }  // namespace sdxlb

@@ -15,9 +15,17 @@ void init_logging(int rank) {
   if (const char* lvl = std::getenv("SDXLB_LOG")) spdlog::set_level(spdlog::level::from_str(lvl));
 }
 
-void log_debug(const std::string& message) { spdlog::debug("{}", message); }
-void log_info(const std::string& message) { spdlog::info("{}", message); }
-void log_warn(const std::string& message) { spdlog::warn("{}", message); }
-void log_error(const std::string& message) { spdlog::error("{}", message); }
+void log_debug(const std::string& message) {
+  spdlog::debug("{}", message);
+}
+void log_info(const std::string& message) {
+  spdlog::info("{}", message);
+}
+void log_warn(const std::string& message) {
+  spdlog::warn("{}", message);
+}
+void log_error(const std::string& message) {
+  spdlog::error("{}", message);
+}
 
 }  // namespace sdxlb

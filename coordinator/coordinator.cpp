@@ -9,7 +9,8 @@
 
 namespace sdxlb {
 
-StatusOr<RenderSummary> run_coordinator(Comm& comm, const RunContext& ctx, const std::vector<int64_t>& pending) {
+StatusOr<RenderSummary> run_coordinator(Comm& comm, const RunContext& ctx,
+                                        const std::vector<int64_t>& pending) {
   const auto t0 = std::chrono::steady_clock::now();
   Dispatcher dispatcher(pending, ctx.batch_size);
   Progress progress("render", dispatcher.total(), ctx.job.progress_interval_s, ctx.options.quiet);

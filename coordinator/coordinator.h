@@ -26,6 +26,7 @@ struct RenderSummary {
 /// Serves work requests until every worker has stopped. `pending` are the items to render (any order).
 /// Errors only for communication failures; worker failures are in the summary (when every worker died
 /// with items left, the caller reports the first fatal error).
-StatusOr<RenderSummary> run_coordinator(Comm& comm, const RunContext& ctx, const std::vector<int64_t>& pending);
+StatusOr<RenderSummary> run_coordinator(Comm& comm, const RunContext& ctx,
+                                        const std::vector<int64_t>& pending);
 
 }  // namespace sdxlb

@@ -4,7 +4,8 @@
 
 namespace sdxlb {
 
-Dispatcher::Dispatcher(std::vector<int64_t> pending, int64_t batch_size) : batch_size_(std::max<int64_t>(1, batch_size)) {
+Dispatcher::Dispatcher(std::vector<int64_t> pending, int64_t batch_size)
+    : batch_size_(std::max<int64_t>(1, batch_size)) {
   std::sort(pending.begin(), pending.end());
   pending.erase(std::unique(pending.begin(), pending.end()), pending.end());
   total_ = static_cast<int64_t>(pending.size());
@@ -60,7 +61,9 @@ void Dispatcher::requeue(int worker) {
   }
 }
 
-int64_t Dispatcher::remaining() const { return remaining_; }
+int64_t Dispatcher::remaining() const {
+  return remaining_;
+}
 
 int64_t Dispatcher::in_flight() const {
   int64_t n = 0;

@@ -1,9 +1,9 @@
 // Dispatcher: which items go to which worker, in which batches.
 //
 // Items are grouped by their index into fixed groups of `batch_size` consecutive items (group g holds items
-// [g*B, (g+1)*B)). A batch handed out is the pending items of one group, so a batch's composition depends only
-// on the job, never on the number of ranks, the order of requests or what an earlier run finished. Workers pad
-// short batches to B, so every image is computed with the same shapes whatever happens around it.
+// [g*B, (g+1)*B)). A batch handed out is the pending items of one group, so a batch's composition depends
+// only on the job, never on the number of ranks, the order of requests or what an earlier run finished.
+// Workers pad short batches to B, so every image is computed with the same shapes whatever happens around it.
 //
 // Not thread-safe: the coordinator's thread owns it.
 #pragma once

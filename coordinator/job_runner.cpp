@@ -14,12 +14,13 @@
 #include "store/output_folder.h"
 #include "worker/worker.h"
 
-
 namespace sdxlb {
 namespace {
 
 // A Status that crosses ranks as "<code>\n<message>".
-std::string pack(const Status& s) { return std::to_string(static_cast<int>(s.code())) + "\n" + s.message(); }
+std::string pack(const Status& s) {
+  return std::to_string(static_cast<int>(s.code())) + "\n" + s.message();
+}
 Status unpack(const std::string& bytes) {
   const auto nl = bytes.find('\n');
   if (nl == std::string::npos) return internal_error("malformed status from another rank");
@@ -58,7 +59,8 @@ std::string iso_now() {
 StatusOr<int> gpu_slot(Comm& comm) {
   if (std::string(comm.backend()) != "mpi") return comm.rank() - 1;
   SDXLB_ASSIGN_OR_RETURN(auto node, comm.split_node("finding the ranks of this node"));
-  SDXLB_ASSIGN_OR_RETURN(auto ranks, node.all_gather(std::to_string(comm.rank()), "finding the ranks of this node"));
+  SDXLB_ASSIGN_OR_RETURN(auto ranks,
+                         node.all_gather(std::to_string(comm.rank()), "finding the ranks of this node"));
   int slot = 0;
   for (const auto& r : ranks) {
     const int world_rank = std::stoi(r);
@@ -68,7 +70,9 @@ StatusOr<int> gpu_slot(Comm& comm) {
   return slot;
 }
 
-void print_error(const Status& s) { std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str()); }
+void print_error(const Status& s) {
+  std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str());
+}
 
 struct Prepared {
   std::vector<int64_t> pending;
@@ -83,8 +87,9 @@ StatusOr<Prepared> prepare_output(const RunContext& ctx) {
   Prepared p;
   p.model_id = probe->model_id();
   const std::string identity = ctx.job.identity(p.model_id);
-  SDXLB_ASSIGN_OR_RETURN(auto folder, OutputFolder::create_or_open(ctx.job.output, identity, ctx.job.yaml_text,
-                                                                   ctx.job.to_canonical_json(), ctx.options.overwrite));
+  SDXLB_ASSIGN_OR_RETURN(auto folder,
+                         OutputFolder::create_or_open(ctx.job.output, identity, ctx.job.yaml_text,
+                                                      ctx.job.to_canonical_json(), ctx.options.overwrite));
   SDXLB_ASSIGN_OR_RETURN(auto scan, folder.scan());
   for (const auto& r : scan.removed_temp) log_info("removed in-flight segment of an earlier run: " + r);
   for (const auto& r : scan.moved_corrupt) log_warn("moved a corrupt segment aside: " + r);
@@ -101,8 +106,8 @@ StatusOr<Prepared> prepare_output(const RunContext& ctx) {
 
 int finish_on_root(const RunContext& ctx, const Prepared& prep, const RenderSummary& summary,
                    const std::string& started) {
-  auto folder = OutputFolder::create_or_open(ctx.job.output, ctx.job.identity(prep.model_id), ctx.job.yaml_text,
-                                             ctx.job.to_canonical_json(), false);
+  auto folder = OutputFolder::create_or_open(ctx.job.output, ctx.job.identity(prep.model_id),
+                                             ctx.job.yaml_text, ctx.job.to_canonical_json(), false);
   if (!folder.is_ok()) {
     print_error(folder.status());
     return exit_code_for(folder.status());
@@ -130,7 +135,8 @@ int finish_on_root(const RunContext& ctx, const Prepared& prep, const RenderSumm
               static_cast<long long>(summary.items), static_cast<long long>(summary.rendered),
               static_cast<long long>(summary.failed), summary.seconds, rate);
   for (const auto& [rank, w] : summary.workers) {
-    const double share = summary.items ? 100.0 * static_cast<double>(w.rendered + w.failed) / summary.items : 0;
+    const double share =
+        summary.items ? 100.0 * static_cast<double>(w.rendered + w.failed) / summary.items : 0;
     std::printf("  rank %d: %lld images (%.0f%%), %lld failed, busy %.1f s\n", rank,
                 static_cast<long long>(w.rendered), share, static_cast<long long>(w.failed), w.busy_s);
   }

@@ -7,7 +7,9 @@ namespace sdxlb {
 
 namespace {
 constexpr double kWindowSeconds = 60.0;
-double seconds(Progress::Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Progress::Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 }  // namespace
 
 Progress::Progress(std::string what, int64_t total, double interval_s, bool quiet)
@@ -43,9 +45,12 @@ std::string Progress::format_duration(double s) {
   if (s < 0) return "?";
   const long t = std::lround(s);
   char buf[32];
-  if (t < 60) std::snprintf(buf, sizeof buf, "%lds", t);
-  else if (t < 3600) std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
-  else std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
+  if (t < 60)
+    std::snprintf(buf, sizeof buf, "%lds", t);
+  else if (t < 3600)
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
   return buf;
 }
 

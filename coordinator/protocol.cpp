@@ -15,14 +15,19 @@ StatusOr<json> parse(const std::string& bytes, const char* what) {
 }
 }  // namespace
 
-std::string encode_message(const WorkRequest& m) { return json{{"done", m.done}, {"failed", m.failed}}.dump(); }
+std::string encode_message(const WorkRequest& m) {
+  return json{{"done", m.done}, {"failed", m.failed}}.dump();
+}
 std::string encode_message(const WorkAssignment& m) {
   return m.stop ? json{{"stop", true}}.dump() : json{{"items", m.items}}.dump();
 }
 std::string encode_message(const WorkerReport& m) {
-  return json{{"rendered", m.rendered}, {"failed", m.failed}, {"busy_s", m.busy_s}, {"segments", m.segments}}.dump();
+  return json{{"rendered", m.rendered}, {"failed", m.failed}, {"busy_s", m.busy_s}, {"segments", m.segments}}
+      .dump();
 }
-std::string encode_fatal(const std::string& error) { return json{{"error", error}}.dump(); }
+std::string encode_fatal(const std::string& error) {
+  return json{{"error", error}}.dump();
+}
 
 StatusOr<WorkRequest> decode_request(const std::string& bytes) {
   SDXLB_ASSIGN_OR_RETURN(auto j, parse(bytes, "work request"));

@@ -36,7 +36,9 @@ Status write_text(const fs::path& path, const std::string& text) {
 // 512 byte symbols, 2 x 26 x 26 letter-pair merges, BOS and EOS.
 constexpr int64_t kDemoVocab = 512 + 2 * 26 * 26 + 2;
 
-Status write_json(const fs::path& path, const json& j) { return write_text(path, j.dump(2) + "\n"); }
+Status write_json(const fs::path& path, const json& j) {
+  return write_text(path, j.dump(2) + "\n");
+}
 
 // PyTorch's default initialisation, so that activations stay in range like a freshly built diffusers model:
 // weights of fan-in n uniform in +-1/sqrt(n) (kaiming_uniform with a=sqrt(5)), biases likewise, norm scales 1
@@ -99,7 +101,8 @@ Status write_tokenizer(const fs::path& dir, const std::string& pad) {
   }
   auto utf8 = [](int cp) {
     std::string s;
-    if (cp < 0x80) s += static_cast<char>(cp);
+    if (cp < 0x80)
+      s += static_cast<char>(cp);
     else {
       s += static_cast<char>(0xC0 | (cp >> 6));
       s += static_cast<char>(0x80 | (cp & 0x3F));
@@ -125,7 +128,9 @@ Status write_tokenizer(const fs::path& dir, const std::string& pad) {
   vocab["<|endoftext|>"] = id++;
   SDXLB_RETURN_IF_ERROR(write_text(dir / "vocab.json", vocab.dump()));
   SDXLB_RETURN_IF_ERROR(write_text(dir / "merges.txt", merges));
-  json special = {{"bos_token", "<|startoftext|>"}, {"eos_token", "<|endoftext|>"}, {"pad_token", pad},
+  json special = {{"bos_token", "<|startoftext|>"},
+                  {"eos_token", "<|endoftext|>"},
+                  {"pad_token", pad},
                   {"unk_token", "<|endoftext|>"}};
   SDXLB_RETURN_IF_ERROR(write_json(dir / "special_tokens_map.json", special));
   json config = special;
@@ -251,14 +256,16 @@ Status write_demo_model(const std::string& dir_str, const DemoModelOptions& opti
       UNet2DConditionModel unet(cfg);
       randomize(*unet, gen);
       SDXLB_RETURN_IF_ERROR(write_json(tmp / "unet" / "config.json", c.unet));
-      SDXLB_RETURN_IF_ERROR(save_module(*unet, tmp / "unet" / "diffusion_pytorch_model.safetensors", options.dtype));
+      SDXLB_RETURN_IF_ERROR(
+          save_module(*unet, tmp / "unet" / "diffusion_pytorch_model.safetensors", options.dtype));
     }
     {
       SDXLB_ASSIGN_OR_RETURN(auto cfg, VaeConfig::from_json(c.vae, source + " vae"));
       Vae vae(cfg, /*with_encoder=*/true);
       randomize(*vae, gen);
       SDXLB_RETURN_IF_ERROR(write_json(tmp / "vae" / "config.json", c.vae));
-      SDXLB_RETURN_IF_ERROR(save_module(*vae, tmp / "vae" / "diffusion_pytorch_model.safetensors", options.dtype));
+      SDXLB_RETURN_IF_ERROR(
+          save_module(*vae, tmp / "vae" / "diffusion_pytorch_model.safetensors", options.dtype));
     }
     for (int i = 0; i < 2; ++i) {
       const json& j = i == 0 ? c.te1 : c.te2;
@@ -271,17 +278,17 @@ Status write_demo_model(const std::string& dir_str, const DemoModelOptions& opti
     }
     SDXLB_RETURN_IF_ERROR(write_tokenizer(tmp / "tokenizer", "<|endoftext|>"));
     SDXLB_RETURN_IF_ERROR(write_tokenizer(tmp / "tokenizer_2", "!"));
-    SDXLB_RETURN_IF_ERROR(write_json(tmp / "scheduler" / "scheduler_config.json",
-                                     {{"_class_name", "EulerDiscreteScheduler"},
-                                      {"beta_end", 0.012},
-                                      {"beta_schedule", "scaled_linear"},
-                                      {"beta_start", 0.00085},
-                                      {"interpolation_type", "linear"},
-                                      {"num_train_timesteps", 1000},
-                                      {"prediction_type", "epsilon"},
-                                      {"steps_offset", 1},
-                                      {"timestep_spacing", "leading"},
-                                      {"use_karras_sigmas", false}}));
+    SDXLB_RETURN_IF_ERROR(
+        write_json(tmp / "scheduler" / "scheduler_config.json", {{"_class_name", "EulerDiscreteScheduler"},
+                                                                 {"beta_end", 0.012},
+                                                                 {"beta_schedule", "scaled_linear"},
+                                                                 {"beta_start", 0.00085},
+                                                                 {"interpolation_type", "linear"},
+                                                                 {"num_train_timesteps", 1000},
+                                                                 {"prediction_type", "epsilon"},
+                                                                 {"steps_offset", 1},
+                                                                 {"timestep_spacing", "leading"},
+                                                                 {"use_karras_sigmas", false}}));
     SDXLB_RETURN_IF_ERROR(write_json(tmp / "model_index.json",
                                      {{"_class_name", "StableDiffusionXLPipeline"},
                                       {"force_zeros_for_empty_prompt", true},

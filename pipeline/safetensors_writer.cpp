@@ -11,17 +11,28 @@ namespace {
 
 const char* dtype_name(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "F32";
-    case at::kHalf: return "F16";
-    case at::kBFloat16: return "BF16";
-    case at::kDouble: return "F64";
-    case at::kLong: return "I64";
-    case at::kInt: return "I32";
-    case at::kShort: return "I16";
-    case at::kChar: return "I8";
-    case at::kByte: return "U8";
-    case at::kBool: return "BOOL";
-    default: return nullptr;
+    case at::kFloat:
+      return "F32";
+    case at::kHalf:
+      return "F16";
+    case at::kBFloat16:
+      return "BF16";
+    case at::kDouble:
+      return "F64";
+    case at::kLong:
+      return "I64";
+    case at::kInt:
+      return "I32";
+    case at::kShort:
+      return "I16";
+    case at::kChar:
+      return "I8";
+    case at::kByte:
+      return "U8";
+    case at::kBool:
+      return "BOOL";
+    default:
+      return nullptr;
   }
 }
 
@@ -54,7 +65,8 @@ Status write_safetensors(const std::string& path, const std::map<std::string, at
     out.write(len, 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     for (const auto& c : data)
-      out.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.numel() * c.element_size()));
+      out.write(static_cast<const char*>(c.data_ptr()),
+                static_cast<std::streamsize>(c.numel() * c.element_size()));
     out.flush();
     if (!out) {
       std::remove(tmp.c_str());

@@ -11,8 +11,8 @@
 
 namespace sdxlb {
 
-/// Writes `tensors` (CPU or device; F32, F16, BF16, I64, I32, U8 ...) to `path` with optional string metadata.
-/// Errors: kIoError naming the path; kInvalidArgument for a dtype safetensors cannot hold.
+/// Writes `tensors` (CPU or device; F32, F16, BF16, I64, I32, U8 ...) to `path` with optional string
+/// metadata. Errors: kIoError naming the path; kInvalidArgument for a dtype safetensors cannot hold.
 Status write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                          const std::map<std::string, std::string>& metadata = {});
 

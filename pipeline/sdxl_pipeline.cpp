@@ -99,19 +99,21 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   parts.model_dir = model_dir;
   SDXLB_ASSIGN_OR_RETURN(parts.folder, ModelFolder::open(model_dir));
   const ModelFolder& folder = parts.folder;
-  for (const char* c : {"unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"}) {
+  for (const char* c :
+       {"unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"}) {
     if (!folder.has_component(c))
-      return not_found("model folder " + model_dir + " has no " + c +
-                       "/ component (an SDXL pipeline needs unet, vae, text_encoder, text_encoder_2, tokenizer, "
-                       "tokenizer_2 and scheduler)");
+      return not_found(
+          "model folder " + model_dir + " has no " + c +
+          "/ component (an SDXL pipeline needs unet, vae, text_encoder, text_encoder_2, tokenizer, "
+          "tokenizer_2 and scheduler)");
   }
   const auto& index = folder.model_index();
   if (index.contains("force_zeros_for_empty_prompt") && index["force_zeros_for_empty_prompt"].is_boolean())
     p->force_zeros_ = index["force_zeros_for_empty_prompt"].get<bool>();
 
   SDXLB_ASSIGN_OR_RETURN(auto sched_json, folder.component_config("scheduler", "scheduler_config.json"));
-  SDXLB_ASSIGN_OR_RETURN(parts.scheduler,
-                         EulerSchedulerConfig::from_json(sched_json, model_dir + "/scheduler/scheduler_config.json"));
+  SDXLB_ASSIGN_OR_RETURN(parts.scheduler, EulerSchedulerConfig::from_json(
+                                              sched_json, model_dir + "/scheduler/scheduler_config.json"));
 
   Fingerprint te_id, model_id;
   SDXLB_RETURN_IF_ERROR(add_component_identity(te_id, folder, "text_encoder", options.variant));
@@ -133,10 +135,12 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     parts.tokenizer_2 = std::make_unique<ClipTokenizer>(std::move(t2));
     SDXLB_ASSIGN_OR_RETURN(parts.text_encoder, load_clip_text_model(folder, "text_encoder", options.variant,
                                                                     options.dtype, options.device));
-    SDXLB_ASSIGN_OR_RETURN(parts.text_encoder_2, load_clip_text_model(folder, "text_encoder_2", options.variant,
-                                                                      options.dtype, options.device));
+    SDXLB_ASSIGN_OR_RETURN(
+        parts.text_encoder_2,
+        load_clip_text_model(folder, "text_encoder_2", options.variant, options.dtype, options.device));
     if (!parts.text_encoder_2->text_projection)
-      return data_loss(model_dir + "/text_encoder_2 is not a CLIPTextModelWithProjection (no text_projection); "
+      return data_loss(model_dir +
+                       "/text_encoder_2 is not a CLIPTextModelWithProjection (no text_projection); "
                        "SDXL takes its pooled embedding from it");
   }
   // Dimensions from the configs, so that they are known without the encoders loaded.
@@ -154,11 +158,14 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     for (int64_t d : parts.unet->config().cross_attention_dim)
       if (d != p->prompt_dim_)
         return data_loss(model_dir + "/unet/config.json: cross_attention_dim " + std::to_string(d) +
-                         " does not match the text encoders' combined width " + std::to_string(p->prompt_dim_));
+                         " does not match the text encoders' combined width " +
+                         std::to_string(p->prompt_dim_));
     if (options.decoder == DecoderKind::kTiny) {
       if (options.tiny_vae.empty())
-        return invalid_argument("the tiny decoder needs a tiny VAE folder (job key tiny_vae, e.g. a TAESDXL folder)");
-      SDXLB_ASSIGN_OR_RETURN(parts.tiny_vae, load_tiny_vae(options.tiny_vae, "", options.dtype, options.device));
+        return invalid_argument(
+            "the tiny decoder needs a tiny VAE folder (job key tiny_vae, e.g. a TAESDXL folder)");
+      SDXLB_ASSIGN_OR_RETURN(parts.tiny_vae,
+                             load_tiny_vae(options.tiny_vae, "", options.dtype, options.device));
       Fingerprint tf;
       auto tf_dir = ModelFolder::open_component_folder(options.tiny_vae);
       if (tf_dir.is_ok()) SDXLB_RETURN_IF_ERROR(add_component_identity(tf, *tf_dir, "", ""));
@@ -210,7 +217,8 @@ StatusOr<TextEmbeddings> SdxlPipeline::negative_for(const std::string& text, con
   return encode({text});
 }
 
-at::Tensor SdxlPipeline::initial_noise(uint64_t seed, int64_t channels, int64_t h, int64_t w, at::ScalarType dtype) {
+at::Tensor SdxlPipeline::initial_noise(uint64_t seed, int64_t channels, int64_t h, int64_t w,
+                                       at::ScalarType dtype) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   return at::randn({1, channels, h, w}, gen, at::TensorOptions().dtype(dtype).device(at::kCPU));
 }
@@ -229,8 +237,8 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
                         : parts.vae                            ? parts.vae->spatial_scale()
                                                                : 8;
   if (s.width % scale || s.height % scale || s.width <= 0 || s.height <= 0)
-    return invalid_argument("width and height must be positive multiples of " + std::to_string(scale) + ", got " +
-                            std::to_string(s.width) + "x" + std::to_string(s.height));
+    return invalid_argument("width and height must be positive multiples of " + std::to_string(scale) +
+                            ", got " + std::to_string(s.width) + "x" + std::to_string(s.height));
   SDXLB_ASSIGN_OR_RETURN(auto schedule, EulerSchedule::create(parts.scheduler, s.steps));
   const auto t0 = Clock::now();
   try {
@@ -305,7 +313,8 @@ StatusOr<at::Tensor> SdxlPipeline::decode(const at::Tensor& latents) {
 
 StatusOr<at::Tensor> SdxlPipeline::generate(const std::vector<std::string>& prompts,
                                             const std::vector<std::string>& negatives,
-                                            const std::vector<uint64_t>& seeds, const RenderSettings& settings) {
+                                            const std::vector<uint64_t>& seeds,
+                                            const RenderSettings& settings) {
   if (prompts.size() != seeds.size() || negatives.size() != prompts.size())
     return invalid_argument("generate: prompts, negatives and seeds must have the same length");
   SDXLB_ASSIGN_OR_RETURN(auto pos, encode(prompts));

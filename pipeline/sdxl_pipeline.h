@@ -5,13 +5,13 @@
 //   decode(latents)                   -> uint8 images [B, H, W, 3] on the CPU
 //
 // It mirrors diffusers' StableDiffusionXLPipeline: both tokenizers and text encoders, the penultimate hidden
-// states concatenated, pooled output from text_encoder_2, zero negative embeddings when the negative prompt is
-// empty and the model says force_zeros_for_empty_prompt, micro-conditioning time_ids (H, W, 0, 0, H, W), CFG
-// when guidance > 1, Euler steps, and per-image initial noise from a CPU generator seeded with that image's seed
-// (bit-identical to torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))).
+// states concatenated, pooled output from text_encoder_2, zero negative embeddings when the negative prompt
+// is empty and the model says force_zeros_for_empty_prompt, micro-conditioning time_ids (H, W, 0, 0, H, W),
+// CFG when guidance > 1, Euler steps, and per-image initial noise from a CPU generator seeded with that
+// image's seed (bit-identical to torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))).
 //
-// A pipeline is used by one thread at a time. Errors never throw: LibTorch failures become a Status naming the
-// phase (kResourceExhausted for out-of-memory), NaN/Inf latents or images are kDataLoss.
+// A pipeline is used by one thread at a time. Errors never throw: LibTorch failures become a Status naming
+// the phase (kResourceExhausted for out-of-memory), NaN/Inf latents or images are kDataLoss.
 #pragma once
 
 #include <cstdint>
@@ -31,14 +31,14 @@ namespace sdxlb {
 enum class DecoderKind { kFull, kSliced, kTiled, kTiny };
 
 struct PipelineOptions {
-  std::string variant;                 ///< weight file variant: "" or e.g. "fp16"
-  at::ScalarType dtype = at::kFloat;   ///< compute dtype (fp32 on CPU; fp16/bf16 on CUDA)
+  std::string variant;                ///< weight file variant: "" or e.g. "fp16"
+  at::ScalarType dtype = at::kFloat;  ///< compute dtype (fp32 on CPU; fp16/bf16 on CUDA)
   at::Device device = at::kCPU;
   DecoderKind decoder = DecoderKind::kFull;
-  std::string tiny_vae;                ///< AutoencoderTiny folder (required for kTiny)
-  bool vae_fp16_safe = false;          ///< run the full VAE in fp16 even when its config says force_upcast
-  bool load_text_encoders = true;      ///< false for render-only workers that read stored embeddings
-  bool load_denoiser = true;           ///< false for encode-only work
+  std::string tiny_vae;            ///< AutoencoderTiny folder (required for kTiny)
+  bool vae_fp16_safe = false;      ///< run the full VAE in fp16 even when its config says force_upcast
+  bool load_text_encoders = true;  ///< false for render-only workers that read stored embeddings
+  bool load_denoiser = true;       ///< false for encode-only work
 };
 
 /// Text conditioning for a batch: prompt_embeds [B, 77, D] and pooled [B, P], on the pipeline's device.
@@ -63,10 +63,12 @@ class SdxlPipeline {
  public:
   /// Loads the model folder (a diffusers StableDiffusionXLPipeline). Errors name the missing or corrupt
   /// component file and what to do.
-  static StatusOr<std::unique_ptr<SdxlPipeline>> load(const std::string& model_dir, const PipelineOptions& options);
+  static StatusOr<std::unique_ptr<SdxlPipeline>> load(const std::string& model_dir,
+                                                      const PipelineOptions& options);
   ~SdxlPipeline();
 
-  /// Encodes prompts with both text encoders. Errors: kFailedPrecondition when the text encoders are not loaded.
+  /// Encodes prompts with both text encoders. Errors: kFailedPrecondition when the text encoders are not
+  /// loaded.
   StatusOr<TextEmbeddings> encode(const std::vector<std::string>& texts);
   /// Frees the tokenizers and text encoders (the render phase reads embeddings from shards instead).
   void release_text_encoders();
@@ -83,11 +85,13 @@ class SdxlPipeline {
   StatusOr<at::Tensor> decode(const at::Tensor& latents);
 
   /// encode + denoise + decode for prompts with their negatives ("" = none) and seeds.
-  StatusOr<at::Tensor> generate(const std::vector<std::string>& prompts, const std::vector<std::string>& negatives,
-                                const std::vector<uint64_t>& seeds, const RenderSettings& settings);
+  StatusOr<at::Tensor> generate(const std::vector<std::string>& prompts,
+                                const std::vector<std::string>& negatives, const std::vector<uint64_t>& seeds,
+                                const RenderSettings& settings);
 
   /// The initial latent of one image: randn([1, C, h, w], CPU generator seeded with `seed`) in `dtype`.
-  static at::Tensor initial_noise(uint64_t seed, int64_t channels, int64_t h, int64_t w, at::ScalarType dtype);
+  static at::Tensor initial_noise(uint64_t seed, int64_t channels, int64_t h, int64_t w,
+                                  at::ScalarType dtype);
 
   const PipelineOptions& options() const { return options_; }
   bool force_zeros_for_empty_prompt() const { return force_zeros_; }

@@ -12,7 +12,8 @@ StatusOr<DatasetReader> DatasetReader::open(const std::string& output_dir) {
   auto file = h5::File::open(path, /*writable=*/false);
   if (!file.is_ok()) {
     if (file.status().code() == StatusCode::kNotFound)
-      return not_found(path + " does not exist yet: the job has not finished once (run `sdxl-batch run` on its job "
+      return not_found(path +
+                       " does not exist yet: the job has not finished once (run `sdxl-batch run` on its job "
                        "file; a resumed run writes it at the end)");
     return file.status();
   }
@@ -34,11 +35,14 @@ StatusOr<DatasetReader> DatasetReader::open(const std::string& output_dir) {
   SDXLB_ASSIGN_OR_RETURN(auto errors, h5::read_column<std::string>(*file, "error"));
   if (r.status_.size() != static_cast<size_t>(s.total_items) || r.item_row_.size() != r.status_.size() ||
       r.item_segment_.size() != r.status_.size() || r.prompts_.size() != r.status_.size())
-    return data_loss(path + ": the item columns do not have total_items entries; the index is corrupt (rerun the job "
-                     "to rewrite it)");
+    return data_loss(
+        path +
+        ": the item columns do not have total_items entries; the index is corrupt (rerun the job "
+        "to rewrite it)");
   for (int64_t i = 0; i < s.total_items; ++i) {
     const int8_t st = r.status_[static_cast<size_t>(i)];
-    if (st == 1) ++s.ok;
+    if (st == 1)
+      ++s.ok;
     else if (st == 0) {
       ++s.failed;
       s.failed_items.emplace_back(i, errors[static_cast<size_t>(i)]);

@@ -20,9 +20,9 @@ struct DatasetSummary {
   int64_t missing = 0;
   std::string encoding;  ///< "raw" or "png"
   int height = 0, width = 0;
-  std::string job_yaml;     ///< the job file as submitted
+  std::string job_yaml;  ///< the job file as submitted
   std::string start_time, end_time;
-  std::vector<int64_t> missing_items;                        ///< never rendered
+  std::vector<int64_t> missing_items;                         ///< never rendered
   std::vector<std::pair<int64_t, std::string>> failed_items;  ///< (item, error)
 };
 

@@ -48,8 +48,7 @@ TEST_P(PipelineParity, MatchesDiffusersWithinOneLevel) {
   ASSERT_TRUE(images.is_ok()) << images.status().to_string();
   ASSERT_EQ(images->sizes(), c.expected.sizes());
   ASSERT_EQ(images->scalar_type(), at::kByte);
-  const int64_t max_diff =
-      (images->to(at::kShort) - c.expected.to(at::kShort)).abs().max().item<int64_t>();
+  const int64_t max_diff = (images->to(at::kShort) - c.expected.to(at::kShort)).abs().max().item<int64_t>();
   EXPECT_LE(max_diff, 1) << GetParam();
   // The images are not degenerate (all one value would hide a broken decode).
   EXPECT_GT(c.expected.to(at::kFloat).std().item<float>(), 1.0f);

@@ -37,30 +37,48 @@ StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, co
 
   const bool have_cuda = at::hasCUDA();
   switch (job.device) {
-    case JobSpec::Device::kCpu: ctx.device = at::kCPU; break;
+    case JobSpec::Device::kCpu:
+      ctx.device = at::kCPU;
+      break;
     case JobSpec::Device::kCuda:
       if (!have_cuda)
-        return failed_precondition(job.job_file + ": device is cuda, but LibTorch sees no CUDA GPU on this node "
+        return failed_precondition(job.job_file +
+                                   ": device is cuda, but LibTorch sees no CUDA GPU on this node "
                                    "(check CUDA_VISIBLE_DEVICES and the driver, or set device: cpu)");
       ctx.device = at::Device(at::kCUDA, 0);
       break;
-    case JobSpec::Device::kAuto: ctx.device = have_cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU); break;
+    case JobSpec::Device::kAuto:
+      ctx.device = have_cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+      break;
   }
   switch (job.dtype) {
-    case JobSpec::DType::kFp16: ctx.dtype = at::kHalf; break;
-    case JobSpec::DType::kBf16: ctx.dtype = at::kBFloat16; break;
-    case JobSpec::DType::kFp32: ctx.dtype = at::kFloat; break;
+    case JobSpec::DType::kFp16:
+      ctx.dtype = at::kHalf;
+      break;
+    case JobSpec::DType::kBf16:
+      ctx.dtype = at::kBFloat16;
+      break;
+    case JobSpec::DType::kFp32:
+      ctx.dtype = at::kFloat;
+      break;
   }
   if (ctx.device.is_cpu() && ctx.dtype != at::kFloat)
-    return invalid_argument(job.job_file + ": dtype " + dtype_name(job.dtype) +
-                               " is for GPUs; this run is on the CPU (set dtype: fp32, or device: cuda on a GPU node)");
+    return invalid_argument(
+        job.job_file + ": dtype " + dtype_name(job.dtype) +
+        " is for GPUs; this run is on the CPU (set dtype: fp32, or device: cuda on a GPU node)");
   if (job.resolved_decoder() == JobSpec::Decoder::kTiny) {
     ctx.decoder = DecoderKind::kTiny;
   } else {
     switch (job.memory.decode) {
-      case JobSpec::Decode::kSliced: ctx.decoder = DecoderKind::kSliced; break;
-      case JobSpec::Decode::kTiled: ctx.decoder = DecoderKind::kTiled; break;
-      default: ctx.decoder = DecoderKind::kFull; break;
+      case JobSpec::Decode::kSliced:
+        ctx.decoder = DecoderKind::kSliced;
+        break;
+      case JobSpec::Decode::kTiled:
+        ctx.decoder = DecoderKind::kTiled;
+        break;
+      default:
+        ctx.decoder = DecoderKind::kFull;
+        break;
     }
   }
   ctx.batch_size = job.batch_size ? *job.batch_size : (ctx.device.is_cuda() ? 4 : 1);

@@ -68,7 +68,8 @@ Status run_encode_phase(Comm& comm, const RunContext& base_ctx) {
   // Find what is missing before loading the encoders: a resumed job usually has everything.
   auto probe = SdxlPipeline::load(ctx.job.model, ctx.pipeline_options(false, false));
   if (!probe.is_ok()) return probe.status();
-  SDXLB_ASSIGN_OR_RETURN(auto cache, EmbeddingCache::open(ctx.job.embedding_cache, (*probe)->text_encoder_id()));
+  SDXLB_ASSIGN_OR_RETURN(auto cache,
+                         EmbeddingCache::open(ctx.job.embedding_cache, (*probe)->text_encoder_id()));
   const bool force_zeros = (*probe)->force_zeros_for_empty_prompt();
   probe = Status(StatusCode::kInternal, "released");
   const std::vector<std::string> missing = cache.missing(texts_to_encode(*ctx.plan, force_zeros));
@@ -77,8 +78,8 @@ Status run_encode_phase(Comm& comm, const RunContext& base_ctx) {
   if (begin == end) return Status::ok();
 
   SDXLB_ASSIGN_OR_RETURN(auto pipe, SdxlPipeline::load(ctx.job.model, ctx.pipeline_options(true, false)));
-  const size_t chunk = 64;            // texts per encoder call
-  const size_t shard_texts = 4096;    // texts per shard file
+  const size_t chunk = 64;          // texts per encoder call
+  const size_t shard_texts = 4096;  // texts per shard file
   std::vector<std::string> pending;
   std::vector<at::Tensor> embeds, pooled;
   int64_t shard_n = 0;
@@ -112,7 +113,8 @@ class RenderWorker {
   Status init() {
     ctx_.device = bind_device(ctx_);
     SDXLB_ASSIGN_OR_RETURN(pipe_, SdxlPipeline::load(ctx_.job.model, ctx_.pipeline_options(false, true)));
-    SDXLB_ASSIGN_OR_RETURN(auto cache, EmbeddingCache::open(ctx_.job.embedding_cache, pipe_->text_encoder_id()));
+    SDXLB_ASSIGN_OR_RETURN(auto cache,
+                           EmbeddingCache::open(ctx_.job.embedding_cache, pipe_->text_encoder_id()));
     cache_.emplace(std::move(cache));
     host_ = host_name();
     gpu_ = gpu_name(ctx_.device);
@@ -128,7 +130,8 @@ class RenderWorker {
     std::vector<uint64_t> seeds;
     std::vector<PlanItem> plan_items;
     for (int64_t k = 0; k < b; ++k) {
-      const PlanItem it = ctx_.plan->item(static_cast<uint64_t>(items[std::min(k, m - 1)]));  // pad with the last
+      const PlanItem it =
+          ctx_.plan->item(static_cast<uint64_t>(items[std::min(k, m - 1)]));  // pad with the last
       plan_items.push_back(it);
       pos_texts.emplace_back(ctx_.plan->prompt_text(it.prompt));
       neg_texts.emplace_back(ctx_.plan->negative_text(it.prompt));
@@ -184,11 +187,12 @@ class RenderWorker {
   // Renders a padded batch. Per-item problems (NaN latents or images) land in `errors`; a failure of the
   // whole batch is returned.
   Status render_batch(const std::vector<std::string>& pos, const std::vector<std::string>& neg,
-                      const std::vector<uint64_t>& seeds, const std::vector<int64_t>& items, at::Tensor* images,
-                      std::vector<std::string>* errors) {
+                      const std::vector<uint64_t>& seeds, const std::vector<int64_t>& items,
+                      at::Tensor* images, std::vector<std::string>* errors) {
     const auto te = Clock::now();
     SDXLB_ASSIGN_OR_RETURN(auto pos_e, cache_->read(pos));
-    TextEmbeddings positive{pos_e.first.to(ctx_.device, ctx_.dtype), pos_e.second.to(ctx_.device, ctx_.dtype)};
+    TextEmbeddings positive{pos_e.first.to(ctx_.device, ctx_.dtype),
+                            pos_e.second.to(ctx_.device, ctx_.dtype)};
     TextEmbeddings negative;
     std::vector<std::string> neg_needed;
     for (const auto& n : neg)
@@ -231,7 +235,8 @@ class RenderWorker {
     if (!segment_) {
       SegmentOptions o;
       o.path = segment_file_path(ctx_.job.output, ctx_.run_id, comm_.rank(), segments_);
-      o.encoding = ctx_.job.image_format == JobSpec::ImageFormat::kPng ? ImageEncoding::kPng : ImageEncoding::kRaw;
+      o.encoding =
+          ctx_.job.image_format == JobSpec::ImageFormat::kPng ? ImageEncoding::kPng : ImageEncoding::kRaw;
       o.height = static_cast<int>(ctx_.job.height);
       o.width = static_cast<int>(ctx_.job.width);
       o.run_id = ctx_.run_id;
