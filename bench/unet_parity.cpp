@@ -1,26 +1,52 @@
-// unet_parity: the full-size check of our UNet against diffusers on the GPU (issue: SDXL parity).
+// unet_parity: the full-size check of our UNet against diffusers on the GPU, and UNet-call timings.
 //
 //   unet_parity <model dir> <inputs.safetensors> <out.json> [--variant fp16] [--iters 10]
 //
 // <inputs.safetensors> holds sample, timestep, encoder_hidden_states, text_embeds, time_ids and diffusers'
-// output `expected` (written by bench/unet_reference.py from the same weights). Prints and writes the
-// relative error max|ours - theirs| / max|theirs| and the median seconds per UNet call.
+// output `expected` (written by bench/unet_reference.py from the same weights). Reports the relative error
+// max|ours - theirs| / max|theirs| and the median seconds per UNet call for: eager NCHW, eager channels-last
+// with cuDNN autotuning, and a CUDA graph of the channels-last call.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAGraph.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <nlohmann/json.hpp>
 
 #include "pipeline/model_folder.h"
 #include "pipeline/unet.h"
 
 using namespace sdxlb;
+
+namespace {
+
+double median_seconds(const std::function<void()>& fn, int iters) {
+  std::vector<double> times;
+  for (int i = 0; i < iters + 3; ++i) {
+    c10::cuda::device_synchronize();
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    c10::cuda::device_synchronize();
+    if (i >= 3) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+double rel_err(const at::Tensor& a, const at::Tensor& b) {
+  return ((a.to(at::kFloat) - b.to(at::kFloat)).abs().max() / b.to(at::kFloat).abs().max()).item<double>();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 4) {
@@ -49,27 +75,51 @@ int main(int argc, char** argv) {
   at::Tensor sample = get("sample").to(at::kHalf), t = get("timestep"),
              ehs = get("encoder_hidden_states").to(at::kHalf), te = get("text_embeds").to(at::kHalf),
              ids = get("time_ids").to(at::kHalf), expected = get("expected");
-  at::Tensor out = (*unet)->forward(sample, t, ehs, te, ids);
-  const double err =
-      ((out.to(at::kFloat) - expected.to(at::kFloat)).abs().max() / expected.to(at::kFloat).abs().max())
-          .item<double>();
-  std::vector<double> times;
-  for (int i = 0; i < iters + 3; ++i) {
-    c10::cuda::device_synchronize();
-    auto t0 = std::chrono::steady_clock::now();
-    (*unet)->forward(sample, t, ehs, te, ids);
-    c10::cuda::device_synchronize();
-    if (i >= 3) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  auto& u = *unet;
+  at::Tensor out = u->forward(sample, t, ehs, te, ids);
+  const double err = rel_err(out, expected);
+  const double eager = median_seconds([&] { u->forward(sample, t, ehs, te, ids); }, iters);
+
+  // Channels-last convolutions with cuDNN autotuning.
+  at::globalContext().setBenchmarkCuDNN(true);
+  for (auto& p : u->parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  at::Tensor sample_cl = sample.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor out_cl = u->forward(sample_cl, t, ehs, te, ids);
+  const double err_cl = rel_err(out_cl, expected);
+  const double eager_cl = median_seconds([&] { u->forward(sample_cl, t, ehs, te, ids); }, iters);
+
+  // A CUDA graph of the channels-last call (static inputs; warmed up on the capture stream first).
+  at::Tensor graph_out;
+  at::cuda::CUDAGraph graph;
+  {
+    auto stream = c10::cuda::getStreamFromPool();
+    c10::cuda::CUDAStreamGuard sg(stream);
+    for (int i = 0; i < 3; ++i) u->forward(sample_cl, t, ehs, te, ids);
+    stream.synchronize();
+    graph.capture_begin();
+    graph_out = u->forward(sample_cl, t, ehs, te, ids);
+    graph.capture_end();
   }
-  std::sort(times.begin(), times.end());
-  const double median = times[times.size() / 2];
+  graph.replay();
+  c10::cuda::device_synchronize();
+  const double err_graph = rel_err(graph_out, expected);
+  const double graphed = median_seconds([&] { graph.replay(); }, iters);
+
   nlohmann::json j = {{"relative_error", err},
-                      {"seconds_per_unet_call_batch2", median},
+                      {"relative_error_channels_last", err_cl},
+                      {"relative_error_graph", err_graph},
+                      {"seconds_per_unet_call_batch2", eager},
+                      {"seconds_per_unet_call_batch2_channels_last", eager_cl},
+                      {"seconds_per_unet_call_batch2_graph", graphed},
                       {"load_seconds", load_s},
                       {"batch", sample.size(0)},
                       {"latent", {sample.size(2), sample.size(3)}}};
   std::ofstream(argv[3]) << j.dump(2) << "\n";
-  std::printf("ours: relative error %.3e vs diffusers, %.2f ms per UNet call (batch %lld), load %.1f s\n",
-              err, median * 1e3, static_cast<long long>(sample.size(0)), load_s);
+  std::printf(
+      "ours: relative error %.3e vs diffusers; per UNet call (batch %lld): eager %.2f ms, channels-last "
+      "%.2f ms (err %.1e), CUDA graph %.2f ms (err %.1e); load %.1f s\n",
+      err, static_cast<long long>(sample.size(0)), eager * 1e3, eager_cl * 1e3, err_cl, graphed * 1e3,
+      err_graph, load_s);
   return err <= 1e-2 ? 0 : 1;
 }

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "coordinator/coordinator.h"
+#include "store/dataset_reader.h"
 #include "store/output_folder.h"
 #include "worker/worker.h"
 
@@ -144,6 +145,20 @@ int finish_on_root(const RunContext& ctx, const Prepared& prep, const RenderSumm
   std::printf("dataset: %s (%lld ok, %lld failed, %lld missing of %lld)\n", index->path.c_str(),
               static_cast<long long>(index->ok), static_cast<long long>(index->failed),
               static_cast<long long>(index->missing), static_cast<long long>(index->total_items));
+  if (index->failed > 0) {
+    // The failures with their reasons (the index keeps all of them; `sdxl-batch inspect` lists them too).
+    auto reader = DatasetReader::open(ctx.job.output);
+    if (reader.is_ok()) {
+      const auto& failed = reader->summary().failed_items;
+      const size_t show = std::min<size_t>(failed.size(), 20);
+      for (size_t k = 0; k < show; ++k)
+        std::printf("  failed item %lld: %s\n", static_cast<long long>(failed[k].first),
+                    failed[k].second.c_str());
+      if (failed.size() > show)
+        std::printf("  ... and %zu more (sdxl-batch inspect %s)\n", failed.size() - show,
+                    ctx.job.output.c_str());
+    }
+  }
   if (index->missing > 0) {
     if (!summary.fatal.empty()) {
       print_error(Status(StatusCode::kInternal, summary.fatal.begin()->second));

@@ -113,7 +113,8 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
   for (auto& block : blocks_) h = block(h, context);
   if (proj_out_linear_) {
     h = proj_out_linear_(h);
-    h = h.reshape({batch, height, width, inner}).permute({0, 3, 1, 2}).contiguous();
+    // The permuted view is channels-last already: keep it when the input is (no copy), else copy to NCHW.
+    h = h.reshape({batch, height, width, inner}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format());
   } else {
     h = h.reshape({batch, height, width, inner}).permute({0, 3, 1, 2}).contiguous();
     h = proj_out_conv_(h);

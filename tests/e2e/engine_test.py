@@ -110,6 +110,27 @@ class Engine(unittest.TestCase):
         self.assertLess((diff > 0).mean(), 1e-3)
         np.testing.assert_array_equal(meta["seed"], self.ref_meta["seed"])
 
+    def test_embeddings_are_reused_across_jobs(self):
+        global PROMPTS
+
+        def cached_texts():
+            n = 0
+            for root, _, files in os.walk(os.path.join(TMP, "embeddings")):
+                for name in files:
+                    if name.endswith(".h5"):
+                        with h5py.File(os.path.join(root, name), "r") as f:
+                            n += len(f["text"])
+            return n
+        before = cached_texts()
+        self.assertEqual(before, len(PROMPTS))  # the reference job's prompts, each stored once
+        old = PROMPTS
+        try:
+            PROMPTS = old[:5] + ["a brand new prompt", "another new one"]
+            run(write_job(os.path.join(TMP, "overlap"), images_per_prompt=1), 2)
+        finally:
+            PROMPTS = old
+        self.assertEqual(cached_texts(), before + 2)  # only the two new texts were encoded
+
     def test_killed_worker_then_resume(self):
         d = os.path.join(TMP, "kill-worker")
         job = write_job(d)
@@ -133,6 +154,7 @@ class Engine(unittest.TestCase):
         p = run(write_job(d), 3, env={"SDXLB_FAULT": "nan_items=5:17"}, check=False)
         self.assertEqual(p.returncode, 5, p.stdout + p.stderr)
         self.assertIn("2 failed", p.stdout)
+        self.assertIn("failed item 5:", p.stdout)  # the summary lists the failures with their reasons
         images, meta = read(os.path.join(d, "out"))
         self.assertEqual(list(np.nonzero(meta["status"] != 1)[0]), [5, 17])
         err = meta["error"][5]
