@@ -18,6 +18,12 @@ if(NOT Torch_DIR)
   list(APPEND CMAKE_PREFIX_PATH ${_sdxlb_torch_prefix})
 endif()
 
+# GPU architectures for LibTorch's CUDA flags and our own kernels: Ampere and Hopper (A100, H100, H200)
+# unless the user says otherwise. (Without this, torch asks nvcc for architectures CUDA 13 no longer has.)
+if(NOT TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(TORCH_CUDA_ARCH_LIST "8.0;9.0")
+endif()
+
 # The torch wheel's CUDA build wants a CUDA toolkit when present; on a machine without one we still build
 # the CPU path, because the wheel's libraries carry the CUDA runtime they need.
 find_package(Torch REQUIRED)

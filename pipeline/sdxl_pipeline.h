@@ -39,6 +39,7 @@ struct PipelineOptions {
   bool vae_fp16_safe = false;      ///< run the full VAE in fp16 even when its config says force_upcast
   bool load_text_encoders = true;  ///< false for render-only workers that read stored embeddings
   bool load_denoiser = true;       ///< false for encode-only work
+  bool cuda_graphs = true;         ///< on CUDA, run each denoising step as one CUDA graph replay
 };
 
 /// Text conditioning for a batch: prompt_embeds [B, 77, D] and pooled [B, P], on the pipeline's device.

@@ -1,5 +1,7 @@
 #include "pipeline/transformer_2d.h"
 
+#include "pipeline/fused_ops.h"
+
 #include <memory>
 
 #include <ATen/ATen.h>
@@ -47,8 +49,7 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
 }
 
 at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {
-  auto parts = proj_(x).chunk(2, -1);
-  return out_(parts[0] * at::gelu(parts[1]));
+  return out_(geglu(proj_(x)));
 }
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlockOptions& o) {
