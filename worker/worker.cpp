@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <optional>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include "common/log.h"
+#include "common/process_clock.h"
 #include "coordinator/protocol.h"
 #include "store/embedding_cache.h"
 #include "store/output_folder.h"
@@ -17,6 +20,7 @@
 
 #ifdef SDXLB_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
 namespace sdxlb {
@@ -92,6 +96,7 @@ Status run_encode_phase(Comm& comm, const RunContext& base_ctx) {
     pooled.clear();
     return Status::ok();
   };
+  const auto t_encode = Clock::now();
   for (size_t i = begin; i < end; i += chunk) {
     std::vector<std::string> texts(missing.begin() + i, missing.begin() + std::min(end, i + chunk));
     SDXLB_ASSIGN_OR_RETURN(auto e, pipe->encode(texts));
@@ -100,7 +105,13 @@ Status run_encode_phase(Comm& comm, const RunContext& base_ctx) {
     pending.insert(pending.end(), texts.begin(), texts.end());
     if (pending.size() >= shard_texts) SDXLB_RETURN_IF_ERROR(flush());
   }
-  return flush();
+  SDXLB_RETURN_IF_ERROR(flush());
+  const double secs = std::chrono::duration<double>(Clock::now() - t_encode).count();
+  char line[160];
+  std::snprintf(line, sizeof line, "encode: %zu texts in %.2f s (%.1f texts/s at batch %zu, stored included)",
+                end - begin, secs, static_cast<double>(end - begin) / secs, chunk);
+  log_info(line);
+  return Status::ok();
 }
 
 namespace {
@@ -175,6 +186,15 @@ class RenderWorker {
   }
 
   Status finish() {
+#ifdef SDXLB_WITH_CUDA
+    if (ctx_.device.is_cuda()) {
+      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(ctx_.device.index());
+      char line[96];
+      std::snprintf(line, sizeof line, "peak GPU memory: %.2f GiB allocated",
+                    static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 30));
+      log_info(line);
+    }
+#endif
     if (segment_) {
       SDXLB_RETURN_IF_ERROR(segment_->publish());
       segment_.reset();
@@ -211,6 +231,13 @@ class RenderWorker {
       }
     }
     embed_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - te).count();
+    if (first_batch_) {
+      first_batch_ = false;
+      char line[96];
+      std::snprintf(line, sizeof line, "startup: first UNet step at %.2f s after process start",
+                    seconds_since_process_start());
+      log_info(line);
+    }
     SDXLB_ASSIGN_OR_RETURN(auto latents, pipe_->denoise(positive, negative, seeds, ctx_.render_settings()));
     at::Tensor bad;
     {
@@ -261,6 +288,7 @@ class RenderWorker {
   std::string host_, gpu_;
   int64_t rendered_ = 0, failed_ = 0, segments_ = 0;
   double busy_s_ = 0, embed_ms_ = 0;
+  bool first_batch_ = true;
 };
 
 }  // namespace

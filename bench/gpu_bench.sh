@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The GPU benchmark: our renderer through its real path (the CLI running jobs, one worker) beside diffusers, on
+# one machine. Run on the GPU machine from the repository root:
+#   bench/gpu_bench.sh OUT ours               build, write the full-size random model, time our rows
+#   bench/gpu_bench.sh OUT diffusers-eager    diffusers eager rows (bench/diffusers_speed.py)
+#   bench/gpu_bench.sh OUT diffusers-compile  diffusers torch.compile rows (slow: compiles per batch shape)
+# then `python3 bench/collect_bench.py OUT` writes OUT/results.json and OUT/table.md.
+# Weights are random (SDXL base configs, fp16): timings and memory are real, images are noise.
+set -uo pipefail
+out="$(mkdir -p "$1" && cd "$1" && pwd)"
+part="${2:-ours}"
+export PATH=/opt/torch/.venv/bin:$PATH PYTHONUNBUFFERED=1
+[[ -d /tmp/site ]] && export PYTHONPATH=/tmp/site
+py="$(command -v python3)"
+build="${SDXLB_BENCH_BUILD:-/tmp/b}"
+model="${SDXLB_BENCH_MODEL:-/tmp/full}"
+bin="$build/apps/sdxl-batch"
+
+if [[ "$part" == ours ]]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDXLB_PYTHON="$py" -DSDXLB_BUILD_TESTS=OFF >/dev/null
+  ninja -C "$build" sdxl-batch unet_parity | tail -1
+  [[ -f "$model/model_index.json" ]] || "$bin" make-demo-model "$model" --full --dtype fp16
+  "$py" bench/unet_reference.py "$model" /tmp/unet-in.safetensors "$out/unet_diffusers.json"
+  "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors "$out/unet_ours.json"
+  # name batch steps guidance decoder
+  while read -r name b steps g dec; do
+    d="/tmp/bench-$name"; rm -rf "$d"; mkdir -p "$d"
+    for i in $(seq 1 $((3 * b))); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
+    cat > "$d/job.yaml" <<YAML
+model: $model
+tiny_vae: $model/tiny_vae
+decoder: $dec
+vae_fp16_safe: true
+prompts_file: p.txt
+steps: $steps
+guidance: $g
+width: 1024
+height: 1024
+batch_size: $b
+dtype: fp16
+output: out
+progress_interval_s: 1000
+YAML
+    start=$EPOCHREALTIME
+    "$bin" run "$d/job.yaml" > "$out/$name.stdout" 2> "$out/$name.stderr"
+    echo "exit=$? wall_s=$(awk "BEGIN{print $EPOCHREALTIME - $start}")" >> "$out/$name.stdout"
+    "$py" - "$d/out/index.h5" "$out/$name.items.json" <<'PY'
+import h5py, json, sys
+f = h5py.File(sys.argv[1], "r")
+json.dump({k: f[k][()].tolist() for k in ("ms_denoise", "ms_decode", "ms_encode", "status")}, open(sys.argv[2], "w"))
+PY
+    tail -3 "$out/$name.stdout"
+  done <<'ROWS'
+b1_full 1 30 5.0 full
+b4_full 4 30 5.0 full
+b8_full 8 30 5.0 full
+b1_tiny 1 30 5.0 tiny
+b4_tiny 4 30 5.0 tiny
+b1_mlperf 1 20 8.0 full
+b4_mlperf 4 20 8.0 full
+ROWS
+  # Encode phase: 512 distinct prompts through both text encoders at batch 64.
+  d=/tmp/bench-encode; rm -rf "$d"; mkdir -p "$d"
+  for i in $(seq 1 512); do echo "an encode benchmark prompt, number $i, with a few more words"; done > "$d/p.txt"
+  printf 'model: %s\nprompts_file: p.txt\nwidth: 1024\nheight: 1024\ndtype: fp16\noutput: out\n' "$model" > "$d/job.yaml"
+  "$bin" encode "$d/job.yaml" > "$out/encode.stdout" 2> "$out/encode.stderr"
+  grep -h "encode:" "$out/encode.stderr" | tail -2
+elif [[ "$part" == diffusers-eager ]]; then
+  "$py" bench/diffusers_speed.py --batches 1,4 > "$out/diffusers_eager.log" 2>&1
+  "$py" bench/diffusers_speed.py --batches 4 --steps 20 --guidance 8 > "$out/diffusers_eager_mlperf.log" 2>&1
+  grep RESULT "$out"/diffusers_eager*.log | cut -c1-300
+elif [[ "$part" == diffusers-compile ]]; then
+  "$py" bench/diffusers_speed.py --batches 1,4 --compile > "$out/diffusers_compile.log" 2>&1
+  grep RESULT "$out/diffusers_compile.log" | cut -c1-300
+fi
