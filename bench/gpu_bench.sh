@@ -20,10 +20,14 @@ if [[ "$part" == ours ]]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDXLB_PYTHON="$py" -DSDXLB_BUILD_TESTS=OFF >/dev/null
   ninja -C "$build" sdxl-batch unet_parity | tail -1
   [[ -f "$model/model_index.json" ]] || "$bin" make-demo-model "$model" --full --dtype fp16
-  "$py" bench/unet_reference.py "$model" /tmp/unet-in.safetensors "$out/unet_diffusers.json"
-  "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors "$out/unet_ours.json"
+  if [[ -z "${SDXLB_BENCH_ROWS:-}" || " $SDXLB_BENCH_ROWS " == *" unet "* ]]; then
+    "$py" bench/unet_reference.py "$model" /tmp/unet-in.safetensors "$out/unet_diffusers.json"
+    "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors "$out/unet_ours.json"
+  fi
   # name batch steps guidance decoder
   while read -r name b steps g dec; do
+    # SDXLB_BENCH_ROWS="b4_full b8_full" runs only those rows.
+    [[ -n "${SDXLB_BENCH_ROWS:-}" && " $SDXLB_BENCH_ROWS " != *" $name "* ]] && continue
     d="/tmp/bench-$name"; rm -rf "$d"; mkdir -p "$d"
     for i in $(seq 1 $((3 * b))); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
     cat > "$d/job.yaml" <<YAML
@@ -60,6 +64,7 @@ b1_mlperf 1 20 8.0 full
 b4_mlperf 4 20 8.0 full
 ROWS
   # Encode phase: 512 distinct prompts through both text encoders at batch 64.
+  [[ -n "${SDXLB_BENCH_ROWS:-}" && " $SDXLB_BENCH_ROWS " != *" encode "* ]] && exit 0
   d=/tmp/bench-encode; rm -rf "$d"; mkdir -p "$d"
   for i in $(seq 1 512); do echo "an encode benchmark prompt, number $i, with a few more words"; done > "$d/p.txt"
   printf 'model: %s\nprompts_file: p.txt\nwidth: 1024\nheight: 1024\ndtype: fp16\noutput: out\n' "$model" > "$d/job.yaml"
