@@ -99,9 +99,14 @@ Status run_encode_phase(Comm& comm, const RunContext& base_ctx) {
   const auto t_encode = Clock::now();
   for (size_t i = begin; i < end; i += chunk) {
     std::vector<std::string> texts(missing.begin() + i, missing.begin() + std::min(end, i + chunk));
+    // Always `chunk` rows (padded with the last text): with one shape, a text's embedding does not depend on
+    // which texts share its batch, so it is the same whatever the cache held and however many ranks encode.
+    const size_t n = texts.size();
+    while (texts.size() < chunk) texts.push_back(texts.back());
     SDXLB_ASSIGN_OR_RETURN(auto e, pipe->encode(texts));
-    embeds.push_back(e.prompt_embeds.to(at::kCPU, at::kHalf));
-    pooled.push_back(e.pooled.to(at::kCPU, at::kHalf));
+    texts.resize(n);
+    embeds.push_back(e.prompt_embeds.narrow(0, 0, static_cast<int64_t>(n)).to(at::kCPU, at::kHalf));
+    pooled.push_back(e.pooled.narrow(0, 0, static_cast<int64_t>(n)).to(at::kCPU, at::kHalf));
     pending.insert(pending.end(), texts.begin(), texts.end());
     if (pending.size() >= shard_texts) SDXLB_RETURN_IF_ERROR(flush());
   }
@@ -133,10 +138,25 @@ class RenderWorker {
   }
 
   // Renders `items` (one fixed group of the dispatcher) and appends them to the segment.
+  // Renders a dispatcher batch. On the CPU every item is computed on its own (batched matrix products round
+  // differently for other batch sizes, and the CPU gains little from batching), so CPU images do not depend
+  // on batch_size at all; on a GPU the batch is padded to batch_size, so they do not depend on its
+  // composition.
   Status render(const std::vector<int64_t>& items, WorkRequest* report) {
     const auto t0 = Clock::now();
+    const size_t step = ctx_.device.is_cpu() ? 1 : items.size();
+    for (size_t i = 0; i < items.size(); i += step) {
+      const std::vector<int64_t> chunk(items.begin() + i, items.begin() + std::min(items.size(), i + step));
+      SDXLB_RETURN_IF_ERROR(render_padded(chunk, ctx_.device.is_cpu() ? 1 : ctx_.batch_size, report));
+    }
+    busy_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
+    return Status::ok();
+  }
+
+ private:
+  Status render_padded(const std::vector<int64_t>& items, int64_t batch, WorkRequest* report) {
     const int64_t m = static_cast<int64_t>(items.size());
-    const int64_t b = std::max<int64_t>(ctx_.batch_size, m);
+    const int64_t b = std::max<int64_t>(batch, m);
     std::vector<std::string> pos_texts, neg_texts;
     std::vector<uint64_t> seeds;
     std::vector<PlanItem> plan_items;
@@ -181,10 +201,10 @@ class RenderWorker {
       (r.ok ? rendered_ : failed_)++;
       FaultPlan::get().maybe_kill(comm_.rank(), rendered_ + failed_);
     }
-    busy_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
     return Status::ok();
   }
 
+ public:
   Status finish() {
 #ifdef SDXLB_WITH_CUDA
     if (ctx_.device.is_cuda()) {

@@ -93,22 +93,17 @@ class Engine(unittest.TestCase):
     def test_same_images_with_1_2_3_workers(self):
         for ranks in (2, 4):  # 1 and 3 workers (the reference has 2)
             d = os.path.join(TMP, f"w{ranks - 1}")
-            run(write_job(d), ranks)
+            # A cache of its own: the encode phase is split differently, and must give the same embeddings.
+            run(write_job(d, embedding_cache=os.path.join(d, "emb")), ranks)
             self.assert_same_dataset(os.path.join(d, "out"))
         d = os.path.join(TMP, "single-process")
         run(write_job(d), 1)  # no mpirun: coordinator + a worker thread
         self.assert_same_dataset(os.path.join(d, "out"))
 
-    def test_batch_size_changes_pixels_by_at_most_one_level(self):
-        # Batched matrix products round differently for another batch size (BLAS picks kernels by shape), so a
-        # different batch_size is the one setting that is not bit-exact: it may move a few pixels by 1 level.
+    def test_same_images_with_another_batch_size(self):
         d = os.path.join(TMP, "b3")
         run(write_job(d, batch_size=3), 3)
-        images, meta = read(os.path.join(d, "out"))
-        diff = np.abs(images.astype(np.int16) - self.ref_images.astype(np.int16))
-        self.assertLessEqual(diff.max(), 1)
-        self.assertLess((diff > 0).mean(), 1e-3)
-        np.testing.assert_array_equal(meta["seed"], self.ref_meta["seed"])
+        self.assert_same_dataset(os.path.join(d, "out"))
 
     def test_embeddings_are_reused_across_jobs(self):
         global PROMPTS
