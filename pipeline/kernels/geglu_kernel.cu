@@ -6,8 +6,12 @@
 namespace sdxlb::kernels {
 namespace {
 
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(__half x) {
+  return __half2float(x);
+}
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
 template <typename T>
 __device__ __forceinline__ T from_float(float x);
 template <>
@@ -62,7 +66,8 @@ template <typename T>
 cudaError_t launch(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream) {
   if (rows <= 0 || f <= 0) return cudaSuccess;
   const int threads = 256;
-  const bool vec = f % 8 == 0 && reinterpret_cast<uintptr_t>(in) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  const bool vec =
+      f % 8 == 0 && reinterpret_cast<uintptr_t>(in) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
   const int64_t work = vec ? rows * (f / 8) : rows * f;
   const int blocks = static_cast<int>(std::min<int64_t>((work + threads - 1) / threads, 65535 * 8));
   if (vec)
