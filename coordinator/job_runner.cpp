@@ -9,6 +9,7 @@
 
 #include "common/exit_codes.h"
 #include "common/log.h"
+#include "common/utc_time.h"
 #include "common/version.h"
 #include "coordinator/coordinator.h"
 #include "store/dataset_reader.h"
@@ -48,12 +49,7 @@ Status share_all(Comm& comm, const Status& mine) {
 }
 
 std::string iso_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return utc_now("%Y-%m-%dT%H:%M:%SZ");
 }
 
 // This rank's index among the worker ranks (world rank != 0) of its node.

@@ -198,13 +198,7 @@ StatusOr<TinyVae> load_tiny_vae(const std::string& folder, const std::string& va
 
 StatusOr<at::Tensor> decode_checked(TinyVae& vae, const at::Tensor& latents, bool sliced,
                                     const std::string& what) {
-  const auto& c = vae->config();
-  if (!latents.defined() || latents.dim() != 4 || latents.size(1) != c.latent_channels)
-    return invalid_argument(
-        what + ": latents must be [batch, " + std::to_string(c.latent_channels) +
-        ", height/8, width/8], got " +
-        (latents.defined() ? c10::str(latents.sizes()) : std::string("an undefined tensor")));
-  SDXLB_RETURN_IF_ERROR(check_finite(latents, what + ": input latents"));
+  SDXLB_RETURN_IF_ERROR(check_latents(latents, vae->config().latent_channels, what));
   try {
     at::Tensor images = sliced ? vae->decode_sliced(latents) : vae->decode(latents);
     SDXLB_RETURN_IF_ERROR(check_finite(images, what + ": decoded images"));

@@ -432,15 +432,17 @@ StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at
   }
 }
 
+Status check_latents(const at::Tensor& latents, int64_t channels, const std::string& what) {
+  if (!latents.defined() || latents.dim() != 4 || latents.size(1) != channels)
+    return invalid_argument(
+        what + ": latents must be [batch, " + std::to_string(channels) + ", height/8, width/8], got " +
+        (latents.defined() ? c10::str(latents.sizes()) : std::string("an undefined tensor")));
+  return check_finite(latents, what + ": input latents");
+}
+
 StatusOr<at::Tensor> decode_checked(Vae& vae, const at::Tensor& latents, VaeDecodeMode mode,
                                     const std::string& what) {
-  const auto& c = vae->config();
-  if (!latents.defined() || latents.dim() != 4 || latents.size(1) != c.latent_channels)
-    return invalid_argument(
-        what + ": latents must be [batch, " + std::to_string(c.latent_channels) +
-        ", height/8, width/8], got " +
-        (latents.defined() ? c10::str(latents.sizes()) : std::string("an undefined tensor")));
-  SDXLB_RETURN_IF_ERROR(check_finite(latents, what + ": input latents"));
+  SDXLB_RETURN_IF_ERROR(check_latents(latents, vae->config().latent_channels, what));
   try {
     at::Tensor images;
     switch (mode) {

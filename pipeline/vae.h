@@ -196,6 +196,10 @@ StatusOr<at::Tensor> decode_checked(Vae& vae, const at::Tensor& latents,
                                     VaeDecodeMode mode = VaeDecodeMode::kFull,
                                     const std::string& what = "VAE decode");
 
+/// OK when `latents` is [batch, channels, h, w] with finite values; otherwise kInvalidArgument (shape) or
+/// kDataLoss (NaN/Inf), naming `what`. Shared by the full and the tiny VAE.
+Status check_latents(const at::Tensor& latents, int64_t channels, const std::string& what);
+
 /// OK when every element of `t` is finite; otherwise kDataLoss naming `what`, the NaN and Inf counts, the
 /// batch items affected (dim 0), and the usual cause (SDXL's VAE in float16).
 Status check_finite(const at::Tensor& t, const std::string& what);

@@ -1,8 +1,8 @@
 #include "worker/run_context.h"
 
-#include <ctime>
-
 #include <ATen/Context.h>
+
+#include "common/utc_time.h"
 
 namespace sdxlb {
 
@@ -87,12 +87,7 @@ StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, co
 }
 
 std::string utc_run_id() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
+  return utc_now("%Y%m%dT%H%M%SZ");
 }
 
 }  // namespace sdxlb
