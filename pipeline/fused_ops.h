@@ -10,12 +10,6 @@ namespace sdxlb {
 /// chunk(2, -1). One fused kernel on CUDA for fp16/bf16 (bit-identical to the unfused ops), else the ops.
 at::Tensor geglu(const at::Tensor& proj);
 
-/// GroupNorm of x [N, C, H, W] (then SiLU when `silu`). On CUDA, for fp16/bf16 channels-last tensors with C a
-/// multiple of 8, one deterministic kernel pipeline that keeps the channels-last layout (LibTorch's own
-/// kernel converts to NCHW and back); elsewhere at::group_norm (+ at::silu), op for op as diffusers.
-at::Tensor group_norm(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
-                      double eps, bool silu);
-
 /// Whether fused CUDA kernels are compiled in (a CUDA build).
 bool fused_kernels_available();
 

@@ -1,7 +1,5 @@
 #include "pipeline/layers.h"
 
-#include "pipeline/fused_ops.h"
-
 #include <ATen/ATen.h>
 
 namespace sdxlb {
@@ -41,11 +39,7 @@ GroupNormImpl::GroupNormImpl(int64_t num_groups, int64_t num_channels, double ep
 }
 
 at::Tensor GroupNormImpl::forward(const at::Tensor& x) {
-  return group_norm(x, num_groups_, weight, bias, eps_, /*silu=*/false);
-}
-
-at::Tensor GroupNormImpl::forward_silu(const at::Tensor& x) {
-  return group_norm(x, num_groups_, weight, bias, eps_, /*silu=*/true);
+  return at::group_norm(x, num_groups_, weight, bias, eps_);
 }
 
 LayerNormImpl::LayerNormImpl(int64_t dim, double eps) : dim_(dim), eps_(eps) {

@@ -52,8 +52,6 @@ class GroupNormImpl : public torch::nn::Module {
  public:
   GroupNormImpl(int64_t num_groups, int64_t num_channels, double eps);
   at::Tensor forward(const at::Tensor& x);
-  /// silu(forward(x)), fused on CUDA (pipeline/fused_ops.h).
-  at::Tensor forward_silu(const at::Tensor& x);
 
   at::Tensor weight;  ///< [num_channels]
   at::Tensor bias;    ///< [num_channels]

@@ -22,7 +22,7 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetBlock2DOptions& options) : opti
 }
 
 at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& temb) {
-  at::Tensor h = norm1_->forward_silu(x);
+  at::Tensor h = at::silu(norm1_(x));
   h = conv1_(h);
   if (time_emb_proj_) {
     TORCH_CHECK(temb.defined(), "ResnetBlock2D with temb_channels=", *options_.temb_channels(),
@@ -30,7 +30,7 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& tem
     // diffusers applies the nonlinearity inside every resnet (skip_time_act false), then adds per channel.
     h = h + time_emb_proj_(at::silu(temb)).unsqueeze(-1).unsqueeze(-1);
   }
-  h = norm2_->forward_silu(h);
+  h = at::silu(norm2_(h));
   h = conv2_(h);
   at::Tensor shortcut = conv_shortcut_ ? conv_shortcut_(x) : x;
   at::Tensor out = shortcut + h;
