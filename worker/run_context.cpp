@@ -81,6 +81,10 @@ StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, co
         break;
     }
   }
+  if (job.memory.placement != JobSpec::Placement::kAuto &&
+      job.memory.placement != JobSpec::Placement::kResident)
+    return unimplemented(job.job_file + ": memory.placement: " + placement_name(job.memory.placement) +
+                         " is not implemented yet; use auto or resident (the weights stay on the GPU)");
   ctx.batch_size = job.batch_size ? *job.batch_size : (ctx.device.is_cuda() ? 4 : 1);
   ctx.job = std::move(job);
   return ctx;

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/process_clock.h"
 #include "coordinator/protocol.h"
+#include "pipeline/memory_plan.h"
 #include "store/embedding_cache.h"
 #include "store/output_folder.h"
 #include "store/segment_writer.h"
@@ -128,6 +129,7 @@ class RenderWorker {
 
   Status init() {
     ctx_.device = bind_device(ctx_);
+    SDXLB_RETURN_IF_ERROR(apply_memory_plan());
     SDXLB_ASSIGN_OR_RETURN(pipe_, SdxlPipeline::load(ctx_.job.model, ctx_.pipeline_options(false, true)));
     SDXLB_ASSIGN_OR_RETURN(auto cache,
                            EmbeddingCache::open(ctx_.job.embedding_cache, pipe_->text_encoder_id()));
@@ -224,6 +226,38 @@ class RenderWorker {
   }
 
  private:
+  // Caps the caching allocator at memory.max_gpu_gib and logs the plan with its estimate. (The batch size
+  // stays the job's: choosing it per GPU would change images between GPU types.)
+  Status apply_memory_plan() {
+#ifdef SDXLB_WITH_CUDA
+    if (!ctx_.device.is_cuda()) return Status::ok();
+    const double total_gib =
+        static_cast<double>(at::cuda::getDeviceProperties(ctx_.device.index())->totalGlobalMem) / (1 << 30);
+    if (ctx_.job.memory.max_gpu_gib) {
+      const double fraction = std::min(1.0, *ctx_.job.memory.max_gpu_gib / total_gib);
+      c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, ctx_.device.index());
+    }
+    GpuBudgetInput gpu{total_gib, 1, ctx_.job.memory.max_gpu_gib};
+    MemoryRequest req;
+    req.width = ctx_.job.width;
+    req.height = ctx_.job.height;
+    req.tiny_decoder = ctx_.decoder == DecoderKind::kTiny;
+    req.batch_size = ctx_.batch_size;
+    req.decode = ctx_.decoder == DecoderKind::kSliced  ? "sliced"
+                 : ctx_.decoder == DecoderKind::kTiled ? "tiled"
+                                                       : "full";
+    auto plan = choose_memory_plan(gpu, req);
+    if (plan.is_ok()) {
+      log_info(plan->describe());
+    } else if (plan.status().code() == StatusCode::kResourceExhausted) {
+      log_warn("this job may not fit: " + plan.status().message());
+    } else {
+      return plan.status();
+    }
+#endif
+    return Status::ok();
+  }
+
   // Renders a padded batch. Per-item problems (NaN latents or images) land in `errors`; a failure of the
   // whole batch is returned.
   Status render_batch(const std::vector<std::string>& pos, const std::vector<std::string>& neg,
