@@ -22,6 +22,7 @@ const FaultPlan& FaultPlan::get() {
       const std::string key = part.substr(0, eq), value = part.substr(eq + 1);
       if (key == "kill_rank") p.kill_rank = std::stoi(value);
       if (key == "kill_after") p.kill_after = std::stoll(value);
+      if (key == "oom_batches") p.oom_batches = std::stoll(value);
       if (key == "nan_items") {
         std::stringstream vs(value);
         std::string item;

@@ -173,6 +173,18 @@ class RenderWorker {
     std::vector<std::string> errors(m);
     at::Tensor images;
     Status st = render_batch(pos_texts, neg_texts, seeds, items, &images, &errors);
+    if (st.code() == StatusCode::kResourceExhausted) {
+      // Out of memory: free the allocator's cache and go one item at a time (each retried once), so that no
+      // item is lost; an item that still does not fit is stored as failed and retried by the next run.
+      log_warn("out of GPU memory on a batch of " + std::to_string(m) +
+               " items; retrying them one at a time (" + st.message() + ")");
+      release_cached_memory();
+      if (m > 1 || batch > 1) {
+        for (int64_t item : items) SDXLB_RETURN_IF_ERROR(render_padded({item}, 1, report));
+        return Status::ok();
+      }
+      st = render_batch(pos_texts, neg_texts, seeds, items, &images, &errors);
+    }
     for (int64_t k = 0; k < m; ++k) {
       if (!st.is_ok()) errors[k] = st.to_string();
       ItemRecord r;
@@ -258,11 +270,21 @@ class RenderWorker {
     return Status::ok();
   }
 
+  void release_cached_memory() {
+#ifdef SDXLB_WITH_CUDA
+    if (ctx_.device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+  }
+
   // Renders a padded batch. Per-item problems (NaN latents or images) land in `errors`; a failure of the
   // whole batch is returned.
   Status render_batch(const std::vector<std::string>& pos, const std::vector<std::string>& neg,
                       const std::vector<uint64_t>& seeds, const std::vector<int64_t>& items,
                       at::Tensor* images, std::vector<std::string>* errors) {
+    if (oom_faults_left_ > 0) {
+      --oom_faults_left_;
+      return Status(StatusCode::kResourceExhausted, "injected out-of-memory (SDXLB_FAULT oom_batches)");
+    }
     const auto te = Clock::now();
     SDXLB_ASSIGN_OR_RETURN(auto pos_e, cache_->read(pos));
     TextEmbeddings positive{pos_e.first.to(ctx_.device, ctx_.dtype),
@@ -343,6 +365,7 @@ class RenderWorker {
   int64_t rendered_ = 0, failed_ = 0, segments_ = 0;
   double busy_s_ = 0, embed_ms_ = 0;
   bool first_batch_ = true;
+  int64_t oom_faults_left_ = FaultPlan::get().oom_batches;
 };
 
 }  // namespace

@@ -144,6 +144,12 @@ class Engine(unittest.TestCase):
         run(job, 2)  # resume with a different shape
         self.assert_same_dataset(os.path.join(d, "out"))
 
+    def test_out_of_memory_falls_back_without_losing_items(self):
+        d = os.path.join(TMP, "oom")
+        p = run(write_job(d), 3, env={"SDXLB_FAULT": "oom_batches=1"})  # per worker: the retry succeeds
+        self.assertIn("out of GPU memory", p.stderr)
+        self.assert_same_dataset(os.path.join(d, "out"))
+
     def test_nan_item_is_recorded_as_failed(self):
         d = os.path.join(TMP, "nan")
         p = run(write_job(d), 3, env={"SDXLB_FAULT": "nan_items=5:17"}, check=False)
