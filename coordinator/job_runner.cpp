@@ -7,6 +7,7 @@
 
 #include <torch/version.h>
 
+#include "cluster/node_probe.h"
 #include "common/exit_codes.h"
 #include "common/log.h"
 #include "common/utc_time.h"
@@ -50,21 +51,6 @@ Status share_all(Comm& comm, const Status& mine) {
 
 std::string iso_now() {
   return utc_now("%Y-%m-%dT%H:%M:%SZ");
-}
-
-// This rank's index among the worker ranks (world rank != 0) of its node.
-StatusOr<int> gpu_slot(Comm& comm) {
-  if (std::string(comm.backend()) != "mpi") return comm.rank() - 1;
-  SDXLB_ASSIGN_OR_RETURN(auto node, comm.split_node("finding the ranks of this node"));
-  SDXLB_ASSIGN_OR_RETURN(auto ranks,
-                         node.all_gather(std::to_string(comm.rank()), "finding the ranks of this node"));
-  int slot = 0;
-  for (const auto& r : ranks) {
-    const int world_rank = std::stoi(r);
-    if (world_rank == comm.rank()) return slot;
-    if (world_rank != 0) ++slot;
-  }
-  return slot;
 }
 
 void print_error(const Status& s) {
@@ -187,12 +173,13 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
     return exit_code_for(ctx.status());
   }
 
-  auto slot = gpu_slot(comm);
-  if (!slot.is_ok()) {
-    print_error(slot.status());
+  auto placement = node_placement(comm);
+  if (!placement.is_ok()) {
+    print_error(placement.status());
     return kExitInternal;
   }
-  ctx->gpu_slot = *slot;
+  ctx->gpu_slot = placement->slot;
+  ctx->workers_on_node = placement->workers_on_node;
 
   Prepared prep;
   Status prep_status;

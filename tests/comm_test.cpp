@@ -1,4 +1,5 @@
 #include "cluster/comm.h"
+#include "cluster/node_probe.h"
 
 #include <thread>
 
@@ -76,6 +77,24 @@ TEST(Comm, SendToBadRankIsAnError) {
   Status s = c.send(3, 1, "", "dispatching work");
   EXPECT_FALSE(s.is_ok());
   EXPECT_NE(s.message().find("dispatching work"), std::string::npos);
+}
+
+TEST(NodeProbe, RanksSharingAGpu) {
+  EXPECT_EQ(ranks_sharing_gpu(0, 8, 8), 1);  // one worker per GPU
+  EXPECT_EQ(ranks_sharing_gpu(0, 2, 1), 2);  // two workers on one GPU
+  EXPECT_EQ(ranks_sharing_gpu(1, 2, 1), 2);
+  EXPECT_EQ(ranks_sharing_gpu(0, 3, 2), 2);  // slots 0 and 2 take GPU 0
+  EXPECT_EQ(ranks_sharing_gpu(1, 3, 2), 1);
+  EXPECT_EQ(ranks_sharing_gpu(0, 1, 0), 1);  // no GPU: nothing shared
+  EXPECT_GT(host_ram_gib(), 0.1);
+}
+
+TEST(NodeProbe, LocalBackendPlacement) {
+  auto comms = Comm::local_group(3);
+  auto p = node_placement(comms[2]);
+  ASSERT_TRUE(p.is_ok());
+  EXPECT_EQ(p->slot, 1);
+  EXPECT_EQ(p->workers_on_node, 2);
 }
 
 }  // namespace

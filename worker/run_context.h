@@ -36,6 +36,8 @@ struct RunContext {
   int64_t batch_size = 1;
   /// This worker's index among the workers on its node (it takes GPU gpu_slot mod GPUs-per-node).
   int gpu_slot = 0;
+  /// Worker ranks on this node (with gpu_slot: how many share this worker's GPU).
+  int workers_on_node = 1;
 
   /// The pipeline options for this job (render or encode).
   PipelineOptions pipeline_options(bool text_encoders, bool denoiser) const;

@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include "cluster/node_probe.h"
 #include "common/log.h"
 #include "common/process_clock.h"
 #include "coordinator/protocol.h"
@@ -249,7 +250,18 @@ class RenderWorker {
       const double fraction = std::min(1.0, *ctx_.job.memory.max_gpu_gib / total_gib);
       c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, ctx_.device.index());
     }
-    GpuBudgetInput gpu{total_gib, 1, ctx_.job.memory.max_gpu_gib};
+    const int gpus = static_cast<int>(at::getNumGPUs());
+    const int sharing = ranks_sharing_gpu(ctx_.gpu_slot, ctx_.workers_on_node, gpus);
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    char probe[200];
+    std::snprintf(
+        probe, sizeof probe,
+        "node: %d GPUs, %d workers, %d on GPU %d (%.1f GiB total, %.1f GiB free), host RAM %.0f GiB", gpus,
+        ctx_.workers_on_node, sharing, static_cast<int>(ctx_.device.index()), total_gib,
+        static_cast<double>(free_b) / (1 << 30), host_ram_gib());
+    log_info(probe);
+    GpuBudgetInput gpu{total_gib, sharing, ctx_.job.memory.max_gpu_gib};
     MemoryRequest req;
     req.width = ctx_.job.width;
     req.height = ctx_.job.height;

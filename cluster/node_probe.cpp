@@ -1,0 +1,43 @@
+#include "cluster/node_probe.h"
+
+#include <sys/sysinfo.h>
+
+#include <string>
+
+namespace sdxlb {
+
+StatusOr<NodePlacement> node_placement(Comm& world) {
+  NodePlacement p;
+  if (std::string(world.backend()) != "mpi") {
+    p.slot = world.rank() - 1;
+    p.workers_on_node = world.size() - 1;
+    return p;
+  }
+  SDXLB_ASSIGN_OR_RETURN(auto node, world.split_node("finding the ranks of this node"));
+  SDXLB_ASSIGN_OR_RETURN(auto ranks,
+                         node.all_gather(std::to_string(world.rank()), "finding the ranks of this node"));
+  int workers = 0;
+  for (const auto& r : ranks) {
+    const int world_rank = std::stoi(r);
+    if (world_rank == world.rank()) p.slot = workers;
+    if (world_rank != 0) ++workers;
+  }
+  p.workers_on_node = workers;
+  return p;
+}
+
+int ranks_sharing_gpu(int slot, int workers, int gpus) {
+  if (gpus <= 0 || workers <= 0) return 1;
+  int n = 0;
+  for (int s = 0; s < workers; ++s)
+    if (s % gpus == slot % gpus) ++n;
+  return n > 0 ? n : 1;
+}
+
+double host_ram_gib() {
+  struct sysinfo info {};
+  if (sysinfo(&info) != 0) return -1;
+  return static_cast<double>(info.totalram) * info.mem_unit / (1024.0 * 1024.0 * 1024.0);
+}
+
+}  // namespace sdxlb
