@@ -18,6 +18,12 @@ constexpr int64_t kMaxAutoBatch = 8;
 
 }  // namespace
 
+Status check_placement(const std::string& placement) {
+  if (placement == "auto" || placement == "resident") return Status::ok();
+  return unimplemented("memory.placement: " + placement +
+                       " is not implemented yet; use auto or resident (the weights then stay on the GPU)");
+}
+
 double estimate_peak_gib(int64_t batch, int64_t width, int64_t height, const std::string& decode) {
   const double scale = static_cast<double>(width) * static_cast<double>(height) / (1024.0 * 1024.0);
   const double b = static_cast<double>(batch);
@@ -40,9 +46,7 @@ std::string MemoryPlan::describe() const {
 }
 
 StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryRequest& req) {
-  if (req.placement != "auto" && req.placement != "resident")
-    return unimplemented("memory.placement: " + req.placement +
-                         " is not implemented yet; use auto or resident (the weights then stay on the GPU)");
+  SDXLB_RETURN_IF_ERROR(check_placement(req.placement));
   MemoryPlan plan;
   double budget = gpu.total_gib;
   if (gpu.cap_gib) budget = std::min(budget, *gpu.cap_gib);

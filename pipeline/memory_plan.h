@@ -45,6 +45,9 @@ struct MemoryPlan {
   std::string describe() const;
 };
 
+/// OK for the placements that exist ("auto", "resident"); kUnimplemented naming the job key otherwise.
+Status check_placement(const std::string& placement);
+
 /// Predicted allocator peak (GiB) of the resident fp16 pipeline for this batch, size and decode.
 double estimate_peak_gib(int64_t batch, int64_t width, int64_t height, const std::string& decode);
 

@@ -3,6 +3,7 @@
 #include <ATen/Context.h>
 
 #include "common/utc_time.h"
+#include "pipeline/memory_plan.h"
 
 namespace sdxlb {
 
@@ -81,10 +82,7 @@ StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, co
         break;
     }
   }
-  if (job.memory.placement != JobSpec::Placement::kAuto &&
-      job.memory.placement != JobSpec::Placement::kResident)
-    return unimplemented(job.job_file + ": memory.placement: " + placement_name(job.memory.placement) +
-                         " is not implemented yet; use auto or resident (the weights stay on the GPU)");
+  SDXLB_RETURN_IF_ERROR(check_placement(placement_name(job.memory.placement)).with_context(job.job_file));
   ctx.batch_size = job.batch_size ? *job.batch_size : (ctx.device.is_cuda() ? 4 : 1);
   ctx.job = std::move(job);
   return ctx;
