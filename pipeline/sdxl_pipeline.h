@@ -95,6 +95,11 @@ class SdxlPipeline {
                                   at::ScalarType dtype);
 
   const PipelineOptions& options() const { return options_; }
+  /// Switches how the full VAE decodes (full, sliced or tiled), e.g. to sliced after an out-of-memory. The
+  /// tiny VAE cannot be switched to or from here (it is loaded or not); such a call is ignored.
+  void set_decoder(DecoderKind decoder) {
+    if (options_.decoder != DecoderKind::kTiny && decoder != DecoderKind::kTiny) options_.decoder = decoder;
+  }
   bool force_zeros_for_empty_prompt() const { return force_zeros_; }
   /// Width of prompt_embeds' last axis and of pooled (for the embedding store).
   int64_t prompt_embed_dim() const { return prompt_dim_; }

@@ -174,9 +174,19 @@ class RenderWorker {
     std::vector<std::string> errors(m);
     at::Tensor images;
     Status st = render_batch(pos_texts, neg_texts, seeds, items, &images, &errors);
+    if (st.code() == StatusCode::kResourceExhausted && pipe_->options().decoder == DecoderKind::kFull) {
+      // Out of memory, first step down: decode one image at a time from now on (the same images, less peak
+      // memory), and retry the batch.
+      log_warn("out of GPU memory on a batch of " + std::to_string(m) +
+               " items; switching this worker to sliced VAE decode and retrying (" + st.message() + ")");
+      release_cached_memory();
+      pipe_->set_decoder(DecoderKind::kSliced);
+      st = render_batch(pos_texts, neg_texts, seeds, items, &images, &errors);
+    }
     if (st.code() == StatusCode::kResourceExhausted) {
-      // Out of memory: free the allocator's cache and go one item at a time (each retried once), so that no
-      // item is lost; an item that still does not fit is stored as failed and retried by the next run.
+      // Still out of memory: free the allocator's cache and go one item at a time (each retried once), so
+      // that no item is lost; an item that still does not fit is stored as failed and retried by the next
+      // run.
       log_warn("out of GPU memory on a batch of " + std::to_string(m) +
                " items; retrying them one at a time (" + st.message() + ")");
       release_cached_memory();
