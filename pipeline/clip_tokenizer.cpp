@@ -125,23 +125,25 @@ class VocabReader : public json::json_sax_t {
   int depth_ = 0;
 };
 
-StatusOr<std::unordered_map<std::string, int32_t>> load_vocab(const std::string& path) {
+// read_text_file with the hint a user needs when a tokenizer file is missing.
+StatusOr<std::string> read_tokenizer_file(const std::string& path) {
   auto text = read_text_file(path);
-  if (!text.is_ok()) {
-    if (text.status().code() == StatusCode::kNotFound) {
-      return not_found(path +
-                       ": not found; a CLIP tokenizer folder holds vocab.json and merges.txt (SDXL's "
-                       "tokenizer/ and tokenizer_2/)");
-    }
-    return text.status();
-  }
+  if (text.status().code() == StatusCode::kNotFound)
+    return not_found(path +
+                     ": not found; a CLIP tokenizer folder holds vocab.json and merges.txt (SDXL's "
+                     "tokenizer/ and tokenizer_2/)");
+  return text;
+}
+
+StatusOr<std::unordered_map<std::string, int32_t>> load_vocab(const std::string& path) {
+  SDXLB_ASSIGN_OR_RETURN(auto text, read_tokenizer_file(path));
   std::unordered_map<std::string, int32_t> vocab;
   vocab.reserve(1 << 16);
   VocabReader reader(&vocab);
-  if (!json::sax_parse(*text, &reader) || !reader.error().empty()) {
+  if (!json::sax_parse(text, &reader) || !reader.error().empty()) {
     if (reader.error().empty() || reader.error().rfind("[json.exception.parse_error", 0) == 0) {
       // A syntax error: re-parse for the message with line and column.
-      auto parsed = parse_json_text(*text, path);
+      auto parsed = parse_json_text(text, path);
       if (!parsed.is_ok()) return parsed.status();
     }
     return data_loss(path + ": " + reader.error() + "; restore the file from the model's release");
@@ -169,16 +171,8 @@ uint64_t pair_key(int32_t a, int32_t b) {
 template <typename Merge>
 Status load_merges(const std::string& path, const std::unordered_map<std::string, int32_t>& vocab,
                    std::unordered_map<uint64_t, Merge>* merges) {
-  auto text = read_text_file(path);
-  if (!text.is_ok()) {
-    if (text.status().code() == StatusCode::kNotFound) {
-      return not_found(path +
-                       ": not found; a CLIP tokenizer folder holds vocab.json and merges.txt (SDXL's "
-                       "tokenizer/ and tokenizer_2/)");
-    }
-    return text.status();
-  }
-  const std::string& s = *text;
+  SDXLB_ASSIGN_OR_RETURN(auto text, read_tokenizer_file(path));
+  const std::string& s = text;
   merges->reserve(s.size() / 8);
   uint32_t rank = 0;
   size_t line_no = 0;

@@ -280,39 +280,47 @@ Status Dataset::set_extent(const std::vector<hsize_t>& dims) {
   return Status::ok();
 }
 
-Status Dataset::write_rows(hid_t mem_type, hsize_t start, hsize_t count, const void* buf) {
-  if (count == 0) return Status::ok();
+namespace {
+
+// The file and memory dataspaces for rows [start, start+count) of dataset `id` (shared by reads and writes).
+struct RowSpaces {
+  Dataspace file;
+  Dataspace memory;
+};
+
+StatusOr<RowSpaces> row_spaces(hid_t id, hsize_t start, hsize_t count, StatusCode code,
+                               const std::string& where) {
   begin_call();
-  hid_t fspace = H5Dget_space(id_);
-  if (fspace < 0) return h5_error(StatusCode::kIoError, "cannot get the dataspace of " + where());
-  Dataspace file_space(fspace, H5Sclose, "");
-  SDXLB_ASSIGN_OR_RETURN(auto dims, space_dims(fspace, where()));
-  SDXLB_RETURN_IF_ERROR(select_rows_of(fspace, dims, start, count, where()));
+  hid_t fspace = H5Dget_space(id);
+  if (fspace < 0) return h5_error(code, "cannot get the dataspace of " + where);
+  RowSpaces spaces{Dataspace(fspace, H5Sclose, ""), Dataspace()};
+  SDXLB_ASSIGN_OR_RETURN(auto dims, space_dims(fspace, where));
+  SDXLB_RETURN_IF_ERROR(select_rows_of(fspace, dims, start, count, where));
   std::vector<hsize_t> mdims = dims;
   mdims[0] = count;
-  SDXLB_ASSIGN_OR_RETURN(auto mem_space, Dataspace::simple(mdims));
-  if (H5Dwrite(id_, mem_type, mem_space.id(), fspace, H5P_DEFAULT, buf) < 0) {
-    return h5_error(StatusCode::kIoError, "cannot write rows " + std::to_string(start) + ".." +
-                                              std::to_string(start + count - 1) + " of " + where());
-  }
+  SDXLB_ASSIGN_OR_RETURN(spaces.memory, Dataspace::simple(mdims));
+  return spaces;
+}
+
+std::string rows_text(hsize_t start, hsize_t count) {
+  return std::to_string(start) + ".." + std::to_string(start + count - 1);
+}
+
+}  // namespace
+
+Status Dataset::write_rows(hid_t mem_type, hsize_t start, hsize_t count, const void* buf) {
+  if (count == 0) return Status::ok();
+  SDXLB_ASSIGN_OR_RETURN(auto spaces, row_spaces(id_, start, count, StatusCode::kIoError, where()));
+  if (H5Dwrite(id_, mem_type, spaces.memory.id(), spaces.file.id(), H5P_DEFAULT, buf) < 0)
+    return h5_error(StatusCode::kIoError, "cannot write rows " + rows_text(start, count) + " of " + where());
   return Status::ok();
 }
 
 Status Dataset::read_rows(hid_t mem_type, hsize_t start, hsize_t count, void* buf) const {
   if (count == 0) return Status::ok();
-  begin_call();
-  hid_t fspace = H5Dget_space(id_);
-  if (fspace < 0) return h5_error(StatusCode::kDataLoss, "cannot get the dataspace of " + where());
-  Dataspace file_space(fspace, H5Sclose, "");
-  SDXLB_ASSIGN_OR_RETURN(auto dims, space_dims(fspace, where()));
-  SDXLB_RETURN_IF_ERROR(select_rows_of(fspace, dims, start, count, where()));
-  std::vector<hsize_t> mdims = dims;
-  mdims[0] = count;
-  SDXLB_ASSIGN_OR_RETURN(auto mem_space, Dataspace::simple(mdims));
-  if (H5Dread(id_, mem_type, mem_space.id(), fspace, H5P_DEFAULT, buf) < 0) {
-    return h5_error(StatusCode::kDataLoss, "cannot read rows " + std::to_string(start) + ".." +
-                                               std::to_string(start + count - 1) + " of " + where());
-  }
+  SDXLB_ASSIGN_OR_RETURN(auto spaces, row_spaces(id_, start, count, StatusCode::kDataLoss, where()));
+  if (H5Dread(id_, mem_type, spaces.memory.id(), spaces.file.id(), H5P_DEFAULT, buf) < 0)
+    return h5_error(StatusCode::kDataLoss, "cannot read rows " + rows_text(start, count) + " of " + where());
   return Status::ok();
 }
 

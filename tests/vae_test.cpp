@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "oracle_reference.h"
 #include "pipeline/model_folder.h"
 #include "pipeline/tiny_vae.h"
 #include "test_files.h"
@@ -29,29 +30,11 @@ std::string model(const std::string& name) {
   return fixtures_dir() + "/models/" + name;
 }
 
-struct Reference {
-  WeightSet file;
-  at::Tensor get(const std::string& name) const {
-    auto t = file.get(name);
-    EXPECT_TRUE(t.is_ok()) << t.status().to_string();
-    return t.is_ok() ? *t : at::Tensor();
-  }
-  std::string meta(const std::string& key) const { return file.files().front()->metadata().at(key); }
-};
+using Reference = testing::ReferenceFile;
+using testing::rel_err;
 
 Reference reference(const std::string& name) {
-  auto w = WeightSet::open_file(fixtures_dir() + "/vae/" + name + ".safetensors");
-  EXPECT_TRUE(w.is_ok()) << w.status().to_string();
-  return Reference{w.is_ok() ? *w : WeightSet()};
-}
-
-/// max |a - b| / max |b|: the error relative to the reference's scale.
-double rel_err(const at::Tensor& a, const at::Tensor& b) {
-  EXPECT_EQ(a.sizes(), b.sizes());
-  if (a.sizes() != b.sizes()) return 1e30;
-  const double diff = (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-  const double scale = b.to(at::kDouble).abs().max().item<double>();
-  return diff / std::max(scale, 1e-30);
+  return testing::open_reference("vae", name);
 }
 
 Vae load_full(const std::string& name, bool with_encoder = false) {
