@@ -1,9 +1,13 @@
 #include "pipeline/denoise_graph.h"
 
+#include <algorithm>
+#include <vector>
+
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
 #ifdef SDXLB_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -14,7 +18,7 @@ namespace sdxlb {
 bool DenoiseGraph::Key::operator==(const Key& o) const {
   return batch == o.batch && channels == o.channels && height == o.height && width == o.width &&
          seq == o.seq && dim == o.dim && pooled == o.pooled && dtype == o.dtype && cfg == o.cfg &&
-         guidance == o.guidance;
+         guidance == o.guidance && streams == o.streams;
 }
 
 struct DenoiseGraph::State {
@@ -23,6 +27,9 @@ struct DenoiseGraph::State {
   at::Tensor latents, embeds, pooled, time_ids, timestep, input_scale, sigma, dt;
 #ifdef SDXLB_WITH_CUDA
   std::unique_ptr<at::cuda::CUDAGraph> graph;
+  std::vector<c10::cuda::CUDAStream> side;  // streams 1.. of the concurrent images (0 is the capture stream)
+  std::vector<at::cuda::CUDAEvent> joined;  // one per side stream: its work of this step is done
+  at::cuda::CUDAEvent forked;               // the step's inputs are ready on the capture stream
 #endif
 };
 
@@ -31,11 +38,12 @@ DenoiseGraph::~DenoiseGraph() = default;
 
 namespace {
 
-// The step, written once for the warm-up runs and the capture. Updates `latents` in place.
-void run_step(DenoiseGraph::Key const& k, UNet2DConditionModel& unet, at::Tensor& latents,
-              const at::Tensor& embeds, const at::Tensor& pooled, const at::Tensor& time_ids,
-              const at::Tensor& timestep, const at::Tensor& input_scale, const at::Tensor& sigma,
-              const at::Tensor& dt) {
+// One image's step: its CFG pair through the UNet, guidance, and diffusers' Euler update for epsilon
+// prediction in float32 (as euler_step() does it). Updates `latents` (the image's row) in place.
+void image_step(DenoiseGraph::Key const& k, UNet2DConditionModel& unet, at::Tensor latents,
+                const at::Tensor& embeds, const at::Tensor& pooled, const at::Tensor& time_ids,
+                const at::Tensor& timestep, const at::Tensor& input_scale, const at::Tensor& sigma,
+                const at::Tensor& dt) {
   at::Tensor model_in = k.cfg ? at::cat({latents, latents}, 0) : latents;
   model_in = (model_in * input_scale).contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor eps = unet->forward(model_in, timestep, embeds, pooled, time_ids);
@@ -43,17 +51,44 @@ void run_step(DenoiseGraph::Key const& k, UNet2DConditionModel& unet, at::Tensor
     auto chunks = eps.chunk(2, 0);
     eps = chunks[0] + k.guidance * (chunks[1] - chunks[0]);
   }
-  // diffusers' Euler step for epsilon prediction, in float32, as euler_step() does it.
   const at::Tensor sample = latents.to(at::kFloat);
   const at::Tensor pred_original = sample - sigma * eps;
   const at::Tensor derivative = (sample - pred_original) / sigma;
   latents.copy_(sample + derivative * dt);
 }
 
+// The step for the whole batch, written once for the warm-up runs and the capture: image i runs on stream
+// i mod streams, forked from and joined back into the current stream.
+void run_step(DenoiseGraph::Key const& k, DenoiseGraph::State& s) {
+  const int64_t rows = k.cfg ? 2 : 1;
+#ifdef SDXLB_WITH_CUDA
+  const auto main = c10::cuda::getCurrentCUDAStream();
+  if (!s.side.empty()) {
+    s.forked.record(main);
+    for (auto& st : s.side) s.forked.block(st);
+  }
+#endif
+  for (int64_t i = 0; i < k.batch; ++i) {
+#ifdef SDXLB_WITH_CUDA
+    const size_t lane = static_cast<size_t>(i % k.streams);
+    c10::cuda::CUDAStreamGuard guard(lane == 0 ? main : s.side[lane - 1]);
+#endif
+    image_step(k, s.unet, s.latents.narrow(0, i, 1), s.embeds.narrow(0, i * rows, rows),
+               s.pooled.narrow(0, i * rows, rows), s.time_ids.narrow(0, i * rows, rows), s.timestep,
+               s.input_scale, s.sigma, s.dt);
+  }
+#ifdef SDXLB_WITH_CUDA
+  for (size_t j = 0; j < s.side.size(); ++j) {
+    s.joined[j].record(s.side[j]);
+    s.joined[j].block(main);
+  }
+#endif
+}
+
 }  // namespace
 
 StatusOr<std::unique_ptr<DenoiseGraph>> DenoiseGraph::capture(UNet2DConditionModel unet, const Key& key,
-                                                              at::Device device) {
+                                                              at::Device device, int warmup) {
 #ifdef SDXLB_WITH_CUDA
   if (!device.is_cuda()) return invalid_argument("CUDA graphs need a CUDA device");
   std::unique_ptr<DenoiseGraph> g(new DenoiseGraph());
@@ -74,17 +109,20 @@ StatusOr<std::unique_ptr<DenoiseGraph>> DenoiseGraph::capture(UNet2DConditionMod
     s.sigma = at::full({}, 1.0, f32);
     s.dt = at::full({}, -0.01, f32);
     auto stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
+    const int streams = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(key.streams, key.batch)));
+    g->key_.streams = key.streams;
+    for (int j = 1; j < streams; ++j) {
+      s.side.push_back(c10::cuda::getStreamFromPool(false, device.index()));
+      s.joined.emplace_back();
+    }
     {
       c10::cuda::CUDAStreamGuard sg(stream);
       // Warm-up on the capture stream: cuBLAS/cuDNN handles, autotuning and workspaces exist before capture.
-      for (int i = 0; i < 2; ++i)
-        run_step(key, s.unet, s.latents, s.embeds, s.pooled, s.time_ids, s.timestep, s.input_scale, s.sigma,
-                 s.dt);
+      for (int i = 0; i < warmup; ++i) run_step(key, s);
       stream.synchronize();
       s.graph = std::make_unique<at::cuda::CUDAGraph>();
       s.graph->capture_begin();
-      run_step(key, s.unet, s.latents, s.embeds, s.pooled, s.time_ids, s.timestep, s.input_scale, s.sigma,
-               s.dt);
+      run_step(key, s);
       s.graph->capture_end();
     }
     stream.synchronize();
@@ -96,7 +134,7 @@ StatusOr<std::unique_ptr<DenoiseGraph>> DenoiseGraph::capture(UNet2DConditionMod
   }
   return g;
 #else
-  (void)unet, (void)key, (void)device;
+  (void)unet, (void)key, (void)device, (void)warmup;
   return unimplemented("this build has no CUDA: CUDA graphs are not available");
 #endif
 }

@@ -1,15 +1,22 @@
-// MemoryPlan: how a worker uses its GPU's memory — the batch size and how the full VAE decodes — chosen from
-// a measured model of SDXL's memory use and the memory this worker may use.
+// MemoryPlan: how a worker uses its GPU: where the UNet's weights live, how the VAE decodes, how many
+// images denoise concurrently and the batch size, chosen from a measured model of SDXL's memory and time.
 //
-// The model (memory_plan.cpp, from bench/results/2026-11-25-h100-speed.json, fp16, random weights):
-//   peak GiB ~ weights + unet_per_image * b * (pixels / 1024^2) + decode
-// where decode is vae_per_image * b (full), * 1 (sliced: one image at a time), a 512^2-tile's worth (tiled),
-// or ~0 (tiny VAE). The budget is the GPU's memory (or `max_gpu_gib`), divided among the ranks that share the
-// GPU, with a safety margin. The plan picks the fastest option that fits: the largest batch (up to 8) with a
-// full decode, then sliced, then tiled; the job's own batch_size / decode win when it sets them.
+// Every image is computed on its own (one image per UNet call and per decode), so memory grows with the
+// images denoised *concurrently* (unet_streams), not with the batch, and no choice below changes a pixel
+// except the tiled decode (compared to the full decode by PSNR) and the tiny VAE (a different decoder).
 //
-// Only resident placement exists so far: a job that asks for model/streamed/sequential offload gets an
-// "unimplemented" error rather than a silently different plan. Pure logic, thread-safe.
+// The model (memory_plan.cpp, constants measured on an H100, fp16, 1024², scaled by pixels):
+//   peak GiB ~ UNet weights on the GPU + VAE weights + unet_per_image * streams + decode of one image
+// where the UNet weights on the GPU are all of them (resident; model offload while denoising), the
+// non-unit weights + resident_budget + slots (streamed), or the non-unit weights + 2 slots (sequential).
+// Relative time per image: the compute of the resident plan, or the weight copies when they take longer
+// (a streamed UNet call copies its streamed bytes over PCIe while it computes), plus model offload's
+// re-upload of the UNet once per batch.
+//
+// The budget is the GPU's memory (or `max_gpu_gib`), divided among the ranks sharing the GPU, less a 10%
+// margin. The plan is the fastest candidate that fits: resident (most concurrent streams first), streamed
+// (the largest resident share that fits), model offload, sequential, and only then the tiled decode. The
+// job's own placement / decode / batch_size win when it sets them. Pure logic, thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -29,30 +36,33 @@ struct GpuBudgetInput {
 
 struct MemoryRequest {
   int64_t width = 1024, height = 1024;
+  int64_t steps = 30;
   bool tiny_decoder = false;          ///< the job decodes with the tiny VAE
   std::optional<int64_t> batch_size;  ///< the job's batch_size (nullopt: auto)
-  std::optional<std::string> decode;  ///< "full", "sliced" or "tiled" (nullopt: auto)
-  std::string placement = "auto";     ///< the job's memory.placement
+  std::optional<std::string> decode;  ///< "full", "sliced" (the same on a GPU) or "tiled"; nullopt: auto
+  std::string placement = "auto";     ///< auto, resident, model_offload, streamed or sequential
 };
 
 struct MemoryPlan {
-  std::string placement = "resident";
-  std::string decode = "full";  ///< full, sliced, tiled or tiny
-  int64_t batch_size = 1;
-  double estimate_gib = 0;  ///< predicted peak of the allocator
-  double budget_gib = 0;    ///< what this worker may use
+  std::string placement = "resident";  ///< resident, model_offload, streamed or sequential
+  std::string decode = "full";         ///< full, tiled or tiny
+  int64_t batch_size = 8;
+  int unet_streams = 1;             ///< images denoised concurrently
+  double resident_budget_gib = 0;   ///< streamed: UNet unit weights kept on the GPU
+  double estimate_gib = 0;          ///< predicted allocator peak
+  double budget_gib = 0;            ///< what this worker may use
+  double relative_time = 1;         ///< predicted time per image / the resident plan's
   /// One line for the log: the choice and the numbers behind it.
   std::string describe() const;
 };
 
-/// OK for the placements that exist ("auto", "resident"); kUnimplemented naming the job key otherwise.
-Status check_placement(const std::string& placement);
+/// The allocator peak (GiB) the model predicts for `plan` at this image size.
+double estimate_peak_gib(const MemoryPlan& plan, int64_t width, int64_t height);
+/// The time per image the model predicts for `plan`, relative to resident with one stream.
+double estimate_relative_time(const MemoryPlan& plan, int64_t width, int64_t height, int64_t steps);
 
-/// Predicted allocator peak (GiB) of the resident fp16 pipeline for this batch, size and decode.
-double estimate_peak_gib(int64_t batch, int64_t width, int64_t height, const std::string& decode);
-
-/// Chooses the plan. Errors: kUnimplemented for a placement other than auto/resident; kResourceExhausted
-/// when even batch 1 with the lightest decode does not fit the budget (naming both numbers and the fixes).
+/// Chooses the plan. Errors: kInvalidArgument for an unknown placement or decode; kResourceExhausted when
+/// not even the lightest candidate fits (naming both numbers and the fixes).
 StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryRequest& request);
 
 }  // namespace sdxlb

@@ -22,6 +22,7 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetBlock2DOptions& options) : opti
 }
 
 at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& temb) {
+  run_unit_hook();
   at::Tensor h = at::silu(norm1_(x));
   h = conv1_(h);
   if (time_emb_proj_) {

@@ -17,6 +17,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "pipeline/layers.h"
+#include "pipeline/unit_hook.h"
 
 namespace sdxlb {
 
@@ -39,7 +40,7 @@ struct ResnetBlock2DOptions {
 
 /// norm1 → SiLU → conv1 (+ time_emb_proj(SiLU(temb)) per channel) → norm2 → SiLU → conv2, plus a shortcut
 /// (a 1×1 conv_shortcut when the channel count changes).
-class ResnetBlock2DImpl : public torch::nn::Module {
+class ResnetBlock2DImpl : public torch::nn::Module, public HookedUnit {
  public:
   explicit ResnetBlock2DImpl(const ResnetBlock2DOptions& options);
   /// x [B, in, H, W], temb [B, temb_channels] (required when temb_channels is set, ignored otherwise)

@@ -1,5 +1,6 @@
 #include "pipeline/sdxl_pipeline.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -18,8 +19,10 @@
 #include "pipeline/tiny_vae.h"
 #include "pipeline/unet.h"
 #include "pipeline/vae.h"
+#include "pipeline/weight_streamer.h"
 
 #ifdef SDXLB_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 
@@ -31,6 +34,7 @@ struct SdxlPipeline::Parts {
   std::unique_ptr<ClipTokenizer> tokenizer, tokenizer_2;
   ClipTextModel text_encoder{nullptr}, text_encoder_2{nullptr};
   UNet2DConditionModel unet{nullptr};
+  std::unique_ptr<WeightStreamer> streamer;  // non-resident placements (destroyed before the UNet)
   Vae vae{nullptr};
   TinyVae tiny_vae{nullptr};
   EulerSchedulerConfig scheduler;
@@ -40,6 +44,8 @@ struct SdxlPipeline::Parts {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kMaxTilePixels = 512;  // tiled decode: the largest tile side
 
 void sync_device(const at::Device& device) {
 #ifdef SDXLB_WITH_CUDA
@@ -157,14 +163,30 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   }
 
   if (options.load_denoiser) {
-    SDXLB_ASSIGN_OR_RETURN(parts.unet, load_unet(folder, options.variant, options.dtype, options.device));
+    const bool streamed = options.placement != Placement::kResident;
+    // A streamed UNet is loaded into host memory and handed to the streamer, so that it never needs all of
+    // its weights on the GPU at once.
+    SDXLB_ASSIGN_OR_RETURN(parts.unet, load_unet(folder, options.variant, options.dtype,
+                                                 streamed ? at::Device(at::kCPU) : options.device));
     if (options.device.is_cuda()) {
-      // Channels-last convolutions with cuDNN autotuning: the fastest layout for SDXL's convs on tensor
-      // cores.
-      at::globalContext().setBenchmarkCuDNN(true);
+      // Channels-last convolutions: the fastest layout for SDXL's convs on tensor cores. cuDNN picks its
+      // algorithms by heuristics, not by timing them (benchmark mode): timings vary between runs and
+      // processes, and another algorithm rounds differently, so two workers could render different pixels.
+      at::globalContext().setBenchmarkCuDNN(false);
+      at::globalContext().setDeterministicCuDNN(true);
       at::NoGradGuard no_grad;
       for (auto& p : parts.unet->parameters())
         if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+    }
+    if (streamed) {
+      StreamingOptions so;
+      so.resident_budget_bytes = options.placement == Placement::kStreamed     ? options.resident_budget_bytes
+                                 : options.placement == Placement::kSequential ? 0
+                                                                               : INT64_MAX;
+      so.slots = options.placement == Placement::kSequential ? 2 : 3;
+      SDXLB_ASSIGN_OR_RETURN(parts.streamer, WeightStreamer::attach(parts.unet, options.device, so));
+      // One compute stream: the streamed units' slots are shared by every UNet call.
+      if (options.placement != Placement::kModelOffload) p->options_.unet_streams = 1;
     }
     for (int64_t d : parts.unet->config().cross_attention_dim)
       if (d != p->prompt_dim_)
@@ -221,6 +243,26 @@ void SdxlPipeline::release_text_encoders() {
   parts_->tokenizer_2.reset();
 }
 
+std::string SdxlPipeline::placement_summary() const {
+  switch (options_.placement) {
+    case Placement::kResident:
+      return "placement: resident (the UNet stays on the GPU)";
+    case Placement::kModelOffload:
+      return "placement: model offload (the UNet leaves the GPU while the VAE decodes)";
+    case Placement::kStreamed:
+    case Placement::kSequential:
+      break;
+  }
+  return std::string("placement: ") + (options_.placement == Placement::kStreamed ? "streamed" : "sequential") +
+         "; " + (parts_->streamer ? parts_->streamer->stats().describe() : std::string("no UNet loaded"));
+}
+
+void SdxlPipeline::set_unet_streams(int streams) {
+  if (parts_->streamer && options_.placement != Placement::kModelOffload) return;  // one stream only
+  options_.unet_streams = std::max(1, streams);
+  parts_->graph.reset();
+}
+
 StatusOr<TextEmbeddings> SdxlPipeline::negative_for(const std::string& text, const TextEmbeddings& like) {
   if (text.empty() && force_zeros_) {
     return TextEmbeddings{at::zeros_like(like.prompt_embeds), at::zeros_like(like.pooled)};
@@ -253,6 +295,14 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
   SDXLB_ASSIGN_OR_RETURN(auto schedule, EulerSchedule::create(parts.scheduler, s.steps));
   const auto t0 = Clock::now();
   try {
+    int warmup = 2;
+    if (parts.streamer && parts.streamer->evicted()) {
+      // Model offload: the UNet comes back to the GPU at new addresses; its graph is captured again (the
+      // handles and workspaces exist by now, so without warm-up steps).
+      parts.streamer->restore();
+      parts.graph.reset();
+      warmup = 0;
+    }
     c10::InferenceMode guard;
     const at::ScalarType dtype = options_.dtype;
     const at::Device dev = options_.device;
@@ -272,16 +322,18 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
                                      at::TensorOptions().dtype(at::kFloat))
                               .reshape({1, 6})
                               .to(dtype);  // (CPU tensors cannot be built in half precision directly)
+    // Conditioning grouped per image ([negative_i, positive_i] with CFG): the UNet runs one image per call,
+    // so an image's result does not depend on the batch it is in (see denoise_graph.h).
+    const int64_t rows = cfg ? 2 : 1;
     at::Tensor embeds, pooled;
     if (cfg) {
-      embeds = at::cat({to_dev(negative.prompt_embeds), to_dev(positive.prompt_embeds)}, 0);
-      pooled = at::cat({to_dev(negative.pooled), to_dev(positive.pooled)}, 0);
-      time_ids = at::cat({time_ids, time_ids}, 0).to(dev).repeat({b, 1});
+      embeds = at::stack({to_dev(negative.prompt_embeds), to_dev(positive.prompt_embeds)}, 1).flatten(0, 1);
+      pooled = at::stack({to_dev(negative.pooled), to_dev(positive.pooled)}, 1).flatten(0, 1);
     } else {
       embeds = to_dev(positive.prompt_embeds);
       pooled = to_dev(positive.pooled);
-      time_ids = time_ids.to(dev).repeat({b, 1});
     }
+    time_ids = time_ids.to(dev).repeat({rows * b, 1});
     if (dev.is_cuda() && options_.cuda_graphs && schedule.prediction_type() == PredictionType::kEpsilon) {
       // The whole step as one CUDA graph replay (captured once per batch shape and guidance).
       DenoiseGraph::Key key;
@@ -295,9 +347,10 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
       key.dtype = dtype;
       key.cfg = cfg;
       key.guidance = s.guidance;
+      key.streams = std::max(1, options_.unet_streams);
       if (!parts.graph || !(parts.graph->key() == key)) {
         parts.graph.reset();
-        SDXLB_ASSIGN_OR_RETURN(parts.graph, DenoiseGraph::capture(parts.unet, key, dev));
+        SDXLB_ASSIGN_OR_RETURN(parts.graph, DenoiseGraph::capture(parts.unet, key, dev, warmup));
       }
       parts.graph->load(latents, embeds, pooled, time_ids);
       for (int64_t i = 0; i < schedule.num_steps(); ++i) {
@@ -313,16 +366,23 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     }
     // The diffusers scheduler keeps timesteps as a float32 tensor; the UNet takes one 0-dim entry per step.
     at::Tensor timesteps = at::tensor(schedule.timesteps(), at::kFloat).to(dev);
+    std::vector<at::Tensor> images = latents.split(1, 0);
     for (int64_t i = 0; i < schedule.num_steps(); ++i) {
-      at::Tensor model_in = cfg ? at::cat({latents, latents}, 0) : latents;
-      SDXLB_ASSIGN_OR_RETURN(model_in, euler_scale_model_input(model_in, schedule.sigma(i)));
-      at::Tensor eps = parts.unet->forward(model_in, timesteps[i], embeds, pooled, time_ids);
-      if (cfg) {
-        auto chunks = eps.chunk(2, 0);
-        eps = chunks[0] + s.guidance * (chunks[1] - chunks[0]);
+      for (int64_t k = 0; k < b; ++k) {
+        at::Tensor& x = images[static_cast<size_t>(k)];
+        at::Tensor model_in = cfg ? at::cat({x, x}, 0) : x;
+        SDXLB_ASSIGN_OR_RETURN(model_in, euler_scale_model_input(model_in, schedule.sigma(i)));
+        at::Tensor eps = parts.unet->forward(model_in, timesteps[i], embeds.narrow(0, k * rows, rows),
+                                             pooled.narrow(0, k * rows, rows),
+                                             time_ids.narrow(0, k * rows, rows));
+        if (cfg) {
+          auto chunks = eps.chunk(2, 0);
+          eps = chunks[0] + s.guidance * (chunks[1] - chunks[0]);
+        }
+        SDXLB_ASSIGN_OR_RETURN(x, euler_step(x, eps, schedule, i));
       }
-      SDXLB_ASSIGN_OR_RETURN(latents, euler_step(latents, eps, schedule, i));
     }
+    latents = at::cat(images, 0);
     sync_device(dev);
     times_.denoise_ms = ms_since(t0);
     return latents;
@@ -335,17 +395,40 @@ StatusOr<at::Tensor> SdxlPipeline::decode(const at::Tensor& latents) {
   Parts& parts = *parts_;
   const auto t0 = Clock::now();
   SDXLB_RETURN_IF_ERROR(check_finite(latents, "latents after denoising"));
-  at::Tensor images;
-  if (options_.decoder == DecoderKind::kTiny) {
-    if (!parts.tiny_vae) return failed_precondition("the tiny VAE is not loaded");
-    SDXLB_ASSIGN_OR_RETURN(images, decode_checked(parts.tiny_vae, latents));
-  } else {
-    if (!parts.vae) return failed_precondition("the VAE is not loaded");
-    const VaeDecodeMode mode = options_.decoder == DecoderKind::kSliced  ? VaeDecodeMode::kSliced
-                               : options_.decoder == DecoderKind::kTiled ? VaeDecodeMode::kTiled
-                                                                         : VaeDecodeMode::kFull;
-    SDXLB_ASSIGN_OR_RETURN(images, decode_checked(parts.vae, latents, mode));
+  if (parts.streamer && options_.placement == Placement::kModelOffload) {
+    try {
+      parts.streamer->evict();  // the VAE decodes without the UNet on the GPU
+#ifdef SDXLB_WITH_CUDA
+      if (options_.device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+    } catch (const c10::Error& e) {
+      return torch_error("moving the UNet to host memory", e);
+    }
   }
+  // One image at a time: a decode's kernels then never depend on the batch size, so neither do the pixels
+  // (and the peak memory is one image's).
+  std::vector<at::Tensor> decoded;
+  for (int64_t k = 0; k < latents.size(0); ++k) {
+    const at::Tensor one = latents.narrow(0, k, 1);
+    at::Tensor image;
+    if (options_.decoder == DecoderKind::kTiny) {
+      if (!parts.tiny_vae) return failed_precondition("the tiny VAE is not loaded");
+      SDXLB_ASSIGN_OR_RETURN(image, decode_checked(parts.tiny_vae, one));
+    } else {
+      if (!parts.vae) return failed_precondition("the VAE is not loaded");
+      const VaeDecodeMode mode =
+          options_.decoder == DecoderKind::kTiled ? VaeDecodeMode::kTiled : VaeDecodeMode::kFull;
+      // Tiles of at most 512 pixels (SDXL's config says 1024, which would not tile a 1024^2 image at all).
+      VaeTiling tiling = parts.vae->default_tiling();
+      if (tiling.tile_sample_min_size > kMaxTilePixels) {
+        tiling.tile_latent_min_size = tiling.tile_latent_min_size * kMaxTilePixels / tiling.tile_sample_min_size;
+        tiling.tile_sample_min_size = kMaxTilePixels;
+      }
+      SDXLB_ASSIGN_OR_RETURN(image, decode_checked(parts.vae, one, mode, "VAE decode", tiling));
+    }
+    decoded.push_back(image);
+  }
+  const at::Tensor images = at::cat(decoded, 0);
   SDXLB_ASSIGN_OR_RETURN(auto u8, images_to_uint8(images));
   times_.decode_ms = ms_since(t0);
   return u8;

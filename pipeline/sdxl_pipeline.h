@@ -10,6 +10,9 @@
 // CFG when guidance > 1, Euler steps, and per-image initial noise from a CPU generator seeded with that
 // image's seed (bit-identical to torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))).
 //
+// Batch invariance: the UNet runs one image (its CFG pair) per call and the VAE decodes one image per call,
+// so an image's pixels do not depend on the batch size or on the other images of its batch.
+//
 // A pipeline is used by one thread at a time. Errors never throw: LibTorch failures become a Status naming
 // the phase (kResourceExhausted for out-of-memory), NaN/Inf latents or images are kDataLoss.
 #pragma once
@@ -30,6 +33,14 @@ namespace sdxlb {
 /// Which decoder turns latents into images, and how.
 enum class DecoderKind { kFull, kSliced, kTiled, kTiny };
 
+/// Where the UNet's weights live while it denoises (see weight_streamer.h and memory_plan.h).
+enum class Placement {
+  kResident,      ///< all on the GPU
+  kModelOffload,  ///< on the GPU while denoising, back in host memory while the VAE decodes
+  kStreamed,      ///< resident_budget_bytes of them on the GPU, the rest streamed from host memory per call
+  kSequential,    ///< every unit streamed from host memory (the least GPU memory)
+};
+
 struct PipelineOptions {
   std::string variant;                ///< weight file variant: "" or e.g. "fp16"
   at::ScalarType dtype = at::kFloat;  ///< compute dtype (fp32 on CPU; fp16/bf16 on CUDA)
@@ -40,6 +51,9 @@ struct PipelineOptions {
   bool load_text_encoders = true;  ///< false for render-only workers that read stored embeddings
   bool load_denoiser = true;       ///< false for encode-only work
   bool cuda_graphs = true;         ///< on CUDA, run each denoising step as one CUDA graph replay
+  int unet_streams = 2;            ///< on CUDA with graphs: images of a batch denoised concurrently
+  Placement placement = Placement::kResident;
+  int64_t resident_budget_bytes = 0;  ///< kStreamed: UNet unit weights kept on the GPU
 };
 
 /// Text conditioning for a batch: prompt_embeds [B, 77, D] and pooled [B, P], on the pipeline's device.
@@ -82,7 +96,8 @@ class SdxlPipeline {
   /// B entries. No host synchronisation inside the loop.
   StatusOr<at::Tensor> denoise(const TextEmbeddings& positive, const TextEmbeddings& negative,
                                const std::vector<uint64_t>& seeds, const RenderSettings& settings);
-  /// Latents -> uint8 [B, H, W, 3] on the CPU. kDataLoss when the latents or images hold NaN/Inf.
+  /// Latents -> uint8 [B, H, W, 3] on the CPU, one image at a time (kFull and kSliced are therefore the same
+  /// computation). kDataLoss when the latents or images hold NaN/Inf.
   StatusOr<at::Tensor> decode(const at::Tensor& latents);
 
   /// encode + denoise + decode for prompts with their negatives ("" = none) and seeds.
@@ -100,6 +115,9 @@ class SdxlPipeline {
   void set_decoder(DecoderKind decoder) {
     if (options_.decoder != DecoderKind::kTiny && decoder != DecoderKind::kTiny) options_.decoder = decoder;
   }
+  /// Sets how many images of a batch denoise concurrently (>= 1; fewer use less memory, same pixels). The
+  /// next denoise() re-captures its CUDA graph.
+  void set_unet_streams(int streams);
   bool force_zeros_for_empty_prompt() const { return force_zeros_; }
   /// Width of prompt_embeds' last axis and of pooled (for the embedding store).
   int64_t prompt_embed_dim() const { return prompt_dim_; }
@@ -109,6 +127,8 @@ class SdxlPipeline {
   /// Identity of all weights (text encoders, UNet, VAE, tiny VAE), recorded with every output.
   const std::string& model_id() const { return model_id_; }
   const PhaseTimes& last_times() const { return times_; }
+  /// One line on where the UNet's weights are (after the first denoise for streamed placements).
+  std::string placement_summary() const;
 
  private:
   struct Parts;

@@ -67,6 +67,7 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlock
 }
 
 at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context) {
+  run_unit_hook();
   at::Tensor h = attn1_(norm1_(x)) + x;
   if (attn2_) {
     TORCH_CHECK(context.defined(), "BasicTransformerBlock with cross-attention needs encoder_hidden_states");

@@ -20,6 +20,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "pipeline/layers.h"
+#include "pipeline/unit_hook.h"
 
 namespace sdxlb {
 
@@ -84,7 +85,7 @@ struct BasicTransformerBlockOptions {
 };
 
 /// Pre-norm block: x += attn1(norm1 x); x += attn2(norm2 x, context); x += ff(norm3 x).
-class BasicTransformerBlockImpl : public torch::nn::Module {
+class BasicTransformerBlockImpl : public torch::nn::Module, public HookedUnit {
  public:
   explicit BasicTransformerBlockImpl(const BasicTransformerBlockOptions& options);
   /// x [B, N, dim], context [B, M, cross_attention_dim] (needed when the block has attn2) → [B, N, dim].

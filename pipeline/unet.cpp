@@ -273,6 +273,7 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at:
                                              const at::Tensor& encoder_hidden_states,
                                              const at::Tensor& text_embeds, const at::Tensor& time_ids) {
   const auto& c = config_;
+  if (forward_hook_) forward_hook_->begin_forward();
   const int64_t batch = sample.size(0);
   // When h or w is not a multiple of the total downsampling, each upsampler is told the size of the skip
   // connection it must match (diffusers' forward_upsample_size).

@@ -25,6 +25,7 @@
 #include "pipeline/layers.h"
 #include "pipeline/model_folder.h"
 #include "pipeline/unet_blocks.h"
+#include "pipeline/unit_hook.h"
 
 namespace sdxlb {
 
@@ -96,6 +97,8 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
                                        const at::Tensor& time_ids);
 
   const UNetConfig& config() const { return config_; }
+  /// Runs hook->begin_forward() at the start of every forward (nullptr: none). See unit_hook.h.
+  void set_forward_hook(UnitHook* hook) { forward_hook_ = hook; }
   /// Dtype and device of the parameters.
   at::ScalarType dtype() const;
   c10::Device device() const;
@@ -106,6 +109,7 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
                       const at::Tensor& time_ids) const;
 
   UNetConfig config_;
+  UnitHook* forward_hook_ = nullptr;
   Conv2d conv_in_{nullptr};
   Timesteps time_proj_{nullptr};
   TimestepEmbedding time_embedding_{nullptr};

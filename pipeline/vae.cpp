@@ -441,7 +441,7 @@ Status check_latents(const at::Tensor& latents, int64_t channels, const std::str
 }
 
 StatusOr<at::Tensor> decode_checked(Vae& vae, const at::Tensor& latents, VaeDecodeMode mode,
-                                    const std::string& what) {
+                                    const std::string& what, const std::optional<VaeTiling>& tiling) {
   SDXLB_RETURN_IF_ERROR(check_latents(latents, vae->config().latent_channels, what));
   try {
     at::Tensor images;
@@ -453,7 +453,7 @@ StatusOr<at::Tensor> decode_checked(Vae& vae, const at::Tensor& latents, VaeDeco
         images = vae->decode_sliced(latents);
         break;
       case VaeDecodeMode::kTiled:
-        images = vae->decode_tiled(latents);
+        images = vae->decode_tiled(latents, tiling);
         break;
     }
     SDXLB_RETURN_IF_ERROR(check_finite(images, what + ": decoded images"));

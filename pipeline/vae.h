@@ -189,12 +189,13 @@ StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at
                        at::Device device, const VaeLoadOptions& options = {},
                        const std::string& component = "vae");
 
-/// vae->decode / decode_sliced / decode_tiled behind a Status: checks the latents' shape and that they are
+/// vae->decode / decode_sliced / decode_tiled (with `tiling`, default the config's) behind a Status: checks the latents' shape and that they are
 /// finite, turns LibTorch errors into a Status (kResourceExhausted for out-of-memory), and checks the images
 /// are finite. Errors name `what`.
 StatusOr<at::Tensor> decode_checked(Vae& vae, const at::Tensor& latents,
                                     VaeDecodeMode mode = VaeDecodeMode::kFull,
-                                    const std::string& what = "VAE decode");
+                                    const std::string& what = "VAE decode",
+                                    const std::optional<VaeTiling>& tiling = std::nullopt);
 
 /// OK when `latents` is [batch, channels, h, w] with finite values; otherwise kInvalidArgument (shape) or
 /// kDataLoss (NaN/Inf), naming `what`. Shared by the full and the tiny VAE.

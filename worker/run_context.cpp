@@ -3,7 +3,6 @@
 #include <ATen/Context.h>
 
 #include "common/utc_time.h"
-#include "pipeline/memory_plan.h"
 
 namespace sdxlb {
 
@@ -17,6 +16,9 @@ PipelineOptions RunContext::pipeline_options(bool text_encoders, bool denoiser) 
   o.vae_fp16_safe = job.vae_fp16_safe;
   o.load_text_encoders = text_encoders;
   o.load_denoiser = denoiser;
+  o.placement = placement;
+  o.unet_streams = unet_streams;
+  o.resident_budget_bytes = resident_budget_bytes;
   return o;
 }
 
@@ -82,8 +84,21 @@ StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, co
         break;
     }
   }
-  SDXLB_RETURN_IF_ERROR(check_placement(placement_name(job.memory.placement)).with_context(job.job_file));
-  ctx.batch_size = job.batch_size ? *job.batch_size : (ctx.device.is_cuda() ? 4 : 1);
+  switch (job.memory.placement) {
+    case JobSpec::Placement::kModelOffload:
+      ctx.placement = Placement::kModelOffload;
+      break;
+    case JobSpec::Placement::kStreamed:
+      ctx.placement = Placement::kStreamed;
+      break;
+    case JobSpec::Placement::kSequential:
+      ctx.placement = Placement::kSequential;
+      break;
+    default:
+      ctx.placement = Placement::kResident;
+      break;
+  }
+  ctx.batch_size = job.batch_size ? *job.batch_size : (ctx.device.is_cuda() ? 8 : 1);
   ctx.job = std::move(job);
   return ctx;
 }

@@ -34,6 +34,11 @@ struct RunContext {
   at::ScalarType dtype = at::kFloat;
   DecoderKind decoder = DecoderKind::kFull;
   int64_t batch_size = 1;
+  /// From the memory plan (worker::init on a GPU): where the UNet's weights live, how many images denoise
+  /// concurrently, and (streamed) how much of the UNet stays on the GPU.
+  Placement placement = Placement::kResident;
+  int unet_streams = 1;
+  int64_t resident_budget_bytes = 0;
   /// This worker's index among the workers on its node (it takes GPU gpu_slot mod GPUs-per-node).
   int gpu_slot = 0;
   /// Worker ranks on this node (with gpu_slot: how many share this worker's GPU).
@@ -46,7 +51,9 @@ struct RunContext {
 };
 
 /// Resolves `job` for this machine: device auto -> cuda when LibTorch sees a GPU; fp16/bf16 on the CPU is an
-/// error with a fix; decoder and decode mode from the job; batch size auto -> 4 on a GPU, 1 on the CPU.
+/// error with a fix; decoder and decode mode from the job; batch size auto -> 8 on a GPU (the dispatch
+/// unit; the memory plan may choose another render batch), 1 on the CPU; placement: the job's, resident
+/// when auto (the worker's memory plan decides on a GPU).
 StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, const std::string& run_id);
 
 /// "20261125T120501Z": the current UTC time, sortable.

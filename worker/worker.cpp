@@ -140,14 +140,12 @@ class RenderWorker {
     return Status::ok();
   }
 
-  // Renders `items` (one fixed group of the dispatcher) and appends them to the segment.
-  // Renders a dispatcher batch. On the CPU every item is computed on its own (batched matrix products round
-  // differently for other batch sizes, and the CPU gains little from batching), so CPU images do not depend
-  // on batch_size at all; on a GPU the batch is padded to batch_size, so they do not depend on its
-  // composition.
+  // Renders `items` (one group of the dispatcher) and appends them to the segment: on a GPU in batches of
+  // the plan's batch size (the last one padded, so that one CUDA graph serves them all), on the CPU one item
+  // at a time. Either way each image is computed on its own, so its pixels do not depend on the batch.
   Status render(const std::vector<int64_t>& items, WorkRequest* report) {
     const auto t0 = Clock::now();
-    const size_t step = ctx_.device.is_cpu() ? 1 : items.size();
+    const size_t step = ctx_.device.is_cpu() ? 1 : static_cast<size_t>(ctx_.batch_size);
     for (size_t i = 0; i < items.size(); i += step) {
       const std::vector<int64_t> chunk(items.begin() + i, items.begin() + std::min(items.size(), i + step));
       SDXLB_RETURN_IF_ERROR(render_padded(chunk, ctx_.device.is_cpu() ? 1 : ctx_.batch_size, report));
@@ -174,13 +172,13 @@ class RenderWorker {
     std::vector<std::string> errors(m);
     at::Tensor images;
     Status st = render_batch(pos_texts, neg_texts, seeds, items, &images, &errors);
-    if (st.code() == StatusCode::kResourceExhausted && pipe_->options().decoder == DecoderKind::kFull) {
-      // Out of memory, first step down: decode one image at a time from now on (the same images, less peak
-      // memory), and retry the batch.
+    if (st.code() == StatusCode::kResourceExhausted && pipe_->options().unet_streams > 1) {
+      // Out of memory, first step down: denoise the images of a batch one after the other instead of
+      // concurrently (the same pixels, one image's activations at a time), and retry the batch.
       log_warn("out of GPU memory on a batch of " + std::to_string(m) +
-               " items; switching this worker to sliced VAE decode and retrying (" + st.message() + ")");
+               " items; denoising one image at a time from now on and retrying (" + st.message() + ")");
       release_cached_memory();
-      pipe_->set_decoder(DecoderKind::kSliced);
+      pipe_->set_unet_streams(1);
       st = render_batch(pos_texts, neg_texts, seeds, items, &images, &errors);
     }
     if (st.code() == StatusCode::kResourceExhausted) {
@@ -249,8 +247,8 @@ class RenderWorker {
   }
 
  private:
-  // Caps the caching allocator at memory.max_gpu_gib and logs the plan with its estimate. (The batch size
-  // stays the job's: choosing it per GPU would change images between GPU types.)
+  // Caps the caching allocator at memory.max_gpu_gib, chooses the memory plan for this GPU and logs it with
+  // its estimate. (No choice of the plan changes pixels, except a tiled decode when nothing else fits.)
   Status apply_memory_plan() {
 #ifdef SDXLB_WITH_CUDA
     if (!ctx_.device.is_cuda()) return Status::ok();
@@ -275,19 +273,23 @@ class RenderWorker {
     MemoryRequest req;
     req.width = ctx_.job.width;
     req.height = ctx_.job.height;
+    req.steps = ctx_.job.steps;
     req.tiny_decoder = ctx_.decoder == DecoderKind::kTiny;
-    req.batch_size = ctx_.batch_size;
-    req.decode = ctx_.decoder == DecoderKind::kSliced  ? "sliced"
-                 : ctx_.decoder == DecoderKind::kTiled ? "tiled"
-                                                       : "full";
-    auto plan = choose_memory_plan(gpu, req);
-    if (plan.is_ok()) {
-      log_info(plan->describe());
-    } else if (plan.status().code() == StatusCode::kResourceExhausted) {
-      log_warn("this job may not fit: " + plan.status().message());
-    } else {
-      return plan.status();
-    }
+    req.batch_size = ctx_.job.batch_size;
+    if (ctx_.job.memory.decode != JobSpec::Decode::kAuto) req.decode = decode_name(ctx_.job.memory.decode);
+    req.placement = placement_name(ctx_.job.memory.placement);
+    auto chosen = choose_memory_plan(gpu, req);
+    if (!chosen.is_ok()) return chosen.status().with_context(ctx_.job.job_file);
+    const MemoryPlan& plan = *chosen;
+    log_info(plan.describe());
+    ctx_.placement = plan.placement == "model_offload" ? Placement::kModelOffload
+                     : plan.placement == "streamed"    ? Placement::kStreamed
+                     : plan.placement == "sequential"  ? Placement::kSequential
+                                                       : Placement::kResident;
+    ctx_.unet_streams = plan.unet_streams;
+    ctx_.resident_budget_bytes = static_cast<int64_t>(plan.resident_budget_gib * (1 << 30));
+    if (plan.decode == "tiled") ctx_.decoder = DecoderKind::kTiled;
+    ctx_.batch_size = plan.batch_size;
 #endif
     return Status::ok();
   }
@@ -337,6 +339,10 @@ class RenderWorker {
       log_info(line);
     }
     SDXLB_ASSIGN_OR_RETURN(auto latents, pipe_->denoise(positive, negative, seeds, ctx_.render_settings()));
+    if (!placement_logged_) {
+      placement_logged_ = true;
+      log_info(pipe_->placement_summary());
+    }
     at::Tensor bad;
     {
       c10::InferenceMode guard;
@@ -387,6 +393,7 @@ class RenderWorker {
   int64_t rendered_ = 0, failed_ = 0, segments_ = 0;
   double busy_s_ = 0, embed_ms_ = 0;
   bool first_batch_ = true;
+  bool placement_logged_ = false;
   int64_t oom_faults_left_ = FaultPlan::get().oom_batches;
 };
 

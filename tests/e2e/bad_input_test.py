@@ -118,9 +118,8 @@ class BadInput(unittest.TestCase):
     def test_fp16_on_cpu(self):
         self.case("fp16cpu", GOOD.replace("dtype: fp32", "dtype: fp16"), expect=["fp16", "dtype: fp32"])
 
-    def test_unimplemented_placement_is_refused(self):
-        self.case("streamed", GOOD + "memory:\n  placement: streamed\n", expect=["memory.placement: streamed",
-                                                                              "not implemented"])
+    def test_unknown_placement_is_refused(self):
+        self.case("placement", GOOD + "memory:\n  placement: swap\n", expect=["placement", "swap", "streamed"])
 
     def test_changed_job_is_refused(self):
         d = os.path.join(TMP, "changed")

@@ -146,10 +146,10 @@ class Engine(unittest.TestCase):
 
     def test_out_of_memory_falls_back_without_losing_items(self):
         d = os.path.join(TMP, "oom")
-        # Per worker: the first failure switches to sliced decode, the second splits the batch, and the
+        # Per worker: the first failure stops concurrent denoising, the second splits the batch, and the
         # single-item retry succeeds; every item is stored, with the same pixels.
         p = run(write_job(d), 3, env={"SDXLB_FAULT": "oom_batches=2"})
-        self.assertIn("switching this worker to sliced VAE decode", p.stderr)
+        self.assertIn("denoising one image at a time from now on", p.stderr)
         self.assertIn("retrying them one at a time", p.stderr)
         self.assert_same_dataset(os.path.join(d, "out"))
 

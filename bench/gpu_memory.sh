@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Memory placements and bit-identity on the GPU machine, through the product's real path (the CLI, one worker).
+# Run from the repository root:
+#   bench/gpu_memory.sh OUT ours        build, write the full-size random model, run every row below
+#   bench/gpu_memory.sh OUT diffusers   diffusers' memory options (bench/diffusers_memory.py), same settings
+# then `python3 bench/collect_memory.py OUT` writes OUT/memory.json and OUT/memory.md.
+#   m_* rows: batch 4, 1024², 10 steps, CFG 5 (BENCH.md's memory table), 8 prompts = 2 batches; the second is
+#           timed. Every placement × decode, the automatic plan under max_gpu_gib caps, and a minimum-memory row.
+#   s_* rows: 30 steps at batch 1, 4 and 8 (and 4 with one image at a time): speed and bit-identity across
+#           batch sizes.
+# Weights are random (SDXL base configs, fp16): timings and memory are real, images are noise.
+set -uo pipefail
+out="$(mkdir -p "$1" && cd "$1" && pwd)"
+part="${2:-ours}"
+export PATH=/opt/torch/.venv/bin:$PATH PYTHONUNBUFFERED=1
+[[ -d /tmp/site ]] && export PYTHONPATH=/tmp/site
+py="$(command -v python3)"
+build="${SDXLB_BENCH_BUILD:-/tmp/b}"
+model="${SDXLB_BENCH_MODEL:-/tmp/full}"
+bin="$build/apps/sdxl-batch"
+
+if [[ "$part" == diffusers ]]; then
+  "$py" bench/diffusers_memory.py --steps 10 --batch 4 > "$out/diffusers_memory.log" 2>&1
+  grep RESULT "$out/diffusers_memory.log" | cut -c1-400
+  exit 0
+fi
+
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDXLB_PYTHON="$py" -DSDXLB_BUILD_TESTS=OFF >/dev/null
+ninja -C "$build" sdxl-batch | tail -1
+[[ -f "$model/model_index.json" ]] || "$bin" make-demo-model "$model" --full --dtype fp16 >/dev/null
+
+# name steps batch prompts memory-yaml (flow map) [decoder]
+while read -r name steps batch n mem dec; do
+  [[ -z "$name" ]] && continue
+  [[ -n "${SDXLB_BENCH_ROWS:-}" && " $SDXLB_BENCH_ROWS " != *" $name "* ]] && continue
+  d="/tmp/mem-$name"; rm -rf "$d"; mkdir -p "$d"
+  for i in $(seq 1 "$n"); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
+  cat > "$d/job.yaml" <<YAML
+model: $model
+tiny_vae: $model/tiny_vae
+decoder: ${dec:-full}
+vae_fp16_safe: true
+prompts_file: p.txt
+steps: $steps
+guidance: 5.0
+width: 1024
+height: 1024
+batch_size: $batch
+dtype: fp16
+output: out
+progress_interval_s: 1000
+memory: $mem
+YAML
+  start=$EPOCHREALTIME
+  "$bin" run "$d/job.yaml" > "$out/$name.stdout" 2> "$out/$name.stderr"
+  echo "exit=$? wall_s=$(awk "BEGIN{print $EPOCHREALTIME - $start}")" >> "$out/$name.stdout"
+  echo "$name: $(tail -1 "$out/$name.stdout") $(grep -ho 'peak GPU memory: [0-9.]* GiB' "$out/$name.stderr")"
+done <<'ROWS'
+m_resident 10 4 8 {placement: resident, decode: full}
+m_resident_1stream 10 4 8 {placement: resident, decode: full, max_gpu_gib: 8.5}
+m_resident_tiled 10 4 8 {placement: resident, decode: tiled}
+m_resident_tiny 10 4 8 {placement: resident} tiny
+m_offload 10 4 8 {placement: model_offload, decode: full}
+m_offload_tiled 10 4 8 {placement: model_offload, decode: tiled}
+m_streamed 10 4 8 {placement: streamed, decode: sliced, max_gpu_gib: 6}
+m_streamed_tiled 10 4 8 {placement: streamed, decode: tiled, max_gpu_gib: 6}
+m_sequential 10 4 8 {placement: sequential, decode: full}
+m_sequential_tiled 10 4 8 {placement: sequential, decode: tiled}
+m_minimum 10 1 2 {placement: sequential, decode: tiled}
+m_auto_4 10 4 8 {max_gpu_gib: 4}
+m_auto_8 10 4 8 {max_gpu_gib: 8}
+m_auto_12 10 4 8 {max_gpu_gib: 12}
+m_auto_24 10 4 8 {max_gpu_gib: 24}
+m_auto_80 10 4 8 {max_gpu_gib: 80}
+s_b1 30 1 8 {}
+s_b4 30 4 12 {}
+s_b8 30 8 24 {}
+s_b4_1stream 30 4 12 {max_gpu_gib: 8.5}
+ROWS
+"$py" bench/collect_memory.py "$out" /tmp
