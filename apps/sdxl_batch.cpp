@@ -1,6 +1,7 @@
 // sdxl-batch: the command-line entry point. Subcommands are declared once here, with their help text.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -118,6 +119,11 @@ int export_pngs(const std::string& dir, const std::string& to, const std::string
 }  // namespace
 
 int main(int argc, char** argv) {
+  // cuDNN picks a convolution's algorithm among those whose workspace it can allocate; with less free memory
+  // (a smaller GPU, memory.max_gpu_gib, another rank on the GPU) it would fall back to another algorithm,
+  // which rounds differently. A fixed workspace cap (MiB) makes the choice the same on every worker and under
+  // any memory budget. A value the user set wins.
+  setenv("CUDNN_CONV_WSCAP_DBG", "256", /*overwrite=*/0);
   MpiSession mpi(&argc, &argv);
   Comm world = mpi.world();
   init_logging(world.rank());

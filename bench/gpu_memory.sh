@@ -29,8 +29,8 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDXLB_PYTHON="$py" 
 ninja -C "$build" sdxl-batch | tail -1
 [[ -f "$model/model_index.json" ]] || "$bin" make-demo-model "$model" --full --dtype fp16 >/dev/null
 
-# name steps batch prompts memory-yaml (flow map) [decoder]
-while read -r name steps batch n mem dec; do
+# name steps batch prompts decoder memory-yaml (a flow map, the rest of the line)
+while read -r name steps batch n dec mem; do
   [[ -z "$name" ]] && continue
   [[ -n "${SDXLB_BENCH_ROWS:-}" && " $SDXLB_BENCH_ROWS " != *" $name "* ]] && continue
   d="/tmp/mem-$name"; rm -rf "$d"; mkdir -p "$d"
@@ -38,7 +38,7 @@ while read -r name steps batch n mem dec; do
   cat > "$d/job.yaml" <<YAML
 model: $model
 tiny_vae: $model/tiny_vae
-decoder: ${dec:-full}
+decoder: $dec
 vae_fp16_safe: true
 prompts_file: p.txt
 steps: $steps
@@ -56,25 +56,27 @@ YAML
   echo "exit=$? wall_s=$(awk "BEGIN{print $EPOCHREALTIME - $start}")" >> "$out/$name.stdout"
   echo "$name: $(tail -1 "$out/$name.stdout") $(grep -ho 'peak GPU memory: [0-9.]* GiB' "$out/$name.stderr")"
 done <<'ROWS'
-m_resident 10 4 8 {placement: resident, decode: full}
-m_resident_1stream 10 4 8 {placement: resident, decode: full, max_gpu_gib: 8.5}
-m_resident_tiled 10 4 8 {placement: resident, decode: tiled}
-m_resident_tiny 10 4 8 {placement: resident} tiny
-m_offload 10 4 8 {placement: model_offload, decode: full}
-m_offload_tiled 10 4 8 {placement: model_offload, decode: tiled}
-m_streamed 10 4 8 {placement: streamed, decode: sliced, max_gpu_gib: 6}
-m_streamed_tiled 10 4 8 {placement: streamed, decode: tiled, max_gpu_gib: 6}
-m_sequential 10 4 8 {placement: sequential, decode: full}
-m_sequential_tiled 10 4 8 {placement: sequential, decode: tiled}
-m_minimum 10 1 2 {placement: sequential, decode: tiled}
-m_auto_4 10 4 8 {max_gpu_gib: 4}
-m_auto_8 10 4 8 {max_gpu_gib: 8}
-m_auto_12 10 4 8 {max_gpu_gib: 12}
-m_auto_24 10 4 8 {max_gpu_gib: 24}
-m_auto_80 10 4 8 {max_gpu_gib: 80}
-s_b1 30 1 8 {}
-s_b4 30 4 12 {}
-s_b8 30 8 24 {}
-s_b4_1stream 30 4 12 {max_gpu_gib: 8.5}
+m_resident 10 4 8 full {placement: resident, decode: full}
+m_resident_1stream 10 4 8 full {placement: resident, decode: full, concurrent_images: 1}
+m_resident_tiled 10 4 8 full {placement: resident, decode: tiled}
+m_resident_tiny 10 4 8 tiny {placement: resident}
+m_offload 10 4 8 full {placement: model_offload, decode: full}
+m_offload_tiled 10 4 8 full {placement: model_offload, decode: tiled}
+m_streamed 10 4 8 full {placement: streamed, decode: sliced, max_gpu_gib: 6}
+m_streamed_tiled 10 4 8 full {placement: streamed, decode: tiled, max_gpu_gib: 6}
+m_sequential 10 4 8 full {placement: sequential, decode: full}
+m_sequential_tiled 10 4 8 full {placement: sequential, decode: tiled}
+m_minimum 10 1 2 full {placement: sequential, decode: tiled}
+m_auto_4 10 4 8 full {max_gpu_gib: 4}
+m_auto_8 10 4 8 full {max_gpu_gib: 8}
+m_auto_12 10 4 8 full {max_gpu_gib: 12}
+m_auto_24 10 4 8 full {max_gpu_gib: 24}
+m_auto_80 10 4 8 full {max_gpu_gib: 80}
+s_b1 30 1 8 full {}
+s_b4 30 4 12 full {}
+s_b8 30 8 24 full {}
+s_b4_1stream 30 4 12 full {concurrent_images: 1}
+s_b8_3streams 30 8 24 full {concurrent_images: 3}
+s_b8_4streams 30 8 24 full {concurrent_images: 4}
 ROWS
 "$py" bench/collect_memory.py "$out" /tmp

@@ -218,6 +218,14 @@ void SpecParser::on_memory(const Field& f) {
                if (read_number(g, 0, false, "use a number of GiB > 0 (e.g. 24), or null for no cap", &v)) {
                  m.max_gpu_gib = v;
                }
+             }},
+            {"concurrent_images", [&](const Field& g) {
+               if (g.value.IsScalar() && g.value.Scalar() == "auto") {
+                 m.concurrent_images.reset();
+                 return;
+               }
+               int64_t v = 0;
+               if (read_int(g, 1, 8, "use \"auto\" or an integer from 1 to 8", &v)) m.concurrent_images = v;
              }}});
 }
 
@@ -578,7 +586,8 @@ std::string JobSpec::to_canonical_json() const {
       {"memory",
        {{"placement", placement_name(memory.placement)},
         {"decode", decode_name(memory.decode)},
-        {"max_gpu_gib", memory.max_gpu_gib ? json(*memory.max_gpu_gib) : json(nullptr)}}},
+        {"max_gpu_gib", memory.max_gpu_gib ? json(*memory.max_gpu_gib) : json(nullptr)},
+        {"concurrent_images", memory.concurrent_images ? json(*memory.concurrent_images) : json("auto")}}},
       {"segment_items", segment_items},
       {"progress_interval_s", progress_interval_s},
       {"prompt_source", source},

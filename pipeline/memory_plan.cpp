@@ -2,26 +2,28 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
 #include <vector>
 
 namespace sdxlb {
 namespace {
 
-// Measured on an H100 (bench/results/2026-11-25-h100-speed.json and 2026-11-25-h100-memory.json), fp16,
-// 1024^2, allocator peak. Activation terms scale with the pixel count.
-constexpr double kUnetUnitsGib = 4.67;      // weights of the UNet's resnets and transformer blocks
-constexpr double kUnetOtherGib = 0.12;      // the rest of the UNet's weights (always on the GPU)
+// Measured on an H100 (bench/results/2026-11-25-h100-memory.json), fp16, 1024^2, allocator peak.
+constexpr double kUnetUnitsGib = 4.68;      // weights of the UNet's resnets and transformer blocks
+constexpr double kUnetOtherGib = 0.10;      // the rest of the UNet's weights (always on the GPU)
 constexpr double kVaeGib = 0.16;            // the VAE's weights
-constexpr double kSlotGib = 0.07;           // one streaming slot (the largest unit, a 1280-wide transformer block)
-constexpr double kUnetPerImageGib = 0.627;  // activations of one image's CFG pair
-constexpr double kFullDecodeGib = 1.749;    // decoding one image with the full VAE
-constexpr double kTileGib = 0.45;           // one 512^2 decode tile
-constexpr double kTinyDecodeGib = 0.05;     // the tiny VAE
+constexpr double kSlotGib = 0.095;          // one streaming slot (the largest unit, an up-block resnet)
+constexpr double kUnetPerImageGib = 0.36;   // activations of one image's CFG pair being denoised
+constexpr double kFullDecodeGib = 2.45;     // decoding one image with the full VAE (with cuDNN workspace)
+constexpr double kTiledDecodeGib = 1.30;    // decoding one image in 512^2 tiles
+constexpr double kTinyDecodeGib = 0.65;     // the tiny VAE
 constexpr double kMargin = 0.90;            // leave 10% for fragmentation and the CUDA context
-// Time: one UNet call (one image's CFG pair) and the host-to-GPU copy rate of page-locked memory.
-constexpr double kUnetCallS = 0.0413;
-constexpr double kCopyGibPerS = 20.0;
-constexpr double kRecaptureS = 0.1;  // model offload: capturing the step's CUDA graph again per batch
+// Time: one UNet call (one image's CFG pair, one at a time), the copy rate from page-locked host memory,
+// and the gain of denoising two images concurrently (37.6 against 46.1 ms per call at batch 4).
+constexpr double kUnetCallS = 0.0461;
+constexpr double kCopyGibPerS = 32.0;
+constexpr double kRecaptureS = 0.1;  // capturing the step's CUDA graph again after the weights moved
+constexpr double kTwoStreamSpeedup = 1.2;
 constexpr int kMaxStreams = 2;
 constexpr int64_t kAutoBatch = 8;
 
@@ -29,31 +31,36 @@ double pixels_scale(int64_t width, int64_t height) {
   return static_cast<double>(width) * static_cast<double>(height) / (1024.0 * 1024.0);
 }
 
-// Throughput gained by denoising images concurrently (measured: see kMaxStreams).
+// Throughput gained by denoising images concurrently.
 double streams_speedup(int streams) {
-  return streams >= 2 ? 1.0 / 0.95 : 1.0;
+  return streams >= 2 ? kTwoStreamSpeedup : 1.0;
 }
 
 double decode_gib(const std::string& decode, double scale) {
   if (decode == "tiny") return kTinyDecodeGib * scale;
-  if (decode == "tiled") return std::min(kTileGib, kFullDecodeGib * scale);
+  if (decode == "tiled") return std::min(kTiledDecodeGib, kFullDecodeGib * scale);
   return kFullDecodeGib * scale;
+}
+
+// UNet weights on the GPU while denoising and while decoding.
+std::pair<double, double> unet_on_gpu(const MemoryPlan& p) {
+  if (p.placement == "model_offload") return {kUnetUnitsGib + kUnetOtherGib, kUnetOtherGib};
+  if (p.placement == "sequential") return {kUnetOtherGib + 2 * kSlotGib, kUnetOtherGib + 2 * kSlotGib};
+  if (p.placement == "streamed") {
+    const double base = kUnetOtherGib + 3 * kSlotGib;
+    const double resident = std::min(p.resident_budget_gib, kUnetUnitsGib);
+    return {base + resident, p.unload_for_decode ? base : base + resident};
+  }
+  return {kUnetUnitsGib + kUnetOtherGib, kUnetUnitsGib + kUnetOtherGib};
 }
 
 }  // namespace
 
 double estimate_peak_gib(const MemoryPlan& p, int64_t width, int64_t height) {
   const double scale = pixels_scale(width, height);
+  const auto [denoising, decoding] = unet_on_gpu(p);
   const double act = kUnetPerImageGib * scale * std::max(1, p.unet_streams);
-  const double dec = decode_gib(p.decode, scale);
-  if (p.placement == "model_offload")
-    return kVaeGib + std::max(kUnetUnitsGib + kUnetOtherGib + act, kUnetOtherGib + dec);
-  double unet = kUnetUnitsGib + kUnetOtherGib;
-  if (p.placement == "streamed")
-    unet = kUnetOtherGib + std::min(p.resident_budget_gib, kUnetUnitsGib) + 3 * kSlotGib;
-  else if (p.placement == "sequential")
-    unet = kUnetOtherGib + 2 * kSlotGib;
-  return unet + kVaeGib + act + dec;
+  return kVaeGib + std::max(denoising + act, decoding + decode_gib(p.decode, scale));
 }
 
 double estimate_relative_time(const MemoryPlan& p, int64_t width, int64_t height, int64_t steps) {
@@ -66,16 +73,22 @@ double estimate_relative_time(const MemoryPlan& p, int64_t width, int64_t height
                                 : std::max(0.0, kUnetUnitsGib - p.resident_budget_gib);
     call = std::max(compute, streamed / kCopyGibPerS);
   }
-  double per_image = call * static_cast<double>(std::max<int64_t>(1, steps));
-  if (p.placement == "model_offload")
-    per_image += ((kUnetUnitsGib / kCopyGibPerS) + kRecaptureS) / static_cast<double>(std::max<int64_t>(1, p.batch_size));
-  return per_image / (compute * static_cast<double>(std::max<int64_t>(1, steps)));
+  const double n = static_cast<double>(std::max<int64_t>(1, steps));
+  double per_image = call * n;
+  double reupload = 0;
+  if (p.placement == "model_offload") reupload = kUnetUnitsGib;
+  if (p.placement == "streamed" && p.unload_for_decode) reupload = std::min(p.resident_budget_gib, kUnetUnitsGib);
+  if (reupload > 0)
+    per_image += (reupload / kCopyGibPerS + kRecaptureS) / static_cast<double>(std::max<int64_t>(1, p.batch_size));
+  return per_image / (compute * n);
 }
 
 std::string MemoryPlan::describe() const {
   char buf[320];
   char extra[64] = "";
-  if (placement == "streamed") std::snprintf(extra, sizeof extra, " (%.2f GiB of UNet units resident)", resident_budget_gib);
+  if (placement == "streamed")
+    std::snprintf(extra, sizeof extra, " (%.2f GiB of UNet units resident%s)", resident_budget_gib,
+                  unload_for_decode ? ", unloaded for the decode" : "");
   std::snprintf(buf, sizeof buf,
                 "memory plan: %s weights%s, %s decode, %d image(s) denoised concurrently, batch %lld "
                 "(estimated peak %.1f GiB of %.1f GiB, time %.2fx resident)",
@@ -112,8 +125,14 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
   for (const auto& decode : decodes) {
     std::vector<MemoryPlan> fits;
     for (const auto& placement : placements) {
-      for (int streams = kMaxStreams; streams >= 1; --streams) {
-        if ((placement == "streamed" || placement == "sequential") && streams > 1) continue;
+      const int most = req.concurrent_images ? *req.concurrent_images : kMaxStreams;
+      const int least = req.concurrent_images ? *req.concurrent_images : 1;
+      for (int streams = most; streams >= least; --streams) {
+        // Streaming shares its slots between UNet calls: one image at a time.
+        if ((placement == "streamed" || placement == "sequential") && streams > 1) {
+          if (req.concurrent_images) streams = 1;
+          else continue;
+        }
         MemoryPlan p;
         p.placement = placement;
         p.decode = decode;
@@ -121,11 +140,24 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
         p.batch_size = req.batch_size ? *req.batch_size : kAutoBatch;
         p.budget_gib = budget;
         if (placement == "streamed") {
-          // The largest resident share that fits (all of it would be the resident plan).
-          p.resident_budget_gib = 0;
-          const double room = budget - estimate_peak_gib(p, req.width, req.height);
-          if (room < 0) continue;
-          p.resident_budget_gib = std::min(room, kUnetUnitsGib);
+          // The largest resident share that fits, with the resident units kept through the decode or
+          // unloaded for it (all of them resident and kept would be the resident plan).
+          for (bool unload : {false, true}) {
+            MemoryPlan q = p;
+            q.unload_for_decode = unload;
+            q.resident_budget_gib = 0;
+            if (estimate_peak_gib(q, req.width, req.height) > budget) continue;
+            double lo = 0, hi = kUnetUnitsGib;  // the peak grows with the resident share: bisect
+            for (int it = 0; it < 40; ++it) {
+              q.resident_budget_gib = (lo + hi) / 2;
+              (estimate_peak_gib(q, req.width, req.height) <= budget ? lo : hi) = q.resident_budget_gib;
+            }
+            q.resident_budget_gib = lo;
+            q.estimate_gib = estimate_peak_gib(q, req.width, req.height);
+            q.relative_time = estimate_relative_time(q, req.width, req.height, req.steps);
+            fits.push_back(q);
+          }
+          continue;
         }
         p.estimate_gib = estimate_peak_gib(p, req.width, req.height);
         if (p.estimate_gib > budget) continue;

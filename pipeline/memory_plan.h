@@ -5,13 +5,15 @@
 // images denoised *concurrently* (unet_streams), not with the batch, and no choice below changes a pixel
 // except the tiled decode (compared to the full decode by PSNR) and the tiny VAE (a different decoder).
 //
-// The model (memory_plan.cpp, constants measured on an H100, fp16, 1024², scaled by pixels):
-//   peak GiB ~ UNet weights on the GPU + VAE weights + unet_per_image * streams + decode of one image
-// where the UNet weights on the GPU are all of them (resident; model offload while denoising), the
-// non-unit weights + resident_budget + slots (streamed), or the non-unit weights + 2 slots (sequential).
-// Relative time per image: the compute of the resident plan, or the weight copies when they take longer
-// (a streamed UNet call copies its streamed bytes over PCIe while it computes), plus model offload's
-// re-upload of the UNet once per batch.
+// The model (memory_plan.cpp, constants measured on an H100, fp16, 1024², activations scaled by pixels):
+//   peak GiB ~ max(denoising: UNet weights on the GPU + VAE weights + activations * concurrent images,
+//                  decoding:  UNet weights on the GPU while decoding + VAE weights + one image's decode)
+// The UNet weights on the GPU are all of them (resident; model offload while denoising), the non-unit
+// weights + resident_budget + 3 slots (streamed), or the non-unit weights + 2 slots (sequential); model
+// offload and a streamed plan with unload_for_decode keep only the non-unit weights and slots while decoding.
+// Relative time per image: the compute of a UNet call, or the weight copies when they take longer (a streamed
+// call copies its streamed bytes from host memory while it computes), plus, once per batch, the re-upload of
+// the units that left for the decode and a new CUDA graph capture.
 //
 // The budget is the GPU's memory (or `max_gpu_gib`), divided among the ranks sharing the GPU, less a 10%
 // margin. The plan is the fastest candidate that fits: resident (most concurrent streams first), streamed
@@ -41,6 +43,7 @@ struct MemoryRequest {
   std::optional<int64_t> batch_size;  ///< the job's batch_size (nullopt: auto)
   std::optional<std::string> decode;  ///< "full", "sliced" (the same on a GPU) or "tiled"; nullopt: auto
   std::string placement = "auto";     ///< auto, resident, model_offload, streamed or sequential
+  std::optional<int> concurrent_images;  ///< the job's memory.concurrent_images (nullopt: auto)
 };
 
 struct MemoryPlan {
@@ -49,6 +52,7 @@ struct MemoryPlan {
   int64_t batch_size = 8;
   int unet_streams = 1;             ///< images denoised concurrently
   double resident_budget_gib = 0;   ///< streamed: UNet unit weights kept on the GPU
+  bool unload_for_decode = false;   ///< streamed: the resident units leave the GPU while the VAE decodes
   double estimate_gib = 0;          ///< predicted allocator peak
   double budget_gib = 0;            ///< what this worker may use
   double relative_time = 1;         ///< predicted time per image / the resident plan's

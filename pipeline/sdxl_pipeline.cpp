@@ -254,7 +254,8 @@ std::string SdxlPipeline::placement_summary() const {
       break;
   }
   return std::string("placement: ") + (options_.placement == Placement::kStreamed ? "streamed" : "sequential") +
-         "; " + (parts_->streamer ? parts_->streamer->stats().describe() : std::string("no UNet loaded"));
+         (options_.unload_for_decode ? " (resident units leave the GPU while the VAE decodes)" : "") + "; " +
+         (parts_->streamer ? parts_->streamer->stats().describe() : std::string("no UNet loaded"));
 }
 
 void SdxlPipeline::set_unet_streams(int streams) {
@@ -395,7 +396,8 @@ StatusOr<at::Tensor> SdxlPipeline::decode(const at::Tensor& latents) {
   Parts& parts = *parts_;
   const auto t0 = Clock::now();
   SDXLB_RETURN_IF_ERROR(check_finite(latents, "latents after denoising"));
-  if (parts.streamer && options_.placement == Placement::kModelOffload) {
+  if (parts.streamer && (options_.placement == Placement::kModelOffload ||
+                         (options_.placement == Placement::kStreamed && options_.unload_for_decode))) {
     try {
       parts.streamer->evict();  // the VAE decodes without the UNet on the GPU
 #ifdef SDXLB_WITH_CUDA

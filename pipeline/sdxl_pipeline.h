@@ -54,6 +54,9 @@ struct PipelineOptions {
   int unet_streams = 2;            ///< on CUDA with graphs: images of a batch denoised concurrently
   Placement placement = Placement::kResident;
   int64_t resident_budget_bytes = 0;  ///< kStreamed: UNet unit weights kept on the GPU
+  /// kStreamed: the resident units leave the GPU while the VAE decodes (as model offload does), so that the
+  /// decode has the memory they held; they come back before the next batch denoises.
+  bool unload_for_decode = false;
 };
 
 /// Text conditioning for a batch: prompt_embeds [B, 77, D] and pooled [B, P], on the pipeline's device.

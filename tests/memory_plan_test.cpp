@@ -18,8 +18,15 @@ MemoryPlan plan_of(const std::string& placement, const std::string& decode, int 
 TEST(MemoryPlan, EstimateFollowsTheModel) {
   // Memory grows with concurrent images, not with the batch; lighter placements and decodes need less.
   const double resident = estimate_peak_gib(plan_of("resident", "full"), 1024, 1024);
-  EXPECT_NEAR(resident, 7.33, 0.3);  // measured 7.40 GiB at batch 1 (bench/results/2026-11-25-h100-speed.json)
-  EXPECT_GT(estimate_peak_gib(plan_of("resident", "full", 2), 1024, 1024), resident);
+  EXPECT_NEAR(resident, 7.39, 0.3);  // measured 7.39 GiB (bench/results/2026-11-25-h100-memory.json)
+  // A second concurrent image costs activations, hidden under the decode's peak with the full VAE.
+  EXPECT_GE(estimate_peak_gib(plan_of("resident", "full", 2), 1024, 1024), resident);
+  EXPECT_GT(estimate_peak_gib(plan_of("sequential", "tiny", 2), 1024, 1024),
+            estimate_peak_gib(plan_of("sequential", "tiny", 1), 1024, 1024));
+  // Unloading the resident units for the decode lowers the peak of a streamed plan.
+  MemoryPlan unload = plan_of("streamed", "full", 1, 3.0);
+  unload.unload_for_decode = true;
+  EXPECT_LT(estimate_peak_gib(unload, 1024, 1024), estimate_peak_gib(plan_of("streamed", "full", 1, 3.0), 1024, 1024));
   EXPECT_LT(estimate_peak_gib(plan_of("resident", "tiled"), 1024, 1024), resident);
   EXPECT_LT(estimate_peak_gib(plan_of("model_offload", "full"), 1024, 1024), resident);
   EXPECT_LT(estimate_peak_gib(plan_of("streamed", "full", 1, 2.0), 1024, 1024), resident);
@@ -60,7 +67,7 @@ TEST(MemoryPlan, CapsActLikeSmallerGpusAndLargerCapsAreNeverSlower) {
   auto p4 = choose_memory_plan({80, 1, 4.0}, MemoryRequest{});
   EXPECT_EQ(p4->placement, "streamed");
   EXPECT_EQ(p4->decode, "full");
-  EXPECT_GT(p4->relative_time, 2.0);
+  EXPECT_GT(p4->relative_time, 1.0);
   auto p8 = choose_memory_plan({80, 1, 8.0}, MemoryRequest{});
   // 7.2 GiB usable: not resident, but no slower than resident with one stream (most of the UNet resident
   // and the copies hidden, or the UNet re-uploaded once per batch).

@@ -19,6 +19,7 @@ PipelineOptions RunContext::pipeline_options(bool text_encoders, bool denoiser) 
   o.placement = placement;
   o.unet_streams = unet_streams;
   o.resident_budget_bytes = resident_budget_bytes;
+  o.unload_for_decode = unload_for_decode;
   return o;
 }
 

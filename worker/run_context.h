@@ -37,8 +37,9 @@ struct RunContext {
   /// From the memory plan (worker::init on a GPU): where the UNet's weights live, how many images denoise
   /// concurrently, and (streamed) how much of the UNet stays on the GPU.
   Placement placement = Placement::kResident;
-  int unet_streams = 1;
+  int unet_streams = 2;  ///< (the out-of-memory fallback steps it down to 1; the CPU path ignores it)
   int64_t resident_budget_bytes = 0;
+  bool unload_for_decode = false;
   /// This worker's index among the workers on its node (it takes GPU gpu_slot mod GPUs-per-node).
   int gpu_slot = 0;
   /// Worker ranks on this node (with gpu_slot: how many share this worker's GPU).

@@ -278,6 +278,7 @@ class RenderWorker {
     req.batch_size = ctx_.job.batch_size;
     if (ctx_.job.memory.decode != JobSpec::Decode::kAuto) req.decode = decode_name(ctx_.job.memory.decode);
     req.placement = placement_name(ctx_.job.memory.placement);
+    if (ctx_.job.memory.concurrent_images) req.concurrent_images = static_cast<int>(*ctx_.job.memory.concurrent_images);
     auto chosen = choose_memory_plan(gpu, req);
     if (!chosen.is_ok()) return chosen.status().with_context(ctx_.job.job_file);
     const MemoryPlan& plan = *chosen;
@@ -288,6 +289,7 @@ class RenderWorker {
                                                        : Placement::kResident;
     ctx_.unet_streams = plan.unet_streams;
     ctx_.resident_budget_bytes = static_cast<int64_t>(plan.resident_budget_gib * (1 << 30));
+    ctx_.unload_for_decode = plan.unload_for_decode;
     if (plan.decode == "tiled") ctx_.decoder = DecoderKind::kTiled;
     ctx_.batch_size = plan.batch_size;
 #endif
