@@ -9,6 +9,7 @@
 #ifdef SDXLB_WITH_CUDA
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -120,9 +121,24 @@ StatusOr<std::unique_ptr<DenoiseGraph>> DenoiseGraph::capture(UNet2DConditionMod
       // Warm-up on the capture stream: cuBLAS/cuDNN handles, autotuning and workspaces exist before capture.
       for (int i = 0; i < warmup; ++i) run_step(key, s);
       stream.synchronize();
+      // The warm-up's cached blocks cannot serve the graph's private pool: give them back first, so that
+      // a memory cap (max_gpu_gib) does not count them twice.
+      c10::cuda::CUDACachingAllocator::emptyCache();
       s.graph = std::make_unique<at::cuda::CUDAGraph>();
       s.graph->capture_begin();
-      run_step(key, s);
+      try {
+        run_step(key, s);
+      } catch (...) {
+        // End the broken capture, or every later CUDA call of this process fails ("operation not
+        // permitted when stream is capturing") and the out-of-memory fallback cannot run.
+        try {
+          s.graph->capture_end();
+        } catch (...) {
+        }
+        (void)cudaGetLastError();
+        s.graph.reset();
+        throw;
+      }
       s.graph->capture_end();
     }
     stream.synchronize();

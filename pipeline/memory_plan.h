@@ -15,7 +15,7 @@
 // call copies its streamed bytes from host memory while it computes), plus, once per batch, the re-upload of
 // the units that left for the decode and a new CUDA graph capture.
 //
-// The budget is the GPU's memory (or `max_gpu_gib`), divided among the ranks sharing the GPU, less a 10%
+// The budget is the GPU's memory (or `max_gpu_gib`), divided among the ranks sharing the GPU, less a 15%
 // margin. The plan is the fastest candidate that fits: resident (most concurrent streams first), streamed
 // (the largest resident share that fits), model offload, sequential, and only then the tiled decode. The
 // job's own placement / decode / batch_size win when it sets them. Pure logic, thread-safe.

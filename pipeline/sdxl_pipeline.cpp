@@ -300,8 +300,11 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     if (parts.streamer && parts.streamer->evicted()) {
       // Model offload: the UNet comes back to the GPU at new addresses; its graph is captured again (the
       // handles and workspaces exist by now, so without warm-up steps).
+      parts.graph.reset();  // its private memory pool goes back before the weights come in
+#ifdef SDXLB_WITH_CUDA
+      if (options_.device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
       parts.streamer->restore();
-      parts.graph.reset();
       warmup = 0;
     }
     c10::InferenceMode guard;
