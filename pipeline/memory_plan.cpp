@@ -14,8 +14,8 @@ constexpr double kUnetOtherGib = 0.10;      // the rest of the UNet's weights (a
 constexpr double kVaeGib = 0.16;            // the VAE's weights
 constexpr double kSlotGib = 0.095;          // one streaming slot (the largest unit, an up-block resnet)
 constexpr double kUnetPerImageGib = 0.36;   // activations of one image's CFG pair being denoised
-constexpr double kFullDecodeGib = 2.45;     // decoding one image with the full VAE (with cuDNN workspace)
-constexpr double kTiledDecodeGib = 1.30;    // decoding one image in 512^2 tiles
+constexpr double kFullDecodeGib = 2.09;     // decoding one image with the full VAE (with cuDNN workspace)
+constexpr double kTiledDecodeGib = 0.94;    // decoding one image in 512^2 tiles
 constexpr double kTinyDecodeGib = 0.65;     // the tiny VAE
 constexpr double kMargin = 0.85;            // leave 15%: the cap counts cached blocks and graph pools too
 // Time: one UNet call (one image's CFG pair, one at a time), the copy rate from page-locked host memory,
@@ -61,7 +61,8 @@ double estimate_peak_gib(const MemoryPlan& p, int64_t width, int64_t height) {
   const double scale = pixels_scale(width, height);
   const auto [denoising, decoding] = unet_on_gpu(p);
   const double act = kUnetPerImageGib * scale * std::max(1, p.unet_streams);
-  return kVaeGib + std::max(denoising + act, decoding + decode_gib(p.decode, scale));
+  // The denoising graph's private memory pool (its activations) stays reserved while the VAE decodes.
+  return kVaeGib + std::max(denoising + act, decoding + act + decode_gib(p.decode, scale));
 }
 
 double estimate_relative_time(const MemoryPlan& p, int64_t width, int64_t height, int64_t steps) {

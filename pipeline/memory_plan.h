@@ -7,7 +7,8 @@
 //
 // The model (memory_plan.cpp, constants measured on an H100, fp16, 1024², activations scaled by pixels):
 //   peak GiB ~ max(denoising: UNet weights on the GPU + VAE weights + activations * concurrent images,
-//                  decoding:  UNet weights on the GPU while decoding + VAE weights + one image's decode)
+//                  decoding:  UNet weights on the GPU while decoding + VAE weights + one image's decode
+//                             + the denoising activations, whose CUDA graph pool stays reserved)
 // The UNet weights on the GPU are all of them (resident; model offload while denoising), the non-unit
 // weights + resident_budget + 3 slots (streamed), or the non-unit weights + 2 slots (sequential); model
 // offload and a streamed plan with unload_for_decode keep only the non-unit weights and slots while decoding.

@@ -414,6 +414,9 @@ StatusOr<at::Tensor> SdxlPipeline::decode(const at::Tensor& latents) {
   // (and the peak memory is one image's).
   std::vector<at::Tensor> decoded;
   for (int64_t k = 0; k < latents.size(0); ++k) {
+#ifdef SDXLB_WITH_CUDA
+    if (options_.tight_memory && options_.device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
     const at::Tensor one = latents.narrow(0, k, 1);
     at::Tensor image;
     if (options_.decoder == DecoderKind::kTiny) {

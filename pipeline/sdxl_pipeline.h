@@ -57,6 +57,10 @@ struct PipelineOptions {
   /// kStreamed: the resident units leave the GPU while the VAE decodes (as model offload does), so that the
   /// decode has the memory they held; they come back before the next batch denoises.
   bool unload_for_decode = false;
+  /// Memory is capped or tight: return the allocator's cached blocks before each image's VAE decode, so that
+  /// fragmentation never makes a cuDNN workspace fail to allocate (PyTorch then silently picks another
+  /// convolution algorithm, which rounds differently).
+  bool tight_memory = false;
 };
 
 /// Text conditioning for a batch: prompt_embeds [B, 77, D] and pooled [B, P], on the pipeline's device.

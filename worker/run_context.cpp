@@ -20,6 +20,7 @@ PipelineOptions RunContext::pipeline_options(bool text_encoders, bool denoiser) 
   o.unet_streams = unet_streams;
   o.resident_budget_bytes = resident_budget_bytes;
   o.unload_for_decode = unload_for_decode;
+  o.tight_memory = tight_memory;
   return o;
 }
 

@@ -40,6 +40,7 @@ struct RunContext {
   int unet_streams = 2;  ///< (the out-of-memory fallback steps it down to 1; the CPU path ignores it)
   int64_t resident_budget_bytes = 0;
   bool unload_for_decode = false;
+  bool tight_memory = false;  ///< a memory cap or a non-resident plan (see PipelineOptions::tight_memory)
   /// This worker's index among the workers on its node (it takes GPU gpu_slot mod GPUs-per-node).
   int gpu_slot = 0;
   /// Worker ranks on this node (with gpu_slot: how many share this worker's GPU).

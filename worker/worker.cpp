@@ -290,6 +290,7 @@ class RenderWorker {
     ctx_.unet_streams = plan.unet_streams;
     ctx_.resident_budget_bytes = static_cast<int64_t>(plan.resident_budget_gib * (1 << 30));
     ctx_.unload_for_decode = plan.unload_for_decode;
+    ctx_.tight_memory = ctx_.job.memory.max_gpu_gib.has_value() || sharing > 1 || plan.placement != "resident";
     if (plan.decode == "tiled") ctx_.decoder = DecoderKind::kTiled;
     ctx_.batch_size = plan.batch_size;
 #endif
