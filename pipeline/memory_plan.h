@@ -6,9 +6,10 @@
 // except the tiled decode (compared to the full decode by PSNR) and the tiny VAE (a different decoder).
 //
 // The model (memory_plan.cpp, constants measured on an H100, fp16, 1024², activations scaled by pixels):
-//   peak GiB ~ max(denoising: UNet weights on the GPU + VAE weights + activations * concurrent images,
+// It predicts the allocator's peak *reserved* memory (what a cap limits), not only what tensors hold:
+//   peak GiB ~ max(denoising: UNet weights on the GPU + VAE weights + (activations + graph pool) * concurrent images,
 //                  decoding:  UNet weights on the GPU while decoding + VAE weights + one image's decode
-//                             + the denoising activations, whose CUDA graph pool stays reserved)
+//                             + the denoising graph pools, which stay reserved)
 // The UNet weights on the GPU are all of them (resident; model offload while denoising), the non-unit
 // weights + resident_budget + 3 slots (streamed), or the non-unit weights + 2 slots (sequential); model
 // offload and a streamed plan with unload_for_decode keep only the non-unit weights and slots while decoding.
@@ -16,7 +17,7 @@
 // call copies its streamed bytes from host memory while it computes), plus, once per batch, the re-upload of
 // the units that left for the decode and a new CUDA graph capture.
 //
-// The budget is the GPU's memory (or `max_gpu_gib`), divided among the ranks sharing the GPU, less a 15%
+// The budget is the GPU's memory (or `max_gpu_gib`), divided among the ranks sharing the GPU, less an 8%
 // margin. The plan is the fastest candidate that fits: resident (most concurrent streams first), streamed
 // (the largest resident share that fits), model offload, sequential, and only then the tiled decode. The
 // job's own placement / decode / batch_size win when it sets them. Pure logic, thread-safe.

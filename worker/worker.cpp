@@ -232,9 +232,10 @@ class RenderWorker {
 #ifdef SDXLB_WITH_CUDA
     if (ctx_.device.is_cuda()) {
       const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(ctx_.device.index());
-      char line[96];
-      std::snprintf(line, sizeof line, "peak GPU memory: %.2f GiB allocated",
-                    static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 30));
+      char line[128];
+      std::snprintf(line, sizeof line, "peak GPU memory: %.2f GiB allocated (%.2f GiB reserved by the allocator)",
+                    static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 30),
+                    static_cast<double>(stats.reserved_bytes[0].peak) / (1 << 30));
       log_info(line);
     }
 #endif
