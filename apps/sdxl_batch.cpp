@@ -1,8 +1,8 @@
 // sdxl-batch: the command-line entry point. Subcommands are declared once here, with their help text.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 

@@ -6,20 +6,11 @@
 #   bench/gpu_bench.sh OUT diffusers-compile  diffusers torch.compile rows (slow: compiles per batch shape)
 # then `python3 bench/collect_bench.py OUT` writes OUT/results.json and OUT/table.md.
 # Weights are random (SDXL base configs, fp16): timings and memory are real, images are noise.
-set -uo pipefail
-out="$(mkdir -p "$1" && cd "$1" && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/bench_env.sh" "$1"
 part="${2:-ours}"
-export PATH=/opt/torch/.venv/bin:$PATH PYTHONUNBUFFERED=1
-[[ -d /tmp/site ]] && export PYTHONPATH=/tmp/site
-py="$(command -v python3)"
-build="${SDXLB_BENCH_BUILD:-/tmp/b}"
-model="${SDXLB_BENCH_MODEL:-/tmp/full}"
-bin="$build/apps/sdxl-batch"
 
 if [[ "$part" == ours ]]; then
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDXLB_PYTHON="$py" -DSDXLB_BUILD_TESTS=OFF >/dev/null
-  ninja -C "$build" sdxl-batch unet_parity | tail -1
-  [[ -f "$model/model_index.json" ]] || "$bin" make-demo-model "$model" --full --dtype fp16
+  build_and_model sdxl-batch unet_parity
   if [[ -z "${SDXLB_BENCH_ROWS:-}" || " $SDXLB_BENCH_ROWS " == *" unet "* ]]; then
     "$py" bench/unet_reference.py "$model" /tmp/unet-in.safetensors "$out/unet_diffusers.json"
     "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors "$out/unet_ours.json"

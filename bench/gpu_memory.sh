@@ -9,15 +9,8 @@
 #   s_* rows: 30 steps at batch 1, 4 and 8 (and 4 with one image at a time): speed and bit-identity across
 #           batch sizes.
 # Weights are random (SDXL base configs, fp16): timings and memory are real, images are noise.
-set -uo pipefail
-out="$(mkdir -p "$1" && cd "$1" && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/bench_env.sh" "$1"
 part="${2:-ours}"
-export PATH=/opt/torch/.venv/bin:$PATH PYTHONUNBUFFERED=1
-[[ -d /tmp/site ]] && export PYTHONPATH=/tmp/site
-py="$(command -v python3)"
-build="${SDXLB_BENCH_BUILD:-/tmp/b}"
-model="${SDXLB_BENCH_MODEL:-/tmp/full}"
-bin="$build/apps/sdxl-batch"
 
 if [[ "$part" == diffusers ]]; then
   "$py" bench/diffusers_memory.py --steps 10 --batch 4 > "$out/diffusers_memory.log" 2>&1
@@ -25,9 +18,7 @@ if [[ "$part" == diffusers ]]; then
   exit 0
 fi
 
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDXLB_PYTHON="$py" -DSDXLB_BUILD_TESTS=OFF >/dev/null
-ninja -C "$build" sdxl-batch | tail -1
-[[ -f "$model/model_index.json" ]] || "$bin" make-demo-model "$model" --full --dtype fp16 >/dev/null
+build_and_model sdxl-batch
 
 # name steps batch prompts decoder memory-yaml (a flow map, the rest of the line)
 while read -r name steps batch n dec mem; do

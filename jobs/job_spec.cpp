@@ -213,7 +213,8 @@ void SpecParser::on_memory(const Field& f) {
   walk_map(f.value, "memory",
            {{"placement", [&](const Field& g) { read_enum(g, kPlacements, &m.placement); }},
             {"decode", [&](const Field& g) { read_enum(g, kDecodes, &m.decode); }},
-            {"max_gpu_gib", [&](const Field& g) {
+            {"max_gpu_gib",
+             [&](const Field& g) {
                double v = 0;
                if (read_number(g, 0, false, "use a number of GiB > 0 (e.g. 24), or null for no cap", &v)) {
                  m.max_gpu_gib = v;

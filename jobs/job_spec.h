@@ -41,7 +41,7 @@ struct JobSpec {
   struct Memory {
     Placement placement = Placement::kAuto;
     Decode decode = Decode::kAuto;
-    std::optional<double> max_gpu_gib;  ///< cap on GPU memory the plan may use; nullopt: no cap
+    std::optional<double> max_gpu_gib;         ///< cap on GPU memory the plan may use; nullopt: no cap
     std::optional<int64_t> concurrent_images;  ///< images denoised at once on a GPU; nullopt: auto
   };
 

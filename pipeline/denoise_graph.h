@@ -38,8 +38,9 @@ class DenoiseGraph {
   };
 
   /// Warms the UNet up on a side stream (`warmup` steps: cuBLAS/cuDNN handles and workspaces, and the weight
-  /// streamer's tracing pass, must exist before capture) and captures the step. Errors: kUnimplemented in a build without
-  /// CUDA, kResourceExhausted when capture runs out of memory, kInternal for other CUDA failures.
+  /// streamer's tracing pass, must exist before capture) and captures the step. Errors: kUnimplemented in a
+  /// build without CUDA, kResourceExhausted when capture runs out of memory, kInternal for other CUDA
+  /// failures.
   static StatusOr<std::unique_ptr<DenoiseGraph>> capture(UNet2DConditionModel unet, const Key& key,
                                                          at::Device device, int warmup = 2);
   ~DenoiseGraph();

@@ -9,19 +9,19 @@ namespace sdxlb {
 namespace {
 
 // Measured on an H100 (bench/results/2026-11-25-h100-memory.json), fp16, 1024^2, allocator peak.
-constexpr double kUnetUnitsGib = 4.68;      // weights of the UNet's resnets and transformer blocks
-constexpr double kUnetOtherGib = 0.10;      // the rest of the UNet's weights (always on the GPU)
-constexpr double kVaeGib = 0.16;            // the VAE's weights
-constexpr double kSlotGib = 0.095;          // one streaming slot (the largest unit, an up-block resnet)
-constexpr double kUnetPerImageGib = 0.36;   // activations of one image's CFG pair being denoised
+constexpr double kUnetUnitsGib = 4.68;     // weights of the UNet's resnets and transformer blocks
+constexpr double kUnetOtherGib = 0.10;     // the rest of the UNet's weights (always on the GPU)
+constexpr double kVaeGib = 0.16;           // the VAE's weights
+constexpr double kSlotGib = 0.095;         // one streaming slot (the largest unit, an up-block resnet)
+constexpr double kUnetPerImageGib = 0.36;  // activations of one image's CFG pair being denoised
 // Per concurrent image, what the allocator keeps reserved beyond that: the CUDA graph's private pool and the
 // stream's cached blocks (peak reserved minus peak allocated measured 1.0 to 1.3 GiB per stream). A memory
 // cap limits reserved memory, so the plan must count it.
 constexpr double kGraphPoolGib = 1.1;
-constexpr double kFullDecodeGib = 2.09;     // decoding one image with the full VAE (with cuDNN workspace)
-constexpr double kTiledDecodeGib = 0.94;    // decoding one image in 512^2 tiles
-constexpr double kTinyDecodeGib = 0.65;     // the tiny VAE
-constexpr double kMargin = 0.92;            // leave 8% for the CUDA context and what the model misses
+constexpr double kFullDecodeGib = 2.09;   // decoding one image with the full VAE (with cuDNN workspace)
+constexpr double kTiledDecodeGib = 0.94;  // decoding one image in 512^2 tiles
+constexpr double kTinyDecodeGib = 0.65;   // the tiny VAE
+constexpr double kMargin = 0.92;          // leave 8% for the CUDA context and what the model misses
 // Time: one UNet call (one image's CFG pair, one at a time), the copy rate from page-locked host memory,
 // and the gain of denoising two images concurrently (1.220 against 1.327 s/image at batch 4, 30 steps;
 // three or four streams measured no faster than two).
@@ -74,18 +74,19 @@ double estimate_relative_time(const MemoryPlan& p, int64_t width, int64_t height
   const double compute = kUnetCallS * scale;
   double call = compute / streams_speedup(p.unet_streams);
   if (p.placement == "streamed" || p.placement == "sequential") {
-    const double streamed = p.placement == "sequential"
-                                ? kUnetUnitsGib
-                                : std::max(0.0, kUnetUnitsGib - p.resident_budget_gib);
+    const double streamed =
+        p.placement == "sequential" ? kUnetUnitsGib : std::max(0.0, kUnetUnitsGib - p.resident_budget_gib);
     call = std::max(compute, streamed / kCopyGibPerS);
   }
   const double n = static_cast<double>(std::max<int64_t>(1, steps));
   double per_image = call * n;
   double reupload = 0;
   if (p.placement == "model_offload") reupload = kUnetUnitsGib;
-  if (p.placement == "streamed" && p.unload_for_decode) reupload = std::min(p.resident_budget_gib, kUnetUnitsGib);
+  if (p.placement == "streamed" && p.unload_for_decode)
+    reupload = std::min(p.resident_budget_gib, kUnetUnitsGib);
   if (reupload > 0)
-    per_image += (reupload / kCopyGibPerS + kRecaptureS) / static_cast<double>(std::max<int64_t>(1, p.batch_size));
+    per_image +=
+        (reupload / kCopyGibPerS + kRecaptureS) / static_cast<double>(std::max<int64_t>(1, p.batch_size));
   return per_image / (compute * n);
 }
 
@@ -136,8 +137,10 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
       for (int streams = most; streams >= least; --streams) {
         // Streaming shares its slots between UNet calls: one image at a time.
         if ((placement == "streamed" || placement == "sequential") && streams > 1) {
-          if (req.concurrent_images) streams = 1;
-          else continue;
+          if (req.concurrent_images)
+            streams = 1;
+          else
+            continue;
         }
         MemoryPlan p;
         p.placement = placement;
@@ -182,12 +185,13 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
   lightest.placement = placements.size() > 1 ? "sequential" : placements.front();
   lightest.decode = decodes.back();
   char buf[400];
-  std::snprintf(buf, sizeof buf,
-                "the lightest plan (%s weights, %s decode, one image at a time) needs about %.1f GiB, but this "
-                "worker may use %.1f GiB; use a larger GPU, fewer ranks per GPU, a higher memory.max_gpu_gib, "
-                "memory.placement: auto, the tiny VAE, or a smaller image",
-                lightest.placement.c_str(), lightest.decode.c_str(),
-                estimate_peak_gib(lightest, req.width, req.height), budget);
+  std::snprintf(
+      buf, sizeof buf,
+      "the lightest plan (%s weights, %s decode, one image at a time) needs about %.1f GiB, but this "
+      "worker may use %.1f GiB; use a larger GPU, fewer ranks per GPU, a higher memory.max_gpu_gib, "
+      "memory.placement: auto, the tiny VAE, or a smaller image",
+      lightest.placement.c_str(), lightest.decode.c_str(), estimate_peak_gib(lightest, req.width, req.height),
+      budget);
   return Status(StatusCode::kResourceExhausted, buf);
 }
 

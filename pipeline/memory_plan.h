@@ -7,7 +7,8 @@
 //
 // The model (memory_plan.cpp, constants measured on an H100, fp16, 1024², activations scaled by pixels):
 // It predicts the allocator's peak *reserved* memory (what a cap limits), not only what tensors hold:
-//   peak GiB ~ max(denoising: UNet weights on the GPU + VAE weights + (activations + graph pool) * concurrent images,
+//   peak GiB ~ max(denoising: UNet weights on the GPU + VAE weights + (activations + graph pool) * concurrent
+//   images,
 //                  decoding:  UNet weights on the GPU while decoding + VAE weights + one image's decode
 //                             + the denoising graph pools, which stay reserved)
 // The UNet weights on the GPU are all of them (resident; model offload while denoising), the non-unit
@@ -41,10 +42,10 @@ struct GpuBudgetInput {
 struct MemoryRequest {
   int64_t width = 1024, height = 1024;
   int64_t steps = 30;
-  bool tiny_decoder = false;          ///< the job decodes with the tiny VAE
-  std::optional<int64_t> batch_size;  ///< the job's batch_size (nullopt: auto)
-  std::optional<std::string> decode;  ///< "full", "sliced" (the same on a GPU) or "tiled"; nullopt: auto
-  std::string placement = "auto";     ///< auto, resident, model_offload, streamed or sequential
+  bool tiny_decoder = false;             ///< the job decodes with the tiny VAE
+  std::optional<int64_t> batch_size;     ///< the job's batch_size (nullopt: auto)
+  std::optional<std::string> decode;     ///< "full", "sliced" (the same on a GPU) or "tiled"; nullopt: auto
+  std::string placement = "auto";        ///< auto, resident, model_offload, streamed or sequential
   std::optional<int> concurrent_images;  ///< the job's memory.concurrent_images (nullopt: auto)
 };
 
@@ -52,12 +53,12 @@ struct MemoryPlan {
   std::string placement = "resident";  ///< resident, model_offload, streamed or sequential
   std::string decode = "full";         ///< full, tiled or tiny
   int64_t batch_size = 8;
-  int unet_streams = 1;             ///< images denoised concurrently
-  double resident_budget_gib = 0;   ///< streamed: UNet unit weights kept on the GPU
-  bool unload_for_decode = false;   ///< streamed: the resident units leave the GPU while the VAE decodes
-  double estimate_gib = 0;          ///< predicted allocator peak
-  double budget_gib = 0;            ///< what this worker may use
-  double relative_time = 1;         ///< predicted time per image / the resident plan's
+  int unet_streams = 1;            ///< images denoised concurrently
+  double resident_budget_gib = 0;  ///< streamed: UNet unit weights kept on the GPU
+  bool unload_for_decode = false;  ///< streamed: the resident units leave the GPU while the VAE decodes
+  double estimate_gib = 0;         ///< predicted allocator peak
+  double budget_gib = 0;           ///< what this worker may use
+  double relative_time = 1;        ///< predicted time per image / the resident plan's
   /// One line for the log: the choice and the numbers behind it.
   std::string describe() const;
 };

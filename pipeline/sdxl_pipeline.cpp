@@ -253,7 +253,8 @@ std::string SdxlPipeline::placement_summary() const {
     case Placement::kSequential:
       break;
   }
-  return std::string("placement: ") + (options_.placement == Placement::kStreamed ? "streamed" : "sequential") +
+  return std::string("placement: ") +
+         (options_.placement == Placement::kStreamed ? "streamed" : "sequential") +
          (options_.unload_for_decode ? " (resident units leave the GPU while the VAE decodes)" : "") + "; " +
          (parts_->streamer ? parts_->streamer->stats().describe() : std::string("no UNet loaded"));
 }
@@ -376,9 +377,9 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
         at::Tensor& x = images[static_cast<size_t>(k)];
         at::Tensor model_in = cfg ? at::cat({x, x}, 0) : x;
         SDXLB_ASSIGN_OR_RETURN(model_in, euler_scale_model_input(model_in, schedule.sigma(i)));
-        at::Tensor eps = parts.unet->forward(model_in, timesteps[i], embeds.narrow(0, k * rows, rows),
-                                             pooled.narrow(0, k * rows, rows),
-                                             time_ids.narrow(0, k * rows, rows));
+        at::Tensor eps =
+            parts.unet->forward(model_in, timesteps[i], embeds.narrow(0, k * rows, rows),
+                                pooled.narrow(0, k * rows, rows), time_ids.narrow(0, k * rows, rows));
         if (cfg) {
           auto chunks = eps.chunk(2, 0);
           eps = chunks[0] + s.guidance * (chunks[1] - chunks[0]);
@@ -429,7 +430,8 @@ StatusOr<at::Tensor> SdxlPipeline::decode(const at::Tensor& latents) {
       // Tiles of at most 512 pixels (SDXL's config says 1024, which would not tile a 1024^2 image at all).
       VaeTiling tiling = parts.vae->default_tiling();
       if (tiling.tile_sample_min_size > kMaxTilePixels) {
-        tiling.tile_latent_min_size = tiling.tile_latent_min_size * kMaxTilePixels / tiling.tile_sample_min_size;
+        tiling.tile_latent_min_size =
+            tiling.tile_latent_min_size * kMaxTilePixels / tiling.tile_sample_min_size;
         tiling.tile_sample_min_size = kMaxTilePixels;
       }
       SDXLB_ASSIGN_OR_RETURN(image, decode_checked(parts.vae, one, mode, "VAE decode", tiling));

@@ -189,9 +189,9 @@ StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at
                        at::Device device, const VaeLoadOptions& options = {},
                        const std::string& component = "vae");
 
-/// vae->decode / decode_sliced / decode_tiled (with `tiling`, default the config's) behind a Status: checks the latents' shape and that they are
-/// finite, turns LibTorch errors into a Status (kResourceExhausted for out-of-memory), and checks the images
-/// are finite. Errors name `what`.
+/// vae->decode / decode_sliced / decode_tiled (with `tiling`, default the config's) behind a Status: checks
+/// the latents' shape and that they are finite, turns LibTorch errors into a Status (kResourceExhausted for
+/// out-of-memory), and checks the images are finite. Errors name `what`.
 StatusOr<at::Tensor> decode_checked(Vae& vae, const at::Tensor& latents,
                                     VaeDecodeMode mode = VaeDecodeMode::kFull,
                                     const std::string& what = "VAE decode",

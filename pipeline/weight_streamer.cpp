@@ -38,10 +38,10 @@ struct Unit {
   HookedUnit* hook = nullptr;
   std::string name;
   std::vector<Weight> weights;
-  int64_t bytes = 0;       // packed size
+  int64_t bytes = 0;        // packed size
   int64_t host_offset = 0;  // in the host buffer
-  at::Tensor resident;     // its own GPU buffer when resident
-  int ordinal = -1;        // among streamed units in execution order; -1 when resident
+  at::Tensor resident;      // its own GPU buffer when resident
+  int ordinal = -1;         // among streamed units in execution order; -1 when resident
 };
 
 // Points every weight of `u` at `base` (a byte tensor holding the unit's packed bytes).
@@ -74,17 +74,17 @@ struct WeightStreamer::State {
   c10::Device device{at::kCPU};
   StreamingOptions options;
   std::vector<Unit> units;
-  at::Tensor host;         // every unit's packed bytes (page-locked on CUDA)
+  at::Tensor host;          // every unit's packed bytes (page-locked on CUDA)
   bool registered = false;  // host is cudaHostRegister'ed
   int64_t other_bytes = 0;
 
   Phase phase = Phase::kUntraced;
-  std::vector<int> order;       // unit numbers in execution order (recorded by the first pass)
-  std::vector<int> streamed;    // unit numbers of the streamed units, in execution order
+  std::vector<int> order;     // unit numbers in execution order (recorded by the first pass)
+  std::vector<int> streamed;  // unit numbers of the streamed units, in execution order
   std::vector<at::Tensor> slots;
-  at::Tensor trace_slot;        // the tracing pass's single buffer
-  size_t pos = 0;               // next position in `order` during a pipelined pass
-  bool evicted = false;         // evict() dropped the resident units' GPU buffers
+  at::Tensor trace_slot;  // the tracing pass's single buffer
+  size_t pos = 0;         // next position in `order` during a pipelined pass
+  bool evicted = false;   // evict() dropped the resident units' GPU buffers
 
 #ifdef SDXLB_WITH_CUDA
   std::unique_ptr<c10::cuda::CUDAStream> copy_stream;
@@ -104,11 +104,12 @@ void WeightStreamer::State::copy_unit(const Unit& u, const at::Tensor& dst, bool
     return;
   }
 #ifdef SDXLB_WITH_CUDA
-  const cudaStream_t stream = on_copy_stream ? copy_stream->stream()
-                                             : c10::cuda::getCurrentCUDAStream(device.index()).stream();
-  const cudaError_t err = cudaMemcpyAsync(dst.data_ptr(), src, static_cast<size_t>(u.bytes),
-                                          cudaMemcpyHostToDevice, stream);
-  TORCH_CHECK(err == cudaSuccess, "weight streaming: copying ", u.name, " to the GPU: ", cudaGetErrorString(err));
+  const cudaStream_t stream =
+      on_copy_stream ? copy_stream->stream() : c10::cuda::getCurrentCUDAStream(device.index()).stream();
+  const cudaError_t err =
+      cudaMemcpyAsync(dst.data_ptr(), src, static_cast<size_t>(u.bytes), cudaMemcpyHostToDevice, stream);
+  TORCH_CHECK(err == cudaSuccess, "weight streaming: copying ", u.name,
+              " to the GPU: ", cudaGetErrorString(err));
 #else
   (void)on_copy_stream;
 #endif
@@ -173,7 +174,8 @@ void WeightStreamer::State::finalize() {
   }
 #ifdef SDXLB_WITH_CUDA
   if (device.is_cuda()) {
-    copy_stream = std::make_unique<c10::cuda::CUDAStream>(c10::cuda::getStreamFromPool(false, device.index()));
+    copy_stream =
+        std::make_unique<c10::cuda::CUDAStream>(c10::cuda::getStreamFromPool(false, device.index()));
     copied = std::vector<at::cuda::CUDAEvent>(streamed.size());
     c10::cuda::getCurrentCUDAStream(device.index()).synchronize();  // resident copies done
   }
@@ -209,7 +211,8 @@ WeightStreamer::~WeightStreamer() {
 #endif
 }
 
-StatusOr<std::unique_ptr<WeightStreamer>> WeightStreamer::attach(UNet2DConditionModel unet, c10::Device device,
+StatusOr<std::unique_ptr<WeightStreamer>> WeightStreamer::attach(UNet2DConditionModel unet,
+                                                                 c10::Device device,
                                                                  const StreamingOptions& options) {
   if (options.slots < 2) return invalid_argument("weight streaming needs at least 2 slots");
   if (unet->device().type() != at::kCPU)
@@ -258,8 +261,8 @@ StatusOr<std::unique_ptr<WeightStreamer>> WeightStreamer::attach(UNet2DCondition
     }
 #ifdef SDXLB_WITH_CUDA
     if (device.is_cuda()) {
-      const cudaError_t err = cudaHostRegister(s.host.data_ptr(), static_cast<size_t>(s.host.nbytes()),
-                                               cudaHostRegisterDefault);
+      const cudaError_t err =
+          cudaHostRegister(s.host.data_ptr(), static_cast<size_t>(s.host.nbytes()), cudaHostRegisterDefault);
       if (err != cudaSuccess)
         return Status(StatusCode::kResourceExhausted,
                       std::string("weight streaming: page-locking host memory for the UNet weights: ") +
@@ -289,8 +292,8 @@ void WeightStreamer::begin_forward() {
     // failed part-way) trace again.
     std::vector<int> seen(s.order);
     std::sort(seen.begin(), seen.end());
-    const bool complete = seen.size() == s.units.size() &&
-                          std::adjacent_find(seen.begin(), seen.end()) == seen.end();
+    const bool complete =
+        seen.size() == s.units.size() && std::adjacent_find(seen.begin(), seen.end()) == seen.end();
     if (complete) {
       s.finalize();
       s.phase = State::Phase::kPipelined;
@@ -329,7 +332,8 @@ void WeightStreamer::before_unit(int unit) {
   // The slot of ordinal - 1 is free once compute gets here: refill it with the unit `ahead` places on.
   if (u.ordinal + ahead < static_cast<int>(s.streamed.size())) s.issue_copy(u.ordinal + ahead);
 #ifdef SDXLB_WITH_CUDA
-  if (s.device.is_cuda()) s.copied[static_cast<size_t>(u.ordinal)].block(c10::cuda::getCurrentCUDAStream(s.device.index()));
+  if (s.device.is_cuda())
+    s.copied[static_cast<size_t>(u.ordinal)].block(c10::cuda::getCurrentCUDAStream(s.device.index()));
 #endif
 }
 
@@ -371,8 +375,10 @@ StreamingStats WeightStreamer::stats() const {
   st.streamed_units = static_cast<int>(s.streamed.size());
   for (const Unit& u : s.units) {
     st.unit_bytes += u.bytes;
-    if (u.ordinal >= 0) st.streamed_bytes += u.bytes;
-    else if (u.resident.defined()) st.resident_bytes += u.bytes;
+    if (u.ordinal >= 0)
+      st.streamed_bytes += u.bytes;
+    else if (u.resident.defined())
+      st.resident_bytes += u.bytes;
   }
   for (const auto& slot : s.slots) st.slot_bytes += static_cast<int64_t>(slot.nbytes());
   st.other_bytes = s.other_bytes;

@@ -114,7 +114,7 @@ device: cuda
 output: /abs/out
 image_format: png
 decoder: full
-memory: {placement: streamed, decode: tiled, max_gpu_gib: 20.5}
+memory: {placement: streamed, decode: tiled, max_gpu_gib: 20.5, concurrent_images: 3}
 embedding_cache: cache
 segment_items: 64
 progress_interval_s: 0.5
@@ -140,6 +140,7 @@ progress_interval_s: 0.5
   EXPECT_EQ(s.memory.placement, JobSpec::Placement::kStreamed);
   EXPECT_EQ(s.memory.decode, JobSpec::Decode::kTiled);
   EXPECT_DOUBLE_EQ(*s.memory.max_gpu_gib, 20.5);
+  EXPECT_EQ(s.memory.concurrent_images, 3);
   EXPECT_EQ(s.embedding_cache, dir_.file("cache"));
   EXPECT_EQ(s.segment_items, 64);
   EXPECT_DOUBLE_EQ(s.progress_interval_s, 0.5);
@@ -263,6 +264,13 @@ TEST_F(JobSpecTest, UnknownKeyFarFromAnyListsValidKeys) {
 TEST_F(JobSpecTest, UnknownNestedKey) {
   std::string m = error_of(std::string(kMinimal) + "memory:\n  placment: resident\n");
   EXPECT_HAS(m, "job.yaml:6:3: unknown key \"placment\"; did you mean \"placement\"? (in memory)");
+}
+
+TEST_F(JobSpecTest, ConcurrentImagesOutOfRange) {
+  std::string m = error_of(std::string(kMinimal) + "memory:\n  concurrent_images: 9\n");
+  EXPECT_HAS(
+      m,
+      "job.yaml:6:22: memory.concurrent_images: 9 is out of range; use \"auto\" or an integer from 1 to 8");
 }
 
 TEST_F(JobSpecTest, NegativeSteps) {

@@ -84,8 +84,10 @@ TEST_P(Streaming, ComputesExactlyWhatTheResidentUNetComputes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, Streaming,
-                         ::testing::Values(std::make_tuple("tiny-a", 0.0, 2), std::make_tuple("tiny-a", 0.0, 3),
-                                           std::make_tuple("tiny-a", 0.5, 3), std::make_tuple("tiny-b", 0.3, 2)));
+                         ::testing::Values(std::make_tuple("tiny-a", 0.0, 2),
+                                           std::make_tuple("tiny-a", 0.0, 3),
+                                           std::make_tuple("tiny-a", 0.5, 3),
+                                           std::make_tuple("tiny-b", 0.3, 2)));
 
 TEST(Streaming, ModelOffloadEvictsAndRestores) {
   UNet2DConditionModel resident = load_tiny("tiny-a");

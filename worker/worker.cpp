@@ -233,7 +233,8 @@ class RenderWorker {
     if (ctx_.device.is_cuda()) {
       const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(ctx_.device.index());
       char line[128];
-      std::snprintf(line, sizeof line, "peak GPU memory: %.2f GiB allocated (%.2f GiB reserved by the allocator)",
+      std::snprintf(line, sizeof line,
+                    "peak GPU memory: %.2f GiB allocated (%.2f GiB reserved by the allocator)",
                     static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 30),
                     static_cast<double>(stats.reserved_bytes[0].peak) / (1 << 30));
       log_info(line);
@@ -279,7 +280,8 @@ class RenderWorker {
     req.batch_size = ctx_.job.batch_size;
     if (ctx_.job.memory.decode != JobSpec::Decode::kAuto) req.decode = decode_name(ctx_.job.memory.decode);
     req.placement = placement_name(ctx_.job.memory.placement);
-    if (ctx_.job.memory.concurrent_images) req.concurrent_images = static_cast<int>(*ctx_.job.memory.concurrent_images);
+    if (ctx_.job.memory.concurrent_images)
+      req.concurrent_images = static_cast<int>(*ctx_.job.memory.concurrent_images);
     auto chosen = choose_memory_plan(gpu, req);
     if (!chosen.is_ok()) return chosen.status().with_context(ctx_.job.job_file);
     const MemoryPlan& plan = *chosen;
@@ -291,7 +293,8 @@ class RenderWorker {
     ctx_.unet_streams = plan.unet_streams;
     ctx_.resident_budget_bytes = static_cast<int64_t>(plan.resident_budget_gib * (1 << 30));
     ctx_.unload_for_decode = plan.unload_for_decode;
-    ctx_.tight_memory = ctx_.job.memory.max_gpu_gib.has_value() || sharing > 1 || plan.placement != "resident";
+    ctx_.tight_memory =
+        ctx_.job.memory.max_gpu_gib.has_value() || sharing > 1 || plan.placement != "resident";
     if (plan.decode == "tiled") ctx_.decoder = DecoderKind::kTiled;
     ctx_.batch_size = plan.batch_size;
 #endif

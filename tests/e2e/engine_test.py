@@ -105,6 +105,14 @@ class Engine(unittest.TestCase):
         run(write_job(d, batch_size=3), 3)
         self.assert_same_dataset(os.path.join(d, "out"))
 
+    def test_same_images_with_every_placement(self):
+        # The UNet's weights streamed from host memory, all of them or around the decode, compute the same images.
+        for placement in ("sequential", "streamed", "model_offload"):
+            d = os.path.join(TMP, "placement-" + placement)
+            p = run(write_job(d, memory={"placement": placement, "decode": "sliced"}), 1)
+            self.assertIn("placement: " + placement.replace("_", " "), p.stderr)
+            self.assert_same_dataset(os.path.join(d, "out"))
+
     def test_embeddings_are_reused_across_jobs(self):
         global PROMPTS
 
