@@ -30,6 +30,9 @@ constexpr double kCopyGibPerS = 32.0;
 constexpr double kRecaptureS = 0.1;  // capturing the step's CUDA graph again after the weights moved
 constexpr double kTwoStreamSpeedup = 1.09;
 constexpr int kMaxStreams = 2;
+// Host memory of a placement that keeps the UNet off the GPU: its page-locked copy of the units, plus the
+// process itself (LibTorch, the loader's transient copies).
+constexpr double kHostProcessGib = 2.5;
 constexpr int64_t kAutoBatch = 8;
 
 double pixels_scale(int64_t width, int64_t height) {
@@ -90,6 +93,12 @@ double estimate_relative_time(const MemoryPlan& p, int64_t width, int64_t height
   return per_image / (compute * n);
 }
 
+double host_gib_needed(const std::string& placement) {
+  if (placement == "streamed" || placement == "sequential" || placement == "model_offload")
+    return kUnetUnitsGib + kHostProcessGib;
+  return kHostProcessGib;
+}
+
 std::string MemoryPlan::describe() const {
   char buf[320];
   char extra[64] = "";
@@ -125,6 +134,23 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
     if (d != "full" && d != "tiled" && d != "tiny")
       return invalid_argument("memory.decode: unknown decode \"" + d + "\"; use auto, full, sliced or tiled");
 
+  // Placements that keep the UNet in host memory need the RAM for it.
+  if (gpu.host_gib_per_worker) {
+    std::vector<std::string> fit_host;
+    for (const auto& pl : placements)
+      if (host_gib_needed(pl) <= *gpu.host_gib_per_worker) fit_host.push_back(pl);
+    if (fit_host.empty()) {
+      char buf[320];
+      std::snprintf(buf, sizeof buf,
+                    "memory.placement %s keeps the UNet in host memory and needs about %.1f GiB of RAM per "
+                    "worker, but this node has %.1f GiB per worker; run fewer workers per node or use "
+                    "memory.placement: resident",
+                    placements.front().c_str(), host_gib_needed(placements.front()),
+                    *gpu.host_gib_per_worker);
+      return Status(StatusCode::kResourceExhausted, buf);
+    }
+    placements = fit_host;
+  }
   double budget = gpu.total_gib;
   if (gpu.cap_gib) budget = std::min(budget, *gpu.cap_gib);
   budget = budget / std::max(1, gpu.ranks_sharing) * kMargin;

@@ -37,6 +37,9 @@ struct GpuBudgetInput {
   double total_gib = 0;           ///< the GPU's memory
   int ranks_sharing = 1;          ///< workers that use this GPU
   std::optional<double> cap_gib;  ///< the job's memory.max_gpu_gib
+  /// Host RAM per worker on the node (nullopt: unknown, not checked). The streamed, sequential and
+  /// model-offload placements keep the UNet's weights in page-locked host memory.
+  std::optional<double> host_gib_per_worker;
 };
 
 struct MemoryRequest {
@@ -68,8 +71,12 @@ double estimate_peak_gib(const MemoryPlan& plan, int64_t width, int64_t height);
 /// The time per image the model predicts for `plan`, relative to resident with one stream.
 double estimate_relative_time(const MemoryPlan& plan, int64_t width, int64_t height, int64_t steps);
 
+/// Host RAM a worker needs for a placement that keeps the UNet in host memory.
+double host_gib_needed(const std::string& placement);
+
 /// Chooses the plan. Errors: kInvalidArgument for an unknown placement or decode; kResourceExhausted when
-/// not even the lightest candidate fits (naming both numbers and the fixes).
+/// not even the lightest candidate fits the GPU, or a placement the job forces does not fit the host's
+/// memory (naming the numbers and the fixes).
 StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryRequest& request);
 
 }  // namespace sdxlb

@@ -127,6 +127,28 @@ TEST(MemoryPlan, JobOverridesWin) {
   EXPECT_EQ(t->decode, "tiny");
 }
 
+TEST(MemoryPlan, HostMemoryLimitsThePlacementsThatKeepTheUNetThere) {
+  // A 12 GiB card shared by two workers (5.5 GiB each) must stream part of the UNet; with 4 GiB of RAM per
+  // worker it cannot, and the error says so.
+  auto poor = choose_memory_plan({12, 2, std::nullopt, 4.0}, MemoryRequest{});
+  ASSERT_FALSE(poor.is_ok());
+  EXPECT_EQ(poor.status().code(), StatusCode::kResourceExhausted);
+  auto rich = choose_memory_plan({12, 2, std::nullopt, 64.0}, MemoryRequest{});
+  ASSERT_TRUE(rich.is_ok()) << rich.status().to_string();
+  EXPECT_NE(rich->placement, "resident");
+  // Forced streaming on a host without the RAM: refused, naming the RAM and the fixes.
+  MemoryRequest r;
+  r.placement = "streamed";
+  auto forced = choose_memory_plan({80, 1, std::nullopt, 4.0}, r);
+  ASSERT_FALSE(forced.is_ok());
+  EXPECT_NE(forced.status().message().find("RAM per worker"), std::string::npos);
+  // A large card keeps everything resident whatever the host has.
+  auto big = choose_memory_plan({80, 1, std::nullopt, 4.0}, MemoryRequest{});
+  ASSERT_TRUE(big.is_ok());
+  EXPECT_EQ(big->placement, "resident");
+  EXPECT_GE(host_gib_needed("streamed"), 4.68);
+}
+
 TEST(MemoryPlan, UnknownNamesAreRefused) {
   MemoryRequest r;
   r.placement = "swap";

@@ -271,7 +271,8 @@ class RenderWorker {
         ctx_.workers_on_node, sharing, static_cast<int>(ctx_.device.index()), total_gib,
         static_cast<double>(free_b) / (1 << 30), host_ram_gib());
     log_info(probe);
-    GpuBudgetInput gpu{total_gib, sharing, ctx_.job.memory.max_gpu_gib};
+    GpuBudgetInput gpu{total_gib, sharing, ctx_.job.memory.max_gpu_gib,
+                       host_ram_gib() / std::max(1, ctx_.workers_on_node)};
     MemoryRequest req;
     req.width = ctx_.job.width;
     req.height = ctx_.job.height;
