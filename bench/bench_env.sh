@@ -15,3 +15,31 @@ build_and_model() {
   ninja -C "$build" "$@" | tail -1
   [[ -f "$model/model_index.json" ]] || "$bin" make-demo-model "$model" --full --dtype fp16 >/dev/null
 }
+
+# run_row NAME DIR PROMPTS STEPS GUIDANCE BATCH DECODER [MEMORY]: writes DIR/p.txt (PROMPTS numbered prompts)
+# and DIR/job.yaml (1024², fp16, output DIR/out, MEMORY a flow map, default {}), runs the CLI on it, and
+# leaves its output in $out/NAME.stdout and $out/NAME.stderr, with "exit=... wall_s=..." appended to stdout.
+run_row() {
+  local name="$1" d="$2" n="$3" steps="$4" g="$5" b="$6" dec="$7" mem="${8:-{\}}"
+  rm -rf "$d"; mkdir -p "$d"
+  for i in $(seq 1 "$n"); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
+  cat > "$d/job.yaml" <<YAML
+model: $model
+tiny_vae: $model/tiny_vae
+decoder: $dec
+vae_fp16_safe: true
+prompts_file: p.txt
+steps: $steps
+guidance: $g
+width: 1024
+height: 1024
+batch_size: $b
+dtype: fp16
+output: out
+progress_interval_s: 1000
+memory: $mem
+YAML
+  local start=$EPOCHREALTIME
+  "$bin" run "$d/job.yaml" > "$out/$name.stdout" 2> "$out/$name.stderr"
+  echo "exit=$? wall_s=$(awk "BEGIN{print $EPOCHREALTIME - $start}")" >> "$out/$name.stdout"
+}

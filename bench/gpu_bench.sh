@@ -19,26 +19,8 @@ if [[ "$part" == ours ]]; then
   while read -r name b steps g dec; do
     # SDXLB_BENCH_ROWS="b4_full b8_full" runs only those rows.
     [[ -n "${SDXLB_BENCH_ROWS:-}" && " $SDXLB_BENCH_ROWS " != *" $name "* ]] && continue
-    d="/tmp/bench-$name"; rm -rf "$d"; mkdir -p "$d"
-    for i in $(seq 1 $((3 * b))); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
-    cat > "$d/job.yaml" <<YAML
-model: $model
-tiny_vae: $model/tiny_vae
-decoder: $dec
-vae_fp16_safe: true
-prompts_file: p.txt
-steps: $steps
-guidance: $g
-width: 1024
-height: 1024
-batch_size: $b
-dtype: fp16
-output: out
-progress_interval_s: 1000
-YAML
-    start=$EPOCHREALTIME
-    "$bin" run "$d/job.yaml" > "$out/$name.stdout" 2> "$out/$name.stderr"
-    echo "exit=$? wall_s=$(awk "BEGIN{print $EPOCHREALTIME - $start}")" >> "$out/$name.stdout"
+    d="/tmp/bench-$name"
+    run_row "$name" "$d" $((3 * b)) "$steps" "$g" "$b" "$dec"
     "$py" - "$d/out/index.h5" "$out/$name.items.json" <<'PY'
 import h5py, json, sys
 f = h5py.File(sys.argv[1], "r")

@@ -24,27 +24,7 @@ build_and_model sdxl-batch
 while read -r name steps batch n dec mem; do
   [[ -z "$name" ]] && continue
   [[ -n "${SDXLB_BENCH_ROWS:-}" && " $SDXLB_BENCH_ROWS " != *" $name "* ]] && continue
-  d="/tmp/mem-$name"; rm -rf "$d"; mkdir -p "$d"
-  for i in $(seq 1 "$n"); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
-  cat > "$d/job.yaml" <<YAML
-model: $model
-tiny_vae: $model/tiny_vae
-decoder: $dec
-vae_fp16_safe: true
-prompts_file: p.txt
-steps: $steps
-guidance: 5.0
-width: 1024
-height: 1024
-batch_size: $batch
-dtype: fp16
-output: out
-progress_interval_s: 1000
-memory: $mem
-YAML
-  start=$EPOCHREALTIME
-  "$bin" run "$d/job.yaml" > "$out/$name.stdout" 2> "$out/$name.stderr"
-  echo "exit=$? wall_s=$(awk "BEGIN{print $EPOCHREALTIME - $start}")" >> "$out/$name.stdout"
+  run_row "$name" "/tmp/mem-$name" "$n" "$steps" 5.0 "$batch" "$dec" "$mem"
   echo "$name: $(tail -1 "$out/$name.stdout") $(grep -ho 'peak GPU memory: [0-9.]* GiB' "$out/$name.stderr")"
 done <<'ROWS'
 m_resident 10 4 8 full {placement: resident, decode: full}

@@ -113,6 +113,34 @@ std::string MemoryPlan::describe() const {
   return buf;
 }
 
+namespace {
+
+// Images denoised at once: the job's choice, else every count up to kMaxStreams. Streaming shares its slots
+// between UNet calls, so a streamed or sequential plan denoises one image at a time.
+std::vector<int> stream_choices(const std::string& placement, const std::optional<int>& forced) {
+  if (placement == "streamed" || placement == "sequential") return {1};
+  if (forced) return {*forced};
+  std::vector<int> out;
+  for (int s = kMaxStreams; s >= 1; --s) out.push_back(s);
+  return out;
+}
+
+// Sets p.resident_budget_gib to the largest resident share of the UNet's units that fits `budget` (the peak
+// grows with it, so bisect). False when not even streaming every unit fits.
+bool fit_resident_share(MemoryPlan& p, const MemoryRequest& req, double budget) {
+  p.resident_budget_gib = 0;
+  if (estimate_peak_gib(p, req.width, req.height) > budget) return false;
+  double lo = 0, hi = kUnetUnitsGib;
+  for (int it = 0; it < 40; ++it) {
+    p.resident_budget_gib = (lo + hi) / 2;
+    (estimate_peak_gib(p, req.width, req.height) <= budget ? lo : hi) = p.resident_budget_gib;
+  }
+  p.resident_budget_gib = lo;
+  return true;
+}
+
+}  // namespace
+
 StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryRequest& req) {
   static const std::vector<std::string> kPlacements = {"resident", "streamed", "model_offload", "sequential"};
   std::vector<std::string> placements;
@@ -158,46 +186,24 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
   for (const auto& decode : decodes) {
     std::vector<MemoryPlan> fits;
     for (const auto& placement : placements) {
-      const int most = req.concurrent_images ? *req.concurrent_images : kMaxStreams;
-      const int least = req.concurrent_images ? *req.concurrent_images : 1;
-      for (int streams = most; streams >= least; --streams) {
-        // Streaming shares its slots between UNet calls: one image at a time.
-        if ((placement == "streamed" || placement == "sequential") && streams > 1) {
-          if (req.concurrent_images)
-            streams = 1;
-          else
-            continue;
-        }
+      for (int streams : stream_choices(placement, req.concurrent_images)) {
         MemoryPlan p;
         p.placement = placement;
         p.decode = decode;
         p.unet_streams = streams;
         p.batch_size = req.batch_size ? *req.batch_size : kAutoBatch;
         p.budget_gib = budget;
-        if (placement == "streamed") {
-          // The largest resident share that fits, with the resident units kept through the decode or
-          // unloaded for it (all of them resident and kept would be the resident plan).
-          for (bool unload : {false, true}) {
-            MemoryPlan q = p;
-            q.unload_for_decode = unload;
-            q.resident_budget_gib = 0;
-            if (estimate_peak_gib(q, req.width, req.height) > budget) continue;
-            double lo = 0, hi = kUnetUnitsGib;  // the peak grows with the resident share: bisect
-            for (int it = 0; it < 40; ++it) {
-              q.resident_budget_gib = (lo + hi) / 2;
-              (estimate_peak_gib(q, req.width, req.height) <= budget ? lo : hi) = q.resident_budget_gib;
-            }
-            q.resident_budget_gib = lo;
-            q.estimate_gib = estimate_peak_gib(q, req.width, req.height);
-            q.relative_time = estimate_relative_time(q, req.width, req.height, req.steps);
-            fits.push_back(q);
-          }
-          continue;
+        // Streamed: the resident units kept through the decode, or unloaded for it.
+        for (bool unload :
+             placement == "streamed" ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+          MemoryPlan q = p;
+          q.unload_for_decode = unload;
+          if (placement == "streamed" && !fit_resident_share(q, req, budget)) continue;
+          q.estimate_gib = estimate_peak_gib(q, req.width, req.height);
+          if (q.estimate_gib > budget) continue;
+          q.relative_time = estimate_relative_time(q, req.width, req.height, req.steps);
+          fits.push_back(q);
         }
-        p.estimate_gib = estimate_peak_gib(p, req.width, req.height);
-        if (p.estimate_gib > budget) continue;
-        p.relative_time = estimate_relative_time(p, req.width, req.height, req.steps);
-        fits.push_back(p);
       }
     }
     if (!fits.empty()) {

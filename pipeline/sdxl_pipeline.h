@@ -58,8 +58,8 @@ struct PipelineOptions {
   /// decode has the memory they held; they come back before the next batch denoises.
   bool unload_for_decode = false;
   /// Memory is capped or tight: return the allocator's cached blocks before each image's VAE decode, so that
-  /// fragmentation never makes a cuDNN workspace fail to allocate (PyTorch then silently picks another
-  /// convolution algorithm, which rounds differently).
+  /// fragmentation makes a cuDNN workspace allocation (and PyTorch's silent fallback to another algorithm)
+  /// less likely. The memory plan's headroom is what prevents it; this only helps.
   bool tight_memory = false;
 };
 

@@ -10,15 +10,11 @@
 namespace sdxlb {
 namespace {
 
-using testing::fixtures_dir;
+using testing::fixture_model_dir;
 using testing::ScratchDir;
 
-std::string model(const std::string& name) {
-  return fixtures_dir() + "/models/" + name;
-}
-
 TEST(ModelFolder, ReadsIndexAndConfigs) {
-  auto f = ModelFolder::open(model("tiny-a"));
+  auto f = ModelFolder::open(fixture_model_dir("tiny-a"));
   ASSERT_TRUE(f.is_ok()) << f.status().to_string();
   EXPECT_EQ(f->pipeline_class(), "StableDiffusionXLPipeline");
   for (const char* c :
@@ -31,7 +27,7 @@ TEST(ModelFolder, ReadsIndexAndConfigs) {
 }
 
 TEST(ModelFolder, PlainFp16AndShardedWeightsAgree) {
-  auto plain = ModelFolder::open(model("tiny-a-fp16"));
+  auto plain = ModelFolder::open(fixture_model_dir("tiny-a-fp16"));
   ASSERT_TRUE(plain.is_ok());
   auto w32 = plain->component_weights("unet", "");
   auto w16 = plain->component_weights("unet", "fp16");
@@ -43,7 +39,7 @@ TEST(ModelFolder, PlainFp16AndShardedWeightsAgree) {
   EXPECT_EQ(w32->find(key)->dtype, "F32");
   EXPECT_TRUE(at::allclose(w16->get(key)->to(at::kFloat), *w32->get(key), 1e-3, 1e-3));
 
-  auto sharded = ModelFolder::open(model("tiny-a-sharded"));
+  auto sharded = ModelFolder::open(fixture_model_dir("tiny-a-sharded"));
   ASSERT_TRUE(sharded.is_ok());
   auto ws = sharded->component_weights("unet", "");
   ASSERT_TRUE(ws.is_ok()) << ws.status().to_string();
@@ -57,7 +53,7 @@ TEST(ModelFolder, PlainFp16AndShardedWeightsAgree) {
 }
 
 TEST(ModelFolder, MissingVariantSaysWhatExists) {
-  auto f = ModelFolder::open(model("tiny-a"));
+  auto f = ModelFolder::open(fixture_model_dir("tiny-a"));
   auto w = f->component_weights("unet", "fp16");
   ASSERT_FALSE(w.is_ok());
   EXPECT_EQ(w.status().code(), StatusCode::kNotFound);
@@ -67,7 +63,9 @@ TEST(ModelFolder, MissingVariantSaysWhatExists) {
 
 TEST(ModelFolder, MissingShardIsNamed) {
   ScratchDir dir;
-  ASSERT_EQ(std::system(("cp -r '" + model("tiny-a-sharded") + "/unet' '" + dir.path() + "/'").c_str()), 0);
+  ASSERT_EQ(
+      std::system(("cp -r '" + fixture_model_dir("tiny-a-sharded") + "/unet' '" + dir.path() + "/'").c_str()),
+      0);
   const std::string shard = dir.path() + "/unet/diffusion_pytorch_model-00002-of-*.safetensors";
   ASSERT_EQ(std::system(("rm " + shard).c_str()), 0);
   auto w = WeightSet::open(dir.path() + "/unet", "diffusion_pytorch_model", "");
@@ -85,7 +83,9 @@ TEST(ModelFolder, MissingComponentAndNotAFolder) {
   EXPECT_EQ(no_index.status().code(), StatusCode::kNotFound);
   EXPECT_NE(no_index.status().message().find("model_index.json"), std::string::npos);
 
-  ASSERT_EQ(std::system(("cp '" + model("tiny-a") + "/model_index.json' '" + dir.path() + "/'").c_str()), 0);
+  ASSERT_EQ(std::system(
+                ("cp '" + fixture_model_dir("tiny-a") + "/model_index.json' '" + dir.path() + "/'").c_str()),
+            0);
   auto f = ModelFolder::open(dir.path());
   ASSERT_TRUE(f.is_ok());
   auto w = f->component_weights("vae", "");
@@ -114,7 +114,7 @@ struct WrongUNet : torch::nn::Module {
 };
 
 TEST(Weights, ReportsEveryProblemAndLoadsNothing) {
-  auto f = ModelFolder::open(model("tiny-a"));
+  auto f = ModelFolder::open(fixture_model_dir("tiny-a"));
   auto w = f->component_weights("unet", "");
   ASSERT_TRUE(w.is_ok());
   WrongUNet m;
@@ -140,7 +140,7 @@ struct RightConvIn : torch::nn::Module {
 };
 
 TEST(Weights, LoadsWithConversion) {
-  auto f = ModelFolder::open(model("tiny-a-fp16"));
+  auto f = ModelFolder::open(fixture_model_dir("tiny-a-fp16"));
   auto w = f->component_weights("unet", "fp16");
   ASSERT_TRUE(w.is_ok());
   RightConvIn m;

@@ -35,9 +35,9 @@ TEST_P(PipelineParity, MatchesDiffusersWithinOneLevel) {
   PipelineOptions opts;
   if (!c.spec["tiny_vae"].is_null()) {
     opts.decoder = DecoderKind::kTiny;
-    opts.tiny_vae = fixtures_dir() + "/models/" + c.spec["tiny_vae"].get<std::string>();
+    opts.tiny_vae = testing::fixture_model_dir(c.spec["tiny_vae"].get<std::string>());
   }
-  auto pipe = SdxlPipeline::load(fixtures_dir() + "/models/" + c.spec["model"].get<std::string>(), opts);
+  auto pipe = SdxlPipeline::load(testing::fixture_model_dir(c.spec["model"].get<std::string>()), opts);
   ASSERT_TRUE(pipe.is_ok()) << pipe.status().to_string();
   RenderSettings rs;
   rs.steps = c.spec["steps"];

@@ -48,4 +48,9 @@ inline std::string fixtures_dir() {
   return env ? env : SDXLB_FIXTURES_DIR;
 }
 
+/// A fixture model folder (diffusers layout) by name, e.g. "tiny-a".
+inline std::string fixture_model_dir(const std::string& name) {
+  return fixtures_dir() + "/models/" + name;
+}
+
 }  // namespace sdxlb::testing

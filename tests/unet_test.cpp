@@ -23,14 +23,11 @@ namespace sdxlb {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::fixture_model_dir;
 using testing::fixtures_dir;
 using testing::ScratchDir;
 
 constexpr double kTol = 1e-5;
-
-std::string model_dir(const std::string& name) {
-  return fixtures_dir() + "/models/" + name;
-}
 
 using Reference = testing::ReferenceFile;
 using testing::rel_err;
@@ -42,7 +39,7 @@ Reference reference(const std::string& name) {
 /// The unet config of a fixture model with `overrides` merged in.
 StatusOr<UNetConfig> config_of(const std::string& model,
                                const nlohmann::json& overrides = nlohmann::json::object()) {
-  SDXLB_ASSIGN_OR_RETURN(ModelFolder folder, ModelFolder::open(model_dir(model)));
+  SDXLB_ASSIGN_OR_RETURN(ModelFolder folder, ModelFolder::open(fixture_model_dir(model)));
   SDXLB_ASSIGN_OR_RETURN(nlohmann::json json, folder.component_config("unet"));
   json.merge_patch(overrides);
   return UNetConfig::from_json(json, model + "/unet/config.json (test)");
@@ -50,7 +47,7 @@ StatusOr<UNetConfig> config_of(const std::string& model,
 
 StatusOr<UNet2DConditionModel> load(const std::string& model, const std::string& variant = "",
                                     at::ScalarType dtype = at::kFloat) {
-  SDXLB_ASSIGN_OR_RETURN(ModelFolder folder, ModelFolder::open(model_dir(model)));
+  SDXLB_ASSIGN_OR_RETURN(ModelFolder folder, ModelFolder::open(fixture_model_dir(model)));
   return load_unet(folder, variant, dtype, at::kCPU);
 }
 
@@ -75,7 +72,7 @@ TEST_P(UNetOracle, MatchesDiffusers) {
   const std::string model = ref.meta("model");
   auto config = config_of(model, nlohmann::json::parse(ref.meta("config_overrides")));
   ASSERT_TRUE(config.is_ok()) << config.status().to_string();
-  auto folder = ModelFolder::open(model_dir(model));
+  auto folder = ModelFolder::open(fixture_model_dir(model));
   ASSERT_TRUE(folder.is_ok()) << folder.status().to_string();
   auto weights = folder->component_weights("unet", "");
   ASSERT_TRUE(weights.is_ok()) << weights.status().to_string();
@@ -149,7 +146,7 @@ TEST(UNetLoad, Fp16VariantLoads) {
 TEST(UNetLoad, ParametersNeedNoGradAndTheNamesAreDiffusers) {
   auto unet = load("tiny-a");
   ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
-  auto folder = ModelFolder::open(model_dir("tiny-a"));
+  auto folder = ModelFolder::open(fixture_model_dir("tiny-a"));
   ASSERT_TRUE(folder.is_ok());
   auto weights = folder->component_weights("unet", "");
   ASSERT_TRUE(weights.is_ok());
@@ -218,8 +215,8 @@ TEST(UNetConfigErrors, UnsupportedBlockTypeIsNamed) {
 TEST(UNetConfigErrors, UnsupportedBlockTypeThroughTheLoader) {
   ScratchDir dir;
   fs::create_directories(dir.file("unet"));
-  fs::copy_file(model_dir("tiny-a") + "/model_index.json", dir.file("model_index.json"));
-  auto json = read_json_file(model_dir("tiny-a") + "/unet/config.json");
+  fs::copy_file(fixture_model_dir("tiny-a") + "/model_index.json", dir.file("model_index.json"));
+  auto json = read_json_file(fixture_model_dir("tiny-a") + "/unet/config.json");
   ASSERT_TRUE(json.is_ok());
   (*json)["mid_block_type"] = "UNetMidBlock2DSimpleCrossAttn";
   std::ofstream(dir.file("unet/config.json")) << json->dump(2);
@@ -283,7 +280,7 @@ TEST(UNetLoadErrors, WrongShapeNamesTheTensorAndBothShapes) {
 }
 
 TEST(UNetLoadErrors, MissingWeightsAndMissingVariant) {
-  auto folder = ModelFolder::open(model_dir("tiny-a"));
+  auto folder = ModelFolder::open(fixture_model_dir("tiny-a"));
   ASSERT_TRUE(folder.is_ok());
   auto unet = load_unet(*folder, "bf16", at::kFloat, at::kCPU);
   ASSERT_FALSE(unet.is_ok());

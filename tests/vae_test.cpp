@@ -21,14 +21,11 @@ namespace sdxlb {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::fixture_model_dir;
 using testing::fixtures_dir;
 using testing::ScratchDir;
 
 constexpr double kTol = 1e-5;
-
-std::string model(const std::string& name) {
-  return fixtures_dir() + "/models/" + name;
-}
 
 using Reference = testing::ReferenceFile;
 using testing::rel_err;
@@ -38,7 +35,7 @@ Reference reference(const std::string& name) {
 }
 
 Vae load_full(const std::string& name, bool with_encoder = false) {
-  auto folder = ModelFolder::open(model(name));
+  auto folder = ModelFolder::open(fixture_model_dir(name));
   EXPECT_TRUE(folder.is_ok()) << folder.status().to_string();
   VaeLoadOptions options;
   options.with_encoder = with_encoder;
@@ -139,7 +136,7 @@ class TinyVaeOracle : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TinyVaeOracle, DecodeMatchesDiffusers) {
   const std::string name = GetParam();
-  const std::string folder = name == "taesd-a" ? model(name) : fixtures_dir() + "/vae/" + name;
+  const std::string folder = name == "taesd-a" ? fixture_model_dir(name) : fixtures_dir() + "/vae/" + name;
   auto vae = load_tiny_vae(folder, "", at::kFloat, at::kCPU);
   ASSERT_TRUE(vae.is_ok()) << vae.status().to_string();
   Reference ref = reference(name);
@@ -170,7 +167,7 @@ TEST(TinyVae, RejectsDecoderWidthsDiffusersCannotRun) {
   std::ifstream in(fixtures_dir() + "/vae/taesd-b.json");
   const auto recorded = nlohmann::json::parse(in);
   EXPECT_FALSE(recorded["diffusers_decode_error"].is_null());
-  auto vae = load_tiny_vae(model("taesd-b"), "", at::kFloat, at::kCPU);
+  auto vae = load_tiny_vae(fixture_model_dir("taesd-b"), "", at::kFloat, at::kCPU);
   ASSERT_FALSE(vae.is_ok());
   const std::string msg = vae.status().message();
   EXPECT_NE(msg.find("taesd-b/config.json"), std::string::npos) << msg;
@@ -189,7 +186,7 @@ TEST(VaeErrors, NonFiniteLatentsAndImagesAreReported) {
     EXPECT_NE(r.status().message().find("1 NaN"), std::string::npos) << r.status().message();
     EXPECT_NE(r.status().message().find("batch items 1"), std::string::npos) << r.status().message();
   }
-  auto tiny = load_tiny_vae(model("taesd-a"), "", at::kFloat, at::kCPU);
+  auto tiny = load_tiny_vae(fixture_model_dir("taesd-a"), "", at::kFloat, at::kCPU);
   ASSERT_TRUE(tiny.is_ok());
   EXPECT_FALSE(decode_checked(*tiny, latents).is_ok());
 
@@ -213,7 +210,7 @@ TEST(VaeErrors, NonFiniteLatentsAndImagesAreReported) {
 
 /// A copy of tiny-a/vae whose config.json went through `edit`.
 std::string edited_vae(const ScratchDir& dir, const std::function<void(nlohmann::json&)>& edit) {
-  const std::string src = model("tiny-a") + "/vae";
+  const std::string src = fixture_model_dir("tiny-a") + "/vae";
   const std::string dst = dir.file("vae");
   fs::create_directories(dst);
   fs::copy_file(src + "/diffusion_pytorch_model.safetensors", dst + "/diffusion_pytorch_model.safetensors");
@@ -268,7 +265,7 @@ TEST(VaeErrors, WeightsThatDoNotMatchTheConfigAreNamed) {
 }
 
 TEST(VaeLoad, Fp16WithForceUpcastRunsInFloat32) {
-  auto folder = ModelFolder::open(model("tiny-a-fp16"));
+  auto folder = ModelFolder::open(fixture_model_dir("tiny-a-fp16"));
   ASSERT_TRUE(folder.is_ok());
   auto vae = load_vae(*folder, "fp16", at::kHalf, at::kCPU);
   ASSERT_TRUE(vae.is_ok()) << vae.status().to_string();

@@ -14,7 +14,7 @@ namespace sdxlb {
 namespace {
 
 UNet2DConditionModel load_tiny(const std::string& model) {
-  auto folder = ModelFolder::open(testing::fixtures_dir() + "/models/" + model);
+  auto folder = ModelFolder::open(testing::fixture_model_dir(model));
   EXPECT_TRUE(folder.is_ok()) << folder.status().to_string();
   auto unet = load_unet(*folder, "", at::kFloat, at::kCPU);
   EXPECT_TRUE(unet.is_ok()) << unet.status().to_string();
