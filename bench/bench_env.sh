@@ -11,7 +11,7 @@ model="${SDXLB_BENCH_MODEL:-/tmp/full}"
 bin="$build/apps/sdxl-batch"
 
 build_and_model() {
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDXLB_PYTHON="$py" -DSDXLB_BUILD_TESTS=OFF >/dev/null
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDXLB_PYTHON="$py" -DSDXLB_BUILD_TESTS=${SDXLB_BENCH_TESTS:-OFF} >/dev/null
   ninja -C "$build" "$@" | tail -1
   [[ -f "$model/model_index.json" ]] || "$bin" make-demo-model "$model" --full --dtype fp16 >/dev/null
 }

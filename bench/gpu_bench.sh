@@ -10,10 +10,18 @@ source "$(dirname "${BASH_SOURCE[0]}")/bench_env.sh" "$1"
 part="${2:-ours}"
 
 if [[ "$part" == ours ]]; then
-  build_and_model sdxl-batch unet_parity
+  build_and_model sdxl-batch unet_parity ${SDXLB_BENCH_EXTRA_TARGETS:-}
   if [[ -z "${SDXLB_BENCH_ROWS:-}" || " $SDXLB_BENCH_ROWS " == *" unet "* ]]; then
     "$py" bench/unet_reference.py "$model" /tmp/unet-in.safetensors "$out/unet_diffusers.json"
-    "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors "$out/unet_ours.json"
+    "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors "$out/unet_ours.json" \
+      --profile "$out/unet_profile.json"
+    # SDXLB_BENCH_FUSION_AB=1: the UNet call again with each fusion switched off, to see what each is worth.
+    if [[ -n "${SDXLB_BENCH_FUSION_AB:-}" ]]; then
+      for off in all groupnorm residual_gemm geglu; do
+        SDXLB_DISABLE_FUSION=$off "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors \
+          "$out/unet_ours_without_$off.json" | sed "s/^/without $off: /"
+      done
+    fi
   fi
   # name batch steps guidance decoder
   while read -r name b steps g dec; do

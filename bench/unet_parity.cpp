@@ -1,16 +1,19 @@
 // unet_parity: the full-size check of our UNet against diffusers on the GPU, and UNet-call timings.
 //
-//   unet_parity <model dir> <inputs.safetensors> <out.json> [--variant fp16] [--iters 10]
+//   unet_parity <model dir> <inputs.safetensors> <out.json> [--variant fp16] [--iters 10] [--profile P.json]
 //
 // <inputs.safetensors> holds sample, timestep, encoder_hidden_states, text_embeds, time_ids and diffusers'
 // output `expected` (written by bench/unet_reference.py from the same weights). Reports the relative error
 // max|ours - theirs| / max|theirs| and the median seconds per UNet call for: eager NCHW, eager channels-last
-// with cuDNN autotuning, and a CUDA graph of the channels-last call.
+// with cuDNN autotuning, and a CUDA graph of the channels-last call. --profile writes the GPU time per kernel
+// name of one channels-last call (Kineto, averaged over 3 eager calls: the graph runs the same kernels).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,7 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <nlohmann/json.hpp>
 
 #include "pipeline/model_folder.h"
@@ -42,6 +46,39 @@ double median_seconds(const std::function<void()>& fn, int iters) {
   return times[times.size() / 2];
 }
 
+// GPU microseconds per kernel name for one call of fn (averaged over `calls` calls), and the kernel count.
+nlohmann::json profile_kernels(const std::function<void()>& fn, int calls) {
+  namespace prof = torch::autograd::profiler;
+  using torch::profiler::impl::ActivityType;
+  const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
+  const std::set<ActivityType> activities{ActivityType::CPU, ActivityType::CUDA};
+  fn();
+  c10::cuda::device_synchronize();
+  prof::prepareProfiler(config, activities);
+  prof::enableProfiler(config, activities);
+  for (int i = 0; i < calls; ++i) fn();
+  c10::cuda::device_synchronize();
+  auto result = prof::disableProfiler();
+  std::map<std::string, std::pair<double, int>> by_name;
+  double total_us = 0;
+  for (const auto& e : result->events()) {
+    if (e.deviceType() != c10::DeviceType::CUDA) continue;
+    const double us = static_cast<double>(e.durationNs()) / 1e3 / calls;
+    auto& slot = by_name[e.name().substr(0, 160)];
+    slot.first += us;
+    slot.second += 1;
+    total_us += us;
+  }
+  std::vector<std::pair<double, std::string>> order;
+  for (const auto& [name, v] : by_name) order.push_back({v.first, name});
+  std::sort(order.rbegin(), order.rend());
+  nlohmann::json kernels = nlohmann::json::array();
+  for (const auto& [us, name] : order)
+    kernels.push_back(
+        {{"name", name}, {"us_per_call", us}, {"launches_per_call", by_name[name].second / calls}});
+  return {{"gpu_us_per_call", total_us}, {"kernels", kernels}};
+}
+
 double rel_err(const at::Tensor& a, const at::Tensor& b) {
   return ((a.to(at::kFloat) - b.to(at::kFloat)).abs().max() / b.to(at::kFloat).abs().max()).item<double>();
 }
@@ -54,11 +91,12 @@ int main(int argc, char** argv) {
         stderr, "usage: unet_parity <model dir> <inputs.safetensors> <out.json> [--variant V] [--iters N]\n");
     return 2;
   }
-  std::string variant;
+  std::string variant, profile_path;
   int iters = 10;
   for (int i = 4; i + 1 < argc; i += 2) {
     if (std::string(argv[i]) == "--variant") variant = argv[i + 1];
     if (std::string(argv[i]) == "--iters") iters = std::stoi(argv[i + 1]);
+    if (std::string(argv[i]) == "--profile") profile_path = argv[i + 1];
   }
   const at::Device dev(at::kCUDA, 0);
   auto t_load = std::chrono::steady_clock::now();
@@ -118,6 +156,17 @@ int main(int argc, char** argv) {
                       {"batch", sample.size(0)},
                       {"latent", {sample.size(2), sample.size(3)}}};
   std::ofstream(argv[3]) << j.dump(2) << "\n";
+  if (!profile_path.empty()) {
+    const nlohmann::json p = profile_kernels([&] { u->forward(sample_cl, t, ehs, te, ids); }, 3);
+    std::ofstream(profile_path) << p.dump(1) << "\n";
+    std::printf("profile: %.2f ms of kernels per call\n", p["gpu_us_per_call"].get<double>() / 1e3);
+    int shown = 0;
+    for (const auto& k : p["kernels"]) {
+      if (++shown > 30) break;
+      std::printf("  %8.1f us %4d x  %s\n", k["us_per_call"].get<double>(), k["launches_per_call"].get<int>(),
+                  k["name"].get<std::string>().substr(0, 110).c_str());
+    }
+  }
   std::printf(
       "ours: relative error %.3e vs diffusers; per UNet call (batch %lld): eager %.2f ms, channels-last "
       "%.2f ms (err %.1e), CUDA graph %.2f ms (err %.1e); load %.1f s\n",

@@ -1,15 +1,80 @@
 #include "pipeline/fused_ops.h"
 
+#include <array>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+
 #include <ATen/ATen.h>
+#include <c10/util/Exception.h>
 
 #ifdef SDXLB_WITH_CUDA
+#include <ATen/cuda/CUDAContextLight.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include "pipeline/kernels/geglu_kernel.h"
+#include "pipeline/kernels/group_norm_kernel.h"
+#include "pipeline/kernels/residual_gemm.h"
 #endif
 
 namespace sdxlb {
+namespace {
+
+constexpr std::array<const char*, 3> kFusionNames{"geglu", "groupnorm", "residual_gemm"};
+
+// Read once: SDXLB_DISABLE_FUSION="groupnorm,residual_gemm" or "all". An unknown name is an error, so that a
+// typo cannot silently measure the wrong thing.
+std::array<bool, 3> read_enabled() {
+  std::array<bool, 3> on{true, true, true};
+  const char* env = std::getenv("SDXLB_DISABLE_FUSION");
+  if (env == nullptr) return on;
+  std::stringstream ss(env);
+  std::string name;
+  while (std::getline(ss, name, ',')) {
+    if (name.empty()) continue;
+    if (name == "all") {
+      on.fill(false);
+      continue;
+    }
+    bool known = false;
+    for (size_t i = 0; i < kFusionNames.size(); ++i) {
+      if (name == kFusionNames[i]) {
+        on[i] = false;
+        known = true;
+      }
+    }
+    TORCH_CHECK(known, "SDXLB_DISABLE_FUSION: unknown fusion \"", name,
+                "\" (known: geglu, groupnorm, residual_gemm, all)");
+  }
+  return on;
+}
+
+bool half_or_bf16(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+bool same_type_contiguous(const at::Tensor& t, const at::Tensor& like) {
+  return !t.defined() ||
+         (t.is_contiguous() && t.scalar_type() == like.scalar_type() && t.device() == like.device());
+}
+
+at::Tensor group_norm_act_ops(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                              const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c,
+                              const at::Tensor& add_nc) {
+  at::Tensor v = x;
+  if (add_c.defined()) v = v + add_c.view({1, -1, 1, 1});
+  if (add_nc.defined()) v = v + add_nc.view({add_nc.size(0), add_nc.size(1), 1, 1});
+  at::Tensor y = at::group_norm(v, groups, weight, bias, eps);
+  return silu ? at::silu(y) : y;
+}
+
+}  // namespace
+
+bool fusion_enabled(Fusion fusion) {
+  static const std::array<bool, 3> enabled = read_enabled();
+  return enabled[static_cast<size_t>(fusion)];
+}
 
 bool fused_kernels_available() {
 #ifdef SDXLB_WITH_CUDA
@@ -22,7 +87,7 @@ bool fused_kernels_available() {
 at::Tensor geglu(const at::Tensor& proj) {
 #ifdef SDXLB_WITH_CUDA
   const auto dt = proj.scalar_type();
-  if (proj.is_cuda() && (dt == at::kHalf || dt == at::kBFloat16) && proj.is_contiguous()) {
+  if (proj.is_cuda() && half_or_bf16(proj) && proj.is_contiguous() && fusion_enabled(Fusion::kGeglu)) {
     const int64_t f = proj.size(-1) / 2;
     const int64_t rows = proj.numel() / proj.size(-1);
     auto sizes = proj.sizes().vec();
@@ -37,6 +102,112 @@ at::Tensor geglu(const at::Tensor& proj) {
 #endif
   auto parts = proj.chunk(2, -1);
   return parts[0] * at::gelu(parts[1]);
+}
+
+bool fused_group_norm_applies(const at::Tensor& x) {
+#ifdef SDXLB_WITH_CUDA
+  return x.is_cuda() && half_or_bf16(x) && x.dim() == 4 && x.size(1) % 8 == 0 &&
+         x.is_contiguous(at::MemoryFormat::ChannelsLast) && fusion_enabled(Fusion::kGroupNorm);
+#else
+  (void)x;
+  return false;
+#endif
+}
+
+at::Tensor group_norm_act(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                          const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c,
+                          const at::Tensor& add_nc) {
+#ifdef SDXLB_WITH_CUDA
+  if (fused_group_norm_applies(x) && same_type_contiguous(weight, x) && same_type_contiguous(bias, x) &&
+      weight.defined() && bias.defined() && same_type_contiguous(add_c, x) &&
+      same_type_contiguous(add_nc, x)) {
+    const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
+    const size_t ws_bytes = kernels::group_norm_workspace_bytes(n, hw, c, groups);
+    if (ws_bytes > 0) {
+      at::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+      at::Tensor ws = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
+      kernels::GroupNormArgs a;
+      a.x = x.data_ptr();
+      a.y = y.data_ptr();
+      a.gamma = weight.data_ptr();
+      a.beta = bias.data_ptr();
+      a.add_c = add_c.defined() ? add_c.data_ptr() : nullptr;
+      a.add_nc = add_nc.defined() ? add_nc.data_ptr() : nullptr;
+      a.n = n;
+      a.hw = hw;
+      a.c = c;
+      a.groups = groups;
+      a.eps = static_cast<float>(eps);
+      a.silu = silu;
+      auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
+      const cudaError_t err = x.scalar_type() == at::kHalf
+                                  ? kernels::launch_group_norm_f16(a, ws.data_ptr(), stream)
+                                  : kernels::launch_group_norm_bf16(a, ws.data_ptr(), stream);
+      // cudaErrorInvalidValue: a shape the kernel does not take (checked before any launch): use the ops.
+      if (err != cudaErrorInvalidValue) {
+        C10_CUDA_CHECK(err);
+        return y;
+      }
+      (void)cudaGetLastError();
+    }
+  }
+#endif
+  return group_norm_act_ops(x, groups, weight, bias, eps, silu, add_c, add_nc);
+}
+
+at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& residual) {
+#ifdef SDXLB_WITH_CUDA
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  if (fused_group_norm_applies(x) && residual.sizes() == x.sizes() && residual.is_contiguous(cl) &&
+      residual.scalar_type() == x.scalar_type() && same_type_contiguous(bias, x) && bias.defined()) {
+    at::Tensor out = at::empty_like(x, cl);
+    auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
+    const auto launch =
+        x.scalar_type() == at::kHalf ? kernels::launch_bias_residual_f16 : kernels::launch_bias_residual_bf16;
+    const cudaError_t err = launch(x.data_ptr(), bias.data_ptr(), residual.data_ptr(), out.data_ptr(),
+                                   x.numel(), x.size(1), stream);
+    if (err != cudaErrorInvalidValue) {
+      C10_CUDA_CHECK(err);
+      return out;
+    }
+    (void)cudaGetLastError();
+  }
+#endif
+  if (!bias.defined()) return residual + x;
+  return residual + (x + bias.view({1, -1, 1, 1}));
+}
+
+at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                           const at::Tensor& residual) {
+#ifdef SDXLB_WITH_CUDA
+  const int64_t k = x.size(-1), n = weight.size(0);
+  if (x.is_cuda() && half_or_bf16(x) && fusion_enabled(Fusion::kResidualGemm) && x.is_contiguous() &&
+      same_type_contiguous(weight, x) && same_type_contiguous(bias, x) && same_type_contiguous(residual, x) &&
+      weight.dim() == 2 && weight.size(1) == k && residual.size(-1) == n &&
+      residual.numel() / n == x.numel() / k && k % 8 == 0 && n % 8 == 0) {
+    at::Tensor out = at::empty(residual.sizes(), residual.options());
+    const size_t ws_bytes = at::cuda::getCUDABlasLtWorkspaceSize();
+    at::Tensor ws = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
+    kernels::ResidualGemmArgs g;
+    g.x = x.data_ptr();
+    g.weight = weight.data_ptr();
+    g.bias = bias.defined() ? bias.data_ptr() : nullptr;
+    g.residual = residual.data_ptr();
+    g.out = out.data_ptr();
+    g.m = x.numel() / k;
+    g.n = n;
+    g.k = k;
+    g.bf16 = x.scalar_type() == at::kBFloat16;
+    auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
+    const cublasStatus_t st =
+        kernels::residual_gemm(at::cuda::getCurrentCUDABlasLtHandle(), g, ws.data_ptr(), ws_bytes, stream);
+    TORCH_CHECK(st == CUBLAS_STATUS_SUCCESS, "cuBLASLt residual GEMM [", g.m, "x", g.k, "] x [", g.k, "x",
+                g.n, "] failed with status ", static_cast<int>(st),
+                " (SDXLB_DISABLE_FUSION=residual_gemm uses the unfused ops)");
+    return out;
+  }
+#endif
+  return at::linear(x, weight, bias) + residual;
 }
 
 }  // namespace sdxlb

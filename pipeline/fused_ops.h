@@ -1,14 +1,46 @@
-// Fused operations with a CUDA kernel where one exists and the plain LibTorch ops everywhere else (CPU,
-// fp32), so that the CPU oracle path stays op-for-op identical to diffusers.
+// Fused operations with CUDA kernels where they apply (fp16/bf16 on the GPU, channels-last where it says so)
+// and the plain LibTorch ops everywhere else (CPU, float32), so that the CPU oracle path stays op-for-op
+// identical to diffusers. Each function states the unfused ops it stands for.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 namespace sdxlb {
 
+/// The fusions that can be switched off one by one, to measure what each one is worth and to rule them out
+/// when a result looks wrong. All are on unless the environment variable SDXLB_DISABLE_FUSION lists them
+/// (comma-separated names below, or "all").
+enum class Fusion {
+  kGeglu,         ///< "geglu": GEGLU activation in one kernel
+  kGroupNorm,     ///< "groupnorm": channels-last GroupNorm (+ SiLU, + the preceding bias adds) in one pass
+  kResidualGemm,  ///< "residual_gemm": linear layer + bias + residual add in one cuBLASLt product
+};
+bool fusion_enabled(Fusion fusion);
+
 /// diffusers' GEGLU activation on the projection output [..., 2F]: value * gelu(gate) with value, gate =
 /// chunk(2, -1). One fused kernel on CUDA for fp16/bf16 (bit-identical to the unfused ops), else the ops.
 at::Tensor geglu(const at::Tensor& proj);
+
+/// Whether `group_norm_act` runs its fused kernel for this input: a CUDA fp16/bf16 [N, C, H, W] tensor in
+/// channels-last layout with C a multiple of 8, and the fusion on.
+bool fused_group_norm_applies(const at::Tensor& x);
+
+/// silu?(group_norm(v, groups, weight, bias, eps)) with v = x + add_c[c] + add_nc[n, c] (per channel of
+/// [N, C, H, W]; either may be undefined). The fused kernel reads x twice and writes y once, in x's layout;
+/// otherwise the same ops unfused.
+at::Tensor group_norm_act(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                          const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c = {},
+                          const at::Tensor& add_nc = {});
+
+/// residual + (x + bias[c]) over [N, C, H, W] (a convolution's output without its bias, plus a skip
+/// connection). One kernel for channels-last CUDA fp16/bf16, bit-identical to the ops.
+at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& residual);
+
+/// residual + linear(x, weight, bias) (x [..., K], weight [N, K], residual [..., N]). On CUDA fp16/bf16 one
+/// cuBLASLt product with the bias and the residual in its epilogue (rounded once instead of twice, so it
+/// differs from the ops by at most about one fp16 unit); else the ops.
+at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                           const at::Tensor& residual);
 
 /// Whether fused CUDA kernels are compiled in (a CUDA build).
 bool fused_kernels_available();

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "pipeline/fused_ops.h"
+
 namespace sdxlb {
 namespace {
 
@@ -21,6 +23,10 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
   return at::linear(x, weight, bias);
 }
 
+at::Tensor LinearImpl::forward_add(const at::Tensor& x, const at::Tensor& residual) {
+  return linear_residual(x, weight, bias, residual);
+}
+
 Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,
                        int64_t padding, bool with_bias)
     : stride_(stride), padding_(padding) {
@@ -32,6 +38,10 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   return at::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
 }
 
+at::Tensor Conv2dImpl::forward_without_bias(const at::Tensor& x) {
+  return at::conv2d(x, weight, {}, {stride_, stride_}, {padding_, padding_});
+}
+
 GroupNormImpl::GroupNormImpl(int64_t num_groups, int64_t num_channels, double eps)
     : num_groups_(num_groups), eps_(eps) {
   weight = empty_parameter(*this, "weight", {num_channels});
@@ -40,6 +50,11 @@ GroupNormImpl::GroupNormImpl(int64_t num_groups, int64_t num_channels, double ep
 
 at::Tensor GroupNormImpl::forward(const at::Tensor& x) {
   return at::group_norm(x, num_groups_, weight, bias, eps_);
+}
+
+at::Tensor GroupNormImpl::forward_act(const at::Tensor& x, bool silu, const at::Tensor& add_c,
+                                      const at::Tensor& add_nc) {
+  return group_norm_act(x, num_groups_, weight, bias, eps_, silu, add_c, add_nc);
 }
 
 LayerNormImpl::LayerNormImpl(int64_t dim, double eps) : dim_(dim), eps_(eps) {

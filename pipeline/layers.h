@@ -25,6 +25,8 @@ class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
   at::Tensor forward(const at::Tensor& x);
+  /// forward(x) + residual, with the add fused into the product on the GPU (fused_ops.h, linear_residual).
+  at::Tensor forward_add(const at::Tensor& x, const at::Tensor& residual);
 
   at::Tensor weight;  ///< [out_features, in_features]
   at::Tensor bias;    ///< [out_features], undefined without bias
@@ -37,6 +39,8 @@ class Conv2dImpl : public torch::nn::Module {
   Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride = 1,
              int64_t padding = 0, bool bias = true);
   at::Tensor forward(const at::Tensor& x);
+  /// The convolution without its bias (for a caller that adds the bias in a fused kernel of its own).
+  at::Tensor forward_without_bias(const at::Tensor& x);
 
   at::Tensor weight;  ///< [out_channels, in_channels, k, k]
   at::Tensor bias;    ///< [out_channels], undefined without bias
@@ -52,6 +56,10 @@ class GroupNormImpl : public torch::nn::Module {
  public:
   GroupNormImpl(int64_t num_groups, int64_t num_channels, double eps);
   at::Tensor forward(const at::Tensor& x);
+  /// silu?(forward(x + add_c[c] + add_nc[n, c])), fused on the GPU where it can be (fused_ops.h,
+  /// group_norm_act); add_c and add_nc may be undefined.
+  at::Tensor forward_act(const at::Tensor& x, bool silu, const at::Tensor& add_c = {},
+                         const at::Tensor& add_nc = {});
 
   at::Tensor weight;  ///< [num_channels]
   at::Tensor bias;    ///< [num_channels]

@@ -50,6 +50,8 @@ class ResnetBlock2DImpl : public torch::nn::Module, public HookedUnit {
   const ResnetBlock2DOptions& options() const { return options_; }
 
  private:
+  at::Tensor forward_fused(const at::Tensor& x, const at::Tensor& temb);
+
   ResnetBlock2DOptions options_;
   GroupNorm norm1_{nullptr};
   Conv2d conv1_{nullptr};

@@ -22,7 +22,8 @@ AttentionImpl::AttentionImpl(const AttentionOptions& options) : options_(options
   to_out->push_back(to_out_);
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context) {
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context,
+                                  const at::Tensor& residual) {
   const at::Tensor& kv_input = context.defined() ? context : x;
   const int64_t batch = kv_input.size(0);
   const int64_t heads = options_.heads();
@@ -36,7 +37,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context
   at::Tensor h = at::scaled_dot_product_attention(query, key, value, /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                                   /*is_causal=*/false);
   h = h.transpose(1, 2).reshape({batch, -1, heads * head_dim}).to(query.scalar_type());
-  return to_out_(h);
+  return residual.defined() ? to_out_->forward_add(h, residual) : to_out_(h);
 }
 
 FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
@@ -48,8 +49,9 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
   out_ = net->register_module("2", Linear(inner, dim));
 }
 
-at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {
-  return out_(geglu(proj_(x)));
+at::Tensor FeedForwardImpl::forward(const at::Tensor& x, const at::Tensor& residual) {
+  const at::Tensor h = geglu(proj_(x));
+  return residual.defined() ? out_->forward_add(h, residual) : out_(h);
 }
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlockOptions& o) {
@@ -68,12 +70,13 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlock
 
 at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context) {
   run_unit_hook();
-  at::Tensor h = attn1_(norm1_(x)) + x;
+  // Each residual add happens inside the output projection before it (fused on the GPU).
+  at::Tensor h = attn1_->forward(norm1_(x), at::Tensor(), x);
   if (attn2_) {
     TORCH_CHECK(context.defined(), "BasicTransformerBlock with cross-attention needs encoder_hidden_states");
-    h = attn2_(norm2_(h), context) + h;
+    h = attn2_->forward(norm2_(h), context, h);
   }
-  return ff_(norm3_(h)) + h;
+  return ff_->forward(norm3_(h), h);
 }
 
 Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DModelOptions& o) : options_(o) {
@@ -102,7 +105,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
   TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "Transformer2DModel expects [B, ",
               options_.in_channels(), ", H, W], got ", x.sizes());
   const int64_t batch = x.size(0), height = x.size(2), width = x.size(3);
-  at::Tensor h = norm_(x);
+  at::Tensor h = norm_->forward_act(x, /*silu=*/false);
   int64_t inner = 0;
   if (proj_in_linear_) {
     inner = h.size(1);
@@ -114,8 +117,14 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
   }
   for (auto& block : blocks_) h = block(h, context);
   if (proj_out_linear_) {
+    if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+      // Channels-last x is already [B, H*W, C] in memory: add it inside the projection, and the permuted
+      // view of the result is channels-last (no copy).
+      const at::Tensor tokens = x.permute({0, 2, 3, 1}).reshape({batch, height * width, x.size(1)});
+      h = proj_out_linear_->forward_add(h, tokens);
+      return h.view({batch, height, width, x.size(1)}).permute({0, 3, 1, 2});
+    }
     h = proj_out_linear_(h);
-    // The permuted view is channels-last already: keep it when the input is (no copy), else copy to NCHW.
     h = h.reshape({batch, height, width, inner}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format());
   } else {
     h = h.reshape({batch, height, width, inner}).permute({0, 3, 1, 2}).contiguous();

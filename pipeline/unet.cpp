@@ -313,7 +313,7 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at:
   }
 
   // 6. Output.
-  return conv_out_(at::silu(conv_norm_out_(x)));
+  return conv_out_(conv_norm_out_->forward_act(x, /*silu=*/true));
 }
 
 Status UNet2DConditionModelImpl::check_inputs(const at::Tensor& sample, const at::Tensor& timestep,

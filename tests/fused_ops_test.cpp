@@ -1,0 +1,133 @@
+// fused_ops: the unfused ops they stand for (CPU, everywhere), and the CUDA kernels against those ops on the
+// GPU (skipped where there is none): SDXL's channel widths and resolutions, determinism, and that one
+// sample's GroupNorm does not depend on the other samples of its batch.
+#include "pipeline/fused_ops.h"
+
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+
+namespace sdxlb {
+namespace {
+
+double rel_err(const at::Tensor& got, const at::Tensor& want) {
+  const at::Tensor g = got.to(at::kCPU, at::kFloat), w = want.to(at::kCPU, at::kFloat);
+  return ((g - w).abs().max() / w.abs().max().clamp_min(1e-12)).item<double>();
+}
+
+bool bit_identical(const at::Tensor& a, const at::Tensor& b) {
+  return a.sizes() == b.sizes() && at::equal(a.contiguous(), b.contiguous());
+}
+
+// ---- CPU: the ops each function stands for ----
+
+TEST(FusedOpsTest, GroupNormActOnCpuIsTheOps) {
+  at::manual_seed(1);
+  const at::Tensor x = at::randn({2, 64, 5, 7}), w = at::randn({64}), b = at::randn({64});
+  const at::Tensor add_c = at::randn({64}), add_nc = at::randn({2, 64});
+  EXPECT_TRUE(bit_identical(group_norm_act(x, 32, w, b, 1e-5, false), at::group_norm(x, 32, w, b, 1e-5)));
+  const at::Tensor v = x + add_c.view({1, 64, 1, 1}) + add_nc.view({2, 64, 1, 1});
+  EXPECT_TRUE(bit_identical(group_norm_act(x, 32, w, b, 1e-5, true, add_c, add_nc),
+                            at::silu(at::group_norm(v, 32, w, b, 1e-5))));
+}
+
+TEST(FusedOpsTest, ResidualFunctionsOnCpuAreTheOps) {
+  at::manual_seed(2);
+  const at::Tensor x = at::randn({2, 16, 3, 3}), bias = at::randn({16}), r = at::randn({2, 16, 3, 3});
+  EXPECT_TRUE(bit_identical(add_bias_residual(x, bias, r), r + (x + bias.view({1, 16, 1, 1}))));
+  EXPECT_TRUE(bit_identical(add_bias_residual(x, at::Tensor(), r), r + x));
+  const at::Tensor t = at::randn({2, 9, 24}), w = at::randn({40, 24}), lb = at::randn({40});
+  const at::Tensor res = at::randn({2, 9, 40});
+  EXPECT_TRUE(bit_identical(linear_residual(t, w, lb, res), at::linear(t, w, lb) + res));
+}
+
+// ---- CUDA kernels ----
+
+class FusedOpsCudaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+    if (!fused_kernels_available()) GTEST_SKIP() << "built without CUDA kernels";
+  }
+  static at::Tensor cl(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::ChannelsLast); }
+};
+
+TEST_F(FusedOpsCudaTest, GroupNormMatchesFloat32ReferenceAtSdxlShapes) {
+  at::manual_seed(3);
+  const at::Device dev(at::kCUDA, 0);
+  // (channels, side): the UNet's resnet and transformer inputs, and the VAE's widths.
+  const std::pair<int64_t, int64_t> shapes[] = {{320, 128}, {640, 64},  {960, 64}, {1280, 32}, {1920, 32},
+                                                {2560, 32}, {960, 128}, {128, 64}, {512, 16},  {640, 5}};
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
+    for (const auto& [c, side] : shapes) {
+      for (const bool silu : {false, true}) {
+        SCOPED_TRACE(std::to_string(c) + "x" + std::to_string(side) + (silu ? " silu " : " ") +
+                     c10::toString(dtype));
+        const auto opts = at::TensorOptions().device(dev).dtype(dtype);
+        // A mean far from zero in some channels: the statistics must not cancel.
+        const at::Tensor x = cl(at::randn({2, c, side, side}, opts) * 3 + at::randn({1, c, 1, 1}, opts) * 20);
+        const at::Tensor w = at::randn({c}, opts), b = at::randn({c}, opts);
+        const at::Tensor add_c = at::randn({c}, opts), add_nc = at::randn({2, c}, opts);
+        ASSERT_TRUE(fused_group_norm_applies(x));
+        const at::Tensor got = group_norm_act(x, 32, w, b, 1e-5, silu, add_c, add_nc);
+        EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
+        // Reference: the same roundings of the inputs, then float32 ops.
+        const at::Tensor v = ((x + add_c.view({1, c, 1, 1})) + add_nc.view({2, c, 1, 1})).to(at::kFloat);
+        at::Tensor want = at::group_norm(v.contiguous(), 32, w.to(at::kFloat), b.to(at::kFloat), 1e-5);
+        if (silu) want = at::silu(want.to(dtype).to(at::kFloat));
+        EXPECT_LE(rel_err(got, want), dtype == at::kHalf ? 2e-3 : 1.6e-2);
+      }
+    }
+  }
+}
+
+TEST_F(FusedOpsCudaTest, GroupNormIsDeterministicAndPerSample) {
+  at::manual_seed(4);
+  const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(at::kHalf);
+  const at::Tensor x = cl(at::randn({2, 640, 64, 64}, opts));
+  const at::Tensor w = at::randn({640}, opts), b = at::randn({640}, opts), add = at::randn({2, 640}, opts);
+  const at::Tensor a = group_norm_act(x, 32, w, b, 1e-5, true, {}, add);
+  EXPECT_TRUE(bit_identical(a, group_norm_act(x, 32, w, b, 1e-5, true, {}, add)));
+  // The second sample alone gives the same bits as in the batch of two.
+  const at::Tensor one = group_norm_act(cl(x.narrow(0, 1, 1)), 32, w, b, 1e-5, true, {}, add.narrow(0, 1, 1));
+  EXPECT_TRUE(bit_identical(one, a.narrow(0, 1, 1)));
+}
+
+TEST_F(FusedOpsCudaTest, BiasResidualIsBitIdenticalToTheOps) {
+  at::manual_seed(5);
+  const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(at::kHalf);
+  const at::Tensor x = cl(at::randn({2, 320, 128, 128}, opts)), r = cl(at::randn({2, 320, 128, 128}, opts));
+  const at::Tensor bias = at::randn({320}, opts);
+  const at::Tensor got = add_bias_residual(x, bias, r);
+  EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(bit_identical(got, r + (x + bias.view({1, 320, 1, 1}))));
+}
+
+TEST_F(FusedOpsCudaTest, LinearResidualMatchesTheOps) {
+  at::manual_seed(6);
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
+    const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(dtype);
+    // The transformer blocks' output projections: attention (1280 -> 1280) and feed-forward (5120 -> 1280).
+    for (const auto& [m, k, n] : {std::tuple<int64_t, int64_t, int64_t>{2048, 1280, 1280},
+                                  {8192, 2560, 640},
+                                  {2048, 5120, 1280},
+                                  {77, 64, 40}}) {
+      SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n));
+      const at::Tensor x = at::randn({2, m / 2 + m % 2, k}, opts) / std::sqrt(static_cast<double>(k));
+      const at::Tensor w = at::randn({n, k}, opts), b = at::randn({n}, opts);
+      const at::Tensor r = at::randn({2, m / 2 + m % 2, n}, opts);
+      const at::Tensor got = linear_residual(x, w, b, r);
+      const at::Tensor want =
+          at::linear(x.to(at::kFloat), w.to(at::kFloat), b.to(at::kFloat)) + r.to(at::kFloat);
+      EXPECT_LE(rel_err(got, want), dtype == at::kHalf ? 2e-3 : 1.6e-2);
+      EXPECT_TRUE(bit_identical(got, linear_residual(x, w, b, r)));
+      const at::Tensor want_no_bias = at::linear(x.to(at::kFloat), w.to(at::kFloat)) + r.to(at::kFloat);
+      EXPECT_LE(rel_err(linear_residual(x, w, at::Tensor(), r), want_no_bias),
+                dtype == at::kHalf ? 2e-3 : 1.6e-2);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sdxlb
