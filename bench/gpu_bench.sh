@@ -15,9 +15,10 @@ if [[ "$part" == ours ]]; then
     "$py" bench/unet_reference.py "$model" /tmp/unet-in.safetensors "$out/unet_diffusers.json"
     "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors "$out/unet_ours.json" \
       --profile "$out/unet_profile.json"
-    # SDXLB_BENCH_FUSION_AB=1: the UNet call again with each fusion switched off, to see what each is worth.
+    # SDXLB_BENCH_FUSION_AB="all groupnorm ...": the UNet call again with those fusions switched off (one run
+    # each; names as in SDXLB_DISABLE_FUSION), to see what each is worth.
     if [[ -n "${SDXLB_BENCH_FUSION_AB:-}" ]]; then
-      for off in all groupnorm residual_gemm geglu; do
+      for off in $SDXLB_BENCH_FUSION_AB; do
         SDXLB_DISABLE_FUSION=$off "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors \
           "$out/unet_ours_without_$off.json" | sed "s/^/without $off: /"
       done
