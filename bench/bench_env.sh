@@ -10,9 +10,26 @@ build="${SDXLB_BENCH_BUILD:-/tmp/b}"
 model="${SDXLB_BENCH_MODEL:-/tmp/full}"
 bin="$build/apps/sdxl-batch"
 
+# SDXLB_PREBUILT=DIR: binaries built elsewhere against the same LibTorch (DIR/apps/sdxl-batch, DIR/bench/...,
+# with libraries the machine lacks in DIR/lib), used when they start here; otherwise the build below runs.
+prebuilt_works() {
+  [[ -n "${SDXLB_PREBUILT:-}" && -x "$SDXLB_PREBUILT/apps/sdxl-batch" ]] || return 1
+  local torch_lib
+  torch_lib="$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+  LD_LIBRARY_PATH="$SDXLB_PREBUILT/lib:$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    "$SDXLB_PREBUILT/apps/sdxl-batch" --version >/dev/null 2>&1 || return 1
+  export LD_LIBRARY_PATH="$SDXLB_PREBUILT/lib:$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+
 build_and_model() {
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDXLB_PYTHON="$py" -DSDXLB_BUILD_TESTS=${SDXLB_BENCH_TESTS:-OFF} >/dev/null
-  ninja -C "$build" "$@" | tail -1
+  if prebuilt_works; then
+    build="$SDXLB_PREBUILT"
+    bin="$build/apps/sdxl-batch"
+    echo "using the prebuilt binaries in $build"
+  else
+    cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDXLB_PYTHON="$py" -DSDXLB_BUILD_TESTS=${SDXLB_BENCH_TESTS:-OFF} >/dev/null
+    ninja -C "$build" "$@" | tail -1
+  fi
   [[ -f "$model/model_index.json" ]] || "$bin" make-demo-model "$model" --full --dtype fp16 >/dev/null
 }
 

@@ -20,7 +20,8 @@ if [[ "$part" == ours ]]; then
     if [[ -n "${SDXLB_BENCH_FUSION_AB:-}" ]]; then
       for off in $SDXLB_BENCH_FUSION_AB; do
         SDXLB_DISABLE_FUSION=$off "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors \
-          "$out/unet_ours_without_$off.json" | sed "s/^/without $off: /"
+          "$out/unet_ours_without_$off.json" --profile "$out/unet_profile_without_$off.json" |
+          sed "s/^/without $off: /"
       done
     fi
   fi

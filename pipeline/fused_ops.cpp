@@ -15,18 +15,20 @@
 
 #include "pipeline/kernels/geglu_kernel.h"
 #include "pipeline/kernels/group_norm_kernel.h"
+#include "pipeline/kernels/layer_norm_kernel.h"
 #include "pipeline/kernels/residual_gemm.h"
 #endif
 
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 3> kFusionNames{"geglu", "groupnorm", "residual_gemm"};
+constexpr std::array<const char*, 4> kFusionNames{"geglu", "groupnorm", "residual_gemm", "layernorm"};
 
 // Read once: SDXLB_DISABLE_FUSION="groupnorm,residual_gemm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.
-std::array<bool, 3> read_enabled() {
-  std::array<bool, 3> on{true, true, true};
+std::array<bool, kFusionNames.size()> read_enabled() {
+  std::array<bool, kFusionNames.size()> on;
+  on.fill(true);
   const char* env = std::getenv("SDXLB_DISABLE_FUSION");
   if (env == nullptr) return on;
   std::stringstream ss(env);
@@ -45,7 +47,7 @@ std::array<bool, 3> read_enabled() {
       }
     }
     TORCH_CHECK(known, "SDXLB_DISABLE_FUSION: unknown fusion \"", name,
-                "\" (known: geglu, groupnorm, residual_gemm, all)");
+                "\" (known: geglu, groupnorm, residual_gemm, layernorm, all)");
   }
   return on;
 }
@@ -72,7 +74,7 @@ at::Tensor group_norm_act_ops(const at::Tensor& x, int64_t groups, const at::Ten
 }  // namespace
 
 bool fusion_enabled(Fusion fusion) {
-  static const std::array<bool, 3> enabled = read_enabled();
+  static const std::array<bool, kFusionNames.size()> enabled = read_enabled();
   return enabled[static_cast<size_t>(fusion)];
 }
 
@@ -155,17 +157,21 @@ at::Tensor group_norm_act(const at::Tensor& x, int64_t groups, const at::Tensor&
   return group_norm_act_ops(x, groups, weight, bias, eps, silu, add_c, add_nc);
 }
 
-at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& residual) {
+at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& residual,
+                             const at::Tensor& residual_bias) {
 #ifdef SDXLB_WITH_CUDA
   const auto cl = at::MemoryFormat::ChannelsLast;
   if (fused_group_norm_applies(x) && residual.sizes() == x.sizes() && residual.is_contiguous(cl) &&
-      residual.scalar_type() == x.scalar_type() && same_type_contiguous(bias, x) && bias.defined()) {
+      residual.scalar_type() == x.scalar_type() && same_type_contiguous(bias, x) && bias.defined() &&
+      same_type_contiguous(residual_bias, x)) {
     at::Tensor out = at::empty_like(x, cl);
     auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
     const auto launch =
         x.scalar_type() == at::kHalf ? kernels::launch_bias_residual_f16 : kernels::launch_bias_residual_bf16;
-    const cudaError_t err = launch(x.data_ptr(), bias.data_ptr(), residual.data_ptr(), out.data_ptr(),
-                                   x.numel(), x.size(1), stream);
+    const cudaError_t err =
+        launch(x.data_ptr(), bias.data_ptr(), residual.data_ptr(),
+               residual_bias.defined() ? residual_bias.data_ptr() : nullptr, out.data_ptr(), x.numel(), x.size(1),
+               stream);
     if (err != cudaErrorInvalidValue) {
       C10_CUDA_CHECK(err);
       return out;
@@ -173,8 +179,31 @@ at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const 
     (void)cudaGetLastError();
   }
 #endif
-  if (!bias.defined()) return residual + x;
-  return residual + (x + bias.view({1, -1, 1, 1}));
+  const at::Tensor r = residual_bias.defined() ? residual + residual_bias.view({1, -1, 1, 1}) : residual;
+  if (!bias.defined()) return r + x;
+  return r + (x + bias.view({1, -1, 1, 1}));
+}
+
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
+  const int64_t d = x.size(-1);
+#ifdef SDXLB_WITH_CUDA
+  if (x.is_cuda() && half_or_bf16(x) && x.is_contiguous() && fusion_enabled(Fusion::kLayerNorm) &&
+      weight.defined() && bias.defined() && same_type_contiguous(weight, x) && same_type_contiguous(bias, x) &&
+      weight.numel() == d && bias.numel() == d) {
+    at::Tensor y = at::empty_like(x);
+    auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
+    const auto launch =
+        x.scalar_type() == at::kHalf ? kernels::launch_layer_norm_f16 : kernels::launch_layer_norm_bf16;
+    const cudaError_t err = launch(x.data_ptr(), weight.data_ptr(), bias.data_ptr(), y.data_ptr(),
+                                   x.numel() / d, d, static_cast<float>(eps), stream);
+    if (err != cudaErrorInvalidValue) {
+      C10_CUDA_CHECK(err);
+      return y;
+    }
+    (void)cudaGetLastError();
+  }
+#endif
+  return at::layer_norm(x, {d}, weight, bias, eps);
 }
 
 at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,

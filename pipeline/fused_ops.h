@@ -14,6 +14,7 @@ enum class Fusion {
   kGeglu,         ///< "geglu": GEGLU activation in one kernel
   kGroupNorm,     ///< "groupnorm": channels-last GroupNorm (+ SiLU, + the preceding bias adds) in one pass
   kResidualGemm,  ///< "residual_gemm": linear layer + bias + residual add in one cuBLASLt product
+  kLayerNorm,     ///< "layernorm": LayerNorm with one warp per row
 };
 bool fusion_enabled(Fusion fusion);
 
@@ -32,9 +33,16 @@ at::Tensor group_norm_act(const at::Tensor& x, int64_t groups, const at::Tensor&
                           const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c = {},
                           const at::Tensor& add_nc = {});
 
-/// residual + (x + bias[c]) over [N, C, H, W] (a convolution's output without its bias, plus a skip
-/// connection). One kernel for channels-last CUDA fp16/bf16, bit-identical to the ops.
-at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& residual);
+/// (residual + residual_bias[c]) + (x + bias[c]) over [N, C, H, W]: a convolution's output without its bias,
+/// plus a skip connection that may itself be a convolution without its bias. Either bias may be undefined.
+/// One kernel for channels-last CUDA fp16/bf16, bit-identical to the ops.
+at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& residual,
+                             const at::Tensor& residual_bias = {});
+
+/// layer_norm(x, {x.size(-1)}, weight, bias, eps). One kernel (a warp per row) for contiguous CUDA fp16/bf16
+/// rows up to 2048 wide; statistics in float32 like PyTorch's, in another order (differences of about one
+/// unit in the last place); else the op.
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps);
 
 /// residual + linear(x, weight, bias) (x [..., K], weight [N, K], residual [..., N]). On CUDA fp16/bf16 one
 /// cuBLASLt product with the bias and the residual in its epilogue (rounded once instead of twice, so it

@@ -63,7 +63,8 @@ LayerNormImpl::LayerNormImpl(int64_t dim, double eps) : dim_(dim), eps_(eps) {
 }
 
 at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
-  return at::layer_norm(x, {dim_}, weight, bias, eps_);
+  TORCH_CHECK(x.size(-1) == dim_, "LayerNorm over ", dim_, " features got input ", x.sizes());
+  return sdxlb::layer_norm(x, weight, bias, eps_);
 }
 
 }  // namespace sdxlb

@@ -44,7 +44,8 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& tem
 }
 
 // The same computation on the GPU in fewer passes over memory: conv1's bias and the time embedding are added
-// inside norm2's kernel, and conv2's bias with the skip connection in one more.
+// inside norm2's kernel, and conv2's and the shortcut convolution's biases with the skip connection in one
+// more.
 at::Tensor ResnetBlock2DImpl::forward_fused(const at::Tensor& x, const at::Tensor& temb) {
   at::Tensor h = conv1_->forward_without_bias(norm1_->forward_act(x, /*silu=*/true));
   at::Tensor temb_out;
@@ -55,7 +56,9 @@ at::Tensor ResnetBlock2DImpl::forward_fused(const at::Tensor& x, const at::Tenso
   }
   h = norm2_->forward_act(h, /*silu=*/true, conv1_->bias, temb_out);
   h = conv2_->forward_without_bias(h);
-  at::Tensor out = add_bias_residual(h, conv2_->bias, conv_shortcut_ ? conv_shortcut_(x) : x);
+  at::Tensor out = conv_shortcut_ ? add_bias_residual(h, conv2_->bias, conv_shortcut_->forward_without_bias(x),
+                                                      conv_shortcut_->bias)
+                                 : add_bias_residual(h, conv2_->bias, x);
   if (options_.output_scale_factor() != 1.0) out = out / options_.output_scale_factor();
   return out;
 }

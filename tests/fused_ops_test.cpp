@@ -37,6 +37,11 @@ TEST(FusedOpsTest, ResidualFunctionsOnCpuAreTheOps) {
   const at::Tensor x = at::randn({2, 16, 3, 3}), bias = at::randn({16}), r = at::randn({2, 16, 3, 3});
   EXPECT_TRUE(bit_identical(add_bias_residual(x, bias, r), r + (x + bias.view({1, 16, 1, 1}))));
   EXPECT_TRUE(bit_identical(add_bias_residual(x, at::Tensor(), r), r + x));
+  const at::Tensor rb = at::randn({16});
+  EXPECT_TRUE(bit_identical(add_bias_residual(x, bias, r, rb),
+                            (r + rb.view({1, 16, 1, 1})) + (x + bias.view({1, 16, 1, 1}))));
+  const at::Tensor rows = at::randn({3, 5, 24}), lw = at::randn({24}), lnb = at::randn({24});
+  EXPECT_TRUE(bit_identical(layer_norm(rows, lw, lnb, 1e-5), at::layer_norm(rows, {24}, lw, lnb, 1e-5)));
   const at::Tensor t = at::randn({2, 9, 24}), w = at::randn({40, 24}), lb = at::randn({40});
   const at::Tensor res = at::randn({2, 9, 40});
   EXPECT_TRUE(bit_identical(linear_residual(t, w, lb, res), at::linear(t, w, lb) + res));
@@ -102,6 +107,28 @@ TEST_F(FusedOpsCudaTest, BiasResidualIsBitIdenticalToTheOps) {
   const at::Tensor got = add_bias_residual(x, bias, r);
   EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
   EXPECT_TRUE(bit_identical(got, r + (x + bias.view({1, 320, 1, 1}))));
+  const at::Tensor rb = at::randn({320}, opts);
+  EXPECT_TRUE(bit_identical(add_bias_residual(x, bias, r, rb),
+                            (r + rb.view({1, 320, 1, 1})) + (x + bias.view({1, 320, 1, 1}))));
+}
+
+TEST_F(FusedOpsCudaTest, LayerNormMatchesFloat32Reference) {
+  at::manual_seed(7);
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
+    const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(dtype);
+    // The UNet's token widths at both attention levels, the text encoders' widths, and the kernel's limit.
+    for (const auto& [rows, d] : {std::pair<int64_t, int64_t>{8192, 640}, {2048, 1280}, {77, 768}, {154, 1280},
+                                  {3, 2048}, {5, 8}}) {
+      SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(d) + " " + c10::toString(dtype));
+      const at::Tensor x = at::randn({rows, d}, opts) * 4 + 7, w = at::randn({d}, opts), b = at::randn({d}, opts);
+      const at::Tensor got = layer_norm(x, w, b, 1e-5);
+      const at::Tensor want = at::layer_norm(x.to(at::kFloat), {d}, w.to(at::kFloat), b.to(at::kFloat), 1e-5);
+      EXPECT_LE(rel_err(got, want), dtype == at::kHalf ? 2e-3 : 1.6e-2);
+      EXPECT_TRUE(bit_identical(got, layer_norm(x, w, b, 1e-5)));
+      // One row alone gives the bits it has among many.
+      EXPECT_TRUE(bit_identical(layer_norm(x.narrow(0, rows - 1, 1), w, b, 1e-5), got.narrow(0, rows - 1, 1)));
+    }
+  }
 }
 
 TEST_F(FusedOpsCudaTest, LinearResidualMatchesTheOps) {

@@ -98,6 +98,7 @@ struct PreAdd {
 
 constexpr int kMaxThreads = 512;
 constexpr int kBlocksPerSample = 256;  // fixed (not the GPU's SM count): the reduction order is the shape's
+constexpr int kChunksPerLane = kBlocksPerSample / 32;
 
 struct Layout {
   int pairs_per_group = 0;  // channel pairs per group (c / groups / 2)
@@ -146,13 +147,11 @@ __global__ void gn_stats(const T* __restrict__ x, const T* __restrict__ add_c, c
   const PreAdd<T> pre0(add_c, add_nc, n, ch, c), pre1(add_c, add_nc, n, ch + 1, c);
   float shift = 0.f, s = 0.f, ss = 0.f;
   int count = 0;
-#pragma unroll 4
+  if (r0 + ty < r1) shift = pre0(P::to_float2(base[(r0 + ty) * row_stride]).x);
+#pragma unroll 8
   for (int r = r0 + ty; r < r1; r += by) {
     const float2 v = P::to_float2(base[r * row_stride]);
-    const float v0 = pre0(v.x);
-    const float v1 = pre1(v.y);
-    if (count == 0) shift = v0;
-    const float d0 = v0 - shift, d1 = v1 - shift;
+    const float d0 = pre0(v.x) - shift, d1 = pre1(v.y) - shift;
     s += d0 + d1;
     ss += d0 * d0 + d1 * d1;
     count += 2;
@@ -209,11 +208,19 @@ __global__ void gn_finalize(const float* __restrict__ partial, const T* __restri
   const int n = blockIdx.x, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
   const int per_group = c / groups;
   for (int g = threadIdx.x >> 5; g < groups; g += warps) {
-    Moments acc;
-    for (int k = lane; k < chunks; k += 32) {
-      const float* p = partial + ((static_cast<size_t>(n) * chunks + k) * groups + g) * 3;
-      acc = merge(acc, Moments{p[0], p[1], p[2]});
+    // All loads first (chunks <= kBlocksPerSample = 32 x kChunksPerLane), then the merges in a fixed order.
+    Moments part[kChunksPerLane];
+#pragma unroll
+    for (int j = 0; j < kChunksPerLane; ++j) {
+      const int k = lane + 32 * j;
+      if (k < chunks) {
+        const float* p = partial + ((static_cast<size_t>(n) * chunks + k) * groups + g) * 3;
+        part[j] = Moments{p[0], p[1], p[2]};
+      }
     }
+    Moments acc;
+#pragma unroll
+    for (int j = 0; j < kChunksPerLane; ++j) acc = merge(acc, part[j]);
     acc = warp_merge(acc);
     const float mean = __shfl_sync(0xffffffffu, acc.mean, 0);
     const float var = __shfl_sync(0xffffffffu, acc.m2 / acc.count, 0);
@@ -265,21 +272,26 @@ __global__ void gn_apply(const T* __restrict__ x, const T* __restrict__ add_c, c
 
 template <typename T>
 __global__ void bias_residual(const T* __restrict__ x, const T* __restrict__ bias, const T* __restrict__ res,
-                              T* __restrict__ out, int64_t vectors, int c) {
+                              const T* __restrict__ res_bias, T* __restrict__ out, int64_t vectors, int c) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vectors;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int ch0 = static_cast<int>((i * 8) % c);
     uint4 xv = *reinterpret_cast<const uint4*>(x + i * 8);
     uint4 rv = *reinterpret_cast<const uint4*>(res + i * 8);
     uint4 bv = *reinterpret_cast<const uint4*>(bias + ch0);
+    uint4 rbv = make_uint4(0, 0, 0, 0);
+    if (res_bias != nullptr) rbv = *reinterpret_cast<const uint4*>(res_bias + ch0);
     const T* xe = reinterpret_cast<const T*>(&xv);
     const T* re = reinterpret_cast<const T*>(&rv);
     const T* be = reinterpret_cast<const T*>(&bv);
+    const T* rbe = reinterpret_cast<const T*>(&rbv);
     uint4 ov;
     T* o = reinterpret_cast<T*>(&ov);
 #pragma unroll
-    for (int k = 0; k < 8; ++k)
-      o[k] = from_float<T>(to_float(re[k]) + round_to<T>(to_float(xe[k]) + to_float(be[k])));
+    for (int k = 0; k < 8; ++k) {
+      const float r = res_bias != nullptr ? round_to<T>(to_float(re[k]) + to_float(rbe[k])) : to_float(re[k]);
+      o[k] = from_float<T>(r + round_to<T>(to_float(xe[k]) + to_float(be[k])));
+    }
     *reinterpret_cast<uint4*>(out + i * 8) = ov;
   }
 }
@@ -322,16 +334,18 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
 }
 
 template <typename T>
-cudaError_t launch_bias_res(const void* x, const void* bias, const void* res, void* out, int64_t count,
-                            int64_t c, cudaStream_t stream) {
+cudaError_t launch_bias_res(const void* x, const void* bias, const void* res, const void* res_bias, void* out,
+                            int64_t count, int64_t c, cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
-  if (c % 8 != 0 || count % c != 0 || !aligned16(x) || !aligned16(bias) || !aligned16(res) || !aligned16(out))
+  if (c % 8 != 0 || count % c != 0 || !aligned16(x) || !aligned16(bias) || !aligned16(res) || !aligned16(out) ||
+      !aligned16(res_bias))
     return cudaErrorInvalidValue;
   const int threads = 256;
   const int64_t vectors = count / 8;
   const int blocks = static_cast<int>(std::min<int64_t>((vectors + threads - 1) / threads, 4096));
   bias_residual<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(x), static_cast<const T*>(bias),
-                                                   static_cast<const T*>(res), static_cast<T*>(out), vectors,
+                                                   static_cast<const T*>(res), static_cast<const T*>(res_bias),
+                                                   static_cast<T*>(out), vectors,
                                                    static_cast<int>(c));
   return cudaGetLastError();
 }
@@ -351,13 +365,15 @@ cudaError_t launch_group_norm_f16(const GroupNormArgs& args, void* workspace, cu
 cudaError_t launch_group_norm_bf16(const GroupNormArgs& args, void* workspace, cudaStream_t stream) {
   return launch_gn<__nv_bfloat16>(args, workspace, stream);
 }
-cudaError_t launch_bias_residual_f16(const void* x, const void* bias, const void* residual, void* out,
-                                     int64_t count, int64_t c, cudaStream_t stream) {
-  return launch_bias_res<__half>(x, bias, residual, out, count, c, stream);
+cudaError_t launch_bias_residual_f16(const void* x, const void* bias, const void* residual,
+                                     const void* residual_bias, void* out, int64_t count, int64_t c,
+                                     cudaStream_t stream) {
+  return launch_bias_res<__half>(x, bias, residual, residual_bias, out, count, c, stream);
 }
-cudaError_t launch_bias_residual_bf16(const void* x, const void* bias, const void* residual, void* out,
-                                      int64_t count, int64_t c, cudaStream_t stream) {
-  return launch_bias_res<__nv_bfloat16>(x, bias, residual, out, count, c, stream);
+cudaError_t launch_bias_residual_bf16(const void* x, const void* bias, const void* residual,
+                                      const void* residual_bias, void* out, int64_t count, int64_t c,
+                                      cudaStream_t stream) {
+  return launch_bias_res<__nv_bfloat16>(x, bias, residual, residual_bias, out, count, c, stream);
 }
 
 }  // namespace sdxlb::kernels

@@ -34,12 +34,14 @@ size_t group_norm_workspace_bytes(int64_t n, int64_t hw, int64_t c, int64_t grou
 cudaError_t launch_group_norm_f16(const GroupNormArgs& args, void* workspace, cudaStream_t stream);
 cudaError_t launch_group_norm_bf16(const GroupNormArgs& args, void* workspace, cudaStream_t stream);
 
-/// out[i] = residual[i] + (x[i] + bias[i % c]) over `count` elements, each sum rounded to the type as
-/// PyTorch's `residual + (x + bias)` would round it (so bit-identical to the unfused ops). count % c == 0,
-/// c % 8 == 0 and 16-byte aligned pointers.
-cudaError_t launch_bias_residual_f16(const void* x, const void* bias, const void* residual, void* out,
-                                     int64_t count, int64_t c, cudaStream_t stream);
-cudaError_t launch_bias_residual_bf16(const void* x, const void* bias, const void* residual, void* out,
-                                      int64_t count, int64_t c, cudaStream_t stream);
+/// out[i] = (residual[i] + residual_bias[i % c]) + (x[i] + bias[i % c]) over `count` elements (residual_bias
+/// may be null), each sum rounded to the type as PyTorch's unfused ops would round it (so bit-identical to
+/// them). count % c == 0, c % 8 == 0 and 16-byte aligned pointers.
+cudaError_t launch_bias_residual_f16(const void* x, const void* bias, const void* residual,
+                                     const void* residual_bias, void* out, int64_t count, int64_t c,
+                                     cudaStream_t stream);
+cudaError_t launch_bias_residual_bf16(const void* x, const void* bias, const void* residual,
+                                      const void* residual_bias, void* out, int64_t count, int64_t c,
+                                      cudaStream_t stream);
 
 }  // namespace sdxlb::kernels
