@@ -9,22 +9,20 @@
 #include <c10/util/Exception.h>
 
 #ifdef SDXLB_WITH_CUDA
-#include <ATen/cuda/CUDAContextLight.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include "pipeline/kernels/geglu_kernel.h"
 #include "pipeline/kernels/group_norm_kernel.h"
 #include "pipeline/kernels/layer_norm_kernel.h"
-#include "pipeline/kernels/residual_gemm.h"
 #endif
 
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 4> kFusionNames{"geglu", "groupnorm", "residual_gemm", "layernorm"};
+constexpr std::array<const char*, 3> kFusionNames{"geglu", "groupnorm", "layernorm"};
 
-// Read once: SDXLB_DISABLE_FUSION="groupnorm,residual_gemm" or "all". An unknown name is an error, so that a
+// Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.
 std::array<bool, kFusionNames.size()> read_enabled() {
   std::array<bool, kFusionNames.size()> on;
@@ -47,7 +45,7 @@ std::array<bool, kFusionNames.size()> read_enabled() {
       }
     }
     TORCH_CHECK(known, "SDXLB_DISABLE_FUSION: unknown fusion \"", name,
-                "\" (known: geglu, groupnorm, residual_gemm, layernorm, all)");
+                "\" (known: geglu, groupnorm, layernorm, all)");
   }
   return on;
 }
@@ -168,10 +166,9 @@ at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const 
     auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
     const auto launch =
         x.scalar_type() == at::kHalf ? kernels::launch_bias_residual_f16 : kernels::launch_bias_residual_bf16;
-    const cudaError_t err =
-        launch(x.data_ptr(), bias.data_ptr(), residual.data_ptr(),
-               residual_bias.defined() ? residual_bias.data_ptr() : nullptr, out.data_ptr(), x.numel(), x.size(1),
-               stream);
+    const cudaError_t err = launch(x.data_ptr(), bias.data_ptr(), residual.data_ptr(),
+                                   residual_bias.defined() ? residual_bias.data_ptr() : nullptr,
+                                   out.data_ptr(), x.numel(), x.size(1), stream);
     if (err != cudaErrorInvalidValue) {
       C10_CUDA_CHECK(err);
       return out;
@@ -184,59 +181,54 @@ at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const 
   return r + (x + bias.view({1, -1, 1, 1}));
 }
 
-at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
-  const int64_t d = x.size(-1);
+namespace {
+
+// The fused LayerNorm of x (+ residual, written to *sum); false when the kernel does not take these inputs.
+bool fused_layer_norm(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
+                      const at::Tensor& bias, double eps, at::Tensor* sum, at::Tensor* y) {
 #ifdef SDXLB_WITH_CUDA
-  if (x.is_cuda() && half_or_bf16(x) && x.is_contiguous() && fusion_enabled(Fusion::kLayerNorm) &&
-      weight.defined() && bias.defined() && same_type_contiguous(weight, x) && same_type_contiguous(bias, x) &&
-      weight.numel() == d && bias.numel() == d) {
-    at::Tensor y = at::empty_like(x);
-    auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
-    const auto launch =
-        x.scalar_type() == at::kHalf ? kernels::launch_layer_norm_f16 : kernels::launch_layer_norm_bf16;
-    const cudaError_t err = launch(x.data_ptr(), weight.data_ptr(), bias.data_ptr(), y.data_ptr(),
-                                   x.numel() / d, d, static_cast<float>(eps), stream);
-    if (err != cudaErrorInvalidValue) {
-      C10_CUDA_CHECK(err);
-      return y;
-    }
+  const int64_t d = x.size(-1);
+  if (!(x.is_cuda() && half_or_bf16(x) && x.is_contiguous() && fusion_enabled(Fusion::kLayerNorm) &&
+        weight.defined() && bias.defined() && same_type_contiguous(weight, x) &&
+        same_type_contiguous(bias, x) && weight.numel() == d && bias.numel() == d &&
+        same_type_contiguous(residual, x) && (!residual.defined() || residual.sizes() == x.sizes())))
+    return false;
+  *y = at::empty_like(x);
+  if (residual.defined()) *sum = at::empty_like(x);
+  auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
+  const auto launch =
+      x.scalar_type() == at::kHalf ? kernels::launch_layer_norm_f16 : kernels::launch_layer_norm_bf16;
+  const cudaError_t err =
+      launch(x.data_ptr(), residual.defined() ? residual.data_ptr() : nullptr,
+             residual.defined() ? sum->data_ptr() : nullptr, weight.data_ptr(), bias.data_ptr(),
+             y->data_ptr(), x.numel() / d, d, static_cast<float>(eps), stream);
+  if (err == cudaErrorInvalidValue) {
     (void)cudaGetLastError();
+    return false;
   }
+  C10_CUDA_CHECK(err);
+  return true;
+#else
+  (void)x, (void)residual, (void)weight, (void)bias, (void)eps, (void)sum, (void)y;
+  return false;
 #endif
-  return at::layer_norm(x, {d}, weight, bias, eps);
 }
 
-at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                           const at::Tensor& residual) {
-#ifdef SDXLB_WITH_CUDA
-  const int64_t k = x.size(-1), n = weight.size(0);
-  if (x.is_cuda() && half_or_bf16(x) && fusion_enabled(Fusion::kResidualGemm) && x.is_contiguous() &&
-      same_type_contiguous(weight, x) && same_type_contiguous(bias, x) && same_type_contiguous(residual, x) &&
-      weight.dim() == 2 && weight.size(1) == k && residual.size(-1) == n &&
-      residual.numel() / n == x.numel() / k && k % 8 == 0 && n % 8 == 0) {
-    at::Tensor out = at::empty(residual.sizes(), residual.options());
-    const size_t ws_bytes = at::cuda::getCUDABlasLtWorkspaceSize();
-    at::Tensor ws = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
-    kernels::ResidualGemmArgs g;
-    g.x = x.data_ptr();
-    g.weight = weight.data_ptr();
-    g.bias = bias.defined() ? bias.data_ptr() : nullptr;
-    g.residual = residual.data_ptr();
-    g.out = out.data_ptr();
-    g.m = x.numel() / k;
-    g.n = n;
-    g.k = k;
-    g.bf16 = x.scalar_type() == at::kBFloat16;
-    auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
-    const cublasStatus_t st =
-        kernels::residual_gemm(at::cuda::getCurrentCUDABlasLtHandle(), g, ws.data_ptr(), ws_bytes, stream);
-    TORCH_CHECK(st == CUBLAS_STATUS_SUCCESS, "cuBLASLt residual GEMM [", g.m, "x", g.k, "] x [", g.k, "x",
-                g.n, "] failed with status ", static_cast<int>(st),
-                " (SDXLB_DISABLE_FUSION=residual_gemm uses the unfused ops)");
-    return out;
-  }
-#endif
-  return at::linear(x, weight, bias) + residual;
+}  // namespace
+
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
+  at::Tensor y;
+  if (fused_layer_norm(x, {}, weight, bias, eps, nullptr, &y)) return y;
+  return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
+}
+
+std::pair<at::Tensor, at::Tensor> add_layer_norm(const at::Tensor& x, const at::Tensor& residual,
+                                                 const at::Tensor& weight, const at::Tensor& bias,
+                                                 double eps) {
+  at::Tensor sum, y;
+  if (fused_layer_norm(x, residual, weight, bias, eps, &sum, &y)) return {sum, y};
+  sum = x + residual;
+  return {sum, at::layer_norm(sum, {sum.size(-1)}, weight, bias, eps)};
 }
 
 }  // namespace sdxlb

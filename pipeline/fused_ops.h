@@ -3,6 +3,8 @@
 // identical to diffusers. Each function states the unfused ops it stands for.
 #pragma once
 
+#include <utility>
+
 #include <ATen/core/Tensor.h>
 
 namespace sdxlb {
@@ -11,10 +13,9 @@ namespace sdxlb {
 /// when a result looks wrong. All are on unless the environment variable SDXLB_DISABLE_FUSION lists them
 /// (comma-separated names below, or "all").
 enum class Fusion {
-  kGeglu,         ///< "geglu": GEGLU activation in one kernel
-  kGroupNorm,     ///< "groupnorm": channels-last GroupNorm (+ SiLU, + the preceding bias adds) in one pass
-  kResidualGemm,  ///< "residual_gemm": linear layer + bias + residual add in one cuBLASLt product
-  kLayerNorm,     ///< "layernorm": LayerNorm with one warp per row
+  kGeglu,      ///< "geglu": GEGLU activation in one kernel
+  kGroupNorm,  ///< "groupnorm": channels-last GroupNorm (+ SiLU, + the preceding bias adds) in one pass
+  kLayerNorm,  ///< "layernorm": LayerNorm (+ the residual add before it) with one warp per row
 };
 bool fusion_enabled(Fusion fusion);
 
@@ -44,11 +45,11 @@ at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const 
 /// unit in the last place); else the op.
 at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps);
 
-/// residual + linear(x, weight, bias) (x [..., K], weight [N, K], residual [..., N]). On CUDA fp16/bf16 one
-/// cuBLASLt product with the bias and the residual in its epilogue (rounded once instead of twice, so it
-/// differs from the ops by at most about one fp16 unit); else the ops.
-at::Tensor linear_residual(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                           const at::Tensor& residual);
+/// {h, layer_norm(h)} with h = x + residual: a transformer block's residual add and the LayerNorm after it,
+/// in one kernel where layer_norm has one (h is the same bits as the add's).
+std::pair<at::Tensor, at::Tensor> add_layer_norm(const at::Tensor& x, const at::Tensor& residual,
+                                                 const at::Tensor& weight, const at::Tensor& bias,
+                                                 double eps);
 
 /// Whether fused CUDA kernels are compiled in (a CUDA build).
 bool fused_kernels_available();

@@ -23,10 +23,6 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
   return at::linear(x, weight, bias);
 }
 
-at::Tensor LinearImpl::forward_add(const at::Tensor& x, const at::Tensor& residual) {
-  return linear_residual(x, weight, bias, residual);
-}
-
 Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,
                        int64_t padding, bool with_bias)
     : stride_(stride), padding_(padding) {
@@ -65,6 +61,12 @@ LayerNormImpl::LayerNormImpl(int64_t dim, double eps) : dim_(dim), eps_(eps) {
 at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
   TORCH_CHECK(x.size(-1) == dim_, "LayerNorm over ", dim_, " features got input ", x.sizes());
   return sdxlb::layer_norm(x, weight, bias, eps_);
+}
+
+std::pair<at::Tensor, at::Tensor> LayerNormImpl::forward_add(const at::Tensor& x,
+                                                             const at::Tensor& residual) {
+  TORCH_CHECK(x.size(-1) == dim_, "LayerNorm over ", dim_, " features got input ", x.sizes());
+  return add_layer_norm(x, residual, weight, bias, eps_);
 }
 
 }  // namespace sdxlb

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
@@ -25,8 +26,6 @@ class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
   at::Tensor forward(const at::Tensor& x);
-  /// forward(x) + residual, with the add fused into the product on the GPU (fused_ops.h, linear_residual).
-  at::Tensor forward_add(const at::Tensor& x, const at::Tensor& residual);
 
   at::Tensor weight;  ///< [out_features, in_features]
   at::Tensor bias;    ///< [out_features], undefined without bias
@@ -75,6 +74,8 @@ class LayerNormImpl : public torch::nn::Module {
  public:
   LayerNormImpl(int64_t dim, double eps);
   at::Tensor forward(const at::Tensor& x);
+  /// {h, forward(h)} with h = x + residual, in one kernel on the GPU (fused_ops.h, add_layer_norm).
+  std::pair<at::Tensor, at::Tensor> forward_add(const at::Tensor& x, const at::Tensor& residual);
 
   at::Tensor weight;  ///< [dim]
   at::Tensor bias;    ///< [dim]

@@ -56,9 +56,10 @@ at::Tensor ResnetBlock2DImpl::forward_fused(const at::Tensor& x, const at::Tenso
   }
   h = norm2_->forward_act(h, /*silu=*/true, conv1_->bias, temb_out);
   h = conv2_->forward_without_bias(h);
-  at::Tensor out = conv_shortcut_ ? add_bias_residual(h, conv2_->bias, conv_shortcut_->forward_without_bias(x),
-                                                      conv_shortcut_->bias)
-                                 : add_bias_residual(h, conv2_->bias, x);
+  at::Tensor out =
+      conv_shortcut_
+          ? add_bias_residual(h, conv2_->bias, conv_shortcut_->forward_without_bias(x), conv_shortcut_->bias)
+          : add_bias_residual(h, conv2_->bias, x);
   if (options_.output_scale_factor() != 1.0) out = out / options_.output_scale_factor();
   return out;
 }

@@ -22,8 +22,7 @@ AttentionImpl::AttentionImpl(const AttentionOptions& options) : options_(options
   to_out->push_back(to_out_);
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context,
-                                  const at::Tensor& residual) {
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context) {
   const at::Tensor& kv_input = context.defined() ? context : x;
   const int64_t batch = kv_input.size(0);
   const int64_t heads = options_.heads();
@@ -37,7 +36,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context
   at::Tensor h = at::scaled_dot_product_attention(query, key, value, /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                                   /*is_causal=*/false);
   h = h.transpose(1, 2).reshape({batch, -1, heads * head_dim}).to(query.scalar_type());
-  return residual.defined() ? to_out_->forward_add(h, residual) : to_out_(h);
+  return to_out_(h);
 }
 
 FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
@@ -49,9 +48,8 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
   out_ = net->register_module("2", Linear(inner, dim));
 }
 
-at::Tensor FeedForwardImpl::forward(const at::Tensor& x, const at::Tensor& residual) {
-  const at::Tensor h = geglu(proj_(x));
-  return residual.defined() ? out_->forward_add(h, residual) : out_(h);
+at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {
+  return out_(geglu(proj_(x)));
 }
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlockOptions& o) {
@@ -70,13 +68,18 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlock
 
 at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context) {
   run_unit_hook();
-  // Each residual add happens inside the output projection before it (fused on the GPU).
-  at::Tensor h = attn1_->forward(norm1_(x), at::Tensor(), x);
+  // Each residual add and the LayerNorm after it are one kernel on the GPU (the same bits for the sum as the
+  // add's); h is the running hidden state, a the branch output still to be added to it.
+  at::Tensor a = attn1_(norm1_(x));
+  at::Tensor h = x;
   if (attn2_) {
     TORCH_CHECK(context.defined(), "BasicTransformerBlock with cross-attention needs encoder_hidden_states");
-    h = attn2_->forward(norm2_(h), context, h);
+    auto [sum, normed] = norm2_->forward_add(a, h);
+    h = sum;
+    a = attn2_(normed, context);
   }
-  return ff_->forward(norm3_(h), h);
+  auto [sum, normed] = norm3_->forward_add(a, h);
+  return ff_(normed) + sum;
 }
 
 Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DModelOptions& o) : options_(o) {
@@ -117,14 +120,8 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
   }
   for (auto& block : blocks_) h = block(h, context);
   if (proj_out_linear_) {
-    if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-      // Channels-last x is already [B, H*W, C] in memory: add it inside the projection, and the permuted
-      // view of the result is channels-last (no copy).
-      const at::Tensor tokens = x.permute({0, 2, 3, 1}).reshape({batch, height * width, x.size(1)});
-      h = proj_out_linear_->forward_add(h, tokens);
-      return h.view({batch, height, width, x.size(1)}).permute({0, 3, 1, 2});
-    }
     h = proj_out_linear_(h);
+    // The permuted view is channels-last already: keep it when the input is (no copy), else copy to NCHW.
     h = h.reshape({batch, height, width, inner}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format());
   } else {
     h = h.reshape({batch, height, width, inner}).permute({0, 3, 1, 2}).contiguous();

@@ -44,8 +44,8 @@ class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const AttentionOptions& options);
   /// x [B, N, query_dim]; context [B, M, cross_attention_dim] for cross-attention (undefined: self-attention)
-  /// → [B, N, query_dim], plus `residual` [B, N, query_dim] when given (added inside the output projection).
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {}, const at::Tensor& residual = {});
+  /// → [B, N, query_dim].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {});
 
  private:
   AttentionOptions options_;
@@ -62,8 +62,8 @@ class FeedForwardImpl : public torch::nn::Module {
  public:
   /// inner = dim × mult.
   FeedForwardImpl(int64_t dim, int64_t mult = 4);
-  /// x [..., dim] → [..., dim], plus `residual` when given (added inside the output projection).
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& residual = {});
+  /// x [..., dim] → [..., dim].
+  at::Tensor forward(const at::Tensor& x);
 
  private:
   Linear proj_{nullptr};  // net.0.proj

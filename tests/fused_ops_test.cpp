@@ -42,9 +42,10 @@ TEST(FusedOpsTest, ResidualFunctionsOnCpuAreTheOps) {
                             (r + rb.view({1, 16, 1, 1})) + (x + bias.view({1, 16, 1, 1}))));
   const at::Tensor rows = at::randn({3, 5, 24}), lw = at::randn({24}), lnb = at::randn({24});
   EXPECT_TRUE(bit_identical(layer_norm(rows, lw, lnb, 1e-5), at::layer_norm(rows, {24}, lw, lnb, 1e-5)));
-  const at::Tensor t = at::randn({2, 9, 24}), w = at::randn({40, 24}), lb = at::randn({40});
-  const at::Tensor res = at::randn({2, 9, 40});
-  EXPECT_TRUE(bit_identical(linear_residual(t, w, lb, res), at::linear(t, w, lb) + res));
+  const at::Tensor more = at::randn({3, 5, 24});
+  const auto [sum, normed] = add_layer_norm(rows, more, lw, lnb, 1e-5);
+  EXPECT_TRUE(bit_identical(sum, rows + more));
+  EXPECT_TRUE(bit_identical(normed, at::layer_norm(rows + more, {24}, lw, lnb, 1e-5)));
 }
 
 // ---- CUDA kernels ----
@@ -117,41 +118,23 @@ TEST_F(FusedOpsCudaTest, LayerNormMatchesFloat32Reference) {
   for (const auto dtype : {at::kHalf, at::kBFloat16}) {
     const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(dtype);
     // The UNet's token widths at both attention levels, the text encoders' widths, and the kernel's limit.
-    for (const auto& [rows, d] : {std::pair<int64_t, int64_t>{8192, 640}, {2048, 1280}, {77, 768}, {154, 1280},
-                                  {3, 2048}, {5, 8}}) {
+    for (const auto& [rows, d] :
+         {std::pair<int64_t, int64_t>{8192, 640}, {2048, 1280}, {77, 768}, {154, 1280}, {3, 2048}, {5, 8}}) {
       SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(d) + " " + c10::toString(dtype));
-      const at::Tensor x = at::randn({rows, d}, opts) * 4 + 7, w = at::randn({d}, opts), b = at::randn({d}, opts);
+      const at::Tensor x = at::randn({rows, d}, opts) * 4 + 7, w = at::randn({d}, opts),
+                       b = at::randn({d}, opts);
       const at::Tensor got = layer_norm(x, w, b, 1e-5);
       const at::Tensor want = at::layer_norm(x.to(at::kFloat), {d}, w.to(at::kFloat), b.to(at::kFloat), 1e-5);
       EXPECT_LE(rel_err(got, want), dtype == at::kHalf ? 2e-3 : 1.6e-2);
       EXPECT_TRUE(bit_identical(got, layer_norm(x, w, b, 1e-5)));
       // One row alone gives the bits it has among many.
-      EXPECT_TRUE(bit_identical(layer_norm(x.narrow(0, rows - 1, 1), w, b, 1e-5), got.narrow(0, rows - 1, 1)));
-    }
-  }
-}
-
-TEST_F(FusedOpsCudaTest, LinearResidualMatchesTheOps) {
-  at::manual_seed(6);
-  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
-    const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(dtype);
-    // The transformer blocks' output projections: attention (1280 -> 1280) and feed-forward (5120 -> 1280).
-    for (const auto& [m, k, n] : {std::tuple<int64_t, int64_t, int64_t>{2048, 1280, 1280},
-                                  {8192, 2560, 640},
-                                  {2048, 5120, 1280},
-                                  {77, 64, 40}}) {
-      SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n));
-      const at::Tensor x = at::randn({2, m / 2 + m % 2, k}, opts) / std::sqrt(static_cast<double>(k));
-      const at::Tensor w = at::randn({n, k}, opts), b = at::randn({n}, opts);
-      const at::Tensor r = at::randn({2, m / 2 + m % 2, n}, opts);
-      const at::Tensor got = linear_residual(x, w, b, r);
-      const at::Tensor want =
-          at::linear(x.to(at::kFloat), w.to(at::kFloat), b.to(at::kFloat)) + r.to(at::kFloat);
-      EXPECT_LE(rel_err(got, want), dtype == at::kHalf ? 2e-3 : 1.6e-2);
-      EXPECT_TRUE(bit_identical(got, linear_residual(x, w, b, r)));
-      const at::Tensor want_no_bias = at::linear(x.to(at::kFloat), w.to(at::kFloat)) + r.to(at::kFloat);
-      EXPECT_LE(rel_err(linear_residual(x, w, at::Tensor(), r), want_no_bias),
-                dtype == at::kHalf ? 2e-3 : 1.6e-2);
+      EXPECT_TRUE(
+          bit_identical(layer_norm(x.narrow(0, rows - 1, 1), w, b, 1e-5), got.narrow(0, rows - 1, 1)));
+      // With the residual add before it: the sum is the add's bits, the norm is the norm of the sum.
+      const at::Tensor r = at::randn({rows, d}, opts);
+      const auto [sum, normed] = add_layer_norm(x, r, w, b, 1e-5);
+      EXPECT_TRUE(bit_identical(sum, x + r));
+      EXPECT_TRUE(bit_identical(normed, layer_norm(x + r, w, b, 1e-5)));
     }
   }
 }

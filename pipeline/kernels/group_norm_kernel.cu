@@ -99,6 +99,8 @@ struct PreAdd {
 constexpr int kMaxThreads = 512;
 constexpr int kBlocksPerSample = 256;  // fixed (not the GPU's SM count): the reduction order is the shape's
 constexpr int kChunksPerLane = kBlocksPerSample / 32;
+constexpr int kFinalizeThreads = 256;
+constexpr int kApplyThreads = 256;
 
 struct Layout {
   int pairs_per_group = 0;  // channel pairs per group (c / groups / 2)
@@ -129,9 +131,10 @@ Layout layout_for(int64_t hw, int64_t c, int64_t groups) {
 // Grid (slices, chunks, n), block (bx, by). Thread (tx, ty) owns one channel pair and every by-th row of the
 // chunk. Writes the chunk's moments per group: partial[((n * chunks + chunk) * groups + g) * 3 + {0,1,2}].
 template <typename T>
-__global__ void gn_stats(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
-                         float* __restrict__ partial, int hw, int c, int groups, int pairs_per_group,
-                         int rows_per_chunk) {
+__global__ void __launch_bounds__(kMaxThreads)
+    gn_stats(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
+             float* __restrict__ partial, int hw, int c, int groups, int pairs_per_group,
+             int rows_per_chunk) {
   using P = Pair<T>;
   extern __shared__ float shm[];  // 3 * bx * by
   const int bx = blockDim.x, by = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
@@ -199,12 +202,13 @@ __global__ void gn_stats(const T* __restrict__ x, const T* __restrict__ add_c, c
   }
 }
 
-// Grid n, block 32 * min(groups, 32). Warp g merges its group's chunks and writes the per-channel affine of
-// the normalisation: y = v * scale[n, ch] + shift[n, ch].
+// Grid n, block kFinalizeThreads. Warp g (and g + 8, ...) merges its group's chunks and writes the
+// per-channel affine of the normalisation: y = v * scale[n, ch] + shift[n, ch].
 template <typename T>
-__global__ void gn_finalize(const float* __restrict__ partial, const T* __restrict__ gamma,
-                            const T* __restrict__ beta, float* __restrict__ scale, float* __restrict__ shift,
-                            int chunks, int c, int groups, float eps) {
+__global__ void __launch_bounds__(kFinalizeThreads)
+    gn_finalize(const float* __restrict__ partial, const T* __restrict__ gamma, const T* __restrict__ beta,
+                float* __restrict__ scale, float* __restrict__ shift, int chunks, int c, int groups,
+                float eps) {
   const int n = blockIdx.x, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
   const int per_group = c / groups;
   for (int g = threadIdx.x >> 5; g < groups; g += warps) {
@@ -236,9 +240,10 @@ __global__ void gn_finalize(const float* __restrict__ partial, const T* __restri
 
 // Grid (x, n), eight elements per thread (16-byte loads and stores).
 template <typename T>
-__global__ void gn_apply(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
-                         const float* __restrict__ scale, const float* __restrict__ shift, T* __restrict__ y,
-                         int hw, int c, bool silu) {
+__global__ void __launch_bounds__(kApplyThreads)
+    gn_apply(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
+             const float* __restrict__ scale, const float* __restrict__ shift, T* __restrict__ y, int hw,
+             int c, bool silu) {
   const int n = blockIdx.y;
   const int vectors = hw * (c / 8);
   const T* xs = x + static_cast<size_t>(n) * hw * c;
@@ -321,11 +326,10 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
   const size_t shm = sizeof(float) * 3 * l.bx * l.by;
   gn_stats<T><<<sgrid, sblock, shm, stream>>>(x, add_c, add_nc, partial, hw, c, groups, l.pairs_per_group,
                                               l.rows_per_chunk);
-  const int fthreads = 32 * std::min(groups, 32);
-  gn_finalize<T><<<static_cast<unsigned>(a.n), fthreads, 0, stream>>>(partial, static_cast<const T*>(a.gamma),
-                                                                      static_cast<const T*>(a.beta), scale,
-                                                                      shift, l.chunks, c, groups, a.eps);
-  const int threads = 256;
+  gn_finalize<T><<<static_cast<unsigned>(a.n), kFinalizeThreads, 0, stream>>>(
+      partial, static_cast<const T*>(a.gamma), static_cast<const T*>(a.beta), scale, shift, l.chunks, c,
+      groups, a.eps);
+  const int threads = kApplyThreads;
   const int64_t vectors = a.hw * (a.c / 8);
   const int blocks = static_cast<int>(std::min<int64_t>((vectors + threads - 1) / threads, 1024));
   gn_apply<T><<<dim3(blocks, static_cast<unsigned>(a.n)), threads, 0, stream>>>(
@@ -337,16 +341,15 @@ template <typename T>
 cudaError_t launch_bias_res(const void* x, const void* bias, const void* res, const void* res_bias, void* out,
                             int64_t count, int64_t c, cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
-  if (c % 8 != 0 || count % c != 0 || !aligned16(x) || !aligned16(bias) || !aligned16(res) || !aligned16(out) ||
-      !aligned16(res_bias))
+  if (c % 8 != 0 || count % c != 0 || !aligned16(x) || !aligned16(bias) || !aligned16(res) ||
+      !aligned16(out) || !aligned16(res_bias))
     return cudaErrorInvalidValue;
   const int threads = 256;
   const int64_t vectors = count / 8;
   const int blocks = static_cast<int>(std::min<int64_t>((vectors + threads - 1) / threads, 4096));
-  bias_residual<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(x), static_cast<const T*>(bias),
-                                                   static_cast<const T*>(res), static_cast<const T*>(res_bias),
-                                                   static_cast<T*>(out), vectors,
-                                                   static_cast<int>(c));
+  bias_residual<T><<<blocks, threads, 0, stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(bias), static_cast<const T*>(res),
+      static_cast<const T*>(res_bias), static_cast<T*>(out), vectors, static_cast<int>(c));
   return cudaGetLastError();
 }
 

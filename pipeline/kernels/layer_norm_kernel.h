@@ -8,13 +8,16 @@
 
 namespace sdxlb::kernels {
 
-/// y[r, :] = (x[r, :] - mean) / sqrt(var + eps) * gamma + beta for each of `rows` contiguous rows of width d,
-/// one warp per row with the row held in registers (statistics in float32, two passes over the registers).
-/// Needs d % 8 == 0, d <= 2048 and 16-byte aligned x, y, gamma and beta; returns cudaErrorInvalidValue
+/// y[r, :] = (v[r, :] - mean) / sqrt(var + eps) * gamma + beta for each of `rows` contiguous rows of width d,
+/// where v = x, or v = x + residual (rounded to the type, and written to `sum`) when residual and sum are
+/// given. One warp per row with the row held in registers (statistics in float32, two passes over the
+/// registers). Needs d % 8 == 0, d <= 2048 and 16-byte aligned pointers; returns cudaErrorInvalidValue
 /// (launching nothing) otherwise.
-cudaError_t launch_layer_norm_f16(const void* x, const void* gamma, const void* beta, void* y, int64_t rows,
-                                  int64_t d, float eps, cudaStream_t stream);
-cudaError_t launch_layer_norm_bf16(const void* x, const void* gamma, const void* beta, void* y, int64_t rows,
-                                   int64_t d, float eps, cudaStream_t stream);
+cudaError_t launch_layer_norm_f16(const void* x, const void* residual, void* sum, const void* gamma,
+                                  const void* beta, void* y, int64_t rows, int64_t d, float eps,
+                                  cudaStream_t stream);
+cudaError_t launch_layer_norm_bf16(const void* x, const void* residual, void* sum, const void* gamma,
+                                   const void* beta, void* y, int64_t rows, int64_t d, float eps,
+                                   cudaStream_t stream);
 
 }  // namespace sdxlb::kernels
