@@ -8,7 +8,9 @@
 namespace sdxlb {
 namespace {
 
-// Measured on an H100 (bench/results/2026-11-25-h100-memory.json), fp16, 1024^2, allocator peak.
+// Measured on an H100 (bench/results/2026-11-25-h100-memory.json), fp16, 1024^2, allocator peak. These were
+// measured before the fused GroupNorm kernels, which lowered the peak by about 1 GiB (7.44 to 6.44 GiB
+// resident, 2.85 to 1.85 GiB sequential): the estimates err on the safe side.
 constexpr double kUnetUnitsGib = 4.68;     // weights of the UNet's resnets and transformer blocks
 constexpr double kUnetOtherGib = 0.10;     // the rest of the UNet's weights (always on the GPU)
 constexpr double kVaeGib = 0.16;           // the VAE's weights
@@ -22,13 +24,14 @@ constexpr double kFullDecodeGib = 2.09;   // decoding one image with the full VA
 constexpr double kTiledDecodeGib = 0.94;  // decoding one image in 512^2 tiles
 constexpr double kTinyDecodeGib = 0.65;   // the tiny VAE
 constexpr double kMargin = 0.92;          // leave 8% for the CUDA context and what the model misses
-// Time: one UNet call (one image's CFG pair, one at a time), the copy rate from page-locked host memory,
-// and the gain of denoising two images concurrently (1.220 against 1.327 s/image at batch 4, 30 steps;
+// Time: one UNet call (one image's CFG pair, one at a time; 32.3 ms with the fused kernels,
+// bench/results/2026-11-25-h100-speed-fused.json), the copy rate from page-locked host memory, and the gain of
+// denoising two images concurrently (918 against 977 ms of denoising per image at batch 4 and 1, 30 steps;
 // three or four streams measured no faster than two).
-constexpr double kUnetCallS = 0.0413;
+constexpr double kUnetCallS = 0.0323;
 constexpr double kCopyGibPerS = 32.0;
 constexpr double kRecaptureS = 0.1;  // capturing the step's CUDA graph again after the weights moved
-constexpr double kTwoStreamSpeedup = 1.09;
+constexpr double kTwoStreamSpeedup = 1.06;
 constexpr int kMaxStreams = 2;
 // Host memory of a placement that keeps the UNet off the GPU: its page-locked copy of the units, plus the
 // process itself (LibTorch, the loader's transient copies).
