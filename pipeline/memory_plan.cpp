@@ -25,8 +25,8 @@ constexpr double kTiledDecodeGib = 0.94;  // decoding one image in 512^2 tiles
 constexpr double kTinyDecodeGib = 0.65;   // the tiny VAE
 constexpr double kMargin = 0.92;          // leave 8% for the CUDA context and what the model misses
 // Time: one UNet call (one image's CFG pair, one at a time; 32.3 ms with the fused kernels,
-// bench/results/2026-11-25-h100-speed-fused.json), the copy rate from page-locked host memory, and the gain of
-// denoising two images concurrently (918 against 977 ms of denoising per image at batch 4 and 1, 30 steps;
+// bench/results/2026-11-25-h100-speed-fused.json), the copy rate from page-locked host memory, and the gain
+// of denoising two images concurrently (918 against 977 ms of denoising per image at batch 4 and 1, 30 steps;
 // three or four streams measured no faster than two).
 constexpr double kUnetCallS = 0.0323;
 constexpr double kCopyGibPerS = 32.0;

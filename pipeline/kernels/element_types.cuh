@@ -1,0 +1,35 @@
+// Conversions between the 16-bit storage types of the fused kernels and float32, shared by the .cu files of
+// pipeline/kernels/. Device code only.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace sdxlb::kernels {
+
+__device__ __forceinline__ float to_float(__half x) {
+  return __half2float(x);
+}
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+
+/// Round-to-nearest-even conversion to the storage type, as PyTorch stores a float result.
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+/// The value a float takes once stored in T (what PyTorch's ops do between two kernels).
+template <typename T>
+__device__ __forceinline__ float round_to(float x) {
+  return to_float(from_float<T>(x));
+}
+
+}  // namespace sdxlb::kernels
