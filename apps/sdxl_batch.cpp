@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <string>
 
+#include <c10/util/Exception.h>
 #include <CLI/CLI.hpp>
 
 #include "cluster/comm.h"
@@ -14,6 +15,7 @@
 #include "common/version.h"
 #include "coordinator/job_runner.h"
 #include "pipeline/demo_model.h"
+#include "pipeline/fused_ops.h"
 #include "pipeline/sdxl_pipeline.h"
 #include "store/dataset_reader.h"
 #include "store/png.h"
@@ -29,7 +31,9 @@ constexpr const char* kDescription =
     "+\n"
     "index.h5); rerunning the same command resumes where a crashed or preempted run stopped.\n\n"
     "Exit codes: 0 ok, 1 internal error, 2 bad command line or job file, 3 output folder holds another job,\n"
-    "4 model or I/O problem, 5 finished with failed items, 6 out of memory.";
+    "4 model or I/O problem, 5 finished with failed items, 6 out of memory.\n\n"
+    "Environment: SDXLB_DISABLE_FUSION=all (or a comma list of groupnorm, layernorm, geglu) runs the plain\n"
+    "LibTorch ops instead of the fused GPU kernels (same results within fp16 rounding, slower).";
 
 int make_demo_model(const std::string& dir, bool full, const std::string& dtype, uint64_t seed,
                     bool no_tiny) {
@@ -128,6 +132,13 @@ int main(int argc, char** argv) {
   MpiSession mpi(&argc, &argv);
   Comm world = mpi.world();
   init_logging(world.rank());
+  // A misspelt fusion name would otherwise fail deep inside the first forward pass.
+  try {
+    (void)fusion_enabled(Fusion::kGroupNorm);
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "sdxl-batch: error: %s\n", e.what_without_backtrace());
+    return kExitBadInput;
+  }
 
   CLI::App app{kDescription, "sdxl-batch"};
   app.set_version_flag("--version", SDXLB_VERSION);

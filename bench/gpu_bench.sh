@@ -3,7 +3,9 @@
 # one machine. Run on the GPU machine from the repository root:
 #   bench/gpu_bench.sh OUT ours               build, write the full-size random model, time our rows
 #   bench/gpu_bench.sh OUT diffusers-eager    diffusers eager rows (bench/diffusers_speed.py)
-#   bench/gpu_bench.sh OUT diffusers-compile  diffusers torch.compile rows (slow: compiles per batch shape)
+#   bench/gpu_bench.sh OUT diffusers-compile [BATCH]  diffusers torch.compile rows at BATCH (default 1; slow:
+#                                             about two minutes of compiling per batch size)
+# With SDXLB_PREBUILT=DIR (scripts/prebuild-for-device.sh), binaries built elsewhere skip the build.
 # then `python3 bench/collect_bench.py OUT` writes OUT/results.json and OUT/table.md.
 # Weights are random (SDXL base configs, fp16): timings and memory are real, images are noise.
 source "$(dirname "${BASH_SOURCE[0]}")/bench_env.sh" "$1"
@@ -58,6 +60,10 @@ elif [[ "$part" == diffusers-eager ]]; then
   "$py" bench/diffusers_speed.py --batches 4 --steps 20 --guidance 8 > "$out/diffusers_eager_mlperf.log" 2>&1
   grep RESULT "$out"/diffusers_eager*.log | cut -c1-300
 elif [[ "$part" == diffusers-compile ]]; then
-  "$py" bench/diffusers_speed.py --batches 1,4 --compile > "$out/diffusers_compile.log" 2>&1
+  # One batch size per device call: each compiles for about two minutes. Batch 1's CFG pair is the isolated
+  # UNet step's shape; other batch sizes skip that step rather than compile for it again.
+  batch="${3:-1}"
+  skip=(); [[ "$batch" != 1 ]] && skip=(--skip-unet-step)
+  "$py" bench/diffusers_speed.py --batches "$batch" --compile "${skip[@]}" > "$out/diffusers_compile.log" 2>&1
   grep RESULT "$out/diffusers_compile.log" | cut -c1-300
 fi

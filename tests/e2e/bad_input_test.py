@@ -38,7 +38,7 @@ def snapshot(folder):
 
 
 class BadInput(unittest.TestCase):
-    def case(self, name, yaml=None, code=2, expect=(), files=None, args=None, model=None):
+    def case(self, name, yaml=None, code=2, expect=(), files=None, args=None, model=None, env=None):
         d = os.path.join(TMP, name)
         os.makedirs(d)
         for fname, text in (files or {}).items():
@@ -50,7 +50,7 @@ class BadInput(unittest.TestCase):
                 f.write(yaml.format(model=model or MODEL))
         before = snapshot(d)
         p = subprocess.run([BIN] + (args or ["run", job]), capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, OMP_NUM_THREADS="1"))
+                           env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
         msg = p.stderr + p.stdout
         self.assertEqual(p.returncode, code, msg)
         for e in expect:
@@ -59,6 +59,10 @@ class BadInput(unittest.TestCase):
         self.assertNotIn("c10::Error", msg)
         self.assertEqual(snapshot(d), before, "the failed run wrote files:\n" + msg)
         return msg
+
+    def test_unknown_fusion_in_environment(self):
+        self.case("bad_fusion_env", GOOD, code=2, env={"SDXLB_DISABLE_FUSION": "groupnorm,gruopnorm"},
+                  expect=["SDXLB_DISABLE_FUSION", "gruopnorm", "layernorm"])
 
     def test_unknown_key_suggests(self):
         self.case("unknown", GOOD + "stpes: 3\n", expect=["job.yaml:10:1", 'unknown key "stpes"', 'did you mean "steps"'])
