@@ -14,6 +14,8 @@
 #include <c10/cuda/CUDAStream.h>
 #endif
 
+#include "pipeline/torch_error.h"
+
 namespace sdxlb {
 
 bool DenoiseGraph::Key::operator==(const Key& o) const {
@@ -143,10 +145,7 @@ StatusOr<std::unique_ptr<DenoiseGraph>> DenoiseGraph::capture(UNet2DConditionMod
     }
     stream.synchronize();
   } catch (const c10::Error& e) {
-    const std::string what = e.what_without_backtrace();
-    if (what.find("out of memory") != std::string::npos)
-      return Status(StatusCode::kResourceExhausted, "capturing the denoising CUDA graph: " + what);
-    return internal_error("capturing the denoising CUDA graph: " + what);
+    return torch_error_status("capturing the denoising CUDA graph", e);
   }
   return g;
 #else

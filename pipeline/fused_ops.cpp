@@ -44,8 +44,11 @@ std::array<bool, kFusionNames.size()> read_enabled() {
         known = true;
       }
     }
-    TORCH_CHECK(known, "SDXLB_DISABLE_FUSION: unknown fusion \"", name,
-                "\" (known: geglu, groupnorm, layernorm, all)");
+    if (!known) {
+      std::string names;
+      for (const char* n : kFusionNames) names += std::string(n) + ", ";
+      TORCH_CHECK(false, "SDXLB_DISABLE_FUSION: unknown fusion \"", name, "\" (known: ", names, "all)");
+    }
   }
   return on;
 }
@@ -58,6 +61,20 @@ bool same_type_contiguous(const at::Tensor& t, const at::Tensor& like) {
   return !t.defined() ||
          (t.is_contiguous() && t.scalar_type() == like.scalar_type() && t.device() == like.device());
 }
+
+#ifdef SDXLB_WITH_CUDA
+// A launcher's result: true once launched; false for cudaErrorInvalidValue, which the launchers return for
+// inputs their kernel does not take, before launching anything (the caller then runs the ops); any other
+// error throws.
+bool launched(cudaError_t err) {
+  if (err == cudaErrorInvalidValue) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  C10_CUDA_CHECK(err);
+  return true;
+}
+#endif
 
 at::Tensor group_norm_act_ops(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
                               const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c,
@@ -140,15 +157,9 @@ at::Tensor group_norm_act(const at::Tensor& x, int64_t groups, const at::Tensor&
       a.eps = static_cast<float>(eps);
       a.silu = silu;
       auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
-      const cudaError_t err = x.scalar_type() == at::kHalf
-                                  ? kernels::launch_group_norm_f16(a, ws.data_ptr(), stream)
-                                  : kernels::launch_group_norm_bf16(a, ws.data_ptr(), stream);
-      // cudaErrorInvalidValue: a shape the kernel does not take (checked before any launch): use the ops.
-      if (err != cudaErrorInvalidValue) {
-        C10_CUDA_CHECK(err);
+      if (launched(x.scalar_type() == at::kHalf ? kernels::launch_group_norm_f16(a, ws.data_ptr(), stream)
+                                                : kernels::launch_group_norm_bf16(a, ws.data_ptr(), stream)))
         return y;
-      }
-      (void)cudaGetLastError();
     }
   }
 #endif
@@ -166,14 +177,10 @@ at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const 
     auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
     const auto launch =
         x.scalar_type() == at::kHalf ? kernels::launch_bias_residual_f16 : kernels::launch_bias_residual_bf16;
-    const cudaError_t err = launch(x.data_ptr(), bias.data_ptr(), residual.data_ptr(),
-                                   residual_bias.defined() ? residual_bias.data_ptr() : nullptr,
-                                   out.data_ptr(), x.numel(), x.size(1), stream);
-    if (err != cudaErrorInvalidValue) {
-      C10_CUDA_CHECK(err);
+    if (launched(launch(x.data_ptr(), bias.data_ptr(), residual.data_ptr(),
+                        residual_bias.defined() ? residual_bias.data_ptr() : nullptr, out.data_ptr(),
+                        x.numel(), x.size(1), stream)))
       return out;
-    }
-    (void)cudaGetLastError();
   }
 #endif
   const at::Tensor r = residual_bias.defined() ? residual + residual_bias.view({1, -1, 1, 1}) : residual;
@@ -198,16 +205,9 @@ bool fused_layer_norm(const at::Tensor& x, const at::Tensor& residual, const at:
   auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
   const auto launch =
       x.scalar_type() == at::kHalf ? kernels::launch_layer_norm_f16 : kernels::launch_layer_norm_bf16;
-  const cudaError_t err =
-      launch(x.data_ptr(), residual.defined() ? residual.data_ptr() : nullptr,
-             residual.defined() ? sum->data_ptr() : nullptr, weight.data_ptr(), bias.data_ptr(),
-             y->data_ptr(), x.numel() / d, d, static_cast<float>(eps), stream);
-  if (err == cudaErrorInvalidValue) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  C10_CUDA_CHECK(err);
-  return true;
+  return launched(launch(x.data_ptr(), residual.defined() ? residual.data_ptr() : nullptr,
+                         residual.defined() ? sum->data_ptr() : nullptr, weight.data_ptr(), bias.data_ptr(),
+                         y->data_ptr(), x.numel() / d, d, static_cast<float>(eps), stream));
 #else
   (void)x, (void)residual, (void)weight, (void)bias, (void)eps, (void)sum, (void)y;
   return false;

@@ -17,6 +17,7 @@
 #include "pipeline/euler_step.h"
 #include "pipeline/model_folder.h"
 #include "pipeline/tiny_vae.h"
+#include "pipeline/torch_error.h"
 #include "pipeline/unet.h"
 #include "pipeline/vae.h"
 #include "pipeline/weight_streamer.h"
@@ -59,11 +60,7 @@ double ms_since(Clock::time_point t0) {
 
 // Turns a LibTorch exception into a Status naming the phase.
 Status torch_error(const std::string& phase, const c10::Error& e) {
-  std::string what = e.what_without_backtrace();
-  if (what.find("out of memory") != std::string::npos)
-    return Status(StatusCode::kResourceExhausted, phase + ": out of GPU memory (" + what +
-                                                      "); lower batch_size or choose a lighter memory plan");
-  return internal_error(phase + ": " + what);
+  return torch_error_status(phase, e, "lower batch_size or choose a lighter memory plan");
 }
 
 // Identity of one component: its config text and the headers of its weight files (which hold names, shapes,

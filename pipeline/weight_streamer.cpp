@@ -16,6 +16,8 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#include "pipeline/torch_error.h"
+
 namespace sdxlb {
 namespace {
 
@@ -276,10 +278,7 @@ StatusOr<std::unique_ptr<WeightStreamer>> WeightStreamer::attach(UNet2DCondition
     for (size_t i = 0; i < s.units.size(); ++i) s.units[i].hook->set_unit_hook(ws.get(), static_cast<int>(i));
     unet->set_forward_hook(ws.get());
   } catch (const c10::Error& e) {
-    const std::string what = e.what_without_backtrace();
-    if (what.find("out of memory") != std::string::npos)
-      return Status(StatusCode::kResourceExhausted, "weight streaming: " + what);
-    return internal_error("weight streaming: " + what);
+    return torch_error_status("weight streaming", e);
   }
   return ws;
 }
