@@ -1,49 +1,39 @@
-#include "coordinator/job_runner.h"
+#include "apps/job_runner.h"
 
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <thread>
 
 #include <torch/version.h>
 
 #include "cluster/node_probe.h"
 #include "common/exit_codes.h"
-#include "common/log.h"
 #include "common/utc_time.h"
 #include "common/version.h"
 #include "coordinator/coordinator.h"
-#include "store/dataset_reader.h"
-#include "store/output_folder.h"
-#include "worker/worker.h"
+#include "coordinator/dataset_bookkeeping.h"
+#include "run/protocol.h"
+#include "worker/encode_phase.h"
+#include "worker/render_loop.h"
+#include "worker/render_setup.h"
 
 namespace sdxlb {
 namespace {
 
-// A Status that crosses ranks as "<code>\n<message>".
-std::string pack(const Status& s) {
-  return std::to_string(static_cast<int>(s.code())) + "\n" + s.message();
-}
-Status unpack(const std::string& bytes) {
-  const auto nl = bytes.find('\n');
-  if (nl == std::string::npos) return internal_error("malformed status from another rank");
-  return Status(static_cast<StatusCode>(std::stoi(bytes.substr(0, nl))), bytes.substr(nl + 1));
-}
-
 // Rank 0's status, decided alone, made everyone's.
 Status share_from_root(Comm& comm, const Status& mine) {
-  std::string bytes = comm.rank() == 0 ? pack(mine) : std::string();
+  std::string bytes = comm.rank() == 0 ? encode_status(mine) : std::string();
   Status st = comm.broadcast(bytes, 0, "sharing the job's status");
   if (!st.is_ok()) return st;
-  return unpack(bytes);
+  return decode_status(bytes);
 }
 
 // Every rank's status: the first error by rank, or OK.
 Status share_all(Comm& comm, const Status& mine) {
-  auto all = comm.all_gather(pack(mine), "sharing the encode phase's status");
+  auto all = comm.all_gather(encode_status(mine), "sharing the encode phase's status");
   if (!all.is_ok()) return all.status();
   for (size_t r = 0; r < all->size(); ++r) {
-    Status s = unpack((*all)[r]);
+    Status s = decode_status((*all)[r]);
     if (!s.is_ok()) return s.with_context("rank " + std::to_string(r));
   }
   return Status::ok();
@@ -57,98 +47,15 @@ void print_error(const Status& s) {
   std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str());
 }
 
-struct Prepared {
-  std::vector<int64_t> pending;
-  std::string model_id;
-  int64_t already_done = 0;
-};
-
-// Rank 0: identity, output folder, resume scan.
-StatusOr<Prepared> prepare_output(const RunContext& ctx) {
-  // Configs and weight headers only: no weights are loaded here.
-  SDXLB_ASSIGN_OR_RETURN(auto probe, SdxlPipeline::load(ctx.job.model, ctx.pipeline_options(false, false)));
-  Prepared p;
-  p.model_id = probe->model_id();
-  const std::string identity = ctx.job.identity(p.model_id);
-  SDXLB_ASSIGN_OR_RETURN(auto folder,
-                         OutputFolder::create_or_open(ctx.job.output, identity, ctx.job.yaml_text,
-                                                      ctx.job.to_canonical_json(), ctx.options.overwrite));
-  SDXLB_ASSIGN_OR_RETURN(auto scan, folder.scan());
-  for (const auto& r : scan.removed_temp) log_info("removed in-flight segment of an earlier run: " + r);
-  for (const auto& r : scan.moved_corrupt) log_warn("moved a corrupt segment aside: " + r);
-  const int64_t n = static_cast<int64_t>(ctx.plan->num_items());
-  p.pending.reserve(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i)
-    if (!scan.is_done(i)) p.pending.push_back(i);
-  p.already_done = n - static_cast<int64_t>(p.pending.size());
-  if (folder.resumed() && !ctx.options.quiet)
-    std::fprintf(stderr, "resuming %s: %lld of %lld items already done\n", ctx.job.output.c_str(),
-                 static_cast<long long>(p.already_done), static_cast<long long>(n));
-  return p;
-}
-
-int finish_on_root(const RunContext& ctx, const Prepared& prep, const RenderSummary& summary,
-                   const std::string& started) {
-  auto folder = OutputFolder::create_or_open(ctx.job.output, ctx.job.identity(prep.model_id),
-                                             ctx.job.yaml_text, ctx.job.to_canonical_json(), false);
-  if (!folder.is_ok()) {
-    print_error(folder.status());
-    return exit_code_for(folder.status());
-  }
-  std::map<std::string, std::string> attrs = {
-      {"job_yaml", ctx.job.yaml_text},
-      {"job_canonical", ctx.job.to_canonical_json()},
-      {"tool", "sdxl-batch"},
-      {"tool_version", SDXLB_VERSION},
-      {"libtorch_version", TORCH_VERSION},
-      {"model_id", prep.model_id},
-      {"device", ctx.device.str()},
-      {"dtype", dtype_name(ctx.job.dtype)},
-      {"run_id", ctx.run_id},
-      {"start_time", started},
-      {"end_time", iso_now()},
-  };
-  auto index = folder->write_index(static_cast<int64_t>(ctx.plan->num_items()), attrs);
-  if (!index.is_ok()) {
-    print_error(index.status());
-    return exit_code_for(index.status());
-  }
-  const double rate = summary.seconds > 0 ? static_cast<double>(summary.rendered) / summary.seconds : 0;
-  std::printf("sdxl-batch: %lld items this run (%lld rendered, %lld failed) in %.1f s, %.2f images/s\n",
-              static_cast<long long>(summary.items), static_cast<long long>(summary.rendered),
-              static_cast<long long>(summary.failed), summary.seconds, rate);
-  for (const auto& [rank, w] : summary.workers) {
-    const double share =
-        summary.items ? 100.0 * static_cast<double>(w.rendered + w.failed) / summary.items : 0;
-    std::printf("  rank %d: %lld images (%.0f%%), %lld failed, busy %.1f s\n", rank,
-                static_cast<long long>(w.rendered), share, static_cast<long long>(w.failed), w.busy_s);
-  }
-  for (const auto& [rank, err] : summary.fatal) std::printf("  rank %d stopped: %s\n", rank, err.c_str());
-  std::printf("dataset: %s (%lld ok, %lld failed, %lld missing of %lld)\n", index->path.c_str(),
-              static_cast<long long>(index->ok), static_cast<long long>(index->failed),
-              static_cast<long long>(index->missing), static_cast<long long>(index->total_items));
-  if (index->failed > 0) {
-    // The failures with their reasons (the index keeps all of them; `sdxl-batch inspect` lists them too).
-    auto reader = DatasetReader::open(ctx.job.output);
-    if (reader.is_ok()) {
-      const auto& failed = reader->summary().failed_items;
-      const size_t show = std::min<size_t>(failed.size(), 20);
-      for (size_t k = 0; k < show; ++k)
-        std::printf("  failed item %lld: %s\n", static_cast<long long>(failed[k].first),
-                    failed[k].second.c_str());
-      if (failed.size() > show)
-        std::printf("  ... and %zu more (sdxl-batch inspect %s)\n", failed.size() - show,
-                    ctx.job.output.c_str());
-    }
-  }
-  if (index->missing > 0) {
-    if (!summary.fatal.empty()) {
-      print_error(Status(StatusCode::kInternal, summary.fatal.begin()->second));
-      return kExitModelOrIo;
-    }
-    return kExitInternal;
-  }
-  return index->failed > 0 ? kExitItemsFailed : kExitOk;
+// Rank 0: the model's identity (configs and weight headers only: no weights are loaded here).
+StatusOr<ModelIdentity> read_model_identity(const RunContext& ctx, const RenderSetup& setup) {
+  SDXLB_ASSIGN_OR_RETURN(auto probe,
+                         SdxlPipeline::load(ctx.job.model, setup.pipeline_options(ctx.job, false, false)));
+  ModelIdentity id;
+  id.model_id = probe->model_id();
+  id.text_encoder_id = probe->text_encoder_id();
+  id.force_zeros_for_empty_prompt = probe->force_zeros_for_empty_prompt();
+  return id;
 }
 
 }  // namespace
@@ -167,10 +74,21 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
     if (root) print_error(st);
     return kExitInternal;
   }
-  auto ctx = make_run_context(std::move(*job), options, run_id);
+  auto faults = Faults::from_environment();
+  if (!faults.is_ok()) {
+    if (root) print_error(faults.status());
+    return exit_code_for(faults.status());
+  }
+  auto ctx = make_run_context(std::move(*job), options, run_id, gpu_present());
   if (!ctx.is_ok()) {
     if (root) print_error(ctx.status());
     return exit_code_for(ctx.status());
+  }
+  ctx->faults = *faults;
+  auto setup = resolve_render_setup(*ctx);
+  if (!setup.is_ok()) {
+    if (root) print_error(setup.status());
+    return exit_code_for(setup.status());
   }
 
   auto placement = node_placement(comm);
@@ -181,12 +99,18 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   ctx->gpu_slot = placement->slot;
   ctx->workers_on_node = placement->workers_on_node;
 
-  Prepared prep;
+  ResumeState resume;
   Status prep_status;
   if (root) {
-    auto p = prepare_output(*ctx);
-    if (p.is_ok()) prep = std::move(*p);
-    prep_status = p.status();
+    auto id = read_model_identity(*ctx, *setup);
+    if (id.is_ok()) {
+      ctx->model = *id;
+      auto p = open_output(*ctx);
+      if (p.is_ok()) resume = std::move(*p);
+      prep_status = p.status();
+    } else {
+      prep_status = id.status();
+    }
   }
   st = share_from_root(comm, prep_status);
   if (!st.is_ok()) {
@@ -196,7 +120,7 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
 
   // Phase 1: text embeddings, by the workers, into the shared cache.
   const auto te = std::chrono::steady_clock::now();
-  Status enc = root ? Status::ok() : run_encode_phase(comm, *ctx);
+  Status enc = root ? Status::ok() : run_encode_phase(comm, *ctx, *setup);
   st = share_all(comm, enc);
   if (!st.is_ok()) {
     if (root) print_error(st);
@@ -212,15 +136,24 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
 
   // Phase 2: render.
   if (!root) {
-    Status w = run_render_worker(comm, *ctx);
+    Status w = run_render_worker(comm, *ctx, *setup);
     return w.is_ok() ? kExitOk : exit_code_for(w);
   }
-  auto summary = run_coordinator(comm, *ctx, prep.pending);
+  auto summary = run_coordinator(comm, *ctx, resume.pending);
   if (!summary.is_ok()) {
     print_error(summary.status());
     return exit_code_for(summary.status());
   }
-  return finish_on_root(*ctx, prep, *summary, started);
+  const std::map<std::string, std::string> attrs = {
+      {"tool", "sdxl-batch"},
+      {"tool_version", SDXLB_VERSION},
+      {"libtorch_version", TORCH_VERSION},
+      {"device", setup->device.str()},
+      {"dtype", dtype_name(ctx->job.dtype)},
+      {"start_time", started},
+      {"end_time", iso_now()},
+  };
+  return finish_output(*ctx, *summary, attrs);
 }
 
 int run_job(Comm& world, const RunOptions& options) {

@@ -1,14 +1,14 @@
-// JobRunner: `sdxl-batch run` and `sdxl-batch encode` on every rank.
+// JobRunner: `sdxl-batch run` and `sdxl-batch encode` on every rank; it starts both roles.
 //
 // Every rank reads and validates the same job file (nothing is written before it validates). Rank 0 then
-// checks the output folder (a different job there is refused), scans what earlier runs finished, and
-// coordinates; the other ranks encode the missing prompt embeddings, then render. Rank 0 ends by writing
-// index.h5 and printing the summary. With one process (no mpirun), a worker thread runs beside the
-// coordinator, so the same code path serves a laptop and a cluster.
+// reads the model's identity, checks the output folder (a different job there is refused), scans what
+// earlier runs finished, and coordinates; the other ranks encode the missing prompt embeddings, then render.
+// Rank 0 ends by writing index.h5 and printing the summary. With one process (no mpirun), a worker thread
+// runs beside the coordinator, so the same code path serves a laptop and a cluster.
 #pragma once
 
 #include "cluster/comm.h"
-#include "worker/run_context.h"
+#include "run/run_context.h"
 
 namespace sdxlb {
 

@@ -9,11 +9,11 @@
 #include <c10/util/Exception.h>
 #include <CLI/CLI.hpp>
 
+#include "apps/job_runner.h"
 #include "cluster/comm.h"
 #include "common/exit_codes.h"
 #include "common/log.h"
 #include "common/version.h"
-#include "coordinator/job_runner.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/fused_ops.h"
 #include "pipeline/sdxl_pipeline.h"

@@ -1,6 +1,7 @@
 #include "cluster/node_probe.h"
 
 #include <sys/sysinfo.h>
+#include <unistd.h>
 
 #include <string>
 
@@ -32,6 +33,12 @@ int ranks_sharing_gpu(int slot, int workers, int gpus) {
   for (int s = 0; s < workers; ++s)
     if (s % gpus == slot % gpus) ++n;
   return n > 0 ? n : 1;
+}
+
+std::string host_name() {
+  char buf[256] = {0};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
 }
 
 double host_ram_gib() {

@@ -3,6 +3,8 @@
 // the worker once it is bound to a device (worker.cpp), since reading it needs a CUDA context.
 #pragma once
 
+#include <string>
+
 #include "cluster/comm.h"
 #include "common/status.h"
 
@@ -19,6 +21,9 @@ StatusOr<NodePlacement> node_placement(Comm& world);
 
 /// Workers that use the same GPU as worker `slot` when `workers` workers take `gpus` GPUs round-robin.
 int ranks_sharing_gpu(int slot, int workers, int gpus);
+
+/// This machine's host name.
+std::string host_name();
 
 /// Host RAM in GiB (total), or -1 when unknown.
 double host_ram_gib();

@@ -5,7 +5,6 @@
 
 #include "coordinator/dispatcher.h"
 #include "coordinator/progress.h"
-#include "worker/fault_injection.h"
 
 namespace sdxlb {
 
@@ -32,7 +31,7 @@ StatusOr<RenderSummary> run_coordinator(Comm& comm, const RunContext& ctx,
       summary.failed += static_cast<int64_t>(req.failed.size());
       if (n) progress.add(n);
       reported += n;
-      FaultPlan::get().maybe_kill(comm.rank(), reported);
+      ctx.faults->maybe_kill(comm.rank(), reported);
       WorkAssignment work;
       work.items = dispatcher.next(src);
       work.stop = work.items.empty();

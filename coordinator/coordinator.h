@@ -9,8 +9,8 @@
 
 #include "cluster/comm.h"
 #include "common/status.h"
-#include "coordinator/protocol.h"
-#include "worker/run_context.h"
+#include "run/protocol.h"
+#include "run/run_context.h"
 
 namespace sdxlb {
 

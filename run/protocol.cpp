@@ -1,4 +1,4 @@
-#include "coordinator/protocol.h"
+#include "run/protocol.h"
 
 #include <nlohmann/json.hpp>
 
@@ -66,6 +66,16 @@ std::string decode_fatal(const std::string& bytes) {
   auto j = parse(bytes, "fatal");
   if (!j.is_ok()) return bytes;
   return j->value("error", bytes);
+}
+
+std::string encode_status(const Status& s) {
+  return std::to_string(static_cast<int>(s.code())) + "\n" + s.message();
+}
+
+Status decode_status(const std::string& bytes) {
+  const auto nl = bytes.find('\n');
+  if (nl == std::string::npos) return internal_error("malformed status from another rank");
+  return Status(static_cast<StatusCode>(std::stoi(bytes.substr(0, nl))), bytes.substr(nl + 1));
 }
 
 }  // namespace sdxlb

@@ -1,4 +1,5 @@
-// The messages between the coordinator (rank 0) and the workers, as JSON over Comm.
+// The messages between the coordinator (rank 0) and the workers, as JSON over Comm, and the one codec for
+// a Status that crosses ranks.
 //
 //   worker -> coordinator  kRequest  {"done": [items rendered OK], "failed": [items that failed]}
 //                                    (the first request has both empty)
@@ -43,5 +44,10 @@ StatusOr<WorkRequest> decode_request(const std::string& bytes);
 StatusOr<WorkAssignment> decode_assignment(const std::string& bytes);
 StatusOr<WorkerReport> decode_report(const std::string& bytes);
 std::string decode_fatal(const std::string& bytes);
+
+/// A Status as bytes for another rank ("<code>\n<message>"), and back. decode_status of malformed bytes
+/// is an internal error saying so.
+std::string encode_status(const Status& status);
+Status decode_status(const std::string& bytes);
 
 }  // namespace sdxlb

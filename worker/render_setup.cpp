@@ -1,12 +1,10 @@
-#include "worker/run_context.h"
+#include "worker/render_setup.h"
 
 #include <ATen/Context.h>
 
-#include "common/utc_time.h"
-
 namespace sdxlb {
 
-PipelineOptions RunContext::pipeline_options(bool text_encoders, bool denoiser) const {
+PipelineOptions RenderSetup::pipeline_options(const JobSpec& job, bool text_encoders, bool denoiser) const {
   PipelineOptions o;
   o.variant = job.model_variant;
   o.dtype = dtype;
@@ -24,7 +22,7 @@ PipelineOptions RunContext::pipeline_options(bool text_encoders, bool denoiser) 
   return o;
 }
 
-RenderSettings RunContext::render_settings() const {
+RenderSettings render_settings(const JobSpec& job) {
   RenderSettings s;
   s.steps = job.steps;
   s.guidance = job.guidance;
@@ -33,80 +31,75 @@ RenderSettings RunContext::render_settings() const {
   return s;
 }
 
-StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, const std::string& run_id) {
-  RunContext ctx;
-  ctx.options = options;
-  ctx.run_id = run_id;
-  SDXLB_ASSIGN_OR_RETURN(auto plan, JobPlan::build(job));
-  ctx.plan = std::make_shared<const JobPlan>(std::move(plan));
+bool gpu_present() {
+  return at::hasCUDA();
+}
 
-  const bool have_cuda = at::hasCUDA();
+StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx) {
+  const JobSpec& job = ctx.job;
+  RenderSetup setup;
+  const bool have_cuda = gpu_present();
   switch (job.device) {
     case JobSpec::Device::kCpu:
-      ctx.device = at::kCPU;
+      setup.device = at::kCPU;
       break;
     case JobSpec::Device::kCuda:
       if (!have_cuda)
         return failed_precondition(job.job_file +
                                    ": device is cuda, but LibTorch sees no CUDA GPU on this node "
                                    "(check CUDA_VISIBLE_DEVICES and the driver, or set device: cpu)");
-      ctx.device = at::Device(at::kCUDA, 0);
+      setup.device = at::Device(at::kCUDA, 0);
       break;
     case JobSpec::Device::kAuto:
-      ctx.device = have_cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+      setup.device = have_cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
       break;
   }
   switch (job.dtype) {
     case JobSpec::DType::kFp16:
-      ctx.dtype = at::kHalf;
+      setup.dtype = at::kHalf;
       break;
     case JobSpec::DType::kBf16:
-      ctx.dtype = at::kBFloat16;
+      setup.dtype = at::kBFloat16;
       break;
     case JobSpec::DType::kFp32:
-      ctx.dtype = at::kFloat;
+      setup.dtype = at::kFloat;
       break;
   }
-  if (ctx.device.is_cpu() && ctx.dtype != at::kFloat)
+  if (setup.device.is_cpu() && setup.dtype != at::kFloat)
     return invalid_argument(
         job.job_file + ": dtype " + dtype_name(job.dtype) +
         " is for GPUs; this run is on the CPU (set dtype: fp32, or device: cuda on a GPU node)");
   if (job.resolved_decoder() == JobSpec::Decoder::kTiny) {
-    ctx.decoder = DecoderKind::kTiny;
+    setup.decoder = DecoderKind::kTiny;
   } else {
     switch (job.memory.decode) {
       case JobSpec::Decode::kSliced:
-        ctx.decoder = DecoderKind::kSliced;
+        setup.decoder = DecoderKind::kSliced;
         break;
       case JobSpec::Decode::kTiled:
-        ctx.decoder = DecoderKind::kTiled;
+        setup.decoder = DecoderKind::kTiled;
         break;
       default:
-        ctx.decoder = DecoderKind::kFull;
+        setup.decoder = DecoderKind::kFull;
         break;
     }
   }
   switch (job.memory.placement) {
     case JobSpec::Placement::kModelOffload:
-      ctx.placement = Placement::kModelOffload;
+      setup.placement = Placement::kModelOffload;
       break;
     case JobSpec::Placement::kStreamed:
-      ctx.placement = Placement::kStreamed;
+      setup.placement = Placement::kStreamed;
       break;
     case JobSpec::Placement::kSequential:
-      ctx.placement = Placement::kSequential;
+      setup.placement = Placement::kSequential;
       break;
     default:
-      ctx.placement = Placement::kResident;
+      setup.placement = Placement::kResident;
       break;
   }
-  ctx.batch_size = job.batch_size ? *job.batch_size : (ctx.device.is_cuda() ? 8 : 1);
-  ctx.job = std::move(job);
-  return ctx;
-}
-
-std::string utc_run_id() {
-  return utc_now("%Y%m%dT%H%M%SZ");
+  setup.batch_size = ctx.batch_size;
+  return setup;
 }
 
 }  // namespace sdxlb

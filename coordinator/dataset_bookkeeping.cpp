@@ -1,0 +1,96 @@
+#include "coordinator/dataset_bookkeeping.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "common/exit_codes.h"
+#include "common/log.h"
+#include "store/dataset_reader.h"
+#include "store/output_folder.h"
+
+namespace sdxlb {
+namespace {
+
+void print_error(const Status& s) {
+  std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str());
+}
+
+}  // namespace
+
+StatusOr<ResumeState> open_output(const RunContext& ctx) {
+  const std::string identity = ctx.job.identity(ctx.model.model_id);
+  SDXLB_ASSIGN_OR_RETURN(auto folder,
+                         OutputFolder::create_or_open(ctx.job.output, identity, ctx.job.yaml_text,
+                                                      ctx.job.to_canonical_json(), ctx.options.overwrite));
+  SDXLB_ASSIGN_OR_RETURN(auto scan, folder.scan());
+  for (const auto& r : scan.removed_temp) log_info("removed in-flight segment of an earlier run: " + r);
+  for (const auto& r : scan.moved_corrupt) log_warn("moved a corrupt segment aside: " + r);
+  const int64_t n = static_cast<int64_t>(ctx.plan->num_items());
+  ResumeState p;
+  p.pending.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    if (!scan.is_done(i)) p.pending.push_back(i);
+  p.already_done = n - static_cast<int64_t>(p.pending.size());
+  if (folder.resumed() && !ctx.options.quiet)
+    std::fprintf(stderr, "resuming %s: %lld of %lld items already done\n", ctx.job.output.c_str(),
+                 static_cast<long long>(p.already_done), static_cast<long long>(n));
+  return p;
+}
+
+int finish_output(const RunContext& ctx, const RenderSummary& summary,
+                  const std::map<std::string, std::string>& attributes) {
+  auto folder = OutputFolder::create_or_open(ctx.job.output, ctx.job.identity(ctx.model.model_id),
+                                             ctx.job.yaml_text, ctx.job.to_canonical_json(), false);
+  if (!folder.is_ok()) {
+    print_error(folder.status());
+    return exit_code_for(folder.status());
+  }
+  std::map<std::string, std::string> attrs = attributes;
+  attrs["job_yaml"] = ctx.job.yaml_text;
+  attrs["job_canonical"] = ctx.job.to_canonical_json();
+  attrs["model_id"] = ctx.model.model_id;
+  attrs["run_id"] = ctx.run_id;
+  auto index = folder->write_index(static_cast<int64_t>(ctx.plan->num_items()), attrs);
+  if (!index.is_ok()) {
+    print_error(index.status());
+    return exit_code_for(index.status());
+  }
+  const double rate = summary.seconds > 0 ? static_cast<double>(summary.rendered) / summary.seconds : 0;
+  std::printf("sdxl-batch: %lld items this run (%lld rendered, %lld failed) in %.1f s, %.2f images/s\n",
+              static_cast<long long>(summary.items), static_cast<long long>(summary.rendered),
+              static_cast<long long>(summary.failed), summary.seconds, rate);
+  for (const auto& [rank, w] : summary.workers) {
+    const double share =
+        summary.items ? 100.0 * static_cast<double>(w.rendered + w.failed) / summary.items : 0;
+    std::printf("  rank %d: %lld images (%.0f%%), %lld failed, busy %.1f s\n", rank,
+                static_cast<long long>(w.rendered), share, static_cast<long long>(w.failed), w.busy_s);
+  }
+  for (const auto& [rank, err] : summary.fatal) std::printf("  rank %d stopped: %s\n", rank, err.c_str());
+  std::printf("dataset: %s (%lld ok, %lld failed, %lld missing of %lld)\n", index->path.c_str(),
+              static_cast<long long>(index->ok), static_cast<long long>(index->failed),
+              static_cast<long long>(index->missing), static_cast<long long>(index->total_items));
+  if (index->failed > 0) {
+    // The failures with their reasons (the index keeps all of them; `sdxl-batch inspect` lists them too).
+    auto reader = DatasetReader::open(ctx.job.output);
+    if (reader.is_ok()) {
+      const auto& failed = reader->summary().failed_items;
+      const size_t show = std::min<size_t>(failed.size(), 20);
+      for (size_t k = 0; k < show; ++k)
+        std::printf("  failed item %lld: %s\n", static_cast<long long>(failed[k].first),
+                    failed[k].second.c_str());
+      if (failed.size() > show)
+        std::printf("  ... and %zu more (sdxl-batch inspect %s)\n", failed.size() - show,
+                    ctx.job.output.c_str());
+    }
+  }
+  if (index->missing > 0) {
+    if (!summary.fatal.empty()) {
+      print_error(Status(StatusCode::kInternal, summary.fatal.begin()->second));
+      return kExitModelOrIo;
+    }
+    return kExitInternal;
+  }
+  return index->failed > 0 ? kExitItemsFailed : kExitOk;
+}
+
+}  // namespace sdxlb

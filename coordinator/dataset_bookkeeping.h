@@ -1,0 +1,32 @@
+// The coordinator's bookkeeping of the dataset: at start, open (or create) the output folder and find what
+// earlier runs finished; at the end, write index.h5 over every complete segment and print the summary.
+// Rank 0 only; no LibTorch.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/coordinator.h"
+#include "run/run_context.h"
+
+namespace sdxlb {
+
+struct ResumeState {
+  std::vector<int64_t> pending;  ///< items still to render, ascending
+  int64_t already_done = 0;
+};
+
+/// Opens the job's output folder (a different job there is refused unless --overwrite), removes stale
+/// in-flight segments and moves corrupt ones aside, and lists the items still to render. Errors: those of
+/// OutputFolder::create_or_open and scan.
+StatusOr<ResumeState> open_output(const RunContext& ctx);
+
+/// Writes index.h5 with `attributes` (plus the job's own), prints the summary and the failed items, and
+/// returns the process exit code (common/exit_codes.h).
+int finish_output(const RunContext& ctx, const RenderSummary& summary,
+                  const std::map<std::string, std::string>& attributes);
+
+}  // namespace sdxlb

@@ -1,0 +1,264 @@
+#include "worker/batch_renderer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "cluster/node_probe.h"
+#include "common/log.h"
+#include "common/process_clock.h"
+#include "pipeline/memory_plan.h"
+#include "worker/device_binding.h"
+
+#ifdef SDXLB_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace sdxlb {
+namespace {
+using Clock = std::chrono::steady_clock;
+}  // namespace
+
+BatchRenderer::BatchRenderer(const RunContext& ctx, RenderSetup setup, int rank)
+    : ctx_(ctx), setup_(std::move(setup)), rank_(rank), oom_faults_left_(ctx.faults->oom_batches()) {}
+
+BatchRenderer::~BatchRenderer() = default;
+
+Status BatchRenderer::init() {
+  setup_.device = bind_device(setup_.device, ctx_.gpu_slot);
+  SDXLB_RETURN_IF_ERROR(apply_memory_plan());
+  SDXLB_ASSIGN_OR_RETURN(pipe_,
+                         SdxlPipeline::load(ctx_.job.model, setup_.pipeline_options(ctx_.job, false, true)));
+  SDXLB_ASSIGN_OR_RETURN(auto cache,
+                         EmbeddingCache::open(ctx_.job.embedding_cache, pipe_->text_encoder_id()));
+  cache_.emplace(std::move(cache));
+  host_ = host_name();
+  gpu_ = device_name(setup_.device);
+  return Status::ok();
+}
+
+Status BatchRenderer::render(const std::vector<int64_t>& items, ItemSink& sink, WorkRequest* report) {
+  const auto t0 = Clock::now();
+  const bool cpu = setup_.device.is_cpu();
+  const size_t step = cpu ? 1 : static_cast<size_t>(setup_.batch_size);
+  for (size_t i = 0; i < items.size(); i += step) {
+    const std::vector<int64_t> chunk(items.begin() + i, items.begin() + std::min(items.size(), i + step));
+    SDXLB_RETURN_IF_ERROR(render_padded(chunk, cpu ? 1 : setup_.batch_size, sink, report));
+  }
+  busy_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
+  return Status::ok();
+}
+
+Status BatchRenderer::render_padded(const std::vector<int64_t>& items, int64_t batch, ItemSink& sink,
+                                    WorkRequest* report) {
+  const int64_t m = static_cast<int64_t>(items.size());
+  const int64_t b = std::max<int64_t>(batch, m);
+  std::vector<std::string> pos_texts, neg_texts;
+  std::vector<uint64_t> seeds;
+  std::vector<PlanItem> plan_items;
+  for (int64_t k = 0; k < b; ++k) {
+    const PlanItem it =
+        ctx_.plan->item(static_cast<uint64_t>(items[std::min(k, m - 1)]));  // pad with the last
+    plan_items.push_back(it);
+    pos_texts.emplace_back(ctx_.plan->prompt_text(it.prompt));
+    neg_texts.emplace_back(ctx_.plan->negative_text(it.prompt));
+    seeds.push_back(it.seed);
+  }
+  std::vector<std::string> errors(m);
+  at::Tensor images;
+  Status st = render_batch(pos_texts, neg_texts, seeds, items, &images, &errors);
+  if (st.code() == StatusCode::kResourceExhausted && pipe_->options().unet_streams > 1) {
+    // Out of memory, first step down: denoise the images of a batch one after the other instead of
+    // concurrently (the same pixels, one image's activations at a time), and retry the batch.
+    log_warn("out of GPU memory on a batch of " + std::to_string(m) +
+             " items; denoising one image at a time from now on and retrying (" + st.message() + ")");
+    release_cached_memory();
+    pipe_->set_unet_streams(1);
+    st = render_batch(pos_texts, neg_texts, seeds, items, &images, &errors);
+  }
+  if (st.code() == StatusCode::kResourceExhausted) {
+    // Still out of memory: free the allocator's cache and go one item at a time (each retried once), so
+    // that no item is lost; an item that still does not fit is stored as failed and retried by the next
+    // run.
+    log_warn("out of GPU memory on a batch of " + std::to_string(m) +
+             " items; retrying them one at a time (" + st.message() + ")");
+    release_cached_memory();
+    if (m > 1 || batch > 1) {
+      for (int64_t item : items) SDXLB_RETURN_IF_ERROR(render_padded({item}, 1, sink, report));
+      return Status::ok();
+    }
+    st = render_batch(pos_texts, neg_texts, seeds, items, &images, &errors);
+  }
+  for (int64_t k = 0; k < m; ++k) {
+    if (!st.is_ok()) errors[k] = st.to_string();
+    ItemRecord r;
+    const PlanItem& it = plan_items[k];
+    r.item_index = static_cast<int64_t>(it.index);
+    r.prompt_index = static_cast<int64_t>(it.prompt);
+    r.image_k = static_cast<int32_t>(it.image);
+    r.seed = it.seed;
+    r.prompt = pos_texts[k];
+    r.negative_prompt = neg_texts[k];
+    r.steps = static_cast<int32_t>(ctx_.job.steps);
+    r.guidance = static_cast<float>(ctx_.job.guidance);
+    r.width = static_cast<int32_t>(ctx_.job.width);
+    r.height = static_cast<int32_t>(ctx_.job.height);
+    r.scheduler = scheduler_name(ctx_.job.scheduler);
+    r.model_id = pipe_->model_id();
+    r.rank = rank_;
+    r.host = host_;
+    r.gpu = gpu_;
+    r.ms_encode = static_cast<float>(embed_ms_ / b);
+    r.ms_denoise = static_cast<float>(pipe_->last_times().denoise_ms / b);
+    r.ms_decode = static_cast<float>(pipe_->last_times().decode_ms / b);
+    r.ok = errors[k].empty();
+    r.error = errors[k];
+    const uint8_t* rgb = r.ok ? images[k].data_ptr<uint8_t>() : nullptr;
+    SDXLB_RETURN_IF_ERROR(sink.add(r, rgb));
+    (r.ok ? report->done : report->failed).push_back(r.item_index);
+    (r.ok ? rendered_ : failed_)++;
+    ctx_.faults->maybe_kill(rank_, rendered_ + failed_);
+  }
+  return Status::ok();
+}
+
+void BatchRenderer::log_peak_memory() const {
+#ifdef SDXLB_WITH_CUDA
+  if (setup_.device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(setup_.device.index());
+    char line[128];
+    std::snprintf(line, sizeof line,
+                  "peak GPU memory: %.2f GiB allocated (%.2f GiB reserved by the allocator)",
+                  static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 30),
+                  static_cast<double>(stats.reserved_bytes[0].peak) / (1 << 30));
+    log_info(line);
+  }
+#endif
+}
+
+// Caps the caching allocator at memory.max_gpu_gib, chooses the memory plan for this GPU and logs it with its
+// estimate. (No choice of the plan changes pixels, except a tiled decode when nothing else fits.)
+Status BatchRenderer::apply_memory_plan() {
+#ifdef SDXLB_WITH_CUDA
+  if (!setup_.device.is_cuda()) return Status::ok();
+  const double total_gib =
+      static_cast<double>(at::cuda::getDeviceProperties(setup_.device.index())->totalGlobalMem) / (1 << 30);
+  if (ctx_.job.memory.max_gpu_gib) {
+    const double fraction = std::min(1.0, *ctx_.job.memory.max_gpu_gib / total_gib);
+    c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, setup_.device.index());
+  }
+  const int gpus = static_cast<int>(at::getNumGPUs());
+  const int sharing = ranks_sharing_gpu(ctx_.gpu_slot, ctx_.workers_on_node, gpus);
+  size_t free_b = 0, total_b = 0;
+  cudaMemGetInfo(&free_b, &total_b);
+  char probe[200];
+  std::snprintf(probe, sizeof probe,
+                "node: %d GPUs, %d workers, %d on GPU %d (%.1f GiB total, %.1f GiB free), host RAM %.0f GiB",
+                gpus, ctx_.workers_on_node, sharing, static_cast<int>(setup_.device.index()), total_gib,
+                static_cast<double>(free_b) / (1 << 30), host_ram_gib());
+  log_info(probe);
+  GpuBudgetInput gpu{total_gib, sharing, ctx_.job.memory.max_gpu_gib,
+                     host_ram_gib() / std::max(1, ctx_.workers_on_node)};
+  MemoryRequest req;
+  req.width = ctx_.job.width;
+  req.height = ctx_.job.height;
+  req.steps = ctx_.job.steps;
+  req.tiny_decoder = setup_.decoder == DecoderKind::kTiny;
+  req.batch_size = ctx_.job.batch_size;
+  if (ctx_.job.memory.decode != JobSpec::Decode::kAuto) req.decode = decode_name(ctx_.job.memory.decode);
+  req.placement = placement_name(ctx_.job.memory.placement);
+  if (ctx_.job.memory.concurrent_images)
+    req.concurrent_images = static_cast<int>(*ctx_.job.memory.concurrent_images);
+  auto chosen = choose_memory_plan(gpu, req);
+  if (!chosen.is_ok()) return chosen.status().with_context(ctx_.job.job_file);
+  const MemoryPlan& plan = *chosen;
+  log_info(plan.describe());
+  setup_.placement = plan.placement == "model_offload" ? Placement::kModelOffload
+                     : plan.placement == "streamed"    ? Placement::kStreamed
+                     : plan.placement == "sequential"  ? Placement::kSequential
+                                                       : Placement::kResident;
+  setup_.unet_streams = plan.unet_streams;
+  setup_.resident_budget_bytes = static_cast<int64_t>(plan.resident_budget_gib * (1 << 30));
+  setup_.unload_for_decode = plan.unload_for_decode;
+  setup_.tight_memory =
+      ctx_.job.memory.max_gpu_gib.has_value() || sharing > 1 || plan.placement != "resident";
+  if (plan.decode == "tiled") setup_.decoder = DecoderKind::kTiled;
+  setup_.batch_size = plan.batch_size;
+#endif
+  return Status::ok();
+}
+
+void BatchRenderer::release_cached_memory() {
+#ifdef SDXLB_WITH_CUDA
+  if (setup_.device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+}
+
+// Renders a padded batch. Per-item problems (NaN latents or images) land in `errors`; a failure of the whole
+// batch is returned.
+Status BatchRenderer::render_batch(const std::vector<std::string>& pos, const std::vector<std::string>& neg,
+                                   const std::vector<uint64_t>& seeds, const std::vector<int64_t>& items,
+                                   at::Tensor* images, std::vector<std::string>* errors) {
+  if (oom_faults_left_ > 0) {
+    --oom_faults_left_;
+    return Status(StatusCode::kResourceExhausted, "injected out-of-memory (SDXLB_FAULT oom_batches)");
+  }
+  const auto te = Clock::now();
+  SDXLB_ASSIGN_OR_RETURN(auto pos_e, cache_->read(pos));
+  TextEmbeddings positive{pos_e.first.to(setup_.device, setup_.dtype),
+                          pos_e.second.to(setup_.device, setup_.dtype)};
+  TextEmbeddings negative;
+  std::vector<std::string> neg_needed;
+  for (const auto& n : neg)
+    if (!(n.empty() && pipe_->force_zeros_for_empty_prompt())) neg_needed.push_back(n);
+  if (neg_needed.size() == neg.size()) {
+    SDXLB_ASSIGN_OR_RETURN(auto ne, cache_->read(neg));
+    negative = {ne.first.to(setup_.device, setup_.dtype), ne.second.to(setup_.device, setup_.dtype)};
+  } else {
+    // Mixed batch: zeros for the empty negatives, stored embeddings for the others.
+    negative = {at::zeros_like(positive.prompt_embeds), at::zeros_like(positive.pooled)};
+    for (size_t k = 0; k < neg.size(); ++k) {
+      if (neg[k].empty() && pipe_->force_zeros_for_empty_prompt()) continue;
+      SDXLB_ASSIGN_OR_RETURN(auto ne, cache_->read({neg[k]}));
+      negative.prompt_embeds[k].copy_(ne.first[0]);
+      negative.pooled[k].copy_(ne.second[0]);
+    }
+  }
+  embed_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - te).count();
+  if (first_batch_) {
+    first_batch_ = false;
+    char line[96];
+    std::snprintf(line, sizeof line, "startup: first UNet step at %.2f s after process start",
+                  seconds_since_process_start());
+    log_info(line);
+  }
+  SDXLB_ASSIGN_OR_RETURN(auto latents, pipe_->denoise(positive, negative, seeds, render_settings(ctx_.job)));
+  if (!placement_logged_) {
+    placement_logged_ = true;
+    log_info(pipe_->placement_summary());
+  }
+  at::Tensor bad;
+  {
+    c10::InferenceMode guard;
+    for (size_t k = 0; k < items.size(); ++k)
+      if (ctx_.faults->nan_item(items[k])) latents[k].fill_(NAN);
+    // Rows with NaN/Inf are reported per item and zeroed, so the decode keeps its fixed batch shape.
+    bad = latents.isfinite().logical_not().flatten(1).any(1).to(at::kCPU);
+    latents.masked_fill_(latents.isfinite().logical_not(), 0);
+  }
+  const bool* bad_rows = bad.data_ptr<bool>();
+  for (size_t k = 0; k < items.size(); ++k)
+    if (bad_rows[k])
+      (*errors)[k] = "the latents of item " + std::to_string(items[k]) +
+                     " hold NaN or Inf after denoising (numerical overflow; try dtype bf16 or fp32)";
+  SDXLB_ASSIGN_OR_RETURN(*images, pipe_->decode(latents));
+  *images = images->contiguous();
+  return Status::ok();
+}
+
+}  // namespace sdxlb

@@ -1,0 +1,68 @@
+// BatchRenderer: a worker's pipeline for the render phase. It binds the worker to its GPU, chooses the memory
+// plan, loads the UNet and decoder, and turns a list of items into finished items (pixels and metadata) for
+// an ItemSink. Each image is computed on its own, so its pixels do not depend on the batch it is in.
+//
+// Out of memory: the first step down denoises one image at a time (same pixels), the next renders the items
+// one by one; an item that still fails is stored as failed with the reason (a later run retries it).
+// Not thread-safe: one per worker.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "common/status.h"
+#include "run/protocol.h"
+#include "run/run_context.h"
+#include "store/embedding_cache.h"
+#include "worker/item_sink.h"
+#include "worker/render_setup.h"
+
+namespace sdxlb {
+
+class BatchRenderer {
+ public:
+  BatchRenderer(const RunContext& ctx, RenderSetup setup, int rank);
+  ~BatchRenderer();
+
+  /// Binds the device, applies the memory plan, loads the pipeline and opens the embedding cache. Errors:
+  /// those of SdxlPipeline::load and EmbeddingCache::open, and of the memory plan (no plan fits).
+  Status init();
+  /// Renders `items` (one dispatched batch) in calls of the plan's batch size (the last one padded, so that
+  /// one CUDA graph serves them all; one item per call on the CPU) and adds each to `sink`; their indices go
+  /// to report->done or report->failed. Errors: a failure that stops the worker (the sink failed, or a
+  /// LibTorch error outside one batch).
+  Status render(const std::vector<int64_t>& items, ItemSink& sink, WorkRequest* report);
+  /// Logs the peak GPU memory (on a GPU).
+  void log_peak_memory() const;
+
+  int64_t rendered() const { return rendered_; }
+  int64_t failed() const { return failed_; }
+  double busy_seconds() const { return busy_s_; }
+
+ private:
+  Status apply_memory_plan();
+  void release_cached_memory();
+  Status render_padded(const std::vector<int64_t>& items, int64_t batch, ItemSink& sink, WorkRequest* report);
+  Status render_batch(const std::vector<std::string>& pos, const std::vector<std::string>& neg,
+                      const std::vector<uint64_t>& seeds, const std::vector<int64_t>& items,
+                      at::Tensor* images, std::vector<std::string>* errors);
+
+  const RunContext& ctx_;
+  RenderSetup setup_;
+  int rank_;
+  std::unique_ptr<SdxlPipeline> pipe_;
+  std::optional<EmbeddingCache> cache_;
+  std::string host_, gpu_;
+  int64_t rendered_ = 0, failed_ = 0;
+  double busy_s_ = 0, embed_ms_ = 0;
+  bool first_batch_ = true;
+  bool placement_logged_ = false;
+  int64_t oom_faults_left_ = 0;
+};
+
+}  // namespace sdxlb

@@ -1,0 +1,86 @@
+#include "worker/encode_phase.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include <ATen/ATen.h>
+
+#include "common/log.h"
+#include "store/embedding_cache.h"
+#include "worker/device_binding.h"
+
+namespace sdxlb {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Texts the encode phase needs: every distinct prompt and non-empty negative, plus "" when the model
+// encodes empty negatives instead of zeroing them.
+std::vector<std::string> texts_to_encode(const JobPlan& plan, bool force_zeros) {
+  std::vector<std::string> out;
+  const UniqueTexts& t = plan.texts();
+  out.reserve(t.size() + 1);
+  for (uint32_t i = 0; i < t.size(); ++i) out.emplace_back(t.text(i));
+  if (!force_zeros) out.emplace_back("");
+  return out;
+}
+
+}  // namespace
+
+Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& base_setup) {
+  RenderSetup setup = base_setup;
+  const int w = comm.rank() - 1, nw = comm.size() - 1;
+  setup.device = bind_device(setup.device, ctx.gpu_slot);
+  // Find what is missing before loading the encoders: a resumed job usually has everything.
+  auto probe = SdxlPipeline::load(ctx.job.model, setup.pipeline_options(ctx.job, false, false));
+  if (!probe.is_ok()) return probe.status();
+  SDXLB_ASSIGN_OR_RETURN(auto cache,
+                         EmbeddingCache::open(ctx.job.embedding_cache, (*probe)->text_encoder_id()));
+  const bool force_zeros = (*probe)->force_zeros_for_empty_prompt();
+  probe = Status(StatusCode::kInternal, "released");
+  const std::vector<std::string> missing = cache.missing(texts_to_encode(*ctx.plan, force_zeros));
+  const size_t begin = missing.size() * static_cast<size_t>(w) / static_cast<size_t>(nw);
+  const size_t end = missing.size() * static_cast<size_t>(w + 1) / static_cast<size_t>(nw);
+  if (begin == end) return Status::ok();
+
+  SDXLB_ASSIGN_OR_RETURN(auto pipe,
+                         SdxlPipeline::load(ctx.job.model, setup.pipeline_options(ctx.job, true, false)));
+  const size_t chunk = 64;          // texts per encoder call
+  const size_t shard_texts = 4096;  // texts per shard file
+  std::vector<std::string> pending;
+  std::vector<at::Tensor> embeds, pooled;
+  int64_t shard_n = 0;
+  auto flush = [&]() -> Status {
+    if (pending.empty()) return Status::ok();
+    const std::string tag = ctx.run_id + "-r" + std::to_string(comm.rank()) + "-" + std::to_string(shard_n++);
+    SDXLB_RETURN_IF_ERROR(cache.write_shard(tag, pending, at::cat(embeds, 0), at::cat(pooled, 0)));
+    pending.clear();
+    embeds.clear();
+    pooled.clear();
+    return Status::ok();
+  };
+  const auto t_encode = Clock::now();
+  for (size_t i = begin; i < end; i += chunk) {
+    std::vector<std::string> texts(missing.begin() + i, missing.begin() + std::min(end, i + chunk));
+    // Always `chunk` rows (padded with the last text): with one shape, a text's embedding does not depend on
+    // which texts share its batch, so it is the same whatever the cache held and however many ranks encode.
+    const size_t n = texts.size();
+    while (texts.size() < chunk) texts.push_back(texts.back());
+    SDXLB_ASSIGN_OR_RETURN(auto e, pipe->encode(texts));
+    texts.resize(n);
+    embeds.push_back(e.prompt_embeds.narrow(0, 0, static_cast<int64_t>(n)).to(at::kCPU, at::kHalf));
+    pooled.push_back(e.pooled.narrow(0, 0, static_cast<int64_t>(n)).to(at::kCPU, at::kHalf));
+    pending.insert(pending.end(), texts.begin(), texts.end());
+    if (pending.size() >= shard_texts) SDXLB_RETURN_IF_ERROR(flush());
+  }
+  SDXLB_RETURN_IF_ERROR(flush());
+  const double secs = std::chrono::duration<double>(Clock::now() - t_encode).count();
+  char line[160];
+  std::snprintf(line, sizeof line, "encode: %zu texts in %.2f s (%.1f texts/s at batch %zu, stored included)",
+                end - begin, secs, static_cast<double>(end - begin) / secs, chunk);
+  log_info(line);
+  return Status::ok();
+}
+
+}  // namespace sdxlb

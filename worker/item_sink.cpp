@@ -1,0 +1,37 @@
+#include "worker/item_sink.h"
+
+#include "store/output_folder.h"
+
+namespace sdxlb {
+
+ItemSink::ItemSink(const RunContext& ctx, int rank) : ctx_(&ctx), rank_(rank) {}
+
+ItemSink::~ItemSink() = default;
+
+Status ItemSink::add(const ItemRecord& r, const uint8_t* rgb) {
+  if (!segment_) {
+    SegmentOptions o;
+    o.path = segment_file_path(ctx_->job.output, ctx_->run_id, rank_, segments_);
+    o.encoding =
+        ctx_->job.image_format == JobSpec::ImageFormat::kPng ? ImageEncoding::kPng : ImageEncoding::kRaw;
+    o.height = static_cast<int>(ctx_->job.height);
+    o.width = static_cast<int>(ctx_->job.width);
+    o.run_id = ctx_->run_id;
+    o.rank = rank_;
+    SDXLB_ASSIGN_OR_RETURN(auto w, SegmentWriter::create(o));
+    segment_ = std::make_unique<SegmentWriter>(std::move(w));
+  }
+  SDXLB_RETURN_IF_ERROR(segment_->add(r, rgb));
+  if (segment_->size() >= ctx_->job.segment_items) SDXLB_RETURN_IF_ERROR(publish());
+  return Status::ok();
+}
+
+Status ItemSink::publish() {
+  if (!segment_) return Status::ok();
+  SDXLB_RETURN_IF_ERROR(segment_->publish());
+  segment_.reset();
+  ++segments_;
+  return Status::ok();
+}
+
+}  // namespace sdxlb
