@@ -4,10 +4,13 @@
 #include <cstdio>
 #include <thread>
 
+#include <unistd.h>
+
 #include <torch/version.h>
 
 #include "cluster/node_probe.h"
 #include "common/exit_codes.h"
+#include "common/log.h"
 #include "common/utc_time.h"
 #include "common/version.h"
 #include "coordinator/coordinator.h"
@@ -47,6 +50,52 @@ void print_error(const Status& s) {
   std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str());
 }
 
+// Seconds per start-up phase, for the log ("job file 0.01 s, ranks 0.02 s, ...").
+class StartupClock {
+ public:
+  void lap(const char* what) {
+    const auto now = std::chrono::steady_clock::now();
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s%s %.2f s", text_.empty() ? "" : ", ", what,
+                  std::chrono::duration<double>(now - last_).count());
+    text_ += buf;
+    last_ = now;
+  }
+  std::string summary() const { return text_; }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+  std::string text_;
+};
+
+// Host and pid of every rank, indexed by rank (for the coordinator's messages about a lost worker).
+StatusOr<std::vector<RankInfo>> gather_rank_info(Comm& comm) {
+  SDXLB_ASSIGN_OR_RETURN(auto all, comm.all_gather(std::to_string(::getpid()) + " " + host_name(),
+                                                   "finding where the ranks run"));
+  std::vector<RankInfo> out(all.size());
+  for (size_t r = 0; r < all.size(); ++r) {
+    const auto sp = all[r].find(' ');
+    out[r].pid = std::atoi(all[r].substr(0, sp).c_str());
+    out[r].host = sp == std::string::npos ? "" : all[r].substr(sp + 1);
+  }
+  return out;
+}
+
+std::string encode_identity(const ModelIdentity& id) {
+  return id.model_id + "\n" + id.text_encoder_id + "\n" + (id.force_zeros_for_empty_prompt ? "1" : "0");
+}
+
+ModelIdentity decode_identity(const std::string& bytes) {
+  ModelIdentity id;
+  const auto a = bytes.find('\n');
+  const auto b = bytes.find('\n', a == std::string::npos ? a : a + 1);
+  if (a == std::string::npos || b == std::string::npos) return id;
+  id.model_id = bytes.substr(0, a);
+  id.text_encoder_id = bytes.substr(a + 1, b - a - 1);
+  id.force_zeros_for_empty_prompt = bytes.substr(b + 1) == "1";
+  return id;
+}
+
 // Rank 0: the model's identity (configs and weight headers only: no weights are loaded here).
 StatusOr<ModelIdentity> read_model_identity(const RunContext& ctx, const RenderSetup& setup) {
   SDXLB_ASSIGN_OR_RETURN(auto probe,
@@ -63,6 +112,7 @@ StatusOr<ModelIdentity> read_model_identity(const RunContext& ctx, const RenderS
 int run_job_on_rank(Comm& comm, const RunOptions& options) {
   const bool root = comm.rank() == 0;
   const std::string started = iso_now();
+  StartupClock clock;
   auto job = JobSpec::load_file(options.job_file);
   if (!job.is_ok()) {
     if (root) print_error(job.status());
@@ -90,6 +140,7 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
     if (root) print_error(setup.status());
     return exit_code_for(setup.status());
   }
+  clock.lap("job file");
 
   auto placement = node_placement(comm);
   if (!placement.is_ok()) {
@@ -98,16 +149,28 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   }
   ctx->gpu_slot = placement->slot;
   ctx->workers_on_node = placement->workers_on_node;
+  auto ranks = gather_rank_info(comm);
+  if (!ranks.is_ok()) {
+    print_error(ranks.status());
+    return kExitInternal;
+  }
+  clock.lap("ranks");
 
+  // Rank 0 alone reads the model's identity (configs and weight headers) and opens the output folder; every
+  // rank gets the identity (or the error) from it, so the shared filesystem serves those reads once.
   ResumeState resume;
   Status prep_status;
+  std::string identity_bytes;
   if (root) {
     auto id = read_model_identity(*ctx, *setup);
+    clock.lap("model identity");
     if (id.is_ok()) {
       ctx->model = *id;
+      identity_bytes = encode_identity(*id);
       auto p = open_output(*ctx);
       if (p.is_ok()) resume = std::move(*p);
       prep_status = p.status();
+      clock.lap("output folder");
     } else {
       prep_status = id.status();
     }
@@ -117,6 +180,13 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
     if (root) print_error(st);
     return exit_code_for(st);
   }
+  st = comm.broadcast(identity_bytes, 0, "sharing the model identity");
+  if (!st.is_ok()) {
+    if (root) print_error(st);
+    return kExitInternal;
+  }
+  if (!root) ctx->model = decode_identity(identity_bytes);
+  if (root) log_info("startup: " + clock.summary());
 
   // Phase 1: text embeddings, by the workers, into the shared cache.
   const auto te = std::chrono::steady_clock::now();
@@ -139,7 +209,7 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
     Status w = run_render_worker(comm, *ctx, *setup);
     return w.is_ok() ? kExitOk : exit_code_for(w);
   }
-  auto summary = run_coordinator(comm, *ctx, resume.pending);
+  auto summary = run_coordinator(comm, *ctx, resume.pending, *ranks);
   if (!summary.is_ok()) {
     print_error(summary.status());
     return exit_code_for(summary.status());
@@ -153,7 +223,15 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
       {"start_time", started},
       {"end_time", iso_now()},
   };
-  return finish_output(*ctx, *summary, attrs);
+  const int code = finish_output(*ctx, *summary, attrs);
+  if (!summary->lost.empty()) {
+    // A lost rank may be alive but hung: it would keep the launcher (and the SLURM job) waiting forever.
+    record_exit_code(code);
+    std::fflush(stdout);
+    std::fflush(stderr);
+    comm.abort(code);
+  }
+  return code;
 }
 
 int run_job(Comm& world, const RunOptions& options) {

@@ -11,6 +11,7 @@
 
 #include "apps/job_runner.h"
 #include "cluster/comm.h"
+#include "cluster/stop_signal.h"
 #include "common/exit_codes.h"
 #include "common/log.h"
 #include "common/version.h"
@@ -31,7 +32,12 @@ constexpr const char* kDescription =
     "+\n"
     "index.h5); rerunning the same command resumes where a crashed or preempted run stopped.\n\n"
     "Exit codes: 0 ok, 1 internal error, 2 bad command line or job file, 3 output folder holds another job,\n"
-    "4 model or I/O problem, 5 finished with failed items, 6 out of memory.\n\n"
+    "4 model or I/O problem, 5 finished with failed items, 6 out of memory, 7 stopped early by a signal\n"
+    "(resubmit the same command to resume), 8 a worker stopped answering (resubmit to resume).\n\n"
+    "Environment: SDXLB_EXIT_CODE_FILE=PATH: rank 0 writes the job's exit code there (for launchers such as\n"
+    "srun that report the highest code of all ranks).\n\n"
+    "Stopping: SIGTERM (what SLURM sends on preemption or at the time limit), SIGINT or SIGUSR1 make every\n"
+    "worker finish the images it is denoising, save them, and exit with 7; Ctrl-C twice exits at once.\n\n"
     "Environment: SDXLB_DISABLE_FUSION=all (or a comma list of groupnorm, layernorm, geglu) runs the plain\n"
     "LibTorch ops instead of the fused GPU kernels (same results within fp16 rounding, slower).";
 
@@ -208,8 +214,12 @@ int main(int argc, char** argv) {
     return code == 0 ? kExitOk : kExitBadInput;
   }
 
-  if (run->parsed()) return run_job(world, run_opts);
-  if (enc->parsed()) return run_job(world, enc_opts);
+  if (run->parsed() || enc->parsed()) StopSignal::install();
+  if (run->parsed() || enc->parsed()) {
+    const int code = run_job(world, run->parsed() ? run_opts : enc_opts);
+    if (world.rank() == 0) record_exit_code(code);
+    return code;
+  }
   if (insp->parsed()) return world.rank() == 0 ? inspect(out_dir, list_missing) : kExitOk;
   if (exp->parsed()) {
     if (export_dir.empty() && sheet.empty()) {

@@ -2,10 +2,13 @@
 
 #include <mpi.h>
 
+#include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
 #include <mutex>
+#include <thread>
 
 namespace sdxlb {
 
@@ -20,6 +23,8 @@ class Comm::Impl {
   virtual const char* backend() const = 0;
   virtual Status send(int dest, int tag, const std::string& bytes, const char* hint) = 0;
   virtual StatusOr<Message> recv(int tag, const char* hint) = 0;
+  virtual StatusOr<std::optional<Message>> recv_for(int tag, double timeout_s, const char* hint) = 0;
+  virtual StatusOr<bool> poll(int tag, const char* hint) = 0;
   virtual Status barrier(const char* hint) = 0;
   virtual Status broadcast(std::string& value, int root, const char* hint) = 0;
   virtual StatusOr<std::vector<std::string>> all_gather(const std::string& value, const char* hint) = 0;
@@ -64,19 +69,52 @@ class LocalImpl final : public Comm::Impl {
 
   StatusOr<Message> recv(int tag, const char* hint) override { return recv_from(-1, tag); }
 
+  StatusOr<std::optional<Message>> recv_for(int tag, double timeout_s, const char* hint) override {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                               std::chrono::duration<double>(std::max(0.0, timeout_s)));
+    auto& box = shared_->boxes[rank_];
+    std::unique_lock<std::mutex> lock(box.mu);
+    for (;;) {
+      if (auto m = take(box, -1, tag)) return m;
+      if (box.cv.wait_until(lock, deadline) == std::cv_status::timeout) {
+        if (auto m = take(box, -1, tag)) return m;
+        return std::optional<Message>();
+      }
+    }
+  }
+
+  StatusOr<bool> poll(int tag, const char* hint) override {
+    auto& box = shared_->boxes[rank_];
+    std::lock_guard<std::mutex> lock(box.mu);
+    for (const auto& m : box.queue)
+      if (matches(m, -1, tag)) return true;
+    return false;
+  }
+
+  static bool matches(const Message& m, int source, int tag) {
+    const bool tag_ok = tag == kAnyTag ? m.tag < kInternalTagBase : m.tag == tag;
+    return tag_ok && (source < 0 || m.source == source);
+  }
+
+  // Removes and returns the first queued message matching source (or any, -1) and tag; the caller holds mu.
+  static std::optional<Message> take(LocalShared::Box& box, int source, int tag) {
+    for (auto it = box.queue.begin(); it != box.queue.end(); ++it) {
+      if (matches(*it, source, tag)) {
+        Message m = std::move(*it);
+        box.queue.erase(it);
+        return m;
+      }
+    }
+    return std::nullopt;
+  }
+
   // Receives the first queued message matching source (or any, -1) and tag (or any).
   Message recv_from(int source, int tag) {
     auto& box = shared_->boxes[rank_];
     std::unique_lock<std::mutex> lock(box.mu);
     for (;;) {
-      for (auto it = box.queue.begin(); it != box.queue.end(); ++it) {
-        const bool tag_ok = tag == kAnyTag ? it->tag < kInternalTagBase : it->tag == tag;
-        if (tag_ok && (source < 0 || it->source == source)) {
-          Message m = std::move(*it);
-          box.queue.erase(it);
-          return m;
-        }
-      }
+      if (auto m = take(box, source, tag)) return std::move(*m);
       box.cv.wait(lock);
     }
   }
@@ -168,6 +206,29 @@ class MpiImpl final : public Comm::Impl {
     rc = MPI_Recv(m.bytes.data(), count, MPI_BYTE, st.MPI_SOURCE, st.MPI_TAG, comm_, MPI_STATUS_IGNORE);
     SDXLB_RETURN_IF_ERROR(mpi_status(rc, hint, "receive from rank " + std::to_string(st.MPI_SOURCE)));
     return m;
+  }
+
+  StatusOr<std::optional<Message>> recv_for(int tag, double timeout_s, const char* hint) override {
+    // MPI has no receive with a timeout: poll, sleeping 1 ms between probes (the coordinator's messages are
+    // a few per second).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    for (;;) {
+      SDXLB_ASSIGN_OR_RETURN(const bool waiting, poll(tag, hint));
+      if (waiting) {
+        SDXLB_ASSIGN_OR_RETURN(auto m, recv(tag, hint));
+        return std::optional<Message>(std::move(m));
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return std::optional<Message>();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  StatusOr<bool> poll(int tag, const char* hint) override {
+    int flag = 0;
+    MPI_Status st;
+    const int rc = MPI_Iprobe(MPI_ANY_SOURCE, tag == kAnyTag ? MPI_ANY_TAG : tag, comm_, &flag, &st);
+    SDXLB_RETURN_IF_ERROR(mpi_status(rc, hint, "probe"));
+    return flag != 0;
   }
 
   Status barrier(const char* hint) override { return mpi_status(MPI_Barrier(comm_), hint, "barrier"); }
@@ -276,6 +337,12 @@ Status Comm::send(int dest, int tag, const std::string& bytes, const char* hint)
 }
 StatusOr<Message> Comm::recv(int tag, const char* hint) {
   return impl_->recv(tag, hint);
+}
+StatusOr<std::optional<Message>> Comm::recv_for(int tag, double timeout_s, const char* hint) {
+  return impl_->recv_for(tag, timeout_s, hint);
+}
+StatusOr<bool> Comm::poll(int tag, const char* hint) {
+  return impl_->poll(tag, hint);
 }
 Status Comm::barrier(const char* hint) {
   return impl_->barrier(hint);

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,10 @@ class Comm {
   Status send(int dest, int tag, const std::string& bytes, const char* hint);
   /// Receives the next message from any source with `tag` (or kAnyTag). Blocks.
   StatusOr<Message> recv(int tag, const char* hint);
+  /// Like recv(), but waits at most `timeout_s` seconds; nullopt when nothing came in that time.
+  StatusOr<std::optional<Message>> recv_for(int tag, double timeout_s, const char* hint);
+  /// Whether a message with `tag` is waiting (does not receive it; never blocks).
+  StatusOr<bool> poll(int tag, const char* hint);
   /// Blocks until every rank has called it.
   Status barrier(const char* hint);
   /// Rank `root`'s `value` is copied to every rank.

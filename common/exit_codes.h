@@ -1,6 +1,9 @@
 // Process exit codes of sdxl-batch, stable for scripts (documented in the README).
 #pragma once
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "common/status.h"
 
 namespace sdxlb {
@@ -13,6 +16,12 @@ enum ExitCode : int {
   kExitModelOrIo = 4,    ///< model files missing/corrupt, or a folder not writable
   kExitItemsFailed = 5,  ///< the job finished, but some items failed (listed in the summary and index)
   kExitOutOfMemory = 6,  ///< even the safest plan did not fit
+  /// Stopped early by a signal (SIGTERM from a SLURM preemption or time limit, SIGINT, SIGUSR1): finished
+  /// work is saved and index.h5 written; resubmit the same command to resume.
+  kExitStopped = 7,
+  /// A worker stopped answering (hung, or its node is gone) for worker_timeout_s: the rest is saved and
+  /// index.h5 written; resubmit the same command to resume.
+  kExitWorkerLost = 8,
 };
 
 inline int exit_code_for(const Status& s) {
@@ -32,8 +41,22 @@ inline int exit_code_for(const Status& s) {
       return kExitOutOfMemory;
     case StatusCode::kInternal:
       return kExitInternal;
+    case StatusCode::kCancelled:
+      return kExitStopped;
   }
   return kExitInternal;
+}
+
+/// Writes `code` to the file named by $SDXLB_EXIT_CODE_FILE, when set: for launchers that report another
+/// rank's code than the coordinator's (srun reports the highest of all tasks; a rank killed after MPI_Abort
+/// reports 137). Rank 0 calls it just before it exits or aborts.
+inline void record_exit_code(int code) {
+  const char* path = std::getenv("SDXLB_EXIT_CODE_FILE");
+  if (!path || !*path) return;
+  if (std::FILE* f = std::fopen(path, "w")) {
+    std::fprintf(f, "%d\n", code);
+    std::fclose(f);
+  }
 }
 
 }  // namespace sdxlb

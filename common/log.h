@@ -9,6 +9,8 @@ namespace sdxlb {
 
 /// Sets the rank shown in every line and the level from $SDXLB_LOG (trace, debug, info, warn, error).
 void init_logging(int rank);
+/// Whether debug lines are printed (SDXLB_LOG=debug or trace): skip building costly debug messages.
+bool log_debug_enabled();
 void log_debug(const std::string& message);
 void log_info(const std::string& message);
 void log_warn(const std::string& message);

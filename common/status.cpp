@@ -22,6 +22,8 @@ const char* status_code_name(StatusCode code) {
       return "not implemented";
     case StatusCode::kInternal:
       return "internal error";
+    case StatusCode::kCancelled:
+      return "stopped";
   }
   return "unknown";
 }

@@ -22,6 +22,7 @@ enum class StatusCode {
   kResourceExhausted,   // out of memory
   kUnimplemented,       // a capability that is not built yet
   kInternal,            // a bug: an invariant of ours broke
+  kCancelled,           // stopped early on request (a stop signal); resuming finishes the work
 };
 
 const char* status_code_name(StatusCode code);
@@ -62,6 +63,9 @@ inline Status failed_precondition(std::string m) {
 }
 inline Status internal_error(std::string m) {
   return Status(StatusCode::kInternal, std::move(m));
+}
+inline Status cancelled(std::string m) {
+  return Status(StatusCode::kCancelled, std::move(m));
 }
 inline Status unimplemented(std::string m) {
   return Status(StatusCode::kUnimplemented, std::move(m));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "cluster/stop_signal.h"
 #include "common/exit_codes.h"
 #include "common/log.h"
 #include "store/dataset_reader.h"
@@ -65,7 +66,9 @@ int finish_output(const RunContext& ctx, const RenderSummary& summary,
     std::printf("  rank %d: %lld images (%.0f%%), %lld failed, busy %.1f s\n", rank,
                 static_cast<long long>(w.rendered), share, static_cast<long long>(w.failed), w.busy_s);
   }
-  for (const auto& [rank, err] : summary.fatal) std::printf("  rank %d stopped: %s\n", rank, err.c_str());
+  for (const auto& [rank, err] : summary.fatal)
+    std::printf("  rank %d stopped: %s\n", rank, err.to_string().c_str());
+  for (const auto& [rank, why] : summary.lost) std::printf("  lost: %s\n", why.c_str());
   std::printf("dataset: %s (%lld ok, %lld failed, %lld missing of %lld)\n", index->path.c_str(),
               static_cast<long long>(index->ok), static_cast<long long>(index->failed),
               static_cast<long long>(index->missing), static_cast<long long>(index->total_items));
@@ -84,9 +87,28 @@ int finish_output(const RunContext& ctx, const RenderSummary& summary,
     }
   }
   if (index->missing > 0) {
+    const long long done = static_cast<long long>(index->ok + index->failed);
+    const long long total = static_cast<long long>(index->total_items);
+    if (!summary.lost.empty()) {
+      std::fprintf(
+          stderr,
+          "sdxl-batch: stopped: a worker was lost (see above); %lld of %lld items are saved. Resubmit "
+          "the same command to render the %lld missing ones (exit code %d)\n",
+          done, total, static_cast<long long>(index->missing), kExitWorkerLost);
+      return kExitWorkerLost;
+    }
+    if (summary.stopped) {
+      std::fprintf(stderr,
+                   "sdxl-batch: stopped early by %s, %.1f s after it arrived; %lld of %lld items are saved. "
+                   "Resubmit the same command to render the %lld missing ones (exit code %d)\n",
+                   StopSignal::name(summary.stop_signal), summary.stop_seconds, done, total,
+                   static_cast<long long>(index->missing), kExitStopped);
+      return kExitStopped;
+    }
     if (!summary.fatal.empty()) {
-      print_error(Status(StatusCode::kInternal, summary.fatal.begin()->second));
-      return kExitModelOrIo;
+      const Status& first = summary.fatal.begin()->second;
+      print_error(first.with_context("rank " + std::to_string(summary.fatal.begin()->first)));
+      return exit_code_for(first) == kExitOk ? kExitInternal : exit_code_for(first);
     }
     return kExitInternal;
   }

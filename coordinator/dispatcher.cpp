@@ -30,15 +30,20 @@ std::vector<int64_t> Dispatcher::next(int worker) {
   return batch;
 }
 
-void Dispatcher::finished(int worker, const std::vector<int64_t>& items) {
+int64_t Dispatcher::finished(int worker, const std::vector<int64_t>& items) {
   auto it = in_flight_.find(worker);
-  if (it == in_flight_.end()) return;
+  if (it == in_flight_.end()) return 0;
   auto& mine = it->second;
+  int64_t n = 0;
   for (int64_t item : items) {
     auto pos = std::find(mine.begin(), mine.end(), item);
-    if (pos != mine.end()) mine.erase(pos);
+    if (pos != mine.end()) {
+      mine.erase(pos);
+      ++n;
+    }
   }
   if (mine.empty()) in_flight_.erase(it);
+  return n;
 }
 
 void Dispatcher::requeue(int worker) {
@@ -69,6 +74,11 @@ int64_t Dispatcher::in_flight() const {
   int64_t n = 0;
   for (const auto& kv : in_flight_) n += static_cast<int64_t>(kv.second.size());
   return n;
+}
+
+int64_t Dispatcher::in_flight_of(int worker) const {
+  auto it = in_flight_.find(worker);
+  return it == in_flight_.end() ? 0 : static_cast<int64_t>(it->second.size());
 }
 
 }  // namespace sdxlb

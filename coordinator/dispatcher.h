@@ -21,14 +21,17 @@ class Dispatcher {
 
   /// The next batch (ascending item indices), or empty when none is left. Marks it in flight for `worker`.
   std::vector<int64_t> next(int worker);
-  /// The worker finished these items (rendered or failed): they leave the in-flight set.
-  void finished(int worker, const std::vector<int64_t>& items);
+  /// The worker finished these items (rendered or failed): they leave the in-flight set. Returns how many
+  /// of them were in flight for `worker` (an item reported twice counts once).
+  int64_t finished(int worker, const std::vector<int64_t>& items);
   /// A worker went away: its in-flight items go back to the front of the queue.
   void requeue(int worker);
 
   int64_t total() const { return total_; }
   int64_t remaining() const;  ///< not yet handed out
   int64_t in_flight() const;
+  /// Items in flight for `worker`.
+  int64_t in_flight_of(int worker) const;
   bool idle() const { return remaining() == 0 && in_flight() == 0; }
   int64_t batch_size() const { return batch_size_; }
 

@@ -319,9 +319,35 @@ void SpecParser::run(const YAML::Node& root) {
        [&](const Field& f) {
          read_int(f, 1, int64_t{1} << 31, "use an integer from 1 to 2147483648 (e.g. 256)", &s.segment_items);
        }},
+      {"segment_seconds",
+       [&](const Field& f) {
+         double v = 0;
+         const char* hint =
+             "use a number of seconds from 1 to 86400 (e.g. 60): a crash loses at most this much work per "
+             "worker";
+         if (read_number(f, 1, true, hint, &v)) {
+           if (v > 86400)
+             p_->add(f.mark(), f.key, f.value.Scalar() + " is out of range; " + hint);
+           else
+             s.segment_seconds = v;
+         }
+       }},
       {"progress_interval_s",
        [&](const Field& f) {
          read_number(f, 0, false, "use a number of seconds > 0 (e.g. 10)", &s.progress_interval_s);
+       }},
+      {"worker_timeout_s",
+       [&](const Field& f) {
+         double v = 0;
+         const char* hint =
+             "use a number of seconds from 1 to 604800 (e.g. 600), longer than a worker's start-up and "
+             "its slowest image group; there is no 'off'";
+         if (read_number(f, 1, true, hint, &v)) {
+           if (v > 604800)
+             p_->add(f.mark(), f.key, f.value.Scalar() + " is out of range; " + hint);
+           else
+             s.worker_timeout_s = v;
+         }
        }},
   };
   fields_ = walk_map(root, "", handlers);
@@ -590,7 +616,9 @@ std::string JobSpec::to_canonical_json() const {
         {"max_gpu_gib", memory.max_gpu_gib ? json(*memory.max_gpu_gib) : json(nullptr)},
         {"concurrent_images", memory.concurrent_images ? json(*memory.concurrent_images) : json("auto")}}},
       {"segment_items", segment_items},
+      {"segment_seconds", segment_seconds},
       {"progress_interval_s", progress_interval_s},
+      {"worker_timeout_s", worker_timeout_s},
       {"prompt_source", source},
   };
   json all = {{"format", "sdxlb-job/1"}, {"image", image_json(*this)}, {"run", run}};

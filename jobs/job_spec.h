@@ -90,9 +90,13 @@ struct JobSpec {
   // --- output
   std::string output;  ///< output folder (resolved)
   ImageFormat image_format = ImageFormat::kRaw;
-  std::string embedding_cache;  ///< resolved; default "<output>/embeddings"
-  int64_t segment_items = 256;
+  std::string embedding_cache;    ///< resolved; default "<output>/embeddings"
+  int64_t segment_items = 256;    ///< a worker publishes its segment after this many items ...
+  double segment_seconds = 60.0;  ///< ... or this many seconds of work, whichever comes first
   double progress_interval_s = 10.0;
+  /// The coordinator declares a worker lost when it has heard nothing from it for this long while the
+  /// worker holds work (workers report after every image group).
+  double worker_timeout_s = 600.0;
 
   /// Reads and validates a job file. On failure: kNotFound when the file does not exist, kIoError when it
   /// cannot be read, kInvalidArgument listing every problem (YAML syntax, keys, values, prompt file).

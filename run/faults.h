@@ -3,8 +3,14 @@
 // through the RunContext; nothing reads a global in the hot loop. SDXLB_FAULT is a comma-separated list of:
 //   kill_rank=R         the rank that kills itself with SIGKILL ...
 //   kill_after=N        ... once it has rendered (worker) or received reports of (coordinator) N items
+//   hang_rank=R         the worker that stops answering (sleeps forever, as under SIGSTOP) ...
+//   hang_after=N        ... once it has rendered N items (0: before its first batch)
 //   nan_items=I:J:K     items whose latents are replaced by NaN before decoding (to test failed items)
 //   oom_batches=N       the first N batches a worker renders fail as out of memory (to test the fallback)
+//   item_delay_ms=M     every rendered image group takes M ms longer (to widen time windows in tests)
+//   encode_delay_ms=M   every encode chunk takes M ms longer
+//   fail_rank=R         the worker whose start-up fails with ...
+//   fail_code=NAME      ... this error kind: out_of_memory, model, bad_input (to test exit codes)
 // Unset in production: every query then answers "no fault". Immutable after parsing, so it may be read
 // from any thread.
 #pragma once
@@ -29,14 +35,26 @@ class Faults {
 
   /// SIGKILLs this process when `rank` and `count` match the plan.
   void maybe_kill(int rank, int64_t count) const;
+  /// Sleeps forever when `rank` and `count` match the plan (a worker that stops answering).
+  void maybe_hang(int rank, int64_t count) const;
   bool nan_item(int64_t item) const { return nan_items_.count(item) != 0; }
   int64_t oom_batches() const { return oom_batches_; }
+  int64_t item_delay_ms() const { return item_delay_ms_; }
+  int64_t encode_delay_ms() const { return encode_delay_ms_; }
+  /// The injected start-up error of worker `rank`, or OK.
+  Status startup_error(int rank) const;
 
  private:
   int kill_rank_ = -1;
   int64_t kill_after_ = -1;
+  int hang_rank_ = -1;
+  int64_t hang_after_ = -1;
   std::set<int64_t> nan_items_;
   int64_t oom_batches_ = 0;
+  int64_t item_delay_ms_ = 0;
+  int64_t encode_delay_ms_ = 0;
+  int fail_rank_ = -1;
+  std::string fail_code_;
 };
 
 }  // namespace sdxlb

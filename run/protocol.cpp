@@ -16,7 +16,7 @@ StatusOr<json> parse(const std::string& bytes, const char* what) {
 }  // namespace
 
 std::string encode_message(const WorkRequest& m) {
-  return json{{"done", m.done}, {"failed", m.failed}}.dump();
+  return json{{"done", m.done}, {"failed", m.failed}, {"stopping", m.stopping}}.dump();
 }
 std::string encode_message(const WorkAssignment& m) {
   return m.stop ? json{{"stop", true}}.dump() : json{{"items", m.items}}.dump();
@@ -25,14 +25,16 @@ std::string encode_message(const WorkerReport& m) {
   return json{{"rendered", m.rendered}, {"failed", m.failed}, {"busy_s", m.busy_s}, {"segments", m.segments}}
       .dump();
 }
-std::string encode_fatal(const std::string& error) {
-  return json{{"error", error}}.dump();
+std::string encode_stop(const std::string& reason) {
+  return json{{"reason", reason}}.dump();
 }
 
 StatusOr<WorkRequest> decode_request(const std::string& bytes) {
   SDXLB_ASSIGN_OR_RETURN(auto j, parse(bytes, "work request"));
   try {
-    return WorkRequest{j.at("done").get<std::vector<int64_t>>(), j.at("failed").get<std::vector<int64_t>>()};
+    WorkRequest r{j.at("done").get<std::vector<int64_t>>(), j.at("failed").get<std::vector<int64_t>>()};
+    r.stopping = j.value("stopping", false);
+    return r;
   } catch (const json::exception& e) {
     return internal_error(std::string("malformed work request: ") + e.what());
   }
@@ -62,20 +64,21 @@ StatusOr<WorkerReport> decode_report(const std::string& bytes) {
   return r;
 }
 
-std::string decode_fatal(const std::string& bytes) {
-  auto j = parse(bytes, "fatal");
-  if (!j.is_ok()) return bytes;
-  return j->value("error", bytes);
-}
-
 std::string encode_status(const Status& s) {
   return std::to_string(static_cast<int>(s.code())) + "\n" + s.message();
 }
 
 Status decode_status(const std::string& bytes) {
   const auto nl = bytes.find('\n');
-  if (nl == std::string::npos) return internal_error("malformed status from another rank");
-  return Status(static_cast<StatusCode>(std::stoi(bytes.substr(0, nl))), bytes.substr(nl + 1));
+  if (nl == std::string::npos || nl == 0 || nl > 3)
+    return internal_error("malformed status from another rank");
+  int code = 0;
+  for (size_t i = 0; i < nl; ++i) {
+    if (bytes[i] < '0' || bytes[i] > '9') return internal_error("malformed status from another rank");
+    code = code * 10 + (bytes[i] - '0');
+  }
+  if (code > static_cast<int>(StatusCode::kCancelled)) code = static_cast<int>(StatusCode::kInternal);
+  return Status(static_cast<StatusCode>(code), bytes.substr(nl + 1));
 }
 
 }  // namespace sdxlb

@@ -1,11 +1,21 @@
 // The messages between the coordinator (rank 0) and the workers, as JSON over Comm, and the one codec for
-// a Status that crosses ranks.
+// a Status that crosses ranks (its code travels with it, so a worker's out-of-memory ends the job with the
+// out-of-memory exit code).
 //
-//   worker -> coordinator  kRequest  {"done": [items rendered OK], "failed": [items that failed]}
-//                                    (the first request has both empty)
+//   worker -> coordinator  kRequest  {"done": [items stored OK], "failed": [items stored as failed],
+//                                     "stopping": bool}       asks for the next batch (the first request has
+//                                                             both lists empty); stopping: the worker stops
+//                                                             after this report (a stop signal reached it)
+//   worker -> coordinator  kProgress {"done": [...], "failed": [...]}   after each image group: progress, and
+//                                                             the heartbeat the coordinator's watchdog reads
 //   coordinator -> worker  kWork     {"items": [ascending item indices]}   or   {"stop": true}
+//   coordinator -> worker  kStop     {"reason": "..."}        finish the images in flight, publish, then ask
+//                                                             for work (the answer is stop)
 //   worker -> coordinator  kBye      {"rendered": n, "failed": n, "busy_s": seconds, "segments": n}
-//   worker -> coordinator  kFatal    {"error": "..."}   (the worker cannot go on; it exits after sending)
+//   worker -> coordinator  kFatal    <encoded Status>         the worker cannot go on; it exits after sending
+//
+// Items reported done are in the worker's segment, which may not be published yet: the coordinator counts
+// them for progress only. What a later run trusts is what the resume scan finds in published segments.
 #pragma once
 
 #include <cstdint>
@@ -16,11 +26,12 @@
 
 namespace sdxlb {
 
-enum MessageTag : int { kRequest = 1, kWork = 2, kBye = 3, kFatal = 4 };
+enum MessageTag : int { kRequest = 1, kWork = 2, kBye = 3, kFatal = 4, kProgress = 5, kStop = 6 };
 
 struct WorkRequest {
   std::vector<int64_t> done;
   std::vector<int64_t> failed;
+  bool stopping = false;
 };
 
 struct WorkAssignment {
@@ -38,15 +49,14 @@ struct WorkerReport {
 std::string encode_message(const WorkRequest& m);
 std::string encode_message(const WorkAssignment& m);
 std::string encode_message(const WorkerReport& m);
-std::string encode_fatal(const std::string& error);
+std::string encode_stop(const std::string& reason);
 
 StatusOr<WorkRequest> decode_request(const std::string& bytes);
 StatusOr<WorkAssignment> decode_assignment(const std::string& bytes);
 StatusOr<WorkerReport> decode_report(const std::string& bytes);
-std::string decode_fatal(const std::string& bytes);
 
-/// A Status as bytes for another rank ("<code>\n<message>"), and back. decode_status of malformed bytes
-/// is an internal error saying so.
+/// A Status as bytes for another rank ("<code>\n<message>"), and back. decode_status of malformed bytes is
+/// an internal error saying so; an unknown code is kept as internal. kFatal carries encode_status.
 std::string encode_status(const Status& status);
 Status decode_status(const std::string& bytes);
 

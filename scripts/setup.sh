@@ -16,6 +16,7 @@ apt_packages=(
   libyaml-cpp-dev libhdf5-dev libopenmpi-dev openmpi-bin libgtest-dev
   libspdlog-dev nlohmann-json3-dev libcli11-dev libpng-dev
   clang-format python3 python3-venv
+  munge slurmctld slurmd slurm-client  # scripts/slurm/local-cluster.sh (the slurm tests)
 )
 
 if [[ "${SDXLB_SKIP_APT:-0}" != 1 ]]; then

@@ -2,7 +2,8 @@
 # The test command: setup, configure, build, check formatting, run ctest. `.ci/run` calls exactly this.
 #   scripts/test.sh                 everything (unit + oracle + mpi; gpu tests skip themselves without a GPU)
 #   scripts/test.sh -L unit         extra arguments go to ctest
-# Environment: SDXLB_BUILD_DIR (default build), SDXLB_JOBS (default: nproc), plus those of scripts/setup.sh.
+# Environment: SDXLB_BUILD_DIR (default build), SDXLB_JOBS (default: nproc), SDXLB_SKIP_SLURM=1 (no local SLURM
+# cluster, no `slurm` tests), SDXLB_SLURM_DIR (see scripts/slurm/local-cluster.sh), plus those of scripts/setup.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -24,4 +25,18 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 # One thread per test process: ctest runs several at once, and oversubscribed OpenMP threads make the tiny
 # models 50x slower on small machines.
 export OMP_NUM_THREADS=1
-ctest --test-dir "$build" --output-on-failure -j "$jobs" "$@"
+# The `slurm` tests submit scripts/slurm/render.sbatch to a one-node SLURM cluster on this machine (needs root).
+# One that is already up is used and left running; one started here is stopped on exit.
+ctest_args=()
+if [[ "${SDXLB_SKIP_SLURM:-0}" == 1 ]]; then
+  ctest_args+=(-LE slurm)
+else
+  export SDXLB_SLURM_DIR="${SDXLB_SLURM_DIR:-/tmp/sdxlb-slurm}"
+  export SLURM_CONF="$SDXLB_SLURM_DIR/slurm.conf"
+  if ! bash scripts/slurm/local-cluster.sh status >/dev/null 2>&1; then
+    trap 'bash scripts/slurm/local-cluster.sh stop' EXIT
+    bash scripts/slurm/local-cluster.sh start ||
+      { echo "test: the local SLURM cluster did not start (SDXLB_SKIP_SLURM=1 skips the slurm tests)" >&2; exit 1; }
+  fi
+fi
+ctest --test-dir "$build" --output-on-failure -j "$jobs" "${ctest_args[@]}" "$@"

@@ -1,6 +1,7 @@
 #include "cluster/comm.h"
 #include "cluster/node_probe.h"
 
+#include <chrono>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -23,6 +24,34 @@ TEST(Comm, SerialIsOneRank) {
   ASSERT_TRUE(m.is_ok());
   EXPECT_EQ(m->bytes, "hello");
   EXPECT_EQ(m->source, 0);
+}
+
+TEST(Comm, ReceiveWithATimeoutAndPoll) {
+  auto comms = Comm::local_group(2);
+  auto none = comms[0].recv_for(5, 0.05, "test");
+  ASSERT_TRUE(none.is_ok());
+  EXPECT_FALSE(none->has_value());
+  auto idle = comms[0].poll(5, "test");
+  ASSERT_TRUE(idle.is_ok());
+  EXPECT_FALSE(*idle);
+  std::thread sender([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(comms[1].send(0, 5, "late", "test").is_ok());
+  });
+  auto got = comms[0].recv_for(kAnyTag, 5.0, "test");
+  sender.join();
+  ASSERT_TRUE(got.is_ok());
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->bytes, "late");
+  EXPECT_EQ((*got)->source, 1);
+  ASSERT_TRUE(comms[1].send(0, 6, "waiting", "test").is_ok());
+  auto waiting = comms[0].poll(6, "test");
+  ASSERT_TRUE(waiting.is_ok());
+  EXPECT_TRUE(*waiting);
+  auto other_tag = comms[0].poll(7, "test");
+  ASSERT_TRUE(other_tag.is_ok());
+  EXPECT_FALSE(*other_tag);
+  EXPECT_EQ(comms[0].recv(6, "test")->bytes, "waiting");
 }
 
 TEST(Comm, LocalGroupPointToPointAndCollectives) {

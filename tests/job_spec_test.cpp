@@ -85,7 +85,9 @@ TEST_F(JobSpecTest, MinimalJobGetsEveryDefault) {
   EXPECT_EQ(s.memory.decode, JobSpec::Decode::kAuto);
   EXPECT_FALSE(s.memory.max_gpu_gib.has_value());
   EXPECT_EQ(s.segment_items, 256);
+  EXPECT_DOUBLE_EQ(s.segment_seconds, 60.0);
   EXPECT_DOUBLE_EQ(s.progress_interval_s, 10.0);
+  EXPECT_DOUBLE_EQ(s.worker_timeout_s, 600.0);
   EXPECT_FALSE(s.prompt_source.from_file);
   ASSERT_EQ(s.num_prompts(), 1u);
   EXPECT_EQ(s.prompts->prompt(0), "a red fox");
@@ -117,7 +119,9 @@ decoder: full
 memory: {placement: streamed, decode: tiled, max_gpu_gib: 20.5, concurrent_images: 3}
 embedding_cache: cache
 segment_items: 64
+segment_seconds: 30
 progress_interval_s: 0.5
+worker_timeout_s: 90
 )");
   ASSERT_TRUE(spec.is_ok()) << spec.status().message();
   const JobSpec& s = *spec;
@@ -143,7 +147,9 @@ progress_interval_s: 0.5
   EXPECT_EQ(s.memory.concurrent_images, 3);
   EXPECT_EQ(s.embedding_cache, dir_.file("cache"));
   EXPECT_EQ(s.segment_items, 64);
+  EXPECT_DOUBLE_EQ(s.segment_seconds, 30.0);
   EXPECT_DOUBLE_EQ(s.progress_interval_s, 0.5);
+  EXPECT_DOUBLE_EQ(s.worker_timeout_s, 90.0);
   EXPECT_EQ(s.num_items(), 6u);
 }
 

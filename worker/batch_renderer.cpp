@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <thread>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -42,15 +43,35 @@ Status BatchRenderer::init() {
   return Status::ok();
 }
 
-Status BatchRenderer::render(const std::vector<int64_t>& items, ItemSink& sink, WorkRequest* report) {
-  const auto t0 = Clock::now();
-  const bool cpu = setup_.device.is_cpu();
-  const size_t step = cpu ? 1 : static_cast<size_t>(setup_.batch_size);
-  for (size_t i = 0; i < items.size(); i += step) {
-    const std::vector<int64_t> chunk(items.begin() + i, items.begin() + std::min(items.size(), i + step));
-    SDXLB_RETURN_IF_ERROR(render_padded(chunk, cpu ? 1 : setup_.batch_size, sink, report));
+int64_t BatchRenderer::group_size() const {
+  if (setup_.device.is_cpu() || !pipe_) return 1;
+  return std::max(1, pipe_->options().unet_streams);
+}
+
+Status BatchRenderer::render(const std::vector<int64_t>& items, ItemSink& sink, WorkRequest* report,
+                             const RenderHooks& hooks) {
+  size_t i = 0;
+  while (i < items.size()) {
+    if (hooks.stop && hooks.stop()) break;
+    ctx_.faults->maybe_hang(rank_, rendered_ + failed_);
+    SDXLB_RETURN_IF_ERROR(sink.before_work(last_group_s_));
+    // (The group size is read each time: the out-of-memory fallback may lower it.)
+    const int64_t group = group_size();
+    const size_t end = std::min(items.size(), i + static_cast<size_t>(group));
+    const std::vector<int64_t> chunk(items.begin() + static_cast<std::ptrdiff_t>(i),
+                                     items.begin() + static_cast<std::ptrdiff_t>(end));
+    const auto t0 = Clock::now();
+    WorkRequest done;
+    SDXLB_RETURN_IF_ERROR(render_padded(chunk, group, sink, &done));
+    if (ctx_.faults->item_delay_ms() > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(ctx_.faults->item_delay_ms()));
+    last_group_s_ = std::chrono::duration<double>(Clock::now() - t0).count();
+    busy_s_ += last_group_s_;
+    report->done.insert(report->done.end(), done.done.begin(), done.done.end());
+    report->failed.insert(report->failed.end(), done.failed.begin(), done.failed.end());
+    if (hooks.progress) SDXLB_RETURN_IF_ERROR(hooks.progress(done));
+    i = end;
   }
-  busy_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
   return Status::ok();
 }
 
@@ -188,7 +209,6 @@ Status BatchRenderer::apply_memory_plan() {
   setup_.tight_memory =
       ctx_.job.memory.max_gpu_gib.has_value() || sharing > 1 || plan.placement != "resident";
   if (plan.decode == "tiled") setup_.decoder = DecoderKind::kTiled;
-  setup_.batch_size = plan.batch_size;
 #endif
   return Status::ok();
 }

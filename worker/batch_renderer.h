@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +25,14 @@
 
 namespace sdxlb {
 
+/// What the render loop hears from a batch in progress.
+struct RenderHooks {
+  /// Asked before each image group: true stops the batch there (the groups already rendered are stored).
+  std::function<bool()> stop;
+  /// Told after each image group, with the items it stored (the coordinator's progress and heartbeat).
+  std::function<Status(const WorkRequest& group)> progress;
+};
+
 class BatchRenderer {
  public:
   BatchRenderer(const RunContext& ctx, RenderSetup setup, int rank);
@@ -32,11 +41,16 @@ class BatchRenderer {
   /// Binds the device, applies the memory plan, loads the pipeline and opens the embedding cache. Errors:
   /// those of SdxlPipeline::load and EmbeddingCache::open, and of the memory plan (no plan fits).
   Status init();
-  /// Renders `items` (one dispatched batch) in calls of the plan's batch size (the last one padded, so that
-  /// one CUDA graph serves them all; one item per call on the CPU) and adds each to `sink`; their indices go
-  /// to report->done or report->failed. Errors: a failure that stops the worker (the sink failed, or a
-  /// LibTorch error outside one batch).
-  Status render(const std::vector<int64_t>& items, ItemSink& sink, WorkRequest* report);
+  /// Renders `items` (one dispatched batch) in image groups, the images that denoise together: as many as
+  /// the plan's concurrent images on a GPU (the last group padded, so that one CUDA graph serves them all),
+  /// one on the CPU. Each item goes to `sink`, its index to report->done or report->failed. Before each
+  /// group it asks hooks.stop and lets the sink publish when its time is up; after each group it calls
+  /// hooks.progress. So a stop waits for at most one group: the images in flight. Errors: a failure that
+  /// stops the worker (the sink failed, or a LibTorch error outside one group).
+  Status render(const std::vector<int64_t>& items, ItemSink& sink, WorkRequest* report,
+                const RenderHooks& hooks = {});
+  /// Images rendered together (the images in flight).
+  int64_t group_size() const;
   /// Logs the peak GPU memory (on a GPU).
   void log_peak_memory() const;
 
@@ -60,6 +74,7 @@ class BatchRenderer {
   std::string host_, gpu_;
   int64_t rendered_ = 0, failed_ = 0;
   double busy_s_ = 0, embed_ms_ = 0;
+  double last_group_s_ = 0;  // wall time of the last image group (the sink's estimate of the next one)
   bool first_batch_ = true;
   bool placement_logged_ = false;
   int64_t oom_faults_left_ = 0;

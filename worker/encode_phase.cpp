@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include <ATen/ATen.h>
 
+#include "cluster/stop_signal.h"
 #include "common/log.h"
 #include "store/embedding_cache.h"
 #include "worker/device_binding.h"
@@ -32,13 +34,11 @@ Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& ba
   RenderSetup setup = base_setup;
   const int w = comm.rank() - 1, nw = comm.size() - 1;
   setup.device = bind_device(setup.device, ctx.gpu_slot);
-  // Find what is missing before loading the encoders: a resumed job usually has everything.
-  auto probe = SdxlPipeline::load(ctx.job.model, setup.pipeline_options(ctx.job, false, false));
-  if (!probe.is_ok()) return probe.status();
+  // Find what is missing before loading the encoders: a resumed job usually has everything. The model's
+  // identity came from rank 0 (read once for the whole job).
   SDXLB_ASSIGN_OR_RETURN(auto cache,
-                         EmbeddingCache::open(ctx.job.embedding_cache, (*probe)->text_encoder_id()));
-  const bool force_zeros = (*probe)->force_zeros_for_empty_prompt();
-  probe = Status(StatusCode::kInternal, "released");
+                         EmbeddingCache::open(ctx.job.embedding_cache, ctx.model.text_encoder_id));
+  const bool force_zeros = ctx.model.force_zeros_for_empty_prompt;
   const std::vector<std::string> missing = cache.missing(texts_to_encode(*ctx.plan, force_zeros));
   const size_t begin = missing.size() * static_cast<size_t>(w) / static_cast<size_t>(nw);
   const size_t end = missing.size() * static_cast<size_t>(w + 1) / static_cast<size_t>(nw);
@@ -62,6 +62,14 @@ Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& ba
   };
   const auto t_encode = Clock::now();
   for (size_t i = begin; i < end; i += chunk) {
+    if (StopSignal::requested()) {
+      SDXLB_RETURN_IF_ERROR(flush());  // the texts encoded so far stay in the cache
+      return cancelled(std::string("stopped by ") + StopSignal::name(StopSignal::signal_number()) +
+                       " during the encode phase; the texts encoded so far are saved in the embedding cache. "
+                       "Resubmit the same command to resume");
+    }
+    if (ctx.faults->encode_delay_ms() > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(ctx.faults->encode_delay_ms()));
     std::vector<std::string> texts(missing.begin() + i, missing.begin() + std::min(end, i + chunk));
     // Always `chunk` rows (padded with the last text): with one shape, a text's embedding does not depend on
     // which texts share its batch, so it is the same whatever the cache held and however many ranks encode.

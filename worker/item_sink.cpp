@@ -1,5 +1,6 @@
 #include "worker/item_sink.h"
 
+#include "common/log.h"
 #include "store/output_folder.h"
 
 namespace sdxlb {
@@ -7,6 +8,17 @@ namespace sdxlb {
 ItemSink::ItemSink(const RunContext& ctx, int rank) : ctx_(&ctx), rank_(rank) {}
 
 ItemSink::~ItemSink() = default;
+
+Status ItemSink::before_work(double next_work_s, Clock::time_point now) {
+  if (clock_running_ && open_items() > 0 &&
+      std::chrono::duration<double>(now - work_start_).count() + next_work_s > ctx_->job.segment_seconds)
+    SDXLB_RETURN_IF_ERROR(publish());
+  if (!clock_running_) {
+    clock_running_ = true;
+    work_start_ = now;
+  }
+  return Status::ok();
+}
 
 Status ItemSink::add(const ItemRecord& r, const uint8_t* rgb) {
   if (!segment_) {
@@ -28,9 +40,12 @@ Status ItemSink::add(const ItemRecord& r, const uint8_t* rgb) {
 
 Status ItemSink::publish() {
   if (!segment_) return Status::ok();
+  const int64_t n = segment_->size();
   SDXLB_RETURN_IF_ERROR(segment_->publish());
+  log_debug("published " + segment_->path() + " with " + std::to_string(n) + " items");
   segment_.reset();
   ++segments_;
+  clock_running_ = false;
   return Status::ok();
 }
 

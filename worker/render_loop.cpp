@@ -1,5 +1,10 @@
 #include "worker/render_loop.h"
 
+#include <chrono>
+#include <cstdio>
+
+#include "cluster/stop_signal.h"
+#include "common/log.h"
 #include "run/protocol.h"
 #include "worker/batch_renderer.h"
 #include "worker/item_sink.h"
@@ -8,34 +13,77 @@ namespace sdxlb {
 namespace {
 
 Status send_fatal(Comm& comm, const Status& error) {
-  return comm.send(0, kFatal, encode_fatal(error.to_string()), "reporting a fatal worker error");
+  return comm.send(0, kFatal, encode_status(error), "reporting a fatal worker error");
 }
 
 }  // namespace
 
 Status run_render_worker(Comm& comm, const RunContext& ctx, const RenderSetup& setup) {
+  const auto t0 = std::chrono::steady_clock::now();
   BatchRenderer renderer(ctx, setup, comm.rank());
   ItemSink sink(ctx, comm.rank());
-  Status st = renderer.init();
+  Status st = ctx.faults->startup_error(comm.rank());
+  if (st.is_ok()) st = renderer.init();
   if (!st.is_ok()) {
-    (void)send_fatal(comm, st);
+    // The coordinator carries the error (and its exit code) to the job's end; this rank's own exit is clean
+    // once it is told, so that the launcher does not end the job before index.h5 is written.
+    if (send_fatal(comm, st).is_ok()) return Status::ok();
     return st;
   }
-  WorkRequest report;
+  log_info("startup: render pipeline ready in " +
+           std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()) +
+           " s");
+
+  // A stop comes from a signal to this process, or from the coordinator (kStop).
+  bool told_to_stop = false;
+  auto stop_requested = [&]() {
+    if (told_to_stop || StopSignal::requested()) return true;
+    auto waiting = comm.poll(kStop, "checking for a stop");
+    if (waiting.is_ok() && *waiting) {
+      (void)comm.recv(kStop, "receiving a stop");
+      told_to_stop = true;
+    }
+    return told_to_stop;
+  };
+  RenderHooks hooks;
+  hooks.stop = stop_requested;
+  hooks.progress = [&](const WorkRequest& group) {
+    if (log_debug_enabled()) {
+      std::string line = "stored items";
+      for (int64_t i : group.done) line += " " + std::to_string(i);
+      for (int64_t i : group.failed) line += " " + std::to_string(i) + "(failed)";
+      log_debug(line + " (" + std::to_string(sink.open_items()) + " in the open segment)");
+    }
+    return comm.send(0, kProgress, encode_message(group), "reporting progress");
+  };
+
   for (;;) {
-    SDXLB_RETURN_IF_ERROR(comm.send(0, kRequest, encode_message(report), "asking for work"));
-    report = WorkRequest{};
+    // Everything done so far went out with kProgress; the request only asks for more (or says goodbye).
+    WorkRequest request;
+    if (stop_requested()) {
+      SDXLB_RETURN_IF_ERROR(sink.publish());  // what is done is saved before the coordinator hears "stopping"
+      request.stopping = true;
+    }
+    SDXLB_RETURN_IF_ERROR(comm.send(0, kRequest, encode_message(request), "asking for work"));
     SDXLB_ASSIGN_OR_RETURN(auto msg, comm.recv(kWork, "waiting for work"));
     SDXLB_ASSIGN_OR_RETURN(auto work, decode_assignment(msg.bytes));
     if (work.stop) break;
-    st = renderer.render(work.items, sink, &report);
+    WorkRequest report;
+    st = renderer.render(work.items, sink, &report, hooks);
     if (!st.is_ok()) {
-      (void)send_fatal(comm, st);
+      (void)sink.publish();  // keep what was finished, when the segment can still be written
+      if (send_fatal(comm, st).is_ok()) return Status::ok();
       return st;
     }
   }
   renderer.log_peak_memory();
   SDXLB_RETURN_IF_ERROR(sink.publish());
+  // A stop the coordinator sent after this worker's last request is still queued: take it.
+  while (true) {
+    auto waiting = comm.poll(kStop, "checking for a stop");
+    if (!waiting.is_ok() || !*waiting) break;
+    (void)comm.recv(kStop, "receiving a stop");
+  }
   WorkerReport r{renderer.rendered(), renderer.failed(), renderer.busy_seconds(), sink.segments()};
   return comm.send(0, kBye, encode_message(r), "reporting worker totals");
 }

@@ -98,7 +98,6 @@ StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx) {
       setup.placement = Placement::kResident;
       break;
   }
-  setup.batch_size = ctx.batch_size;
   return setup;
 }
 

@@ -18,8 +18,6 @@ struct RenderSetup {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
   DecoderKind decoder = DecoderKind::kFull;
-  /// Images per render call (a dispatched batch is rendered in calls of this many, the last one padded).
-  int64_t batch_size = 1;
   /// From the memory plan (on a GPU): where the UNet's weights live, how many images denoise
   /// concurrently, and (streamed) how much of the UNet stays on the GPU.
   Placement placement = Placement::kResident;

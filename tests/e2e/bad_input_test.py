@@ -64,6 +64,24 @@ class BadInput(unittest.TestCase):
         self.case("bad_fusion_env", GOOD, code=2, env={"SDXLB_DISABLE_FUSION": "groupnorm,gruopnorm"},
                   expect=["SDXLB_DISABLE_FUSION", "gruopnorm", "layernorm"])
 
+    def test_segment_seconds_out_of_range(self):
+        for value in ("0", "90000", "soon"):
+            with self.subTest(value=value):
+                self.case("segment_seconds_" + value, GOOD + f"segment_seconds: {value}\n",
+                          expect=("job.yaml:10", "segment_seconds", "from 1 to 86400"))
+
+    def test_segment_items_out_of_range(self):
+        self.case("segment_items_0", GOOD + "segment_items: 0\n", expect=("job.yaml:10", "segment_items", "from 1"))
+
+    def test_worker_timeout_zero(self):
+        for value in ("0", "-5", "1e9"):
+            with self.subTest(value=value):
+                self.case("worker_timeout_" + value.replace("-", "m"), GOOD + f"worker_timeout_s: {value}\n",
+                          expect=("job.yaml:10", "worker_timeout_s", "no 'off'"))
+
+    def test_unknown_fault_in_environment(self):
+        self.case("bad_fault", GOOD, env={"SDXLB_FAULT": "kill_rnk=1"}, expect=("SDXLB_FAULT", "unknown key"))
+
     def test_unknown_key_suggests(self):
         self.case("unknown", GOOD + "stpes: 3\n", expect=["job.yaml:10:1", 'unknown key "stpes"', 'did you mean "steps"'])
 

@@ -1,0 +1,63 @@
+"""Shared helpers of the end-to-end tests: a tiny CPU job file, running the CLI (alone or under mpirun), and
+reading a dataset with h5py."""
+import os
+import subprocess
+
+import h5py
+
+MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader", "-np"]
+PROMPTS = ["a red fox in snow", "an astronaut on a horse", "a bowl of ramen", "lighthouse at dusk",
+           "a cat in a hat", "café au lait, still life", "mountains at dawn", "city street, rain"]
+ENV = dict(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
+
+
+def write_job(folder, model, cache, prompts=PROMPTS, **overrides):
+    """Writes <folder>/prompts.txt and <folder>/job.yaml (a 64x64, 3-step CPU job); returns the job's path."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "prompts.txt"), "w") as f:
+        f.write("\n".join(prompts) + "\n")
+    settings = dict(model=model, prompts_file="prompts.txt", negative_prompt="", images_per_prompt=3, seed=77,
+                    steps=3, guidance=5.0, width=64, height=64, batch_size=2, dtype="fp32", device="cpu",
+                    output="out", image_format="raw", segment_items=2, progress_interval_s=5,
+                    embedding_cache=cache)
+    settings.update(overrides)
+    lines = []
+    for k, v in settings.items():
+        lines.append(f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {str(v).lower() if isinstance(v, bool) else v}")
+    path = os.path.join(folder, "job.yaml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines).replace("'", '"') + "\n")
+    return path
+
+
+def command(binary, job, ranks):
+    """`sdxl-batch run --quiet job`, under mpirun when ranks > 1 (ranks = workers + 1)."""
+    return ([binary] if ranks == 1 else MPIRUN + [str(ranks), binary]) + ["run", "--quiet", job]
+
+
+def run(binary, job, ranks, env=None, check=True, timeout=900):
+    cmd = command(binary, job, ranks)
+    p = subprocess.run(cmd, env=dict(os.environ, **ENV, **(env or {})), capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
+
+
+def read(out):
+    """(images, {column: values}) of <out>/index.h5."""
+    with h5py.File(os.path.join(out, "index.h5"), "r") as f:
+        images = f["images"][()]
+        meta = {k: f[k][()] for k in f.keys() if k not in ("images", "segments")}
+    return images, meta
+
+
+def segment_items(out):
+    """item_index of every row of every complete segment of <out> (duplicates kept)."""
+    items = []
+    seg = os.path.join(out, "segments")
+    for name in sorted(os.listdir(seg)):
+        if name.endswith(".h5"):
+            with h5py.File(os.path.join(seg, name), "r") as f:
+                items.extend(int(i) for i in f["item_index"][()])
+    return items

@@ -1,0 +1,204 @@
+"""Run control under mpirun on the CPU, with the built-in tiny demo model: graceful stop on a signal, a hung
+worker, exit codes that keep their kind across ranks, and segments published by time.
+
+- SIGTERM to the ranks (what `scancel --signal=TERM` and SLURM's preemption do), SIGUSR1 to mpirun (which
+  forwards it; mpirun itself kills the ranks one second after a SIGTERM) and Ctrl-C to a single process:
+  exit 7 well inside the grace period, nothing in flight lost, and the resumed run completes each item
+  exactly once with images identical to an uninterrupted run;
+- a signal during the encode phase: exit 7, the texts encoded so far are kept, the resume completes;
+- a worker that stops answering: exit 8 within worker_timeout_s + 10 s, naming the rank and host; the
+  resume completes;
+- a worker's out-of-memory, model and bad-input errors give exit 6, 4 and 2, alone and under mpirun;
+- segment_seconds publishes a worker's segment by time even when segment_items is far away.
+Usage (ctest does this): run_control_test.py <path to sdxl-batch>
+"""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import numpy as np
+
+import e2e_jobs as e2e
+
+BIN = None
+TMP = None
+MODEL = None
+PROMPTS = [f"prompt number {i}" for i in range(16)]  # 48 items
+
+
+def job(name, **overrides):
+    return e2e.write_job(os.path.join(TMP, name), MODEL, os.path.join(TMP, "embeddings"), prompts=PROMPTS,
+                         **overrides)
+
+
+def start(job_path, ranks, env):
+    """Starts the CLI (under mpirun when ranks > 1) in its own process group; returns the Popen."""
+    return subprocess.Popen(e2e.command(BIN, job_path, ranks), env=dict(os.environ, **e2e.ENV, **env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def stored_items(stderr):
+    """Items the workers reported stored (SDXLB_LOG=debug lines)."""
+    items = set()
+    for m in re.finditer(r"stored items([ 0-9()a-z]*) \(", stderr):
+        items.update(int(t) for t in re.findall(r"\d+", m.group(1)))
+    return items
+
+
+def descendants(pid):
+    """Pids of every process below `pid` (from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def signal_ranks(p, sig):
+    """Sends `sig` to the sdxl-batch processes under `p` (the ranks), not to mpirun: as SLURM signals the
+    tasks of a job step. Other tests' processes are left alone."""
+    for pid in descendants(p.pid) + [p.pid]:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "sdxl-batch":
+                    os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+class RunControl(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        ref = job("ref", segment_items=1000)
+        e2e.run(BIN, ref, 3)
+        cls.ref_images, cls.ref_meta = e2e.read(os.path.join(TMP, "ref", "out"))
+
+    def assert_complete_and_identical(self, out):
+        images, meta = e2e.read(out)
+        np.testing.assert_array_equal(images, self.ref_images)
+        for key in ("item_index", "seed", "prompt", "status"):
+            np.testing.assert_array_equal(meta[key], self.ref_meta[key], err_msg=key)
+        items = e2e.segment_items(out)
+        self.assertEqual(sorted(items), list(range(48)), "each item exactly once across the segments")
+
+    def stop_and_resume(self, name, ranks, send, settle=2.5):
+        """Runs a slowed-down job, calls send(process) after `settle` s, checks exit 7 and the resume."""
+        j = job(name, segment_items=1000, segment_seconds=60)
+        p = start(j, ranks, {"SDXLB_FAULT": "item_delay_ms=150", "SDXLB_LOG": "debug"})
+        time.sleep(settle)
+        t_signal = time.monotonic()
+        send(p)
+        out, err = p.communicate(timeout=120)
+        exit_s = time.monotonic() - t_signal
+        self.assertEqual(p.returncode, 7, out + err)
+        self.assertIn("Resubmit the same command", err)
+        # An image group here takes about 0.2 s: well inside "one image's time plus 10 s".
+        self.assertLess(exit_s, 10.0, err)
+        out_dir = os.path.join(TMP, name, "out")
+        published = set(e2e.segment_items(out_dir))
+        rendered_again = stored_items(err) - published
+        print(f"\n[ {name} ] exit 7 {exit_s:.2f} s after the signal; {len(published)} of 48 saved; "
+              f"{len(rendered_again)} items to render again", file=sys.stderr)
+        # Nothing finished is thrown away (a worker stops after the images in flight, and saves them).
+        self.assertEqual(rendered_again, set())
+        self.assertLess(len(published), 48, "the signal came too late to test anything")
+        r = e2e.run(BIN, j, ranks)
+        self.assert_complete_and_identical(out_dir)
+        return r
+
+    def test_sigterm_to_the_ranks(self):
+        self.stop_and_resume("sigterm", 3, lambda p: signal_ranks(p, signal.SIGTERM))
+
+    def test_sigusr1_to_mpirun(self):
+        self.stop_and_resume("sigusr1", 3, lambda p: p.send_signal(signal.SIGUSR1))
+
+    def test_ctrl_c_to_one_process(self):
+        self.stop_and_resume("sigint", 1, lambda p: p.send_signal(signal.SIGINT))
+
+    def test_signal_during_encode(self):
+        prompts = [f"encode phase prompt {i}" for i in range(200)]
+        d = os.path.join(TMP, "encode-stop")
+        j = e2e.write_job(d, MODEL, os.path.join(d, "emb"), prompts=prompts, images_per_prompt=1)
+        # Each worker encodes 100 texts in two chunks; each chunk waits 2 s first. The signal comes during the
+        # first wait, so the second chunk is never started.
+        p = start(j, 3, {"SDXLB_FAULT": "encode_delay_ms=2000"})
+        time.sleep(2.0)
+        signal_ranks(p, signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 7, out + err)
+        self.assertIn("during the encode phase", err)
+        self.assertFalse(os.path.exists(os.path.join(d, "out", "index.h5")))
+        r = e2e.run(BIN, j, 3)
+        self.assertIn("200 ok", r.stdout)
+
+    def test_hung_worker(self):
+        j = job("hung", segment_items=1000, segment_seconds=2, worker_timeout_s=4)
+        t0 = time.monotonic()
+        p = e2e.run(BIN, j, 3, env={"SDXLB_FAULT": "item_delay_ms=100,hang_rank=2,hang_after=3",
+                                    "SDXLB_LOG": "debug"}, check=False, timeout=120)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(p.returncode, 8, p.stdout + p.stderr)
+        self.assertIn("rank 2 on host", p.stderr)
+        self.assertIn("worker_timeout_s", p.stderr)
+        last = [m for m in re.finditer(r"\[rank 2\] debug: stored items", p.stderr)]
+        self.assertTrue(last, p.stderr)
+        # Start-up, 3 items, then detection within the timeout plus 10 s.
+        self.assertLess(elapsed, 30.0)
+        print(f"\n[ hung ] exit 8 after {elapsed:.1f} s (worker_timeout_s 4)", file=sys.stderr)
+        e2e.run(BIN, j, 3)
+        self.assert_complete_and_identical(os.path.join(TMP, "hung", "out"))
+
+    def test_worker_errors_keep_their_exit_code(self):
+        for kind, code in (("out_of_memory", 6), ("model", 4), ("bad_input", 2)):
+            for ranks in (1, 2):
+                with self.subTest(kind=kind, ranks=ranks):
+                    j = job(f"fail-{kind}-{ranks}")
+                    p = e2e.run(BIN, j, ranks, env={"SDXLB_FAULT": f"fail_rank=1,fail_code={kind}"},
+                                check=False, timeout=300)
+                    self.assertEqual(p.returncode, code, p.stdout + p.stderr)
+                    self.assertIn("injected", p.stdout + p.stderr)
+
+    def test_segments_are_published_by_time(self):
+        j = job("by-time", segment_items=1000, segment_seconds=1)
+        e2e.run(BIN, j, 3, env={"SDXLB_FAULT": "item_delay_ms=150"})
+        segs = os.listdir(os.path.join(TMP, "by-time", "out", "segments"))
+        per_rank = {}
+        for s in segs:
+            m = re.search(r"-r(\d+)-", s)
+            if m:
+                per_rank[m.group(1)] = per_rank.get(m.group(1), 0) + 1
+        # Each worker works about 4 s: a segment a second, not one of 1000 items.
+        self.assertTrue(all(n >= 3 for n in per_rank.values()), per_rank)
+        self.assert_complete_and_identical(os.path.join(TMP, "by-time", "out"))
+
+
+def main():
+    global BIN, TMP, MODEL
+    BIN = os.path.abspath(sys.argv.pop(1))
+    TMP = tempfile.mkdtemp(prefix="sdxlb-runctl-")
+    MODEL = os.path.join(TMP, "model")
+    subprocess.run([BIN, "make-demo-model", MODEL], check=True, capture_output=True)
+    try:
+        unittest.main(verbosity=2)
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
