@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 
 #include "cluster/stop_signal.h"
 #include "common/log.h"
@@ -65,8 +66,14 @@ Status run_render_worker(Comm& comm, const RunContext& ctx, const RenderSetup& s
       request.stopping = true;
     }
     SDXLB_RETURN_IF_ERROR(comm.send(0, kRequest, encode_message(request), "asking for work"));
-    SDXLB_ASSIGN_OR_RETURN(auto msg, comm.recv(kWork, "waiting for work"));
-    SDXLB_ASSIGN_OR_RETURN(auto work, decode_assignment(msg.bytes));
+    // The answer comes at once, unless the coordinator is gone: then a stop signal (the launcher's, before
+    // it kills this rank) must still save the open segment.
+    std::optional<Message> msg;
+    while (!msg) {
+      SDXLB_ASSIGN_OR_RETURN(msg, comm.recv_for(kWork, 0.2, "waiting for work"));
+      if (!msg && StopSignal::requested()) SDXLB_RETURN_IF_ERROR(sink.publish());
+    }
+    SDXLB_ASSIGN_OR_RETURN(auto work, decode_assignment(msg->bytes));
     if (work.stop) break;
     WorkRequest report;
     st = renderer.render(work.items, sink, &report, hooks);

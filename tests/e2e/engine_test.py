@@ -9,57 +9,31 @@ Usage (ctest does this): engine_test.py <path to sdxl-batch>
 """
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import unittest
 
 import h5py
 import numpy as np
 
+import e2e_jobs as e2e
+
 BIN = None
 TMP = None
 MODEL = None
-MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader", "-np"]
-PROMPTS = ["a red fox in snow", "an astronaut on a horse", "a bowl of ramen", "lighthouse at dusk",
-           "a cat in a hat", "café au lait, still life", "mountains at dawn", "city street, rain"]
+PROMPTS = list(e2e.PROMPTS)
 
 
 def write_job(folder, **overrides):
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "prompts.txt"), "w") as f:
-        f.write("\n".join(PROMPTS) + "\n")
-    settings = dict(model=MODEL, prompts_file="prompts.txt", negative_prompt="", images_per_prompt=3, seed=77,
-                    steps=3, guidance=5.0, width=64, height=64, batch_size=2, dtype="fp32", device="cpu",
-                    output="out", image_format="raw", segment_items=2, progress_interval_s=5,
-                    embedding_cache=os.path.join(TMP, "embeddings"))
-    settings.update(overrides)
-    lines = []
-    for k, v in settings.items():
-        lines.append(f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {str(v).lower() if isinstance(v, bool) else v}")
-    path = os.path.join(folder, "job.yaml")
-    with open(path, "w") as f:
-        f.write("\n".join(lines).replace("'", '"') + "\n")
-    return path
+    return e2e.write_job(folder, MODEL, os.path.join(TMP, "embeddings"), prompts=PROMPTS, **overrides)
 
 
 def run(job, ranks, env=None, check=True):
-    cmd = ([BIN] if ranks == 1 else MPIRUN + [str(ranks), BIN]) + ["run", "--quiet", job]
-    e = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
-    e.update(env or {})
-    p = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=900)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{cmd} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
-    return p
+    return e2e.run(BIN, job, ranks, env=env, check=check)
 
 
-def read(out):
-    with h5py.File(os.path.join(out, "index.h5"), "r") as f:
-        images = f["images"][()]
-        meta = {k: f[k][()] for k in f.keys() if k not in ("images", "segments")}
-    return images, meta
+read = e2e.read
 
 
 class Engine(unittest.TestCase):

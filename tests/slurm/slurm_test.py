@@ -26,13 +26,15 @@ import unittest
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+import e2e_jobs as e2e  # noqa: E402  (the shared job-file helpers)
+
 BIN = None
 TMP = None
 MODEL = None
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SBATCH_SCRIPT = os.path.join(ROOT, "scripts", "slurm", "render.sbatch")
 PARTITION = os.environ.get("SDXLB_SLURM_PARTITION", "cpu")
-MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader", "-np"]
 PROMPTS = ["a red fox in snow", "an astronaut on a horse", "a bowl of ramen", "lighthouse at dusk",
            "a cat in a hat", "café au lait, still life", "mountains at dawn", "city street, rain",
            "a lone tree on a hill", "koi pond, top view", "steam locomotive", "a library at night",
@@ -45,21 +47,7 @@ TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "
 
 
 def write_job(folder, prompts=PROMPTS, **overrides):
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "prompts.txt"), "w") as f:
-        f.write("\n".join(prompts) + "\n")
-    settings = dict(model=MODEL, prompts_file="prompts.txt", negative_prompt="", images_per_prompt=3, seed=77,
-                    steps=3, guidance=5.0, width=64, height=64, batch_size=2, dtype="fp32", device="cpu",
-                    output="out", image_format="raw", segment_items=2, progress_interval_s=5,
-                    embedding_cache=os.path.join(folder, "embeddings"))
-    settings.update(overrides)
-    lines = []
-    for k, v in settings.items():
-        lines.append(f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {str(v).lower() if isinstance(v, bool) else v}")
-    path = os.path.join(folder, "job.yaml")
-    with open(path, "w") as f:
-        f.write("\n".join(lines).replace("'", '"') + "\n")
-    return path
+    return e2e.write_job(folder, MODEL, os.path.join(folder, "embeddings"), prompts=prompts, **overrides)
 
 
 def read(out):
@@ -92,7 +80,7 @@ def mpirun_reference(folder, **job):
     # An mpirun started inside a SLURM allocation (ctest run by sbatch, say) would launch through SLURM.
     for k in [k for k in env if k.startswith("SLURM_")]:
         del env[k]
-    cmd = MPIRUN + ["3", BIN, "run", "--quiet", path]
+    cmd = e2e.command(BIN, path, 3)
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if p.returncode != 0:
         raise AssertionError(f"{cmd} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
