@@ -128,7 +128,7 @@ int export_pngs(const std::string& dir, const std::string& to, const std::string
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_main(int argc, char** argv) {
   // cuDNN picks a convolution's algorithm among those whose workspace it can allocate, and PyTorch silently
   // falls back to another algorithm (other rounding) when an allocation fails. This caps every workspace at
   // 256 MiB (measured: same speed, same pixels); what keeps the choice fixed is the memory plan leaving
@@ -232,4 +232,17 @@ int main(int argc, char** argv) {
     return world.rank() == 0 ? make_demo_model(demo_dir, demo_full, demo_dtype, demo_seed, demo_no_tiny)
                              : kExitOk;
   return kExitBadInput;
+}
+
+int main(int argc, char** argv) {
+  // Every error is meant to arrive as a Status; an exception that gets here is a bug of ours (or a library's
+  // surprise), reported as such instead of std::terminate's core dump.
+  try {
+    return run_main(argc, argv);
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "sdxl-batch: internal error: %s (please report this)\n", e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sdxl-batch: internal error: %s (please report this)\n", e.what());
+  }
+  return kExitInternal;
 }

@@ -43,3 +43,10 @@ else()
   set(SDXLB_WITH_CUDA OFF)
 endif()
 message(STATUS "sdxl-batch CUDA code paths: ${SDXLB_WITH_CUDA}")
+
+# libtorch.so and libtorch_cpu.so export their own, statically linked copy of std::filesystem (built against an
+# older libstdc++). When libtorch comes before libstdc++.so.6 in an executable's DT_NEEDED list, the dynamic
+# linker binds *our* std::filesystem calls to that copy, whose internals do not match our headers:
+# std::filesystem::remove_all crashed with a null call (issue 12, `run --overwrite`). Naming libstdc++ first
+# makes every std:: symbol resolve to the system libstdc++, as it does when Python imports torch.
+add_link_options("LINKER:--push-state,--no-as-needed,-lstdc++,--pop-state")

@@ -44,6 +44,17 @@ StatusOr<FilePtr> open_for_read(const std::string& path) {
                             "\" is a folder; prompts_file must name a .txt, .jsonl or "
                             ".csv file");
   }
+  if (!S_ISREG(st.st_mode)) {
+    // A FIFO would block the open (or hang on read), /dev/zero never ends: only regular files are read.
+    const char* kind = S_ISFIFO(st.st_mode)   ? "a FIFO (named pipe)"
+                       : S_ISCHR(st.st_mode)  ? "a character device"
+                       : S_ISBLK(st.st_mode)  ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "not a regular file";
+    return invalid_argument("prompt file \"" + path + "\" is " + kind +
+                            "; prompts_file must name a regular .txt, .jsonl or .csv file (to stream prompts "
+                            "from another program, write them to a file first)");
+  }
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return io_error("cannot open prompt file \"" + path + "\" for reading; check its permissions");
   return FilePtr(f, &std::fclose);

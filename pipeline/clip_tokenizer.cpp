@@ -93,7 +93,9 @@ class VocabReader : public json::json_sax_t {
   bool null() override { return bad_value("null"); }
   bool boolean(bool) override { return bad_value("a boolean"); }
   bool number_float(number_float_t v, const string_t&) override { return bad_value(std::to_string(v)); }
-  bool string(string_t& v) override { return bad_value(json(v).dump()); }
+  bool string(string_t& v) override {
+    return bad_value(json(v).dump(-1, ' ', false, json::error_handler_t::replace));
+  }
   bool binary(binary_t&) override { return bad_value("binary data"); }
   bool start_array(std::size_t) override { return bad_value("an array"); }
   bool end_array() override { return false; }
@@ -113,8 +115,8 @@ class VocabReader : public json::json_sax_t {
   bool bad_value(const std::string& what) {
     if (error_.empty()) {
       error_ = depth_ == 0 ? "expected a JSON object mapping each token to its id"
-                           : "token " + json(key_).dump() + " has " + what +
-                                 " as its id; ids are non-negative integers";
+                           : "token " + json(key_).dump(-1, ' ', false, json::error_handler_t::replace) +
+                                 " has " + what + " as its id; ids are non-negative integers";
     }
     return false;
   }
@@ -187,7 +189,8 @@ Status load_merges(const std::string& path, const std::unordered_map<std::string
     const size_t sp = line.find(' ');
     if (sp == std::string_view::npos || line.find(' ', sp + 1) != std::string_view::npos) {
       return data_loss(path + " line " + std::to_string(line_no) +
-                       ": expected two tokens separated by one space, got " + json(std::string(line)).dump() +
+                       ": expected two tokens separated by one space, got " +
+                       json(std::string(line)).dump(-1, ' ', false, json::error_handler_t::replace) +
                        "; restore the file from the model's release");
     }
     std::string token(line.substr(0, sp));
@@ -198,7 +201,8 @@ Status load_merges(const std::string& path, const std::unordered_map<std::string
       auto it = vocab.find(token);
       if (it == vocab.end()) {
         return data_loss(
-            path + " line " + std::to_string(line_no) + ": token " + json(token).dump() +
+            path + " line " + std::to_string(line_no) + ": token " +
+            json(token).dump(-1, ' ', false, json::error_handler_t::replace) +
             (k == 2 ? " (the merge result)" : "") +
             " is not in vocab.json; vocab.json and merges.txt must come from the same tokenizer");
       }
@@ -301,7 +305,8 @@ StatusOr<std::optional<TokenSpec>> token_value(const json& v, Source source, con
     SDXLB_ASSIGN_OR_RETURN(TokenSpec t, token_from_object(v, false, where));
     return std::optional<TokenSpec>(t);
   }
-  return invalid_argument(where + ": expected a string, an AddedToken object or null, got " + v.dump());
+  return invalid_argument(where + ": expected a string, an AddedToken object or null, got " +
+                          v.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
 constexpr const char* kNamedTokenKeys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
@@ -419,7 +424,8 @@ StatusOr<SpecialTokens> resolve_special_tokens(const std::string& folder) {
     if (t.is_string) t.special = true;
     if (named) t.special = true;
     if (t.single_word || t.lstrip || t.rstrip) {
-      return invalid_argument(cfg_path + ": added token " + json(t.content).dump() +
+      return invalid_argument(cfg_path + ": added token " +
+                              json(t.content).dump(-1, ' ', false, json::error_handler_t::replace) +
                               " uses single_word/lstrip/rstrip, which this tokenizer does not implement "
                               "(SDXL never does); set them to false");
     }
@@ -429,7 +435,8 @@ StatusOr<SpecialTokens> resolve_special_tokens(const std::string& folder) {
     const json& m = cfg["model_max_length"];
     const double v = m.is_number() ? m.get<double>() : -1;
     if (!m.is_number() || v != std::floor(v) || v < 3 || v > 1e6) {
-      return invalid_argument(cfg_path + ": \"model_max_length\" is " + m.dump() +
+      return invalid_argument(cfg_path + ": \"model_max_length\" is " +
+                              m.dump(-1, ' ', false, json::error_handler_t::replace) +
                               "; a CLIP text encoder needs a fixed length such as 77");
     }
     out.max_length = static_cast<int>(v);
@@ -553,7 +560,7 @@ StatusOr<ClipTokenizer> ClipTokenizer::load(const std::string& folder) {
       if (it == tok.vocab_.end()) it = unk_it;
       if (it == tok.vocab_.end()) {
         return data_loss(folder + "/vocab.json: has no entry for the byte symbol " +
-                         json(sym + suffix).dump() +
+                         json(sym + suffix).dump(-1, ' ', false, json::error_handler_t::replace) +
                          " and no unknown token to fall back on; this is not a byte-level BPE vocabulary");
       }
       ids[b] = it->second;

@@ -243,6 +243,17 @@ TEST_F(ClipTokenizerErrors, MergesTokenNotInVocab) {
   EXPECT_NE(st.message().find("zzqqxx"), std::string::npos) << st.message();
 }
 
+// issue 12, case 8: a merges.txt of random bytes aborted with an uncaught nlohmann type_error 316 (the error
+// message quoted the line through json::dump, which throws on invalid UTF-8).
+TEST_F(ClipTokenizerErrors, MergesOfRandomBytesIsAnErrorNotACrash) {
+  write("merges.txt", std::string("#version: 0.2\ni n\n\xff\xfe\x80 \xc3\x28\n", 25));
+  const Status st = load_status();
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+  EXPECT_NE(st.message().find("merges.txt line 3"), std::string::npos) << st.message();
+  write("merges.txt", std::string("#version: 0.2\n\xff\xfe\x80\n", 18));
+  EXPECT_EQ(load_status().code(), StatusCode::kDataLoss);
+}
+
 TEST_F(ClipTokenizerErrors, BrokenTokenizerConfig) {
   write("tokenizer_config.json", "{\"pad_token\": \"!\",");
   const Status st = load_status();

@@ -2,6 +2,8 @@
 // one-million-line load to keep the streaming path honest.
 #include "jobs/prompt_source.h"
 
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -89,6 +91,20 @@ TEST_F(PromptSourceTest, EmptyFilesAreErrors) {
   EXPECT_HAS(m, "the file has no prompts; write one JSON object per line");
   m = error_of("p.csv", "prompt\r\n");
   EXPECT_HAS(m, "the file has no prompts; the header row is there; add one row per prompt below it");
+}
+
+// issue 12, case 9: /dev/zero was read forever and a FIFO blocked the open; both are refused up front.
+TEST_F(PromptSourceTest, OnlyRegularFilesAreRead) {
+  PromptFileOptions o;
+  auto zero = load_prompt_file("/dev/zero", o);
+  ASSERT_FALSE(zero.is_ok());
+  EXPECT_EQ(zero.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_HAS(zero.status().message(), "\"/dev/zero\" is a character device");
+  const std::string fifo = dir_.file("prompts.txt");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto pipe = load_prompt_file(fifo, o);  // returns at once: no writer is needed to find out
+  ASSERT_FALSE(pipe.is_ok());
+  EXPECT_HAS(pipe.status().message(), "is a FIFO (named pipe); prompts_file must name a regular");
 }
 
 TEST_F(PromptSourceTest, MissingFileNamesThePath) {

@@ -30,13 +30,13 @@ def write_job(folder, model, cache, prompts=PROMPTS, **overrides):
     return path
 
 
-def command(binary, job, ranks):
-    """`sdxl-batch run --quiet job`, under mpirun when ranks > 1 (ranks = workers + 1)."""
-    return ([binary] if ranks == 1 else MPIRUN + [str(ranks), binary]) + ["run", "--quiet", job]
+def command(binary, job, ranks, extra_args=()):
+    """`sdxl-batch run --quiet [extra_args] job`, under mpirun when ranks > 1 (ranks = workers + 1)."""
+    return ([binary] if ranks == 1 else MPIRUN + [str(ranks), binary]) + ["run", "--quiet", *extra_args, job]
 
 
-def run(binary, job, ranks, env=None, check=True, timeout=900):
-    cmd = command(binary, job, ranks)
+def run(binary, job, ranks, env=None, check=True, timeout=900, extra_args=()):
+    cmd = command(binary, job, ranks, extra_args)
     p = subprocess.run(cmd, env=dict(os.environ, **ENV, **(env or {})), capture_output=True, text=True,
                        timeout=timeout)
     if check and p.returncode != 0:

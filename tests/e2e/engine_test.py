@@ -108,6 +108,18 @@ class Engine(unittest.TestCase):
             PROMPTS = old
         self.assertEqual(cached_texts(), before + 2)  # only the two new texts were encoded
 
+    def test_overwrite_replaces_another_job(self):
+        # issue 12, case 1: `run --overwrite` segfaulted (exit 139) whenever segments/ held files, because our
+        # std::filesystem calls were bound to the copy that libtorch.so exports.
+        d = os.path.join(TMP, "overwrite")
+        run(write_job(d, steps=2), 3)
+        job = write_job(d, steps=3)
+        p = run(job, 3, check=False)
+        self.assertEqual(p.returncode, 3, p.stdout + p.stderr)  # refused: the folder holds another job
+        p = e2e.run(BIN, job, 3, check=False, extra_args=["--overwrite"])
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assert_same_dataset(os.path.join(d, "out"))
+
     def test_killed_worker_then_resume(self):
         d = os.path.join(TMP, "kill-worker")
         job = write_job(d)
