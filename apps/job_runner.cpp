@@ -227,6 +227,7 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   if (!summary->lost.empty()) {
     // A lost rank may be alive but hung: it would keep the launcher (and the SLURM job) waiting forever.
     record_exit_code(code);
+    resume.lock.reset();  // MPI_Abort skips destructors
     std::fflush(stdout);
     std::fflush(stderr);
     comm.abort(code);

@@ -193,7 +193,7 @@ static int run_main(int argc, char** argv) {
   exp->add_option("output", out_dir, "The job's output folder")->required()->check(CLI::ExistingDirectory);
   exp->add_option("--to", export_dir, "Folder for item-<index>.png files");
   exp->add_option("--contact-sheet", sheet, "One PNG with the images in a grid");
-  exp->add_option("--limit", limit, "At most this many images (0: all)");
+  exp->add_option("--limit", limit, "At most this many images (0: all)")->check(CLI::NonNegativeNumber);
 
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;

@@ -26,8 +26,7 @@ std::string describe_rank(int rank, const std::vector<RankInfo>& ranks) {
 
 }  // namespace
 
-StatusOr<RenderSummary> run_coordinator(Comm& comm, const RunContext& ctx,
-                                        const std::vector<int64_t>& pending,
+StatusOr<RenderSummary> run_coordinator(Comm& comm, const RunContext& ctx, const ItemRanges& pending,
                                         const std::vector<RankInfo>& ranks) {
   const auto t0 = Clock::now();
   Dispatcher dispatcher(pending, ctx.batch_size);

@@ -17,6 +17,7 @@
 
 #include "cluster/comm.h"
 #include "common/status.h"
+#include "jobs/item_ranges.h"
 #include "run/protocol.h"
 #include "run/run_context.h"
 
@@ -43,11 +44,10 @@ struct RankInfo {
   int pid = 0;
 };
 
-/// Serves work requests until every worker has stopped. `pending` are the items to render (any order);
+/// Serves work requests until every worker has stopped. `pending` are the items to render;
 /// `ranks` are indexed by rank (may be empty). Errors only for communication failures; worker failures are
 /// in the summary (when every worker died with items left, the caller reports the first fatal error).
-StatusOr<RenderSummary> run_coordinator(Comm& comm, const RunContext& ctx,
-                                        const std::vector<int64_t>& pending,
+StatusOr<RenderSummary> run_coordinator(Comm& comm, const RunContext& ctx, const ItemRanges& pending,
                                         const std::vector<RankInfo>& ranks = {});
 
 }  // namespace sdxlb

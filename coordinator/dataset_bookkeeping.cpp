@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
 #include "cluster/stop_signal.h"
 #include "common/exit_codes.h"
@@ -19,19 +20,43 @@ void print_error(const Status& s) {
 }  // namespace
 
 StatusOr<ResumeState> open_output(const RunContext& ctx) {
+  ResumeState p;
+  // The lock comes first, before --overwrite deletes or the scan removes anything another run may be
+  // writing. It lives in the folder, so a missing folder is created for it (and removed again on failure).
+  std::error_code ec;
+  const bool created = !std::filesystem::exists(ctx.job.output, ec) &&
+                       std::filesystem::create_directories(ctx.job.output, ec) && !ec;
+  if (std::filesystem::is_directory(ctx.job.output, ec)) {
+    std::string warning;
+    auto lock = OutputLock::acquire(ctx.job.output, ctx.run_id, {}, &warning);
+    if (!lock.is_ok()) {
+      if (created) std::filesystem::remove(ctx.job.output, ec);
+      if (lock.status().code() == StatusCode::kIoError) {
+        // Most likely the folder is not writable: the folder's own check says so with its fix.
+        auto check = OutputFolder::create_or_open(ctx.job.output, ctx.job.identity(ctx.model.model_id),
+                                                  ctx.job.yaml_text, ctx.job.to_canonical_json(), false);
+        if (!check.is_ok()) return check.status();
+      }
+      return lock.status();
+    }
+    if (!warning.empty()) log_warn(warning);
+    p.lock = std::move(*lock);
+  }
   const std::string identity = ctx.job.identity(ctx.model.model_id);
-  SDXLB_ASSIGN_OR_RETURN(auto folder,
-                         OutputFolder::create_or_open(ctx.job.output, identity, ctx.job.yaml_text,
-                                                      ctx.job.to_canonical_json(), ctx.options.overwrite));
+  auto opened = OutputFolder::create_or_open(ctx.job.output, identity, ctx.job.yaml_text,
+                                             ctx.job.to_canonical_json(), ctx.options.overwrite);
+  if (!opened.is_ok()) {
+    if (p.lock) p.lock->release();
+    if (created) std::filesystem::remove(ctx.job.output, ec);  // only when still empty
+    return opened.status();
+  }
+  OutputFolder& folder = *opened;
   SDXLB_ASSIGN_OR_RETURN(auto scan, folder.scan());
   for (const auto& r : scan.removed_temp) log_info("removed in-flight segment of an earlier run: " + r);
   for (const auto& r : scan.moved_corrupt) log_warn("moved a corrupt segment aside: " + r);
   const int64_t n = static_cast<int64_t>(ctx.plan->num_items());
-  ResumeState p;
-  p.pending.reserve(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i)
-    if (!scan.is_done(i)) p.pending.push_back(i);
-  p.already_done = n - static_cast<int64_t>(p.pending.size());
+  p.pending = ItemRanges::all_but(n, scan.done_items());
+  p.already_done = n - p.pending.count();
   if (folder.resumed() && !ctx.options.quiet)
     std::fprintf(stderr, "resuming %s: %lld of %lld items already done\n", ctx.job.output.c_str(),
                  static_cast<long long>(p.already_done), static_cast<long long>(n));

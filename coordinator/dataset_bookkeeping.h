@@ -5,22 +5,28 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
 #include "coordinator/coordinator.h"
+#include "jobs/item_ranges.h"
 #include "run/run_context.h"
+#include "store/output_lock.h"
 
 namespace sdxlb {
 
 struct ResumeState {
-  std::vector<int64_t> pending;  ///< items still to render, ascending
+  ItemRanges pending;  ///< items still to render
   int64_t already_done = 0;
+  /// The output folder's lock, held until this state is destroyed (or the lock released).
+  std::unique_ptr<OutputLock> lock;
 };
 
-/// Opens the job's output folder (a different job there is refused unless --overwrite), removes stale
-/// in-flight segments and moves corrupt ones aside, and lists the items still to render. Errors: those of
+/// Locks the job's output folder (OutputLock: a second run on it is refused, naming the first), opens it (a
+/// different job there is refused unless --overwrite), removes stale in-flight segments and moves corrupt
+/// ones aside, and lists the items still to render. Errors: those of OutputLock::acquire,
 /// OutputFolder::create_or_open and scan.
 StatusOr<ResumeState> open_output(const RunContext& ctx);
 

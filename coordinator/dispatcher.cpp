@@ -4,26 +4,36 @@
 
 namespace sdxlb {
 
-Dispatcher::Dispatcher(std::vector<int64_t> pending, int64_t batch_size)
-    : batch_size_(std::max<int64_t>(1, batch_size)) {
-  std::sort(pending.begin(), pending.end());
-  pending.erase(std::unique(pending.begin(), pending.end()), pending.end());
-  total_ = static_cast<int64_t>(pending.size());
-  remaining_ = total_;
-  std::vector<std::vector<int64_t>> batches;
-  for (size_t i = 0; i < pending.size();) {
-    const int64_t group = pending[i] / batch_size_;
-    std::vector<int64_t> batch;
-    while (i < pending.size() && pending[i] / batch_size_ == group) batch.push_back(pending[i++]);
-    batches.push_back(std::move(batch));
-  }
-  queue_.assign(batches.rbegin(), batches.rend());
+Dispatcher::Dispatcher(ItemRanges pending, int64_t batch_size)
+    : pending_(std::move(pending)), batch_size_(std::max<int64_t>(1, batch_size)) {
+  total_ = remaining_ = pending_.count();
+  if (!pending_.ranges().empty()) cursor_ = pending_.ranges().front().first;
 }
 
+Dispatcher::Dispatcher(std::vector<int64_t> pending, int64_t batch_size)
+    : Dispatcher(ItemRanges::of(std::move(pending)), batch_size) {}
+
 std::vector<int64_t> Dispatcher::next(int worker) {
-  if (queue_.empty()) return {};
-  std::vector<int64_t> batch = std::move(queue_.back());
-  queue_.pop_back();
+  std::vector<int64_t> batch;
+  if (!requeued_.empty()) {
+    batch = std::move(requeued_.front());
+    requeued_.pop_front();
+  } else {
+    const auto& ranges = pending_.ranges();
+    if (range_ >= ranges.size()) return {};
+    // The pending items of the group of the next item.
+    const int64_t group_end = (cursor_ / batch_size_ + 1) * batch_size_;
+    while (range_ < ranges.size() && ranges[range_].first < group_end) {
+      const int64_t from = std::max(cursor_, ranges[range_].first);
+      const int64_t to = std::min(ranges[range_].second, group_end);
+      for (int64_t i = from; i < to; ++i) batch.push_back(i);
+      if (to < ranges[range_].second) {
+        cursor_ = to;
+        break;
+      }
+      if (++range_ < ranges.size()) cursor_ = ranges[range_].first;
+    }
+  }
   remaining_ -= static_cast<int64_t>(batch.size());
   auto& mine = in_flight_[worker];
   mine.insert(mine.end(), batch.begin(), batch.end());
@@ -62,12 +72,8 @@ void Dispatcher::requeue(int worker) {
   }
   for (auto b = batches.rbegin(); b != batches.rend(); ++b) {
     remaining_ += static_cast<int64_t>(b->size());
-    queue_.push_back(std::move(*b));
+    requeued_.push_front(std::move(*b));
   }
-}
-
-int64_t Dispatcher::remaining() const {
-  return remaining_;
 }
 
 int64_t Dispatcher::in_flight() const {

@@ -3,19 +3,27 @@
 // Items are grouped by their index into fixed groups of `batch_size` consecutive items (group g holds items
 // [g*B, (g+1)*B)). A batch handed out is the pending items of one group, so a batch's composition depends
 // only on the job, never on the number of ranks, the order of requests or what an earlier run finished.
-// Workers pad short batches to B, so every image is computed with the same shapes whatever happens around it.
+//
+// The pending items are kept as ranges (jobs/item_ranges.h) and batches are cut from them as they are
+// handed out, so a job of a billion items costs memory in proportion to what is in flight and to the gaps
+// earlier runs left, not to its size.
 //
 // Not thread-safe: the coordinator's thread owns it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <vector>
+
+#include "jobs/item_ranges.h"
 
 namespace sdxlb {
 
 class Dispatcher {
  public:
+  Dispatcher(ItemRanges pending, int64_t batch_size);
   /// `pending` need not be sorted; duplicates are ignored.
   Dispatcher(std::vector<int64_t> pending, int64_t batch_size);
 
@@ -28,7 +36,7 @@ class Dispatcher {
   void requeue(int worker);
 
   int64_t total() const { return total_; }
-  int64_t remaining() const;  ///< not yet handed out
+  int64_t remaining() const { return remaining_; }  ///< not yet handed out
   int64_t in_flight() const;
   /// Items in flight for `worker`.
   int64_t in_flight_of(int worker) const;
@@ -36,7 +44,10 @@ class Dispatcher {
   int64_t batch_size() const { return batch_size_; }
 
  private:
-  std::vector<std::vector<int64_t>> queue_;  // batches in hand-out order (reversed: next is back())
+  ItemRanges pending_;
+  size_t range_ = 0;                           // the range that holds the next item to cut
+  int64_t cursor_ = 0;                         // the next item to cut (within ranges_[range_])
+  std::deque<std::vector<int64_t>> requeued_;  // batches given back, handed out first
   std::map<int, std::vector<int64_t>> in_flight_;
   int64_t batch_size_;
   int64_t total_ = 0;

@@ -283,7 +283,14 @@ void SpecParser::run(const YAML::Node& root) {
       {"csv_prompt_column",
        [&](const Field& f) { read_string(f, &s.prompt_source.csv_prompt_column, false); }},
       {"csv_negative_column", [&](const Field& f) { read_string(f, &s.prompt_source.csv_negative_column); }},
-      {"negative_prompt", [&](const Field& f) { read_string(f, &s.negative_prompt); }},
+      {"negative_prompt",
+       [&](const Field& f) {
+         if (read_string(f, &s.negative_prompt) && s.negative_prompt.size() > PromptList::kMaxTextBytes)
+           p_->add(f.mark(), f.key,
+                   "is " + std::to_string(s.negative_prompt.size()) + " bytes long, over the limit of " +
+                       std::to_string(PromptList::kMaxTextBytes) +
+                       "; the text encoders read only the first 77 tokens: shorten it");
+       }},
       {"images_per_prompt",
        [&](const Field& f) {
          read_int(f, 1, 1000000, "use an integer from 1 to 1000000", &s.images_per_prompt);

@@ -546,7 +546,11 @@ void PromptList::reserve(size_t prompts, size_t text_bytes) {
 Status PromptList::add(std::string_view prompt, std::optional<std::string_view> negative,
                        std::optional<uint64_t> seed) {
   if (prompt.size() > kMaxTextBytes || (negative && negative->size() > kMaxTextBytes)) {
-    return invalid_argument("a prompt is longer than 1 GiB; this is not a prompt, check the file's format");
+    return invalid_argument(
+        "a prompt of " + std::to_string(std::max(prompt.size(), negative ? negative->size() : size_t{0})) +
+        " bytes is longer than the limit of " + std::to_string(kMaxTextBytes) +
+        " bytes; SDXL's text encoders read only the first 77 tokens (a few hundred characters): "
+        "shorten it, or check the file's format (a missing line break?)");
   }
   Entry e{text_.size(), static_cast<uint32_t>(prompt.size()), 0};
   text_.append(prompt);

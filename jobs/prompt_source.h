@@ -36,7 +36,9 @@ std::optional<PromptFormat> prompt_format_from_extension(std::string_view path);
 class PromptList {
  public:
   /// The longest text accepted, in bytes (1 GiB - 1); a longer one is surely not a prompt.
-  static constexpr size_t kMaxTextBytes = (size_t{1} << 30) - 1;
+  /// The longest prompt or negative prompt, in bytes. CLIP reads 77 tokens (a few hundred characters); a
+  /// longer text only costs tokenizer time (super-linear in the length of one word), so 64 KiB is refused.
+  static constexpr size_t kMaxTextBytes = size_t{1} << 16;
 
   /// Reserves room for `prompts` prompts with `text_bytes` bytes of text in all.
   void reserve(size_t prompts, size_t text_bytes);

@@ -37,6 +37,40 @@ bool parse_double_text(const std::string& s, double* out) {
   return r.ec == std::errc() && r.ptr == e && b != e;
 }
 
+// Whether s is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF): the text
+// that nlohmann::json can write, as JobSpec::to_canonical_json does with every string of the job.
+bool is_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    uint32_t cp = 0;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2, cp = c & 0x1Fu;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3, cp = c & 0x0Fu;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4, cp = c & 0x07u;
+    } else {
+      return false;
+    }
+    if (s.size() - i < len) return false;
+    for (size_t k = 1; k < len; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3Fu);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
 }  // namespace
 
 size_t edit_distance(std::string_view a, std::string_view b) {
@@ -159,6 +193,10 @@ bool YamlFieldReader::read_string(const YamlField& f, std::string* out, bool all
   }
   if (!allow_empty && f.value.Scalar().empty()) {
     p_->add(f.mark(), f.key, "must not be empty; give a value or remove the key");
+    return false;
+  }
+  if (!is_utf8(f.value.Scalar())) {
+    p_->add(f.mark(), f.key, "is not valid UTF-8 text; save the job file as UTF-8");
     return false;
   }
   *out = f.value.Scalar();

@@ -291,7 +291,7 @@ StatusOr<std::optional<TokenSpec>> token_value(const json& v, Source source, con
     return std::optional<TokenSpec>(t);
   }
   if (v.is_object()) {
-    if (source == Source::kTokenizerConfig && v.value("__type", std::string()) != "AddedToken") {
+    if (source == Source::kTokenizerConfig && v.value("__type", json()) != "AddedToken") {
       return invalid_argument(where +
                               ": an object here needs \"__type\": \"AddedToken\" (transformers rejects it "
                               "otherwise); write the token as a plain string");

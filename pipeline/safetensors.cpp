@@ -127,6 +127,7 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::open(const std
   file->header_json_.assign(reinterpret_cast<const char*>(bytes + 8), header_len);
   file->data_ = bytes + 8 + header_len;
   const uint64_t data_size = file_size - 8 - header_len;
+  file->data_size_ = data_size;
 
   nlohmann::json header;
   try {
@@ -241,6 +242,12 @@ StatusOr<at::Tensor> SafetensorsFile::tensor(const TensorInfo& info) const {
   std::shared_ptr<Mapping> keep = mapping_;
   return at::from_blob(
       ptr, info.shape, [keep](void*) mutable { keep.reset(); }, options);
+}
+
+std::string_view SafetensorsFile::data_bytes(uint64_t offset, uint64_t n) const {
+  if (!data_ || offset >= data_size_) return {};
+  n = std::min(n, data_size_ - offset);
+  return std::string_view(reinterpret_cast<const char*>(data_ + offset), static_cast<size_t>(n));
 }
 
 }  // namespace sdxlb

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -55,6 +56,11 @@ class SafetensorsFile {
   /// Size in bytes of the JSON header (useful as a cheap identity of the weights).
   const std::string& header_json() const { return header_json_; }
 
+  /// Size in bytes of the data area (everything after the header).
+  uint64_t data_size() const { return data_size_; }
+  /// `n` bytes of the data area from `offset` (clamped to the area), read through the mapping.
+  std::string_view data_bytes(uint64_t offset, uint64_t n) const;
+
   /// A CPU tensor over the mapped bytes (zero-copy unless the bytes are misaligned for the dtype, in which
   /// case it is an aligned copy). Errors: kUnimplemented for dtypes LibTorch has no type for.
   StatusOr<at::Tensor> tensor(const TensorInfo& info) const;
@@ -66,6 +72,7 @@ class SafetensorsFile {
   std::string path_;
   std::shared_ptr<Mapping> mapping_;
   const uint8_t* data_ = nullptr;  ///< start of the data area inside the mapping
+  uint64_t data_size_ = 0;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t> by_name_;
   std::map<std::string, std::string> metadata_;

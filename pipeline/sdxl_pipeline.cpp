@@ -63,14 +63,38 @@ Status torch_error(const std::string& phase, const c10::Error& e) {
   return torch_error_status(phase, e, "lower batch_size or choose a lighter memory plan");
 }
 
-// Identity of one component: its config text and the headers of its weight files (which hold names, shapes,
-// dtypes and byte ranges; hashing them is fast and changes whenever the weights are re-saved differently).
+// The weights' content, sampled: 64 blocks of 64 KiB spread evenly over each file's data (4 MiB a file, a few
+// milliseconds even for SDXL's 5 GB UNet). Another checkpoint of the same architecture differs in every
+// block; what goes unnoticed is an in-place edit confined to the bytes between the blocks (say, one small
+// tensor). The trade-off, against reading all 7 GB of an SDXL model on rank 0 at every start, is documented
+// in docs/output-format.md (model identity).
+constexpr uint64_t kIdentityBlocks = 64;
+constexpr uint64_t kIdentityBlockBytes = 64 * 1024;
+
+void add_content_sample(Fingerprint& fp, const SafetensorsFile& file) {
+  const uint64_t size = file.data_size();
+  fp.add(std::to_string(size));
+  if (size <= kIdentityBlocks * kIdentityBlockBytes) {
+    fp.add(file.data_bytes(0, size));
+    return;
+  }
+  const uint64_t span = size - kIdentityBlockBytes;
+  for (uint64_t i = 0; i < kIdentityBlocks; ++i)
+    fp.add(file.data_bytes(span * i / (kIdentityBlocks - 1), kIdentityBlockBytes));
+}
+
+// Identity of one component: its config text, the headers of its weight files (names, shapes, dtypes and
+// byte ranges) and a sample of their content, so that other weights of the same architecture are another
+// model (issue 12: they resumed silently, and shared another model's embedding cache).
 Status add_component_identity(Fingerprint& fp, const ModelFolder& folder, const std::string& component,
                               const std::string& variant) {
   SDXLB_ASSIGN_OR_RETURN(auto config, folder.component_config(component));
   fp.add(component).add(config.dump());
   SDXLB_ASSIGN_OR_RETURN(auto weights, folder.component_weights(component, variant));
-  for (const auto& f : weights.files()) fp.add(f->header_json());
+  for (const auto& f : weights.files()) {
+    fp.add(f->header_json());
+    add_content_sample(fp, *f);
+  }
   return Status::ok();
 }
 
@@ -133,6 +157,18 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   SDXLB_RETURN_IF_ERROR(add_component_identity(model_id, folder, "unet", options.variant));
   SDXLB_RETURN_IF_ERROR(add_component_identity(model_id, folder, "vae", options.variant));
   model_id.add(sched_json.dump());
+  // Every component's config is checked here, loaded or not (cheap: no weights), so that rank 0 refuses a
+  // corrupt or hostile one (a sanity limit, a wrong type) before anything is written.
+  {
+    SDXLB_ASSIGN_OR_RETURN(auto u, folder.component_config("unet"));
+    SDXLB_RETURN_IF_ERROR(UNetConfig::from_json(u, model_dir + "/unet/config.json").status());
+    SDXLB_ASSIGN_OR_RETURN(auto v, folder.component_config("vae"));
+    SDXLB_RETURN_IF_ERROR(VaeConfig::from_json(v, model_dir + "/vae/config.json").status());
+    for (const char* te : {"text_encoder", "text_encoder_2"}) {
+      SDXLB_ASSIGN_OR_RETURN(auto c, folder.component_config(te));
+      SDXLB_RETURN_IF_ERROR(ClipTextConfig::from_json(c, model_dir + "/" + te + "/config.json").status());
+    }
+  }
 
   if (options.load_text_encoders) {
     SDXLB_ASSIGN_OR_RETURN(auto t1, ClipTokenizer::load(folder.component_dir("tokenizer")));

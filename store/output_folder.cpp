@@ -30,7 +30,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 const char* kFixWritable =
-    "fix: choose an output folder you can write to (the job's output path or --out), or fix the permissions";
+    "fix: choose an output folder you can write to (the job file's output key), or fix the permissions";
 
 // Checks, before the job writes anything, that `path` is a folder we can create files in; creates it (and
 // its parents) when missing.
@@ -243,11 +243,13 @@ StatusOr<OutputFolder> OutputFolder::create_or_open(const std::string& path,
     SDXLB_ASSIGN_OR_RETURN(JobFile existing, read_job_file(job_json_path));
     if (existing.identity != job_identity_hex) {
       std::string diff = describe_differences(existing.job, job);
-      return failed_precondition("the output folder " + path + " holds another job (identity " +
-                                 existing.identity + " in " + job_json_path + "; this job is " +
-                                 job_identity_hex + ")" +
-                                 (diff.empty() ? std::string() : ". Settings that differ: " + diff) +
-                                 ". Fix: use a new output folder or pass --overwrite (deletes its images)");
+      return failed_precondition(
+          "the output folder " + path + " holds another job (identity " + existing.identity + " in " +
+          job_json_path + "; this job is " + job_identity_hex + ")" +
+          (diff.empty() ? std::string(". The job's settings are the same, so the model "
+                                      "changed (its weights, configs or tiny VAE)")
+                        : ". Settings that differ: " + diff) +
+          ". Fix: use a new output folder or pass --overwrite (deletes its images)");
     }
     folder.resumed_ = true;
     if (!fs::exists(job_yaml_path, ec))

@@ -67,10 +67,8 @@ void scripted_worker(Comm& c, int item_ms, int64_t* stored) {
   ASSERT_TRUE(c.send(0, kBye, encode_message(WorkerReport{}), "test").is_ok());
 }
 
-std::vector<int64_t> all_items(int64_t n) {
-  std::vector<int64_t> v;
-  for (int64_t i = 0; i < n; ++i) v.push_back(i);
-  return v;
+ItemRanges all_items(int64_t n) {
+  return ItemRanges::all_but(n, {});
 }
 
 TEST(Coordinator, RendersEverythingWithoutAStop) {

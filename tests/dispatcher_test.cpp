@@ -48,6 +48,43 @@ TEST(Dispatcher, RequeueKeepsGroups) {
   EXPECT_EQ(d.next(8), (std::vector<int64_t>{4, 5}));
 }
 
+TEST(ItemRanges, ComplementAndMerging) {
+  auto r = ItemRanges::all_but(10, {0, 3, 4, 9, 12});
+  EXPECT_EQ(r.ranges(), (std::vector<ItemRanges::Range>{{1, 3}, {5, 9}}));
+  EXPECT_EQ(r.count(), 6);
+  EXPECT_EQ(ItemRanges::of({5, 1, 2, 2, 3}).ranges(), (std::vector<ItemRanges::Range>{{1, 4}, {5, 6}}));
+  EXPECT_TRUE(ItemRanges::all_but(3, {0, 1, 2}).empty());
+}
+
+// issue 12, case 7: the dispatcher kept every item index in vectors (1e9 items: 12 GB of RSS). Batches are
+// now cut from ranges; a billion pending items cost a handful of bytes.
+TEST(Dispatcher, ABillionItemsCostRangesNotVectors) {
+  Dispatcher d(ItemRanges::all_but(1000000000, {2, 3}), 4);
+  EXPECT_EQ(d.total(), 1000000000 - 2);
+  EXPECT_EQ(d.next(1), (std::vector<int64_t>{0, 1}));  // group 0 without the done items 2 and 3
+  EXPECT_EQ(d.next(2), (std::vector<int64_t>{4, 5, 6, 7}));
+  EXPECT_EQ(d.next(1), (std::vector<int64_t>{8, 9, 10, 11}));
+  EXPECT_EQ(d.remaining(), 1000000000 - 2 - 10);
+  d.requeue(1);  // its items come back first, in their groups
+  EXPECT_EQ(d.next(3), (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(d.next(3), (std::vector<int64_t>{8, 9, 10, 11}));
+  EXPECT_EQ(d.next(3), (std::vector<int64_t>{12, 13, 14, 15}));
+}
+
+TEST(Dispatcher, RangesAcrossGroupBoundaries) {
+  // Pending: 1..5 and 7..13 with groups of 4: {1,2,3}, {4,5,7}, {8..11}, {12,13}.
+  ItemRanges r;
+  r.append(1, 6);
+  r.append(7, 14);
+  Dispatcher d(r, 4);
+  EXPECT_EQ(d.next(1), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(d.next(1), (std::vector<int64_t>{4, 5, 7}));
+  EXPECT_EQ(d.next(1), (std::vector<int64_t>{8, 9, 10, 11}));
+  EXPECT_EQ(d.next(1), (std::vector<int64_t>{12, 13}));
+  EXPECT_TRUE(d.next(1).empty());
+  EXPECT_EQ(d.remaining(), 0);
+}
+
 TEST(Progress, RateAndEta) {
   Progress p("render", 100, 0, /*quiet=*/true);
   auto t0 = Progress::Clock::now();

@@ -107,6 +107,22 @@ TEST_F(PromptSourceTest, OnlyRegularFilesAreRead) {
   EXPECT_HAS(pipe.status().message(), "is a FIFO (named pipe); prompts_file must name a regular");
 }
 
+// issue 12, case 10: a 2 MB single word took 42 s to tokenize, a 20 MB jsonl line more than 120 s. Prompts
+// are capped at 64 KiB, with the line and the length in the error.
+TEST_F(PromptSourceTest, OverlongPromptsAreRefusedWithTheirLine) {
+  const std::string word(2 * 1024 * 1024, 'a');
+  std::string m = error_of("p.txt", "fine prompt\n" + word + "\n");
+  EXPECT_HAS(m, dir_.file("p.txt") + ":2: a prompt of 2097152 bytes is longer than the limit of 65536 bytes");
+  m = error_of("p.jsonl", "{\"prompt\": \"ok\"}\n{\"prompt\": \"" + word + "\"}\n");
+  EXPECT_HAS(m, ":2");
+  EXPECT_HAS(m, "longer than the limit of 65536 bytes");
+  m = error_of("p.csv", "prompt\nok\n" + word + "\n");
+  EXPECT_HAS(m, "longer than the limit of 65536 bytes");
+  // At the limit is fine.
+  auto l = load("q.txt", std::string(PromptList::kMaxTextBytes, 'b') + "\n");
+  EXPECT_TRUE(l.is_ok()) << l.status().message();
+}
+
 TEST_F(PromptSourceTest, MissingFileNamesThePath) {
   PromptFileOptions o;
   auto l = load_prompt_file(dir_.file("none/p.txt"), o);

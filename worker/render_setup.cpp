@@ -45,9 +45,9 @@ StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx) {
       break;
     case JobSpec::Device::kCuda:
       if (!have_cuda)
-        return failed_precondition(job.job_file +
-                                   ": device is cuda, but LibTorch sees no CUDA GPU on this node "
-                                   "(check CUDA_VISIBLE_DEVICES and the driver, or set device: cpu)");
+        return invalid_argument(job.job_file +
+                                ": device is cuda, but LibTorch sees no CUDA GPU on this node "
+                                "(check CUDA_VISIBLE_DEVICES and the driver, or set device: cpu)");
       setup.device = at::Device(at::kCUDA, 0);
       break;
     case JobSpec::Device::kAuto:

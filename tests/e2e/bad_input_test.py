@@ -137,6 +137,45 @@ class BadInput(unittest.TestCase):
             f.truncate(os.path.getsize(w) // 2)
         self.case("truncated", GOOD, code=4, model=broken, expect=["diffusion_pytorch_model.safetensors", "truncated"])
 
+    def test_config_values_beyond_sanity_limits(self):
+        # issue 12, case 8: layers_per_block 1e9 grew memory until the process was killed, block_out_channels
+        # 1e6 ended as an internal error asking for 16 TB, vocab_size 1e12 exited 1. Each is now a model error
+        # (exit 4) naming the file, the key and the limit.
+        import json
+        for name, component, key, value in (("layers", "unet", "layers_per_block", 1000000000),
+                                            ("channels", "vae", "block_out_channels", [1000000] * 4),
+                                            ("vocab", "text_encoder", "vocab_size", 10 ** 12)):
+            with self.subTest(key=key):
+                broken = os.path.join(TMP, "model-" + name)
+                shutil.copytree(MODEL, broken)
+                cfg = os.path.join(broken, component, "config.json")
+                with open(cfg) as f:
+                    config = json.load(f)
+                if isinstance(value, list):
+                    value = value[:len(config.get(key, value))]
+                config[key] = value
+                with open(cfg, "w") as f:
+                    json.dump(config, f)
+                self.case("limit-" + name, GOOD, code=4, model=broken,
+                          expect=[os.path.join(component, "config.json"), key, "beyond the limit"])
+
+    def test_cuda_without_a_gpu_is_bad_input(self):
+        # A weak case of issue 12: it exited 3, which means "the output folder holds another job".
+        if shutil.which("nvidia-smi"):
+            self.skipTest("this machine has a GPU")
+        self.case("cuda", GOOD.replace("device: cpu", "device: cuda"), code=2,
+                  expect=["device is cuda", "device: cpu"])
+
+    def test_export_negative_limit(self):
+        # A weak case of issue 12: `export --limit -5` exported everything.
+        d = os.path.join(TMP, "export-limit")
+        os.makedirs(d)
+        p = subprocess.run([BIN, "export", d, "--to", os.path.join(d, "png"), "--limit", "-5"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+        self.assertIn("--limit", p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(d, "png")))
+
     def test_fp16_on_cpu(self):
         self.case("fp16cpu", GOOD.replace("dtype: fp32", "dtype: fp16"), expect=["fp16", "dtype: fp32"])
 

@@ -120,6 +120,29 @@ class Engine(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assert_same_dataset(os.path.join(d, "out"))
 
+    def test_other_weights_of_the_same_architecture_are_another_model(self):
+        # issue 12, cases 2 and 3: the model identity hashed configs and headers only, so swapped weights of
+        # the same architecture resumed silently into one dataset, and shared the embedding cache.
+        other = os.path.join(TMP, "other-weights")
+        subprocess.run([BIN, "make-demo-model", other, "--seed", "5"], check=True, capture_output=True)
+        model = os.path.join(TMP, "swapped-model")
+        shutil.copytree(MODEL, model)
+        d = os.path.join(TMP, "swapped")
+        cache = os.path.join(d, "emb")
+        job = e2e.write_job(d, model, cache, prompts=PROMPTS)
+        run(job, 2)
+        unet = os.path.join("unet", "diffusion_pytorch_model.safetensors")
+        shutil.copyfile(os.path.join(other, unet), os.path.join(model, unet))
+        p = run(job, 2, check=False)
+        self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
+        self.assertIn("holds another job", p.stderr)
+        # Other text-encoder weights: the shared cache does not serve the first model's embeddings.
+        te = os.path.join("text_encoder", "model.safetensors")
+        shutil.copyfile(os.path.join(other, te), os.path.join(model, te))
+        shards_before = sum(len(f) for _, _, f in os.walk(cache))
+        run(e2e.write_job(os.path.join(TMP, "swapped-te"), model, cache, prompts=PROMPTS), 2)
+        self.assertGreater(sum(len(f) for _, _, f in os.walk(cache)), shards_before)
+
     def test_killed_worker_then_resume(self):
         d = os.path.join(TMP, "kill-worker")
         job = write_job(d)

@@ -174,6 +174,19 @@ class RunControl(unittest.TestCase):
                     self.assertEqual(p.returncode, code, p.stdout + p.stderr)
                     self.assertIn("injected", p.stdout + p.stderr)
 
+    def test_a_second_run_on_the_same_folder_is_refused(self):
+        # issue 12, case 4: run B started while run A was rendering rendered the remaining items again.
+        j = job("locked", segment_items=1000, segment_seconds=1)
+        a = start(j, 3, {"SDXLB_FAULT": "item_delay_ms=400"})  # about 10 s of rendering
+        time.sleep(2.5)
+        b = e2e.run(BIN, j, 3, check=False, timeout=120)
+        self.assertEqual(b.returncode, 3, b.stdout + b.stderr)
+        self.assertIn("is in use by sdxl-batch on host", b.stderr)
+        out, err = a.communicate(timeout=120)
+        self.assertEqual(a.returncode, 0, out + err)
+        self.assert_complete_and_identical(os.path.join(TMP, "locked", "out"))
+        self.assertFalse(os.path.exists(os.path.join(TMP, "locked", "out", "lock")))
+
     def test_segments_are_published_by_time(self):
         j = job("by-time", segment_items=1000, segment_seconds=1)
         e2e.run(BIN, j, 3, env={"SDXLB_FAULT": "item_delay_ms=150"})
