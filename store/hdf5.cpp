@@ -11,6 +11,15 @@
 namespace sdxlb::h5 {
 namespace {
 
+// HDF5's exit handler closes every file still in its table. A file whose H5Fclose failed (ENOSPC while
+// flushing) stays there half-closed, and HDF5 1.10 then crashes closing it again at exit (H5F__close_cb; a
+// full disk ended with a segfault, issue 12). Every file here is closed by its owner, so the handler has
+// nothing to do: it is switched off before the library initialises.
+const bool kNoHdf5ExitHandler = [] {
+  H5dont_atexit();
+  return true;
+}();
+
 // The last HDF5 error stack of this thread, flattened to one line by capture_errors().
 thread_local std::string t_last_error;
 thread_local bool t_handler_installed = false;

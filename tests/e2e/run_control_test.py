@@ -187,6 +187,31 @@ class RunControl(unittest.TestCase):
         self.assert_complete_and_identical(os.path.join(TMP, "locked", "out"))
         self.assertFalse(os.path.exists(os.path.join(TMP, "locked", "out", "lock")))
 
+    def test_a_full_disk_is_an_io_error_not_a_crash(self):
+        # issue 12, case 5: after a correct ENOSPC message, every rank segfaulted on exit in HDF5's exit
+        # handler (H5F__close_cb, exit 139), closing again a file whose close had failed.
+        small = os.path.join(TMP, "small-disk")
+        os.makedirs(small)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", small],
+                          capture_output=True).returncode != 0:
+            self.skipTest("cannot mount a tmpfs here (needs root)")
+        try:
+            for ranks in (1, 3):
+                with self.subTest(ranks=ranks):
+                    out = os.path.join(small, f"out{ranks}")
+                    j = job(f"full-disk-{ranks}", output=out, width=256, height=256)
+                    p = e2e.run(BIN, j, ranks, check=False, timeout=300)
+                    self.assertEqual(p.returncode, 4, p.stdout + p.stderr)
+                    self.assertIn("No space left on device", p.stderr)
+                    self.assertNotIn("Segmentation", p.stderr)
+                    self.assertNotIn("signal 11", p.stderr)
+                    # Nothing half-written is left for a later run to trust.
+                    segs = os.listdir(os.path.join(out, "segments"))
+                    self.assertFalse([s for s in segs if s.endswith(".tmp")], segs)
+                    shutil.rmtree(out, ignore_errors=True)
+        finally:
+            subprocess.run(["umount", small], capture_output=True)
+
     def test_segments_are_published_by_time(self):
         j = job("by-time", segment_items=1000, segment_seconds=1)
         e2e.run(BIN, j, 3, env={"SDXLB_FAULT": "item_delay_ms=150"})
