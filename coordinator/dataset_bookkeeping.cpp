@@ -17,6 +17,21 @@ void print_error(const Status& s) {
   std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str());
 }
 
+// A stored row belongs to this job when its item exists and carries the item's seed (a segment whose
+// item_index was altered serves another item's image under this index: issue 12).
+ItemCheck item_check(const RunContext& ctx) {
+  std::shared_ptr<const JobPlan> plan = ctx.plan;
+  return [plan](int64_t item, uint64_t seed) -> std::string {
+    if (item < 0 || static_cast<uint64_t>(item) >= plan->num_items())
+      return "item " + std::to_string(item) + " is not in this job of " + std::to_string(plan->num_items()) +
+             " items";
+    if (plan->seed(static_cast<uint64_t>(item)) != seed)
+      return "item " + std::to_string(item) + " carries seed " + std::to_string(seed) +
+             ", but this job gives it " + std::to_string(plan->seed(static_cast<uint64_t>(item)));
+    return "";
+  };
+}
+
 }  // namespace
 
 StatusOr<ResumeState> open_output(const RunContext& ctx) {
@@ -51,6 +66,7 @@ StatusOr<ResumeState> open_output(const RunContext& ctx) {
     return opened.status();
   }
   OutputFolder& folder = *opened;
+  folder.set_item_check(item_check(ctx));
   SDXLB_ASSIGN_OR_RETURN(auto scan, folder.scan());
   for (const auto& r : scan.removed_temp) log_info("removed in-flight segment of an earlier run: " + r);
   for (const auto& r : scan.moved_corrupt) log_warn("moved a corrupt segment aside: " + r);
@@ -76,6 +92,7 @@ int finish_output(const RunContext& ctx, const RenderSummary& summary,
   attrs["job_canonical"] = ctx.job.to_canonical_json();
   attrs["model_id"] = ctx.model.model_id;
   attrs["run_id"] = ctx.run_id;
+  folder->set_item_check(item_check(ctx));
   auto index = folder->write_index(static_cast<int64_t>(ctx.plan->num_items()), attrs);
   if (!index.is_ok()) {
     print_error(index.status());

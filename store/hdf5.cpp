@@ -414,6 +414,11 @@ StatusOr<Dataset> Location::create_dataset(const std::string& name, hid_t type,
   if (!chunk.empty() && H5Pset_chunk(dcpl.id(), static_cast<int>(chunk.size()), chunk.data()) < 0) {
     return h5_error(StatusCode::kInternal, "cannot set the chunk shape of " + child(name) + " in " + file_);
   }
+  // (HDF5 cannot filter variable-length data: text and PNG columns go without; PNG carries its own CRCs.)
+  const bool variable = H5Tdetect_class(type, H5T_VLEN) > 0 || H5Tis_variable_str(type) > 0;
+  if (!chunk.empty() && options.checksum && !variable && H5Pset_fletcher32(dcpl.id()) < 0) {
+    return h5_error(StatusCode::kInternal, "cannot add a checksum to " + child(name) + " in " + file_);
+  }
   if (options.fill) {
     double fill = *options.fill;
     if (H5Pset_fill_value(dcpl.id(), H5T_NATIVE_DOUBLE, &fill) < 0) {

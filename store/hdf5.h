@@ -112,6 +112,10 @@ struct DatasetOptions {
   bool growable = true;
   /// Fill value for elements never written (numeric datasets only), converted to the dataset's type.
   std::optional<double> fill;
+  /// A Fletcher32 checksum per chunk (chunked, fixed-size types only: HDF5 cannot filter variable-length
+  /// data): HDF5 verifies it on every read, so a flipped byte on disk is a read error naming the dataset,
+  /// never a silently wrong value.
+  bool checksum = true;
 };
 
 /// A dataset.

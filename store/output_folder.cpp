@@ -142,6 +142,7 @@ struct SegmentSummary {
   std::vector<int64_t> item_index;
   std::vector<int8_t> status;
   std::vector<std::string> error;
+  std::vector<uint64_t> seed;
 };
 
 StatusOr<SegmentSummary> read_segment_summary(const std::string& path) {
@@ -172,8 +173,19 @@ StatusOr<SegmentSummary> read_segment_summary(const std::string& path) {
   SDXLB_ASSIGN_OR_RETURN(s.item_index, h5::read_column<int64_t>(f, "item_index"));
   SDXLB_ASSIGN_OR_RETURN(s.status, h5::read_column<int8_t>(f, "status"));
   SDXLB_ASSIGN_OR_RETURN(s.error, h5::read_column<std::string>(f, "error"));
+  SDXLB_ASSIGN_OR_RETURN(s.seed, h5::read_column<uint64_t>(f, "seed"));
   SDXLB_RETURN_IF_ERROR(f.close());
   return s;
+}
+
+// The first row of `s` that the job's check refuses, as a reason ("" when every row is the job's).
+std::string check_rows(const SegmentSummary& s, const ItemCheck& check) {
+  if (!check) return "";
+  for (size_t row = 0; row < s.item_index.size(); ++row) {
+    std::string why = check(s.item_index[row], s.seed[row]);
+    if (!why.empty()) return "row " + std::to_string(row) + ": " + why;
+  }
+  return "";
 }
 
 // Moves a segment that cannot be trusted to segments/corrupt/, so that its items are rendered again and the
@@ -328,6 +340,12 @@ StatusOr<ScanResult> OutputFolder::scan_segments(bool clean) const {
   std::vector<Record> records;
   for (const std::string& name : names) {
     auto summary = read_segment_summary(dir + "/" + name);
+    if (summary.is_ok()) {
+      // A segment whose rows contradict the job (an item index that does not match its seed) is not
+      // served, whatever its checksums say: it is treated like an unreadable one.
+      const std::string why = check_rows(*summary, item_check_);
+      if (!why.empty()) summary = data_loss(name + " does not belong to this job: " + why);
+    }
     if (!summary.is_ok()) {
       if (clean) {
         SDXLB_RETURN_IF_ERROR(move_aside(dir, name));

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -74,6 +75,10 @@ struct IndexSummary {
   int64_t segments = 0;
 };
 
+/// Checks one stored row against the job: "" when item `item` with seed `seed` is one of the job's, else why
+/// not. A segment with such a row is corrupt (moved aside by scan(), skipped by write_index()).
+using ItemCheck = std::function<std::string(int64_t item, uint64_t seed)>;
+
 /// The path OutputFolder::segment_path gives, for writers that do not own the folder (workers).
 std::string segment_file_path(const std::string& output_dir, const std::string& run_id, int rank, int64_t n);
 
@@ -106,6 +111,8 @@ class OutputFolder {
   /// Errors: kIoError (cannot list or move files), kFailedPrecondition (segments disagree on encoding or
   /// image size).
   StatusOr<ScanResult> scan() const;
+  /// The job's row check, used by scan() and write_index() from now on.
+  void set_item_check(ItemCheck check) { item_check_ = std::move(check); }
 
   /// Writes `<out>/index.h5` atomically for items 0..total_items-1 (see docs/output-format.md), with
   /// `attributes` as string attributes of the root group (job yaml, tool/torch/CUDA versions, model
@@ -121,6 +128,7 @@ class OutputFolder {
 
   std::string path_;
   bool resumed_ = false;
+  ItemCheck item_check_;
 };
 
 }  // namespace sdxlb

@@ -143,6 +143,44 @@ class Engine(unittest.TestCase):
         run(e2e.write_job(os.path.join(TMP, "swapped-te"), model, cache, prompts=PROMPTS), 2)
         self.assertGreater(sum(len(f) for _, _, f in os.walk(cache)), shards_before)
 
+    def test_tampered_segments_are_never_served(self):
+        # issue 12, case 6: a segment whose item_index was altered (its checksums rewritten too) served item 2's
+        # image and seed as item 0, and flipped image bytes went unnoticed. Now the first is moved aside and
+        # rendered again; the second is a read error (Fletcher32) wherever pixels are read.
+        d = os.path.join(TMP, "tampered")
+        job = write_job(d)
+        run(job, 3)
+        seg_dir = os.path.join(d, "out", "segments")
+        segs = sorted(n for n in os.listdir(seg_dir) if n.endswith(".h5"))
+        victim = None
+        for name in segs:
+            with h5py.File(os.path.join(seg_dir, name), "r+") as f:
+                idx = f["item_index"][()]
+                if 0 not in idx:
+                    idx[0] = 0  # claims to be item 0, with another item's seed and image
+                    f["item_index"][...] = idx
+                    victim = name
+                    break
+        p = run(job, 3)
+        self.assertIn("does not belong to this job", p.stderr)
+        self.assertTrue(os.path.exists(os.path.join(seg_dir, "corrupt", victim)))
+        self.assertNotIn("duplicate", p.stdout + p.stderr)
+        self.assert_same_dataset(os.path.join(d, "out"))
+        # A flipped byte in the pixels of a segment on disk.
+        name = sorted(n for n in os.listdir(seg_dir) if n.endswith(".h5"))[0]
+        path = os.path.join(seg_dir, name)
+        with h5py.File(path, "r") as f:
+            info = f["images"].id.get_chunk_info(0)
+        with open(path, "r+b") as f:
+            f.seek(info.byte_offset + 100)
+            b = f.read(1)
+            f.seek(info.byte_offset + 100)
+            f.write(bytes([b[0] ^ 0x40]))
+        p = subprocess.run([BIN, "export", os.path.join(d, "out"), "--to", os.path.join(d, "png")],
+                           capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("images", p.stderr)
+
     def test_killed_worker_then_resume(self):
         d = os.path.join(TMP, "kill-worker")
         job = write_job(d)
