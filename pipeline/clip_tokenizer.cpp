@@ -50,6 +50,8 @@ StatusOr<json> parse_json_text(const std::string& text, const std::string& path)
     const size_t col = (nl == std::string::npos || at == 0) ? at + 1 : at - nl;
     return data_loss(path + ": invalid JSON at line " + std::to_string(line) + ", column " +
                      std::to_string(col) + " (" + e.what() + "); restore the file from the model's release");
+  } catch (const json::exception& e) {  // out_of_range 406: a number past double's range (1e400)
+    return data_loss(path + ": invalid JSON (" + e.what() + "); restore the file from the model's release");
   }
 }
 

@@ -52,6 +52,8 @@ StatusOr<nlohmann::json> read_json_file(const std::string& path) {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     return data_loss(path + ":" + line_col(text, e.byte) + ": invalid JSON (" + e.what() + ")");
+  } catch (const nlohmann::json::exception& e) {  // out_of_range 406: a number past double's range (1e400)
+    return data_loss(path + ": invalid JSON (" + e.what() + ")");
   }
 }
 

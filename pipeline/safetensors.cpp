@@ -135,6 +135,8 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::open(const std
   } catch (const nlohmann::json::parse_error& e) {
     return data_loss(where + ": the header is not valid JSON (byte " + std::to_string(e.byte) +
                      " of the header); the file is corrupt");
+  } catch (const nlohmann::json::exception& e) {  // out_of_range 406: a number past double's range (1e400)
+    return data_loss(where + ": the header is not valid JSON (" + e.what() + "); the file is corrupt");
   }
   if (!header.is_object()) return data_loss(where + ": the header is not a JSON object");
 
@@ -236,7 +238,8 @@ StatusOr<at::Tensor> SafetensorsFile::tensor(const TensorInfo& info) const {
   if (reinterpret_cast<uintptr_t>(ptr) % dt->size != 0) {
     // Misaligned for its element type: copy into an aligned tensor rather than read unaligned memory.
     at::Tensor out = at::empty(info.shape, options);
-    std::memcpy(out.data_ptr(), ptr, info.end - info.begin);
+    // An empty tensor has no storage (data_ptr() is null), and memcpy's pointers must not be null even for 0.
+    if (info.end > info.begin) std::memcpy(out.data_ptr(), ptr, info.end - info.begin);
     return out;
   }
   std::shared_ptr<Mapping> keep = mapping_;

@@ -2,7 +2,8 @@
 # The test command: setup, configure, build, check formatting, run ctest. `.ci/run` calls exactly this.
 #   scripts/test.sh                 everything (unit + oracle + mpi; gpu tests skip themselves without a GPU)
 #   scripts/test.sh -L unit         extra arguments go to ctest
-# Environment: SDXLB_BUILD_DIR (default build), SDXLB_JOBS (default: nproc), SDXLB_SKIP_SLURM=1 (no local SLURM
+# Environment: SDXLB_BUILD_DIR (default build), SDXLB_JOBS (default: nproc), SDXLB_SKIP_SANITIZE=1,
+# SDXLB_SKIP_FUZZ=1, SDXLB_FUZZ_SECONDS (default 30 per fuzz target), SDXLB_SKIP_SLURM=1 (no local SLURM
 # cluster, no `slurm` tests), SDXLB_SLURM_DIR (see scripts/slurm/local-cluster.sh), plus those of scripts/setup.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,3 +41,7 @@ else
   fi
 fi
 ctest --test-dir "$build" --output-on-failure -j "$jobs" "${ctest_args[@]}" "$@"
+# ASan + UBSan over the unit tests of the parsers, the store and the run side (scripts/sanitize.sh), and a
+# short libFuzzer run of each parser (scripts/fuzz.sh). SDXLB_SKIP_SANITIZE=1 / SDXLB_SKIP_FUZZ=1 skip them.
+[[ "${SDXLB_SKIP_SANITIZE:-0}" == 1 ]] || bash scripts/sanitize.sh
+[[ "${SDXLB_SKIP_FUZZ:-0}" == 1 ]] || SDXLB_SKIP_SETUP=1 bash scripts/fuzz.sh "${SDXLB_FUZZ_SECONDS:-30}"
