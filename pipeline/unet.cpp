@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <torch/nn/modules/container/modulelist.h>
 
 #include "pipeline/config_reader.h"
 #include "pipeline/weights.h"

@@ -40,8 +40,12 @@ else
       { echo "test: the local SLURM cluster did not start (SDXLB_SKIP_SLURM=1 skips the slurm tests)" >&2; exit 1; }
   fi
 fi
-ctest --test-dir "$build" --output-on-failure -j "$jobs" "${ctest_args[@]}" "$@"
+ctest --test-dir "$build" --output-on-failure -j "$jobs" "${ctest_args[@]}" "$@" | tee "$build/ctest.log"
 # ASan + UBSan over the unit tests of the parsers, the store and the run side (scripts/sanitize.sh), and a
 # short libFuzzer run of each parser (scripts/fuzz.sh). SDXLB_SKIP_SANITIZE=1 / SDXLB_SKIP_FUZZ=1 skip them.
 [[ "${SDXLB_SKIP_SANITIZE:-0}" == 1 ]] || bash scripts/sanitize.sh
 [[ "${SDXLB_SKIP_FUZZ:-0}" == 1 ]] || SDXLB_SKIP_SETUP=1 bash scripts/fuzz.sh "${SDXLB_FUZZ_SECONDS:-30}"
+# The closing line, in the form CI reads: ctest's counts (the sanitizer and fuzz steps fail the run on their own).
+skipped=$(grep -c '(Skipped)$' "$build/ctest.log" || true)
+sed -n 's/^[0-9]*% tests passed, \([0-9]*\) tests failed out of \([0-9]*\)$/\2 \1/p' "$build/ctest.log" |
+  awk -v s="$skipped" '{ printf "%d passed, %d failed, %d skipped\n", $1 - $2 - s, $2, s }'
