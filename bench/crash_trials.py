@@ -38,6 +38,9 @@ import time
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+import e2e_jobs as e2e  # noqa: E402  (rank_pids: the ranks under mpirun)
+
 MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root", "--mca", "btl", "self,vader", "-np"]
 PROMPTS = ["a red fox in snow", "an astronaut on a horse", "a bowl of ramen", "lighthouse at dusk",
            "a cat in a hat", "café au lait, still life", "mountains at dawn", "city street, rain",
@@ -104,43 +107,6 @@ def wait_for_binary(binary, timeout=600):
         if time.time() > t_end:
             raise SystemExit(f"{binary} is missing or does not run")
         time.sleep(5)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# processes
-
-
-def proc_children():
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append(int(d))
-    return kids
-
-
-def rank_pids(root_pid):
-    """{rank: pid} for the descendants of root_pid whose environment has OMPI_COMM_WORLD_RANK."""
-    kids = proc_children()
-    out, todo = {}, list(kids.get(root_pid, []))
-    while todo:
-        pid = todo.pop()
-        todo.extend(kids.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        for kv in env:
-            if kv.startswith(b"OMPI_COMM_WORLD_RANK="):
-                out[int(kv.split(b"=", 1)[1])] = pid
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -269,12 +235,12 @@ def kill_trial(binary, job, ranks, env, log_prefix, rng, workers, ref_span, time
     while time.time() < t_kill_target:
         if p.poll() is not None:
             break
-        pid = rank_pids(p.pid).get(rank, pid)
+        pid = e2e.rank_pids(p.pid).get(rank, pid)
         time.sleep(min(0.05, max(0.0, t_kill_target - time.time())))
     if p.poll() is not None:
         res["error"] = f"the job ended (exit {p.returncode}) before the kill moment ({frac:.0%} of the span)"
         return res
-    pid = rank_pids(p.pid).get(rank, pid)
+    pid = e2e.rank_pids(p.pid).get(rank, pid)
     if pid is None:
         res["error"] = f"no process found for rank {rank}"
         _stop(p)
@@ -293,7 +259,7 @@ def kill_trial(binary, job, ranks, env, log_prefix, rng, workers, ref_span, time
 
 def _stop(p):
     """Ends our mpirun and its ranks (by pid)."""
-    for pid in sorted(rank_pids(p.pid).values()):
+    for pid in sorted(e2e.rank_pids(p.pid).values()):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:

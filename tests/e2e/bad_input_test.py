@@ -6,8 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
+
+import e2e_jobs as e2e
 
 BIN = None
 TMP = None
@@ -209,17 +210,5 @@ class BadInput(unittest.TestCase):
         self.case("nosub", None, args=["render", "x"], expect=["render"])
 
 
-def main():
-    global BIN, TMP, MODEL
-    BIN = os.path.abspath(sys.argv.pop(1))
-    TMP = tempfile.mkdtemp(prefix="sdxlb-bad-")
-    MODEL = os.path.join(TMP, "model")
-    subprocess.run([BIN, "make-demo-model", MODEL, "--no-tiny-vae"], check=True, capture_output=True)
-    try:
-        unittest.main(verbosity=2)
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-
-
 if __name__ == "__main__":
-    main()
+    e2e.run_tests(sys.modules[__name__], "sdxlb-bad-", model_args=("--no-tiny-vae",))

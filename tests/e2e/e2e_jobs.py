@@ -1,7 +1,11 @@
-"""Shared helpers of the end-to-end tests: a tiny CPU job file, running the CLI (alone or under mpirun), and
-reading a dataset with h5py."""
+"""Shared helpers of the end-to-end tests: a tiny CPU job file, running the CLI (alone or under mpirun),
+reading a dataset with h5py, finding the ranks under a launcher, and the test scripts' common main."""
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
+import unittest
 
 import h5py
 
@@ -61,3 +65,51 @@ def segment_items(out):
             with h5py.File(os.path.join(seg, name), "r") as f:
                 items.extend(int(i) for i in f["item_index"][()])
     return items
+
+
+def descendants(pid):
+    """Pids of every process below `pid` (from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    found, stack = [], [pid]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            found.append(c)
+            stack.append(c)
+    return found
+
+
+def rank_pids(pid):
+    """{rank: pid} of the processes below `pid` (a launcher) whose environment has OMPI_COMM_WORLD_RANK."""
+    ranks = {}
+    for child in descendants(pid):
+        try:
+            with open(f"/proc/{child}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        for kv in env:
+            if kv.startswith(b"OMPI_COMM_WORLD_RANK="):
+                ranks[int(kv.split(b"=", 1)[1])] = child
+    return ranks
+
+
+def run_tests(module, prefix, model_args=()):
+    """The test scripts' main: sets module.BIN (argv[1]), module.TMP (a scratch folder, removed afterwards) and
+    module.MODEL (the tiny demo model written there), then runs the unittest cases."""
+    module.BIN = os.path.abspath(sys.argv.pop(1))
+    module.TMP = tempfile.mkdtemp(prefix=prefix)
+    module.MODEL = os.path.join(module.TMP, "model")
+    subprocess.run([module.BIN, "make-demo-model", module.MODEL, *model_args], check=True, capture_output=True)
+    try:
+        unittest.main(module=module, verbosity=2)
+    finally:
+        shutil.rmtree(module.TMP, ignore_errors=True)
+

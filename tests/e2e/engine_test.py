@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
 
 import h5py
@@ -222,17 +221,5 @@ class Engine(unittest.TestCase):
         np.testing.assert_array_equal(images[ok], self.ref_images[ok])
 
 
-def main():
-    global BIN, TMP, MODEL
-    BIN = os.path.abspath(sys.argv.pop(1))
-    TMP = tempfile.mkdtemp(prefix="sdxlb-e2e-")
-    MODEL = os.path.join(TMP, "model")
-    subprocess.run([BIN, "make-demo-model", MODEL], check=True, capture_output=True)
-    try:
-        unittest.main(verbosity=2)
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-
-
 if __name__ == "__main__":
-    main()
+    e2e.run_tests(sys.modules[__name__], "sdxlb-e2e-")

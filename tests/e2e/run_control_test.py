@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
@@ -51,29 +50,10 @@ def stored_items(stderr):
     return items
 
 
-def descendants(pid):
-    """Pids of every process below `pid` (from /proc)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def signal_ranks(p, sig):
     """Sends `sig` to the sdxl-batch processes under `p` (the ranks), not to mpirun: as SLURM signals the
     tasks of a job step. Other tests' processes are left alone."""
-    for pid in descendants(p.pid) + [p.pid]:
+    for pid in e2e.descendants(p.pid) + [p.pid]:
         try:
             with open(f"/proc/{pid}/comm") as f:
                 if f.read().strip() == "sdxl-batch":
@@ -226,17 +206,5 @@ class RunControl(unittest.TestCase):
         self.assert_complete_and_identical(os.path.join(TMP, "by-time", "out"))
 
 
-def main():
-    global BIN, TMP, MODEL
-    BIN = os.path.abspath(sys.argv.pop(1))
-    TMP = tempfile.mkdtemp(prefix="sdxlb-runctl-")
-    MODEL = os.path.join(TMP, "model")
-    subprocess.run([BIN, "make-demo-model", MODEL], check=True, capture_output=True)
-    try:
-        unittest.main(verbosity=2)
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-
-
 if __name__ == "__main__":
-    main()
+    e2e.run_tests(sys.modules[__name__], "sdxlb-runctl-")

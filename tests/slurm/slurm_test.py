@@ -16,10 +16,8 @@ Usage (ctest does this): slurm_test.py <path to sdxl-batch>
 import glob
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
@@ -243,18 +241,6 @@ class Slurm(unittest.TestCase):
         self.assertLessEqual(len(again), 2, sorted(again))
 
 
-def main():
-    global BIN, TMP, MODEL
-    BIN = os.path.abspath(sys.argv.pop(1))
-    # The tasks that slurmd starts run on this host as this user, so they see this folder.
-    TMP = tempfile.mkdtemp(prefix="sdxlb-slurm-e2e-")
-    MODEL = os.path.join(TMP, "model")
-    subprocess.run([BIN, "make-demo-model", MODEL], check=True, capture_output=True)
-    try:
-        unittest.main(verbosity=2)
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-
-
 if __name__ == "__main__":
-    main()
+    # The tasks that slurmd starts run on this host as this user, so they see the scratch folder.
+    e2e.run_tests(sys.modules[__name__], "sdxlb-slurm-e2e-")
