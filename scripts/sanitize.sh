@@ -10,7 +10,7 @@ cd "$root"
 venv="${SDXLB_VENV:-$HOME/.local/share/sdxlb/venv}"
 build="${SDXLB_ASAN_BUILD_DIR:-build-asan}"
 jobs="${SDXLB_JOBS:-$(nproc)}"
-tests=(status_test protocol_test comm_test job_spec_test prompt_source_test job_plan_test store_test
+tests=(status_test protocol_test comm_test job_spec_test prompt_source_test job_plan_test store_test store_faults_test
        output_lock_test dispatcher_test coordinator_test memory_plan_test clip_tokenizer_test)
 start=$(date +%s)
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDXLB_SANITIZE=address,undefined \

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "store/env.h"
+
 namespace sdxlb {
 namespace {
 
@@ -15,16 +17,17 @@ std::string os_error(const std::string& what, const std::string& path) {
 }
 
 Status sync_fd_of(const std::string& path, int flags, const char* what) {
-  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  Env& e = env();
+  int fd = e.open(path, flags, 0);
   if (fd < 0) return io_error(os_error(std::string("cannot open ") + what, path));
-  int rc = ::fsync(fd);
+  int rc = e.fsync(fd);
   // Some file systems refuse fsync on folders (EINVAL); the rename is then as durable as they allow.
   if (rc != 0 && !(errno == EINVAL && (flags & O_DIRECTORY))) {
     Status st = io_error(os_error("fsync failed for", path));
-    ::close(fd);
+    e.close(fd);
     return st;
   }
-  ::close(fd);
+  e.close(fd);
   return Status::ok();
 }
 
@@ -47,7 +50,7 @@ Status sync_dir(const std::string& path) {
 
 Status publish_file(const std::string& from, const std::string& to) {
   SDXLB_RETURN_IF_ERROR(sync_file(from));
-  if (std::rename(from.c_str(), to.c_str()) != 0) {
+  if (env().rename(from, to) != 0) {
     return io_error("cannot rename " + from + " to " + to + ": " + std::strerror(errno));
   }
   return sync_dir(parent_dir(to));
@@ -55,30 +58,25 @@ Status publish_file(const std::string& from, const std::string& to) {
 
 Status write_file_atomically(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  Env& e = env();
+  int fd = e.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) return io_error(os_error("cannot create", tmp));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      Status st = io_error(os_error("cannot write", tmp));
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return st;
-    }
-    done += static_cast<size_t>(n);
-  }
-  bool synced = ::fsync(fd) == 0;
-  Status st = synced ? Status::ok() : io_error(os_error("cannot flush", tmp));
-  if (::close(fd) != 0 && st.is_ok()) st = io_error(os_error("cannot close", tmp));
-  if (!st.is_ok()) {
-    ::unlink(tmp.c_str());
+  if (!write_fully(e, fd, bytes.data(), bytes.size(), 0)) {
+    Status st = io_error(os_error("cannot write", tmp));
+    e.close(fd);
+    e.unlink(tmp);
     return st;
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+  bool synced = e.fsync(fd) == 0;
+  Status st = synced ? Status::ok() : io_error(os_error("cannot flush", tmp));
+  if (e.close(fd) != 0 && st.is_ok()) st = io_error(os_error("cannot close", tmp));
+  if (!st.is_ok()) {
+    e.unlink(tmp);
+    return st;
+  }
+  if (e.rename(tmp, path) != 0) {
     Status st = io_error("cannot rename " + tmp + " to " + path + ": " + std::strerror(errno));
-    ::unlink(tmp.c_str());
+    e.unlink(tmp);
     return st;
   }
   return sync_dir(parent_dir(path));

@@ -8,6 +8,9 @@
 #include <cstring>
 #include <type_traits>
 
+#include "store/env.h"
+#include "store/h5_env_driver.h"
+
 namespace sdxlb::h5 {
 namespace {
 
@@ -153,10 +156,14 @@ void begin_call() {
     t_handler_installed = true;
   }
   t_last_error.clear();
+  clear_os_error();
 }
 
 Status h5_error(StatusCode code, const std::string& what) {
   std::string message = what;
+  // The storage failed (EIO, ENOSPC): an I/O error, not bytes that are wrong.
+  if (last_os_error() != 0 && code == StatusCode::kDataLoss) code = StatusCode::kIoError;
+  clear_os_error();
   if (!t_last_error.empty()) message += " (HDF5: " + t_last_error + ")";
   t_last_error.clear();
   return Status(code, message);
@@ -386,8 +393,11 @@ StatusOr<Group> Location::create_group(const std::string& name) const {
 }
 
 StatusOr<Group> Location::open_group(const std::string& name) const {
-  if (!exists(name)) return not_found("no group " + child(name) + " in " + file_);
   begin_call();
+  const htri_t found = H5Lexists(id_, name.c_str(), H5P_DEFAULT);
+  // A lookup that fails (unreadable metadata, a disk error) is an error, not "absent".
+  if (found < 0) return h5_error(StatusCode::kDataLoss, "cannot look up " + child(name) + " in " + file_);
+  if (found == 0) return not_found("no group " + child(name) + " in " + file_);
   hid_t id = H5Gopen2(id_, name.c_str(), H5P_DEFAULT);
   if (id < 0) return h5_error(StatusCode::kDataLoss, "cannot open group " + child(name) + " in " + file_);
   return Group(id, H5Gclose, file_, child(name));
@@ -437,8 +447,10 @@ StatusOr<Dataset> Location::create_dataset(const std::string& name, hid_t type, 
 }
 
 StatusOr<Dataset> Location::open_dataset(const std::string& name) const {
-  if (!exists(name)) return not_found("no dataset " + child(name) + " in " + file_);
   begin_call();
+  const htri_t found = H5Lexists(id_, name.c_str(), H5P_DEFAULT);
+  if (found < 0) return h5_error(StatusCode::kDataLoss, "cannot look up " + child(name) + " in " + file_);
+  if (found == 0) return not_found("no dataset " + child(name) + " in " + file_);
   hid_t id = H5Dopen2(id_, name.c_str(), H5P_DEFAULT);
   if (id < 0) return h5_error(StatusCode::kDataLoss, "cannot open dataset " + child(name) + " in " + file_);
   return Dataset(id, H5Dclose, file_, child(name));
@@ -471,8 +483,11 @@ Status write_scalar_attr(const Location& loc, const std::string& name, hid_t fil
 }
 
 StatusOr<Handle> open_attr(const Location& loc, const std::string& name) {
-  if (!loc.has_attr(name)) return not_found("no attribute '" + name + "' on " + loc.where());
   begin_call();
+  const htri_t found = H5Aexists(loc.id(), name.c_str());
+  if (found < 0)
+    return h5_error(StatusCode::kDataLoss, "cannot look up attribute '" + name + "' of " + loc.where());
+  if (found == 0) return not_found("no attribute '" + name + "' on " + loc.where());
   hid_t id = H5Aopen(loc.id(), name.c_str(), H5P_DEFAULT);
   if (id < 0)
     return h5_error(StatusCode::kDataLoss, "cannot open attribute '" + name + "' of " + loc.where());
@@ -552,6 +567,11 @@ StatusOr<PropList> file_access_list() {
   if (H5Pset_fclose_degree(fapl.id(), H5F_CLOSE_SEMI) < 0) {
     return h5_error(StatusCode::kInternal, "cannot set the file close degree");
   }
+  // Every byte goes through the Env (store/env.h), so that tests can fail any read or write.
+  const hid_t driver = env_driver_id();
+  if (driver < 0 || H5Pset_driver(fapl.id(), driver, nullptr) < 0) {
+    return h5_error(StatusCode::kInternal, "cannot select the sdxlb_env file driver");
+  }
   return fapl;
 }
 
@@ -560,8 +580,16 @@ StatusOr<PropList> file_access_list() {
 StatusOr<File> File::create(const std::string& path, bool truncate) {
   SDXLB_ASSIGN_OR_RETURN(auto fapl, file_access_list());
   begin_call();
+  struct stat before {};
+  const bool existed = ::stat(path.c_str(), &before) == 0;
   hid_t id = H5Fcreate(path.c_str(), truncate ? H5F_ACC_TRUNC : H5F_ACC_EXCL, H5P_DEFAULT, fapl.id());
-  if (id < 0) return h5_error(StatusCode::kIoError, "cannot create the HDF5 file " + path);
+  if (id < 0) {
+    Status st = h5_error(StatusCode::kIoError, "cannot create the HDF5 file " + path);
+    // A failed create (ENOSPC writing the superblock) leaves nothing behind; an existing file that EXCL
+    // refused is not ours to remove.
+    if (truncate || !existed) env().unlink(path);
+    return st;
+  }
   return File(id, H5Fclose, path, "/");
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "store/durable_file.h"
+#include "store/env.h"
 #include "store/hdf5.h"
 #include "store/item_columns_io.h"
 
@@ -165,7 +166,7 @@ StatusOr<IndexSummary> write_index_file(const std::string& out_dir, const ScanRe
   if (st.is_ok()) st = publish_file(tmp, summary.path);
   if (!st.is_ok()) {
     f.reset();
-    ::unlink(tmp.c_str());
+    env().unlink(tmp);
     return st.with_context("writing " + summary.path);
   }
   return summary;

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "store/durable_file.h"
+#include "store/env.h"
 #include "store/hdf5.h"
 #include "store/index_writer.h"
 #include "store/item_columns_io.h"
@@ -48,15 +49,16 @@ Status ensure_writable_folder(const std::string& path) {
   }
   // Permission bits do not tell the whole story (root, read-only mounts, ACLs, quotas): try it.
   const std::string probe = path + "/.sdxlb-write-probe-" + std::to_string(::getpid());
-  int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  Env& e = env();
+  int fd = e.open(probe, O_WRONLY | O_CREAT | O_EXCL, 0644);
   if (fd < 0) {
     return io_error("the output folder " + path + " is not writable (" + std::strerror(errno) + "); " +
                     kFixWritable);
   }
-  bool wrote = ::write(fd, "x", 1) == 1;
+  bool wrote = write_fully(e, fd, "x", 1, 0);
   int write_errno = errno;
-  ::close(fd);
-  ::unlink(probe.c_str());
+  e.close(fd);
+  e.unlink(probe);
   if (!wrote) {
     return io_error("cannot write to the output folder " + path + " (" + std::strerror(write_errno) +
                     "); free some space or " + kFixWritable);
@@ -81,6 +83,41 @@ StatusOr<JobFile> read_job_file(const std::string& path) {
                      "folder, or pass --overwrite to start this one over");
   }
   return JobFile{j["identity"].get<std::string>(), j.value("job", json::object())};
+}
+
+Status write_job_files(const std::string& json_path, const std::string& yaml_path, const JobFile& job,
+                       const std::string& yaml_text) {
+  json file = {{"format", "sdxlb-job"}, {"identity", job.identity}, {"job", job.job}};
+  SDXLB_RETURN_IF_ERROR(write_file_atomically(json_path, file.dump(2) + "\n"));
+  return write_file_atomically(yaml_path, yaml_text);
+}
+
+// Whether every complete segment in `dir` records `identity` as its job: "" when they all do (and there is
+// at least one), else why not ("segment X belongs to job Y", ...). Unreadable segments are left to scan(),
+// which moves them aside.
+StatusOr<std::string> check_segments_belong(const std::string& dir, const std::string& identity) {
+  std::error_code ec;
+  int matching = 0;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!it->is_regular_file(ec) || name.rfind("seg-", 0) != 0 || name.size() < 4 ||
+        name.compare(name.size() - 3, 3, ".h5") != 0)
+      continue;
+    auto f = h5::File::open(it->path().string(), /*writable=*/false);
+    if (!f.is_ok() && f.status().code() == StatusCode::kIoError) return f.status();
+    if (!f.is_ok()) continue;
+    if (!f->has_attr("job_identity")) {
+      return "segment " + name + " does not record its job (written by an older sdxl-batch)";
+    }
+    auto id = f->string_attr("job_identity");
+    if (!id.is_ok()) continue;
+    if (*id != identity) return "segment " + name + " belongs to another job (identity " + *id + ")";
+    ++matching;
+  }
+  if (ec && ec != std::errc::no_such_file_or_directory)
+    return io_error("cannot list " + dir + ": " + ec.message());
+  if (matching == 0) return std::string("no segment records which job it belongs to");
+  return std::string();
 }
 
 void flatten(const json& j, const std::string& prefix, std::map<std::string, std::string>* out) {
@@ -128,9 +165,8 @@ std::string describe_differences(const json& before, const json& after) {
 }
 
 Status remove_path(const std::string& path) {
-  std::error_code ec;
-  fs::remove_all(path, ec);
-  if (ec) return io_error("cannot delete " + path + ": " + ec.message());
+  const std::string failed = remove_tree(path);
+  if (!failed.empty()) return io_error("cannot delete " + failed);
   return Status::ok();
 }
 
@@ -197,8 +233,9 @@ Status move_aside(const std::string& dir, const std::string& name) {
   if (ec) return io_error("cannot create " + corrupt + ": " + ec.message());
   std::string target = corrupt + "/" + name;
   for (int k = 1; fs::exists(target, ec); ++k) target = corrupt + "/" + name + "." + std::to_string(k);
-  fs::rename(dir + "/" + name, target, ec);
-  if (ec) return io_error("cannot move " + dir + "/" + name + " to " + target + ": " + ec.message());
+  if (env().rename(dir + "/" + name, target) != 0) {
+    return io_error("cannot move " + dir + "/" + name + " to " + target + ": " + std::strerror(errno));
+  }
   return sync_dir(dir);
 }
 
@@ -267,16 +304,28 @@ StatusOr<OutputFolder> OutputFolder::create_or_open(const std::string& path,
     if (!fs::exists(job_yaml_path, ec))
       SDXLB_RETURN_IF_ERROR(write_file_atomically(job_yaml_path, job_yaml_text));
   } else if (has_data) {
-    return failed_precondition(
-        "the output folder " + path +
-        " holds segments/ or index.h5 but no job.json, so it cannot be resumed safely. "
-        "Fix: use a new output folder or pass --overwrite (deletes its images)");
+    // job.json was lost (deleted by hand, or a copy without it). The segments say which job they belong
+    // to: when every one of them names this job, the folder is this job's, and job.json is written again.
+    SDXLB_ASSIGN_OR_RETURN(std::string refusal,
+                           check_segments_belong(folder.segments_dir(), job_identity_hex));
+    if (!refusal.empty()) {
+      return failed_precondition("the output folder " + path +
+                                 " holds segments/ or index.h5 but no job.json, " + "and " + refusal +
+                                 ", so it cannot be resumed safely. Fix: use a new output folder or pass "
+                                 "--overwrite (deletes its images)");
+    }
+    spdlog::warn(
+        "{} had no job.json; every segment in it belongs to this job, so it is resumed and job.json "
+        "is written again",
+        path);
+    JobFile rebuilt{job_identity_hex, job};
+    SDXLB_RETURN_IF_ERROR(write_job_files(job_json_path, job_yaml_path, rebuilt, job_yaml_text));
+    folder.resumed_ = true;
   }
 
   if (!folder.resumed_) {
-    json file = {{"format", "sdxlb-job"}, {"identity", job_identity_hex}, {"job", job}};
-    SDXLB_RETURN_IF_ERROR(write_file_atomically(job_json_path, file.dump(2) + "\n"));
-    SDXLB_RETURN_IF_ERROR(write_file_atomically(job_yaml_path, job_yaml_text));
+    SDXLB_RETURN_IF_ERROR(
+        write_job_files(job_json_path, job_yaml_path, JobFile{job_identity_hex, job}, job_yaml_text));
   }
   fs::create_directories(folder.segments_dir(), ec);
   if (ec)
@@ -317,10 +366,10 @@ StatusOr<ScanResult> OutputFolder::scan_segments(bool clean) const {
     if (ends_with(name, ".tmp")) {
       if (!clean) continue;
       // In-flight work of a process that was killed (scan runs only while no writer is active).
-      fs::remove(it->path(), ec);
-      if (ec)
+      if (env().unlink(it->path().string()) != 0 && errno != ENOENT) {
         return io_error("cannot delete the stale temporary segment " + it->path().string() + ": " +
-                        ec.message());
+                        std::strerror(errno));
+      }
       spdlog::info("removed the unfinished segment {} (work in flight when a run stopped)", name);
       result.removed_temp.push_back(name);
     } else if (name.rfind("seg-", 0) == 0 && ends_with(name, ".h5")) {
@@ -345,6 +394,13 @@ StatusOr<ScanResult> OutputFolder::scan_segments(bool clean) const {
       // served, whatever its checksums say: it is treated like an unreadable one.
       const std::string why = check_rows(*summary, item_check_);
       if (!why.empty()) summary = data_loss(name + " does not belong to this job: " + why);
+    }
+    if (!summary.is_ok() && summary.status().code() == StatusCode::kIoError) {
+      // The storage could not read it (EIO): the file may be fine, so it is neither trusted nor moved.
+      return io_error("cannot read the segment " + dir + "/" + name + ": " + summary.status().message() +
+                      ". Fix: check the disk or file system and run again; to render its items again "
+                      "instead, move the file to " +
+                      dir + "/corrupt/");
     }
     if (!summary.is_ok()) {
       if (clean) {

@@ -87,7 +87,8 @@ class OutputFolder {
   /// Opens (resume) or creates the output folder of the job `job_identity_hex`.
   /// First checks that `path` is (or can be created as) a writable folder, before anything is written.
   /// New folder: writes job.json and job.yaml (atomically) and creates segments/.
-  /// Folder of the same job: resumes (job.yaml is rewritten only when missing).
+  /// Folder of the same job: resumes (job.yaml is rewritten only when missing). A folder without job.json
+  /// whose segments all record this job's identity is resumed too, and its job files are written again.
   /// Folder of another job: kFailedPrecondition naming both identities, the settings that differ and the
   /// fix; with `overwrite`, its segments, index and job files are deleted and it starts fresh.
   /// Errors: kIoError (not writable, with the reason and a fix), kFailedPrecondition, kDataLoss (unreadable
@@ -108,8 +109,9 @@ class OutputFolder {
 
   /// Removes stale *.tmp segments, moves segments that fail to open (or are inconsistent) to
   /// segments/corrupt/ with a warning, and reads every complete segment's item_index and status.
-  /// Errors: kIoError (cannot list or move files), kFailedPrecondition (segments disagree on encoding or
-  /// image size).
+  /// Errors: kIoError (cannot list or move files, or the storage fails to read a segment: EIO; such a
+  /// segment is neither trusted nor moved), kFailedPrecondition (segments disagree on encoding or image
+  /// size).
   StatusOr<ScanResult> scan() const;
   /// The job's row check, used by scan() and write_index() from now on.
   void set_item_check(ItemCheck check) { item_check_ = std::move(check); }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "store/durable_file.h"
+#include "store/env.h"
 #include "store/hdf5.h"
 #include "store/item_columns_io.h"
 #include "store/png.h"
@@ -83,6 +84,8 @@ StatusOr<SegmentWriter> SegmentWriter::create(const SegmentOptions& options) {
   if (attrs.is_ok()) attrs = f.set_int_attr("width", options.width);
   if (attrs.is_ok()) attrs = f.set_string_attr("run_id", options.run_id);
   if (attrs.is_ok()) attrs = f.set_int_attr("rank", options.rank);
+  if (attrs.is_ok() && !options.job_identity.empty())
+    attrs = f.set_string_attr("job_identity", options.job_identity);
   SegmentWriter writer(std::move(state));  // from here on, an early return removes the temporary file
   SDXLB_RETURN_IF_ERROR(attrs);
   State& s = *writer.s_;
@@ -180,7 +183,7 @@ void SegmentWriter::abort() {
   s.aborted = true;
   s.pixels.reset();
   s.file.reset();
-  ::unlink(s.temp_path.c_str());  // may already be gone; nothing to report
+  env().unlink(s.temp_path);  // may already be gone; nothing to report
   s.columns = ItemColumns();
   s.broken = failed_precondition("segment " + s.options.path + " was aborted");
 }

@@ -6,7 +6,8 @@
 //   images  uint8 [n, H, W, 3], one image per chunk          (encoding "raw")
 //   png     vlen uint8 [n], PNG bytes, empty for failed items (encoding "png")
 //   item_index, prompt_index, image_k, seed, prompt, ... status, error: n-element columns (ItemColumns)
-//   attributes: format="sdxlb-segment", format_version, encoding, height, width, run_id, rank, items
+//   attributes: format="sdxlb-segment", format_version, encoding, height, width, run_id, rank, items, and
+//               job_identity (which lets a folder whose job.json was lost be resumed safely)
 // A failed item (record.ok == false) stores an all-zero image (raw) or empty bytes (png).
 //
 // Images are written as they are added; the metadata columns are kept in memory (a few hundred bytes per
@@ -39,6 +40,7 @@ struct SegmentOptions {
   int height = 0;  ///< every item's image has this size (records must agree)
   int width = 0;
   std::string run_id;             ///< recorded as an attribute
+  std::string job_identity;       ///< the job's identity (hex), recorded as an attribute when not empty
   int rank = 0;                   ///< recorded as an attribute
   int png_compression_level = 3;  ///< zlib level 0..9 for the png encoding
 };

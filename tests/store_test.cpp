@@ -532,10 +532,62 @@ TEST(StoreOutputFolder, RefusesSegmentsWithoutJobFile) {
   auto f = OutputFolder::create_or_open(dir.file("out"), kIdA, "", kJobA, false);
   EXPECT_EQ(f.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_THAT(f.status().message(), HasSubstr("no job.json"));
+  EXPECT_THAT(f.status().message(), HasSubstr("no segment records which job it belongs to"));
   ::sdxlb::testing::write_bytes(dir.file("out/job.json"), "{not json");
   f = OutputFolder::create_or_open(dir.file("out"), kIdA, "", kJobA, false);
   EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
   EXPECT_THAT(f.status().message(), HasSubstr("--overwrite"));
+}
+
+// issue 12 (weak case): a deleted job.json refused 96 intact images. Segments record their job now, so a
+// folder whose segments all name this job is resumed and its job.json written again; any doubt still refuses.
+TEST(StoreOutputFolder, LostJobFileIsRebuiltWhenEverySegmentNamesThisJob) {
+  auto write_owned = [](const std::string& path, const std::vector<int64_t>& items, const std::string& id) {
+    SegmentOptions o;
+    o.path = path;
+    o.height = kH;
+    o.width = kW;
+    o.job_identity = id;
+    auto w = SegmentWriter::create(o);
+    ASSERT_TRUE(w.is_ok()) << w.status().to_string();
+    for (int64_t i : items) {
+      auto px = pixels_of(i);
+      ASSERT_TRUE(w->add(record_of(i), px.data()).is_ok());
+    }
+    ASSERT_TRUE(w->publish().is_ok());
+  };
+  ScratchDir dir;
+  const std::string path = dir.file("out");
+  {
+    OutputFolder out = open_folder(path);
+    write_owned(out.segment_path("run1", 1, 0), {0, 1}, kIdA);
+    write_owned(out.segment_path("run1", 2, 0), {2}, kIdA);
+  }
+  fs::remove(path + "/job.json");
+  fs::remove(path + "/job.yaml");
+  auto f = OutputFolder::create_or_open(path, kIdA, "steps: 30\n", kJobA, false);
+  ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+  EXPECT_TRUE(f->resumed());
+  std::ifstream in(path + "/job.json");
+  EXPECT_EQ(nlohmann::json::parse(in)["identity"], kIdA);
+  EXPECT_TRUE(fs::exists(path + "/job.yaml"));
+  auto scan = f->scan();
+  ASSERT_TRUE(scan.is_ok());
+  EXPECT_EQ(scan->done_items(), (std::vector<int64_t>{0, 1, 2}));
+
+  // Another job's folder without job.json: refused, naming the segment and its job.
+  fs::remove(path + "/job.json");
+  auto other = OutputFolder::create_or_open(path, kIdB, "", kJobB, false);
+  EXPECT_EQ(other.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(other.status().message(), HasSubstr("belongs to another job (identity aaaa1111)"));
+  EXPECT_FALSE(fs::exists(path + "/job.json"));
+
+  // One segment that does not say (an older version's) is enough to refuse.
+  write_segment(path + "/segments/seg-run0-r00001-000000.h5", {3});
+  auto old = OutputFolder::create_or_open(path, kIdA, "", kJobA, false);
+  EXPECT_EQ(old.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(old.status().message(), HasSubstr("does not record its job"));
+  EXPECT_FALSE(fs::exists(path + "/job.json"));
 }
 
 TEST(StoreOutputFolder, UnwritableFolderIsAClearErrorBeforeAnythingIsWritten) {

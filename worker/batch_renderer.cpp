@@ -272,10 +272,14 @@ Status BatchRenderer::render_batch(const std::vector<std::string>& pos, const st
     latents.masked_fill_(latents.isfinite().logical_not(), 0);
   }
   const bool* bad_rows = bad.data_ptr<bool>();
+  // The hint fits the dtype in use: in fp32 the job's own numbers (guidance, sigmas) are what overflow.
+  const char* hint = setup_.dtype == at::kFloat
+                         ? "numerical overflow in fp32: check the job's guidance and scheduler settings"
+                         : "numerical overflow; try dtype bf16 or fp32";
   for (size_t k = 0; k < items.size(); ++k)
     if (bad_rows[k])
       (*errors)[k] = "the latents of item " + std::to_string(items[k]) +
-                     " hold NaN or Inf after denoising (numerical overflow; try dtype bf16 or fp32)";
+                     " hold NaN or Inf after denoising (" + hint + ")";
   SDXLB_ASSIGN_OR_RETURN(*images, pipe_->decode(latents));
   *images = images->contiguous();
   return Status::ok();

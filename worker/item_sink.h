@@ -41,6 +41,7 @@ class ItemSink {
  private:
   const RunContext* ctx_;
   int rank_;
+  std::string job_identity_;  // recorded in each segment; computed on first use (after the model identity)
   std::unique_ptr<SegmentWriter> segment_;
   int64_t segments_ = 0;
   bool clock_running_ = false;

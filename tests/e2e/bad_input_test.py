@@ -203,6 +203,33 @@ class BadInput(unittest.TestCase):
         after.pop(job, None), before.pop(job, None)
         self.assertEqual(after, before)
 
+    def test_lost_job_json_is_rebuilt_from_the_segments(self):
+        # issue 12 (weak case): a deleted job.json refused every intact image of the folder.
+        d = os.path.join(TMP, "lost-job-json")
+        os.makedirs(d)
+        job = os.path.join(d, "job.yaml")
+        with open(job, "w") as f:
+            f.write(GOOD.format(model=MODEL))
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        p = subprocess.run([BIN, "run", "--quiet", job], capture_output=True, text=True, timeout=600, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = os.path.join(d, "out")
+        segments = sorted(os.listdir(os.path.join(out, "segments")))
+        os.remove(os.path.join(out, "job.json"))
+        p = subprocess.run([BIN, "run", job], capture_output=True, text=True, timeout=600, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("had no job.json", p.stderr)
+        self.assertTrue(os.path.exists(os.path.join(out, "job.json")))
+        # Nothing was rendered again.
+        self.assertEqual(sorted(os.listdir(os.path.join(out, "segments"))), segments)
+        # A different job in that folder is still refused, with the reason.
+        os.remove(os.path.join(out, "job.json"))
+        with open(job, "w") as f:
+            f.write(GOOD.format(model=MODEL).replace("steps: 2", "steps: 3"))
+        p = subprocess.run([BIN, "run", job], capture_output=True, text=True, timeout=300, env=env)
+        self.assertEqual(p.returncode, 3, p.stderr)
+        self.assertIn("belongs to another job", p.stderr)
+
     def test_missing_job_file(self):
         self.case("nojob", None, args=["run", os.path.join(TMP, "nope.yaml")], expect=["nope.yaml"])
 
