@@ -134,10 +134,24 @@ void SpecParser::on_prompts(const Field& f) {
   }
   bool ok = true;
   size_t index = 0;
+  // Adds a prompt; records a problem (at `mark`, for `key`) when a text is longer than the limit.
+  auto add = [&](const YAML::Mark& mark, const std::string& key, std::string_view prompt,
+                 std::optional<std::string_view> negative, std::optional<uint64_t> seed) {
+    Status st = inline_prompts_.add(prompt, negative, seed);
+    if (!st.is_ok()) {
+      p_->add(mark, key, st.message());
+      ok = false;
+    }
+  };
   for (const YAML::Node& item : f.value) {
     const std::string key = "prompts[" + std::to_string(index++) + "]";
     if (item.IsScalar()) {
-      if (ok) (void)inline_prompts_.add(item.Scalar());
+      std::string text;  // read_string checks the encoding
+      if (!read_string(Field{key, item, item}, &text)) {
+        ok = false;
+      } else if (ok) {
+        add(item.Mark(), key, text, std::nullopt, std::nullopt);
+      }
       continue;
     }
     if (item.IsNull()) {
@@ -176,9 +190,8 @@ void SpecParser::on_prompts(const Field& f) {
       ok = false;
     }
     if (ok) {
-      (void)inline_prompts_.add(prompt,
-                                has_negative ? std::optional<std::string_view>(negative) : std::nullopt,
-                                has_seed ? std::optional<uint64_t>(seed) : std::nullopt);
+      add(item.Mark(), key, prompt, has_negative ? std::optional<std::string_view>(negative) : std::nullopt,
+          has_seed ? std::optional<uint64_t>(seed) : std::nullopt);
     }
   }
   inline_ok_ = ok;
@@ -300,8 +313,16 @@ void SpecParser::run(const YAML::Node& root) {
        [&](const Field& f) { read_int(f, 1, 1000, "use an integer from 1 to 1000 (e.g. 30)", &s.steps); }},
       {"guidance",
        [&](const Field& f) {
-         read_number(f, 0, true, "use a number >= 0 (e.g. 5.0; 1 or less turns classifier-free guidance off)",
-                     &s.guidance);
+         // No useful scale is near 100; a huge one (1e39 is finite as a double) overflows to NaN latents.
+         double v = 0;
+         const char* hint =
+             "use a number from 0 to 100 (e.g. 5.0; 1 or less turns classifier-free guidance off)";
+         if (read_number(f, 0, true, hint, &v)) {
+           if (v > 100)
+             p_->add(f.mark(), f.key, f.value.Scalar() + " is out of range; " + hint);
+           else
+             s.guidance = v;
+         }
        }},
       {"width", [&](const Field& f) { read_size(f, &s.width); }},
       {"height", [&](const Field& f) { read_size(f, &s.height); }},
@@ -424,6 +445,24 @@ void SpecParser::run(const YAML::Node& root) {
   }
   if (s.embedding_cache.empty() && !s.output.empty())
     s.embedding_cache = (fs::path(s.output) / "embeddings").string();
+  // An output folder inside (or equal to) the model folder mixes the job's segments, index and job files
+  // with the weights, and --overwrite would delete files there.
+  if (has("output") && !s.output.empty() && !s.model.empty()) {
+    fs::path out = fs::path(s.output).lexically_normal(), model = fs::path(s.model).lexically_normal();
+    if (options_.check_paths) {
+      std::error_code ec1, ec2;
+      const fs::path co = fs::weakly_canonical(out, ec1), cm = fs::weakly_canonical(model, ec2);
+      if (!ec1 && !ec2) out = co, model = cm;
+    }
+    const fs::path rel = out.lexically_relative(model);
+    if (!rel.empty() && *rel.begin() != "..") {
+      p_->add(mark_of("output"), "output",
+              quote(s.output) +
+                  (rel == "." ? " is the model folder" : " is inside the model folder " + quote(s.model)) +
+                  "; the job would write its segments, index and job files among the weights. Choose an "
+                  "output folder outside the model folder");
+    }
+  }
 
   if (options_.check_paths) {
     if (!s.model.empty())
@@ -547,10 +586,7 @@ StatusOr<JobSpec> JobSpec::parse(const std::string& yaml_text, const std::string
   try {
     root = YAML::Load(yaml_text);
   } catch (const YAML::ParserException& e) {
-    problems.add(e.mark, "",
-                 "invalid YAML: " + e.msg +
-                     "; fix the syntax (check indentation, a space after each colon, and "
-                     "matching quotes and brackets)");
+    add_syntax_problem(&problems, e, yaml_text);
     return problems.status();
   } catch (const YAML::Exception& e) {
     problems.add(e.mark, "", std::string("invalid YAML: ") + e.msg + "; fix the syntax");

@@ -1,6 +1,10 @@
 // Prompt file readers. Each one streams the file (txt and jsonl line by line, csv in 1 MiB chunks) after a
-// first pass that counts lines, so that 10 million prompts load with one allocation per buffer.
+// first pass that counts lines, so that 10 million prompts load with one allocation per buffer. Every prompt
+// must be well-formed UTF-8 without NUL bytes (jobs/text_encoding.h says why); the first pass also keeps the
+// file's first bytes, to recognise a UTF-16 or UTF-32 file before it is read as lines.
 #include "jobs/prompt_source.h"
+
+#include "jobs/text_encoding.h"
 
 #include <algorithm>
 #include <cctype>
@@ -63,6 +67,7 @@ StatusOr<FilePtr> open_for_read(const std::string& path) {
 struct FileShape {
   uint64_t bytes = 0;
   uint64_t lines = 0;  // newline count, plus one for a last line without a newline
+  std::string head;    // the first kWideSniffBytes bytes
 };
 
 // First pass: counts bytes and lines so that the PromptList can be reserved once.
@@ -73,6 +78,7 @@ StatusOr<FileShape> measure(const std::string& path) {
   char last = '\n';
   size_t n;
   while ((n = std::fread(buf.data(), 1, buf.size(), f.get())) > 0) {
+    if (shape.bytes == 0) shape.head.assign(buf.data(), std::min(n, kWideSniffBytes));
     shape.bytes += n;
     shape.lines += static_cast<uint64_t>(std::count(buf.data(), buf.data() + n, '\n'));
     last = buf[n - 1];
@@ -114,6 +120,31 @@ Status no_prompts(const std::string& path, const std::string& fix) {
   return invalid_argument(path + ": the file has no prompts; " + fix);
 }
 
+// "iconv -f <from> -t UTF-8 p.txt > p.utf8.txt" for ".../p.txt": the converted copy keeps the extension (and
+// so the format).
+std::string iconv_command(const char* from, const std::string& path) {
+  const std::string name = path.substr(path.find_last_of('/') + 1);
+  const size_t dot = name.find_last_of('.');
+  const std::string copy = dot == std::string::npos || dot == 0
+                               ? name + ".utf8"
+                               : name.substr(0, dot) + ".utf8" + name.substr(dot);
+  return std::string("iconv -f ") + from + " -t UTF-8 " + name + " > " + copy;
+}
+
+// What is wrong with a text and how to fix it, e.g. "prompt holds a NUL byte (U+0000); remove it".
+// `subject` names the text ("prompt", "negative prompt"; empty for a whole line, whose location says it);
+// `nul_note` is added after "U+0000" (how the format writes a NUL).
+std::string fault_message(const TextFault& fault, const std::string& path, const std::string& subject,
+                          const std::string& nul_note = "") {
+  const std::string who = subject.empty() ? "" : subject + " ";
+  if (fault.kind == TextFault::Kind::kNul) {
+    return (subject.empty() ? "the line " : who) + "holds a NUL byte (U+0000" + nul_note + "); remove it";
+  }
+  return who + "is not valid UTF-8 text (byte " + hex_byte(fault.byte) +
+         "); save the file as UTF-8 (from Windows-1252 or Latin-1: " + iconv_command("WINDOWS-1252", path) +
+         ")";
+}
+
 // Reads lines with std::getline through a large stream buffer; strips a BOM on line 1 and a trailing CR.
 class LineReader {
  public:
@@ -127,18 +158,25 @@ class LineReader {
     if (!std::getline(in_, line_)) return false;
     ++number_;
     std::string_view v(line_);
-    if (number_ == 1 && v.substr(0, kUtf8Bom.size()) == kUtf8Bom) v.remove_prefix(kUtf8Bom.size());
+    stripped_ = 0;
+    if (number_ == 1 && v.substr(0, kUtf8Bom.size()) == kUtf8Bom) {
+      v.remove_prefix(kUtf8Bom.size());
+      stripped_ = kUtf8Bom.size();
+    }
     if (!v.empty() && v.back() == '\r') v.remove_suffix(1);
     *line = v;
     return true;
   }
   uint64_t number() const { return number_; }
+  /// The 1-based byte column in the file's line of byte `offset` of the line next() gave.
+  uint64_t column(size_t offset) const { return stripped_ + offset + 1; }
 
  private:
   std::vector<char> buf_;
   std::ifstream in_;
   std::string line_;
   uint64_t number_ = 0;
+  size_t stripped_ = 0;  // bytes removed from the front of the line (a BOM)
 };
 
 Status load_txt(const std::string& path, PromptList* out) {
@@ -148,6 +186,11 @@ Status load_txt(const std::string& path, PromptList* out) {
   std::string_view line;
   while (reader.next(&line)) {
     if (is_blank(line)) continue;
+    if (const TextFault fault = find_text_fault(line)) {
+      return invalid_argument(
+          path + ":" + std::to_string(reader.number()) + ":" + std::to_string(reader.column(fault.offset)) +
+          ": " + fault_message(fault, path, fault.kind == TextFault::Kind::kNul ? "prompt" : ""));
+    }
     Status st = out->add(line);
     if (!st.is_ok())
       return invalid_argument(path + ":" + std::to_string(reader.number()) + ": " + st.message());
@@ -283,6 +326,11 @@ Status load_jsonl(const std::string& path, const PromptFileOptions& options, Pro
   while (reader.next(&line)) {
     if (is_blank(line)) continue;
     const uint64_t n = reader.number();
+    // Before JSON parsing: nlohmann's message would quote the bad bytes and give no fix.
+    if (const TextFault fault = find_text_fault(line)) {
+      errors.add(n, reader.column(fault.offset), fault_message(fault, path, ""));
+      continue;
+    }
     sax.reset();
     if (!nlohmann::json::sax_parse(line.begin(), line.end(), &sax) || !sax.error.empty()) {
       errors.add(n, std::max<uint64_t>(sax.error_byte, 1),
@@ -312,6 +360,17 @@ Status load_jsonl(const std::string& path, const PromptFileOptions& options, Pro
                  std::string("\"negative_prompt\" is ") + kind_name(sax.negative.kind) +
                      ", expected a string or null; quote the text");
       continue;
+    }
+    const char* kInJson = ", written \\u0000 in JSON";
+    if (const TextFault fault = find_text_fault(sax.prompt.text)) {
+      errors.add(n, 0, fault_message(fault, path, "prompt", kInJson));
+      continue;
+    }
+    if (negative) {
+      if (const TextFault fault = find_text_fault(*negative)) {
+        errors.add(n, 0, fault_message(fault, path, "negative prompt", kInJson));
+        continue;
+      }
     }
     std::optional<uint64_t> seed;
     if (sax.seed.kind == K::kUnsigned) {
@@ -492,6 +551,18 @@ Status load_csv(const std::string& path, const PromptFileOptions& options, Promp
                      "header's columns");
       return;
     }
+    // A fault's line: the record's first line plus the newlines (inside quoted fields) before it.
+    auto check = [&](size_t col, const char* subject) {
+      const TextFault fault = find_text_fault(fields[col]);
+      if (!fault) return true;
+      uint64_t at = line;
+      for (size_t c = 0; c < col; ++c)
+        at += static_cast<uint64_t>(std::count(fields[c].begin(), fields[c].end(), '\n'));
+      at += static_cast<uint64_t>(std::count(fields[col].begin(), fields[col].begin() + fault.offset, '\n'));
+      errors.add(at, 0, fault_message(fault, path, subject));
+      return false;
+    };
+    if (!check(prompt_col, "prompt") || (want_neg && !check(neg_col, "negative prompt"))) return;
     std::optional<std::string_view> negative;
     if (want_neg && !fields[neg_col].empty()) negative = fields[neg_col];
     Status add = out->add(fields[prompt_col], negative);
@@ -582,6 +653,10 @@ StatusOr<PromptList> load_prompt_file(const std::string& path, const PromptFileO
   if (shape.bytes == 0) {
     return invalid_argument(path + ": the prompt file is empty; add prompts (" +
                             prompt_format_name(options.format) + " format)");
+  }
+  if (const char* encoding = wide_encoding(shape.head)) {
+    return invalid_argument(path + ": is " + encoding + " text; save it as UTF-8 (e.g. " +
+                            iconv_command(encoding, path) + ") and point prompts_file at the new file");
   }
   PromptList list;
   // Text never exceeds the file's size, and there is at most one prompt per line.

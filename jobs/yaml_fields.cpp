@@ -1,12 +1,19 @@
 #include "jobs/yaml_fields.h"
 
+#if __has_include(<yaml-cpp/depthguard.h>)
+#include <yaml-cpp/depthguard.h>  // YAML::DeepRecursion (yaml-cpp >= 0.7)
+#endif
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <sstream>
 #include <tuple>
+
+#include "jobs/text_encoding.h"
 
 namespace sdxlb {
 namespace {
@@ -37,41 +44,121 @@ bool parse_double_text(const std::string& s, double* out) {
   return r.ec == std::errc() && r.ptr == e && b != e;
 }
 
-// Whether s is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF): the text
-// that nlohmann::json can write, as JobSpec::to_canonical_json does with every string of the job.
-bool is_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
+// The text of 0-based line `line` (without its newline); empty past the end.
+std::string_view line_text(std::string_view text, int line) {
+  size_t start = 0;
+  for (int i = 0; i < line; ++i) {
+    start = text.find('\n', start);
+    if (start == std::string_view::npos) return {};
+    ++start;
+  }
+  const size_t end = text.find('\n', start);
+  return text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+}
+
+bool tab_indented(std::string_view line) {
+  for (char c : line) {
+    if (c == '\t') return true;
+    if (c != ' ') return false;
+  }
+  return false;
+}
+
+YAML::Mark mark_at(std::string_view text, size_t pos) {
+  YAML::Mark m;
+  pos = std::min(pos, text.size());
+  m.pos = static_cast<int>(pos);
+  m.line = static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(pos), '\n'));
+  const size_t line_start = pos == 0 ? std::string_view::npos : text.rfind('\n', pos - 1);
+  m.column = static_cast<int>(line_start == std::string_view::npos ? pos : pos - line_start - 1);
+  return m;
+}
+
+// Flow brackets nested deeper than this mark where a document that yaml-cpp refused as too deep goes wrong
+// (a job file needs 3 levels; yaml-cpp's own limit is a few hundred).
+constexpr int kDeepFlowNesting = 64;
+
+// Where flow brackets ([ and {) first nest deeper than `limit`, skipping quoted strings and comments; a null
+// mark when they never do. A rough scan (a bracket inside a plain scalar counts), good enough to point at
+// the place in a document that yaml-cpp refused as too deep.
+YAML::Mark deep_flow_mark(std::string_view text, int limit) {
+  int depth = 0;
+  char quote = 0;  // the open quote, if any
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (quote) {
+      if (quote == '"' && c == '\\') {
+        ++i;
+      } else if (c == quote) {
+        quote = 0;
+      }
       continue;
     }
-    size_t len = 0;
-    uint32_t cp = 0;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2, cp = c & 0x1Fu;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3, cp = c & 0x0Fu;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4, cp = c & 0x07u;
-    } else {
-      return false;
+    const bool token_start = i == 0 || std::strchr(" \t\r\n[{,", text[i - 1]) != nullptr;
+    if (c == '#' && token_start) {
+      i = std::min(text.find('\n', i), text.size()) - 1;  // the loop's ++i lands on the newline
+    } else if ((c == '"' || c == '\'') && token_start) {
+      quote = c;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return mark_at(text, i);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
     }
-    if (s.size() - i < len) return false;
-    for (size_t k = 1; k < len; ++k) {
-      const auto d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (d & 0x3Fu);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-      return false;
-    i += len;
   }
-  return true;
+  return YAML::Mark::null_mark();
+}
+
+bool is_deep_recursion(const YAML::ParserException& e) {
+#if __has_include(<yaml-cpp/depthguard.h>)
+  return dynamic_cast<const YAML::DeepRecursion*>(&e) != nullptr;
+#else
+  (void)e;  // yaml-cpp before 0.7 has no depth limit
+  return false;
+#endif
 }
 
 }  // namespace
+
+void add_syntax_problem(ProblemList* problems, const YAML::ParserException& e, std::string_view text) {
+  if (is_deep_recursion(e)) {
+    const YAML::Mark flow = deep_flow_mark(text, kDeepFlowNesting);
+    if (!flow.is_null()) {
+      problems->add(
+          flow, "",
+          "invalid YAML: the nesting is too deep (brackets open more than " +
+              std::to_string(kDeepFlowNesting) +
+              " levels deep here); a job file nests at most 3 levels: look for repeated or unclosed "
+              "[ or {");
+    } else {
+      // Block nesting: yaml-cpp's mark is where it stopped; its position is right even where its line is not.
+      problems->add(e.mark.pos >= 0 ? mark_at(text, static_cast<size_t>(e.mark.pos)) : e.mark, "",
+                    "invalid YAML: the nesting is too deep (lists and maps inside one another past the "
+                    "parser's limit); a job file nests at most 3 levels: check the indentation");
+    }
+    return;
+  }
+  int tab_line = 0;  // 1-based; 0: none
+  if (!e.mark.is_null()) {
+    if (tab_indented(line_text(text, e.mark.line))) {
+      tab_line = e.mark.line + 1;
+    } else if (e.mark.line > 0 && tab_indented(line_text(text, e.mark.line - 1))) {
+      tab_line = e.mark.line;
+    }
+  }
+  if (tab_line > 0) {
+    problems->add(
+        e.mark, "",
+        "invalid YAML: " + e.msg + "; line " + std::to_string(tab_line) +
+            " is indented with a tab; YAML allows only spaces for indentation: replace the tab with "
+            "spaces");
+  } else {
+    problems->add(
+        e.mark, "",
+        "invalid YAML: " + e.msg +
+            "; fix the syntax (check indentation, a space after each colon, and matching quotes and "
+            "brackets)");
+  }
+}
 
 size_t edit_distance(std::string_view a, std::string_view b) {
   // Optimal string alignment: Levenshtein plus adjacent transpositions ("stpes" -> "steps" is 1).
@@ -96,13 +183,17 @@ std::string unknown_key_message(const std::string& name, const std::vector<std::
   const std::string low = lower(name);
   std::string best;
   size_t best_d = SIZE_MAX;
+  const size_t near = std::max<size_t>(2, name.size() / 3);
   for (const auto& v : valid) {
-    size_t d = edit_distance(low, v);
+    // The distance is at least the difference in length: skip the quadratic work when it cannot be near
+    // (a 1 MB key must not take seconds to report).
+    const size_t gap = low.size() > v.size() ? low.size() - v.size() : v.size() - low.size();
+    size_t d = gap > near ? gap : edit_distance(low, v);
     // A long enough prefix ("negative" for "negative_prompt") is a near miss too.
     if (low.size() >= 4 && v.compare(0, low.size(), low) == 0) d = std::min<size_t>(d, 1);
     if (d < best_d) best_d = d, best = v;
   }
-  if (best_d <= std::max<size_t>(2, name.size() / 3)) {
+  if (best_d <= near) {
     return "unknown key " + quote(name) + "; did you mean " + quote(best) + "?";
   }
   std::string list;
@@ -195,8 +286,13 @@ bool YamlFieldReader::read_string(const YamlField& f, std::string* out, bool all
     p_->add(f.mark(), f.key, "must not be empty; give a value or remove the key");
     return false;
   }
-  if (!is_utf8(f.value.Scalar())) {
-    p_->add(f.mark(), f.key, "is not valid UTF-8 text; save the job file as UTF-8");
+  // Every string of the job is written to the output's JSON (which needs UTF-8), and a NUL would cut a
+  // prompt or a path short.
+  if (const TextFault fault = find_text_fault(f.value.Scalar())) {
+    p_->add(f.mark(), f.key,
+            fault.kind == TextFault::Kind::kNul
+                ? "holds a NUL byte (U+0000); remove it (\\0 in a double-quoted YAML string is a NUL byte)"
+                : "is not valid UTF-8 text; save the job file as UTF-8");
     return false;
   }
   *out = f.value.Scalar();
@@ -276,8 +372,11 @@ void YamlFieldReader::enum_problem(const YamlField& f, const std::vector<const c
   for (const char* n : names) list += (list.empty() ? "" : " | ") + std::string(n);
   std::string msg = "unknown value " + describe_node(f.value) + "; use one of: " + list;
   if (f.value.IsScalar()) {
+    const std::string value = lower(f.value.Scalar());
     for (const char* n : names) {
-      if (edit_distance(lower(f.value.Scalar()), n) <= 2) {
+      const size_t len = std::strlen(n);
+      const size_t gap = value.size() > len ? value.size() - len : len - value.size();
+      if (gap <= 2 && edit_distance(value, n) <= 2) {
         msg += " (did you mean " + quote(n) + "?)";
         break;
       }

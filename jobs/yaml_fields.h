@@ -64,6 +64,12 @@ class ProblemList {
   std::vector<Item> items_;
 };
 
+/// Records the syntax error that YAML::Load(text) threw, adding what yaml-cpp's message leaves out: that the
+/// line it points at (or the line before) is indented with a tab, or that lists and maps nest too deeply
+/// (yaml-cpp says "bad file" and points near the end of the input; the problem points where brackets pass
+/// 64 levels).
+void add_syntax_problem(ProblemList* problems, const YAML::ParserException& e, std::string_view text);
+
 /// One `key: value` pair of a map.
 struct YamlField {
   std::string key;  ///< full path for messages, e.g. "memory.placement" or "prompts[3].seed"

@@ -57,6 +57,22 @@ class JobSpecTest : public ::testing::Test {
 
 const char* kMinimal = "model: sdxl\noutput: out\nprompts:\n  - a red fox\n";
 
+// issue 12 (weak case): an output folder equal to or inside the model folder was accepted.
+TEST_F(JobSpecTest, OutputInsideTheModelFolderIsRefused) {
+  std::string m = error_of("model: sdxl\noutput: sdxl\nprompts: [a]\n");
+  EXPECT_HAS(m, "job.yaml:2:9: output: \"" + dir_.file("sdxl") + "\" is the model folder");
+  EXPECT_HAS(m, "Choose an output folder outside the model folder");
+  m = error_of("model: sdxl\noutput: ./sdxl/runs/../out\nprompts: [a]\n");
+  EXPECT_HAS(m, "is inside the model folder \"" + dir_.file("sdxl") + "\"");
+  // Through a symbolic link to the model folder.
+  ASSERT_EQ(::symlink(dir_.file("sdxl").c_str(), dir_.file("link").c_str()), 0);
+  m = error_of("model: sdxl\noutput: link/out\nprompts: [a]\n");
+  EXPECT_HAS(m, "is inside the model folder");
+  // A sibling whose name starts with the model's is not inside it.
+  auto ok = load("model: sdxl\noutput: sdxl-out\nprompts: [a]\n");
+  EXPECT_TRUE(ok.is_ok()) << ok.status().to_string();
+}
+
 TEST_F(JobSpecTest, MinimalJobGetsEveryDefault) {
   auto spec = load(kMinimal);
   ASSERT_TRUE(spec.is_ok()) << spec.status().message();
@@ -333,7 +349,95 @@ TEST_F(JobSpecTest, BrokenYaml) {
 
 TEST_F(JobSpecTest, NegativeGuidance) {
   std::string m = error_of(std::string(kMinimal) + "guidance: -1\n");
-  EXPECT_HAS(m, "job.yaml:5:11: guidance: -1 is out of range; use a number >= 0");
+  EXPECT_HAS(m, "job.yaml:5:11: guidance: -1 is out of range; use a number from 0 to 100");
+}
+
+// issue 12, weak case 3: guidance: 1e39 was accepted (it is finite as a double) and every item failed with
+// NaN latents. Guidance has an upper limit far above any useful scale.
+TEST_F(JobSpecTest, HugeGuidance) {
+  std::string m = error_of(std::string(kMinimal) + "guidance: 1e39\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:11: guidance: 1e39 is out of range; use a number from 0 to 100 (e.g. 5.0; 1 or less "
+             "turns classifier-free guidance off)");
+  m = error_of(std::string(kMinimal) + "guidance: 100.5\n");
+  EXPECT_HAS(m, "job.yaml:5:11: guidance: 100.5 is out of range; use a number from 0 to 100");
+  auto spec = load(std::string(kMinimal) + "guidance: 100\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_DOUBLE_EQ(spec->guidance, 100.0);
+}
+
+// issue 12, weak case 2: yaml-cpp's message for a tab-indented line ("illegal map value", "illegal block
+// entry", ...) does not say that tabs are the problem. The message now names the line with the tab.
+TEST_F(JobSpecTest, TabIndentationIsNamed) {
+  const std::string tab_hint = "is indented with a tab; YAML allows only spaces for indentation";
+  std::string m = error_of("model: sdxl\noutput: out\nprompts:\n\t- a red fox\n");
+  EXPECT_HAS(m, "job.yaml:4:2: invalid YAML: illegal block entry; line 4 " + tab_hint);
+  m = error_of(std::string(kMinimal) + "memory:\n\tplacement: auto\n");
+  EXPECT_HAS(m, "job.yaml:6:11: invalid YAML: illegal map value; line 6 " + tab_hint);
+  m = error_of(std::string(kMinimal) + "memory:\n  decode: auto\n \tplacement: auto\n");
+  EXPECT_HAS(m, "line 7 " + tab_hint);
+  // The tab on the line before the one yaml-cpp points at.
+  m = error_of("model: sdxl\noutput: out\nprompts: [a,\n\tb]\n  - c\n");
+  EXPECT_HAS(m, "job.yaml:5:3: invalid YAML: ");
+  EXPECT_HAS(m, "; line 4 " + tab_hint);
+  // No tab: no tab hint.
+  m = error_of("model: sdxl\n  output: out\n");
+  EXPECT_EQ(m.find("tab"), std::string::npos) << m;
+}
+
+// issue 12, weak case 2: 10000 '[' gave "invalid YAML: bad file" (yaml-cpp's recursion limit). The message
+// now says that the nesting is too deep, at the line where the brackets get deep.
+TEST_F(JobSpecTest, TooDeepNestingIsNamed) {
+  std::string m = error_of("model: sdxl\noutput: out\nprompts:\n  - " + std::string(10000, '[') + "\n");
+  EXPECT_HAS(m,
+             "job.yaml:4:69: invalid YAML: the nesting is too deep (brackets open more than 64 levels deep "
+             "here); a job file nests at most 3 levels: look for repeated or unclosed [ or {");
+  EXPECT_EQ(m.find("bad file"), std::string::npos) << m;
+  // Spread over lines, the line where the depth passes 64 is named.
+  std::string spread;
+  for (int i = 0; i < 3000; ++i) spread += i % 10 == 9 ? "[\n" : "[";
+  m = error_of("model: sdxl\noutput: out\nprompts: " + spread + "\n");
+  EXPECT_HAS(m, "job.yaml:9:5: invalid YAML: the nesting is too deep");
+  // Deep block nesting (indentation) is named too, at yaml-cpp's position.
+  std::string block = "model: sdxl\noutput: out\nmemory:\n";
+  for (int i = 1; i < 1000; ++i) block += std::string(i, ' ') + "k:\n";
+  m = error_of(block);
+  EXPECT_HAS(m, "invalid YAML: the nesting is too deep");
+  EXPECT_EQ(m.find("bad file"), std::string::npos) << m;
+}
+
+// issue 12, weak case 1: a NUL (written "\0" in a double-quoted YAML string) in an inline prompt or the
+// negative prompt was accepted, and invalid UTF-8 in a plain inline prompt skipped the UTF-8 check.
+TEST_F(JobSpecTest, NulAndInvalidUtf8InInlineTextAreRefused) {
+  std::string m = error_of("model: sdxl\noutput: out\nprompts: [\"a\\0b\"]\n");
+  EXPECT_HAS(m,
+             "job.yaml:3:11: prompts[0]: holds a NUL byte (U+0000); remove it (\\0 in a double-quoted YAML "
+             "string is a NUL byte)");
+  m = error_of(std::string(kMinimal) + "negative_prompt: \"x\\0\"\n");
+  EXPECT_HAS(m, "job.yaml:5:18: negative_prompt: holds a NUL byte (U+0000)");
+  m = error_of("model: sdxl\noutput: out\nprompts:\n  - {prompt: \"\\0\"}\n");
+  EXPECT_HAS(m, "job.yaml:4:14: prompts[0].prompt: holds a NUL byte (U+0000)");
+  m = error_of("model: sdxl\noutput: out\nprompts:\n  - ok\n  - caf\xE9\n");
+  EXPECT_HAS(m, "job.yaml:5:5: prompts[1]: is not valid UTF-8 text; save the job file as UTF-8");
+}
+
+// issue 12, weak case 1: the prompt file's encoding errors reach the job's message (and its exit code).
+TEST_F(JobSpecTest, PromptFileEncodingErrorsAreIncluded) {
+  write_bytes(dir_.file("p.txt"), std::string("\xFF\xFE"
+                                              "a\0\n\0",
+                                              6));
+  std::string m = error_of("model: sdxl\noutput: out\nprompts_file: p.txt\n");
+  EXPECT_HAS(m, dir_.file("p.txt") + ": is UTF-16 text; save it as UTF-8");
+  write_bytes(dir_.file("p.txt"), "ok\nna\xEFve\n");
+  m = error_of("model: sdxl\noutput: out\nprompts_file: p.txt\n");
+  EXPECT_HAS(m, dir_.file("p.txt") + ":2:3: is not valid UTF-8 text (byte 0xEF)");
+}
+
+// An inline prompt over the 64 KiB limit was dropped without a word (the job had one prompt less).
+TEST_F(JobSpecTest, OverlongInlinePromptIsRefused) {
+  std::string m =
+      error_of("model: sdxl\noutput: out\nprompts:\n  - a\n  - " + std::string(70000, 'x') + "\n");
+  EXPECT_HAS(m, "job.yaml:5:5: prompts[1]: a prompt of 70000 bytes is longer than the limit of 65536 bytes");
 }
 
 TEST_F(JobSpecTest, UnknownEnumValueSuggests) {

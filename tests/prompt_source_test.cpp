@@ -9,6 +9,7 @@
 #include <chrono>
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include "test_files.h"
 
@@ -121,6 +122,101 @@ TEST_F(PromptSourceTest, OverlongPromptsAreRefusedWithTheirLine) {
   // At the limit is fine.
   auto l = load("q.txt", std::string(PromptList::kMaxTextBytes, 'b') + "\n");
   EXPECT_TRUE(l.is_ok()) << l.status().message();
+}
+
+// ASCII text in UTF-16 or UTF-32 (little or big endian), with the byte-order mark first when `bom`.
+std::string widen(const std::string& ascii, int width, bool big_endian, bool bom) {
+  std::string out;
+  auto put = [&](uint32_t cp) {
+    for (int k = 0; k < width; ++k) {
+      const int shift = 8 * (big_endian ? width - 1 - k : k);
+      out += static_cast<char>((cp >> shift) & 0xFF);
+    }
+  };
+  if (bom) put(0xFEFF);
+  for (char c : ascii) put(static_cast<unsigned char>(c));
+  return out;
+}
+
+// issue 12, weak case 1: a prompt file saved as UTF-16 (Windows' "Unicode") or UTF-32 passed validation as
+// prompts full of NUL bytes, and every item failed later. Each is refused with the encoding and a command
+// that converts it.
+TEST_F(PromptSourceTest, Utf16AndUtf32FilesAreRefusedWithAConversionHint) {
+  const std::string txt = "a red fox\r\na blue bird\r\n";
+  const std::string jsonl = "{\"prompt\": \"a red fox\"}\n";
+  const std::string csv = "prompt\na red fox\n";
+  struct Case {
+    int width;
+    bool big_endian, bom;
+    const char* name;
+  };
+  for (const Case& c :
+       {Case{2, false, true, "UTF-16"}, Case{2, true, true, "UTF-16"}, Case{2, false, false, "UTF-16LE"},
+        Case{2, true, false, "UTF-16BE"}, Case{4, false, true, "UTF-32"}, Case{4, true, true, "UTF-32"},
+        Case{4, false, false, "UTF-32LE"}, Case{4, true, false, "UTF-32BE"}}) {
+    for (const auto& [file, text] :
+         {std::pair<std::string, std::string>{"p.txt", txt}, {"p.jsonl", jsonl}, {"p.csv", csv}}) {
+      SCOPED_TRACE(std::string(c.name) + " " + file);
+      auto l = load(file, widen(text, c.width, c.big_endian, c.bom));
+      ASSERT_FALSE(l.is_ok());
+      EXPECT_EQ(l.status().code(), StatusCode::kInvalidArgument);
+      const std::string stem = file.substr(0, file.find('.')), ext = file.substr(file.find('.'));
+      EXPECT_EQ(l.status().message(), dir_.file(file) + ": is " + c.name +
+                                          " text; save it as UTF-8 (e.g. iconv -f " + c.name + " -t UTF-8 " +
+                                          file + " > " + stem + ".utf8" + ext +
+                                          ") and point prompts_file at the new file");
+    }
+  }
+  // A UTF-8 byte-order mark stays accepted (TxtSkipsBlankLinesAndHandlesCrlfAndBom, CsvQuotingPerRfc4180).
+  auto l = load("q.jsonl", "\xEF\xBB\xBF" + jsonl);
+  EXPECT_TRUE(l.is_ok()) << l.status().message();
+}
+
+// issue 12, weak case 1: a NUL byte (U+0000) in a prompt was accepted; the tokenizer and the output's
+// strings cut the text there. Refused in every format, after JSON unescaping for jsonl, with the line.
+TEST_F(PromptSourceTest, NulBytesInPromptsAreRefused) {
+  using namespace std::string_literals;
+  std::string m = error_of("p.txt", "a fox\nbad\0line\n"s);
+  EXPECT_HAS(m, dir_.file("p.txt") + ":2:4: prompt holds a NUL byte (U+0000); remove it");
+  m = error_of("p.jsonl",
+               "{\"prompt\": \"ok\"}\n"
+               "{\"prompt\": \"a\\u0000b\"}\n"
+               "{\"prompt\": \"c\", \"negative_prompt\": \"\\u0000\"}\n"
+               "{\"prompt\": \"raw \0 byte\"}\n"s);
+  EXPECT_HAS(
+      m, dir_.file("p.jsonl") + ":2: prompt holds a NUL byte (U+0000, written \\u0000 in JSON); remove it");
+  EXPECT_HAS(m,
+             dir_.file("p.jsonl") + ":3: negative prompt holds a NUL byte (U+0000, written \\u0000 in JSON)");
+  EXPECT_HAS(m, dir_.file("p.jsonl") + ":4:17: the line holds a NUL byte (U+0000); remove it");
+  PromptFileOptions o;
+  o.csv_negative_column = "negative";
+  m = error_of("p.csv", "prompt,negative\nok,fine\n\"two\nlines\",x\0y\na\0b,\n"s, o);
+  EXPECT_HAS(m, dir_.file("p.csv") + ":4: negative prompt holds a NUL byte (U+0000); remove it");
+  EXPECT_HAS(m, dir_.file("p.csv") + ":5: prompt holds a NUL byte (U+0000); remove it");
+}
+
+// issue 12, weak case 1: a prompt file in Latin-1 or Windows-1252 (or with broken UTF-8) was accepted, and
+// writing its prompts to the output failed every item. Refused with the line, column and byte.
+TEST_F(PromptSourceTest, InvalidUtf8IsRefusedWithLineAndColumn) {
+  const std::string f = dir_.file("p.txt");
+  std::string m = error_of("p.txt", "ok\ncaf\xE9 au lait\n");
+  EXPECT_HAS(m, f + ":2:4: is not valid UTF-8 text (byte 0xE9); save the file as UTF-8 (from Windows-1252 or "
+                    "Latin-1: iconv -f WINDOWS-1252 -t UTF-8 p.txt > p.utf8.txt)");
+  EXPECT_HAS(error_of("p.txt", "\xC0\xAF overlong slash\n"), f + ":1:1: is not valid UTF-8 text (byte 0xC0)");
+  EXPECT_HAS(error_of("p.txt", "x\xE0\x80\xAF overlong\n"), f + ":1:2: is not valid UTF-8 text (byte 0xE0)");
+  EXPECT_HAS(error_of("p.txt", "sur \xED\xA0\x80 rogate\n"), f + ":1:5: is not valid UTF-8 text (byte 0xED)");
+  EXPECT_HAS(error_of("p.txt", "big \xF4\x90\x80\x80\n"), f + ":1:5: is not valid UTF-8 text (byte 0xF4)");
+  EXPECT_HAS(error_of("p.txt", "cut \xE2\x82\n"), f + ":1:5: is not valid UTF-8 text (byte 0xE2)");
+  EXPECT_HAS(error_of("p.txt", "\xEF\xBB\xBF\xFF\n"), f + ":1:4: is not valid UTF-8 text (byte 0xFF)");
+  m = error_of("p.jsonl", "{\"prompt\": \"ok\"}\n{\"prompt\": \"caf\xE9\"}\n");
+  EXPECT_HAS(m, dir_.file("p.jsonl") + ":2:16: is not valid UTF-8 text (byte 0xE9); save the file as UTF-8");
+  m = error_of("p.csv", "prompt\nok\n\"two\nlines caf\xE9\"\n");
+  EXPECT_HAS(m,
+             dir_.file("p.csv") + ":4: prompt is not valid UTF-8 text (byte 0xE9); save the file as UTF-8");
+  // Well-formed text of 1 to 4 bytes per character is fine.
+  auto l = load("q.txt", "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\xA6\x8A \xF4\x8F\xBF\xBF\n");
+  ASSERT_TRUE(l.is_ok()) << l.status().message();
+  EXPECT_EQ(l->prompt(0), "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\xA6\x8A \xF4\x8F\xBF\xBF");
 }
 
 TEST_F(PromptSourceTest, MissingFileNamesThePath) {
