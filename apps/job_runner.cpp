@@ -15,6 +15,7 @@
 #include "common/version.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/dataset_bookkeeping.h"
+#include "pipeline/memory_plan.h"
 #include "run/protocol.h"
 #include "worker/encode_phase.h"
 #include "worker/render_loop.h"
@@ -139,6 +140,11 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   if (!setup.is_ok()) {
     if (root) print_error(setup.status());
     return exit_code_for(setup.status());
+  }
+  if (root) {
+    const std::string large =
+        large_image_warning(ctx->job.width, ctx->job.height, setup->device.is_cpu(), host_ram_gib());
+    if (!large.empty()) log_warn(ctx->job.job_file + ": " + large);
   }
   clock.lap("job file");
 

@@ -70,6 +70,7 @@ StatusOr<RenderSummary> run_coordinator(Comm& comm, const RunContext& ctx, const
     }
     SDXLB_ASSIGN_OR_RETURN(auto msg, comm.recv_for(kAnyTag, 0.25, "waiting for workers"));
     const auto now = Clock::now();
+    progress.tick(now);
     if (seconds_between(last_watch, now) >= 0.25) {
       // The watchdog (whether or not messages arrive: busy workers must not hide a silent one): a worker
       // that has said nothing for worker_timeout_s is lost.

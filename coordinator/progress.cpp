@@ -1,5 +1,6 @@
 #include "coordinator/progress.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -23,6 +24,13 @@ void Progress::add(int64_t n, Clock::time_point now) {
   window_.emplace_back(now, done_);
   while (window_.size() > 2 && seconds(now - window_.front().first) > kWindowSeconds) window_.pop_front();
   if (!quiet_ && seconds(now - last_print_) >= interval_s_) {
+    std::fprintf(stderr, "%s\n", line(now).c_str());
+    last_print_ = now;
+  }
+}
+
+void Progress::tick(Clock::time_point now) {
+  if (!quiet_ && seconds(now - last_print_) >= std::max(interval_s_, 30.0)) {
     std::fprintf(stderr, "%s\n", line(now).c_str());
     last_print_ = now;
   }
@@ -57,9 +65,9 @@ std::string Progress::format_duration(double s) {
 std::string Progress::line(Clock::time_point now) const {
   char buf[256];
   const double pct = total_ > 0 ? 100.0 * static_cast<double>(done_) / static_cast<double>(total_) : 100.0;
-  std::snprintf(buf, sizeof buf, "%s: %lld/%lld (%.1f%%), %.2f items/s, ETA %s", what_.c_str(),
+  std::snprintf(buf, sizeof buf, "%s: %lld/%lld (%.1f%%), %.2f items/s, ETA %s, %s elapsed", what_.c_str(),
                 static_cast<long long>(done_), static_cast<long long>(total_), pct, rate(now),
-                format_duration(eta_seconds(now)).c_str());
+                format_duration(eta_seconds(now)).c_str(), format_duration(seconds(now - start_)).c_str());
   return buf;
 }
 

@@ -21,13 +21,16 @@ class Progress {
 
   /// Adds `n` completed units at time `now`; prints a line when the interval has passed.
   void add(int64_t n, Clock::time_point now = Clock::now());
+  /// Prints a line when nothing has been printed for the interval (at least 30 s), so that work whose units
+  /// take minutes each (very large images, a slow CPU) still shows it is alive, with the time elapsed.
+  void tick(Clock::time_point now = Clock::now());
   /// Units per second over the window (0 before two samples).
   double rate(Clock::time_point now = Clock::now()) const;
   /// Seconds to finish at the current rate, or -1 when unknown.
   double eta_seconds(Clock::time_point now = Clock::now()) const;
   int64_t done() const { return done_; }
   int64_t total() const { return total_; }
-  /// "render: 120/1000 (12.0%), 3.40 items/s, ETA 4m19s".
+  /// "render: 120/1000 (12.0%), 3.40 items/s, ETA 4m19s, 35s elapsed".
   std::string line(Clock::time_point now = Clock::now()) const;
   /// Prints the final line (unless quiet).
   void finish();

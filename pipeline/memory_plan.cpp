@@ -96,6 +96,31 @@ double estimate_relative_time(const MemoryPlan& p, int64_t width, int64_t height
   return per_image / (compute * n);
 }
 
+double activation_gib_per_image(int64_t width, int64_t height) {
+  const double scale = pixels_scale(width, height);
+  return kUnetPerImageGib * scale + kFullDecodeGib * scale;
+}
+
+std::string large_image_warning(int64_t width, int64_t height, bool on_cpu, double host_ram_gib) {
+  const double scale = pixels_scale(width, height);
+  if (scale <= 4.0) return "";
+  const double gib = activation_gib_per_image(width, height) * (on_cpu ? 2.0 : 1.0);
+  char buf[640];
+  std::snprintf(buf, sizeof buf,
+                "%lldx%lld is %.0f times the area of SDXL's 1024x1024: SDXL composes best near one megapixel "
+                "(expect repeated subjects), each image takes about %.0f times as long, and the full SDXL "
+                "model needs about %.0f GiB of activations per image (%s; the tiled decode lowers it)",
+                static_cast<long long>(width), static_cast<long long>(height), scale, scale, gib,
+                on_cpu ? "fp32 on the CPU" : "fp16");
+  std::string out = buf;
+  if (on_cpu && host_ram_gib > 0 && gib > host_ram_gib) {
+    std::snprintf(buf, sizeof buf, "; this node has %.0f GiB of RAM, so it will likely run out of memory",
+                  host_ram_gib);
+    out += buf;
+  }
+  return out;
+}
+
 double host_gib_needed(const std::string& placement) {
   if (placement == "streamed" || placement == "sequential" || placement == "model_offload")
     return kUnetUnitsGib + kHostProcessGib;

@@ -71,6 +71,15 @@ double estimate_peak_gib(const MemoryPlan& plan, int64_t width, int64_t height);
 /// The time per image the model predicts for `plan`, relative to resident with one stream.
 double estimate_relative_time(const MemoryPlan& plan, int64_t width, int64_t height, int64_t steps);
 
+/// Activation memory (GiB) of one SDXL image of this size: the UNet's CFG pair plus a full-VAE decode, fp16,
+/// as measured at 1024^2 and scaled by pixels.
+double activation_gib_per_image(int64_t width, int64_t height);
+
+/// A warning for images larger than 2048x2048 pixels in area ("" otherwise): how many times SDXL's 1024^2
+/// they are, what that does to composition and time, and the activation estimate; on the CPU (fp32: twice
+/// the memory) it says when the estimate exceeds `host_ram_gib`.
+std::string large_image_warning(int64_t width, int64_t height, bool on_cpu, double host_ram_gib);
+
 /// Host RAM a worker needs for a placement that keeps the UNet in host memory.
 double host_gib_needed(const std::string& placement);
 

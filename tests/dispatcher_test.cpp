@@ -98,5 +98,27 @@ TEST(Progress, RateAndEta) {
   EXPECT_EQ(Progress::format_duration(-1), "?");
 }
 
+// issue 12 (weak case): a 16384x16384 job printed nothing for hours; a line now comes at least every 30 s
+// (and never more often than the interval) while nothing finishes.
+TEST(Progress, TickShowsThatSlowWorkIsAlive) {
+  auto t0 = Progress::Clock::now();
+  Progress p("render", 1, 10, /*quiet=*/false);
+  ::testing::internal::CaptureStderr();
+  p.tick(t0 + std::chrono::seconds(20));
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  ::testing::internal::CaptureStderr();
+  p.tick(t0 + std::chrono::seconds(31));
+  const std::string line = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(line.find("render: 0/1 (0.0%)"), std::string::npos) << line;
+  EXPECT_NE(line.find("31s elapsed"), std::string::npos) << line;
+  ::testing::internal::CaptureStderr();
+  p.tick(t0 + std::chrono::seconds(40));
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  Progress quiet("render", 1, 10, /*quiet=*/true);
+  ::testing::internal::CaptureStderr();
+  quiet.tick(t0 + std::chrono::seconds(100));
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+}
+
 }  // namespace
 }  // namespace sdxlb

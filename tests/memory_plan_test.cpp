@@ -158,5 +158,21 @@ TEST(MemoryPlan, UnknownNamesAreRefused) {
   EXPECT_NE(p.status().message().find("memory.placement"), std::string::npos);
 }
 
+// issue 12 (weak case): 16384x16384 was accepted with no warning. Sizes over 2048^2 in area get one, with the
+// activation estimate; on the CPU it says when that exceeds the host's RAM.
+TEST(MemoryPlan, LargeImagesGetAWarningWithTheEstimate) {
+  EXPECT_EQ(large_image_warning(1024, 1024, false, 0), "");
+  EXPECT_EQ(large_image_warning(2048, 2048, true, 16), "");
+  EXPECT_NEAR(activation_gib_per_image(1024, 1024), 0.36 + 2.09, 1e-9);
+  const std::string gpu = large_image_warning(16384, 16384, false, 0);
+  EXPECT_NE(gpu.find("16384x16384 is 256 times the area"), std::string::npos) << gpu;
+  EXPECT_NE(gpu.find("about 627 GiB of activations per image (fp16"), std::string::npos) << gpu;
+  EXPECT_EQ(gpu.find("run out of memory"), std::string::npos) << gpu;
+  const std::string cpu = large_image_warning(16384, 16384, true, 24);
+  EXPECT_NE(cpu.find("fp32 on the CPU"), std::string::npos) << cpu;
+  EXPECT_NE(cpu.find("this node has 24 GiB of RAM, so it will likely run out of memory"), std::string::npos)
+      << cpu;
+}
+
 }  // namespace
 }  // namespace sdxlb
