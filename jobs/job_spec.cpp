@@ -408,7 +408,9 @@ void SpecParser::run(const YAML::Node& root) {
   }
   s.prompt_source.from_file = has("prompts_file") && !has("prompts");
   if (s.prompt_source.from_file) {
-    if (!has("prompts_format") && prompts_file_ok_) {
+    // prompts_format: with no value means the default: the extension decides, as when it is absent.
+    const bool format_given = has("prompts_format") && !fields_.at("prompts_format").value.IsNull();
+    if (!format_given && prompts_file_ok_) {
       auto fmt = prompt_format_from_extension(s.prompt_source.file);
       if (fmt) {
         s.prompt_source.format = *fmt;

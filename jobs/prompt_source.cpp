@@ -20,6 +20,12 @@ namespace sdxlb {
 namespace {
 
 constexpr size_t kChunkBytes = size_t{1} << 20;
+
+// A read buffer for a file of `file_bytes`: 1 MiB for big files, no more than the file for small ones (a
+// job with many small files, or the fuzzer, would otherwise zero 1 MiB per read).
+size_t chunk_for(uint64_t file_bytes) {
+  return static_cast<size_t>(std::clamp<uint64_t>(file_bytes + 1, 4096, kChunkBytes));
+}
 constexpr std::string_view kUtf8Bom = "\xEF\xBB\xBF";
 
 bool is_blank(std::string_view s) {
@@ -73,7 +79,9 @@ struct FileShape {
 // First pass: counts bytes and lines so that the PromptList can be reserved once.
 StatusOr<FileShape> measure(const std::string& path) {
   SDXLB_ASSIGN_OR_RETURN(FilePtr f, open_for_read(path));
-  std::vector<char> buf(kChunkBytes);
+  struct stat st {};
+  std::vector<char> buf(
+      chunk_for(::fstat(fileno(f.get()), &st) == 0 ? static_cast<uint64_t>(st.st_size) : kChunkBytes));
   FileShape shape;
   char last = '\n';
   size_t n;
@@ -148,7 +156,7 @@ std::string fault_message(const TextFault& fault, const std::string& path, const
 // Reads lines with std::getline through a large stream buffer; strips a BOM on line 1 and a trailing CR.
 class LineReader {
  public:
-  explicit LineReader(const std::string& path) : buf_(kChunkBytes) {
+  LineReader(const std::string& path, uint64_t file_bytes) : buf_(chunk_for(file_bytes)) {
     in_.rdbuf()->pubsetbuf(buf_.data(), static_cast<std::streamsize>(buf_.size()));
     in_.open(path, std::ios::binary);
   }
@@ -179,8 +187,8 @@ class LineReader {
   size_t stripped_ = 0;  // bytes removed from the front of the line (a BOM)
 };
 
-Status load_txt(const std::string& path, PromptList* out) {
-  LineReader reader(path);
+Status load_txt(const std::string& path, uint64_t file_bytes, PromptList* out) {
+  LineReader reader(path, file_bytes);
   if (!reader.ok())
     return io_error("cannot open prompt file \"" + path + "\" for reading; check its permissions");
   std::string_view line;
@@ -312,9 +320,10 @@ const char* kind_name(PromptLineSax::Kind k) {
   }
 }
 
-Status load_jsonl(const std::string& path, const PromptFileOptions& options, PromptList* out) {
+Status load_jsonl(const std::string& path, uint64_t file_bytes, const PromptFileOptions& options,
+                  PromptList* out) {
   using K = PromptLineSax::Kind;
-  LineReader reader(path);
+  LineReader reader(path, file_bytes);
   if (!reader.ok()) {
     return io_error("cannot open prompt file \"" + path + "\" for reading; check its permissions");
   }
@@ -397,7 +406,8 @@ Status load_jsonl(const std::string& path, const PromptFileOptions& options, Pro
 // blank line; records the first syntax problem of each record in `errors`.
 class CsvReader {
  public:
-  CsvReader(FILE* f, ErrorList* errors) : f_(f), errors_(errors), buf_(kChunkBytes) {}
+  CsvReader(FILE* f, uint64_t file_bytes, ErrorList* errors)
+      : f_(f), errors_(errors), buf_(chunk_for(file_bytes)) {}
 
   template <typename OnRecord>
   Status run(OnRecord&& on_record) {
@@ -503,7 +513,8 @@ std::string quoted_list(const std::vector<std::string>& names) {
   return s;
 }
 
-Status load_csv(const std::string& path, const PromptFileOptions& options, PromptList* out) {
+Status load_csv(const std::string& path, uint64_t file_bytes, const PromptFileOptions& options,
+                PromptList* out) {
   SDXLB_ASSIGN_OR_RETURN(FilePtr f, open_for_read(path));
   ErrorList errors(path, options.max_errors);
   std::vector<std::string> header;
@@ -532,7 +543,7 @@ Status load_csv(const std::string& path, const PromptFileOptions& options, Promp
     return false;
   };
 
-  CsvReader reader(f.get(), &errors);
+  CsvReader reader(f.get(), file_bytes, &errors);
   Status st = reader.run([&](std::vector<std::string>& fields, uint64_t line) {
     if (!have_header) {
       have_header = true;
@@ -664,13 +675,13 @@ StatusOr<PromptList> load_prompt_file(const std::string& path, const PromptFileO
   Status st;
   switch (options.format) {
     case PromptFormat::kTxt:
-      st = load_txt(path, &list);
+      st = load_txt(path, shape.bytes, &list);
       break;
     case PromptFormat::kJsonl:
-      st = load_jsonl(path, options, &list);
+      st = load_jsonl(path, shape.bytes, options, &list);
       break;
     case PromptFormat::kCsv:
-      st = load_csv(path, options, &list);
+      st = load_csv(path, shape.bytes, options, &list);
       break;
   }
   if (!st.is_ok()) return st;

@@ -73,6 +73,23 @@ TEST_F(JobSpecTest, OutputInsideTheModelFolderIsRefused) {
   EXPECT_TRUE(ok.is_ok()) << ok.status().to_string();
 }
 
+// Found by fuzz_job_spec: "prompts_format:" with no value (or an anchor with none) was taken as set, so the
+// extension was not read, no format was chosen, and the job passed validation with no prompt list.
+TEST_F(JobSpecTest, EmptyPromptsFormatMeansTheExtensionDecides) {
+  write_bytes(dir_.file("p.txt"), "one\ntwo\n");
+  write_bytes(dir_.file("p.data"), "one\ntwo\n");
+  for (const char* value : {"", " ~", " &anchor"}) {
+    auto spec =
+        load(std::string("model: sdxl\noutput: out\nprompts_file: p.txt\nprompts_format:") + value + "\n");
+    ASSERT_TRUE(spec.is_ok()) << value << ": " << spec.status().to_string();
+    ASSERT_NE(spec->prompts, nullptr);
+    EXPECT_EQ(spec->num_prompts(), 2u);
+    std::string m = error_of(std::string("model: sdxl\noutput: out\nprompts_file: p.data\nprompts_format:") +
+                             value + "\n");
+    EXPECT_HAS(m, "cannot tell the format");
+  }
+}
+
 TEST_F(JobSpecTest, MinimalJobGetsEveryDefault) {
   auto spec = load(kMinimal);
   ASSERT_TRUE(spec.is_ok()) << spec.status().message();
