@@ -42,7 +42,7 @@ fi
 declare -A max_len=(
   [fuzz_job_spec]=4096
   [fuzz_prompt_file]=4096
-  [fuzz_tokenizer]=1024
+  [fuzz_tokenizer]=512
   [fuzz_tokenizer_files]=32768
   [fuzz_model_io]=8192
 )
@@ -57,7 +57,7 @@ torch_flag=OFF
 [[ "$torch" == 1 ]] && torch_flag=ON
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -g" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g" \
   -DSDXLB_FUZZ=ON -DSDXLB_FUZZ_TORCH="$torch_flag" -DSDXLB_BUILD_TESTS=OFF \
   -DSDXLB_PYTHON="$venv/bin/python" >/dev/null
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"

@@ -2,13 +2,19 @@
 # Packs this machine's Release build for the GPU machine (bench/bench_env.sh, SDXLB_PREBUILT): the benchmark
 # binaries and the shared libraries whose versions differ there. Only valid when both sides have the same
 # LibTorch (torch 2.11 + CUDA 13 here and there); bench_env.sh builds on the spot when they do not start.
-#   scripts/prebuild-for-device.sh BUILD_DIR OUT_DIR
+#   scripts/prebuild-for-device.sh BUILD_DIR OUT_DIR [FUZZ_BUILD_DIR]
+# With FUZZ_BUILD_DIR (scripts/fuzz.sh's build folder), its libFuzzer targets go to OUT_DIR/fuzz too
+# (bench/device_fuzz.sh runs them on the GPU machine's cores).
 set -euo pipefail
 build="$1" out="$2"
 rm -rf "$out"
 mkdir -p "$out/apps" "$out/bench" "$out/tests" "$out/lib"
 cp "$build/apps/sdxl-batch" "$out/apps/"
-cp "$build/bench/unet_parity" "$out/bench/"
+cp "$build/bench/unet_parity" "$build/bench/store_bench" "$out/bench/"
+if [[ -n "${3:-}" ]]; then
+  mkdir -p "$out/fuzz"
+  for f in "$3"/fuzz/fuzz_*; do [[ -x "$f" && ! -d "$f" ]] && cp "$f" "$out/fuzz/"; done
+fi
 [[ -x "$build/tests/fused_ops_test" ]] && cp "$build/tests/fused_ops_test" "$out/tests/"
 for lib in libyaml-cpp.so.0.7 libspdlog.so.1.10 libfmt.so.9 libmpi_cxx.so.40; do
   cp -L "/lib/x86_64-linux-gnu/$lib" "$out/lib/"

@@ -6,11 +6,13 @@
 
 namespace sdxlb {
 
-Status write_item_columns(const h5::Location& loc, const ItemColumns& columns) {
+Status write_item_columns(const h5::Location& loc, const ItemColumns& columns, bool checksums) {
   if (!columns.consistent()) return internal_error("item columns of unequal length for " + loc.where());
   Status st;
+  h5::DatasetOptions options;
+  options.checksum = checksums;
   columns.for_each([&](const char* name, const auto& column) {
-    if (st.is_ok()) st = h5::write_column(loc, name, column);
+    if (st.is_ok()) st = h5::write_column(loc, name, column, options);
   });
   return st;
 }

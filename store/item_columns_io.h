@@ -11,8 +11,9 @@
 
 namespace sdxlb {
 
-/// Writes every column as a new growable dataset under `loc`.
-Status write_item_columns(const h5::Location& loc, const ItemColumns& columns);
+/// Writes every column as a new growable dataset under `loc` (with Fletcher32 checksums on the numeric
+/// columns unless `checksums` is false).
+Status write_item_columns(const h5::Location& loc, const ItemColumns& columns, bool checksums = true);
 
 /// Reads every column. kNotFound when a column is missing, kDataLoss when lengths differ or a read fails.
 StatusOr<ItemColumns> read_item_columns(const h5::Location& loc);

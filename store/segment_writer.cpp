@@ -93,6 +93,7 @@ StatusOr<SegmentWriter> SegmentWriter::create(const SegmentOptions& options) {
     const hsize_t h = static_cast<hsize_t>(options.height), w = static_cast<hsize_t>(options.width);
     h5::DatasetOptions opt;
     opt.chunk = {1, h, w, 3};  // one image per chunk: each add() is one chunk write, readers fetch one image
+    opt.checksum = options.checksums;
     SDXLB_ASSIGN_OR_RETURN(s.pixels, s.file.create_dataset("images", H5T_STD_U8LE, {0, h, w, 3}, opt));
   } else {
     h5::DatasetOptions opt;
@@ -159,7 +160,7 @@ Status SegmentWriter::publish() {
     abort();
     return st.with_context("publishing segment " + s.options.path);
   };
-  Status st = write_item_columns(s.file, s.columns);
+  Status st = write_item_columns(s.file, s.columns, s.options.checksums);
   if (st.is_ok()) st = s.file.set_int_attr("items", static_cast<int64_t>(s.columns.size()));
   if (st.is_ok()) st = s.pixels.close();
   if (st.is_ok()) st = s.file.flush();

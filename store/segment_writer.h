@@ -43,6 +43,9 @@ struct SegmentOptions {
   std::string job_identity;       ///< the job's identity (hex), recorded as an attribute when not empty
   int rank = 0;                   ///< recorded as an attribute
   int png_compression_level = 3;  ///< zlib level 0..9 for the png encoding
+  /// Fletcher32 checksums on the images and numeric columns. Always on in runs; bench/store_bench turns
+  /// them off to measure what they cost.
+  bool checksums = true;
 };
 
 class SegmentWriter {
