@@ -16,6 +16,8 @@ plan="$3"
 jobs="${4:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}"
 runs="${5:-10000000}"
 root="$(pwd)"
+# Libraries packed next to the targets (scripts/prebuild-for-device.sh puts them in ../lib).
+[[ -d "$bin_dir/../lib" ]] && export LD_LIBRARY_PATH="$(cd "$bin_dir/../lib" && pwd)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 declare -A max_len=([fuzz_job_spec]=4096 [fuzz_prompt_file]=4096 [fuzz_tokenizer]=512
                     [fuzz_tokenizer_files]=32768 [fuzz_model_io]=8192)
 export SDXLB_FUZZ_TOKENIZERS="$root/fuzz/data/tokenizer:$root/fuzz/data/tokenizer_2"

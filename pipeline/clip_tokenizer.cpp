@@ -608,6 +608,12 @@ StatusOr<ClipTokenizer> ClipTokenizer::load(const std::string& folder) {
       return invalid_argument(folder + "/tokenizer_config.json: no " + what +
                               " token is set; SDXL's tokenizers set bos, eos and pad tokens");
     }
+    // An empty token is never added (it would match nowhere), so it has no id to give.
+    if (t->content.empty()) {
+      return invalid_argument(folder + "/tokenizer_config.json: the " + what +
+                              " token is empty; SDXL's tokenizers use \"<|startoftext|>\", "
+                              "\"<|endoftext|>\" and \"<|endoftext|>\" or \"!\"");
+    }
     for (const ClipAddedToken& a : tok.added_) {
       if (a.content == t->content) return a.id;
     }

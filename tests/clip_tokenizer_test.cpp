@@ -279,6 +279,19 @@ TEST_F(ClipTokenizerErrors, UnsupportedAddedTokenOptions) {
   EXPECT_NE(st.message().find("lstrip"), std::string::npos) << st.message();
 }
 
+// Found by fuzz_tokenizer_files (on the GPU machine's cores): an empty special token ended as an internal
+// error ("special token  was not registered"); it is a bad tokenizer folder, named as such.
+TEST_F(ClipTokenizerErrors, EmptySpecialTokenIsABadConfigNotAnInternalError) {
+  for (const char* file : {"tokenizer_config.json", "special_tokens_map.json"}) {
+    json cfg = read_json((dir_ / file).string());
+    cfg["pad_token"] = "";
+    write(file, cfg.dump());
+  }
+  const Status st = load_status();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+  EXPECT_NE(st.message().find("the pad token is empty"), std::string::npos) << st.message();
+}
+
 TEST_F(ClipTokenizerErrors, ConfigFilesAreOptional) {
   fs::remove(dir_ / "tokenizer_config.json");
   fs::remove(dir_ / "special_tokens_map.json");
