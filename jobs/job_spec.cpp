@@ -572,6 +572,18 @@ StatusOr<JobSpec> JobSpec::load_file(const std::string& path, const JobLoadOptio
   }
   if (fs::is_directory(path, ec))
     return invalid_argument(quote(path) + " is a folder; give the job file (.yaml)");
+  // Opening a FIFO blocks and /dev/zero never ends: only regular files are read, and only up to a size
+  // that yaml-cpp parses in reasonable time and memory.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return invalid_argument(quote(path) +
+                            " is not a regular file (a device, FIFO or socket); give the job file (.yaml)");
+  }
+  if (static_cast<uint64_t>(st.st_size) > kMaxJobFileBytes) {
+    return invalid_argument(quote(path) + " is " + std::to_string(st.st_size / (1 << 20)) +
+                            " MiB; job files are limited to " + std::to_string(kMaxJobFileBytes >> 20) +
+                            " MiB: put long prompt lists in a prompts_file (.txt, .jsonl or .csv)");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return io_error("cannot open job file " + quote(path) + " for reading; check its permissions");
   std::ostringstream text;

@@ -18,6 +18,9 @@
 
 namespace sdxlb {
 
+/// The largest job file read (long prompt lists belong in a prompts_file).
+constexpr uint64_t kMaxJobFileBytes = uint64_t{64} << 20;
+
 /// Options for JobSpec::load_file / JobSpec::parse.
 struct JobLoadOptions {
   /// Check that model and tiny_vae are existing folders and that output is not an existing file.
@@ -99,7 +102,8 @@ struct JobSpec {
   double worker_timeout_s = 600.0;
 
   /// Reads and validates a job file. On failure: kNotFound when the file does not exist, kIoError when it
-  /// cannot be read, kInvalidArgument listing every problem (YAML syntax, keys, values, prompt file).
+  /// cannot be read, kInvalidArgument listing every problem (YAML syntax, keys, values, prompt file), and
+  /// for a path that is not a regular file or holds more than kMaxJobFileBytes.
   static StatusOr<JobSpec> load_file(const std::string& path, const JobLoadOptions& options = {});
   /// Validates job YAML given as text; `file_name` names it in messages and `base_dir` resolves relative
   /// paths. Same errors as load_file.

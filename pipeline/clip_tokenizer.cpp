@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json_depth.h"
 #include "pipeline/unicode_text.h"
 
 namespace sdxlb {
@@ -41,6 +42,10 @@ bool file_exists(const std::string& path) {
 }
 
 StatusOr<json> parse_json_text(const std::string& text, const std::string& path) {
+  if (const size_t depth = json_nesting_depth(text); depth > kMaxJsonDepth) {
+    return data_loss(path + ": JSON nested " + std::to_string(depth) + " levels deep (the limit is " +
+                     std::to_string(kMaxJsonDepth) + "); restore the file from the model's release");
+  }
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {

@@ -7,6 +7,8 @@
 #include <set>
 #include <sstream>
 
+#include "common/json_depth.h"
+
 namespace sdxlb {
 namespace {
 
@@ -48,6 +50,10 @@ StatusOr<nlohmann::json> read_json_file(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string text = ss.str();
+  if (const size_t depth = json_nesting_depth(text); depth > kMaxJsonDepth) {
+    return data_loss(path + ": JSON nested " + std::to_string(depth) + " levels deep (the limit is " +
+                     std::to_string(kMaxJsonDepth) + "); this is not a model config, restore the file");
+  }
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {

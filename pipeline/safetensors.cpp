@@ -13,6 +13,8 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include "common/json_depth.h"
+
 namespace sdxlb {
 namespace {
 
@@ -130,6 +132,11 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::open(const std
   file->data_size_ = data_size;
 
   nlohmann::json header;
+  if (const size_t depth = json_nesting_depth(file->header_json_); depth > kMaxJsonDepth) {
+    return data_loss(where + ": the header is JSON nested " + std::to_string(depth) +
+                     " levels deep (the limit is " + std::to_string(kMaxJsonDepth) +
+                     "); the file is corrupt");
+  }
   try {
     header = nlohmann::json::parse(file->header_json_);
   } catch (const nlohmann::json::parse_error& e) {

@@ -1,6 +1,7 @@
 #include "store/durable_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -57,6 +58,14 @@ Status publish_file(const std::string& from, const std::string& to) {
 }
 
 Status write_file_atomically(const std::string& path, const std::string& bytes) {
+  // The rename would replace whatever is at `path`: a device (as root, /dev/full became a regular file), a
+  // FIFO or a folder is not ours to replace.
+  struct stat existing {};
+  if (::stat(path.c_str(), &existing) == 0 && !S_ISREG(existing.st_mode)) {
+    return io_error("cannot write " + path + ": it exists and is not a regular file (" +
+                    (S_ISDIR(existing.st_mode) ? "a folder" : "a device, FIFO or socket") +
+                    "); choose a file path");
+  }
   const std::string tmp = path + ".tmp";
   Env& e = env();
   int fd = e.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);

@@ -21,7 +21,8 @@ Status sync_dir(const std::string& path);
 /// Renames `from` to `to` (replacing `to`), then syncs `to` and its folder. kIoError on failure.
 Status publish_file(const std::string& from, const std::string& to);
 
-/// Writes `bytes` to `path` atomically: `path`.tmp, fsync, rename, fsync of the folder.
+/// Writes `bytes` to `path` atomically: `path`.tmp, fsync, rename, fsync of the folder. kIoError when `path`
+/// exists and is not a regular file (a device, FIFO or folder is never replaced).
 Status write_file_atomically(const std::string& path, const std::string& bytes);
 
 /// The folder part of `path` ("." when it has none).

@@ -179,6 +179,7 @@ struct SegmentSummary {
   std::vector<int8_t> status;
   std::vector<std::string> error;
   std::vector<uint64_t> seed;
+  std::string job_identity;  // "" for segments written before it was recorded
 };
 
 StatusOr<SegmentSummary> read_segment_summary(const std::string& path) {
@@ -210,6 +211,9 @@ StatusOr<SegmentSummary> read_segment_summary(const std::string& path) {
   SDXLB_ASSIGN_OR_RETURN(s.status, h5::read_column<int8_t>(f, "status"));
   SDXLB_ASSIGN_OR_RETURN(s.error, h5::read_column<std::string>(f, "error"));
   SDXLB_ASSIGN_OR_RETURN(s.seed, h5::read_column<uint64_t>(f, "seed"));
+  if (f.has_attr("job_identity")) {
+    SDXLB_ASSIGN_OR_RETURN(s.job_identity, f.string_attr("job_identity"));
+  }
   SDXLB_RETURN_IF_ERROR(f.close());
   return s;
 }
@@ -276,6 +280,7 @@ StatusOr<OutputFolder> OutputFolder::create_or_open(const std::string& path,
     return invalid_argument("the canonical job JSON for " + path + " is not valid JSON");
 
   OutputFolder folder(path);
+  folder.job_identity_ = job_identity_hex;
   const std::string job_json_path = path + "/job.json", job_yaml_path = path + "/job.yaml";
   std::error_code ec;
   bool has_job = fs::exists(job_json_path, ec);
@@ -392,7 +397,12 @@ StatusOr<ScanResult> OutputFolder::scan_segments(bool clean) const {
     if (summary.is_ok()) {
       // A segment whose rows contradict the job (an item index that does not match its seed) is not
       // served, whatever its checksums say: it is treated like an unreadable one.
-      const std::string why = check_rows(*summary, item_check_);
+      std::string why = check_rows(*summary, item_check_);
+      if (why.empty() && !job_identity_.empty() && !summary->job_identity.empty() &&
+          summary->job_identity != job_identity_) {
+        why = "it was written by another job (identity " + summary->job_identity + "; this folder's job is " +
+              job_identity_ + ")";
+      }
       if (!why.empty()) summary = data_loss(name + " does not belong to this job: " + why);
     }
     if (!summary.is_ok() && summary.status().code() == StatusCode::kIoError) {

@@ -107,8 +107,9 @@ class OutputFolder {
   /// to numeric order. `run_id` should sort in time order (e.g. a UTC timestamp "20260509T101500Z").
   std::string segment_path(const std::string& run_id, int rank, int64_t n) const;
 
-  /// Removes stale *.tmp segments, moves segments that fail to open (or are inconsistent) to
-  /// segments/corrupt/ with a warning, and reads every complete segment's item_index and status.
+  /// Removes stale *.tmp segments, moves segments that fail to open, are inconsistent, or record another
+  /// job's identity to segments/corrupt/ with a warning, and reads every complete segment's item_index and
+  /// status.
   /// Errors: kIoError (cannot list or move files, or the storage fails to read a segment: EIO; such a
   /// segment is neither trusted nor moved), kFailedPrecondition (segments disagree on encoding or image
   /// size).
@@ -129,6 +130,7 @@ class OutputFolder {
   StatusOr<ScanResult> scan_segments(bool clean) const;
 
   std::string path_;
+  std::string job_identity_;  // segments that record another identity are not served
   bool resumed_ = false;
   ItemCheck item_check_;
 };

@@ -2,6 +2,8 @@
 // of bad input checking that the message has file:line:column and a fix.
 #include "jobs/job_spec.h"
 
+#include <fstream>
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -88,6 +90,26 @@ TEST_F(JobSpecTest, EmptyPromptsFormatMeansTheExtensionDecides) {
                              value + "\n");
     EXPECT_HAS(m, "cannot tell the format");
   }
+}
+
+// Found by bench/hostile_corpus.py: `run /dev/zero` grew until killed, and a FIFO as the job file hung.
+TEST_F(JobSpecTest, JobFileMustBeARegularFileOfBoundedSize) {
+  ASSERT_EQ(::mkfifo(dir_.file("fifo.yaml").c_str(), 0600), 0);
+  for (const std::string& path : {dir_.file("fifo.yaml"), std::string("/dev/zero")}) {
+    auto spec = JobSpec::load_file(path);
+    EXPECT_EQ(spec.status().code(), StatusCode::kInvalidArgument) << path;
+    EXPECT_HAS(spec.status().message(), "is not a regular file");
+  }
+  {
+    std::ofstream big(dir_.file("big.yaml"));
+    big << kMinimal;
+    big.seekp(static_cast<std::streamoff>(kMaxJobFileBytes) + 1);
+    big << "\n";
+  }
+  auto spec = JobSpec::load_file(dir_.file("big.yaml"));
+  EXPECT_EQ(spec.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_HAS(spec.status().message(),
+             "job files are limited to 64 MiB: put long prompt lists in a prompts_file");
 }
 
 TEST_F(JobSpecTest, MinimalJobGetsEveryDefault) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/nn/modules/conv.h>
 
+#include "common/json_depth.h"
 #include "pipeline/weights.h"
 #include "test_files.h"
 
@@ -101,6 +102,20 @@ TEST(ModelFolder, BadJsonNamesLineAndColumn) {
   ASSERT_FALSE(f.is_ok());
   EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
   EXPECT_NE(f.status().message().find("line 3"), std::string::npos) << f.status().message();
+}
+
+// Found by bench/hostile_corpus.py: a config.json nested 200,000 levels deep overflowed the stack (exit 139)
+// when the model identity dumped it. Deep JSON is refused before parsing.
+TEST(ModelFolder, DeeplyNestedJsonIsRefusedNotACrash) {
+  ScratchDir dir;
+  testing::write_bytes(dir.file("model_index.json"),
+                       "{\"x\": " + std::string(200000, '[') + std::string(200000, ']') + "}");
+  auto f = ModelFolder::open(dir.path());
+  ASSERT_FALSE(f.is_ok());
+  EXPECT_EQ(f.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(f.status().message().find("JSON nested 200001 levels deep (the limit is 64)"), std::string::npos)
+      << f.status().message();
+  EXPECT_EQ(json_nesting_depth(R"({"a": [1, {"b": "[[[{{"}], "c": "\\\"["})"), 3u);
 }
 
 // A module that expects a conv_in of the wrong shape and lacks everything else in the file.

@@ -4,6 +4,7 @@
 // a clear error, nothing lost (what was published is still served, and writing again completes the job) and
 // nothing corrupt served (every item read back has its own pixels).
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -310,6 +311,25 @@ TEST(StoreFaults, FailedSmallFileWritesKeepTheOldFile) {
     EXPECT_EQ(read_all(), "old contents");
     EXPECT_FALSE(fs::exists(path + ".tmp"));
   }
+}
+
+// Found by bench/hostile_corpus.py: `export --contact-sheet /dev/full` (as root) wrote /dev/full.tmp and
+// renamed it over the device, exiting 0. A path that holds something other than a regular file is refused.
+TEST(StoreFaults, SmallFileWritesNeverReplaceDevicesFifosOrFolders) {
+  ScratchDir dir;
+  const std::string fifo = dir.file("fifo"), folder = dir.file("folder");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  fs::create_directories(folder);
+  for (const std::string& path : {fifo, folder, std::string("/dev/null")}) {
+    SCOPED_TRACE(path);
+    Status st = write_file_atomically(path, "bytes");
+    EXPECT_EQ(st.code(), StatusCode::kIoError) << st.to_string();
+    EXPECT_THAT(st.message(), HasSubstr("is not a regular file"));
+    EXPECT_FALSE(fs::exists(path + ".tmp"));
+  }
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  EXPECT_TRUE(fs::is_directory(folder));
+  EXPECT_TRUE(fs::is_character_file("/dev/null"));
 }
 
 // EIO at the k-th read of the segments, for every k: the scan stops with a kIoError that names the segment

@@ -590,6 +590,36 @@ TEST(StoreOutputFolder, LostJobFileIsRebuiltWhenEverySegmentNamesThisJob) {
   EXPECT_FALSE(fs::exists(path + "/job.json"));
 }
 
+// Found by bench/hostile_corpus.py: a segment of another job (same items and seeds, steps 3 instead of 2)
+// copied into the folder was served. A segment that records another job's identity is not.
+TEST(StoreOutputFolder, SegmentOfAnotherJobIsNotServed) {
+  ScratchDir dir;
+  OutputFolder out = open_folder(dir.file("out"));  // job kIdA
+  auto write_owned = [&](const std::string& path, std::vector<int64_t> items, const std::string& id) {
+    SegmentOptions o;
+    o.path = path;
+    o.height = kH;
+    o.width = kW;
+    o.job_identity = id;
+    auto w = SegmentWriter::create(o);
+    ASSERT_TRUE(w.is_ok());
+    for (int64_t i : items) {
+      auto px = pixels_of(i);
+      ASSERT_TRUE(w->add(record_of(i), px.data()).is_ok());
+    }
+    ASSERT_TRUE(w->publish().is_ok());
+  };
+  write_owned(out.segment_path("run1", 1, 0), {0, 1}, kIdA);
+  write_owned(out.segment_path("run1", 1, 1), {2, 3}, kIdB);
+  write_segment(out.segment_path("run1", 1, 2), {4});  // written before segments recorded their job
+  auto scan = out.scan();
+  ASSERT_TRUE(scan.is_ok()) << scan.status().to_string();
+  EXPECT_EQ(scan->done_items(), (std::vector<int64_t>{0, 1, 4}));
+  ASSERT_EQ(scan->moved_corrupt.size(), 1u);
+  EXPECT_THAT(scan->moved_corrupt[0], HasSubstr("written by another job (identity bbbb2222"));
+  EXPECT_TRUE(fs::exists(out.segments_dir() + "/corrupt/seg-run1-r00001-000001.h5"));
+}
+
 TEST(StoreOutputFolder, UnwritableFolderIsAClearErrorBeforeAnythingIsWritten) {
   ScratchDir dir;
   // Tests may run as root, where permission bits do not stop writes: a path under a regular file cannot be
