@@ -16,6 +16,7 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/dataset_bookkeeping.h"
 #include "pipeline/memory_plan.h"
+#include "pipeline/model_folder.h"
 #include "run/protocol.h"
 #include "worker/encode_phase.h"
 #include "worker/render_loop.h"
@@ -108,6 +109,36 @@ StatusOr<ModelIdentity> read_model_identity(const RunContext& ctx, const RenderS
   return id;
 }
 
+// On the CPU nothing limits memory but the host: an image whose activations (by the model's own widths)
+// cannot fit in this worker's share of RAM is refused before anything is written, instead of growing until
+// the kernel kills it (16384x16384 did, after writing the embeddings).
+Status check_cpu_memory(const RunContext& ctx, const RenderSetup& setup) {
+  if (!setup.device.is_cpu()) return Status::ok();
+  auto first_width = [&](const std::string& component, double sdxl) -> double {
+    auto cfg = read_json_file(ctx.job.model + "/" + component + "/config.json");
+    if (!cfg.is_ok() || !cfg->contains("block_out_channels") || !(*cfg)["block_out_channels"].is_array() ||
+        (*cfg)["block_out_channels"].empty() || !(*cfg)["block_out_channels"][0].is_number())
+      return 1.0;  // unknown: SDXL's
+    return std::max(0.0, (*cfg)["block_out_channels"][0].get<double>()) / sdxl;
+  };
+  const std::string decode = setup.decoder == DecoderKind::kTiny    ? "tiny"
+                             : setup.decoder == DecoderKind::kTiled ? "tiled"
+                                                                    : "full";
+  const double need = cpu_activation_gib(ctx.job.width, ctx.job.height, first_width("unet", 320),
+                                         first_width("vae", 128), decode);
+  const double have = host_ram_gib() / std::max(1, ctx.workers_on_node);
+  if (have <= 0 || need <= have) return Status::ok();
+  char buf[400];
+  std::snprintf(
+      buf, sizeof buf,
+      "%s: a %lldx%lld image needs about %.0f GiB of activations with this model on the CPU (fp32, %s "
+      "decode), more than the %.0f GiB of RAM each of this node's %d worker(s) has; use a smaller "
+      "width and height%s",
+      ctx.job.job_file.c_str(), static_cast<long long>(ctx.job.width), static_cast<long long>(ctx.job.height),
+      need, decode.c_str(), have, ctx.workers_on_node, decode == "full" ? " or memory: {decode: tiled}" : "");
+  return Status(StatusCode::kResourceExhausted, buf);
+}
+
 }  // namespace
 
 int run_job_on_rank(Comm& comm, const RunOptions& options) {
@@ -170,7 +201,10 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   if (root) {
     auto id = read_model_identity(*ctx, *setup);
     clock.lap("model identity");
-    if (id.is_ok()) {
+    Status memory = id.is_ok() ? check_cpu_memory(*ctx, *setup) : Status::ok();
+    if (!memory.is_ok()) {
+      prep_status = memory;
+    } else if (id.is_ok()) {
       ctx->model = *id;
       identity_bytes = encode_identity(*id);
       auto p = open_output(*ctx);

@@ -101,6 +101,12 @@ double activation_gib_per_image(int64_t width, int64_t height) {
   return kUnetPerImageGib * scale + kFullDecodeGib * scale;
 }
 
+double cpu_activation_gib(int64_t width, int64_t height, double unet_scale, double vae_scale,
+                          const std::string& decode) {
+  const double scale = pixels_scale(width, height);
+  return 2.0 * (kUnetPerImageGib * scale * unet_scale + decode_gib(decode, scale) * vae_scale);
+}
+
 std::string large_image_warning(int64_t width, int64_t height, bool on_cpu, double host_ram_gib) {
   const double scale = pixels_scale(width, height);
   if (scale <= 4.0) return "";

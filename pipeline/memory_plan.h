@@ -75,6 +75,12 @@ double estimate_relative_time(const MemoryPlan& plan, int64_t width, int64_t hei
 /// as measured at 1024^2 and scaled by pixels.
 double activation_gib_per_image(int64_t width, int64_t height);
 
+/// Activation memory (GiB) of one image on the CPU (fp32: twice the fp16 figure) for a model whose UNet and
+/// VAE are `unet_scale` and `vae_scale` times as wide as SDXL's (block_out_channels[0] / 320 and / 128),
+/// scaled by pixels; `decode` is "full", "tiled" or "tiny".
+double cpu_activation_gib(int64_t width, int64_t height, double unet_scale, double vae_scale,
+                          const std::string& decode);
+
 /// A warning for images larger than 2048x2048 pixels in area ("" otherwise): how many times SDXL's 1024^2
 /// they are, what that does to composition and time, and the activation estimate; on the CPU (fp32: twice
 /// the memory) it says when the estimate exceeds `host_ram_gib`.

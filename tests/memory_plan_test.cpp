@@ -174,5 +174,16 @@ TEST(MemoryPlan, LargeImagesGetAWarningWithTheEstimate) {
       << cpu;
 }
 
+// bench/hostile_corpus.py: 16384x16384 on the CPU grew until killed. The CPU estimate follows the model's
+// own widths, so the tiny demo model is not refused at sizes it can run.
+TEST(MemoryPlan, CpuEstimateFollowsTheModelsWidths) {
+  const double sdxl = cpu_activation_gib(1024, 1024, 1.0, 1.0, "full");
+  EXPECT_NEAR(sdxl, 2 * (0.36 + 2.09), 1e-9);
+  EXPECT_NEAR(cpu_activation_gib(2048, 2048, 1.0, 1.0, "full"), 4 * sdxl, 1e-9);
+  EXPECT_NEAR(cpu_activation_gib(1024, 1024, 0.1, 0.25, "full"), 2 * (0.036 + 2.09 * 0.25), 1e-9);
+  EXPECT_LT(cpu_activation_gib(16384, 16384, 1.0, 1.0, "tiled"),
+            cpu_activation_gib(16384, 16384, 1.0, 1.0, "full"));
+}
+
 }  // namespace
 }  // namespace sdxlb

@@ -230,6 +230,20 @@ class BadInput(unittest.TestCase):
         self.assertEqual(p.returncode, 3, p.stderr)
         self.assertIn("belongs to another job", p.stderr)
 
+    def test_huge_image_on_the_cpu_is_refused_before_anything_is_written(self):
+        # bench/hostile_corpus.py: 16384x16384 on the CPU grew past 6 GB until killed, after writing embeddings.
+        self.case("huge", GOOD.replace("width: 64", "width: 16384").replace("height: 64", "height: 16384"),
+                  code=6, expect=["job.yaml: a 16384x16384 image needs about", "GiB of activations",
+                                  "use a smaller width and height"])
+
+    def test_job_file_that_is_not_a_regular_file(self):
+        d = os.path.join(TMP, "fifo-job")
+        os.makedirs(d)
+        fifo = os.path.join(d, "job.yaml")
+        os.mkfifo(fifo)
+        self.case("fifo-job-run", None, args=["run", fifo], expect=["is not a regular file"])
+        self.case("dev-zero-job", None, args=["run", "/dev/zero"], expect=["is not a regular file"])
+
     def test_missing_job_file(self):
         self.case("nojob", None, args=["run", os.path.join(TMP, "nope.yaml")], expect=["nope.yaml"])
 
