@@ -232,15 +232,20 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
             "the tiny decoder needs a tiny VAE folder (job key tiny_vae, e.g. a TAESDXL folder)");
       SDXLB_ASSIGN_OR_RETURN(parts.tiny_vae,
                              load_tiny_vae(options.tiny_vae, "", options.dtype, options.device));
-      Fingerprint tf;
-      auto tf_dir = ModelFolder::open_component_folder(options.tiny_vae);
-      if (tf_dir.is_ok()) SDXLB_RETURN_IF_ERROR(add_component_identity(tf, *tf_dir, "", ""));
-      model_id.add("tiny_vae").add(tf.hex());
     } else {
       VaeLoadOptions vo;
       vo.honor_force_upcast = !options.vae_fp16_safe;
       SDXLB_ASSIGN_OR_RETURN(parts.vae, load_vae(folder, options.variant, options.dtype, options.device, vo));
     }
+  }
+  // The tiny VAE decodes every image of a tiny-decoder job, so it is part of the identity whether or not
+  // this instance loads it: rank 0's probe (no denoiser) and the workers must agree, or the job identity
+  // would not see a changed tiny VAE (and index.h5's model_id differed from every row's).
+  if (options.decoder == DecoderKind::kTiny && !options.tiny_vae.empty()) {
+    Fingerprint tf;
+    auto tf_dir = ModelFolder::open_component_folder(options.tiny_vae);
+    if (tf_dir.is_ok()) SDXLB_RETURN_IF_ERROR(add_component_identity(tf, *tf_dir, "", ""));
+    model_id.add("tiny_vae").add(tf.hex());
   }
   p->model_id_ = model_id.hex();
   return p;

@@ -207,6 +207,29 @@ class Engine(unittest.TestCase):
         self.assertIn("retrying them one at a time", p.stderr)
         self.assert_same_dataset(os.path.join(d, "out"))
 
+    def test_tiny_vae_is_part_of_the_identity(self):
+        # bench/hostile_corpus.py: with decoder: tiny, index.h5's model_id differed from every row's (rank 0's
+        # identity left the tiny VAE out), so a changed tiny VAE would have resumed into the same dataset.
+        d = os.path.join(TMP, "tiny-identity")
+        tiny = os.path.join(TMP, "tiny-vae-copy")
+        shutil.copytree(os.path.join(MODEL, "tiny_vae"), tiny)
+        job = write_job(d, decoder="tiny", tiny_vae=tiny, images_per_prompt=1)
+        run(job, 1)
+        with h5py.File(os.path.join(d, "out", "index.h5"), "r") as f:
+            rows = {m.decode() if isinstance(m, bytes) else m for m in f["model_id"][()]}
+            self.assertEqual(rows, {f.attrs["model_id"]})
+        # Other weight values in the tiny VAE: the folder is refused as another job, with the reason.
+        weights = [n for n in os.listdir(tiny) if n.endswith(".safetensors")][0]
+        path = os.path.join(tiny, weights)
+        with open(path, "r+b") as f:
+            f.seek(-64, os.SEEK_END)
+            block = bytearray(f.read(64))
+            f.seek(-64, os.SEEK_END)
+            f.write(bytes(b ^ 0x55 for b in block))
+        p = run(job, 1, check=False)
+        self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
+        self.assertIn("the model changed", p.stderr)
+
     def test_nan_item_is_recorded_as_failed(self):
         d = os.path.join(TMP, "nan")
         p = run(write_job(d), 3, env={"SDXLB_FAULT": "nan_items=5:17"}, check=False)
