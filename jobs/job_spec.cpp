@@ -598,7 +598,18 @@ StatusOr<JobSpec> JobSpec::parse(const std::string& yaml_text, const std::string
   ProblemList problems(file_name.empty() ? "<job>" : file_name);
   YAML::Node root;
   try {
-    root = YAML::Load(yaml_text);
+    // Every document is read so that a second one is an error, not silently ignored (a job file holds one
+    // job; "---" then more keys looked like an override and did nothing).
+    std::vector<YAML::Node> documents = YAML::LoadAll(yaml_text);
+    for (size_t k = 1; k < documents.size(); ++k) {
+      if (!documents[k].IsDefined() || documents[k].IsNull()) continue;
+      problems.add(
+          documents[k].Mark(), "",
+          "a second YAML document starts here (after '---'); a job file holds one job: merge its keys "
+          "into the first document, or put the second job in a file of its own");
+      return problems.status();
+    }
+    if (!documents.empty()) root = documents.front();
   } catch (const YAML::ParserException& e) {
     add_syntax_problem(&problems, e, yaml_text);
     return problems.status();

@@ -112,6 +112,18 @@ TEST_F(JobSpecTest, JobFileMustBeARegularFileOfBoundedSize) {
              "job files are limited to 64 MiB: put long prompt lists in a prompts_file");
 }
 
+// bench/hostile_corpus.py: a valid job followed by "---" and more keys ran the first one and ignored the
+// rest.
+TEST_F(JobSpecTest, ASecondYamlDocumentIsAnError) {
+  std::string m = error_of(std::string(kMinimal) + "---\nsteps: 9\n");
+  EXPECT_HAS(m, "job.yaml:6:1: a second YAML document starts here");
+  // A document end marker or an empty trailing document is fine.
+  auto ok = load(std::string(kMinimal) + "---\n");
+  EXPECT_TRUE(ok.is_ok()) << ok.status().to_string();
+  ok = load(std::string(kMinimal) + "...\n");
+  EXPECT_TRUE(ok.is_ok()) << ok.status().to_string();
+}
+
 TEST_F(JobSpecTest, MinimalJobGetsEveryDefault) {
   auto spec = load(kMinimal);
   ASSERT_TRUE(spec.is_ok()) << spec.status().message();
