@@ -233,7 +233,10 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   Status enc = root ? Status::ok() : run_encode_phase(comm, *ctx, *setup);
   st = share_all(comm, enc);
   if (!st.is_ok()) {
-    if (root) print_error(st);
+    if (root) {
+      print_error(st);
+      discard_unused_output(*ctx, &resume);
+    }
     return exit_code_for(st);
   }
   if (root && !options.quiet)
@@ -252,6 +255,7 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   auto summary = run_coordinator(comm, *ctx, resume.pending, *ranks);
   if (!summary.is_ok()) {
     print_error(summary.status());
+    discard_unused_output(*ctx, &resume);
     return exit_code_for(summary.status());
   }
   const std::map<std::string, std::string> attrs = {
@@ -264,6 +268,11 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
       {"end_time", iso_now()},
   };
   const int code = finish_output(*ctx, *summary, attrs);
+  // Workers that refused the model at start-up: nothing was rendered, and the folder's job files would make
+  // the fixed model's run look like "another job".
+  if ((code == kExitModelOrIo || code == kExitBadInput || code == kExitOutOfMemory) &&
+      summary->rendered + summary->failed == 0)
+    discard_unused_output(*ctx, &resume);
   if (!summary->lost.empty()) {
     // A lost rank may be alive but hung: it would keep the launcher (and the SLURM job) waiting forever.
     record_exit_code(code);

@@ -66,6 +66,8 @@ StatusOr<ResumeState> open_output(const RunContext& ctx) {
     return opened.status();
   }
   OutputFolder& folder = *opened;
+  p.started_here = !folder.resumed();
+  p.created_folder = created;
   folder.set_item_check(item_check(ctx));
   SDXLB_ASSIGN_OR_RETURN(auto scan, folder.scan());
   for (const auto& r : scan.removed_temp) log_info("removed in-flight segment of an earlier run: " + r);
@@ -77,6 +79,23 @@ StatusOr<ResumeState> open_output(const RunContext& ctx) {
     std::fprintf(stderr, "resuming %s: %lld of %lld items already done\n", ctx.job.output.c_str(),
                  static_cast<long long>(p.already_done), static_cast<long long>(n));
   return p;
+}
+
+void discard_unused_output(const RunContext& ctx, ResumeState* state) {
+  if (!state->started_here) return;
+  namespace fs = std::filesystem;
+  const std::string out = ctx.job.output;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(out + "/segments", ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    if (it->path().extension() == ".h5") return;  // something was rendered: keep it all
+  }
+  for (const char* name : {"job.json", "job.yaml", "index.h5"}) fs::remove(out + "/" + name, ec);
+  fs::remove(out + "/segments", ec);  // only when empty
+  if (state->lock) state->lock->release();
+  state->started_here = false;
+  if (state->created_folder) fs::remove(out, ec);  // only when empty (the embedding cache may be in it)
+  log_info("the run failed before rendering anything: removed the job files it had written to " + out);
 }
 
 int finish_output(const RunContext& ctx, const RenderSummary& summary,

@@ -22,7 +22,17 @@ struct ResumeState {
   int64_t already_done = 0;
   /// The output folder's lock, held until this state is destroyed (or the lock released).
   std::unique_ptr<OutputLock> lock;
+  /// This run wrote the folder's job files (a new folder, or one started over with --overwrite).
+  bool started_here = false;
+  /// This run created the folder itself.
+  bool created_folder = false;
 };
+
+/// After a failed start (a model file the workers refused, an encode error): when this run started the
+/// folder and no segment was published, removes what it wrote (job.json, job.yaml, the empty segments/,
+/// the lock, and the folder when it created it and it is empty), so that a later run with the problem fixed
+/// is not refused as "another job". The embedding cache is kept (it is keyed by the text encoders).
+void discard_unused_output(const RunContext& ctx, ResumeState* state);
 
 /// Locks the job's output folder (OutputLock: a second run on it is refused, naming the first), opens it (a
 /// different job there is refused unless --overwrite), removes stale in-flight segments and moves corrupt

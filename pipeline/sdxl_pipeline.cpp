@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fstream>
+#include <sstream>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -151,6 +153,14 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   for (const char* tok : {"tokenizer", "tokenizer_2"}) {
     auto cfg = folder.component_config(tok, "tokenizer_config.json");
     if (cfg.is_ok()) te_id.add(cfg->dump());
+    // The vocabulary and merges decide the token ids, so they are part of what the embeddings depend on
+    // (a changed vocab.json reused the cached embeddings of the old one). Small files: hashed whole.
+    for (const char* name : {"vocab.json", "merges.txt", "special_tokens_map.json"}) {
+      std::ifstream in(model_dir + "/" + tok + "/" + name, std::ios::binary);
+      std::ostringstream bytes;
+      if (in) bytes << in.rdbuf();
+      te_id.add(std::string(tok) + "/" + name).add(bytes.str());
+    }
   }
   p->text_encoder_id_ = te_id.hex();
   model_id.add(p->text_encoder_id_);

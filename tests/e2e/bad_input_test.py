@@ -2,6 +2,7 @@
 message that names the file/key/line (and a fix where there is one), and write nothing.
 Usage (ctest does this): bad_input_test.py <path to sdxl-batch>
 """
+import json
 import os
 import shutil
 import subprocess
@@ -243,6 +244,34 @@ class BadInput(unittest.TestCase):
         os.mkfifo(fifo)
         self.case("fifo-job-run", None, args=["run", fifo], expect=["is not a regular file"])
         self.case("dev-zero-job", None, args=["run", "/dev/zero"], expect=["is not a regular file"])
+
+    def test_a_model_the_workers_refuse_leaves_no_job_files(self):
+        # bench/hostile_corpus.py: model errors found by the workers (a UNet config that does not match its
+        # weights) left job.json behind, so the run with the model fixed was refused as "another job".
+        d = os.path.join(TMP, "refused-model")
+        model = os.path.join(d, "model")
+        shutil.copytree(MODEL, model)
+        cfg_path = os.path.join(model, "unet", "config.json")
+        with open(cfg_path) as f:
+            original = f.read()
+        cfg = json.loads(original)
+        cfg["cross_attention_dim"] += 8
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f)
+        job = os.path.join(d, "job.yaml")
+        with open(job, "w") as f:
+            f.write(GOOD.format(model=model))
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        p = subprocess.run([BIN, "run", job], capture_output=True, text=True, timeout=300, env=env)
+        self.assertEqual(p.returncode, 4, p.stderr)
+        self.assertIn("do not match the model built from its config.json", p.stderr)
+        out = os.path.join(d, "out")
+        for name in ("job.json", "job.yaml", "index.h5", "segments", "lock"):
+            self.assertFalse(os.path.exists(os.path.join(out, name)), name)
+        with open(cfg_path, "w") as f:
+            f.write(original)
+        p = subprocess.run([BIN, "run", "--quiet", job], capture_output=True, text=True, timeout=300, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
 
     def test_missing_job_file(self):
         self.case("nojob", None, args=["run", os.path.join(TMP, "nope.yaml")], expect=["nope.yaml"])

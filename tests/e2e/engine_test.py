@@ -7,6 +7,7 @@
 - h5py reads the dataset: counts, order, metadata.
 Usage (ctest does this): engine_test.py <path to sdxl-batch>
 """
+import json
 import os
 import shutil
 import subprocess
@@ -226,6 +227,25 @@ class Engine(unittest.TestCase):
             block = bytearray(f.read(64))
             f.seek(-64, os.SEEK_END)
             f.write(bytes(b ^ 0x55 for b in block))
+        p = run(job, 1, check=False)
+        self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
+        self.assertIn("the model changed", p.stderr)
+
+    def test_tokenizer_vocabulary_is_part_of_the_identity(self):
+        # The text encoders' identity (the embedding cache's key) hashed tokenizer_config.json only: a changed
+        # vocab.json kept the identity, so old embeddings and old images were served for the new tokenizer.
+        model = os.path.join(TMP, "model-vocab")
+        shutil.copytree(MODEL, model)
+        d = os.path.join(TMP, "vocab-identity")
+        job = e2e.write_job(d, model, os.path.join(d, "cache"), prompts=PROMPTS[:2], images_per_prompt=1)
+        run(job, 1)
+        path = os.path.join(model, "tokenizer", "vocab.json")
+        with open(path) as f:
+            vocab = json.load(f)
+        a, b = "a</w>", "e</w>"  # swap two ids: a valid vocabulary that tokenizes differently
+        vocab[a], vocab[b] = vocab[b], vocab[a]
+        with open(path, "w") as f:
+            json.dump(vocab, f)
         p = run(job, 1, check=False)
         self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
         self.assertIn("the model changed", p.stderr)
