@@ -176,7 +176,15 @@ static int run_main(int argc, char** argv) {
   demo->add_option("dir", demo_dir, "Folder to create (must not exist, or be empty)")->required();
   demo->add_flag("--full", demo_full, "SDXL base's full-size configs (2.6 B UNet parameters)");
   demo->add_option("--dtype", demo_dtype, "Saved weight dtype: fp32, fp16 or bf16")->capture_default_str();
-  demo->add_option("--seed", demo_seed, "Seed of the random weights")->capture_default_str();
+  // CLI11 reads "-1" into a uint64_t as 2^64-1: a negative seed is refused instead.
+  demo->add_option("--seed", demo_seed, "Seed of the random weights")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return !v.empty() && v[0] == '-' ? std::string("must be an integer from 0 to 2^64-1")
+                                             : std::string();
+          },
+          "UINT64"));
   demo->add_flag("--no-tiny-vae", demo_no_tiny, "Do not write the tiny VAE folder");
 
   std::string out_dir;

@@ -1,6 +1,8 @@
 #include "run/run_context.h"
 
-#include "common/utc_time.h"
+#include <chrono>
+#include <cstdio>
+#include <ctime>
 
 namespace sdxlb {
 
@@ -19,7 +21,19 @@ StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, co
 }
 
 std::string utc_run_id() {
-  return utc_now("%Y%m%dT%H%M%SZ");
+  // Milliseconds too: a job resubmitted within the same second (a retry loop, a quick requeue after a
+  // crash) got the same run id, and its first segment name collided with the crashed run's ("already
+  // exists; published segments are never replaced").
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[48];
+  const size_t n = std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, "%03dZ", static_cast<int>(ms));
+  return buf;
 }
 
 }  // namespace sdxlb

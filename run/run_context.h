@@ -51,7 +51,7 @@ struct RunContext {
 StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, const std::string& run_id,
                                       bool gpu_present);
 
-/// "20261125T120501Z": the current UTC time, sortable.
+/// "20261125T120501123Z": the current UTC time to the millisecond, sortable.
 std::string utc_run_id();
 
 }  // namespace sdxlb

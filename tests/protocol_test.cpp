@@ -3,8 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
+#include <chrono>
+#include <thread>
+
 #include "common/exit_codes.h"
 #include "run/faults.h"
+#include "run/run_context.h"
 
 namespace sdxlb {
 namespace {
@@ -76,6 +81,21 @@ TEST(Faults, BadSpecsNameTheProblem) {
     EXPECT_EQ(f.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(f.status().message().find("SDXLB_FAULT"), std::string::npos);
   }
+}
+
+// bench/hostile_corpus.py: a resume started within the same second as the run it resumed got the same run
+// id, and its first segment name collided ("already exists"). Run ids carry milliseconds and still sort.
+TEST(RunId, MillisecondsSortableAndDistinct) {
+  const std::string a = utc_run_id();
+  std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  const std::string b = utc_run_id();
+  ASSERT_EQ(a.size(), 19u) << a;
+  EXPECT_EQ(a[8], 'T');
+  EXPECT_EQ(a.back(), 'Z');
+  for (size_t i = 0; i < 18; ++i)
+    if (i != 8) EXPECT_TRUE(std::isdigit(static_cast<unsigned char>(a[i]))) << a;
+  EXPECT_NE(a, b);
+  EXPECT_LT(a, b);
 }
 
 }  // namespace

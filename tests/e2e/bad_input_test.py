@@ -276,6 +276,11 @@ class BadInput(unittest.TestCase):
     def test_missing_job_file(self):
         self.case("nojob", None, args=["run", os.path.join(TMP, "nope.yaml")], expect=["nope.yaml"])
 
+    def test_negative_demo_seed(self):
+        # bench/hostile_corpus.py: CLI11 read --seed -1 into a uint64 as 2^64-1 and exited 0.
+        self.case("negative-seed", None, args=["make-demo-model", os.path.join(TMP, "negative-seed", "m"),
+                                               "--seed", "-1"], expect=["--seed: must be an integer from 0"])
+
     def test_unknown_subcommand(self):
         self.case("nosub", None, args=["render", "x"], expect=["render"])
 
