@@ -1424,7 +1424,7 @@ def cli_cases():
     cli("export_to_regular_file", ["export", "out", "--to", "afile"], setup=pre, files={"afile": "x"}, codes=(2, 4),
         expect=["afile"])
     cli("export_contact_sheet_dev_full", ["export", "out", "--contact-sheet", "/dev/full"], setup=pre, codes=(4,),
-        expect=["/dev/full", ("No space", "space")])
+        expect=["/dev/full", ("No space", "space", "not a regular file")])
     cli("export_ok", ["export", "out", "--to", "png", "--contact-sheet", "sheet.png"], setup=pre, codes=(0,),
         post=lambda ctx, d, r: [] if len(glob.glob(os.path.join(d, "png", "*.png"))) == N_DEFAULT and
         os.path.getsize(os.path.join(d, "sheet.png")) > 0 else [(BAD, "export exit 0 without every PNG")])

@@ -94,7 +94,13 @@ void discard_unused_output(const RunContext& ctx, ResumeState* state) {
   fs::remove(out + "/segments", ec);  // only when empty
   if (state->lock) state->lock->release();
   state->started_here = false;
-  if (state->created_folder) fs::remove(out, ec);  // only when empty (the embedding cache may be in it)
+  if (state->created_folder) {
+    // The folder is this run's: so is an embedding cache inside it (the default, <output>/embeddings).
+    const fs::path cache = fs::path(ctx.job.embedding_cache).lexically_normal();
+    const fs::path rel = cache.lexically_relative(fs::path(out).lexically_normal());
+    if (!rel.empty() && *rel.begin() != ".." && rel != ".") fs::remove_all(cache, ec);
+    fs::remove(out, ec);  // only when empty
+  }
   log_info("the run failed before rendering anything: removed the job files it had written to " + out);
 }
 

@@ -30,8 +30,9 @@ struct ResumeState {
 
 /// After a failed start (a model file the workers refused, an encode error): when this run started the
 /// folder and no segment was published, removes what it wrote (job.json, job.yaml, the empty segments/,
-/// the lock, and the folder when it created it and it is empty), so that a later run with the problem fixed
-/// is not refused as "another job". The embedding cache is kept (it is keyed by the text encoders).
+/// the lock; and when this run created the folder, an embedding cache inside it and the folder), so that a
+/// later run with the problem fixed is not refused as "another job". A cache elsewhere is kept (it is keyed
+/// by the text encoders).
 void discard_unused_output(const RunContext& ctx, ResumeState* state);
 
 /// Locks the job's output folder (OutputLock: a second run on it is refused, naming the first), opens it (a

@@ -182,9 +182,12 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
   SDXLB_RETURN_IF_ERROR(positive("addition_time_embed_dim", c.addition_time_embed_dim));
   SDXLB_RETURN_IF_ERROR(
       positive("projection_class_embeddings_input_dim", c.projection_class_embeddings_input_dim));
+  // The channels first: time_embedding_dim defaults to 4 x block_out_channels[0], and a message about the
+  // derived key hid the one the file got wrong.
+  for (size_t i = 0; i < n; ++i)
+    SDXLB_RETURN_IF_ERROR(positive("block_out_channels", c.block_out_channels[i]));
   SDXLB_RETURN_IF_ERROR(positive("time_embedding_dim", c.time_embed_dim));
   for (size_t i = 0; i < n; ++i) {
-    SDXLB_RETURN_IF_ERROR(positive("block_out_channels", c.block_out_channels[i]));
     SDXLB_RETURN_IF_ERROR(positive("layers_per_block", c.layers_per_block[i]));
     SDXLB_RETURN_IF_ERROR(positive("attention_head_dim", c.num_attention_heads[i]));
     SDXLB_RETURN_IF_ERROR(positive("cross_attention_dim", c.cross_attention_dim[i]));

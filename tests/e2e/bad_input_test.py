@@ -161,6 +161,21 @@ class BadInput(unittest.TestCase):
                 self.case("limit-" + name, GOOD, code=4, model=broken,
                           expect=[os.path.join(component, "config.json"), key, "beyond the limit"])
 
+    def test_negative_channels_name_the_key_the_file_got_wrong(self):
+        # bench/hostile_corpus.py: block_out_channels [-32, 64, 128] was reported as the derived
+        # "time_embedding_dim must be positive, got -128".
+        broken = os.path.join(TMP, "model-negative-channels")
+        shutil.copytree(MODEL, broken)
+        cfg = os.path.join(broken, "unet", "config.json")
+        with open(cfg) as f:
+            config = json.load(f)
+        config["block_out_channels"] = [-c if i == 0 else c for i, c in enumerate(config["block_out_channels"])]
+        config.pop("time_embedding_dim", None)
+        with open(cfg, "w") as f:
+            json.dump(config, f)
+        self.case("negative-channels", GOOD, code=4, model=broken,
+                  expect=[os.path.join("unet", "config.json"), "block_out_channels"])
+
     def test_cuda_without_a_gpu_is_bad_input(self):
         # A weak case of issue 12: it exited 3, which means "the output folder holds another job".
         if shutil.which("nvidia-smi"):
@@ -266,8 +281,8 @@ class BadInput(unittest.TestCase):
         self.assertEqual(p.returncode, 4, p.stderr)
         self.assertIn("do not match the model built from its config.json", p.stderr)
         out = os.path.join(d, "out")
-        for name in ("job.json", "job.yaml", "index.h5", "segments", "lock"):
-            self.assertFalse(os.path.exists(os.path.join(out, name)), name)
+        # The run created the folder: it is gone, embedding cache included.
+        self.assertFalse(os.path.exists(out), os.listdir(out) if os.path.exists(out) else "")
         with open(cfg_path, "w") as f:
             f.write(original)
         p = subprocess.run([BIN, "run", "--quiet", job], capture_output=True, text=True, timeout=300, env=env)
