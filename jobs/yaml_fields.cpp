@@ -145,12 +145,33 @@ void add_syntax_problem(ProblemList* problems, const YAML::ParserException& e, s
       tab_line = e.mark.line;
     }
   }
+  // "guidance:5" is one plain scalar in YAML, so the error shows up on a later line: name the line that
+  // has a key with no space after its colon (the error's line or the one or two before it).
+  int colon_line = 0;  // 1-based; 0: none
+  std::string colon_key;
+  for (int back = 0; !e.mark.is_null() && back <= 2 && e.mark.line - back >= 0 && colon_line == 0; ++back) {
+    const std::string_view line = line_text(text, e.mark.line - back);
+    size_t i = 0;
+    while (i < line.size() && (line[i] == ' ' || line[i] == '-')) ++i;
+    size_t k = i;
+    while (k < line.size() && (std::isalnum(static_cast<unsigned char>(line[k])) || line[k] == '_')) ++k;
+    if (k > i && k + 1 < line.size() && line[k] == ':' && line[k + 1] != ' ' && line[k + 1] != '\t' &&
+        line[k + 1] != ':' && line[k + 1] != '/') {
+      colon_line = e.mark.line - back + 1;
+      colon_key = std::string(line.substr(i, k - i));
+    }
+  }
   if (tab_line > 0) {
     problems->add(
         e.mark, "",
         "invalid YAML: " + e.msg + "; line " + std::to_string(tab_line) +
             " is indented with a tab; YAML allows only spaces for indentation: replace the tab with "
             "spaces");
+  } else if (colon_line > 0) {
+    problems->add(e.mark, "",
+                  "invalid YAML: " + e.msg + "; line " + std::to_string(colon_line) +
+                      " has no space after \"" + colon_key + ":\": write \"" + colon_key +
+                      ": <value>\" (YAML needs a space after the colon)");
   } else {
     problems->add(
         e.mark, "",

@@ -124,6 +124,13 @@ TEST_F(JobSpecTest, ASecondYamlDocumentIsAnError) {
   EXPECT_TRUE(ok.is_ok()) << ok.status().to_string();
 }
 
+// bench/hostile_corpus.py: "guidance:5" (no space) is one plain scalar in YAML, and the error pointed at the
+// next line only. The message now names the line with the missing space.
+TEST_F(JobSpecTest, KeyWithoutASpaceAfterTheColonIsNamed) {
+  std::string m = error_of("model: sdxl\noutput: out\nprompts: [a]\nguidance:5\nwidth: 64\n");
+  EXPECT_HAS(m, "line 4 has no space after \"guidance:\": write \"guidance: <value>\"");
+}
+
 TEST_F(JobSpecTest, MinimalJobGetsEveryDefault) {
   auto spec = load(kMinimal);
   ASSERT_TRUE(spec.is_ok()) << spec.status().message();
