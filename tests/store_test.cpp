@@ -115,6 +115,22 @@ void write_segment(const std::string& path, const std::vector<int64_t>& items,
   ASSERT_TRUE(st.is_ok()) << st.to_string();
 }
 
+// Writes and publishes one segment of `items` that records the job identity `id`.
+void write_owned_segment(const std::string& path, const std::vector<int64_t>& items, const std::string& id) {
+  SegmentOptions o;
+  o.path = path;
+  o.height = kH;
+  o.width = kW;
+  o.job_identity = id;
+  auto w = SegmentWriter::create(o);
+  ASSERT_TRUE(w.is_ok()) << w.status().to_string();
+  for (int64_t i : items) {
+    auto px = pixels_of(i);
+    ASSERT_TRUE(w->add(record_of(i), px.data()).is_ok());
+  }
+  ASSERT_TRUE(w->publish().is_ok());
+}
+
 const char* kIdA = "aaaa1111";
 const char* kIdB = "bbbb2222";
 const char* kJobA = R"({"model":"tiny-a","steps":30,"size":[8,12],"prompts":{"file":"p.txt"}})";
@@ -542,26 +558,12 @@ TEST(StoreOutputFolder, RefusesSegmentsWithoutJobFile) {
 // issue 12 (weak case): a deleted job.json refused 96 intact images. Segments record their job now, so a
 // folder whose segments all name this job is resumed and its job.json written again; any doubt still refuses.
 TEST(StoreOutputFolder, LostJobFileIsRebuiltWhenEverySegmentNamesThisJob) {
-  auto write_owned = [](const std::string& path, const std::vector<int64_t>& items, const std::string& id) {
-    SegmentOptions o;
-    o.path = path;
-    o.height = kH;
-    o.width = kW;
-    o.job_identity = id;
-    auto w = SegmentWriter::create(o);
-    ASSERT_TRUE(w.is_ok()) << w.status().to_string();
-    for (int64_t i : items) {
-      auto px = pixels_of(i);
-      ASSERT_TRUE(w->add(record_of(i), px.data()).is_ok());
-    }
-    ASSERT_TRUE(w->publish().is_ok());
-  };
   ScratchDir dir;
   const std::string path = dir.file("out");
   {
     OutputFolder out = open_folder(path);
-    write_owned(out.segment_path("run1", 1, 0), {0, 1}, kIdA);
-    write_owned(out.segment_path("run1", 2, 0), {2}, kIdA);
+    write_owned_segment(out.segment_path("run1", 1, 0), {0, 1}, kIdA);
+    write_owned_segment(out.segment_path("run1", 2, 0), {2}, kIdA);
   }
   fs::remove(path + "/job.json");
   fs::remove(path + "/job.yaml");
@@ -595,22 +597,8 @@ TEST(StoreOutputFolder, LostJobFileIsRebuiltWhenEverySegmentNamesThisJob) {
 TEST(StoreOutputFolder, SegmentOfAnotherJobIsNotServed) {
   ScratchDir dir;
   OutputFolder out = open_folder(dir.file("out"));  // job kIdA
-  auto write_owned = [&](const std::string& path, std::vector<int64_t> items, const std::string& id) {
-    SegmentOptions o;
-    o.path = path;
-    o.height = kH;
-    o.width = kW;
-    o.job_identity = id;
-    auto w = SegmentWriter::create(o);
-    ASSERT_TRUE(w.is_ok());
-    for (int64_t i : items) {
-      auto px = pixels_of(i);
-      ASSERT_TRUE(w->add(record_of(i), px.data()).is_ok());
-    }
-    ASSERT_TRUE(w->publish().is_ok());
-  };
-  write_owned(out.segment_path("run1", 1, 0), {0, 1}, kIdA);
-  write_owned(out.segment_path("run1", 1, 1), {2, 3}, kIdB);
+  write_owned_segment(out.segment_path("run1", 1, 0), {0, 1}, kIdA);
+  write_owned_segment(out.segment_path("run1", 1, 1), {2, 3}, kIdB);
   write_segment(out.segment_path("run1", 1, 2), {4});  // written before segments recorded their job
   auto scan = out.scan();
   ASSERT_TRUE(scan.is_ok()) << scan.status().to_string();
