@@ -23,6 +23,38 @@
 namespace sdxlb {
 namespace {
 
+// The 1-based line of a "---" document marker that follows content and is itself followed by content (0:
+// none): a second document. Blank lines, comments and a leading marker do not count.
+int second_document_line(std::string_view text) {
+  bool content = false;
+  int marker = 0;
+  int number = 0;
+  for (size_t start = 0; start <= text.size();) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(start, end - start);
+    ++number;
+    start = end + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    const bool is_marker =
+        line.substr(0, 3) == "---" && (line.size() == 3 || line[3] == ' ' || line[3] == '\t');
+    const size_t first = line.find_first_not_of(" \t");
+    const bool blank = first == std::string_view::npos || line[first] == '#';
+    if (is_marker) {
+      if (content && marker == 0) marker = number;
+      const std::string_view rest = line.substr(3);
+      const size_t r = rest.find_first_not_of(" \t");
+      if (marker > 0 && r != std::string_view::npos && rest[r] != '#') return marker;
+      continue;
+    }
+    if (line.substr(0, 3) == "..." && (line.size() == 3 || line[3] == ' ')) continue;
+    if (blank || (!content && !line.empty() && line[0] == '%')) continue;
+    if (marker > 0) return marker;
+    content = true;
+  }
+  return 0;
+}
+
 namespace fs = std::filesystem;
 using Field = YamlField;
 
@@ -598,18 +630,22 @@ StatusOr<JobSpec> JobSpec::parse(const std::string& yaml_text, const std::string
   ProblemList problems(file_name.empty() ? "<job>" : file_name);
   YAML::Node root;
   try {
-    // Every document is read so that a second one is an error, not silently ignored (a job file holds one
-    // job; "---" then more keys looked like an override and did nothing).
-    std::vector<YAML::Node> documents = YAML::LoadAll(yaml_text);
-    for (size_t k = 1; k < documents.size(); ++k) {
-      if (!documents[k].IsDefined() || documents[k].IsNull()) continue;
+    root = YAML::Load(yaml_text);
+    // A second document is an error, not silently ignored (a job file holds one job; "---" then more keys
+    // looked like an override and did nothing). Found in the text: a "---" line at column 0 is always a
+    // document marker, and yaml-cpp 0.7's LoadAll loops forever on some malformed input (the job-file fuzzer
+    // found ", output: o" growing past 2 GB).
+    if (const int line = second_document_line(yaml_text); line > 0) {
+      YAML::Mark at = YAML::Mark::null_mark();
+      at.pos = 0;
+      at.line = line - 1;
+      at.column = 0;
       problems.add(
-          documents[k].Mark(), "",
+          at, "",
           "a second YAML document starts here (after '---'); a job file holds one job: merge its keys "
           "into the first document, or put the second job in a file of its own");
       return problems.status();
     }
-    if (!documents.empty()) root = documents.front();
   } catch (const YAML::ParserException& e) {
     add_syntax_problem(&problems, e, yaml_text);
     return problems.status();

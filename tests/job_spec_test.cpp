@@ -116,7 +116,11 @@ TEST_F(JobSpecTest, JobFileMustBeARegularFileOfBoundedSize) {
 // rest.
 TEST_F(JobSpecTest, ASecondYamlDocumentIsAnError) {
   std::string m = error_of(std::string(kMinimal) + "---\nsteps: 9\n");
-  EXPECT_HAS(m, "job.yaml:6:1: a second YAML document starts here");
+  EXPECT_HAS(m, "job.yaml:5:1: a second YAML document starts here");
+  // Found by the job-file fuzzer in CI: yaml-cpp 0.7's LoadAll looped forever, growing past 2 GB, on input
+  // like this; the second document is found in the text instead.
+  auto odd = load(", output: o\n---\nmodel: m\n");
+  EXPECT_FALSE(odd.is_ok());
   // A document end marker or an empty trailing document is fine.
   auto ok = load(std::string(kMinimal) + "---\n");
   EXPECT_TRUE(ok.is_ok()) << ok.status().to_string();
