@@ -16,7 +16,7 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "pipeline/demo_model.h"
-#include "pipeline/fused_ops.h"
+#include "pipeline/nn/fused_ops.h"
 #include "pipeline/sdxl_pipeline.h"
 #include "store/dataset_reader.h"
 #include "store/png.h"

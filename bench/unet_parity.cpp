@@ -26,8 +26,8 @@
 #include <torch/csrc/autograd/profiler_kineto.h>
 #include <nlohmann/json.hpp>
 
-#include "pipeline/model_folder.h"
-#include "pipeline/unet.h"
+#include "pipeline/io/model_folder.h"
+#include "pipeline/models/unet.h"
 
 using namespace sdxlb;
 

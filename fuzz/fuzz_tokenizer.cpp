@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_util.h"
-#include "pipeline/clip_tokenizer.h"
+#include "pipeline/text/clip_tokenizer.h"
 
 namespace {
 

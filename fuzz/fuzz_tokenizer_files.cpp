@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz/fuzz_util.h"
-#include "pipeline/clip_tokenizer.h"
+#include "pipeline/text/clip_tokenizer.h"
 
 namespace {
 

@@ -13,11 +13,11 @@
 #include <c10/core/InferenceMode.h>
 #include <nlohmann/json.hpp>
 
-#include "pipeline/clip_text_model.h"
-#include "pipeline/safetensors_writer.h"
-#include "pipeline/tiny_vae.h"
-#include "pipeline/unet.h"
-#include "pipeline/vae.h"
+#include "pipeline/text/clip_text_model.h"
+#include "pipeline/io/safetensors_writer.h"
+#include "pipeline/models/tiny_vae.h"
+#include "pipeline/models/unet.h"
+#include "pipeline/models/vae.h"
 
 namespace sdxlb {
 namespace {

@@ -12,17 +12,17 @@
 #include <c10/util/Exception.h>
 
 #include "common/fingerprint.h"
-#include "pipeline/clip_text_model.h"
-#include "pipeline/clip_tokenizer.h"
-#include "pipeline/denoise_graph.h"
-#include "pipeline/euler_scheduler.h"
-#include "pipeline/euler_step.h"
-#include "pipeline/model_folder.h"
-#include "pipeline/tiny_vae.h"
-#include "pipeline/torch_error.h"
-#include "pipeline/unet.h"
-#include "pipeline/vae.h"
-#include "pipeline/weight_streamer.h"
+#include "pipeline/text/clip_text_model.h"
+#include "pipeline/text/clip_tokenizer.h"
+#include "pipeline/runtime/denoise_graph.h"
+#include "pipeline/samplers/euler_scheduler.h"
+#include "pipeline/samplers/euler_step.h"
+#include "pipeline/io/model_folder.h"
+#include "pipeline/models/tiny_vae.h"
+#include "pipeline/io/torch_error.h"
+#include "pipeline/models/unet.h"
+#include "pipeline/models/vae.h"
+#include "pipeline/runtime/weight_streamer.h"
 
 #ifdef SDXLB_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>

@@ -1,6 +1,6 @@
 // ClipTextModel against transformers: both SDXL text encoders of the tiny fixture pipelines, fp32 on CPU,
 // compared with tests/oracle/ref_text_encoders.py's outputs; plus config and weight-file error paths.
-#include "pipeline/clip_text_model.h"
+#include "pipeline/text/clip_text_model.h"
 
 #include <cstring>
 #include <filesystem>
@@ -14,8 +14,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "pipeline/config_reader.h"
-#include "pipeline/model_folder.h"
+#include "pipeline/io/config_reader.h"
+#include "pipeline/io/model_folder.h"
 #include "test_files.h"
 
 namespace sdxlb {

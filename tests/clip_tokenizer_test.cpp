@@ -1,6 +1,6 @@
 // ClipTokenizer against transformers' CLIPTokenizer (tests/oracle/ref_tokenizer.py writes the cases), plus
 // the error paths of loading a tokenizer folder.
-#include "pipeline/clip_tokenizer.h"
+#include "pipeline/text/clip_tokenizer.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -1,6 +1,6 @@
 // EulerSchedulerConfig / EulerSchedule / euler_step against diffusers' EulerDiscreteScheduler
 // (fixtures from tests/oracle/ref_scheduler.py), plus the error paths.
-#include "pipeline/euler_scheduler.h"
+#include "pipeline/samplers/euler_scheduler.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,8 +10,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "pipeline/euler_step.h"
-#include "pipeline/model_folder.h"
+#include "pipeline/samplers/euler_step.h"
+#include "pipeline/io/model_folder.h"
 #include "test_files.h"
 
 namespace sdxlb {

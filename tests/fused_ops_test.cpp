@@ -1,7 +1,7 @@
 // fused_ops: the unfused ops they stand for (CPU, everywhere), and the CUDA kernels against those ops on the
 // GPU (skipped where there is none): SDXL's channel widths and resolutions, determinism, and that one
 // sample's GroupNorm does not depend on the other samples of its batch.
-#include "pipeline/fused_ops.h"
+#include "pipeline/nn/fused_ops.h"
 
 #include <gtest/gtest.h>
 

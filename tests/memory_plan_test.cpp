@@ -1,4 +1,4 @@
-#include "pipeline/memory_plan.h"
+#include "pipeline/runtime/memory_plan.h"
 
 #include <gtest/gtest.h>
 

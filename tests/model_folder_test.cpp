@@ -1,11 +1,11 @@
-#include "pipeline/model_folder.h"
+#include "pipeline/io/model_folder.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/nn/modules/conv.h>
 
 #include "common/json_depth.h"
-#include "pipeline/weights.h"
+#include "pipeline/io/weights.h"
 #include "test_files.h"
 
 namespace sdxlb {

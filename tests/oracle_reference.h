@@ -8,7 +8,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "pipeline/model_folder.h"
+#include "pipeline/io/model_folder.h"
 #include "test_files.h"
 
 namespace sdxlb::testing {

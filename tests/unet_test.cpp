@@ -2,7 +2,7 @@
 // call for two configs at non-square sizes, sizes that are not multiples of the downsampling, a config
 // override, sharded and fp16-variant weights, and the error paths (unsupported configs, wrong tensor shapes,
 // bad inputs).
-#include "pipeline/unet.h"
+#include "pipeline/models/unet.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -16,7 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "oracle_reference.h"
-#include "pipeline/model_folder.h"
+#include "pipeline/io/model_folder.h"
 #include "test_files.h"
 
 namespace sdxlb {

@@ -1,7 +1,7 @@
 // Oracle test of the VAE decoders against diffusers 0.42.1 (references from tests/oracle/ref_vae.py):
 // AutoencoderKL decode (plain, sliced, tiled), encode, AutoencoderTiny decode, the uint8 conversion of
 // VaeImageProcessor, and the error paths (NaN, bad configs, missing weights).
-#include "pipeline/vae.h"
+#include "pipeline/models/vae.h"
 
 #include <filesystem>
 #include <fstream>
@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "oracle_reference.h"
-#include "pipeline/model_folder.h"
-#include "pipeline/tiny_vae.h"
+#include "pipeline/io/model_folder.h"
+#include "pipeline/models/tiny_vae.h"
 #include "test_files.h"
 
 namespace sdxlb {

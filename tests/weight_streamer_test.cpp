@@ -1,13 +1,13 @@
 // The weight streamer on the CPU (synchronous copies, same layout logic as on a GPU): a UNet whose units
 // stream through rotating slots, keep part of them resident, or leave and come back (model offload) computes
 // exactly what the resident UNet computes, every forward pass.
-#include "pipeline/weight_streamer.h"
+#include "pipeline/runtime/weight_streamer.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
-#include "pipeline/model_folder.h"
+#include "pipeline/io/model_folder.h"
 #include "test_files.h"
 
 namespace sdxlb {

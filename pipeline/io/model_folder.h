@@ -1,0 +1,79 @@
+// ModelFolder and WeightSet: a diffusers-format model folder as users have it on disk.
+//
+// ModelFolder reads model_index.json and each component's config.json. WeightSet is the weights of one
+// component: a single .safetensors file, its ".<variant>" sibling (e.g. fp16), or the shards listed in a
+// "*.safetensors.index[.<variant>].json". Both are immutable after opening and safe to share between threads.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "pipeline/io/safetensors.h"
+
+namespace sdxlb {
+
+class WeightSet {
+ public:
+  WeightSet() = default;
+  /// Opens the weights of the component in `dir` whose files are named `<stem>[.<variant>].safetensors`
+  /// (or sharded through `<stem>.safetensors.index[.<variant>].json`). `variant` may be empty.
+  /// Errors: kNotFound naming the files looked for (and the variants that do exist), kDataLoss for a
+  /// corrupt file or index, or a shard named by the index that is missing.
+  static StatusOr<WeightSet> open(const std::string& dir, const std::string& stem,
+                                  const std::string& variant);
+  /// One plain .safetensors file.
+  static StatusOr<WeightSet> open_file(const std::string& path);
+
+  /// Every tensor name across all files, sorted.
+  std::vector<std::string> names() const;
+  /// The entry for `name`, or nullptr.
+  const TensorInfo* find(const std::string& name) const;
+  /// The tensor (zero-copy view of the file). Errors: kNotFound naming the component files.
+  StatusOr<at::Tensor> get(const std::string& name) const;
+  const std::vector<std::shared_ptr<const SafetensorsFile>>& files() const { return files_; }
+  /// Human-readable description of where the weights come from (first file, plus shard count).
+  std::string describe() const;
+
+ private:
+  std::vector<std::shared_ptr<const SafetensorsFile>> files_;
+  std::map<std::string, std::pair<size_t, const TensorInfo*>> index_;  // name -> (file, entry)
+};
+
+class ModelFolder {
+ public:
+  /// Reads `<root>/model_index.json`. Errors: kNotFound (no folder or no model_index.json, with a hint that
+  /// the path must be a diffusers folder), kDataLoss (bad JSON, naming line and column).
+  static StatusOr<ModelFolder> open(const std::string& root);
+  /// A single-component folder (e.g. TAESDXL): config.json + weights, no model_index.json.
+  static StatusOr<ModelFolder> open_component_folder(const std::string& root);
+
+  const std::string& root() const { return root_; }
+  /// "_class_name" of model_index.json (e.g. StableDiffusionXLPipeline); empty for component folders.
+  const std::string& pipeline_class() const { return pipeline_class_; }
+  const nlohmann::json& model_index() const { return index_; }
+  /// True when model_index.json lists the component (with a non-null entry) and its folder exists.
+  bool has_component(const std::string& name) const;
+  /// Folder of a component ("" for a component folder opened with open_component_folder).
+  std::string component_dir(const std::string& name) const;
+  /// Parses `<component>/<file>`. Errors: kNotFound, kDataLoss (bad JSON with line/column).
+  StatusOr<nlohmann::json> component_config(const std::string& name,
+                                            const std::string& file = "config.json") const;
+  /// The component's weights: stem "model" for transformers classes, "diffusion_pytorch_model" otherwise.
+  StatusOr<WeightSet> component_weights(const std::string& name, const std::string& variant) const;
+
+ private:
+  std::string root_;
+  std::string pipeline_class_;
+  nlohmann::json index_;
+  bool single_component_ = false;
+};
+
+/// Reads and parses a JSON file. Errors: kNotFound, kIoError, kDataLoss naming file, line and column.
+StatusOr<nlohmann::json> read_json_file(const std::string& path);
+
+}  // namespace sdxlb

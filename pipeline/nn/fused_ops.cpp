@@ -1,0 +1,234 @@
+#include "pipeline/nn/fused_ops.h"
+
+#include <array>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#ifdef SDXLB_WITH_CUDA
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "pipeline/nn/kernels/geglu_kernel.h"
+#include "pipeline/nn/kernels/group_norm_kernel.h"
+#include "pipeline/nn/kernels/layer_norm_kernel.h"
+#endif
+
+namespace sdxlb {
+namespace {
+
+constexpr std::array<const char*, 3> kFusionNames{"geglu", "groupnorm", "layernorm"};
+
+// Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
+// typo cannot silently measure the wrong thing.
+std::array<bool, kFusionNames.size()> read_enabled() {
+  std::array<bool, kFusionNames.size()> on;
+  on.fill(true);
+  const char* env = std::getenv("SDXLB_DISABLE_FUSION");
+  if (env == nullptr) return on;
+  std::stringstream ss(env);
+  std::string name;
+  while (std::getline(ss, name, ',')) {
+    if (name.empty()) continue;
+    if (name == "all") {
+      on.fill(false);
+      continue;
+    }
+    bool known = false;
+    for (size_t i = 0; i < kFusionNames.size(); ++i) {
+      if (name == kFusionNames[i]) {
+        on[i] = false;
+        known = true;
+      }
+    }
+    if (!known) {
+      std::string names;
+      for (const char* n : kFusionNames) names += std::string(n) + ", ";
+      TORCH_CHECK(false, "SDXLB_DISABLE_FUSION: unknown fusion \"", name, "\" (known: ", names, "all)");
+    }
+  }
+  return on;
+}
+
+bool half_or_bf16(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+bool same_type_contiguous(const at::Tensor& t, const at::Tensor& like) {
+  return !t.defined() ||
+         (t.is_contiguous() && t.scalar_type() == like.scalar_type() && t.device() == like.device());
+}
+
+#ifdef SDXLB_WITH_CUDA
+// A launcher's result: true once launched; false for cudaErrorInvalidValue, which the launchers return for
+// inputs their kernel does not take, before launching anything (the caller then runs the ops); any other
+// error throws.
+bool launched(cudaError_t err) {
+  if (err == cudaErrorInvalidValue) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  C10_CUDA_CHECK(err);
+  return true;
+}
+#endif
+
+at::Tensor group_norm_act_ops(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                              const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c,
+                              const at::Tensor& add_nc) {
+  at::Tensor v = x;
+  if (add_c.defined()) v = v + add_c.view({1, -1, 1, 1});
+  if (add_nc.defined()) v = v + add_nc.view({add_nc.size(0), add_nc.size(1), 1, 1});
+  at::Tensor y = at::group_norm(v, groups, weight, bias, eps);
+  return silu ? at::silu(y) : y;
+}
+
+}  // namespace
+
+bool fusion_enabled(Fusion fusion) {
+  static const std::array<bool, kFusionNames.size()> enabled = read_enabled();
+  return enabled[static_cast<size_t>(fusion)];
+}
+
+bool fused_kernels_available() {
+#ifdef SDXLB_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+at::Tensor geglu(const at::Tensor& proj) {
+#ifdef SDXLB_WITH_CUDA
+  const auto dt = proj.scalar_type();
+  if (proj.is_cuda() && half_or_bf16(proj) && proj.is_contiguous() && fusion_enabled(Fusion::kGeglu)) {
+    const int64_t f = proj.size(-1) / 2;
+    const int64_t rows = proj.numel() / proj.size(-1);
+    auto sizes = proj.sizes().vec();
+    sizes.back() = f;
+    at::Tensor out = at::empty(sizes, proj.options());
+    auto stream = c10::cuda::getCurrentCUDAStream(proj.device().index());
+    C10_CUDA_CHECK(dt == at::kHalf
+                       ? kernels::launch_geglu_f16(proj.data_ptr(), out.data_ptr(), rows, f, stream)
+                       : kernels::launch_geglu_bf16(proj.data_ptr(), out.data_ptr(), rows, f, stream));
+    return out;
+  }
+#endif
+  auto parts = proj.chunk(2, -1);
+  return parts[0] * at::gelu(parts[1]);
+}
+
+bool fused_group_norm_applies(const at::Tensor& x) {
+#ifdef SDXLB_WITH_CUDA
+  return x.is_cuda() && half_or_bf16(x) && x.dim() == 4 && x.size(1) % 8 == 0 &&
+         x.is_contiguous(at::MemoryFormat::ChannelsLast) && fusion_enabled(Fusion::kGroupNorm);
+#else
+  (void)x;
+  return false;
+#endif
+}
+
+at::Tensor group_norm_act(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                          const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c,
+                          const at::Tensor& add_nc) {
+#ifdef SDXLB_WITH_CUDA
+  if (fused_group_norm_applies(x) && same_type_contiguous(weight, x) && same_type_contiguous(bias, x) &&
+      weight.defined() && bias.defined() && same_type_contiguous(add_c, x) &&
+      same_type_contiguous(add_nc, x)) {
+    const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
+    const size_t ws_bytes = kernels::group_norm_workspace_bytes(n, hw, c, groups);
+    if (ws_bytes > 0) {
+      at::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+      at::Tensor ws = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
+      kernels::GroupNormArgs a;
+      a.x = x.data_ptr();
+      a.y = y.data_ptr();
+      a.gamma = weight.data_ptr();
+      a.beta = bias.data_ptr();
+      a.add_c = add_c.defined() ? add_c.data_ptr() : nullptr;
+      a.add_nc = add_nc.defined() ? add_nc.data_ptr() : nullptr;
+      a.n = n;
+      a.hw = hw;
+      a.c = c;
+      a.groups = groups;
+      a.eps = static_cast<float>(eps);
+      a.silu = silu;
+      auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
+      if (launched(x.scalar_type() == at::kHalf ? kernels::launch_group_norm_f16(a, ws.data_ptr(), stream)
+                                                : kernels::launch_group_norm_bf16(a, ws.data_ptr(), stream)))
+        return y;
+    }
+  }
+#endif
+  return group_norm_act_ops(x, groups, weight, bias, eps, silu, add_c, add_nc);
+}
+
+at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& residual,
+                             const at::Tensor& residual_bias) {
+#ifdef SDXLB_WITH_CUDA
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  if (fused_group_norm_applies(x) && residual.sizes() == x.sizes() && residual.is_contiguous(cl) &&
+      residual.scalar_type() == x.scalar_type() && same_type_contiguous(bias, x) && bias.defined() &&
+      same_type_contiguous(residual_bias, x)) {
+    at::Tensor out = at::empty_like(x, cl);
+    auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
+    const auto launch =
+        x.scalar_type() == at::kHalf ? kernels::launch_bias_residual_f16 : kernels::launch_bias_residual_bf16;
+    if (launched(launch(x.data_ptr(), bias.data_ptr(), residual.data_ptr(),
+                        residual_bias.defined() ? residual_bias.data_ptr() : nullptr, out.data_ptr(),
+                        x.numel(), x.size(1), stream)))
+      return out;
+  }
+#endif
+  const at::Tensor r = residual_bias.defined() ? residual + residual_bias.view({1, -1, 1, 1}) : residual;
+  if (!bias.defined()) return r + x;
+  return r + (x + bias.view({1, -1, 1, 1}));
+}
+
+namespace {
+
+// The fused LayerNorm of x (+ residual, written to *sum); false when the kernel does not take these inputs.
+bool fused_layer_norm(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
+                      const at::Tensor& bias, double eps, at::Tensor* sum, at::Tensor* y) {
+#ifdef SDXLB_WITH_CUDA
+  const int64_t d = x.size(-1);
+  if (!(x.is_cuda() && half_or_bf16(x) && x.is_contiguous() && fusion_enabled(Fusion::kLayerNorm) &&
+        weight.defined() && bias.defined() && same_type_contiguous(weight, x) &&
+        same_type_contiguous(bias, x) && weight.numel() == d && bias.numel() == d &&
+        same_type_contiguous(residual, x) && (!residual.defined() || residual.sizes() == x.sizes())))
+    return false;
+  *y = at::empty_like(x);
+  if (residual.defined()) *sum = at::empty_like(x);
+  auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
+  const auto launch =
+      x.scalar_type() == at::kHalf ? kernels::launch_layer_norm_f16 : kernels::launch_layer_norm_bf16;
+  return launched(launch(x.data_ptr(), residual.defined() ? residual.data_ptr() : nullptr,
+                         residual.defined() ? sum->data_ptr() : nullptr, weight.data_ptr(), bias.data_ptr(),
+                         y->data_ptr(), x.numel() / d, d, static_cast<float>(eps), stream));
+#else
+  (void)x, (void)residual, (void)weight, (void)bias, (void)eps, (void)sum, (void)y;
+  return false;
+#endif
+}
+
+}  // namespace
+
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
+  at::Tensor y;
+  if (fused_layer_norm(x, {}, weight, bias, eps, nullptr, &y)) return y;
+  return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
+}
+
+std::pair<at::Tensor, at::Tensor> add_layer_norm(const at::Tensor& x, const at::Tensor& residual,
+                                                 const at::Tensor& weight, const at::Tensor& bias,
+                                                 double eps) {
+  at::Tensor sum, y;
+  if (fused_layer_norm(x, residual, weight, bias, eps, &sum, &y)) return {sum, y};
+  sum = x + residual;
+  return {sum, at::layer_norm(sum, {sum.size(-1)}, weight, bias, eps)};
+}
+
+}  // namespace sdxlb

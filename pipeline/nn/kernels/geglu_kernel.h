@@ -1,0 +1,17 @@
+// Launchers of the fused GEGLU CUDA kernel (pipeline/nn/kernels/geglu_kernel.cu). Raw pointers only, so that the
+// .cu file needs no LibTorch headers; pipeline/nn/fused_ops.cpp wraps them for tensors.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace sdxlb::kernels {
+
+/// out[r, c] = h * gelu(g) with h = in[r, c], g = in[r, f + c], for an input [rows, 2f] and output [rows, f],
+/// both contiguous. The arithmetic and roundings are those of PyTorch's `h * F.gelu(g)` (erf GELU in float,
+/// rounded to the storage type, then the product rounded), so the result is bit-identical to the unfused ops.
+cudaError_t launch_geglu_f16(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream);
+cudaError_t launch_geglu_bf16(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream);
+
+}  // namespace sdxlb::kernels

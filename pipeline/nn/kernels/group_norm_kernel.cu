@@ -1,0 +1,362 @@
+#include "pipeline/nn/kernels/group_norm_kernel.h"
+
+#include <algorithm>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "pipeline/nn/kernels/element_types.cuh"
+
+namespace sdxlb::kernels {
+namespace {
+
+// ---- element types ----
+
+template <typename T>
+struct Pair;
+template <>
+struct Pair<__half> {
+  using type = __half2;
+  static __device__ __forceinline__ float2 to_float2(type v) { return __half22float2(v); }
+};
+template <>
+struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  static __device__ __forceinline__ float2 to_float2(type v) { return __bfloat1622float2(v); }
+};
+
+// ---- statistics: (count, mean, M2) merged with Chan et al.'s formula, always in a fixed order ----
+
+struct Moments {
+  float count = 0.f, mean = 0.f, m2 = 0.f;
+};
+
+__device__ __forceinline__ Moments merge(Moments a, const Moments& b) {
+  if (b.count == 0.f) return a;
+  if (a.count == 0.f) return b;
+  const float count = a.count + b.count;
+  const float delta = b.mean - a.mean;
+  const float f = b.count / count;
+  a.mean += delta * f;
+  a.m2 += b.m2 + delta * delta * a.count * f;
+  a.count = count;
+  return a;
+}
+
+__device__ __forceinline__ Moments shfl_xor(const Moments& m, int mask) {
+  Moments o;
+  o.count = __shfl_xor_sync(0xffffffffu, m.count, mask);
+  o.mean = __shfl_xor_sync(0xffffffffu, m.mean, mask);
+  o.m2 = __shfl_xor_sync(0xffffffffu, m.m2, mask);
+  return o;
+}
+
+// Every lane ends with the merge of all 32 lanes' moments (the same tree whatever the data).
+__device__ __forceinline__ Moments warp_merge(Moments m) {
+#pragma unroll
+  for (int mask = 16; mask > 0; mask >>= 1) m = merge(m, shfl_xor(m, mask));
+  return m;
+}
+
+// The value the normalisation sees for one channel: x, plus the per-channel and per-(sample, channel)
+// additions, each sum rounded to T as separate PyTorch ops would.
+template <typename T>
+struct PreAdd {
+  bool has_c = false, has_nc = false;
+  float ac = 0.f, anc = 0.f;
+  __device__ __forceinline__ PreAdd(const T* add_c, const T* add_nc, int n, int ch, int c)
+      : has_c(add_c != nullptr), has_nc(add_nc != nullptr) {
+    if (has_c) ac = to_float(add_c[ch]);
+    if (has_nc) anc = to_float(add_nc[n * c + ch]);
+  }
+  __device__ __forceinline__ float operator()(float v) const {
+    if (has_c) v = round_to<T>(v + ac);
+    if (has_nc) v = round_to<T>(v + anc);
+    return v;
+  }
+};
+
+constexpr int kMaxThreads = 512;
+constexpr int kBlocksPerSample = 256;  // fixed (not the GPU's SM count): the reduction order is the shape's
+constexpr int kChunksPerLane = kBlocksPerSample / 32;
+constexpr int kFinalizeThreads = 256;
+constexpr int kApplyThreads = 256;
+
+struct Layout {
+  int pairs_per_group = 0;  // channel pairs per group (c / groups / 2)
+  int groups_per_block = 0;
+  int slices = 0;  // blocks across the channels
+  int bx = 0, by = 0;
+  int rows_per_chunk = 0, chunks = 0;
+};
+
+Layout layout_for(int64_t hw, int64_t c, int64_t groups) {
+  Layout l;
+  l.pairs_per_group = static_cast<int>(c / groups / 2);
+  l.groups_per_block = 1;
+  for (int g = 1; g <= groups; ++g)
+    if (groups % g == 0 && g * l.pairs_per_group <= 256) l.groups_per_block = g;
+  l.slices = static_cast<int>(groups) / l.groups_per_block;
+  l.bx = l.groups_per_block * l.pairs_per_group;
+  l.by = std::max(1, std::min(8, kMaxThreads / std::max(1, l.bx)));
+  const int64_t want_chunks = std::max<int64_t>(1, kBlocksPerSample / l.slices);
+  int64_t rows = (hw + want_chunks - 1) / want_chunks;
+  rows = std::max<int64_t>(rows, 4 * l.by);
+  rows = (rows + l.by - 1) / l.by * l.by;
+  l.rows_per_chunk = static_cast<int>(rows);
+  l.chunks = static_cast<int>((hw + rows - 1) / rows);
+  return l;
+}
+
+// Grid (slices, chunks, n), block (bx, by). Thread (tx, ty) owns one channel pair and every by-th row of the
+// chunk. Writes the chunk's moments per group: partial[((n * chunks + chunk) * groups + g) * 3 + {0,1,2}].
+template <typename T>
+__global__ void __launch_bounds__(kMaxThreads)
+    gn_stats(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
+             float* __restrict__ partial, int hw, int c, int groups, int pairs_per_group,
+             int rows_per_chunk) {
+  using P = Pair<T>;
+  extern __shared__ float shm[];  // 3 * bx * by
+  const int bx = blockDim.x, by = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
+  const int slice = blockIdx.x, chunk = blockIdx.y, n = blockIdx.z, chunks = gridDim.y;
+  const int pair = slice * bx + tx;
+  const int ch = pair * 2;
+  const int r0 = chunk * rows_per_chunk;
+  const int r1 = min(hw, r0 + rows_per_chunk);
+  const auto* base = reinterpret_cast<const typename P::type*>(x + static_cast<size_t>(n) * hw * c) + pair;
+  const size_t row_stride = static_cast<size_t>(c / 2);
+
+  // Sums of (v - shift) with the thread's first value as the shift, which keeps E[v^2] - E[v]^2 exact enough.
+  const PreAdd<T> pre0(add_c, add_nc, n, ch, c), pre1(add_c, add_nc, n, ch + 1, c);
+  float shift = 0.f, s = 0.f, ss = 0.f;
+  int count = 0;
+  if (r0 + ty < r1) shift = pre0(P::to_float2(base[(r0 + ty) * row_stride]).x);
+#pragma unroll 8
+  for (int r = r0 + ty; r < r1; r += by) {
+    const float2 v = P::to_float2(base[r * row_stride]);
+    const float d0 = pre0(v.x) - shift, d1 = pre1(v.y) - shift;
+    s += d0 + d1;
+    ss += d0 * d0 + d1 * d1;
+    count += 2;
+  }
+  Moments m;
+  if (count > 0) {
+    m.count = static_cast<float>(count);
+    m.mean = shift + s / m.count;
+    m.m2 = fmaxf(ss - s * s / m.count, 0.f);
+  }
+  float* sc = shm;
+  float* sm = shm + bx * by;
+  float* sq = shm + 2 * bx * by;
+  const int tid = ty * bx + tx;
+  sc[tid] = m.count;
+  sm[tid] = m.mean;
+  sq[tid] = m.m2;
+  __syncthreads();
+  // Rows of the block: column tx merges its by entries in order.
+  if (ty == 0) {
+    for (int k = 1; k < by; ++k) m = merge(m, Moments{sc[k * bx + tx], sm[k * bx + tx], sq[k * bx + tx]});
+    sc[tx] = m.count;
+    sm[tx] = m.mean;
+    sq[tx] = m.m2;
+  }
+  __syncthreads();
+  // Groups of the block: warp w merges the pairs of groups w, w + warps, ...
+  // Whole warps only (the launcher makes bx * by >= 32), so that the shuffles see 32 live lanes.
+  const int lane = tid & 31, warp = tid >> 5, warps = (bx * by) >> 5;
+  const int groups_here = bx / pairs_per_group;
+  for (int gl = warp; warp < warps && gl < groups_here; gl += warps) {
+    Moments acc;
+    for (int p = lane; p < pairs_per_group; p += 32) {
+      const int i = gl * pairs_per_group + p;
+      acc = merge(acc, Moments{sc[i], sm[i], sq[i]});
+    }
+    acc = warp_merge(acc);
+    if (lane == 0) {
+      const int g = slice * groups_here + gl;
+      float* out = partial + ((static_cast<size_t>(n) * chunks + chunk) * groups + g) * 3;
+      out[0] = acc.count;
+      out[1] = acc.mean;
+      out[2] = acc.m2;
+    }
+  }
+}
+
+// Grid n, block kFinalizeThreads. Warp g (and g + 8, ...) merges its group's chunks and writes the
+// per-channel affine of the normalisation: y = v * scale[n, ch] + shift[n, ch].
+template <typename T>
+__global__ void __launch_bounds__(kFinalizeThreads)
+    gn_finalize(const float* __restrict__ partial, const T* __restrict__ gamma, const T* __restrict__ beta,
+                float* __restrict__ scale, float* __restrict__ shift, int chunks, int c, int groups,
+                float eps) {
+  const int n = blockIdx.x, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  const int per_group = c / groups;
+  for (int g = threadIdx.x >> 5; g < groups; g += warps) {
+    // All loads first (chunks <= kBlocksPerSample = 32 x kChunksPerLane), then the merges in a fixed order.
+    Moments part[kChunksPerLane];
+#pragma unroll
+    for (int j = 0; j < kChunksPerLane; ++j) {
+      const int k = lane + 32 * j;
+      if (k < chunks) {
+        const float* p = partial + ((static_cast<size_t>(n) * chunks + k) * groups + g) * 3;
+        part[j] = Moments{p[0], p[1], p[2]};
+      }
+    }
+    Moments acc;
+#pragma unroll
+    for (int j = 0; j < kChunksPerLane; ++j) acc = merge(acc, part[j]);
+    acc = warp_merge(acc);
+    const float mean = __shfl_sync(0xffffffffu, acc.mean, 0);
+    const float var = __shfl_sync(0xffffffffu, acc.m2 / acc.count, 0);
+    const float rstd = rsqrtf(var + eps);
+    for (int k = lane; k < per_group; k += 32) {
+      const int ch = g * per_group + k;
+      const float a = rstd * to_float(gamma[ch]);
+      scale[n * c + ch] = a;
+      shift[n * c + ch] = to_float(beta[ch]) - mean * a;
+    }
+  }
+}
+
+// Grid (x, n), eight elements per thread (16-byte loads and stores).
+template <typename T>
+__global__ void __launch_bounds__(kApplyThreads)
+    gn_apply(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
+             const float* __restrict__ scale, const float* __restrict__ shift, T* __restrict__ y, int hw,
+             int c, bool silu) {
+  const int n = blockIdx.y;
+  const int vectors = hw * (c / 8);
+  const T* xs = x + static_cast<size_t>(n) * hw * c;
+  T* ys = y + static_cast<size_t>(n) * hw * c;
+  const float* sc = scale + n * c;
+  const float* sh = shift + n * c;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < vectors; i += gridDim.x * blockDim.x) {
+    const int ch0 = (i % (c / 8)) * 8;
+    uint4 in = *reinterpret_cast<const uint4*>(xs + static_cast<size_t>(i) * 8);
+    const T* v = reinterpret_cast<const T*>(&in);
+    const float4 a0 = *reinterpret_cast<const float4*>(sc + ch0);
+    const float4 a1 = *reinterpret_cast<const float4*>(sc + ch0 + 4);
+    const float4 b0 = *reinterpret_cast<const float4*>(sh + ch0);
+    const float4 b1 = *reinterpret_cast<const float4*>(sh + ch0 + 4);
+    const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+    const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+    uint4 out;
+    T* o = reinterpret_cast<T*>(&out);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      float t = PreAdd<T>(add_c, add_nc, n, ch0 + k, c)(to_float(v[k])) * a[k] + b[k];
+      if (silu) {
+        t = round_to<T>(t);  // PyTorch stores the GroupNorm output before SiLU reads it
+        t = t / (1.0f + __expf(-t));
+      }
+      o[k] = from_float<T>(t);
+    }
+    *reinterpret_cast<uint4*>(ys + static_cast<size_t>(i) * 8) = out;
+  }
+}
+
+template <typename T>
+__global__ void bias_residual(const T* __restrict__ x, const T* __restrict__ bias, const T* __restrict__ res,
+                              const T* __restrict__ res_bias, T* __restrict__ out, int64_t vectors, int c) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vectors;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int ch0 = static_cast<int>((i * 8) % c);
+    uint4 xv = *reinterpret_cast<const uint4*>(x + i * 8);
+    uint4 rv = *reinterpret_cast<const uint4*>(res + i * 8);
+    uint4 bv = *reinterpret_cast<const uint4*>(bias + ch0);
+    uint4 rbv = make_uint4(0, 0, 0, 0);
+    if (res_bias != nullptr) rbv = *reinterpret_cast<const uint4*>(res_bias + ch0);
+    const T* xe = reinterpret_cast<const T*>(&xv);
+    const T* re = reinterpret_cast<const T*>(&rv);
+    const T* be = reinterpret_cast<const T*>(&bv);
+    const T* rbe = reinterpret_cast<const T*>(&rbv);
+    uint4 ov;
+    T* o = reinterpret_cast<T*>(&ov);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const float r = res_bias != nullptr ? round_to<T>(to_float(re[k]) + to_float(rbe[k])) : to_float(re[k]);
+      o[k] = from_float<T>(r + round_to<T>(to_float(xe[k]) + to_float(be[k])));
+    }
+    *reinterpret_cast<uint4*>(out + i * 8) = ov;
+  }
+}
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+template <typename T>
+cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stream) {
+  if (a.n <= 0 || a.hw <= 0) return cudaSuccess;
+  if (a.groups <= 0 || a.c % a.groups != 0 || (a.c / a.groups) % 2 != 0 || a.c % 8 != 0 ||
+      a.c / a.groups / 2 > 256 || !aligned16(a.x) || !aligned16(a.y) || !aligned16(workspace) ||
+      a.hw * a.c > (int64_t{1} << 30) || a.n > 65535)
+    return cudaErrorInvalidValue;
+  const Layout l = layout_for(a.hw, a.c, a.groups);
+  if (l.bx * l.by < 32) return cudaErrorInvalidValue;
+  float* partial = static_cast<float*>(workspace);
+  float* scale = partial + ((a.n * l.chunks * a.groups * 3 + 3) / 4) * 4;  // keep 16-byte alignment
+  float* shift = scale + a.n * a.c;
+  const T* x = static_cast<const T*>(a.x);
+  const T* add_c = static_cast<const T*>(a.add_c);
+  const T* add_nc = static_cast<const T*>(a.add_nc);
+  const int hw = static_cast<int>(a.hw), c = static_cast<int>(a.c), groups = static_cast<int>(a.groups);
+
+  const dim3 sgrid(l.slices, l.chunks, static_cast<unsigned>(a.n)), sblock(l.bx, l.by);
+  const size_t shm = sizeof(float) * 3 * l.bx * l.by;
+  gn_stats<T><<<sgrid, sblock, shm, stream>>>(x, add_c, add_nc, partial, hw, c, groups, l.pairs_per_group,
+                                              l.rows_per_chunk);
+  gn_finalize<T><<<static_cast<unsigned>(a.n), kFinalizeThreads, 0, stream>>>(
+      partial, static_cast<const T*>(a.gamma), static_cast<const T*>(a.beta), scale, shift, l.chunks, c,
+      groups, a.eps);
+  const int threads = kApplyThreads;
+  const int64_t vectors = a.hw * (a.c / 8);
+  const int blocks = static_cast<int>(std::min<int64_t>((vectors + threads - 1) / threads, 1024));
+  gn_apply<T><<<dim3(blocks, static_cast<unsigned>(a.n)), threads, 0, stream>>>(
+      x, add_c, add_nc, scale, shift, static_cast<T*>(a.y), hw, c, a.silu);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_bias_res(const void* x, const void* bias, const void* res, const void* res_bias, void* out,
+                            int64_t count, int64_t c, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  if (c % 8 != 0 || count % c != 0 || !aligned16(x) || !aligned16(bias) || !aligned16(res) ||
+      !aligned16(out) || !aligned16(res_bias))
+    return cudaErrorInvalidValue;
+  const int threads = 256;
+  const int64_t vectors = count / 8;
+  const int blocks = static_cast<int>(std::min<int64_t>((vectors + threads - 1) / threads, 4096));
+  bias_residual<T><<<blocks, threads, 0, stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(bias), static_cast<const T*>(res),
+      static_cast<const T*>(res_bias), static_cast<T*>(out), vectors, static_cast<int>(c));
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+size_t group_norm_workspace_bytes(int64_t n, int64_t hw, int64_t c, int64_t groups) {
+  if (groups <= 0 || c % groups != 0 || (c / groups) < 2) return 0;
+  const Layout l = layout_for(hw, c, groups);
+  const int64_t partial = (n * l.chunks * groups * 3 + 3) / 4 * 4;
+  return static_cast<size_t>(partial + 2 * n * c) * sizeof(float);
+}
+
+cudaError_t launch_group_norm_f16(const GroupNormArgs& args, void* workspace, cudaStream_t stream) {
+  return launch_gn<__half>(args, workspace, stream);
+}
+cudaError_t launch_group_norm_bf16(const GroupNormArgs& args, void* workspace, cudaStream_t stream) {
+  return launch_gn<__nv_bfloat16>(args, workspace, stream);
+}
+cudaError_t launch_bias_residual_f16(const void* x, const void* bias, const void* residual,
+                                     const void* residual_bias, void* out, int64_t count, int64_t c,
+                                     cudaStream_t stream) {
+  return launch_bias_res<__half>(x, bias, residual, residual_bias, out, count, c, stream);
+}
+cudaError_t launch_bias_residual_bf16(const void* x, const void* bias, const void* residual,
+                                      const void* residual_bias, void* out, int64_t count, int64_t c,
+                                      cudaStream_t stream) {
+  return launch_bias_res<__nv_bfloat16>(x, bias, residual, residual_bias, out, count, c, stream);
+}
+
+}  // namespace sdxlb::kernels

@@ -1,0 +1,47 @@
+// Launchers of the channels-last GroupNorm kernels (pipeline/nn/kernels/group_norm_kernel.cu). Raw pointers
+// only, so that the .cu file needs no LibTorch headers; pipeline/nn/fused_ops.cpp wraps them for tensors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace sdxlb::kernels {
+
+/// Shape and inputs of a GroupNorm over an NHWC tensor x [n, hw, c] (a channels-last [n, c, h, w]).
+struct GroupNormArgs {
+  const void* x = nullptr;      ///< [n, hw, c], 16-byte aligned
+  void* y = nullptr;            ///< [n, hw, c] output, 16-byte aligned
+  const void* gamma = nullptr;  ///< [c], same type as x
+  const void* beta = nullptr;   ///< [c], same type as x
+  const void* add_c =
+      nullptr;  ///< optional [c]: added to x first (a convolution's bias), rounded to the type
+  const void* add_nc = nullptr;  ///< optional [n, c]: added next (a time embedding), rounded to the type
+  int64_t n = 0, hw = 0, c = 0, groups = 0;
+  float eps = 1e-5f;
+  bool silu = false;  ///< y = silu(GroupNorm(v)), with the GroupNorm output rounded first as PyTorch does
+};
+
+/// Bytes of device scratch launch_group_norm_* needs for these sizes (partial statistics and per-channel
+/// scale/shift); pass a buffer of at least this size.
+size_t group_norm_workspace_bytes(int64_t n, int64_t hw, int64_t c, int64_t groups);
+
+/// v = x (+ add_c) (+ add_nc); y = (v - mean) / sqrt(var + eps) * gamma + beta per (sample, group),
+/// optionally followed by SiLU. Statistics in float32, reduced in a fixed order (deterministic, and a
+/// sample's statistics do not depend on the other samples). Needs c % 8 == 0 and c / groups even. Three
+/// kernels on `stream`.
+cudaError_t launch_group_norm_f16(const GroupNormArgs& args, void* workspace, cudaStream_t stream);
+cudaError_t launch_group_norm_bf16(const GroupNormArgs& args, void* workspace, cudaStream_t stream);
+
+/// out[i] = (residual[i] + residual_bias[i % c]) + (x[i] + bias[i % c]) over `count` elements (residual_bias
+/// may be null), each sum rounded to the type as PyTorch's unfused ops would round it (so bit-identical to
+/// them). count % c == 0, c % 8 == 0 and 16-byte aligned pointers.
+cudaError_t launch_bias_residual_f16(const void* x, const void* bias, const void* residual,
+                                     const void* residual_bias, void* out, int64_t count, int64_t c,
+                                     cudaStream_t stream);
+cudaError_t launch_bias_residual_bf16(const void* x, const void* bias, const void* residual,
+                                      const void* residual_bias, void* out, int64_t count, int64_t c,
+                                      cudaStream_t stream);
+
+}  // namespace sdxlb::kernels

@@ -1,0 +1,130 @@
+#include "pipeline/nn/kernels/layer_norm_kernel.h"
+
+#include <algorithm>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "pipeline/nn/kernels/element_types.cuh"
+
+namespace sdxlb::kernels {
+namespace {
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int mask = 16; mask > 0; mask >>= 1) v += __shfl_xor_sync(0xffffffffu, v, mask);
+  return v;
+}
+
+constexpr int kMaxVectorsPerLane = 8;  // 8 x 8 elements x 32 lanes: rows up to 2048 wide
+constexpr int kWarpsPerBlock = 4;
+
+// One warp per row; lane l holds the row's 8-element vectors l, l + 32, ... in registers. With a residual r,
+// the row is x + r (rounded to T, as a separate add would store it), which is also written to `sum`.
+template <typename T>
+__global__ void __launch_bounds__(32 * kWarpsPerBlock)
+    layer_norm_rows(const T* __restrict__ x, const T* __restrict__ r, T* __restrict__ sum_out,
+                    const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ y, int64_t rows,
+                    int d, float eps) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int vectors = d / 8;
+  const uint4* in = reinterpret_cast<const uint4*>(x + row * d);
+  const uint4* res = r != nullptr ? reinterpret_cast<const uint4*>(r + row * d) : nullptr;
+  uint4* sum_row = sum_out != nullptr ? reinterpret_cast<uint4*>(sum_out + row * d) : nullptr;
+  float v[kMaxVectorsPerLane][8];
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < kMaxVectorsPerLane; ++j) {
+    const int i = lane + 32 * j;
+    if (i < vectors) {
+      const uint4 raw = in[i];
+      const T* e = reinterpret_cast<const T*>(&raw);
+      if (res != nullptr) {
+        const uint4 rraw = res[i];
+        const T* re = reinterpret_cast<const T*>(&rraw);
+        uint4 s;
+        T* se = reinterpret_cast<T*>(&s);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          se[k] = from_float<T>(to_float(e[k]) + to_float(re[k]));
+          v[j][k] = to_float(se[k]);
+          sum += v[j][k];
+        }
+        sum_row[i] = s;
+      } else {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          v[j][k] = to_float(e[k]);
+          sum += v[j][k];
+        }
+      }
+    }
+  }
+  const float mean = warp_sum(sum) / d;
+  float sq = 0.f;
+#pragma unroll
+  for (int j = 0; j < kMaxVectorsPerLane; ++j) {
+    if (lane + 32 * j < vectors) {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const float c = v[j][k] - mean;
+        sq += c * c;
+      }
+    }
+  }
+  const float rstd = rsqrtf(warp_sum(sq) / d + eps);
+  uint4* out = reinterpret_cast<uint4*>(y + row * d);
+#pragma unroll
+  for (int j = 0; j < kMaxVectorsPerLane; ++j) {
+    const int i = lane + 32 * j;
+    if (i < vectors) {
+      const uint4 graw = reinterpret_cast<const uint4*>(gamma)[i];
+      const uint4 braw = reinterpret_cast<const uint4*>(beta)[i];
+      const T* g = reinterpret_cast<const T*>(&graw);
+      const T* b = reinterpret_cast<const T*>(&braw);
+      uint4 o;
+      T* oe = reinterpret_cast<T*>(&o);
+#pragma unroll
+      for (int k = 0; k < 8; ++k)
+        oe[k] = from_float<T>((v[j][k] - mean) * rstd * to_float(g[k]) + to_float(b[k]));
+      out[i] = o;
+    }
+  }
+}
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+template <typename T>
+cudaError_t launch(const void* x, const void* r, void* sum, const void* gamma, const void* beta, void* y,
+                   int64_t rows, int64_t d, float eps, cudaStream_t stream) {
+  if (d % 8 != 0 || d > 8 * 32 * kMaxVectorsPerLane || d <= 0 || !aligned16(x) || !aligned16(y) ||
+      !aligned16(gamma) || !aligned16(beta) || !aligned16(r) || !aligned16(sum) ||
+      (r == nullptr) != (sum == nullptr))
+    return cudaErrorInvalidValue;
+  if (rows <= 0) return cudaSuccess;
+  const int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+  layer_norm_rows<T><<<static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(r), static_cast<T*>(sum), static_cast<const T*>(gamma),
+      static_cast<const T*>(beta), static_cast<T*>(y), rows, static_cast<int>(d), eps);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_layer_norm_f16(const void* x, const void* residual, void* sum, const void* gamma,
+                                  const void* beta, void* y, int64_t rows, int64_t d, float eps,
+                                  cudaStream_t stream) {
+  return launch<__half>(x, residual, sum, gamma, beta, y, rows, d, eps, stream);
+}
+cudaError_t launch_layer_norm_bf16(const void* x, const void* residual, void* sum, const void* gamma,
+                                   const void* beta, void* y, int64_t rows, int64_t d, float eps,
+                                   cudaStream_t stream) {
+  return launch<__nv_bfloat16>(x, residual, sum, gamma, beta, y, rows, d, eps, stream);
+}
+
+}  // namespace sdxlb::kernels

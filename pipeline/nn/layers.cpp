@@ -1,0 +1,72 @@
+#include "pipeline/nn/layers.h"
+
+#include <ATen/ATen.h>
+
+#include "pipeline/nn/fused_ops.h"
+
+namespace sdxlb {
+namespace {
+
+// Registers an uninitialised inference parameter (see the header for why it is not initialised).
+at::Tensor empty_parameter(torch::nn::Module& m, const char* name, at::IntArrayRef shape) {
+  return m.register_parameter(name, at::empty(shape), /*requires_grad=*/false);
+}
+
+}  // namespace
+
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
+  weight = empty_parameter(*this, "weight", {out_features, in_features});
+  if (with_bias) bias = empty_parameter(*this, "bias", {out_features});
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  return at::linear(x, weight, bias);
+}
+
+Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,
+                       int64_t padding, bool with_bias)
+    : stride_(stride), padding_(padding) {
+  weight = empty_parameter(*this, "weight", {out_channels, in_channels, kernel_size, kernel_size});
+  if (with_bias) bias = empty_parameter(*this, "bias", {out_channels});
+}
+
+at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
+  return at::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
+}
+
+at::Tensor Conv2dImpl::forward_without_bias(const at::Tensor& x) {
+  return at::conv2d(x, weight, {}, {stride_, stride_}, {padding_, padding_});
+}
+
+GroupNormImpl::GroupNormImpl(int64_t num_groups, int64_t num_channels, double eps)
+    : num_groups_(num_groups), eps_(eps) {
+  weight = empty_parameter(*this, "weight", {num_channels});
+  bias = empty_parameter(*this, "bias", {num_channels});
+}
+
+at::Tensor GroupNormImpl::forward(const at::Tensor& x) {
+  return at::group_norm(x, num_groups_, weight, bias, eps_);
+}
+
+at::Tensor GroupNormImpl::forward_act(const at::Tensor& x, bool silu, const at::Tensor& add_c,
+                                      const at::Tensor& add_nc) {
+  return group_norm_act(x, num_groups_, weight, bias, eps_, silu, add_c, add_nc);
+}
+
+LayerNormImpl::LayerNormImpl(int64_t dim, double eps) : dim_(dim), eps_(eps) {
+  weight = empty_parameter(*this, "weight", {dim});
+  bias = empty_parameter(*this, "bias", {dim});
+}
+
+at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
+  TORCH_CHECK(x.size(-1) == dim_, "LayerNorm over ", dim_, " features got input ", x.sizes());
+  return sdxlb::layer_norm(x, weight, bias, eps_);
+}
+
+std::pair<at::Tensor, at::Tensor> LayerNormImpl::forward_add(const at::Tensor& x,
+                                                             const at::Tensor& residual) {
+  TORCH_CHECK(x.size(-1) == dim_, "LayerNorm over ", dim_, " features got input ", x.sizes());
+  return add_layer_norm(x, residual, weight, bias, eps_);
+}
+
+}  // namespace sdxlb

@@ -1,0 +1,109 @@
+#include "pipeline/nn/resnet_block.h"
+
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include "pipeline/nn/fused_ops.h"
+
+namespace sdxlb {
+
+ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetBlock2DOptions& options) : options_(options) {
+  const int64_t in = options.in_channels();
+  const int64_t out = options.out_channels();
+  const int64_t groups_out = options.groups_out().value_or(options.groups());
+  norm1_ = register_module("norm1", GroupNorm(options.groups(), in, options.eps()));
+  conv1_ = register_module("conv1", Conv2d(in, out, 3, 1, 1));
+  if (options.temb_channels()) {
+    time_emb_proj_ = register_module("time_emb_proj", Linear(*options.temb_channels(), out));
+  }
+  norm2_ = register_module("norm2", GroupNorm(groups_out, out, options.eps()));
+  conv2_ = register_module("conv2", Conv2d(out, out, 3, 1, 1));
+  if (in != out) conv_shortcut_ = register_module("conv_shortcut", Conv2d(in, out, 1, 1, 0));
+}
+
+at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& temb) {
+  run_unit_hook();
+  if (fused_group_norm_applies(x)) return forward_fused(x, temb);
+  at::Tensor h = at::silu(norm1_(x));
+  h = conv1_(h);
+  if (time_emb_proj_) {
+    TORCH_CHECK(temb.defined(), "ResnetBlock2D with temb_channels=", *options_.temb_channels(),
+                " needs a time embedding");
+    // diffusers applies the nonlinearity inside every resnet (skip_time_act false), then adds per channel.
+    h = h + time_emb_proj_(at::silu(temb)).unsqueeze(-1).unsqueeze(-1);
+  }
+  h = at::silu(norm2_(h));
+  h = conv2_(h);
+  at::Tensor shortcut = conv_shortcut_ ? conv_shortcut_(x) : x;
+  at::Tensor out = shortcut + h;
+  // x / 1.0 is exact, so the common case skips a kernel without changing a bit.
+  if (options_.output_scale_factor() != 1.0) out = out / options_.output_scale_factor();
+  return out;
+}
+
+// The same computation on the GPU in fewer passes over memory: conv1's bias and the time embedding are added
+// inside norm2's kernel, and conv2's and the shortcut convolution's biases with the skip connection in one
+// more.
+at::Tensor ResnetBlock2DImpl::forward_fused(const at::Tensor& x, const at::Tensor& temb) {
+  at::Tensor h = conv1_->forward_without_bias(norm1_->forward_act(x, /*silu=*/true));
+  at::Tensor temb_out;
+  if (time_emb_proj_) {
+    TORCH_CHECK(temb.defined(), "ResnetBlock2D with temb_channels=", *options_.temb_channels(),
+                " needs a time embedding");
+    temb_out = time_emb_proj_(at::silu(temb));
+  }
+  h = norm2_->forward_act(h, /*silu=*/true, conv1_->bias, temb_out);
+  h = conv2_->forward_without_bias(h);
+  at::Tensor out =
+      conv_shortcut_
+          ? add_bias_residual(h, conv2_->bias, conv_shortcut_->forward_without_bias(x), conv_shortcut_->bias)
+          : add_bias_residual(h, conv2_->bias, x);
+  if (options_.output_scale_factor() != 1.0) out = out / options_.output_scale_factor();
+  return out;
+}
+
+Downsample2DImpl::Downsample2DImpl(const Downsample2DOptions& options) : options_(options) {
+  const int64_t out = options.out_channels().value_or(options.channels());
+  if (options.use_conv()) {
+    conv_ =
+        register_module("conv", Conv2d(options.channels(), out, options.kernel_size(), 2, options.padding()));
+  } else {
+    TORCH_CHECK(out == options.channels(), "Downsample2D without conv cannot change channels (",
+                options.channels(), " -> ", out, ")");
+  }
+}
+
+at::Tensor Downsample2DImpl::forward(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.channels(), "Downsample2D expects [B, ",
+              options_.channels(), ", H, W], got ", x.sizes());
+  if (!conv_) return at::avg_pool2d(x, {2, 2}, {2, 2});
+  if (options_.padding() == 0) return conv_(at::constant_pad_nd(x, {0, 1, 0, 1}, 0));
+  return conv_(x);
+}
+
+Upsample2DImpl::Upsample2DImpl(const Upsample2DOptions& options) : options_(options) {
+  const int64_t out = options.out_channels().value_or(options.channels());
+  if (options.use_conv()) {
+    conv_ =
+        register_module("conv", Conv2d(options.channels(), out, options.kernel_size(), 1, options.padding()));
+  }
+}
+
+at::Tensor Upsample2DImpl::forward(const at::Tensor& x, at::IntArrayRef output_size) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.channels(), "Upsample2D expects [B, ",
+              options_.channels(), ", H, W], got ", x.sizes());
+  // F.interpolate(mode="nearest") calls upsample_nearest2d with either the scale factors or the size.
+  at::Tensor h;
+  if (output_size.empty()) {
+    const std::vector<double> scale{2.0, 2.0};
+    h = at::upsample_nearest2d(x, at::OptionalIntArrayRef(), at::ArrayRef<double>(scale));
+  } else {
+    TORCH_CHECK(output_size.size() == 2, "Upsample2D output_size must be (H, W), got ", output_size);
+    h = at::upsample_nearest2d(x, at::OptionalIntArrayRef(output_size), std::nullopt);
+  }
+  return conv_ ? conv_(h) : h;
+}
+
+}  // namespace sdxlb

@@ -1,0 +1,116 @@
+// ResnetBlock2D, Downsample2D and Upsample2D: the convolutional building blocks shared by the UNet and the
+// VAE, mirroring diffusers (models/resnet.py, downsampling.py, upsampling.py) op for op.
+//
+// Submodule names are diffusers' state-dict names (norm1, conv1, time_emb_proj, norm2, conv2, conv_shortcut;
+// conv for the resamplers), so load_module_weights() fills them by lookup. Only the variants SDXL's UNet and
+// VAE use are built: "default" time-embedding norm, SiLU, no up/down inside the resnet, no FIR kernels.
+// Modules are immutable after loading and safe to call from several threads; they follow the dtype and
+// device of their parameters.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include "pipeline/nn/layers.h"
+#include "pipeline/nn/unit_hook.h"
+
+namespace sdxlb {
+
+/// Options of ResnetBlock2D (diffusers' constructor arguments of the same names).
+struct ResnetBlock2DOptions {
+  ResnetBlock2DOptions(int64_t in_channels, int64_t out_channels)
+      : in_channels_(in_channels), out_channels_(out_channels) {}
+  TORCH_ARG(int64_t, in_channels);
+  TORCH_ARG(int64_t, out_channels);
+  /// Width of the time embedding; nullopt (VAE blocks) means no time_emb_proj and no temb input.
+  TORCH_ARG(std::optional<int64_t>, temb_channels) = std::nullopt;
+  /// GroupNorm groups of norm1; norm2 uses groups_out, or groups when that is unset.
+  TORCH_ARG(int64_t, groups) = 32;
+  TORCH_ARG(std::optional<int64_t>, groups_out) = std::nullopt;
+  /// GroupNorm epsilon of both norms (the UNet passes norm_eps; the VAE uses 1e-6).
+  TORCH_ARG(double, eps) = 1e-6;
+  /// The output is (shortcut + residual) / output_scale_factor.
+  TORCH_ARG(double, output_scale_factor) = 1.0;
+};
+
+/// norm1 → SiLU → conv1 (+ time_emb_proj(SiLU(temb)) per channel) → norm2 → SiLU → conv2, plus a shortcut
+/// (a 1×1 conv_shortcut when the channel count changes).
+class ResnetBlock2DImpl : public torch::nn::Module, public HookedUnit {
+ public:
+  explicit ResnetBlock2DImpl(const ResnetBlock2DOptions& options);
+  /// x [B, in, H, W], temb [B, temb_channels] (required when temb_channels is set, ignored otherwise)
+  /// → [B, out, H, W].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& temb = {});
+
+  const ResnetBlock2DOptions& options() const { return options_; }
+
+ private:
+  at::Tensor forward_fused(const at::Tensor& x, const at::Tensor& temb);
+
+  ResnetBlock2DOptions options_;
+  GroupNorm norm1_{nullptr};
+  Conv2d conv1_{nullptr};
+  Linear time_emb_proj_{nullptr};
+  GroupNorm norm2_{nullptr};
+  Conv2d conv2_{nullptr};
+  Conv2d conv_shortcut_{nullptr};
+};
+TORCH_MODULE(ResnetBlock2D);
+
+/// Options of Downsample2D.
+struct Downsample2DOptions {
+  explicit Downsample2DOptions(int64_t channels) : channels_(channels) {}
+  TORCH_ARG(int64_t, channels);
+  /// A strided 3×3 conv (true: UNet and VAE) or a 2×2 average pool (false).
+  TORCH_ARG(bool, use_conv) = false;
+  /// Output channels of the conv; nullopt: same as channels.
+  TORCH_ARG(std::optional<int64_t>, out_channels) = std::nullopt;
+  /// Conv padding. 0 means diffusers' asymmetric (0, 1, 0, 1) zero pad before an unpadded conv (VAE).
+  TORCH_ARG(int64_t, padding) = 1;
+  TORCH_ARG(int64_t, kernel_size) = 3;
+};
+
+/// Halves H and W (rounding up for odd sizes with padding 1, as the stride-2 conv does).
+class Downsample2DImpl : public torch::nn::Module {
+ public:
+  explicit Downsample2DImpl(const Downsample2DOptions& options);
+  /// x [B, channels, H, W] → [B, out, H', W'].
+  at::Tensor forward(const at::Tensor& x);
+
+ private:
+  Downsample2DOptions options_;
+  Conv2d conv_{nullptr};
+};
+TORCH_MODULE(Downsample2D);
+
+/// Options of Upsample2D.
+struct Upsample2DOptions {
+  explicit Upsample2DOptions(int64_t channels) : channels_(channels) {}
+  TORCH_ARG(int64_t, channels);
+  /// A 3×3 conv after the nearest-neighbour ×2 (true: UNet and VAE).
+  TORCH_ARG(bool, use_conv) = false;
+  TORCH_ARG(std::optional<int64_t>, out_channels) = std::nullopt;
+  TORCH_ARG(int64_t, kernel_size) = 3;
+  TORCH_ARG(int64_t, padding) = 1;
+};
+
+/// Nearest-neighbour upsampling by 2 (or to an explicit size), then an optional conv.
+class Upsample2DImpl : public torch::nn::Module {
+ public:
+  explicit Upsample2DImpl(const Upsample2DOptions& options);
+  /// x [B, channels, H, W] → [B, out, 2H, 2W], or [B, out, size[0], size[1]] when `output_size` is given
+  /// (the UNet passes the skip connection's size when H or W is not a multiple of its total downsampling).
+  at::Tensor forward(const at::Tensor& x, at::IntArrayRef output_size = {});
+
+ private:
+  Upsample2DOptions options_;
+  Conv2d conv_{nullptr};
+};
+TORCH_MODULE(Upsample2D);
+
+}  // namespace sdxlb

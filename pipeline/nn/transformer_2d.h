@@ -1,0 +1,140 @@
+// Transformer2DModel and its parts (Attention, GEGLU FeedForward, BasicTransformerBlock) as diffusers' UNet
+// uses them for continuous latents: GroupNorm → proj_in → transformer blocks → proj_out → + residual.
+//
+// Mirrors diffusers' models/transformers/transformer_2d.py, attention.py and attention_processor.py
+// (AttnProcessor2_0) op for op; attention runs through at::scaled_dot_product_attention, so the kernel is
+// the one PyTorch picks for the device and dtype (flash / memory-efficient on CUDA). Submodule names are
+// diffusers' state-dict names (norm, proj_in, transformer_blocks.N.{norm1,attn1,norm2,attn2,norm3,ff},
+// attn.to_q/to_k/to_v/to_out.0, ff.net.0.proj, ff.net.2, proj_out). Only the "layer_norm" block with the
+// default attention and GEGLU is built (what SD/SDXL use). Modules are immutable after loading and safe to
+// call from several threads.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include "pipeline/nn/layers.h"
+#include "pipeline/nn/unit_hook.h"
+
+namespace sdxlb {
+
+/// Options of Attention (diffusers' Attention constructor arguments).
+struct AttentionOptions {
+  AttentionOptions(int64_t query_dim, int64_t heads, int64_t dim_head)
+      : query_dim_(query_dim), heads_(heads), dim_head_(dim_head) {}
+  TORCH_ARG(int64_t, query_dim);
+  TORCH_ARG(int64_t, heads);
+  TORCH_ARG(int64_t, dim_head);
+  /// Width of the context for cross-attention; nullopt: self-attention (keys from the query input).
+  TORCH_ARG(std::optional<int64_t>, cross_attention_dim) = std::nullopt;
+  /// Bias of to_q/to_k/to_v (false in SD/SDXL transformer blocks).
+  TORCH_ARG(bool, bias) = false;
+  /// Bias of to_out.0.
+  TORCH_ARG(bool, out_bias) = true;
+};
+
+/// Multi-head attention: to_q/to_k/to_v → SDPA over `heads` heads of width dim_head → to_out.0.
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const AttentionOptions& options);
+  /// x [B, N, query_dim]; context [B, M, cross_attention_dim] for cross-attention (undefined: self-attention)
+  /// → [B, N, query_dim].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {});
+
+ private:
+  AttentionOptions options_;
+  Linear to_q_{nullptr};
+  Linear to_k_{nullptr};
+  Linear to_v_{nullptr};
+  Linear to_out_{nullptr};
+};
+TORCH_MODULE(Attention);
+
+/// GEGLU feed-forward: net.0.proj to 2×inner, value × gelu(gate), net.2 back to dim (diffusers FeedForward
+/// with activation_fn "geglu"; net.1 is a dropout without weights).
+class FeedForwardImpl : public torch::nn::Module {
+ public:
+  /// inner = dim × mult.
+  FeedForwardImpl(int64_t dim, int64_t mult = 4);
+  /// x [..., dim] → [..., dim].
+  at::Tensor forward(const at::Tensor& x);
+
+ private:
+  Linear proj_{nullptr};  // net.0.proj
+  Linear out_{nullptr};   // net.2
+};
+TORCH_MODULE(FeedForward);
+
+/// Options of BasicTransformerBlock.
+struct BasicTransformerBlockOptions {
+  BasicTransformerBlockOptions(int64_t dim, int64_t heads, int64_t dim_head)
+      : dim_(dim), heads_(heads), dim_head_(dim_head) {}
+  TORCH_ARG(int64_t, dim);
+  TORCH_ARG(int64_t, heads);
+  TORCH_ARG(int64_t, dim_head);
+  /// Context width of attn2; nullopt: the block has no cross-attention (no norm2/attn2).
+  TORCH_ARG(std::optional<int64_t>, cross_attention_dim) = std::nullopt;
+  /// LayerNorm epsilon of norm1/norm2/norm3.
+  TORCH_ARG(double, norm_eps) = 1e-5;
+};
+
+/// Pre-norm block: x += attn1(norm1 x); x += attn2(norm2 x, context); x += ff(norm3 x).
+class BasicTransformerBlockImpl : public torch::nn::Module, public HookedUnit {
+ public:
+  explicit BasicTransformerBlockImpl(const BasicTransformerBlockOptions& options);
+  /// x [B, N, dim], context [B, M, cross_attention_dim] (needed when the block has attn2) → [B, N, dim].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {});
+
+ private:
+  LayerNorm norm1_{nullptr};
+  Attention attn1_{nullptr};
+  LayerNorm norm2_{nullptr};
+  Attention attn2_{nullptr};
+  LayerNorm norm3_{nullptr};
+  FeedForward ff_{nullptr};
+};
+TORCH_MODULE(BasicTransformerBlock);
+
+/// Options of Transformer2DModel (continuous input).
+struct Transformer2DModelOptions {
+  Transformer2DModelOptions(int64_t heads, int64_t dim_head, int64_t in_channels)
+      : heads_(heads), dim_head_(dim_head), in_channels_(in_channels) {}
+  TORCH_ARG(int64_t, heads);
+  TORCH_ARG(int64_t, dim_head);
+  TORCH_ARG(int64_t, in_channels);
+  /// Number of BasicTransformerBlocks (transformer_layers_per_block).
+  TORCH_ARG(int64_t, num_layers) = 1;
+  TORCH_ARG(std::optional<int64_t>, cross_attention_dim) = std::nullopt;
+  /// Groups of the input GroupNorm (its epsilon is fixed at 1e-6 by diffusers).
+  TORCH_ARG(int64_t, norm_num_groups) = 32;
+  /// proj_in/proj_out as Linear over tokens (SDXL) instead of 1×1 convs.
+  TORCH_ARG(bool, use_linear_projection) = false;
+  /// LayerNorm epsilon inside the blocks.
+  TORCH_ARG(double, norm_eps) = 1e-5;
+};
+
+/// Spatial transformer: [B, C, H, W] → tokens → blocks → [B, C, H, W] + residual.
+class Transformer2DModelImpl : public torch::nn::Module {
+ public:
+  explicit Transformer2DModelImpl(const Transformer2DModelOptions& options);
+  /// x [B, in_channels, H, W], context [B, M, cross_attention_dim] → [B, in_channels, H, W].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {});
+
+ private:
+  Transformer2DModelOptions options_;
+  GroupNorm norm_{nullptr};
+  Linear proj_in_linear_{nullptr};
+  Conv2d proj_in_conv_{nullptr};
+  std::vector<BasicTransformerBlock> blocks_;
+  Linear proj_out_linear_{nullptr};
+  Conv2d proj_out_conv_{nullptr};
+};
+TORCH_MODULE(Transformer2DModel);
+
+}  // namespace sdxlb
