@@ -20,12 +20,12 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz/fuzz_util.h"
-#include "pipeline/text/clip_text_model.h"
-#include "pipeline/samplers/euler_scheduler.h"
 #include "pipeline/io/safetensors.h"
 #include "pipeline/models/tiny_vae.h"
 #include "pipeline/models/unet.h"
 #include "pipeline/models/vae.h"
+#include "pipeline/samplers/euler_scheduler.h"
+#include "pipeline/text/clip_text_model.h"
 
 namespace {
 

@@ -13,11 +13,11 @@
 #include <c10/core/InferenceMode.h>
 #include <nlohmann/json.hpp>
 
-#include "pipeline/text/clip_text_model.h"
 #include "pipeline/io/safetensors_writer.h"
 #include "pipeline/models/tiny_vae.h"
 #include "pipeline/models/unet.h"
 #include "pipeline/models/vae.h"
+#include "pipeline/text/clip_text_model.h"
 
 namespace sdxlb {
 namespace {

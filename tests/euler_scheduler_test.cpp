@@ -10,8 +10,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "pipeline/samplers/euler_step.h"
 #include "pipeline/io/model_folder.h"
+#include "pipeline/samplers/euler_step.h"
 #include "test_files.h"
 
 namespace sdxlb {

@@ -5,8 +5,8 @@
 #include <c10/util/Exception.h>
 
 #include "pipeline/io/config_reader.h"
-#include "pipeline/models/vae.h"
 #include "pipeline/io/weights.h"
+#include "pipeline/models/vae.h"
 
 namespace sdxlb {
 namespace {

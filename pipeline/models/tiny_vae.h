@@ -22,8 +22,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
-#include "pipeline/nn/layers.h"
 #include "pipeline/io/model_folder.h"
+#include "pipeline/nn/layers.h"
 
 namespace sdxlb {
 

@@ -22,9 +22,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
-#include "pipeline/nn/layers.h"
 #include "pipeline/io/model_folder.h"
 #include "pipeline/models/unet_blocks.h"
+#include "pipeline/nn/layers.h"
 #include "pipeline/nn/unit_hook.h"
 
 namespace sdxlb {

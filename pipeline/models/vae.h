@@ -28,8 +28,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
-#include "pipeline/nn/layers.h"
 #include "pipeline/io/model_folder.h"
+#include "pipeline/nn/layers.h"
 #include "pipeline/nn/resnet_block.h"
 
 namespace sdxlb {

@@ -2,8 +2,8 @@
 // character classes (\p{L}, \p{N}, \s) that transformers' CLIPTokenizer uses.
 //
 // The answers follow the `tokenizers` library that transformers runs on, not one Unicode version: its regex
-// engine, lowercase and NFC each carry their own tables. pipeline/text/unicode_data.inc holds those tables; it is
-// generated (and checked against the library) by scripts/gen_unicode_data.py. No ICU is needed.
+// engine, lowercase and NFC each carry their own tables. pipeline/text/unicode_data.inc holds those tables;
+// it is generated (and checked against the library) by scripts/gen_unicode_data.py. No ICU is needed.
 //
 // Thread-safety: every function is pure and reads only constant tables; call from any thread.
 #pragma once

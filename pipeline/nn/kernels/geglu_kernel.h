@@ -1,5 +1,5 @@
-// Launchers of the fused GEGLU CUDA kernel (pipeline/nn/kernels/geglu_kernel.cu). Raw pointers only, so that the
-// .cu file needs no LibTorch headers; pipeline/nn/fused_ops.cpp wraps them for tensors.
+// Launchers of the fused GEGLU CUDA kernel (pipeline/nn/kernels/geglu_kernel.cu). Raw pointers only, so that
+// the .cu file needs no LibTorch headers; pipeline/nn/fused_ops.cpp wraps them for tensors.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
-// Launchers of the LayerNorm kernel (pipeline/nn/kernels/layer_norm_kernel.cu). Raw pointers only, so that the
-// .cu file needs no LibTorch headers; pipeline/nn/fused_ops.cpp wraps them for tensors.
+// Launchers of the LayerNorm kernel (pipeline/nn/kernels/layer_norm_kernel.cu). Raw pointers only, so that
+// the .cu file needs no LibTorch headers; pipeline/nn/fused_ops.cpp wraps them for tensors.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,217 @@
+#include "pipeline/runtime/denoise_loop.h"
+
+#include <algorithm>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#ifdef SDXLB_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include "pipeline/io/torch_error.h"
+
+namespace sdxlb {
+
+bool DenoiseLoop::Key::operator==(const Key& o) const {
+  return batch == o.batch && channels == o.channels && height == o.height && width == o.width &&
+         seq == o.seq && dim == o.dim && pooled == o.pooled && dtype == o.dtype && cfg == o.cfg &&
+         guidance == o.guidance && streams == o.streams && cuda_graph == o.cuda_graph &&
+         sampler == o.sampler && coefficient_width == o.coefficient_width && history == o.history &&
+         noise == o.noise;
+}
+
+DenoiseLoop::Key DenoiseLoop::key_for(const Sampler& sampler) {
+  Key k;
+  k.sampler = sampler.step_signature();
+  k.coefficient_width = sampler.coefficient_width();
+  k.history = sampler.history_buffers();
+  k.noise = sampler.draws_noise();
+  return k;
+}
+
+struct DenoiseLoop::State {
+  UNet2DConditionModel unet{nullptr};
+  // Static inputs, the step's coefficient row and noise, the sampler's history (device tensors); `latents`
+  // is also the output.
+  at::Tensor latents, embeds, pooled, time_ids, row, noise;
+  std::vector<at::Tensor> history;
+#ifdef SDXLB_WITH_CUDA
+  std::unique_ptr<at::cuda::CUDAGraph> graph;
+  std::vector<c10::cuda::CUDAStream> side;  // streams 1.. of the concurrent images (0 is the capture stream)
+  std::vector<at::cuda::CUDAEvent> joined;  // one per side stream: its work of this step is done
+  at::cuda::CUDAEvent forked;               // the step's inputs are ready on the capture stream
+#endif
+};
+
+DenoiseLoop::DenoiseLoop() : s_(std::make_unique<State>()) {}
+DenoiseLoop::~DenoiseLoop() = default;
+
+namespace {
+
+// One image's step: the sampler's model input, the UNet on the CFG pair, guidance, the sampler's step (which
+// updates the image's rows of `latents` and of the history in place).
+void image_step(DenoiseLoop::Key const& k, UNet2DConditionModel& unet, const Sampler& sampler,
+                const SamplerTensors& t, const at::Tensor& embeds, const at::Tensor& pooled,
+                const at::Tensor& time_ids, const at::Tensor& row) {
+  at::Tensor model_in = k.cfg ? at::cat({t.x, t.x}, 0) : t.x;
+  model_in = sampler.model_input(model_in, row).contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor out = unet->forward(model_in, row.select(0, 0), embeds, pooled, time_ids);
+  if (k.cfg) {
+    // Classifier-free guidance: uncond + g · (cond − uncond), in the model's dtype as diffusers does.
+    auto chunks = out.chunk(2, 0);
+    out = chunks[0] + k.guidance * (chunks[1] - chunks[0]);
+  }
+  sampler.step(t, out, row);
+}
+
+// The step for the whole batch, written once for the warm-up runs and the capture: image i runs on stream
+// i mod streams, forked from and joined back into the current stream.
+void run_step(DenoiseLoop::Key const& k, DenoiseLoop::State& s, const Sampler& sampler) {
+  const int64_t rows = k.cfg ? 2 : 1;
+#ifdef SDXLB_WITH_CUDA
+  const auto main = c10::cuda::getCurrentCUDAStream();
+  if (!s.side.empty()) {
+    s.forked.record(main);
+    for (auto& st : s.side) s.forked.block(st);
+  }
+#endif
+  for (int64_t i = 0; i < k.batch; ++i) {
+#ifdef SDXLB_WITH_CUDA
+    const size_t lane = static_cast<size_t>(i % k.streams);
+    c10::cuda::CUDAStreamGuard guard(lane == 0 ? main : s.side[lane - 1]);
+#endif
+    SamplerTensors t;
+    t.x = s.latents.narrow(0, i, 1);
+    for (const auto& h : s.history) t.history.push_back(h.narrow(0, i, 1));
+    if (s.noise.defined()) t.noise = s.noise.narrow(0, i, 1);
+    image_step(k, s.unet, sampler, t, s.embeds.narrow(0, i * rows, rows), s.pooled.narrow(0, i * rows, rows),
+               s.time_ids.narrow(0, i * rows, rows), s.row);
+  }
+#ifdef SDXLB_WITH_CUDA
+  for (size_t j = 0; j < s.side.size(); ++j) {
+    s.joined[j].record(s.side[j]);
+    s.joined[j].block(main);
+  }
+#endif
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<DenoiseLoop>> DenoiseLoop::create(UNet2DConditionModel unet, const Sampler& sampler,
+                                                           const Key& key, at::Device device, int warmup) {
+  const Key want = key_for(sampler);
+  if (key.sampler != want.sampler || key.coefficient_width != want.coefficient_width ||
+      key.history != want.history || key.noise != want.noise)
+    return invalid_argument("denoise loop: the key was made for sampler '" + key.sampler + "', not '" +
+                            want.sampler + "' (use DenoiseLoop::key_for)");
+  if (key.cuda_graph && !device.is_cuda()) return invalid_argument("CUDA graphs need a CUDA device");
+#ifndef SDXLB_WITH_CUDA
+  if (key.cuda_graph) return unimplemented("this build has no CUDA: CUDA graphs are not available");
+  (void)warmup;
+#endif
+  std::unique_ptr<DenoiseLoop> g(new DenoiseLoop());
+  g->key_ = key;
+  State& s = *g->s_;
+  s.unet = unet;
+  try {
+    c10::InferenceMode guard;
+    const auto opts = at::TensorOptions().dtype(key.dtype).device(device);
+    const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+    const int64_t rows = key.cfg ? 2 * key.batch : key.batch;
+    const std::vector<int64_t> shape = {key.batch, key.channels, key.height, key.width};
+    s.latents = at::zeros(shape, opts);
+    s.embeds = at::zeros({rows, key.seq, key.dim}, opts);
+    s.pooled = at::zeros({rows, key.pooled}, opts);
+    s.time_ids = at::zeros({rows, 6}, opts);
+    // A plausible first row for the warm-up and the capture (the values are replaced before every step).
+    std::vector<float> first(sampler.coefficients().begin(),
+                             sampler.coefficients().begin() + sampler.coefficient_width());
+    s.row = at::tensor(first, at::TensorOptions().dtype(at::kFloat)).to(device);
+    for (int64_t j = 0; j < key.history; ++j) s.history.push_back(at::zeros(shape, f32));
+    if (key.noise) s.noise = at::zeros(shape, opts.dtype(sampler.noise_dtype(key.dtype)));
+    if (!key.cuda_graph) return g;
+#ifdef SDXLB_WITH_CUDA
+    auto stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
+    const int streams = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(key.streams, key.batch)));
+    for (int j = 1; j < streams; ++j) {
+      s.side.push_back(c10::cuda::getStreamFromPool(false, device.index()));
+      s.joined.emplace_back();
+    }
+    {
+      c10::cuda::CUDAStreamGuard sg(stream);
+      // Warm-up on the capture stream: cuBLAS/cuDNN handles, autotuning and workspaces exist before capture.
+      for (int i = 0; i < warmup; ++i) run_step(key, s, sampler);
+      stream.synchronize();
+      // The warm-up's cached blocks cannot serve the graph's private pool: give them back first, so that
+      // a memory cap (max_gpu_gib) does not count them twice.
+      c10::cuda::CUDACachingAllocator::emptyCache();
+      s.graph = std::make_unique<at::cuda::CUDAGraph>();
+      s.graph->capture_begin();
+      try {
+        run_step(key, s, sampler);
+      } catch (...) {
+        // End the broken capture, or every later CUDA call of this process fails ("operation not
+        // permitted when stream is capturing") and the out-of-memory fallback cannot run.
+        try {
+          s.graph->capture_end();
+        } catch (...) {
+        }
+        (void)cudaGetLastError();
+        s.graph.reset();
+        throw;
+      }
+      s.graph->capture_end();
+    }
+    stream.synchronize();
+#endif
+  } catch (const c10::Error& e) {
+    return torch_error_status(key.cuda_graph ? "capturing the denoising CUDA graph"
+                                             : "allocating the denoising buffers",
+                              e);
+  }
+  return g;
+}
+
+void DenoiseLoop::load(const at::Tensor& latents, const at::Tensor& embeds, const at::Tensor& pooled,
+                       const at::Tensor& time_ids) {
+  s_->latents.copy_(latents, /*non_blocking=*/true);
+  s_->embeds.copy_(embeds, true);
+  s_->pooled.copy_(pooled, true);
+  s_->time_ids.copy_(time_ids, true);
+  for (auto& h : s_->history) h.zero_();
+}
+
+void DenoiseLoop::run(const Sampler& sampler, const at::Tensor& noise) {
+  State& s = *s_;
+  c10::InferenceMode guard;
+  const int64_t n = sampler.num_steps();
+  // The whole table in one upload; row i is copied into the static row before step i (a device-side copy,
+  // no host synchronisation).
+  const at::Tensor table =
+      at::from_blob(const_cast<float*>(sampler.coefficients().data()), {n, sampler.coefficient_width()},
+                    at::TensorOptions().dtype(at::kFloat))
+          .to(s.row.device());
+  for (int64_t i = 0; i < n; ++i) {
+    s.row.copy_(table[i], /*non_blocking=*/true);
+    if (s.noise.defined()) s.noise.copy_(noise[i], true);
+#ifdef SDXLB_WITH_CUDA
+    if (s.graph) {
+      s.graph->replay();
+      continue;
+    }
+#endif
+    run_step(key_, s, sampler);
+  }
+}
+
+const at::Tensor& DenoiseLoop::latents() const {
+  return s_->latents;
+}
+
+}  // namespace sdxlb

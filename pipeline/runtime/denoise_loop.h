@@ -1,0 +1,79 @@
+// DenoiseLoop: the denoising steps of a batch over static device buffers, run eagerly or as a CUDA graph.
+//
+// One step of one image is: the sampler's model input, the UNet on its CFG pair, the guidance combine, the
+// sampler's step (pipeline/samplers/sampler.h). That step is written once (denoise_loop.cpp) and either runs
+// eagerly (CPU, or CUDA without graphs) or is captured once as a CUDA graph and replayed every step. A
+// replay launches the whole step with one call, so the loop costs no per-kernel launch overhead and has no
+// host synchronisation: before each step the loop copies the sampler's coefficient row i (and, for
+// stochastic samplers, the step's noise) into static device buffers that the captured work reads.
+//
+// Batch invariance: the UNet is called on one image at a time (its CFG pair), whatever the batch, so every
+// image runs exactly the same kernels on the same shapes and its pixels do not depend on the batch size or
+// on the other images in the batch. With a graph, the images of a batch run on `streams` concurrent CUDA
+// streams inside it, which recovers most of what one large call would gain. Conditioning rows come grouped
+// per image: [negative_0, positive_0, negative_1, positive_1, ...] with CFG, [positive_0, ...] without.
+//
+// One loop serves one Key (shapes, dtype, guidance, the sampler's step signature); the pipeline makes a new
+// one when the key changes. Not thread-safe; used by the pipeline's thread only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "common/status.h"
+#include "pipeline/models/unet.h"
+#include "pipeline/samplers/sampler.h"
+
+namespace sdxlb {
+
+class DenoiseLoop {
+ public:
+  struct Key {
+    int64_t batch = 0, channels = 0, height = 0, width = 0;  ///< latents [batch, channels, height, width]
+    int64_t seq = 0, dim = 0, pooled = 0;                    ///< embeds [., seq, dim], pooled [., pooled]
+    at::ScalarType dtype = at::kHalf;
+    bool cfg = true;
+    double guidance = 5.0;
+    int streams = 1;         ///< with a graph: images computed concurrently (1: one after the other)
+    bool cuda_graph = true;  ///< capture the step as a CUDA graph (CUDA devices only)
+    std::string sampler;     ///< Sampler::step_signature()
+    int64_t coefficient_width = 0, history = 0;
+    bool noise = false;
+    bool operator==(const Key& o) const;
+  };
+  /// The key of a batch for `sampler` (its signature, table width, history and noise).
+  static Key key_for(const Sampler& sampler);
+
+  /// Allocates the static buffers. With key.cuda_graph (CUDA only), warms the UNet up on a side stream
+  /// (`warmup` steps: cuBLAS/cuDNN handles and workspaces, and the weight streamer's tracing pass, must exist
+  /// before capture) and captures the step with `sampler`. Errors: kInvalidArgument for a graph off CUDA or
+  /// a key that does not match `sampler`, kUnimplemented for a graph in a build without CUDA,
+  /// kResourceExhausted when capture runs out of memory, kInternal for other CUDA failures.
+  static StatusOr<std::unique_ptr<DenoiseLoop>> create(UNet2DConditionModel unet, const Sampler& sampler,
+                                                       const Key& key, at::Device device, int warmup = 2);
+  ~DenoiseLoop();
+
+  const Key& key() const { return key_; }
+  /// Copies the initial latents [batch, ...] and the conditioning (grouped per image as above: with cfg,
+  /// embeds/pooled/time_ids have 2*batch rows) into the static inputs, and zeroes the sampler's history.
+  void load(const at::Tensor& latents, const at::Tensor& embeds, const at::Tensor& pooled,
+            const at::Tensor& time_ids);
+  /// Runs every step of `sampler` (whose key_for() must equal key()'s sampler fields). `noise` holds the
+  /// stochastic samplers' draws, [num_steps, batch, channels, height, width] on the device (undefined for
+  /// the others). LibTorch errors throw c10::Error, as from the UNet.
+  void run(const Sampler& sampler, const at::Tensor& noise);
+  /// The latents after the steps run so far (the static buffer: clone it before the next load()).
+  const at::Tensor& latents() const;
+
+  struct State;  ///< (the implementation's)
+
+ private:
+  DenoiseLoop();
+  Key key_;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace sdxlb
