@@ -12,7 +12,7 @@
 #include "cluster/node_probe.h"
 #include "common/log.h"
 #include "common/process_clock.h"
-#include "pipeline/memory_plan.h"
+#include "pipeline/runtime/memory_plan.h"
 #include "worker/device_binding.h"
 
 #ifdef SDXLB_WITH_CUDA
