@@ -12,17 +12,17 @@
 #include <c10/util/Exception.h>
 
 #include "common/fingerprint.h"
-#include "pipeline/text/clip_text_model.h"
-#include "pipeline/text/clip_tokenizer.h"
-#include "pipeline/runtime/denoise_graph.h"
-#include "pipeline/samplers/euler_scheduler.h"
-#include "pipeline/samplers/euler_step.h"
 #include "pipeline/io/model_folder.h"
-#include "pipeline/models/tiny_vae.h"
 #include "pipeline/io/torch_error.h"
+#include "pipeline/models/tiny_vae.h"
 #include "pipeline/models/unet.h"
 #include "pipeline/models/vae.h"
+#include "pipeline/runtime/denoise_loop.h"
 #include "pipeline/runtime/weight_streamer.h"
+#include "pipeline/samplers/euler_sampler.h"
+#include "pipeline/samplers/euler_scheduler.h"
+#include "pipeline/text/clip_text_model.h"
+#include "pipeline/text/clip_tokenizer.h"
 
 #ifdef SDXLB_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -41,7 +41,7 @@ struct SdxlPipeline::Parts {
   Vae vae{nullptr};
   TinyVae tiny_vae{nullptr};
   EulerSchedulerConfig scheduler;
-  std::unique_ptr<DenoiseGraph> graph;  // CUDA only: the captured step for the last batch shape
+  std::unique_ptr<DenoiseLoop> loop;  // the static buffers (and CUDA graph) of the last batch shape
 };
 
 namespace {
@@ -310,7 +310,7 @@ std::string SdxlPipeline::placement_summary() const {
 void SdxlPipeline::set_unet_streams(int streams) {
   if (parts_->streamer && options_.placement != Placement::kModelOffload) return;  // one stream only
   options_.unet_streams = std::max(1, streams);
-  parts_->graph.reset();
+  parts_->loop.reset();
 }
 
 StatusOr<TextEmbeddings> SdxlPipeline::negative_for(const std::string& text, const TextEmbeddings& like) {
@@ -342,14 +342,14 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
   if (s.width % scale || s.height % scale || s.width <= 0 || s.height <= 0)
     return invalid_argument("width and height must be positive multiples of " + std::to_string(scale) +
                             ", got " + std::to_string(s.width) + "x" + std::to_string(s.height));
-  SDXLB_ASSIGN_OR_RETURN(auto schedule, EulerSchedule::create(parts.scheduler, s.steps));
+  SDXLB_ASSIGN_OR_RETURN(auto sampler, EulerSampler::create(parts.scheduler, s.steps));
   const auto t0 = Clock::now();
   try {
     int warmup = 2;
     if (parts.streamer && parts.streamer->evicted()) {
       // Model offload: the UNet comes back to the GPU at new addresses; its graph is captured again (the
       // handles and workspaces exist by now, so without warm-up steps).
-      parts.graph.reset();  // its private memory pool goes back before the weights come in
+      parts.loop.reset();  // its private memory pool goes back before the weights come in
 #ifdef SDXLB_WITH_CUDA
       if (options_.device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
 #endif
@@ -362,11 +362,23 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     const int64_t channels = parts.unet->config().in_channels;
     const int64_t h = s.height / scale, w = s.width / scale;
 
-    std::vector<at::Tensor> noise;
+    // Each image's noise from its own CPU generator, in diffusers' order: the initial latents, then one draw
+    // per step for stochastic samplers ([steps, 1, C, h, w] per image).
+    std::vector<at::Tensor> noise, step_noise;
     noise.reserve(b);
-    for (uint64_t seed : seeds) noise.push_back(initial_noise(seed, channels, h, w, dtype));
+    for (uint64_t seed : seeds) {
+      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+      const auto cpu = at::TensorOptions().device(at::kCPU);
+      noise.push_back(at::randn({1, channels, h, w}, gen, cpu.dtype(dtype)));
+      if (!sampler->draws_noise()) continue;
+      std::vector<at::Tensor> draws;
+      for (int64_t i = 0; i < sampler->num_steps(); ++i)
+        draws.push_back(at::randn({1, channels, h, w}, gen, cpu.dtype(sampler->noise_dtype(dtype))));
+      step_noise.push_back(at::stack(draws));
+    }
     at::Tensor latents = at::cat(noise, 0).to(dev);
-    latents = latents * schedule.init_noise_sigma();
+    latents = latents * sampler->init_noise_sigma();
+    const at::Tensor draws = step_noise.empty() ? at::Tensor() : at::cat(step_noise, 1).to(dev);
 
     const bool cfg = s.guidance > 1.0;
     auto to_dev = [&](const at::Tensor& t) { return t.to(dev, dtype); };
@@ -376,7 +388,7 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
                               .reshape({1, 6})
                               .to(dtype);  // (CPU tensors cannot be built in half precision directly)
     // Conditioning grouped per image ([negative_i, positive_i] with CFG): the UNet runs one image per call,
-    // so an image's result does not depend on the batch it is in (see denoise_graph.h).
+    // so an image's result does not depend on the batch it is in (see denoise_loop.h).
     const int64_t rows = cfg ? 2 : 1;
     at::Tensor embeds, pooled;
     if (cfg) {
@@ -387,55 +399,28 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
       pooled = to_dev(positive.pooled);
     }
     time_ids = time_ids.to(dev).repeat({rows * b, 1});
-    if (dev.is_cuda() && options_.cuda_graphs && schedule.prediction_type() == PredictionType::kEpsilon) {
-      // The whole step as one CUDA graph replay (captured once per batch shape and guidance).
-      DenoiseGraph::Key key;
-      key.batch = b;
-      key.channels = channels;
-      key.height = h;
-      key.width = w;
-      key.seq = embeds.size(1);
-      key.dim = embeds.size(2);
-      key.pooled = pooled.size(1);
-      key.dtype = dtype;
-      key.cfg = cfg;
-      key.guidance = s.guidance;
-      key.streams = std::max(1, options_.unet_streams);
-      if (!parts.graph || !(parts.graph->key() == key)) {
-        parts.graph.reset();
-        SDXLB_ASSIGN_OR_RETURN(parts.graph, DenoiseGraph::capture(parts.unet, key, dev, warmup));
-      }
-      parts.graph->load(latents, embeds, pooled, time_ids);
-      for (int64_t i = 0; i < schedule.num_steps(); ++i) {
-        const float sigma = schedule.sigma(i);
-        const float input_scale = 1.0f / std::sqrt(sigma * sigma + 1.0f);
-        parts.graph->step(schedule.timesteps()[static_cast<size_t>(i)], input_scale, sigma,
-                          schedule.sigma_next(i) - sigma);
-      }
-      latents = parts.graph->latents().clone();
-      sync_device(dev);
-      times_.denoise_ms = ms_since(t0);
-      return latents;
+    // Every step through the denoise loop: one CUDA graph replay per step on CUDA (captured once per batch
+    // shape, guidance and sampler), the same work eagerly elsewhere.
+    DenoiseLoop::Key key = DenoiseLoop::key_for(*sampler);
+    key.batch = b;
+    key.channels = channels;
+    key.height = h;
+    key.width = w;
+    key.seq = embeds.size(1);
+    key.dim = embeds.size(2);
+    key.pooled = pooled.size(1);
+    key.dtype = dtype;
+    key.cfg = cfg;
+    key.guidance = s.guidance;
+    key.streams = std::max(1, options_.unet_streams);
+    key.cuda_graph = dev.is_cuda() && options_.cuda_graphs;
+    if (!parts.loop || !(parts.loop->key() == key)) {
+      parts.loop.reset();
+      SDXLB_ASSIGN_OR_RETURN(parts.loop, DenoiseLoop::create(parts.unet, *sampler, key, dev, warmup));
     }
-    // The diffusers scheduler keeps timesteps as a float32 tensor; the UNet takes one 0-dim entry per step.
-    at::Tensor timesteps = at::tensor(schedule.timesteps(), at::kFloat).to(dev);
-    std::vector<at::Tensor> images = latents.split(1, 0);
-    for (int64_t i = 0; i < schedule.num_steps(); ++i) {
-      for (int64_t k = 0; k < b; ++k) {
-        at::Tensor& x = images[static_cast<size_t>(k)];
-        at::Tensor model_in = cfg ? at::cat({x, x}, 0) : x;
-        SDXLB_ASSIGN_OR_RETURN(model_in, euler_scale_model_input(model_in, schedule.sigma(i)));
-        at::Tensor eps =
-            parts.unet->forward(model_in, timesteps[i], embeds.narrow(0, k * rows, rows),
-                                pooled.narrow(0, k * rows, rows), time_ids.narrow(0, k * rows, rows));
-        if (cfg) {
-          auto chunks = eps.chunk(2, 0);
-          eps = chunks[0] + s.guidance * (chunks[1] - chunks[0]);
-        }
-        SDXLB_ASSIGN_OR_RETURN(x, euler_step(x, eps, schedule, i));
-      }
-    }
-    latents = at::cat(images, 0);
+    parts.loop->load(latents, embeds, pooled, time_ids);
+    parts.loop->run(*sampler, draws);
+    latents = parts.loop->latents().clone();
     sync_device(dev);
     times_.denoise_ms = ms_since(t0);
     return latents;

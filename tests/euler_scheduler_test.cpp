@@ -1,4 +1,4 @@
-// EulerSchedulerConfig / EulerSchedule / euler_step against diffusers' EulerDiscreteScheduler
+// EulerSchedulerConfig / EulerSchedule / EulerSampler against diffusers' EulerDiscreteScheduler
 // (fixtures from tests/oracle/ref_scheduler.py), plus the error paths.
 #include "pipeline/samplers/euler_scheduler.h"
 
@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "pipeline/io/model_folder.h"
-#include "pipeline/samplers/euler_step.h"
+#include "pipeline/samplers/euler_sampler.h"
 #include "test_files.h"
 
 namespace sdxlb {
@@ -202,7 +202,24 @@ TEST(EulerSchedule, HelpersFollowTheSigmas) {
   EXPECT_NEAR(s->init_noise_sigma(), std::sqrt(s->sigma(0) * s->sigma(0) + 1.0), 1e-5);
 }
 
-TEST(EulerStep, MatchesDiffusersSteps) {
+// Row k of a sampler's coefficient table, as the denoise loop hands it to the step (here on the CPU).
+at::Tensor coefficient_row(const Sampler& sampler, int64_t k) {
+  const int64_t w = sampler.coefficient_width();
+  return at::from_blob(const_cast<float*>(sampler.coefficients().data()) + k * w, {w},
+                       at::TensorOptions().dtype(at::kFloat))
+      .clone();
+}
+
+// One step of the sampler on a copy of `x` (the step works in place).
+at::Tensor sampler_step(const Sampler& sampler, const at::Tensor& x, const at::Tensor& model_output,
+                        int64_t k) {
+  SamplerTensors t;
+  t.x = x.clone();
+  sampler.step(t, model_output, coefficient_row(sampler, k));
+  return t.x;
+}
+
+TEST(EulerSampler, MatchesDiffusersSteps) {
   const json runs = load_json(sched_dir() + "/steps.json");
   ASSERT_EQ(runs.size(), 3u);
   for (const auto& run : runs) {
@@ -213,11 +230,12 @@ TEST(EulerStep, MatchesDiffusersSteps) {
     const double tol = fp16 ? 1e-3 : kTol;
     auto c = EulerSchedulerConfig::from_json(run.at("config"), name);
     ASSERT_TRUE(c.is_ok()) << c.status().to_string();
-    auto s = EulerSchedule::create(*c, run.at("steps").get<int64_t>());
-    ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+    auto sampler = EulerSampler::create(*c, run.at("steps").get<int64_t>());
+    ASSERT_TRUE(sampler.is_ok()) << sampler.status().to_string();
+    const EulerSchedule& s = (*sampler)->schedule();
     const auto ref_sigmas = run.at("sigmas").get<std::vector<double>>();
     for (size_t i = 0; i < ref_sigmas.size(); ++i)
-      EXPECT_NEAR(s->sigmas()[i], ref_sigmas[i], 1e-6 * ref_sigmas[i]);
+      EXPECT_NEAR(s.sigmas()[i], ref_sigmas[i], 1e-6 * ref_sigmas[i]);
     auto w = WeightSet::open_file(sched_dir() + "/steps_" + name + ".safetensors");
     ASSERT_TRUE(w.is_ok()) << w.status().to_string();
     auto get = [&](const std::string& key) {
@@ -227,38 +245,39 @@ TEST(EulerStep, MatchesDiffusersSteps) {
     };
     double worst_scale = 0, worst_step = 0, worst_chain = 0;
     at::Tensor chained = get("sample_0");
-    for (int64_t k = 0; k < s->num_steps(); ++k) {
+    for (int64_t k = 0; k < s.num_steps(); ++k) {
       const at::Tensor sample = get("sample_" + std::to_string(k));
       const at::Tensor eps = get("model_output_" + std::to_string(k));
-      auto scaled = euler_scale_model_input(sample, s->sigma(k));
-      ASSERT_TRUE(scaled.is_ok()) << scaled.status().to_string();
-      EXPECT_EQ(scaled->scalar_type(), sample.scalar_type());
-      worst_scale = std::max(worst_scale, max_rel_error(*scaled, get("scaled_" + std::to_string(k))));
+      const at::Tensor scaled = (*sampler)->model_input(sample, coefficient_row(**sampler, k));
+      EXPECT_EQ(scaled.scalar_type(), sample.scalar_type());
+      worst_scale = std::max(worst_scale, max_rel_error(scaled, get("scaled_" + std::to_string(k))));
       const at::Tensor ref_prev = get("prev_" + std::to_string(k));
-      auto prev = euler_step(sample, eps, *s, k);
-      ASSERT_TRUE(prev.is_ok()) << prev.status().to_string();
-      EXPECT_EQ(prev->scalar_type(), ref_prev.scalar_type());
-      worst_step = std::max(worst_step, max_rel_error(*prev, ref_prev));
-      auto next = euler_step(chained, eps, *s, k);
-      ASSERT_TRUE(next.is_ok());
-      chained = *next;
+      const at::Tensor prev = sampler_step(**sampler, sample, eps, k);
+      EXPECT_EQ(prev.scalar_type(), ref_prev.scalar_type());
+      worst_step = std::max(worst_step, max_rel_error(prev, ref_prev));
+      chained = sampler_step(**sampler, chained, eps, k);
       worst_chain = std::max(worst_chain, max_rel_error(chained, ref_prev));
     }
     std::printf("[ max errors ] step %s (%lld steps): scale_model_input %.3g, step %.3g, chained %.3g\n",
-                name.c_str(), static_cast<long long>(s->num_steps()), worst_scale, worst_step, worst_chain);
+                name.c_str(), static_cast<long long>(s.num_steps()), worst_scale, worst_step, worst_chain);
     EXPECT_LE(worst_scale, tol);
     EXPECT_LE(worst_step, tol);
     EXPECT_LE(worst_chain, tol);
   }
 }
 
-TEST(EulerStep, EpsilonStepIsXPlusEpsTimesDt) {
+TEST(EulerSampler, EpsilonStepIsXPlusEpsTimesDt) {
+  auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
+  ASSERT_TRUE(c.is_ok());
+  auto sampler = EulerSampler::create(*c, 4);
+  ASSERT_TRUE(sampler.is_ok()) << sampler.status().to_string();
   const at::Tensor x = at::linspace(-3, 3, 24, at::kFloat).reshape({2, 3, 4});
   const at::Tensor eps = at::cos(x);
-  const double sigma = 2.5, sigma_next = 1.25;
-  auto out = euler_step(x, eps, sigma, sigma_next, PredictionType::kEpsilon);
-  ASSERT_TRUE(out.is_ok()) << out.status().to_string();
-  EXPECT_LE(max_rel_error(*out, x + eps * (sigma_next - sigma)), 1e-6);
+  const EulerSchedule& s = (*sampler)->schedule();
+  for (int64_t k = 0; k < s.num_steps(); ++k) {
+    const double dt = static_cast<double>(s.sigma_next(k)) - s.sigma(k);
+    EXPECT_LE(max_rel_error(sampler_step(**sampler, x, eps, k), x + eps * dt), 1e-6) << k;
+  }
 }
 
 // --- error paths -------------------------------------------------------------------------------------------
@@ -320,23 +339,16 @@ TEST(EulerSchedulerErrors, BadStepCounts) {
   EXPECT_TRUE(EulerSchedule::create(*c, 1000).is_ok());
 }
 
-TEST(EulerStepErrors, BadSigmasAndShapes) {
-  const at::Tensor x = at::zeros({1, 4, 2, 2});
-  for (double sigma : {0.0, -1.0, std::nan("")}) {
-    auto r = euler_step(x, x, sigma, 0.0, PredictionType::kEpsilon);
-    ASSERT_FALSE(r.is_ok());
-    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
-    EXPECT_NE(r.status().message().find("sigma"), std::string::npos);
-  }
-  auto r = euler_step(x, at::zeros({1, 3, 2, 2}), 1.0, 0.5, PredictionType::kVPrediction);
-  ASSERT_FALSE(r.is_ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find("v_prediction"), std::string::npos) << r.status().to_string();
+TEST(EulerSamplerErrors, ShapeMismatchThrowsForTheLoopToReport) {
+  // The step runs inside the denoise loop, where LibTorch errors are caught and reported with the phase.
   auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
-  auto s = EulerSchedule::create(*c, 4);
-  ASSERT_TRUE(s.is_ok());
-  EXPECT_FALSE(euler_step(x, x, *s, 4).is_ok());
-  EXPECT_FALSE(euler_scale_model_input(x, -1.0).is_ok());
+  ASSERT_TRUE(c.is_ok());
+  auto sampler = EulerSampler::create(*c, 4);
+  ASSERT_TRUE(sampler.is_ok());
+  const at::Tensor x = at::zeros({1, 4, 2, 2});
+  EXPECT_THROW(sampler_step(**sampler, x, at::zeros({1, 3, 2, 2}), 0), c10::Error);
+  EXPECT_FALSE(EulerSampler::create(*c, 0).is_ok());
+  EXPECT_FALSE(EulerSampler::create(*c, 1001).is_ok());
 }
 
 }  // namespace

@@ -74,31 +74,32 @@ void image_step(DenoiseLoop::Key const& k, UNet2DConditionModel& unet, const Sam
 // i mod streams, forked from and joined back into the current stream.
 void run_step(DenoiseLoop::Key const& k, DenoiseLoop::State& s, const Sampler& sampler) {
   const int64_t rows = k.cfg ? 2 : 1;
-#ifdef SDXLB_WITH_CUDA
-  const auto main = c10::cuda::getCurrentCUDAStream();
-  if (!s.side.empty()) {
-    s.forked.record(main);
-    for (auto& st : s.side) s.forked.block(st);
-  }
-#endif
-  for (int64_t i = 0; i < k.batch; ++i) {
-#ifdef SDXLB_WITH_CUDA
-    const size_t lane = static_cast<size_t>(i % k.streams);
-    c10::cuda::CUDAStreamGuard guard(lane == 0 ? main : s.side[lane - 1]);
-#endif
+  auto image = [&](int64_t i) {
     SamplerTensors t;
     t.x = s.latents.narrow(0, i, 1);
     for (const auto& h : s.history) t.history.push_back(h.narrow(0, i, 1));
     if (s.noise.defined()) t.noise = s.noise.narrow(0, i, 1);
     image_step(k, s.unet, sampler, t, s.embeds.narrow(0, i * rows, rows), s.pooled.narrow(0, i * rows, rows),
                s.time_ids.narrow(0, i * rows, rows), s.row);
-  }
+  };
 #ifdef SDXLB_WITH_CUDA
-  for (size_t j = 0; j < s.side.size(); ++j) {
-    s.joined[j].record(s.side[j]);
-    s.joined[j].block(main);
+  if (!s.side.empty()) {
+    const auto main = c10::cuda::getCurrentCUDAStream();
+    s.forked.record(main);
+    for (auto& st : s.side) s.forked.block(st);
+    for (int64_t i = 0; i < k.batch; ++i) {
+      const size_t lane = static_cast<size_t>(i % k.streams);
+      c10::cuda::CUDAStreamGuard guard(lane == 0 ? main : s.side[lane - 1]);
+      image(i);
+    }
+    for (size_t j = 0; j < s.side.size(); ++j) {
+      s.joined[j].record(s.side[j]);
+      s.joined[j].block(main);
+    }
+    return;
   }
 #endif
+  for (int64_t i = 0; i < k.batch; ++i) image(i);
 }
 
 }  // namespace
@@ -171,9 +172,8 @@ StatusOr<std::unique_ptr<DenoiseLoop>> DenoiseLoop::create(UNet2DConditionModel 
     stream.synchronize();
 #endif
   } catch (const c10::Error& e) {
-    return torch_error_status(key.cuda_graph ? "capturing the denoising CUDA graph"
-                                             : "allocating the denoising buffers",
-                              e);
+    return torch_error_status(
+        key.cuda_graph ? "capturing the denoising CUDA graph" : "allocating the denoising buffers", e);
   }
   return g;
 }

@@ -7,8 +7,8 @@
 // tensors to float32 rounding (see euler_scheduler.cpp for the two places where torch's CPU kernels round
 // differently from a correctly rounded float operation).
 //
-// The step on tensors lives in pipeline/samplers/euler_step.h (it needs LibTorch). Both types here are
-// immutable values after creation and safe to share between threads.
+// The step on tensors is EulerSampler's (pipeline/samplers/euler_sampler.h; it needs LibTorch). Both types
+// here are immutable values after creation and safe to share between threads.
 #pragma once
 
 #include <cstdint>
