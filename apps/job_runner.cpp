@@ -84,7 +84,8 @@ StatusOr<std::vector<RankInfo>> gather_rank_info(Comm& comm) {
 }
 
 std::string encode_identity(const ModelIdentity& id) {
-  return id.model_id + "\n" + id.text_encoder_id + "\n" + (id.force_zeros_for_empty_prompt ? "1" : "0");
+  return id.model_id + "\n" + id.text_encoder_id + "\n" + (id.force_zeros_for_empty_prompt ? "1" : "0") +
+         "\n" + id.scheduler;
 }
 
 ModelIdentity decode_identity(const std::string& bytes) {
@@ -94,7 +95,9 @@ ModelIdentity decode_identity(const std::string& bytes) {
   if (a == std::string::npos || b == std::string::npos) return id;
   id.model_id = bytes.substr(0, a);
   id.text_encoder_id = bytes.substr(a + 1, b - a - 1);
-  id.force_zeros_for_empty_prompt = bytes.substr(b + 1) == "1";
+  const auto c = bytes.find('\n', b + 1);
+  id.force_zeros_for_empty_prompt = bytes.substr(b + 1, c == std::string::npos ? c : c - b - 1) == "1";
+  if (c != std::string::npos) id.scheduler = bytes.substr(c + 1);
   return id;
 }
 
@@ -106,6 +109,7 @@ StatusOr<ModelIdentity> read_model_identity(const RunContext& ctx, const RenderS
   id.model_id = probe->model_id();
   id.text_encoder_id = probe->text_encoder_id();
   id.force_zeros_for_empty_prompt = probe->force_zeros_for_empty_prompt();
+  id.scheduler = probe->scheduler_config().effective_json().dump();
   return id;
 }
 

@@ -812,7 +812,11 @@ def settings_cases():
     bad("progress_interval_zero", ["job.yaml:14", "progress_interval_s"], extra="progress_interval_s: 0\n")
     bad("worker_timeout_1e9", ["job.yaml:14", "worker_timeout_s"], extra="worker_timeout_s: 1e9\n")
     bad("segment_seconds_nan", ["job.yaml:14", "segment_seconds"], extra="segment_seconds: .nan\n")
-    bad("scheduler_ddim", ["job.yaml:14", "scheduler", "euler"], extra="scheduler: ddim\n")
+    bad("scheduler_lms", ["job.yaml:14", "scheduler", "unknown sampler", "dpmpp_2m"], extra="scheduler: lms\n")
+    bad("scheduler_a1111_name", ["job.yaml:14", "scheduler", "{name: dpmpp_2m, sigmas: karras}"],
+        extra="scheduler: DPM++ 2M Karras\n")
+    bad("scheduler_option_not_accepted", ["job.yaml:14", "scheduler.sigmas", "euler_a accepts: timestep_spacing"],
+        extra="scheduler: {name: euler_a, sigmas: karras}\n")
     bad("image_format_jpeg", ["job.yaml:14", "image_format", "png"], extra="image_format: jpeg\n")
     bad("negative_prompt_70k", ["job.yaml:14", "negative_prompt", "65536"], extra="negative_prompt: " + "n" * 70000 + "\n")
     bad("inline_prompt_70k", ["job.yaml:2", "65536"], prompts='["' + "p" * 70000 + '"]')

@@ -48,8 +48,9 @@ StatusOr<ResumeState> open_output(const RunContext& ctx) {
       if (created) std::filesystem::remove(ctx.job.output, ec);
       if (lock.status().code() == StatusCode::kIoError) {
         // Most likely the folder is not writable: the folder's own check says so with its fix.
-        auto check = OutputFolder::create_or_open(ctx.job.output, ctx.job.identity(ctx.model.model_id),
-                                                  ctx.job.yaml_text, ctx.job.to_canonical_json(), false);
+        auto check =
+            OutputFolder::create_or_open(ctx.job.output, ctx.job.identity(ctx.model.render_identity()),
+                                         ctx.job.yaml_text, ctx.job.to_canonical_json(), false);
         if (!check.is_ok()) return check.status();
       }
       return lock.status();
@@ -57,7 +58,7 @@ StatusOr<ResumeState> open_output(const RunContext& ctx) {
     if (!warning.empty()) log_warn(warning);
     p.lock = std::move(*lock);
   }
-  const std::string identity = ctx.job.identity(ctx.model.model_id);
+  const std::string identity = ctx.job.identity(ctx.model.render_identity());
   auto opened = OutputFolder::create_or_open(ctx.job.output, identity, ctx.job.yaml_text,
                                              ctx.job.to_canonical_json(), ctx.options.overwrite);
   if (!opened.is_ok()) {
@@ -106,7 +107,7 @@ void discard_unused_output(const RunContext& ctx, ResumeState* state) {
 
 int finish_output(const RunContext& ctx, const RenderSummary& summary,
                   const std::map<std::string, std::string>& attributes) {
-  auto folder = OutputFolder::create_or_open(ctx.job.output, ctx.job.identity(ctx.model.model_id),
+  auto folder = OutputFolder::create_or_open(ctx.job.output, ctx.job.identity(ctx.model.render_identity()),
                                              ctx.job.yaml_text, ctx.job.to_canonical_json(), false);
   if (!folder.is_ok()) {
     print_error(folder.status());
@@ -116,6 +117,7 @@ int finish_output(const RunContext& ctx, const RenderSummary& summary,
   attrs["job_yaml"] = ctx.job.yaml_text;
   attrs["job_canonical"] = ctx.job.to_canonical_json();
   attrs["model_id"] = ctx.model.model_id;
+  attrs["scheduler"] = ctx.model.scheduler;
   attrs["run_id"] = ctx.run_id;
   folder->set_item_check(item_check(ctx));
   auto index = folder->write_index(static_cast<int64_t>(ctx.plan->num_items()), attrs);

@@ -2,9 +2,10 @@
 // components' config.json files.
 //
 // An input that starts (after whitespace) with '{' or '[' is JSON:
-//   - it goes to every config reader: UNetConfig, VaeConfig, TinyVaeConfig, ClipTextConfig and
-//     EulerSchedulerConfig ::from_json (and, for a valid scheduler config of at most 4096 training steps,
-//     EulerSchedule::create);
+//   - it goes to every config reader: UNetConfig, VaeConfig, TinyVaeConfig, ClipTextConfig,
+//     EulerSchedulerConfig and SchedulerConfig ::from_json (and, for a valid scheduler config of at most 4096
+//     training steps, EulerSchedule::create; of at most 1024, make_schedule of the config and of each sampler
+//     merged with it);
 //   - it is also used as a safetensors header: the target writes the 8-byte length, the text and as many
 //     data bytes as the largest data_offsets end asks for (at most 1 MiB), so that mutations of a header
 //     reach the layout checks instead of stopping at the length.
@@ -25,6 +26,8 @@
 #include "pipeline/models/unet.h"
 #include "pipeline/models/vae.h"
 #include "pipeline/samplers/euler_scheduler.h"
+#include "pipeline/samplers/schedule.h"
+#include "pipeline/samplers/scheduler_config.h"
 #include "pipeline/text/clip_text_model.h"
 
 namespace {
@@ -39,6 +42,43 @@ bool config_error(const sdxlb::Status& st) {
   const auto c = st.code();
   return !st.message().empty() &&
          (c == StatusCode::kDataLoss || c == StatusCode::kInvalidArgument || c == StatusCode::kUnimplemented);
+}
+
+// SchedulerConfig: the file as its class, and merged with each of our samplers (the classes' defaults and
+// the carried keys meet there); the schedules have one sigma per step and a final one, none negative.
+void check_sampler_configs(const json& j) {
+  auto check_schedule = [](const sdxlb::SchedulerConfig& c) {
+    if (c.num_train_timesteps > 1024) return;  // Karras timesteps cost O(N) each: keep an input fast
+    for (int64_t steps : {int64_t{1}, std::min<int64_t>(30, c.num_train_timesteps), c.num_train_timesteps}) {
+      auto s = sdxlb::make_schedule(c, steps);
+      if (!s.is_ok()) {  // DPM's lambda_min_clipped may leave no step
+        FUZZ_CHECK(s.status().code() == StatusCode::kInvalidArgument, fz::describe(s.status()));
+        continue;
+      }
+      FUZZ_CHECK(
+          s->num_steps() >= 1 && s->alphas_cumprod.size() == static_cast<size_t>(c.num_train_timesteps),
+          "a step at least and the training table");
+      FUZZ_CHECK(s->sigmas.empty() || s->sigmas.size() == static_cast<size_t>(s->num_steps()) + 1,
+                 "one sigma per step and a final one (none for DDIM)");
+      for (float sigma : s->sigmas) FUZZ_CHECK(!(sigma < 0), "no sigma is negative");
+    }
+  };
+  const std::string source = "scheduler/scheduler_config.json";
+  if (auto c = sdxlb::SchedulerConfig::from_json(j, source); c.is_ok()) {
+    check_schedule(*c);
+  } else {
+    FUZZ_CHECK(config_error(c.status()), fz::describe(c.status()));
+  }
+  for (const auto& info : sdxlb::sampler_table()) {
+    sdxlb::SamplerChoice choice;
+    choice.name = info.name;
+    if (auto c = sdxlb::resolve_scheduler(j, source, choice); c.is_ok()) {
+      FUZZ_CHECK(c->sampler() == info.name, "the merged config is the named sampler");
+      check_schedule(*c);
+    } else {
+      FUZZ_CHECK(config_error(c.status()), fz::describe(c.status()));
+    }
+  }
 }
 
 void check_configs(const json& j) {
@@ -86,6 +126,7 @@ void check_configs(const json& j) {
   } else {
     FUZZ_CHECK(config_error(c.status()), fz::describe(c.status()));
   }
+  check_sampler_configs(j);
 }
 
 // The data bytes a header asks for: the largest data_offsets end (capped), so that a header alone makes a

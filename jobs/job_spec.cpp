@@ -65,7 +65,6 @@ constexpr NamedValue<JobSpec::DType> kDTypes[] = {
     {"fp16", JobSpec::DType::kFp16}, {"bf16", JobSpec::DType::kBf16}, {"fp32", JobSpec::DType::kFp32}};
 constexpr NamedValue<JobSpec::Device> kDevices[] = {
     {"auto", JobSpec::Device::kAuto}, {"cuda", JobSpec::Device::kCuda}, {"cpu", JobSpec::Device::kCpu}};
-constexpr NamedValue<JobSpec::Scheduler> kSchedulers[] = {{"euler", JobSpec::Scheduler::kEuler}};
 constexpr NamedValue<JobSpec::ImageFormat> kImageFormats[] = {{"raw", JobSpec::ImageFormat::kRaw},
                                                               {"png", JobSpec::ImageFormat::kPng}};
 constexpr NamedValue<JobSpec::Decoder> kDecoders[] = {
@@ -82,6 +81,18 @@ constexpr NamedValue<JobSpec::Decode> kDecodes[] = {{"auto", JobSpec::Decode::kA
                                                     {"tiled", JobSpec::Decode::kTiled}};
 constexpr NamedValue<PromptFormat> kPromptFormats[] = {
     {"txt", PromptFormat::kTxt}, {"jsonl", PromptFormat::kJsonl}, {"csv", PromptFormat::kCsv}};
+// The sampler options' values, spelled by jobs/sampler_choice.h.
+const NamedValue<SigmaSchedule> kSigmaSchedules[] = {
+    {to_string(SigmaSchedule::kDefault), SigmaSchedule::kDefault},
+    {to_string(SigmaSchedule::kKarras), SigmaSchedule::kKarras},
+    {to_string(SigmaSchedule::kExponential), SigmaSchedule::kExponential},
+    {to_string(SigmaSchedule::kBeta), SigmaSchedule::kBeta}};
+const NamedValue<TimestepSpacing> kTimestepSpacings[] = {
+    {to_string(TimestepSpacing::kLinspace), TimestepSpacing::kLinspace},
+    {to_string(TimestepSpacing::kLeading), TimestepSpacing::kLeading},
+    {to_string(TimestepSpacing::kTrailing), TimestepSpacing::kTrailing}};
+const NamedValue<FinalSigmas> kFinalSigmas[] = {{to_string(FinalSigmas::kZero), FinalSigmas::kZero},
+                                                {to_string(FinalSigmas::kSigmaMin), FinalSigmas::kSigmaMin}};
 
 // ---------------------------------------------------------------------------------------------------------
 // The parser: one handler per key, typed readers that record problems.
@@ -99,6 +110,8 @@ class SpecParser : public YamlFieldReader {
 
   void on_prompts(const Field& f);
   void on_memory(const Field& f);
+  void on_scheduler(const Field& f);
+  bool read_sampler_name(const Field& f, SamplerChoice* choice);
   YAML::Mark empty_entry_mark(const YAML::Mark& mark, const YAML::Mark& fallback) const;
   void check_folder(const Field& f, const std::string& path, const char* marker, const std::string& what);
   void load_prompts();
@@ -275,6 +288,89 @@ void SpecParser::on_memory(const Field& f) {
              }}});
 }
 
+// "scheduler: NAME" or "scheduler: {name?, sigmas?, timestep_spacing?, final_sigmas_type?,
+// lower_order_final?, euler_at_final?}". A named sampler's options are checked here; without a name they are
+// checked against the model folder's class when the model loads (pipeline/samplers/scheduler_config.h).
+void SpecParser::on_scheduler(const Field& f) {
+  if (f.value.IsNull()) return;
+  SamplerChoice& c = spec_->scheduler;
+  if (f.value.IsScalar()) {
+    read_sampler_name(f, &c);
+    return;
+  }
+  if (!f.value.IsMap()) {
+    p_->add(f.mark(), f.key,
+            "expected a sampler name or a map, got " + describe_node(f.value) +
+                "; write e.g. scheduler: dpmpp_2m or scheduler: {name: dpmpp_2m, sigmas: karras}");
+    return;
+  }
+  const auto fields = walk_map(f.value, "scheduler",
+                               {{"name", [&](const Field& g) { read_sampler_name(g, &c); }},
+                                {"sigmas",
+                                 [&](const Field& g) {
+                                   SigmaSchedule v{};
+                                   if (read_enum(g, kSigmaSchedules, &v)) c.sigmas = v;
+                                 }},
+                                {"timestep_spacing",
+                                 [&](const Field& g) {
+                                   TimestepSpacing v{};
+                                   if (read_enum(g, kTimestepSpacings, &v)) c.timestep_spacing = v;
+                                 }},
+                                {"final_sigmas_type",
+                                 [&](const Field& g) {
+                                   FinalSigmas v{};
+                                   if (read_enum(g, kFinalSigmas, &v)) c.final_sigmas_type = v;
+                                 }},
+                                {"lower_order_final",
+                                 [&](const Field& g) {
+                                   bool v = false;
+                                   if (read_bool(g, &v)) c.lower_order_final = v;
+                                 }},
+                                {"euler_at_final", [&](const Field& g) {
+                                   bool v = false;
+                                   if (read_bool(g, &v)) c.euler_at_final = v;
+                                 }}});
+  if (!c.name) return;
+  const SamplerInfo& info = sampler_info(*c.name);
+  for (SamplerOption o : c.options_set()) {
+    if (sampler_accepts(*c.name, o)) continue;
+    std::string others;
+    for (const auto& s : sampler_table())
+      if (sampler_accepts(s.name, o)) others += (others.empty() ? "" : ", ") + std::string(s.id);
+    const Field& g = fields.at(to_string(o));
+    p_->add(g.key_node.Mark(), g.key,
+            std::string(info.id) + " does not accept " + to_string(o) + " (diffusers' " +
+                info.diffusers_class + " has no such option); " + info.id +
+                " accepts: " + option_list(accepted_options(*c.name)) +
+                ". Remove it, or choose a sampler that accepts it: " + others);
+  }
+}
+
+bool SpecParser::read_sampler_name(const Field& f, SamplerChoice* choice) {
+  std::string text;
+  if (!read_string(f, &text)) return false;
+  if (auto name = sampler_from_id(text)) {
+    choice->name = *name;
+    return true;
+  }
+  std::string msg = "unknown sampler " + quote(text);
+  if (auto other = sampler_from_other_tool(text)) {
+    msg += ", another tool's name for scheduler: " + to_job_yaml(*other);
+  } else {
+    for (const auto& s : sampler_table()) {
+      if (edit_distance(text, s.id) <= 2) {
+        msg += " (did you mean " + quote(s.id) + "?)";
+        break;
+      }
+    }
+  }
+  p_->add(f.mark(), f.key,
+          msg + "; use one of: " + supported_samplers_text() +
+              ". A1111's \"Karras\" schedule is the option sigmas: karras, e.g. scheduler: {name: dpmpp_2m, "
+              "sigmas: karras}");
+  return false;
+}
+
 void SpecParser::check_folder(const Field& f, const std::string& path, const char* marker,
                               const std::string& what) {
   struct stat st {};
@@ -358,7 +454,7 @@ void SpecParser::run(const YAML::Node& root) {
        }},
       {"width", [&](const Field& f) { read_size(f, &s.width); }},
       {"height", [&](const Field& f) { read_size(f, &s.height); }},
-      {"scheduler", [&](const Field& f) { read_enum(f, kSchedulers, &s.scheduler); }},
+      {"scheduler", [&](const Field& f) { on_scheduler(f); }},
       {"batch_size",
        [&](const Field& f) {
          if (f.value.IsScalar() && f.value.Scalar() == "auto") {
@@ -581,9 +677,6 @@ const char* dtype_name(JobSpec::DType v) {
 const char* device_name(JobSpec::Device v) {
   return name_of(kDevices, v);
 }
-const char* scheduler_name(JobSpec::Scheduler v) {
-  return name_of(kSchedulers, v);
-}
 const char* image_format_name(JobSpec::ImageFormat v) {
   return name_of(kImageFormats, v);
 }
@@ -674,6 +767,22 @@ JobSpec::Decoder JobSpec::resolved_decoder() const {
 
 namespace {
 
+// The `scheduler:` key in the canonical JSON: null when unset (the model folder's scheduler, which the model
+// identity covers), the name alone as a string (so `scheduler: euler` keeps the identity it had when Euler
+// was the only sampler), else a map of the fields that are set.
+nlohmann::json scheduler_json(const SamplerChoice& c) {
+  if (c.empty()) return nullptr;
+  if (c.options_set().empty()) return to_string(*c.name);
+  nlohmann::json j = nlohmann::json::object();
+  if (c.name) j["name"] = to_string(*c.name);
+  if (c.sigmas) j["sigmas"] = to_string(*c.sigmas);
+  if (c.timestep_spacing) j["timestep_spacing"] = to_string(*c.timestep_spacing);
+  if (c.final_sigmas_type) j["final_sigmas_type"] = to_string(*c.final_sigmas_type);
+  if (c.lower_order_final) j["lower_order_final"] = *c.lower_order_final;
+  if (c.euler_at_final) j["euler_at_final"] = *c.euler_at_final;
+  return j;
+}
+
 // The part of the canonical JSON that changes the pixels (hashed into the identity).
 nlohmann::json image_json(const JobSpec& s) {
   return {
@@ -681,7 +790,7 @@ nlohmann::json image_json(const JobSpec& s) {
       {"vae_fp16_safe", s.vae_fp16_safe},
       {"decoder", decoder_name(s.resolved_decoder())},
       {"dtype", dtype_name(s.dtype)},
-      {"scheduler", scheduler_name(s.scheduler)},
+      {"scheduler", scheduler_json(s.scheduler)},
       {"steps", s.steps},
       {"guidance", s.guidance},
       {"width", s.width},

@@ -15,6 +15,7 @@
 
 #include "common/status.h"
 #include "jobs/prompt_source.h"
+#include "jobs/sampler_choice.h"
 
 namespace sdxlb {
 
@@ -31,7 +32,6 @@ struct JobLoadOptions {
 struct JobSpec {
   enum class DType { kFp16, kBf16, kFp32 };
   enum class Device { kAuto, kCuda, kCpu };
-  enum class Scheduler { kEuler };
   enum class ImageFormat { kRaw, kPng };
   /// Which VAE decodes latents; kAuto means tiny when tiny_vae is set, else full.
   enum class Decoder { kAuto, kFull, kTiny };
@@ -81,7 +81,10 @@ struct JobSpec {
   double guidance = 5.0;
   int64_t width = 1024;
   int64_t height = 1024;
-  Scheduler scheduler = Scheduler::kEuler;
+  /// The `scheduler:` key: a sampler and/or options over the model folder's scheduler_config.json; empty
+  /// (the default): the folder's scheduler as it is. Which options a named sampler accepts is checked here;
+  /// without a name they are checked against the folder's class when the model is loaded.
+  SamplerChoice scheduler;
 
   // --- execution
   std::optional<int64_t> batch_size;  ///< nullopt: "auto" (chosen by the memory plan)
@@ -132,7 +135,6 @@ struct JobSpec {
 
 const char* dtype_name(JobSpec::DType v);
 const char* device_name(JobSpec::Device v);
-const char* scheduler_name(JobSpec::Scheduler v);
 const char* image_format_name(JobSpec::ImageFormat v);
 const char* decoder_name(JobSpec::Decoder v);
 const char* placement_name(JobSpec::Placement v);

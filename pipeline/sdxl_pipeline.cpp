@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -19,8 +20,7 @@
 #include "pipeline/models/vae.h"
 #include "pipeline/runtime/denoise_loop.h"
 #include "pipeline/runtime/weight_streamer.h"
-#include "pipeline/samplers/euler_sampler.h"
-#include "pipeline/samplers/euler_scheduler.h"
+#include "pipeline/samplers/make_sampler.h"
 #include "pipeline/text/clip_text_model.h"
 #include "pipeline/text/clip_tokenizer.h"
 
@@ -40,7 +40,7 @@ struct SdxlPipeline::Parts {
   std::unique_ptr<WeightStreamer> streamer;  // non-resident placements (destroyed before the UNet)
   Vae vae{nullptr};
   TinyVae tiny_vae{nullptr};
-  EulerSchedulerConfig scheduler;
+  SchedulerConfig scheduler;
   std::unique_ptr<DenoiseLoop> loop;  // the static buffers (and CUDA graph) of the last batch shape
 };
 
@@ -143,9 +143,34 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   if (index.contains("force_zeros_for_empty_prompt") && index["force_zeros_for_empty_prompt"].is_boolean())
     p->force_zeros_ = index["force_zeros_for_empty_prompt"].get<bool>();
 
-  SDXLB_ASSIGN_OR_RETURN(auto sched_json, folder.component_config("scheduler", "scheduler_config.json"));
-  SDXLB_ASSIGN_OR_RETURN(parts.scheduler, EulerSchedulerConfig::from_json(
-                                              sched_json, model_dir + "/scheduler/scheduler_config.json"));
+  nlohmann::json sched_json;
+  {
+    // Python's json module writes DPMSolverMultistepScheduler's lambda_min_clipped as -Infinity, which
+    // strict JSON readers refuse: parse_config_json accepts it.
+    const std::string path = model_dir + "/scheduler/scheduler_config.json";
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      auto named =
+          folder.component_config("scheduler", "scheduler_config.json");  // its message names the fix
+      return named.is_ok() ? io_error("cannot read " + path) : named.status();
+    }
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    SDXLB_ASSIGN_OR_RETURN(sched_json, parse_config_json(text, path));
+    auto resolved = resolve_scheduler(sched_json, path, options.sampler);
+    if (!resolved.is_ok()) {
+      // The folder's own scheduler, when the job names none: a model this port cannot render as it is.
+      if (!options.sampler.name && resolved.status().code() == StatusCode::kUnimplemented)
+        return data_loss(
+            resolved.status().message() +
+            "; or choose one of ours in the job file (e.g. `scheduler: euler`), which keeps this "
+            "folder's betas and prediction type as diffusers' from_config does");
+      return resolved.status();
+    }
+    parts.scheduler = *std::move(resolved);
+    // Options the config reader knows but no sampler here runs (e.g. UniPC's solver_order 3): refused now,
+    // before anything renders.
+    SDXLB_RETURN_IF_ERROR(check_sampler(parts.scheduler));
+  }
 
   Fingerprint te_id, model_id;
   SDXLB_RETURN_IF_ERROR(add_component_identity(te_id, folder, "text_encoder", options.variant));
@@ -342,7 +367,7 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
   if (s.width % scale || s.height % scale || s.width <= 0 || s.height <= 0)
     return invalid_argument("width and height must be positive multiples of " + std::to_string(scale) +
                             ", got " + std::to_string(s.width) + "x" + std::to_string(s.height));
-  SDXLB_ASSIGN_OR_RETURN(auto sampler, EulerSampler::create(parts.scheduler, s.steps));
+  SDXLB_ASSIGN_OR_RETURN(auto sampler, make_sampler(parts.scheduler, s.steps));
   const auto t0 = Clock::now();
   try {
     int warmup = 2;
@@ -427,6 +452,10 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
   } catch (const c10::Error& e) {
     return torch_error("denoising", e);
   }
+}
+
+const SchedulerConfig& SdxlPipeline::scheduler_config() const {
+  return parts_->scheduler;
 }
 
 StatusOr<at::Tensor> SdxlPipeline::decode(const at::Tensor& latents) {

@@ -7,8 +7,9 @@
 // It mirrors diffusers' StableDiffusionXLPipeline: both tokenizers and text encoders, the penultimate hidden
 // states concatenated, pooled output from text_encoder_2, zero negative embeddings when the negative prompt
 // is empty and the model says force_zeros_for_empty_prompt, micro-conditioning time_ids (H, W, 0, 0, H, W),
-// CFG when guidance > 1, Euler steps, and per-image initial noise from a CPU generator seeded with that
-// image's seed (bit-identical to torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))).
+// CFG when guidance > 1, the sampler's steps (pipeline/samplers/), and per-image initial noise from a CPU
+// generator seeded with that image's seed (bit-identical to torch.randn(shape,
+// generator=torch.Generator("cpu").manual_seed(seed))).
 //
 // Batch invariance: the UNet runs one image (its CFG pair) per call and the VAE decodes one image per call,
 // so an image's pixels do not depend on the batch size or on the other images of its batch.
@@ -27,6 +28,8 @@
 #include <c10/core/ScalarType.h>
 
 #include "common/status.h"
+#include "jobs/sampler_choice.h"
+#include "pipeline/samplers/scheduler_config.h"
 
 namespace sdxlb {
 
@@ -61,6 +64,9 @@ struct PipelineOptions {
   /// fragmentation makes a cuDNN workspace allocation (and PyTorch's silent fallback to another algorithm)
   /// less likely. The memory plan's headroom is what prevents it; this only helps.
   bool tight_memory = false;
+  /// The job's sampler: another sampler than the folder's and/or options over its config (key by key, as
+  /// diffusers' `XScheduler.from_config(folder_config, **options)`); empty: the folder's scheduler as it is.
+  SamplerChoice sampler;
 };
 
 /// Text conditioning for a batch: prompt_embeds [B, 77, D] and pooled [B, P], on the pipeline's device.
@@ -134,6 +140,8 @@ class SdxlPipeline {
   /// Identity of all weights (text encoders, UNet, VAE, tiny VAE), recorded with every output.
   const std::string& model_id() const { return model_id_; }
   const PhaseTimes& last_times() const { return times_; }
+  /// The scheduler that denoises: the folder's config with the job's choice applied.
+  const SchedulerConfig& scheduler_config() const;
   /// One line on where the UNet's weights are (after the first denoise for streamed placements).
   std::string placement_summary() const;
 

@@ -29,6 +29,11 @@ struct ModelIdentity {
   std::string model_id;         ///< all weights (text encoders, UNet, VAE, tiny VAE)
   std::string text_encoder_id;  ///< the text encoders only (the embedding cache's key)
   bool force_zeros_for_empty_prompt = true;
+  /// The sampler that renders, with its full effective config (SchedulerConfig::effective_json, compact
+  /// JSON): the folder's scheduler with the job's choice applied.
+  std::string scheduler;
+  /// What the output folder's resume identity covers beyond the job: the weights and the sampler.
+  std::string render_identity() const { return scheduler.empty() ? model_id : model_id + "\n" + scheduler; }
 };
 
 struct RunContext {

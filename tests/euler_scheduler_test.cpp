@@ -12,6 +12,8 @@
 
 #include "pipeline/io/model_folder.h"
 #include "pipeline/samplers/euler_sampler.h"
+#include "pipeline/samplers/make_sampler.h"
+#include "pipeline/samplers/schedule.h"
 #include "test_files.h"
 
 namespace sdxlb {
@@ -202,6 +204,13 @@ TEST(EulerSchedule, HelpersFollowTheSigmas) {
   EXPECT_NEAR(s->init_noise_sigma(), std::sqrt(s->sigma(0) * s->sigma(0) + 1.0), 1e-5);
 }
 
+// The Euler sampler of a scheduler_config.json object (what the pipeline makes for an Euler folder).
+StatusOr<std::unique_ptr<Sampler>> euler_sampler(const json& config, int64_t steps) {
+  SDXLB_ASSIGN_OR_RETURN(auto c, SchedulerConfig::from_json(config, "scheduler_config.json"));
+  if (c.sampler() != SamplerName::kEuler) return invalid_argument("not an Euler config");
+  return make_sampler(c, steps);
+}
+
 // Row k of a sampler's coefficient table, as the denoise loop hands it to the step (here on the CPU).
 at::Tensor coefficient_row(const Sampler& sampler, int64_t k) {
   const int64_t w = sampler.coefficient_width();
@@ -230,9 +239,14 @@ TEST(EulerSampler, MatchesDiffusersSteps) {
     const double tol = fp16 ? 1e-3 : kTol;
     auto c = EulerSchedulerConfig::from_json(run.at("config"), name);
     ASSERT_TRUE(c.is_ok()) << c.status().to_string();
-    auto sampler = EulerSampler::create(*c, run.at("steps").get<int64_t>());
+    auto sampler = euler_sampler(run.at("config"), run.at("steps").get<int64_t>());
     ASSERT_TRUE(sampler.is_ok()) << sampler.status().to_string();
-    const EulerSchedule& s = (*sampler)->schedule();
+    auto schedule = EulerSchedule::create(*c, run.at("steps").get<int64_t>());
+    ASSERT_TRUE(schedule.is_ok()) << schedule.status().to_string();
+    const EulerSchedule& s = *schedule;
+    // The sampler's schedule is EulerSchedule's, value for value.
+    ASSERT_EQ((*sampler)->timesteps(), s.timesteps());
+    ASSERT_EQ(static_cast<const EulerSampler&>(**sampler).sigmas(), s.sigmas());
     const auto ref_sigmas = run.at("sigmas").get<std::vector<double>>();
     for (size_t i = 0; i < ref_sigmas.size(); ++i)
       EXPECT_NEAR(s.sigmas()[i], ref_sigmas[i], 1e-6 * ref_sigmas[i]);
@@ -269,11 +283,13 @@ TEST(EulerSampler, MatchesDiffusersSteps) {
 TEST(EulerSampler, EpsilonStepIsXPlusEpsTimesDt) {
   auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
   ASSERT_TRUE(c.is_ok());
-  auto sampler = EulerSampler::create(*c, 4);
+  auto sampler = euler_sampler(sdxl_config(), 4);
   ASSERT_TRUE(sampler.is_ok()) << sampler.status().to_string();
   const at::Tensor x = at::linspace(-3, 3, 24, at::kFloat).reshape({2, 3, 4});
   const at::Tensor eps = at::cos(x);
-  const EulerSchedule& s = (*sampler)->schedule();
+  auto schedule = EulerSchedule::create(*c, 4);
+  ASSERT_TRUE(schedule.is_ok());
+  const EulerSchedule& s = *schedule;
   for (int64_t k = 0; k < s.num_steps(); ++k) {
     const double dt = static_cast<double>(s.sigma_next(k)) - s.sigma(k);
     EXPECT_LE(max_rel_error(sampler_step(**sampler, x, eps, k), x + eps * dt), 1e-6) << k;
@@ -343,12 +359,12 @@ TEST(EulerSamplerErrors, ShapeMismatchThrowsForTheLoopToReport) {
   // The step runs inside the denoise loop, where LibTorch errors are caught and reported with the phase.
   auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
   ASSERT_TRUE(c.is_ok());
-  auto sampler = EulerSampler::create(*c, 4);
+  auto sampler = euler_sampler(sdxl_config(), 4);
   ASSERT_TRUE(sampler.is_ok());
   const at::Tensor x = at::zeros({1, 4, 2, 2});
   EXPECT_THROW(sampler_step(**sampler, x, at::zeros({1, 3, 2, 2}), 0), c10::Error);
-  EXPECT_FALSE(EulerSampler::create(*c, 0).is_ok());
-  EXPECT_FALSE(EulerSampler::create(*c, 1001).is_ok());
+  EXPECT_FALSE(euler_sampler(sdxl_config(), 0).is_ok());
+  EXPECT_FALSE(euler_sampler(sdxl_config(), 1001).is_ok());
 }
 
 }  // namespace

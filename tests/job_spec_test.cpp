@@ -152,7 +152,7 @@ TEST_F(JobSpecTest, MinimalJobGetsEveryDefault) {
   EXPECT_DOUBLE_EQ(s.guidance, 5.0);
   EXPECT_EQ(s.width, 1024);
   EXPECT_EQ(s.height, 1024);
-  EXPECT_EQ(s.scheduler, JobSpec::Scheduler::kEuler);
+  EXPECT_TRUE(s.scheduler.empty());  // the model folder's scheduler as it is
   EXPECT_FALSE(s.batch_size.has_value());
   EXPECT_EQ(s.dtype, JobSpec::DType::kFp16);
   EXPECT_EQ(s.device, JobSpec::Device::kAuto);
@@ -213,6 +213,8 @@ worker_timeout_s: 90
   EXPECT_DOUBLE_EQ(s.guidance, 7.5);
   EXPECT_EQ(s.width, 512);
   EXPECT_EQ(s.height, 768);
+  EXPECT_EQ(s.scheduler.name, SamplerName::kEuler);
+  EXPECT_TRUE(s.scheduler.options_set().empty());
   EXPECT_EQ(s.batch_size, 8);
   EXPECT_EQ(s.dtype, JobSpec::DType::kBf16);
   EXPECT_EQ(s.device, JobSpec::Device::kCuda);
@@ -507,8 +509,150 @@ TEST_F(JobSpecTest, UnknownEnumValueSuggests) {
   EXPECT_HAS(
       m,
       "job.yaml:5:8: dtype: unknown value \"fp61\"; use one of: fp16 | bf16 | fp32 (did you mean \"fp16\"?)");
-  m = error_of(std::string(kMinimal) + "scheduler: ddim\n");
-  EXPECT_HAS(m, "job.yaml:5:12: scheduler: unknown value \"ddim\"; use one of: euler");
+}
+
+// ---- scheduler: a sampler name, or a map of a name and options
+
+TEST_F(JobSpecTest, SchedulerNamesEverySampler) {
+  for (const auto& info : sampler_table()) {
+    auto spec = load(std::string(kMinimal) + "scheduler: " + info.id + "\n");
+    ASSERT_TRUE(spec.is_ok()) << info.id << ": " << spec.status().message();
+    EXPECT_EQ(spec->scheduler.name, info.name);
+    EXPECT_TRUE(spec->scheduler.options_set().empty());
+  }
+  auto null_value = load(std::string(kMinimal) + "scheduler:\n");  // null means default
+  ASSERT_TRUE(null_value.is_ok()) << null_value.status().message();
+  EXPECT_TRUE(null_value->scheduler.empty());
+}
+
+TEST_F(JobSpecTest, SchedulerMapSetsOptionsKeyByKey) {
+  auto spec =
+      load(std::string(kMinimal) +
+           "scheduler: {name: dpmpp_2m, sigmas: karras, timestep_spacing: trailing, final_sigmas_type: "
+           "zero, lower_order_final: true, euler_at_final: false}\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  const SamplerChoice& c = spec->scheduler;
+  EXPECT_EQ(c.name, SamplerName::kDpmpp2m);
+  EXPECT_EQ(c.sigmas, SigmaSchedule::kKarras);
+  EXPECT_EQ(c.timestep_spacing, TimestepSpacing::kTrailing);
+  EXPECT_EQ(c.final_sigmas_type, FinalSigmas::kZero);
+  EXPECT_EQ(c.lower_order_final, true);
+  EXPECT_EQ(c.euler_at_final, false);
+  // Without a name: options over the model folder's own scheduler (checked against its class at load).
+  auto no_name =
+      load(std::string(kMinimal) + "scheduler:\n  sigmas: exponential\n  timestep_spacing: leading\n");
+  ASSERT_TRUE(no_name.is_ok()) << no_name.status().message();
+  EXPECT_FALSE(no_name->scheduler.name.has_value());
+  EXPECT_EQ(no_name->scheduler.sigmas, SigmaSchedule::kExponential);
+  EXPECT_EQ(no_name->scheduler.timestep_spacing, TimestepSpacing::kLeading);
+  EXPECT_FALSE(no_name->scheduler.final_sigmas_type.has_value());
+  // Null values keep the folder's value; a name-only map is the string form.
+  auto nulls = load(std::string(kMinimal) + "scheduler: {name: unipc, sigmas: ~, lower_order_final: }\n");
+  ASSERT_TRUE(nulls.is_ok()) << nulls.status().message();
+  EXPECT_EQ(nulls->scheduler.name, SamplerName::kUniPC);
+  EXPECT_TRUE(nulls->scheduler.options_set().empty());
+  auto map_name = load(std::string(kMinimal) + "scheduler: {name: euler_a}\n");
+  auto str_name = load(std::string(kMinimal) + "scheduler: euler_a\n");
+  ASSERT_TRUE(map_name.is_ok() && str_name.is_ok());
+  EXPECT_EQ(map_name->scheduler, str_name->scheduler);
+  EXPECT_EQ(map_name->to_canonical_json(), str_name->to_canonical_json());
+  // sigmas: default switches the folder's Karras (or other) sigmas off.
+  auto plain = load(std::string(kMinimal) + "scheduler: {name: euler, sigmas: default}\n");
+  ASSERT_TRUE(plain.is_ok()) << plain.status().message();
+  EXPECT_EQ(plain->scheduler.sigmas, SigmaSchedule::kDefault);
+}
+
+TEST_F(JobSpecTest, UnknownSamplerListsOursWithTheOtherToolsNames) {
+  std::string m = error_of(std::string(kMinimal) + "scheduler: eulr\n");
+  EXPECT_HAS(m, "job.yaml:5:12: scheduler: unknown sampler \"eulr\" (did you mean \"euler\"?); use one of: ");
+  EXPECT_HAS(m, "euler (A1111 \"Euler\", ComfyUI euler)");
+  EXPECT_HAS(m, "euler_a (A1111 \"Euler a\", ComfyUI euler_ancestral)");
+  EXPECT_HAS(m, "dpmpp_2m (A1111 \"DPM++ 2M\", ComfyUI dpmpp_2m)");
+  EXPECT_HAS(m, "dpmpp_2m_sde (A1111 \"DPM++ 2M SDE\", ComfyUI dpmpp_2m_sde)");
+  EXPECT_HAS(m, "ddim (A1111 \"DDIM\", ComfyUI ddim)");
+  EXPECT_HAS(m, "unipc (A1111 \"UniPC\", ComfyUI uni_pc)");
+  EXPECT_HAS(m, "A1111's \"Karras\" schedule is the option sigmas: karras");
+  // Another tool's name gets the job-file spelling.
+  m = error_of(std::string(kMinimal) + "scheduler: DPM++ 2M Karras\n");
+  EXPECT_HAS(m,
+             "scheduler: unknown sampler \"DPM++ 2M Karras\", another tool's name for scheduler: {name: "
+             "dpmpp_2m, sigmas: karras}");
+  m = error_of(std::string(kMinimal) + "scheduler: euler_ancestral\n");
+  EXPECT_HAS(m, "another tool's name for scheduler: euler_a;");
+  m = error_of(std::string(kMinimal) + "scheduler: {name: uni_pc}\n");
+  EXPECT_HAS(
+      m,
+      "job.yaml:5:19: scheduler.name: unknown sampler \"uni_pc\", another tool's name for scheduler: unipc");
+  m = error_of(std::string(kMinimal) + "scheduler: [euler]\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:12: scheduler: expected a sampler name or a map, got a list; write e.g. scheduler: "
+             "dpmpp_2m or scheduler: {name: dpmpp_2m, sigmas: karras}");
+}
+
+TEST_F(JobSpecTest, SchedulerMapErrors) {
+  // An unknown key, with the nearest one.
+  std::string m = error_of(std::string(kMinimal) + "scheduler: {name: euler, sigma: karras}\n");
+  EXPECT_HAS(m, "job.yaml:5:26: unknown key \"sigma\"; did you mean \"sigmas\"? (in scheduler)");
+  // An option the named sampler does not have in diffusers, with what it accepts and who has it.
+  m = error_of(std::string(kMinimal) + "scheduler: {name: euler_a, sigmas: karras}\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:28: scheduler.sigmas: euler_a does not accept sigmas (diffusers' "
+             "EulerAncestralDiscreteScheduler has no such option); euler_a accepts: timestep_spacing. Remove "
+             "it, or choose a sampler that accepts it: euler, dpmpp_2m, dpmpp_2m_sde, unipc");
+  m = error_of(std::string(kMinimal) +
+               "scheduler: {name: ddim, final_sigmas_type: zero, euler_at_final: true}\n");
+  EXPECT_HAS(m, "scheduler.final_sigmas_type: ddim does not accept final_sigmas_type");
+  EXPECT_HAS(m, "scheduler.euler_at_final: ddim does not accept euler_at_final");
+  EXPECT_HAS(m,
+             "euler_at_final (diffusers' DDIMScheduler has no such option); ddim accepts: timestep_spacing. "
+             "Remove it, or choose a sampler that accepts it: dpmpp_2m, dpmpp_2m_sde");
+  m = error_of(std::string(kMinimal) + "scheduler: {name: unipc, euler_at_final: true}\n");
+  EXPECT_HAS(m, "unipc accepts: sigmas, timestep_spacing, final_sigmas_type, lower_order_final.");
+  m = error_of(std::string(kMinimal) + "scheduler: {name: euler, lower_order_final: false}\n");
+  EXPECT_HAS(m, "euler accepts: sigmas, timestep_spacing, final_sigmas_type.");
+  // Bad values.
+  m = error_of(std::string(kMinimal) + "scheduler: {sigmas: karas}\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:21: scheduler.sigmas: unknown value \"karas\"; use one of: default | karras | "
+             "exponential | beta (did you mean \"karras\"?)");
+  m = error_of(std::string(kMinimal) + "scheduler: {timestep_spacing: trailng}\n");
+  EXPECT_HAS(m,
+             "scheduler.timestep_spacing: unknown value \"trailng\"; use one of: linspace | leading | "
+             "trailing (did you mean \"trailing\"?)");
+  m = error_of(std::string(kMinimal) + "scheduler: {final_sigmas_type: min}\n");
+  EXPECT_HAS(m, "scheduler.final_sigmas_type: unknown value \"min\"; use one of: zero | sigma_min");
+  m = error_of(std::string(kMinimal) + "scheduler: {lower_order_final: maybe}\n");
+  EXPECT_HAS(m, "scheduler.lower_order_final: expected true or false, got \"maybe\"");
+  m = error_of(std::string(kMinimal) + "scheduler: {name: [euler]}\n");
+  EXPECT_HAS(m, "scheduler.name: expected a string, got a list");
+}
+
+TEST_F(JobSpecTest, SchedulerInTheIdentity) {
+  auto canonical = [&](const std::string& extra) {
+    auto s = load(std::string(kMinimal) + extra);
+    EXPECT_TRUE(s.is_ok()) << extra << s.status().message();
+    return s.is_ok() ? s->to_canonical_json() : std::string();
+  };
+  auto id_of = [&](const std::string& extra) {
+    auto s = load(std::string(kMinimal) + extra);
+    EXPECT_TRUE(s.is_ok()) << extra << s.status().message();
+    return s.is_ok() ? s->identity("model-1") : std::string();
+  };
+  // Unset: null (the model folder's scheduler, which the model identity covers); a name alone: the string,
+  // as when Euler was the only sampler; options: a map of what is set.
+  EXPECT_HAS(canonical(""), "\"scheduler\":null");
+  EXPECT_HAS(canonical("scheduler: euler\n"), "\"scheduler\":\"euler\"");
+  EXPECT_HAS(canonical("scheduler: {sigmas: karras}\n"), "\"scheduler\":{\"sigmas\":\"karras\"}");
+  EXPECT_HAS(
+      canonical("scheduler: {name: unipc, lower_order_final: false, timestep_spacing: trailing}\n"),
+      "\"scheduler\":{\"lower_order_final\":false,\"name\":\"unipc\",\"timestep_spacing\":\"trailing\"}");
+  const std::string folder = id_of(""), euler = id_of("scheduler: euler\n");
+  EXPECT_NE(folder, euler);
+  EXPECT_NE(euler, id_of("scheduler: euler_a\n"));
+  EXPECT_NE(id_of("scheduler: dpmpp_2m\n"), id_of("scheduler: dpmpp_2m_sde\n"));
+  EXPECT_NE(id_of("scheduler: dpmpp_2m\n"), id_of("scheduler: {name: dpmpp_2m, sigmas: karras}\n"));
+  EXPECT_NE(id_of("scheduler: {sigmas: karras}\n"), folder);
+  EXPECT_EQ(euler, id_of("scheduler: {name: euler}\n"));
 }
 
 TEST_F(JobSpecTest, BadBatchSize) {

@@ -38,6 +38,11 @@ Status BatchRenderer::init() {
   SDXLB_ASSIGN_OR_RETURN(auto cache,
                          EmbeddingCache::open(ctx_.job.embedding_cache, pipe_->text_encoder_id()));
   cache_.emplace(std::move(cache));
+  scheduler_json_ = pipe_->scheduler_config().effective_json().dump();
+  if (!ctx_.model.scheduler.empty() && scheduler_json_ != ctx_.model.scheduler)
+    return failed_precondition("the model's scheduler changed while the job started (rank 0 read " +
+                               ctx_.model.scheduler + ", this worker " + scheduler_json_ +
+                               "); do not edit the model folder during a run");
   host_ = host_name();
   gpu_ = device_name(setup_.device);
   return Status::ok();
@@ -129,7 +134,7 @@ Status BatchRenderer::render_padded(const std::vector<int64_t>& items, int64_t b
     r.guidance = static_cast<float>(ctx_.job.guidance);
     r.width = static_cast<int32_t>(ctx_.job.width);
     r.height = static_cast<int32_t>(ctx_.job.height);
-    r.scheduler = scheduler_name(ctx_.job.scheduler);
+    r.scheduler = scheduler_json_;
     r.model_id = pipe_->model_id();
     r.rank = rank_;
     r.host = host_;

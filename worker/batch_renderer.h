@@ -72,6 +72,7 @@ class BatchRenderer {
   std::unique_ptr<SdxlPipeline> pipe_;
   std::optional<EmbeddingCache> cache_;
   std::string host_, gpu_;
+  std::string scheduler_json_;  ///< the effective sampler config, recorded with every item
   int64_t rendered_ = 0, failed_ = 0;
   double busy_s_ = 0, embed_ms_ = 0;
   double last_group_s_ = 0;  // wall time of the last image group (the sink's estimate of the next one)

@@ -30,7 +30,7 @@ Status ItemSink::add(const ItemRecord& r, const uint8_t* rgb) {
     o.width = static_cast<int>(ctx_->job.width);
     o.run_id = ctx_->run_id;
     o.rank = rank_;
-    if (job_identity_.empty()) job_identity_ = ctx_->job.identity(ctx_->model.model_id);
+    if (job_identity_.empty()) job_identity_ = ctx_->job.identity(ctx_->model.render_identity());
     o.job_identity = job_identity_;
     SDXLB_ASSIGN_OR_RETURN(auto w, SegmentWriter::create(o));
     segment_ = std::make_unique<SegmentWriter>(std::move(w));

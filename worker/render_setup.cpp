@@ -19,6 +19,7 @@ PipelineOptions RenderSetup::pipeline_options(const JobSpec& job, bool text_enco
   o.resident_budget_bytes = resident_budget_bytes;
   o.unload_for_decode = unload_for_decode;
   o.tight_memory = tight_memory;
+  o.sampler = job.scheduler;
   return o;
 }
 

@@ -60,7 +60,10 @@ void image_step(DenoiseLoop::Key const& k, UNet2DConditionModel& unet, const Sam
                 const SamplerTensors& t, const at::Tensor& embeds, const at::Tensor& pooled,
                 const at::Tensor& time_ids, const at::Tensor& row) {
   at::Tensor model_in = k.cfg ? at::cat({t.x, t.x}, 0) : t.x;
-  model_in = sampler.model_input(model_in, row).contiguous(at::MemoryFormat::ChannelsLast);
+  // Channels-last on CUDA (the fast convolution layout there); on the CPU the layout diffusers runs in.
+  model_in =
+      sampler.model_input(model_in, row)
+          .contiguous(model_in.is_cuda() ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   at::Tensor out = unet->forward(model_in, row.select(0, 0), embeds, pooled, time_ids);
   if (k.cfg) {
     // Classifier-free guidance: uncond + g · (cond − uncond), in the model's dtype as diffusers does.

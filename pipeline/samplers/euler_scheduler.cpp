@@ -1,15 +1,7 @@
 // The Euler schedule, mirroring diffusers 0.42.1 `EulerDiscreteScheduler.__init__` and `set_timesteps`
-// number type by number type.
-//
-// Where diffusers computes in torch float32 we compute in float, and where it uses numpy float64 we use
-// double, so that almost every value is bit-identical. The exceptions, measured against diffusers on an
-// AVX-512 machine, stay within 1 float32 ulp:
-//  - torch's CPU sqrt (MKL VML) is faithfully but not correctly rounded; we use the correctly rounded
-//    std::sqrt. This touches the sigma table, init_noise_sigma and the rescale_betas_zero_snr path.
-//  - torch's CPU linspace is `start + step * i` (and `end - step * (n - 1 - i)` past the middle), which the
-//    compiler contracts into a fused multiply-add in torch's AVX2/AVX-512 kernels, the ones any recent x86
-//    CPU runs. We use std::fma to get the same bits.
-// The cumulative product is accumulated in double and stored as float, as torch's CPU cumprod does.
+// number type by number type, with the building blocks of schedule_math.h (which says where torch's CPU
+// kernels round differently from a correctly rounded float operation). schedule.h's make_schedule gives the
+// same values for every EulerDiscreteScheduler config this reader accepts (tests/sampler_schedule_test.cpp).
 #include "pipeline/samplers/euler_scheduler.h"
 
 #include <algorithm>
@@ -17,6 +9,7 @@
 #include <utility>
 
 #include "pipeline/io/config_reader.h"
+#include "pipeline/samplers/schedule_math.h"
 
 namespace sdxlb {
 namespace {
@@ -69,123 +62,7 @@ Status require_false(ConfigReader& reader, const std::string& key, const std::st
                        " are not implemented; set it to false (the schedule then differs from the model's)");
 }
 
-/// torch.linspace(start, end, n, dtype=float32) on CPU, bit for bit (see the file comment).
-std::vector<float> torch_linspace_f32(double start_d, double end_d, int64_t n) {
-  const auto start = static_cast<float>(start_d);
-  const auto end = static_cast<float>(end_d);
-  if (n == 1) return {start};
-  const float step = (end - start) / static_cast<float>(n - 1);
-  const int64_t halfway = n / 2;
-  std::vector<float> out(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    out[static_cast<size_t>(i)] = i < halfway ? std::fma(step, static_cast<float>(i), start)
-                                              : std::fma(-step, static_cast<float>(n - i - 1), end);
-  }
-  return out;
-}
-
-/// torch.cumprod on CPU: float32 in and out, accumulated in double.
-std::vector<float> cumprod_f32(const std::vector<float>& x) {
-  std::vector<float> out(x.size());
-  double acc = 1.0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    acc *= static_cast<double>(x[i]);
-    out[i] = static_cast<float>(acc);
-  }
-  return out;
-}
-
-std::vector<float> one_minus(const std::vector<float>& x) {
-  std::vector<float> out(x.size());
-  for (size_t i = 0; i < x.size(); ++i) out[i] = 1.0f - x[i];
-  return out;
-}
-
-/// diffusers' rescale_zero_terminal_snr(betas), float32 throughout.
-std::vector<float> rescale_zero_terminal_snr(const std::vector<float>& betas) {
-  std::vector<float> s = cumprod_f32(one_minus(betas));
-  for (auto& v : s) v = std::sqrt(v);
-  const float s0 = s.front();
-  const float s_last = s.back();
-  const float scale = s0 / (s0 - s_last);
-  for (auto& v : s) {
-    v -= s_last;
-    v *= scale;
-    v = v * v;  // alphas_bar
-  }
-  std::vector<float> alphas(s.size());
-  alphas[0] = s[0];
-  for (size_t i = 1; i < s.size(); ++i) alphas[i] = s[i] / s[i - 1];
-  return one_minus(alphas);
-}
-
-/// np.interp(x, arange(len(fp)), fp) in float64, with numpy's clamping at both ends.
-double numpy_interp_on_grid(double x, const std::vector<double>& fp) {
-  const auto last = static_cast<double>(fp.size() - 1);
-  if (x < 0.0) return fp.front();
-  if (x >= last) return fp.back();
-  const double j = std::floor(x);
-  const auto k = static_cast<size_t>(j);
-  if (x == j) return fp[k];
-  const double slope = (fp[k + 1] - fp[k]) / 1.0;  // (dy[j+1] - dy[j]) / (dx[j+1] - dx[j])
-  return slope * (x - j) + fp[k];
-}
-
-/// Timesteps as float64 before diffusers casts them to float32, per spacing.
-std::vector<double> spaced_timesteps(const EulerSchedulerConfig& c, int64_t steps) {
-  const int64_t n_train = c.num_train_timesteps;
-  std::vector<double> t;
-  switch (c.timestep_spacing) {
-    case TimestepSpacing::kLinspace: {
-      // np.linspace(0, N - 1, steps): arange(steps) * ((N - 1) / (steps - 1)), last = N - 1; reversed.
-      // A single step is [0]: numpy multiplies arange(1) by the span instead of dividing by 0.
-      const double stop = static_cast<double>(n_train - 1);
-      const double step = steps > 1 ? stop / static_cast<double>(steps - 1) : 0.0;
-      for (int64_t i = 0; i < steps; ++i) t.push_back(static_cast<double>(i) * step);
-      if (steps > 1) t.back() = stop;
-      std::reverse(t.begin(), t.end());
-      break;
-    }
-    case TimestepSpacing::kLeading: {
-      // (arange(steps) * (N // steps)).round()[::-1] + steps_offset (the offset is added in float32, exact).
-      const int64_t ratio = n_train / steps;
-      for (int64_t i = steps - 1; i >= 0; --i) t.push_back(static_cast<double>(i * ratio + c.steps_offset));
-      break;
-    }
-    case TimestepSpacing::kTrailing: {
-      // np.arange(N, 0, -N / steps).round() - 1. numpy's arange takes its length from ceil(-N / -ratio)
-      // and its values from start + i * ((start + step) - start), so reproduce both.
-      const double start = static_cast<double>(n_train);
-      const double step = -(start / static_cast<double>(steps));
-      const auto length = static_cast<int64_t>(std::ceil((0.0 - start) / step));
-      const double delta = (start + step) - start;
-      for (int64_t i = 0; i < length; ++i) {
-        const double v = i == 0 ? start : (i == 1 ? start + step : start + static_cast<double>(i) * delta);
-        t.push_back(std::nearbyint(v) - 1.0);  // numpy rounds half to even, as nearbyint does by default
-      }
-      break;
-    }
-  }
-  return t;
-}
-
 }  // namespace
-
-const char* to_string(PredictionType value) {
-  return value == PredictionType::kEpsilon ? "epsilon" : "v_prediction";
-}
-
-const char* to_string(TimestepSpacing value) {
-  switch (value) {
-    case TimestepSpacing::kLinspace:
-      return "linspace";
-    case TimestepSpacing::kLeading:
-      return "leading";
-    case TimestepSpacing::kTrailing:
-      return "trailing";
-  }
-  return "?";
-}
 
 StatusOr<EulerSchedulerConfig> EulerSchedulerConfig::from_json(const nlohmann::json& json,
                                                                const std::string& source) {
@@ -255,21 +132,8 @@ StatusOr<EulerSchedulerConfig> EulerSchedulerConfig::from_json(const nlohmann::j
 }
 
 std::vector<float> train_alphas_cumprod(const EulerSchedulerConfig& config) {
-  std::vector<float> betas;
-  if (config.beta_schedule == BetaSchedule::kLinear) {
-    betas = torch_linspace_f32(config.beta_start, config.beta_end, config.num_train_timesteps);
-  } else {
-    // linspace(beta_start ** 0.5, beta_end ** 0.5) ** 2; Python's ** 0.5 is a correctly rounded sqrt here.
-    betas = torch_linspace_f32(std::sqrt(config.beta_start), std::sqrt(config.beta_end),
-                               config.num_train_timesteps);
-    for (auto& b : betas) b = b * b;
-  }
-  if (config.rescale_betas_zero_snr) betas = rescale_zero_terminal_snr(betas);
-  std::vector<float> alphas_cumprod = cumprod_f32(one_minus(betas));
-  // Close to 0 without being 0, so that the first sigma is finite (diffusers' choice: fp16's smallest
-  // subnormal).
-  if (config.rescale_betas_zero_snr) alphas_cumprod.back() = std::ldexp(1.0f, -24);
-  return alphas_cumprod;
+  return training_alphas_cumprod(config.num_train_timesteps, config.beta_start, config.beta_end,
+                                 config.beta_schedule, config.rescale_betas_zero_snr, /*pin_last=*/true);
 }
 
 StatusOr<EulerSchedule> EulerSchedule::create(const EulerSchedulerConfig& config, int64_t num_steps) {
@@ -284,7 +148,8 @@ StatusOr<EulerSchedule> EulerSchedule::create(const EulerSchedulerConfig& config
 
   EulerSchedule s;
   s.prediction_type_ = config.prediction_type;
-  const std::vector<double> t = spaced_timesteps(config, num_steps);
+  const std::vector<double> t = euler_spaced_timesteps(config.timestep_spacing, config.num_train_timesteps,
+                                                       num_steps, config.steps_offset);
   for (const double v : t) {
     const auto t32 = static_cast<float>(v);
     s.timesteps_.push_back(t32);

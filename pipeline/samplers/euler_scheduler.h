@@ -18,24 +18,10 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
+#include "jobs/sampler_choice.h"                 // TimestepSpacing, FinalSigmas
+#include "pipeline/samplers/scheduler_config.h"  // BetaSchedule, PredictionType, TimestepType
 
 namespace sdxlb {
-
-/// How betas are spaced over the training timesteps ("beta_schedule").
-enum class BetaSchedule { kLinear, kScaledLinear };
-/// What the model predicts ("prediction_type").
-enum class PredictionType { kEpsilon, kVPrediction };
-/// How inference timesteps are picked from the training range ("timestep_spacing").
-enum class TimestepSpacing { kLinspace, kLeading, kTrailing };
-/// What the UNet is given as timestep ("timestep_type"): the discrete timestep, or 0.25·log(σ) (only used
-/// by diffusers together with v_prediction).
-enum class TimestepType { kDiscrete, kContinuous };
-/// The sigma after the last step ("final_sigmas_type"): 0, or the smallest training sigma.
-enum class FinalSigmas { kZero, kSigmaMin };
-
-/// diffusers' spelling of each value (e.g. "v_prediction"), for messages and logs.
-const char* to_string(PredictionType value);
-const char* to_string(TimestepSpacing value);
 
 /// The keys of scheduler_config.json that the Euler scheduler uses. Defaults are diffusers' constructor
 /// defaults, used when a key is absent or null.

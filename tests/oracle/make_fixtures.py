@@ -18,6 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def fingerprint():
     import diffusers
+    import scipy  # scipy.stats.beta.ppf: the beta sigmas of ref_sampler_schedule.py
     import torch
     import transformers
 
@@ -26,7 +27,7 @@ def fingerprint():
         h.update(os.path.basename(path).encode())
         with open(path, "rb") as f:
             h.update(f.read())
-    h.update(f"{torch.__version__} {diffusers.__version__} {transformers.__version__}".encode())
+    h.update(f"{torch.__version__} {diffusers.__version__} {transformers.__version__} {scipy.__version__}".encode())
     return h.hexdigest()
 
 
