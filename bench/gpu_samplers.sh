@@ -38,7 +38,8 @@ if [[ "$mode" == all ]]; then
     "$py" bench/image_hashes.py "$d/out" "$name" > "$out/$name.json"
     tail -1 "$out/$name.stdout"
   }
-  for s in euler euler_a dpmpp_2m dpmpp_2m_sde ddim unipc; do sampler_row "$s" "$s" 12 4; done
+  # SDXLB_SAMPLERS="euler euler_a" times only those (euler first: the others are compared with it).
+  for s in ${SDXLB_SAMPLERS:-euler euler_a dpmpp_2m dpmpp_2m_sde ddim unipc}; do sampler_row "$s" "$s" 12 4; done
   for s in euler_a dpmpp_2m_sde; do sampler_row "$s-b1" "$s" 4 1; done
   if [[ -n "${3:-}" ]]; then
     run_row euler-identity /tmp/samplers-euler-identity 8 30 5.0 4 full
@@ -50,6 +51,8 @@ out, ref = sys.argv[1], sys.argv[2]
 def load(n): return json.load(open(os.path.join(out, n + ".json")))["items"]
 euler = None
 for s in ["euler", "euler_a", "dpmpp_2m", "dpmpp_2m_sde", "ddim", "unipc"]:
+    if not os.path.exists(os.path.join(out, s + ".json")):
+        continue
     items = load(s)
     # per-batch denoise time / image, without the first batch (it captures the CUDA graph)
     per = [r["ms_denoise"] for r in items[4:]]

@@ -387,23 +387,28 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     const int64_t channels = parts.unet->config().in_channels;
     const int64_t h = s.height / scale, w = s.width / scale;
 
-    // Each image's noise from its own CPU generator, in diffusers' order: the initial latents, then one draw
-    // per step for stochastic samplers ([steps, 1, C, h, w] per image).
-    std::vector<at::Tensor> noise, step_noise;
+    // Each image's noise from its own CPU generator, in diffusers' order: the initial latents now, then (for
+    // stochastic samplers) one draw per step, made while the GPU runs the step before (see DenoiseLoop::run).
+    std::vector<at::Generator> generators;
+    std::vector<at::Tensor> noise;
     noise.reserve(b);
+    const auto cpu = at::TensorOptions().device(at::kCPU);
     for (uint64_t seed : seeds) {
-      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-      const auto cpu = at::TensorOptions().device(at::kCPU);
-      noise.push_back(at::randn({1, channels, h, w}, gen, cpu.dtype(dtype)));
-      if (!sampler->draws_noise()) continue;
-      std::vector<at::Tensor> draws;
-      for (int64_t i = 0; i < sampler->num_steps(); ++i)
-        draws.push_back(at::randn({1, channels, h, w}, gen, cpu.dtype(sampler->noise_dtype(dtype))));
-      step_noise.push_back(at::stack(draws));
+      generators.push_back(at::make_generator<at::CPUGeneratorImpl>(seed));
+      noise.push_back(at::randn({1, channels, h, w}, generators.back(), cpu.dtype(dtype)));
     }
     at::Tensor latents = at::cat(noise, 0).to(dev);
     latents = latents * sampler->init_noise_sigma();
-    const at::Tensor draws = step_noise.empty() ? at::Tensor() : at::cat(step_noise, 1).to(dev);
+    DenoiseLoop::StepNoise step_noise;
+    if (sampler->draws_noise()) {
+      const at::ScalarType noise_dtype = sampler->noise_dtype(dtype);
+      step_noise = [&generators, channels, h, w, cpu, noise_dtype](int64_t) {
+        std::vector<at::Tensor> draws;
+        for (auto& gen : generators)
+          draws.push_back(at::randn({1, channels, h, w}, gen, cpu.dtype(noise_dtype)));
+        return at::cat(draws, 0);
+      };
+    }
 
     const bool cfg = s.guidance > 1.0;
     auto to_dev = [&](const at::Tensor& t) { return t.to(dev, dtype); };
@@ -444,7 +449,7 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
       SDXLB_ASSIGN_OR_RETURN(parts.loop, DenoiseLoop::create(parts.unet, *sampler, key, dev, warmup));
     }
     parts.loop->load(latents, embeds, pooled, time_ids);
-    parts.loop->run(*sampler, draws);
+    parts.loop->run(*sampler, step_noise);
     latents = parts.loop->latents().clone();
     sync_device(dev);
     times_.denoise_ms = ms_since(t0);

@@ -190,7 +190,7 @@ void DenoiseLoop::load(const at::Tensor& latents, const at::Tensor& embeds, cons
   for (auto& h : s_->history) h.zero_();
 }
 
-void DenoiseLoop::run(const Sampler& sampler, const at::Tensor& noise) {
+void DenoiseLoop::run(const Sampler& sampler, const StepNoise& noise) {
   State& s = *s_;
   c10::InferenceMode guard;
   const int64_t n = sampler.num_steps();
@@ -202,7 +202,13 @@ void DenoiseLoop::run(const Sampler& sampler, const at::Tensor& noise) {
           .to(s.row.device());
   for (int64_t i = 0; i < n; ++i) {
     s.row.copy_(table[i], /*non_blocking=*/true);
-    if (s.noise.defined()) s.noise.copy_(noise[i], true);
+    if (s.noise.defined()) {
+      at::Tensor draws = noise(i);
+      // Pinned (on CUDA) so that the copy is asynchronous; the host allocator keeps the block until the copy
+      // has run.
+      if (s.noise.is_cuda()) draws = draws.pin_memory();
+      s.noise.copy_(draws, /*non_blocking=*/true);
+    }
 #ifdef SDXLB_WITH_CUDA
     if (s.graph) {
       s.graph->replay();

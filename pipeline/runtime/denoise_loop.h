@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -61,10 +62,13 @@ class DenoiseLoop {
   /// embeds/pooled/time_ids have 2*batch rows) into the static inputs, and zeroes the sampler's history.
   void load(const at::Tensor& latents, const at::Tensor& embeds, const at::Tensor& pooled,
             const at::Tensor& time_ids);
-  /// Runs every step of `sampler` (whose key_for() must equal key()'s sampler fields). `noise` holds the
-  /// stochastic samplers' draws, [num_steps, batch, channels, height, width] on the device (undefined for
-  /// the others). LibTorch errors throw c10::Error, as from the UNet.
-  void run(const Sampler& sampler, const at::Tensor& noise);
+  /// Step i's standard-normal draws for the batch, [batch, channels, height, width] on the CPU.
+  using StepNoise = std::function<at::Tensor(int64_t step)>;
+  /// Runs every step of `sampler` (whose key_for() must equal key()'s sampler fields). For stochastic
+  /// samplers `noise` is called once per step, in step order, while the device still runs the steps before
+  /// (a CUDA graph replay returns at once), so drawing on the CPU overlaps the GPU's work; its tensor goes to
+  /// the device through pinned memory. LibTorch errors throw c10::Error, as from the UNet.
+  void run(const Sampler& sampler, const StepNoise& noise);
   /// The latents after the steps run so far (the static buffer: clone it before the next load()).
   const at::Tensor& latents() const;
 
