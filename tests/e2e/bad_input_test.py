@@ -117,6 +117,29 @@ class BadInput(unittest.TestCase):
         self.case("csv", GOOD.replace('prompts: ["a red fox", "a blue bird"]', "prompts_file: p.csv"),
                   files={"p.csv": "text,seed\nhello,1\n"}, expect=["p.csv", "prompt", "text"])
 
+    def test_unknown_sampler_lists_the_supported_ones(self):
+        msg = self.case("sampler-unknown", GOOD + "scheduler: dpm_fast\n", code=2,
+                        expect=["job.yaml:10:", "scheduler", "dpm_fast", "euler_a", "dpmpp_2m_sde", "unipc"])
+        self.assertIn("ddim", msg)
+
+    def test_option_a_sampler_does_not_have_is_refused(self):
+        # diffusers' EulerAncestralDiscreteScheduler has no Karras sigmas.
+        self.case("sampler-option", GOOD + "scheduler: {{name: euler_a, sigmas: karras}}\n", code=2,
+                  expect=["job.yaml:10:", "euler_a", "sigmas", "timestep_spacing"])
+
+    def test_unsupported_scheduler_class_in_the_model_folder(self):
+        lms = os.path.join(TMP, "model-lms")
+        shutil.copytree(MODEL, lms)
+        cfg = os.path.join(lms, "scheduler", "scheduler_config.json")
+        with open(cfg) as f:
+            j = json.load(f)
+        j["_class_name"] = "LMSDiscreteScheduler"
+        with open(cfg, "w") as f:
+            json.dump(j, f)
+        self.case("sampler-folder", GOOD, code=4, model=lms,
+                  expect=["scheduler_config.json", "LMSDiscreteScheduler", "DPMSolverMultistepScheduler",
+                          "UniPCMultistepScheduler", "scheduler: euler"])
+
     def test_unwritable_output(self):
         # A path under a regular file cannot be created, even by root.
         self.case("unwritable", GOOD.replace("output: out", "output: blocker/out"), code=4,
