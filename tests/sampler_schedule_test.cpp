@@ -1,13 +1,12 @@
 // SchedulerConfig, resolve_scheduler and make_schedule against diffusers 0.42.1 (fixtures from
 // tests/oracle/ref_sampler_schedule.py): every class's set_timesteps over a grid of configs, the
-// from_config merges of a folder's file with a sampler choice, the Euler path against EulerSchedule, and
-// every error path.
+// from_config merges of a folder's file with a sampler choice, and every error path.
 //
 // Tolerances are bounds in units of float32 roundoff u = 2^-24 (and float64's U = 2^-53) derived from what
 // can differ between our arithmetic and diffusers' on any x86-64 CPU, never tuned to pass:
 //  - a training sigma: torch's float32 sqrt is faithfully rounded (1 ulp, relative 2u) where ours is
 //    correctly rounded; alphas_cumprod itself is bit-identical except under the zero-SNR rescale (its own
-//    bound, from tests/euler_scheduler_test.cpp);
+//    bound, from tests/euler_sampler_test.cpp);
 //  - Karras/exponential sigmas inherit 2u from the table sigmas that bound them, plus numpy's vectorised
 //    pow/exp (a few float64 ulps); beta sigmas 6u (sigma_min + ppf · (sigma_max - sigma_min)) plus Boost's
 //    quantile against scipy's newer Boost (a few hundred U at most); storing as float32 adds one ulp (2u);
@@ -29,7 +28,6 @@
 
 #include <gtest/gtest.h>
 
-#include "pipeline/samplers/euler_scheduler.h"
 #include "pipeline/samplers/schedule_math.h"
 #include "pipeline/samplers/scheduler_config.h"
 #include "test_files.h"
@@ -61,7 +59,7 @@ double ulp32(double x) {
   return static_cast<double>(std::nextafter(f, std::numeric_limits<float>::infinity()) - f);
 }
 
-// The zero-SNR bounds of tests/euler_scheduler_test.cpp: the relative error of the rescaled alphas_cumprod
+// The zero-SNR bounds of tests/euler_sampler_test.cpp: the relative error of the rescaled alphas_cumprod
 // at step t for any float32 evaluation of diffusers' formula, `base` being the table without the rescale.
 double zero_snr_bound(const std::vector<double>& base, size_t t) {
   const size_t last = base.size() - 1;
@@ -262,55 +260,6 @@ TEST(SchedulerMerge, MatchesDiffusersFromConfig) {
     check_schedule(m.at("schedule"), *cfg, *s, tables, &worst);
   }
   print_worst("merges", merges.size(), worst);
-}
-
-// --- the Euler path is EulerSchedule, bit for bit
-// -----------------------------------------------------------
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-TEST(EulerPath, BitIdenticalToEulerScheduleForEveryConfig) {
-  int compared = 0;
-  for (const char* spacing : {"linspace", "leading", "trailing"})
-    for (int offset : {0, 1})
-      for (const char* betas : {"linear", "scaled_linear"})
-        for (bool zero_snr : {false, true})
-          for (const char* prediction : {"epsilon", "v_prediction"})
-            for (const char* timestep_type : {"discrete", "continuous"})
-              for (const char* final_sigmas : {"zero", "sigma_min"})
-                for (int n_train : {1000, 777}) {
-                  const json j = {{"_class_name", "EulerDiscreteScheduler"},
-                                  {"timestep_spacing", spacing},
-                                  {"steps_offset", offset},
-                                  {"beta_schedule", betas},
-                                  {"beta_start", 0.00085},
-                                  {"beta_end", 0.012},
-                                  {"rescale_betas_zero_snr", zero_snr},
-                                  {"prediction_type", prediction},
-                                  {"timestep_type", timestep_type},
-                                  {"final_sigmas_type", final_sigmas},
-                                  {"num_train_timesteps", n_train}};
-                  SCOPED_TRACE(j.dump());
-                  auto old_cfg = EulerSchedulerConfig::from_json(j, "euler");
-                  auto new_cfg = SchedulerConfig::from_json(j, "euler");
-                  ASSERT_TRUE(old_cfg.is_ok()) << old_cfg.status().to_string();
-                  ASSERT_TRUE(new_cfg.is_ok()) << new_cfg.status().to_string();
-                  for (int64_t steps : {1, 2, 3, 7, 20, 30, 50, 61, 333, 777, 999, 1000}) {
-                    if (steps > n_train) continue;
-                    auto a = EulerSchedule::create(*old_cfg, steps);
-                    auto b = make_schedule(*new_cfg, steps);
-                    ASSERT_TRUE(a.is_ok() && b.is_ok());
-                    EXPECT_TRUE(same_bits(a->timesteps(), b->timesteps)) << steps;
-                    EXPECT_TRUE(same_bits(a->sigmas(), b->sigmas)) << steps;
-                    const float init_a = a->init_noise_sigma();
-                    EXPECT_EQ(std::memcmp(&init_a, &b->init_noise_sigma, sizeof(float)), 0) << steps;
-                    EXPECT_TRUE(same_bits(train_alphas_cumprod(*old_cfg), b->alphas_cumprod)) << steps;
-                    ++compared;
-                  }
-                }
-  std::printf("[ compared ] %d Euler schedules, all bit-identical to EulerSchedule::create\n", compared);
 }
 
 // --- the config

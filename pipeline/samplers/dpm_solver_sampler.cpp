@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include "pipeline/samplers/noise_level.h"
+
 namespace sdxlb {
 namespace {
 
@@ -18,16 +20,6 @@ enum Column : int64_t {
   kWidth
 };
 
-// diffusers' _sigma_to_alpha_sigma_t and λ = log α − log σ, in float32 as on its 0-dim tensors.
-struct AlphaSigma {
-  float alpha, sigma, lambda;
-};
-AlphaSigma alpha_sigma(float s) {
-  const float alpha = 1.0f / std::sqrt(s * s + 1.0f);
-  const float sigma = s * alpha;
-  return {alpha, sigma, std::log(alpha) - std::log(sigma)};
-}
-
 }  // namespace
 
 DpmSolverSampler::DpmSolverSampler(const SchedulerConfig& config, const Schedule& schedule, bool sde)
@@ -37,8 +29,8 @@ DpmSolverSampler::DpmSolverSampler(const SchedulerConfig& config, const Schedule
   const int64_t n = num_steps();
   const auto& sig = schedule.sigmas;
   for (int64_t i = 0; i < n; ++i) {
-    const auto s0 = alpha_sigma(sig[static_cast<size_t>(i)]);
-    const auto t = alpha_sigma(sig[static_cast<size_t>(i) + 1]);
+    const auto s0 = noise_level(sig[static_cast<size_t>(i)]);
+    const auto t = noise_level(sig[static_cast<size_t>(i) + 1]);
     coefficient(i, kAlpha) = s0.alpha;
     coefficient(i, kSigmaT) = s0.sigma;
     // diffusers' step(): which order this step runs.
@@ -64,7 +56,7 @@ DpmSolverSampler::DpmSolverSampler(const SchedulerConfig& config, const Schedule
     }
     coefficient(i, kNoise) = noise;
     if (!first_order) {
-      const auto s1 = alpha_sigma(sig[static_cast<size_t>(i) - 1]);
+      const auto s1 = noise_level(sig[static_cast<size_t>(i) - 1]);
       const float r0 = (s0.lambda - s1.lambda) / h;
       coefficient(i, kD1) = d1;
       coefficient(i, kInvR0) = 1.0f / r0;

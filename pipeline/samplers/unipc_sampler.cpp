@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include "pipeline/samplers/noise_level.h"
+
 namespace sdxlb {
 namespace {
 
@@ -28,22 +30,13 @@ enum Column : int64_t {
   kWidth
 };
 
-struct AlphaSigma {
-  float alpha, sigma, lambda;
-};
-AlphaSigma alpha_sigma(float s) {
-  const float alpha = 1.0f / std::sqrt(s * s + 1.0f);
-  const float sigma = s * alpha;
-  return {alpha, sigma, std::log(alpha) - std::log(sigma)};
-}
-
 // What multistep_uni_{p,c}_bh_update derive from the step: σ_t/σ_s0, α_t·hφ1, α_t·B(h), and for order 2 r_k
 // and the b vector, all in float32 as on diffusers' 0-dim tensors (bh2: B(h) = expm1(−h)).
 struct UniTerms {
   float ratio = 0, m0 = 0, b_h = 0, rk = 1, b1 = 0, b2 = 0;
 };
 UniTerms uni_terms(float sigma_t, float sigma_s0, float sigma_s1, int order) {
-  const auto t = alpha_sigma(sigma_t), s0 = alpha_sigma(sigma_s0);
+  const auto t = noise_level(sigma_t), s0 = noise_level(sigma_s0);
   const float h = t.lambda - s0.lambda;
   const float hh = -h;
   const float h_phi_1 = std::expm1(hh);
@@ -53,7 +46,7 @@ UniTerms uni_terms(float sigma_t, float sigma_s0, float sigma_s1, int order) {
   u.m0 = t.alpha * h_phi_1;
   u.b_h = t.alpha * b_h;
   if (order == 2) {
-    const auto s1 = alpha_sigma(sigma_s1);
+    const auto s1 = noise_level(sigma_s1);
     u.rk = (s1.lambda - s0.lambda) / h;
     float h_phi_k = h_phi_1 / hh - 1.0f;
     u.b1 = h_phi_k * 1.0f / b_h;
@@ -77,7 +70,7 @@ UniPcSampler::UniPcSampler(const SchedulerConfig& config, const Schedule& schedu
     return static_cast<int>(std::min<int64_t>(o, std::min<int64_t>(i, solver_order) + 1));
   };
   for (int64_t i = 0; i < n; ++i) {
-    const auto s = alpha_sigma(sig(i));
+    const auto s = noise_level(sig(i));
     coefficient(i, kAlpha) = s.alpha;
     coefficient(i, kSigmaT) = s.sigma;
     coefficient(i, kCRk) = 1.0f;

@@ -1,4 +1,4 @@
-"""Reference schedules and steps of diffusers' EulerDiscreteScheduler, for tests/euler_scheduler_test.cpp.
+"""Reference schedules and steps of diffusers' EulerDiscreteScheduler, for tests/euler_sampler_test.cpp.
 
 Writes under <out>/scheduler/:
   cases.json               a list of {name, config, steps, timesteps, sigmas, init_noise_sigma}: the config

@@ -1,6 +1,6 @@
-// EulerSchedulerConfig / EulerSchedule / EulerSampler against diffusers' EulerDiscreteScheduler
-// (fixtures from tests/oracle/ref_scheduler.py), plus the error paths.
-#include "pipeline/samplers/euler_scheduler.h"
+// The Euler class through SchedulerConfig / make_schedule / EulerSampler against diffusers'
+// EulerDiscreteScheduler (fixtures from tests/oracle/ref_scheduler.py), plus the error paths.
+#include "pipeline/samplers/scheduler_config.h"
 
 #include <algorithm>
 #include <cmath>
@@ -80,11 +80,12 @@ double max_rel_error(const at::Tensor& a, const at::Tensor& b) {
   return scale > 0 ? diff / scale : diff;
 }
 
-TEST(EulerSchedulerConfig, ReadsTheFixtureConfigFile) {
+TEST(EulerConfig, ReadsTheFixtureConfigFile) {
   const std::string path = fixtures_dir() + "/models/tiny-a/scheduler/scheduler_config.json";
-  auto c = EulerSchedulerConfig::from_json(load_json(path), path);
+  auto c = SchedulerConfig::from_json(load_json(path), path);
   ASSERT_TRUE(c.is_ok()) << c.status().to_string();
-  EXPECT_EQ(c->class_name, "EulerDiscreteScheduler");
+  EXPECT_EQ(c->scheduler_class, SchedulerClass::kEulerDiscrete);
+  EXPECT_EQ(c->sampler(), SamplerName::kEuler);
   EXPECT_EQ(c->num_train_timesteps, 1000);
   EXPECT_DOUBLE_EQ(c->beta_start, 0.00085);
   EXPECT_DOUBLE_EQ(c->beta_end, 0.012);
@@ -97,8 +98,8 @@ TEST(EulerSchedulerConfig, ReadsTheFixtureConfigFile) {
   EXPECT_FALSE(c->rescale_betas_zero_snr);
 }
 
-TEST(EulerSchedulerConfig, EmptyObjectGivesDiffusersDefaults) {
-  auto c = EulerSchedulerConfig::from_json(json::object(), "x.json");
+TEST(EulerConfig, EmptyObjectGivesDiffusersDefaults) {
+  auto c = SchedulerConfig::from_json(json{{"_class_name", "EulerDiscreteScheduler"}}, "x.json");
   ASSERT_TRUE(c.is_ok()) << c.status().to_string();
   EXPECT_EQ(c->beta_schedule, BetaSchedule::kLinear);
   EXPECT_EQ(c->timestep_spacing, TimestepSpacing::kLinspace);
@@ -107,7 +108,7 @@ TEST(EulerSchedulerConfig, EmptyObjectGivesDiffusersDefaults) {
   EXPECT_DOUBLE_EQ(c->beta_end, 0.02);
 }
 
-TEST(EulerSchedule, MatchesDiffusersForEveryCase) {
+TEST(EulerScheduleTest, MatchesDiffusersForEveryCase) {
   const json cases = load_json(sched_dir() + "/cases.json");
   const auto base_ac = load_json(sched_dir() + "/alphas_cumprod.json")
                            .at("base")
@@ -118,57 +119,59 @@ TEST(EulerSchedule, MatchesDiffusersForEveryCase) {
   for (const auto& tc : cases) {
     const std::string name = tc.at("name");
     SCOPED_TRACE(name);
-    auto config = EulerSchedulerConfig::from_json(tc.at("config"), name);
+    auto config = SchedulerConfig::from_json(tc.at("config"), name);
     ASSERT_TRUE(config.is_ok()) << config.status().to_string();
-    auto s = EulerSchedule::create(*config, tc.at("steps").get<int64_t>());
+    auto s = make_schedule(*config, tc.at("steps").get<int64_t>());
     ASSERT_TRUE(s.is_ok()) << s.status().to_string();
     const auto ts = tc.at("timesteps").get<std::vector<double>>();
     const auto sigmas = tc.at("sigmas").get<std::vector<double>>();
-    ASSERT_EQ(s->timesteps().size(), ts.size());
-    ASSERT_EQ(s->sigmas().size(), sigmas.size());
+    ASSERT_EQ(s->timesteps.size(), ts.size());
+    ASSERT_EQ(s->sigmas.size(), sigmas.size());
     ASSERT_EQ(s->num_steps() + 1, static_cast<int64_t>(sigmas.size()));
     for (size_t i = 0; i < ts.size(); ++i) {
-      const double e = std::abs(s->timesteps()[i] - ts[i]);
+      const double e = std::abs(s->timesteps[i] - ts[i]);
       max_t = std::max(max_t, e);
-      EXPECT_LE(e, kTol) << "timestep " << i << ": " << s->timesteps()[i] << " vs " << ts[i];
+      EXPECT_LE(e, kTol) << "timestep " << i << ": " << s->timesteps[i] << " vs " << ts[i];
     }
     const bool zero_snr = tc.at("config").value("rescale_betas_zero_snr", false);
     for (size_t i = 0; i < sigmas.size(); ++i) {
       const double ref = sigmas[i];
-      const double e = ref == 0 ? std::abs(s->sigmas()[i]) : std::abs(s->sigmas()[i] - ref) / std::abs(ref);
+      const double e = ref == 0 ? std::abs(s->sigmas[i]) : std::abs(s->sigmas[i] - ref) / std::abs(ref);
       max_sigma = std::max(max_sigma, e);
       const double tol =
           zero_snr && i < ts.size() && ref != 0 ? zero_snr_sigma_bound(base_ac, ts[i], ref) : kTol;
-      EXPECT_LE(e, tol) << "sigma " << i << ": " << s->sigmas()[i] << " vs " << ref;
+      EXPECT_LE(e, tol) << "sigma " << i << ": " << s->sigmas[i] << " vs " << ref;
     }
     const double init_ref = tc.at("init_noise_sigma");
-    const double e_init = std::abs(s->init_noise_sigma() - init_ref) / init_ref;
+    const double e_init = std::abs(s->init_noise_sigma - init_ref) / init_ref;
     max_init = std::max(max_init, e_init);
-    EXPECT_LE(e_init, kTol) << s->init_noise_sigma() << " vs " << init_ref;
+    EXPECT_LE(e_init, kTol) << s->init_noise_sigma << " vs " << init_ref;
   }
   std::printf("[ max errors ] %zu cases: timesteps abs %.3g, sigmas rel %.3g, init_noise_sigma rel %.3g\n",
               cases.size(), max_t, max_sigma, max_init);
 }
 
-TEST(EulerSchedule, TrailingOvershootAndClampedLeadingMirrorDiffusers) {
-  auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
+TEST(EulerScheduleTest, TrailingOvershootAndClampedLeadingMirrorDiffusers) {
+  auto c = SchedulerConfig::from_json(sdxl_config(), "sdxl");
   ASSERT_TRUE(c.is_ok());
   c->timestep_spacing = TimestepSpacing::kTrailing;
-  auto s = EulerSchedule::create(*c, 61);
+  auto s = make_schedule(*c, 61);
   ASSERT_TRUE(s.is_ok());
   EXPECT_EQ(s->num_steps(), 62);  // numpy's arange overshoot, as in diffusers
-  EXPECT_EQ(s->timesteps().back(), -1.0f);
+  EXPECT_EQ(s->timesteps.back(), -1.0f);
 }
 
-TEST(EulerSchedule, TrainingAlphasCumprodMatch) {
+TEST(EulerScheduleTest, TrainingAlphasCumprodMatch) {
   const json tables = load_json(sched_dir() + "/alphas_cumprod.json");
   const auto base_ac = tables.at("base").at("alphas_cumprod").get<std::vector<double>>();
   for (const auto& [name, table] : tables.items()) {
     SCOPED_TRACE(name);
-    auto c = EulerSchedulerConfig::from_json(table.at("config"), name);
+    auto c = SchedulerConfig::from_json(table.at("config"), name);
     ASSERT_TRUE(c.is_ok()) << c.status().to_string();
     const auto ref = table.at("alphas_cumprod").get<std::vector<double>>();
-    const auto got = train_alphas_cumprod(*c);
+    auto schedule = make_schedule(*c, 1);
+    ASSERT_TRUE(schedule.is_ok()) << schedule.status().to_string();
+    const auto& got = schedule->alphas_cumprod;
     ASSERT_EQ(got.size(), ref.size());
     const bool zero_snr = table.at("config").value("rescale_betas_zero_snr", false);
     double worst = 0, worst_of_bound = 0;
@@ -187,21 +190,6 @@ TEST(EulerSchedule, TrainingAlphasCumprodMatch) {
       EXPECT_EQ(exact, ref.size());  // no sqrt involved: must be exact
     }
   }
-}
-
-TEST(EulerSchedule, HelpersFollowTheSigmas) {
-  auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
-  ASSERT_TRUE(c.is_ok());
-  auto s = EulerSchedule::create(*c, 30);
-  ASSERT_TRUE(s.is_ok());
-  for (int64_t i = 0; i < s->num_steps(); ++i) {
-    const double sg = s->sigma(i);
-    EXPECT_NEAR(s->input_scale(i), 1.0 / std::sqrt(sg * sg + 1.0), 1e-7 * s->input_scale(i));
-    EXPECT_EQ(s->step_coefficient(i), s->sigmas()[i + 1] - s->sigmas()[i]);
-  }
-  EXPECT_EQ(s->sigma_next(s->num_steps() - 1), 0.0f);
-  // SDXL with "leading": init_noise_sigma = sqrt(sigma_max^2 + 1).
-  EXPECT_NEAR(s->init_noise_sigma(), std::sqrt(s->sigma(0) * s->sigma(0) + 1.0), 1e-5);
 }
 
 // The Euler sampler of a scheduler_config.json object (what the pipeline makes for an Euler folder).
@@ -237,19 +225,19 @@ TEST(EulerSampler, MatchesDiffusersSteps) {
     const bool fp16 = run.at("dtype") == "float16";
     // fp32 must match to 1e-6; fp16 results are rounded to half, so allow one half ulp relative to the max.
     const double tol = fp16 ? 1e-3 : kTol;
-    auto c = EulerSchedulerConfig::from_json(run.at("config"), name);
+    auto c = SchedulerConfig::from_json(run.at("config"), name);
     ASSERT_TRUE(c.is_ok()) << c.status().to_string();
     auto sampler = euler_sampler(run.at("config"), run.at("steps").get<int64_t>());
     ASSERT_TRUE(sampler.is_ok()) << sampler.status().to_string();
-    auto schedule = EulerSchedule::create(*c, run.at("steps").get<int64_t>());
+    auto schedule = make_schedule(*c, run.at("steps").get<int64_t>());
     ASSERT_TRUE(schedule.is_ok()) << schedule.status().to_string();
-    const EulerSchedule& s = *schedule;
-    // The sampler's schedule is EulerSchedule's, value for value.
-    ASSERT_EQ((*sampler)->timesteps(), s.timesteps());
-    ASSERT_EQ(static_cast<const EulerSampler&>(**sampler).sigmas(), s.sigmas());
+    const Schedule& s = *schedule;
+    // The sampler's schedule is make_schedule's, value for value.
+    ASSERT_EQ((*sampler)->timesteps(), s.timesteps);
+    ASSERT_EQ(static_cast<const EulerSampler&>(**sampler).sigmas(), s.sigmas);
     const auto ref_sigmas = run.at("sigmas").get<std::vector<double>>();
     for (size_t i = 0; i < ref_sigmas.size(); ++i)
-      EXPECT_NEAR(s.sigmas()[i], ref_sigmas[i], 1e-6 * ref_sigmas[i]);
+      EXPECT_NEAR(s.sigmas[i], ref_sigmas[i], 1e-6 * ref_sigmas[i]);
     auto w = WeightSet::open_file(sched_dir() + "/steps_" + name + ".safetensors");
     ASSERT_TRUE(w.is_ok()) << w.status().to_string();
     auto get = [&](const std::string& key) {
@@ -281,17 +269,18 @@ TEST(EulerSampler, MatchesDiffusersSteps) {
 }
 
 TEST(EulerSampler, EpsilonStepIsXPlusEpsTimesDt) {
-  auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
+  auto c = SchedulerConfig::from_json(sdxl_config(), "sdxl");
   ASSERT_TRUE(c.is_ok());
   auto sampler = euler_sampler(sdxl_config(), 4);
   ASSERT_TRUE(sampler.is_ok()) << sampler.status().to_string();
   const at::Tensor x = at::linspace(-3, 3, 24, at::kFloat).reshape({2, 3, 4});
   const at::Tensor eps = at::cos(x);
-  auto schedule = EulerSchedule::create(*c, 4);
+  auto schedule = make_schedule(*c, 4);
   ASSERT_TRUE(schedule.is_ok());
-  const EulerSchedule& s = *schedule;
+  const Schedule& s = *schedule;
   for (int64_t k = 0; k < s.num_steps(); ++k) {
-    const double dt = static_cast<double>(s.sigma_next(k)) - s.sigma(k);
+    const auto i = static_cast<size_t>(k);
+    const double dt = static_cast<double>(s.sigmas[i + 1]) - s.sigmas[i];
     EXPECT_LE(max_rel_error(sampler_step(**sampler, x, eps, k), x + eps * dt), 1e-6) << k;
   }
 }
@@ -299,7 +288,7 @@ TEST(EulerSampler, EpsilonStepIsXPlusEpsTimesDt) {
 // --- error paths -------------------------------------------------------------------------------------------
 
 void expect_error(const json& j, StatusCode code, const std::string& key) {
-  auto c = EulerSchedulerConfig::from_json(j, "/m/scheduler/scheduler_config.json");
+  auto c = SchedulerConfig::from_json(j, "/m/scheduler/scheduler_config.json");
   ASSERT_FALSE(c.is_ok()) << "accepted: " << j.dump();
   EXPECT_EQ(c.status().code(), code) << c.status().to_string();
   EXPECT_NE(c.status().message().find("/m/scheduler/scheduler_config.json"), std::string::npos)
@@ -323,10 +312,8 @@ TEST(EulerSchedulerErrors, UnknownValuesNameFileAndKey) {
 }
 
 TEST(EulerSchedulerErrors, UnsupportedOptionsAreUnimplemented) {
-  expect_error(with("beta_schedule", "squaredcos_cap_v2"), StatusCode::kUnimplemented, "beta_schedule");
+  // (squaredcos_cap_v2 betas and Karras/exponential/beta sigmas are implemented: sampler_schedule_test.)
   expect_error(with("beta_schedule", "cubic"), StatusCode::kUnimplemented, "beta_schedule");
-  expect_error(with("use_karras_sigmas", true), StatusCode::kUnimplemented, "use_karras_sigmas");
-  expect_error(with("use_exponential_sigmas", true), StatusCode::kUnimplemented, "use_exponential_sigmas");
   expect_error(with("interpolation_type", "log_linear"), StatusCode::kUnimplemented, "interpolation_type");
   expect_error(with("prediction_type", "sample"), StatusCode::kUnimplemented, "prediction_type");
   expect_error(with("trained_betas", json::array({0.1, 0.2})), StatusCode::kUnimplemented, "trained_betas");
@@ -337,27 +324,27 @@ TEST(EulerSchedulerErrors, WrongJsonTypes) {
   expect_error(with("timestep_spacing", 3), StatusCode::kDataLoss, "timestep_spacing");
   expect_error(with("use_karras_sigmas", "no"), StatusCode::kDataLoss, "use_karras_sigmas");
   expect_error(with("beta_start", json::array({1})), StatusCode::kDataLoss, "beta_start");
-  auto c = EulerSchedulerConfig::from_json(json::array({1, 2}), "cfg.json");
+  auto c = SchedulerConfig::from_json(json::array({1, 2}), "cfg.json");
   ASSERT_FALSE(c.is_ok());
   EXPECT_EQ(c.status().code(), StatusCode::kDataLoss);
   EXPECT_NE(c.status().message().find("cfg.json"), std::string::npos);
 }
 
 TEST(EulerSchedulerErrors, BadStepCounts) {
-  auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
+  auto c = SchedulerConfig::from_json(sdxl_config(), "sdxl");
   ASSERT_TRUE(c.is_ok());
   for (int64_t steps : {int64_t{0}, int64_t{-3}, int64_t{1001}}) {
-    auto s = EulerSchedule::create(*c, steps);
+    auto s = make_schedule(*c, steps);
     ASSERT_FALSE(s.is_ok()) << steps;
     EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(s.status().message().find(std::to_string(steps)), std::string::npos) << s.status().to_string();
   }
-  EXPECT_TRUE(EulerSchedule::create(*c, 1000).is_ok());
+  EXPECT_TRUE(make_schedule(*c, 1000).is_ok());
 }
 
 TEST(EulerSamplerErrors, ShapeMismatchThrowsForTheLoopToReport) {
   // The step runs inside the denoise loop, where LibTorch errors are caught and reported with the phase.
-  auto c = EulerSchedulerConfig::from_json(sdxl_config(), "sdxl");
+  auto c = SchedulerConfig::from_json(sdxl_config(), "sdxl");
   ASSERT_TRUE(c.is_ok());
   auto sampler = euler_sampler(sdxl_config(), 4);
   ASSERT_TRUE(sampler.is_ok());
