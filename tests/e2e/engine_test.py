@@ -181,6 +181,26 @@ class Engine(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("images", p.stderr)
 
+    def test_stochastic_sampler_gives_the_same_images_on_any_shape_and_after_a_resume(self):
+        # dpmpp_2m_sde draws noise at every step from each item's own generator: the images depend on the
+        # item's seed only, not on the batch size, the number of workers or where a killed run stopped.
+        ref = os.path.join(TMP, "sde-ref")
+        run(write_job(ref, scheduler="dpmpp_2m_sde"), 3)
+        want, meta = read(os.path.join(ref, "out"))
+        self.assertTrue((meta["status"] == 1).all())
+        self.assertFalse(np.array_equal(want, self.ref_images))  # another sampler, other images
+        self.assertIn('"_sampler":"dpmpp_2m_sde"', meta["scheduler"][0].decode() if isinstance(
+            meta["scheduler"][0], bytes) else meta["scheduler"][0])
+        d = os.path.join(TMP, "sde-b3-w1")
+        run(write_job(d, scheduler="dpmpp_2m_sde", batch_size=3), 2)
+        np.testing.assert_array_equal(read(os.path.join(d, "out"))[0], want)
+        d = os.path.join(TMP, "sde-kill")
+        job = write_job(d, scheduler="dpmpp_2m_sde")
+        p = run(job, 3, env={"SDXLB_FAULT": "kill_rank=2,kill_after=3"}, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        run(job, 2)  # resume with another shape
+        np.testing.assert_array_equal(read(os.path.join(d, "out"))[0], want)
+
     def test_killed_worker_then_resume(self):
         d = os.path.join(TMP, "kill-worker")
         job = write_job(d)
