@@ -6,6 +6,7 @@
 
 #include "pipeline/io/config_reader.h"
 #include "pipeline/io/weights.h"
+#include "pipeline/nn/attention.h"
 
 namespace sdxlb {
 namespace {
@@ -132,8 +133,7 @@ at::Tensor VaeAttentionImpl::forward(const at::Tensor& x) {
   q = q.view({b, -1, heads_, head_dim}).transpose(1, 2);
   k = k.view({b, -1, heads_, head_dim}).transpose(1, 2);
   v = v.view({b, -1, heads_, head_dim}).transpose(1, 2);
-  at::Tensor o =
-      at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/false);
+  at::Tensor o = attend(q, k, v);
   o = o.transpose(1, 2).reshape({b, -1, heads_ * head_dim}).to(q.scalar_type());
   o = to_out_->at<LinearImpl>(0).forward(o);
   o = o.transpose(-1, -2).reshape({b, c, h, w});

@@ -10,35 +10,6 @@
 
 namespace sdxlb {
 
-AttentionImpl::AttentionImpl(const AttentionOptions& options) : options_(options) {
-  const int64_t inner = options.heads() * options.dim_head();
-  const int64_t kv_dim = options.cross_attention_dim().value_or(options.query_dim());
-  to_q_ = register_module("to_q", Linear(options.query_dim(), inner, options.bias()));
-  to_k_ = register_module("to_k", Linear(kv_dim, inner, options.bias()));
-  to_v_ = register_module("to_v", Linear(kv_dim, inner, options.bias()));
-  // to_out is [Linear, Dropout] in diffusers; the dropout has no weights, so only "0" is registered.
-  auto to_out = register_module("to_out", torch::nn::ModuleList());
-  to_out_ = Linear(inner, options.query_dim(), options.out_bias());
-  to_out->push_back(to_out_);
-}
-
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context) {
-  const at::Tensor& kv_input = context.defined() ? context : x;
-  const int64_t batch = kv_input.size(0);
-  const int64_t heads = options_.heads();
-  at::Tensor query = to_q_(x);
-  at::Tensor key = to_k_(kv_input);
-  at::Tensor value = to_v_(kv_input);
-  const int64_t head_dim = key.size(-1) / heads;
-  query = query.view({batch, -1, heads, head_dim}).transpose(1, 2);
-  key = key.view({batch, -1, heads, head_dim}).transpose(1, 2);
-  value = value.view({batch, -1, heads, head_dim}).transpose(1, 2);
-  at::Tensor h = at::scaled_dot_product_attention(query, key, value, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                                  /*is_causal=*/false);
-  h = h.transpose(1, 2).reshape({batch, -1, heads * head_dim}).to(query.scalar_type());
-  return to_out_(h);
-}
-
 FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
   const int64_t inner = dim * mult;
   // diffusers: net = [GEGLU (with .proj), Dropout, Linear]; names "net.0.proj" and "net.2".

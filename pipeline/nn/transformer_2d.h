@@ -2,8 +2,7 @@
 // uses them for continuous latents: GroupNorm → proj_in → transformer blocks → proj_out → + residual.
 //
 // Mirrors diffusers' models/transformers/transformer_2d.py, attention.py and attention_processor.py
-// (AttnProcessor2_0) op for op; attention runs through at::scaled_dot_product_attention, so the kernel is
-// the one PyTorch picks for the device and dtype (flash / memory-efficient on CUDA). Submodule names are
+// (AttnProcessor2_0) op for op; attention runs through the seam in attention.h. Submodule names are
 // diffusers' state-dict names (norm, proj_in, transformer_blocks.N.{norm1,attn1,norm2,attn2,norm3,ff},
 // attn.to_q/to_k/to_v/to_out.0, ff.net.0.proj, ff.net.2, proj_out). Only the "layer_norm" block with the
 // default attention and GEGLU is built (what SD/SDXL use). Modules are immutable after loading and safe to
@@ -19,42 +18,11 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "pipeline/nn/attention.h"
 #include "pipeline/nn/layers.h"
 #include "pipeline/nn/unit_hook.h"
 
 namespace sdxlb {
-
-/// Options of Attention (diffusers' Attention constructor arguments).
-struct AttentionOptions {
-  AttentionOptions(int64_t query_dim, int64_t heads, int64_t dim_head)
-      : query_dim_(query_dim), heads_(heads), dim_head_(dim_head) {}
-  TORCH_ARG(int64_t, query_dim);
-  TORCH_ARG(int64_t, heads);
-  TORCH_ARG(int64_t, dim_head);
-  /// Width of the context for cross-attention; nullopt: self-attention (keys from the query input).
-  TORCH_ARG(std::optional<int64_t>, cross_attention_dim) = std::nullopt;
-  /// Bias of to_q/to_k/to_v (false in SD/SDXL transformer blocks).
-  TORCH_ARG(bool, bias) = false;
-  /// Bias of to_out.0.
-  TORCH_ARG(bool, out_bias) = true;
-};
-
-/// Multi-head attention: to_q/to_k/to_v → SDPA over `heads` heads of width dim_head → to_out.0.
-class AttentionImpl : public torch::nn::Module {
- public:
-  explicit AttentionImpl(const AttentionOptions& options);
-  /// x [B, N, query_dim]; context [B, M, cross_attention_dim] for cross-attention (undefined: self-attention)
-  /// → [B, N, query_dim].
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {});
-
- private:
-  AttentionOptions options_;
-  Linear to_q_{nullptr};
-  Linear to_k_{nullptr};
-  Linear to_v_{nullptr};
-  Linear to_out_{nullptr};
-};
-TORCH_MODULE(Attention);
 
 /// GEGLU feed-forward: net.0.proj to 2×inner, value × gelu(gate), net.2 back to dim (diffusers FeedForward
 /// with activation_fn "geglu"; net.1 is a dropout without weights).

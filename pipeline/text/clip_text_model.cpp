@@ -8,6 +8,7 @@
 
 #include "pipeline/io/config_reader.h"
 #include "pipeline/io/weights.h"
+#include "pipeline/nn/attention.h"
 
 namespace sdxlb {
 namespace {
@@ -128,8 +129,7 @@ at::Tensor ClipAttentionImpl::forward(const at::Tensor& x) {
   const at::Tensor v = v_proj(x).view({batch, seq, -1, head_dim_}).transpose(1, 2);
   // transformers' sdpa path passes no mask and is_causal=True (CLIP text has no padding mask), with an
   // explicit scale of head_dim**-0.5.
-  at::Tensor o = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                                  /*is_causal=*/seq > 1, scale_);
+  at::Tensor o = attend(q, k, v, /*causal=*/seq > 1, scale_);
   o = o.transpose(1, 2).contiguous().reshape({batch, seq, -1}).contiguous();
   return out_proj(o);
 }

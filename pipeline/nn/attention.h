@@ -1,0 +1,61 @@
+// Attention: the one place where the UNet, the VAE and the text encoders reach the attention kernel, and
+// diffusers' multi-head Attention module (to_q/to_k/to_v → attention → to_out.0).
+//
+// `attend` is the seam: every attention in the product goes through it, so a kernel
+// choice (flash, cuDNN, memory-efficient) or a precision change is made here once. Token merging (ToMe) and
+// token downsampling (ToDo) plug into the Attention module and the transformer block (see
+// token_merging.h, token_downsampling.h). Modules are immutable after loading and safe to call from several
+// threads.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include "pipeline/nn/layers.h"
+
+namespace sdxlb {
+
+/// softmax(q kᵀ · scale) v over [B, heads, N, D] queries and [B, heads, M, D] keys/values → [B, heads, N, D]
+/// (at::scaled_dot_product_attention: the kernel PyTorch picks for the device, dtype and layout). `causal`
+/// masks keys after each query; `scale` nullopt: 1/sqrt(D).
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  bool causal = false, std::optional<double> scale = std::nullopt);
+
+/// Options of Attention (diffusers' Attention constructor arguments).
+struct AttentionOptions {
+  AttentionOptions(int64_t query_dim, int64_t heads, int64_t dim_head)
+      : query_dim_(query_dim), heads_(heads), dim_head_(dim_head) {}
+  TORCH_ARG(int64_t, query_dim);
+  TORCH_ARG(int64_t, heads);
+  TORCH_ARG(int64_t, dim_head);
+  /// Width of the context for cross-attention; nullopt: self-attention (keys from the query input).
+  TORCH_ARG(std::optional<int64_t>, cross_attention_dim) = std::nullopt;
+  /// Bias of to_q/to_k/to_v (false in SD/SDXL transformer blocks).
+  TORCH_ARG(bool, bias) = false;
+  /// Bias of to_out.0.
+  TORCH_ARG(bool, out_bias) = true;
+};
+
+/// Multi-head attention: to_q/to_k/to_v → SDPA over `heads` heads of width dim_head → to_out.0.
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const AttentionOptions& options);
+  /// x [B, N, query_dim]; context [B, M, cross_attention_dim] for cross-attention (undefined: self-attention)
+  /// → [B, N, query_dim].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {});
+
+ private:
+  AttentionOptions options_;
+  Linear to_q_{nullptr};
+  Linear to_k_{nullptr};
+  Linear to_v_{nullptr};
+  Linear to_out_{nullptr};
+};
+TORCH_MODULE(Attention);
+
+}  // namespace sdxlb
