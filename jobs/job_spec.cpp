@@ -3,6 +3,7 @@
 // every problem in the file.
 #include "jobs/job_spec.h"
 
+#include "jobs/approximation_fields.h"
 #include "jobs/sha256.h"
 #include "jobs/yaml_fields.h"
 
@@ -402,6 +403,7 @@ void SpecParser::run(const YAML::Node& root) {
   root_mark_ = root.Mark();
   JobSpec& s = *spec_;
   std::string variant;
+  ApproximationFieldReader approximations(p_, &s.approximations);
   const std::vector<std::pair<std::string, Handler>> handlers = {
       {"model", [&](const Field& f) { read_path(f, &s.model); }},
       {"model_variant",
@@ -455,6 +457,9 @@ void SpecParser::run(const YAML::Node& root) {
       {"width", [&](const Field& f) { read_size(f, &s.width); }},
       {"height", [&](const Field& f) { read_size(f, &s.height); }},
       {"scheduler", [&](const Field& f) { on_scheduler(f); }},
+      {"token_merging", [&](const Field& f) { approximations.read_token_merging(f); }},
+      {"token_downsampling", [&](const Field& f) { approximations.read_token_downsampling(f); }},
+      {"deep_cache", [&](const Field& f) { approximations.read_deep_cache(f); }},
       {"batch_size",
        [&](const Field& f) {
          if (f.value.IsScalar() && f.value.Scalar() == "auto") {
@@ -568,6 +573,7 @@ void SpecParser::run(const YAML::Node& root) {
   }
 
   // Cross-key rules.
+  approximations.check_combination(fields_);
   if (decoder_set_ && s.decoder == JobSpec::Decoder::kTiny && s.tiny_vae.empty()) {
     p_->add(mark_of("decoder"), "decoder",
             "is \"tiny\" but tiny_vae is not set; set tiny_vae: <folder of an AutoencoderTiny such as "
@@ -785,7 +791,7 @@ nlohmann::json scheduler_json(const SamplerChoice& c) {
 
 // The part of the canonical JSON that changes the pixels (hashed into the identity).
 nlohmann::json image_json(const JobSpec& s) {
-  return {
+  nlohmann::json j = {
       {"model_variant", s.model_variant},
       {"vae_fp16_safe", s.vae_fp16_safe},
       {"decoder", decoder_name(s.resolved_decoder())},
@@ -800,6 +806,9 @@ nlohmann::json image_json(const JobSpec& s) {
       {"negative_prompt", s.negative_prompt},
       {"prompts", {{"count", s.num_prompts()}, {"sha256", s.prompts_sha256}}},
   };
+  // Only when set: a job without approximations keeps the identity it had before they existed.
+  if (!s.approximations.empty()) j["approximations"] = nlohmann::json::parse(s.approximations.to_json());
+  return j;
 }
 
 }  // namespace

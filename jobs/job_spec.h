@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "common/status.h"
+#include "jobs/approximations.h"
 #include "jobs/prompt_source.h"
 #include "jobs/sampler_choice.h"
 
@@ -85,6 +86,9 @@ struct JobSpec {
   /// (the default): the folder's scheduler as it is. Which options a named sampler accepts is checked here;
   /// without a name they are checked against the folder's class when the model is loaded.
   SamplerChoice scheduler;
+  /// The `token_merging`, `token_downsampling` and `deep_cache` keys: opt-in speed-ups that change the
+  /// image. Empty (the default): the exact computation. Never both token_merging and token_downsampling.
+  Approximations approximations;
 
   // --- execution
   std::optional<int64_t> batch_size;  ///< nullopt: "auto" (chosen by the memory plan)
@@ -124,7 +128,9 @@ struct JobSpec {
 
   /// The whole resolved job as compact JSON with sorted keys (stable across runs and machines):
   /// {"format": "sdxlb-job/1", "image": {everything that changes the pixels}, "run": {paths, batching,
-  /// memory, output settings}}. Prompts appear as their count and SHA-256, not their text.
+  /// memory, output settings}}. Prompts appear as their count and SHA-256, not their text. "image" has an
+  /// "approximations" entry (Approximations::to_json()) only when one is set, so a job without them keeps
+  /// the JSON and identity it had before they existed.
   std::string to_canonical_json() const;
   /// A stable 64-hex-digit SHA-256 over the model's identity (supplied by the caller, e.g. a hash of the
   /// weights' headers), the tiny VAE's identity when the tiny decoder is used (the caller's, or its

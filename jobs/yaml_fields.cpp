@@ -244,10 +244,16 @@ std::string describe_node(const YAML::Node& n) {
   }
 }
 
+std::string ProblemList::location(const YAML::Mark& mark) const {
+  const int line = mark.is_null() ? 1 : mark.line + 1;
+  const int column = mark.is_null() ? 1 : mark.column + 1;
+  return file_ + ":" + std::to_string(line) + ":" + std::to_string(column);
+}
+
 void ProblemList::add(const YAML::Mark& mark, const std::string& key, const std::string& message) {
   const int line = mark.is_null() ? 1 : mark.line + 1;
   const int column = mark.is_null() ? 1 : mark.column + 1;
-  std::string text = file_ + ":" + std::to_string(line) + ":" + std::to_string(column) + ": ";
+  std::string text = location(mark) + ": ";
   if (!key.empty()) text += key + ": ";
   items_.push_back({line, column, text + message});
 }

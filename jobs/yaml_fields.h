@@ -49,6 +49,8 @@ class ProblemList {
   explicit ProblemList(std::string file) : file_(std::move(file)) {}
   /// Records a problem at a YAML mark (a null mark reads as 1:1).
   void add(const YAML::Mark& mark, const std::string& key, const std::string& message);
+  /// "<file>:<line>:<column>" of a YAML mark, as add() writes it (a null mark reads as 1:1).
+  std::string location(const YAML::Mark& mark) const;
   /// Records lines that already carry their own location (e.g. from a prompt file); they sort last.
   void add_located(const std::string& lines);
   bool any() const { return !items_.empty(); }

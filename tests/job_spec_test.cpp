@@ -8,7 +8,10 @@
 #include <sys/stat.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "jobs/approximations.h"
 #include "jobs/job_plan.h"
 #include "jobs/sha256.h"
 #include "jobs/yaml_fields.h"
@@ -152,7 +155,8 @@ TEST_F(JobSpecTest, MinimalJobGetsEveryDefault) {
   EXPECT_DOUBLE_EQ(s.guidance, 5.0);
   EXPECT_EQ(s.width, 1024);
   EXPECT_EQ(s.height, 1024);
-  EXPECT_TRUE(s.scheduler.empty());  // the model folder's scheduler as it is
+  EXPECT_TRUE(s.scheduler.empty());       // the model folder's scheduler as it is
+  EXPECT_TRUE(s.approximations.empty());  // the exact computation
   EXPECT_FALSE(s.batch_size.has_value());
   EXPECT_EQ(s.dtype, JobSpec::DType::kFp16);
   EXPECT_EQ(s.device, JobSpec::Device::kAuto);
@@ -655,6 +659,413 @@ TEST_F(JobSpecTest, SchedulerInTheIdentity) {
   EXPECT_EQ(euler, id_of("scheduler: {name: euler}\n"));
 }
 
+// ---- approximations (issue 14): token_merging, token_downsampling, deep_cache
+
+TEST_F(JobSpecTest, ApproximationsAreOffByDefault) {
+  auto spec = load(kMinimal);
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_TRUE(spec->approximations.empty());
+  EXPECT_FALSE(spec->approximations.token_merging.has_value());
+  EXPECT_FALSE(spec->approximations.token_downsampling.has_value());
+  EXPECT_FALSE(spec->approximations.deep_cache.has_value());
+  EXPECT_EQ(spec->approximations.to_json(), "{}");
+  EXPECT_EQ(spec->approximations.describe(), "exact (no approximation)");
+}
+
+TEST_F(JobSpecTest, EmptyApproximationMapsMeanEveryDefault) {
+  auto spec = load(std::string(kMinimal) + "token_merging: {}\ndeep_cache: {}\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  const Approximations& a = spec->approximations;
+  EXPECT_FALSE(a.empty());
+  ASSERT_TRUE(a.token_merging.has_value());
+  EXPECT_DOUBLE_EQ(a.token_merging->ratio, 0.5);
+  EXPECT_EQ(a.token_merging->max_downsample, 2);  // not tomesd's 1, which merges nothing on SDXL
+  EXPECT_EQ(a.token_merging->sx, 2);
+  EXPECT_EQ(a.token_merging->sy, 2);
+  EXPECT_TRUE(a.token_merging->use_rand);
+  EXPECT_TRUE(a.token_merging->merge_attn);
+  EXPECT_FALSE(a.token_merging->merge_crossattn);
+  EXPECT_FALSE(a.token_merging->merge_mlp);
+  EXPECT_FALSE(a.token_downsampling.has_value());
+  ASSERT_TRUE(a.deep_cache.has_value());
+  EXPECT_EQ(a.deep_cache->cache_interval, 3);
+  EXPECT_EQ(a.deep_cache->cache_branch_id, 0);
+
+  spec = load(std::string(kMinimal) + "token_downsampling: {}\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  ASSERT_TRUE(spec->approximations.token_downsampling.has_value());
+  EXPECT_EQ(spec->approximations.token_downsampling->factor, 2);
+  EXPECT_EQ(spec->approximations.token_downsampling->max_downsample, 2);
+  EXPECT_EQ(spec->approximations.token_downsampling->method, TokenDownsampling::Method::kNearest);
+  EXPECT_FALSE(spec->approximations.token_merging.has_value());
+  EXPECT_FALSE(spec->approximations.deep_cache.has_value());
+
+  // A setting with no value keeps its default, as everywhere in the job file.
+  spec = load(std::string(kMinimal) + "deep_cache: {cache_interval: ~, cache_branch_id: }\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_EQ(spec->approximations.deep_cache->cache_interval, 3);
+  EXPECT_EQ(spec->approximations.deep_cache->cache_branch_id, 0);
+}
+
+TEST_F(JobSpecTest, EveryApproximationKeyIsRead) {
+  auto spec = load(std::string(kMinimal) + R"(token_merging:
+  ratio: 0.3
+  max_downsample: 4
+  sx: 3
+  sy: 1
+  use_rand: false
+  merge_attn: false
+  merge_crossattn: true
+  merge_mlp: true
+deep_cache: {cache_interval: 5, cache_branch_id: 2}
+)");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  const TokenMerging& t = *spec->approximations.token_merging;
+  EXPECT_DOUBLE_EQ(t.ratio, 0.3);
+  EXPECT_EQ(t.max_downsample, 4);
+  EXPECT_EQ(t.sx, 3);
+  EXPECT_EQ(t.sy, 1);
+  EXPECT_FALSE(t.use_rand);
+  EXPECT_FALSE(t.merge_attn);
+  EXPECT_TRUE(t.merge_crossattn);
+  EXPECT_TRUE(t.merge_mlp);
+  EXPECT_EQ(spec->approximations.deep_cache->cache_interval, 5);
+  EXPECT_EQ(spec->approximations.deep_cache->cache_branch_id, 2);
+  EXPECT_EQ(spec->approximations.describe(),
+            "ToMe ratio 0.3 (max_downsample 4, sx 3, sy 1, use_rand false, merge_attn false, merge_crossattn "
+            "true, merge_mlp true); DeepCache interval 5 (cache_branch_id 2)");
+
+  spec =
+      load(std::string(kMinimal) + "token_downsampling: {factor: 4, max_downsample: 8, method: average}\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  const TokenDownsampling& d = *spec->approximations.token_downsampling;
+  EXPECT_EQ(d.factor, 4);
+  EXPECT_EQ(d.max_downsample, 8);
+  EXPECT_EQ(d.method, TokenDownsampling::Method::kAverage);
+  EXPECT_EQ(spec->approximations.describe(), "ToDo factor 4 (max_downsample 8, method average)");
+
+  // Every valid value of the enumerated settings, and the range ends.
+  for (const char* v : {"1", "2", "4", "8"}) {
+    spec = load(std::string(kMinimal) + "token_merging: {max_downsample: " + v + "}\n");
+    ASSERT_TRUE(spec.is_ok()) << v << spec.status().message();
+    EXPECT_EQ(spec->approximations.token_merging->max_downsample, std::stoll(v));
+    spec = load(std::string(kMinimal) + "token_downsampling: {max_downsample: " + v + "}\n");
+    ASSERT_TRUE(spec.is_ok()) << v << spec.status().message();
+    EXPECT_EQ(spec->approximations.token_downsampling->max_downsample, std::stoll(v));
+  }
+  spec = load(std::string(kMinimal) + "token_merging: {ratio: 0}\ndeep_cache: {cache_interval: 1}\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_EQ(spec->approximations.token_merging->ratio, 0.0);
+  EXPECT_EQ(spec->approximations.deep_cache->cache_interval, 1);
+  spec = load(std::string(kMinimal) + "token_merging: {ratio: 0.99}\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_DOUBLE_EQ(spec->approximations.token_merging->ratio, 0.99);
+  spec = load(std::string(kMinimal) + "token_downsampling: {method: nearest}\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_EQ(spec->approximations.token_downsampling->method, TokenDownsampling::Method::kNearest);
+}
+
+TEST_F(JobSpecTest, DeepCacheRecordsWhereItsBranchIdIsWritten) {
+  const std::string file = dir_.file("job.yaml");
+  // The value's own place when the id is written ...
+  auto spec = load(std::string(kMinimal) + "deep_cache:\n  cache_interval: 2\n  cache_branch_id: 7\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_EQ(spec->approximations.deep_cache->where, file + ":7:20");
+  spec = load(std::string(kMinimal) + "steps: 20\ndeep_cache: {cache_branch_id: 4}\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_EQ(spec->approximations.deep_cache->where, file + ":6:31");
+  // ... else the deep_cache key's.
+  spec = load(std::string(kMinimal) + "steps: 20\ndeep_cache: {cache_interval: 4}\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_EQ(spec->approximations.deep_cache->where, file + ":6:1");
+  spec = load(std::string(kMinimal) + "deep_cache: {cache_branch_id: ~}\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+  EXPECT_EQ(spec->approximations.deep_cache->where, file + ":5:1");
+  // Parsed from text: the name given, as in the error messages.
+  auto parsed = JobSpec::parse(std::string(kMinimal) + "deep_cache: {}\n", "", dir_.path(),
+                               JobLoadOptions{/*check_paths=*/false});
+  ASSERT_TRUE(parsed.is_ok()) << parsed.status().message();
+  EXPECT_EQ(parsed->approximations.deep_cache->where, "<job>:5:1");
+}
+
+TEST_F(JobSpecTest, TokenMergingRatioOutOfRange) {
+  std::string m = error_of(std::string(kMinimal) + "token_merging: {ratio: 1.0}\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:24: token_merging.ratio: 1.0 is out of range; use a number >= 0 and < 1, the "
+             "fraction of tokens merged (e.g. 0.5");
+  m = error_of(std::string(kMinimal) + "token_merging:\n  ratio: 1.5\n");
+  EXPECT_HAS(m, "job.yaml:6:10: token_merging.ratio: 1.5 is out of range; use a number >= 0 and < 1");
+  m = error_of(std::string(kMinimal) + "token_merging: {ratio: -0.1}\n");
+  EXPECT_HAS(m, "job.yaml:5:24: token_merging.ratio: -0.1 is out of range; use a number >= 0 and < 1");
+  // Not a number: NaN and infinity (both spellings), text, quoted.
+  for (const char* v : {"nan", ".nan", "inf", ".inf", "half", "\"0.5\""}) {
+    m = error_of(std::string(kMinimal) + "token_merging: {ratio: " + v + "}\n");
+    EXPECT_HAS(m, "job.yaml:5:24: token_merging.ratio: expected a number, got ");
+    EXPECT_HAS(m, "; use a number >= 0 and < 1");
+  }
+}
+
+TEST_F(JobSpecTest, MaxDownsampleMustBeAPowerOfTwoUpToEight) {
+  std::string m = error_of(std::string(kMinimal) + "token_merging: {max_downsample: 3}\n");
+  EXPECT_HAS(
+      m,
+      "job.yaml:5:33: token_merging.max_downsample: 3 is not 1, 2, 4 or 8; use 1, 2, 4 or 8: it applies "
+      "in the blocks whose latent is downsampled at most this much");
+  EXPECT_HAS(m, "1 changes nothing on SDXL");
+  for (const char* v : {"0", "16", "-2"}) {
+    m = error_of(std::string(kMinimal) + "token_downsampling: {max_downsample: " + v + "}\n");
+    EXPECT_HAS(m, std::string("job.yaml:5:38: token_downsampling.max_downsample: ") + v +
+                      " is not 1, 2, 4 or 8; use 1, 2, 4 or 8");
+  }
+  m = error_of(std::string(kMinimal) + "token_merging: {max_downsample: 2.5}\n");
+  EXPECT_HAS(m, "job.yaml:5:33: token_merging.max_downsample: expected an integer, got \"2.5\"");
+}
+
+TEST_F(JobSpecTest, TokenMergingStridesAndSwitches) {
+  std::string m = error_of(std::string(kMinimal) + "token_merging: {sx: 0}\n");
+  EXPECT_HAS(m, "job.yaml:5:21: token_merging.sx: 0 is out of range; use an integer >= 1");
+  m = error_of(std::string(kMinimal) + "token_merging: {sx: 2, sy: -1}\n");
+  EXPECT_HAS(m, "job.yaml:5:28: token_merging.sy: -1 is out of range; use an integer >= 1");
+  m = error_of(std::string(kMinimal) + "token_merging: {merge_mlp: maybe}\n");
+  EXPECT_HAS(m, "job.yaml:5:28: token_merging.merge_mlp: expected true or false, got \"maybe\"");
+  m = error_of(std::string(kMinimal) + "token_merging: {use_rand: 1}\n");
+  EXPECT_HAS(m, "token_merging.use_rand: expected true or false");
+}
+
+TEST_F(JobSpecTest, TokenDownsamplingFactorAndMethod) {
+  std::string m = error_of(std::string(kMinimal) + "token_downsampling: {factor: 3}\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:30: token_downsampling.factor: 3 is not 2 or 4; use 2 (keys and values from a grid "
+             "halved in each direction: 4x fewer) or 4 (16x fewer)");
+  for (const char* v : {"1", "8", "0"}) {
+    m = error_of(std::string(kMinimal) + "token_downsampling: {factor: " + v + "}\n");
+    EXPECT_HAS(m, std::string("token_downsampling.factor: ") + v + " is not 2 or 4");
+  }
+  m = error_of(std::string(kMinimal) + "token_downsampling: {method: bilinear}\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:30: token_downsampling.method: unknown value \"bilinear\"; use one of: nearest | "
+             "average");
+  m = error_of(std::string(kMinimal) + "token_downsampling: {method: averge}\n");
+  EXPECT_HAS(m, "use one of: nearest | average (did you mean \"average\"?)");
+}
+
+TEST_F(JobSpecTest, DeepCacheIntervalAndBranch) {
+  std::string m = error_of(std::string(kMinimal) + "deep_cache: {cache_interval: 0}\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:30: deep_cache.cache_interval: 0 is out of range; use an integer >= 1: a full UNet "
+             "step every cache_interval steps");
+  m = error_of(std::string(kMinimal) + "deep_cache:\n  cache_interval: -3\n");
+  EXPECT_HAS(m, "job.yaml:6:19: deep_cache.cache_interval: -3 is out of range; use an integer >= 1");
+  m = error_of(std::string(kMinimal) + "deep_cache: {cache_branch_id: -1}\n");
+  EXPECT_HAS(
+      m,
+      "job.yaml:5:31: deep_cache.cache_branch_id: -1 is out of range; use an integer >= 0, DeepCache's "
+      "skip branch");
+  m = error_of(std::string(kMinimal) + "deep_cache: {cache_interval: two}\n");
+  EXPECT_HAS(m, "job.yaml:5:30: deep_cache.cache_interval: expected an integer, got \"two\"");
+}
+
+TEST_F(JobSpecTest, UnknownApproximationSettingIsNamed) {
+  std::string m = error_of(std::string(kMinimal) + "token_merging: {ratio: 0.5, colour: red}\n");
+  EXPECT_HAS(
+      m,
+      "job.yaml:5:29: unknown key \"colour\"; valid keys are: ratio, max_downsample, sx, sy, use_rand, "
+      "merge_attn, merge_crossattn, merge_mlp (in token_merging)");
+  m = error_of(std::string(kMinimal) + "deep_cache:\n  interval: 3\n");
+  EXPECT_HAS(m,
+             "job.yaml:6:3: unknown key \"interval\"; valid keys are: cache_interval, cache_branch_id (in "
+             "deep_cache)");
+  m = error_of(std::string(kMinimal) + "token_downsampling: {downsample: 2}\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:22: unknown key \"downsample\"; valid keys are: factor, max_downsample, method (in "
+             "token_downsampling)");
+  // A near miss gets the nearest key, as everywhere in the job file.
+  m = error_of(std::string(kMinimal) + "token_downsampling: {factr: 2}\n");
+  EXPECT_HAS(m, "job.yaml:5:22: unknown key \"factr\"; did you mean \"factor\"? (in token_downsampling)");
+  // And a misspelt top-level key.
+  m = error_of(std::string(kMinimal) + "deepcache: {}\n");
+  EXPECT_HAS(m, "job.yaml:5:1: unknown key \"deepcache\"; did you mean \"deep_cache\"?");
+}
+
+TEST_F(JobSpecTest, ApproximationValueMustBeAMap) {
+  std::string m = error_of(std::string(kMinimal) + "token_merging: 0.5\n");
+  EXPECT_HAS(m,
+             "job.yaml:5:16: token_merging: expected a map of settings, got \"0.5\"; write token_merging: {} "
+             "for the defaults, or e.g. token_merging: {ratio: 0.5}, or remove the key to render without it");
+  m = error_of(std::string(kMinimal) + "token_downsampling: [2]\n");
+  EXPECT_HAS(m, "job.yaml:5:21: token_downsampling: expected a map of settings, got a list");
+  m = error_of(std::string(kMinimal) + "deep_cache: true\n");
+  EXPECT_HAS(m, "job.yaml:5:13: deep_cache: expected a map of settings, got \"true\"; write deep_cache: {}");
+  // No value is neither "on with the defaults" nor "off": the job says which.
+  m = error_of(std::string(kMinimal) + "deep_cache:\nsteps: 20\n");
+  EXPECT_HAS(m, "job.yaml:5:1: deep_cache: expected a map of settings, got nothing; write deep_cache: {}");
+}
+
+TEST_F(JobSpecTest, TokenMergingAndTokenDownsamplingCannotBeCombined) {
+  std::string m = error_of(std::string(kMinimal) + "token_merging: {}\ntoken_downsampling: {}\n");
+  EXPECT_HAS(m,
+             "job.yaml:6:1: token_downsampling: cannot be combined with token_merging (line 5): both change "
+             "self-attention; choose one, token_merging or token_downsampling, and remove the other");
+  // Reported at whichever comes second.
+  m = error_of(std::string(kMinimal) +
+               "token_downsampling: {factor: 4}\nsteps: 9\ntoken_merging: {ratio: 0.4}\n");
+  EXPECT_HAS(m, "job.yaml:7:1: token_merging: cannot be combined with token_downsampling (line 5)");
+  // Either one with deep_cache is fine.
+  for (const char* both :
+       {"token_merging: {}\ndeep_cache: {}\n", "deep_cache: {}\ntoken_downsampling: {}\n"}) {
+    auto spec = load(std::string(kMinimal) + both);
+    EXPECT_TRUE(spec.is_ok()) << both << spec.status().message();
+  }
+}
+
+TEST_F(JobSpecTest, ApproximationProblemsAreReportedTogether) {
+  std::string m =
+      error_of(std::string(kMinimal) +
+               "token_merging: {ratio: 1.0, sx: 0}\ndeep_cache: {cache_interval: 0, cache_branch_id: "
+               "-1}\nsteps: 0\n");
+  EXPECT_HAS(m, "job.yaml:5:24: token_merging.ratio: 1.0 is out of range");
+  EXPECT_HAS(m, "job.yaml:5:33: token_merging.sx: 0 is out of range");
+  EXPECT_HAS(m, "job.yaml:6:30: deep_cache.cache_interval: 0 is out of range");
+  EXPECT_HAS(m, "job.yaml:6:50: deep_cache.cache_branch_id: -1 is out of range");
+  EXPECT_HAS(m, "job.yaml:7:8: steps: 0 is out of range");
+  EXPECT_LT(m.find("token_merging.ratio"), m.find("deep_cache.cache_branch_id"));
+}
+
+TEST_F(JobSpecTest, ApproximationsInTheCanonicalJsonAndIdentity) {
+  auto canonical = [&](const std::string& extra) {
+    auto s = load(std::string(kMinimal) + extra);
+    EXPECT_TRUE(s.is_ok()) << extra << s.status().message();
+    return s.is_ok() ? s->to_canonical_json() : std::string();
+  };
+  auto id_of = [&](const std::string& extra) {
+    auto s = load(std::string(kMinimal) + extra);
+    EXPECT_TRUE(s.is_ok()) << extra << s.status().message();
+    return s.is_ok() ? s->identity("model-1") : std::string();
+  };
+  // Absent without the keys (so the identity is the one of before, pinned in IdentityOfExactJobsIsUnchanged),
+  // Approximations::to_json() inside "image" with them.
+  EXPECT_EQ(canonical("").find("approximations"), std::string::npos);
+  EXPECT_HAS(canonical("deep_cache: {}\n"),
+             "\"approximations\":{\"deep_cache\":{\"cache_branch_id\":0,\"cache_interval\":3}}");
+  EXPECT_HAS(canonical("deep_cache: {}\n"), "\"image\":{\"approximations\":{");
+  EXPECT_HAS(
+      canonical("token_merging: {ratio: 0.25}\n"),
+      "\"approximations\":{\"token_merging\":{\"max_downsample\":2,\"merge_attn\":true,\"merge_crossattn\":"
+      "false,\"merge_mlp\":false,\"ratio\":0.25,\"sx\":2,\"sy\":2,\"use_rand\":true}}");
+
+  const std::string exact = id_of("");
+  const std::string tome = id_of("token_merging: {}\n"), todo = id_of("token_downsampling: {}\n"),
+                    deep = id_of("deep_cache: {}\n");
+  EXPECT_NE(exact, tome);
+  EXPECT_NE(exact, todo);
+  EXPECT_NE(exact, deep);
+  EXPECT_NE(tome, todo);
+  EXPECT_NE(tome, deep);
+  EXPECT_NE(todo, deep);
+  EXPECT_NE(deep, id_of("deep_cache: {}\ntoken_merging: {}\n"));
+  EXPECT_NE(tome, id_of("deep_cache: {}\ntoken_merging: {}\n"));
+  // Every setting counts.
+  for (const char* changed :
+       {"token_merging: {ratio: 0.4}\n", "token_merging: {ratio: 0}\n",
+        "token_merging: {max_downsample: 4}\n", "token_merging: {sx: 4}\n", "token_merging: {sy: 1}\n",
+        "token_merging: {use_rand: false}\n", "token_merging: {merge_attn: false}\n",
+        "token_merging: {merge_crossattn: true}\n", "token_merging: {merge_mlp: true}\n"}) {
+    EXPECT_NE(tome, id_of(changed)) << changed;
+  }
+  EXPECT_NE(id_of("token_merging: {sx: 1, sy: 2}\n"), id_of("token_merging: {sx: 2, sy: 1}\n"));
+  for (const char* changed :
+       {"token_downsampling: {factor: 4}\n", "token_downsampling: {max_downsample: 4}\n",
+        "token_downsampling: {method: average}\n"}) {
+    EXPECT_NE(todo, id_of(changed)) << changed;
+  }
+  EXPECT_NE(deep, id_of("deep_cache: {cache_interval: 2}\n"));
+  EXPECT_NE(deep, id_of("deep_cache: {cache_branch_id: 1}\n"));
+  EXPECT_NE(id_of("deep_cache: {cache_interval: 2, cache_branch_id: 1}\n"),
+            id_of("deep_cache: {cache_interval: 1, cache_branch_id: 2}\n"));
+  // Explicit defaults, another spelling of the same number, and where the keys are written do not.
+  EXPECT_EQ(tome,
+            id_of("token_merging: {ratio: 0.5, max_downsample: 2, sx: 2, sy: 2, use_rand: true, merge_attn: "
+                  "true, merge_crossattn: false, merge_mlp: false}\n"));
+  EXPECT_EQ(tome, id_of("token_merging: {ratio: 0.50}\n"));
+  EXPECT_EQ(tome, id_of("token_merging:\n  ratio: 5e-1\n"));
+  EXPECT_EQ(todo, id_of("token_downsampling: {factor: 2, max_downsample: 2, method: nearest}\n"));
+  EXPECT_EQ(deep, id_of("deep_cache: {cache_interval: 3, cache_branch_id: 0}\n"));
+  EXPECT_EQ(id_of("deep_cache: {cache_branch_id: 1}\n"),
+            id_of("steps: 30\n\ndeep_cache:\n  cache_branch_id: 1\n"));
+  // A run setting is still not part of it.
+  EXPECT_EQ(deep, id_of("deep_cache: {}\nbatch_size: 3\n"));
+}
+
+TEST(Approximations, ToJsonIsCompactSortedAndComplete) {
+  Approximations a;
+  EXPECT_TRUE(a.empty());
+  EXPECT_EQ(a.to_json(), "{}");
+  a.deep_cache.emplace();
+  EXPECT_FALSE(a.empty());
+  EXPECT_EQ(a.to_json(), R"({"deep_cache":{"cache_branch_id":0,"cache_interval":3}})");
+  a.deep_cache->where = "job.yaml:9:9";  // not part of the JSON
+  EXPECT_EQ(a.to_json(), R"({"deep_cache":{"cache_branch_id":0,"cache_interval":3}})");
+  a.token_merging.emplace();
+  EXPECT_EQ(a.to_json(),
+            R"({"deep_cache":{"cache_branch_id":0,"cache_interval":3},"token_merging":{"max_downsample":2,)"
+            R"("merge_attn":true,"merge_crossattn":false,"merge_mlp":false,"ratio":0.5,"sx":2,"sy":2,)"
+            R"("use_rand":true}})");
+  Approximations b;
+  b.token_downsampling.emplace();
+  b.token_downsampling->method = TokenDownsampling::Method::kAverage;
+  b.token_downsampling->factor = 4;
+  EXPECT_EQ(b.to_json(), R"({"token_downsampling":{"factor":4,"max_downsample":2,"method":"average"}})");
+  // Numbers read back as written: the shortest text of the double.
+  Approximations c;
+  c.token_merging.emplace();
+  for (const auto& [ratio, text] :
+       std::vector<std::pair<double, std::string>>{{0.3, "0.3"},
+                                                   {0.0, "0.0"},
+                                                   {0.1 + 0.2, "0.30000000000000004"},
+                                                   {0.125, "0.125"},
+                                                   {1e-7, "1e-07"}}) {
+    c.token_merging->ratio = ratio;
+    EXPECT_HAS(c.to_json(), "\"ratio\":" + text + ",");
+  }
+}
+
+TEST(Approximations, DescribeAndEquality) {
+  Approximations a;
+  EXPECT_EQ(a.describe(), "exact (no approximation)");
+  a.token_merging.emplace();
+  EXPECT_EQ(a.describe(),
+            "ToMe ratio 0.5 (max_downsample 2, sx 2, sy 2, use_rand true, merge_attn true, merge_crossattn "
+            "false, merge_mlp false)");
+  a.token_merging.reset();
+  a.token_downsampling.emplace();
+  EXPECT_EQ(a.describe(), "ToDo factor 2 (max_downsample 2, method nearest)");
+  a.deep_cache.emplace();
+  EXPECT_EQ(a.describe(),
+            "ToDo factor 2 (max_downsample 2, method nearest); DeepCache interval 3 (cache_branch_id 0)");
+  EXPECT_STREQ(todo_method_name(TokenDownsampling::Method::kNearest), "nearest");
+  EXPECT_STREQ(todo_method_name(TokenDownsampling::Method::kAverage), "average");
+
+  Approximations b = a;
+  b.deep_cache->where = "elsewhere:1:1";  // where it was written is not a setting
+  EXPECT_EQ(a, b);
+  b.deep_cache->cache_branch_id = 1;
+  EXPECT_NE(a, b);
+  b = a;
+  b.token_downsampling->method = TokenDownsampling::Method::kAverage;
+  EXPECT_NE(a, b);
+  b = a;
+  b.token_merging.emplace();
+  EXPECT_NE(a, b);
+  TokenMerging t1, t2;
+  EXPECT_EQ(t1, t2);
+  t2.merge_crossattn = true;
+  EXPECT_NE(t1, t2);
+  t2 = t1;
+  t2.ratio = 0.25;
+  EXPECT_NE(t1, t2);
+  EXPECT_EQ(Approximations{}, Approximations{});
+}
+
 TEST_F(JobSpecTest, BadBatchSize) {
   std::string m = error_of(std::string(kMinimal) + "batch_size: 0\n");
   EXPECT_HAS(m, "job.yaml:5:13: batch_size: 0 is out of range; use \"auto\" or an integer from 1 to 4096");
@@ -864,6 +1275,20 @@ TEST_F(JobSpecTest, IdentityIgnoresRunSettingsButNotImageSettings) {
   auto reordered = load("model: sdxl\noutput: out\nprompts: [a blue bird, a red fox]\n");
   ASSERT_TRUE(reordered.is_ok());
   EXPECT_NE(id, reordered->identity("model-1"));
+}
+
+// The identity of jobs without the approximation keys, as it was before they existed (issue 14): a job
+// written before them resumes into the same dataset.
+TEST_F(JobSpecTest, IdentityOfExactJobsIsUnchanged) {
+  auto minimal = load(kMinimal);
+  ASSERT_TRUE(minimal.is_ok()) << minimal.status().message();
+  EXPECT_EQ(minimal->identity("model-1"), "dc2ac45facb1b8141dca97fa3679d1b85062cc4728290dfd8a1ddf7ebc5b2919");
+  auto rich = load(std::string(kMinimal) +
+                   "scheduler: {name: dpmpp_2m, sigmas: karras}\nsteps: 20\nseed: 7\nguidance: 6.5\n"
+                   "tiny_vae: taesd\n");
+  ASSERT_TRUE(rich.is_ok()) << rich.status().message();
+  EXPECT_EQ(rich->identity("model-1", "taesd-1"),
+            "3c9fbcdee902ef92236cb44d998214965fee0e8264a46cd3d684187ab5e9d43a");
 }
 
 TEST_F(JobSpecTest, IdentityIsTheSameForInlineAndFilePrompts) {

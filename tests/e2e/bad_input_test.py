@@ -127,6 +127,25 @@ class BadInput(unittest.TestCase):
         self.case("sampler-option", GOOD + "scheduler: {{name: euler_a, sigmas: karras}}\n", code=2,
                   expect=["job.yaml:10:", "euler_a", "sigmas", "timestep_spacing"])
 
+    # Issue 14: the opt-in approximations are checked when the job file is read (exit 2, file:line:column).
+    def test_token_merging_ratio_of_one_is_refused(self):
+        self.case("tome-ratio", GOOD + "token_merging: {{ratio: 1.0}}\n",
+                  expect=["job.yaml:10:24", "token_merging.ratio: 1.0 is out of range", ">= 0 and < 1"])
+
+    def test_token_merging_max_downsample_3_is_refused(self):
+        self.case("tome-downsample", GOOD + "token_merging: {{max_downsample: 3}}\n",
+                  expect=["job.yaml:10:33", "token_merging.max_downsample: 3 is not 1, 2, 4 or 8",
+                          "use 1, 2, 4 or 8"])
+
+    def test_deep_cache_interval_0_is_refused(self):
+        self.case("deepcache-interval", GOOD + "deep_cache:\n  cache_interval: 0\n",
+                  expect=["job.yaml:11:19", "deep_cache.cache_interval: 0 is out of range", ">= 1"])
+
+    def test_token_merging_with_token_downsampling_is_refused(self):
+        self.case("tome-todo", GOOD + "token_merging: {{}}\ntoken_downsampling: {{factor: 4}}\n",
+                  expect=["job.yaml:11:1", "token_downsampling: cannot be combined with token_merging",
+                          "choose one"])
+
     def test_unsupported_scheduler_class_in_the_model_folder(self):
         lms = os.path.join(TMP, "model-lms")
         shutil.copytree(MODEL, lms)
