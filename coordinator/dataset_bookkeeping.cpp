@@ -118,6 +118,7 @@ int finish_output(const RunContext& ctx, const RenderSummary& summary,
   attrs["job_canonical"] = ctx.job.to_canonical_json();
   attrs["model_id"] = ctx.model.model_id;
   attrs["scheduler"] = ctx.model.scheduler;
+  attrs["approximations"] = ctx.job.approximations.to_json();
   attrs["run_id"] = ctx.run_id;
   folder->set_item_check(item_check(ctx));
   auto index = folder->write_index(static_cast<int64_t>(ctx.plan->num_items()), attrs);

@@ -196,7 +196,9 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   // corrupt or hostile one (a sanity limit, a wrong type) before anything is written.
   {
     SDXLB_ASSIGN_OR_RETURN(auto u, folder.component_config("unet"));
-    SDXLB_RETURN_IF_ERROR(UNetConfig::from_json(u, model_dir + "/unet/config.json").status());
+    SDXLB_ASSIGN_OR_RETURN(auto unet_config, UNetConfig::from_json(u, model_dir + "/unet/config.json"));
+    if (const auto& dc = options.approximations.deep_cache)
+      SDXLB_RETURN_IF_ERROR(check_deep_cache_branch(unet_config, dc->cache_branch_id, dc->where));
     SDXLB_ASSIGN_OR_RETURN(auto v, folder.component_config("vae"));
     SDXLB_RETURN_IF_ERROR(VaeConfig::from_json(v, model_dir + "/vae/config.json").status());
     for (const char* te : {"text_encoder", "text_encoder_2"}) {
@@ -444,11 +446,12 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     key.guidance = s.guidance;
     key.streams = std::max(1, options_.unet_streams);
     key.cuda_graph = dev.is_cuda() && options_.cuda_graphs;
+    key.approximations = options_.approximations;
     if (!parts.loop || !(parts.loop->key() == key)) {
       parts.loop.reset();
       SDXLB_ASSIGN_OR_RETURN(parts.loop, DenoiseLoop::create(parts.unet, *sampler, key, dev, warmup));
     }
-    parts.loop->load(latents, embeds, pooled, time_ids);
+    parts.loop->load(latents, embeds, pooled, time_ids, seeds);
     parts.loop->run(*sampler, step_noise);
     latents = parts.loop->latents().clone();
     sync_device(dev);

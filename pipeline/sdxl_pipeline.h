@@ -28,6 +28,7 @@
 #include <c10/core/ScalarType.h>
 
 #include "common/status.h"
+#include "jobs/approximations.h"
 #include "jobs/sampler_choice.h"
 #include "pipeline/samplers/scheduler_config.h"
 
@@ -67,6 +68,9 @@ struct PipelineOptions {
   /// The job's sampler: another sampler than the folder's and/or options over its config (key by key, as
   /// diffusers' `XScheduler.from_config(folder_config, **options)`); empty: the folder's scheduler as it is.
   SamplerChoice sampler;
+  /// Opt-in approximations of the UNet (ToMe, ToDo, DeepCache); empty: the exact computation. DeepCache's
+  /// branch is checked against the UNet when it loads.
+  Approximations approximations;
 };
 
 /// Text conditioning for a batch: prompt_embeds [B, 77, D] and pooled [B, P], on the pipeline's device.

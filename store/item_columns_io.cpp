@@ -20,9 +20,17 @@ Status write_item_columns(const h5::Location& loc, const ItemColumns& columns, b
 StatusOr<ItemColumns> read_item_columns(const h5::Location& loc) {
   ItemColumns out;
   Status st;
+  bool missing = false;  // a column added after the file was written
   out.for_each([&](const char* name, auto& column) {
     if (!st.is_ok()) return;
     using Vec = std::decay_t<decltype(column)>;
+    if constexpr (std::is_same_v<Vec, std::vector<std::string>>) {
+      if (ItemColumns::added_later(name) && !loc.exists(name)) {
+        missing = true;
+        column.clear();
+        return;
+      }
+    }
     auto read = h5::read_column<typename Vec::value_type>(loc, name);
     if (!read.is_ok()) {
       st = read.status();
@@ -31,6 +39,15 @@ StatusOr<ItemColumns> read_item_columns(const h5::Location& loc) {
     column = std::move(read).value();
   });
   SDXLB_RETURN_IF_ERROR(st);
+  if (missing) {
+    out.for_each([&](const char* name, auto& column) {
+      using Vec = std::decay_t<decltype(column)>;
+      if constexpr (std::is_same_v<Vec, std::vector<std::string>>) {
+        if (ItemColumns::added_later(name) && column.empty())
+          column.assign(out.item_index.size(), ItemColumns::kAddedColumnDefault);
+      }
+    });
+  }
   if (!out.consistent()) {
     return data_loss("the per-item columns of " + loc.where() + " have different lengths (item_index has " +
                      std::to_string(out.size()) + ")");
@@ -45,6 +62,7 @@ StatusOr<int64_t> item_columns_length(const h5::Location& loc) {
   ItemColumns names_only;
   names_only.for_each([&](const char* name, const auto&) {
     if (!st.is_ok()) return;
+    if (ItemColumns::added_later(name) && !loc.exists(name)) return;
     auto ds = loc.open_dataset(name);
     if (!ds.is_ok()) {
       st = ds.status();

@@ -17,6 +17,7 @@ void ItemColumns::append(const ItemRecord& r) {
   width.push_back(r.width);
   height.push_back(r.height);
   scheduler.push_back(r.scheduler);
+  approximations.push_back(r.approximations);
   model_id.push_back(r.model_id);
   rank.push_back(r.rank);
   host.push_back(r.host);
@@ -41,6 +42,7 @@ ItemRecord ItemColumns::row(size_t i) const {
   r.width = width[i];
   r.height = height[i];
   r.scheduler = scheduler[i];
+  r.approximations = approximations[i];
   r.model_id = model_id[i];
   r.rank = rank[i];
   r.host = host[i];
@@ -67,6 +69,10 @@ ItemColumns ItemColumns::take(const std::vector<size_t>& rows) const {
     });
   });
   return out;
+}
+
+bool ItemColumns::added_later(const char* name) {
+  return std::string(name) == "approximations";
 }
 
 bool ItemColumns::consistent() const {

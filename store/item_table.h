@@ -25,6 +25,8 @@ struct ItemRecord {
   int32_t width = 0;
   int32_t height = 0;
   std::string scheduler;
+  /// The opt-in approximations as JSON (jobs/approximations.h's to_json(): "{}" for the exact computation).
+  std::string approximations = "{}";
   std::string model_id;
   int32_t rank = 0;
   std::string host;
@@ -49,6 +51,7 @@ struct ItemColumns {
   std::vector<int32_t> width;
   std::vector<int32_t> height;
   std::vector<std::string> scheduler;
+  std::vector<std::string> approximations;
   std::vector<std::string> model_id;
   std::vector<int32_t> rank;
   std::vector<std::string> host;
@@ -74,6 +77,10 @@ struct ItemColumns {
   ItemRecord row(size_t i) const;
   /// The rows `rows` (in that order) as a new table.
   ItemColumns take(const std::vector<size_t>& rows) const;
+  /// Whether `name` is a column that segments written before it existed lack (readers fill it with
+  /// kAddedColumnDefault): "approximations".
+  static bool added_later(const char* name);
+  static constexpr const char* kAddedColumnDefault = "{}";
   /// Whether all columns have size() elements.
   bool consistent() const;
 
@@ -91,6 +98,7 @@ struct ItemColumns {
     f("width", s.width);
     f("height", s.height);
     f("scheduler", s.scheduler);
+    f("approximations", s.approximations);
     f("model_id", s.model_id);
     f("rank", s.rank);
     f("host", s.host);

@@ -187,3 +187,23 @@ TEST(MemoryPlan, CpuEstimateFollowsTheModelsWidths) {
 
 }  // namespace
 }  // namespace sdxlb
+
+namespace sdxlb {
+namespace {
+// DeepCache keeps one feature map per image of the batch: SDXL at 1024², branch 0 caches the 320-channel
+// 128×128 input of the last up layer (its CFG pair in fp16: 20 MiB), and the plan's estimate counts it per
+// image.
+TEST(MemoryPlanDeepCache, CachedFeaturesAreCountedPerImage) {
+  EXPECT_NEAR(deep_cache_gib_per_image(1024, 1024, 0), 2.0 * 2 * 320 * 128 * 128 / (1 << 30), 1e-12);
+  EXPECT_NEAR(deep_cache_gib_per_image(1024, 1024, 2), 2.0 * 2 * 640 * 128 * 128 / (1 << 30), 1e-12);
+  EXPECT_NEAR(deep_cache_gib_per_image(1024, 1024, 3), 2.0 * 2 * 640 * 64 * 64 / (1 << 30), 1e-12);
+  MemoryPlan plain;
+  plain.batch_size = 8;
+  MemoryPlan cached = plain;
+  cached.cached_gib_per_image = deep_cache_gib_per_image(1024, 1024, 0);
+  EXPECT_NEAR(estimate_peak_gib(cached, 1024, 1024) - estimate_peak_gib(plain, 1024, 1024),
+              8 * cached.cached_gib_per_image, 1e-9);
+}
+
+}  // namespace
+}  // namespace sdxlb

@@ -135,6 +135,7 @@ Status BatchRenderer::render_padded(const std::vector<int64_t>& items, int64_t b
     r.width = static_cast<int32_t>(ctx_.job.width);
     r.height = static_cast<int32_t>(ctx_.job.height);
     r.scheduler = scheduler_json_;
+    r.approximations = ctx_.job.approximations.to_json();
     r.model_id = pipe_->model_id();
     r.rank = rank_;
     r.host = host_;
@@ -196,6 +197,8 @@ Status BatchRenderer::apply_memory_plan() {
   req.steps = ctx_.job.steps;
   req.tiny_decoder = setup_.decoder == DecoderKind::kTiny;
   req.batch_size = ctx_.job.batch_size;
+  if (const auto& dc = ctx_.job.approximations.deep_cache)
+    req.cached_gib_per_image = deep_cache_gib_per_image(ctx_.job.width, ctx_.job.height, dc->cache_branch_id);
   if (ctx_.job.memory.decode != JobSpec::Decode::kAuto) req.decode = decode_name(ctx_.job.memory.decode);
   req.placement = placement_name(ctx_.job.memory.placement);
   if (ctx_.job.memory.concurrent_images)

@@ -20,6 +20,7 @@ PipelineOptions RenderSetup::pipeline_options(const JobSpec& job, bool text_enco
   o.unload_for_decode = unload_for_decode;
   o.tight_memory = tight_memory;
   o.sampler = job.scheduler;
+  o.approximations = job.approximations;
   return o;
 }
 

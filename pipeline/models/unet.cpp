@@ -273,9 +273,19 @@ c10::Device UNet2DConditionModelImpl::device() const {
   return conv_in_->weight.device();
 }
 
+Status check_deep_cache_branch(const UNetConfig& config, int64_t cache_branch_id, const std::string& where) {
+  const auto levels = static_cast<int64_t>(config.num_levels());
+  if (cache_branch_id >= 0 && cache_branch_id / 3 < levels) return Status::ok();
+  return invalid_argument((where.empty() ? std::string() : where + ": ") + "deep_cache.cache_branch_id: " +
+                          std::to_string(cache_branch_id) + " is beyond this UNet's " +
+                          std::to_string(levels) + " levels (branch id / 3 is the level); use 0 to " +
+                          std::to_string(3 * levels - 1) + ", where 0 caches the most and runs the least");
+}
+
 at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at::Tensor& timestep,
                                              const at::Tensor& encoder_hidden_states,
-                                             const at::Tensor& text_embeds, const at::Tensor& time_ids) {
+                                             const at::Tensor& text_embeds, const at::Tensor& time_ids,
+                                             const UNetCall& call) {
   const auto& c = config_;
   if (forward_hook_) forward_hook_->begin_forward();
   const int64_t batch = sample.size(0);
@@ -283,6 +293,26 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at:
   // connection it must match (diffusers' forward_upsample_size).
   const int64_t up_factor = int64_t{1} << (c.num_levels() - 1);
   const bool forward_upsample_size = sample.size(-2) % up_factor != 0 || sample.size(-1) % up_factor != 0;
+  TokenReduction* tokens = call.tokens != nullptr && call.tokens->active() ? call.tokens : nullptr;
+  if (tokens != nullptr) {
+    tokens->height = sample.size(-2);
+    tokens->width = sample.size(-1);
+    tokens->next_block = 0;
+  }
+  // DeepCache: the branch's level, how many of its down layers a shallow call runs, and the up layer whose
+  // input is cached (DeepCache's up-layer numbering runs backwards: layer_num - layer_i - 1).
+  DeepCacheCall* dc = call.deep_cache;
+  int64_t dc_level = -1, dc_down_layers = 0, dc_up_layer = 0;
+  if (dc != nullptr) {
+    TORCH_CHECK(dc->features != nullptr && dc->block >= 0 && dc->block < static_cast<int64_t>(c.num_levels()),
+                "DeepCache: bad branch (level ", dc->block, ")");
+    dc_level = dc->block;
+    const int64_t layers = down_blocks_[static_cast<size_t>(dc_level)]->num_layers();
+    dc_down_layers = std::min(dc->layer, layers);
+    dc_up_layer = layers - dc_down_layers;
+    TORCH_CHECK(dc->full || dc->features->defined(), "DeepCache: a shallow step before any full step");
+  }
+  const bool shallow = dc != nullptr && !dc->full;
 
   at::Tensor x = sample;
   if (c.center_input_sample) x = x * 2 - 1.0;
@@ -296,24 +326,46 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at:
   at::Tensor add_embeds = at::cat({text_embeds, time_embeds}, -1).to(emb.scalar_type());
   emb = emb + add_embedding_(add_embeds);
 
-  // 2.-3. Input conv and down path; every intermediate is kept as a skip connection.
+  // 2.-3. Input conv and down path; every intermediate is kept as a skip connection. A shallow call stops at
+  // the branch's first layers.
   x = conv_in_(x);
   std::vector<at::Tensor> skips{x};
-  for (auto& block : down_blocks_) x = block(x, emb, encoder_hidden_states, skips);
+  for (size_t i = 0; i < down_blocks_.size(); ++i) {
+    if (shallow && static_cast<int64_t>(i) == dc_level) {
+      x = down_blocks_[i]->forward(x, emb, encoder_hidden_states, skips, tokens, dc_down_layers);
+      break;
+    }
+    x = down_blocks_[i]->forward(x, emb, encoder_hidden_states, skips, tokens);
+  }
 
-  // 4. Middle.
-  x = mid_block_(x, emb, encoder_hidden_states);
+  // 4. Middle (cached in a shallow call).
+  if (!shallow) x = mid_block_->forward(x, emb, encoder_hidden_states, tokens);
 
-  // 5. Up path: each block takes the last num_skips() skip connections.
+  // 5. Up path: each block takes the last num_skips() skip connections (a shallow call skips the blocks
+  // below the branch, and the branch's block starts from the cached features).
   std::vector<int64_t> upsample_size;
   for (size_t i = 0; i < up_blocks_.size(); ++i) {
+    const auto level = static_cast<int64_t>(up_blocks_.size() - 1 - i);
+    if (shallow && level > dc_level) continue;
     auto& block = up_blocks_[i];
-    const auto n = static_cast<size_t>(block->num_skips());
+    int64_t first = 0, store = -1;
+    at::Tensor* stored = nullptr;
+    if (level == dc_level) {
+      if (shallow) {
+        first = dc_up_layer;
+        x = *dc->features;
+      } else {
+        store = dc_up_layer;
+        stored = dc->features;
+      }
+    }
+    const auto n = static_cast<size_t>(block->num_skips() - first);
     std::vector<at::Tensor> block_skips(skips.end() - static_cast<std::ptrdiff_t>(n), skips.end());
     skips.resize(skips.size() - n);
     if (i + 1 < up_blocks_.size() && forward_upsample_size)
       upsample_size = skips.back().sizes().slice(2).vec();
-    x = block(x, emb, encoder_hidden_states, block_skips, upsample_size);
+    x = block->forward(x, emb, encoder_hidden_states, block_skips, upsample_size, tokens, first, store,
+                       stored);
   }
 
   // 6. Output.

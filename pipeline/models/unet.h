@@ -25,6 +25,7 @@
 #include "pipeline/io/model_folder.h"
 #include "pipeline/models/unet_blocks.h"
 #include "pipeline/nn/layers.h"
+#include "pipeline/nn/token_merging.h"
 #include "pipeline/nn/unit_hook.h"
 
 namespace sdxlb {
@@ -68,6 +69,31 @@ struct UNetConfig {
   static StatusOr<UNetConfig> from_json(const nlohmann::json& json, const std::string& source);
 };
 
+/// DeepCache (Ma et al. 2024, the `deepcache` package's DeepCacheSDHelper) in one UNet call. The branch is
+/// DeepCache's cache_branch_id: level `block` = id / 3, layer `layer` = id % 3. A full call runs the whole
+/// UNet and stores the features entering up layer (layers_per_block − layer) of that level's up block (its
+/// input before the skip is concatenated); a shallow call runs only the blocks outside the branch: the down
+/// path to the branch's first `layer` layers, then that up block from the stored features on, then the rest
+/// of the up path. It equals DeepCacheSDHelper's module-by-module replay of cached outputs.
+struct DeepCacheCall {
+  int64_t block = 0;
+  int64_t layer = 0;
+  bool full = true;
+  /// The image's features (undefined until the first full call allocates them; later calls copy into the
+  /// same storage, so a CUDA graph can capture both calls). Must be set.
+  at::Tensor* features = nullptr;
+};
+
+/// Whether DeepCache's cache_branch_id names a branch of a UNet with `config` (level id / 3 must exist).
+/// Error: kInvalidArgument saying the valid range, prefixed by `where` (the job file's location).
+Status check_deep_cache_branch(const UNetConfig& config, int64_t cache_branch_id, const std::string& where);
+
+/// What one UNet call may change besides its inputs (all off by default: the exact model).
+struct UNetCall {
+  TokenReduction* tokens = nullptr;     ///< ToMe / ToDo in the transformer blocks
+  DeepCacheCall* deep_cache = nullptr;  ///< step caching
+};
+
 /// diffusers' UNet2DConditionModel for the config family described above.
 class UNet2DConditionModelImpl : public torch::nn::Module {
  public:
@@ -85,9 +111,10 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
   ///   projection_class_embeddings_input_dim
   /// Returns the noise prediction [B, out_channels, h, w]. Throws c10::Error on bad input; use
   /// checked_forward() for a Status instead.
+  /// `call` switches on token reduction and step caching.
   at::Tensor forward(const at::Tensor& sample, const at::Tensor& timestep,
                      const at::Tensor& encoder_hidden_states, const at::Tensor& text_embeds,
-                     const at::Tensor& time_ids);
+                     const at::Tensor& time_ids, const UNetCall& call = {});
 
   /// forward() after checking every input's rank, sizes, dtype and device against the model (host-side
   /// metadata only, no synchronisation). Errors: kInvalidArgument naming the input and the expected shape;

@@ -1,5 +1,6 @@
 #include "pipeline/models/unet_blocks.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/ATen.h>
@@ -104,14 +105,16 @@ UNetDownBlockImpl::UNetDownBlockImpl(const UNetBlockOptions& o, int64_t in_chann
 }
 
 at::Tensor UNetDownBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
-                                      std::vector<at::Tensor>& skips) {
+                                      std::vector<at::Tensor>& skips, TokenReduction* reduction,
+                                      int64_t num_layers) {
   at::Tensor h = x;
-  for (size_t i = 0; i < resnets_.size(); ++i) {
+  const size_t layers = num_layers < 0 ? resnets_.size() : static_cast<size_t>(num_layers);
+  for (size_t i = 0; i < layers && i < resnets_.size(); ++i) {
     h = resnets_[i](h, temb);
-    if (!attentions_.empty()) h = attentions_[i](h, context);
+    if (!attentions_.empty()) h = attentions_[i]->forward(h, context, reduction);
     skips.push_back(h);
   }
-  if (downsampler_) {
+  if (downsampler_ && num_layers < 0) {
     h = downsampler_(h);
     skips.push_back(h);
   }
@@ -132,10 +135,11 @@ UNetMidBlockImpl::UNetMidBlockImpl(const UNetBlockOptions& o, int64_t channels, 
   }
 }
 
-at::Tensor UNetMidBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context) {
+at::Tensor UNetMidBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
+                                     TokenReduction* reduction) {
   at::Tensor h = resnets_[0](x, temb);
   for (size_t i = 0; i < attentions_.size(); ++i) {
-    h = attentions_[i](h, context);
+    h = attentions_[i]->forward(h, context, reduction);
     h = resnets_[i + 1](h, temb);
   }
   return h;
@@ -164,14 +168,25 @@ UNetUpBlockImpl::UNetUpBlockImpl(const UNetBlockOptions& o, int64_t in_channels,
 }
 
 at::Tensor UNetUpBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
-                                    const std::vector<at::Tensor>& skips, at::IntArrayRef upsample_size) {
-  TORCH_CHECK(skips.size() == resnets_.size(), "UNet up block needs ", resnets_.size(),
-              " skip connections, got ", skips.size());
+                                    const std::vector<at::Tensor>& skips, at::IntArrayRef upsample_size,
+                                    TokenReduction* reduction, int64_t first_layer, int64_t store_layer,
+                                    at::Tensor* stored) {
+  const auto first = static_cast<size_t>(first_layer);
+  TORCH_CHECK(first < resnets_.size() && skips.size() == resnets_.size() - first, "UNet up block from layer ",
+              first, " needs ", resnets_.size() - std::min(first, resnets_.size()), " skip connections, got ",
+              skips.size());
   at::Tensor h = x;
-  for (size_t i = 0; i < resnets_.size(); ++i) {
-    h = at::cat({h, skips[skips.size() - 1 - i]}, 1);
+  for (size_t i = first; i < resnets_.size(); ++i) {
+    if (stored != nullptr && static_cast<int64_t>(i) == store_layer) {
+      if (stored->defined()) {
+        stored->copy_(h);
+      } else {
+        *stored = h.clone();
+      }
+    }
+    h = at::cat({h, skips[skips.size() - 1 - (i - first)]}, 1);
     h = resnets_[i](h, temb);
-    if (!attentions_.empty()) h = attentions_[i](h, context);
+    if (!attentions_.empty()) h = attentions_[i]->forward(h, context, reduction);
   }
   if (upsampler_) h = upsampler_(h, upsample_size);
   return h;

@@ -81,9 +81,13 @@ class UNetDownBlockImpl : public torch::nn::Module {
  public:
   UNetDownBlockImpl(const UNetBlockOptions& options, int64_t in_channels, int64_t out_channels,
                     int64_t num_layers, bool add_downsample, int64_t downsample_padding);
-  /// Runs the block and appends every intermediate output (the skip connections) to `skips`.
+  /// Runs the block and appends every intermediate output (the skip connections) to `skips`. `num_layers`
+  /// >= 0 runs only the first layers and no downsampler (DeepCache's shallow step); `reduction`: token
+  /// merging/downsampling for the transformers (nullptr: none).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
-                     std::vector<at::Tensor>& skips);
+                     std::vector<at::Tensor>& skips, TokenReduction* reduction = nullptr,
+                     int64_t num_layers = -1);
+  int64_t num_layers() const { return static_cast<int64_t>(resnets_.size()); }
 
  private:
   std::vector<ResnetBlock2D> resnets_;
@@ -96,7 +100,8 @@ TORCH_MODULE(UNetDownBlock);
 class UNetMidBlockImpl : public torch::nn::Module {
  public:
   UNetMidBlockImpl(const UNetBlockOptions& options, int64_t channels, int64_t num_layers = 1);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
+                     TokenReduction* reduction = nullptr);
 
  private:
   std::vector<ResnetBlock2D> resnets_;
@@ -112,10 +117,15 @@ class UNetUpBlockImpl : public torch::nn::Module {
                   int64_t out_channels, int64_t num_layers, bool add_upsample);
   /// Number of skip connections the block consumes (its resnet count).
   int64_t num_skips() const { return static_cast<int64_t>(resnets_.size()); }
-  /// `skips` holds the block's num_skips() skip connections in the order the down path produced them; they
-  /// are consumed from the back. `upsample_size` (empty: ×2) forces the upsampler's output size.
+  /// `skips` holds the skip connections of the layers that run (num_skips() − first_layer), in the order the
+  /// down path produced them; they are consumed from the back. `upsample_size` (empty: ×2) forces the
+  /// upsampler's output size. DeepCache: `first_layer` > 0 starts at that layer with x as its input (the
+  /// cached features); `store_layer` >= 0 writes the input of that layer (before its skip is concatenated)
+  /// into *stored (allocated on first use, then copied into).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
-                     const std::vector<at::Tensor>& skips, at::IntArrayRef upsample_size = {});
+                     const std::vector<at::Tensor>& skips, at::IntArrayRef upsample_size = {},
+                     TokenReduction* reduction = nullptr, int64_t first_layer = 0, int64_t store_layer = -1,
+                     at::Tensor* stored = nullptr);
 
  private:
   std::vector<ResnetBlock2D> resnets_;

@@ -22,8 +22,9 @@ AttentionImpl::AttentionImpl(const AttentionOptions& options) : options_(options
   to_out->push_back(to_out_);
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context) {
-  const at::Tensor& kv_input = context.defined() ? context : x;
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context, const BlockTokens* tokens) {
+  const at::Tensor kv_input =
+      context.defined() ? context : (tokens != nullptr ? downsample_tokens(x, *tokens) : x);
   const int64_t batch = kv_input.size(0);
   const int64_t heads = options_.heads();
   at::Tensor query = to_q_(x);

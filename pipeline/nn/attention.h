@@ -17,14 +17,15 @@
 #include <torch/nn/pimpl.h>
 
 #include "pipeline/nn/layers.h"
+#include "pipeline/nn/token_merging.h"
 
 namespace sdxlb {
 
 /// softmax(q kᵀ · scale) v over [B, heads, N, D] queries and [B, heads, M, D] keys/values → [B, heads, N, D]
 /// (at::scaled_dot_product_attention: the kernel PyTorch picks for the device, dtype and layout). `causal`
 /// masks keys after each query; `scale` nullopt: 1/sqrt(D).
-at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  bool causal = false, std::optional<double> scale = std::nullopt);
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal = false,
+                  std::optional<double> scale = std::nullopt);
 
 /// Options of Attention (diffusers' Attention constructor arguments).
 struct AttentionOptions {
@@ -46,8 +47,9 @@ class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const AttentionOptions& options);
   /// x [B, N, query_dim]; context [B, M, cross_attention_dim] for cross-attention (undefined: self-attention)
-  /// → [B, N, query_dim].
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {});
+  /// → [B, N, query_dim]. `tokens` (self-attention only): ToDo's downsampled keys and values when it says so.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {},
+                     const BlockTokens* tokens = nullptr);
 
  private:
   AttentionOptions options_;

@@ -37,20 +37,34 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlock
   ff_ = register_module("ff", FeedForward(o.dim()));
 }
 
-at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context) {
+at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context,
+                                              TokenReduction* reduction) {
   run_unit_hook();
+  BlockTokens tokens;
+  if (reduction != nullptr) tokens = block_tokens(*reduction, x);
+  // ToMe (tomesd's patched block): merge a layer's normalised input, unmerge its output before the residual
+  // add, for the layers the settings name; with nothing merged these are the identity.
+  const TokenMerging* tome = reduction != nullptr ? reduction->merging : nullptr;
+  const TokenMerge& m = tokens.merge;
+  const bool attn = tome != nullptr && tome->merge_attn, cross = tome != nullptr && tome->merge_crossattn,
+             mlp = tome != nullptr && tome->merge_mlp;
   // Each residual add and the LayerNorm after it are one kernel on the GPU (the same bits for the sum as the
   // add's); h is the running hidden state, a the branch output still to be added to it.
-  at::Tensor a = attn1_(norm1_(x));
+  at::Tensor n1 = norm1_(x);
+  at::Tensor a = attn1_->forward(attn ? m.merge(n1) : n1, at::Tensor(), &tokens);
+  if (attn) a = m.unmerge(a);
   at::Tensor h = x;
   if (attn2_) {
     TORCH_CHECK(context.defined(), "BasicTransformerBlock with cross-attention needs encoder_hidden_states");
     auto [sum, normed] = norm2_->forward_add(a, h);
     h = sum;
-    a = attn2_(normed, context);
+    a = attn2_(cross ? m.merge(normed) : normed, context);
+    if (cross) a = m.unmerge(a);
   }
   auto [sum, normed] = norm3_->forward_add(a, h);
-  return ff_(normed) + sum;
+  at::Tensor f = ff_(mlp ? m.merge(normed) : normed);
+  if (mlp) f = m.unmerge(f);
+  return f + sum;
 }
 
 Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DModelOptions& o) : options_(o) {
@@ -75,7 +89,8 @@ Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DModelOptions& 
   }
 }
 
-at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor& context) {
+at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor& context,
+                                           TokenReduction* reduction) {
   TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "Transformer2DModel expects [B, ",
               options_.in_channels(), ", H, W], got ", x.sizes());
   const int64_t batch = x.size(0), height = x.size(2), width = x.size(3);
@@ -89,7 +104,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
     inner = h.size(1);
     h = h.permute({0, 2, 3, 1}).reshape({batch, height * width, inner});
   }
-  for (auto& block : blocks_) h = block(h, context);
+  for (auto& block : blocks_) h = block->forward(h, context, reduction);
   if (proj_out_linear_) {
     h = proj_out_linear_(h);
     // The permuted view is channels-last already: keep it when the input is (no copy), else copy to NCHW.

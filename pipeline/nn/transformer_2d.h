@@ -20,6 +20,7 @@
 
 #include "pipeline/nn/attention.h"
 #include "pipeline/nn/layers.h"
+#include "pipeline/nn/token_merging.h"
 #include "pipeline/nn/unit_hook.h"
 
 namespace sdxlb {
@@ -57,7 +58,10 @@ class BasicTransformerBlockImpl : public torch::nn::Module, public HookedUnit {
  public:
   explicit BasicTransformerBlockImpl(const BasicTransformerBlockOptions& options);
   /// x [B, N, dim], context [B, M, cross_attention_dim] (needed when the block has attn2) → [B, N, dim].
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {});
+  /// `reduction` (nullptr: none): ToMe merges around the layers tomesd's settings name, ToDo downsamples
+  /// attn1's keys and values (token_merging.h).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {},
+                     TokenReduction* reduction = nullptr);
 
  private:
   LayerNorm norm1_{nullptr};
@@ -91,8 +95,10 @@ struct Transformer2DModelOptions {
 class Transformer2DModelImpl : public torch::nn::Module {
  public:
   explicit Transformer2DModelImpl(const Transformer2DModelOptions& options);
-  /// x [B, in_channels, H, W], context [B, M, cross_attention_dim] → [B, in_channels, H, W].
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {});
+  /// x [B, in_channels, H, W], context [B, M, cross_attention_dim] → [B, in_channels, H, W]; `reduction` is
+  /// passed to every block.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {},
+                     TokenReduction* reduction = nullptr);
 
  private:
   Transformer2DModelOptions options_;

@@ -23,7 +23,7 @@ bool DenoiseLoop::Key::operator==(const Key& o) const {
          seq == o.seq && dim == o.dim && pooled == o.pooled && dtype == o.dtype && cfg == o.cfg &&
          guidance == o.guidance && streams == o.streams && cuda_graph == o.cuda_graph &&
          sampler == o.sampler && coefficient_width == o.coefficient_width && history == o.history &&
-         noise == o.noise;
+         noise == o.noise && approximations == o.approximations;
 }
 
 DenoiseLoop::Key DenoiseLoop::key_for(const Sampler& sampler) {
@@ -41,8 +41,13 @@ struct DenoiseLoop::State {
   // is also the output.
   at::Tensor latents, embeds, pooled, time_ids, row, noise;
   std::vector<at::Tensor> history;
+  // Approximations: the images' seeds (int64 [batch]) and the step index (int64 []) for ToMe's random
+  // destinations; DeepCache's cached features, one per image (allocated by the first full step).
+  at::Tensor seeds, step;
+  std::vector<at::Tensor> features;
 #ifdef SDXLB_WITH_CUDA
   std::unique_ptr<at::cuda::CUDAGraph> graph;
+  std::unique_ptr<at::cuda::CUDAGraph> shallow_graph;  // DeepCache's shallow step (shares graph's pool)
   std::vector<c10::cuda::CUDAStream> side;  // streams 1.. of the concurrent images (0 is the capture stream)
   std::vector<at::cuda::CUDAEvent> joined;  // one per side stream: its work of this step is done
   at::cuda::CUDAEvent forked;               // the step's inputs are ready on the capture stream
@@ -58,13 +63,13 @@ namespace {
 // updates the image's rows of `latents` and of the history in place).
 void image_step(DenoiseLoop::Key const& k, UNet2DConditionModel& unet, const Sampler& sampler,
                 const SamplerTensors& t, const at::Tensor& embeds, const at::Tensor& pooled,
-                const at::Tensor& time_ids, const at::Tensor& row) {
+                const at::Tensor& time_ids, const at::Tensor& row, const UNetCall& call) {
   at::Tensor model_in = k.cfg ? at::cat({t.x, t.x}, 0) : t.x;
   // Channels-last on CUDA (the fast convolution layout there); on the CPU the layout diffusers runs in.
   model_in =
       sampler.model_input(model_in, row)
           .contiguous(model_in.is_cuda() ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-  at::Tensor out = unet->forward(model_in, row.select(0, 0), embeds, pooled, time_ids);
+  at::Tensor out = unet->forward(model_in, row.select(0, 0), embeds, pooled, time_ids, call);
   if (k.cfg) {
     // Classifier-free guidance: uncond + g · (cond − uncond), in the model's dtype as diffusers does.
     auto chunks = out.chunk(2, 0);
@@ -75,15 +80,31 @@ void image_step(DenoiseLoop::Key const& k, UNet2DConditionModel& unet, const Sam
 
 // The step for the whole batch, written once for the warm-up runs and the capture: image i runs on stream
 // i mod streams, forked from and joined back into the current stream.
-void run_step(DenoiseLoop::Key const& k, DenoiseLoop::State& s, const Sampler& sampler) {
+void run_step(DenoiseLoop::Key const& k, DenoiseLoop::State& s, const Sampler& sampler, bool full) {
   const int64_t rows = k.cfg ? 2 : 1;
+  const Approximations& ap = k.approximations;
   auto image = [&](int64_t i) {
     SamplerTensors t;
     t.x = s.latents.narrow(0, i, 1);
     for (const auto& h : s.history) t.history.push_back(h.narrow(0, i, 1));
     if (s.noise.defined()) t.noise = s.noise.narrow(0, i, 1);
+    TokenReduction tokens;
+    tokens.merging = ap.token_merging ? &*ap.token_merging : nullptr;
+    tokens.downsampling = ap.token_downsampling ? &*ap.token_downsampling : nullptr;
+    tokens.seed = s.seeds.select(0, i);
+    tokens.step = s.step;
+    DeepCacheCall cache;
+    UNetCall call;
+    call.tokens = &tokens;
+    if (ap.deep_cache) {
+      cache.block = ap.deep_cache->cache_branch_id / 3;
+      cache.layer = ap.deep_cache->cache_branch_id % 3;
+      cache.full = full;
+      cache.features = &s.features[static_cast<size_t>(i)];
+      call.deep_cache = &cache;
+    }
     image_step(k, s.unet, sampler, t, s.embeds.narrow(0, i * rows, rows), s.pooled.narrow(0, i * rows, rows),
-               s.time_ids.narrow(0, i * rows, rows), s.row);
+               s.time_ids.narrow(0, i * rows, rows), s.row, call);
   };
 #ifdef SDXLB_WITH_CUDA
   if (!s.side.empty()) {
@@ -139,6 +160,9 @@ StatusOr<std::unique_ptr<DenoiseLoop>> DenoiseLoop::create(UNet2DConditionModel 
     s.row = at::tensor(first, at::TensorOptions().dtype(at::kFloat)).to(device);
     for (int64_t j = 0; j < key.history; ++j) s.history.push_back(at::zeros(shape, f32));
     if (key.noise) s.noise = at::zeros(shape, opts.dtype(sampler.noise_dtype(key.dtype)));
+    s.seeds = at::zeros({key.batch}, at::TensorOptions().dtype(at::kLong).device(device));
+    s.step = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(device));
+    s.features.resize(static_cast<size_t>(key.batch));
     if (!key.cuda_graph) return g;
 #ifdef SDXLB_WITH_CUDA
     auto stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
@@ -150,27 +174,35 @@ StatusOr<std::unique_ptr<DenoiseLoop>> DenoiseLoop::create(UNet2DConditionModel 
     {
       c10::cuda::CUDAStreamGuard sg(stream);
       // Warm-up on the capture stream: cuBLAS/cuDNN handles, autotuning and workspaces exist before capture.
-      for (int i = 0; i < warmup; ++i) run_step(key, s, sampler);
+      // DeepCache: a full step first (it allocates the cached features), and a shallow one.
+      const bool deep_cache = key.approximations.deep_cache.has_value();
+      for (int i = 0; i < std::max(warmup, deep_cache ? 1 : 0); ++i) run_step(key, s, sampler, true);
+      if (deep_cache) run_step(key, s, sampler, false);
       stream.synchronize();
       // The warm-up's cached blocks cannot serve the graph's private pool: give them back first, so that
       // a memory cap (max_gpu_gib) does not count them twice.
       c10::cuda::CUDACachingAllocator::emptyCache();
-      s.graph = std::make_unique<at::cuda::CUDAGraph>();
-      s.graph->capture_begin();
-      try {
-        run_step(key, s, sampler);
-      } catch (...) {
-        // End the broken capture, or every later CUDA call of this process fails ("operation not
-        // permitted when stream is capturing") and the out-of-memory fallback cannot run.
+      auto capture = [&](std::unique_ptr<at::cuda::CUDAGraph>& graph, bool full, at::cuda::MempoolId_t pool) {
+        graph = std::make_unique<at::cuda::CUDAGraph>();
+        graph->capture_begin(pool);
         try {
-          s.graph->capture_end();
+          run_step(key, s, sampler, full);
         } catch (...) {
+          // End the broken capture, or every later CUDA call of this process fails ("operation not
+          // permitted when stream is capturing") and the out-of-memory fallback cannot run.
+          try {
+            graph->capture_end();
+          } catch (...) {
+          }
+          (void)cudaGetLastError();
+          graph.reset();
+          throw;
         }
-        (void)cudaGetLastError();
-        s.graph.reset();
-        throw;
-      }
-      s.graph->capture_end();
+        graph->capture_end();
+      };
+      capture(s.graph, true, {0, 0});
+      // The shallow step never runs at the same time as the full one: it shares its memory pool.
+      if (deep_cache) capture(s.shallow_graph, false, s.graph->pool());
     }
     stream.synchronize();
 #endif
@@ -181,8 +213,18 @@ StatusOr<std::unique_ptr<DenoiseLoop>> DenoiseLoop::create(UNet2DConditionModel 
   return g;
 }
 
+bool DenoiseLoop::full_step(int64_t i) const {
+  const auto& dc = key_.approximations.deep_cache;
+  return !dc || dc->cache_interval <= 1 || i % dc->cache_interval == 0;
+}
+
 void DenoiseLoop::load(const at::Tensor& latents, const at::Tensor& embeds, const at::Tensor& pooled,
-                       const at::Tensor& time_ids) {
+                       const at::Tensor& time_ids, const std::vector<uint64_t>& seeds) {
+  if (!seeds.empty()) {
+    std::vector<int64_t> bits(seeds.size());
+    for (size_t i = 0; i < seeds.size(); ++i) bits[i] = static_cast<int64_t>(seeds[i]);
+    s_->seeds.copy_(at::tensor(bits, at::TensorOptions().dtype(at::kLong)));
+  }
   s_->latents.copy_(latents, /*non_blocking=*/true);
   s_->embeds.copy_(embeds, true);
   s_->pooled.copy_(pooled, true);
@@ -200,8 +242,10 @@ void DenoiseLoop::run(const Sampler& sampler, const StepNoise& noise) {
       at::from_blob(const_cast<float*>(sampler.coefficients().data()), {n, sampler.coefficient_width()},
                     at::TensorOptions().dtype(at::kFloat))
           .to(s.row.device());
+  const at::Tensor steps = at::arange(n, at::TensorOptions().dtype(at::kLong).device(s.step.device()));
   for (int64_t i = 0; i < n; ++i) {
     s.row.copy_(table[i], /*non_blocking=*/true);
+    s.step.copy_(steps[i], /*non_blocking=*/true);
     if (s.noise.defined()) {
       at::Tensor draws = noise(i);
       // Pinned (on CUDA) so that the copy is asynchronous; the host allocator keeps the block until the copy
@@ -211,11 +255,11 @@ void DenoiseLoop::run(const Sampler& sampler, const StepNoise& noise) {
     }
 #ifdef SDXLB_WITH_CUDA
     if (s.graph) {
-      s.graph->replay();
+      (full_step(i) ? s.graph : s.shallow_graph)->replay();
       continue;
     }
 #endif
-    run_step(key_, s, sampler);
+    run_step(key_, s, sampler, full_step(i));
   }
 }
 

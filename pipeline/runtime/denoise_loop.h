@@ -13,6 +13,11 @@
 // streams inside it, which recovers most of what one large call would gain. Conditioning rows come grouped
 // per image: [negative_0, positive_0, negative_1, positive_1, ...] with CFG, [positive_0, ...] without.
 //
+// Approximations (opt-in, jobs/approximations.h): ToMe and ToDo change the UNet call of every step (ToMe's
+// random destinations are a function of the image's seed and the step, see token_merging.h); DeepCache makes
+// two kinds of step, full and shallow (a full one every cache_interval steps, from step 0), captured as two
+// graphs that share the static buffers and one memory pool, with one cached feature map per image.
+//
 // One loop serves one Key (shapes, dtype, guidance, the sampler's step signature); the pipeline makes a new
 // one when the key changes. Not thread-safe; used by the pipeline's thread only.
 #pragma once
@@ -21,10 +26,12 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "common/status.h"
+#include "jobs/approximations.h"
 #include "pipeline/models/unet.h"
 #include "pipeline/samplers/sampler.h"
 
@@ -43,6 +50,7 @@ class DenoiseLoop {
     std::string sampler;     ///< Sampler::step_signature()
     int64_t coefficient_width = 0, history = 0;
     bool noise = false;
+    Approximations approximations;  ///< ToMe / ToDo / DeepCache (empty: the exact step)
     bool operator==(const Key& o) const;
   };
   /// The key of a batch for `sampler` (its signature, table width, history and noise).
@@ -60,8 +68,11 @@ class DenoiseLoop {
   const Key& key() const { return key_; }
   /// Copies the initial latents [batch, ...] and the conditioning (grouped per image as above: with cfg,
   /// embeds/pooled/time_ids have 2*batch rows) into the static inputs, and zeroes the sampler's history.
+  /// `seeds` (batch entries, or empty) key ToMe's random destinations per image.
   void load(const at::Tensor& latents, const at::Tensor& embeds, const at::Tensor& pooled,
-            const at::Tensor& time_ids);
+            const at::Tensor& time_ids, const std::vector<uint64_t>& seeds = {});
+  /// Whether step i runs the whole UNet (always, unless DeepCache makes it a shallow step).
+  bool full_step(int64_t i) const;
   /// Step i's standard-normal draws for the batch, [batch, channels, height, width] on the CPU.
   using StepNoise = std::function<at::Tensor(int64_t step)>;
   /// Runs every step of `sampler` (whose key_for() must equal key()'s sampler fields). For stochastic

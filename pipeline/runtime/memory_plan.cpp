@@ -70,7 +70,9 @@ std::pair<double, double> unet_on_gpu(const MemoryPlan& p) {
 double estimate_peak_gib(const MemoryPlan& p, int64_t width, int64_t height) {
   const double scale = pixels_scale(width, height);
   const auto [denoising, decoding] = unet_on_gpu(p);
-  const double act = (kUnetPerImageGib * scale + kGraphPoolGib) * std::max(1, p.unet_streams);
+  // DeepCache keeps one feature map per image of the batch (the graph's static buffers).
+  const double act = (kUnetPerImageGib * scale + kGraphPoolGib) * std::max(1, p.unet_streams) +
+                     p.cached_gib_per_image * static_cast<double>(std::max<int64_t>(1, p.batch_size));
   // The denoising graph's private memory pool stays reserved while the VAE decodes.
   return kVaeGib + std::max(denoising + act, decoding + act + decode_gib(p.decode, scale));
 }
@@ -94,6 +96,16 @@ double estimate_relative_time(const MemoryPlan& p, int64_t width, int64_t height
     per_image +=
         (reupload / kCopyGibPerS + kRecaptureS) / static_cast<double>(std::max<int64_t>(1, p.batch_size));
   return per_image / (compute * n);
+}
+
+double deep_cache_gib_per_image(int64_t width, int64_t height, int64_t cache_branch_id) {
+  constexpr int64_t kChannels[] = {320, 640, 1280};
+  const int64_t level = std::min<int64_t>(std::max<int64_t>(cache_branch_id / 3, 0), 2);
+  const int64_t layer = cache_branch_id % 3;
+  // Layer 2 caches the input of the up block's first layer: the block below's output, upsampled.
+  const int64_t channels = layer >= 2 && level < 2 ? kChannels[level + 1] : kChannels[level];
+  const double pixels = static_cast<double>(width / 8 >> level) * static_cast<double>(height / 8 >> level);
+  return 2.0 * 2.0 * static_cast<double>(channels) * pixels / static_cast<double>(1 << 30);
 }
 
 double activation_gib_per_image(int64_t width, int64_t height) {
@@ -222,6 +234,7 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
     for (const auto& placement : placements) {
       for (int streams : stream_choices(placement, req.concurrent_images)) {
         MemoryPlan p;
+        p.cached_gib_per_image = req.cached_gib_per_image;
         p.placement = placement;
         p.decode = decode;
         p.unet_streams = streams;

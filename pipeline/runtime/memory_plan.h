@@ -50,18 +50,21 @@ struct MemoryRequest {
   std::optional<std::string> decode;     ///< "full", "sliced" (the same on a GPU) or "tiled"; nullopt: auto
   std::string placement = "auto";        ///< auto, resident, model_offload, streamed or sequential
   std::optional<int> concurrent_images;  ///< the job's memory.concurrent_images (nullopt: auto)
+  /// DeepCache: the cached feature map kept per image of a batch (deep_cache_gib_per_image); 0: none.
+  double cached_gib_per_image = 0;
 };
 
 struct MemoryPlan {
   std::string placement = "resident";  ///< resident, model_offload, streamed or sequential
   std::string decode = "full";         ///< full, tiled or tiny
   int64_t batch_size = 8;
-  int unet_streams = 1;            ///< images denoised concurrently
-  double resident_budget_gib = 0;  ///< streamed: UNet unit weights kept on the GPU
-  bool unload_for_decode = false;  ///< streamed: the resident units leave the GPU while the VAE decodes
-  double estimate_gib = 0;         ///< predicted allocator peak
-  double budget_gib = 0;           ///< what this worker may use
-  double relative_time = 1;        ///< predicted time per image / the resident plan's
+  int unet_streams = 1;             ///< images denoised concurrently
+  double resident_budget_gib = 0;   ///< streamed: UNet unit weights kept on the GPU
+  double cached_gib_per_image = 0;  ///< DeepCache's feature map per image of the batch (from the request)
+  bool unload_for_decode = false;   ///< streamed: the resident units leave the GPU while the VAE decodes
+  double estimate_gib = 0;          ///< predicted allocator peak
+  double budget_gib = 0;            ///< what this worker may use
+  double relative_time = 1;         ///< predicted time per image / the resident plan's
   /// One line for the log: the choice and the numbers behind it.
   std::string describe() const;
 };
@@ -70,6 +73,10 @@ struct MemoryPlan {
 double estimate_peak_gib(const MemoryPlan& plan, int64_t width, int64_t height);
 /// The time per image the model predicts for `plan`, relative to resident with one stream.
 double estimate_relative_time(const MemoryPlan& plan, int64_t width, int64_t height, int64_t steps);
+
+/// DeepCache's cached features of one image (its CFG pair, fp16) for SDXL's UNet (channels 320, 640, 1280,
+/// two layers per level) at this size and cache_branch_id: the input of the branch's up layer.
+double deep_cache_gib_per_image(int64_t width, int64_t height, int64_t cache_branch_id);
 
 /// Activation memory (GiB) of one SDXL image of this size: the UNet's CFG pair plus a full-VAE decode, fp16,
 /// as measured at 1024^2 and scaled by pixels.

@@ -17,6 +17,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def fingerprint():
+    from importlib.metadata import version
+
     import diffusers
     import scipy  # scipy.stats.beta.ppf: the beta sigmas of ref_sampler_schedule.py
     import torch
@@ -28,6 +30,8 @@ def fingerprint():
         with open(path, "rb") as f:
             h.update(f.read())
     h.update(f"{torch.__version__} {diffusers.__version__} {transformers.__version__} {scipy.__version__}".encode())
+    # ref_speedups.py: tomesd (ToMe) and DeepCache have no __version__; their distributions do.
+    h.update(f"tomesd {version('tomesd')} DeepCache {version('DeepCache')}".encode())
     return h.hexdigest()
 
 

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The opt-in approximations on the GPU machine (issue 14), full-size random SDXL weights, fp16, 1024², 30 steps,
+# guidance 5, batch 4, full VAE, through the CLI: our exact path, ToMe (ratio 0.5; max_downsample 1, 2, 4 with
+# merge_attn alone; 4 with merge_mlp too), ToDo (factor 2), DeepCache (intervals 2, 3, 5 at branch 0).
+#   bench/gpu_speedups.sh OUT [ROWS]     ROWS: names below (default all); OUT/<row>.json (per-item digests and
+#                                        times), OUT/<row>.stdout, and OUT/summary.txt: denoise s/image, ms per
+#                                        step, speed-up over exact, and the mean absolute pixel difference and
+#                                        PSNR of every image against the exact row's (same seeds).
+# Random weights: images are noise, so the pixel differences measure deviation, not quality.
+source "$(dirname "${BASH_SOURCE[0]}")/bench_env.sh" "$1"
+build_and_model sdxl-batch
+declare -A extra=(
+  [exact]=""
+  [tome_md1]="token_merging: {ratio: 0.5, max_downsample: 1}"
+  [tome_md2]="token_merging: {ratio: 0.5, max_downsample: 2}"
+  [tome_md4]="token_merging: {ratio: 0.5, max_downsample: 4}"
+  [tome_md4_mlp]="token_merging: {ratio: 0.5, max_downsample: 4, merge_mlp: true}"
+  [todo_f2]="token_downsampling: {factor: 2, max_downsample: 2}"
+  [deepcache_i2]="deep_cache: {cache_interval: 2, cache_branch_id: 0}"
+  [deepcache_i3]="deep_cache: {cache_interval: 3, cache_branch_id: 0}"
+  [deepcache_i5]="deep_cache: {cache_interval: 5, cache_branch_id: 0}"
+)
+rows="${2:-exact tome_md1 tome_md2 tome_md4 tome_md4_mlp todo_f2 deepcache_i2 deepcache_i3 deepcache_i5}"
+for name in $rows; do
+  d="/tmp/speedups-$name"
+  rm -rf "$d"; mkdir -p "$d"
+  for i in $(seq 1 12); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
+  printf 'model: %s\ndecoder: full\nvae_fp16_safe: true\nprompts_file: p.txt\nsteps: 30\nguidance: 5.0\nwidth: 1024\nheight: 1024\nbatch_size: 4\ndtype: fp16\noutput: out\nprogress_interval_s: 1000\n%s\n' \
+    "$model" "${extra[$name]}" > "$d/job.yaml"
+  start=$EPOCHREALTIME
+  "$bin" run "$d/job.yaml" > "$out/$name.stdout" 2> "$out/$name.stderr"
+  echo "exit=$? wall_s=$(awk "BEGIN{print $EPOCHREALTIME - $start}")" >> "$out/$name.stdout"
+  "$py" bench/image_hashes.py "$d/out" "$name" > "$out/$name.json"
+  tail -1 "$out/$name.stdout"
+done
+"$py" - "$out" $rows <<'PY' | tee "$out/summary.txt"
+import json, math, os, statistics, sys
+import numpy as np
+sys.path.insert(0, os.path.join(os.getcwd(), "tests", "oracle"))
+from read_output import load_image, open_index
+out, rows = sys.argv[1], sys.argv[2:]
+def timing(name):
+    items = json.load(open(os.path.join(out, name + ".json")))["items"]
+    # per-batch denoise time / image, without the first batch (it captures the CUDA graphs)
+    return statistics.median(r["ms_denoise"] for r in items[4:]) / 1000, items
+exact_s = timing("exact")[0] if "exact" in rows else None
+def images(name):
+    d = f"/tmp/speedups-{name}/out"
+    with open_index(d) as f:
+        return [load_image(d, i, f).astype(np.float64) for i in range(12)]
+ref = images("exact") if "exact" in rows else None
+for name in rows:
+    s, items = timing(name)
+    line = f"{name}: denoise {s:.4f} s/image, {1000 * s / 30:.2f} ms/step"
+    if exact_s:
+        line += f", {exact_s / s:.3f}x exact"
+    if ref is not None and name != "exact":
+        img = images(name)
+        mad = statistics.mean(float(np.abs(a - b).mean()) for a, b in zip(img, ref))
+        mse = statistics.mean(float(((a - b) ** 2).mean()) for a, b in zip(img, ref))
+        line += f", vs exact: mean |diff| {mad:.2f}, PSNR {10 * math.log10(255 ** 2 / mse) if mse else float('inf'):.2f} dB"
+    line += f", ok {sum(r['status'] == 1 for r in items)}/{len(items)}"
+    print(line)
+PY

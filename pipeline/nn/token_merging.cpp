@@ -1,0 +1,186 @@
+#include "pipeline/nn/token_merging.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#ifdef SDXLB_WITH_CUDA
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "pipeline/nn/kernels/token_merge_kernel.h"
+#endif
+
+namespace sdxlb {
+namespace {
+
+// Two's-complement constants for the int64 tensors of the hash (the bits of SplitMix64's constants).
+constexpr int64_t as_int64(uint64_t v) {
+  return static_cast<int64_t>(v);
+}
+
+// x >> s with zeros shifted in (int64 tensors shift arithmetically).
+at::Tensor shift_right_logical(const at::Tensor& x, int64_t s) {
+  return at::bitwise_and(at::bitwise_right_shift(x, s), as_int64((~uint64_t{0}) >> s));
+}
+
+// SplitMix64's finaliser over int64 tensors (multiplication wraps modulo 2^64 on CPU and CUDA alike).
+at::Tensor mix64(at::Tensor z) {
+  z = at::bitwise_xor(z, shift_right_logical(z, 30)) * as_int64(0xbf58476d1ce4e5b9ULL);
+  z = at::bitwise_xor(z, shift_right_logical(z, 27)) * as_int64(0x94d049bb133111ebULL);
+  return at::bitwise_xor(z, shift_right_logical(z, 31));
+}
+
+// The destination position of each of the hsy × wsx cells, in [0, cells): a hash of (seed, step, ordinal,
+// cell) computed where seed and step live (inside the CUDA graph on the GPU).
+at::Tensor cell_destinations(const at::Tensor& seed, const at::Tensor& step, int64_t ordinal, int64_t hsy,
+                             int64_t wsx, int64_t cells) {
+  at::Tensor key = mix64(seed + as_int64(0x9e3779b97f4a7c15ULL));
+  key = mix64(key + step * as_int64(0xd1b54a32d192ed03ULL) + ordinal * as_int64(0x8cb92ba72f3d8dd7ULL));
+  at::Tensor z = at::arange(hsy * wsx, seed.options().dtype(at::kLong)) * as_int64(0x9e3779b97f4a7c15ULL);
+  z = mix64(z + key);
+  return at::remainder(at::bitwise_and(z, INT64_MAX), cells).view({hsy, wsx, 1});
+}
+
+}  // namespace
+
+TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int64_t sx, int64_t sy, int64_t r,
+                            const at::Tensor& rand_idx) {
+  TokenMerge m;
+  const int64_t batch = metric.size(0), tokens = metric.size(1), channels = metric.size(2);
+  if (r <= 0) return m;
+  TORCH_CHECK(h * w == tokens, "token merging: a ", h, "x", w, " grid does not hold ", tokens, " tokens");
+  const auto device = metric.device();
+  const auto i64 = at::TensorOptions().dtype(at::kLong).device(device);
+  const int64_t hsy = h / sy, wsx = w / sx;
+  // Each sy×sx cell has one destination (-1) and sources (0); an argsort lists destinations first.
+  const at::Tensor cell = rand_idx.defined() ? rand_idx : at::zeros({hsy, wsx, 1}, i64);
+  at::Tensor buffer = at::zeros({hsy, wsx, sy * sx}, i64);
+  buffer.scatter_(2, cell, -at::ones_like(cell));
+  buffer = buffer.view({hsy, wsx, sy, sx}).transpose(1, 2).reshape({hsy * sy, wsx * sx});
+  if (hsy * sy < h || wsx * sx < w) {
+    // The grid does not divide into cells: the rows and columns past the last whole cell are sources.
+    at::Tensor full = at::zeros({h, w}, i64);
+    full.slice(0, 0, hsy * sy).slice(1, 0, wsx * sx).copy_(buffer);
+    buffer = full;
+  }
+  const at::Tensor order = buffer.reshape({1, -1, 1}).argsort(/*dim=*/1, /*descending=*/false);
+  const int64_t num_dst = hsy * wsx;
+  m.a_idx_ = order.slice(1, num_dst);
+  m.b_idx_ = order.slice(1, 0, num_dst);
+  m.batch_ = batch;
+  m.tokens_ = tokens;
+  m.num_dst_ = num_dst;
+  // Cosine similarity of every source to every destination; each source's best destination; the r best
+  // pairs merge.
+  const at::Tensor normed = metric / metric.norm(2, /*dim=*/-1, /*keepdim=*/true);
+  const at::Tensor a = normed.gather(1, m.a_idx_.expand({batch, tokens - num_dst, channels}));
+  const at::Tensor b = normed.gather(1, m.b_idx_.expand({batch, num_dst, channels}));
+  const at::Tensor scores = at::matmul(a, b.transpose(-1, -2));
+  r = std::min(a.size(1), r);
+  auto [node_max, node_idx] = scores.max(-1);
+  const at::Tensor edge_idx = node_max.argsort(/*dim=*/-1, /*descending=*/true).unsqueeze(-1);
+  m.unm_idx_ = edge_idx.slice(1, r);
+  m.src_idx_ = edge_idx.slice(1, 0, r);
+  m.dst_idx_ = node_idx.unsqueeze(-1).gather(-2, m.src_idx_);
+  m.r_ = r;
+  if (metric.is_cuda()) {
+    // For the kernel: the merged sources listed by destination, each destination's sources in their order.
+    const at::Tensor dst = m.dst_idx_.squeeze(-1);
+    const at::Tensor by_dst = dst.argsort(/*stable=*/true, /*dim=*/-1, /*descending=*/false);
+    m.src_order_ = m.src_idx_.gather(1, by_dst.unsqueeze(-1));
+    m.dst_count_ = at::zeros({batch, num_dst}, i64).scatter_add_(1, dst, at::ones_like(dst));
+    m.dst_start_ = m.dst_count_.cumsum(1) - m.dst_count_;
+  }
+  return m;
+}
+
+at::Tensor TokenMerge::merge(const at::Tensor& x) const {
+  if (!active()) return x;
+  const int64_t batch = x.size(0), channels = x.size(-1);
+  const at::Tensor src = x.gather(1, a_idx_.expand({batch, tokens_ - num_dst_, channels}));
+  at::Tensor dst = x.gather(1, b_idx_.expand({batch, num_dst_, channels}));
+  const int64_t t1 = src.size(1);
+  const at::Tensor unm = src.gather(-2, unm_idx_.expand({batch, t1 - r_, channels}));
+#ifdef SDXLB_WITH_CUDA
+  if (x.is_cuda()) {
+    const at::Tensor sources = src.gather(-2, src_order_.expand({batch, r_, channels})).contiguous();
+    dst = dst.contiguous();
+    const int code = x.scalar_type() == at::kFloat ? 0 : x.scalar_type() == at::kHalf ? 1 : 2;
+    TORCH_CHECK(code != 2 || x.scalar_type() == at::kBFloat16, "token merging: unsupported dtype ",
+                x.scalar_type());
+    C10_CUDA_CHECK(kernels::launch_token_merge_mean(
+        code, dst.data_ptr(), sources.data_ptr(), dst_start_.data_ptr<int64_t>(),
+        dst_count_.data_ptr<int64_t>(), dst.data_ptr(), batch, num_dst_, r_, channels,
+        c10::cuda::getCurrentCUDAStream(x.device().index())));
+    return at::cat({unm, dst}, 1);
+  }
+#endif
+  const at::Tensor merged = src.gather(-2, src_idx_.expand({batch, r_, channels}));
+  dst = dst.scatter_reduce(-2, dst_idx_.expand({batch, r_, channels}), merged, "mean");
+  return at::cat({unm, dst}, 1);
+}
+
+at::Tensor TokenMerge::unmerge(const at::Tensor& x) const {
+  if (!active()) return x;
+  const int64_t unm_len = unm_idx_.size(1);
+  const at::Tensor unm = x.slice(-2, 0, unm_len);
+  const at::Tensor dst = x.slice(-2, unm_len);
+  const int64_t channels = unm.size(-1);
+  const at::Tensor src = dst.gather(-2, dst_idx_.expand({batch_, r_, channels}));
+  at::Tensor out = at::zeros({batch_, tokens_, channels}, x.options());
+  const at::Tensor a = a_idx_.expand({batch_, a_idx_.size(1), 1});
+  out.scatter_(-2, b_idx_.expand({batch_, num_dst_, channels}), dst);
+  out.scatter_(-2, a.gather(1, unm_idx_).expand({batch_, unm_len, channels}), unm);
+  out.scatter_(-2, a.gather(1, src_idx_).expand({batch_, r_, channels}), src);
+  return out;
+}
+
+BlockTokens block_tokens(TokenReduction& reduction, const at::Tensor& x) {
+  BlockTokens t;
+  if (!reduction.active()) return t;
+  const int64_t ordinal = reduction.next_block++;
+  const int64_t tokens = x.size(1);
+  const int64_t original = reduction.height * reduction.width;
+  // tomesd: downsample = ceil(sqrt(original_tokens // tokens)); the level's grid is the latent size divided
+  // by it, rounded up (as the UNet's stride-2 convolutions round).
+  const auto downsample = static_cast<int64_t>(
+      std::ceil(std::sqrt(static_cast<double>(original / std::max<int64_t>(tokens, 1)))));
+  const int64_t w = (reduction.width + downsample - 1) / downsample;
+  const int64_t h = (reduction.height + downsample - 1) / downsample;
+  if (const TokenMerging* m = reduction.merging; m && downsample <= m->max_downsample) {
+    const auto r = static_cast<int64_t>(static_cast<double>(tokens) * m->ratio);
+    at::Tensor rand_idx;
+    if (m->use_rand)
+      rand_idx =
+          cell_destinations(reduction.seed, reduction.step, ordinal, h / m->sy, w / m->sx, m->sx * m->sy);
+    t.merge = TokenMerge::plan(x, w, h, m->sx, m->sy, r, rand_idx);
+  }
+  if (const TokenDownsampling* d = reduction.downsampling; d && downsample <= d->max_downsample) {
+    t.downsample = true;
+    t.grid_h = h;
+    t.grid_w = w;
+    t.new_h = static_cast<int64_t>(static_cast<double>(h) / static_cast<double>(d->factor));
+    t.new_w = static_cast<int64_t>(static_cast<double>(w) / static_cast<double>(d->factor));
+    t.method = d->method;
+    t.factor = d->factor;
+    if (t.new_h < 1 || t.new_w < 1 || h * w != tokens) t.downsample = false;
+  }
+  return t;
+}
+
+at::Tensor downsample_tokens(const at::Tensor& x, const BlockTokens& block) {
+  if (!block.downsample) return x;
+  const int64_t batch = x.size(0), channels = x.size(-1);
+  at::Tensor grid = x.reshape({batch, block.grid_h, block.grid_w, channels}).permute({0, 3, 1, 2});
+  if (block.method == TokenDownsampling::Method::kNearest) {
+    grid = at::_upsample_nearest_exact2d(grid, {block.new_h, block.new_w});
+  } else {
+    grid = at::avg_pool2d(grid, {block.factor, block.factor}, {block.factor, block.factor});
+  }
+  return grid.permute({0, 2, 3, 1}).reshape({batch, block.new_h * block.new_w, channels});
+}
+
+}  // namespace sdxlb

@@ -1,0 +1,261 @@
+// The opt-in approximations of issue 14 end to end against their reference libraries (fixtures from
+// tests/oracle/ref_speedups.py): ToMe against diffusers + tomesd 0.1.3 (use_rand false), DeepCache against
+// diffusers + DeepCacheSDHelper, ToDo against the paper's method written in Python in the fixture script.
+// tiny-a (and tiny-a-attn0, which has attention at level 0), 40x56, 8 steps, per-image CPU generators. uint8
+// images may differ by at most 1, at no more than 0.5% of the values (or the reference's own sensitivity to
+// one float32 rounding of its input); every case's reference differs from the exact render, so a technique
+// that did nothing fails. Also: ToMe's random destinations give the same image alone or in a batch, and a
+// DeepCache branch beyond the UNet is refused at load.
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "pipeline/io/model_folder.h"
+#include "pipeline/io/weights.h"
+#include "pipeline/nn/token_merging.h"
+#include "pipeline/sdxl_pipeline.h"
+#include "test_files.h"
+
+namespace sdxlb {
+namespace {
+
+using nlohmann::json;
+using testing::fixtures_dir;
+
+json cases() {
+  static const json all = [] {
+    auto j = read_json_file(fixtures_dir() + "/speedups/cases.json");
+    EXPECT_TRUE(j.is_ok()) << j.status().to_string();
+    return j.is_ok() ? *j : json::array();
+  }();
+  return all;
+}
+
+json find_case(const std::string& name) {
+  for (const auto& c : cases())
+    if (c.at("name") == name) return c;
+  ADD_FAILURE() << "no fixture case " << name;
+  return json::object();
+}
+
+// The case's technique as the job file's keys give it (values outside the job file's ranges included: the
+// pipeline is under test here, the job file's checks in job_spec_test).
+Approximations approximations_of(const json& c) {
+  Approximations a;
+  if (c.contains("token_merging")) {
+    const json& j = c.at("token_merging");
+    TokenMerging m;
+    m.ratio = j.at("ratio");
+    m.max_downsample = j.at("max_downsample");
+    m.sx = j.at("sx");
+    m.sy = j.at("sy");
+    m.use_rand = j.at("use_rand");
+    m.merge_attn = j.at("merge_attn");
+    m.merge_crossattn = j.at("merge_crossattn");
+    m.merge_mlp = j.at("merge_mlp");
+    a.token_merging = m;
+  }
+  if (c.contains("token_downsampling")) {
+    const json& j = c.at("token_downsampling");
+    TokenDownsampling d;
+    d.factor = j.at("factor");
+    d.max_downsample = j.at("max_downsample");
+    d.method = j.at("method") == "average" ? TokenDownsampling::Method::kAverage
+                                           : TokenDownsampling::Method::kNearest;
+    a.token_downsampling = d;
+  }
+  if (c.contains("deep_cache")) {
+    const json& j = c.at("deep_cache");
+    DeepCache d;
+    d.cache_interval = j.at("cache_interval");
+    d.cache_branch_id = j.at("cache_branch_id");
+    a.deep_cache = d;
+  }
+  return a;
+}
+
+RenderSettings settings_of(const json& c) {
+  RenderSettings rs;
+  rs.steps = c.at("steps");
+  rs.guidance = c.at("guidance");
+  rs.height = c.at("height");
+  rs.width = c.at("width");
+  return rs;
+}
+
+StatusOr<std::unique_ptr<SdxlPipeline>> load(const json& c, const Approximations& a) {
+  PipelineOptions opts;
+  opts.approximations = a;
+  return SdxlPipeline::load(testing::fixture_model_dir(c.at("model").get<std::string>()), opts);
+}
+
+std::vector<std::string> case_names() {
+  // Fixed by ref_speedups.py's _cases() (the fixtures are written by the ctest fixture setup before this
+  // runs).
+  return {"tome_r30",
+          "tome_r50",
+          "tome_r70",
+          "tome_r50_md4",
+          "tome_r50_all",
+          "tome_r50_crossattn_mlp",
+          "tome_r50_sx3_sy1",
+          "tome_attn0_md1",
+          "todo_f2_nearest",
+          "todo_f2_average",
+          "todo_f4_nearest",
+          "todo_f4_average",
+          "todo_f2_nearest_md4",
+          "todo_f2_average_md4",
+          "todo_f8_nearest_md4",
+          "todo_attn0_md1",
+          "deepcache_i2_b0",
+          "deepcache_i3_b0",
+          "deepcache_i5_b0",
+          "deepcache_i3_b1",
+          "deepcache_i3_b2",
+          "deepcache_i3_b3",
+          "deepcache_i3_b5",
+          "deepcache_i3_b0_10_steps"};
+}
+
+class SpeedupParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SpeedupParity, MatchesReference) {
+  const json c = find_case(GetParam());
+  ASSERT_FALSE(c.empty());
+  auto pipe = load(c, approximations_of(c));
+  ASSERT_TRUE(pipe.is_ok()) << pipe.status().to_string();
+  auto ws = WeightSet::open_file(fixtures_dir() + "/speedups/" + GetParam() + ".safetensors");
+  ASSERT_TRUE(ws.is_ok()) << ws.status().to_string();
+  const at::Tensor expected = ws->get("images")->clone();
+  auto images = (*pipe)->generate(c.at("prompts"), c.at("negatives"), c.at("seeds"), settings_of(c));
+  ASSERT_TRUE(images.is_ok()) << images.status().to_string();
+  ASSERT_EQ(images->sizes(), expected.sizes());
+  const at::Tensor diff = (images->to(at::kShort) - expected.to(at::kShort)).abs();
+  const int64_t max_diff = diff.max().item<int64_t>();
+  const double differing = diff.gt(0).to(at::kDouble).mean().item<double>();
+  const double allowed = std::max(0.005, c.at("reference_sensitivity").get<double>());
+  const double changed = c.at("differs_from_exact").get<double>();
+  std::printf(
+      "[ parity ] %s: max |diff| %lld, %.3f%% of values differ (allowed %.3f%%); the technique changes "
+      "%.1f%% of the exact image's values\n",
+      GetParam().c_str(), static_cast<long long>(max_diff), 100 * differing, 100 * allowed, 100 * changed);
+  EXPECT_LE(max_diff, 1);
+  EXPECT_LE(differing, allowed);
+  // The reference did something (else this comparison could not tell a no-op from the technique), unless the
+  // case is one where the technique must leave the image exact.
+  if (!c.value("no_op", false)) EXPECT_GT(changed, 10 * allowed);
+}
+
+INSTANTIATE_TEST_SUITE_P(References, SpeedupParity, ::testing::ValuesIn(case_names()));
+
+// ToMe with random destinations: a function of the image's seed and the step, so an image is the same alone
+// or in a batch, and differs from the fixed destinations.
+TEST(TokenMergingRandom, SameImageAloneOrInABatch) {
+  json c = find_case("tome_r50");
+  Approximations a = approximations_of(c);
+  a.token_merging->use_rand = true;
+  auto pipe = load(c, a);
+  ASSERT_TRUE(pipe.is_ok()) << pipe.status().to_string();
+  const auto prompts = c.at("prompts").get<std::vector<std::string>>();
+  const auto negatives = c.at("negatives").get<std::vector<std::string>>();
+  const auto seeds = c.at("seeds").get<std::vector<uint64_t>>();
+  auto both = (*pipe)->generate(prompts, negatives, seeds, settings_of(c));
+  ASSERT_TRUE(both.is_ok()) << both.status().to_string();
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    auto one = (*pipe)->generate({prompts[i]}, {negatives[i]}, {seeds[i]}, settings_of(c));
+    ASSERT_TRUE(one.is_ok()) << one.status().to_string();
+    EXPECT_TRUE(at::equal(*one, both->narrow(0, static_cast<int64_t>(i), 1))) << i;
+  }
+  auto ws = WeightSet::open_file(fixtures_dir() + "/speedups/tome_r50.safetensors");
+  ASSERT_TRUE(ws.is_ok());
+  const at::Tensor fixed = ws->get("images")->clone();
+  const double moved = both->ne(fixed).to(at::kDouble).mean().item<double>();
+  std::printf("[ random ] use_rand moves %.2f%% of the values of the fixed-destination image\n", 100 * moved);
+  EXPECT_GT(moved, 0.02);
+}
+
+// The random destinations: in [0, sx*sy), not all the same cell position, different for another seed or step.
+TEST(TokenMergingRandom, DestinationsDependOnSeedStepAndBlock) {
+  TokenMerging m;
+  m.ratio = 0.5;
+  m.max_downsample = 1;
+  TokenReduction r;
+  r.merging = &m;
+  r.height = 16;
+  r.width = 16;
+  auto merged = [&](int64_t seed, int64_t step) {
+    r.seed = at::scalar_tensor(seed, at::kLong);
+    r.step = at::scalar_tensor(step, at::kLong);
+    r.next_block = 0;
+    at::Tensor x = at::arange(256 * 4, at::kFloat).reshape({1, 256, 4}).sin();
+    BlockTokens t = block_tokens(r, x);
+    EXPECT_TRUE(t.merge.active());
+    // Which tokens survive as destinations shows the random choice.
+    at::Tensor unmerged = t.merge.unmerge(t.merge.merge(x));
+    return unmerged.ne(x).any(-1).squeeze(0);
+  };
+  const at::Tensor a = merged(1, 0), b = merged(2, 0), c = merged(1, 1), a2 = merged(1, 0);
+  EXPECT_TRUE(at::equal(a, a2));
+  EXPECT_FALSE(at::equal(a, b));
+  EXPECT_FALSE(at::equal(a, c));
+}
+
+// Merging then unmerging leaves an unmerged token as it was and gives every merged token its destination's
+// mean; merging with r = 0 is the identity.
+TEST(TokenMerge, MergeAndUnmergeKeepTokensInPlace) {
+  at::Tensor x = at::randn({2, 6 * 8, 5}, at::TensorOptions().dtype(at::kFloat));
+  TokenMerge none = TokenMerge::plan(x, 8, 6, 2, 2, 0, {});
+  EXPECT_FALSE(none.active());
+  EXPECT_TRUE(at::equal(none.unmerge(none.merge(x)), x));
+  TokenMerge m = TokenMerge::plan(x, 8, 6, 2, 2, 20, {});
+  ASSERT_TRUE(m.active());
+  const at::Tensor merged = m.merge(x);
+  EXPECT_EQ(merged.size(1), 48 - 20);
+  const at::Tensor back = m.unmerge(merged);
+  // 48 - 12 destinations - 20 merged = 16 tokens untouched.
+  const int64_t same = x.eq(back).all(-1).sum().item<int64_t>();
+  EXPECT_GE(same, 16 * 2);
+  EXPECT_LT(same, 48 * 2);
+}
+
+#ifdef SDXLB_WITH_CUDA
+// On CUDA the mean runs in a kernel without atomics: in float32 the same bits as the CPU's scatter_reduce,
+// and the same bits on every run in fp16.
+TEST(TokenMerge, CudaKernelMatchesCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::Tensor x = at::randn({2, 64 * 64, 40}, at::TensorOptions().dtype(at::kFloat));
+  TokenMerge cpu = TokenMerge::plan(x, 64, 64, 2, 2, 2048, {});
+  const at::Tensor gx = x.cuda();
+  TokenMerge gpu = TokenMerge::plan(gx, 64, 64, 2, 2, 2048, {});
+  EXPECT_TRUE(at::equal(cpu.merge(x), gpu.merge(gx).cpu()));
+  const at::Tensor hx = gx.to(at::kHalf);
+  TokenMerge half = TokenMerge::plan(hx, 64, 64, 2, 2, 2048, {});
+  const at::Tensor first = half.merge(hx);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(at::equal(first, half.merge(hx)));
+  EXPECT_LT((first.to(at::kFloat) - cpu.merge(x).cuda()).abs().max().item<float>(), 1e-2);
+}
+#endif
+
+// A DeepCache branch the UNet does not have: refused when the model loads, at the job file's location.
+TEST(DeepCacheBranch, BeyondTheUNetIsRefused) {
+  json c = find_case("deepcache_i3_b0");
+  Approximations a = approximations_of(c);
+  a.deep_cache->cache_branch_id = 9;  // tiny-a has 3 levels: 0 to 8
+  a.deep_cache->where = "job.yaml:7:20";
+  auto pipe = load(c, a);
+  ASSERT_FALSE(pipe.is_ok());
+  EXPECT_EQ(pipe.status().code(), StatusCode::kInvalidArgument) << pipe.status().to_string();
+  for (const char* want : {"job.yaml:7:20", "cache_branch_id", "0 to 8"})
+    EXPECT_NE(pipe.status().message().find(want), std::string::npos)
+        << want << ": " << pipe.status().message();
+  a.deep_cache->cache_branch_id = 8;
+  EXPECT_TRUE(load(c, a).is_ok());
+}
+
+}  // namespace
+}  // namespace sdxlb
