@@ -20,13 +20,19 @@ declare -A extra=(
   [deepcache_i3]="deep_cache: {cache_interval: 3, cache_branch_id: 0}"
   [deepcache_i5]="deep_cache: {cache_interval: 5, cache_branch_id: 0}"
 )
-rows="${2:-exact tome_md1 tome_md2 tome_md4 tome_md4_mlp todo_f2 deepcache_i2 deepcache_i3 deepcache_i5}"
+# NAME_b1: the first 4 prompts of NAME at batch 1, whose images must equal NAME's (batch invariance, with ToMe's
+# random destinations and DeepCache's two graphs).
+extra[tome_md4_b1]="${extra[tome_md4]}"
+extra[deepcache_i3_b1]="${extra[deepcache_i3]}"
+rows="${2:-exact tome_md1 tome_md2 tome_md4 tome_md4_mlp todo_f2 deepcache_i2 deepcache_i3 deepcache_i5 tome_md4_b1 deepcache_i3_b1}"
 for name in $rows; do
   d="/tmp/speedups-$name"
   rm -rf "$d"; mkdir -p "$d"
-  for i in $(seq 1 12); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
-  printf 'model: %s\ndecoder: full\nvae_fp16_safe: true\nprompts_file: p.txt\nsteps: 30\nguidance: 5.0\nwidth: 1024\nheight: 1024\nbatch_size: 4\ndtype: fp16\noutput: out\nprogress_interval_s: 1000\n%s\n' \
-    "$model" "${extra[$name]}" > "$d/job.yaml"
+  n=12 b=4
+  [[ "$name" == *_b1 ]] && n=4 b=1
+  for i in $(seq 1 "$n"); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
+  printf 'model: %s\ndecoder: full\nvae_fp16_safe: true\nprompts_file: p.txt\nsteps: 30\nguidance: 5.0\nwidth: 1024\nheight: 1024\nbatch_size: %s\ndtype: fp16\noutput: out\nprogress_interval_s: 1000\n%s\n' \
+    "$model" "$b" "${extra[$name]}" > "$d/job.yaml"
   start=$EPOCHREALTIME
   "$bin" run "$d/job.yaml" > "$out/$name.stdout" 2> "$out/$name.stderr"
   echo "exit=$? wall_s=$(awk "BEGIN{print $EPOCHREALTIME - $start}")" >> "$out/$name.stdout"
@@ -50,6 +56,11 @@ def images(name):
         return [load_image(d, i, f).astype(np.float64) for i in range(12)]
 ref = images("exact") if "exact" in rows else None
 for name in rows:
+    if name.endswith("_b1"):
+        a = [r["sha256"] for r in json.load(open(os.path.join(out, name + ".json")))["items"]]
+        b = [r["sha256"] for r in json.load(open(os.path.join(out, name[:-3] + ".json")))["items"]][:4]
+        print(f"{name}: batch 1 identical to batch 4: {a == b} ({sum(x == y for x, y in zip(a, b))}/4)")
+        continue
     s, items = timing(name)
     line = f"{name}: denoise {s:.4f} s/image, {1000 * s / 30:.2f} ms/step"
     if exact_s:

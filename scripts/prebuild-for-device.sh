@@ -15,7 +15,9 @@ if [[ -n "${3:-}" ]]; then
   mkdir -p "$out/fuzz"
   for f in "$3"/fuzz/fuzz_*; do [[ -x "$f" && ! -d "$f" ]] && cp "$f" "$out/fuzz/"; done
 fi
-[[ -x "$build/tests/fused_ops_test" ]] && cp "$build/tests/fused_ops_test" "$out/tests/"
+for t in fused_ops_test speedup_parity_test; do
+  [[ -x "$build/tests/$t" ]] && cp "$build/tests/$t" "$out/tests/"
+done
 for lib in libyaml-cpp.so.0.7 libspdlog.so.1.10 libfmt.so.9 libmpi_cxx.so.40; do
   cp -L "/lib/x86_64-linux-gnu/$lib" "$out/lib/"
 done

@@ -224,20 +224,39 @@ TEST(TokenMerge, MergeAndUnmergeKeepTokensInPlace) {
 }
 
 #ifdef SDXLB_WITH_CUDA
-// On CUDA the mean runs in a kernel without atomics: in float32 the same bits as the CPU's scatter_reduce,
-// and the same bits on every run in fp16.
-TEST(TokenMerge, CudaKernelMatchesCpu) {
+// On CUDA the merge and unmerge run as fused kernels (the mean without atomics) and the random destinations
+// as one hash kernel: in float32 the same bits as the CPU's tomesd ops, and the same bits on every run in
+// fp16.
+TEST(TokenMerge, CudaKernelsMatchCpu) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   at::Tensor x = at::randn({2, 64 * 64, 40}, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor y = at::randn({2, 64 * 64, 40}, at::TensorOptions().dtype(at::kFloat));
   TokenMerge cpu = TokenMerge::plan(x, 64, 64, 2, 2, 2048, {});
-  const at::Tensor gx = x.cuda();
+  const at::Tensor gx = x.cuda(), gy = y.cuda();
   TokenMerge gpu = TokenMerge::plan(gx, 64, 64, 2, 2, 2048, {});
-  EXPECT_TRUE(at::equal(cpu.merge(x), gpu.merge(gx).cpu()));
+  EXPECT_TRUE(at::equal(cpu.merge(y), gpu.merge(gy).cpu()));
+  EXPECT_TRUE(at::equal(cpu.unmerge(cpu.merge(y)), gpu.unmerge(gpu.merge(gy)).cpu()));
   const at::Tensor hx = gx.to(at::kHalf);
   TokenMerge half = TokenMerge::plan(hx, 64, 64, 2, 2, 2048, {});
   const at::Tensor first = half.merge(hx);
   for (int i = 0; i < 5; ++i) EXPECT_TRUE(at::equal(first, half.merge(hx)));
   EXPECT_LT((first.to(at::kFloat) - cpu.merge(x).cuda()).abs().max().item<float>(), 1e-2);
+  // Random destinations: the CUDA hash kernel draws what the ATen version draws.
+  TokenMerging m;
+  m.max_downsample = 1;
+  auto merged = [&](bool on_gpu) {
+    TokenReduction r;
+    r.merging = &m;
+    r.height = 64;
+    r.width = 64;
+    const auto dev = on_gpu ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+    r.seed = at::scalar_tensor(int64_t{1234567}, at::kLong).to(dev);
+    r.step = at::scalar_tensor(int64_t{7}, at::kLong).to(dev);
+    r.next_block = 3;
+    BlockTokens t = block_tokens(r, on_gpu ? gx : x);
+    return t.merge.unmerge(t.merge.merge(on_gpu ? gy : y)).cpu();
+  };
+  EXPECT_TRUE(at::equal(merged(false), merged(true)));
 }
 #endif
 

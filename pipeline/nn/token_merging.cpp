@@ -44,6 +44,33 @@ at::Tensor cell_destinations(const at::Tensor& seed, const at::Tensor& step, int
   return at::remainder(at::bitwise_and(z, INT64_MAX), cells).view({hsy, wsx, 1});
 }
 
+#ifdef SDXLB_WITH_CUDA
+int dtype_code(const at::Tensor& x) {
+  switch (x.scalar_type()) {
+    case at::kFloat:
+      return 0;
+    case at::kHalf:
+      return 1;
+    case at::kBFloat16:
+      return 2;
+    default:
+      TORCH_CHECK(false, "token merging: unsupported dtype ", x.scalar_type());
+  }
+}
+
+// x [B, N, C] rows `rows` ([B, M], or [1, M] for every batch row) → [B, M, C], in one kernel.
+at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& rows) {
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor rc = rows.contiguous();
+  const int64_t batch = xc.size(0), m = rc.size(-1);
+  at::Tensor out = at::empty({batch, m, xc.size(2)}, xc.options());
+  C10_CUDA_CHECK(kernels::launch_gather_rows(
+      dtype_code(xc), xc.data_ptr(), rc.data_ptr<int64_t>(), rc.size(0) == 1 ? 0 : m, out.data_ptr(), batch,
+      xc.size(1), m, xc.size(2), c10::cuda::getCurrentCUDAStream(x.device().index())));
+  return out;
+}
+#endif
+
 }  // namespace
 
 TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int64_t sx, int64_t sy, int64_t r,
@@ -76,8 +103,17 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
   // Cosine similarity of every source to every destination; each source's best destination; the r best
   // pairs merge.
   const at::Tensor normed = metric / metric.norm(2, /*dim=*/-1, /*keepdim=*/true);
-  const at::Tensor a = normed.gather(1, m.a_idx_.expand({batch, tokens - num_dst, channels}));
-  const at::Tensor b = normed.gather(1, m.b_idx_.expand({batch, num_dst, channels}));
+  at::Tensor a, b;
+#ifdef SDXLB_WITH_CUDA
+  if (metric.is_cuda()) {
+    a = gather_rows(normed, m.a_idx_.view({1, -1}));
+    b = gather_rows(normed, m.b_idx_.view({1, -1}));
+  }
+#endif
+  if (!a.defined()) {
+    a = normed.gather(1, m.a_idx_.expand({batch, tokens - num_dst, channels}));
+    b = normed.gather(1, m.b_idx_.expand({batch, num_dst, channels}));
+  }
   const at::Tensor scores = at::matmul(a, b.transpose(-1, -2));
   r = std::min(a.size(1), r);
   auto [node_max, node_idx] = scores.max(-1);
@@ -87,12 +123,23 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
   m.dst_idx_ = node_idx.unsqueeze(-1).gather(-2, m.src_idx_);
   m.r_ = r;
   if (metric.is_cuda()) {
-    // For the kernel: the merged sources listed by destination, each destination's sources in their order.
+    // For the kernels: rows of x. The merged sources listed by destination, each destination's sources in
+    // their order; and where each token's value is after the merge (for the unmerge's one gather).
     const at::Tensor dst = m.dst_idx_.squeeze(-1);
     const at::Tensor by_dst = dst.argsort(/*stable=*/true, /*dim=*/-1, /*descending=*/false);
-    m.src_order_ = m.src_idx_.gather(1, by_dst.unsqueeze(-1));
+    const at::Tensor a_rows = m.a_idx_.view({1, -1}).expand({batch, tokens - num_dst});
+    const int64_t unm_len = m.unm_idx_.size(1);
+    m.unm_rows_ = a_rows.gather(1, m.unm_idx_.squeeze(-1)).contiguous();
+    const at::Tensor src_rows = a_rows.gather(1, m.src_idx_.squeeze(-1));
+    m.src_rows_ = src_rows.gather(1, by_dst).contiguous();
+    m.dst_rows_ = m.b_idx_.reshape({num_dst}).contiguous();
     m.dst_count_ = at::zeros({batch, num_dst}, i64).scatter_add_(1, dst, at::ones_like(dst));
     m.dst_start_ = m.dst_count_.cumsum(1) - m.dst_count_;
+    m.source_row_ = at::empty({batch, tokens}, i64);
+    m.source_row_.scatter_(1, m.dst_rows_.view({1, -1}).expand({batch, num_dst}),
+                           (at::arange(num_dst, i64) + unm_len).view({1, -1}).expand({batch, num_dst}));
+    m.source_row_.scatter_(1, m.unm_rows_, at::arange(unm_len, i64).view({1, -1}).expand({batch, unm_len}));
+    m.source_row_.scatter_(1, src_rows, dst + unm_len);
   }
   return m;
 }
@@ -100,24 +147,23 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
 at::Tensor TokenMerge::merge(const at::Tensor& x) const {
   if (!active()) return x;
   const int64_t batch = x.size(0), channels = x.size(-1);
+#ifdef SDXLB_WITH_CUDA
+  if (x.is_cuda()) {
+    const at::Tensor xc = x.contiguous();
+    const int64_t unm_len = unm_rows_.size(1);
+    at::Tensor out = at::empty({batch, unm_len + num_dst_, channels}, x.options());
+    C10_CUDA_CHECK(kernels::launch_merge_rows_mean(
+        dtype_code(xc), xc.data_ptr(), unm_rows_.data_ptr<int64_t>(), dst_rows_.data_ptr<int64_t>(),
+        src_rows_.data_ptr<int64_t>(), dst_start_.data_ptr<int64_t>(), dst_count_.data_ptr<int64_t>(),
+        out.data_ptr(), batch, tokens_, unm_len, num_dst_, r_, channels,
+        c10::cuda::getCurrentCUDAStream(x.device().index())));
+    return out;
+  }
+#endif
   const at::Tensor src = x.gather(1, a_idx_.expand({batch, tokens_ - num_dst_, channels}));
   at::Tensor dst = x.gather(1, b_idx_.expand({batch, num_dst_, channels}));
   const int64_t t1 = src.size(1);
   const at::Tensor unm = src.gather(-2, unm_idx_.expand({batch, t1 - r_, channels}));
-#ifdef SDXLB_WITH_CUDA
-  if (x.is_cuda()) {
-    const at::Tensor sources = src.gather(-2, src_order_.expand({batch, r_, channels})).contiguous();
-    dst = dst.contiguous();
-    const int code = x.scalar_type() == at::kFloat ? 0 : x.scalar_type() == at::kHalf ? 1 : 2;
-    TORCH_CHECK(code != 2 || x.scalar_type() == at::kBFloat16, "token merging: unsupported dtype ",
-                x.scalar_type());
-    C10_CUDA_CHECK(kernels::launch_token_merge_mean(
-        code, dst.data_ptr(), sources.data_ptr(), dst_start_.data_ptr<int64_t>(),
-        dst_count_.data_ptr<int64_t>(), dst.data_ptr(), batch, num_dst_, r_, channels,
-        c10::cuda::getCurrentCUDAStream(x.device().index())));
-    return at::cat({unm, dst}, 1);
-  }
-#endif
   const at::Tensor merged = src.gather(-2, src_idx_.expand({batch, r_, channels}));
   dst = dst.scatter_reduce(-2, dst_idx_.expand({batch, r_, channels}), merged, "mean");
   return at::cat({unm, dst}, 1);
@@ -125,6 +171,9 @@ at::Tensor TokenMerge::merge(const at::Tensor& x) const {
 
 at::Tensor TokenMerge::unmerge(const at::Tensor& x) const {
   if (!active()) return x;
+#ifdef SDXLB_WITH_CUDA
+  if (x.is_cuda()) return gather_rows(x, source_row_);
+#endif
   const int64_t unm_len = unm_idx_.size(1);
   const at::Tensor unm = x.slice(-2, 0, unm_len);
   const at::Tensor dst = x.slice(-2, unm_len);

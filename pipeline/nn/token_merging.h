@@ -48,8 +48,10 @@ class TokenMerge {
   int64_t batch_ = 0, tokens_ = 0, num_dst_ = 0, r_ = 0;
   at::Tensor a_idx_, b_idx_;                // [1, N − num_dst, 1] sources, [1, num_dst, 1] destinations
   at::Tensor unm_idx_, src_idx_, dst_idx_;  // [B, ., 1]
-  // CUDA only: the merged sources listed by destination (stable), for the deterministic mean.
-  at::Tensor src_order_, dst_start_, dst_count_;
+  // CUDA only: token rows of x for the fused kernels: the unmerged sources [B, U], the destinations [nd], the
+  // merged sources listed by destination (stable) [B, r] with each destination's start and count [B, nd],
+  // and for the unmerge the row of the merged tensor every token takes [B, N].
+  at::Tensor unm_rows_, dst_rows_, src_rows_, dst_start_, dst_count_, source_row_;
 };
 
 /// What one UNet call's transformer blocks need to merge (ToMe) or downsample (ToDo) tokens. Made by the
