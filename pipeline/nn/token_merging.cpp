@@ -37,6 +37,15 @@ at::Tensor mix64(at::Tensor z) {
 // cell) computed where seed and step live (inside the CUDA graph on the GPU).
 at::Tensor cell_destinations(const at::Tensor& seed, const at::Tensor& step, int64_t ordinal, int64_t hsy,
                              int64_t wsx, int64_t cells) {
+#ifdef SDXLB_WITH_CUDA
+  if (seed.is_cuda()) {
+    at::Tensor out = at::empty({hsy, wsx, 1}, seed.options().dtype(at::kLong));
+    C10_CUDA_CHECK(kernels::launch_cell_hash(seed.data_ptr<int64_t>(), step.data_ptr<int64_t>(), ordinal,
+                                             cells, out.data_ptr<int64_t>(), hsy * wsx,
+                                             c10::cuda::getCurrentCUDAStream(seed.device().index())));
+    return out;
+  }
+#endif
   at::Tensor key = mix64(seed + as_int64(0x9e3779b97f4a7c15ULL));
   key = mix64(key + step * as_int64(0xd1b54a32d192ed03ULL) + ordinal * as_int64(0x8cb92ba72f3d8dd7ULL));
   at::Tensor z = at::arange(hsy * wsx, seed.options().dtype(at::kLong)) * as_int64(0x9e3779b97f4a7c15ULL);
@@ -82,21 +91,37 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
   const auto device = metric.device();
   const auto i64 = at::TensorOptions().dtype(at::kLong).device(device);
   const int64_t hsy = h / sy, wsx = w / sx;
-  // Each sy×sx cell has one destination (-1) and sources (0); an argsort lists destinations first.
-  const at::Tensor cell = rand_idx.defined() ? rand_idx : at::zeros({hsy, wsx, 1}, i64);
-  at::Tensor buffer = at::zeros({hsy, wsx, sy * sx}, i64);
-  buffer.scatter_(2, cell, -at::ones_like(cell));
-  buffer = buffer.view({hsy, wsx, sy, sx}).transpose(1, 2).reshape({hsy * sy, wsx * sx});
-  if (hsy * sy < h || wsx * sx < w) {
-    // The grid does not divide into cells: the rows and columns past the last whole cell are sources.
-    at::Tensor full = at::zeros({h, w}, i64);
-    full.slice(0, 0, hsy * sy).slice(1, 0, wsx * sx).copy_(buffer);
-    buffer = full;
-  }
-  const at::Tensor order = buffer.reshape({1, -1, 1}).argsort(/*dim=*/1, /*descending=*/false);
   const int64_t num_dst = hsy * wsx;
-  m.a_idx_ = order.slice(1, num_dst);
-  m.b_idx_ = order.slice(1, 0, num_dst);
+  at::Tensor a_idx, b_idx;  // [N − num_dst] sources, [num_dst] destinations
+#ifdef SDXLB_WITH_CUDA
+  if (metric.is_cuda()) {
+    // One kernel for the buffer, its scatter and its argsort.
+    a_idx = at::empty({tokens - num_dst}, i64);
+    b_idx = at::empty({num_dst}, i64);
+    const at::Tensor cell = rand_idx.defined() ? rand_idx.contiguous() : at::Tensor();
+    C10_CUDA_CHECK(kernels::launch_merge_split(cell.defined() ? cell.data_ptr<int64_t>() : nullptr, h, w, sx,
+                                               sy, a_idx.data_ptr<int64_t>(), b_idx.data_ptr<int64_t>(),
+                                               c10::cuda::getCurrentCUDAStream(device.index())));
+  }
+#endif
+  if (!a_idx.defined()) {
+    // Each sy×sx cell has one destination (-1) and sources (0); an argsort lists destinations first.
+    const at::Tensor cell = rand_idx.defined() ? rand_idx : at::zeros({hsy, wsx, 1}, i64);
+    at::Tensor buffer = at::zeros({hsy, wsx, sy * sx}, i64);
+    buffer.scatter_(2, cell, -at::ones_like(cell));
+    buffer = buffer.view({hsy, wsx, sy, sx}).transpose(1, 2).reshape({hsy * sy, wsx * sx});
+    if (hsy * sy < h || wsx * sx < w) {
+      // The grid does not divide into cells: the rows and columns past the last whole cell are sources.
+      at::Tensor full = at::zeros({h, w}, i64);
+      full.slice(0, 0, hsy * sy).slice(1, 0, wsx * sx).copy_(buffer);
+      buffer = full;
+    }
+    const at::Tensor order = buffer.reshape({-1}).argsort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+    a_idx = order.slice(0, num_dst);
+    b_idx = order.slice(0, 0, num_dst);
+  }
+  m.a_idx_ = a_idx.view({1, -1, 1});
+  m.b_idx_ = b_idx.view({1, -1, 1});
   m.batch_ = batch;
   m.tokens_ = tokens;
   m.num_dst_ = num_dst;
@@ -106,8 +131,8 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
   at::Tensor a, b;
 #ifdef SDXLB_WITH_CUDA
   if (metric.is_cuda()) {
-    a = gather_rows(normed, m.a_idx_.view({1, -1}));
-    b = gather_rows(normed, m.b_idx_.view({1, -1}));
+    a = gather_rows(normed, a_idx.view({1, -1}));
+    b = gather_rows(normed, b_idx.view({1, -1}));
   }
 #endif
   if (!a.defined()) {
@@ -117,38 +142,40 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
   const at::Tensor scores = at::matmul(a, b.transpose(-1, -2));
   r = std::min(a.size(1), r);
   auto [node_max, node_idx] = scores.max(-1);
-  const at::Tensor edge_idx = node_max.argsort(/*dim=*/-1, /*descending=*/true).unsqueeze(-1);
+  const at::Tensor edge = node_max.argsort(/*stable=*/true, /*dim=*/-1, /*descending=*/true);
+  const at::Tensor edge_idx = edge.unsqueeze(-1);
   m.unm_idx_ = edge_idx.slice(1, r);
   m.src_idx_ = edge_idx.slice(1, 0, r);
   m.dst_idx_ = node_idx.unsqueeze(-1).gather(-2, m.src_idx_);
   m.r_ = r;
+#ifdef SDXLB_WITH_CUDA
   if (metric.is_cuda()) {
-    // For the kernels: rows of x. The merged sources listed by destination, each destination's sources in
-    // their order; and where each token's value is after the merge (for the unmerge's one gather).
-    const at::Tensor dst = m.dst_idx_.squeeze(-1);
-    const at::Tensor by_dst = dst.argsort(/*stable=*/true, /*dim=*/-1, /*descending=*/false);
-    const at::Tensor a_rows = m.a_idx_.view({1, -1}).expand({batch, tokens - num_dst});
-    const int64_t unm_len = m.unm_idx_.size(1);
-    m.unm_rows_ = a_rows.gather(1, m.unm_idx_.squeeze(-1)).contiguous();
-    const at::Tensor src_rows = a_rows.gather(1, m.src_idx_.squeeze(-1));
-    m.src_rows_ = src_rows.gather(1, by_dst).contiguous();
-    m.dst_rows_ = m.b_idx_.reshape({num_dst}).contiguous();
-    m.dst_count_ = at::zeros({batch, num_dst}, i64).scatter_add_(1, dst, at::ones_like(dst));
-    m.dst_start_ = m.dst_count_.cumsum(1) - m.dst_count_;
+    // For the fused kernels: rows of x, built in one kernel from the merged sources sorted (stably) by
+    // destination.
+    const auto [dst_sorted, by_dst] = m.dst_idx_.squeeze(-1).sort(/*stable=*/true, /*dim=*/-1, false);
+    const int64_t unm_len = tokens - num_dst - r;
+    m.unm_rows_ = at::empty({batch, unm_len}, i64);
+    m.src_rows_ = at::empty({batch, r}, i64);
+    m.dst_rows_ = b_idx;
+    m.dst_start_ = at::empty({batch, num_dst}, i64);
+    m.dst_count_ = at::empty({batch, num_dst}, i64);
     m.source_row_ = at::empty({batch, tokens}, i64);
-    m.source_row_.scatter_(1, m.dst_rows_.view({1, -1}).expand({batch, num_dst}),
-                           (at::arange(num_dst, i64) + unm_len).view({1, -1}).expand({batch, num_dst}));
-    m.source_row_.scatter_(1, m.unm_rows_, at::arange(unm_len, i64).view({1, -1}).expand({batch, unm_len}));
-    m.source_row_.scatter_(1, src_rows, dst + unm_len);
+    const at::Tensor e = edge.contiguous(), v = dst_sorted.contiguous(), k = by_dst.contiguous();
+    C10_CUDA_CHECK(kernels::launch_merge_plan_rows(
+        e.data_ptr<int64_t>(), v.data_ptr<int64_t>(), k.data_ptr<int64_t>(), a_idx.data_ptr<int64_t>(),
+        b_idx.data_ptr<int64_t>(), batch, tokens, num_dst, r, m.unm_rows_.data_ptr<int64_t>(),
+        m.src_rows_.data_ptr<int64_t>(), m.dst_start_.data_ptr<int64_t>(), m.dst_count_.data_ptr<int64_t>(),
+        m.source_row_.data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream(device.index())));
   }
+#endif
   return m;
 }
 
 at::Tensor TokenMerge::merge(const at::Tensor& x) const {
   if (!active()) return x;
-  const int64_t batch = x.size(0), channels = x.size(-1);
 #ifdef SDXLB_WITH_CUDA
   if (x.is_cuda()) {
+    const int64_t batch = x.size(0), channels = x.size(-1);
     const at::Tensor xc = x.contiguous();
     const int64_t unm_len = unm_rows_.size(1);
     at::Tensor out = at::empty({batch, unm_len + num_dst_, channels}, x.options());
@@ -160,6 +187,12 @@ at::Tensor TokenMerge::merge(const at::Tensor& x) const {
     return out;
   }
 #endif
+  return merge_reference(x);
+}
+
+at::Tensor TokenMerge::merge_reference(const at::Tensor& x) const {
+  if (!active()) return x;
+  const int64_t batch = x.size(0), channels = x.size(-1);
   const at::Tensor src = x.gather(1, a_idx_.expand({batch, tokens_ - num_dst_, channels}));
   at::Tensor dst = x.gather(1, b_idx_.expand({batch, num_dst_, channels}));
   const int64_t t1 = src.size(1);
@@ -174,6 +207,11 @@ at::Tensor TokenMerge::unmerge(const at::Tensor& x) const {
 #ifdef SDXLB_WITH_CUDA
   if (x.is_cuda()) return gather_rows(x, source_row_);
 #endif
+  return unmerge_reference(x);
+}
+
+at::Tensor TokenMerge::unmerge_reference(const at::Tensor& x) const {
+  if (!active()) return x;
   const int64_t unm_len = unm_idx_.size(1);
   const at::Tensor unm = x.slice(-2, 0, unm_len);
   const at::Tensor dst = x.slice(-2, unm_len);

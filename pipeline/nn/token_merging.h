@@ -43,14 +43,19 @@ class TokenMerge {
   at::Tensor merge(const at::Tensor& x) const;
   /// x [B, N − r, C] → [B, N, C]: every token back in place, merged sources taking their destination's value.
   at::Tensor unmerge(const at::Tensor& x) const;
+  /// merge and unmerge as tomesd's ATen ops, on any device: what the CPU runs, and on CUDA the reference the
+  /// fused kernels are tested against.
+  at::Tensor merge_reference(const at::Tensor& x) const;
+  at::Tensor unmerge_reference(const at::Tensor& x) const;
 
  private:
   int64_t batch_ = 0, tokens_ = 0, num_dst_ = 0, r_ = 0;
   at::Tensor a_idx_, b_idx_;                // [1, N − num_dst, 1] sources, [1, num_dst, 1] destinations
   at::Tensor unm_idx_, src_idx_, dst_idx_;  // [B, ., 1]
-  // CUDA only: token rows of x for the fused kernels: the unmerged sources [B, U], the destinations [nd], the
-  // merged sources listed by destination (stable) [B, r] with each destination's start and count [B, nd],
-  // and for the unmerge the row of the merged tensor every token takes [B, N].
+  // CUDA only (built by one kernel from the plan): token rows of x for the fused kernels: the unmerged
+  // sources [B, U], the destinations [nd], the merged sources listed by destination (stable) [B, r] with each
+  // destination's start and count [B, nd], and for the unmerge the row of the merged tensor every token takes
+  // [B, N].
   at::Tensor unm_rows_, dst_rows_, src_rows_, dst_start_, dst_count_, source_row_;
 };
 

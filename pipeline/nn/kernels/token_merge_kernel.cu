@@ -5,6 +5,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cub/block/block_scan.cuh>
 
 #include "pipeline/nn/kernels/element_types.cuh"
 
@@ -94,6 +95,79 @@ __global__ void cell_hash_kernel(const int64_t* seed, const int64_t* step, int64
   }
 }
 
+constexpr int kSplitThreads = 1024;
+
+__global__ void merge_split_kernel(const int64_t* cell_pos, int64_t h, int64_t w, int64_t sx, int64_t sy,
+                                   int64_t* a_idx, int64_t* b_idx) {
+  using Scan = cub::BlockScan<int64_t, kSplitThreads>;
+  __shared__ typename Scan::TempStorage scan;
+  const int64_t hsy = h / sy, wsx = w / sx, n = h * w;
+  auto is_dst = [&](int64_t i) {
+    const int64_t y = i / w, x = i % w;
+    if (y >= hsy * sy || x >= wsx * sx) return false;
+    const int64_t p = cell_pos == nullptr ? 0 : cell_pos[(y / sy) * wsx + x / sx];
+    return p == (y % sy) * sx + x % sx;
+  };
+  // Each thread takes a run of consecutive tokens; a block scan of the runs' destination counts gives where
+  // each run's destinations and sources go.
+  const int64_t per = (n + kSplitThreads - 1) / kSplitThreads;
+  const int64_t begin = ::min(n, static_cast<int64_t>(threadIdx.x) * per);
+  const int64_t end = ::min(n, begin + per);
+  int64_t count = 0;
+  for (int64_t i = begin; i < end; ++i) count += is_dst(i);
+  int64_t before = 0;
+  Scan(scan).ExclusiveSum(count, before);
+  int64_t d = before, s = begin - before;
+  for (int64_t i = begin; i < end; ++i) {
+    if (is_dst(i)) {
+      b_idx[d++] = i;
+    } else {
+      a_idx[s++] = i;
+    }
+  }
+}
+
+__global__ void merge_plan_rows_kernel(const int64_t* __restrict__ edge,
+                                       const int64_t* __restrict__ dst_sorted,
+                                       const int64_t* __restrict__ by_dst, const int64_t* __restrict__ a_idx,
+                                       const int64_t* __restrict__ b_idx, int64_t n, int64_t nd, int64_t r,
+                                       int64_t* __restrict__ unm_rows, int64_t* __restrict__ src_rows,
+                                       int64_t* __restrict__ dst_start, int64_t* __restrict__ dst_count,
+                                       int64_t* __restrict__ source_row) {
+  const int64_t b = blockIdx.x, s = n - nd, u = s - r;
+  const int64_t* e = edge + b * s;
+  const int64_t* v = dst_sorted + b * r;
+  int64_t* rows = source_row + b * n;
+  int64_t* start = dst_start + b * nd;
+  int64_t* count = dst_count + b * nd;
+  // Every token is exactly one of: an unmerged source, a destination, a merged source.
+  for (int64_t t = threadIdx.x; t < u; t += blockDim.x) {
+    const int64_t row = a_idx[e[r + t]];
+    unm_rows[b * u + t] = row;
+    rows[row] = t;
+  }
+  for (int64_t j = threadIdx.x; j < nd; j += blockDim.x) {
+    rows[b_idx[j]] = u + j;
+    start[j] = 0;
+    count[j] = 0;
+  }
+  for (int64_t k = threadIdx.x; k < r; k += blockDim.x) {
+    const int64_t row = a_idx[e[by_dst[b * r + k]]];
+    src_rows[b * r + k] = row;
+    rows[row] = u + v[k];
+  }
+  __syncthreads();
+  // The sorted destinations' runs: each run's first position is its start, its last + 1 (kept in count
+  // until the next pass) its end.
+  for (int64_t k = threadIdx.x; k < r; k += blockDim.x) {
+    if (k == 0 || v[k - 1] != v[k]) start[v[k]] = k;
+    if (k == r - 1 || v[k + 1] != v[k]) count[v[k]] = k + 1;
+  }
+  __syncthreads();
+  for (int64_t j = threadIdx.x; j < nd; j += blockDim.x)
+    if (count[j] > 0) count[j] -= start[j];
+}
+
 template <typename T>
 cudaError_t merge_launch(const void* x, const int64_t* unm, const int64_t* dst, const int64_t* src,
                          const int64_t* start, const int64_t* count, void* out, int64_t batch, int64_t n,
@@ -153,6 +227,25 @@ cudaError_t launch_cell_hash(const int64_t* seed, const int64_t* step, int64_t o
                              int64_t* out, int64_t count, cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
   cell_hash_kernel<<<blocks_for(count, 256), 256, 0, stream>>>(seed, step, ordinal, cells, out, count);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_merge_split(const int64_t* cell_pos, int64_t h, int64_t w, int64_t sx, int64_t sy,
+                               int64_t* a_idx, int64_t* b_idx, cudaStream_t stream) {
+  if (h * w <= 0 || sx <= 0 || sy <= 0) return cudaErrorInvalidValue;
+  merge_split_kernel<<<1, kSplitThreads, 0, stream>>>(cell_pos, h, w, sx, sy, a_idx, b_idx);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_merge_plan_rows(const int64_t* edge, const int64_t* dst_sorted, const int64_t* by_dst,
+                                   const int64_t* a_idx, const int64_t* b_idx, int64_t batch, int64_t n,
+                                   int64_t nd, int64_t r, int64_t* unm_rows, int64_t* src_rows,
+                                   int64_t* dst_start, int64_t* dst_count, int64_t* source_row,
+                                   cudaStream_t stream) {
+  if (batch <= 0) return cudaSuccess;
+  if (batch > 65535) return cudaErrorInvalidValue;
+  merge_plan_rows_kernel<<<static_cast<unsigned>(batch), 1024, 0, stream>>>(
+      edge, dst_sorted, by_dst, a_idx, b_idx, n, nd, r, unm_rows, src_rows, dst_start, dst_count, source_row);
   return cudaGetLastError();
 }
 

@@ -29,8 +29,30 @@ cudaError_t launch_merge_rows_mean(int dtype, const void* x, const int64_t* unm,
                                    int64_t channels, cudaStream_t stream);
 
 /// ToMe's random destination cell positions: out[i] = hash(*seed, *step, ordinal, i) mod cells for i < count,
-/// the same integer function as token_merging.cpp's ATen version (SplitMix64 finalisers).
+/// the same integer function as token_merging.cpp's ATen version (SplitMix64 finalisers), read on the device
+/// so that a CUDA graph replays it for each image and step.
 cudaError_t launch_cell_hash(const int64_t* seed, const int64_t* step, int64_t ordinal, int64_t cells,
                              int64_t* out, int64_t count, cudaStream_t stream);
+
+/// ToMe's split of an h×w token grid into destinations and sources, in one single-block kernel: each sy×sx
+/// cell (of the h/sy by w/sx whole cells) has one destination, at position p = dy·sx + dx inside the cell
+/// (cell_pos [h/sy · w/sx], or 0 everywhere when cell_pos is null: tomesd's no_rand); rows and columns past
+/// the last whole cell are sources. b_idx [cells] lists the destinations' token indices in increasing order
+/// and a_idx [h·w − cells] the sources': what a stable argsort of tomesd's −1/0 buffer lists.
+cudaError_t launch_merge_split(const int64_t* cell_pos, int64_t h, int64_t w, int64_t sx, int64_t sy,
+                               int64_t* a_idx, int64_t* b_idx, cudaStream_t stream);
+
+/// The fused kernels' rows from a plan, one block per batch row, for S = N − nd sources and U = S − r:
+///   edge [B, S]: source ordinals (into a_idx) by decreasing similarity, the first r merged;
+///   dst_sorted [B, r]: the merged sources' destinations (ordinals into b_idx), sorted stably, and
+///   by_dst [B, r]: their positions in edge's first r.
+/// Writes unm_rows [B, U] = a_idx[edge[:, r:]], src_rows [B, r] = a_idx[edge[:, by_dst]], dst_start and
+/// dst_count [B, nd] (a destination's sources are src_rows[start, start + count)), and source_row [B, N]: the
+/// row of the merged tensor each token takes back in the unmerge.
+cudaError_t launch_merge_plan_rows(const int64_t* edge, const int64_t* dst_sorted, const int64_t* by_dst,
+                                   const int64_t* a_idx, const int64_t* b_idx, int64_t batch, int64_t n,
+                                   int64_t nd, int64_t r, int64_t* unm_rows, int64_t* src_rows,
+                                   int64_t* dst_start, int64_t* dst_count, int64_t* source_row,
+                                   cudaStream_t stream);
 
 }  // namespace sdxlb::kernels
