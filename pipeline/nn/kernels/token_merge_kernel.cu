@@ -95,10 +95,14 @@ __global__ void cell_hash_kernel(const int64_t* seed, const int64_t* step, int64
   }
 }
 
+// Block sizes of the single-block kernels, with launch bounds so that the compiler keeps every thread's
+// registers within what a block of this size may have.
 constexpr int kSplitThreads = 1024;
+constexpr int kPlanThreads = 512;
 
-__global__ void merge_split_kernel(const int64_t* cell_pos, int64_t h, int64_t w, int64_t sx, int64_t sy,
-                                   int64_t* a_idx, int64_t* b_idx) {
+__global__ void __launch_bounds__(kSplitThreads)
+    merge_split_kernel(const int64_t* cell_pos, int64_t h, int64_t w, int64_t sx, int64_t sy, int64_t* a_idx,
+                       int64_t* b_idx) {
   using Scan = cub::BlockScan<int64_t, kSplitThreads>;
   __shared__ typename Scan::TempStorage scan;
   const int64_t hsy = h / sy, wsx = w / sx, n = h * w;
@@ -127,13 +131,13 @@ __global__ void merge_split_kernel(const int64_t* cell_pos, int64_t h, int64_t w
   }
 }
 
-__global__ void merge_plan_rows_kernel(const int64_t* __restrict__ edge,
-                                       const int64_t* __restrict__ dst_sorted,
-                                       const int64_t* __restrict__ by_dst, const int64_t* __restrict__ a_idx,
-                                       const int64_t* __restrict__ b_idx, int64_t n, int64_t nd, int64_t r,
-                                       int64_t* __restrict__ unm_rows, int64_t* __restrict__ src_rows,
-                                       int64_t* __restrict__ dst_start, int64_t* __restrict__ dst_count,
-                                       int64_t* __restrict__ source_row) {
+__global__ void __launch_bounds__(kPlanThreads)
+    merge_plan_rows_kernel(const int64_t* __restrict__ edge, const int64_t* __restrict__ dst_sorted,
+                           const int64_t* __restrict__ by_dst, const int64_t* __restrict__ a_idx,
+                           const int64_t* __restrict__ b_idx, int64_t n, int64_t nd, int64_t r,
+                           int64_t* __restrict__ unm_rows, int64_t* __restrict__ src_rows,
+                           int64_t* __restrict__ dst_start, int64_t* __restrict__ dst_count,
+                           int64_t* __restrict__ source_row) {
   const int64_t b = blockIdx.x, s = n - nd, u = s - r;
   const int64_t* e = edge + b * s;
   const int64_t* v = dst_sorted + b * r;
@@ -244,7 +248,7 @@ cudaError_t launch_merge_plan_rows(const int64_t* edge, const int64_t* dst_sorte
                                    cudaStream_t stream) {
   if (batch <= 0) return cudaSuccess;
   if (batch > 65535) return cudaErrorInvalidValue;
-  merge_plan_rows_kernel<<<static_cast<unsigned>(batch), 1024, 0, stream>>>(
+  merge_plan_rows_kernel<<<static_cast<unsigned>(batch), kPlanThreads, 0, stream>>>(
       edge, dst_sorted, by_dst, a_idx, b_idx, n, nd, r, unm_rows, src_rows, dst_start, dst_count, source_row);
   return cudaGetLastError();
 }
