@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
@@ -135,6 +136,12 @@ static int run_main(int argc, char** argv) {
   // room for the workspaces (a 1 MiB cap alone did not, on an H100 under a tight max_gpu_gib). A value the
   // user set wins.
   setenv("CUDNN_CONV_WSCAP_DBG", "256", /*overwrite=*/0);
+  // A job's stop signals are caught from the first moment: SLURM can preempt a job while its ranks are still
+  // starting (MPI, the model), and the default action would kill a rank without the clean exit 7. Other
+  // commands keep the default (Ctrl-C ends an export at once).
+  const bool job_command =
+      argc > 1 && (std::strcmp(argv[1], "run") == 0 || std::strcmp(argv[1], "encode") == 0);
+  if (job_command) StopSignal::install();
   MpiSession mpi(&argc, &argv);
   Comm world = mpi.world();
   init_logging(world.rank());
@@ -222,8 +229,8 @@ static int run_main(int argc, char** argv) {
     return code == 0 ? kExitOk : kExitBadInput;
   }
 
-  if (run->parsed() || enc->parsed()) StopSignal::install();
   if (run->parsed() || enc->parsed()) {
+    StopSignal::install();  // again: MPI's initialisation may have replaced the handlers
     const int code = run_job(world, run->parsed() ? run_opts : enc_opts);
     if (world.rank() == 0) record_exit_code(code);
     return code;

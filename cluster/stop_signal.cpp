@@ -32,7 +32,9 @@ void on_signal(int sig) {
 }  // namespace
 
 void StopSignal::install() {
-  if (g_installed.exchange(true)) return;
+  // Installed again on every call (the same handler): a library initialised in between (MPI) may have put
+  // its own in place.
+  g_installed.store(true);
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;

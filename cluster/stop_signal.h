@@ -13,7 +13,8 @@ namespace sdxlb {
 
 class StopSignal {
  public:
-  /// Installs the handlers for SIGTERM, SIGINT and SIGUSR1 (idempotent).
+  /// Installs the handlers for SIGTERM, SIGINT and SIGUSR1 (idempotent; each call installs them again, in
+  /// case a library replaced them since).
   static void install();
   /// Whether a stop was asked for (by a signal or by request()).
   static bool requested();

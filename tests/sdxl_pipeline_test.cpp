@@ -56,7 +56,7 @@ TEST_P(PipelineParity, MatchesDiffusersWithinOneLevel) {
 
 INSTANTIATE_TEST_SUITE_P(Diffusers, PipelineParity,
                          ::testing::Values("a_no_negative", "a_negative", "a_tiny_vae", "b_no_negative",
-                                           "b_negative_no_cfg"));
+                                           "b_negative_no_cfg", "a_zero_depth_level"));
 
 TEST(Pipeline, NoiseIsBitIdenticalToTorchRandn) {
   // torch.randn((1, 4, 2, 3), generator=torch.Generator("cpu").manual_seed(42)) in float32, first values.

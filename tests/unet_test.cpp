@@ -266,6 +266,32 @@ TEST(UNetConfigErrors, OtherUnsupportedSettings) {
   EXPECT_EQ(single->num_attention_heads, (std::vector<int64_t>{2, 2, 2}));
 }
 
+// A 0 in transformer_layers_per_block, attention_head_dim or cross_attention_dim on a level without attention
+// is ignored, as diffusers ignores it (the SDXL paper writes the depths as [0, 2, 10]); on a level with
+// attention (its down block, the up block that mirrors it, or the mid block's last level) it is refused,
+// naming the file, the key and the level. The [0, 1, 2] model renders like diffusers (sdxl_pipeline_test).
+TEST(UNetConfigErrors, ZeroDepthOnlyWhereThereIsNoAttention) {
+  auto zero =
+      config_of("tiny-a", {{"transformer_layers_per_block", {0, 1, 2}}, {"attention_head_dim", {0, 2, 4}}});
+  ASSERT_TRUE(zero.is_ok()) << zero.status().to_string();
+  for (const auto& [patch, level] : std::vector<std::pair<nlohmann::json, std::string>>{
+           {{{"transformer_layers_per_block", {1, 0, 2}}}, "level 1"},
+           {{{"transformer_layers_per_block", {1, 1, 0}}}, "level 2"},
+           {{{"attention_head_dim", {2, 0, 4}}}, "level 1"},
+           // Level 0 has no attention on the way down but does on the way up.
+           {{{"transformer_layers_per_block", {0, 1, 2}},
+             {"up_block_types", {"CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"}}},
+            "level 0"}}) {
+    auto config = config_of("tiny-a", patch);
+    ASSERT_FALSE(config.is_ok()) << patch.dump();
+    EXPECT_EQ(config.status().code(), StatusCode::kDataLoss);
+    const std::string m = config.status().message();
+    EXPECT_NE(m.find("config.json"), std::string::npos) << m;
+    EXPECT_NE(m.find(patch.begin().key()), std::string::npos) << m;
+    EXPECT_NE(m.find(level + ", which has attention, got 0"), std::string::npos) << m;
+  }
+}
+
 TEST(UNetLoadErrors, WrongShapeNamesTheTensorAndBothShapes) {
   auto folder = ModelFolder::open(fixtures_dir() + "/unet/bad-shape");
   ASSERT_TRUE(folder.is_ok()) << folder.status().to_string();

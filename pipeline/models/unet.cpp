@@ -172,9 +172,10 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
       c.up_blocks, parse_block_types(up_types, "up_block_types", "UpBlock2D", "CrossAttnUpBlock2D", source));
 
   // Sizes that would only fail deep inside a forward pass (or divide by zero) are refused here.
-  auto positive = [&](const std::string& key, int64_t v) -> Status {
+  auto positive = [&](const std::string& key, int64_t v, const std::string& where = "") -> Status {
     if (v > 0) return Status::ok();
-    return data_loss(source + ": key \"" + key + "\" must be positive, got " + std::to_string(v));
+    return data_loss(source + ": key \"" + key + "\" must be positive" + (where.empty() ? "" : " " + where) +
+                     ", got " + std::to_string(v));
   };
   SDXLB_RETURN_IF_ERROR(positive("in_channels", c.in_channels));
   SDXLB_RETURN_IF_ERROR(positive("out_channels", c.out_channels));
@@ -187,11 +188,22 @@ StatusOr<UNetConfig> UNetConfig::from_json(const nlohmann::json& json, const std
   for (size_t i = 0; i < n; ++i)
     SDXLB_RETURN_IF_ERROR(positive("block_out_channels", c.block_out_channels[i]));
   SDXLB_RETURN_IF_ERROR(positive("time_embedding_dim", c.time_embed_dim));
+  // The attention settings of a level matter only where a block has attention: its down block, the up block
+  // that mirrors it, or (the last level) the mid block. Elsewhere diffusers ignores them, and so do we: the
+  // SDXL paper writes the depths as [0, 2, 10], and configs with a 0 on the first level render in diffusers.
+  auto has_attention = [&](size_t level) {
+    return level + 1 == n || c.down_blocks[level] == UNetConfig::BlockKind::kCrossAttn ||
+           c.up_blocks[n - 1 - level] == UNetConfig::BlockKind::kCrossAttn;
+  };
   for (size_t i = 0; i < n; ++i) {
     SDXLB_RETURN_IF_ERROR(positive("layers_per_block", c.layers_per_block[i]));
-    SDXLB_RETURN_IF_ERROR(positive("attention_head_dim", c.num_attention_heads[i]));
-    SDXLB_RETURN_IF_ERROR(positive("cross_attention_dim", c.cross_attention_dim[i]));
-    SDXLB_RETURN_IF_ERROR(positive("transformer_layers_per_block", c.transformer_layers_per_block[i]));
+    if (has_attention(i)) {
+      const std::string where = "on level " + std::to_string(i) + ", which has attention";
+      SDXLB_RETURN_IF_ERROR(positive("attention_head_dim", c.num_attention_heads[i], where));
+      SDXLB_RETURN_IF_ERROR(positive("cross_attention_dim", c.cross_attention_dim[i], where));
+      SDXLB_RETURN_IF_ERROR(
+          positive("transformer_layers_per_block", c.transformer_layers_per_block[i], where));
+    }
     if (c.block_out_channels[i] % c.norm_num_groups != 0) {
       return data_loss(source + ": block_out_channels[" + std::to_string(i) +
                        "] = " + std::to_string(c.block_out_channels[i]) +

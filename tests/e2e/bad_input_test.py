@@ -203,6 +203,25 @@ class BadInput(unittest.TestCase):
                 self.case("limit-" + name, GOOD, code=4, model=broken,
                           expect=[os.path.join(component, "config.json"), key, "beyond the limit"])
 
+    def test_zero_transformer_depth_on_an_attention_level(self):
+        # issue 15: [0, 2, 1] (a 0 on the level without attention) is valid, as in diffusers, and renders (the
+        # a_zero_depth_level parity case); a 0 on a level with attention is a model error naming the file, the
+        # key and the level, never an internal error, and neither the output nor the embedding cache is
+        # written.
+        broken = os.path.join(TMP, "model-zero-depth")
+        shutil.copytree(MODEL, broken)
+        cfg = os.path.join(broken, "unet", "config.json")
+        with open(cfg) as f:
+            config = json.load(f)
+        levels = len(config["block_out_channels"])
+        config["transformer_layers_per_block"] = [1] * levels
+        config["transformer_layers_per_block"][1] = 0
+        with open(cfg, "w") as f:
+            json.dump(config, f)
+        msg = self.case("zero-depth", GOOD + "embedding_cache: cache\n", code=4, model=broken,
+                        expect=[cfg, "transformer_layers_per_block", "level 1, which has attention, got 0"])
+        self.assertNotIn("internal error", msg)
+
     def test_negative_channels_name_the_key_the_file_got_wrong(self):
         # bench/hostile_corpus.py: block_out_channels [-32, 64, 128] was reported as the derived
         # "time_embedding_dim must be positive, got -128".

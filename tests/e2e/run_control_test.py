@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -40,6 +41,43 @@ def start(job_path, ranks, env):
     """Starts the CLI (under mpirun when ranks > 1) in its own process group; returns the Popen."""
     return subprocess.Popen(e2e.command(BIN, job_path, ranks), env=dict(os.environ, **e2e.ENV, **env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+class Output:
+    """Reads a started process's stdout and stderr as they come (threads), so that a test can wait for a line
+    before it acts, instead of sleeping a fixed time that a loaded machine overruns."""
+
+    def __init__(self, p):
+        self.p = p
+        self.out, self.err = [], []
+        self.threads = [threading.Thread(target=self._read, args=(s, dst), daemon=True)
+                        for s, dst in ((p.stdout, self.out), (p.stderr, self.err))]
+        for t in self.threads:
+            t.start()
+
+    @staticmethod
+    def _read(stream, dst):
+        for line in stream:
+            dst.append(line)
+
+    def wait_for(self, pattern, timeout=120):
+        """Blocks until a stderr line matches the regex `pattern`; fails the test on a timeout or an exit."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(re.search(pattern, line) for line in list(self.err)):
+                return
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no stderr line matched {pattern!r}:\n" + "".join(self.err))
+
+    def communicate(self, timeout):
+        self.p.wait(timeout=timeout)
+        for t in self.threads:
+            t.join(timeout=30)
+        self.p.stdout.close()
+        self.p.stderr.close()
+        return "".join(self.out), "".join(self.err)
 
 
 def stored_items(stderr):
@@ -77,14 +115,16 @@ class RunControl(unittest.TestCase):
         items = e2e.segment_items(out)
         self.assertEqual(sorted(items), list(range(48)), "each item exactly once across the segments")
 
-    def stop_and_resume(self, name, ranks, send, settle=2.5):
-        """Runs a slowed-down job, calls send(process) after `settle` s, checks exit 7 and the resume."""
+    def stop_and_resume(self, name, ranks, send):
+        """Runs a slowed-down job, calls send(process) once the first item is stored (every rank is then past
+        its start-up), checks exit 7 and the resume."""
         j = job(name, segment_items=1000, segment_seconds=60)
         p = start(j, ranks, {"SDXLB_FAULT": "item_delay_ms=150", "SDXLB_LOG": "debug"})
-        time.sleep(settle)
+        output = Output(p)
+        output.wait_for(r"debug: stored items")
         t_signal = time.monotonic()
         send(p)
-        out, err = p.communicate(timeout=120)
+        out, err = output.communicate(timeout=120)
         exit_s = time.monotonic() - t_signal
         self.assertEqual(p.returncode, 7, out + err)
         self.assertIn("Resubmit the same command", err)
@@ -118,9 +158,12 @@ class RunControl(unittest.TestCase):
         # Each worker encodes 100 texts in two chunks; each chunk waits 2 s first. The signal comes during the
         # first wait, so the second chunk is never started.
         p = start(j, 3, {"SDXLB_FAULT": "encode_delay_ms=2000"})
-        time.sleep(2.0)
+        output = Output(p)
+        # Rank 0 logs its start-up once every rank is connected; the encode phase starts right after.
+        output.wait_for(r"info: startup: job file")
+        time.sleep(0.5)
         signal_ranks(p, signal.SIGTERM)
-        out, err = p.communicate(timeout=120)
+        out, err = output.communicate(timeout=120)
         self.assertEqual(p.returncode, 7, out + err)
         self.assertIn("during the encode phase", err)
         self.assertFalse(os.path.exists(os.path.join(d, "out", "index.h5")))

@@ -6,9 +6,11 @@ Written once per fixture build:
   <out>/models/tiny-a/            plain fp32 safetensors
   <out>/models/tiny-a-fp16/       the same weights, saved twice: plain and with variant="fp16"
   <out>/models/tiny-a-sharded/    the UNet split into several shards (with *.safetensors.index.json)
+  <out>/models/tiny-a-tl0/        tiny-a with transformer_layers_per_block [0, 1, 2] (0 where there is no attention)
   <out>/models/tiny-b/            second config (eos_token_id rule, depth per level, non-square)
   <out>/models/taesd-a/, taesd-b/ AutoencoderTiny folders matching each config's latent channels
 """
+import json
 import os
 import shutil
 
@@ -107,6 +109,16 @@ def save_pipeline(out, name, seed):
             os.remove(os.path.join(base, sub, f))
         write_clip_tokenizer(os.path.join(base, sub), "<|endoftext|>" if i == 1 else "!")
     if name == "a":
+        # The SDXL paper writes the transformer depths as [0, 2, 10]: a 0 on the first level, which has no
+        # attention. diffusers ignores it there; the weights are tiny-a's.
+        zero = os.path.join(root, "tiny-a-tl0")
+        shutil.copytree(base, zero)
+        cfg_path = os.path.join(zero, "unet", "config.json")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        cfg["transformer_layers_per_block"] = [0] + list(cfg["transformer_layers_per_block"][1:])
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f, indent=2)
         sharded = os.path.join(root, "tiny-a-sharded")
         pipe.save_pretrained(sharded, safe_serialization=True)
         os.remove(os.path.join(sharded, "unet", "diffusion_pytorch_model.safetensors"))

@@ -17,6 +17,8 @@ CASES = [
     ("a_tiny_vae", "tiny-a", "taesd-a", ["a lighthouse at dusk", "café au lait"], ["", ""], [7, 8], 64, 96, 5.0),
     ("b_no_negative", "tiny-b", None, ["portrait of a cat wearing a hat"], [""], [2**40 + 5], 40, 56, 5.0),
     ("b_negative_no_cfg", "tiny-b", None, ["mountains"], ["fog"], [99], 56, 40, 1.0),
+    # transformer_layers_per_block [0, 1, 2]: the 0 sits on the level without attention (issue 15).
+    ("a_zero_depth_level", "tiny-a-tl0", None, ["a red fox in the snow, 35mm photo"], [""], [11], 48, 40, 5.0),
 ]
 
 
