@@ -357,11 +357,14 @@ StatusOr<WebDatasetReport> export_webdataset(const DatasetReader& dataset, const
   report.samples = static_cast<int64_t>(plan.items.size());
   report.shards = plan.shards();
 
+  struct stat out_stat {};
+  if (::stat(out_dir.c_str(), &out_stat) == 0 && !S_ISDIR(out_stat.st_mode))
+    return io_error("cannot create the export folder " + out_dir +
+                    ": it exists and is not a folder; choose a folder with --to");
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
-  if (ec || !std::filesystem::is_directory(out_dir, ec))
-    return io_error("cannot create the export folder " + out_dir + ": " +
-                    (ec ? ec.message() : std::string("it exists and is not a folder")) +
+  if (ec)
+    return io_error("cannot create the export folder " + out_dir + ": " + ec.message() +
                     "; choose a writable folder with --to");
   SDXLB_ASSIGN_OR_RETURN(auto names, list_dir(out_dir));
   SDXLB_RETURN_IF_ERROR(check_or_write_manifest(out_dir, plan, summary, names));
