@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -212,6 +213,12 @@ class WebDatasetExport(unittest.TestCase):
         self.assertEqual(p.returncode, 4, p.stderr)
         self.assertIn(victim, p.stderr)
         self.assertIn("delete it and rerun", p.stderr)
+        # A whole tar, but with another shard's samples (a copy, a rename by hand): not adopted either.
+        shutil.copyfile(os.path.join(to, "shard-000000.tar"), victim)
+        p = export(self.raw, to, "--shard-size", str(SHARD), check=False)
+        self.assertEqual(p.returncode, 4, p.stderr)
+        self.assertIn(victim + " does not hold the samples this export puts there", p.stderr)
+        self.assertIn("from 00000005.png expected, found 8 from 00000000.png", p.stderr)
         os.remove(victim)
         export(self.raw, to, "--shard-size", str(SHARD))
         self.check_export(self.raw, to)
