@@ -131,14 +131,14 @@ int export_pngs(const std::string& dir, const std::string& to, const std::string
 
 constexpr const char* kExportFooter =
     "--format png (the default) writes item-<index>.png files to --to and/or a --contact-sheet.\n"
-    "--format webdataset writes tar shards to --to: shard-000000.tar, shard-000001.tar, ... of --shard-size\n"
-    "samples each; a sample is <key>.png and <key>.json (the item's prompt, seed, steps, guidance, size,\n"
-    "scheduler, model id, approximations), the key being the item index zero-padded to 8 digits. Only items\n"
-    "stored OK are exported, in item order; failed and never-rendered items are skipped (their keys are\n"
-    "absent; `sdxl-batch inspect` lists them). Shards are written under .tmp names and renamed when\n"
-    "complete: rerun the same command after a crash and it keeps the complete shards and writes the rest.\n"
-    "A rerun with another --shard-size, or after the dataset changed, is refused (exit 3). See\n"
-    "docs/output-format.md#export.";
+    "--format webdataset writes tar shards to --to: shard-000000.tar, shard-000001.tar, ... of\n"
+    "--shard-size samples each; a sample is <key>.png and <key>.json (the item's prompt, seed, steps,\n"
+    "guidance, size, scheduler, model id, approximations), the key being the item index zero-padded to\n"
+    "8 digits (more past 10^8 items). Only items stored OK are exported, in item order; failed and\n"
+    "never-rendered items are skipped (their keys are absent; `sdxl-batch inspect` lists them). Shards\n"
+    "are written under .tmp names and renamed when complete: rerun the same command after a crash and it\n"
+    "keeps the complete shards and writes the rest. A rerun with another --shard-size, or after the\n"
+    "dataset changed, is refused (exit 3). See docs/output-format.md, section Export.\n";
 
 int export_webdataset_shards(const std::string& dir, const std::string& to, int64_t shard_size, int64_t limit,
                              bool quiet) {
