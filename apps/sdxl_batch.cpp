@@ -16,11 +16,14 @@
 #include "common/exit_codes.h"
 #include "common/log.h"
 #include "common/version.h"
+#include "coordinator/progress.h"
 #include "pipeline/demo_model.h"
 #include "pipeline/nn/fused_ops.h"
 #include "pipeline/sdxl_pipeline.h"
+#include "run/faults.h"
 #include "store/dataset_reader.h"
 #include "store/png.h"
+#include "store/webdataset_writer.h"
 
 namespace {
 
@@ -127,6 +130,50 @@ int export_pngs(const std::string& dir, const std::string& to, const std::string
   return kExitOk;
 }
 
+constexpr const char* kExportFooter =
+    "--format png (the default) writes item-<index>.png files to --to and/or a --contact-sheet.\n"
+    "--format webdataset writes tar shards to --to: shard-000000.tar, shard-000001.tar, ... of\n"
+    "--shard-size samples each; a sample is <key>.png and <key>.json (the item's prompt, seed, steps,\n"
+    "guidance, size, scheduler, model id, approximations), the key being the item index zero-padded to\n"
+    "8 digits (more past 10^8 items). Only items stored OK are exported, in item order; failed and\n"
+    "never-rendered items are skipped (their keys are absent; `sdxl-batch inspect` lists them). Shards\n"
+    "are written under .tmp names and renamed when complete: rerun the same command after a crash and it\n"
+    "keeps the complete shards and writes the rest. A rerun with another --shard-size, or after the\n"
+    "dataset changed, is refused (exit 3). See docs/output-format.md, section Export.\n";
+
+int export_webdataset_shards(const std::string& dir, const std::string& to, int64_t shard_size, int64_t limit,
+                             bool quiet) {
+  auto faults = Faults::from_environment();
+  if (!faults.is_ok()) return fail(faults.status());
+  auto r = DatasetReader::open(dir);
+  if (!r.is_ok()) return fail(r.status());
+  WebDatasetOptions options;
+  options.shard_size = shard_size;
+  options.limit = limit;
+  std::unique_ptr<Progress> progress;
+  const std::shared_ptr<const Faults> f = *faults;
+  auto report = export_webdataset(*r, to, options, [&](int64_t done, int64_t to_do) {
+    if (!progress) progress = std::make_unique<Progress>("export", to_do, /*interval_s=*/5.0, quiet);
+    progress->add(1);
+    f->maybe_kill_export(done);
+  });
+  if (!report.is_ok()) return fail(report.status());
+  if (progress) progress->finish();
+  std::printf(
+      "exported %lld samples in %lld shards of up to %lld to %s (%lld shards written now, %lld kept from "
+      "an earlier run)\n",
+      static_cast<long long>(report->samples), static_cast<long long>(report->shards),
+      static_cast<long long>(shard_size), to.c_str(), static_cast<long long>(report->shards_written),
+      static_cast<long long>(report->shards_kept));
+  if (report->skipped_failed + report->skipped_missing > 0)
+    std::fprintf(stderr,
+                 "sdxl-batch: note: %lld failed and %lld never-rendered items are not exported (`sdxl-batch "
+                 "inspect %s` lists them; rerun the job to render them, then export to a new folder)\n",
+                 static_cast<long long>(report->skipped_failed),
+                 static_cast<long long>(report->skipped_missing), dir.c_str());
+  return kExitOk;
+}
+
 }  // namespace
 
 static int run_main(int argc, char** argv) {
@@ -201,14 +248,27 @@ static int run_main(int argc, char** argv) {
   insp->add_option("output", out_dir, "The job's output folder")->required()->check(CLI::ExistingDirectory);
   insp->add_flag("--missing", list_missing, "List every missing item");
 
-  std::string export_dir, sheet;
-  int64_t limit = 0;
-  auto* exp = app.add_subcommand("export",
-                                 "Write the images of an output folder as PNG files and/or a contact sheet");
+  std::string export_dir, sheet, export_format = "png";
+  int64_t limit = 0, shard_size = 1000;
+  bool export_quiet = false;
+  auto* exp =
+      app.add_subcommand("export",
+                         "Write the OK images of an output folder as PNG files and/or a contact sheet, "
+                         "or as WebDataset tar shards with their metadata");
   exp->add_option("output", out_dir, "The job's output folder")->required()->check(CLI::ExistingDirectory);
-  exp->add_option("--to", export_dir, "Folder for item-<index>.png files");
-  exp->add_option("--contact-sheet", sheet, "One PNG with the images in a grid");
-  exp->add_option("--limit", limit, "At most this many images (0: all)")->check(CLI::NonNegativeNumber);
+  exp->add_option("--format", export_format, "png or webdataset")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"png", "webdataset"}));
+  exp->add_option(
+      "--to", export_dir,
+      "Folder for item-<index>.png files (png) or shard-<n>.tar files (webdataset; created, resumed)");
+  exp->add_option("--contact-sheet", sheet, "One PNG with the images in a grid (png only)");
+  exp->add_option("--limit", limit, "At most this many images, the first OK ones (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  exp->add_option("--shard-size", shard_size, "Samples per tar shard (webdataset; at least 1)")
+      ->capture_default_str();
+  exp->add_flag("-q,--quiet", export_quiet, "No progress lines (webdataset)");
+  exp->footer(kExportFooter);
 
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
@@ -236,6 +296,28 @@ static int run_main(int argc, char** argv) {
     return code;
   }
   if (insp->parsed()) return world.rank() == 0 ? inspect(out_dir, list_missing) : kExitOk;
+  if (exp->parsed() && export_format == "webdataset") {
+    if (export_dir.empty()) {
+      std::fprintf(
+          stderr,
+          "sdxl-batch: error: export --format webdataset needs --to DIR (the folder for the shards)\n");
+      return kExitBadInput;
+    }
+    if (!sheet.empty()) {
+      std::fprintf(stderr,
+                   "sdxl-batch: error: --contact-sheet is for --format png; export the sheet separately\n");
+      return kExitBadInput;
+    }
+    if (shard_size < 1) {
+      std::fprintf(
+          stderr,
+          "sdxl-batch: error: --shard-size %lld: a shard holds at least 1 sample (the default is 1000)\n",
+          static_cast<long long>(shard_size));
+      return kExitBadInput;
+    }
+    return world.rank() == 0 ? export_webdataset_shards(out_dir, export_dir, shard_size, limit, export_quiet)
+                             : kExitOk;
+  }
   if (exp->parsed()) {
     if (export_dir.empty() && sheet.empty()) {
       std::fprintf(stderr, "sdxl-batch: error: export needs --to DIR and/or --contact-sheet FILE\n");

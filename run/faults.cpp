@@ -29,7 +29,7 @@ StatusOr<Faults> Faults::parse(const std::string& spec) {
   auto bad = [&](const std::string& what) {
     return invalid_argument("SDXLB_FAULT=\"" + spec + "\": " + what +
                             " (keys: kill_rank, kill_after, hang_rank, hang_after, nan_items, oom_batches, "
-                            "item_delay_ms, encode_delay_ms, fail_rank, fail_code)");
+                            "item_delay_ms, encode_delay_ms, fail_rank, fail_code, export_kill_after)");
   };
   while (std::getline(ss, part, ',')) {
     if (part.empty()) continue;
@@ -67,6 +67,8 @@ StatusOr<Faults> Faults::parse(const std::string& spec) {
       f.item_delay_ms_ = v;
     } else if (key == "encode_delay_ms") {
       f.encode_delay_ms_ = v;
+    } else if (key == "export_kill_after") {
+      f.export_kill_after_ = v;
     } else if (key == "fail_rank") {
       f.fail_rank_ = static_cast<int>(v);
     } else {
@@ -85,6 +87,10 @@ StatusOr<std::shared_ptr<const Faults>> Faults::from_environment() {
 
 void Faults::maybe_kill(int rank, int64_t count) const {
   if (rank == kill_rank_ && kill_after_ >= 0 && count >= kill_after_) ::kill(::getpid(), SIGKILL);
+}
+
+void Faults::maybe_kill_export(int64_t samples) const {
+  if (export_kill_after_ >= 0 && samples >= export_kill_after_) ::kill(::getpid(), SIGKILL);
 }
 
 void Faults::maybe_hang(int rank, int64_t count) const {

@@ -11,6 +11,8 @@
 //   encode_delay_ms=M   every encode chunk takes M ms longer
 //   fail_rank=R         the worker whose start-up fails with ...
 //   fail_code=NAME      ... this error kind: out_of_memory, model, bad_input (to test exit codes)
+//   export_kill_after=N `sdxl-batch export --format webdataset` kills itself with SIGKILL once it has added N
+//                       samples (the shard holding the Nth is then half-written, under its .tmp name)
 // Unset in production: every query then answers "no fault". Immutable after parsing, so it may be read
 // from any thread.
 #pragma once
@@ -41,6 +43,8 @@ class Faults {
   int64_t oom_batches() const { return oom_batches_; }
   int64_t item_delay_ms() const { return item_delay_ms_; }
   int64_t encode_delay_ms() const { return encode_delay_ms_; }
+  /// SIGKILLs this process when an export has added `samples` samples and the plan says so.
+  void maybe_kill_export(int64_t samples) const;
   /// The injected start-up error of worker `rank`, or OK.
   Status startup_error(int rank) const;
 
@@ -55,6 +59,7 @@ class Faults {
   int64_t encode_delay_ms_ = 0;
   int fail_rank_ = -1;
   std::string fail_code_;
+  int64_t export_kill_after_ = -1;
 };
 
 }  // namespace sdxlb

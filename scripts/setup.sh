@@ -15,6 +15,7 @@ apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libyaml-cpp-dev libhdf5-dev libopenmpi-dev openmpi-bin libgtest-dev
   libspdlog-dev nlohmann-json3-dev libcli11-dev libpng-dev
+  libarchive-dev  # tar shards of `export --format webdataset`
   libboost-dev  # header-only Boost.Math: scipy's beta quantile for use_beta_sigmas (pipeline/samplers/schedule.cpp)
   clang-format clang libclang-rt-dev python3 python3-venv  # clang + rt: libFuzzer (scripts/fuzz.sh)
   munge slurmctld slurmd slurm-client  # scripts/slurm/local-cluster.sh (the slurm tests)

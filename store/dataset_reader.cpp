@@ -1,6 +1,9 @@
 #include "store/dataset_reader.h"
 
+#include <sys/stat.h>
+
 #include "store/hdf5.h"
+#include "store/item_columns_io.h"
 #include "store/png.h"
 
 namespace sdxlb {
@@ -11,6 +14,14 @@ StatusOr<DatasetReader> DatasetReader::open(const std::string& output_dir) {
   const std::string path = output_dir + "/index.h5";
   auto file = h5::File::open(path, /*writable=*/false);
   if (!file.is_ok()) {
+    struct stat st {};
+    if (file.status().code() == StatusCode::kNotFound &&
+        ::stat((output_dir + "/segments").c_str(), &st) != 0 &&
+        ::stat((output_dir + "/job.json").c_str(), &st) != 0)
+      return not_found(
+          output_dir +
+          " is not an sdxl-batch output folder (it has no index.h5, job.json or segments/); give "
+          "the folder that a job file's `output:` names");
     if (file.status().code() == StatusCode::kNotFound)
       return not_found(path +
                        " does not exist yet: the job has not finished once (run `sdxl-batch run` on its job "
@@ -71,6 +82,34 @@ StatusOr<std::vector<uint8_t>> DatasetReader::image(int64_t item) const {
   std::vector<uint8_t> rgb(static_cast<size_t>(summary_.height) * summary_.width * 3);
   SDXLB_RETURN_IF_ERROR(ds.read_rows(H5T_NATIVE_UINT8, row, 1, rgb.data()));
   return rgb;
+}
+
+StatusOr<std::vector<uint8_t>> DatasetReader::png(int64_t item, int compression_level) const {
+  if (item < 0 || item >= summary_.total_items || !ok(item))
+    return not_found("item " + std::to_string(item) + " has no stored image");
+  if (summary_.encoding != "png") {
+    SDXLB_ASSIGN_OR_RETURN(auto rgb, image(item));
+    return encode_png(rgb.data(), summary_.height, summary_.width, compression_level);
+  }
+  const size_t i = static_cast<size_t>(item);
+  const std::string path = dir_ + "/segments/" + segments_.at(static_cast<size_t>(item_segment_[i]));
+  SDXLB_ASSIGN_OR_RETURN(auto file, h5::File::open(path, /*writable=*/false));
+  const hsize_t row = static_cast<hsize_t>(item_row_[i]);
+  SDXLB_ASSIGN_OR_RETURN(auto bytes, h5::read_column<h5::Bytes>(file, "png", row, 1));
+  if (bytes.size() != 1 || bytes[0].empty())
+    return data_loss(path + ": no PNG bytes at row " + std::to_string(row));
+  return std::move(bytes[0]);
+}
+
+StatusOr<ItemColumns> DatasetReader::records(int64_t first, int64_t count) const {
+  if (first < 0 || count < 0 || first > summary_.total_items)
+    return internal_error("DatasetReader::records(" + std::to_string(first) + ", " + std::to_string(count) +
+                          ") outside the " + std::to_string(summary_.total_items) + " items");
+  const std::string path = dir_ + "/index.h5";
+  SDXLB_ASSIGN_OR_RETURN(auto file, h5::File::open(path, /*writable=*/false));
+  auto columns = read_item_columns(file, static_cast<hsize_t>(first), static_cast<hsize_t>(count));
+  if (!columns.is_ok()) return columns.status().with_context(path);
+  return columns;
 }
 
 }  // namespace sdxlb

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "store/item_table.h"
 
 namespace sdxlb {
 
@@ -39,6 +40,12 @@ class DatasetReader {
   bool ok(int64_t item) const { return status_.at(static_cast<size_t>(item)) == 1; }
   /// RGB pixels (height x width x 3) of an OK item. Errors: kNotFound when not OK, kDataLoss for a bad file.
   StatusOr<std::vector<uint8_t>> image(int64_t item) const;
+  /// The image of an OK item as PNG bytes: the stored bytes of a PNG dataset as they are, a raw image
+  /// encoded at `compression_level`. Errors as image().
+  StatusOr<std::vector<uint8_t>> png(int64_t item, int compression_level = 3) const;
+  /// The metadata of items [first, first+count) from index.h5's per-item columns (count past the end: to
+  /// the end). Errors: kDataLoss for an unreadable index.
+  StatusOr<ItemColumns> records(int64_t first, int64_t count) const;
 
  private:
   std::string dir_;

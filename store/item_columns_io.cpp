@@ -17,7 +17,7 @@ Status write_item_columns(const h5::Location& loc, const ItemColumns& columns, b
   return st;
 }
 
-StatusOr<ItemColumns> read_item_columns(const h5::Location& loc) {
+StatusOr<ItemColumns> read_item_columns(const h5::Location& loc, hsize_t start, hsize_t count) {
   ItemColumns out;
   Status st;
   bool missing = false;  // a column added after the file was written
@@ -31,7 +31,7 @@ StatusOr<ItemColumns> read_item_columns(const h5::Location& loc) {
         return;
       }
     }
-    auto read = h5::read_column<typename Vec::value_type>(loc, name);
+    auto read = h5::read_column<typename Vec::value_type>(loc, name, start, count);
     if (!read.is_ok()) {
       st = read.status();
       return;

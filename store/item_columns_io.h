@@ -15,8 +15,10 @@ namespace sdxlb {
 /// columns unless `checksums` is false).
 Status write_item_columns(const h5::Location& loc, const ItemColumns& columns, bool checksums = true);
 
-/// Reads every column. kNotFound when a column is missing, kDataLoss when lengths differ or a read fails.
-StatusOr<ItemColumns> read_item_columns(const h5::Location& loc);
+/// Reads every column, or its rows [start, start+count) (count past the end: to the end). kNotFound when a
+/// column is missing, kDataLoss when lengths differ or a read fails.
+StatusOr<ItemColumns> read_item_columns(const h5::Location& loc, hsize_t start = 0,
+                                        hsize_t count = static_cast<hsize_t>(-1));
 
 /// The common length of all columns, checked without reading them (kNotFound / kDataLoss as above).
 StatusOr<int64_t> item_columns_length(const h5::Location& loc);
