@@ -11,6 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <iterator>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -77,7 +80,14 @@ TEST(SingleFile, FullSdxlBaseConvertsEveryName) {
     const auto& expected = (*fixture)["expected"][c];
     std::vector<std::string> want;
     for (const auto& [name, shape] : expected.items()) want.push_back(name);
-    EXPECT_EQ(ws->names(), want);  // both sorted; every name converts, none left over
+    std::sort(want.begin(), want.end());
+    // Every name converts, none is left over.
+    const std::vector<std::string> got = ws->names();
+    std::vector<std::string> missing, extra;
+    std::set_difference(want.begin(), want.end(), got.begin(), got.end(), std::back_inserter(missing));
+    std::set_difference(got.begin(), got.end(), want.begin(), want.end(), std::back_inserter(extra));
+    EXPECT_TRUE(missing.empty()) << missing.size() << " missing, first " << missing.front();
+    EXPECT_TRUE(extra.empty()) << extra.size() << " unexpected, first " << extra.front();
     for (const auto& [name, shape] : expected.items()) {
       const TensorInfo* t = ws->find(name);
       if (!t) continue;

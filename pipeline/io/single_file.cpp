@@ -134,7 +134,7 @@ std::optional<std::string> convert_unet(const std::string& n, int64_t layers_per
   if (auto r = rename_prefix(n, kUnetFixed)) return r;
   const int64_t per_level_down = layers_per_block + 1;  // resnets + a downsampler (input_blocks)
   const int64_t per_level_up = layers_per_block + 1;    // resnets (output_blocks)
-  if (auto f = split_fields(n, 3)) {
+  if (auto f = split_fields(n, 3); f && (f->first[0] == "input_blocks" || f->first[0] == "output_blocks")) {
     const auto& [fields, rest] = *f;
     const auto i = to_index(fields[1]);
     const auto j = to_index(fields[2]);
@@ -440,11 +440,11 @@ StatusOr<WeightSet> open_vae_file(const std::string& path, int64_t vae_levels, i
                             list_prefixes(f) +
                             "); `vae:` takes a VAE .safetensors such as sdxl-vae-fp16-fix's");
   if (conv_in->shape[1] != latent_channels)
-    return invalid_argument(
-        path + ": its decoder takes " + std::to_string(conv_in->shape[1]) +
-        "-channel latents, but this model's UNet makes " + std::to_string(latent_channels) +
-        "-channel latents: it is the VAE of another architecture (SD3 and FLUX VAEs take 16); "
-        "use an SDXL VAE");
+    return invalid_argument(path + ": its decoder takes " + std::to_string(conv_in->shape[1]) +
+                            "-channel latents, but this model's latents have " +
+                            std::to_string(latent_channels) +
+                            " channels: it is the VAE of another architecture (SD3 and FLUX VAEs take 16); "
+                            "use an SDXL VAE");
   const std::string describe = path + " (VAE, " + (diffusers_names ? "diffusers" : "original") + " names)";
   if (diffusers_names)
     return derive(file, prefix, describe,
