@@ -98,6 +98,12 @@ const NamedValue<FinalSigmas> kFinalSigmas[] = {{to_string(FinalSigmas::kZero), 
 // ---------------------------------------------------------------------------------------------------------
 // The parser: one handler per key, typed readers that record problems.
 
+// A model or VAE given as one .safetensors file (a single-file checkpoint) rather than a diffusers folder.
+bool is_safetensors_path(const std::string& path) {
+  const std::string ext = ".safetensors";
+  return path.size() > ext.size() && path.compare(path.size() - ext.size(), ext.size(), ext) == 0;
+}
+
 class SpecParser : public YamlFieldReader {
  public:
   SpecParser(JobSpec* spec, ProblemList* problems, const JobLoadOptions& options)
@@ -115,6 +121,7 @@ class SpecParser : public YamlFieldReader {
   bool read_sampler_name(const Field& f, SamplerChoice* choice);
   YAML::Mark empty_entry_mark(const YAML::Mark& mark, const YAML::Mark& fallback) const;
   void check_folder(const Field& f, const std::string& path, const char* marker, const std::string& what);
+  void check_file(const Field& f, const std::string& path, const std::string& what);
   void load_prompts();
   void finish_digest();
 
@@ -372,6 +379,17 @@ bool SpecParser::read_sampler_name(const Field& f, SamplerChoice* choice) {
   return false;
 }
 
+void SpecParser::check_file(const Field& f, const std::string& path, const std::string& what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    p_->add(f.mark(), f.key,
+            "file " + quote(path) + " does not exist; fix the path (relative paths resolve against " +
+                quote(spec_->base_dir) + ", the job file's folder)");
+  } else if (S_ISDIR(st.st_mode)) {
+    p_->add(f.mark(), f.key, quote(path) + " is a folder, not a file; point " + f.key + " at " + what);
+  }
+}
+
 void SpecParser::check_folder(const Field& f, const std::string& path, const char* marker,
                               const std::string& what) {
   struct stat st {};
@@ -417,6 +435,8 @@ void SpecParser::run(const YAML::Node& root) {
                        "; use \"\" (the default weights) or \"fp16\" (the *.fp16.safetensors files)");
          }
        }},
+      {"model_config", [&](const Field& f) { read_path(f, &s.model_config); }},
+      {"vae", [&](const Field& f) { read_path(f, &s.vae); }},
       {"tiny_vae", [&](const Field& f) { read_path(f, &s.tiny_vae); }},
       {"vae_fp16_safe", [&](const Field& f) { read_bool(f, &s.vae_fp16_safe); }},
       {"prompts", [&](const Field& f) { on_prompts(f); }},
@@ -517,10 +537,13 @@ void SpecParser::run(const YAML::Node& root) {
 
   // Required keys.
   if (!has("model")) {
-    p_->add(root_mark_, "model",
-            "missing; set model: <folder of a diffusers SDXL pipeline, the one with model_index.json>");
+    p_->add(
+        root_mark_, "model",
+        "missing; set model: <folder of a diffusers SDXL pipeline, the one with model_index.json, or an SDXL "
+        ".safetensors single file>");
   } else if (fields_.at("model").value.IsNull()) {
-    p_->add(mark_of("model"), "model", "is empty; set it to the folder of a diffusers SDXL pipeline");
+    p_->add(mark_of("model"), "model",
+            "is empty; set it to the folder of a diffusers SDXL pipeline or an SDXL .safetensors file");
   }
   if (!has("output")) {
     p_->add(root_mark_, "output", "missing; set output: <folder for the images, e.g. out/run1>");
@@ -601,8 +624,31 @@ void SpecParser::run(const YAML::Node& root) {
   }
 
   if (options_.check_paths) {
-    if (!s.model.empty())
-      check_folder(fields_.at("model"), s.model, "model_index.json", "a diffusers SDXL folder");
+    const bool single_file = is_safetensors_path(s.model);
+    if (!s.model.empty() && single_file)
+      check_file(fields_.at("model"), s.model, "an SDXL .safetensors single file or a diffusers SDXL folder");
+    else if (!s.model.empty())
+      check_folder(fields_.at("model"), s.model, "model_index.json",
+                   "a diffusers SDXL folder or an SDXL .safetensors single file");
+    if (!s.model_config.empty()) {
+      if (!s.model.empty() && !single_file)
+        p_->add(
+            mark_of("model_config"), "model_config",
+            "is set, but model is a diffusers folder with its own configs; remove model_config (it gives a "
+            ".safetensors single file its configs and tokenizers)");
+      else
+        check_folder(fields_.at("model_config"), s.model_config, "model_index.json",
+                     "a diffusers SDXL folder (its configs and tokenizers; weights are not needed)");
+    }
+    if (!s.vae.empty()) {
+      if (!is_safetensors_path(s.vae))
+        p_->add(mark_of("vae"), "vae",
+                quote(s.vae) +
+                    " is not a .safetensors file; point vae at a VAE file such as "
+                    "sdxl-vae-fp16-fix's diffusion_pytorch_model.safetensors");
+      else
+        check_file(fields_.at("vae"), s.vae, "a VAE .safetensors file");
+    }
     if (!s.tiny_vae.empty()) {
       check_folder(fields_.at("tiny_vae"), s.tiny_vae, "config.json", "a diffusers AutoencoderTiny folder");
     }
@@ -843,6 +889,9 @@ std::string JobSpec::to_canonical_json() const {
       {"worker_timeout_s", worker_timeout_s},
       {"prompt_source", source},
   };
+  // Only when set, so that the canonical JSON of every earlier job is unchanged.
+  if (!model_config.empty()) run["model_config"] = model_config;
+  if (!vae.empty()) run["vae"] = vae;
   json all = {{"format", "sdxlb-job/1"}, {"image", image_json(*this)}, {"run", run}};
   return all.dump();
 }

@@ -25,7 +25,8 @@ constexpr uint64_t kMaxJobFileBytes = uint64_t{64} << 20;
 
 /// Options for JobSpec::load_file / JobSpec::parse.
 struct JobLoadOptions {
-  /// Check that model and tiny_vae are existing folders and that output is not an existing file.
+  /// Check that model is an existing folder or .safetensors file, model_config and tiny_vae existing folders,
+  /// vae an existing .safetensors file, and that output is not an existing file.
   bool check_paths = true;
 };
 
@@ -64,7 +65,10 @@ struct JobSpec {
   std::string yaml_text;  ///< the job file's text, for recording with the output
 
   // --- model
-  std::string model;           ///< diffusers SDXL folder (resolved path)
+  std::string model;  ///< diffusers SDXL folder or SDXL .safetensors single file (resolved path)
+  std::string
+      model_config;  ///< a single file's config folder (resolved), "" for the built-in SDXL base configs
+  std::string vae;   ///< VAE .safetensors replacing the model's VAE (resolved), "" when unset
   std::string model_variant;   ///< "" or "fp16"
   std::string tiny_vae;        ///< AutoencoderTiny folder (resolved), "" when unset
   bool vae_fp16_safe = false;  ///< the VAE may run in fp16 (else it is upcast to fp32)

@@ -13,7 +13,7 @@
 #include <c10/util/Exception.h>
 
 #include "common/fingerprint.h"
-#include "pipeline/io/model_folder.h"
+#include "pipeline/io/model_source.h"
 #include "pipeline/io/torch_error.h"
 #include "pipeline/models/tiny_vae.h"
 #include "pipeline/models/unet.h"
@@ -33,7 +33,7 @@ namespace sdxlb {
 
 struct SdxlPipeline::Parts {
   std::string model_dir;
-  ModelFolder folder;
+  ModelSource source;
   std::unique_ptr<ClipTokenizer> tokenizer, tokenizer_2;
   ClipTextModel text_encoder{nullptr}, text_encoder_2{nullptr};
   UNet2DConditionModel unet{nullptr};
@@ -65,29 +65,9 @@ Status torch_error(const std::string& phase, const c10::Error& e) {
   return torch_error_status(phase, e, "lower batch_size or choose a lighter memory plan");
 }
 
-// The weights' content, sampled: 64 blocks of 64 KiB spread evenly over each file's data (4 MiB a file, a few
-// milliseconds even for SDXL's 5 GB UNet). Another checkpoint of the same architecture differs in every
-// block; what goes unnoticed is an in-place edit confined to the bytes between the blocks (say, one small
-// tensor). The trade-off, against reading all 7 GB of an SDXL model on rank 0 at every start, is documented
-// in docs/output-format.md (model identity).
-constexpr uint64_t kIdentityBlocks = 64;
-constexpr uint64_t kIdentityBlockBytes = 64 * 1024;
-
-void add_content_sample(Fingerprint& fp, const SafetensorsFile& file) {
-  const uint64_t size = file.data_size();
-  fp.add(std::to_string(size));
-  if (size <= kIdentityBlocks * kIdentityBlockBytes) {
-    fp.add(file.data_bytes(0, size));
-    return;
-  }
-  const uint64_t span = size - kIdentityBlockBytes;
-  for (uint64_t i = 0; i < kIdentityBlocks; ++i)
-    fp.add(file.data_bytes(span * i / (kIdentityBlocks - 1), kIdentityBlockBytes));
-}
-
-// Identity of one component: its config text, the headers of its weight files (names, shapes, dtypes and
-// byte ranges) and a sample of their content, so that other weights of the same architecture are another
-// model (issue 12: they resumed silently, and shared another model's embedding cache).
+// Identity of a folder component (the tiny VAE): its config text, the headers of its weight files and a
+// sample of their content (ModelSource::add_identity, which the model's own components go through, does the
+// same).
 Status add_component_identity(Fingerprint& fp, const ModelFolder& folder, const std::string& component,
                               const std::string& variant) {
   SDXLB_ASSIGN_OR_RETURN(auto config, folder.component_config(component));
@@ -129,32 +109,36 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   p->options_ = options;
   Parts& parts = *p->parts_;
   parts.model_dir = model_dir;
-  SDXLB_ASSIGN_OR_RETURN(parts.folder, ModelFolder::open(model_dir));
-  const ModelFolder& folder = parts.folder;
-  for (const char* c :
-       {"unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"}) {
-    if (!folder.has_component(c))
+  // The model source: a diffusers folder, or a single file with a config folder or the built-in configs; the
+  // job's VAE file over either. Everything below reads configs, weights and tokenizers through it.
+  SDXLB_ASSIGN_OR_RETURN(parts.source, ModelSource::open(model_dir, options.model_config, options.vae));
+  const ModelSource& source = parts.source;
+  for (const char* c : {"unet", "vae", "text_encoder", "text_encoder_2"}) {
+    if (!source.has_component(c)) {
+      if (source.is_single_file())
+        return not_found(model_dir + " has no " + c + " (no " + SingleFileCheckpoint::prefix_of(c) +
+                         "* tensors)" + (std::string(c) == "vae" ? "; set vae: to a VAE file" : ""));
       return not_found(
           "model folder " + model_dir + " has no " + c +
           "/ component (an SDXL pipeline needs unet, vae, text_encoder, text_encoder_2, tokenizer, "
           "tokenizer_2 and scheduler)");
+    }
   }
-  const auto& index = folder.model_index();
-  if (index.contains("force_zeros_for_empty_prompt") && index["force_zeros_for_empty_prompt"].is_boolean())
-    p->force_zeros_ = index["force_zeros_for_empty_prompt"].get<bool>();
+  if (!source.is_single_file())
+    for (const char* c : {"tokenizer", "tokenizer_2", "scheduler"})
+      if (!source.has_component(c))
+        return not_found(
+            "model folder " + model_dir + " has no " + c +
+            "/ component (an SDXL pipeline needs unet, vae, text_encoder, text_encoder_2, tokenizer, "
+            "tokenizer_2 and scheduler)");
+  p->force_zeros_ = source.force_zeros_for_empty_prompt();
 
   nlohmann::json sched_json;
   {
     // Python's json module writes DPMSolverMultistepScheduler's lambda_min_clipped as -Infinity, which
     // strict JSON readers refuse: parse_config_json accepts it.
-    const std::string path = model_dir + "/scheduler/scheduler_config.json";
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-      auto named =
-          folder.component_config("scheduler", "scheduler_config.json");  // its message names the fix
-      return named.is_ok() ? io_error("cannot read " + path) : named.status();
-    }
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string path = source.config_path("scheduler", "scheduler_config.json");
+    SDXLB_ASSIGN_OR_RETURN(const std::string text, source.scheduler_text());
     SDXLB_ASSIGN_OR_RETURN(sched_json, parse_config_json(text, path));
     auto resolved = resolve_scheduler(sched_json, path, options.sampler);
     if (!resolved.is_ok()) {
@@ -173,50 +157,43 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   }
 
   Fingerprint te_id, model_id;
-  SDXLB_RETURN_IF_ERROR(add_component_identity(te_id, folder, "text_encoder", options.variant));
-  SDXLB_RETURN_IF_ERROR(add_component_identity(te_id, folder, "text_encoder_2", options.variant));
-  for (const char* tok : {"tokenizer", "tokenizer_2"}) {
-    auto cfg = folder.component_config(tok, "tokenizer_config.json");
-    if (cfg.is_ok()) te_id.add(cfg->dump());
-    // The vocabulary and merges decide the token ids, so they are part of what the embeddings depend on
-    // (a changed vocab.json reused the cached embeddings of the old one). Small files: hashed whole.
-    for (const char* name : {"vocab.json", "merges.txt", "special_tokens_map.json"}) {
-      std::ifstream in(model_dir + "/" + tok + "/" + name, std::ios::binary);
-      std::ostringstream bytes;
-      if (in) bytes << in.rdbuf();
-      te_id.add(std::string(tok) + "/" + name).add(bytes.str());
-    }
-  }
+  SDXLB_RETURN_IF_ERROR(source.add_identity(te_id, "text_encoder", options.variant));
+  SDXLB_RETURN_IF_ERROR(source.add_identity(te_id, "text_encoder_2", options.variant));
+  source.add_tokenizer_identity(te_id);
   p->text_encoder_id_ = te_id.hex();
   model_id.add(p->text_encoder_id_);
-  SDXLB_RETURN_IF_ERROR(add_component_identity(model_id, folder, "unet", options.variant));
-  SDXLB_RETURN_IF_ERROR(add_component_identity(model_id, folder, "vae", options.variant));
+  SDXLB_RETURN_IF_ERROR(source.add_identity(model_id, "unet", options.variant));
+  SDXLB_RETURN_IF_ERROR(source.add_identity(model_id, "vae", options.variant));
   model_id.add(sched_json.dump());
   // Every component's config is checked here, loaded or not (cheap: no weights), so that rank 0 refuses a
   // corrupt or hostile one (a sanity limit, a wrong type) before anything is written.
   {
-    SDXLB_ASSIGN_OR_RETURN(auto u, folder.component_config("unet"));
-    SDXLB_ASSIGN_OR_RETURN(auto unet_config, UNetConfig::from_json(u, model_dir + "/unet/config.json"));
+    SDXLB_ASSIGN_OR_RETURN(auto u, source.config("unet"));
+    SDXLB_ASSIGN_OR_RETURN(auto unet_config, UNetConfig::from_json(u, source.config_path("unet")));
     if (const auto& dc = options.approximations.deep_cache)
       SDXLB_RETURN_IF_ERROR(check_deep_cache_branch(unet_config, dc->cache_branch_id, dc->where));
-    SDXLB_ASSIGN_OR_RETURN(auto v, folder.component_config("vae"));
-    SDXLB_RETURN_IF_ERROR(VaeConfig::from_json(v, model_dir + "/vae/config.json").status());
+    SDXLB_ASSIGN_OR_RETURN(auto v, source.config("vae"));
+    SDXLB_RETURN_IF_ERROR(VaeConfig::from_json(v, source.config_path("vae")).status());
     for (const char* te : {"text_encoder", "text_encoder_2"}) {
-      SDXLB_ASSIGN_OR_RETURN(auto c, folder.component_config(te));
-      SDXLB_RETURN_IF_ERROR(ClipTextConfig::from_json(c, model_dir + "/" + te + "/config.json").status());
+      SDXLB_ASSIGN_OR_RETURN(auto c, source.config(te));
+      SDXLB_RETURN_IF_ERROR(ClipTextConfig::from_json(c, source.config_path(te)).status());
     }
   }
 
   if (options.load_text_encoders) {
-    SDXLB_ASSIGN_OR_RETURN(auto t1, ClipTokenizer::load(folder.component_dir("tokenizer")));
-    SDXLB_ASSIGN_OR_RETURN(auto t2, ClipTokenizer::load(folder.component_dir("tokenizer_2")));
+    SDXLB_ASSIGN_OR_RETURN(auto dir1, source.tokenizer_dir("tokenizer"));
+    SDXLB_ASSIGN_OR_RETURN(auto dir2, source.tokenizer_dir("tokenizer_2"));
+    SDXLB_ASSIGN_OR_RETURN(auto t1, ClipTokenizer::load(dir1));
+    SDXLB_ASSIGN_OR_RETURN(auto t2, ClipTokenizer::load(dir2));
     parts.tokenizer = std::make_unique<ClipTokenizer>(std::move(t1));
     parts.tokenizer_2 = std::make_unique<ClipTokenizer>(std::move(t2));
-    SDXLB_ASSIGN_OR_RETURN(parts.text_encoder, load_clip_text_model(folder, "text_encoder", options.variant,
-                                                                    options.dtype, options.device));
-    SDXLB_ASSIGN_OR_RETURN(
-        parts.text_encoder_2,
-        load_clip_text_model(folder, "text_encoder_2", options.variant, options.dtype, options.device));
+    for (const char* te : {"text_encoder", "text_encoder_2"}) {
+      SDXLB_ASSIGN_OR_RETURN(auto c, source.config(te));
+      SDXLB_ASSIGN_OR_RETURN(auto w, source.weights(te, options.variant));
+      SDXLB_ASSIGN_OR_RETURN(
+          auto m, load_clip_text_model(c, source.config_path(te), w, te, options.dtype, options.device));
+      (std::string(te) == "text_encoder" ? parts.text_encoder : parts.text_encoder_2) = m;
+    }
     if (!parts.text_encoder_2->text_projection)
       return data_loss(model_dir +
                        "/text_encoder_2 is not a CLIPTextModelWithProjection (no text_projection); "
@@ -224,10 +201,10 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   }
   // Dimensions from the configs, so that they are known without the encoders loaded.
   {
-    SDXLB_ASSIGN_OR_RETURN(auto c1, folder.component_config("text_encoder"));
-    SDXLB_ASSIGN_OR_RETURN(auto c2, folder.component_config("text_encoder_2"));
-    SDXLB_ASSIGN_OR_RETURN(auto k1, ClipTextConfig::from_json(c1, model_dir + "/text_encoder/config.json"));
-    SDXLB_ASSIGN_OR_RETURN(auto k2, ClipTextConfig::from_json(c2, model_dir + "/text_encoder_2/config.json"));
+    SDXLB_ASSIGN_OR_RETURN(auto c1, source.config("text_encoder"));
+    SDXLB_ASSIGN_OR_RETURN(auto c2, source.config("text_encoder_2"));
+    SDXLB_ASSIGN_OR_RETURN(auto k1, ClipTextConfig::from_json(c1, source.config_path("text_encoder")));
+    SDXLB_ASSIGN_OR_RETURN(auto k2, ClipTextConfig::from_json(c2, source.config_path("text_encoder_2")));
     p->prompt_dim_ = k1.hidden_size + k2.hidden_size;
     p->pooled_dim_ = k2.projection_dim;
   }
@@ -236,8 +213,13 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     const bool streamed = options.placement != Placement::kResident;
     // A streamed UNet is loaded into host memory and handed to the streamer, so that it never needs all of
     // its weights on the GPU at once.
-    SDXLB_ASSIGN_OR_RETURN(parts.unet, load_unet(folder, options.variant, options.dtype,
-                                                 streamed ? at::Device(at::kCPU) : options.device));
+    {
+      SDXLB_ASSIGN_OR_RETURN(auto u, source.config("unet"));
+      SDXLB_ASSIGN_OR_RETURN(auto unet_config, UNetConfig::from_json(u, source.config_path("unet")));
+      SDXLB_ASSIGN_OR_RETURN(auto w, source.weights("unet", options.variant));
+      SDXLB_ASSIGN_OR_RETURN(parts.unet, load_unet(unet_config, w, "unet weights", options.dtype,
+                                                   streamed ? at::Device(at::kCPU) : options.device));
+    }
     if (options.device.is_cuda()) {
       // Channels-last convolutions: the fastest layout for SDXL's convs on tensor cores. cuDNN picks its
       // algorithms by heuristics, not by timing them (benchmark mode): timings vary between runs and
@@ -260,7 +242,7 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     }
     for (int64_t d : parts.unet->config().cross_attention_dim)
       if (d != p->prompt_dim_)
-        return data_loss(model_dir + "/unet/config.json: cross_attention_dim " + std::to_string(d) +
+        return data_loss(source.config_path("unet") + ": cross_attention_dim " + std::to_string(d) +
                          " does not match the text encoders' combined width " +
                          std::to_string(p->prompt_dim_));
     if (options.decoder == DecoderKind::kTiny) {
@@ -272,7 +254,10 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     } else {
       VaeLoadOptions vo;
       vo.honor_force_upcast = !options.vae_fp16_safe;
-      SDXLB_ASSIGN_OR_RETURN(parts.vae, load_vae(folder, options.variant, options.dtype, options.device, vo));
+      SDXLB_ASSIGN_OR_RETURN(auto v, source.config("vae"));
+      SDXLB_ASSIGN_OR_RETURN(auto w, source.weights("vae", options.variant));
+      SDXLB_ASSIGN_OR_RETURN(parts.vae,
+                             load_vae(v, source.config_path("vae"), w, options.dtype, options.device, vo));
     }
   }
   // The tiny VAE decodes every image of a tiny-decoder job, so it is part of the identity whether or not

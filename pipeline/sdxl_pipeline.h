@@ -46,7 +46,11 @@ enum class Placement {
 };
 
 struct PipelineOptions {
-  std::string variant;                ///< weight file variant: "" or e.g. "fp16"
+  std::string variant;  ///< weight file variant: "" or e.g. "fp16"
+  /// A single-file model's config folder (a diffusers SDXL folder: configs, scheduler, tokenizers); "" for
+  /// the built-in SDXL base configs. Refused with a folder model.
+  std::string model_config;
+  std::string vae;  ///< a VAE .safetensors replacing the model's VAE weights (its config stays); "" for none
   at::ScalarType dtype = at::kFloat;  ///< compute dtype (fp32 on CPU; fp16/bf16 on CUDA)
   at::Device device = at::kCPU;
   DecoderKind decoder = DecoderKind::kFull;
@@ -93,8 +97,9 @@ struct PhaseTimes {
 
 class SdxlPipeline {
  public:
-  /// Loads the model folder (a diffusers StableDiffusionXLPipeline). Errors name the missing or corrupt
-  /// component file and what to do.
+  /// Loads the model: a diffusers StableDiffusionXLPipeline folder, or an SDXL .safetensors single file in
+  /// the original layout (with options.model_config or the built-in configs; see pipeline/io/model_source.h).
+  /// Errors name the missing or corrupt component file and what to do.
   static StatusOr<std::unique_ptr<SdxlPipeline>> load(const std::string& model_dir,
                                                       const PipelineOptions& options);
   ~SdxlPipeline();

@@ -78,6 +78,39 @@ TEST_F(JobSpecTest, OutputInsideTheModelFolderIsRefused) {
   EXPECT_TRUE(ok.is_ok()) << ok.status().to_string();
 }
 
+// issue 15: `model:` may be an SDXL .safetensors single file, with `model_config:` (a diffusers folder for
+// its configs and tokenizers); `vae:` names a VAE file. Each is checked with file:line:col errors.
+TEST_F(JobSpecTest, SingleFileModelConfigAndVaeKeys) {
+  write_bytes(dir_.file("sdxl.safetensors"), "x");
+  write_bytes(dir_.file("vae.safetensors"), "x");
+  auto ok =
+      load("model: sdxl.safetensors\nmodel_config: sdxl\nvae: vae.safetensors\noutput: out\nprompts: [a]\n");
+  ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->model, dir_.file("sdxl.safetensors"));
+  EXPECT_EQ(ok->model_config, dir_.file("sdxl"));
+  EXPECT_EQ(ok->vae, dir_.file("vae.safetensors"));
+  EXPECT_HAS(ok->to_canonical_json(), "\"model_config\":\"" + dir_.file("sdxl") + "\"");
+  EXPECT_HAS(ok->to_canonical_json(), "\"vae\":\"" + dir_.file("vae.safetensors") + "\"");
+  // A folder model with a VAE file is fine too; unset keys stay out of the canonical JSON.
+  auto folder = load(std::string(kMinimal) + "vae: vae.safetensors\n");
+  ASSERT_TRUE(folder.is_ok()) << folder.status().to_string();
+  EXPECT_EQ(folder->to_canonical_json().find("model_config"), std::string::npos);
+  auto plain = load(kMinimal);
+  ASSERT_TRUE(plain.is_ok());
+  EXPECT_EQ(plain->to_canonical_json().find("\"vae\""), std::string::npos);
+
+  std::string m = error_of("model: missing.safetensors\noutput: out\nprompts: [a]\n");
+  EXPECT_HAS(m, "job.yaml:1:8: model: file \"" + dir_.file("missing.safetensors") + "\" does not exist");
+  m = error_of("model: sdxl\nmodel_config: sdxl\noutput: out\nprompts: [a]\n");
+  EXPECT_HAS(m, "job.yaml:2:15: model_config: is set, but model is a diffusers folder");
+  m = error_of("model: sdxl.safetensors\nmodel_config: taesd\noutput: out\nprompts: [a]\n");
+  EXPECT_HAS(m, "job.yaml:2:15: model_config: folder \"" + dir_.file("taesd") + "\" has no model_index.json");
+  m = error_of(std::string(kMinimal) + "vae: taesd\n");
+  EXPECT_HAS(m, "job.yaml:5:6: vae: \"" + dir_.file("taesd") + "\" is not a .safetensors file");
+  m = error_of(std::string(kMinimal) + "vae: nowhere.safetensors\n");
+  EXPECT_HAS(m, "job.yaml:5:6: vae: file \"" + dir_.file("nowhere.safetensors") + "\" does not exist");
+}
+
 // Found by fuzz_job_spec: "prompts_format:" with no value (or an anchor with none) was taken as set, so the
 // extension was not read, no format was chosen, and the job passed validation with no prompt list.
 TEST_F(JobSpecTest, EmptyPromptsFormatMeansTheExtensionDecides) {

@@ -7,6 +7,8 @@ namespace sdxlb {
 PipelineOptions RenderSetup::pipeline_options(const JobSpec& job, bool text_encoders, bool denoiser) const {
   PipelineOptions o;
   o.variant = job.model_variant;
+  o.model_config = job.model_config;
+  o.vae = job.vae;
   o.dtype = dtype;
   o.device = device;
   o.decoder = decoder;

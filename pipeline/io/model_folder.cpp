@@ -7,6 +7,8 @@
 #include <set>
 #include <sstream>
 
+#include <ATen/ATen.h>
+
 #include "common/json_depth.h"
 
 namespace sdxlb {
@@ -70,7 +72,50 @@ StatusOr<WeightSet> WeightSet::open_file(const std::string& path) {
   SDXLB_ASSIGN_OR_RETURN(auto file, SafetensorsFile::open(path));
   WeightSet ws;
   ws.files_.push_back(file);
-  for (const auto& t : file->tensors()) ws.index_[t.name] = {0, &t};
+  for (const auto& t : file->tensors()) ws.index_[t.name] = {0, &t, t, {}};
+  return ws;
+}
+
+StatusOr<WeightSet> WeightSet::derived(std::shared_ptr<const SafetensorsFile> file,
+                                       const std::vector<DerivedTensor>& tensors,
+                                       const std::string& describe) {
+  WeightSet ws;
+  ws.files_.push_back(file);
+  ws.description_ = describe;
+  auto shape_str = [](const std::vector<int64_t>& s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+  };
+  for (const auto& t : tensors) {
+    Entry e{0, t.stored, *t.stored, t.view};
+    e.info.name = t.name;
+    std::vector<int64_t>& shape = e.info.shape;
+    bool fits = true;
+    switch (t.view.op) {
+      case TensorView::Op::kAsStored:
+        break;
+      case TensorView::Op::kRows:
+        fits = !shape.empty() && t.view.begin >= 0 && t.view.count >= 0 &&
+               t.view.begin + t.view.count <= shape[0];
+        if (fits) shape[0] = t.view.count;
+        break;
+      case TensorView::Op::kTranspose:
+        fits = shape.size() == 2;
+        if (fits) std::swap(shape[0], shape[1]);
+        break;
+      case TensorView::Op::kDropUnitTail:
+        while (shape.size() > 2 && shape.back() == 1) shape.pop_back();
+        break;
+    }
+    if (!fits)
+      return data_loss(file->path() + ": tensor \"" + t.stored->name + "\" of shape " +
+                       shape_str(t.stored->shape) + " cannot be converted to \"" + t.name +
+                       "\" (the checkpoint is not in the layout its names say)");
+    if (!ws.index_.emplace(t.name, std::move(e)).second)
+      return data_loss(file->path() + ": two tensors convert to \"" + t.name + "\" (one is \"" +
+                       t.stored->name + "\"); the checkpoint mixes two layouts");
+  }
   return ws;
 }
 
@@ -116,7 +161,7 @@ StatusOr<WeightSet> WeightSet::open(const std::string& dir, const std::string& s
     for (const auto& name : names) {
       const TensorInfo* t = file->find(name);
       if (!t) return data_loss(index + " says \"" + name + "\" is in " + shard + ", but that shard lacks it");
-      ws.index_[name] = {fi, t};
+      ws.index_[name] = {fi, t, *t, {}};
     }
     for (const auto& t : file->tensors())
       if (!ws.index_.count(t.name))
@@ -134,16 +179,35 @@ std::vector<std::string> WeightSet::names() const {
 
 const TensorInfo* WeightSet::find(const std::string& name) const {
   auto it = index_.find(name);
-  return it == index_.end() ? nullptr : it->second.second;
+  return it == index_.end() ? nullptr : &it->second.info;
+}
+
+const TensorInfo* WeightSet::stored(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : it->second.stored;
 }
 
 StatusOr<at::Tensor> WeightSet::get(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end()) return not_found("tensor \"" + name + "\" is not in " + describe());
-  return files_[it->second.first]->tensor(*it->second.second);
+  const Entry& e = it->second;
+  SDXLB_ASSIGN_OR_RETURN(at::Tensor t, files_[e.file]->tensor(*e.stored));
+  // Views of the mapping: nothing is copied until a module takes the tensor (load_module_weights copies).
+  switch (e.view.op) {
+    case TensorView::Op::kAsStored:
+      return t;
+    case TensorView::Op::kRows:
+      return t.narrow(0, e.view.begin, e.view.count);
+    case TensorView::Op::kTranspose:
+      return t.t();
+    case TensorView::Op::kDropUnitTail:
+      return t.view(e.info.shape);
+  }
+  return t;
 }
 
 std::string WeightSet::describe() const {
+  if (!description_.empty()) return description_;
   if (files_.empty()) return "(no weights)";
   if (files_.size() == 1) return files_[0]->path();
   return files_[0]->path() + " and " + std::to_string(files_.size() - 1) + " more shards";

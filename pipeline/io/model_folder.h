@@ -2,7 +2,9 @@
 //
 // ModelFolder reads model_index.json and each component's config.json. WeightSet is the weights of one
 // component: a single .safetensors file, its ".<variant>" sibling (e.g. fp16), or the shards listed in a
-// "*.safetensors.index[.<variant>].json". Both are immutable after opening and safe to share between threads.
+// "*.safetensors.index[.<variant>].json", or (WeightSet::derived) the tensors of one component of a
+// single-file checkpoint under their diffusers names, some as views (slices, transposes) of the stored
+// tensors. Both are immutable after opening and safe to share between threads.
 #pragma once
 
 #include <map>
@@ -17,6 +19,27 @@
 
 namespace sdxlb {
 
+/// How a WeightSet tensor is made from the stored tensor: as stored, or a zero-copy view of it (the
+/// conversions single-file checkpoints need: OpenCLIP's fused q/k/v rows, its transposed projection, the LDM
+/// VAE's 1x1 convolutions used as linear weights).
+struct TensorView {
+  enum class Op {
+    kAsStored,      ///< the stored tensor
+    kRows,          ///< rows [begin, begin + count) of the first axis
+    kTranspose,     ///< a 2-D tensor transposed
+    kDropUnitTail,  ///< trailing axes of size 1 dropped ([C, C, 1, 1] -> [C, C])
+  };
+  Op op = Op::kAsStored;
+  int64_t begin = 0, count = 0;  ///< kRows only
+};
+
+/// One tensor of a derived WeightSet: its name in the set, and where its data lies in the file.
+struct DerivedTensor {
+  std::string name;
+  const TensorInfo* stored = nullptr;  ///< an entry of the file the set is derived from
+  TensorView view;
+};
+
 class WeightSet {
  public:
   WeightSet() = default;
@@ -28,11 +51,20 @@ class WeightSet {
                                   const std::string& variant);
   /// One plain .safetensors file.
   static StatusOr<WeightSet> open_file(const std::string& path);
+  /// The tensors `tensors` of `file` under their new names. Shapes follow the views; a view that does not
+  /// fit its stored tensor (rows out of range, a transpose of a non-2-D tensor) is kDataLoss naming both.
+  /// `describe` says where the set comes from in messages (e.g. "x.safetensors (model.diffusion_model.*)").
+  static StatusOr<WeightSet> derived(std::shared_ptr<const SafetensorsFile> file,
+                                     const std::vector<DerivedTensor>& tensors, const std::string& describe);
 
   /// Every tensor name across all files, sorted.
   std::vector<std::string> names() const;
-  /// The entry for `name`, or nullptr.
+  /// The entry for `name` (its name, dtype and shape in this set), or nullptr.
   const TensorInfo* find(const std::string& name) const;
+  /// The stored entry `name` is made from (the same as find() unless the set is derived), or nullptr.
+  const TensorInfo* stored(const std::string& name) const;
+  /// True for a set made by derived().
+  bool is_derived() const { return !description_.empty(); }
   /// The tensor (zero-copy view of the file). Errors: kNotFound naming the component files.
   StatusOr<at::Tensor> get(const std::string& name) const;
   const std::vector<std::shared_ptr<const SafetensorsFile>>& files() const { return files_; }
@@ -40,8 +72,15 @@ class WeightSet {
   std::string describe() const;
 
  private:
+  struct Entry {
+    size_t file = 0;
+    const TensorInfo* stored = nullptr;
+    TensorInfo info;  // the name, dtype and shape in this set
+    TensorView view;
+  };
   std::vector<std::shared_ptr<const SafetensorsFile>> files_;
-  std::map<std::string, std::pair<size_t, const TensorInfo*>> index_;  // name -> (file, entry)
+  std::map<std::string, Entry> index_;
+  std::string description_;  // derived sets only
 };
 
 class ModelFolder {

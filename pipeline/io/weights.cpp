@@ -71,8 +71,11 @@ Status load_module_weights(torch::nn::Module& module, const WeightSet& weights, 
       if (!weights.find(name)) continue;  // optional and absent: keep the module's own value
       SDXLB_ASSIGN_OR_RETURN(at::Tensor src, weights.get(name));
       const at::ScalarType dtype = at::isFloatingType(src.scalar_type()) ? options.dtype : src.scalar_type();
-      // .to() copies off the mapping (or to the device); the module never aliases the file's pages.
-      at::Tensor value = src.to(options.device, dtype, /*non_blocking=*/false, /*copy=*/true);
+      // .to() copies off the mapping (or to the device); the module never aliases the file's pages. The copy
+      // is contiguous: a single file's transposed views must not leave strided parameters (another matmul
+      // path, other rounding than the folder's weights).
+      at::Tensor value =
+          src.to(options.device, dtype, /*non_blocking=*/false, /*copy=*/true, at::MemoryFormat::Contiguous);
       slot.set_data(value);
     }
   } catch (const c10::Error& e) {

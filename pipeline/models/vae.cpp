@@ -410,8 +410,13 @@ StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at
                        at::Device device, const VaeLoadOptions& options, const std::string& component) {
   const std::string dir = folder.component_dir(component);
   SDXLB_ASSIGN_OR_RETURN(nlohmann::json json, folder.component_config(component));
-  SDXLB_ASSIGN_OR_RETURN(VaeConfig config, VaeConfig::from_json(json, dir + "/config.json"));
   SDXLB_ASSIGN_OR_RETURN(WeightSet weights, folder.component_weights(component, variant));
+  return load_vae(json, dir + "/config.json", weights, dtype, device, options);
+}
+
+StatusOr<Vae> load_vae(const nlohmann::json& json, const std::string& config_path, const WeightSet& weights,
+                       at::ScalarType dtype, at::Device device, const VaeLoadOptions& options) {
+  SDXLB_ASSIGN_OR_RETURN(VaeConfig config, VaeConfig::from_json(json, config_path));
   // StableDiffusionXLPipeline upcasts a float16 VAE whose config says force_upcast (bfloat16 is left alone).
   const at::ScalarType compute =
       (dtype == at::kHalf && config.force_upcast && options.honor_force_upcast) ? at::kFloat : dtype;
@@ -424,11 +429,12 @@ StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at
       for (const auto& name : weights.names())
         if (starts_with(name, "encoder.") || starts_with(name, "quant_conv."))
           load.optional_keys.push_back(name);
-    SDXLB_RETURN_IF_ERROR(load_module_weights(*vae, weights, "VAE weights in " + dir, load));
+    SDXLB_RETURN_IF_ERROR(load_module_weights(*vae, weights, "VAE weights", load));
     vae->eval();
     return vae;
   } catch (const c10::Error& e) {
-    return internal_error("building the VAE from " + dir + " failed: " + e.what_without_backtrace());
+    return internal_error("building the VAE from " + weights.describe() +
+                          " failed: " + e.what_without_backtrace());
   }
 }
 

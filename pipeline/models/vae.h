@@ -188,6 +188,11 @@ struct VaeLoadOptions {
 StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at::ScalarType dtype,
                        at::Device device, const VaeLoadOptions& options = {},
                        const std::string& component = "vae");
+/// The same from a parsed config (`config_path` names it in errors) and weights under diffusers names (a
+/// folder's, a single file's converted ones, or a VAE file's).
+StatusOr<Vae> load_vae(const nlohmann::json& config_json, const std::string& config_path,
+                       const WeightSet& weights, at::ScalarType dtype, at::Device device,
+                       const VaeLoadOptions& options = {});
 
 /// vae->decode / decode_sliced / decode_tiled (with `tiling`, default the config's) behind a Status: checks
 /// the latents' shape and that they are finite, turns LibTorch errors into a Status (kResourceExhausted for

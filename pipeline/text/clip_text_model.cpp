@@ -235,8 +235,14 @@ StatusOr<ClipTextModel> load_clip_text_model(const ModelFolder& folder, const st
                                              at::Device device) {
   SDXLB_ASSIGN_OR_RETURN(nlohmann::json json, folder.component_config(component));
   const std::string config_path = folder.component_dir(component) + "/config.json";
-  SDXLB_ASSIGN_OR_RETURN(ClipTextConfig config, ClipTextConfig::from_json(json, config_path));
   SDXLB_ASSIGN_OR_RETURN(WeightSet weights, folder.component_weights(component, variant));
+  return load_clip_text_model(json, config_path, weights, component, dtype, device);
+}
+
+StatusOr<ClipTextModel> load_clip_text_model(const nlohmann::json& json, const std::string& config_path,
+                                             const WeightSet& weights, const std::string& component,
+                                             at::ScalarType dtype, at::Device device) {
+  SDXLB_ASSIGN_OR_RETURN(ClipTextConfig config, ClipTextConfig::from_json(json, config_path));
 
   if (!config.architecture_known) config.with_projection = weights.find("text_projection.weight") != nullptr;
   // transformers >= 5 saves a plain CLIPTextModel without the "text_model." prefix; earlier versions (and
@@ -264,7 +270,7 @@ StatusOr<ClipTextModel> load_clip_text_model(const ModelFolder& folder, const st
     model->eval();
     return model;
   } catch (const c10::Error& e) {
-    return internal_error("building " + component + " in " + folder.root() +
+    return internal_error("building " + component + " from " + weights.describe() +
                           " failed: " + e.what_without_backtrace());
   }
 }

@@ -191,5 +191,11 @@ TORCH_MODULE(ClipTextModel);
 StatusOr<ClipTextModel> load_clip_text_model(const ModelFolder& folder, const std::string& component,
                                              const std::string& variant, at::ScalarType dtype,
                                              at::Device device);
+/// The same from a parsed config (`config_path` names it in errors) and weights under transformers names (a
+/// folder's, or a single file's converted ones); `what` names the weights in errors (e.g. "text_encoder").
+StatusOr<ClipTextModel> load_clip_text_model(const nlohmann::json& config_json,
+                                             const std::string& config_path, const WeightSet& weights,
+                                             const std::string& what, at::ScalarType dtype,
+                                             at::Device device);
 
 }  // namespace sdxlb
