@@ -13,6 +13,7 @@
 #include <c10/util/Exception.h>
 
 #include "common/fingerprint.h"
+#include "pipeline/io/lora.h"
 #include "pipeline/io/model_folder.h"
 #include "pipeline/io/torch_error.h"
 #include "pipeline/models/tiny_vae.h"
@@ -172,6 +173,9 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     SDXLB_RETURN_IF_ERROR(check_sampler(parts.scheduler));
   }
 
+  // LoRAs: read and matched against the weight headers here (also on rank 0's probe, which loads nothing),
+  // fused into each module right after it loads, before placement, channels-last and CUDA graphs.
+  SDXLB_ASSIGN_OR_RETURN(const LoraSet loras, LoraSet::open(options.loras, folder, options.variant));
   Fingerprint te_id, model_id;
   SDXLB_RETURN_IF_ERROR(add_component_identity(te_id, folder, "text_encoder", options.variant));
   SDXLB_RETURN_IF_ERROR(add_component_identity(te_id, folder, "text_encoder_2", options.variant));
@@ -187,10 +191,12 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
       te_id.add(std::string(tok) + "/" + name).add(bytes.str());
     }
   }
+  loras.add_identity(te_id, {"text_encoder", "text_encoder_2"});
   p->text_encoder_id_ = te_id.hex();
   model_id.add(p->text_encoder_id_);
   SDXLB_RETURN_IF_ERROR(add_component_identity(model_id, folder, "unet", options.variant));
   SDXLB_RETURN_IF_ERROR(add_component_identity(model_id, folder, "vae", options.variant));
+  loras.add_identity(model_id, {"unet"});
   model_id.add(sched_json.dump());
   // Every component's config is checked here, loaded or not (cheap: no weights), so that rank 0 refuses a
   // corrupt or hostile one (a sanity limit, a wrong type) before anything is written.
@@ -217,6 +223,8 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     SDXLB_ASSIGN_OR_RETURN(
         parts.text_encoder_2,
         load_clip_text_model(folder, "text_encoder_2", options.variant, options.dtype, options.device));
+    SDXLB_RETURN_IF_ERROR(loras.apply(*parts.text_encoder, "text_encoder"));
+    SDXLB_RETURN_IF_ERROR(loras.apply(*parts.text_encoder_2, "text_encoder_2"));
     if (!parts.text_encoder_2->text_projection)
       return data_loss(model_dir +
                        "/text_encoder_2 is not a CLIPTextModelWithProjection (no text_projection); "
@@ -238,6 +246,7 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     // its weights on the GPU at once.
     SDXLB_ASSIGN_OR_RETURN(parts.unet, load_unet(folder, options.variant, options.dtype,
                                                  streamed ? at::Device(at::kCPU) : options.device));
+    SDXLB_RETURN_IF_ERROR(loras.apply(*parts.unet, "unet"));
     if (options.device.is_cuda()) {
       // Channels-last convolutions: the fastest layout for SDXL's convs on tensor cores. cuDNN picks its
       // algorithms by heuristics, not by timing them (benchmark mode): timings vary between runs and
