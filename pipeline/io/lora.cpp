@@ -468,10 +468,18 @@ Status LoraSet::apply(torch::nn::Module& module, const std::string& component) c
         SDXLB_ASSIGN_OR_RETURN(at::Tensor down, l->file->tensor(*t.down));
         SDXLB_ASSIGN_OR_RETURN(at::Tensor up, l->file->tensor(*t.up));
         const auto fp32 = at::TensorOptions().device(w.device()).dtype(at::kFloat);
-        down = down.to(fp32).reshape({down.size(0), -1});
-        up = up.to(fp32).reshape({up.size(0), -1});
-        // PEFT's get_delta_weight: (B @ A) * scaling; merge: W += delta.
-        const at::Tensor delta = at::mm(up, down).reshape(w.sizes()) * t.factor;
+        down = down.to(fp32);
+        up = up.to(fp32);
+        // PEFT's get_delta_weight, (B @ A) * scaling, then merge: W += delta. A conv with a larger kernel
+        // than 1x1 composes as PEFT does it, conv2d(A^T, B)^T (kohya's formula): the same sums as a matmul
+        // over the rank, in the reference's order, so the fused weights are the reference's bits.
+        at::Tensor product;
+        if (w.dim() == 4 && (w.size(2) != 1 || w.size(3) != 1)) {
+          product = at::conv2d(down.transpose(0, 1), up).transpose(0, 1);
+        } else {
+          product = at::mm(up.reshape({up.size(0), -1}), down.reshape({down.size(0), -1})).reshape(w.sizes());
+        }
+        const at::Tensor delta = product * t.factor;
         if (!at::isfinite(delta).all().item<bool>())
           return invalid_argument("LoRA " + l->entry.path + ": the update of " + component + "." + t.weight +
                                   " is not finite (inf or NaN in the file); use another file");

@@ -22,7 +22,7 @@ have changed weights (so a name diffusers could not map would fail the fixture b
 
 Cases (<out>/lora/cases.json: name, loras [{file, scale}], prompts, negatives, seeds, steps, guidance, height, width,
 differs_from_base (fraction of uint8 values that differ from the render without LoRA)) and
-<out>/lora/<name>.safetensors ({"images": uint8 [B, H, W, 3]}, and for cases with "embeds": true the prompt_embeds
+<out>/lora/case_<name>.safetensors ({"images": uint8 [B, H, W, 3]}, and for cases with "embeds": true the prompt_embeds
 [B, 77, D] and pooled [B, P] of the prompts as encode_prompt gives them with the LoRA fused). Several LoRAs: each is
 loaded, fused at its scale and unloaded in turn (W += d1, then W += d2), as the C++ side fuses them.
 """
@@ -129,7 +129,17 @@ def _kohya_file(pipe, path, seed, with_alpha, unet_modules, te1=(), te2=()):
             sd[key + ".lora_down.weight"] = down
             sd[key + ".lora_up.weight"] = up
             if with_alpha:
-                sd[key + ".alpha"] = torch.tensor(float([1, 8, 3][j % 3]))
+                # One alpha per text encoder: diffusers 0.42 keys a kohya text-encoder alpha by the parent of a
+                # self-attention projection (".self_attn"), which matches no module, so with several alphas it
+                # gives those projections the file's most common alpha (kohya: their own). Equal alphas make
+                # both readings agree; the UNet's alphas vary.
+                # Likewise for the UNet's attention projections (their alpha_pattern keys keep diffusers'
+                # ".processor.to_q_lora.down.weight" spelling and match nothing): they get 8, the file's most
+                # common alpha, so both readings agree; the other UNet modules vary (1, 8, 3).
+                alpha = [1, 8, 3][j % 3] if prefix == "lora_unet_" else 2
+                if ".attn" in name:
+                    alpha = 8
+                sd[key + ".alpha"] = torch.tensor(float(alpha))
     save_file(sd, path)
     return sd
 
@@ -239,7 +249,7 @@ def build(out):
             pe, _, pooled, _ = p.encode_prompt(PROMPTS, do_classifier_free_guidance=False)
             tensors["prompt_embeds"] = pe.contiguous()
             tensors["pooled"] = pooled.contiguous()
-        save_file(tensors, os.path.join(root, name + ".safetensors"))
+        save_file(tensors, os.path.join(root, "case_" + name + ".safetensors"))
         differs = float((images != base_images).mean())
         assert differs > 0.05, f"{name}: the LoRA changes only {differs:.3%} of the values"
         listing.append(dict(name=name, loras=[dict(file=f, scale=s) for f, s in loras], embeds=embeds,
