@@ -119,6 +119,7 @@ int finish_output(const RunContext& ctx, const RenderSummary& summary,
   attrs["model_id"] = ctx.model.model_id;
   attrs["scheduler"] = ctx.model.scheduler;
   attrs["approximations"] = ctx.job.approximations.to_json();
+  attrs["loras"] = loras_to_json(ctx.job.loras);
   attrs["run_id"] = ctx.run_id;
   folder->set_item_check(item_check(ctx));
   auto index = folder->write_index(static_cast<int64_t>(ctx.plan->num_items()), attrs);

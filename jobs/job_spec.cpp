@@ -14,6 +14,7 @@
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <utility>
@@ -118,6 +119,8 @@ class SpecParser : public YamlFieldReader {
   void on_prompts(const Field& f);
   void on_memory(const Field& f);
   void on_scheduler(const Field& f);
+  void on_loras(const Field& f);
+  void check_lora_files();
   bool read_sampler_name(const Field& f, SamplerChoice* choice);
   YAML::Mark empty_entry_mark(const YAML::Mark& mark, const YAML::Mark& fallback) const;
   void check_folder(const Field& f, const std::string& path, const char* marker, const std::string& what);
@@ -135,6 +138,7 @@ class SpecParser : public YamlFieldReader {
   JobLoadOptions options_;
   YAML::Mark root_mark_;
   std::map<std::string, Field> fields_;  // top-level fields seen
+  std::vector<YAML::Mark> lora_marks_;   // where each entry of spec_->loras is
   PromptList inline_prompts_;
   bool inline_ok_ = false;
   bool prompts_file_ok_ = false;
@@ -405,6 +409,85 @@ void SpecParser::check_folder(const Field& f, const std::string& path, const cha
   }
 }
 
+// "loras: [{path: a.safetensors, scale: 0.8}, b.safetensors]": a list whose entries are maps (path required,
+// scale optional: 1.0) or a bare path (scale 1.0).
+void SpecParser::on_loras(const Field& f) {
+  if (f.value.IsNull()) return;
+  const char* example = "loras: [{path: loras/style.safetensors, scale: 0.8}]";
+  if (!f.value.IsSequence()) {
+    p_->add(f.mark(), f.key,
+            "expected a list of LoRA files, got " + describe_node(f.value) + "; write e.g. " + example);
+    return;
+  }
+  size_t index = 0;
+  for (const YAML::Node& item : f.value) {
+    const std::string key = "loras[" + std::to_string(index++) + "]";
+    LoraEntry entry;
+    entry.where = p_->location(item.Mark());
+    if (item.IsScalar()) {
+      if (!read_path(Field{key, item, item}, &entry.path)) continue;
+      lora_marks_.push_back(item.Mark());
+      spec_->loras.push_back(entry);
+      continue;
+    }
+    if (!item.IsMap()) {
+      p_->add(item.IsNull() ? empty_entry_mark(item.Mark(), f.mark()) : item.Mark(), key,
+              "expected a LoRA file or a map {path, scale}, got " + describe_node(item) + "; write e.g. " +
+                  example);
+      continue;
+    }
+    bool path_ok = false, scale_ok = true;
+    const auto seen = walk_map(
+        item, key,
+        {{"path", [&](const Field& g) { path_ok = read_path(g, &entry.path); }},
+         {"scale", [&](const Field& g) {
+            // Any finite number: 1 is the LoRA as trained, 0 adds nothing, a negative one subtracts it.
+            const char* hint = "use a finite number, e.g. 1.0 (the LoRA as trained) or 0.5 (half its effect)";
+            if (g.value.IsNull()) {
+              p_->add(g.mark(), g.key, std::string("is empty; ") + hint + ", or remove it for 1.0");
+              scale_ok = false;
+              return;
+            }
+            scale_ok = read_number(g, -std::numeric_limits<double>::infinity(), false, hint, &entry.scale);
+          }}});
+    if (!seen.count("path")) {
+      p_->add(item.Mark(), key,
+              "missing key \"path\"; write e.g. {path: loras/style.safetensors, scale: 0.8}");
+      continue;
+    }
+    if (!path_ok) {
+      if (seen.at("path").value.IsNull())
+        p_->add(seen.at("path").mark(), key + ".path", "is empty; set it to a LoRA .safetensors file");
+      continue;
+    }
+    if (!scale_ok) continue;
+    lora_marks_.push_back(seen.at("path").mark());
+    spec_->loras.push_back(entry);
+  }
+}
+
+// Each LoRA file exists and is a regular .safetensors file (what is inside is checked when the model loads).
+void SpecParser::check_lora_files() {
+  for (size_t i = 0; i < spec_->loras.size(); ++i) {
+    const std::string& path = spec_->loras[i].path;
+    const std::string key = "loras[" + std::to_string(i) + "]";
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      p_->add(lora_marks_[i], key,
+              "LoRA file " + quote(path) + " does not exist; fix the path (relative paths resolve against " +
+                  quote(spec_->base_dir) + ", the job file's folder)");
+    } else if (!S_ISREG(st.st_mode)) {
+      p_->add(lora_marks_[i], key,
+              quote(path) + " is not a regular file; point it at a LoRA .safetensors file");
+    } else if (fs::path(path).extension() != ".safetensors") {
+      p_->add(lora_marks_[i], key,
+              quote(path) +
+                  " is not a .safetensors file; only safetensors LoRAs are read (convert a .ckpt/.pt one "
+                  "with safetensors' save_file)");
+    }
+  }
+}
+
 void SpecParser::run(const YAML::Node& root) {
   if (!root || root.IsNull()) {
     p_->add(YAML::Mark::null_mark(), "",
@@ -480,6 +563,7 @@ void SpecParser::run(const YAML::Node& root) {
       {"token_merging", [&](const Field& f) { approximations.read_token_merging(f); }},
       {"token_downsampling", [&](const Field& f) { approximations.read_token_downsampling(f); }},
       {"deep_cache", [&](const Field& f) { approximations.read_deep_cache(f); }},
+      {"loras", [&](const Field& f) { on_loras(f); }},
       {"batch_size",
        [&](const Field& f) {
          if (f.value.IsScalar() && f.value.Scalar() == "auto") {
@@ -652,6 +736,7 @@ void SpecParser::run(const YAML::Node& root) {
     if (!s.tiny_vae.empty()) {
       check_folder(fields_.at("tiny_vae"), s.tiny_vae, "config.json", "a diffusers AutoencoderTiny folder");
     }
+    check_lora_files();
     struct stat st {};
     for (const char* k : {"output", "embedding_cache"}) {
       const std::string& path = std::string(k) == "output" ? s.output : s.embedding_cache;
@@ -854,6 +939,12 @@ nlohmann::json image_json(const JobSpec& s) {
   };
   // Only when set: a job without approximations keeps the identity it had before they existed.
   if (!s.approximations.empty()) j["approximations"] = nlohmann::json::parse(s.approximations.to_json());
+  // Likewise loras: their scales here, their content through the model identity (paths are in "run").
+  if (!s.loras.empty()) {
+    nlohmann::json l = nlohmann::json::array();
+    for (const auto& e : s.loras) l.push_back({{"scale", e.scale}});
+    j["loras"] = l;
+  }
   return j;
 }
 
@@ -892,6 +983,7 @@ std::string JobSpec::to_canonical_json() const {
   // Only when set, so that the canonical JSON of every earlier job is unchanged.
   if (!model_config.empty()) run["model_config"] = model_config;
   if (!vae.empty()) run["vae"] = vae;
+  if (!loras.empty()) run["loras"] = nlohmann::json::parse(loras_to_json(loras));
   json all = {{"format", "sdxlb-job/1"}, {"image", image_json(*this)}, {"run", run}};
   return all.dump();
 }

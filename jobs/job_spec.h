@@ -12,9 +12,11 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 #include "jobs/approximations.h"
+#include "jobs/loras.h"
 #include "jobs/prompt_source.h"
 #include "jobs/sampler_choice.h"
 
@@ -93,6 +95,10 @@ struct JobSpec {
   /// The `token_merging`, `token_downsampling` and `deep_cache` keys: opt-in speed-ups that change the
   /// image. Empty (the default): the exact computation. Never both token_merging and token_downsampling.
   Approximations approximations;
+  /// The `loras:` key: LoRA files fused into the weights at load, in order, each at its scale; empty (the
+  /// default): the model as it is. The files' content is part of the model identity (the pipeline's
+  /// model_id); the scales are also in the canonical JSON's "image" part, the paths in its "run" part.
+  std::vector<LoraEntry> loras;
 
   // --- execution
   std::optional<int64_t> batch_size;  ///< nullopt: "auto" (chosen by the memory plan)
@@ -134,7 +140,7 @@ struct JobSpec {
   /// {"format": "sdxlb-job/1", "image": {everything that changes the pixels}, "run": {paths, batching,
   /// memory, output settings}}. Prompts appear as their count and SHA-256, not their text. "image" has an
   /// "approximations" entry (Approximations::to_json()) only when one is set, so a job without them keeps
-  /// the JSON and identity it had before they existed.
+  /// the JSON and identity it had before they existed; likewise "loras" (the scales) only when loras is set.
   std::string to_canonical_json() const;
   /// A stable 64-hex-digit SHA-256 over the model's identity (supplied by the caller, e.g. a hash of the
   /// weights' headers), the tiny VAE's identity when the tiny decoder is used (the caller's, or its

@@ -13,6 +13,7 @@
 #include <c10/util/Exception.h>
 
 #include "common/fingerprint.h"
+#include "pipeline/io/lora.h"
 #include "pipeline/io/model_source.h"
 #include "pipeline/io/torch_error.h"
 #include "pipeline/models/tiny_vae.h"
@@ -156,14 +157,19 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     SDXLB_RETURN_IF_ERROR(check_sampler(parts.scheduler));
   }
 
+  // LoRAs: read and matched against the weight headers here (also on rank 0's probe, which loads nothing),
+  // fused into each module right after it loads, before placement, channels-last and CUDA graphs.
+  SDXLB_ASSIGN_OR_RETURN(const LoraSet loras, LoraSet::open(options.loras, source, options.variant));
   Fingerprint te_id, model_id;
   SDXLB_RETURN_IF_ERROR(source.add_identity(te_id, "text_encoder", options.variant));
   SDXLB_RETURN_IF_ERROR(source.add_identity(te_id, "text_encoder_2", options.variant));
   source.add_tokenizer_identity(te_id);
+  loras.add_identity(te_id, {"text_encoder", "text_encoder_2"});
   p->text_encoder_id_ = te_id.hex();
   model_id.add(p->text_encoder_id_);
   SDXLB_RETURN_IF_ERROR(source.add_identity(model_id, "unet", options.variant));
   SDXLB_RETURN_IF_ERROR(source.add_identity(model_id, "vae", options.variant));
+  loras.add_identity(model_id, {"unet"});
   model_id.add(sched_json.dump());
   // Every component's config is checked here, loaded or not (cheap: no weights), so that rank 0 refuses a
   // corrupt or hostile one (a sanity limit, a wrong type) before anything is written.
@@ -194,6 +200,8 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
           auto m, load_clip_text_model(c, source.config_path(te), w, te, options.dtype, options.device));
       (std::string(te) == "text_encoder" ? parts.text_encoder : parts.text_encoder_2) = m;
     }
+    SDXLB_RETURN_IF_ERROR(loras.apply(*parts.text_encoder, "text_encoder"));
+    SDXLB_RETURN_IF_ERROR(loras.apply(*parts.text_encoder_2, "text_encoder_2"));
     if (!parts.text_encoder_2->text_projection)
       return data_loss(model_dir +
                        "/text_encoder_2 is not a CLIPTextModelWithProjection (no text_projection); "
@@ -220,6 +228,7 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
       SDXLB_ASSIGN_OR_RETURN(parts.unet, load_unet(unet_config, w, "unet weights", options.dtype,
                                                    streamed ? at::Device(at::kCPU) : options.device));
     }
+    SDXLB_RETURN_IF_ERROR(loras.apply(*parts.unet, "unet"));
     if (options.device.is_cuda()) {
       // Channels-last convolutions: the fastest layout for SDXL's convs on tensor cores. cuDNN picks its
       // algorithms by heuristics, not by timing them (benchmark mode): timings vary between runs and

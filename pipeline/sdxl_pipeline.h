@@ -29,6 +29,7 @@
 
 #include "common/status.h"
 #include "jobs/approximations.h"
+#include "jobs/loras.h"
 #include "jobs/sampler_choice.h"
 #include "pipeline/samplers/scheduler_config.h"
 
@@ -75,6 +76,9 @@ struct PipelineOptions {
   /// Opt-in approximations of the UNet (ToMe, ToDo, DeepCache); empty: the exact computation. DeepCache's
   /// branch is checked against the UNet when it loads.
   Approximations approximations;
+  /// LoRAs fused into the UNet and text encoders at load (pipeline/io/lora.h), in order; part of
+  /// text_encoder_id() (those that change a text encoder) and model_id().
+  std::vector<LoraEntry> loras;
 };
 
 /// Text conditioning for a batch: prompt_embeds [B, 77, D] and pooled [B, P], on the pipeline's device.

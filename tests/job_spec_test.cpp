@@ -1342,5 +1342,90 @@ TEST_F(JobSpecTest, TinyVaeIdentityCountsOnlyWhenItDecodes) {
   EXPECT_EQ(full->identity("m", "taesd-a"), full->identity("m", "taesd-b"));
 }
 
+// ---- loras (issue 15)
+
+TEST_F(JobSpecTest, LorasAreReadWithDefaultsAndResolvedPaths) {
+  write_bytes(dir_.file("a.safetensors"), "x");
+  write_bytes(dir_.file("b.safetensors"), "x");
+  auto none = load(kMinimal);
+  ASSERT_TRUE(none.is_ok()) << none.status().to_string();
+  EXPECT_TRUE(none->loras.empty());
+  EXPECT_EQ(loras_to_json(none->loras), "[]");
+  auto spec =
+      load(std::string(kMinimal) +
+           "loras:\n  - {path: a.safetensors, scale: 0.5}\n  - path: b.safetensors\n  - a.safetensors\n"
+           "  - {path: b.safetensors, scale: -1.25}\n");
+  ASSERT_TRUE(spec.is_ok()) << spec.status().to_string();
+  ASSERT_EQ(spec->loras.size(), 4u);
+  EXPECT_EQ(spec->loras[0].path, dir_.file("a.safetensors"));
+  EXPECT_EQ(spec->loras[0].scale, 0.5);
+  EXPECT_EQ(spec->loras[1].path, dir_.file("b.safetensors"));
+  EXPECT_EQ(spec->loras[1].scale, 1.0);  // the default
+  EXPECT_EQ(spec->loras[2].scale, 1.0);
+  EXPECT_EQ(spec->loras[3].scale, -1.25);
+  EXPECT_EQ(spec->loras[0].where, dir_.file("job.yaml") + ":6:5");
+  EXPECT_EQ(loras_to_json({spec->loras[0]}),
+            "[{\"path\":\"" + dir_.file("a.safetensors") + "\",\"scale\":0.5}]");
+}
+
+TEST_F(JobSpecTest, BadLorasAreRefusedWithTheirLocation) {
+  write_bytes(dir_.file("a.safetensors"), "x");
+  write_bytes(dir_.file("a.ckpt"), "x");
+  std::string m = error_of(std::string(kMinimal) + "loras:\n  - {path: a.safetensors, scale: .nan}\n");
+  EXPECT_HAS(m, "job.yaml:6:34: loras[0].scale: expected a number, got \".nan\"");
+  EXPECT_HAS(m, "use a finite number");
+  m = error_of(std::string(kMinimal) + "loras:\n  - {path: a.safetensors, scale: .inf}\n");
+  EXPECT_HAS(m, "loras[0].scale: expected a number");
+  m = error_of(std::string(kMinimal) + "loras:\n  - {path: a.safetensors, scale: 1e999}\n");
+  EXPECT_HAS(m, "loras[0].scale: expected a number");
+  m = error_of(std::string(kMinimal) + "loras:\n  - {path: a.safetensors, scale: high}\n");
+  EXPECT_HAS(m, "loras[0].scale: expected a number");
+  m = error_of(std::string(kMinimal) + "loras:\n  - {path: a.safetensors, scale:}\n");
+  EXPECT_HAS(m, "loras[0].scale: is empty");
+  m = error_of(std::string(kMinimal) + "loras:\n  - {path: missing.safetensors}\n");
+  EXPECT_HAS(
+      m, "job.yaml:6:12: loras[0]: LoRA file \"" + dir_.file("missing.safetensors") + "\" does not exist");
+  EXPECT_HAS(m, "fix the path");
+  m = error_of(std::string(kMinimal) + "loras:\n  - a.ckpt\n");
+  EXPECT_HAS(m, "loras[0]: \"" + dir_.file("a.ckpt") + "\" is not a .safetensors file");
+  m = error_of(std::string(kMinimal) + "loras:\n  - {scale: 0.5}\n");
+  EXPECT_HAS(m, "loras[0]: missing key \"path\"");
+  m = error_of(std::string(kMinimal) + "loras:\n  - {path: a.safetensors, weight: 0.5}\n");
+  EXPECT_HAS(m, "job.yaml:6:27: unknown key \"weight\"; valid keys are: path, scale (in loras[0])");
+  m = error_of(std::string(kMinimal) + "loras: a.safetensors\n");
+  EXPECT_HAS(m, "loras: expected a list of LoRA files");
+  m = error_of(std::string(kMinimal) + "loras:\n  - [a.safetensors]\n");
+  EXPECT_HAS(m, "loras[0]: expected a LoRA file or a map {path, scale}");
+  // Without path checks (e.g. the fuzzer) a missing file is left to the pipeline.
+  JobLoadOptions no_paths;
+  no_paths.check_paths = false;
+  auto spec = load(std::string(kMinimal) + "loras: [missing.safetensors]\n", no_paths);
+  EXPECT_TRUE(spec.is_ok()) << spec.status().to_string();
+}
+
+TEST_F(JobSpecTest, LorasInTheCanonicalJsonAndIdentity) {
+  write_bytes(dir_.file("a.safetensors"), "x");
+  write_bytes(dir_.file("b.safetensors"), "x");
+  auto spec_of = [&](const std::string& extra) {
+    auto s = load(std::string(kMinimal) + extra);
+    EXPECT_TRUE(s.is_ok()) << extra << s.status().message();
+    return s.is_ok() ? *s : JobSpec();
+  };
+  // Absent without the key (the identity of before, pinned in IdentityOfExactJobsIsUnchanged).
+  EXPECT_EQ(spec_of("").to_canonical_json().find("loras"), std::string::npos);
+  EXPECT_EQ(spec_of("loras: []\n").identity("model-1"), spec_of("").identity("model-1"));
+  const JobSpec one = spec_of("loras: [{path: a.safetensors, scale: 0.5}]\n");
+  EXPECT_HAS(one.to_canonical_json(), "\"loras\":[{\"scale\":0.5}]");
+  EXPECT_HAS(one.to_canonical_json(),
+             "\"loras\":[{\"path\":\"" + dir_.file("a.safetensors") + "\",\"scale\":0.5}]");
+  const std::string id = one.identity("model-1");
+  EXPECT_NE(id, spec_of("").identity("model-1"));
+  EXPECT_NE(id, spec_of("loras: [{path: a.safetensors, scale: 0.75}]\n").identity("model-1"));
+  EXPECT_NE(id, spec_of("loras: [{path: a.safetensors, scale: 0.5}, a.safetensors]\n").identity("model-1"));
+  // The file's content is the model identity's part (the pipeline's model_id); its path is a run setting.
+  EXPECT_EQ(id, spec_of("loras: [{path: b.safetensors, scale: 0.5}]\n").identity("model-1"));
+  EXPECT_EQ(id, spec_of("loras:\n  - path: ./a.safetensors\n    scale: 5e-1\n").identity("model-1"));
+}
+
 }  // namespace
 }  // namespace sdxlb

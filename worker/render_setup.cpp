@@ -23,6 +23,7 @@ PipelineOptions RenderSetup::pipeline_options(const JobSpec& job, bool text_enco
   o.tight_memory = tight_memory;
   o.sampler = job.scheduler;
   o.approximations = job.approximations;
+  o.loras = job.loras;
   return o;
 }
 

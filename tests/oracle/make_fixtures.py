@@ -32,6 +32,8 @@ def fingerprint():
     h.update(f"{torch.__version__} {diffusers.__version__} {transformers.__version__} {scipy.__version__}".encode())
     # ref_speedups.py: tomesd (ToMe) and DeepCache have no __version__; their distributions do.
     h.update(f"tomesd {version('tomesd')} DeepCache {version('DeepCache')}".encode())
+    # ref_lora.py: PEFT writes the diffusers-format LoRA and fuses it inside diffusers.
+    h.update(f"peft {version('peft')}".encode())
     return h.hexdigest()
 
 
