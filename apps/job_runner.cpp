@@ -107,6 +107,7 @@ StatusOr<ModelIdentity> read_model_identity(const RunContext& ctx, const RenderS
                          SdxlPipeline::load(ctx.job.model, setup.pipeline_options(ctx.job, false, false)));
   ModelIdentity id;
   id.model_id = probe->model_id();
+  if (!ctx.job.loras.empty()) log_info("model: " + probe->loras_summary());
   id.text_encoder_id = probe->text_encoder_id();
   id.force_zeros_for_empty_prompt = probe->force_zeros_for_empty_prompt();
   id.scheduler = probe->scheduler_config().effective_json().dump();

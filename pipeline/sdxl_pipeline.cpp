@@ -160,6 +160,7 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   // LoRAs: read and matched against the weight headers here (also on rank 0's probe, which loads nothing),
   // fused into each module right after it loads, before placement, channels-last and CUDA graphs.
   SDXLB_ASSIGN_OR_RETURN(const LoraSet loras, LoraSet::open(options.loras, source, options.variant));
+  p->loras_summary_ = loras.describe();
   Fingerprint te_id, model_id;
   SDXLB_RETURN_IF_ERROR(source.add_identity(te_id, "text_encoder", options.variant));
   SDXLB_RETURN_IF_ERROR(source.add_identity(te_id, "text_encoder_2", options.variant));
@@ -441,6 +442,7 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     key.streams = std::max(1, options_.unet_streams);
     key.cuda_graph = dev.is_cuda() && options_.cuda_graphs;
     key.approximations = options_.approximations;
+    key.project_context = options_.project_context;
     if (!parts.loop || !(parts.loop->key() == key)) {
       parts.loop.reset();
       SDXLB_ASSIGN_OR_RETURN(parts.loop, DenoiseLoop::create(parts.unet, *sampler, key, dev, warmup));

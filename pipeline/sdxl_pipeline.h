@@ -66,6 +66,9 @@ struct PipelineOptions {
   /// kStreamed: the resident units leave the GPU while the VAE decodes (as model offload does), so that the
   /// decode has the memory they held; they come back before the next batch denoises.
   bool unload_for_decode = false;
+  /// Project each image's prompt keys and values for the cross-attentions once per batch and keep them
+  /// (DenoiseLoop::Key::project_context); false: every step projects them again (less memory, same bits).
+  bool project_context = true;
   /// Memory is capped or tight: return the allocator's cached blocks before each image's VAE decode, so that
   /// fragmentation makes a cuDNN workspace allocation (and PyTorch's silent fallback to another algorithm)
   /// less likely. The memory plan's headroom is what prevents it; this only helps.
@@ -152,6 +155,9 @@ class SdxlPipeline {
   const std::string& text_encoder_id() const { return text_encoder_id_; }
   /// Identity of all weights (text encoders, UNet, VAE, tiny VAE), recorded with every output.
   const std::string& model_id() const { return model_id_; }
+  /// The job's LoRAs as loaded: each file, its scale and how many modules of each component it changes
+  /// ("no LoRA" when none).
+  const std::string& loras_summary() const { return loras_summary_; }
   const PhaseTimes& last_times() const { return times_; }
   /// The scheduler that denoises: the folder's config with the job's choice applied.
   const SchedulerConfig& scheduler_config() const;
@@ -166,7 +172,7 @@ class SdxlPipeline {
   std::unique_ptr<Parts> parts_;
   bool force_zeros_ = true;
   int64_t prompt_dim_ = 0, pooled_dim_ = 0;
-  std::string text_encoder_id_, model_id_;
+  std::string text_encoder_id_, model_id_, loras_summary_;
   PhaseTimes times_;
 };
 

@@ -36,7 +36,13 @@ TEST(MemoryPlan, EstimateFollowsTheModel) {
   EXPECT_LT(estimate_peak_gib(plan_of("streamed", "full", 1, 2.0), 1024, 1024), resident);
   EXPECT_LT(estimate_peak_gib(plan_of("sequential", "full"), 1024, 1024),
             estimate_peak_gib(plan_of("streamed", "full", 1, 2.0), 1024, 1024));
-  EXPECT_LT(estimate_peak_gib(plan_of("sequential", "tiled"), 1024, 1024), 3.0);
+  MemoryPlan lightest = plan_of("sequential", "tiled");
+  lightest.project_context = false;
+  EXPECT_LT(estimate_peak_gib(lightest, 1024, 1024), 3.0);
+  // Keeping the projected prompts costs about 48 MiB per image of the batch.
+  EXPECT_NEAR(
+      estimate_peak_gib(plan_of("sequential", "tiled"), 1024, 1024) - estimate_peak_gib(lightest, 1024, 1024),
+      8 * 0.0477, 0.002);
   EXPECT_LT(estimate_peak_gib(plan_of("resident", "full"), 512, 512), resident);
 }
 
@@ -82,6 +88,11 @@ TEST(MemoryPlan, CapsActLikeSmallerGpusAndLargerCapsAreNeverSlower) {
   auto p3 = choose_memory_plan({80, 1, 3.5}, MemoryRequest{});
   ASSERT_TRUE(p3.is_ok()) << p3.status().to_string();
   EXPECT_EQ(p3->decode, "tiled");
+  // There the prompts are projected at every step (no room to keep them); with room they are kept.
+  EXPECT_FALSE(p3->project_context);
+  EXPECT_NE(p3->describe().find("prompts projected at every step"), std::string::npos) << p3->describe();
+  EXPECT_TRUE(p12->project_context);
+  EXPECT_EQ(p12->describe().find("projected"), std::string::npos) << p12->describe();
   // 1 GiB holds nothing: a clear error with the numbers and the fixes.
   auto p1 = choose_memory_plan({80, 1, 1.0}, MemoryRequest{});
   ASSERT_FALSE(p1.is_ok());

@@ -117,6 +117,34 @@ TEST(UNetLoad, ShardedWeightsGiveTheSameOutput) {
   EXPECT_LE(e, kTol);
 }
 
+// The cross-attention keys and values projected ahead of the call (once per batch in the denoise loop) give
+// the same bits as projecting them in the call; projections of another prompt change the output (so they are
+// used), and a map without this model's modules is ignored.
+TEST(UNetContextProjections, SameBitsAsProjectingInTheCall) {
+  auto unet = load("tiny-a");
+  ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
+  const Reference ref = reference("tiny-a");
+  c10::InferenceMode guard;
+  const at::Tensor sample = ref.get("sample"), timestep = ref.get("timestep");
+  const at::Tensor context = ref.get("encoder_hidden_states"), text = ref.get("text_embeds"),
+                   time_ids = ref.get("time_ids");
+  const at::Tensor plain = (*unet)->forward(sample, timestep, context, text, time_ids);
+  ContextProjections projected;
+  (*unet)->project_context(context, projected);
+  // tiny-a: 1 + 2 transformer layers down, 2 in the mid block, 3 + 3 up, each with cross-attention.
+  EXPECT_EQ(projected.kv.size(), 1u * 2 + 2 * 2 + 2 + 2 * 3 + 1 * 3);
+  UNetCall call;
+  call.projected = &projected;
+  EXPECT_TRUE(at::equal((*unet)->forward(sample, timestep, context, text, time_ids, call), plain));
+  ContextProjections other;
+  (*unet)->project_context(context + 1, other);
+  call.projected = &other;
+  EXPECT_FALSE(at::equal((*unet)->forward(sample, timestep, context, text, time_ids, call), plain));
+  ContextProjections none;
+  call.projected = &none;
+  EXPECT_TRUE(at::equal((*unet)->forward(sample, timestep, context, text, time_ids, call), plain));
+}
+
 TEST(UNetLoad, Fp16VariantLoads) {
   const Reference ref = reference("tiny-a");
   const at::Tensor expected = ref.get("out");

@@ -214,6 +214,7 @@ Status BatchRenderer::apply_memory_plan() {
   setup_.unet_streams = plan.unet_streams;
   setup_.resident_budget_bytes = static_cast<int64_t>(plan.resident_budget_gib * (1 << 30));
   setup_.unload_for_decode = plan.unload_for_decode;
+  setup_.project_context = plan.project_context;
   setup_.tight_memory =
       ctx_.job.memory.max_gpu_gib.has_value() || sharing > 1 || plan.placement != "resident";
   if (plan.decode == "tiled") setup_.decoder = DecoderKind::kTiled;

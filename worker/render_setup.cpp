@@ -20,6 +20,7 @@ PipelineOptions RenderSetup::pipeline_options(const JobSpec& job, bool text_enco
   o.unet_streams = unet_streams;
   o.resident_budget_bytes = resident_budget_bytes;
   o.unload_for_decode = unload_for_decode;
+  o.project_context = project_context;
   o.tight_memory = tight_memory;
   o.sampler = job.scheduler;
   o.approximations = job.approximations;

@@ -24,7 +24,8 @@ struct RenderSetup {
   int unet_streams = 2;  ///< (the out-of-memory fallback steps it down to 1; the CPU path ignores it)
   int64_t resident_budget_bytes = 0;
   bool unload_for_decode = false;
-  bool tight_memory = false;  ///< a memory cap or a non-resident plan (see PipelineOptions::tight_memory)
+  bool project_context = true;  ///< see MemoryPlan::project_context
+  bool tight_memory = false;    ///< a memory cap or a non-resident plan (see PipelineOptions::tight_memory)
 
   /// The pipeline options for `job` (render or encode).
   PipelineOptions pipeline_options(const JobSpec& job, bool text_encoders, bool denoiser) const;

@@ -294,6 +294,14 @@ Status check_deep_cache_branch(const UNetConfig& config, int64_t cache_branch_id
                           std::to_string(3 * levels - 1) + ", where 0 caches the most and runs the least");
 }
 
+void UNet2DConditionModelImpl::project_context(const at::Tensor& encoder_hidden_states,
+                                               ContextProjections& out) {
+  out.kv.clear();
+  for (const auto& m : modules(/*include_self=*/false))
+    if (auto* t = dynamic_cast<Transformer2DModelImpl*>(m.get()))
+      t->project_context(encoder_hidden_states, out);
+}
+
 at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at::Tensor& timestep,
                                              const at::Tensor& encoder_hidden_states,
                                              const at::Tensor& text_embeds, const at::Tensor& time_ids,
@@ -305,12 +313,15 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at:
   // connection it must match (diffusers' forward_upsample_size).
   const int64_t up_factor = int64_t{1} << (c.num_levels() - 1);
   const bool forward_upsample_size = sample.size(-2) % up_factor != 0 || sample.size(-1) % up_factor != 0;
-  TokenReduction* tokens = call.tokens != nullptr && call.tokens->active() ? call.tokens : nullptr;
-  if (tokens != nullptr) {
-    tokens->height = sample.size(-2);
-    tokens->width = sample.size(-1);
-    tokens->next_block = 0;
+  TransformerCall blocks;
+  blocks.tokens = call.tokens != nullptr && call.tokens->active() ? call.tokens : nullptr;
+  blocks.projected = call.projected;
+  if (blocks.tokens != nullptr) {
+    blocks.tokens->height = sample.size(-2);
+    blocks.tokens->width = sample.size(-1);
+    blocks.tokens->next_block = 0;
   }
+  const TransformerCall* transformers = &blocks;
   // DeepCache: the branch's level, how many of its down layers a shallow call runs, and the up layer whose
   // input is cached (DeepCache's up-layer numbering runs backwards: layer_num - layer_i - 1).
   DeepCacheCall* dc = call.deep_cache;
@@ -344,14 +355,14 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at:
   std::vector<at::Tensor> skips{x};
   for (size_t i = 0; i < down_blocks_.size(); ++i) {
     if (shallow && static_cast<int64_t>(i) == dc_level) {
-      x = down_blocks_[i]->forward(x, emb, encoder_hidden_states, skips, tokens, dc_down_layers);
+      x = down_blocks_[i]->forward(x, emb, encoder_hidden_states, skips, transformers, dc_down_layers);
       break;
     }
-    x = down_blocks_[i]->forward(x, emb, encoder_hidden_states, skips, tokens);
+    x = down_blocks_[i]->forward(x, emb, encoder_hidden_states, skips, transformers);
   }
 
   // 4. Middle (cached in a shallow call).
-  if (!shallow) x = mid_block_->forward(x, emb, encoder_hidden_states, tokens);
+  if (!shallow) x = mid_block_->forward(x, emb, encoder_hidden_states, transformers);
 
   // 5. Up path: each block takes the last num_skips() skip connections (a shallow call skips the blocks
   // below the branch, and the branch's block starts from the cached features).
@@ -376,7 +387,7 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at:
     skips.resize(skips.size() - n);
     if (i + 1 < up_blocks_.size() && forward_upsample_size)
       upsample_size = skips.back().sizes().slice(2).vec();
-    x = block->forward(x, emb, encoder_hidden_states, block_skips, upsample_size, tokens, first, store,
+    x = block->forward(x, emb, encoder_hidden_states, block_skips, upsample_size, transformers, first, store,
                        stored);
   }
 

@@ -92,6 +92,9 @@ Status check_deep_cache_branch(const UNetConfig& config, int64_t cache_branch_id
 struct UNetCall {
   TokenReduction* tokens = nullptr;     ///< ToMe / ToDo in the transformer blocks
   DeepCacheCall* deep_cache = nullptr;  ///< step caching
+  /// Cross-attention keys and values of this call's encoder_hidden_states, from project_context() (nullptr:
+  /// projected in the call). Only an optimisation: the output is the same bits either way.
+  const ContextProjections* projected = nullptr;
 };
 
 /// diffusers' UNet2DConditionModel for the config family described above.
@@ -122,6 +125,11 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
   StatusOr<at::Tensor> checked_forward(const at::Tensor& sample, const at::Tensor& timestep,
                                        const at::Tensor& encoder_hidden_states, const at::Tensor& text_embeds,
                                        const at::Tensor& time_ids);
+
+  /// Every cross-attention's keys and values of encoder_hidden_states [B, L, cross_attention_dim], into
+  /// out.kv (replacing what it held), for UNetCall::projected: the prompt is the same at every step, so a
+  /// denoise loop projects once per batch what each step would project again.
+  void project_context(const at::Tensor& encoder_hidden_states, ContextProjections& out);
 
   const UNetConfig& config() const { return config_; }
   /// Runs hook->begin_forward() at the start of every forward (nullptr: none). See unit_hook.h.

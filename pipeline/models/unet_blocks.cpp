@@ -105,13 +105,13 @@ UNetDownBlockImpl::UNetDownBlockImpl(const UNetBlockOptions& o, int64_t in_chann
 }
 
 at::Tensor UNetDownBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
-                                      std::vector<at::Tensor>& skips, TokenReduction* reduction,
+                                      std::vector<at::Tensor>& skips, const TransformerCall* call,
                                       int64_t num_layers) {
   at::Tensor h = x;
   const size_t layers = num_layers < 0 ? resnets_.size() : static_cast<size_t>(num_layers);
   for (size_t i = 0; i < layers && i < resnets_.size(); ++i) {
     h = resnets_[i](h, temb);
-    if (!attentions_.empty()) h = attentions_[i]->forward(h, context, reduction);
+    if (!attentions_.empty()) h = attentions_[i]->forward(h, context, call);
     skips.push_back(h);
   }
   if (downsampler_ && num_layers < 0) {
@@ -136,10 +136,10 @@ UNetMidBlockImpl::UNetMidBlockImpl(const UNetBlockOptions& o, int64_t channels, 
 }
 
 at::Tensor UNetMidBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
-                                     TokenReduction* reduction) {
+                                     const TransformerCall* call) {
   at::Tensor h = resnets_[0](x, temb);
   for (size_t i = 0; i < attentions_.size(); ++i) {
-    h = attentions_[i]->forward(h, context, reduction);
+    h = attentions_[i]->forward(h, context, call);
     h = resnets_[i + 1](h, temb);
   }
   return h;
@@ -169,7 +169,7 @@ UNetUpBlockImpl::UNetUpBlockImpl(const UNetBlockOptions& o, int64_t in_channels,
 
 at::Tensor UNetUpBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
                                     const std::vector<at::Tensor>& skips, at::IntArrayRef upsample_size,
-                                    TokenReduction* reduction, int64_t first_layer, int64_t store_layer,
+                                    const TransformerCall* call, int64_t first_layer, int64_t store_layer,
                                     at::Tensor* stored) {
   const auto first = static_cast<size_t>(first_layer);
   TORCH_CHECK(first < resnets_.size() && skips.size() == resnets_.size() - first, "UNet up block from layer ",
@@ -186,7 +186,7 @@ at::Tensor UNetUpBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb,
     }
     h = at::cat({h, skips[skips.size() - 1 - (i - first)]}, 1);
     h = resnets_[i](h, temb);
-    if (!attentions_.empty()) h = attentions_[i]->forward(h, context, reduction);
+    if (!attentions_.empty()) h = attentions_[i]->forward(h, context, call);
   }
   if (upsampler_) h = upsampler_(h, upsample_size);
   return h;

@@ -82,10 +82,10 @@ class UNetDownBlockImpl : public torch::nn::Module {
   UNetDownBlockImpl(const UNetBlockOptions& options, int64_t in_channels, int64_t out_channels,
                     int64_t num_layers, bool add_downsample, int64_t downsample_padding);
   /// Runs the block and appends every intermediate output (the skip connections) to `skips`. `num_layers`
-  /// >= 0 runs only the first layers and no downsampler (DeepCache's shallow step); `reduction`: token
-  /// merging/downsampling for the transformers (nullptr: none).
+  /// >= 0 runs only the first layers and no downsampler (DeepCache's shallow step); `call`: what the
+  /// transformers get besides the context (token reduction, projected keys and values; nullptr: none).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
-                     std::vector<at::Tensor>& skips, TokenReduction* reduction = nullptr,
+                     std::vector<at::Tensor>& skips, const TransformerCall* call = nullptr,
                      int64_t num_layers = -1);
   int64_t num_layers() const { return static_cast<int64_t>(resnets_.size()); }
 
@@ -101,7 +101,7 @@ class UNetMidBlockImpl : public torch::nn::Module {
  public:
   UNetMidBlockImpl(const UNetBlockOptions& options, int64_t channels, int64_t num_layers = 1);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
-                     TokenReduction* reduction = nullptr);
+                     const TransformerCall* call = nullptr);
 
  private:
   std::vector<ResnetBlock2D> resnets_;
@@ -124,7 +124,7 @@ class UNetUpBlockImpl : public torch::nn::Module {
   /// into *stored (allocated on first use, then copied into).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context,
                      const std::vector<at::Tensor>& skips, at::IntArrayRef upsample_size = {},
-                     TokenReduction* reduction = nullptr, int64_t first_layer = 0, int64_t store_layer = -1,
+                     const TransformerCall* call = nullptr, int64_t first_layer = 0, int64_t store_layer = -1,
                      at::Tensor* stored = nullptr);
 
  private:

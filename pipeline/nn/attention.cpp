@@ -1,5 +1,7 @@
 #include "pipeline/nn/attention.h"
 
+#include <tuple>
+
 #include <ATen/ATen.h>
 #include <torch/nn/modules/container/modulelist.h>
 
@@ -22,14 +24,25 @@ AttentionImpl::AttentionImpl(const AttentionOptions& options) : options_(options
   to_out->push_back(to_out_);
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context, const BlockTokens* tokens) {
+std::pair<at::Tensor, at::Tensor> AttentionImpl::project_context(const at::Tensor& context) {
+  return {to_k_(context), to_v_(context)};
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context, const BlockTokens* tokens,
+                                  const ContextProjections* projected) {
   const at::Tensor kv_input =
       context.defined() ? context : (tokens != nullptr ? downsample_tokens(x, *tokens) : x);
   const int64_t batch = kv_input.size(0);
   const int64_t heads = options_.heads();
   at::Tensor query = to_q_(x);
-  at::Tensor key = to_k_(kv_input);
-  at::Tensor value = to_v_(kv_input);
+  at::Tensor key, value;
+  if (projected != nullptr && context.defined()) {
+    if (auto it = projected->kv.find(this); it != projected->kv.end()) std::tie(key, value) = it->second;
+  }
+  if (!key.defined()) {
+    key = to_k_(kv_input);
+    value = to_v_(kv_input);
+  }
   const int64_t head_dim = key.size(-1) / heads;
   query = query.view({batch, -1, heads, head_dim}).transpose(1, 2);
   key = key.view({batch, -1, heads, head_dim}).transpose(1, 2);

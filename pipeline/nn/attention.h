@@ -10,6 +10,8 @@
 
 #include <cstdint>
 #include <optional>
+#include <unordered_map>
+#include <utility>
 
 #include <ATen/core/Tensor.h>
 #include <torch/arg.h>
@@ -42,14 +44,28 @@ struct AttentionOptions {
   TORCH_ARG(bool, out_bias) = true;
 };
 
+class AttentionImpl;
+
+/// Cross-attention keys and values projected ahead of a UNet call, per Attention module. They depend only on
+/// the prompt, which is the same at every step of a batch: the denoise loop projects them once per batch
+/// instead of once per step (issue 16), with the same projections of the same input, so the same bits.
+struct ContextProjections {
+  /// to_k(context), to_v(context) [B, M, heads · dim_head] of each cross-attention module.
+  std::unordered_map<const AttentionImpl*, std::pair<at::Tensor, at::Tensor>> kv;
+};
+
 /// Multi-head attention: to_q/to_k/to_v → SDPA over `heads` heads of width dim_head → to_out.0.
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const AttentionOptions& options);
   /// x [B, N, query_dim]; context [B, M, cross_attention_dim] for cross-attention (undefined: self-attention)
   /// → [B, N, query_dim]. `tokens` (self-attention only): ToDo's downsampled keys and values when it says so.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {},
-                     const BlockTokens* tokens = nullptr);
+  /// `projected` (cross-attention only; nullptr: none): keys and values projected ahead, used instead of
+  /// projecting `context` when they hold this module's.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {}, const BlockTokens* tokens = nullptr,
+                     const ContextProjections* projected = nullptr);
+  /// to_k(context), to_v(context): what forward() projects from a cross-attention context.
+  std::pair<at::Tensor, at::Tensor> project_context(const at::Tensor& context);
 
  private:
   AttentionOptions options_;

@@ -37,9 +37,14 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlock
   ff_ = register_module("ff", FeedForward(o.dim()));
 }
 
+void BasicTransformerBlockImpl::project_context(const at::Tensor& context, ContextProjections& out) {
+  if (attn2_) out.kv[attn2_.get()] = attn2_->project_context(context);
+}
+
 at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context,
-                                              TokenReduction* reduction) {
+                                              const TransformerCall* call) {
   run_unit_hook();
+  TokenReduction* reduction = call != nullptr ? call->tokens : nullptr;
   BlockTokens tokens;
   if (reduction != nullptr) tokens = block_tokens(*reduction, x);
   // ToMe (tomesd's patched block): merge a layer's normalised input, unmerge its output before the residual
@@ -58,7 +63,8 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Ten
     TORCH_CHECK(context.defined(), "BasicTransformerBlock with cross-attention needs encoder_hidden_states");
     auto [sum, normed] = norm2_->forward_add(a, h);
     h = sum;
-    a = attn2_(cross ? m.merge(normed) : normed, context);
+    a = attn2_->forward(cross ? m.merge(normed) : normed, context, nullptr,
+                        call != nullptr ? call->projected : nullptr);
     if (cross) a = m.unmerge(a);
   }
   auto [sum, normed] = norm3_->forward_add(a, h);
@@ -89,8 +95,12 @@ Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DModelOptions& 
   }
 }
 
+void Transformer2DModelImpl::project_context(const at::Tensor& context, ContextProjections& out) {
+  for (auto& block : blocks_) block->project_context(context, out);
+}
+
 at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor& context,
-                                           TokenReduction* reduction) {
+                                           const TransformerCall* call) {
   TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "Transformer2DModel expects [B, ",
               options_.in_channels(), ", H, W], got ", x.sizes());
   const int64_t batch = x.size(0), height = x.size(2), width = x.size(3);
@@ -104,7 +114,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
     inner = h.size(1);
     h = h.permute({0, 2, 3, 1}).reshape({batch, height * width, inner});
   }
-  for (auto& block : blocks_) h = block->forward(h, context, reduction);
+  for (auto& block : blocks_) h = block->forward(h, context, call);
   if (proj_out_linear_) {
     h = proj_out_linear_(h);
     // The permuted view is channels-last already: keep it when the input is (no copy), else copy to NCHW.

@@ -53,15 +53,23 @@ struct BasicTransformerBlockOptions {
   TORCH_ARG(double, norm_eps) = 1e-5;
 };
 
+/// What a UNet call hands its transformer blocks besides the hidden states and the context (all optional).
+struct TransformerCall {
+  TokenReduction* tokens = nullptr;               ///< ToMe / ToDo (token_merging.h); nullptr: none
+  const ContextProjections* projected = nullptr;  ///< cross-attention keys/values projected ahead
+};
+
 /// Pre-norm block: x += attn1(norm1 x); x += attn2(norm2 x, context); x += ff(norm3 x).
 class BasicTransformerBlockImpl : public torch::nn::Module, public HookedUnit {
  public:
   explicit BasicTransformerBlockImpl(const BasicTransformerBlockOptions& options);
   /// x [B, N, dim], context [B, M, cross_attention_dim] (needed when the block has attn2) → [B, N, dim].
-  /// `reduction` (nullptr: none): ToMe merges around the layers tomesd's settings name, ToDo downsamples
-  /// attn1's keys and values (token_merging.h).
+  /// `call` (nullptr: none): ToMe merges around the layers tomesd's settings name, ToDo downsamples
+  /// attn1's keys and values (token_merging.h); attn2 uses the projected keys and values it holds.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {},
-                     TokenReduction* reduction = nullptr);
+                     const TransformerCall* call = nullptr);
+  /// attn2's to_k/to_v of `context` into out.kv (nothing for a block without cross-attention).
+  void project_context(const at::Tensor& context, ContextProjections& out);
 
  private:
   LayerNorm norm1_{nullptr};
@@ -95,10 +103,12 @@ struct Transformer2DModelOptions {
 class Transformer2DModelImpl : public torch::nn::Module {
  public:
   explicit Transformer2DModelImpl(const Transformer2DModelOptions& options);
-  /// x [B, in_channels, H, W], context [B, M, cross_attention_dim] → [B, in_channels, H, W]; `reduction` is
+  /// x [B, in_channels, H, W], context [B, M, cross_attention_dim] → [B, in_channels, H, W]; `call` is
   /// passed to every block.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {},
-                     TokenReduction* reduction = nullptr);
+                     const TransformerCall* call = nullptr);
+  /// Every block's cross-attention keys and values of `context` into out.kv.
+  void project_context(const at::Tensor& context, ContextProjections& out);
 
  private:
   Transformer2DModelOptions options_;

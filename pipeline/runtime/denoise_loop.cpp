@@ -23,7 +23,7 @@ bool DenoiseLoop::Key::operator==(const Key& o) const {
          seq == o.seq && dim == o.dim && pooled == o.pooled && dtype == o.dtype && cfg == o.cfg &&
          guidance == o.guidance && streams == o.streams && cuda_graph == o.cuda_graph &&
          sampler == o.sampler && coefficient_width == o.coefficient_width && history == o.history &&
-         noise == o.noise && approximations == o.approximations;
+         noise == o.noise && approximations == o.approximations && project_context == o.project_context;
 }
 
 DenoiseLoop::Key DenoiseLoop::key_for(const Sampler& sampler) {
@@ -45,6 +45,9 @@ struct DenoiseLoop::State {
   // destinations; DeepCache's cached features, one per image (allocated by the first full step).
   at::Tensor seeds, step;
   std::vector<at::Tensor> features;
+  // Each image's cross-attention keys and values of its prompt rows, projected once per batch by load() into
+  // the same storage (the graph reads them there).
+  std::vector<ContextProjections> projected;
 #ifdef SDXLB_WITH_CUDA
   std::unique_ptr<at::cuda::CUDAGraph> graph;
   std::unique_ptr<at::cuda::CUDAGraph> shallow_graph;  // DeepCache's shallow step (shares graph's pool)
@@ -78,6 +81,29 @@ void image_step(DenoiseLoop::Key const& k, UNet2DConditionModel& unet, const Sam
   sampler.step(t, out, row);
 }
 
+// Projects every image's prompt rows for the cross-attentions (UNetCall::projected), into the storage of the
+// earlier batch when there is one.
+void project_context(DenoiseLoop::Key const& k, DenoiseLoop::State& s) {
+  if (!k.project_context) return;
+  c10::InferenceMode guard;
+  const int64_t rows = k.cfg ? 2 : 1;
+  s.projected.resize(static_cast<size_t>(k.batch));
+  for (int64_t i = 0; i < k.batch; ++i) {
+    ContextProjections fresh;
+    s.unet->project_context(s.embeds.narrow(0, i * rows, rows), fresh);
+    ContextProjections& kept = s.projected[static_cast<size_t>(i)];
+    if (kept.kv.empty()) {
+      kept = std::move(fresh);
+      continue;
+    }
+    for (auto& [module, kv] : fresh.kv) {
+      auto& [key, value] = kept.kv.at(module);
+      key.copy_(kv.first);
+      value.copy_(kv.second);
+    }
+  }
+}
+
 // The step for the whole batch, written once for the warm-up runs and the capture: image i runs on stream
 // i mod streams, forked from and joined back into the current stream.
 void run_step(DenoiseLoop::Key const& k, DenoiseLoop::State& s, const Sampler& sampler, bool full) {
@@ -96,6 +122,7 @@ void run_step(DenoiseLoop::Key const& k, DenoiseLoop::State& s, const Sampler& s
     DeepCacheCall cache;
     UNetCall call;
     call.tokens = &tokens;
+    if (k.project_context) call.projected = &s.projected[static_cast<size_t>(i)];
     if (ap.deep_cache) {
       cache.block = ap.deep_cache->cache_branch_id / 3;
       cache.layer = ap.deep_cache->cache_branch_id % 3;
@@ -163,6 +190,7 @@ StatusOr<std::unique_ptr<DenoiseLoop>> DenoiseLoop::create(UNet2DConditionModel 
     s.seeds = at::zeros({key.batch}, at::TensorOptions().dtype(at::kLong).device(device));
     s.step = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(device));
     s.features.resize(static_cast<size_t>(key.batch));
+    project_context(key, s);
     if (!key.cuda_graph) return g;
 #ifdef SDXLB_WITH_CUDA
     auto stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
@@ -230,6 +258,7 @@ void DenoiseLoop::load(const at::Tensor& latents, const at::Tensor& embeds, cons
   s_->pooled.copy_(pooled, true);
   s_->time_ids.copy_(time_ids, true);
   for (auto& h : s_->history) h.zero_();
+  project_context(key_, *s_);
 }
 
 void DenoiseLoop::run(const Sampler& sampler, const StepNoise& noise) {

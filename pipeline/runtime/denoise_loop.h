@@ -51,6 +51,9 @@ class DenoiseLoop {
     int64_t coefficient_width = 0, history = 0;
     bool noise = false;
     Approximations approximations;  ///< ToMe / ToDo / DeepCache (empty: the exact step)
+    /// Each image's cross-attention keys and values projected once per batch (by load()) instead of at every
+    /// step: the same bits, about 48 MiB an image kept at SDXL's widths.
+    bool project_context = true;
     bool operator==(const Key& o) const;
   };
   /// The key of a batch for `sampler` (its signature, table width, history and noise).

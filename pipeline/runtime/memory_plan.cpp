@@ -16,6 +16,9 @@ constexpr double kUnetOtherGib = 0.10;     // the rest of the UNet's weights (al
 constexpr double kVaeGib = 0.16;           // the VAE's weights
 constexpr double kSlotGib = 0.095;         // one streaming slot (the largest unit, an up-block resnet)
 constexpr double kUnetPerImageGib = 0.36;  // activations of one image's CFG pair being denoised
+// Each image's cross-attention keys and values, projected once per batch (denoise_loop.cpp): SDXL's 70
+// cross-attentions (10 of width 640, 60 of 1280), K and V, 2 CFG rows, 77 tokens, fp16.
+constexpr double kContextProjectionGib = (10.0 * 640 + 60.0 * 1280) * 2 * 2 * 77 * 2 / (1 << 30);
 // Per concurrent image, what the allocator keeps reserved beyond that: the CUDA graph's private pool and the
 // stream's cached blocks (peak reserved minus peak allocated measured 1.0 to 1.3 GiB per stream). A memory
 // cap limits reserved memory, so the plan must count it.
@@ -70,9 +73,11 @@ std::pair<double, double> unet_on_gpu(const MemoryPlan& p) {
 double estimate_peak_gib(const MemoryPlan& p, int64_t width, int64_t height) {
   const double scale = pixels_scale(width, height);
   const auto [denoising, decoding] = unet_on_gpu(p);
-  // DeepCache keeps one feature map per image of the batch (the graph's static buffers).
+  // Per image of the batch (the graph's static buffers): its projected prompt keys and values, and
+  // DeepCache's feature map.
   const double act = (kUnetPerImageGib * scale + kGraphPoolGib) * std::max(1, p.unet_streams) +
-                     p.cached_gib_per_image * static_cast<double>(std::max<int64_t>(1, p.batch_size));
+                     (p.cached_gib_per_image + (p.project_context ? kContextProjectionGib : 0.0)) *
+                         static_cast<double>(std::max<int64_t>(1, p.batch_size));
   // The denoising graph's private memory pool stays reserved while the VAE decodes.
   return kVaeGib + std::max(denoising + act, decoding + act + decode_gib(p.decode, scale));
 }
@@ -152,10 +157,11 @@ std::string MemoryPlan::describe() const {
     std::snprintf(extra, sizeof extra, " (%.2f GiB of UNet units resident%s)", resident_budget_gib,
                   unload_for_decode ? ", unloaded for the decode" : "");
   std::snprintf(buf, sizeof buf,
-                "memory plan: %s weights%s, %s decode, %d image(s) denoised concurrently, batch %lld "
+                "memory plan: %s weights%s, %s decode, %d image(s) denoised concurrently, batch %lld%s "
                 "(estimated peak %.1f GiB of %.1f GiB, time %.2fx resident)",
                 placement.c_str(), extra, decode.c_str(), unet_streams, static_cast<long long>(batch_size),
-                estimate_gib, budget_gib, relative_time);
+                project_context ? "" : ", prompts projected at every step", estimate_gib, budget_gib,
+                relative_time);
   return buf;
 }
 
@@ -247,6 +253,11 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
           q.unload_for_decode = unload;
           if (placement == "streamed" && !fit_resident_share(q, req, budget)) continue;
           q.estimate_gib = estimate_peak_gib(q, req.width, req.height);
+          if (q.estimate_gib > budget) {
+            // The projected prompts are the first thing to give up (a few percent of a step's time).
+            q.project_context = false;
+            q.estimate_gib = estimate_peak_gib(q, req.width, req.height);
+          }
           if (q.estimate_gib > budget) continue;
           q.relative_time = estimate_relative_time(q, req.width, req.height, req.steps);
           fits.push_back(q);
@@ -261,6 +272,7 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
     }
   }
   MemoryPlan lightest;
+  lightest.project_context = false;
   lightest.placement = placements.size() > 1 ? "sequential" : placements.front();
   lightest.decode = decodes.back();
   char buf[400];
