@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "faulty_env.h"
 #include "store/dataset_reader.h"
 #include "store/env.h"
 #include "store/output_folder.h"
@@ -33,57 +34,7 @@ using ::testing::HasSubstr;
 constexpr int kH = 48, kW = 40;
 constexpr int kTotalItems = 9;
 
-// Fails the calls a test plans on files whose path contains `match`, and counts the matching writes.
-class FaultyEnv : public Env {
- public:
-  explicit FaultyEnv(std::string match) : match_(std::move(match)) {}
-  int64_t fail_writes_from = -1;  // that write and every later one (a disk that stays full)
-  bool fail_rename = false;
-  bool fail_fsync = false;
-  int64_t writes = 0;
-
-  int open(const std::string& path, int flags, mode_t mode) override {
-    const int fd = Env::open(path, flags, mode);
-    if (fd >= 0) paths_[fd] = path;
-    return fd;
-  }
-  int close(int fd) override {
-    paths_.erase(fd);
-    return Env::close(fd);
-  }
-  ssize_t pwrite(int fd, const void* buf, size_t count, off_t offset) override {
-    if (matches(fd)) {
-      const int64_t k = writes++;
-      if (fail_writes_from >= 0 && k >= fail_writes_from) {
-        errno = ENOSPC;
-        return -1;
-      }
-    }
-    return Env::pwrite(fd, buf, count, offset);
-  }
-  int fsync(int fd) override {
-    if (fail_fsync && matches(fd)) {
-      errno = EIO;
-      return -1;
-    }
-    return Env::fsync(fd);
-  }
-  int rename(const std::string& from, const std::string& to) override {
-    if (fail_rename && from.find(match_) != std::string::npos) {
-      errno = EXDEV;
-      return -1;
-    }
-    return Env::rename(from, to);
-  }
-
- private:
-  bool matches(int fd) const {
-    auto it = paths_.find(fd);
-    return it != paths_.end() && it->second.find(match_) != std::string::npos;
-  }
-  std::string match_;
-  std::map<int, std::string> paths_;
-};
+using ::sdxlb::testing::FaultyEnv;
 
 std::vector<uint8_t> pixels_of(int64_t item) {
   // Noise-like, so that PNGs are large enough to take several tar blocks (several writes) per shard.
