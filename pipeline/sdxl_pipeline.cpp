@@ -442,7 +442,9 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     key.streams = std::max(1, options_.unet_streams);
     key.cuda_graph = dev.is_cuda() && options_.cuda_graphs;
     key.approximations = options_.approximations;
-    key.project_context = options_.project_context;
+    // Only where the UNet's weights stay in place: a streamed or offloaded UNet has its weights on the GPU
+    // only inside its own calls (the streamer's hooks), not when the loop projects the prompts.
+    key.project_context = options_.project_context && options_.placement == Placement::kResident;
     if (!parts.loop || !(parts.loop->key() == key)) {
       parts.loop.reset();
       SDXLB_ASSIGN_OR_RETURN(parts.loop, DenoiseLoop::create(parts.unet, *sampler, key, dev, warmup));

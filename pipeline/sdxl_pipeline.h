@@ -68,6 +68,7 @@ struct PipelineOptions {
   bool unload_for_decode = false;
   /// Project each image's prompt keys and values for the cross-attentions once per batch and keep them
   /// (DenoiseLoop::Key::project_context); false: every step projects them again (less memory, same bits).
+  /// Applies to the resident placement only.
   bool project_context = true;
   /// Memory is capped or tight: return the allocator's cached blocks before each image's VAE decode, so that
   /// fragmentation makes a cuDNN workspace allocation (and PyTorch's silent fallback to another algorithm)

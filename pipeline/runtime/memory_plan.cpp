@@ -242,6 +242,8 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
         MemoryPlan p;
         p.cached_gib_per_image = req.cached_gib_per_image;
         p.placement = placement;
+        // The projected prompts need the UNet's weights in place between its calls: resident only.
+        p.project_context = placement == "resident";
         p.decode = decode;
         p.unet_streams = streams;
         p.batch_size = req.batch_size ? *req.batch_size : kAutoBatch;

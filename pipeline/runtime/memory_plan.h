@@ -63,7 +63,8 @@ struct MemoryPlan {
   double cached_gib_per_image = 0;  ///< DeepCache's feature map per image of the batch (from the request)
   bool unload_for_decode = false;   ///< streamed: the resident units leave the GPU while the VAE decodes
   /// Each image's prompt keys and values projected once per batch and kept (about 48 MiB an image at SDXL's
-  /// widths); off only where memory is too tight for them (the steps then project them again).
+  /// widths): resident placements only, and off where memory is too tight for them (the steps then project
+  /// them again).
   bool project_context = true;
   double estimate_gib = 0;   ///< predicted allocator peak
   double budget_gib = 0;     ///< what this worker may use
