@@ -1,11 +1,10 @@
 // ModelSource: where an SDXL model's configs, weights and tokenizers come from, whatever its form on disk.
 //
 //   - a diffusers folder (model_index.json, unet/, vae/, text_encoder/, ...): everything from the folder;
-//   - a single .safetensors file in the original layout (SingleFileCheckpoint): the weights from the file,
-//   the
-//     configs, scheduler and tokenizers from a config folder (a diffusers SDXL folder; its weights are not
-//     read: diffusers' from_single_file(path, config=folder)), or without one the built-in SDXL base configs,
-//     checked against the file's shapes (tokenizers then need the config folder);
+//   - a single .safetensors file in the original layout (SingleFileCheckpoint): the weights from the file;
+//     the configs, scheduler and tokenizers from a config folder (a diffusers SDXL folder; its weights are
+//     not read: diffusers' from_single_file(path, config=folder)), or without one the built-in SDXL base
+//     configs, checked against the file's shapes (tokenizers then need the config folder);
 //   - either, with a VAE file (the job's `vae:`) that replaces the model's VAE weights under its config.
 //
 // Each component's WeightSet has diffusers/transformers names, so the loaders are the same for every form.
