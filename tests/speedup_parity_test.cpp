@@ -15,6 +15,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "per_image_embeddings.h"
 #include "pipeline/io/model_folder.h"
 #include "pipeline/io/weights.h"
 #include "pipeline/nn/token_merging.h"
@@ -170,24 +171,12 @@ TEST(TokenMergingRandom, SameImageAloneOrInABatch) {
   const auto negatives = c.at("negatives").get<std::vector<std::string>>();
   const auto seeds = c.at("seeds").get<std::vector<uint64_t>>();
   ASSERT_GE(seeds.size(), 2u);
-  std::vector<TextEmbeddings> pos, neg;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    auto p = (*pipe)->encode({prompts[i]});
-    ASSERT_TRUE(p.is_ok()) << p.status().to_string();
-    auto n = (*pipe)->negative_for(negatives[i], *p);
-    ASSERT_TRUE(n.is_ok()) << n.status().to_string();
-    pos.push_back(*p);
-    neg.push_back(*n);
-  }
-  auto cat = [](const std::vector<TextEmbeddings>& v) {
-    std::vector<at::Tensor> e, p;
-    for (const auto& t : v) e.push_back(t.prompt_embeds), p.push_back(t.pooled);
-    return TextEmbeddings{at::cat(e, 0), at::cat(p, 0)};
-  };
-  auto both = (*pipe)->denoise(cat(pos), cat(neg), seeds, rs);
+  const auto each = testing::encode_each(**pipe, prompts, negatives);
+  ASSERT_EQ(each.positive.size(), prompts.size());
+  auto both = (*pipe)->denoise(testing::concat(each.positive), testing::concat(each.negative), seeds, rs);
   ASSERT_TRUE(both.is_ok()) << both.status().to_string();
   for (size_t i = 0; i < seeds.size(); ++i) {
-    auto one = (*pipe)->denoise(pos[i], neg[i], {seeds[i]}, rs);
+    auto one = (*pipe)->denoise(each.positive[i], each.negative[i], {seeds[i]}, rs);
     ASSERT_TRUE(one.is_ok()) << one.status().to_string();
     EXPECT_TRUE(at::equal(*one, both->narrow(0, static_cast<int64_t>(i), 1))) << i;
   }
