@@ -243,6 +243,11 @@ float max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
 // CUDA plan merges what the CPU's tomesd ops merge, in the same row order; the fused kernels give what the
 // ATen ops give on the same plan (float32 sums to rounding: CUDA's scatter_reduce adds with atomics in any
 // order); fp16 merges are the same bits on every run.
+// The CUDA kernels against the CPU and against the ATen ops on the same plan. The split into sources and
+// destinations (the split kernel, and the random-destination hash kernel) must equal the CPU's exactly. The
+// merge plan itself (similarity matmul, max, argsort) is ATen on both devices, and another matmul rounds
+// scores differently: near-equal scores may then sort in another order, so the plan's merged output is
+// compared with the ATen merge of the same GPU plan, not with the CPU's plan.
 TEST(TokenMerge, CudaKernelsMatchCpu) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   // 64×64 divides into 2×2 cells; 63×65 leaves a row and a column of sources outside every cell.
@@ -255,38 +260,47 @@ TEST(TokenMerge, CudaKernelsMatchCpu) {
     const at::Tensor gx = x.cuda(), gy = y.cuda();
     TokenMerge gpu = TokenMerge::plan(gx, w, h, 2, 2, r, {});
     ASSERT_TRUE(gpu.active());
+    EXPECT_TRUE(at::equal(cpu.sources(), gpu.sources().cpu()));
+    EXPECT_TRUE(at::equal(cpu.destinations(), gpu.destinations().cpu()));
     const at::Tensor merged = gpu.merge(gy);
-    EXPECT_LT(max_abs_diff(cpu.merge(y), merged), 1e-5f);
     EXPECT_LT(max_abs_diff(gpu.merge_reference(gy), merged), 1e-5f);
     EXPECT_TRUE(at::equal(gpu.unmerge(merged), gpu.unmerge_reference(merged)));
-    EXPECT_LT(max_abs_diff(cpu.unmerge(cpu.merge(y)), gpu.unmerge(merged)), 1e-5f);
     const at::Tensor hy = gy.to(at::kHalf);
     const at::Tensor first = gpu.merge(hy);
     for (int i = 0; i < 5; ++i) EXPECT_TRUE(at::equal(first, gpu.merge(hy)));
-    EXPECT_LT(max_abs_diff(first, cpu.merge(y)), 1e-2f);
+    EXPECT_LT(max_abs_diff(first.to(at::kFloat), gpu.merge_reference(hy).to(at::kFloat)), 1e-2f);
+    EXPECT_TRUE(at::equal(gpu.unmerge(first), gpu.unmerge_reference(first)));
   }
-  // Random destinations: the CUDA hash kernel draws what the ATen version draws.
-  at::Tensor x = at::randn({2, 64 * 64, 40}, at::TensorOptions().dtype(at::kFloat));
-  at::Tensor y = at::randn({2, 64 * 64, 40}, at::TensorOptions().dtype(at::kFloat));
-  TokenMerging m;
-  m.max_downsample = 1;
-  auto merged = [&](bool on_gpu) {
-    TokenReduction r;
-    r.merging = &m;
-    r.height = 64;
-    r.width = 64;
-    const auto dev = on_gpu ? at::Device(at::kCUDA) : at::Device(at::kCPU);
-    r.seed = at::scalar_tensor(int64_t{1234567}, at::kLong).to(dev);
-    r.step = at::scalar_tensor(int64_t{7}, at::kLong).to(dev);
-    r.next_block = 3;
-    BlockTokens t = block_tokens(r, x.to(dev));
-    const at::Tensor out = t.merge.merge(y.to(dev));
-    return std::make_pair(out.cpu(), t.merge.unmerge(out).cpu());
-  };
-  const auto [cpu_merged, cpu_back] = merged(false);
-  const auto [gpu_merged, gpu_back] = merged(true);
-  EXPECT_LT(max_abs_diff(cpu_merged, gpu_merged), 1e-5f);
-  EXPECT_LT(max_abs_diff(cpu_back, gpu_back), 1e-5f);
+  // Random destinations: the CUDA hash kernel draws what the ATen version draws, so the split is the same.
+  for (const auto& [h, w] : {std::pair<int64_t, int64_t>{64, 64}, {63, 65}}) {
+    SCOPED_TRACE("random destinations " + std::to_string(h) + "x" + std::to_string(w));
+    at::Tensor x = at::randn({2, h * w, 40}, at::TensorOptions().dtype(at::kFloat));
+    at::Tensor y = at::randn({2, h * w, 40}, at::TensorOptions().dtype(at::kFloat));
+    TokenMerging m;
+    m.max_downsample = 1;
+    auto planned = [&](bool on_gpu) {
+      TokenReduction r;
+      r.merging = &m;
+      r.height = h;
+      r.width = w;
+      const auto dev = on_gpu ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+      r.seed = at::scalar_tensor(int64_t{1234567}, at::kLong).to(dev);
+      r.step = at::scalar_tensor(int64_t{7}, at::kLong).to(dev);
+      r.next_block = 3;
+      return block_tokens(r, x.to(dev)).merge;
+    };
+    const TokenMerge cpu = planned(false), gpu = planned(true);
+    ASSERT_TRUE(gpu.active());
+    EXPECT_TRUE(at::equal(cpu.sources(), gpu.sources().cpu()));
+    EXPECT_TRUE(at::equal(cpu.destinations(), gpu.destinations().cpu()));
+    // Not the fixed first position of every cell: the hash chose.
+    TokenMerge fixed = TokenMerge::plan(x, w, h, 2, 2, 1, {});
+    EXPECT_FALSE(at::equal(cpu.destinations(), fixed.destinations()));
+    const at::Tensor gy = y.cuda();
+    const at::Tensor merged = gpu.merge(gy);
+    EXPECT_LT(max_abs_diff(gpu.merge_reference(gy), merged), 1e-5f);
+    EXPECT_TRUE(at::equal(gpu.unmerge(merged), gpu.unmerge_reference(merged)));
+  }
 }
 
 // A DeepCache branch the UNet does not have: refused when the model loads, at the job file's location.

@@ -47,6 +47,10 @@ class TokenMerge {
   /// fused kernels are tested against.
   at::Tensor merge_reference(const at::Tensor& x) const;
   at::Tensor unmerge_reference(const at::Tensor& x) const;
+  /// The bipartite split: token indices of the sources [N − num_dst] and of the destinations [num_dst], each
+  /// in ascending order (undefined when inactive).
+  at::Tensor sources() const { return a_idx_.defined() ? a_idx_.view({-1}) : at::Tensor(); }
+  at::Tensor destinations() const { return b_idx_.defined() ? b_idx_.view({-1}) : at::Tensor(); }
 
  private:
   int64_t batch_ = 0, tokens_ = 0, num_dst_ = 0, r_ = 0;
