@@ -26,13 +26,6 @@ if [[ "$part" == ours ]]; then
           sed "s/^/without $off: /"
       done
     fi
-    # SDXLB_BENCH_ATTENTION_AB="cudnn flash ...": the UNet call again with that SDPA backend first
-    # (SDXLB_ATTENTION).
-    for backend in ${SDXLB_BENCH_ATTENTION_AB:-}; do
-      SDXLB_ATTENTION=$backend "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors \
-        "$out/unet_ours_attention_$backend.json" --profile "$out/unet_profile_attention_$backend.json" |
-        sed "s/^/attention $backend: /"
-    done
   fi
   # name batch steps guidance decoder
   while read -r name b steps g dec; do

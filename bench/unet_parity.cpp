@@ -6,10 +6,9 @@
 // output `expected` (written by bench/unet_reference.py from the same weights). Reports the relative error
 // max|ours - theirs| / max|theirs| and the median seconds per UNet call for: eager NCHW, eager channels-last
 // with cuDNN heuristics, a CUDA graph of the channels-last call, and that graph with the cross-attention keys
-// and values projected ahead (UNetCall::projected), as the product's denoise loop runs it. The UNet is loaded
-// as the product loads a resident one (self-attention projections fused unless SDXLB_DISABLE_FUSION lists
-// qkv). --profile writes the GPU time per kernel name of the product's call (Kineto, averaged over 3 eager
-// calls: the graph runs the same kernels).
+// and values projected ahead (UNetCall::projected), as the product's denoise loop runs it. --profile writes
+// the GPU time per kernel name of the product's call (Kineto, averaged over 3 eager calls: the graph runs the
+// same kernels).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -31,7 +30,6 @@
 
 #include "pipeline/io/model_folder.h"
 #include "pipeline/models/unet.h"
-#include "pipeline/nn/attention.h"
 
 using namespace sdxlb;
 
@@ -108,7 +106,6 @@ int main(int argc, char** argv) {
   if (!folder.is_ok()) return std::fprintf(stderr, "%s\n", folder.status().to_string().c_str()), 4;
   auto unet = load_unet(*folder, variant, at::kHalf, dev);
   if (!unet.is_ok()) return std::fprintf(stderr, "%s\n", unet.status().to_string().c_str()), 4;
-  const int64_t fused_qkv = fuse_self_attention_projections(**unet);
   c10::cuda::device_synchronize();
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   auto inputs = WeightSet::open_file(argv[2]);
@@ -181,7 +178,7 @@ int main(int argc, char** argv) {
                       {"seconds_per_unet_call_batch2_graph", graphed},
                       {"seconds_per_unet_call_batch2_graph_projected_context", graphed_p},
                       {"projected_context_bit_identical", projected_same},
-                      {"fused_qkv_modules", fused_qkv},
+
                       {"load_seconds", load_s},
                       {"batch", sample.size(0)},
                       {"latent", {sample.size(2), sample.size(3)}}};
@@ -200,8 +197,8 @@ int main(int argc, char** argv) {
   std::printf(
       "ours: relative error %.3e vs diffusers; per UNet call (batch %lld): eager %.2f ms, channels-last "
       "%.2f ms (err %.1e), CUDA graph %.2f ms (err %.1e), with the context projected ahead %.2f ms (same "
-      "bits: %s); %lld self-attentions fused; load %.1f s\n",
+      "bits: %s); load %.1f s\n",
       err, static_cast<long long>(sample.size(0)), eager * 1e3, eager_cl * 1e3, err_cl, graphed * 1e3,
-      err_graph, graphed_p * 1e3, projected_same ? "yes" : "NO", static_cast<long long>(fused_qkv), load_s);
+      err_graph, graphed_p * 1e3, projected_same ? "yes" : "NO", load_s);
   return err <= 1e-2 ? 0 : 1;
 }

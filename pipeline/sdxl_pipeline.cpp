@@ -19,7 +19,6 @@
 #include "pipeline/models/tiny_vae.h"
 #include "pipeline/models/unet.h"
 #include "pipeline/models/vae.h"
-#include "pipeline/nn/attention.h"
 #include "pipeline/runtime/denoise_loop.h"
 #include "pipeline/runtime/weight_streamer.h"
 #include "pipeline/samplers/make_sampler.h"
@@ -231,9 +230,6 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
                                                    streamed ? at::Device(at::kCPU) : options.device));
     }
     SDXLB_RETURN_IF_ERROR(loras.apply(*parts.unet, "unet"));
-    // Self-attention's q, k, v projections as one GEMM on the GPU (after LoRA changed the weights; a resident
-    // UNet only, whose parameters stay where they are). The CPU keeps diffusers' three GEMMs.
-    if (options.device.is_cuda() && !streamed) fuse_self_attention_projections(*parts.unet);
     if (options.device.is_cuda()) {
       // Channels-last convolutions: the fastest layout for SDXL's convs on tensor cores. cuDNN picks its
       // algorithms by heuristics, not by timing them (benchmark mode): timings vary between runs and

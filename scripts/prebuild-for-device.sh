@@ -18,8 +18,9 @@ fi
 for t in fused_ops_test speedup_parity_test; do
   [[ -x "$build/tests/$t" ]] && cp "$build/tests/$t" "$out/tests/"
 done
-# libarchive (WebDataset export) and what it needs that a GPU machine may lack.
-for lib in libyaml-cpp.so.0.7 libspdlog.so.1.10 libfmt.so.9 libmpi_cxx.so.40 libarchive.so.13 libnettle.so.8 libacl.so.1 \
+# libarchive (WebDataset export) and what it needs that a GPU machine may lack (not libnettle: the
+# machine's own gnutls needs its newer one).
+for lib in libyaml-cpp.so.0.7 libspdlog.so.1.10 libfmt.so.9 libmpi_cxx.so.40 libarchive.so.13 libacl.so.1 \
   liblz4.so.1 libbz2.so.1.0 libxml2.so.2 libicuuc.so.72 libicudata.so.72; do
   cp -L "/lib/x86_64-linux-gnu/$lib" "$out/lib/"
 done

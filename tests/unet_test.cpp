@@ -17,7 +17,6 @@
 
 #include "oracle_reference.h"
 #include "pipeline/io/model_folder.h"
-#include "pipeline/nn/attention.h"
 #include "test_files.h"
 
 namespace sdxlb {
@@ -144,36 +143,6 @@ TEST(UNetContextProjections, SameBitsAsProjectingInTheCall) {
   ContextProjections none;
   call.projected = &none;
   EXPECT_TRUE(at::equal((*unet)->forward(sample, timestep, context, text, time_ids, call), plain));
-}
-
-// Self-attention's q, k and v as one GEMM (the GPU's resident UNet): the fused weight holds the three
-// parameters (they become views of it, no copy kept), and the output stays within float rounding of
-// diffusers'.
-TEST(UNetFusedQkv, ViewsOfOneWeightAndTheSameOutput) {
-  auto unet = load("tiny-a");
-  ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
-  const Reference ref = reference("tiny-a");
-  const at::Tensor plain = run(*unet, ref);
-  const auto params = (*unet)->named_parameters();
-  const std::string prefix = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.";
-  const at::Tensor q_before = params[prefix + "to_q.weight"].clone();
-  // tiny-a: one self-attention per transformer layer, as many as cross-attentions.
-  EXPECT_EQ(fuse_self_attention_projections(**unet), 1 * 2 + 2 * 2 + 2 + 2 * 3 + 1 * 3);
-  const auto after = (*unet)->named_parameters();
-  const at::Tensor q = after[prefix + "to_q.weight"], k = after[prefix + "to_k.weight"],
-                   v = after[prefix + "to_v.weight"];
-  EXPECT_TRUE(at::equal(q, q_before));
-  EXPECT_EQ(k.data_ptr<float>(), q.data_ptr<float>() + q.numel());
-  EXPECT_EQ(v.data_ptr<float>(), k.data_ptr<float>() + k.numel());
-  const at::Tensor fused = run(*unet, ref);
-  const double e = rel_err(fused, ref.get("out"));
-  std::printf("[tiny-a] fused qkv vs diffusers: max rel err %.3g; vs unfused %.3g\n", e,
-              rel_err(fused, plain));
-  EXPECT_LE(e, kTol);
-  EXPECT_LE(rel_err(fused, plain), 1e-5);
-  // Fusing again is a no-op.
-  EXPECT_EQ(fuse_self_attention_projections(**unet), 1 * 2 + 2 * 2 + 2 + 2 * 3 + 1 * 3);
-  EXPECT_TRUE(at::equal(run(*unet, ref), fused));
 }
 
 TEST(UNetLoad, Fp16VariantLoads) {

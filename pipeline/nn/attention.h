@@ -66,26 +66,14 @@ class AttentionImpl : public torch::nn::Module {
                      const ContextProjections* projected = nullptr);
   /// to_k(context), to_v(context): what forward() projects from a cross-attention context.
   std::pair<at::Tensor, at::Tensor> project_context(const at::Tensor& context);
-  /// Self-attention without projection biases: stores to_q, to_k and to_v's weights as row blocks of one
-  /// [3 · inner, query_dim] tensor (the three parameters become views of it, so no memory is added), and
-  /// forward() then projects with one GEMM instead of three where the keys and values come from x itself
-  /// (not under ToDo). The same products, but another GEMM shape may round differently (issue 16: the exact
-  /// path's rounding, not its method). Call after every weight change (loading, LoRA), before placement
-  /// moves the parameters one by one. Returns whether it fused (false for cross-attention or biases).
-  bool fuse_self_projections();
 
  private:
   AttentionOptions options_;
-  at::Tensor qkv_weight_;  ///< [3 · inner, query_dim] after fuse_self_projections(); undefined before
   Linear to_q_{nullptr};
   Linear to_k_{nullptr};
   Linear to_v_{nullptr};
   Linear to_out_{nullptr};
 };
 TORCH_MODULE(Attention);
-
-/// fuse_self_projections() on every Attention module under `root` (unless SDXLB_DISABLE_FUSION lists
-/// "qkv"); returns how many fused. For a model whose parameters stay where they are (resident placement).
-int64_t fuse_self_attention_projections(torch::nn::Module& root);
 
 }  // namespace sdxlb

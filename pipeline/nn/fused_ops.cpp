@@ -20,7 +20,7 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 4> kFusionNames{"geglu", "groupnorm", "layernorm", "qkv"};
+constexpr std::array<const char*, 3> kFusionNames{"geglu", "groupnorm", "layernorm"};
 
 // Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.

@@ -16,7 +16,6 @@ enum class Fusion {
   kGeglu,      ///< "geglu": GEGLU activation in one kernel
   kGroupNorm,  ///< "groupnorm": channels-last GroupNorm (+ SiLU, + the preceding bias adds) in one pass
   kLayerNorm,  ///< "layernorm": LayerNorm (+ the residual add before it) with one warp per row
-  kQkv,        ///< "qkv": self-attention's q, k and v projections as one GEMM (attention.h)
 };
 bool fusion_enabled(Fusion fusion);
 
