@@ -1,6 +1,7 @@
 // unet_parity: the full-size check of our UNet against diffusers on the GPU, and UNet-call timings.
 //
 //   unet_parity <model dir> <inputs.safetensors> <out.json> [--variant fp16] [--iters 10] [--profile P.json]
+//               [--tome MAX_DOWNSAMPLE[,mlp]]
 //
 // <inputs.safetensors> holds sample, timestep, encoder_hidden_states, text_embeds, time_ids and diffusers'
 // output `expected` (written by bench/unet_reference.py from the same weights). Reports the relative error
@@ -89,16 +90,19 @@ double rel_err(const at::Tensor& a, const at::Tensor& b) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(
-        stderr, "usage: unet_parity <model dir> <inputs.safetensors> <out.json> [--variant V] [--iters N]\n");
+    std::fprintf(stderr,
+                 "usage: unet_parity <model dir> <inputs.safetensors> <out.json> [--variant V] [--iters N] "
+                 "[--profile P.json] [--tome MAX_DOWNSAMPLE[,mlp]]\n");
     return 2;
   }
   std::string variant, profile_path;
   int iters = 10;
+  std::string tome;
   for (int i = 4; i + 1 < argc; i += 2) {
     if (std::string(argv[i]) == "--variant") variant = argv[i + 1];
     if (std::string(argv[i]) == "--iters") iters = std::stoi(argv[i + 1]);
     if (std::string(argv[i]) == "--profile") profile_path = argv[i + 1];
+    if (std::string(argv[i]) == "--tome") tome = argv[i + 1];
   }
   const at::Device dev(at::kCUDA, 0);
   auto t_load = std::chrono::steady_clock::now();
@@ -153,6 +157,20 @@ int main(int argc, char** argv) {
   u->project_context(ehs, projected);
   UNetCall call;
   call.projected = &projected;
+  // --tome: the product's call with ToMe (ratio 0.5, random destinations from a fixed seed, at step 0) on
+  // the levels up to MAX_DOWNSAMPLE, and the MLP too with ",mlp"; the graph then times it (its output is not
+  // the exact model's, so "same bits" says no).
+  TokenMerging merging;
+  TokenReduction tokens;
+  if (!tome.empty()) {
+    merging.ratio = 0.5;
+    merging.max_downsample = std::stoi(tome);
+    merging.merge_mlp = tome.find("mlp") != std::string::npos;
+    tokens.merging = &merging;
+    tokens.seed = at::scalar_tensor(int64_t{1234}, at::TensorOptions().dtype(at::kLong).device(dev));
+    tokens.step = at::scalar_tensor(int64_t{0}, at::TensorOptions().dtype(at::kLong).device(dev));
+    call.tokens = &tokens;
+  }
   auto product_call = [&] { return u->forward(sample_cl, t, ehs, te, ids, call); };
   at::Tensor graph_out_p;
   at::cuda::CUDAGraph graph_p;

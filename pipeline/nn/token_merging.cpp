@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -78,6 +79,18 @@ at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& rows) {
       xc.size(1), m, xc.size(2), c10::cuda::getCurrentCUDAStream(x.device().index())));
   return out;
 }
+
+// gather_rows(x / x.norm(2, -1, keepdim=True), rows) in one kernel.
+at::Tensor gather_normalize_rows(const at::Tensor& x, const at::Tensor& rows) {
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor rc = rows.contiguous();
+  const int64_t batch = xc.size(0), m = rc.size(-1);
+  at::Tensor out = at::empty({batch, m, xc.size(2)}, xc.options());
+  C10_CUDA_CHECK(kernels::launch_gather_normalize_rows(
+      dtype_code(xc), xc.data_ptr(), rc.data_ptr<int64_t>(), rc.size(0) == 1 ? 0 : m, out.data_ptr(), batch,
+      xc.size(1), m, xc.size(2), c10::cuda::getCurrentCUDAStream(x.device().index())));
+  return out;
+}
 #endif
 
 }  // namespace
@@ -127,15 +140,16 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
   m.num_dst_ = num_dst;
   // Cosine similarity of every source to every destination; each source's best destination; the r best
   // pairs merge.
-  const at::Tensor normed = metric / metric.norm(2, /*dim=*/-1, /*keepdim=*/true);
   at::Tensor a, b;
 #ifdef SDXLB_WITH_CUDA
   if (metric.is_cuda()) {
-    a = gather_rows(normed, a_idx.view({1, -1}));
-    b = gather_rows(normed, b_idx.view({1, -1}));
+    // Gathered and normalised in one kernel per side (the same rows of the same normalisation).
+    a = gather_normalize_rows(metric, a_idx.view({1, -1}));
+    b = gather_normalize_rows(metric, b_idx.view({1, -1}));
   }
 #endif
   if (!a.defined()) {
+    const at::Tensor normed = metric / metric.norm(2, /*dim=*/-1, /*keepdim=*/true);
     a = normed.gather(1, m.a_idx_.expand({batch, tokens - num_dst, channels}));
     b = normed.gather(1, m.b_idx_.expand({batch, num_dst, channels}));
   }
@@ -152,7 +166,13 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
   if (metric.is_cuda()) {
     // For the fused kernels: rows of x, built in one kernel from the merged sources sorted (stably) by
     // destination.
-    const auto [dst_sorted, by_dst] = m.dst_idx_.squeeze(-1).sort(/*stable=*/true, /*dim=*/-1, false);
+    // The destinations are ordinals below num_dst: sorted as the narrowest integers that hold them (a radix
+    // sort's passes scale with the key's width).
+    const at::ScalarType key_type = num_dst <= INT16_MAX   ? at::kShort
+                                    : num_dst <= INT32_MAX ? at::kInt
+                                                           : at::kLong;
+    const auto [dst_sorted, by_dst] =
+        m.dst_idx_.squeeze(-1).to(key_type).sort(/*stable=*/true, /*dim=*/-1, false);
     const int64_t unm_len = tokens - num_dst - r;
     m.unm_rows_ = at::empty({batch, unm_len}, i64);
     m.src_rows_ = at::empty({batch, r}, i64);
@@ -162,10 +182,11 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
     m.source_row_ = at::empty({batch, tokens}, i64);
     const at::Tensor e = edge.contiguous(), v = dst_sorted.contiguous(), k = by_dst.contiguous();
     C10_CUDA_CHECK(kernels::launch_merge_plan_rows(
-        e.data_ptr<int64_t>(), v.data_ptr<int64_t>(), k.data_ptr<int64_t>(), a_idx.data_ptr<int64_t>(),
-        b_idx.data_ptr<int64_t>(), batch, tokens, num_dst, r, m.unm_rows_.data_ptr<int64_t>(),
-        m.src_rows_.data_ptr<int64_t>(), m.dst_start_.data_ptr<int64_t>(), m.dst_count_.data_ptr<int64_t>(),
-        m.source_row_.data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream(device.index())));
+        e.data_ptr<int64_t>(), v.data_ptr(), static_cast<int>(v.element_size()), k.data_ptr<int64_t>(),
+        a_idx.data_ptr<int64_t>(), b_idx.data_ptr<int64_t>(), batch, tokens, num_dst, r,
+        m.unm_rows_.data_ptr<int64_t>(), m.src_rows_.data_ptr<int64_t>(), m.dst_start_.data_ptr<int64_t>(),
+        m.dst_count_.data_ptr<int64_t>(), m.source_row_.data_ptr<int64_t>(),
+        c10::cuda::getCurrentCUDAStream(device.index())));
   }
 #endif
   return m;

@@ -77,6 +77,77 @@ __global__ void merge_rows_mean_kernel(const T* __restrict__ x, const int64_t* _
   }
 }
 
+// merge_rows_mean_kernel over 16-byte vectors (16 / sizeof(T) channels per thread): the same sums in the
+// same order, per element, so the same bits.
+template <typename T>
+__global__ void merge_rows_mean_vec_kernel(const uint4* __restrict__ x, const int64_t* __restrict__ unm,
+                                           const int64_t* __restrict__ dst, const int64_t* __restrict__ src,
+                                           const int64_t* __restrict__ start,
+                                           const int64_t* __restrict__ count, uint4* __restrict__ out,
+                                           int64_t batch, int64_t n, int64_t u, int64_t nd, int64_t r,
+                                           int64_t vecs) {
+  constexpr int kPer = 16 / sizeof(T);
+  const int64_t rows = u + nd;
+  const int64_t total = batch * rows * vecs;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t v = i % vecs;
+    const int64_t bt = i / vecs;
+    const int64_t b = bt / rows, t = bt % rows;
+    const uint4* xb = x + b * n * vecs + v;
+    if (t < u) {
+      out[i] = xb[unm[b * u + t] * vecs];
+      continue;
+    }
+    const int64_t j = t - u;
+    const int64_t k0 = start[b * nd + j], cnt = count[b * nd + j];
+    float acc[kPer];
+    {
+      const uint4 d = xb[dst[j] * vecs];
+      const T* e = reinterpret_cast<const T*>(&d);
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) acc[q] = load_float(e + q);
+    }
+    const int64_t* s = src + b * r + k0;
+    for (int64_t k = 0; k < cnt; ++k) {
+      const uint4 w = xb[s[k] * vecs];
+      const T* e = reinterpret_cast<const T*>(&w);
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) acc[q] += load_float(e + q);
+    }
+    uint4 o;
+    T* oe = reinterpret_cast<T*>(&o);
+    const float den = static_cast<float>(cnt + 1);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) oe[q] = store_float<T>(acc[q] / den);
+    out[i] = o;
+  }
+}
+
+// Rows of x gathered and scaled to unit L2 norm, one warp per row: ATen's x / x.norm(2, -1, keepdim) in T
+// (the norm accumulated in float and rounded to T, then the division in float rounded to T).
+template <typename T>
+__global__ void gather_normalize_rows_kernel(const T* __restrict__ x, const int64_t* __restrict__ rows,
+                                             int64_t rows_batch_stride, T* __restrict__ out, int64_t batch,
+                                             int64_t n, int64_t m, int64_t channels) {
+  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= batch * m) return;
+  const int64_t b = warp / m, row = warp % m;
+  const T* xr = x + (b * n + rows[b * rows_batch_stride + row]) * channels;
+  T* o = out + warp * channels;
+  float ss = 0.f;
+  for (int64_t c = lane; c < channels; c += 32) {
+    const float v = load_float(xr + c);
+    ss += v * v;
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  const T norm_t = store_float<T>(sqrtf(ss));
+  const float norm = load_float(&norm_t);
+  for (int64_t c = lane; c < channels; c += 32) o[c] = store_float<T>(load_float(xr + c) / norm);
+}
+
 __device__ __forceinline__ uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -131,8 +202,9 @@ __global__ void __launch_bounds__(kSplitThreads)
   }
 }
 
+template <typename Key>
 __global__ void __launch_bounds__(kPlanThreads)
-    merge_plan_rows_kernel(const int64_t* __restrict__ edge, const int64_t* __restrict__ dst_sorted,
+    merge_plan_rows_kernel(const int64_t* __restrict__ edge, const Key* __restrict__ dst_sorted,
                            const int64_t* __restrict__ by_dst, const int64_t* __restrict__ a_idx,
                            const int64_t* __restrict__ b_idx, int64_t n, int64_t nd, int64_t r,
                            int64_t* __restrict__ unm_rows, int64_t* __restrict__ src_rows,
@@ -140,7 +212,7 @@ __global__ void __launch_bounds__(kPlanThreads)
                            int64_t* __restrict__ source_row) {
   const int64_t b = blockIdx.x, s = n - nd, u = s - r;
   const int64_t* e = edge + b * s;
-  const int64_t* v = dst_sorted + b * r;
+  const Key* v = dst_sorted + b * r;
   int64_t* rows = source_row + b * n;
   int64_t* start = dst_start + b * nd;
   int64_t* count = dst_count + b * nd;
@@ -178,6 +250,14 @@ cudaError_t merge_launch(const void* x, const int64_t* unm, const int64_t* dst, 
                          int64_t u, int64_t nd, int64_t r, int64_t channels, cudaStream_t stream) {
   const int64_t total = batch * (u + nd) * channels;
   if (total <= 0) return cudaSuccess;
+  if ((channels * static_cast<int64_t>(sizeof(T))) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(out) % 16 == 0) {
+    const int64_t vecs = channels * static_cast<int64_t>(sizeof(T)) / 16;
+    merge_rows_mean_vec_kernel<T><<<blocks_for(batch * (u + nd) * vecs, 256), 256, 0, stream>>>(
+        static_cast<const uint4*>(x), unm, dst, src, start, count, static_cast<uint4*>(out), batch, n, u, nd,
+        r, vecs);
+    return cudaGetLastError();
+  }
   merge_rows_mean_kernel<T>
       <<<blocks_for(total, 256), 256, 0, stream>>>(static_cast<const T*>(x), unm, dst, src, start, count,
                                                    static_cast<T*>(out), batch, n, u, nd, r, channels);
@@ -241,15 +321,64 @@ cudaError_t launch_merge_split(const int64_t* cell_pos, int64_t h, int64_t w, in
   return cudaGetLastError();
 }
 
-cudaError_t launch_merge_plan_rows(const int64_t* edge, const int64_t* dst_sorted, const int64_t* by_dst,
-                                   const int64_t* a_idx, const int64_t* b_idx, int64_t batch, int64_t n,
-                                   int64_t nd, int64_t r, int64_t* unm_rows, int64_t* src_rows,
-                                   int64_t* dst_start, int64_t* dst_count, int64_t* source_row,
-                                   cudaStream_t stream) {
+cudaError_t launch_merge_plan_rows(const int64_t* edge, const void* dst_sorted, int key_bytes,
+                                   const int64_t* by_dst, const int64_t* a_idx, const int64_t* b_idx,
+                                   int64_t batch, int64_t n, int64_t nd, int64_t r, int64_t* unm_rows,
+                                   int64_t* src_rows, int64_t* dst_start, int64_t* dst_count,
+                                   int64_t* source_row, cudaStream_t stream) {
   if (batch <= 0) return cudaSuccess;
   if (batch > 65535) return cudaErrorInvalidValue;
-  merge_plan_rows_kernel<<<static_cast<unsigned>(batch), kPlanThreads, 0, stream>>>(
-      edge, dst_sorted, by_dst, a_idx, b_idx, n, nd, r, unm_rows, src_rows, dst_start, dst_count, source_row);
+  const dim3 grid(static_cast<unsigned>(batch));
+  switch (key_bytes) {
+    case 2:
+      merge_plan_rows_kernel<int16_t><<<grid, kPlanThreads, 0, stream>>>(
+          edge, static_cast<const int16_t*>(dst_sorted), by_dst, a_idx, b_idx, n, nd, r, unm_rows, src_rows,
+          dst_start, dst_count, source_row);
+      break;
+    case 4:
+      merge_plan_rows_kernel<int32_t><<<grid, kPlanThreads, 0, stream>>>(
+          edge, static_cast<const int32_t*>(dst_sorted), by_dst, a_idx, b_idx, n, nd, r, unm_rows, src_rows,
+          dst_start, dst_count, source_row);
+      break;
+    case 8:
+      merge_plan_rows_kernel<int64_t><<<grid, kPlanThreads, 0, stream>>>(
+          edge, static_cast<const int64_t*>(dst_sorted), by_dst, a_idx, b_idx, n, nd, r, unm_rows, src_rows,
+          dst_start, dst_count, source_row);
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_gather_normalize_rows(int dtype, const void* x, const int64_t* rows,
+                                         int64_t rows_batch_stride, void* out, int64_t batch, int64_t n,
+                                         int64_t m, int64_t channels, cudaStream_t stream) {
+  const int64_t warps = batch * m;
+  if (warps <= 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  const int64_t blocks64 = (warps * 32 + kThreads - 1) / kThreads;
+  if (blocks64 > 0x7fffffff) return cudaErrorInvalidValue;
+  const unsigned blocks = static_cast<unsigned>(blocks64);
+  switch (dtype) {
+    case 0:
+      gather_normalize_rows_kernel<float>
+          <<<blocks, kThreads, 0, stream>>>(static_cast<const float*>(x), rows, rows_batch_stride,
+                                            static_cast<float*>(out), batch, n, m, channels);
+      break;
+    case 1:
+      gather_normalize_rows_kernel<__half>
+          <<<blocks, kThreads, 0, stream>>>(static_cast<const __half*>(x), rows, rows_batch_stride,
+                                            static_cast<__half*>(out), batch, n, m, channels);
+      break;
+    case 2:
+      gather_normalize_rows_kernel<__nv_bfloat16>
+          <<<blocks, kThreads, 0, stream>>>(static_cast<const __nv_bfloat16*>(x), rows, rows_batch_stride,
+                                            static_cast<__nv_bfloat16*>(out), batch, n, m, channels);
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
   return cudaGetLastError();
 }
 

@@ -44,15 +44,24 @@ cudaError_t launch_merge_split(const int64_t* cell_pos, int64_t h, int64_t w, in
 
 /// The fused kernels' rows from a plan, one block per batch row, for S = N − nd sources and U = S − r:
 ///   edge [B, S]: source ordinals (into a_idx) by decreasing similarity, the first r merged;
-///   dst_sorted [B, r]: the merged sources' destinations (ordinals into b_idx), sorted stably, and
+///   dst_sorted [B, r]: the merged sources' destinations (ordinals into b_idx), sorted stably, as integers
+///   of key_bytes bytes (2, 4 or 8: a narrower key sorts in fewer radix passes), and
 ///   by_dst [B, r]: their positions in edge's first r.
 /// Writes unm_rows [B, U] = a_idx[edge[:, r:]], src_rows [B, r] = a_idx[edge[:, by_dst]], dst_start and
 /// dst_count [B, nd] (a destination's sources are src_rows[start, start + count)), and source_row [B, N]: the
 /// row of the merged tensor each token takes back in the unmerge.
-cudaError_t launch_merge_plan_rows(const int64_t* edge, const int64_t* dst_sorted, const int64_t* by_dst,
-                                   const int64_t* a_idx, const int64_t* b_idx, int64_t batch, int64_t n,
-                                   int64_t nd, int64_t r, int64_t* unm_rows, int64_t* src_rows,
-                                   int64_t* dst_start, int64_t* dst_count, int64_t* source_row,
-                                   cudaStream_t stream);
+cudaError_t launch_merge_plan_rows(const int64_t* edge, const void* dst_sorted, int key_bytes,
+                                   const int64_t* by_dst, const int64_t* a_idx, const int64_t* b_idx,
+                                   int64_t batch, int64_t n, int64_t nd, int64_t r, int64_t* unm_rows,
+                                   int64_t* src_rows, int64_t* dst_start, int64_t* dst_count,
+                                   int64_t* source_row, cudaStream_t stream);
+
+/// out[b, m, :] = normalize(x[b, rows[b · rows_batch_stride + m], :]) with normalize(v) = v / ‖v‖₂ computed
+/// as ATen's `v / v.norm(2, -1, keepdim=True)` in the tensors' dtype (the norm accumulated in float, rounded
+/// to the dtype, the quotient rounded to the dtype): ToMe's cosine-similarity metric for the gathered sources
+/// or destinations, one warp per row.
+cudaError_t launch_gather_normalize_rows(int dtype, const void* x, const int64_t* rows,
+                                         int64_t rows_batch_stride, void* out, int64_t batch, int64_t n,
+                                         int64_t m, int64_t channels, cudaStream_t stream);
 
 }  // namespace sdxlb::kernels
