@@ -36,6 +36,7 @@ build_and_model() {
 # run_row NAME DIR PROMPTS STEPS GUIDANCE BATCH DECODER [MEMORY]: writes DIR/p.txt (PROMPTS numbered prompts)
 # and DIR/job.yaml (1024², fp16, output DIR/out, MEMORY a flow map, default {}), runs the CLI on it, and
 # leaves its output in $out/NAME.stdout and $out/NAME.stderr, with "exit=... wall_s=..." appended to stdout.
+# SDXLB_BENCH_EXTRA_YAML: more job-file lines for every row (e.g. "unet_precision: fp8").
 run_row() {
   local name="$1" d="$2" n="$3" steps="$4" g="$5" b="$6" dec="$7" mem="${8:-{\}}"
   rm -rf "$d"; mkdir -p "$d"
@@ -55,6 +56,7 @@ dtype: fp16
 output: out
 progress_interval_s: 1000
 memory: $mem
+${SDXLB_BENCH_EXTRA_YAML:-}
 YAML
   local start=$EPOCHREALTIME
   "$bin" run "$d/job.yaml" > "$out/$name.stdout" 2> "$out/$name.stderr"

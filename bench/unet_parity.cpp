@@ -1,7 +1,7 @@
 // unet_parity: the full-size check of our UNet against diffusers on the GPU, and UNet-call timings.
 //
 //   unet_parity <model dir> <inputs.safetensors> <out.json> [--variant fp16] [--iters 10] [--profile P.json]
-//               [--tome MAX_DOWNSAMPLE[,mlp]]
+//               [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8]
 //
 // <inputs.safetensors> holds sample, timestep, encoder_hidden_states, text_embeds, time_ids and diffusers'
 // output `expected` (written by bench/unet_reference.py from the same weights). Reports the relative error
@@ -31,6 +31,7 @@
 
 #include "pipeline/io/model_folder.h"
 #include "pipeline/models/unet.h"
+#include "pipeline/nn/fp8.h"
 
 using namespace sdxlb;
 
@@ -92,17 +93,19 @@ int main(int argc, char** argv) {
   if (argc < 4) {
     std::fprintf(stderr,
                  "usage: unet_parity <model dir> <inputs.safetensors> <out.json> [--variant V] [--iters N] "
-                 "[--profile P.json] [--tome MAX_DOWNSAMPLE[,mlp]]\n");
+                 "[--profile P.json] [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8]\n");
     return 2;
   }
   std::string variant, profile_path;
   int iters = 10;
   std::string tome;
+  bool fp8 = false;
   for (int i = 4; i + 1 < argc; i += 2) {
     if (std::string(argv[i]) == "--variant") variant = argv[i + 1];
     if (std::string(argv[i]) == "--iters") iters = std::stoi(argv[i + 1]);
     if (std::string(argv[i]) == "--profile") profile_path = argv[i + 1];
     if (std::string(argv[i]) == "--tome") tome = argv[i + 1];
+    if (std::string(argv[i]) == "--fp8") fp8 = true;
   }
   const at::Device dev(at::kCUDA, 0);
   auto t_load = std::chrono::steady_clock::now();
@@ -110,6 +113,9 @@ int main(int argc, char** argv) {
   if (!folder.is_ok()) return std::fprintf(stderr, "%s\n", folder.status().to_string().c_str()), 4;
   auto unet = load_unet(*folder, variant, at::kHalf, dev);
   if (!unet.is_ok()) return std::fprintf(stderr, "%s\n", unet.status().to_string().c_str()), 4;
+  // --fp8: the transformer linears in e4m3 as unet_precision: fp8 loads them (the relative error is then the
+  // FP8 UNet's against diffusers' fp16).
+  const int64_t fp8_layers = fp8 ? use_fp8_linears(**unet) : 0;
   c10::cuda::device_synchronize();
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   auto inputs = WeightSet::open_file(argv[2]);
@@ -198,6 +204,7 @@ int main(int argc, char** argv) {
                       {"projected_context_bit_identical", projected_same},
 
                       {"load_seconds", load_s},
+                      {"fp8_linears", fp8_layers},
                       {"batch", sample.size(0)},
                       {"latent", {sample.size(2), sample.size(3)}}};
   std::ofstream(argv[3]) << j.dump(2) << "\n";

@@ -108,6 +108,12 @@ void ApproximationFieldReader::read_deep_cache(const YamlField& f) {
   d.where = p_->location(id_set ? fields.at("cache_branch_id").mark() : f.key_node.Mark());
 }
 
+void ApproximationFieldReader::read_unet_precision(const YamlField& f) {
+  static constexpr NamedValue<UNetPrecision> kPrecisions[] = {{"fp16", UNetPrecision::kDefault},
+                                                              {"fp8", UNetPrecision::kFp8}};
+  read_enum(f, kPrecisions, &out_->unet_precision);
+}
+
 void ApproximationFieldReader::check_combination(const std::map<std::string, YamlField>& fields) {
   const auto merging = fields.find("token_merging"), downsampling = fields.find("token_downsampling");
   if (merging == fields.end() || downsampling == fields.end()) return;

@@ -1,5 +1,6 @@
-// The job file's approximation keys (token_merging, token_downsampling, deep_cache) read into an
-// Approximations, with located problems: the part of JobSpec's parser for issue #14's speed-ups.
+// The job file's approximation keys (token_merging, token_downsampling, deep_cache, unet_precision) read
+// into an Approximations, with located problems: the part of JobSpec's parser for issue #14's and #17's
+// speed-ups.
 //
 // Each key is a map of settings, every one optional (`{}`: all defaults); a value that is not a map, an
 // unknown setting, a value out of its range and token_merging together with token_downsampling are problems,
@@ -29,6 +30,8 @@ class ApproximationFieldReader : public YamlFieldReader {
   void read_token_downsampling(const YamlField& f);
   /// Also fills DeepCache::where (from the problem list's file name).
   void read_deep_cache(const YamlField& f);
+  /// unet_precision: fp16 (the default) or fp8.
+  void read_unet_precision(const YamlField& f);
 
   /// After the top-level map is walked (`fields`: its keys seen): records a problem when the job sets both
   /// token_merging and token_downsampling, at the later of the two.

@@ -55,11 +55,11 @@ bool DeepCache::operator==(const DeepCache& o) const {
 
 bool Approximations::operator==(const Approximations& o) const {
   return token_merging == o.token_merging && token_downsampling == o.token_downsampling &&
-         deep_cache == o.deep_cache;
+         deep_cache == o.deep_cache && unet_precision == o.unet_precision;
 }
 
 bool Approximations::empty() const {
-  return !token_merging && !token_downsampling && !deep_cache;
+  return !token_merging && !token_downsampling && !deep_cache && unet_precision == UNetPrecision::kDefault;
 }
 
 std::string Approximations::to_json() const {
@@ -69,6 +69,7 @@ std::string Approximations::to_json() const {
   if (token_merging) j["token_merging"] = json_of(*token_merging);
   if (token_downsampling) j["token_downsampling"] = json_of(*token_downsampling);
   if (deep_cache) j["deep_cache"] = json_of(*deep_cache);
+  if (unet_precision == UNetPrecision::kFp8) j["unet_precision"] = "fp8";
   return j.dump();
 }
 
@@ -92,6 +93,8 @@ std::string Approximations::describe() const {
     add("DeepCache interval " + j.at("cache_interval").dump() + " (" + settings_text(j, {"cache_branch_id"}) +
         ")");
   }
+  if (unet_precision == UNetPrecision::kFp8)
+    add("FP8 UNet (e4m3 transformer linears, per-token and per-channel scales)");
   return out;
 }
 

@@ -85,6 +85,12 @@ struct DeepCache {
   bool operator!=(const DeepCache& other) const { return !(*this == other); }
 };
 
+/// The precision of the UNet's transformer linears (job key unet_precision, issue 17).
+enum class UNetPrecision {
+  kDefault,  ///< "fp16": the job's dtype (fp16 or bf16), as diffusers runs it
+  kFp8,  ///< "fp8": e4m3 GEMMs with per-token activation and per-channel weight scales (pipeline/nn/fp8.h)
+};
+
 /// What a job asks for; every technique unset (the default): the exact computation. The parser refuses
 /// token_merging together with token_downsampling (both change self-attention); either combines with
 /// deep_cache.
@@ -92,11 +98,13 @@ struct Approximations {
   std::optional<TokenMerging> token_merging;
   std::optional<TokenDownsampling> token_downsampling;
   std::optional<DeepCache> deep_cache;
+  UNetPrecision unet_precision = UNetPrecision::kDefault;
 
   /// No technique set.
   bool empty() const;
   /// Compact JSON object with every setting of each technique that is set, keys sorted, e.g.
-  /// {"deep_cache":{"cache_branch_id":0,"cache_interval":3}}; "{}" when none is set. Stable across runs and
+  /// {"deep_cache":{"cache_branch_id":0,"cache_interval":3}} or {"unet_precision":"fp8"}; "{}" when none is
+  /// set. Stable across runs and
   /// machines (a number reads back as written: 0.5 is "0.5"). Item metadata and the resume identity use it.
   std::string to_json() const;
   /// One line for logs, e.g. "ToMe ratio 0.5 (max_downsample 2, sx 2, sy 2, use_rand true, merge_attn

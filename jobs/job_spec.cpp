@@ -563,6 +563,7 @@ void SpecParser::run(const YAML::Node& root) {
       {"token_merging", [&](const Field& f) { approximations.read_token_merging(f); }},
       {"token_downsampling", [&](const Field& f) { approximations.read_token_downsampling(f); }},
       {"deep_cache", [&](const Field& f) { approximations.read_deep_cache(f); }},
+      {"unet_precision", [&](const Field& f) { approximations.read_unet_precision(f); }},
       {"loras", [&](const Field& f) { on_loras(f); }},
       {"batch_size",
        [&](const Field& f) {

@@ -19,6 +19,7 @@
 #include "pipeline/models/tiny_vae.h"
 #include "pipeline/models/unet.h"
 #include "pipeline/models/vae.h"
+#include "pipeline/nn/fp8.h"
 #include "pipeline/runtime/denoise_loop.h"
 #include "pipeline/runtime/weight_streamer.h"
 #include "pipeline/samplers/make_sampler.h"
@@ -46,6 +47,12 @@ struct SdxlPipeline::Parts {
 };
 
 namespace {
+
+// unet_precision: fp8 where no FP8 GEMM runs: the reason, and the way out.
+Status fp8_refused(const std::string& why) {
+  return invalid_argument("unet_precision: fp8 cannot run here: " + why +
+                          ". Use unet_precision: fp16 (the default) on this machine.");
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -157,6 +164,14 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     SDXLB_RETURN_IF_ERROR(check_sampler(parts.scheduler));
   }
 
+  // unet_precision: fp8 on the CPU is refused here, also on rank 0's probe (which loads no UNet), before
+  // anything is written; a GPU without FP8 is found where the UNet loads.
+  if (options.approximations.unet_precision == UNetPrecision::kFp8 && !options.device.is_cuda()) {
+    std::string why;
+    fp8_supported(options.device, &why);
+    return fp8_refused(why);
+  }
+
   // LoRAs: read and matched against the weight headers here (also on rank 0's probe, which loads nothing),
   // fused into each module right after it loads, before placement, channels-last and CUDA graphs.
   SDXLB_ASSIGN_OR_RETURN(const LoraSet loras, LoraSet::open(options.loras, source, options.variant));
@@ -230,6 +245,21 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
                                                    streamed ? at::Device(at::kCPU) : options.device));
     }
     SDXLB_RETURN_IF_ERROR(loras.apply(*parts.unet, "unet"));
+    if (options.approximations.unet_precision == UNetPrecision::kFp8) {
+      // After LoRA (the e4m3 weights are quantised from the merged ones), before placement.
+      std::string why;
+      if (!fp8_supported(options.device, &why)) return fp8_refused(why);
+      if (streamed)
+        return unimplemented(
+            "unet_precision: fp8 runs with memory.placement: resident only so far (the weight streamer "
+            "moves fp16 weights); the memory plan chose a streamed placement. Give the job a GPU where the "
+            "UNet fits, set memory.placement: resident, or use unet_precision: fp16");
+      const int64_t switched = use_fp8_linears(*parts.unet);
+      p->precision_summary_ = "UNet: " + std::to_string(switched) +
+                              " transformer linears in FP8 (e4m3, per-token and per-channel scales); "
+                              "convolutions, norms and attention in " +
+                              std::string(options.dtype == at::kBFloat16 ? "bf16" : "fp16");
+    }
     if (options.device.is_cuda()) {
       // Channels-last convolutions: the fastest layout for SDXL's convs on tensor cores. cuDNN picks its
       // algorithms by heuristics, not by timing them (benchmark mode): timings vary between runs and
@@ -316,7 +346,8 @@ void SdxlPipeline::release_text_encoders() {
 std::string SdxlPipeline::placement_summary() const {
   switch (options_.placement) {
     case Placement::kResident:
-      return "placement: resident (the UNet stays on the GPU)";
+      return "placement: resident (the UNet stays on the GPU)" +
+             (precision_summary_.empty() ? std::string() : "; " + precision_summary_);
     case Placement::kModelOffload:
       return "placement: model offload (the UNet leaves the GPU while the VAE decodes)";
     case Placement::kStreamed:

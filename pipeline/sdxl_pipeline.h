@@ -162,7 +162,8 @@ class SdxlPipeline {
   const PhaseTimes& last_times() const { return times_; }
   /// The scheduler that denoises: the folder's config with the job's choice applied.
   const SchedulerConfig& scheduler_config() const;
-  /// One line on where the UNet's weights are (after the first denoise for streamed placements).
+  /// One line on where the UNet's weights are (after the first denoise for streamed placements), and in
+  /// which precision when unet_precision is fp8.
   std::string placement_summary() const;
 
  private:
@@ -173,7 +174,7 @@ class SdxlPipeline {
   std::unique_ptr<Parts> parts_;
   bool force_zeros_ = true;
   int64_t prompt_dim_ = 0, pooled_dim_ = 0;
-  std::string text_encoder_id_, model_id_, loras_summary_;
+  std::string text_encoder_id_, model_id_, loras_summary_, precision_summary_;
   PhaseTimes times_;
 };
 

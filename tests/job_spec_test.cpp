@@ -821,6 +821,28 @@ TEST_F(JobSpecTest, DeepCacheRecordsWhereItsBranchIdIsWritten) {
   EXPECT_EQ(parsed->approximations.deep_cache->where, "<job>:5:1");
 }
 
+// unet_precision (issue 17): fp16 (the default, the job's dtype) or fp8; fp8 is part of the identity and the
+// items' metadata as the other approximations are, fp16 changes nothing.
+TEST_F(JobSpecTest, UNetPrecision) {
+  auto minimal = load(kMinimal);
+  ASSERT_TRUE(minimal.is_ok()) << minimal.status().message();
+  auto fp16 = load(std::string(kMinimal) + "unet_precision: fp16\n");
+  ASSERT_TRUE(fp16.is_ok()) << fp16.status().message();
+  EXPECT_TRUE(fp16->approximations.empty());
+  EXPECT_EQ(fp16->identity("m"), minimal->identity("m"));
+  auto fp8 = load(std::string(kMinimal) + "unet_precision: fp8\n");
+  ASSERT_TRUE(fp8.is_ok()) << fp8.status().message();
+  EXPECT_EQ(fp8->approximations.unet_precision, UNetPrecision::kFp8);
+  EXPECT_FALSE(fp8->approximations.empty());
+  EXPECT_EQ(fp8->approximations.to_json(), "{\"unet_precision\":\"fp8\"}");
+  EXPECT_NE(fp8->identity("m"), minimal->identity("m"));
+  EXPECT_HAS(fp8->approximations.describe(), "FP8 UNet");
+  const std::string m = error_of(std::string(kMinimal) + "unet_precision: int8\n");
+  EXPECT_HAS(m, "job.yaml:5:17: unet_precision");
+  EXPECT_HAS(m, "fp16");
+  EXPECT_HAS(m, "fp8");
+}
+
 TEST_F(JobSpecTest, TokenMergingRatioOutOfRange) {
   std::string m = error_of(std::string(kMinimal) + "token_merging: {ratio: 1.0}\n");
   EXPECT_HAS(m,

@@ -263,6 +263,21 @@ TEST(TokenMerge, CudaKernelsMatchCpu) {
     ASSERT_TRUE(gpu.active());
     EXPECT_TRUE(at::equal(cpu.sources(), gpu.sources().cpu()));
     EXPECT_TRUE(at::equal(cpu.destinations(), gpu.destinations().cpu()));
+    // The plan's kernels (gather + normalise, the sorts, the rows) against ATen's ops on the same device:
+    // the same merged tokens, in the same places. In fp16 too (the product's dtype: 16-bit sort keys). The
+    // metric's rows have four entries of ±0.5 (norm 1), so every normalisation and score is exact in any
+    // order and many scores tie: the sorts must keep ties in order as ATen's stable sort does.
+    const at::Tensor picks = at::rand({2, h * w, 40}).argsort(/*stable=*/false, /*dim=*/-1).slice(-1, 0, 4);
+    const at::Tensor signs = (at::randint(0, 2, {2, h * w, 4}).to(at::kFloat) * 2 - 1) * 0.5;
+    const at::Tensor exact = at::zeros({2, h * w, 40}).scatter_(-1, picks, signs).cuda();
+    for (const at::ScalarType dt : {at::kFloat, at::kHalf}) {
+      SCOPED_TRACE(c10::toString(dt));
+      const TokenMerge fused = TokenMerge::plan(exact.to(dt), w, h, 2, 2, r, {});
+      const TokenMerge ref = TokenMerge::plan_reference(exact.to(dt), w, h, 2, 2, r, {});
+      const at::Tensor fy = gy.to(dt);
+      EXPECT_LT(max_abs_diff(fused.merge(fy), ref.merge(fy)), dt == at::kFloat ? 1e-5f : 1e-2f);
+      EXPECT_TRUE(at::equal(fused.unmerge(fused.merge(fy)), ref.unmerge(fused.merge(fy))));
+    }
     const at::Tensor merged = gpu.merge(gy);
     EXPECT_LT(max_abs_diff(gpu.merge_reference(gy), merged), 1e-5f);
     EXPECT_TRUE(at::equal(gpu.unmerge(merged), gpu.unmerge_reference(merged)));
@@ -321,6 +336,21 @@ TEST(DeepCacheBranch, BeyondTheUNetIsRefused) {
         << want << ": " << pipe.status().message();
   a.deep_cache->cache_branch_id = 8;
   EXPECT_TRUE(load(c, a).is_ok());
+}
+
+// unet_precision: fp8 where no FP8 GEMM runs (here: the CPU) is refused when the model loads, with the reason
+// and the way out; never silently fp16.
+TEST(Fp8Unet, RefusedOnTheCpu) {
+  json c = find_case("deepcache_i3_b0");
+  Approximations a;
+  a.unet_precision = UNetPrecision::kFp8;
+  auto pipe = load(c, a);
+  ASSERT_FALSE(pipe.is_ok());
+  EXPECT_EQ(pipe.status().code(), StatusCode::kInvalidArgument) << pipe.status().to_string();
+  for (const char* want :
+       {"unet_precision: fp8 cannot run here", "compute capability 8.9", "unet_precision: fp16"})
+    EXPECT_NE(pipe.status().message().find(want), std::string::npos)
+        << want << ": " << pipe.status().message();
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "pipeline/nn/fp8.h"
 #include "pipeline/nn/fused_ops.h"
 
 namespace sdxlb {
@@ -20,6 +21,7 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  if (fp8_weight.defined()) return fp8_linear(x, {fp8_weight, fp8_scale}, bias);
   return at::linear(x, weight, bias);
 }
 

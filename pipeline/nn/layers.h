@@ -29,6 +29,10 @@ class LinearImpl : public torch::nn::Module {
 
   at::Tensor weight;  ///< [out_features, in_features]
   at::Tensor bias;    ///< [out_features], undefined without bias
+  /// Set by use_fp8_linears (fp8.h): the weight in e4m3 [out, in] with per-output-channel scales [1, out];
+  /// forward() then runs fp8_linear and `weight` is empty. Undefined otherwise.
+  at::Tensor fp8_weight;
+  at::Tensor fp8_scale;
 };
 TORCH_MODULE(Linear);
 

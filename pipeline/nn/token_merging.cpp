@@ -97,6 +97,16 @@ at::Tensor gather_normalize_rows(const at::Tensor& x, const at::Tensor& rows) {
 
 TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int64_t sx, int64_t sy, int64_t r,
                             const at::Tensor& rand_idx) {
+  return plan_with(metric, w, h, sx, sy, r, rand_idx, /*kernels=*/true);
+}
+
+TokenMerge TokenMerge::plan_reference(const at::Tensor& metric, int64_t w, int64_t h, int64_t sx, int64_t sy,
+                                      int64_t r, const at::Tensor& rand_idx) {
+  return plan_with(metric, w, h, sx, sy, r, rand_idx, /*kernels=*/false);
+}
+
+TokenMerge TokenMerge::plan_with(const at::Tensor& metric, int64_t w, int64_t h, int64_t sx, int64_t sy,
+                                 int64_t r, const at::Tensor& rand_idx, bool kernels) {
   TokenMerge m;
   const int64_t batch = metric.size(0), tokens = metric.size(1), channels = metric.size(2);
   if (r <= 0) return m;
@@ -106,8 +116,9 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
   const int64_t hsy = h / sy, wsx = w / sx;
   const int64_t num_dst = hsy * wsx;
   at::Tensor a_idx, b_idx;  // [N − num_dst] sources, [num_dst] destinations
+  const bool fused = kernels && metric.is_cuda();
 #ifdef SDXLB_WITH_CUDA
-  if (metric.is_cuda()) {
+  if (fused) {
     // One kernel for the buffer, its scatter and its argsort.
     a_idx = at::empty({tokens - num_dst}, i64);
     b_idx = at::empty({num_dst}, i64);
@@ -142,7 +153,7 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
   // pairs merge.
   at::Tensor a, b;
 #ifdef SDXLB_WITH_CUDA
-  if (metric.is_cuda()) {
+  if (fused) {
     // Gathered and normalised in one kernel per side (the same rows of the same normalisation).
     a = gather_normalize_rows(metric, a_idx.view({1, -1}));
     b = gather_normalize_rows(metric, b_idx.view({1, -1}));
@@ -156,30 +167,52 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
   const at::Tensor scores = at::matmul(a, b.transpose(-1, -2));
   r = std::min(a.size(1), r);
   auto [node_max, node_idx] = scores.max(-1);
-  const at::Tensor edge = node_max.argsort(/*stable=*/true, /*dim=*/-1, /*descending=*/true);
-  const at::Tensor edge_idx = edge.unsqueeze(-1);
-  m.unm_idx_ = edge_idx.slice(1, r);
-  m.src_idx_ = edge_idx.slice(1, 0, r);
-  m.dst_idx_ = node_idx.unsqueeze(-1).gather(-2, m.src_idx_);
   m.r_ = r;
 #ifdef SDXLB_WITH_CUDA
-  if (metric.is_cuda()) {
-    // For the fused kernels: rows of x, built in one kernel from the merged sources sorted (stably) by
-    // destination.
-    // The destinations are ordinals below num_dst: sorted as the narrowest integers that hold them (a radix
-    // sort's passes scale with the key's width).
-    const at::ScalarType key_type = num_dst <= INT16_MAX   ? at::kShort
-                                    : num_dst <= INT32_MAX ? at::kInt
-                                                           : at::kLong;
-    const auto [dst_sorted, by_dst] =
-        m.dst_idx_.squeeze(-1).to(key_type).sort(/*stable=*/true, /*dim=*/-1, false);
-    const int64_t unm_len = tokens - num_dst - r;
-    m.unm_rows_ = at::empty({batch, unm_len}, i64);
+  if (fused) {
+    // The rest of the plan in one kernel where it fits (up to 4096 sources); else the ATen ops below, then
+    // the rows kernel.
+    const int64_t s = tokens - num_dst;
+    const at::Tensor nm = node_max.contiguous(), ni = node_idx.contiguous();
+    at::Tensor edge = at::empty({batch, s}, i64), dst = at::empty({batch, r}, i64);
+    m.unm_rows_ = at::empty({batch, s - r}, i64);
     m.src_rows_ = at::empty({batch, r}, i64);
     m.dst_rows_ = b_idx;
     m.dst_start_ = at::empty({batch, num_dst}, i64);
     m.dst_count_ = at::empty({batch, num_dst}, i64);
     m.source_row_ = at::empty({batch, tokens}, i64);
+    const cudaError_t err = kernels::launch_merge_plan(
+        dtype_code(nm), nm.data_ptr(), ni.data_ptr<int64_t>(), a_idx.data_ptr<int64_t>(),
+        b_idx.data_ptr<int64_t>(), batch, tokens, num_dst, r, edge.data_ptr<int64_t>(),
+        dst.data_ptr<int64_t>(), m.unm_rows_.data_ptr<int64_t>(), m.src_rows_.data_ptr<int64_t>(),
+        m.dst_start_.data_ptr<int64_t>(), m.dst_count_.data_ptr<int64_t>(), m.source_row_.data_ptr<int64_t>(),
+        c10::cuda::getCurrentCUDAStream(device.index()));
+    if (err == cudaSuccess) {
+      const at::Tensor edge_idx = edge.unsqueeze(-1);
+      m.unm_idx_ = edge_idx.slice(1, r);
+      m.src_idx_ = edge_idx.slice(1, 0, r);
+      m.dst_idx_ = dst.unsqueeze(-1);
+      return m;
+    }
+    if (err != cudaErrorInvalidValue) C10_CUDA_CHECK(err);
+    (void)cudaGetLastError();
+  }
+#endif
+  const at::Tensor edge = node_max.argsort(/*stable=*/true, /*dim=*/-1, /*descending=*/true);
+  const at::Tensor edge_idx = edge.unsqueeze(-1);
+  m.unm_idx_ = edge_idx.slice(1, r);
+  m.src_idx_ = edge_idx.slice(1, 0, r);
+  m.dst_idx_ = node_idx.unsqueeze(-1).gather(-2, m.src_idx_);
+#ifdef SDXLB_WITH_CUDA
+  if (fused) {
+    // For the fused kernels: rows of x, built in one kernel from the merged sources sorted (stably) by
+    // destination. The destinations are ordinals below num_dst: sorted as the narrowest integers that hold
+    // them (a radix sort's passes scale with the key's width).
+    const at::ScalarType key_type = num_dst <= INT16_MAX   ? at::kShort
+                                    : num_dst <= INT32_MAX ? at::kInt
+                                                           : at::kLong;
+    const auto [dst_sorted, by_dst] =
+        m.dst_idx_.squeeze(-1).to(key_type).sort(/*stable=*/true, /*dim=*/-1, false);
     const at::Tensor e = edge.contiguous(), v = dst_sorted.contiguous(), k = by_dst.contiguous();
     C10_CUDA_CHECK(kernels::launch_merge_plan_rows(
         e.data_ptr<int64_t>(), v.data_ptr(), static_cast<int>(v.element_size()), k.data_ptr<int64_t>(),
@@ -195,7 +228,7 @@ TokenMerge TokenMerge::plan(const at::Tensor& metric, int64_t w, int64_t h, int6
 at::Tensor TokenMerge::merge(const at::Tensor& x) const {
   if (!active()) return x;
 #ifdef SDXLB_WITH_CUDA
-  if (x.is_cuda()) {
+  if (x.is_cuda() && unm_rows_.defined()) {
     const int64_t batch = x.size(0), channels = x.size(-1);
     const at::Tensor xc = x.contiguous();
     const int64_t unm_len = unm_rows_.size(1);
@@ -226,7 +259,7 @@ at::Tensor TokenMerge::merge_reference(const at::Tensor& x) const {
 at::Tensor TokenMerge::unmerge(const at::Tensor& x) const {
   if (!active()) return x;
 #ifdef SDXLB_WITH_CUDA
-  if (x.is_cuda()) return gather_rows(x, source_row_);
+  if (x.is_cuda() && source_row_.defined()) return gather_rows(x, source_row_);
 #endif
   return unmerge_reference(x);
 }

@@ -37,6 +37,10 @@ class TokenMerge {
   /// position, tomesd's no_rand).
   static TokenMerge plan(const at::Tensor& metric, int64_t w, int64_t h, int64_t sx, int64_t sy, int64_t r,
                          const at::Tensor& rand_idx);
+  /// plan() as tomesd's ATen ops on any device (what the CPU runs; on CUDA the reference the plan's kernels
+  /// are tested against). Its merge and unmerge run the ATen ops too.
+  static TokenMerge plan_reference(const at::Tensor& metric, int64_t w, int64_t h, int64_t sx, int64_t sy,
+                                   int64_t r, const at::Tensor& rand_idx);
 
   bool active() const { return r_ > 0; }
   /// x [B, N, C] → [B, N − r, C]: unmerged sources, then destinations with their merged sources averaged.
@@ -53,6 +57,9 @@ class TokenMerge {
   at::Tensor destinations() const { return b_idx_.defined() ? b_idx_.view({-1}) : at::Tensor(); }
 
  private:
+  static TokenMerge plan_with(const at::Tensor& metric, int64_t w, int64_t h, int64_t sx, int64_t sy,
+                              int64_t r, const at::Tensor& rand_idx, bool kernels);
+
   int64_t batch_ = 0, tokens_ = 0, num_dst_ = 0, r_ = 0;
   at::Tensor a_idx_, b_idx_;                // [1, N − num_dst, 1] sources, [1, num_dst, 1] destinations
   at::Tensor unm_idx_, src_idx_, dst_idx_;  // [B, ., 1]

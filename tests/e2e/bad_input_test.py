@@ -141,6 +141,15 @@ class BadInput(unittest.TestCase):
         self.case("deepcache-interval", GOOD + "deep_cache:\n  cache_interval: 0\n",
                   expect=["job.yaml:11:19", "deep_cache.cache_interval: 0 is out of range", ">= 1"])
 
+    def test_fp8_unet_on_the_cpu_is_refused(self):
+        # Never silently fp16: refused before anything is written, with the reason and the way out.
+        self.case("fp8-cpu", GOOD + "unet_precision: fp8\n",
+                  expect=["unet_precision: fp8 cannot run here", "compute capability 8.9", "this job runs on the cpu",
+                          "unet_precision: fp16"])
+
+    def test_unet_precision_unknown_value(self):
+        self.case("fp8-int8", GOOD + "unet_precision: int8\n", expect=["job.yaml:10:17", "unet_precision", "fp8"])
+
     def test_token_merging_with_token_downsampling_is_refused(self):
         self.case("tome-todo", GOOD + "token_merging: {{}}\ntoken_downsampling: {{factor: 4}}\n",
                   expect=["job.yaml:11:1", "token_downsampling: cannot be combined with token_merging",

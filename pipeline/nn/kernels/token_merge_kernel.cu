@@ -5,6 +5,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cub/block/block_radix_sort.cuh>
 #include <cub/block/block_scan.cuh>
 
 #include "pipeline/nn/kernels/element_types.cuh"
@@ -108,12 +109,20 @@ __global__ void merge_rows_mean_vec_kernel(const uint4* __restrict__ x, const in
 #pragma unroll
       for (int q = 0; q < kPer; ++q) acc[q] = load_float(e + q);
     }
+    // Four sources' loads in flight at a time (a destination may have many), added in order.
     const int64_t* s = src + b * r + k0;
-    for (int64_t k = 0; k < cnt; ++k) {
-      const uint4 w = xb[s[k] * vecs];
-      const T* e = reinterpret_cast<const T*>(&w);
+    for (int64_t k = 0; k < cnt; k += 4) {
+      uint4 w[4];
 #pragma unroll
-      for (int q = 0; q < kPer; ++q) acc[q] += load_float(e + q);
+      for (int p = 0; p < 4; ++p)
+        if (k + p < cnt) w[p] = xb[s[k + p] * vecs];
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        if (k + p >= cnt) break;
+        const T* e = reinterpret_cast<const T*>(&w[p]);
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) acc[q] += load_float(e + q);
+      }
     }
     uint4 o;
     T* oe = reinterpret_cast<T*>(&o);
@@ -238,6 +247,124 @@ __global__ void __launch_bounds__(kPlanThreads)
   for (int64_t k = threadIdx.x; k < r; k += blockDim.x) {
     if (k == 0 || v[k - 1] != v[k]) start[v[k]] = k;
     if (k == r - 1 || v[k + 1] != v[k]) count[v[k]] = k + 1;
+  }
+  __syncthreads();
+  for (int64_t j = threadIdx.x; j < nd; j += blockDim.x)
+    if (count[j] > 0) count[j] -= start[j];
+}
+
+// The whole merge plan after the similarity's row maxima, for up to kSortCap sources, in one block per batch
+// row: the sources by decreasing best similarity (a stable argsort: equal scores keep their order), the
+// merged sources' destinations, those sorted stably, and the fused kernels' rows (as merge_plan_rows_kernel).
+constexpr int kSortThreads = 512;
+constexpr int kSortItems = 8;
+constexpr int kSortCap = kSortThreads * kSortItems;
+
+// An unsigned key whose ascending order is the float's descending order (IEEE bits; -0 counts as +0).
+template <typename Bits>
+__device__ __forceinline__ Bits descending_key(Bits bits) {
+  constexpr Bits kSign = static_cast<Bits>(Bits(1) << (sizeof(Bits) * 8 - 1));
+  if (bits == kSign) bits = 0;
+  const Bits ascending = (bits & kSign) ? static_cast<Bits>(~bits) : static_cast<Bits>(bits | kSign);
+  return static_cast<Bits>(~ascending);
+}
+
+template <typename T, typename Bits>
+__global__ void __launch_bounds__(kSortThreads)
+    merge_plan_kernel(const T* __restrict__ node_max, const int64_t* __restrict__ node_idx,
+                      const int64_t* __restrict__ a_idx, const int64_t* __restrict__ b_idx, int64_t n,
+                      int64_t nd, int64_t r, int64_t* __restrict__ edge_out, int64_t* __restrict__ dst_out,
+                      int64_t* __restrict__ unm_rows, int64_t* __restrict__ src_rows,
+                      int64_t* __restrict__ dst_start, int64_t* __restrict__ dst_count,
+                      int64_t* __restrict__ source_row) {
+  using ScoreSort = cub::BlockRadixSort<Bits, kSortThreads, kSortItems, int16_t>;
+  using DstSort = cub::BlockRadixSort<uint16_t, kSortThreads, kSortItems, int16_t>;
+  __shared__ union {
+    typename ScoreSort::TempStorage score;
+    typename DstSort::TempStorage dst;
+  } temp;
+  __shared__ int16_t edge[kSortCap];         // source ordinals by decreasing score
+  __shared__ uint16_t dst_sorted[kSortCap];  // the first r's destinations, sorted
+  __shared__ int16_t by_dst[kSortCap];       // their positions in edge
+  const int64_t b = blockIdx.x, s = n - nd, u = s - r;
+  const int first = static_cast<int>(threadIdx.x) * kSortItems;
+  {
+    Bits keys[kSortItems];
+    int16_t vals[kSortItems];
+#pragma unroll
+    for (int j = 0; j < kSortItems; ++j) {
+      const int i = first + j;
+      if (i < s) {
+        const T v = node_max[b * s + i];
+        Bits bits;
+        memcpy(&bits, &v, sizeof(Bits));
+        keys[j] = descending_key(bits);
+      } else {
+        keys[j] = static_cast<Bits>(~Bits(0));
+      }
+      vals[j] = static_cast<int16_t>(i);
+    }
+    ScoreSort(temp.score).Sort(keys, vals);
+#pragma unroll
+    for (int j = 0; j < kSortItems; ++j) {
+      const int i = first + j;
+      if (i < s) {
+        edge[i] = vals[j];
+        edge_out[b * s + i] = vals[j];
+      }
+    }
+  }
+  __syncthreads();
+  {
+    uint16_t keys[kSortItems];
+    int16_t vals[kSortItems];
+#pragma unroll
+    for (int j = 0; j < kSortItems; ++j) {
+      const int k = first + j;
+      if (k < r) {
+        const int64_t d = node_idx[b * s + edge[k]];
+        dst_out[b * r + k] = d;
+        keys[j] = static_cast<uint16_t>(d);
+      } else {
+        keys[j] = 0xffff;
+      }
+      vals[j] = static_cast<int16_t>(k);
+    }
+    DstSort(temp.dst).Sort(keys, vals);
+#pragma unroll
+    for (int j = 0; j < kSortItems; ++j) {
+      const int k = first + j;
+      if (k < r) {
+        dst_sorted[k] = keys[j];
+        by_dst[k] = vals[j];
+      }
+    }
+  }
+  int64_t* rows = source_row + b * n;
+  int64_t* start = dst_start + b * nd;
+  int64_t* count = dst_count + b * nd;
+  for (int64_t t = threadIdx.x; t < u; t += blockDim.x) {
+    const int64_t row = a_idx[edge[r + t]];
+    unm_rows[b * u + t] = row;
+    rows[row] = t;
+  }
+  for (int64_t j = threadIdx.x; j < nd; j += blockDim.x) {
+    rows[b_idx[j]] = u + j;
+    start[j] = 0;
+    count[j] = 0;
+  }
+  __syncthreads();
+  for (int64_t k = threadIdx.x; k < r; k += blockDim.x) {
+    const int64_t row = a_idx[edge[by_dst[k]]];
+    src_rows[b * r + k] = row;
+    rows[row] = u + dst_sorted[k];
+  }
+  // Each run of equal destinations: its first position is the start, its last + 1 (kept in count until
+  // the next pass) its end.
+  for (int64_t k = threadIdx.x; k < r; k += blockDim.x) {
+    const uint16_t v = dst_sorted[k];
+    if (k == 0 || dst_sorted[k - 1] != v) start[v] = k;
+    if (k == r - 1 || dst_sorted[k + 1] != v) count[v] = k + 1;
   }
   __syncthreads();
   for (int64_t j = threadIdx.x; j < nd; j += blockDim.x)
@@ -375,6 +502,36 @@ cudaError_t launch_gather_normalize_rows(int dtype, const void* x, const int64_t
       gather_normalize_rows_kernel<__nv_bfloat16>
           <<<blocks, kThreads, 0, stream>>>(static_cast<const __nv_bfloat16*>(x), rows, rows_batch_stride,
                                             static_cast<__nv_bfloat16*>(out), batch, n, m, channels);
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_merge_plan(int dtype, const void* node_max, const int64_t* node_idx, const int64_t* a_idx,
+                              const int64_t* b_idx, int64_t batch, int64_t n, int64_t nd, int64_t r,
+                              int64_t* edge, int64_t* dst_idx, int64_t* unm_rows, int64_t* src_rows,
+                              int64_t* dst_start, int64_t* dst_count, int64_t* source_row,
+                              cudaStream_t stream) {
+  if (batch <= 0) return cudaSuccess;
+  if (batch > 65535 || n - nd > kSortCap || nd >= 0xffff || r < 0 || r > n - nd) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(batch));
+  switch (dtype) {
+    case 0:
+      merge_plan_kernel<float, uint32_t><<<grid, kSortThreads, 0, stream>>>(
+          static_cast<const float*>(node_max), node_idx, a_idx, b_idx, n, nd, r, edge, dst_idx, unm_rows,
+          src_rows, dst_start, dst_count, source_row);
+      break;
+    case 1:
+      merge_plan_kernel<__half, uint16_t><<<grid, kSortThreads, 0, stream>>>(
+          static_cast<const __half*>(node_max), node_idx, a_idx, b_idx, n, nd, r, edge, dst_idx, unm_rows,
+          src_rows, dst_start, dst_count, source_row);
+      break;
+    case 2:
+      merge_plan_kernel<__nv_bfloat16, uint16_t><<<grid, kSortThreads, 0, stream>>>(
+          static_cast<const __nv_bfloat16*>(node_max), node_idx, a_idx, b_idx, n, nd, r, edge, dst_idx,
+          unm_rows, src_rows, dst_start, dst_count, source_row);
       break;
     default:
       return cudaErrorInvalidValue;

@@ -56,6 +56,19 @@ cudaError_t launch_merge_plan_rows(const int64_t* edge, const void* dst_sorted, 
                                    int64_t* src_rows, int64_t* dst_start, int64_t* dst_count,
                                    int64_t* source_row, cudaStream_t stream);
 
+/// The merge plan from the similarity's row maxima in one kernel (one block per batch row), for up to 4096
+/// sources (S = N − nd) and nd < 65535 destinations, else cudaErrorInvalidValue before launching (the caller
+/// then runs the ATen ops and launch_merge_plan_rows). node_max [B, S] (dtype code as above) and node_idx
+/// [B, S] int64 are each source's best score and destination. Writes edge [B, S]: the source ordinals by
+/// decreasing score, equal scores in increasing ordinal (ATen's stable descending argsort); dst_idx [B, r]:
+/// node_idx at edge's first r; and unm_rows, src_rows, dst_start, dst_count and source_row as
+/// launch_merge_plan_rows does from them.
+cudaError_t launch_merge_plan(int dtype, const void* node_max, const int64_t* node_idx, const int64_t* a_idx,
+                              const int64_t* b_idx, int64_t batch, int64_t n, int64_t nd, int64_t r,
+                              int64_t* edge, int64_t* dst_idx, int64_t* unm_rows, int64_t* src_rows,
+                              int64_t* dst_start, int64_t* dst_count, int64_t* source_row,
+                              cudaStream_t stream);
+
 /// out[b, m, :] = normalize(x[b, rows[b · rows_batch_stride + m], :]) with normalize(v) = v / ‖v‖₂ computed
 /// as ATen's `v / v.norm(2, -1, keepdim=True)` in the tensors' dtype (the norm accumulated in float, rounded
 /// to the dtype, the quotient rounded to the dtype): ToMe's cosine-similarity metric for the gathered sources

@@ -1,0 +1,116 @@
+#include "pipeline/nn/fp8.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+#include <c10/util/Exception.h>
+
+#include "pipeline/nn/layers.h"
+
+#ifdef SDXLB_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "pipeline/nn/kernels/fp8_quantize_kernel.h"
+#endif
+
+namespace sdxlb {
+namespace {
+
+constexpr double kE4m3Max = 448.0;
+constexpr double kMinScale = 5.9604644775390625e-08;  // 2^-24
+
+}  // namespace
+
+bool fp8_supported(const c10::Device& device, std::string* why) {
+  auto no = [&](const std::string& reason) {
+    if (why != nullptr) *why = reason;
+    return false;
+  };
+  if (!device.is_cuda())
+    return no(
+        "FP8 GEMMs need a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper); this job runs on the " +
+        device.str());
+#ifdef SDXLB_WITH_CUDA
+  const cudaDeviceProp* p = at::cuda::getDeviceProperties(device.index() < 0 ? 0 : device.index());
+  if (p->major * 10 + p->minor < 89)
+    return no(std::string("FP8 GEMMs need a GPU of compute capability 8.9 or newer (Ada, Hopper); ") +
+              p->name + " is " + std::to_string(p->major) + "." + std::to_string(p->minor));
+  return true;
+#else
+  return no("this build has no CUDA, and FP8 GEMMs need a CUDA GPU of compute capability 8.9 or newer");
+#endif
+}
+
+std::pair<at::Tensor, at::Tensor> quantize_rows_reference(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2, "quantize_rows: expected [rows, cols], got ", x.sizes());
+  const at::Tensor f = x.to(at::kFloat);
+  const at::Tensor scale = (f.abs().amax(-1, /*keepdim=*/true) / kE4m3Max).clamp_min(kMinScale);
+  return {(f / scale).to(at::kFloat8_e4m3fn), scale};
+}
+
+std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x) {
+#ifdef SDXLB_WITH_CUDA
+  if (x.is_cuda() && x.dim() == 2 && x.is_contiguous() &&
+      (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16)) {
+    const int64_t rows = x.size(0), cols = x.size(1);
+    at::Tensor q = at::empty({rows, cols}, x.options().dtype(at::kFloat8_e4m3fn));
+    at::Tensor scale = at::empty({rows, 1}, x.options().dtype(at::kFloat));
+    C10_CUDA_CHECK(kernels::launch_quantize_rows_e4m3(x.scalar_type() == at::kHalf ? 1 : 2, x.data_ptr(),
+                                                      rows, cols, q.data_ptr(), scale.data_ptr<float>(),
+                                                      c10::cuda::getCurrentCUDAStream(x.device().index())));
+    return {q, scale};
+  }
+#endif
+  return quantize_rows_reference(x);
+}
+
+Fp8Weight quantize_weight(const at::Tensor& weight) {
+  auto [q, scale] = quantize_rows(weight.contiguous());
+  return {q, scale.view({1, -1}).contiguous()};
+}
+
+at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor& bias) {
+  const int64_t in = x.size(-1);
+  TORCH_CHECK(in == w.q.size(1), "fp8_linear: input width ", in, " does not match the weight's ",
+              w.q.size(1));
+  const auto [q, scale] = quantize_rows(x.reshape({-1, in}).contiguous());
+  at::Tensor y;
+  if (x.is_cuda()) {
+    std::optional<at::Tensor> b;
+    if (bias.defined()) b = bias;
+    y = at::_scaled_mm(q, w.q.t(), scale, w.scale, b, /*scale_result=*/std::nullopt, x.scalar_type(),
+                       /*use_fast_accum=*/false);
+  } else {
+    // LibTorch's CPU _scaled_mm takes per-tensor scales only: the same product of the dequantised operands in
+    // float32 (the CPU runs this only in tests; the pipeline refuses FP8 there).
+    y = at::matmul(q.to(at::kFloat) * scale, (w.q.to(at::kFloat) * w.scale.t()).t());
+    if (bias.defined()) y = y + bias.to(at::kFloat);
+    y = y.to(x.scalar_type());
+  }
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = w.q.size(0);
+  return y.view(shape);
+}
+
+int64_t use_fp8_linears(torch::nn::Module& unet) {
+  at::NoGradGuard no_grad;
+  int64_t switched = 0;
+  for (const auto& item : unet.named_modules()) {
+    const std::string& name = item.key();
+    auto* linear = item.value()->as<LinearImpl>();
+    if (linear == nullptr || name.find(".attentions.") == std::string::npos) continue;
+    // attn2's keys and values project the prompt (77 tokens), once per batch: they stay in the model's dtype.
+    if (name.find("attn2.to_k") != std::string::npos || name.find("attn2.to_v") != std::string::npos)
+      continue;
+    const Fp8Weight w = quantize_weight(linear->weight);
+    linear->fp8_weight = w.q;
+    linear->fp8_scale = w.scale;
+    // The e4m3 copy replaces the weight: its bytes are released (the parameter keeps its name, now empty).
+    linear->weight.set_data(at::empty({0}, linear->weight.options()));
+    ++switched;
+  }
+  return switched;
+}
+
+}  // namespace sdxlb

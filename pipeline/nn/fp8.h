@@ -1,0 +1,57 @@
+// FP8 (e4m3) linear layers for the UNet's transformer blocks: the opt-in `unet_precision: fp8` (issue 17).
+//
+// Scales: each weight row (output channel) has its own float32 scale, computed once at load; each activation
+// row (token) gets its own scale on every call, from that row's largest magnitude (dynamic, per token), so
+// there is no calibration pass and a token's numbers depend only on that token: images stay bit-identical
+// across batch sizes and rank counts within the FP8 path. The products run in at::_scaled_mm (cuBLASLt on
+// Hopper) with float32 accumulation and the model's dtype as output.
+//
+// Which layers: every Linear inside the UNet's Transformer2DModels (proj_in, proj_out, and in each
+// transformer block attn1's to_q/to_k/to_v/to_out, attn2's to_q/to_out, and the feed-forward's two) except
+// attn2's to_k and to_v, whose input is the prompt (77 tokens, projected once per batch). They stay in the
+// model's dtype, as do every convolution, normalisation, the time embeddings and attention itself.
+//
+// FP8 GEMMs need a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper); elsewhere the key is refused,
+// never silently run in fp16. The quantisation math itself runs anywhere (the CPU reference of the tests).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <torch/nn/module.h>
+
+namespace sdxlb {
+
+/// Whether FP8 GEMMs run on `device`. When not, `why` (if given) says why in a sentence for an error message.
+bool fp8_supported(const c10::Device& device, std::string* why = nullptr);
+
+/// Per-row e4m3 quantisation of x [rows, cols]: {q [rows, cols] float8_e4m3fn, scale [rows, 1] float32} with
+/// scale = max(amax(|row|) / 448, 2^-24) and q = round-to-nearest-even(row / scale), computed in float32.
+/// ATen ops on any device: the reference.
+std::pair<at::Tensor, at::Tensor> quantize_rows_reference(const at::Tensor& x);
+/// The same numbers; one CUDA kernel for contiguous fp16/bf16 CUDA input, else the reference.
+std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x);
+
+/// A Linear layer's weight [out, in] in e4m3, with per-output-channel scales [1, out] (float32): the
+/// per-row quantisation of the weight.
+struct Fp8Weight {
+  at::Tensor q;
+  at::Tensor scale;
+};
+Fp8Weight quantize_weight(const at::Tensor& weight);
+
+/// y = x Wᵀ + b for x [..., in] with x quantised per token and W per output channel: e4m3 products with
+/// float32 accumulation, output and bias in x's dtype. On CUDA (compute capability 8.9+) one cuBLASLt e4m3
+/// GEMM; in and out must be multiples of 16. On the CPU (tests) the same product of the dequantised operands
+/// in float32.
+at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor& bias);
+
+/// Switches the UNet's transformer linears listed above to FP8: each keeps its e4m3 weight and scales and
+/// releases its fp16/bf16 weight (half the bytes). Call on a loaded UNet, after LoRA, on a device where
+/// fp8_supported(). Returns how many layers it switched.
+int64_t use_fp8_linears(torch::nn::Module& unet);
+
+}  // namespace sdxlb

@@ -1,0 +1,18 @@
+// Launcher of the FP8 row-quantisation kernel (pipeline/nn/kernels/fp8_quantize_kernel.cu). Raw pointers
+// only, so that the .cu file needs no LibTorch headers; pipeline/nn/fp8.cpp wraps it for tensors.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace sdxlb::kernels {
+
+/// Per-row (per-token) dynamic e4m3 quantisation of x [rows, cols] (dtype code 1 __half, 2 __nv_bfloat16;
+/// contiguous): scale[r] = max(amax(|x[r, :]|) / 448, 2^-24) in float32, and q[r, c] = e4m3(x[r, c] /
+/// scale[r]) rounded to nearest even (|x / scale| <= 448 by construction, so nothing saturates). One warp per
+/// row, the row read twice. The same numbers as fp8.h's ATen reference (quantize_rows_reference).
+cudaError_t launch_quantize_rows_e4m3(int dtype, const void* x, int64_t rows, int64_t cols, void* q,
+                                      float* scale, cudaStream_t stream);
+
+}  // namespace sdxlb::kernels

@@ -1,0 +1,57 @@
+"""FP8 reference (issue #17): the per-row e4m3 quantisation of the FP8 UNet, written here from the method with
+torch's float8_e4m3fn dtype, and the product it stands for.
+
+Method: for each row r of x, scale[r] = max(max|x[r, :]| / 448, 2^-24) in float32 and
+q[r, c] = float8_e4m3fn(float32(x[r, c]) / scale[r]) (round to nearest even; |x / scale| <= 448 by construction).
+A linear layer y = x W^T + b then runs as sum_k q_x[m, k] q_w[n, k] * scale_x[m] * scale_w[n] + b[n] with x
+quantised per row (token) and W per row (output channel).
+
+<out>/fp8/quantize.safetensors:
+  x_f32 [40, 96] float32 and x_f16 [40, 96] float16: normal rows, a few large and tiny rows (subnormal e4m3 codes),
+  an all-zero row; q_f32 / q_f16 (uint8: the float8_e4m3fn bits) and scale_f32 / scale_f16 [40, 1] float32.
+  lin_x [16, 96] float32, lin_w [48, 96] float32, lin_b [48] float32, and lin_y [16, 48] float32: the product of the
+  dequantised operands (float64, then float32), for fp8_linear.
+"""
+import os
+
+import torch
+from safetensors.torch import save_file
+
+E4M3_MAX = 448.0
+MIN_SCALE = 2.0 ** -24
+
+
+def quantize_rows(x):
+    f = x.float()
+    scale = torch.clamp(f.abs().amax(dim=-1, keepdim=True) / E4M3_MAX, min=MIN_SCALE)
+    return (f / scale).to(torch.float8_e4m3fn), scale
+
+
+def build(out):
+    d = os.path.join(out, "fp8")
+    os.makedirs(d, exist_ok=True)
+    g = torch.Generator().manual_seed(17)
+    x = torch.randn(40, 96, generator=g)
+    x[3] *= 1000.0
+    x[4] *= 1e-3
+    x[5] *= 1e-6
+    x[6] = 0.0
+    x[7, 11] = -50.0  # one outlier: the rest of its row lands in e4m3's subnormal codes
+    tensors = {}
+    for name, dtype in (("f32", torch.float32), ("f16", torch.float16)):
+        xs = x.to(dtype)
+        q, scale = quantize_rows(xs)
+        tensors[f"x_{name}"] = xs
+        tensors[f"q_{name}"] = q.view(torch.uint8)
+        tensors[f"scale_{name}"] = scale
+        # The dequantised rows are within e4m3's half-unit (2^-4 relative) of x, or of the scale for tiny values.
+        err = (q.float() * scale - xs.float()).abs()
+        assert bool((err <= xs.float().abs() * 2.0 ** -4 + scale * 2.0 ** -9 + 1e-30).all()), "quantisation bound"
+    lx = torch.randn(16, 96, generator=g)
+    lw = torch.randn(48, 96, generator=g) * 0.05
+    lb = torch.randn(48, generator=g)
+    qx, sx = quantize_rows(lx)
+    qw, sw = quantize_rows(lw)
+    y = (qx.double() * sx.double()) @ (qw.double() * sw.double()).T + lb.double()
+    tensors.update(lin_x=lx, lin_w=lw, lin_b=lb, lin_y=y.float())
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(d, "quantize.safetensors"))
