@@ -100,12 +100,22 @@ int main(int argc, char** argv) {
   int iters = 10;
   std::string tome;
   bool fp8 = false;
-  for (int i = 4; i + 1 < argc; i += 2) {
-    if (std::string(argv[i]) == "--variant") variant = argv[i + 1];
-    if (std::string(argv[i]) == "--iters") iters = std::stoi(argv[i + 1]);
-    if (std::string(argv[i]) == "--profile") profile_path = argv[i + 1];
-    if (std::string(argv[i]) == "--tome") tome = argv[i + 1];
-    if (std::string(argv[i]) == "--fp8") fp8 = true;
+  for (int i = 4; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (a == "--fp8") {
+      fp8 = true;
+    } else if (has_value && a == "--variant") {
+      variant = argv[++i];
+    } else if (has_value && a == "--iters") {
+      iters = std::stoi(argv[++i]);
+    } else if (has_value && a == "--profile") {
+      profile_path = argv[++i];
+    } else if (has_value && a == "--tome") {
+      tome = argv[++i];
+    } else {
+      return std::fprintf(stderr, "unet_parity: unknown or incomplete option %s\n", a.c_str()), 2;
+    }
   }
   const at::Device dev(at::kCUDA, 0);
   auto t_load = std::chrono::steady_clock::now();

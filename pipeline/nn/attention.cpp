@@ -34,8 +34,16 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context
       context.defined() ? context : (tokens != nullptr ? downsample_tokens(x, *tokens) : x);
   const int64_t batch = kv_input.size(0);
   const int64_t heads = options_.heads();
-  at::Tensor query = to_q_(x);
-  at::Tensor key, value;
+  at::Tensor query, key, value;
+  if (to_q_->is_fp8() && to_k_->is_fp8() && to_v_->is_fp8() && !context.defined() && kv_input.is_same(x)) {
+    // FP8 self-attention: x quantised once for the three projections.
+    const Fp8Activation a = quantize_activation(x);
+    query = to_q_->forward_fp8(a);
+    key = to_k_->forward_fp8(a);
+    value = to_v_->forward_fp8(a);
+  } else {
+    query = to_q_(x);
+  }
   if (projected != nullptr && context.defined()) {
     if (auto it = projected->kv.find(this); it != projected->kv.end()) std::tie(key, value) = it->second;
   }

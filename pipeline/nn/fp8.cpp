@@ -70,27 +70,39 @@ Fp8Weight quantize_weight(const at::Tensor& weight) {
   return {q, scale.view({1, -1}).contiguous()};
 }
 
-at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor& bias) {
-  const int64_t in = x.size(-1);
-  TORCH_CHECK(in == w.q.size(1), "fp8_linear: input width ", in, " does not match the weight's ",
-              w.q.size(1));
-  const auto [q, scale] = quantize_rows(x.reshape({-1, in}).contiguous());
+Fp8Activation quantize_activation(const at::Tensor& x) {
+  Fp8Activation a;
+  auto [q, scale] = quantize_rows(x.reshape({-1, x.size(-1)}).contiguous());
+  a.q = q;
+  a.scale = scale;
+  a.shape = x.sizes().vec();
+  a.dtype = x.scalar_type();
+  return a;
+}
+
+at::Tensor fp8_linear(const Fp8Activation& x, const Fp8Weight& w, const at::Tensor& bias) {
+  TORCH_CHECK(x.q.size(1) == w.q.size(1), "fp8_linear: input width ", x.q.size(1),
+              " does not match the weight's ", w.q.size(1));
   at::Tensor y;
-  if (x.is_cuda()) {
+  if (x.q.is_cuda()) {
     std::optional<at::Tensor> b;
     if (bias.defined()) b = bias;
-    y = at::_scaled_mm(q, w.q.t(), scale, w.scale, b, /*scale_result=*/std::nullopt, x.scalar_type(),
+    y = at::_scaled_mm(x.q, w.q.t(), x.scale, w.scale, b, /*scale_result=*/std::nullopt, x.dtype,
                        /*use_fast_accum=*/false);
   } else {
     // LibTorch's CPU _scaled_mm takes per-tensor scales only: the same product of the dequantised operands in
     // float32 (the CPU runs this only in tests; the pipeline refuses FP8 there).
-    y = at::matmul(q.to(at::kFloat) * scale, (w.q.to(at::kFloat) * w.scale.t()).t());
+    y = at::matmul(x.q.to(at::kFloat) * x.scale, (w.q.to(at::kFloat) * w.scale.t()).t());
     if (bias.defined()) y = y + bias.to(at::kFloat);
-    y = y.to(x.scalar_type());
+    y = y.to(x.dtype);
   }
-  std::vector<int64_t> shape = x.sizes().vec();
+  std::vector<int64_t> shape = x.shape;
   shape.back() = w.q.size(0);
   return y.view(shape);
+}
+
+at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor& bias) {
+  return fp8_linear(quantize_activation(x), w, bias);
 }
 
 int64_t use_fp8_linears(torch::nn::Module& unet) {
@@ -103,9 +115,7 @@ int64_t use_fp8_linears(torch::nn::Module& unet) {
     // attn2's keys and values project the prompt (77 tokens), once per batch: they stay in the model's dtype.
     if (name.find("attn2.to_k") != std::string::npos || name.find("attn2.to_v") != std::string::npos)
       continue;
-    const Fp8Weight w = quantize_weight(linear->weight);
-    linear->fp8_weight = w.q;
-    linear->fp8_scale = w.scale;
+    linear->fp8 = quantize_weight(linear->weight);
     // The e4m3 copy replaces the weight: its bytes are released (the parameter keeps its name, now empty).
     linear->weight.set_data(at::empty({0}, linear->weight.options()));
     ++switched;

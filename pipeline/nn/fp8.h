@@ -18,9 +18,11 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
 #include <torch/nn/module.h>
 
 namespace sdxlb {
@@ -42,6 +44,18 @@ struct Fp8Weight {
   at::Tensor scale;
 };
 Fp8Weight quantize_weight(const at::Tensor& weight);
+
+/// An activation x [..., in] quantised per token for fp8_linear: q [rows, in] e4m3 and scale [rows, 1]
+/// float32, with x's shape and dtype (the output's). Quantise once when several layers take the same input.
+struct Fp8Activation {
+  at::Tensor q;
+  at::Tensor scale;
+  std::vector<int64_t> shape;
+  at::ScalarType dtype = at::kHalf;
+};
+Fp8Activation quantize_activation(const at::Tensor& x);
+/// fp8_linear below on an input quantised ahead.
+at::Tensor fp8_linear(const Fp8Activation& x, const Fp8Weight& w, const at::Tensor& bias);
 
 /// y = x Wᵀ + b for x [..., in] with x quantised per token and W per output channel: e4m3 products with
 /// float32 accumulation, output and bias in x's dtype. On CUDA (compute capability 8.9+) one cuBLASLt e4m3

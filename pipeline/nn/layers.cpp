@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 
-#include "pipeline/nn/fp8.h"
 #include "pipeline/nn/fused_ops.h"
 
 namespace sdxlb {
@@ -21,8 +20,13 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
-  if (fp8_weight.defined()) return fp8_linear(x, {fp8_weight, fp8_scale}, bias);
+  if (is_fp8()) return fp8_linear(x, fp8, bias);
   return at::linear(x, weight, bias);
+}
+
+at::Tensor LinearImpl::forward_fp8(const Fp8Activation& x) {
+  TORCH_CHECK(is_fp8(), "Linear::forward: an FP8 activation for a layer that is not FP8");
+  return fp8_linear(x, fp8, bias);
 }
 
 Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,

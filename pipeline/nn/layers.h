@@ -19,6 +19,8 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "pipeline/nn/fp8.h"
+
 namespace sdxlb {
 
 /// y = x W^T + b over the last axis (torch.nn.Linear). weight [out, in], bias [out].
@@ -29,10 +31,13 @@ class LinearImpl : public torch::nn::Module {
 
   at::Tensor weight;  ///< [out_features, in_features]
   at::Tensor bias;    ///< [out_features], undefined without bias
-  /// Set by use_fp8_linears (fp8.h): the weight in e4m3 [out, in] with per-output-channel scales [1, out];
-  /// forward() then runs fp8_linear and `weight` is empty. Undefined otherwise.
-  at::Tensor fp8_weight;
-  at::Tensor fp8_scale;
+  /// On an input quantised ahead (fp8.h); only for a layer switched to FP8.
+  at::Tensor forward_fp8(const Fp8Activation& x);
+  bool is_fp8() const { return fp8.q.defined(); }
+
+  /// Set by use_fp8_linears (fp8.h): the weight in e4m3 with per-output-channel scales; forward() then runs
+  /// fp8_linear and `weight` is empty. Undefined otherwise.
+  Fp8Weight fp8;
 };
 TORCH_MODULE(Linear);
 
