@@ -68,27 +68,17 @@ int dtype_code(const at::Tensor& x) {
   }
 }
 
-// x [B, N, C] rows `rows` ([B, M], or [1, M] for every batch row) → [B, M, C], in one kernel.
-at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& rows) {
+// x [B, N, C] rows `rows` ([B, M], or [1, M] for every batch row) → [B, M, C], in one kernel; with
+// `normalize`, each row divided by its L2 norm (x / x.norm(2, -1, keepdim=True), gathered).
+at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& rows, bool normalize = false) {
   const at::Tensor xc = x.contiguous();
   const at::Tensor rc = rows.contiguous();
   const int64_t batch = xc.size(0), m = rc.size(-1);
   at::Tensor out = at::empty({batch, m, xc.size(2)}, xc.options());
-  C10_CUDA_CHECK(kernels::launch_gather_rows(
-      dtype_code(xc), xc.data_ptr(), rc.data_ptr<int64_t>(), rc.size(0) == 1 ? 0 : m, out.data_ptr(), batch,
-      xc.size(1), m, xc.size(2), c10::cuda::getCurrentCUDAStream(x.device().index())));
-  return out;
-}
-
-// gather_rows(x / x.norm(2, -1, keepdim=True), rows) in one kernel.
-at::Tensor gather_normalize_rows(const at::Tensor& x, const at::Tensor& rows) {
-  const at::Tensor xc = x.contiguous();
-  const at::Tensor rc = rows.contiguous();
-  const int64_t batch = xc.size(0), m = rc.size(-1);
-  at::Tensor out = at::empty({batch, m, xc.size(2)}, xc.options());
-  C10_CUDA_CHECK(kernels::launch_gather_normalize_rows(
-      dtype_code(xc), xc.data_ptr(), rc.data_ptr<int64_t>(), rc.size(0) == 1 ? 0 : m, out.data_ptr(), batch,
-      xc.size(1), m, xc.size(2), c10::cuda::getCurrentCUDAStream(x.device().index())));
+  const auto launch = normalize ? kernels::launch_gather_normalize_rows : kernels::launch_gather_rows;
+  C10_CUDA_CHECK(launch(dtype_code(xc), xc.data_ptr(), rc.data_ptr<int64_t>(), rc.size(0) == 1 ? 0 : m,
+                        out.data_ptr(), batch, xc.size(1), m, xc.size(2),
+                        c10::cuda::getCurrentCUDAStream(x.device().index())));
   return out;
 }
 #endif
@@ -155,8 +145,8 @@ TokenMerge TokenMerge::plan_with(const at::Tensor& metric, int64_t w, int64_t h,
 #ifdef SDXLB_WITH_CUDA
   if (fused) {
     // Gathered and normalised in one kernel per side (the same rows of the same normalisation).
-    a = gather_normalize_rows(metric, a_idx.view({1, -1}));
-    b = gather_normalize_rows(metric, b_idx.view({1, -1}));
+    a = gather_rows(metric, a_idx.view({1, -1}), /*normalize=*/true);
+    b = gather_rows(metric, b_idx.view({1, -1}), /*normalize=*/true);
   }
 #endif
   if (!a.defined()) {

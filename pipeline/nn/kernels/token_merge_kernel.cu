@@ -51,43 +51,16 @@ __global__ void gather_rows_kernel(const Vec* __restrict__ x, const int64_t* __r
   }
 }
 
-template <typename T>
-__global__ void merge_rows_mean_kernel(const T* __restrict__ x, const int64_t* __restrict__ unm,
+// One thread per output row and Vec of channels (Vec: T itself, or 16-byte vectors of 16 / sizeof(T)
+// channels); a destination's sum in float, its own row first and then its sources in order, so every Vec
+// gives the same bits. `vecs` is the row width in Vecs.
+template <typename T, typename Vec>
+__global__ void merge_rows_mean_kernel(const Vec* __restrict__ x, const int64_t* __restrict__ unm,
                                        const int64_t* __restrict__ dst, const int64_t* __restrict__ src,
                                        const int64_t* __restrict__ start, const int64_t* __restrict__ count,
-                                       T* __restrict__ out, int64_t batch, int64_t n, int64_t u, int64_t nd,
-                                       int64_t r, int64_t channels) {
-  const int64_t rows = u + nd;
-  const int64_t total = batch * rows * channels;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t c = i % channels;
-    const int64_t bt = i / channels;
-    const int64_t b = bt / rows, t = bt % rows;
-    const T* xb = x + b * n * channels + c;
-    if (t < u) {
-      out[i] = xb[unm[b * u + t] * channels];
-      continue;
-    }
-    const int64_t j = t - u;
-    const int64_t k0 = start[b * nd + j], cnt = count[b * nd + j];
-    float acc = load_float(xb + dst[j] * channels);
-    const int64_t* s = src + b * r + k0;
-    for (int64_t k = 0; k < cnt; ++k) acc += load_float(xb + s[k] * channels);
-    out[i] = store_float<T>(acc / static_cast<float>(cnt + 1));
-  }
-}
-
-// merge_rows_mean_kernel over 16-byte vectors (16 / sizeof(T) channels per thread): the same sums in the
-// same order, per element, so the same bits.
-template <typename T>
-__global__ void merge_rows_mean_vec_kernel(const uint4* __restrict__ x, const int64_t* __restrict__ unm,
-                                           const int64_t* __restrict__ dst, const int64_t* __restrict__ src,
-                                           const int64_t* __restrict__ start,
-                                           const int64_t* __restrict__ count, uint4* __restrict__ out,
-                                           int64_t batch, int64_t n, int64_t u, int64_t nd, int64_t r,
-                                           int64_t vecs) {
-  constexpr int kPer = 16 / sizeof(T);
+                                       Vec* __restrict__ out, int64_t batch, int64_t n, int64_t u, int64_t nd,
+                                       int64_t r, int64_t vecs) {
+  constexpr int kPer = sizeof(Vec) / sizeof(T);
   const int64_t rows = u + nd;
   const int64_t total = batch * rows * vecs;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -95,7 +68,7 @@ __global__ void merge_rows_mean_vec_kernel(const uint4* __restrict__ x, const in
     const int64_t v = i % vecs;
     const int64_t bt = i / vecs;
     const int64_t b = bt / rows, t = bt % rows;
-    const uint4* xb = x + b * n * vecs + v;
+    const Vec* xb = x + b * n * vecs + v;
     if (t < u) {
       out[i] = xb[unm[b * u + t] * vecs];
       continue;
@@ -104,7 +77,7 @@ __global__ void merge_rows_mean_vec_kernel(const uint4* __restrict__ x, const in
     const int64_t k0 = start[b * nd + j], cnt = count[b * nd + j];
     float acc[kPer];
     {
-      const uint4 d = xb[dst[j] * vecs];
+      const Vec d = xb[dst[j] * vecs];
       const T* e = reinterpret_cast<const T*>(&d);
 #pragma unroll
       for (int q = 0; q < kPer; ++q) acc[q] = load_float(e + q);
@@ -112,7 +85,7 @@ __global__ void merge_rows_mean_vec_kernel(const uint4* __restrict__ x, const in
     // Four sources' loads in flight at a time (a destination may have many), added in order.
     const int64_t* s = src + b * r + k0;
     for (int64_t k = 0; k < cnt; k += 4) {
-      uint4 w[4];
+      Vec w[4];
 #pragma unroll
       for (int p = 0; p < 4; ++p)
         if (k + p < cnt) w[p] = xb[s[k + p] * vecs];
@@ -124,7 +97,7 @@ __global__ void merge_rows_mean_vec_kernel(const uint4* __restrict__ x, const in
         for (int q = 0; q < kPer; ++q) acc[q] += load_float(e + q);
       }
     }
-    uint4 o;
+    Vec o;
     T* oe = reinterpret_cast<T*>(&o);
     const float den = static_cast<float>(cnt + 1);
 #pragma unroll
@@ -380,14 +353,14 @@ cudaError_t merge_launch(const void* x, const int64_t* unm, const int64_t* dst, 
   if ((channels * static_cast<int64_t>(sizeof(T))) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
       reinterpret_cast<uintptr_t>(out) % 16 == 0) {
     const int64_t vecs = channels * static_cast<int64_t>(sizeof(T)) / 16;
-    merge_rows_mean_vec_kernel<T><<<blocks_for(batch * (u + nd) * vecs, 256), 256, 0, stream>>>(
+    merge_rows_mean_kernel<T, uint4><<<blocks_for(batch * (u + nd) * vecs, 256), 256, 0, stream>>>(
         static_cast<const uint4*>(x), unm, dst, src, start, count, static_cast<uint4*>(out), batch, n, u, nd,
         r, vecs);
-    return cudaGetLastError();
+  } else {
+    merge_rows_mean_kernel<T, T>
+        <<<blocks_for(total, 256), 256, 0, stream>>>(static_cast<const T*>(x), unm, dst, src, start, count,
+                                                     static_cast<T*>(out), batch, n, u, nd, r, channels);
   }
-  merge_rows_mean_kernel<T>
-      <<<blocks_for(total, 256), 256, 0, stream>>>(static_cast<const T*>(x), unm, dst, src, start, count,
-                                                   static_cast<T*>(out), batch, n, u, nd, r, channels);
   return cudaGetLastError();
 }
 
