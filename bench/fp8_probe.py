@@ -115,7 +115,6 @@ def main():
         ms, ref = graph_time(fn, args.iters)
         results["fp16"] = {"ms": ms}
         print(f"fp16: {ms:.2f} ms per UNet call (batch 2)", flush=True)
-        base = {n: m for n, m in unet.named_modules()}
         for mode in ("static", "dynamic"):
             u = UNet2DConditionModel.from_pretrained(args.model, subfolder="unet", torch_dtype=torch.float16)
             u = u.to(dev).to(memory_format=torch.channels_last)
@@ -140,7 +139,6 @@ def main():
                 print(table, flush=True)
             del u, layers
             torch.cuda.empty_cache()
-        del base
     json.dump(results, open(args.out, "w"), indent=1)
 
 
