@@ -204,6 +204,39 @@ namespace {
 // DeepCache keeps one feature map per image of the batch: SDXL at 1024², branch 0 caches the 320-channel
 // 128×128 input of the last up layer (its CFG pair in fp16: 20 MiB), and the plan's estimate counts it per
 // image.
+// unet_precision: fp8 (issue 17): the 582 transformer linears at one byte per weight (1.74 GiB less on the
+// GPU), and the UNet resident, the only placement FP8 runs with so far: a budget too small for the fp16 UNet
+// holds the FP8 one, another placement is an error, and a budget too small for either says so.
+TEST(MemoryPlanFp8, TransformerLinearsAtOneBytePerWeightAndResidentOnly) {
+  MemoryPlan fp8 = plan_of("resident", "full");
+  fp8.fp8_unet = true;
+  const double fp16_gib = estimate_peak_gib(plan_of("resident", "full"), 1024, 1024);
+  const double fp8_gib = estimate_peak_gib(fp8, 1024, 1024);
+  EXPECT_NEAR(fp16_gib - fp8_gib, 1.867e9 / (1 << 30), 1e-9);
+  const double cap = (fp8_gib + 0.05) / 0.92;  // what the FP8 plan needs, with the plan's 8% margin
+  MemoryRequest r16;
+  auto p16 = choose_memory_plan({80, 1, cap}, r16);
+  ASSERT_TRUE(p16.is_ok()) << p16.status().to_string();
+  EXPECT_NE(p16->placement, "resident");
+  MemoryRequest r8;
+  r8.fp8_unet = true;
+  auto p8 = choose_memory_plan({80, 1, cap}, r8);
+  ASSERT_TRUE(p8.is_ok()) << p8.status().to_string();
+  EXPECT_EQ(p8->placement, "resident");
+  EXPECT_TRUE(p8->fp8_unet);
+  EXPECT_NE(p8->describe().find("FP8 UNet"), std::string::npos) << p8->describe();
+  r8.placement = "streamed";
+  auto refused = choose_memory_plan({80, 1, std::nullopt}, r8);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("unet_precision: fp8"), std::string::npos)
+      << refused.status().message();
+  r8.placement = "auto";
+  auto too_small = choose_memory_plan({80, 1, 3.0}, r8);
+  ASSERT_FALSE(too_small.is_ok());
+  EXPECT_EQ(too_small.status().code(), StatusCode::kResourceExhausted) << too_small.status().to_string();
+}
+
 TEST(MemoryPlanDeepCache, CachedFeaturesAreCountedPerImage) {
   EXPECT_NEAR(deep_cache_gib_per_image(1024, 1024, 0), 2.0 * 2 * 320 * 128 * 128 / (1 << 30), 1e-12);
   EXPECT_NEAR(deep_cache_gib_per_image(1024, 1024, 2), 2.0 * 2 * 640 * 128 * 128 / (1 << 30), 1e-12);

@@ -199,6 +199,7 @@ Status BatchRenderer::apply_memory_plan() {
   req.batch_size = ctx_.job.batch_size;
   if (const auto& dc = ctx_.job.approximations.deep_cache)
     req.cached_gib_per_image = deep_cache_gib_per_image(ctx_.job.width, ctx_.job.height, dc->cache_branch_id);
+  req.fp8_unet = ctx_.job.approximations.unet_precision == UNetPrecision::kFp8;
   if (ctx_.job.memory.decode != JobSpec::Decode::kAuto) req.decode = decode_name(ctx_.job.memory.decode);
   req.placement = placement_name(ctx_.job.memory.placement);
   if (ctx_.job.memory.concurrent_images)

@@ -11,9 +11,13 @@ namespace {
 // Measured on an H100 (bench/results/2026-11-25-h100-memory.json), fp16, 1024^2, allocator peak. These were
 // measured before the fused GroupNorm kernels, which lowered the peak by about 1 GiB (7.44 to 6.44 GiB
 // resident, 2.85 to 1.85 GiB sequential): the estimates err on the safe side.
-constexpr double kUnetUnitsGib = 4.68;     // weights of the UNet's resnets and transformer blocks
-constexpr double kUnetOtherGib = 0.10;     // the rest of the UNet's weights (always on the GPU)
-constexpr double kVaeGib = 0.16;           // the VAE's weights
+constexpr double kUnetUnitsGib = 4.68;  // weights of the UNet's resnets and transformer blocks
+constexpr double kUnetOtherGib = 0.10;  // the rest of the UNet's weights (always on the GPU)
+constexpr double kVaeGib = 0.16;        // the VAE's weights
+// unet_precision: fp8 keeps its 582 transformer linears (1.867e9 weights: 18·d² per transformer block and
+// 2·d² per Transformer2DModel, 70 blocks and 11 models at d = 640 and 1280) at one byte per weight instead of
+// two.
+constexpr double kFp8SavedGib = 1.867e9 / (1 << 30);
 constexpr double kSlotGib = 0.095;         // one streaming slot (the largest unit, an up-block resnet)
 constexpr double kUnetPerImageGib = 0.36;  // activations of one image's CFG pair being denoised
 // Each image's cross-attention keys and values, projected once per batch (denoise_loop.cpp): SDXL's 70
@@ -65,7 +69,8 @@ std::pair<double, double> unet_on_gpu(const MemoryPlan& p) {
     const double resident = std::min(p.resident_budget_gib, kUnetUnitsGib);
     return {base + resident, p.unload_for_decode ? base : base + resident};
   }
-  return {kUnetUnitsGib + kUnetOtherGib, kUnetUnitsGib + kUnetOtherGib};
+  const double units = kUnetUnitsGib - (p.fp8_unet ? kFp8SavedGib : 0.0);
+  return {units + kUnetOtherGib, units + kUnetOtherGib};
 }
 
 }  // namespace
@@ -162,6 +167,7 @@ std::string MemoryPlan::describe() const {
                 placement.c_str(), extra, decode.c_str(), unet_streams, static_cast<long long>(batch_size),
                 project_context ? "" : ", prompts projected at every step", estimate_gib, budget_gib,
                 relative_time);
+  if (fp8_unet) return std::string(buf) + "; FP8 UNet (transformer linears at one byte per weight)";
   return buf;
 }
 
@@ -203,6 +209,14 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
   else
     return invalid_argument("memory.placement: unknown placement \"" + req.placement +
                             "\"; use auto, resident, model_offload, streamed or sequential");
+  if (req.fp8_unet) {
+    // The weight streamer moves fp16 weights: FP8 keeps the UNet resident (issue 17).
+    if (req.placement != "auto" && req.placement != "resident")
+      return invalid_argument("memory.placement: " + req.placement +
+                              " with unet_precision: fp8: the FP8 UNet runs resident only so far; use "
+                              "memory.placement: auto or resident, or unet_precision: fp16");
+    placements = {"resident"};
+  }
   std::vector<std::string> decodes;
   if (req.tiny_decoder)
     decodes = {"tiny"};
@@ -241,6 +255,7 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
       for (int streams : stream_choices(placement, req.concurrent_images)) {
         MemoryPlan p;
         p.cached_gib_per_image = req.cached_gib_per_image;
+        p.fp8_unet = req.fp8_unet;
         p.placement = placement;
         // The projected prompts need the UNet's weights in place between its calls: resident only.
         p.project_context = placement == "resident";
@@ -275,6 +290,7 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
   }
   MemoryPlan lightest;
   lightest.project_context = false;
+  lightest.fp8_unet = req.fp8_unet;
   lightest.placement = placements.size() > 1 ? "sequential" : placements.front();
   lightest.decode = decodes.back();
   char buf[400];

@@ -52,6 +52,9 @@ struct MemoryRequest {
   std::optional<int> concurrent_images;  ///< the job's memory.concurrent_images (nullopt: auto)
   /// DeepCache: the cached feature map kept per image of a batch (deep_cache_gib_per_image); 0: none.
   double cached_gib_per_image = 0;
+  /// unet_precision: fp8: the transformer linears at one byte per weight, and the UNet resident (the only
+  /// placement FP8 runs with so far; another one asked for is an error).
+  bool fp8_unet = false;
 };
 
 struct MemoryPlan {
@@ -66,6 +69,7 @@ struct MemoryPlan {
   /// widths): resident placements only, and off where memory is too tight for them (the steps then project
   /// them again).
   bool project_context = true;
+  bool fp8_unet = false;     ///< the UNet's transformer linears in FP8 (from the request)
   double estimate_gib = 0;   ///< predicted allocator peak
   double budget_gib = 0;     ///< what this worker may use
   double relative_time = 1;  ///< predicted time per image / the resident plan's
