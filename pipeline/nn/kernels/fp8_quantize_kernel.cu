@@ -14,8 +14,8 @@ namespace {
 constexpr float kE4m3Max = 448.f;
 constexpr float kMinScale = 5.9604644775390625e-08f;  // 2^-24: an all-zero row keeps a finite scale
 
-template <typename T>
-__device__ __forceinline__ float row_amax_and_scale(float amax) {
+// A row's scale from each lane's partial amax (the warp's lanes all call it).
+__device__ __forceinline__ float row_scale(float amax) {
 #pragma unroll
   for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
   return fmaxf(amax / kE4m3Max, kMinScale);
@@ -42,7 +42,7 @@ __global__ void quantize_rows_vec_kernel(const uint4* __restrict__ x, int64_t ro
       for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(to_float(e[k])));
     }
   }
-  const float s = row_amax_and_scale<T>(amax);
+  const float s = row_scale(amax);
   if (lane == 0) scale[row] = s;
   uint2* qr = q + row * vecs;
 #pragma unroll
@@ -73,7 +73,7 @@ __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t rows, int6
   __nv_fp8_storage_t* qr = q + row * cols;
   float amax = 0.f;
   for (int64_t c = lane; c < cols; c += 32) amax = fmaxf(amax, fabsf(to_float(xr[c])));
-  const float s = row_amax_and_scale<T>(amax);
+  const float s = row_scale(amax);
   if (lane == 0) scale[row] = s;
   for (int64_t c = lane; c < cols; c += 32)
     qr[c] = __nv_cvt_float_to_fp8(to_float(xr[c]) / s, __NV_SATFINITE, __NV_E4M3);

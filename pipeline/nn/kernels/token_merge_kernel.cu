@@ -184,21 +184,19 @@ __global__ void __launch_bounds__(kSplitThreads)
   }
 }
 
-template <typename Key>
-__global__ void __launch_bounds__(kPlanThreads)
-    merge_plan_rows_kernel(const int64_t* __restrict__ edge, const Key* __restrict__ dst_sorted,
-                           const int64_t* __restrict__ by_dst, const int64_t* __restrict__ a_idx,
-                           const int64_t* __restrict__ b_idx, int64_t n, int64_t nd, int64_t r,
-                           int64_t* __restrict__ unm_rows, int64_t* __restrict__ src_rows,
-                           int64_t* __restrict__ dst_start, int64_t* __restrict__ dst_count,
-                           int64_t* __restrict__ source_row) {
-  const int64_t b = blockIdx.x, s = n - nd, u = s - r;
-  const int64_t* e = edge + b * s;
-  const Key* v = dst_sorted + b * r;
+// The fused kernels' rows of batch row b, by the whole block, from its plan: e (source ordinals by decreasing
+// score, the first r merged), v (those r sources' destinations, sorted stably) and by_dst (their positions in
+// e's first r). Every token is exactly one of: an unmerged source, a destination, a merged source.
+template <typename E, typename V, typename P>
+__device__ void write_plan_rows(const E* e, const V* v, const P* by_dst, const int64_t* __restrict__ a_idx,
+                                const int64_t* __restrict__ b_idx, int64_t b, int64_t n, int64_t nd,
+                                int64_t r, int64_t* __restrict__ unm_rows, int64_t* __restrict__ src_rows,
+                                int64_t* __restrict__ dst_start, int64_t* __restrict__ dst_count,
+                                int64_t* __restrict__ source_row) {
+  const int64_t u = n - nd - r;
   int64_t* rows = source_row + b * n;
   int64_t* start = dst_start + b * nd;
   int64_t* count = dst_count + b * nd;
-  // Every token is exactly one of: an unmerged source, a destination, a merged source.
   for (int64_t t = threadIdx.x; t < u; t += blockDim.x) {
     const int64_t row = a_idx[e[r + t]];
     unm_rows[b * u + t] = row;
@@ -209,12 +207,12 @@ __global__ void __launch_bounds__(kPlanThreads)
     start[j] = 0;
     count[j] = 0;
   }
+  __syncthreads();
   for (int64_t k = threadIdx.x; k < r; k += blockDim.x) {
-    const int64_t row = a_idx[e[by_dst[b * r + k]]];
+    const int64_t row = a_idx[e[by_dst[k]]];
     src_rows[b * r + k] = row;
     rows[row] = u + v[k];
   }
-  __syncthreads();
   // The sorted destinations' runs: each run's first position is its start, its last + 1 (kept in count
   // until the next pass) its end.
   for (int64_t k = threadIdx.x; k < r; k += blockDim.x) {
@@ -224,6 +222,19 @@ __global__ void __launch_bounds__(kPlanThreads)
   __syncthreads();
   for (int64_t j = threadIdx.x; j < nd; j += blockDim.x)
     if (count[j] > 0) count[j] -= start[j];
+}
+
+template <typename Key>
+__global__ void __launch_bounds__(kPlanThreads)
+    merge_plan_rows_kernel(const int64_t* __restrict__ edge, const Key* __restrict__ dst_sorted,
+                           const int64_t* __restrict__ by_dst, const int64_t* __restrict__ a_idx,
+                           const int64_t* __restrict__ b_idx, int64_t n, int64_t nd, int64_t r,
+                           int64_t* __restrict__ unm_rows, int64_t* __restrict__ src_rows,
+                           int64_t* __restrict__ dst_start, int64_t* __restrict__ dst_count,
+                           int64_t* __restrict__ source_row) {
+  const int64_t b = blockIdx.x;
+  write_plan_rows(edge + b * (n - nd), dst_sorted + b * r, by_dst + b * r, a_idx, b_idx, b, n, nd, r,
+                  unm_rows, src_rows, dst_start, dst_count, source_row);
 }
 
 // The whole merge plan after the similarity's row maxima, for up to kSortCap sources, in one block per batch
@@ -259,7 +270,7 @@ __global__ void __launch_bounds__(kSortThreads)
   __shared__ int16_t edge[kSortCap];         // source ordinals by decreasing score
   __shared__ uint16_t dst_sorted[kSortCap];  // the first r's destinations, sorted
   __shared__ int16_t by_dst[kSortCap];       // their positions in edge
-  const int64_t b = blockIdx.x, s = n - nd, u = s - r;
+  const int64_t b = blockIdx.x, s = n - nd;
   const int first = static_cast<int>(threadIdx.x) * kSortItems;
   {
     Bits keys[kSortItems];
@@ -313,35 +324,9 @@ __global__ void __launch_bounds__(kSortThreads)
       }
     }
   }
-  int64_t* rows = source_row + b * n;
-  int64_t* start = dst_start + b * nd;
-  int64_t* count = dst_count + b * nd;
-  for (int64_t t = threadIdx.x; t < u; t += blockDim.x) {
-    const int64_t row = a_idx[edge[r + t]];
-    unm_rows[b * u + t] = row;
-    rows[row] = t;
-  }
-  for (int64_t j = threadIdx.x; j < nd; j += blockDim.x) {
-    rows[b_idx[j]] = u + j;
-    start[j] = 0;
-    count[j] = 0;
-  }
-  __syncthreads();
-  for (int64_t k = threadIdx.x; k < r; k += blockDim.x) {
-    const int64_t row = a_idx[edge[by_dst[k]]];
-    src_rows[b * r + k] = row;
-    rows[row] = u + dst_sorted[k];
-  }
-  // Each run of equal destinations: its first position is the start, its last + 1 (kept in count until
-  // the next pass) its end.
-  for (int64_t k = threadIdx.x; k < r; k += blockDim.x) {
-    const uint16_t v = dst_sorted[k];
-    if (k == 0 || dst_sorted[k - 1] != v) start[v] = k;
-    if (k == r - 1 || dst_sorted[k + 1] != v) count[v] = k + 1;
-  }
-  __syncthreads();
-  for (int64_t j = threadIdx.x; j < nd; j += blockDim.x)
-    if (count[j] > 0) count[j] -= start[j];
+  // (write_plan_rows synchronises before it reads dst_sorted and by_dst.)
+  write_plan_rows(edge, dst_sorted, by_dst, a_idx, b_idx, b, n, nd, r, unm_rows, src_rows, dst_start,
+                  dst_count, source_row);
 }
 
 template <typename T>
