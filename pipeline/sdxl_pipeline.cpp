@@ -252,7 +252,7 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
       if (streamed)
         return unimplemented(
             "unet_precision: fp8 runs with memory.placement: resident only so far (the weight streamer "
-            "moves fp16 weights); the memory plan chose a streamed placement. Give the job a GPU where the "
+            "moves fp16 weights), and this pipeline was given a streamed one. Give the job a GPU where the "
             "UNet fits, set memory.placement: resident, or use unet_precision: fp16");
       const int64_t switched = use_fp8_linears(*parts.unet);
       p->precision_summary_ = "UNet: " + std::to_string(switched) +
