@@ -1,7 +1,8 @@
 // unet_parity: the full-size check of our UNet against diffusers on the GPU, and UNet-call timings.
 //
 //   unet_parity <model dir> <inputs.safetensors> <out.json> [--variant fp16] [--iters 10] [--profile P.json]
-//               [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8]
+//               [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8] [--fp8-layers attention,feed_forward,projections]
+//               [--fp8-fast-accum] [--batch N]
 //
 // <inputs.safetensors> holds sample, timestep, encoder_hidden_states, text_embeds, time_ids and diffusers'
 // output `expected` (written by bench/unet_reference.py from the same weights). Reports the relative error
@@ -93,18 +94,30 @@ int main(int argc, char** argv) {
   if (argc < 4) {
     std::fprintf(stderr,
                  "usage: unet_parity <model dir> <inputs.safetensors> <out.json> [--variant V] [--iters N] "
-                 "[--profile P.json] [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8]\n");
+                 "[--profile P.json] [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8] [--fp8-layers LIST] "
+                 "[--fp8-fast-accum] [--batch N]\n");
     return 2;
   }
   std::string variant, profile_path;
   int iters = 10;
   std::string tome;
   bool fp8 = false;
+  Fp8Layers fp8_which;
+  int64_t batch = 2;
   for (int i = 4; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
     if (a == "--fp8") {
       fp8 = true;
+    } else if (a == "--fp8-fast-accum") {
+      fp8_which.fast_accum = true;
+    } else if (has_value && a == "--fp8-layers") {
+      const std::string list = argv[++i];
+      fp8_which.attention = list.find("attention") != std::string::npos;
+      fp8_which.feed_forward = list.find("feed_forward") != std::string::npos;
+      fp8_which.projections = list.find("projections") != std::string::npos;
+    } else if (has_value && a == "--batch") {
+      batch = std::stoll(argv[++i]);
     } else if (has_value && a == "--variant") {
       variant = argv[++i];
     } else if (has_value && a == "--iters") {
@@ -125,7 +138,7 @@ int main(int argc, char** argv) {
   if (!unet.is_ok()) return std::fprintf(stderr, "%s\n", unet.status().to_string().c_str()), 4;
   // --fp8: the transformer linears in e4m3 as unet_precision: fp8 loads them (the relative error is then the
   // FP8 UNet's against diffusers' fp16).
-  const int64_t fp8_layers = fp8 ? use_fp8_linears(**unet) : 0;
+  const int64_t fp8_layers = fp8 ? use_fp8_linears(**unet, fp8_which) : 0;
   c10::cuda::device_synchronize();
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   auto inputs = WeightSet::open_file(argv[2]);
@@ -135,6 +148,22 @@ int main(int argc, char** argv) {
   at::Tensor sample = get("sample").to(at::kHalf), t = get("timestep"),
              ehs = get("encoder_hidden_states").to(at::kHalf), te = get("text_embeds").to(at::kHalf),
              ids = get("time_ids").to(at::kHalf), expected = get("expected");
+  // --batch N (a multiple of the inputs' 2): the inputs repeated, as a CFG call of N / 2 images; the error is
+  // then over the repeats, each against diffusers' output for its copy.
+  if (batch % sample.size(0) != 0)
+    return std::fprintf(stderr, "unet_parity: --batch %lld is not a multiple of %lld\n",
+                        static_cast<long long>(batch), static_cast<long long>(sample.size(0))),
+           2;
+  if (batch != sample.size(0)) {
+    const int64_t r = batch / sample.size(0);
+    auto rep = [&](const at::Tensor& v) {
+      std::vector<int64_t> times(v.dim(), 1);
+      times[0] = r;
+      return v.repeat(times);
+    };
+    sample = rep(sample), ehs = rep(ehs), te = rep(te), ids = rep(ids), expected = rep(expected);
+    if (t.dim() > 0 && t.size(0) > 1) t = rep(t);
+  }
   auto& u = *unet;
   at::Tensor out = u->forward(sample, t, ehs, te, ids);
   const double err = rel_err(out, expected);
@@ -204,17 +233,19 @@ int main(int argc, char** argv) {
   const bool projected_same = at::equal(graph_out_p, graph_out);
   const double graphed_p = median_seconds([&] { graph_p.replay(); }, iters);
 
+  const std::string per_call = "seconds_per_unet_call_batch" + std::to_string(sample.size(0));
   nlohmann::json j = {{"relative_error", err},
                       {"relative_error_channels_last", err_cl},
                       {"relative_error_graph", err_graph},
-                      {"seconds_per_unet_call_batch2", eager},
-                      {"seconds_per_unet_call_batch2_channels_last", eager_cl},
-                      {"seconds_per_unet_call_batch2_graph", graphed},
-                      {"seconds_per_unet_call_batch2_graph_projected_context", graphed_p},
+                      {per_call, eager},
+                      {per_call + "_channels_last", eager_cl},
+                      {per_call + "_graph", graphed},
+                      {per_call + "_graph_projected_context", graphed_p},
                       {"projected_context_bit_identical", projected_same},
 
                       {"load_seconds", load_s},
                       {"fp8_linears", fp8_layers},
+                      {"fp8_fast_accum", fp8 && fp8_which.fast_accum},
                       {"batch", sample.size(0)},
                       {"latent", {sample.size(2), sample.size(3)}}};
   std::ofstream(argv[3]) << j.dump(2) << "\n";

@@ -169,6 +169,19 @@ TEST(UNetFp8, SwitchesTheTransformerLinears) {
   std::printf("[tiny-a] FP8 linears vs exact: max rel err %.3g\n", e);
   EXPECT_GT(e, 0.0);
   EXPECT_LT(e, 0.1);
+
+  // A selection: the feed-forwards and the projections only (the benchmark's --fp8-layers).
+  auto partial = load("tiny-a");
+  ASSERT_TRUE(partial.is_ok()) << partial.status().to_string();
+  Fp8Layers ff_only;
+  ff_only.attention = false;
+  EXPECT_EQ(use_fp8_linears(**partial, ff_only), 17 * 2 + 11 * 2);
+  const auto partial_params = (*partial)->named_parameters();
+  EXPECT_GT(partial_params[block + "attn1.to_q.weight"].numel(), 0);
+  EXPECT_EQ(partial_params[block + "ff.net.0.proj.weight"].numel(), 0);
+  const double e_partial = rel_err(run(*partial, ref), exact);
+  EXPECT_GT(e_partial, 0.0);
+  EXPECT_LT(e_partial, 0.1);
 }
 
 TEST(UNetLoad, Fp16VariantLoads) {

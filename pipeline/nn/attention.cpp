@@ -28,12 +28,23 @@ std::pair<at::Tensor, at::Tensor> AttentionImpl::project_context(const at::Tenso
   return {to_k_(context), to_v_(context)};
 }
 
+bool AttentionImpl::takes_fp8() const {
+  return to_q_->is_fp8() &&
+         (options_.cross_attention_dim().has_value() || (to_k_->is_fp8() && to_v_->is_fp8()));
+}
+
+std::pair<at::Tensor, at::Tensor> AttentionImpl::context_kv(const at::Tensor& context,
+                                                            const ContextProjections* projected) {
+  if (projected != nullptr) {
+    if (auto it = projected->kv.find(this); it != projected->kv.end()) return it->second;
+  }
+  return project_context(context);
+}
+
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context, const BlockTokens* tokens,
                                   const ContextProjections* projected) {
   const at::Tensor kv_input =
       context.defined() ? context : (tokens != nullptr ? downsample_tokens(x, *tokens) : x);
-  const int64_t batch = kv_input.size(0);
-  const int64_t heads = options_.heads();
   at::Tensor query, key, value;
   if (to_q_->is_fp8() && to_k_->is_fp8() && to_v_->is_fp8() && !context.defined() && kv_input.is_same(x)) {
     // FP8 self-attention: x quantised once for the three projections.
@@ -43,19 +54,36 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context
     value = to_v_->forward_fp8(a);
   } else {
     query = to_q_(x);
+    if (context.defined()) {
+      std::tie(key, value) = context_kv(context, projected);
+    } else {
+      key = to_k_(kv_input);
+      value = to_v_(kv_input);
+    }
   }
-  if (projected != nullptr && context.defined()) {
-    if (auto it = projected->kv.find(this); it != projected->kv.end()) std::tie(key, value) = it->second;
+  return attend_heads(query, key, value, kv_input.size(0));
+}
+
+at::Tensor AttentionImpl::forward_fp8(const Fp8Activation& x, const at::Tensor& context,
+                                      const ContextProjections* projected) {
+  TORCH_CHECK(takes_fp8(), "Attention::forward_fp8 on a module whose projections are not FP8");
+  at::Tensor query = to_q_->forward_fp8(x), key, value;
+  if (context.defined()) {
+    std::tie(key, value) = context_kv(context, projected);
+  } else {
+    key = to_k_->forward_fp8(x);
+    value = to_v_->forward_fp8(x);
   }
-  if (!key.defined()) {
-    key = to_k_(kv_input);
-    value = to_v_(kv_input);
-  }
+  return attend_heads(query, key, value, x.shape.front());
+}
+
+at::Tensor AttentionImpl::attend_heads(const at::Tensor& query, const at::Tensor& key,
+                                       const at::Tensor& value, int64_t batch) {
+  const int64_t heads = options_.heads();
   const int64_t head_dim = key.size(-1) / heads;
-  query = query.view({batch, -1, heads, head_dim}).transpose(1, 2);
-  key = key.view({batch, -1, heads, head_dim}).transpose(1, 2);
-  value = value.view({batch, -1, heads, head_dim}).transpose(1, 2);
-  at::Tensor h = attend(query, key, value);
+  at::Tensor h = attend(query.view({batch, -1, heads, head_dim}).transpose(1, 2),
+                        key.view({batch, -1, heads, head_dim}).transpose(1, 2),
+                        value.view({batch, -1, heads, head_dim}).transpose(1, 2));
   h = h.transpose(1, 2).reshape({batch, -1, heads * head_dim}).to(query.scalar_type());
   return to_out_(h);
 }

@@ -64,10 +64,23 @@ class AttentionImpl : public torch::nn::Module {
   /// projecting `context` when they hold this module's.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {}, const BlockTokens* tokens = nullptr,
                      const ContextProjections* projected = nullptr);
+  /// forward() on an input quantised ahead (a LayerNorm's e4m3 rows, layers.h), without token reduction: for
+  /// a module whose to_q (and for self-attention to_k and to_v) are FP8 (takes_fp8()).
+  at::Tensor forward_fp8(const Fp8Activation& x, const at::Tensor& context = {},
+                         const ContextProjections* projected = nullptr);
+  /// Whether forward_fp8 takes this module's input: to_q in FP8, and to_k and to_v too for self-attention.
+  bool takes_fp8() const;
   /// to_k(context), to_v(context): what forward() projects from a cross-attention context.
   std::pair<at::Tensor, at::Tensor> project_context(const at::Tensor& context);
 
  private:
+  // The keys and values of a cross-attention context: projected ahead when `projected` holds them, else now.
+  std::pair<at::Tensor, at::Tensor> context_kv(const at::Tensor& context,
+                                               const ContextProjections* projected);
+  // SDPA over the heads of the projected query, keys and values, then to_out.
+  at::Tensor attend_heads(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                          int64_t batch);
+
   AttentionOptions options_;
   Linear to_q_{nullptr};
   Linear to_k_{nullptr};

@@ -71,12 +71,17 @@ Fp8Weight quantize_weight(const at::Tensor& weight) {
 }
 
 Fp8Activation quantize_activation(const at::Tensor& x) {
-  Fp8Activation a;
   auto [q, scale] = quantize_rows(x.reshape({-1, x.size(-1)}).contiguous());
-  a.q = q;
-  a.scale = scale;
-  a.shape = x.sizes().vec();
-  a.dtype = x.scalar_type();
+  return make_activation(q, scale, x.sizes().vec(), x.scalar_type());
+}
+
+Fp8Activation make_activation(at::Tensor q, at::Tensor scale, std::vector<int64_t> shape,
+                              at::ScalarType dtype) {
+  Fp8Activation a;
+  a.q = std::move(q);
+  a.scale = std::move(scale);
+  a.shape = std::move(shape);
+  a.dtype = dtype;
   return a;
 }
 
@@ -88,7 +93,7 @@ at::Tensor fp8_linear(const Fp8Activation& x, const Fp8Weight& w, const at::Tens
     std::optional<at::Tensor> b;
     if (bias.defined()) b = bias;
     y = at::_scaled_mm(x.q, w.q.t(), x.scale, w.scale, b, /*scale_result=*/std::nullopt, x.dtype,
-                       /*use_fast_accum=*/false);
+                       w.fast_accum);
   } else {
     // LibTorch's CPU _scaled_mm takes per-tensor scales only: the same product of the dequantised operands in
     // float32 (the CPU runs this only in tests; the pipeline refuses FP8 there).
@@ -105,7 +110,7 @@ at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor&
   return fp8_linear(quantize_activation(x), w, bias);
 }
 
-int64_t use_fp8_linears(torch::nn::Module& unet) {
+int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which) {
   at::NoGradGuard no_grad;
   int64_t switched = 0;
   for (const auto& item : unet.named_modules()) {
@@ -115,7 +120,12 @@ int64_t use_fp8_linears(torch::nn::Module& unet) {
     // attn2's keys and values project the prompt (77 tokens), once per batch: they stay in the model's dtype.
     if (name.find("attn2.to_k") != std::string::npos || name.find("attn2.to_v") != std::string::npos)
       continue;
+    const bool attention =
+        name.find(".attn1.") != std::string::npos || name.find(".attn2.") != std::string::npos;
+    const bool feed_forward = name.find(".ff.") != std::string::npos;
+    if (attention ? !which.attention : feed_forward ? !which.feed_forward : !which.projections) continue;
     linear->fp8 = quantize_weight(linear->weight);
+    linear->fp8.fast_accum = which.fast_accum;
     // The e4m3 copy replaces the weight: its bytes are released (the parameter keeps its name, now empty).
     linear->weight.set_data(at::empty({0}, linear->weight.options()));
     ++switched;

@@ -42,6 +42,8 @@ std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x);
 struct Fp8Weight {
   at::Tensor q;
   at::Tensor scale;
+  /// cuBLASLt's fast accumulation (no periodic promotion of the e4m3 partial sums to float32).
+  bool fast_accum = false;
 };
 Fp8Weight quantize_weight(const at::Tensor& weight);
 
@@ -54,6 +56,10 @@ struct Fp8Activation {
   at::ScalarType dtype = at::kHalf;
 };
 Fp8Activation quantize_activation(const at::Tensor& x);
+/// An activation quantised ahead by a fused kernel (fused_ops.h: layer_norm_e4m3, geglu_e4m3): its rows
+/// q [rows, in] and scale [rows, 1], for an input that had `shape` and `dtype`.
+Fp8Activation make_activation(at::Tensor q, at::Tensor scale, std::vector<int64_t> shape,
+                              at::ScalarType dtype);
 /// fp8_linear below on an input quantised ahead.
 at::Tensor fp8_linear(const Fp8Activation& x, const Fp8Weight& w, const at::Tensor& bias);
 
@@ -63,9 +69,19 @@ at::Tensor fp8_linear(const Fp8Activation& x, const Fp8Weight& w, const at::Tens
 /// in float32.
 at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor& bias);
 
-/// Switches the UNet's transformer linears listed above to FP8: each keeps its e4m3 weight and scales and
-/// releases its fp16/bf16 weight (half the bytes). Call on a loaded UNet, after LoRA, on a device where
-/// fp8_supported(). Returns how many layers it switched.
-int64_t use_fp8_linears(torch::nn::Module& unet);
+/// Which of the layers listed above use_fp8_linears switches (all by default: what `unet_precision: fp8`
+/// does), and how their GEMMs accumulate. The benchmark (bench/unet_parity) varies these to measure what
+/// each group is worth.
+struct Fp8Layers {
+  bool attention = true;     ///< attn1's to_q/to_k/to_v/to_out, attn2's to_q/to_out
+  bool feed_forward = true;  ///< ff.net.0.proj and ff.net.2
+  bool projections = true;   ///< each Transformer2DModel's proj_in and proj_out
+  bool fast_accum = false;   ///< Fp8Weight::fast_accum
+};
+
+/// Switches the UNet's transformer linears listed above (those `which` selects) to FP8: each keeps its e4m3
+/// weight and scales and releases its fp16/bf16 weight (half the bytes). Call on a loaded UNet, after LoRA,
+/// on a device where fp8_supported(). Returns how many layers it switched.
+int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which = {});
 
 }  // namespace sdxlb

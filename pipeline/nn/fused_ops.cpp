@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <sstream>
 #include <string>
+#include <tuple>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -16,6 +17,8 @@
 #include "pipeline/nn/kernels/group_norm_kernel.h"
 #include "pipeline/nn/kernels/layer_norm_kernel.h"
 #endif
+
+#include "pipeline/nn/fp8.h"
 
 namespace sdxlb {
 namespace {
@@ -188,28 +191,48 @@ at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const 
   return r + (x + bias.view({1, -1, 1, 1}));
 }
 
-namespace {
-
-// The fused LayerNorm of x (+ residual, written to *sum); false when the kernel does not take these inputs.
-bool fused_layer_norm(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
-                      const at::Tensor& bias, double eps, at::Tensor* sum, at::Tensor* y) {
+bool fused_layer_norm_applies(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
+                              const at::Tensor& bias) {
 #ifdef SDXLB_WITH_CUDA
   const int64_t d = x.size(-1);
-  if (!(x.is_cuda() && half_or_bf16(x) && x.is_contiguous() && fusion_enabled(Fusion::kLayerNorm) &&
-        weight.defined() && bias.defined() && same_type_contiguous(weight, x) &&
-        same_type_contiguous(bias, x) && weight.numel() == d && bias.numel() == d &&
-        same_type_contiguous(residual, x) && (!residual.defined() || residual.sizes() == x.sizes())))
-    return false;
-  *y = at::empty_like(x);
+  return x.is_cuda() && half_or_bf16(x) && x.is_contiguous() && fusion_enabled(Fusion::kLayerNorm) &&
+         weight.defined() && bias.defined() && same_type_contiguous(weight, x) &&
+         same_type_contiguous(bias, x) && weight.numel() == d && bias.numel() == d &&
+         same_type_contiguous(residual, x) && (!residual.defined() || residual.sizes() == x.sizes());
+#else
+  (void)x, (void)residual, (void)weight, (void)bias;
+  return false;
+#endif
+}
+
+namespace {
+
+// The fused LayerNorm of x (+ residual, written to *sum) into *y, or with q and scale given quantised to
+// e4m3 into them instead; false when the kernel does not take these inputs.
+bool fused_layer_norm(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
+                      const at::Tensor& bias, double eps, at::Tensor* sum, at::Tensor* y,
+                      at::Tensor* q = nullptr, at::Tensor* scale = nullptr) {
+#ifdef SDXLB_WITH_CUDA
+  if (!fused_layer_norm_applies(x, residual, weight, bias)) return false;
+  const int64_t d = x.size(-1), rows = x.numel() / d;
   if (residual.defined()) *sum = at::empty_like(x);
+  void* sum_ptr = residual.defined() ? sum->data_ptr() : nullptr;
+  const void* res_ptr = residual.defined() ? residual.data_ptr() : nullptr;
   auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
+  if (q != nullptr) {
+    *q = at::empty({rows, d}, x.options().dtype(at::kFloat8_e4m3fn));
+    *scale = at::empty({rows, 1}, x.options().dtype(at::kFloat));
+    return launched(kernels::launch_layer_norm_e4m3(
+        x.scalar_type() == at::kHalf ? 1 : 2, x.data_ptr(), res_ptr, sum_ptr, weight.data_ptr(),
+        bias.data_ptr(), q->data_ptr(), scale->data_ptr<float>(), rows, d, static_cast<float>(eps), stream));
+  }
+  *y = at::empty_like(x);
   const auto launch =
       x.scalar_type() == at::kHalf ? kernels::launch_layer_norm_f16 : kernels::launch_layer_norm_bf16;
-  return launched(launch(x.data_ptr(), residual.defined() ? residual.data_ptr() : nullptr,
-                         residual.defined() ? sum->data_ptr() : nullptr, weight.data_ptr(), bias.data_ptr(),
-                         y->data_ptr(), x.numel() / d, d, static_cast<float>(eps), stream));
+  return launched(launch(x.data_ptr(), res_ptr, sum_ptr, weight.data_ptr(), bias.data_ptr(), y->data_ptr(),
+                         rows, d, static_cast<float>(eps), stream));
 #else
-  (void)x, (void)residual, (void)weight, (void)bias, (void)eps, (void)sum, (void)y;
+  (void)x, (void)residual, (void)weight, (void)bias, (void)eps, (void)sum, (void)y, (void)q, (void)scale;
   return false;
 #endif
 }
@@ -229,6 +252,43 @@ std::pair<at::Tensor, at::Tensor> add_layer_norm(const at::Tensor& x, const at::
   if (fused_layer_norm(x, residual, weight, bias, eps, &sum, &y)) return {sum, y};
   sum = x + residual;
   return {sum, at::layer_norm(sum, {sum.size(-1)}, weight, bias, eps)};
+}
+
+E4m3Rows layer_norm_e4m3(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
+                         const at::Tensor& bias, double eps, at::Tensor* sum) {
+  TORCH_CHECK(residual.defined() == (sum != nullptr), "layer_norm_e4m3: a residual needs a sum to write");
+  E4m3Rows r;
+  at::Tensor unused;
+  if (fused_layer_norm(x, residual, weight, bias, eps, sum != nullptr ? sum : &unused, nullptr, &r.q,
+                       &r.scale))
+    return r;
+  at::Tensor y;
+  if (residual.defined()) {
+    std::tie(*sum, y) = add_layer_norm(x, residual, weight, bias, eps);
+  } else {
+    y = layer_norm(x, weight, bias, eps);
+  }
+  std::tie(r.q, r.scale) = quantize_rows(y.reshape({-1, y.size(-1)}).contiguous());
+  return r;
+}
+
+E4m3Rows geglu_e4m3(const at::Tensor& proj) {
+  E4m3Rows r;
+#ifdef SDXLB_WITH_CUDA
+  if (proj.is_cuda() && half_or_bf16(proj) && proj.is_contiguous() && fusion_enabled(Fusion::kGeglu)) {
+    const int64_t f = proj.size(-1) / 2;
+    const int64_t rows = proj.numel() / proj.size(-1);
+    r.q = at::empty({rows, f}, proj.options().dtype(at::kFloat8_e4m3fn));
+    r.scale = at::empty({rows, 1}, proj.options().dtype(at::kFloat));
+    if (launched(kernels::launch_geglu_e4m3(proj.scalar_type() == at::kHalf ? 1 : 2, proj.data_ptr(),
+                                            r.q.data_ptr(), r.scale.data_ptr<float>(), rows, f,
+                                            c10::cuda::getCurrentCUDAStream(proj.device().index()))))
+      return r;
+  }
+#endif
+  const at::Tensor y = geglu(proj);
+  std::tie(r.q, r.scale) = quantize_rows(y.reshape({-1, y.size(-1)}).contiguous());
+  return r;
 }
 
 }  // namespace sdxlb

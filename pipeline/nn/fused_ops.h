@@ -51,6 +51,27 @@ std::pair<at::Tensor, at::Tensor> add_layer_norm(const at::Tensor& x, const at::
                                                  const at::Tensor& weight, const at::Tensor& bias,
                                                  double eps);
 
+/// Whether layer_norm / add_layer_norm (residual undefined or not) run their fused kernel for these operands.
+bool fused_layer_norm_applies(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
+                              const at::Tensor& bias);
+
+/// Rows quantised to e4m3 as fp8.h's quantize_rows gives them: q [rows, d] float8_e4m3fn and scale [rows, 1]
+/// float32 (the FP8 UNet's activations, issue 17).
+struct E4m3Rows {
+  at::Tensor q;
+  at::Tensor scale;
+};
+
+/// quantize_rows of add_layer_norm's normalised rows (its sum into *sum), or of layer_norm's when residual is
+/// undefined (sum then nullptr). Where the LayerNorm kernel runs, it quantises the rows itself and never
+/// writes them in x's dtype: the same bits, one pass less.
+E4m3Rows layer_norm_e4m3(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
+                         const at::Tensor& bias, double eps, at::Tensor* sum);
+
+/// quantize_rows of geglu(proj)'s rows; the GEGLU kernel quantises them itself where it runs (a row of at
+/// most 8192), with the same bits.
+E4m3Rows geglu_e4m3(const at::Tensor& proj);
+
 /// Whether fused CUDA kernels are compiled in (a CUDA build).
 bool fused_kernels_available();
 

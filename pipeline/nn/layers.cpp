@@ -75,4 +75,18 @@ std::pair<at::Tensor, at::Tensor> LayerNormImpl::forward_add(const at::Tensor& x
   return add_layer_norm(x, residual, weight, bias, eps_);
 }
 
+Fp8Activation LayerNormImpl::forward_fp8(const at::Tensor& x) {
+  TORCH_CHECK(x.size(-1) == dim_, "LayerNorm over ", dim_, " features got input ", x.sizes());
+  E4m3Rows r = layer_norm_e4m3(x, {}, weight, bias, eps_, nullptr);
+  return make_activation(r.q, r.scale, x.sizes().vec(), x.scalar_type());
+}
+
+std::pair<at::Tensor, Fp8Activation> LayerNormImpl::forward_add_fp8(const at::Tensor& x,
+                                                                    const at::Tensor& residual) {
+  TORCH_CHECK(x.size(-1) == dim_, "LayerNorm over ", dim_, " features got input ", x.sizes());
+  at::Tensor sum;
+  E4m3Rows r = layer_norm_e4m3(x, residual, weight, bias, eps_, &sum);
+  return {sum, make_activation(r.q, r.scale, x.sizes().vec(), x.scalar_type())};
+}
+
 }  // namespace sdxlb

@@ -85,6 +85,11 @@ class LayerNormImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);
   /// {h, forward(h)} with h = x + residual, in one kernel on the GPU (fused_ops.h, add_layer_norm).
   std::pair<at::Tensor, at::Tensor> forward_add(const at::Tensor& x, const at::Tensor& residual);
+  /// quantize_activation(forward(x)), quantised in the LayerNorm kernel on the GPU (fused_ops.h,
+  /// layer_norm_e4m3): for an output that only FP8 linears take.
+  Fp8Activation forward_fp8(const at::Tensor& x);
+  /// {h, quantize_activation(forward(h))} with h = x + residual, likewise.
+  std::pair<at::Tensor, Fp8Activation> forward_add_fp8(const at::Tensor& x, const at::Tensor& residual);
 
   at::Tensor weight;  ///< [dim]
   at::Tensor bias;    ///< [dim]

@@ -3,6 +3,7 @@
 #include "pipeline/nn/fused_ops.h"
 
 #include <memory>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -21,6 +22,19 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
 
 at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {
   return out_(geglu(proj_(x)));
+}
+
+bool FeedForwardImpl::takes_fp8() const {
+  return proj_->is_fp8();
+}
+
+at::Tensor FeedForwardImpl::forward_fp8(const Fp8Activation& x) {
+  const at::Tensor p = proj_->forward_fp8(x);
+  if (!out_->is_fp8()) return out_(geglu(p));
+  std::vector<int64_t> shape = p.sizes().vec();
+  shape.back() /= 2;
+  E4m3Rows g = geglu_e4m3(p);
+  return out_->forward_fp8(make_activation(g.q, g.scale, shape, p.scalar_type()));
 }
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlockOptions& o) {
@@ -54,18 +68,36 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Ten
   const bool attn = tome != nullptr && tome->merge_attn, cross = tome != nullptr && tome->merge_crossattn,
              mlp = tome != nullptr && tome->merge_mlp;
   // Each residual add and the LayerNorm after it are one kernel on the GPU (the same bits for the sum as the
-  // add's); h is the running hidden state, a the branch output still to be added to it.
-  at::Tensor n1 = norm1_(x);
-  at::Tensor a = attn1_->forward(attn ? m.merge(n1) : n1, at::Tensor(), &tokens);
-  if (attn) a = m.unmerge(a);
+  // add's); h is the running hidden state, a the branch output still to be added to it. A layer whose
+  // linears are FP8 takes its LayerNorm's output as e4m3 rows that the LayerNorm kernel quantised itself (the
+  // same bits as quantising it after), unless ToMe or ToDo change its tokens at this block.
+  const bool whole = !m.active() && !tokens.downsample;
+  at::Tensor a;
+  if (whole && attn1_->takes_fp8()) {
+    a = attn1_->forward_fp8(norm1_->forward_fp8(x));
+  } else {
+    at::Tensor n1 = norm1_(x);
+    a = attn1_->forward(attn ? m.merge(n1) : n1, at::Tensor(), &tokens);
+    if (attn) a = m.unmerge(a);
+  }
   at::Tensor h = x;
+  const ContextProjections* projected = call != nullptr ? call->projected : nullptr;
   if (attn2_) {
     TORCH_CHECK(context.defined(), "BasicTransformerBlock with cross-attention needs encoder_hidden_states");
-    auto [sum, normed] = norm2_->forward_add(a, h);
-    h = sum;
-    a = attn2_->forward(cross ? m.merge(normed) : normed, context, nullptr,
-                        call != nullptr ? call->projected : nullptr);
-    if (cross) a = m.unmerge(a);
+    if (whole && attn2_->takes_fp8()) {
+      auto [sum, normed] = norm2_->forward_add_fp8(a, h);
+      h = sum;
+      a = attn2_->forward_fp8(normed, context, projected);
+    } else {
+      auto [sum, normed] = norm2_->forward_add(a, h);
+      h = sum;
+      a = attn2_->forward(cross ? m.merge(normed) : normed, context, nullptr, projected);
+      if (cross) a = m.unmerge(a);
+    }
+  }
+  if (whole && ff_->takes_fp8()) {
+    auto [sum, normed] = norm3_->forward_add_fp8(a, h);
+    return ff_->forward_fp8(normed) + sum;
   }
   auto [sum, normed] = norm3_->forward_add(a, h);
   at::Tensor f = ff_(mlp ? m.merge(normed) : normed);

@@ -33,6 +33,11 @@ class FeedForwardImpl : public torch::nn::Module {
   FeedForwardImpl(int64_t dim, int64_t mult = 4);
   /// x [..., dim] → [..., dim].
   at::Tensor forward(const at::Tensor& x);
+  /// forward() on an input quantised ahead (takes_fp8()); with net.2 in FP8 too, the GEGLU kernel quantises
+  /// its output for it (fused_ops.h, geglu_e4m3).
+  at::Tensor forward_fp8(const Fp8Activation& x);
+  /// Whether net.0.proj is FP8.
+  bool takes_fp8() const;
 
  private:
   Linear proj_{nullptr};  // net.0.proj

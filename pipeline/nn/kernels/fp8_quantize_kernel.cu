@@ -6,60 +6,30 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include "pipeline/nn/kernels/element_types.cuh"
+#include "pipeline/nn/kernels/e4m3.cuh"
 
 namespace sdxlb::kernels {
 namespace {
 
-constexpr float kE4m3Max = 448.f;
-constexpr float kMinScale = 5.9604644775390625e-08f;  // 2^-24: an all-zero row keeps a finite scale
-
-// A row's scale from each lane's partial amax (the warp's lanes all call it).
-__device__ __forceinline__ float row_scale(float amax) {
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-  return fmaxf(amax / kE4m3Max, kMinScale);
-}
-
-// One warp per row, the row held in registers (16-byte loads, kVecs per lane): read once, written once as
-// e4m3 (8 bytes per lane per vector).
-template <typename T, int kVecs>
-__global__ void quantize_rows_vec_kernel(const uint4* __restrict__ x, int64_t rows, int64_t vecs,
-                                         uint2* __restrict__ q, float* __restrict__ scale) {
+// One warp per row, 16-byte loads: a pass for the row's largest magnitude, then a pass that converts (the
+// row, at most a few KiB, is read again from L1/L2). Little register state, so that many rows are in flight:
+// the kernel is bound by memory bandwidth, not by one row's latency.
+template <typename T>
+__global__ void __launch_bounds__(256)
+    quantize_rows_vec_kernel(const uint4* __restrict__ x, int64_t rows, int64_t vecs, uint2* __restrict__ q,
+                             float* __restrict__ scale) {
   const int64_t row = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
   const uint4* xr = x + row * vecs;
-  uint4 v[kVecs];
   float amax = 0.f;
-#pragma unroll
-  for (int i = 0; i < kVecs; ++i) {
-    const int64_t c = lane + 32 * i;
-    if (c < vecs) {
-      v[i] = xr[c];
-      const T* e = reinterpret_cast<const T*>(&v[i]);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(to_float(e[k])));
-    }
-  }
-  const float s = row_scale(amax);
+#pragma unroll 4
+  for (int64_t c = lane; c < vecs; c += 32) amax = fmaxf(amax, amax8<T>(xr[c]));
+  const float s = e4m3_scale(warp_max(amax));
   if (lane == 0) scale[row] = s;
   uint2* qr = q + row * vecs;
-#pragma unroll
-  for (int i = 0; i < kVecs; ++i) {
-    const int64_t c = lane + 32 * i;
-    if (c < vecs) {
-      const T* e = reinterpret_cast<const T*>(&v[i]);
-      __nv_fp8_storage_t b[8];
-#pragma unroll
-      for (int k = 0; k < 8; ++k) b[k] = __nv_cvt_float_to_fp8(to_float(e[k]) / s, __NV_SATFINITE, __NV_E4M3);
-      uint2 o;
-      unsigned char* ob = reinterpret_cast<unsigned char*>(&o);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) ob[k] = b[k];
-      qr[c] = o;
-    }
-  }
+#pragma unroll 4
+  for (int64_t c = lane; c < vecs; c += 32) qr[c] = e4m3x8<T>(xr[c], s);
 }
 
 // Any width: one warp per row, the row read twice.
@@ -73,7 +43,7 @@ __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t rows, int6
   __nv_fp8_storage_t* qr = q + row * cols;
   float amax = 0.f;
   for (int64_t c = lane; c < cols; c += 32) amax = fmaxf(amax, fabsf(to_float(xr[c])));
-  const float s = row_scale(amax);
+  const float s = e4m3_scale(warp_max(amax));
   if (lane == 0) scale[row] = s;
   for (int64_t c = lane; c < cols; c += 32)
     qr[c] = __nv_cvt_float_to_fp8(to_float(xr[c]) / s, __NV_SATFINITE, __NV_E4M3);
@@ -87,13 +57,9 @@ cudaError_t launch(const void* x, int64_t rows, int64_t cols, void* q, float* sc
   const unsigned grid = static_cast<unsigned>(blocks);
   const bool aligned =
       cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(q) % 8 == 0;
-  const int64_t vecs = cols / 8;
-  if (aligned && vecs <= 32 * 4) {
-    quantize_rows_vec_kernel<T, 4><<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), rows, vecs,
-                                                                  static_cast<uint2*>(q), scale);
-  } else if (aligned && vecs <= 32 * 24) {
-    quantize_rows_vec_kernel<T, 24><<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), rows, vecs,
-                                                                   static_cast<uint2*>(q), scale);
+  if (aligned) {
+    quantize_rows_vec_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), rows, cols / 8,
+                                                               static_cast<uint2*>(q), scale);
   } else {
     quantize_rows_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x), rows, cols,
                                                            static_cast<__nv_fp8_storage_t*>(q), scale);

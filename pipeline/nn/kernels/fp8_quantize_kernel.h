@@ -11,8 +11,8 @@ namespace sdxlb::kernels {
 /// Per-row (per-token) dynamic e4m3 quantisation of x [rows, cols] (dtype code 1 __half, 2 __nv_bfloat16;
 /// contiguous): scale[r] = max(amax(|x[r, :]|) / 448, 2^-24) in float32, and q[r, c] = e4m3(x[r, c] /
 /// scale[r]) rounded to nearest even (|x / scale| <= 448 by construction, so nothing saturates). One warp per
-/// row; rows up to 6144 wide (cols % 8 == 0, 16-byte aligned) are held in registers and read once, others are
-/// read twice. The same numbers as fp8.h's ATen reference (quantize_rows_reference).
+/// row, which reads it twice (once for the scale, then from cache to convert); 16-byte loads when cols % 8 ==
+/// 0 and x is 16-byte aligned. The same numbers as fp8.h's ATen reference (quantize_rows_reference).
 cudaError_t launch_quantize_rows_e4m3(int dtype, const void* x, int64_t rows, int64_t cols, void* q,
                                       float* scale, cudaStream_t stream);
 

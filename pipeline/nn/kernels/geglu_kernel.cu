@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "pipeline/nn/kernels/e4m3.cuh"
 #include "pipeline/nn/kernels/element_types.cuh"
 
 namespace sdxlb::kernels {
@@ -47,6 +48,52 @@ __global__ void geglu_scalar(const T* __restrict__ in, T* __restrict__ out, int6
   }
 }
 
+// One block per row, kGeluThreads threads, each holding up to kGeluVecs of the row's 8-element outputs in
+// registers (rounded to T as geglu_vec8 stores them): the row's largest magnitude over the block, then the
+// outputs quantised to e4m3 with the row's scale (e4m3.cuh). Rows up to 8 * kGeluThreads * kGeluVecs wide.
+constexpr int kGeluThreads = 128;
+constexpr int kGeluVecs = 8;
+
+template <typename T>
+__global__ void __launch_bounds__(kGeluThreads)
+    geglu_e4m3_rows(const T* __restrict__ in, uint2* __restrict__ q, float* __restrict__ scale, int64_t f) {
+  const int64_t r = blockIdx.x;
+  const int64_t vecs = f / 8;
+  const T* row = in + r * 2 * f;
+  float out[kGeluVecs][8];
+  float amax = 0.f;
+#pragma unroll
+  for (int j = 0; j < kGeluVecs; ++j) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(kGeluThreads) * j;
+    if (i < vecs) {
+      const uint4 hv = *reinterpret_cast<const uint4*>(row + 8 * i);
+      const uint4 gv = *reinterpret_cast<const uint4*>(row + f + 8 * i);
+      const T* h = reinterpret_cast<const T*>(&hv);
+      const T* g = reinterpret_cast<const T*>(&gv);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        out[j][k] = round_to<T>(to_float(h[k]) * to_float(gelu(g[k])));
+        amax = fmaxf(amax, fabsf(out[j][k]));
+      }
+    }
+  }
+  __shared__ float warp_amax[kGeluThreads / 32];
+  amax = warp_max(amax);
+  if (threadIdx.x % 32 == 0) warp_amax[threadIdx.x / 32] = amax;
+  __syncthreads();
+  amax = 0.f;
+#pragma unroll
+  for (int w = 0; w < kGeluThreads / 32; ++w) amax = fmaxf(amax, warp_amax[w]);
+  const float s = e4m3_scale(amax);
+  if (threadIdx.x == 0) scale[r] = s;
+  uint2* qr = q + r * vecs;
+#pragma unroll
+  for (int j = 0; j < kGeluVecs; ++j) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(kGeluThreads) * j;
+    if (i < vecs) qr[i] = e4m3x8(out[j], s);
+  }
+}
+
 template <typename T>
 cudaError_t launch(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream) {
   if (rows <= 0 || f <= 0) return cudaSuccess;
@@ -62,7 +109,30 @@ cudaError_t launch(const void* in, void* out, int64_t rows, int64_t f, cudaStrea
   return cudaGetLastError();
 }
 
+template <typename T>
+cudaError_t launch_e4m3(const void* in, void* q, float* scale, int64_t rows, int64_t f, cudaStream_t stream) {
+  if (f % 8 != 0 || f > 8 * kGeluThreads * kGeluVecs || reinterpret_cast<uintptr_t>(in) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(q) % 8 != 0 || rows > 0x7fffffff)
+    return cudaErrorInvalidValue;
+  if (rows <= 0 || f <= 0) return cudaSuccess;
+  geglu_e4m3_rows<T><<<static_cast<unsigned>(rows), kGeluThreads, 0, stream>>>(
+      static_cast<const T*>(in), static_cast<uint2*>(q), scale, f);
+  return cudaGetLastError();
+}
+
 }  // namespace
+
+cudaError_t launch_geglu_e4m3(int dtype, const void* in, void* q, float* scale, int64_t rows, int64_t f,
+                              cudaStream_t stream) {
+  switch (dtype) {
+    case 1:
+      return launch_e4m3<__half>(in, q, scale, rows, f, stream);
+    case 2:
+      return launch_e4m3<__nv_bfloat16>(in, q, scale, rows, f, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
 
 cudaError_t launch_geglu_f16(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream) {
   return launch<__half>(in, out, rows, f, stream);

@@ -14,4 +14,12 @@ namespace sdxlb::kernels {
 cudaError_t launch_geglu_f16(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream);
 cudaError_t launch_geglu_bf16(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream);
 
+/// The same GEGLU (dtype code 1 __half, 2 __nv_bfloat16) with each output row quantised to e4m3 instead of
+/// written: q [rows, f] e4m3 and scale [rows] float32, the bits launch_quantize_rows_e4m3
+/// (fp8_quantize_kernel.h) gives for the output the other launchers write. One block per row; needs f % 8 ==
+/// 0, f <= 8192, `in` 16-byte and q 8-byte aligned (cudaErrorInvalidValue, launching nothing, otherwise). For
+/// the FP8 UNet's feed-forward, whose second linear is FP8.
+cudaError_t launch_geglu_e4m3(int dtype, const void* in, void* q, float* scale, int64_t rows, int64_t f,
+                              cudaStream_t stream);
+
 }  // namespace sdxlb::kernels

@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "pipeline/nn/kernels/e4m3.cuh"
 #include "pipeline/nn/kernels/element_types.cuh"
 
 namespace sdxlb::kernels {
@@ -20,12 +21,14 @@ constexpr int kMaxVectorsPerLane = 8;  // 8 x 8 elements x 32 lanes: rows up to 
 constexpr int kWarpsPerBlock = 4;
 
 // One warp per row; lane l holds the row's 8-element vectors l, l + 32, ... in registers. With a residual r,
-// the row is x + r (rounded to T, as a separate add would store it), which is also written to `sum`.
-template <typename T>
+// the row is x + r (rounded to T, as a separate add would store it), which is also written to `sum`. With
+// kE4m3 the normalised row, rounded to T as y would store it, is quantised to e4m3 with its own scale
+// (e4m3.cuh) and written to q and scale instead of y: the bits of layer_norm then quantize_rows.
+template <typename T, bool kE4m3>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     layer_norm_rows(const T* __restrict__ x, const T* __restrict__ r, T* __restrict__ sum_out,
-                    const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ y, int64_t rows,
-                    int d, float eps) {
+                    const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ y,
+                    uint2* __restrict__ q, float* __restrict__ scale, int64_t rows, int d, float eps) {
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (row >= rows) return;
@@ -75,7 +78,8 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     }
   }
   const float rstd = rsqrtf(warp_sum(sq) / d + eps);
-  uint4* out = reinterpret_cast<uint4*>(y + row * d);
+  uint4* out = kE4m3 ? nullptr : reinterpret_cast<uint4*>(y + row * d);
+  float amax = 0.f;
 #pragma unroll
   for (int j = 0; j < kMaxVectorsPerLane; ++j) {
     const int i = lane + 32 * j;
@@ -87,9 +91,24 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
       uint4 o;
       T* oe = reinterpret_cast<T*>(&o);
 #pragma unroll
-      for (int k = 0; k < 8; ++k)
+      for (int k = 0; k < 8; ++k) {
         oe[k] = from_float<T>((v[j][k] - mean) * rstd * to_float(g[k]) + to_float(b[k]));
-      out[i] = o;
+        if (kE4m3) {
+          v[j][k] = to_float(oe[k]);
+          amax = fmaxf(amax, fabsf(v[j][k]));
+        }
+      }
+      if (!kE4m3) out[i] = o;
+    }
+  }
+  if (kE4m3) {
+    const float s = e4m3_scale(warp_max(amax));
+    if (lane == 0) scale[row] = s;
+    uint2* qr = q + row * vectors;
+#pragma unroll
+    for (int j = 0; j < kMaxVectorsPerLane; ++j) {
+      const int i = lane + 32 * j;
+      if (i < vectors) qr[i] = e4m3x8(v[j], s);
     }
   }
 }
@@ -100,17 +119,21 @@ bool aligned16(const void* p) {
 
 template <typename T>
 cudaError_t launch(const void* x, const void* r, void* sum, const void* gamma, const void* beta, void* y,
-                   int64_t rows, int64_t d, float eps, cudaStream_t stream) {
+                   void* q, float* scale, int64_t rows, int64_t d, float eps, cudaStream_t stream) {
+  const bool e4m3 = q != nullptr;
   if (d % 8 != 0 || d > 8 * 32 * kMaxVectorsPerLane || d <= 0 || !aligned16(x) || !aligned16(y) ||
       !aligned16(gamma) || !aligned16(beta) || !aligned16(r) || !aligned16(sum) ||
-      (r == nullptr) != (sum == nullptr))
+      (r == nullptr) != (sum == nullptr) || (y == nullptr) != e4m3 || (scale == nullptr) != !e4m3 ||
+      reinterpret_cast<uintptr_t>(q) % 8 != 0)
     return cudaErrorInvalidValue;
   if (rows <= 0) return cudaSuccess;
   const int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  layer_norm_rows<T><<<static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream>>>(
+  const auto kernel = e4m3 ? layer_norm_rows<T, true> : layer_norm_rows<T, false>;
+  kernel<<<static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream>>>(
       static_cast<const T*>(x), static_cast<const T*>(r), static_cast<T*>(sum), static_cast<const T*>(gamma),
-      static_cast<const T*>(beta), static_cast<T*>(y), rows, static_cast<int>(d), eps);
+      static_cast<const T*>(beta), static_cast<T*>(y), static_cast<uint2*>(q), scale, rows,
+      static_cast<int>(d), eps);
   return cudaGetLastError();
 }
 
@@ -119,12 +142,25 @@ cudaError_t launch(const void* x, const void* r, void* sum, const void* gamma, c
 cudaError_t launch_layer_norm_f16(const void* x, const void* residual, void* sum, const void* gamma,
                                   const void* beta, void* y, int64_t rows, int64_t d, float eps,
                                   cudaStream_t stream) {
-  return launch<__half>(x, residual, sum, gamma, beta, y, rows, d, eps, stream);
+  return launch<__half>(x, residual, sum, gamma, beta, y, nullptr, nullptr, rows, d, eps, stream);
 }
 cudaError_t launch_layer_norm_bf16(const void* x, const void* residual, void* sum, const void* gamma,
                                    const void* beta, void* y, int64_t rows, int64_t d, float eps,
                                    cudaStream_t stream) {
-  return launch<__nv_bfloat16>(x, residual, sum, gamma, beta, y, rows, d, eps, stream);
+  return launch<__nv_bfloat16>(x, residual, sum, gamma, beta, y, nullptr, nullptr, rows, d, eps, stream);
+}
+cudaError_t launch_layer_norm_e4m3(int dtype, const void* x, const void* residual, void* sum,
+                                   const void* gamma, const void* beta, void* q, float* scale, int64_t rows,
+                                   int64_t d, float eps, cudaStream_t stream) {
+  if (q == nullptr || scale == nullptr) return cudaErrorInvalidValue;
+  switch (dtype) {
+    case 1:
+      return launch<__half>(x, residual, sum, gamma, beta, nullptr, q, scale, rows, d, eps, stream);
+    case 2:
+      return launch<__nv_bfloat16>(x, residual, sum, gamma, beta, nullptr, q, scale, rows, d, eps, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace sdxlb::kernels

@@ -20,4 +20,12 @@ cudaError_t launch_layer_norm_bf16(const void* x, const void* residual, void* su
                                    const void* beta, void* y, int64_t rows, int64_t d, float eps,
                                    cudaStream_t stream);
 
+/// The same LayerNorm (dtype code 1 __half, 2 __nv_bfloat16) with its output rows quantised to e4m3 instead
+/// of written: q [rows, d] e4m3 and scale [rows] float32 as launch_quantize_rows_e4m3 (fp8_quantize_kernel.h)
+/// gives for the output the other launchers write, bit for bit. For the FP8 UNet's transformer blocks, whose
+/// normalised rows feed only FP8 linears.
+cudaError_t launch_layer_norm_e4m3(int dtype, const void* x, const void* residual, void* sum,
+                                   const void* gamma, const void* beta, void* q, float* scale, int64_t rows,
+                                   int64_t d, float eps, cudaStream_t stream);
+
 }  // namespace sdxlb::kernels

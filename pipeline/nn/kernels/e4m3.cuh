@@ -1,0 +1,64 @@
+// Per-row e4m3 quantisation in device code, shared by the FP8 kernels (fp8_quantize_kernel.cu, and the
+// LayerNorm and GEGLU kernels that quantise their output rows themselves): the same numbers as fp8.h's ATen
+// reference, scale = max(amax / 448, 2^-24) and q = e4m3(x / scale) rounded to nearest even.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_fp8.h>
+
+#include "pipeline/nn/kernels/element_types.cuh"
+
+namespace sdxlb::kernels {
+
+constexpr float kE4m3Max = 448.f;
+constexpr float kE4m3MinScale = 5.9604644775390625e-08f;  // 2^-24: an all-zero row keeps a finite scale
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+
+/// A row's scale from its largest magnitude.
+__device__ __forceinline__ float e4m3_scale(float amax) {
+  return fmaxf(amax / kE4m3Max, kE4m3MinScale);
+}
+
+/// The largest magnitude of 8 T values packed in 16 bytes.
+template <typename T>
+__device__ __forceinline__ float amax8(const uint4& v) {
+  const T* e = reinterpret_cast<const T*>(&v);
+  float m = 0.f;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) m = fmaxf(m, fabsf(to_float(e[k])));
+  return m;
+}
+
+/// 8 values divided by `scale` and rounded to e4m3: 8 bytes, in order.
+__device__ __forceinline__ uint2 e4m3x8(const float (&f)[8], float scale) {
+  uint32_t w[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    uint32_t word = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t b = __nv_cvt_float_to_fp8(f[4 * h + k] / scale, __NV_SATFINITE, __NV_E4M3);
+      word |= b << (8 * k);
+    }
+    w[h] = word;
+  }
+  return make_uint2(w[0], w[1]);
+}
+
+/// The same for 8 T values packed in 16 bytes.
+template <typename T>
+__device__ __forceinline__ uint2 e4m3x8(const uint4& v, float scale) {
+  const T* e = reinterpret_cast<const T*>(&v);
+  float f[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) f[k] = to_float(e[k]);
+  return e4m3x8(f, scale);
+}
+
+}  // namespace sdxlb::kernels
