@@ -2,7 +2,7 @@
 //
 //   unet_parity <model dir> <inputs.safetensors> <out.json> [--variant fp16] [--iters 10] [--profile P.json]
 //               [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8] [--fp8-layers attention,feed_forward,projections]
-//               [--fp8-fast-accum] [--batch N]
+//               [--fp8-accum fast|fp32] [--batch N]
 //
 // <inputs.safetensors> holds sample, timestep, encoder_hidden_states, text_embeds, time_ids and diffusers'
 // output `expected` (written by bench/unet_reference.py from the same weights). Reports the relative error
@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: unet_parity <model dir> <inputs.safetensors> <out.json> [--variant V] [--iters N] "
                  "[--profile P.json] [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8] [--fp8-layers LIST] "
-                 "[--fp8-fast-accum] [--batch N]\n");
+                 "[--fp8-accum fast|fp32] [--batch N]\n");
     return 2;
   }
   std::string variant, profile_path;
@@ -109,8 +109,11 @@ int main(int argc, char** argv) {
     const bool has_value = i + 1 < argc;
     if (a == "--fp8") {
       fp8 = true;
-    } else if (a == "--fp8-fast-accum") {
-      fp8_which.fast_accum = true;
+    } else if (has_value && a == "--fp8-accum") {
+      const std::string mode = argv[++i];
+      if (mode != "fast" && mode != "fp32")
+        return std::fprintf(stderr, "unet_parity: --fp8-accum takes fast or fp32, not %s\n", mode.c_str()), 2;
+      fp8_which.fast_accum = mode == "fast";
     } else if (has_value && a == "--fp8-layers") {
       const std::string list = argv[++i];
       fp8_which.attention = list.find("attention") != std::string::npos;

@@ -46,7 +46,7 @@ std::pair<at::Tensor, at::Tensor> quantize_rows_reference(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 2, "quantize_rows: expected [rows, cols], got ", x.sizes());
   const at::Tensor f = x.to(at::kFloat);
   const at::Tensor scale = (f.abs().amax(-1, /*keepdim=*/true) / kE4m3Max).clamp_min(kMinScale);
-  return {(f / scale).to(at::kFloat8_e4m3fn), scale};
+  return {(f * scale.reciprocal()).to(at::kFloat8_e4m3fn), scale};
 }
 
 std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x) {

@@ -31,8 +31,9 @@ namespace sdxlb {
 bool fp8_supported(const c10::Device& device, std::string* why = nullptr);
 
 /// Per-row e4m3 quantisation of x [rows, cols]: {q [rows, cols] float8_e4m3fn, scale [rows, 1] float32} with
-/// scale = max(amax(|row|) / 448, 2^-24) and q = round-to-nearest-even(row / scale), computed in float32.
-/// ATen ops on any device: the reference.
+/// scale = max(amax(|row|) / 448, 2^-24) and q = round-to-nearest-even(row · (1 / scale)), computed in
+/// float32 (the reciprocal rounded to float32 once per row, as the kernels multiply by it). ATen ops on any
+/// device: the reference.
 std::pair<at::Tensor, at::Tensor> quantize_rows_reference(const at::Tensor& x);
 /// The same numbers; one CUDA kernel for contiguous fp16/bf16 CUDA input, else the reference.
 std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x);
@@ -42,7 +43,8 @@ std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x);
 struct Fp8Weight {
   at::Tensor q;
   at::Tensor scale;
-  /// cuBLASLt's fast accumulation (no periodic promotion of the e4m3 partial sums to float32).
+  /// cuBLASLt's fast accumulation (CUBLASLT_MATMUL_DESC_FAST_ACCUM: the tensor cores' own accumulator, not
+  /// promoted to a float32 sum every few steps of K, as TensorRT's FP8 GEMMs run); false: float32 throughout.
   bool fast_accum = false;
 };
 Fp8Weight quantize_weight(const at::Tensor& weight);
@@ -69,14 +71,15 @@ at::Tensor fp8_linear(const Fp8Activation& x, const Fp8Weight& w, const at::Tens
 /// in float32.
 at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor& bias);
 
-/// Which of the layers listed above use_fp8_linears switches (all by default: what `unet_precision: fp8`
-/// does), and how their GEMMs accumulate. The benchmark (bench/unet_parity) varies these to measure what
-/// each group is worth.
+/// Which of the layers listed above use_fp8_linears switches, and how their GEMMs accumulate; the defaults
+/// are what `unet_precision: fp8` runs (measured on the H200, bench/results/2026-12-03-h200-fp8.md: fast
+/// accumulation is 1.06x faster per UNet call at batch 4 and moves its error against diffusers' fp16 from
+/// 3.07e-2 to 3.13e-2). The benchmark (bench/unet_parity) varies them to measure what each group is worth.
 struct Fp8Layers {
   bool attention = true;     ///< attn1's to_q/to_k/to_v/to_out, attn2's to_q/to_out
   bool feed_forward = true;  ///< ff.net.0.proj and ff.net.2
   bool projections = true;   ///< each Transformer2DModel's proj_in and proj_out
-  bool fast_accum = false;   ///< Fp8Weight::fast_accum
+  bool fast_accum = true;    ///< Fp8Weight::fast_accum
 };
 
 /// Switches the UNet's transformer linears listed above (those `which` selects) to FP8: each keeps its e4m3

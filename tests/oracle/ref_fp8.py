@@ -2,7 +2,8 @@
 torch's float8_e4m3fn dtype, and the product it stands for.
 
 Method: for each row r of x, scale[r] = max(max|x[r, :]| / 448, 2^-24) in float32 and
-q[r, c] = float8_e4m3fn(float32(x[r, c]) / scale[r]) (round to nearest even; |x / scale| <= 448 by construction).
+q[r, c] = float8_e4m3fn(float32(x[r, c]) * float32(1 / scale[r])) (the reciprocal and the product rounded to float32,
+then to e4m3 to nearest even; |x| / scale <= 448 by construction).
 A linear layer y = x W^T + b then runs as sum_k q_x[m, k] q_w[n, k] * scale_x[m] * scale_w[n] + b[n] with x
 quantised per row (token) and W per row (output channel).
 
@@ -24,7 +25,7 @@ MIN_SCALE = 2.0 ** -24
 def quantize_rows(x):
     f = x.float()
     scale = torch.clamp(f.abs().amax(dim=-1, keepdim=True) / E4M3_MAX, min=MIN_SCALE)
-    return (f / scale).to(torch.float8_e4m3fn), scale
+    return (f * (1.0 / scale)).to(torch.float8_e4m3fn), scale
 
 
 def build(out):

@@ -1,6 +1,7 @@
 // Per-row e4m3 quantisation in device code, shared by the FP8 kernels (fp8_quantize_kernel.cu, and the
 // LayerNorm and GEGLU kernels that quantise their output rows themselves): the same numbers as fp8.h's ATen
-// reference, scale = max(amax / 448, 2^-24) and q = e4m3(x / scale) rounded to nearest even.
+// reference, scale = max(amax / 448, 2^-24) and q = e4m3(x · (1 / scale)) with the reciprocal rounded to
+// float32 and the product rounded to nearest even (one division per row, not per element).
 #pragma once
 
 #include <cstdint>
@@ -25,6 +26,17 @@ __device__ __forceinline__ float e4m3_scale(float amax) {
   return fmaxf(amax / kE4m3Max, kE4m3MinScale);
 }
 
+/// What a row's values are multiplied by: 1 / scale, rounded to nearest.
+__device__ __forceinline__ float e4m3_inverse(float scale) {
+  return __frcp_rn(scale);
+}
+
+/// One value times the row's inverse scale, as e4m3 (the product rounded to float32 first, as the reference's
+/// float32 multiply; nothing saturates but a product one rounding above 448, which rounds back to 448).
+__device__ __forceinline__ uint32_t to_e4m3(float x, float inverse) {
+  return __nv_cvt_float_to_fp8(__fmul_rn(x, inverse), __NV_SATFINITE, __NV_E4M3);
+}
+
 /// The largest magnitude of 8 T values packed in 16 bytes.
 template <typename T>
 __device__ __forceinline__ float amax8(const uint4& v) {
@@ -35,16 +47,15 @@ __device__ __forceinline__ float amax8(const uint4& v) {
   return m;
 }
 
-/// 8 values divided by `scale` and rounded to e4m3: 8 bytes, in order.
-__device__ __forceinline__ uint2 e4m3x8(const float (&f)[8], float scale) {
+/// 8 values times `inverse` (e4m3_inverse of the row's scale) as e4m3: 8 bytes, in order.
+__device__ __forceinline__ uint2 e4m3x8(const float (&f)[8], float inverse) {
   uint32_t w[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     uint32_t word = 0;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const uint32_t b = __nv_cvt_float_to_fp8(f[4 * h + k] / scale, __NV_SATFINITE, __NV_E4M3);
-      word |= b << (8 * k);
+      word |= to_e4m3(f[4 * h + k], inverse) << (8 * k);
     }
     w[h] = word;
   }
@@ -53,12 +64,12 @@ __device__ __forceinline__ uint2 e4m3x8(const float (&f)[8], float scale) {
 
 /// The same for 8 T values packed in 16 bytes.
 template <typename T>
-__device__ __forceinline__ uint2 e4m3x8(const uint4& v, float scale) {
+__device__ __forceinline__ uint2 e4m3x8(const uint4& v, float inverse) {
   const T* e = reinterpret_cast<const T*>(&v);
   float f[8];
 #pragma unroll
   for (int k = 0; k < 8; ++k) f[k] = to_float(e[k]);
-  return e4m3x8(f, scale);
+  return e4m3x8(f, inverse);
 }
 
 }  // namespace sdxlb::kernels

@@ -27,9 +27,10 @@ __global__ void __launch_bounds__(256)
   for (int64_t c = lane; c < vecs; c += 32) amax = fmaxf(amax, amax8<T>(xr[c]));
   const float s = e4m3_scale(warp_max(amax));
   if (lane == 0) scale[row] = s;
+  const float inverse = e4m3_inverse(s);
   uint2* qr = q + row * vecs;
 #pragma unroll 4
-  for (int64_t c = lane; c < vecs; c += 32) qr[c] = e4m3x8<T>(xr[c], s);
+  for (int64_t c = lane; c < vecs; c += 32) qr[c] = e4m3x8<T>(xr[c], inverse);
 }
 
 // Any width: one warp per row, the row read twice.
@@ -45,8 +46,9 @@ __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t rows, int6
   for (int64_t c = lane; c < cols; c += 32) amax = fmaxf(amax, fabsf(to_float(xr[c])));
   const float s = e4m3_scale(warp_max(amax));
   if (lane == 0) scale[row] = s;
+  const float inverse = e4m3_inverse(s);
   for (int64_t c = lane; c < cols; c += 32)
-    qr[c] = __nv_cvt_float_to_fp8(to_float(xr[c]) / s, __NV_SATFINITE, __NV_E4M3);
+    qr[c] = static_cast<__nv_fp8_storage_t>(to_e4m3(to_float(xr[c]), inverse));
 }
 
 template <typename T>

@@ -9,8 +9,9 @@
 namespace sdxlb::kernels {
 
 /// Per-row (per-token) dynamic e4m3 quantisation of x [rows, cols] (dtype code 1 __half, 2 __nv_bfloat16;
-/// contiguous): scale[r] = max(amax(|x[r, :]|) / 448, 2^-24) in float32, and q[r, c] = e4m3(x[r, c] /
-/// scale[r]) rounded to nearest even (|x / scale| <= 448 by construction, so nothing saturates). One warp per
+/// contiguous): scale[r] = max(amax(|x[r, :]|) / 448, 2^-24) in float32, and q[r, c] = e4m3(x[r, c] ·
+/// (1 / scale[r])) with the reciprocal and the product rounded to float32, then to e4m3 to nearest even
+/// (|x| / scale <= 448 by construction). One warp per
 /// row, which reads it twice (once for the scale, then from cache to convert); 16-byte loads when cols % 8 ==
 /// 0 and x is 16-byte aligned. The same numbers as fp8.h's ATen reference (quantize_rows_reference).
 cudaError_t launch_quantize_rows_e4m3(int dtype, const void* x, int64_t rows, int64_t cols, void* q,

@@ -48,22 +48,23 @@ __global__ void geglu_scalar(const T* __restrict__ in, T* __restrict__ out, int6
   }
 }
 
-// One block per row, kGeluThreads threads, each holding up to kGeluVecs of the row's 8-element outputs in
+// One block per row, kGeluThreads threads, each holding up to kVecs of the row's 8-element outputs in
 // registers (rounded to T as geglu_vec8 stores them): the row's largest magnitude over the block, then the
-// outputs quantised to e4m3 with the row's scale (e4m3.cuh). Rows up to 8 * kGeluThreads * kGeluVecs wide.
+// outputs quantised to e4m3 with the row's scale (e4m3.cuh). Rows up to 8 * kGeluThreads * kVecs wide; kVecs
+// is the smallest instance that holds the row, so that registers do not limit how many rows are in flight.
 constexpr int kGeluThreads = 128;
-constexpr int kGeluVecs = 8;
+constexpr int kGeluMaxVecs = 8;
 
-template <typename T>
+template <typename T, int kVecs>
 __global__ void __launch_bounds__(kGeluThreads)
     geglu_e4m3_rows(const T* __restrict__ in, uint2* __restrict__ q, float* __restrict__ scale, int64_t f) {
   const int64_t r = blockIdx.x;
   const int64_t vecs = f / 8;
   const T* row = in + r * 2 * f;
-  float out[kGeluVecs][8];
+  float out[kVecs][8];
   float amax = 0.f;
 #pragma unroll
-  for (int j = 0; j < kGeluVecs; ++j) {
+  for (int j = 0; j < kVecs; ++j) {
     const int64_t i = threadIdx.x + static_cast<int64_t>(kGeluThreads) * j;
     if (i < vecs) {
       const uint4 hv = *reinterpret_cast<const uint4*>(row + 8 * i);
@@ -86,11 +87,12 @@ __global__ void __launch_bounds__(kGeluThreads)
   for (int w = 0; w < kGeluThreads / 32; ++w) amax = fmaxf(amax, warp_amax[w]);
   const float s = e4m3_scale(amax);
   if (threadIdx.x == 0) scale[r] = s;
+  const float inverse = e4m3_inverse(s);
   uint2* qr = q + r * vecs;
 #pragma unroll
-  for (int j = 0; j < kGeluVecs; ++j) {
+  for (int j = 0; j < kVecs; ++j) {
     const int64_t i = threadIdx.x + static_cast<int64_t>(kGeluThreads) * j;
-    if (i < vecs) qr[i] = e4m3x8(out[j], s);
+    if (i < vecs) qr[i] = e4m3x8(out[j], inverse);
   }
 }
 
@@ -111,12 +113,16 @@ cudaError_t launch(const void* in, void* out, int64_t rows, int64_t f, cudaStrea
 
 template <typename T>
 cudaError_t launch_e4m3(const void* in, void* q, float* scale, int64_t rows, int64_t f, cudaStream_t stream) {
-  if (f % 8 != 0 || f > 8 * kGeluThreads * kGeluVecs || reinterpret_cast<uintptr_t>(in) % 16 != 0 ||
+  if (f % 8 != 0 || f > 8 * kGeluThreads * kGeluMaxVecs || reinterpret_cast<uintptr_t>(in) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(q) % 8 != 0 || rows > 0x7fffffff)
     return cudaErrorInvalidValue;
   if (rows <= 0 || f <= 0) return cudaSuccess;
-  geglu_e4m3_rows<T><<<static_cast<unsigned>(rows), kGeluThreads, 0, stream>>>(
-      static_cast<const T*>(in), static_cast<uint2*>(q), scale, f);
+  const int64_t per_thread = (f / 8 + kGeluThreads - 1) / kGeluThreads;
+  const auto kernel = per_thread <= 3   ? geglu_e4m3_rows<T, 3>
+                      : per_thread <= 5 ? geglu_e4m3_rows<T, 5>
+                                        : geglu_e4m3_rows<T, kGeluMaxVecs>;
+  kernel<<<static_cast<unsigned>(rows), kGeluThreads, 0, stream>>>(static_cast<const T*>(in),
+                                                                   static_cast<uint2*>(q), scale, f);
   return cudaGetLastError();
 }
 

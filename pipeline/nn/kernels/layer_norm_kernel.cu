@@ -104,11 +104,12 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   if (kE4m3) {
     const float s = e4m3_scale(warp_max(amax));
     if (lane == 0) scale[row] = s;
+    const float inverse = e4m3_inverse(s);
     uint2* qr = q + row * vectors;
 #pragma unroll
     for (int j = 0; j < kMaxVectorsPerLane; ++j) {
       const int i = lane + 32 * j;
-      if (i < vectors) qr[i] = e4m3x8(v[j], s);
+      if (i < vectors) qr[i] = e4m3x8(v[j], inverse);
     }
   }
 }
