@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -27,6 +28,7 @@ class Comm::Impl {
   virtual StatusOr<bool> poll(int tag, const char* hint) = 0;
   virtual Status barrier(const char* hint) = 0;
   virtual Status broadcast(std::string& value, int root, const char* hint) = 0;
+  virtual Status broadcast_bytes(void* data, size_t size, int root, const char* hint) = 0;
   virtual StatusOr<std::vector<std::string>> all_gather(const std::string& value, const char* hint) = 0;
   virtual StatusOr<Comm> split_node(const char* hint) = 0;
   [[noreturn]] virtual void abort(int code) = 0;
@@ -135,6 +137,22 @@ class LocalImpl final : public Comm::Impl {
     return Status::ok();
   }
 
+  Status broadcast_bytes(void* data, size_t size, int root, const char* hint) override {
+    const int tag = kInternalTagBase + 3;
+    if (rank_ == root) {
+      const std::string bytes(static_cast<const char*>(data), size);
+      for (int r = 0; r < this->size(); ++r)
+        if (r != root) SDXLB_RETURN_IF_ERROR(send(r, tag, bytes, hint));
+      return Status::ok();
+    }
+    const Message m = recv_from(root, tag);
+    if (m.bytes.size() != size)
+      return internal_error(std::string(hint) + ": broadcast of " + std::to_string(m.bytes.size()) +
+                            " bytes into a buffer of " + std::to_string(size));
+    std::memcpy(data, m.bytes.data(), size);
+    return Status::ok();
+  }
+
   StatusOr<std::vector<std::string>> all_gather(const std::string& value, const char* hint) override {
     const int tag = kInternalTagBase + 2;
     for (int r = 0; r < size(); ++r)
@@ -238,7 +256,18 @@ class MpiImpl final : public Comm::Impl {
     SDXLB_RETURN_IF_ERROR(
         mpi_status(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm_), hint, "broadcast"));
     value.resize(n);
-    return mpi_status(MPI_Bcast(value.data(), static_cast<int>(n), MPI_BYTE, root, comm_), hint, "broadcast");
+    return broadcast_bytes(value.data(), value.size(), root, hint);
+  }
+
+  Status broadcast_bytes(void* data, size_t size, int root, const char* hint) override {
+    // MPI counts are ints: pieces of at most 1 GiB.
+    constexpr size_t kPiece = size_t{1} << 30;
+    char* p = static_cast<char*>(data);
+    for (size_t done = 0; done < size; done += kPiece) {
+      const int n = static_cast<int>(std::min(kPiece, size - done));
+      SDXLB_RETURN_IF_ERROR(mpi_status(MPI_Bcast(p + done, n, MPI_BYTE, root, comm_), hint, "broadcast"));
+    }
+    return Status::ok();
   }
 
   StatusOr<std::vector<std::string>> all_gather(const std::string& value, const char* hint) override {
@@ -349,6 +378,9 @@ Status Comm::barrier(const char* hint) {
 }
 Status Comm::broadcast(std::string& value, int root, const char* hint) {
   return impl_->broadcast(value, root, hint);
+}
+Status Comm::broadcast_bytes(void* data, size_t size, int root, const char* hint) {
+  return impl_->broadcast_bytes(data, size, root, hint);
 }
 StatusOr<std::vector<std::string>> Comm::all_gather(const std::string& value, const char* hint) {
   return impl_->all_gather(value, hint);

@@ -10,6 +10,7 @@
 // backend's shared queues are internally synchronised.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,6 +63,10 @@ class Comm {
   Status barrier(const char* hint);
   /// Rank `root`'s `value` is copied to every rank.
   Status broadcast(std::string& value, int root, const char* hint);
+  /// Rank `root`'s `size` bytes at `data` are copied into every rank's `data` (which must hold `size` bytes
+  /// on every rank; any size: MPI moves it in pieces of at most 1 GiB). For weights read once per node (issue
+  /// 18).
+  Status broadcast_bytes(void* data, size_t size, int root, const char* hint);
   /// Every rank's `value`, indexed by rank, on every rank.
   StatusOr<std::vector<std::string>> all_gather(const std::string& value, const char* hint);
   /// Ranks that share a node (MPI_COMM_TYPE_SHARED); the local and serial backends are one node.

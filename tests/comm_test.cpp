@@ -54,6 +54,34 @@ TEST(Comm, ReceiveWithATimeoutAndPoll) {
   EXPECT_EQ(comms[0].recv(6, "test")->bytes, "waiting");
 }
 
+// Raw bytes from one rank into every rank's buffer (issue 18: weights read once per node).
+TEST(Comm, BroadcastBytesFillsEveryRanksBuffer) {
+  const int n = 3;
+  auto comms = Comm::local_group(n);
+  std::vector<std::vector<unsigned char>> buffers(n, std::vector<unsigned char>(100003, 0));
+  for (size_t i = 0; i < buffers[1].size(); ++i) buffers[1][i] = static_cast<unsigned char>(i * 31 + 7);
+  std::vector<std::thread> threads;
+  std::vector<Status> results(n, Status::ok());
+  for (int r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      results[r] = comms[r].broadcast_bytes(buffers[r].data(), buffers[r].size(), /*root=*/1, "test");
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < n; ++r) {
+    EXPECT_TRUE(results[r].is_ok()) << results[r].to_string();
+    EXPECT_EQ(buffers[r], buffers[1]) << "rank " << r;
+  }
+  // A receiver whose buffer has another size gets an error, not a partial copy.
+  std::vector<unsigned char> small(10, 0), big(20, 1);
+  std::thread root([&] { EXPECT_TRUE(comms[0].broadcast_bytes(big.data(), big.size(), 0, "test").is_ok()); });
+  std::thread other([&] { (void)comms[2].broadcast_bytes(nullptr, 0, 0, "test"); });
+  const Status mismatch = comms[1].broadcast_bytes(small.data(), small.size(), 0, "test");
+  root.join();
+  other.join();
+  EXPECT_FALSE(mismatch.is_ok());
+  EXPECT_EQ(small, std::vector<unsigned char>(10, 0));
+}
+
 TEST(Comm, LocalGroupPointToPointAndCollectives) {
   const int n = 4;
   auto comms = Comm::local_group(n);
