@@ -28,6 +28,8 @@ struct Message {
 
 /// Any tag, for recv().
 constexpr int kAnyTag = -1;
+/// The colour of a rank that takes no part in a split (Comm::split).
+constexpr int kNoColour = -1;
 
 class Comm {
  public:
@@ -71,6 +73,10 @@ class Comm {
   StatusOr<std::vector<std::string>> all_gather(const std::string& value, const char* hint);
   /// Ranks that share a node (MPI_COMM_TYPE_SHARED); the local and serial backends are one node.
   StatusOr<Comm> split_node(const char* hint);
+  /// Collective: the ranks that pass the same `colour` (>= 0) form a new Comm, ranked in this Comm's rank
+  /// order (MPI_Comm_split). A rank that passes kNoColour takes no part and gets a Comm::serial() of its own.
+  /// Errors: kInvalidArgument for a colour below kNoColour; the backend's failure.
+  StatusOr<Comm> split(int colour, const char* hint);
   /// Aborts every rank of the job (MPI_Abort) with `code`; for the local backend, exits the process.
   [[noreturn]] void abort(int code);
 

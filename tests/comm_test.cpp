@@ -136,6 +136,73 @@ TEST(Comm, SendToBadRankIsAnError) {
   EXPECT_NE(s.message().find("dispatching work"), std::string::npos);
 }
 
+// Runs fn(rank) on every rank of a fresh local group, one thread each.
+template <typename Fn>
+void on_every_rank(int n, Fn fn) {
+  auto comms = Comm::local_group(n);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) threads.emplace_back([&, r] { fn(comms[r]); });
+  for (auto& t : threads) t.join();
+}
+
+TEST(Comm, SplitByColourMakesConnectedGroups) {
+  const int n = 5;
+  const std::vector<int> colours = {kNoColour, 0, 1, 0, 0};
+  std::vector<int> ranks(n, -1), sizes(n, -1);
+  std::vector<std::string> backends(n), received(n), gathered(n);
+  on_every_rank(n, [&](Comm& world) {
+    const int r = world.rank();
+    auto part = world.split(colours[r], "test");
+    ASSERT_TRUE(part.is_ok()) << part.status().to_string();
+    ranks[r] = part->rank();
+    sizes[r] = part->size();
+    backends[r] = part->backend();
+    // The new group's collectives reach its members only (and twice in a row, so the split's own traffic is
+    // not confused with them).
+    std::string v = part->rank() == part->size() - 1 ? "from the last of colour " + std::to_string(colours[r])
+                                                     : std::string();
+    ASSERT_TRUE(part->broadcast(v, part->size() - 1, "test").is_ok());
+    received[r] = v;
+    auto all = part->all_gather(std::to_string(r), "test");
+    ASSERT_TRUE(all.is_ok());
+    for (const auto& x : *all) gathered[r] += x;
+    // A second split of the same Comm makes another group.
+    auto again = world.split(r == 0 ? kNoColour : 7, "test");
+    ASSERT_TRUE(again.is_ok());
+    EXPECT_EQ(again->size(), r == 0 ? 1 : n - 1);
+  });
+  EXPECT_EQ(ranks, (std::vector<int>{0, 0, 0, 1, 2}));
+  EXPECT_EQ(sizes, (std::vector<int>{1, 3, 1, 3, 3}));
+  EXPECT_EQ(backends[0], "local");  // serial: one rank
+  EXPECT_EQ(received[1], "from the last of colour 0");
+  EXPECT_EQ(received[4], "from the last of colour 0");
+  EXPECT_EQ(received[2], "from the last of colour 1");
+  EXPECT_EQ(gathered[3], "134");
+  EXPECT_EQ(gathered[2], "2");
+
+  Comm c = Comm::serial();
+  auto bad = c.split(-2, "grouping ranks");
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("grouping ranks"), std::string::npos);
+}
+
+TEST(NodeProbe, NodeWorkersLeaveTheCoordinatorOut) {
+  const int n = 4;
+  std::vector<int> ranks(n, -1), sizes(n, -1);
+  on_every_rank(n, [&](Comm& world) {
+    auto node = world.split_node("test");  // the local backend is one node
+    ASSERT_TRUE(node.is_ok());
+    EXPECT_EQ(node->size(), n);
+    auto workers = node_workers(world);
+    ASSERT_TRUE(workers.is_ok()) << workers.status().to_string();
+    ranks[world.rank()] = workers->rank();
+    sizes[world.rank()] = workers->size();
+    ASSERT_TRUE(workers->barrier("test").is_ok());
+  });
+  EXPECT_EQ(ranks, (std::vector<int>{0, 0, 1, 2}));
+  EXPECT_EQ(sizes, (std::vector<int>{1, 3, 3, 3}));
+}
+
 TEST(NodeProbe, RanksSharingAGpu) {
   EXPECT_EQ(ranks_sharing_gpu(0, 8, 8), 1);  // one worker per GPU
   EXPECT_EQ(ranks_sharing_gpu(0, 2, 1), 2);  // two workers on one GPU
