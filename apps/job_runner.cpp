@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <thread>
 
 #include <unistd.h>
@@ -191,6 +192,21 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   }
   ctx->gpu_slot = placement->slot;
   ctx->workers_on_node = placement->workers_on_node;
+  // weights_broadcast: the workers of each node as a Comm of their own, whose first worker reads the weight
+  // files for all of them (collective over every rank; the same choice on every rank: the same job file and
+  // launcher). auto: under MPI, on the nodes with more than one worker.
+  std::optional<Comm> weights_comm;
+  const JobSpec::WeightsBroadcast broadcast = ctx->job.weights_broadcast;
+  if (broadcast == JobSpec::WeightsBroadcast::kOn ||
+      (broadcast == JobSpec::WeightsBroadcast::kAuto && std::string(comm.backend()) == "mpi")) {
+    auto workers = node_workers(comm);
+    if (!workers.is_ok()) {
+      print_error(workers.status());
+      return kExitInternal;
+    }
+    if (!root && (broadcast == JobSpec::WeightsBroadcast::kOn || workers->size() > 1))
+      weights_comm.emplace(std::move(*workers));
+  }
   auto ranks = gather_rank_info(comm);
   if (!ranks.is_ok()) {
     print_error(ranks.status());
@@ -254,7 +270,7 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
 
   // Phase 2: render.
   if (!root) {
-    Status w = run_render_worker(comm, *ctx, *setup);
+    Status w = run_render_worker(comm, *ctx, *setup, weights_comm ? &*weights_comm : nullptr);
     return w.is_ok() ? kExitOk : exit_code_for(w);
   }
   auto summary = run_coordinator(comm, *ctx, resume.pending, *ranks);

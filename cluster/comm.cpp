@@ -6,7 +6,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -27,8 +29,10 @@ class Comm::Impl {
   virtual StatusOr<bool> poll(int tag, const char* hint) = 0;
   virtual Status barrier(const char* hint) = 0;
   virtual Status broadcast(std::string& value, int root, const char* hint) = 0;
+  virtual Status broadcast_bytes(void* data, size_t size, int root, const char* hint) = 0;
   virtual StatusOr<std::vector<std::string>> all_gather(const std::string& value, const char* hint) = 0;
   virtual StatusOr<Comm> split_node(const char* hint) = 0;
+  virtual StatusOr<Comm> split(int colour, const char* hint) = 0;
   [[noreturn]] virtual void abort(int code) = 0;
 };
 
@@ -45,6 +49,24 @@ struct LocalShared {
     std::deque<Message> queue;
   };
   std::vector<Box> boxes;
+
+  // The groups that split() made, by (the split's sequence number, colour): the first member to arrive
+  // creates the group, the others join it; the last one to join removes the entry.
+  struct Split {
+    std::shared_ptr<LocalShared> group;
+    int joined = 0;
+  };
+  std::mutex splits_mu;
+  std::map<std::pair<uint64_t, int>, Split> splits;
+
+  std::shared_ptr<LocalShared> join_split(uint64_t seq, int colour, int members) {
+    std::lock_guard<std::mutex> lock(splits_mu);
+    Split& s = splits[{seq, colour}];
+    if (!s.group) s.group = std::make_shared<LocalShared>(members);
+    std::shared_ptr<LocalShared> group = s.group;
+    if (++s.joined == members) splits.erase({seq, colour});
+    return group;
+  }
 };
 
 class LocalImpl final : public Comm::Impl {
@@ -135,6 +157,22 @@ class LocalImpl final : public Comm::Impl {
     return Status::ok();
   }
 
+  Status broadcast_bytes(void* data, size_t size, int root, const char* hint) override {
+    const int tag = kInternalTagBase + 3;
+    if (rank_ == root) {
+      const std::string bytes(static_cast<const char*>(data), size);
+      for (int r = 0; r < this->size(); ++r)
+        if (r != root) SDXLB_RETURN_IF_ERROR(send(r, tag, bytes, hint));
+      return Status::ok();
+    }
+    const Message m = recv_from(root, tag);
+    if (m.bytes.size() != size)
+      return internal_error(std::string(hint) + ": broadcast of " + std::to_string(m.bytes.size()) +
+                            " bytes into a buffer of " + std::to_string(size));
+    std::memcpy(data, m.bytes.data(), size);
+    return Status::ok();
+  }
+
   StatusOr<std::vector<std::string>> all_gather(const std::string& value, const char* hint) override {
     const int tag = kInternalTagBase + 2;
     for (int r = 0; r < size(); ++r)
@@ -147,11 +185,13 @@ class LocalImpl final : public Comm::Impl {
   }
 
   StatusOr<Comm> split_node(const char* hint) override;
+  StatusOr<Comm> split(int colour, const char* hint) override;
   [[noreturn]] void abort(int code) override { std::_Exit(code); }
 
  private:
   std::shared_ptr<LocalShared> shared_;
   int rank_;
+  uint64_t splits_ = 0;  // split() calls so far: every rank makes the same calls, so it names the split
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -238,7 +278,18 @@ class MpiImpl final : public Comm::Impl {
     SDXLB_RETURN_IF_ERROR(
         mpi_status(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm_), hint, "broadcast"));
     value.resize(n);
-    return mpi_status(MPI_Bcast(value.data(), static_cast<int>(n), MPI_BYTE, root, comm_), hint, "broadcast");
+    return broadcast_bytes(value.data(), value.size(), root, hint);
+  }
+
+  Status broadcast_bytes(void* data, size_t size, int root, const char* hint) override {
+    // MPI counts are ints: pieces of at most 1 GiB.
+    constexpr size_t kPiece = size_t{1} << 30;
+    char* p = static_cast<char*>(data);
+    for (size_t done = 0; done < size; done += kPiece) {
+      const int n = static_cast<int>(std::min(kPiece, size - done));
+      SDXLB_RETURN_IF_ERROR(mpi_status(MPI_Bcast(p + done, n, MPI_BYTE, root, comm_), hint, "broadcast"));
+    }
+    return Status::ok();
   }
 
   StatusOr<std::vector<std::string>> all_gather(const std::string& value, const char* hint) override {
@@ -260,7 +311,8 @@ class MpiImpl final : public Comm::Impl {
     return out;
   }
 
-  StatusOr<Comm> split_node(const char* hint);
+  StatusOr<Comm> split_node(const char* hint) override;
+  StatusOr<Comm> split(int colour, const char* hint) override;
   [[noreturn]] void abort(int code) override {
     MPI_Abort(comm_, code);
     std::_Exit(code);
@@ -280,13 +332,30 @@ struct CommFactory {
 };
 
 namespace {
+Status check_colour(int colour, const char* hint) {
+  if (colour < kNoColour)
+    return invalid_argument(std::string(hint) + ": split colour " + std::to_string(colour) +
+                            " is negative; use a colour >= 0, or kNoColour to take no part");
+  return Status::ok();
+}
+
 StatusOr<Comm> LocalImpl::split_node(const char* hint) {
-  // One process is one node: the node communicator is a fresh group of the same size, connected like this
-  // one. Only rank 0's call creates it; others receive their member through the shared state would need extra
-  // plumbing, so the local backend supports node splits only for size 1.
-  if (size() != 1)
-    return unimplemented(std::string(hint) + ": split_node on the local backend with several ranks");
-  return Comm::serial();
+  // One process is one node: a fresh group of the same ranks.
+  return split(0, hint);
+}
+
+StatusOr<Comm> LocalImpl::split(int colour, const char* hint) {
+  SDXLB_RETURN_IF_ERROR(check_colour(colour, hint));
+  const uint64_t seq = splits_++;
+  SDXLB_ASSIGN_OR_RETURN(auto colours, all_gather(std::to_string(colour), hint));
+  if (colour == kNoColour) return Comm::serial();
+  int members = 0, new_rank = 0;
+  for (int r = 0; r < size(); ++r) {
+    if (std::stoi(colours[r]) != colour) continue;
+    if (r == rank_) new_rank = members;
+    ++members;
+  }
+  return CommFactory::make(std::make_unique<LocalImpl>(shared_->join_split(seq, colour, members), new_rank));
 }
 
 StatusOr<Comm> MpiImpl::split_node(const char* hint) {
@@ -294,6 +363,15 @@ StatusOr<Comm> MpiImpl::split_node(const char* hint) {
   int rc = MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
   SDXLB_RETURN_IF_ERROR(mpi_status(rc, hint, "split by node"));
   return CommFactory::make(std::make_unique<MpiImpl>(node));
+}
+
+StatusOr<Comm> MpiImpl::split(int colour, const char* hint) {
+  SDXLB_RETURN_IF_ERROR(check_colour(colour, hint));
+  MPI_Comm part;
+  int rc = MPI_Comm_split(comm_, colour == kNoColour ? MPI_UNDEFINED : colour, rank_, &part);
+  SDXLB_RETURN_IF_ERROR(mpi_status(rc, hint, "split by colour"));
+  if (part == MPI_COMM_NULL) return Comm::serial();
+  return CommFactory::make(std::make_unique<MpiImpl>(part));
 }
 }  // namespace
 
@@ -350,11 +428,17 @@ Status Comm::barrier(const char* hint) {
 Status Comm::broadcast(std::string& value, int root, const char* hint) {
   return impl_->broadcast(value, root, hint);
 }
+Status Comm::broadcast_bytes(void* data, size_t size, int root, const char* hint) {
+  return impl_->broadcast_bytes(data, size, root, hint);
+}
 StatusOr<std::vector<std::string>> Comm::all_gather(const std::string& value, const char* hint) {
   return impl_->all_gather(value, hint);
 }
 StatusOr<Comm> Comm::split_node(const char* hint) {
   return impl_->split_node(hint);
+}
+StatusOr<Comm> Comm::split(int colour, const char* hint) {
+  return impl_->split(colour, hint);
 }
 void Comm::abort(int code) {
   impl_->abort(code);

@@ -10,6 +10,7 @@
 // backend's shared queues are internally synchronised.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +28,8 @@ struct Message {
 
 /// Any tag, for recv().
 constexpr int kAnyTag = -1;
+/// The colour of a rank that takes no part in a split (Comm::split).
+constexpr int kNoColour = -1;
 
 class Comm {
  public:
@@ -62,10 +65,18 @@ class Comm {
   Status barrier(const char* hint);
   /// Rank `root`'s `value` is copied to every rank.
   Status broadcast(std::string& value, int root, const char* hint);
+  /// Rank `root`'s `size` bytes at `data` are copied into every rank's `data` (which must hold `size` bytes
+  /// on every rank; any size: MPI moves it in pieces of at most 1 GiB). For weights read once per node (issue
+  /// 18).
+  Status broadcast_bytes(void* data, size_t size, int root, const char* hint);
   /// Every rank's `value`, indexed by rank, on every rank.
   StatusOr<std::vector<std::string>> all_gather(const std::string& value, const char* hint);
   /// Ranks that share a node (MPI_COMM_TYPE_SHARED); the local and serial backends are one node.
   StatusOr<Comm> split_node(const char* hint);
+  /// Collective: the ranks that pass the same `colour` (>= 0) form a new Comm, ranked in this Comm's rank
+  /// order (MPI_Comm_split). A rank that passes kNoColour takes no part and gets a Comm::serial() of its own.
+  /// Errors: kInvalidArgument for a colour below kNoColour; the backend's failure.
+  StatusOr<Comm> split(int colour, const char* hint);
   /// Aborts every rank of the job (MPI_Abort) with `code`; for the local backend, exits the process.
   [[noreturn]] void abort(int code);
 

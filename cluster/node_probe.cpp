@@ -27,6 +27,14 @@ StatusOr<NodePlacement> node_placement(Comm& world) {
   return p;
 }
 
+StatusOr<Comm> node_workers(Comm& world) {
+  const char* hint = "grouping the workers of this node";
+  const int colour = world.rank() == 0 ? kNoColour : 0;
+  if (std::string(world.backend()) != "mpi") return world.split(colour, hint);
+  SDXLB_ASSIGN_OR_RETURN(auto node, world.split_node(hint));
+  return node.split(colour, hint);
+}
+
 int ranks_sharing_gpu(int slot, int workers, int gpus) {
   if (gpus <= 0 || workers <= 0) return 1;
   int n = 0;

@@ -19,6 +19,12 @@ struct NodePlacement {
 /// are ranks 1..N-1 of one node.
 StatusOr<NodePlacement> node_placement(Comm& world);
 
+/// Collective over `world`: every rank calls it. The worker ranks (world rank != 0) of this rank's node, in
+/// world rank order, as their own Comm: what the node's workers share start-up work through (weights read
+/// once per node). Rank 0, the coordinator, takes no part and gets a Comm::serial(). With the local or serial
+/// backend the workers are ranks 1..N-1.
+StatusOr<Comm> node_workers(Comm& world);
+
 /// Workers that use the same GPU as worker `slot` when `workers` workers take `gpus` GPUs round-robin.
 int ranks_sharing_gpu(int slot, int workers, int gpus);
 

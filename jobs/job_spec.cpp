@@ -81,6 +81,10 @@ constexpr NamedValue<JobSpec::Decode> kDecodes[] = {{"auto", JobSpec::Decode::kA
                                                     {"full", JobSpec::Decode::kFull},
                                                     {"sliced", JobSpec::Decode::kSliced},
                                                     {"tiled", JobSpec::Decode::kTiled}};
+constexpr NamedValue<JobSpec::WeightsBroadcast> kWeightsBroadcast[] = {
+    {"auto", JobSpec::WeightsBroadcast::kAuto},
+    {"on", JobSpec::WeightsBroadcast::kOn},
+    {"off", JobSpec::WeightsBroadcast::kOff}};
 constexpr NamedValue<PromptFormat> kPromptFormats[] = {
     {"txt", PromptFormat::kTxt}, {"jsonl", PromptFormat::kJsonl}, {"csv", PromptFormat::kCsv}};
 // The sampler options' values, spelled by jobs/sampler_choice.h.
@@ -580,6 +584,7 @@ void SpecParser::run(const YAML::Node& root) {
       {"image_format", [&](const Field& f) { read_enum(f, kImageFormats, &s.image_format); }},
       {"decoder", [&](const Field& f) { decoder_set_ = read_enum(f, kDecoders, &s.decoder); }},
       {"memory", [&](const Field& f) { on_memory(f); }},
+      {"weights_broadcast", [&](const Field& f) { read_enum(f, kWeightsBroadcast, &s.weights_broadcast); }},
       {"embedding_cache", [&](const Field& f) { read_path(f, &s.embedding_cache); }},
       {"segment_items",
        [&](const Field& f) {
@@ -827,6 +832,9 @@ const char* placement_name(JobSpec::Placement v) {
 const char* decode_name(JobSpec::Decode v) {
   return name_of(kDecodes, v);
 }
+const char* weights_broadcast_name(JobSpec::WeightsBroadcast v) {
+  return name_of(kWeightsBroadcast, v);
+}
 
 StatusOr<JobSpec> JobSpec::load_file(const std::string& path, const JobLoadOptions& options) {
   std::error_code ec;
@@ -984,6 +992,8 @@ std::string JobSpec::to_canonical_json() const {
   // Only when set, so that the canonical JSON of every earlier job is unchanged.
   if (!model_config.empty()) run["model_config"] = model_config;
   if (!vae.empty()) run["vae"] = vae;
+  if (weights_broadcast != WeightsBroadcast::kAuto)
+    run["weights_broadcast"] = weights_broadcast_name(weights_broadcast);
   if (!loras.empty()) run["loras"] = nlohmann::json::parse(loras_to_json(loras));
   json all = {{"format", "sdxlb-job/1"}, {"image", image_json(*this)}, {"run", run}};
   return all.dump();

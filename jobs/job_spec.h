@@ -43,6 +43,9 @@ struct JobSpec {
   enum class Placement { kAuto, kResident, kModelOffload, kStreamed, kSequential };
   /// How the full VAE decodes a batch.
   enum class Decode { kAuto, kFull, kSliced, kTiled };
+  /// Whether a node's first worker reads the weight files and shares them with the node's other workers;
+  /// kAuto: when more than one worker of a node loads the model under MPI.
+  enum class WeightsBroadcast { kAuto, kOn, kOff };
 
   /// The `memory:` map: overrides for the memory plan.
   struct Memory {
@@ -106,6 +109,8 @@ struct JobSpec {
   Device device = Device::kAuto;
   Decoder decoder = Decoder::kAuto;
   Memory memory;
+  /// The `weights_broadcast` key (pipeline/io/weights_broadcast.h). Never changes a pixel.
+  WeightsBroadcast weights_broadcast = WeightsBroadcast::kAuto;
 
   // --- output
   std::string output;  ///< output folder (resolved)
@@ -155,5 +160,6 @@ const char* image_format_name(JobSpec::ImageFormat v);
 const char* decoder_name(JobSpec::Decoder v);
 const char* placement_name(JobSpec::Placement v);
 const char* decode_name(JobSpec::Decode v);
+const char* weights_broadcast_name(JobSpec::WeightsBroadcast v);
 
 }  // namespace sdxlb

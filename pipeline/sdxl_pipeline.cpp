@@ -119,7 +119,8 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   parts.model_dir = model_dir;
   // The model source: a diffusers folder, or a single file with a config folder or the built-in configs; the
   // job's VAE file over either. Everything below reads configs, weights and tokenizers through it.
-  SDXLB_ASSIGN_OR_RETURN(parts.source, ModelSource::open(model_dir, options.model_config, options.vae));
+  SDXLB_ASSIGN_OR_RETURN(
+      parts.source, ModelSource::open(model_dir, options.model_config, options.vae, options.weights_opener));
   const ModelSource& source = parts.source;
   for (const char* c : {"unet", "vae", "text_encoder", "text_encoder_2"}) {
     if (!source.has_component(c)) {
@@ -289,8 +290,9 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
       if (options.tiny_vae.empty())
         return invalid_argument(
             "the tiny decoder needs a tiny VAE folder (job key tiny_vae, e.g. a TAESDXL folder)");
-      SDXLB_ASSIGN_OR_RETURN(parts.tiny_vae,
-                             load_tiny_vae(options.tiny_vae, "", options.dtype, options.device));
+      SDXLB_ASSIGN_OR_RETURN(auto folder,
+                             ModelFolder::open_component_folder(options.tiny_vae, options.weights_opener));
+      SDXLB_ASSIGN_OR_RETURN(parts.tiny_vae, load_tiny_vae(folder, "", "", options.dtype, options.device));
     } else {
       VaeLoadOptions vo;
       vo.honor_force_upcast = !options.vae_fp16_safe;
@@ -305,7 +307,7 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
   // would not see a changed tiny VAE (and index.h5's model_id differed from every row's).
   if (options.decoder == DecoderKind::kTiny && !options.tiny_vae.empty()) {
     Fingerprint tf;
-    auto tf_dir = ModelFolder::open_component_folder(options.tiny_vae);
+    auto tf_dir = ModelFolder::open_component_folder(options.tiny_vae, options.weights_opener);
     if (tf_dir.is_ok()) SDXLB_RETURN_IF_ERROR(add_component_identity(tf, *tf_dir, "", ""));
     model_id.add("tiny_vae").add(tf.hex());
   }

@@ -31,6 +31,7 @@
 #include "jobs/approximations.h"
 #include "jobs/loras.h"
 #include "jobs/sampler_choice.h"
+#include "pipeline/io/file_opener.h"
 #include "pipeline/samplers/scheduler_config.h"
 
 namespace sdxlb {
@@ -83,6 +84,10 @@ struct PipelineOptions {
   /// LoRAs fused into the UNet and text encoders at load (pipeline/io/lora.h), in order; part of
   /// text_encoder_id() (those that change a text encoder) and model_id().
   std::vector<LoraEntry> loras;
+  /// How every weight file (the model's, the VAE file, the tiny VAE's, the LoRAs) is opened during load();
+  /// empty: from disk. A worker of a node that shares its weight files passes WeightsBroadcast::opener()
+  /// (pipeline/io/weights_broadcast.h); the weights and the identities are the same either way.
+  FileOpener weights_opener;
 };
 
 /// Text conditioning for a batch: prompt_embeds [B, 77, D] and pooled [B, P], on the pipeline's device.

@@ -54,6 +54,34 @@ TEST(Comm, ReceiveWithATimeoutAndPoll) {
   EXPECT_EQ(comms[0].recv(6, "test")->bytes, "waiting");
 }
 
+// Raw bytes from one rank into every rank's buffer (issue 18: weights read once per node).
+TEST(Comm, BroadcastBytesFillsEveryRanksBuffer) {
+  const int n = 3;
+  auto comms = Comm::local_group(n);
+  std::vector<std::vector<unsigned char>> buffers(n, std::vector<unsigned char>(100003, 0));
+  for (size_t i = 0; i < buffers[1].size(); ++i) buffers[1][i] = static_cast<unsigned char>(i * 31 + 7);
+  std::vector<std::thread> threads;
+  std::vector<Status> results(n, Status::ok());
+  for (int r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      results[r] = comms[r].broadcast_bytes(buffers[r].data(), buffers[r].size(), /*root=*/1, "test");
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < n; ++r) {
+    EXPECT_TRUE(results[r].is_ok()) << results[r].to_string();
+    EXPECT_EQ(buffers[r], buffers[1]) << "rank " << r;
+  }
+  // A receiver whose buffer has another size gets an error, not a partial copy.
+  std::vector<unsigned char> small(10, 0), big(20, 1);
+  std::thread root([&] { EXPECT_TRUE(comms[0].broadcast_bytes(big.data(), big.size(), 0, "test").is_ok()); });
+  std::thread other([&] { (void)comms[2].broadcast_bytes(nullptr, 0, 0, "test"); });
+  const Status mismatch = comms[1].broadcast_bytes(small.data(), small.size(), 0, "test");
+  root.join();
+  other.join();
+  EXPECT_FALSE(mismatch.is_ok());
+  EXPECT_EQ(small, std::vector<unsigned char>(10, 0));
+}
+
 TEST(Comm, LocalGroupPointToPointAndCollectives) {
   const int n = 4;
   auto comms = Comm::local_group(n);
@@ -106,6 +134,73 @@ TEST(Comm, SendToBadRankIsAnError) {
   Status s = c.send(3, 1, "", "dispatching work");
   EXPECT_FALSE(s.is_ok());
   EXPECT_NE(s.message().find("dispatching work"), std::string::npos);
+}
+
+// Runs fn(rank) on every rank of a fresh local group, one thread each.
+template <typename Fn>
+void on_every_rank(int n, Fn fn) {
+  auto comms = Comm::local_group(n);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) threads.emplace_back([&, r] { fn(comms[r]); });
+  for (auto& t : threads) t.join();
+}
+
+TEST(Comm, SplitByColourMakesConnectedGroups) {
+  const int n = 5;
+  const std::vector<int> colours = {kNoColour, 0, 1, 0, 0};
+  std::vector<int> ranks(n, -1), sizes(n, -1);
+  std::vector<std::string> backends(n), received(n), gathered(n);
+  on_every_rank(n, [&](Comm& world) {
+    const int r = world.rank();
+    auto part = world.split(colours[r], "test");
+    ASSERT_TRUE(part.is_ok()) << part.status().to_string();
+    ranks[r] = part->rank();
+    sizes[r] = part->size();
+    backends[r] = part->backend();
+    // The new group's collectives reach its members only (and twice in a row, so the split's own traffic is
+    // not confused with them).
+    std::string v = part->rank() == part->size() - 1 ? "from the last of colour " + std::to_string(colours[r])
+                                                     : std::string();
+    ASSERT_TRUE(part->broadcast(v, part->size() - 1, "test").is_ok());
+    received[r] = v;
+    auto all = part->all_gather(std::to_string(r), "test");
+    ASSERT_TRUE(all.is_ok());
+    for (const auto& x : *all) gathered[r] += x;
+    // A second split of the same Comm makes another group.
+    auto again = world.split(r == 0 ? kNoColour : 7, "test");
+    ASSERT_TRUE(again.is_ok());
+    EXPECT_EQ(again->size(), r == 0 ? 1 : n - 1);
+  });
+  EXPECT_EQ(ranks, (std::vector<int>{0, 0, 0, 1, 2}));
+  EXPECT_EQ(sizes, (std::vector<int>{1, 3, 1, 3, 3}));
+  EXPECT_EQ(backends[0], "local");  // serial: one rank
+  EXPECT_EQ(received[1], "from the last of colour 0");
+  EXPECT_EQ(received[4], "from the last of colour 0");
+  EXPECT_EQ(received[2], "from the last of colour 1");
+  EXPECT_EQ(gathered[3], "134");
+  EXPECT_EQ(gathered[2], "2");
+
+  Comm c = Comm::serial();
+  auto bad = c.split(-2, "grouping ranks");
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("grouping ranks"), std::string::npos);
+}
+
+TEST(NodeProbe, NodeWorkersLeaveTheCoordinatorOut) {
+  const int n = 4;
+  std::vector<int> ranks(n, -1), sizes(n, -1);
+  on_every_rank(n, [&](Comm& world) {
+    auto node = world.split_node("test");  // the local backend is one node
+    ASSERT_TRUE(node.is_ok());
+    EXPECT_EQ(node->size(), n);
+    auto workers = node_workers(world);
+    ASSERT_TRUE(workers.is_ok()) << workers.status().to_string();
+    ranks[world.rank()] = workers->rank();
+    sizes[world.rank()] = workers->size();
+    ASSERT_TRUE(workers->barrier("test").is_ok());
+  });
+  EXPECT_EQ(ranks, (std::vector<int>{0, 0, 1, 2}));
+  EXPECT_EQ(sizes, (std::vector<int>{1, 3, 3, 3}));
 }
 
 TEST(NodeProbe, RanksSharingAGpu) {

@@ -199,6 +199,8 @@ TEST_F(JobSpecTest, MinimalJobGetsEveryDefault) {
   EXPECT_EQ(s.memory.placement, JobSpec::Placement::kAuto);
   EXPECT_EQ(s.memory.decode, JobSpec::Decode::kAuto);
   EXPECT_FALSE(s.memory.max_gpu_gib.has_value());
+  EXPECT_EQ(s.weights_broadcast, JobSpec::WeightsBroadcast::kAuto);
+  EXPECT_EQ(s.to_canonical_json().find("weights_broadcast"), std::string::npos);  // earlier jobs' JSON
   EXPECT_EQ(s.segment_items, 256);
   EXPECT_DOUBLE_EQ(s.segment_seconds, 60.0);
   EXPECT_DOUBLE_EQ(s.progress_interval_s, 10.0);
@@ -232,6 +234,7 @@ output: /abs/out
 image_format: png
 decoder: full
 memory: {placement: streamed, decode: tiled, max_gpu_gib: 20.5, concurrent_images: 3}
+weights_broadcast: off
 embedding_cache: cache
 segment_items: 64
 segment_seconds: 30
@@ -262,6 +265,8 @@ worker_timeout_s: 90
   EXPECT_EQ(s.memory.decode, JobSpec::Decode::kTiled);
   EXPECT_DOUBLE_EQ(*s.memory.max_gpu_gib, 20.5);
   EXPECT_EQ(s.memory.concurrent_images, 3);
+  EXPECT_EQ(s.weights_broadcast, JobSpec::WeightsBroadcast::kOff);
+  EXPECT_NE(s.to_canonical_json().find(R"("weights_broadcast":"off")"), std::string::npos);
   EXPECT_EQ(s.embedding_cache, dir_.file("cache"));
   EXPECT_EQ(s.segment_items, 64);
   EXPECT_DOUBLE_EQ(s.segment_seconds, 30.0);
@@ -546,6 +551,16 @@ TEST_F(JobSpecTest, UnknownEnumValueSuggests) {
   EXPECT_HAS(
       m,
       "job.yaml:5:8: dtype: unknown value \"fp61\"; use one of: fp16 | bf16 | fp32 (did you mean \"fp16\"?)");
+}
+
+TEST_F(JobSpecTest, WeightsBroadcastIsAutoOnOrOff) {
+  for (const char* v : {"auto", "on", "off"}) {
+    auto spec = load(std::string(kMinimal) + "weights_broadcast: " + v + "\n");
+    ASSERT_TRUE(spec.is_ok()) << spec.status().message();
+    EXPECT_STREQ(weights_broadcast_name(spec->weights_broadcast), v);
+  }
+  std::string m = error_of(std::string(kMinimal) + "weights_broadcast: yes\n");
+  EXPECT_HAS(m, "job.yaml:5:20: weights_broadcast: unknown value \"yes\"; use one of: auto | on | off");
 }
 
 // ---- scheduler: a sampler name, or a map of a name and options

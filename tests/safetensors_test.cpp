@@ -65,6 +65,40 @@ TEST(Safetensors, ReadsF32F16BF16ZeroCopy) {
   EXPECT_FLOAT_EQ(keep.sum().item<float>(), 10.f);
 }
 
+// A file's bytes rebuilt elsewhere (received from another rank, issue 18): the same tensors, header and
+// metadata; bad bytes get open()'s errors, and fill's error is returned.
+TEST(Safetensors, FromBufferIsTheSameFile) {
+  ScratchDir dir;
+  const std::string data = f32_bytes({1.f, 2.f, 3.f, 4.f});
+  std::string header =
+      R"({"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})";
+  header += std::string((8 - header.size() % 8) % 8, ' ');
+  write_bytes(dir.file("x.safetensors"), safetensors_bytes(header, data));
+  auto f = SafetensorsFile::open(dir.file("x.safetensors"));
+  ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+  const std::string_view bytes = (*f)->file_bytes();
+  auto copy = SafetensorsFile::from_buffer("received x.safetensors", bytes.size(), [&](void* out) {
+    std::memcpy(out, bytes.data(), bytes.size());
+    return Status::ok();
+  });
+  ASSERT_TRUE(copy.is_ok()) << copy.status().to_string();
+  EXPECT_EQ((*copy)->path(), "received x.safetensors");
+  EXPECT_EQ((*copy)->header_json(), (*f)->header_json());
+  EXPECT_EQ((*copy)->metadata().at("format"), "pt");
+  EXPECT_TRUE(at::equal(*(*copy)->tensor(*(*copy)->find("a")), *(*f)->tensor(*(*f)->find("a"))));
+  auto corrupt = SafetensorsFile::from_buffer("received y", bytes.size(), [&](void* out) {
+    std::memset(out, 0xff, bytes.size());
+    return Status::ok();
+  });
+  ASSERT_FALSE(corrupt.is_ok());
+  EXPECT_EQ(corrupt.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(corrupt.status().message().find("received y"), std::string::npos);
+  auto failed = SafetensorsFile::from_buffer("received z", bytes.size(),
+                                             [](void*) { return io_error("the sender went away"); });
+  ASSERT_FALSE(failed.is_ok());
+  EXPECT_NE(failed.status().message().find("the sender went away"), std::string::npos);
+}
+
 TEST(Safetensors, MissingFile) {
   ScratchDir dir;
   Status s = open_status(dir.file("nope.safetensors"));

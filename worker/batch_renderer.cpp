@@ -12,6 +12,7 @@
 #include "cluster/node_probe.h"
 #include "common/log.h"
 #include "common/process_clock.h"
+#include "pipeline/io/weights_broadcast.h"
 #include "pipeline/runtime/memory_plan.h"
 #include "worker/device_binding.h"
 
@@ -30,11 +31,32 @@ BatchRenderer::BatchRenderer(const RunContext& ctx, RenderSetup setup, int rank)
 
 BatchRenderer::~BatchRenderer() = default;
 
-Status BatchRenderer::init() {
+Status BatchRenderer::init(WeightsBroadcast* share) {
   setup_.device = bind_device(setup_.device, ctx_.gpu_slot);
-  SDXLB_RETURN_IF_ERROR(apply_memory_plan());
-  SDXLB_ASSIGN_OR_RETURN(pipe_,
-                         SdxlPipeline::load(ctx_.job.model, setup_.pipeline_options(ctx_.job, false, true)));
+  Status st = apply_memory_plan();
+  PipelineOptions options = setup_.pipeline_options(ctx_.job, false, true);
+  if (share) options.weights_opener = share->opener();
+  const auto t_load = Clock::now();
+  if (st.is_ok()) {
+    auto pipe = SdxlPipeline::load(ctx_.job.model, options);
+    if (pipe.is_ok()) pipe_ = std::move(*pipe);
+    st = pipe.status();
+  }
+  if (share) {
+    // Every worker of the node ends the exchange, also after a failure, so that none waits for it.
+    const Status done = share->finish();
+    if (st.is_ok()) st = done;
+    if (st.is_ok()) {
+      char line[200];
+      std::snprintf(line, sizeof line, "weights: %lld files (%.2f GiB) %s in %.2f s (weights_broadcast)",
+                    static_cast<long long>(share->files()), static_cast<double>(share->bytes()) / (1 << 30),
+                    share->reads() ? "read and shared with this node's other workers"
+                                   : "received from this node's first worker",
+                    std::chrono::duration<double>(Clock::now() - t_load).count());
+      log_info(line);
+    }
+  }
+  SDXLB_RETURN_IF_ERROR(st);
   SDXLB_ASSIGN_OR_RETURN(auto cache,
                          EmbeddingCache::open(ctx_.job.embedding_cache, pipe_->text_encoder_id()));
   cache_.emplace(std::move(cache));

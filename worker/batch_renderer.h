@@ -25,6 +25,8 @@
 
 namespace sdxlb {
 
+class WeightsBroadcast;
+
 /// What the render loop hears from a batch in progress.
 struct RenderHooks {
   /// Asked before each image group: true stops the batch there (the groups already rendered are stored).
@@ -38,9 +40,11 @@ class BatchRenderer {
   BatchRenderer(const RunContext& ctx, RenderSetup setup, int rank);
   ~BatchRenderer();
 
-  /// Binds the device, applies the memory plan, loads the pipeline and opens the embedding cache. Errors:
-  /// those of SdxlPipeline::load and EmbeddingCache::open, and of the memory plan (no plan fits).
-  Status init();
+  /// Binds the device, applies the memory plan, loads the pipeline and opens the embedding cache. With
+  /// `share` (null: none) the weight files come through it, and init() ends its exchange (finish()) whether
+  /// or not the load succeeded. Errors: those of SdxlPipeline::load, EmbeddingCache::open and
+  /// WeightsBroadcast, and of the memory plan (no plan fits).
+  Status init(WeightsBroadcast* share = nullptr);
   /// Renders `items` (one dispatched batch) in image groups, the images that denoise together: as many as
   /// the plan's concurrent images on a GPU (the last group padded, so that one CUDA graph serves them all),
   /// one on the CPU. Each item goes to `sink`, its index to report->done or report->failed. Before each

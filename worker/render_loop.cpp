@@ -2,10 +2,12 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <optional>
 
 #include "cluster/stop_signal.h"
 #include "common/log.h"
+#include "pipeline/io/weights_broadcast.h"
 #include "run/protocol.h"
 #include "worker/batch_renderer.h"
 #include "worker/item_sink.h"
@@ -19,12 +21,16 @@ Status send_fatal(Comm& comm, const Status& error) {
 
 }  // namespace
 
-Status run_render_worker(Comm& comm, const RunContext& ctx, const RenderSetup& setup) {
+Status run_render_worker(Comm& comm, const RunContext& ctx, const RenderSetup& setup, Comm* node_workers) {
   const auto t0 = std::chrono::steady_clock::now();
+  // Made first, so that this worker takes part in the exchange (if only to say it is done) whatever fails.
+  std::unique_ptr<WeightsBroadcast> share;
+  if (node_workers) share = std::make_unique<WeightsBroadcast>(*node_workers);
   BatchRenderer renderer(ctx, setup, comm.rank());
   ItemSink sink(ctx, comm.rank());
   Status st = ctx.faults->startup_error(comm.rank());
-  if (st.is_ok()) st = renderer.init();
+  if (st.is_ok()) st = renderer.init(share.get());
+  share.reset();  // done loading (a worker that failed before init says so here)
   if (!st.is_ok()) {
     // The coordinator carries the error (and its exit code) to the job's end; this rank's own exit is clean
     // once it is told, so that the launcher does not end the job before index.h5 is written.

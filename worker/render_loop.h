@@ -12,7 +12,10 @@ namespace sdxlb {
 
 /// Serves the coordinator until told to stop. An item that fails (NaN, a LibTorch error) is stored as failed
 /// with the reason and the loop goes on; a failure that stops the worker (the model does not load, a
-/// segment cannot be written) is sent to the coordinator as fatal and returned.
-Status run_render_worker(Comm& comm, const RunContext& ctx, const RenderSetup& setup);
+/// segment cannot be written) is sent to the coordinator as fatal and returned. `node_workers` (null: none):
+/// the workers of this node (node_workers()), whose first worker reads the weight files for all of them
+/// (weights_broadcast); every one of them must call this.
+Status run_render_worker(Comm& comm, const RunContext& ctx, const RenderSetup& setup,
+                         Comm* node_workers = nullptr);
 
 }  // namespace sdxlb

@@ -230,7 +230,7 @@ StatusOr<LoraSet> LoraSet::open(const std::vector<LoraEntry>& entries, const Mod
     if (!std::isfinite(entry.scale))
       return invalid_argument(who + ": scale " + std::to_string(entry.scale) +
                               " is not a finite number; use e.g. 1.0 (the LoRA as trained) or 0.5");
-    auto file = SafetensorsFile::open(entry.path);
+    auto file = open_weights_file(source.file_opener(), entry.path);
     if (!file.is_ok()) return Status(file.status().code(), who + ": " + file.status().message());
     auto lora = std::make_shared<Lora>();
     lora->entry = entry;

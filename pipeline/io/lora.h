@@ -48,8 +48,9 @@ class LoraSet {
   static const std::vector<std::string>& components();
 
   /// Reads every LoRA of `loras` and matches its modules against the weight headers of `source`'s unet,
-  /// text_encoder and text_encoder_2 (no weights are loaded). Errors: kNotFound (no file), kDataLoss (corrupt
-  /// file), kInvalidArgument (a LoRA that does not fit this model, as above).
+  /// text_encoder and text_encoder_2 (no weights are loaded). The LoRA files are opened as `source` opens its
+  /// weights (ModelSource::file_opener). Errors: kNotFound (no file), kDataLoss (corrupt file),
+  /// kInvalidArgument (a LoRA that does not fit this model, as above).
   static StatusOr<LoraSet> open(const std::vector<LoraEntry>& loras, const ModelSource& source,
                                 const std::string& variant);
 

@@ -68,8 +68,8 @@ StatusOr<nlohmann::json> read_json_file(const std::string& path) {
 // ---------------------------------------------------------------------------------------------------------
 // WeightSet
 
-StatusOr<WeightSet> WeightSet::open_file(const std::string& path) {
-  SDXLB_ASSIGN_OR_RETURN(auto file, SafetensorsFile::open(path));
+StatusOr<WeightSet> WeightSet::open_file(const std::string& path, const FileOpener& opener) {
+  SDXLB_ASSIGN_OR_RETURN(auto file, open_weights_file(opener, path));
   WeightSet ws;
   ws.files_.push_back(file);
   for (const auto& t : file->tensors()) ws.index_[t.name] = {0, &t, t, {}};
@@ -120,11 +120,11 @@ StatusOr<WeightSet> WeightSet::derived(std::shared_ptr<const SafetensorsFile> fi
 }
 
 StatusOr<WeightSet> WeightSet::open(const std::string& dir, const std::string& stem,
-                                    const std::string& variant) {
+                                    const std::string& variant, const FileOpener& opener) {
   const std::string v = variant.empty() ? "" : "." + variant;
   const std::string single = join(dir, stem + v + ".safetensors");
   const std::string index = join(dir, stem + ".safetensors.index" + v + ".json");
-  if (is_file(single)) return open_file(single);
+  if (is_file(single)) return open_file(single, opener);
   if (!is_file(index)) {
     std::string msg = "no weights in " + dir + ": looked for " + stem + v + ".safetensors and " + stem +
                       ".safetensors.index" + v + ".json";
@@ -155,7 +155,7 @@ StatusOr<WeightSet> WeightSet::open(const std::string& dir, const std::string& s
       return data_loss(index + " names shard " + shard + " (holding \"" + names.front() + "\" and " +
                        std::to_string(names.size() - 1) + " more tensors), but " + path +
                        " is missing; re-download the model");
-    SDXLB_ASSIGN_OR_RETURN(auto file, SafetensorsFile::open(path));
+    SDXLB_ASSIGN_OR_RETURN(auto file, open_weights_file(opener, path));
     const size_t fi = ws.files_.size();
     ws.files_.push_back(file);
     for (const auto& name : names) {
@@ -216,7 +216,7 @@ std::string WeightSet::describe() const {
 // ---------------------------------------------------------------------------------------------------------
 // ModelFolder
 
-StatusOr<ModelFolder> ModelFolder::open(const std::string& root) {
+StatusOr<ModelFolder> ModelFolder::open(const std::string& root, FileOpener opener) {
   if (!is_dir(root))
     return not_found("model folder " + root + " does not exist; set `model:` to a diffusers SDXL folder");
   const std::string index_path = join(root, "model_index.json");
@@ -230,18 +230,20 @@ StatusOr<ModelFolder> ModelFolder::open(const std::string& root) {
   ModelFolder f;
   f.root_ = root;
   f.index_ = std::move(index);
+  f.opener_ = std::move(opener);
   if (f.index_.contains("_class_name") && f.index_["_class_name"].is_string())
     f.pipeline_class_ = f.index_["_class_name"].get<std::string>();
   return f;
 }
 
-StatusOr<ModelFolder> ModelFolder::open_component_folder(const std::string& root) {
+StatusOr<ModelFolder> ModelFolder::open_component_folder(const std::string& root, FileOpener opener) {
   if (!is_dir(root)) return not_found("model folder " + root + " does not exist");
   if (!is_file(join(root, "config.json")))
     return not_found(root + " has no config.json, so it is not a diffusers model folder");
   ModelFolder f;
   f.root_ = root;
   f.single_component_ = true;
+  f.opener_ = std::move(opener);
   return f;
 }
 
@@ -275,7 +277,7 @@ StatusOr<WeightSet> ModelFolder::component_weights(const std::string& name,
   if (!single_component_ && index_.contains(name) && index_[name].is_array() && !index_[name].empty() &&
       index_[name][0] == "transformers")
     stem = "model";
-  return WeightSet::open(dir, stem, variant);
+  return WeightSet::open(dir, stem, variant, opener_);
 }
 
 }  // namespace sdxlb

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
+#include "pipeline/io/file_opener.h"
 #include "pipeline/io/safetensors.h"
 
 namespace sdxlb {
@@ -46,11 +47,12 @@ class WeightSet {
   /// Opens the weights of the component in `dir` whose files are named `<stem>[.<variant>].safetensors`
   /// (or sharded through `<stem>.safetensors.index[.<variant>].json`). `variant` may be empty.
   /// Errors: kNotFound naming the files looked for (and the variants that do exist), kDataLoss for a
-  /// corrupt file or index, or a shard named by the index that is missing.
-  static StatusOr<WeightSet> open(const std::string& dir, const std::string& stem,
-                                  const std::string& variant);
-  /// One plain .safetensors file.
-  static StatusOr<WeightSet> open_file(const std::string& path);
+  /// corrupt file or index, or a shard named by the index that is missing. The files are opened through
+  /// `opener` (empty: from disk).
+  static StatusOr<WeightSet> open(const std::string& dir, const std::string& stem, const std::string& variant,
+                                  const FileOpener& opener = {});
+  /// One plain .safetensors file, opened through `opener` (empty: from disk).
+  static StatusOr<WeightSet> open_file(const std::string& path, const FileOpener& opener = {});
   /// The tensors `tensors` of `file` under their new names. Shapes follow the views; a view that does not
   /// fit its stored tensor (rows out of range, a transpose of a non-2-D tensor) is kDataLoss naming both.
   /// `describe` says where the set comes from in messages (e.g. "x.safetensors (model.diffusion_model.*)").
@@ -86,10 +88,11 @@ class WeightSet {
 class ModelFolder {
  public:
   /// Reads `<root>/model_index.json`. Errors: kNotFound (no folder or no model_index.json, with a hint that
-  /// the path must be a diffusers folder), kDataLoss (bad JSON, naming line and column).
-  static StatusOr<ModelFolder> open(const std::string& root);
+  /// the path must be a diffusers folder), kDataLoss (bad JSON, naming line and column). Weight files are
+  /// opened through `opener` (empty: from disk); configs are read from disk.
+  static StatusOr<ModelFolder> open(const std::string& root, FileOpener opener = {});
   /// A single-component folder (e.g. TAESDXL): config.json + weights, no model_index.json.
-  static StatusOr<ModelFolder> open_component_folder(const std::string& root);
+  static StatusOr<ModelFolder> open_component_folder(const std::string& root, FileOpener opener = {});
 
   const std::string& root() const { return root_; }
   /// "_class_name" of model_index.json (e.g. StableDiffusionXLPipeline); empty for component folders.
@@ -110,6 +113,7 @@ class ModelFolder {
   std::string pipeline_class_;
   nlohmann::json index_;
   bool single_component_ = false;
+  FileOpener opener_;
 };
 
 /// Reads and parses a JSON file. Errors: kNotFound, kIoError, kDataLoss naming file, line and column.

@@ -78,20 +78,21 @@ void add_content_sample(Fingerprint& fp, const SafetensorsFile& file) {
 }
 
 StatusOr<ModelSource> ModelSource::open(const std::string& model, const std::string& config_dir,
-                                        const std::string& vae_file) {
+                                        const std::string& vae_file, FileOpener opener) {
   ModelSource s;
   s.path_ = model;
   s.vae_file_ = vae_file;
+  s.opener_ = std::move(opener);
   if (is_dir(model)) {
     if (!config_dir.empty())
       return invalid_argument("model_config is set, but model " + model +
                               " is a diffusers folder with its own configs; remove model_config (it is for "
                               "single-file checkpoints)");
-    SDXLB_ASSIGN_OR_RETURN(auto folder, ModelFolder::open(model));
+    SDXLB_ASSIGN_OR_RETURN(auto folder, ModelFolder::open(model, s.opener_));
     s.folder_ = std::move(folder);
     return s;
   }
-  SDXLB_ASSIGN_OR_RETURN(auto checkpoint, SingleFileCheckpoint::open(model));
+  SDXLB_ASSIGN_OR_RETURN(auto checkpoint, SingleFileCheckpoint::open(model, s.opener_));
   s.checkpoint_ = std::move(checkpoint);
   if (!config_dir.empty()) {
     auto configs = ModelFolder::open(config_dir);
@@ -165,7 +166,7 @@ StatusOr<WeightSet> ModelSource::weights(const std::string& component, const std
     const int64_t levels =
         vae.contains("up_block_types") && vae["up_block_types"].is_array() ? vae["up_block_types"].size() : 4;
     const int64_t latent = vae.value("latent_channels", int64_t{4});
-    return open_vae_file(vae_file_, levels, latent);
+    return open_vae_file(vae_file_, levels, latent, opener_);
   }
   if (folder_) return folder_->component_weights(component, variant);
   SingleFileLayout layout;

@@ -33,12 +33,16 @@ class ModelSource {
   /// giving a single file its configs and tokenizers (refused with a folder model); `vae_file` ("" for none)
   /// a VAE .safetensors replacing the model's. Errors: those of ModelFolder::open and
   /// SingleFileCheckpoint::open; kInvalidArgument when a single file without `config_dir` is not SDXL base
-  /// sized (naming the first difference and the fix).
+  /// sized (naming the first difference and the fix). Every weight file (the model's, the VAE file's, and the
+  /// LoRAs' that LoraSet::open reads for this source) is opened through `opener` (empty: from disk); configs
+  /// and tokenizers are read from disk.
   static StatusOr<ModelSource> open(const std::string& model, const std::string& config_dir = "",
-                                    const std::string& vae_file = "");
+                                    const std::string& vae_file = "", FileOpener opener = {});
 
   bool is_single_file() const { return checkpoint_.has_value(); }
   const std::string& path() const { return path_; }
+  /// How this source opens weight files (empty: from disk).
+  const FileOpener& file_opener() const { return opener_; }
   /// True when the configs are the built-in SDXL base ones.
   bool builtin_configs() const { return is_single_file() && !configs_; }
 
@@ -63,6 +67,8 @@ class ModelSource {
 
   /// Mixes the identity of `component` into `fp`: its config, its weights' names, dtypes, shapes and byte
   /// ranges, and a sample of their content. For a folder this is the identity every earlier version computed.
+  /// It depends on the weights' bytes only, not on where they came from: a source whose files were received
+  /// from another rank (file_opener()) gives the identity of the same files read from disk.
   Status add_identity(Fingerprint& fp, const std::string& component, const std::string& variant) const;
   /// Mixes the tokenizers' files (tokenizer_config.json, vocab.json, merges.txt, special_tokens_map.json).
   void add_tokenizer_identity(Fingerprint& fp) const;
@@ -73,6 +79,7 @@ class ModelSource {
   std::optional<SingleFileCheckpoint> checkpoint_;  // a single-file model
   std::optional<ModelFolder> configs_;              // the config folder of a single file
   std::string vae_file_;
+  FileOpener opener_;
 };
 
 /// Mixes a sample of `file`'s data area into `fp`: 64 blocks of 64 KiB spread evenly (the whole area when

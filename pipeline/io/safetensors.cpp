@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <limits>
 
 #include <ATen/ATen.h>
@@ -111,6 +112,37 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::open(const std
     return io_error("cannot memory-map " + where + ": " + std::strerror(map_err));
   }
   mapping->size = file_size;
+  return parse(path, std::move(mapping));
+}
+
+StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::from_buffer(
+    const std::string& name, uint64_t size, const std::function<Status(void* data)>& fill) {
+  const std::string where = "safetensors file " + name;
+  if (size < 8)
+    return data_loss(where + " is truncated: " + std::to_string(size) +
+                     " bytes, smaller than the 8-byte header length");
+  auto mapping = std::make_shared<Mapping>();
+  // Anonymous memory, released as a file mapping is (munmap).
+  mapping->addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapping->addr == MAP_FAILED) {
+    const int err = errno;
+    mapping->addr = nullptr;
+    return Status(StatusCode::kResourceExhausted, "cannot allocate " + std::to_string(size) + " bytes for " +
+                                                      where + ": " + std::strerror(err));
+  }
+  mapping->size = size;
+  SDXLB_RETURN_IF_ERROR(fill(mapping->addr));
+  return parse(name, std::move(mapping));
+}
+
+std::string_view SafetensorsFile::file_bytes() const {
+  return {static_cast<const char*>(mapping_->addr), mapping_->size};
+}
+
+StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::parse(const std::string& path,
+                                                                        std::shared_ptr<Mapping> mapping) {
+  const std::string where = "safetensors file " + path;
+  const uint64_t file_size = mapping->size;
   const auto* bytes = static_cast<const uint8_t*>(mapping->addr);
 
   uint64_t header_len = 0;

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -41,6 +42,11 @@ class SafetensorsFile {
   /// Maps and validates `path`. Errors: kNotFound (no file), kIoError (cannot read/map),
   /// kDataLoss (any header or layout problem, naming the tensor).
   static StatusOr<std::shared_ptr<const SafetensorsFile>> open(const std::string& path);
+  /// The same validation over `size` bytes that `fill` writes into memory this object owns (e.g. a file's
+  /// bytes received from another rank, issue 18). `name` stands for the path in errors and in path(). Errors:
+  /// kResourceExhausted when the memory cannot be had, fill's error, and open()'s kDataLoss.
+  static StatusOr<std::shared_ptr<const SafetensorsFile>> from_buffer(
+      const std::string& name, uint64_t size, const std::function<Status(void* data)>& fill);
 
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
@@ -61,6 +67,9 @@ class SafetensorsFile {
   /// `n` bytes of the data area from `offset` (clamped to the area), read through the mapping.
   std::string_view data_bytes(uint64_t offset, uint64_t n) const;
 
+  /// The whole file as mapped (header length, header and data area): what from_buffer rebuilds it from.
+  std::string_view file_bytes() const;
+
   /// A CPU tensor over the mapped bytes (zero-copy unless the bytes are misaligned for the dtype, in which
   /// case it is an aligned copy). Errors: kUnimplemented for dtypes LibTorch has no type for.
   StatusOr<at::Tensor> tensor(const TensorInfo& info) const;
@@ -68,6 +77,8 @@ class SafetensorsFile {
  private:
   struct Mapping;
   SafetensorsFile() = default;
+  static StatusOr<std::shared_ptr<const SafetensorsFile>> parse(const std::string& path,
+                                                                std::shared_ptr<Mapping> mapping);
 
   std::string path_;
   std::shared_ptr<Mapping> mapping_;

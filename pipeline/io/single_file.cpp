@@ -309,8 +309,8 @@ std::string SingleFileCheckpoint::prefix_of(const std::string& component) {
   return "";
 }
 
-StatusOr<SingleFileCheckpoint> SingleFileCheckpoint::open(const std::string& path) {
-  SDXLB_ASSIGN_OR_RETURN(auto file, SafetensorsFile::open(path));
+StatusOr<SingleFileCheckpoint> SingleFileCheckpoint::open(const std::string& path, const FileOpener& opener) {
+  SDXLB_ASSIGN_OR_RETURN(auto file, open_weights_file(opener, path));
   const SafetensorsFile& f = *file;
   auto has = [&](const char* name) { return f.find(name) != nullptr; };
   auto refuse = [&](const std::string& what) -> Status {
@@ -425,8 +425,9 @@ bool SingleFileCheckpoint::matches_sdxl_base(std::string* why) const {
   return true;
 }
 
-StatusOr<WeightSet> open_vae_file(const std::string& path, int64_t vae_levels, int64_t latent_channels) {
-  SDXLB_ASSIGN_OR_RETURN(auto file, SafetensorsFile::open(path));
+StatusOr<WeightSet> open_vae_file(const std::string& path, int64_t vae_levels, int64_t latent_channels,
+                                  const FileOpener& opener) {
+  SDXLB_ASSIGN_OR_RETURN(auto file, open_weights_file(opener, path));
   const SafetensorsFile& f = *file;
   // A whole checkpoint's VAE, or a VAE saved on its own in either naming.
   const std::string prefix = any_prefix(f, "first_stage_model.") ? "first_stage_model." : "";

@@ -43,8 +43,9 @@ class SingleFileCheckpoint {
 
   /// Maps `path` and detects its architecture. Errors: those of SafetensorsFile::open (kNotFound, kIoError,
   /// kDataLoss for a truncated or corrupt file); kInvalidArgument when the file is not an SDXL base
-  /// checkpoint in the original layout, naming what it looks like instead.
-  static StatusOr<SingleFileCheckpoint> open(const std::string& path);
+  /// checkpoint in the original layout, naming what it looks like instead. The file is opened through
+  /// `opener` (empty: from disk).
+  static StatusOr<SingleFileCheckpoint> open(const std::string& path, const FileOpener& opener = {});
 
   const std::string& path() const { return file_->path(); }
   const std::shared_ptr<const SafetensorsFile>& file() const { return file_; }
@@ -69,7 +70,9 @@ class SingleFileCheckpoint {
 /// (decoder.up.*, with or without the first_stage_model. prefix). Errors: those of SafetensorsFile::open;
 /// kInvalidArgument when the file holds no AutoencoderKL decoder (naming what it has), or a decoder for
 /// latents of another width than `latent_channels` (the VAE of another architecture, e.g. SD3/FLUX's 16).
-StatusOr<WeightSet> open_vae_file(const std::string& path, int64_t vae_levels, int64_t latent_channels);
+/// The file is opened through `opener` (empty: from disk).
+StatusOr<WeightSet> open_vae_file(const std::string& path, int64_t vae_levels, int64_t latent_channels,
+                                  const FileOpener& opener = {});
 
 /// Built-in diffusers configs of stabilityai/stable-diffusion-xl-base-1.0: "unet", "vae", "text_encoder",
 /// "text_encoder_2" (config.json), "scheduler" (scheduler_config.json) and "model_index" (model_index.json).

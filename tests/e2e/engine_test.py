@@ -74,6 +74,20 @@ class Engine(unittest.TestCase):
         run(write_job(d), 1)  # no mpirun: coordinator + a worker thread
         self.assert_same_dataset(os.path.join(d, "out"))
 
+    def test_weights_read_once_per_node_give_the_same_dataset(self):
+        # Issue 18: 3 workers of one node under mpirun; with weights_broadcast on (auto's choice here) the
+        # first worker reads the weight files and the others receive them; off: each reads its own.
+        datasets = {}
+        for mode in ("on", "off"):
+            d = os.path.join(TMP, f"broadcast-{mode}")
+            p = run(write_job(d, weights_broadcast=mode, embedding_cache=os.path.join(d, "emb")), 4)
+            self.assert_same_dataset(os.path.join(d, "out"))
+            shared = p.stderr.count("received from this node's first worker")
+            self.assertEqual(shared, 2 if mode == "on" else 0, p.stderr)
+            with h5py.File(os.path.join(d, "out", "index.h5"), "r") as f:
+                datasets[mode] = [v.decode() if isinstance(v, bytes) else str(v) for v in f["model_id"][()]]
+        self.assertEqual(datasets["on"], datasets["off"])  # the model identity every row records
+
     def test_same_images_with_another_batch_size(self):
         d = os.path.join(TMP, "b3")
         run(write_job(d, batch_size=3), 3)
