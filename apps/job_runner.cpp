@@ -19,6 +19,7 @@
 #include "pipeline/io/model_folder.h"
 #include "pipeline/runtime/memory_plan.h"
 #include "run/protocol.h"
+#include "worker/device_binding.h"
 #include "worker/encode_phase.h"
 #include "worker/render_loop.h"
 #include "worker/render_setup.h"
@@ -192,21 +193,30 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   }
   ctx->gpu_slot = placement->slot;
   ctx->workers_on_node = placement->workers_on_node;
-  // weights_broadcast: the workers of each node as a Comm of their own, whose first worker reads the weight
-  // files for all of them (collective over every rank; the same choice on every rank: the same job file and
-  // launcher). auto: under MPI, on the nodes with more than one worker.
+  // The workers of each node as a Comm of their own (collective over every rank). Through it each worker
+  // learns how many workers share its physical GPU, whatever the launcher's binding (the memory plan divides
+  // the GPU by that), and with weights_broadcast its first worker reads the weight files for all of them
+  // (the same choice on every rank: the same job file and launcher; auto: under MPI, on the nodes with more
+  // than one worker).
+  auto workers = node_workers(comm);
+  if (!workers.is_ok()) {
+    print_error(workers.status());
+    return kExitInternal;
+  }
+  auto sharing =
+      workers_sharing_device(*workers, root ? std::string("coordinator")
+                                            : device_identity(bind_device(setup->device, ctx->gpu_slot)));
+  if (!sharing.is_ok()) {
+    print_error(sharing.status());
+    return kExitInternal;
+  }
+  ctx->workers_sharing_gpu = *sharing;
   std::optional<Comm> weights_comm;
   const JobSpec::WeightsBroadcast broadcast = ctx->job.weights_broadcast;
-  if (broadcast == JobSpec::WeightsBroadcast::kOn ||
-      (broadcast == JobSpec::WeightsBroadcast::kAuto && std::string(comm.backend()) == "mpi")) {
-    auto workers = node_workers(comm);
-    if (!workers.is_ok()) {
-      print_error(workers.status());
-      return kExitInternal;
-    }
-    if (!root && (broadcast == JobSpec::WeightsBroadcast::kOn || workers->size() > 1))
-      weights_comm.emplace(std::move(*workers));
-  }
+  if (!root && (broadcast == JobSpec::WeightsBroadcast::kOn ||
+                (broadcast == JobSpec::WeightsBroadcast::kAuto && std::string(comm.backend()) == "mpi" &&
+                 workers->size() > 1)))
+    weights_comm.emplace(std::move(*workers));
   auto ranks = gather_rank_info(comm);
   if (!ranks.is_ok()) {
     print_error(ranks.status());

@@ -1,5 +1,7 @@
 #include "cluster/node_probe.h"
 
+#include <algorithm>
+
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -35,12 +37,11 @@ StatusOr<Comm> node_workers(Comm& world) {
   return node.split(colour, hint);
 }
 
-int ranks_sharing_gpu(int slot, int workers, int gpus) {
-  if (gpus <= 0 || workers <= 0) return 1;
-  int n = 0;
-  for (int s = 0; s < workers; ++s)
-    if (s % gpus == slot % gpus) ++n;
-  return n > 0 ? n : 1;
+StatusOr<int> workers_sharing_device(Comm& node_workers, const std::string& device_id) {
+  SDXLB_ASSIGN_OR_RETURN(auto ids,
+                         node_workers.all_gather(device_id, "finding the workers that share a GPU"));
+  const auto n = std::count(ids.begin(), ids.end(), device_id);
+  return static_cast<int>(std::max<std::ptrdiff_t>(n, 1));
 }
 
 std::string host_name() {

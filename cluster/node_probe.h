@@ -25,8 +25,13 @@ StatusOr<NodePlacement> node_placement(Comm& world);
 /// backend the workers are ranks 1..N-1.
 StatusOr<Comm> node_workers(Comm& world);
 
-/// Workers that use the same GPU as worker `slot` when `workers` workers take `gpus` GPUs round-robin.
-int ranks_sharing_gpu(int slot, int workers, int gpus);
+/// Collective over `node_workers` (node_workers()): how many of the node's workers use the device that
+/// `device_id` names (this worker's included), from every worker's id (worker/device_binding.h:
+/// device_identity, the GPU's PCI bus id). Counting the physical GPU rather than assuming a round-robin over
+/// the visible ones makes the memory plan right whatever the launcher's GPU binding did: one GPU per rank
+/// (SLURM's --gpus-per-task, CUDA_VISIBLE_DEVICES per rank), every GPU visible to every rank, or more
+/// workers than GPUs. The coordinator's serial Comm gives 1.
+StatusOr<int> workers_sharing_device(Comm& node_workers, const std::string& device_id);
 
 /// This machine's host name.
 std::string host_name();

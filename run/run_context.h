@@ -46,8 +46,11 @@ struct RunContext {
   ModelIdentity model;
   /// This worker's index among the workers on its node (it takes GPU gpu_slot mod GPUs-per-node).
   int gpu_slot = 0;
-  /// Worker ranks on this node (with gpu_slot: how many share this worker's GPU).
+  /// Worker ranks on this node.
   int workers_on_node = 1;
+  /// Workers of this node on this worker's GPU, itself included (cluster/node_probe.h:
+  /// workers_sharing_device): what the memory plan divides the GPU by.
+  int workers_sharing_gpu = 1;
   /// Never null (no faults in production).
   std::shared_ptr<const Faults> faults = std::make_shared<const Faults>();
 };

@@ -203,13 +203,30 @@ TEST(NodeProbe, NodeWorkersLeaveTheCoordinatorOut) {
   EXPECT_EQ(sizes, (std::vector<int>{1, 3, 3, 3}));
 }
 
-TEST(NodeProbe, RanksSharingAGpu) {
-  EXPECT_EQ(ranks_sharing_gpu(0, 8, 8), 1);  // one worker per GPU
-  EXPECT_EQ(ranks_sharing_gpu(0, 2, 1), 2);  // two workers on one GPU
-  EXPECT_EQ(ranks_sharing_gpu(1, 2, 1), 2);
-  EXPECT_EQ(ranks_sharing_gpu(0, 3, 2), 2);  // slots 0 and 2 take GPU 0
-  EXPECT_EQ(ranks_sharing_gpu(1, 3, 2), 1);
-  EXPECT_EQ(ranks_sharing_gpu(0, 1, 0), 1);  // no GPU: nothing shared
+// Sharing is counted by physical GPU (PCI bus id), whatever the binding: with one GPU visible per rank every
+// worker has "device 0" but its own bus id; with every GPU visible, round-robin can still put two on one.
+TEST(NodeProbe, WorkersSharingADeviceAreCountedByItsId) {
+  auto count = [](const std::vector<std::string>& ids) {
+    const int n = static_cast<int>(ids.size()) + 1;
+    std::vector<int> shared(n, -1);
+    on_every_rank(n, [&](Comm& world) {
+      auto workers = node_workers(world);
+      ASSERT_TRUE(workers.is_ok()) << workers.status().to_string();
+      const std::string id = world.rank() == 0 ? "coordinator" : ids[world.rank() - 1];
+      auto s = workers_sharing_device(*workers, id);
+      ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+      shared[world.rank()] = *s;
+    });
+    return shared;
+  };
+  // One GPU per rank (e.g. SLURM --gpus-per-task=1: each sees its GPU as device 0).
+  EXPECT_EQ(count({"0000:19:00.0", "0000:3b:00.0", "0000:4c:00.0", "0000:5d:00.0"}),
+            (std::vector<int>{1, 1, 1, 1, 1}));
+  // Five workers on two GPUs.
+  EXPECT_EQ(count({"0000:19:00.0", "0000:3b:00.0", "0000:19:00.0", "0000:3b:00.0", "0000:19:00.0"}),
+            (std::vector<int>{1, 3, 2, 3, 2, 3}));
+  // CPU workers.
+  EXPECT_EQ(count({"cpu", "cpu"}), (std::vector<int>{1, 2, 2}));
   EXPECT_GT(host_ram_gib(), 0.1);
 }
 

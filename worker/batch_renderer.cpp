@@ -202,7 +202,7 @@ Status BatchRenderer::apply_memory_plan() {
     c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, setup_.device.index());
   }
   const int gpus = static_cast<int>(at::getNumGPUs());
-  const int sharing = ranks_sharing_gpu(ctx_.gpu_slot, ctx_.workers_on_node, gpus);
+  const int sharing = ctx_.workers_sharing_gpu;
   size_t free_b = 0, total_b = 0;
   cudaMemGetInfo(&free_b, &total_b);
   char probe[200];

@@ -14,6 +14,19 @@ at::Device bind_device(const at::Device& device, int gpu_slot) {
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(n > 0 ? gpu_slot % n : 0));
 }
 
+std::string device_identity(const at::Device& device) {
+#ifdef SDXLB_WITH_CUDA
+  if (device.is_cuda()) {
+    char bus[64] = {0};
+    if (cudaDeviceGetPCIBusId(bus, sizeof bus, device.index()) == cudaSuccess) return bus;
+    (void)cudaGetLastError();
+    return "cuda:" + std::to_string(device.index());  // no bus id: each visible index its own GPU
+  }
+#endif
+  (void)device;
+  return "cpu";
+}
+
 std::string device_name(const at::Device& device) {
 #ifdef SDXLB_WITH_CUDA
   if (device.is_cuda()) return at::cuda::getDeviceProperties(device.index())->name;
