@@ -60,6 +60,11 @@ bool half_or_bf16(const at::Tensor& t) {
   return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
 }
 
+// Whether the GEGLU kernels take this projection output.
+bool fused_geglu_applies(const at::Tensor& proj) {
+  return proj.is_cuda() && half_or_bf16(proj) && proj.is_contiguous() && fusion_enabled(Fusion::kGeglu);
+}
+
 bool same_type_contiguous(const at::Tensor& t, const at::Tensor& like) {
   return !t.defined() ||
          (t.is_contiguous() && t.scalar_type() == like.scalar_type() && t.device() == like.device());
@@ -107,7 +112,7 @@ bool fused_kernels_available() {
 at::Tensor geglu(const at::Tensor& proj) {
 #ifdef SDXLB_WITH_CUDA
   const auto dt = proj.scalar_type();
-  if (proj.is_cuda() && half_or_bf16(proj) && proj.is_contiguous() && fusion_enabled(Fusion::kGeglu)) {
+  if (fused_geglu_applies(proj)) {
     const int64_t f = proj.size(-1) / 2;
     const int64_t rows = proj.numel() / proj.size(-1);
     auto sizes = proj.sizes().vec();
@@ -191,6 +196,9 @@ at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const 
   return r + (x + bias.view({1, -1, 1, 1}));
 }
 
+namespace {
+
+// Whether the LayerNorm kernel takes these operands (residual undefined or not).
 bool fused_layer_norm_applies(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
                               const at::Tensor& bias) {
 #ifdef SDXLB_WITH_CUDA
@@ -204,8 +212,6 @@ bool fused_layer_norm_applies(const at::Tensor& x, const at::Tensor& residual, c
   return false;
 #endif
 }
-
-namespace {
 
 // The fused LayerNorm of x (+ residual, written to *sum) into *y, or with q and scale given quantised to
 // e4m3 into them instead; false when the kernel does not take these inputs.
@@ -275,7 +281,7 @@ E4m3Rows layer_norm_e4m3(const at::Tensor& x, const at::Tensor& residual, const 
 E4m3Rows geglu_e4m3(const at::Tensor& proj) {
   E4m3Rows r;
 #ifdef SDXLB_WITH_CUDA
-  if (proj.is_cuda() && half_or_bf16(proj) && proj.is_contiguous() && fusion_enabled(Fusion::kGeglu)) {
+  if (fused_geglu_applies(proj)) {
     const int64_t f = proj.size(-1) / 2;
     const int64_t rows = proj.numel() / proj.size(-1);
     r.q = at::empty({rows, f}, proj.options().dtype(at::kFloat8_e4m3fn));

@@ -51,10 +51,6 @@ std::pair<at::Tensor, at::Tensor> add_layer_norm(const at::Tensor& x, const at::
                                                  const at::Tensor& weight, const at::Tensor& bias,
                                                  double eps);
 
-/// Whether layer_norm / add_layer_norm (residual undefined or not) run their fused kernel for these operands.
-bool fused_layer_norm_applies(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
-                              const at::Tensor& bias);
-
 /// Rows quantised to e4m3 as fp8.h's quantize_rows gives them: q [rows, d] float8_e4m3fn and scale [rows, 1]
 /// float32 (the FP8 UNet's activations, issue 17).
 struct E4m3Rows {

@@ -4,6 +4,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
 
 namespace sdxlb::kernels {
 
@@ -24,6 +25,20 @@ __device__ __forceinline__ __half from_float<__half>(float x) {
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
+}
+
+/// Calls f(T{}) with T the 16-bit type a launcher's dtype code names (1 __half, 2 __nv_bfloat16), returning
+/// its result; cudaErrorInvalidValue for another code. Host code.
+template <typename F>
+cudaError_t with_16bit_type(int dtype, F&& f) {
+  switch (dtype) {
+    case 1:
+      return f(__half{});
+    case 2:
+      return f(__nv_bfloat16{});
+    default:
+      return cudaErrorInvalidValue;
+  }
 }
 
 /// The value a float takes once stored in T (what PyTorch's ops do between two kernels).

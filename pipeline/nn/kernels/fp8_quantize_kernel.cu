@@ -74,14 +74,7 @@ cudaError_t launch(const void* x, int64_t rows, int64_t cols, void* q, float* sc
 cudaError_t launch_quantize_rows_e4m3(int dtype, const void* x, int64_t rows, int64_t cols, void* q,
                                       float* scale, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
-  switch (dtype) {
-    case 1:
-      return launch<__half>(x, rows, cols, q, scale, stream);
-    case 2:
-      return launch<__nv_bfloat16>(x, rows, cols, q, scale, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
+  return with_16bit_type(dtype, [&](auto t) { return launch<decltype(t)>(x, rows, cols, q, scale, stream); });
 }
 
 }  // namespace sdxlb::kernels

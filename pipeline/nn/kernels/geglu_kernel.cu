@@ -130,14 +130,8 @@ cudaError_t launch_e4m3(const void* in, void* q, float* scale, int64_t rows, int
 
 cudaError_t launch_geglu_e4m3(int dtype, const void* in, void* q, float* scale, int64_t rows, int64_t f,
                               cudaStream_t stream) {
-  switch (dtype) {
-    case 1:
-      return launch_e4m3<__half>(in, q, scale, rows, f, stream);
-    case 2:
-      return launch_e4m3<__nv_bfloat16>(in, q, scale, rows, f, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
+  return with_16bit_type(dtype,
+                         [&](auto t) { return launch_e4m3<decltype(t)>(in, q, scale, rows, f, stream); });
 }
 
 cudaError_t launch_geglu_f16(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream) {

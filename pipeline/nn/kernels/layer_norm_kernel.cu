@@ -154,14 +154,9 @@ cudaError_t launch_layer_norm_e4m3(int dtype, const void* x, const void* residua
                                    const void* gamma, const void* beta, void* q, float* scale, int64_t rows,
                                    int64_t d, float eps, cudaStream_t stream) {
   if (q == nullptr || scale == nullptr) return cudaErrorInvalidValue;
-  switch (dtype) {
-    case 1:
-      return launch<__half>(x, residual, sum, gamma, beta, nullptr, q, scale, rows, d, eps, stream);
-    case 2:
-      return launch<__nv_bfloat16>(x, residual, sum, gamma, beta, nullptr, q, scale, rows, d, eps, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
+  return with_16bit_type(dtype, [&](auto t) {
+    return launch<decltype(t)>(x, residual, sum, gamma, beta, nullptr, q, scale, rows, d, eps, stream);
+  });
 }
 
 }  // namespace sdxlb::kernels
