@@ -50,3 +50,22 @@ message(STATUS "sdxl-batch CUDA code paths: ${SDXLB_WITH_CUDA}")
 # std::filesystem::remove_all crashed with a null call (issue 12, `run --overwrite`). Naming libstdc++ first
 # makes every std:: symbol resolve to the system libstdc++, as it does when Python imports torch.
 add_link_options("LINKER:--push-state,--no-as-needed,-lstdc++,--pop-state")
+
+# cuDNN's frontend (header-only C++, from the PyPI `nvidia-cudnn-frontend` wheel that scripts/setup.sh installs
+# into the venv): FP8 attention (pipeline/nn/fp8_attention.cpp) builds its cuDNN graphs with it. Without it the
+# build still works, and `attention_precision: fp8` is refused with a message that says so.
+set(SDXLB_CUDNN_FRONTEND_INCLUDE "" CACHE PATH "Folder with cudnn_frontend.h (found in the venv when empty)")
+if(SDXLB_WITH_CUDA AND NOT SDXLB_CUDNN_FRONTEND_INCLUDE AND SDXLB_PYTHON)
+  execute_process(
+    COMMAND ${SDXLB_PYTHON} -c "import sysconfig; print(sysconfig.get_paths()['purelib'] + '/include')"
+    OUTPUT_VARIABLE _sdxlb_fe_dir OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE _sdxlb_fe_rc)
+  if(_sdxlb_fe_rc EQUAL 0 AND EXISTS "${_sdxlb_fe_dir}/cudnn_frontend.h")
+    set(SDXLB_CUDNN_FRONTEND_INCLUDE "${_sdxlb_fe_dir}" CACHE PATH "" FORCE)
+  endif()
+endif()
+if(SDXLB_WITH_CUDA AND SDXLB_CUDNN_FRONTEND_INCLUDE AND EXISTS "${SDXLB_CUDNN_FRONTEND_INCLUDE}/cudnn_frontend.h")
+  set(SDXLB_WITH_CUDNN_FRONTEND ON)
+else()
+  set(SDXLB_WITH_CUDNN_FRONTEND OFF)
+endif()
+message(STATUS "sdxl-batch cuDNN frontend (FP8 attention): ${SDXLB_WITH_CUDNN_FRONTEND} ${SDXLB_CUDNN_FRONTEND_INCLUDE}")

@@ -114,7 +114,20 @@ void ApproximationFieldReader::read_unet_precision(const YamlField& f) {
   read_enum(f, kPrecisions, &out_->unet_precision);
 }
 
+void ApproximationFieldReader::read_attention_precision(const YamlField& f) {
+  static constexpr NamedValue<AttentionPrecision> kPrecisions[] = {{"fp16", AttentionPrecision::kDefault},
+                                                                   {"fp8", AttentionPrecision::kFp8}};
+  read_enum(f, kPrecisions, &out_->attention_precision);
+}
+
 void ApproximationFieldReader::check_combination(const std::map<std::string, YamlField>& fields) {
+  if (const auto a = fields.find("attention_precision");
+      a != fields.end() && out_->attention_precision == AttentionPrecision::kFp8 &&
+      out_->unet_precision != UNetPrecision::kFp8)
+    p_->add(a->second.mark(), a->second.key,
+            "fp8 needs unet_precision: fp8 (the FP8 attention takes its query, keys and values from the FP8 "
+            "projections and hands its output to an FP8 one); add unet_precision: fp8, or remove "
+            "attention_precision");
   const auto merging = fields.find("token_merging"), downsampling = fields.find("token_downsampling");
   if (merging == fields.end() || downsampling == fields.end()) return;
   const YAML::Mark a = merging->second.key_node.Mark(), b = downsampling->second.key_node.Mark();

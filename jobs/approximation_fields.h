@@ -32,9 +32,12 @@ class ApproximationFieldReader : public YamlFieldReader {
   void read_deep_cache(const YamlField& f);
   /// unet_precision: fp16 (the default) or fp8.
   void read_unet_precision(const YamlField& f);
+  /// attention_precision: fp16 (the default) or fp8.
+  void read_attention_precision(const YamlField& f);
 
   /// After the top-level map is walked (`fields`: its keys seen): records a problem when the job sets both
-  /// token_merging and token_downsampling, at the later of the two.
+  /// token_merging and token_downsampling, at the later of the two, and when it sets attention_precision:
+  /// fp8 without unet_precision: fp8, at attention_precision.
   void check_combination(const std::map<std::string, YamlField>& fields);
 
  private:

@@ -55,11 +55,13 @@ bool DeepCache::operator==(const DeepCache& o) const {
 
 bool Approximations::operator==(const Approximations& o) const {
   return token_merging == o.token_merging && token_downsampling == o.token_downsampling &&
-         deep_cache == o.deep_cache && unet_precision == o.unet_precision;
+         deep_cache == o.deep_cache && unet_precision == o.unet_precision &&
+         attention_precision == o.attention_precision;
 }
 
 bool Approximations::empty() const {
-  return !token_merging && !token_downsampling && !deep_cache && unet_precision == UNetPrecision::kDefault;
+  return !token_merging && !token_downsampling && !deep_cache && unet_precision == UNetPrecision::kDefault &&
+         attention_precision == AttentionPrecision::kDefault;
 }
 
 std::string Approximations::to_json() const {
@@ -70,6 +72,7 @@ std::string Approximations::to_json() const {
   if (token_downsampling) j["token_downsampling"] = json_of(*token_downsampling);
   if (deep_cache) j["deep_cache"] = json_of(*deep_cache);
   if (unet_precision == UNetPrecision::kFp8) j["unet_precision"] = "fp8";
+  if (attention_precision == AttentionPrecision::kFp8) j["attention_precision"] = "fp8";
   return j.dump();
 }
 
@@ -95,6 +98,8 @@ std::string Approximations::describe() const {
   }
   if (unet_precision == UNetPrecision::kFp8)
     add("FP8 UNet (e4m3 transformer linears, per-token and per-channel scales)");
+  if (attention_precision == AttentionPrecision::kFp8)
+    add("FP8 self-attention (cuDNN, static per-tensor scales)");
   return out;
 }
 

@@ -91,6 +91,13 @@ enum class UNetPrecision {
   kFp8,  ///< "fp8": e4m3 GEMMs with per-token activation and per-channel weight scales (pipeline/nn/fp8.h)
 };
 
+/// The precision of attn1's attention kernel (job key attention_precision, issue 17); fp8 needs
+/// unet_precision fp8.
+enum class AttentionPrecision {
+  kDefault,  ///< "fp16": the job's dtype, PyTorch's SDPA kernel
+  kFp8,      ///< "fp8": cuDNN's FP8 flash attention with static scales (pipeline/nn/fp8_attention.h)
+};
+
 /// What a job asks for; every technique unset (the default): the exact computation. The parser refuses
 /// token_merging together with token_downsampling (both change self-attention); either combines with
 /// deep_cache.
@@ -99,6 +106,7 @@ struct Approximations {
   std::optional<TokenDownsampling> token_downsampling;
   std::optional<DeepCache> deep_cache;
   UNetPrecision unet_precision = UNetPrecision::kDefault;
+  AttentionPrecision attention_precision = AttentionPrecision::kDefault;
 
   /// No technique set.
   bool empty() const;

@@ -568,6 +568,7 @@ void SpecParser::run(const YAML::Node& root) {
       {"token_downsampling", [&](const Field& f) { approximations.read_token_downsampling(f); }},
       {"deep_cache", [&](const Field& f) { approximations.read_deep_cache(f); }},
       {"unet_precision", [&](const Field& f) { approximations.read_unet_precision(f); }},
+      {"attention_precision", [&](const Field& f) { approximations.read_attention_precision(f); }},
       {"loras", [&](const Field& f) { on_loras(f); }},
       {"batch_size",
        [&](const Field& f) {

@@ -20,6 +20,8 @@
 #include "pipeline/models/unet.h"
 #include "pipeline/models/vae.h"
 #include "pipeline/nn/fp8.h"
+#include "pipeline/nn/fp8_attention.h"
+#include "pipeline/nn/transformer_2d.h"
 #include "pipeline/runtime/denoise_loop.h"
 #include "pipeline/runtime/weight_streamer.h"
 #include "pipeline/samplers/make_sampler.h"
@@ -52,6 +54,12 @@ namespace {
 Status fp8_refused(const std::string& why) {
   return invalid_argument("unet_precision: fp8 cannot run here: " + why +
                           ". Use unet_precision: fp16 (the default) on this machine.");
+}
+
+// attention_precision: fp8 where cuDNN's FP8 attention does not run: the reason, and the way out.
+Status fp8_attention_refused(const std::string& why) {
+  return invalid_argument("attention_precision: fp8 cannot run here: " + why +
+                          ". Use attention_precision: fp16 (the default) on this machine.");
 }
 
 using Clock = std::chrono::steady_clock;
@@ -172,6 +180,11 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     fp8_supported(options.device, &why);
     return fp8_refused(why);
   }
+  if (options.approximations.attention_precision == AttentionPrecision::kFp8 && !options.device.is_cuda()) {
+    std::string why;
+    fp8_attention_supported(options.device, &why);
+    return fp8_attention_refused(why);
+  }
 
   // LoRAs: read and matched against the weight headers here (also on rank 0's probe, which loads nothing),
   // fused into each module right after it loads, before placement, channels-last and CUDA graphs.
@@ -256,10 +269,21 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
             "moves fp16 weights), and this pipeline was given a streamed one. Give the job a GPU where the "
             "UNet fits, set memory.placement: resident, or use unet_precision: fp16");
       const int64_t switched = use_fp8_linears(*parts.unet);
+      const std::string dtype = options.dtype == at::kBFloat16 ? "bf16" : "fp16";
       p->precision_summary_ = "UNet: " + std::to_string(switched) +
                               " transformer linears in FP8 (e4m3, per-token and per-channel scales); "
                               "convolutions, norms and attention in " +
-                              std::string(options.dtype == at::kBFloat16 ? "bf16" : "fp16");
+                              dtype;
+      if (options.approximations.attention_precision == AttentionPrecision::kFp8) {
+        if (!fp8_attention_supported(options.device, &why)) return fp8_attention_refused(why);
+        const int64_t attentions = use_fp8_attention(*parts.unet);
+        p->precision_summary_ = "UNet: " + std::to_string(switched) +
+                                " transformer linears in FP8 (e4m3, per-token and per-channel scales), " +
+                                std::to_string(attentions) +
+                                " self-attentions in cuDNN FP8 (static scales); convolutions, norms and "
+                                "cross-attention in " +
+                                dtype;
+      }
     }
     if (options.device.is_cuda()) {
       // Channels-last convolutions: the fastest layout for SDXL's convs on tensor cores. cuDNN picks its

@@ -858,6 +858,29 @@ TEST_F(JobSpecTest, UNetPrecision) {
   EXPECT_HAS(m, "fp8");
 }
 
+// attention_precision (issue 17): fp8 needs unet_precision: fp8, is part of the identity when set, and the
+// error for it alone names the key's line and the way out.
+TEST_F(JobSpecTest, AttentionPrecision) {
+  auto linears = load(std::string(kMinimal) + "unet_precision: fp8\n");
+  ASSERT_TRUE(linears.is_ok()) << linears.status().message();
+  auto both = load(std::string(kMinimal) + "unet_precision: fp8\nattention_precision: fp8\n");
+  ASSERT_TRUE(both.is_ok()) << both.status().message();
+  EXPECT_EQ(both->approximations.attention_precision, AttentionPrecision::kFp8);
+  EXPECT_EQ(both->approximations.to_json(), "{\"attention_precision\":\"fp8\",\"unet_precision\":\"fp8\"}");
+  EXPECT_NE(both->identity("m"), linears->identity("m"));
+  EXPECT_HAS(both->approximations.describe(), "FP8 self-attention");
+  auto fp16 = load(std::string(kMinimal) + "unet_precision: fp8\nattention_precision: fp16\n");
+  ASSERT_TRUE(fp16.is_ok()) << fp16.status().message();
+  EXPECT_EQ(fp16->identity("m"), linears->identity("m"));
+  const std::string alone = error_of(std::string(kMinimal) + "attention_precision: fp8\n");
+  EXPECT_HAS(alone, "job.yaml:5:22: attention_precision");
+  EXPECT_HAS(alone, "needs unet_precision: fp8");
+  const std::string bad =
+      error_of(std::string(kMinimal) + "unet_precision: fp8\nattention_precision: int8\n");
+  EXPECT_HAS(bad, "attention_precision");
+  EXPECT_HAS(bad, "fp16");
+}
+
 TEST_F(JobSpecTest, TokenMergingRatioOutOfRange) {
   std::string m = error_of(std::string(kMinimal) + "token_merging: {ratio: 1.0}\n");
   EXPECT_HAS(m,

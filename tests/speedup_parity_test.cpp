@@ -353,5 +353,18 @@ TEST(Fp8Unet, RefusedOnTheCpu) {
         << want << ": " << pipe.status().message();
 }
 
+// attention_precision: fp8 where cuDNN's FP8 attention does not run (here: the CPU) is refused likewise.
+TEST(Fp8Attention, RefusedOnTheCpuWhenTheModelLoads) {
+  json c = find_case("deepcache_i3_b0");
+  Approximations a;
+  a.attention_precision = AttentionPrecision::kFp8;
+  auto pipe = load(c, a);
+  ASSERT_FALSE(pipe.is_ok());
+  EXPECT_EQ(pipe.status().code(), StatusCode::kInvalidArgument) << pipe.status().to_string();
+  for (const char* want : {"attention_precision: fp8 cannot run here", "Hopper", "attention_precision: fp16"})
+    EXPECT_NE(pipe.status().message().find(want), std::string::npos)
+        << want << ": " << pipe.status().message();
+}
+
 }  // namespace
 }  // namespace sdxlb

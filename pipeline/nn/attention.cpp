@@ -1,6 +1,7 @@
 #include "pipeline/nn/attention.h"
 
 #include <tuple>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -64,10 +65,31 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context
   return attend_heads(query, key, value, kv_input.size(0));
 }
 
+void AttentionImpl::use_fp8_attention(double input_radius) {
+  TORCH_CHECK(takes_fp8() && !options_.cross_attention_dim().has_value(),
+              "Attention::use_fp8_attention needs a self-attention whose projections are FP8");
+  fp8_attention_ = make_fp8_attention_scales(fp8_projection_scale(to_q_->fp8, to_q_->bias, input_radius),
+                                             fp8_projection_scale(to_k_->fp8, to_k_->bias, input_radius),
+                                             fp8_projection_scale(to_v_->fp8, to_v_->bias, input_radius),
+                                             to_q_->fp8.q.device());
+}
+
 at::Tensor AttentionImpl::forward_fp8(const Fp8Activation& x, const at::Tensor& context,
                                       const ContextProjections* projected) {
   TORCH_CHECK(takes_fp8(), "Attention::forward_fp8 on a module whose projections are not FP8");
   at::Tensor query = to_q_->forward_fp8(x), key, value;
+  if (runs_fp8_attention() && !context.defined()) {
+    // e4m3 query, keys and values at their static scales → cuDNN's FP8 attention → its e4m3 output, at the
+    // values' scale, straight into to_out's e4m3 GEMM.
+    const Fp8AttentionScales& s = fp8_attention_;
+    const std::vector<at::Tensor> qkv =
+        quantize_fixed({query, to_k_->forward_fp8(x), to_v_->forward_fp8(x)}, {s.q, s.k, s.v});
+    const at::Tensor o = fp8_attention(qkv[0], qkv[1], qkv[2], options_.heads(), s);
+    const int64_t rows = o.numel() / o.size(-1);
+    const at::Tensor scale = at::full({rows, 1}, s.v, o.options().dtype(at::kFloat));
+    return to_out_->forward_fp8(
+        make_activation(o.view({rows, o.size(-1)}), scale, o.sizes().vec(), query.scalar_type()));
+  }
   if (context.defined()) {
     std::tie(key, value) = context_kv(context, projected);
   } else {

@@ -18,6 +18,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "pipeline/nn/fp8_attention.h"
 #include "pipeline/nn/layers.h"
 #include "pipeline/nn/token_merging.h"
 
@@ -70,6 +71,12 @@ class AttentionImpl : public torch::nn::Module {
                          const ContextProjections* projected = nullptr);
   /// Whether forward_fp8 takes this module's input: to_q in FP8, and to_k and to_v too for self-attention.
   bool takes_fp8() const;
+  /// Switches forward_fp8 of this self-attention (takes_fp8()) to cuDNN's FP8 attention (fp8_attention.h),
+  /// with the static scales of inputs whose rows have Euclidean norm at most `input_radius` (its LayerNorm's
+  /// layer_norm_radius). Call after use_fp8_linears, on a device where fp8_attention_supported().
+  void use_fp8_attention(double input_radius);
+  /// Whether forward_fp8 runs the FP8 attention.
+  bool runs_fp8_attention() const { return fp8_attention_.device.defined(); }
   /// to_k(context), to_v(context): what forward() projects from a cross-attention context.
   std::pair<at::Tensor, at::Tensor> project_context(const at::Tensor& context);
 
@@ -82,6 +89,7 @@ class AttentionImpl : public torch::nn::Module {
                           int64_t batch);
 
   AttentionOptions options_;
+  Fp8AttentionScales fp8_attention_;  // set by use_fp8_attention; device undefined: the model's-dtype kernel
   Linear to_q_{nullptr};
   Linear to_k_{nullptr};
   Linear to_v_{nullptr};

@@ -105,6 +105,21 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Ten
   return f + sum;
 }
 
+bool BasicTransformerBlockImpl::use_fp8_attention() {
+  if (!attn1_->takes_fp8()) return false;
+  attn1_->use_fp8_attention(layer_norm_radius(norm1_->weight, norm1_->bias));
+  return true;
+}
+
+int64_t use_fp8_attention(torch::nn::Module& unet) {
+  at::NoGradGuard no_grad;
+  int64_t switched = 0;
+  for (const auto& item : unet.modules())
+    if (auto* block = item->as<BasicTransformerBlockImpl>(); block != nullptr && block->use_fp8_attention())
+      ++switched;
+  return switched;
+}
+
 Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DModelOptions& o) : options_(o) {
   const int64_t inner = o.heads() * o.dim_head();
   norm_ = register_module("norm", GroupNorm(o.norm_num_groups(), o.in_channels(), 1e-6));

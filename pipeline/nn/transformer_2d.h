@@ -75,6 +75,9 @@ class BasicTransformerBlockImpl : public torch::nn::Module, public HookedUnit {
                      const TransformerCall* call = nullptr);
   /// attn2's to_k/to_v of `context` into out.kv (nothing for a block without cross-attention).
   void project_context(const at::Tensor& context, ContextProjections& out);
+  /// attn1 in FP8 attention (fp8_attention.h), scaled for norm1's outputs, when its projections are FP8;
+  /// returns whether it switched.
+  bool use_fp8_attention();
 
  private:
   LayerNorm norm1_{nullptr};
@@ -125,5 +128,10 @@ class Transformer2DModelImpl : public torch::nn::Module {
   Conv2d proj_out_conv_{nullptr};
 };
 TORCH_MODULE(Transformer2DModel);
+
+/// Switches attn1 of every transformer block in `model` whose projections are FP8 (use_fp8_linears, fp8.h)
+/// to cuDNN's FP8 attention (`attention_precision: fp8`, fp8_attention.h). Call after use_fp8_linears, on a
+/// device where fp8_attention_supported(). Returns how many attentions it switched.
+int64_t use_fp8_attention(torch::nn::Module& model);
 
 }  // namespace sdxlb

@@ -1,5 +1,6 @@
 #include "pipeline/nn/kernels/fp8_quantize_kernel.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include <cuda_bf16.h>
@@ -69,7 +70,65 @@ cudaError_t launch(const void* x, int64_t rows, int64_t cols, void* q, float* sc
   return cudaGetLastError();
 }
 
+// Fixed scales: up to three tensors (blockIdx.y), a grid-stride loop over 8-value vectors.
+struct FixedArgs {
+  const void* x[3];
+  void* q[3];
+  float inverse[3];
+};
+
+template <typename T>
+__global__ void __launch_bounds__(256) quantize_fixed_vec_kernel(FixedArgs a, int64_t vecs) {
+  const uint4* __restrict__ x = static_cast<const uint4*>(a.x[blockIdx.y]);
+  uint2* __restrict__ q = static_cast<uint2*>(a.q[blockIdx.y]);
+  const float inverse = a.inverse[blockIdx.y];
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vecs;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    q[i] = e4m3x8<T>(x[i], inverse);
+}
+
+template <typename T>
+__global__ void quantize_fixed_kernel(FixedArgs a, int64_t n) {
+  const T* __restrict__ x = static_cast<const T*>(a.x[blockIdx.y]);
+  __nv_fp8_storage_t* __restrict__ q = static_cast<__nv_fp8_storage_t*>(a.q[blockIdx.y]);
+  const float inverse = a.inverse[blockIdx.y];
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    q[i] = static_cast<__nv_fp8_storage_t>(to_e4m3(to_float(x[i]), inverse));
+}
+
+template <typename T>
+cudaError_t launch_fixed(const FixedArgs& a, int count, int64_t n, cudaStream_t stream) {
+  constexpr int kThreads = 256;
+  bool aligned = n % 8 == 0;
+  for (int t = 0; t < count; ++t)
+    aligned = aligned && reinterpret_cast<uintptr_t>(a.x[t]) % 16 == 0 &&
+              reinterpret_cast<uintptr_t>(a.q[t]) % 8 == 0;
+  const int64_t items = aligned ? n / 8 : n;
+  // Enough blocks to fill the GPU several times over; the loop covers the rest.
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((items + kThreads - 1) / kThreads, 4096));
+  const dim3 grid(blocks, static_cast<unsigned>(count));
+  if (aligned)
+    quantize_fixed_vec_kernel<T><<<grid, kThreads, 0, stream>>>(a, items);
+  else
+    quantize_fixed_kernel<T><<<grid, kThreads, 0, stream>>>(a, items);
+  return cudaGetLastError();
+}
+
 }  // namespace
+
+cudaError_t launch_quantize_fixed_e4m3(int dtype, int count, const void* const* x, void* const* q,
+                                       const float* inverse, int64_t n, cudaStream_t stream) {
+  if (count < 1 || count > 3) return cudaErrorInvalidValue;
+  if (n <= 0) return cudaSuccess;
+  FixedArgs a{};
+  for (int t = 0; t < count; ++t) {
+    a.x[t] = x[t];
+    a.q[t] = q[t];
+    a.inverse[t] = inverse[t];
+  }
+  return with_16bit_type(dtype, [&](auto t) { return launch_fixed<decltype(t)>(a, count, n, stream); });
+}
 
 cudaError_t launch_quantize_rows_e4m3(int dtype, const void* x, int64_t rows, int64_t cols, void* q,
                                       float* scale, cudaStream_t stream) {
