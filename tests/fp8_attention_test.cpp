@@ -109,14 +109,6 @@ TEST(Fp8Attention, RefusedOnTheCpuWithAReason) {
   std::string why;
   EXPECT_FALSE(fp8_attention_supported(at::Device(at::kCPU), &why));
   EXPECT_NE(why.find("Hopper"), std::string::npos) << why;
-  const at::Tensor q = at::zeros({1, 16, 64}).to(at::kFloat8_e4m3fn);
-  const Fp8AttentionScales s = make_fp8_attention_scales(1, 1, 1, at::Device(at::kCPU));
-  try {
-    fp8_attention(q, q, q, 1, s);
-    FAIL() << "fp8_attention ran on the CPU";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("Hopper"), std::string::npos) << e.what();
-  }
 }
 
 #ifdef SDXLB_WITH_CUDA

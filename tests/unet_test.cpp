@@ -18,6 +18,7 @@
 #include "oracle_reference.h"
 #include "pipeline/io/model_folder.h"
 #include "pipeline/nn/fp8.h"
+#include "pipeline/nn/transformer_2d.h"
 #include "test_files.h"
 
 namespace sdxlb {
@@ -182,6 +183,25 @@ TEST(UNetFp8, SwitchesTheTransformerLinears) {
   const double e_partial = rel_err(run(*partial, ref), exact);
   EXPECT_GT(e_partial, 0.0);
   EXPECT_LT(e_partial, 0.1);
+}
+
+// attention_precision: fp8 (issue 17) switches attn1 of every transformer block whose projections are FP8,
+// and stays near the FP8-linears output (on the CPU the reference math stands in for cuDNN's kernel).
+TEST(UNetFp8, AttentionSwitchesEverySelfAttention) {
+  auto unet = load("tiny-a");
+  ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
+  const Reference ref = reference("tiny-a");
+  const at::Tensor exact = run(*unet, ref);
+  use_fp8_linears(**unet);
+  c10::InferenceMode guard;
+  const at::Tensor linears = run(*unet, ref);
+  EXPECT_EQ(use_fp8_attention(**unet), 17);
+  const at::Tensor both = run(*unet, ref);
+  const double e = rel_err(both, linears), e_exact = rel_err(both, exact);
+  std::printf("[tiny-a] FP8 attention vs FP8 linears: max rel err %.3g (vs exact %.3g)\n", e, e_exact);
+  EXPECT_GT(e, 0.0);
+  EXPECT_LT(e, 0.1);
+  EXPECT_LT(e_exact, 0.15);
 }
 
 TEST(UNetLoad, Fp16VariantLoads) {

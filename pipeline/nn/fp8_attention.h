@@ -62,8 +62,9 @@ Fp8AttentionScales make_fp8_attention_scales(float q, float k, float v, const c1
 
 /// softmax(q kᵀ / sqrt(d)) v per head for e4m3 q, k, v [B, N, heads·d] (contiguous; a token's heads side by
 /// side, as the projections write them) with dequantisation scales `s` → e4m3 O [B, N, heads·d] with
-/// scale s.v. One cuDNN FP8 flash-attention call (fp8_attention_supported() devices); the plan for each
-/// shape is built once per process and reused, also inside CUDA graphs.
+/// scale s.v. On CUDA one cuDNN FP8 flash-attention call (fp8_attention_supported() devices; elsewhere an
+/// error); the plan for each shape is built once per process and reused, also inside CUDA graphs. On the CPU
+/// (tests; the pipeline refuses FP8 attention there) fp8_attention_reference.
 at::Tensor fp8_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t heads,
                          const Fp8AttentionScales& s);
 /// The same math in float32 ATen ops (any device), for the tests: the dequantised operands, softmax
