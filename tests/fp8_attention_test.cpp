@@ -11,6 +11,7 @@
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
+#include "pipeline/nn/attention.h"
 #include "pipeline/nn/layers.h"
 
 #ifdef SDXLB_WITH_CUDA
@@ -105,6 +106,34 @@ TEST(Fp8Attention, ReferenceIsAttentionWithinE4m3Rounding) {
   EXPECT_GT(relative_error(o.to(at::kFloat) * s.k, exact), 0.5);  // the keys' scale: 1/8 of the values'
 }
 
+// A self-attention with FP8 projections runs them as one GEMM once fused: the same products (within the
+// CPU's float32 summation order), the three weights now views of one tensor; FP8 attention then takes its
+// query, keys and values as thirds of that output.
+TEST(Fp8Attention, FusedProjectionsGiveTheSameProducts) {
+  c10::InferenceMode guard;
+  at::manual_seed(9);
+  Attention attn(AttentionOptions(64, 2, 32));
+  for (auto& p : attn->parameters()) p.copy_(at::randn(p.sizes()) * 0.1);
+  for (const char* name : {"to_q", "to_k", "to_v", "to_out.0"}) {
+    auto* linear = attn->named_modules()[name]->as<LinearImpl>();
+    linear->fp8 = quantize_weight(linear->weight);
+  }
+  const at::Tensor x = at::randn({2, 24, 64});
+  const at::Tensor separate = attn->forward(x);
+  ASSERT_TRUE(attn->fuse_fp8_projections());
+  auto* to_q = attn->named_modules()["to_q"]->as<LinearImpl>();
+  auto* to_v = attn->named_modules()["to_v"]->as<LinearImpl>();
+  EXPECT_TRUE(to_q->fp8.q.is_alias_of(to_v->fp8.q));
+  const at::Tensor fused = attn->forward(x);
+  EXPECT_LT(relative_error(fused, separate), 1e-5);
+  attn->use_fp8_attention(/*input_radius=*/x.norm(2, -1).max().item<double>());
+  EXPECT_TRUE(attn->runs_fp8_attention());
+  const Fp8Activation a = quantize_activation(x);
+  const double err = relative_error(attn->forward_fp8(a), attn->forward(x));
+  EXPECT_GT(err, 0.0);
+  EXPECT_LT(err, 0.1);
+}
+
 TEST(Fp8Attention, RefusedOnTheCpuWithAReason) {
   std::string why;
   EXPECT_FALSE(fp8_attention_supported(at::Device(at::kCPU), &why));
@@ -182,6 +211,17 @@ TEST(Fp8AttentionCuda, CudnnMatchesTheReferenceAndIsBatchInvariant) {
         static_cast<long long>(sh.n), err_ref, err_fp16);
     EXPECT_LT(err_ref, 0.05);
     EXPECT_LT(err_fp16, 0.08);
+
+    // The thirds of a fused projection's output (rows 3·heads·d apart) as the operands: the same attention.
+    const at::Tensor packed = at::cat({qkv[0], qkv[1], qkv[2]}, -1);
+    const int64_t w = sh.heads * d;
+    const at::Tensor o_packed = fp8_attention(packed.narrow(-1, 0, w), packed.narrow(-1, w, w),
+                                              packed.narrow(-1, 2 * w, w), sh.heads, s);
+    const double err_packed = relative_error(o_packed.to(at::kFloat), o.to(at::kFloat));
+    std::printf("fp8 attention %lld tokens, fused operands: relative difference %.3g, bit-identical %d\n",
+                static_cast<long long>(sh.n), err_packed,
+                static_cast<int>(at::equal(o_packed.view(at::kByte), o.view(at::kByte))));
+    EXPECT_LT(err_packed, 0.02);
 
     // Image 1 alone gives the bits it had beside image 0.
     const at::Tensor one =

@@ -1,5 +1,6 @@
 #include "pipeline/nn/attention.h"
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
@@ -49,10 +50,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context
   at::Tensor query, key, value;
   if (to_q_->is_fp8() && to_k_->is_fp8() && to_v_->is_fp8() && !context.defined() && kv_input.is_same(x)) {
     // FP8 self-attention: x quantised once for the three projections.
-    const Fp8Activation a = quantize_activation(x);
-    query = to_q_->forward_fp8(a);
-    key = to_k_->forward_fp8(a);
-    value = to_v_->forward_fp8(a);
+    std::tie(query, key, value) = project_fp8(quantize_activation(x));
   } else {
     query = to_q_(x);
     if (context.defined()) {
@@ -65,13 +63,41 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context
   return attend_heads(query, key, value, kv_input.size(0));
 }
 
+bool AttentionImpl::fuse_fp8_projections() {
+  if (options_.cross_attention_dim().has_value() || !to_q_->is_fp8() || !to_k_->is_fp8() ||
+      !to_v_->is_fp8() || to_q_->bias.defined() || to_k_->bias.defined() || to_v_->bias.defined() ||
+      to_q_->fp8.fast_accum != to_k_->fp8.fast_accum || to_q_->fp8.fast_accum != to_v_->fp8.fast_accum)
+    return false;
+  at::NoGradGuard no_grad;
+  const int64_t inner = to_q_->fp8.q.size(0);
+  fp8_qkv_.q = at::cat({to_q_->fp8.q, to_k_->fp8.q, to_v_->fp8.q}, 0);
+  fp8_qkv_.scale = at::cat({to_q_->fp8.scale, to_k_->fp8.scale, to_v_->fp8.scale}, 1).contiguous();
+  fp8_qkv_.fast_accum = to_q_->fp8.fast_accum;
+  // The three layers keep their weights as views of the fused rows: one copy in memory.
+  Linear layers[3] = {to_q_, to_k_, to_v_};
+  for (int64_t i = 0; i < 3; ++i) {
+    layers[i]->fp8.q = fp8_qkv_.q.narrow(0, i * inner, inner);
+    layers[i]->fp8.scale = fp8_qkv_.scale.narrow(1, i * inner, inner);
+  }
+  return true;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> AttentionImpl::project_fp8(const Fp8Activation& x) {
+  if (!fp8_qkv_.q.defined()) return {to_q_->forward_fp8(x), to_k_->forward_fp8(x), to_v_->forward_fp8(x)};
+  const at::Tensor y = fp8_linear(x, fp8_qkv_, {});
+  const int64_t inner = y.size(-1) / 3;
+  return {y.narrow(-1, 0, inner), y.narrow(-1, inner, inner), y.narrow(-1, 2 * inner, inner)};
+}
+
 void AttentionImpl::use_fp8_attention(double input_radius) {
   TORCH_CHECK(takes_fp8() && !options_.cross_attention_dim().has_value(),
               "Attention::use_fp8_attention needs a self-attention whose projections are FP8");
-  fp8_attention_ = make_fp8_attention_scales(fp8_projection_scale(to_q_->fp8, to_q_->bias, input_radius),
-                                             fp8_projection_scale(to_k_->fp8, to_k_->bias, input_radius),
-                                             fp8_projection_scale(to_v_->fp8, to_v_->bias, input_radius),
-                                             to_q_->fp8.q.device());
+  // With the projections fused, the query, keys and values are one tensor and take one scale: the largest.
+  float q = fp8_projection_scale(to_q_->fp8, to_q_->bias, input_radius),
+        k = fp8_projection_scale(to_k_->fp8, to_k_->bias, input_radius),
+        v = fp8_projection_scale(to_v_->fp8, to_v_->bias, input_radius);
+  if (fp8_qkv_.q.defined()) q = k = v = std::max({q, k, v});
+  fp8_attention_ = make_fp8_attention_scales(q, k, v, to_q_->fp8.q.device());
 }
 
 at::Tensor AttentionImpl::forward_fp8(const Fp8Activation& x, const at::Tensor& context,

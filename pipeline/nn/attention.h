@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -77,6 +78,11 @@ class AttentionImpl : public torch::nn::Module {
   void use_fp8_attention(double input_radius);
   /// Whether forward_fp8 runs the FP8 attention.
   bool runs_fp8_attention() const { return fp8_attention_.device.defined(); }
+  /// For a self-attention whose to_q, to_k and to_v are FP8 without bias: one e4m3 weight [3·inner, dim] for
+  /// the three (their weights become views of its rows), so that they run as one GEMM (issue 17: the three
+  /// small GEMMs of the deepest level ran at half the e4m3 rate). The same products, now in one call.
+  /// use_fp8_linears (fp8.h) calls it. Returns whether it fused.
+  bool fuse_fp8_projections();
   /// to_k(context), to_v(context): what forward() projects from a cross-attention context.
   std::pair<at::Tensor, at::Tensor> project_context(const at::Tensor& context);
 
@@ -84,12 +90,15 @@ class AttentionImpl : public torch::nn::Module {
   // The keys and values of a cross-attention context: projected ahead when `projected` holds them, else now.
   std::pair<at::Tensor, at::Tensor> context_kv(const at::Tensor& context,
                                                const ContextProjections* projected);
+  // to_q, to_k, to_v of one quantised input: views of one fused GEMM's output when fused, else three GEMMs.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> project_fp8(const Fp8Activation& x);
   // SDPA over the heads of the projected query, keys and values, then to_out.
   at::Tensor attend_heads(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                           int64_t batch);
 
   AttentionOptions options_;
   Fp8AttentionScales fp8_attention_;  // set by use_fp8_attention; device undefined: the model's-dtype kernel
+  Fp8Weight fp8_qkv_;                 // set by fuse_fp8_projections; undefined: separate GEMMs
   Linear to_q_{nullptr};
   Linear to_k_{nullptr};
   Linear to_v_{nullptr};

@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 
+#include "pipeline/nn/attention.h"
 #include "pipeline/nn/layers.h"
 
 #ifdef SDXLB_WITH_CUDA
@@ -130,6 +131,9 @@ int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which) {
     linear->weight.set_data(at::empty({0}, linear->weight.options()));
     ++switched;
   }
+  // Self-attention's to_q/to_k/to_v as one GEMM where all three switched.
+  for (const auto& m : unet.modules())
+    if (auto* attention = m->as<AttentionImpl>(); attention != nullptr) attention->fuse_fp8_projections();
   return switched;
 }
 

@@ -84,7 +84,8 @@ struct Fp8Layers {
 
 /// Switches the UNet's transformer linears listed above (those `which` selects) to FP8: each keeps its e4m3
 /// weight and scales and releases its fp16/bf16 weight (half the bytes). Call on a loaded UNet, after LoRA,
-/// on a device where fp8_supported(). Returns how many layers it switched.
+/// on a device where fp8_supported(). A self-attention whose to_q, to_k and to_v all switched runs them as
+/// one GEMM (Attention::fuse_fp8_projections). Returns how many layers it switched.
 int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which = {});
 
 }  // namespace sdxlb

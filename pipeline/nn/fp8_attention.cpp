@@ -63,17 +63,22 @@ struct Plan {
   int64_t workspace = 0;
 };
 
-using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t>;  // device, B, N, heads, d
+using PlanKey =
+    std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;  // device, B, N, heads, d,
+                                                                            // batch and token strides
 
-std::shared_ptr<Plan> build_plan(cudnnHandle_t handle, int64_t b, int64_t n, int64_t h, int64_t d) {
+std::shared_ptr<Plan> build_plan(cudnnHandle_t handle, int64_t b, int64_t n, int64_t h, int64_t d,
+                                 int64_t batch_stride, int64_t token_stride) {
   auto p = std::make_shared<Plan>();
   p->graph = std::make_shared<fe::graph::Graph>();
   fe::graph::Graph& g = *p->graph;
   g.set_io_data_type(fe::DataType_t::FP8_E4M3)
       .set_intermediate_data_type(fe::DataType_t::FLOAT)
       .set_compute_data_type(fe::DataType_t::FLOAT);
-  // [B, N, heads·d] memory seen as [B, heads, N, d].
-  const std::vector<int64_t> dims{b, h, n, d}, strides{n * h * d, d, h * d, 1};
+  // [B, N, heads·d] memory (rows `token_stride` apart: the three thirds of a fused projection's output) seen
+  // as [B, heads, N, d]; the output is contiguous.
+  const std::vector<int64_t> dims{b, h, n, d}, strides{batch_stride, d, token_stride, 1},
+      out_strides{n * h * d, d, h * d, 1};
   auto tensor = [&](const char* name) {
     return g.tensor(fe::graph::Tensor_attributes().set_name(name).set_dim(dims).set_stride(strides));
   };
@@ -101,7 +106,7 @@ std::shared_ptr<Plan> build_plan(cudnnHandle_t handle, int64_t b, int64_t n, int
   auto [o, stats, amax_s, amax_o] = g.sdpa_fp8(p->q, p->k, p->v, p->descale_q, p->descale_k, p->descale_v,
                                                p->descale_s, p->scale_s, p->scale_o, options);
   (void)stats;  // inference: none
-  o->set_output(true).set_dim(dims).set_stride(strides).set_data_type(fe::DataType_t::FP8_E4M3);
+  o->set_output(true).set_dim(dims).set_stride(out_strides).set_data_type(fe::DataType_t::FP8_E4M3);
   amax_s->set_output(true)
       .set_dim({1, 1, 1, 1})
       .set_stride({1, 1, 1, 1})
@@ -127,12 +132,13 @@ std::shared_ptr<Plan> build_plan(cudnnHandle_t handle, int64_t b, int64_t n, int
 }
 
 // The plan of a shape: built on first use (a warm-up call, before any CUDA graph captures it), then shared.
-std::shared_ptr<Plan> plan_for(cudnnHandle_t handle, int device, int64_t b, int64_t n, int64_t h, int64_t d) {
+std::shared_ptr<Plan> plan_for(cudnnHandle_t handle, int device, int64_t b, int64_t n, int64_t h, int64_t d,
+                               int64_t batch_stride, int64_t token_stride) {
   static std::mutex mutex;
   static std::map<PlanKey, std::shared_ptr<Plan>> plans;
   std::lock_guard<std::mutex> lock(mutex);
-  auto& slot = plans[PlanKey{device, b, n, h, d}];
-  if (!slot) slot = build_plan(handle, b, n, h, d);
+  auto& slot = plans[PlanKey{device, b, n, h, d, batch_stride, token_stride}];
+  if (!slot) slot = build_plan(handle, b, n, h, d, batch_stride, token_stride);
   return slot;
 }
 #endif
@@ -247,6 +253,9 @@ at::Tensor fp8_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
   TORCH_CHECK(q.dim() == 3 && q.sizes() == k.sizes() && q.sizes() == v.sizes() && q.size(2) % heads == 0,
               "fp8_attention: q, k, v must be [B, N, heads·d] alike, got ", q.sizes(), ", ", k.sizes(), ", ",
               v.sizes());
+  TORCH_CHECK(q.stride(2) == 1 && q.strides() == k.strides() && q.strides() == v.strides(),
+              "fp8_attention: q, k, v must have contiguous rows and the same strides, got ", q.strides(),
+              ", ", k.strides(), ", ", v.strides());
   TORCH_CHECK(q.scalar_type() == at::kFloat8_e4m3fn && k.scalar_type() == at::kFloat8_e4m3fn &&
                   v.scalar_type() == at::kFloat8_e4m3fn,
               "fp8_attention: q, k, v must be e4m3");
@@ -255,19 +264,18 @@ at::Tensor fp8_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
 #ifdef SDXLB_WITH_CUDNN_FRONTEND
   std::string why;
   TORCH_CHECK(fp8_attention_supported(q.device(), &why), "fp8_attention: ", why);
-  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   const int64_t b = q.size(0), n = q.size(1), d = q.size(2) / heads;
   cudnnHandle_t handle = at::native::getCudnnHandle();
   const int device = q.device().index();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
   TORCH_CHECK(fe::detail::set_stream(handle, stream) == CUDNN_STATUS_SUCCESS,
               "cuDNN FP8 attention: cudnnSetStream failed");
-  const std::shared_ptr<Plan> p = plan_for(handle, device, b, n, heads, d);
+  const std::shared_ptr<Plan> p = plan_for(handle, device, b, n, heads, d, q.stride(0), q.stride(1));
   at::Tensor o = at::empty(q.sizes(), q.options());
   at::Tensor workspace = at::empty({std::max<int64_t>(p->workspace, 1)}, q.options().dtype(at::kByte));
   float* sd = s.device.data_ptr<float>();
   std::unordered_map<std::shared_ptr<fe::graph::Tensor_attributes>, void*> pack = {
-      {p->q, qc.data_ptr()},  {p->k, kc.data_ptr()},  {p->v, vc.data_ptr()},  {p->o, o.data_ptr()},
+      {p->q, q.data_ptr()},   {p->k, k.data_ptr()},   {p->v, v.data_ptr()},   {p->o, o.data_ptr()},
       {p->descale_q, sd + 0}, {p->descale_k, sd + 1}, {p->descale_v, sd + 2}, {p->descale_s, sd + 3},
       {p->scale_s, sd + 4},   {p->scale_o, sd + 5},   {p->amax_s, sd + 6},    {p->amax_o, sd + 7}};
   fe::error_t e = p->graph->execute(handle, pack, workspace.data_ptr());

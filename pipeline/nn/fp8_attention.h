@@ -60,8 +60,9 @@ struct Fp8AttentionScales {
 };
 Fp8AttentionScales make_fp8_attention_scales(float q, float k, float v, const c10::Device& device);
 
-/// softmax(q kᵀ / sqrt(d)) v per head for e4m3 q, k, v [B, N, heads·d] (contiguous; a token's heads side by
-/// side, as the projections write them) with dequantisation scales `s` → e4m3 O [B, N, heads·d] with
+/// softmax(q kᵀ / sqrt(d)) v per head for e4m3 q, k, v [B, N, heads·d] (a token's heads side by side, as the
+/// projections write them; rows contiguous, the three with the same strides: contiguous tensors, or the
+/// thirds of a fused projection's output) with dequantisation scales `s` → e4m3 O [B, N, heads·d] with
 /// scale s.v. On CUDA one cuDNN FP8 flash-attention call (fp8_attention_supported() devices; elsewhere an
 /// error); the plan for each shape is built once per process and reused, also inside CUDA graphs. On the CPU
 /// (tests; the pipeline refuses FP8 attention there) fp8_attention_reference.
