@@ -164,6 +164,11 @@ TEST(UNetFp8, SwitchesTheTransformerLinears) {
   EXPECT_EQ(params[block + "ff.net.2.weight"].numel(), 0);
   EXPECT_GT(params[block + "attn2.to_k.weight"].numel(), 0);
   EXPECT_GT(params["time_embedding.linear_1.weight"].numel(), 0);
+  // attn1's three projections are one fused e4m3 weight (one GEMM); attn2's to_q is on its own.
+  const auto modules = (*unet)->named_modules();
+  auto fp8_of = [&](const std::string& name) { return modules[block + name]->as<LinearImpl>()->fp8.q; };
+  EXPECT_TRUE(fp8_of("attn1.to_q").is_alias_of(fp8_of("attn1.to_v")));
+  EXPECT_FALSE(fp8_of("attn2.to_q").is_alias_of(fp8_of("attn1.to_q")));
   c10::InferenceMode guard;
   const at::Tensor fp8 = run(*unet, ref);
   const double e = rel_err(fp8, exact);

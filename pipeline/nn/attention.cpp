@@ -103,25 +103,36 @@ void AttentionImpl::use_fp8_attention(double input_radius) {
 at::Tensor AttentionImpl::forward_fp8(const Fp8Activation& x, const at::Tensor& context,
                                       const ContextProjections* projected) {
   TORCH_CHECK(takes_fp8(), "Attention::forward_fp8 on a module whose projections are not FP8");
-  at::Tensor query = to_q_->forward_fp8(x), key, value;
-  if (runs_fp8_attention() && !context.defined()) {
+  at::Tensor query, key, value;
+  if (context.defined()) {
+    query = to_q_->forward_fp8(x);
+    std::tie(key, value) = context_kv(context, projected);
+    return attend_heads(query, key, value, x.shape.front());
+  }
+  if (runs_fp8_attention()) {
     // e4m3 query, keys and values at their static scales → cuDNN's FP8 attention → its e4m3 output, at the
-    // values' scale, straight into to_out's e4m3 GEMM.
+    // values' scale, straight into to_out's e4m3 GEMM. Fused projections: one tensor, one pass to e4m3.
     const Fp8AttentionScales& s = fp8_attention_;
-    const std::vector<at::Tensor> qkv =
-        quantize_fixed({query, to_k_->forward_fp8(x), to_v_->forward_fp8(x)}, {s.q, s.k, s.v});
-    const at::Tensor o = fp8_attention(qkv[0], qkv[1], qkv[2], options_.heads(), s);
+    at::Tensor q8, k8, v8;
+    if (fp8_qkv_.q.defined()) {
+      const at::Tensor y = quantize_fixed({fp8_linear(x, fp8_qkv_, {})}, {s.q})[0];
+      const int64_t inner = y.size(-1) / 3;
+      q8 = y.narrow(-1, 0, inner);
+      k8 = y.narrow(-1, inner, inner);
+      v8 = y.narrow(-1, 2 * inner, inner);
+    } else {
+      const std::vector<at::Tensor> qkv = quantize_fixed(
+          {to_q_->forward_fp8(x), to_k_->forward_fp8(x), to_v_->forward_fp8(x)}, {s.q, s.k, s.v});
+      q8 = qkv[0];
+      k8 = qkv[1];
+      v8 = qkv[2];
+    }
+    const at::Tensor o = fp8_attention(q8, k8, v8, options_.heads(), s);
     const int64_t rows = o.numel() / o.size(-1);
     const at::Tensor scale = at::full({rows, 1}, s.v, o.options().dtype(at::kFloat));
-    return to_out_->forward_fp8(
-        make_activation(o.view({rows, o.size(-1)}), scale, o.sizes().vec(), query.scalar_type()));
+    return to_out_->forward_fp8(make_activation(o.view({rows, o.size(-1)}), scale, o.sizes().vec(), x.dtype));
   }
-  if (context.defined()) {
-    std::tie(key, value) = context_kv(context, projected);
-  } else {
-    key = to_k_->forward_fp8(x);
-    value = to_v_->forward_fp8(x);
-  }
+  std::tie(query, key, value) = project_fp8(x);
   return attend_heads(query, key, value, x.shape.front());
 }
 
