@@ -150,6 +150,15 @@ class BadInput(unittest.TestCase):
     def test_unet_precision_unknown_value(self):
         self.case("fp8-int8", GOOD + "unet_precision: int8\n", expect=["job.yaml:10:17", "unet_precision", "fp8"])
 
+    def test_fp8_attention_without_the_fp8_unet_is_refused(self):
+        self.case("fp8-attn-alone", GOOD + "attention_precision: fp8\n",
+                  expect=["job.yaml:10:22", "attention_precision: fp8 needs unet_precision: fp8",
+                          "add unet_precision: fp8"])
+
+    def test_fp8_attention_on_the_cpu_is_refused(self):
+        self.case("fp8-attn-cpu", GOOD + "unet_precision: fp8\nattention_precision: fp8\n",
+                  expect=["cannot run here", "this job runs on the cpu"])
+
     def test_token_merging_with_token_downsampling_is_refused(self):
         self.case("tome-todo", GOOD + "token_merging: {{}}\ntoken_downsampling: {{factor: 4}}\n",
                   expect=["job.yaml:11:1", "token_downsampling: cannot be combined with token_merging",
