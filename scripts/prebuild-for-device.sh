@@ -24,4 +24,6 @@ for lib in libyaml-cpp.so.0.7 libspdlog.so.1.10 libfmt.so.9 libmpi_cxx.so.40 lib
   liblz4.so.1 libbz2.so.1.0 libxml2.so.2 libicuuc.so.72 libicudata.so.72; do
   cp -L "/lib/x86_64-linux-gnu/$lib" "$out/lib/"
 done
+# Symbols are not needed there, and the device call carries at most 64 MiB in all (with .whl and the tree).
+strip "$out"/apps/* "$out"/bench/* "$out"/tests/* 2>/dev/null || true
 du -sh "$out"
