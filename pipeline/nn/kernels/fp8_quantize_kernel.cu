@@ -115,7 +115,107 @@ cudaError_t launch_fixed(const FixedArgs& a, int count, int64_t n, cudaStream_t 
   return cudaGetLastError();
 }
 
+// Per image: the largest magnitude over many blocks (a block's maximum, then one atomic per block on the
+// float's bits, which order like the floats for non-negative values), then the conversion.
+template <typename T>
+__global__ void __launch_bounds__(256)
+    image_amax_vec_kernel(const uint4* __restrict__ x, int64_t vecs, unsigned* __restrict__ amax) {
+  const uint4* xi = x + blockIdx.y * vecs;
+  float m = 0.f;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vecs;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    m = fmaxf(m, amax8<T>(xi[i]));
+  __shared__ float warps[8];
+  m = warp_max(m);
+  if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = m;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    m = warp_max(threadIdx.x < blockDim.x / 32 ? warps[threadIdx.x] : 0.f);
+    if (threadIdx.x == 0) atomicMax(amax + blockIdx.y, __float_as_uint(m));
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+    image_amax_kernel(const T* __restrict__ x, int64_t n, unsigned* __restrict__ amax) {
+  const T* xi = x + blockIdx.y * n;
+  float m = 0.f;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    m = fmaxf(m, fabsf(to_float(xi[i])));
+  __shared__ float warps[8];
+  m = warp_max(m);
+  if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = m;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    m = warp_max(threadIdx.x < blockDim.x / 32 ? warps[threadIdx.x] : 0.f);
+    if (threadIdx.x == 0) atomicMax(amax + blockIdx.y, __float_as_uint(m));
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+    image_cast_vec_kernel(const uint4* __restrict__ x, int64_t vecs, const float* __restrict__ amax,
+                          uint2* __restrict__ q, float* __restrict__ scale) {
+  const float s = e4m3_scale(amax[blockIdx.y]);
+  if (blockIdx.x == 0 && threadIdx.x == 0) scale[blockIdx.y] = s;
+  const float inverse = e4m3_inverse(s);
+  const uint4* xi = x + blockIdx.y * vecs;
+  uint2* qi = q + blockIdx.y * vecs;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vecs;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    qi[i] = e4m3x8<T>(xi[i], inverse);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+    image_cast_kernel(const T* __restrict__ x, int64_t n, const float* __restrict__ amax,
+                      __nv_fp8_storage_t* __restrict__ q, float* __restrict__ scale) {
+  const float s = e4m3_scale(amax[blockIdx.y]);
+  if (blockIdx.x == 0 && threadIdx.x == 0) scale[blockIdx.y] = s;
+  const float inverse = e4m3_inverse(s);
+  const T* xi = x + blockIdx.y * n;
+  __nv_fp8_storage_t* qi = q + blockIdx.y * n;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    qi[i] = static_cast<__nv_fp8_storage_t>(to_e4m3(to_float(xi[i]), inverse));
+}
+
+template <typename T>
+cudaError_t launch_images(const void* x, int64_t images, int64_t n, void* q, float* amax, float* scale,
+                          cudaStream_t stream) {
+  constexpr int kThreads = 256;
+  const bool aligned =
+      n % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(q) % 8 == 0;
+  const int64_t items = aligned ? n / 8 : n;
+  // About four waves of blocks over the GPU's 132 SMs in all, whatever the number of images.
+  const int64_t per_image = std::max<int64_t>(
+      1, std::min<int64_t>((items + kThreads - 1) / kThreads, std::max<int64_t>(1, 1056 / images)));
+  if (images > 65535) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(per_image), static_cast<unsigned>(images));
+  cudaError_t e = cudaMemsetAsync(amax, 0, sizeof(float) * images, stream);
+  if (e != cudaSuccess) return e;
+  unsigned* bits = reinterpret_cast<unsigned*>(amax);
+  if (aligned) {
+    image_amax_vec_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), items, bits);
+    image_cast_vec_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), items, amax,
+                                                            static_cast<uint2*>(q), scale);
+  } else {
+    image_amax_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x), items, bits);
+    image_cast_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x), items, amax,
+                                                        static_cast<__nv_fp8_storage_t*>(q), scale);
+  }
+  return cudaGetLastError();
+}
+
 }  // namespace
+
+cudaError_t launch_quantize_images_e4m3(int dtype, const void* x, int64_t images, int64_t n, void* q,
+                                        float* amax, float* scale, cudaStream_t stream) {
+  if (images <= 0 || n <= 0) return cudaSuccess;
+  return with_16bit_type(
+      dtype, [&](auto t) { return launch_images<decltype(t)>(x, images, n, q, amax, scale, stream); });
+}
 
 cudaError_t launch_quantize_fixed_e4m3(int dtype, int count, const void* const* x, void* const* q,
                                        const float* inverse, int64_t n, cudaStream_t stream) {
