@@ -2,7 +2,7 @@
 //
 //   unet_parity <model dir> <inputs.safetensors> <out.json> [--variant fp16] [--iters 10] [--profile P.json]
 //               [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8] [--fp8-layers attention,feed_forward,projections]
-//               [--fp8-accum fast|fp32] [--fp8-attention] [--fp8-convs] [--batch N]
+//               [--fp8-accum fast|fp32] [--fp8-attention] [--batch N]
 //
 // <inputs.safetensors> holds sample, timestep, encoder_hidden_states, text_embeds, time_ids and diffusers'
 // output `expected` (written by bench/unet_reference.py from the same weights). Reports the relative error
@@ -33,7 +33,6 @@
 #include "pipeline/io/model_folder.h"
 #include "pipeline/models/unet.h"
 #include "pipeline/nn/fp8.h"
-#include "pipeline/nn/fp8_conv.h"
 #include "pipeline/nn/transformer_2d.h"
 
 using namespace sdxlb;
@@ -97,13 +96,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: unet_parity <model dir> <inputs.safetensors> <out.json> [--variant V] [--iters N] "
                  "[--profile P.json] [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8] [--fp8-layers LIST] "
-                 "[--fp8-accum fast|fp32] [--fp8-attention] [--fp8-convs] [--batch N]\n");
+                 "[--fp8-accum fast|fp32] [--fp8-attention] [--batch N]\n");
     return 2;
   }
   std::string variant, profile_path;
   int iters = 10;
   std::string tome;
-  bool fp8 = false, fp8_attention = false, fp8_convs = false;
+  bool fp8 = false, fp8_attention = false;
   Fp8Layers fp8_which;
   int64_t batch = 2;
   for (int i = 4; i < argc; ++i) {
@@ -111,8 +110,6 @@ int main(int argc, char** argv) {
     const bool has_value = i + 1 < argc;
     if (a == "--fp8") {
       fp8 = true;
-    } else if (a == "--fp8-convs") {
-      fp8 = fp8_convs = true;
     } else if (a == "--fp8-attention") {
       fp8 = fp8_attention = true;
     } else if (has_value && a == "--fp8-accum") {
@@ -150,8 +147,6 @@ int main(int argc, char** argv) {
   const int64_t fp8_layers = fp8 ? use_fp8_linears(**unet, fp8_which) : 0;
   // --fp8-attention: attn1 in cuDNN's FP8 attention as attention_precision: fp8 loads it.
   const int64_t fp8_attentions = fp8_attention ? use_fp8_attention(**unet) : 0;
-  // --fp8-convs: the resnets' conv1 and conv2 in cuDNN's FP8 convolution (fp8_conv.h) as well.
-  const int64_t fp8_conv_count = fp8_convs ? use_fp8_convs(**unet) : 0;
   c10::cuda::device_synchronize();
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   auto inputs = WeightSet::open_file(argv[2]);
@@ -260,7 +255,6 @@ int main(int argc, char** argv) {
                       {"fp8_linears", fp8_layers},
                       {"fp8_fast_accum", fp8 && fp8_which.fast_accum},
                       {"fp8_attentions", fp8_attentions},
-                      {"fp8_convs", fp8_conv_count},
                       {"batch", sample.size(0)},
                       {"latent", {sample.size(2), sample.size(3)}}};
   std::ofstream(argv[3]) << j.dump(2) << "\n";

@@ -14,6 +14,8 @@
 #endif
 
 #ifdef SDXLB_WITH_CUDNN_FRONTEND
+#include <dlfcn.h>
+
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,7 +25,12 @@
 #include <ATen/cudnn/Handle.h>
 #include <cudnn_frontend.h>
 
-#include "pipeline/nn/cudnn_library.h"
+// cuDNN's frontend finds the backend's functions in this library handle
+// (NV_CUDNN_FRONTEND_USE_DYNAMIC_LOADING): the libcudnn.so.9 that LibTorch has already loaded, so that both
+// use one cuDNN.
+namespace cudnn_frontend {
+void* cudnn_dlhandle = nullptr;
+}
 #endif
 
 namespace sdxlb {
@@ -35,6 +42,18 @@ constexpr double kInputRounding = 1.0 + 1.0 / 16;
 
 #ifdef SDXLB_WITH_CUDNN_FRONTEND
 namespace fe = cudnn_frontend;
+
+// Loads (once) the libcudnn.so.9 LibTorch uses; "" when found, else why not.
+const std::string& cudnn_library_error() {
+  static const std::string error = [] {
+    void* h = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_NOLOAD);
+    if (h == nullptr) h = dlopen("libcudnn.so.9", RTLD_NOW);
+    if (h == nullptr) return std::string("cuDNN 9 (libcudnn.so.9) could not be loaded: ") + dlerror();
+    fe::cudnn_dlhandle = h;
+    return std::string();
+  }();
+  return error;
+}
 
 // One cuDNN FP8 attention graph for a shape, with the handles of its tensors for the variant pack.
 struct Plan {
@@ -145,7 +164,7 @@ bool fp8_attention_supported(const c10::Device& device, std::string* why) {
   if (p->major < 9)
     return no(std::string("FP8 attention needs a Hopper GPU (compute capability 9.0) or newer; ") + p->name +
               " is " + std::to_string(p->major) + "." + std::to_string(p->minor));
-  if (!cudnn_frontend_library_error().empty()) return no(cudnn_frontend_library_error());
+  if (!cudnn_library_error().empty()) return no(cudnn_library_error());
   const size_t version = fe::detail::get_backend_version();
   if (version < 90100 || version == 91000)
     return no("FP8 attention needs cuDNN 9.1 or newer (not 9.10.0); this process loaded cuDNN " +

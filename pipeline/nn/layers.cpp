@@ -37,15 +37,10 @@ Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel
 }
 
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
-  if (is_fp8()) {
-    const at::Tensor y = forward_without_bias(x);
-    return bias.defined() ? y + bias.view({1, -1, 1, 1}) : y;
-  }
   return at::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
 }
 
 at::Tensor Conv2dImpl::forward_without_bias(const at::Tensor& x) {
-  if (is_fp8()) return fp8_conv2d(quantize_images(x), fp8, stride_, padding_, x.scalar_type());
   return at::conv2d(x, weight, {}, {stride_, stride_}, {padding_, padding_});
 }
 

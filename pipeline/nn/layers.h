@@ -20,7 +20,6 @@
 #include <torch/nn/pimpl.h>
 
 #include "pipeline/nn/fp8.h"
-#include "pipeline/nn/fp8_conv.h"
 
 namespace sdxlb {
 
@@ -53,11 +52,6 @@ class Conv2dImpl : public torch::nn::Module {
 
   at::Tensor weight;  ///< [out_channels, in_channels, k, k]
   at::Tensor bias;    ///< [out_channels], undefined without bias
-  bool is_fp8() const { return fp8.q.defined(); }
-
-  /// Set by use_fp8_convs (fp8_conv.h): the weight in e4m3 with per-output-channel scales; the forward calls
-  /// then quantise their input per image and run fp8_conv2d, and `weight` is empty. Undefined otherwise.
-  Fp8ConvWeight fp8;
 
  private:
   int64_t stride_;

@@ -24,13 +24,4 @@ cudaError_t launch_quantize_rows_e4m3(int dtype, const void* x, int64_t rows, in
 cudaError_t launch_quantize_fixed_e4m3(int dtype, int count, const void* const* x, void* const* q,
                                        const float* inverse, int64_t n, cudaStream_t stream);
 
-/// Per-image dynamic e4m3 quantisation of x [images, n] (each image's n values contiguous, in any order of
-/// its axes; dtype code 1 __half, 2 __nv_bfloat16): scale[i] = max(amax(|x[i, :]|) / 448, 2^-24) and q =
-/// e4m3(x · (1 / scale[i])), rounded as launch_quantize_rows_e4m3 does. Two kernels over many blocks per
-/// image (an image of a convolution's input is megabytes, too long for one warp): the largest magnitudes
-/// (into `amax`, `images` floats of scratch this launcher zeroes), then the conversion. The same numbers as
-/// fp8.h's quantize_rows_reference of x viewed as [images, n].
-cudaError_t launch_quantize_images_e4m3(int dtype, const void* x, int64_t images, int64_t n, void* q,
-                                        float* amax, float* scale, cudaStream_t stream);
-
 }  // namespace sdxlb::kernels
