@@ -3,6 +3,8 @@
 // sample's GroupNorm does not depend on the other samples of its batch.
 #include "pipeline/nn/fused_ops.h"
 
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -46,6 +48,13 @@ TEST(FusedOpsTest, ResidualFunctionsOnCpuAreTheOps) {
   const auto [sum, normed] = add_layer_norm(rows, more, lw, lnb, 1e-5);
   EXPECT_TRUE(bit_identical(sum, rows + more));
   EXPECT_TRUE(bit_identical(normed, at::layer_norm(rows + more, {24}, lw, lnb, 1e-5)));
+}
+
+TEST(FusedOpsTest, UpsampleOnCpuIsTheOp) {
+  const at::Tensor x = at::randn({2, 16, 3, 5});
+  const std::vector<double> scale{2.0, 2.0};
+  EXPECT_TRUE(bit_identical(upsample_nearest2x(x), at::upsample_nearest2d(x, at::OptionalIntArrayRef(),
+                                                                          at::ArrayRef<double>(scale))));
 }
 
 // ---- CUDA kernels ----
@@ -111,6 +120,27 @@ TEST_F(FusedOpsCudaTest, BiasResidualIsBitIdenticalToTheOps) {
   const at::Tensor rb = at::randn({320}, opts);
   EXPECT_TRUE(bit_identical(add_bias_residual(x, bias, r, rb),
                             (r + rb.view({1, 320, 1, 1})) + (x + bias.view({1, 320, 1, 1}))));
+}
+
+// The copy kernel gives PyTorch's nearest-neighbour upsampling bit for bit, at the UNet's and the VAE's
+// shapes and an odd size, in both 16-bit types; a layout it does not take goes to the op.
+TEST_F(FusedOpsCudaTest, UpsampleIsBitIdenticalToTheOp) {
+  at::manual_seed(6);
+  const std::vector<double> scale{2.0, 2.0};
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
+    for (const auto& shape : {std::vector<int64_t>{2, 1280, 32, 32}, std::vector<int64_t>{2, 640, 64, 64},
+                              std::vector<int64_t>{1, 512, 128, 128}, std::vector<int64_t>{3, 8, 5, 7}}) {
+      SCOPED_TRACE(c10::str(dtype, " ", at::IntArrayRef(shape)));
+      const at::Tensor x = cl(at::randn(shape, at::TensorOptions().device(at::kCUDA, 0).dtype(dtype)));
+      const at::Tensor got = upsample_nearest2x(x);
+      EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
+      EXPECT_TRUE(bit_identical(
+          got, at::upsample_nearest2d(x, at::OptionalIntArrayRef(), at::ArrayRef<double>(scale))));
+    }
+  }
+  const at::Tensor nchw = at::randn({1, 12, 4, 4}, at::TensorOptions().device(at::kCUDA, 0).dtype(at::kHalf));
+  EXPECT_TRUE(bit_identical(upsample_nearest2x(nchw), at::upsample_nearest2d(nchw, at::OptionalIntArrayRef(),
+                                                                             at::ArrayRef<double>(scale))));
 }
 
 TEST_F(FusedOpsCudaTest, LayerNormMatchesFloat32Reference) {

@@ -5,6 +5,7 @@
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -16,6 +17,7 @@
 #include "pipeline/nn/kernels/geglu_kernel.h"
 #include "pipeline/nn/kernels/group_norm_kernel.h"
 #include "pipeline/nn/kernels/layer_norm_kernel.h"
+#include "pipeline/nn/kernels/upsample_kernel.h"
 #endif
 
 #include "pipeline/nn/fp8.h"
@@ -23,7 +25,7 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 3> kFusionNames{"geglu", "groupnorm", "layernorm"};
+constexpr std::array<const char*, 4> kFusionNames{"geglu", "groupnorm", "layernorm", "upsample"};
 
 // Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.
@@ -107,6 +109,22 @@ bool fused_kernels_available() {
 #else
   return false;
 #endif
+}
+
+at::Tensor upsample_nearest2x(const at::Tensor& x) {
+#ifdef SDXLB_WITH_CUDA
+  if (x.is_cuda() && half_or_bf16(x) && x.dim() == 4 && x.size(1) % 8 == 0 &&
+      x.is_contiguous(at::MemoryFormat::ChannelsLast) && fusion_enabled(Fusion::kUpsample)) {
+    at::Tensor y = at::empty({x.size(0), x.size(1), 2 * x.size(2), 2 * x.size(3)},
+                             x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    C10_CUDA_CHECK(kernels::launch_upsample_nearest2x(x.data_ptr(), y.data_ptr(), x.size(0), x.size(2),
+                                                      x.size(3), x.size(1),
+                                                      c10::cuda::getCurrentCUDAStream(x.device().index())));
+    return y;
+  }
+#endif
+  const std::vector<double> scale{2.0, 2.0};
+  return at::upsample_nearest2d(x, at::OptionalIntArrayRef(), at::ArrayRef<double>(scale));
 }
 
 at::Tensor geglu(const at::Tensor& proj) {

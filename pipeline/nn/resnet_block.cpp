@@ -96,9 +96,10 @@ at::Tensor Upsample2DImpl::forward(const at::Tensor& x, at::IntArrayRef output_s
               options_.channels(), ", H, W], got ", x.sizes());
   // F.interpolate(mode="nearest") calls upsample_nearest2d with either the scale factors or the size.
   at::Tensor h;
-  if (output_size.empty()) {
-    const std::vector<double> scale{2.0, 2.0};
-    h = at::upsample_nearest2d(x, at::OptionalIntArrayRef(), at::ArrayRef<double>(scale));
+  if (output_size.empty() ||
+      (output_size.size() == 2 && output_size[0] == 2 * x.size(2) && output_size[1] == 2 * x.size(3))) {
+    // Scale 2, or the size it gives: the same source pixels (floor(dst / 2)) either way.
+    h = upsample_nearest2x(x);
   } else {
     TORCH_CHECK(output_size.size() == 2, "Upsample2D output_size must be (H, W), got ", output_size);
     h = at::upsample_nearest2d(x, at::OptionalIntArrayRef(output_size), std::nullopt);

@@ -79,7 +79,6 @@ struct PreAdd {
 constexpr int kMaxThreads = 512;
 constexpr int kBlocksPerSample = 256;  // fixed (not the GPU's SM count): the reduction order is the shape's
 constexpr int kChunksPerLane = kBlocksPerSample / 32;
-constexpr int kFinalizeThreads = 256;
 constexpr int kApplyThreads = 256;
 
 struct Layout {
@@ -182,16 +181,18 @@ __global__ void __launch_bounds__(kMaxThreads)
   }
 }
 
-// Grid n, block kFinalizeThreads. Warp g (and g + 8, ...) merges its group's chunks and writes the
-// per-channel affine of the normalisation: y = v * scale[n, ch] + shift[n, ch].
+// Grid (groups, n), one warp per block: the warp of group g merges the group's chunks and writes the
+// per-channel affine of the normalisation: y = v * scale[n, ch] + shift[n, ch]. (One block per sample with a
+// warp per group in turn was latency-bound: two blocks on a GPU of 132 SMs for a CFG pair.)
 template <typename T>
-__global__ void __launch_bounds__(kFinalizeThreads)
+__global__ void __launch_bounds__(32)
     gn_finalize(const float* __restrict__ partial, const T* __restrict__ gamma, const T* __restrict__ beta,
                 float* __restrict__ scale, float* __restrict__ shift, int chunks, int c, int groups,
                 float eps) {
-  const int n = blockIdx.x, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  const int n = blockIdx.y, lane = threadIdx.x & 31;
   const int per_group = c / groups;
-  for (int g = threadIdx.x >> 5; g < groups; g += warps) {
+  {
+    const int g = blockIdx.x;
     // All loads first (chunks <= kBlocksPerSample = 32 x kChunksPerLane), then the merges in a fixed order.
     Moments part[kChunksPerLane];
 #pragma unroll
@@ -306,7 +307,7 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
   const size_t shm = sizeof(float) * 3 * l.bx * l.by;
   gn_stats<T><<<sgrid, sblock, shm, stream>>>(x, add_c, add_nc, partial, hw, c, groups, l.pairs_per_group,
                                               l.rows_per_chunk);
-  gn_finalize<T><<<static_cast<unsigned>(a.n), kFinalizeThreads, 0, stream>>>(
+  gn_finalize<T><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(a.n)), 32, 0, stream>>>(
       partial, static_cast<const T*>(a.gamma), static_cast<const T*>(a.beta), scale, shift, l.chunks, c,
       groups, a.eps);
   const int threads = kApplyThreads;
