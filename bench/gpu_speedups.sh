@@ -27,6 +27,7 @@ declare -A extra=(
 # random destinations and DeepCache's two graphs).
 extra[tome_md4_b1]="${extra[tome_md4]}"
 extra[deepcache_i3_b1]="${extra[deepcache_i3]}"
+extra[exact_b1]="${extra[exact]}"
 extra[fp8_b1]="${extra[fp8]}"
 extra[fp8_attn_b1]="${extra[fp8_attn]}"
 rows="${2:-exact tome_md1 tome_md2 tome_md4 tome_md4_mlp todo_f2 deepcache_i2 deepcache_i3 deepcache_i5 tome_md4_b1 deepcache_i3_b1}"
