@@ -25,7 +25,7 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 5> kFusionNames{"geglu", "groupnorm", "layernorm", "upsample", "residual"};
+constexpr std::array<const char*, 4> kFusionNames{"geglu", "groupnorm", "layernorm", "upsample"};
 
 // Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.

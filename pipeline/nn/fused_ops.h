@@ -13,11 +13,10 @@ namespace sdxlb {
 /// when a result looks wrong. All are on unless the environment variable SDXLB_DISABLE_FUSION lists them
 /// (comma-separated names below, or "all").
 enum class Fusion {
-  kGeglu,         ///< "geglu": GEGLU activation in one kernel
-  kGroupNorm,     ///< "groupnorm": channels-last GroupNorm (+ SiLU, + the preceding bias adds) in one pass
-  kLayerNorm,     ///< "layernorm": LayerNorm (+ the residual add before it) with one warp per row
-  kUpsample,      ///< "upsample": nearest-neighbour ×2 upsampling of channels-last tensors as a plain copy
-  kResidualGemm,  ///< "residual": a linear layer's residual add in its GEMM's epilogue (residual_gemm.h)
+  kGeglu,      ///< "geglu": GEGLU activation in one kernel
+  kGroupNorm,  ///< "groupnorm": channels-last GroupNorm (+ SiLU, + the preceding bias adds) in one pass
+  kLayerNorm,  ///< "layernorm": LayerNorm (+ the residual add before it) with one warp per row
+  kUpsample,   ///< "upsample": nearest-neighbour ×2 upsampling of channels-last tensors as a plain copy
 };
 bool fusion_enabled(Fusion fusion);
 

@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 
 #include "pipeline/nn/fused_ops.h"
-#include "pipeline/nn/residual_gemm.h"
 
 namespace sdxlb {
 namespace {
@@ -28,18 +27,6 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
 at::Tensor LinearImpl::forward_fp8(const Fp8Activation& x) {
   TORCH_CHECK(is_fp8(), "Linear::forward: an FP8 activation for a layer that is not FP8");
   return fp8_linear(x, fp8, bias);
-}
-
-at::Tensor LinearImpl::forward_add(const at::Tensor& x, const at::Tensor& residual) {
-  if (!residual.defined()) return forward(x);
-  if (is_fp8()) return fp8_linear_add(quantize_activation(x), fp8, bias, residual);
-  return linear_add(x, weight, bias, residual);
-}
-
-at::Tensor LinearImpl::forward_fp8_add(const Fp8Activation& x, const at::Tensor& residual) {
-  TORCH_CHECK(is_fp8(), "Linear::forward: an FP8 activation for a layer that is not FP8");
-  if (!residual.defined()) return fp8_linear(x, fp8, bias);
-  return fp8_linear_add(x, fp8, bias, residual);
 }
 
 Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,

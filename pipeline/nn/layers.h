@@ -33,11 +33,6 @@ class LinearImpl : public torch::nn::Module {
   at::Tensor bias;    ///< [out_features], undefined without bias
   /// On an input quantised ahead (fp8.h); only for a layer switched to FP8.
   at::Tensor forward_fp8(const Fp8Activation& x);
-  /// forward(x) + residual (residual [..., out]), the add in the GEMM's epilogue where it can be
-  /// (residual_gemm.h); forward(x) when residual is undefined.
-  at::Tensor forward_add(const at::Tensor& x, const at::Tensor& residual);
-  /// forward_fp8(x) + residual likewise.
-  at::Tensor forward_fp8_add(const Fp8Activation& x, const at::Tensor& residual);
   bool is_fp8() const { return fp8.q.defined(); }
 
   /// Set by use_fp8_linears (fp8.h): the weight in e4m3 with per-output-channel scales; forward() then runs

@@ -20,21 +20,21 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
   out_ = net->register_module("2", Linear(inner, dim));
 }
 
-at::Tensor FeedForwardImpl::forward(const at::Tensor& x, const at::Tensor& residual) {
-  return out_->forward_add(geglu(proj_(x)), residual);
+at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {
+  return out_(geglu(proj_(x)));
 }
 
 bool FeedForwardImpl::takes_fp8() const {
   return proj_->is_fp8();
 }
 
-at::Tensor FeedForwardImpl::forward_fp8(const Fp8Activation& x, const at::Tensor& residual) {
+at::Tensor FeedForwardImpl::forward_fp8(const Fp8Activation& x) {
   const at::Tensor p = proj_->forward_fp8(x);
-  if (!out_->is_fp8()) return out_->forward_add(geglu(p), residual);
+  if (!out_->is_fp8()) return out_(geglu(p));
   std::vector<int64_t> shape = p.sizes().vec();
   shape.back() /= 2;
   E4m3Rows g = geglu_e4m3(p);
-  return out_->forward_fp8_add(make_activation(g.q, g.scale, shape, p.scalar_type()), residual);
+  return out_->forward_fp8(make_activation(g.q, g.scale, shape, p.scalar_type()));
 }
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlockOptions& o) {
@@ -97,11 +97,12 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Ten
   }
   if (whole && ff_->takes_fp8()) {
     auto [sum, normed] = norm3_->forward_add_fp8(a, h);
-    return ff_->forward_fp8(normed, sum);
+    return ff_->forward_fp8(normed) + sum;
   }
   auto [sum, normed] = norm3_->forward_add(a, h);
-  if (!mlp) return ff_->forward(normed, sum);
-  return m.unmerge(ff_(m.merge(normed))) + sum;
+  at::Tensor f = ff_(mlp ? m.merge(normed) : normed);
+  if (mlp) f = m.unmerge(f);
+  return f + sum;
 }
 
 bool BasicTransformerBlockImpl::use_fp8_attention() {
@@ -162,16 +163,13 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
   }
   for (auto& block : blocks_) h = block->forward(h, context, call);
   if (proj_out_linear_) {
-    // The residual add in proj_out's GEMM epilogue: x read as rows of channels (a view when x is
-    // channels-last). The permuted result is channels-last: kept when the input is (no copy), else NCHW.
-    const int64_t channels = x.size(1);
-    h = proj_out_linear_->forward_add(h, x.permute({0, 2, 3, 1}).reshape({batch, height * width, channels}));
-    return h.reshape({batch, height, width, channels})
-        .permute({0, 3, 1, 2})
-        .contiguous(x.suggest_memory_format());
+    h = proj_out_linear_(h);
+    // The permuted view is channels-last already: keep it when the input is (no copy), else copy to NCHW.
+    h = h.reshape({batch, height, width, inner}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format());
+  } else {
+    h = h.reshape({batch, height, width, inner}).permute({0, 3, 1, 2}).contiguous();
+    h = proj_out_conv_(h);
   }
-  h = h.reshape({batch, height, width, inner}).permute({0, 3, 1, 2}).contiguous();
-  h = proj_out_conv_(h);
   return h + x;
 }
 

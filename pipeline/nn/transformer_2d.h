@@ -31,12 +31,11 @@ class FeedForwardImpl : public torch::nn::Module {
  public:
   /// inner = dim × mult.
   FeedForwardImpl(int64_t dim, int64_t mult = 4);
-  /// x [..., dim] → [..., dim], plus `residual` (same shape) when given: the add runs in net.2's GEMM
-  /// epilogue where it can (residual_gemm.h).
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& residual = {});
+  /// x [..., dim] → [..., dim].
+  at::Tensor forward(const at::Tensor& x);
   /// forward() on an input quantised ahead (takes_fp8()); with net.2 in FP8 too, the GEGLU kernel quantises
   /// its output for it (fused_ops.h, geglu_e4m3).
-  at::Tensor forward_fp8(const Fp8Activation& x, const at::Tensor& residual = {});
+  at::Tensor forward_fp8(const Fp8Activation& x);
   /// Whether net.0.proj is FP8.
   bool takes_fp8() const;
 
