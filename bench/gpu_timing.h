@@ -1,0 +1,19 @@
+// Timing helpers of the GPU benchmarks (bench/unet_parity, bench/vae_timing): wall time of a GPU call and the
+// GPU time per kernel name of one (Kineto).
+#pragma once
+
+#include <functional>
+
+#include <nlohmann/json.hpp>
+
+namespace sdxlb::bench {
+
+/// Median wall seconds of fn() over `iters` calls after 3 warm-up calls, the device synchronised around each.
+double median_seconds(const std::function<void()>& fn, int iters);
+
+/// GPU microseconds per kernel name for one call of fn (averaged over `calls` calls, after one unprofiled
+/// call), with the launches per call: {"gpu_us_per_call": total, "kernels": [{name, us_per_call,
+/// launches_per_call}, ...]} from the most time to the least.
+nlohmann::json profile_kernels(const std::function<void()>& fn, int calls);
+
+}  // namespace sdxlb::bench
