@@ -1,0 +1,82 @@
+// vae_timing: the full VAE's decode of one 1024² image on the GPU, timed and profiled by kernel, in the
+// layout the product runs it (NCHW) or channels-last.
+//
+//   vae_timing <model dir> <out.json> [--channels-last] [--fp32] [--iters N] [--profile P.json]
+//
+// Decodes one seeded random latent [1, 4, 128, 128] with the model's VAE in fp16 (the bench's vae_fp16_safe;
+// --fp32: float32 as force_upcast runs the SDXL VAE) and reports the median wall time of a decode (eager, the
+// product's path: one image per call) and, with --profile, the GPU time per kernel name of one decode.
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <nlohmann/json.hpp>
+
+#include "bench/gpu_timing.h"
+#include "pipeline/io/model_folder.h"
+#include "pipeline/models/vae.h"
+
+using namespace sdxlb;
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr,
+                 "usage: vae_timing <model dir> <out.json> [--channels-last] [--fp32] [--iters N] "
+                 "[--profile P.json]\n");
+    return 2;
+  }
+  bool channels_last = false, fp32 = false;
+  int iters = 5;
+  std::string profile_path;
+  for (int i = 3; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (a == "--channels-last") {
+      channels_last = true;
+    } else if (a == "--fp32") {
+      fp32 = true;
+    } else if (has_value && a == "--iters") {
+      iters = std::stoi(argv[++i]);
+    } else if (has_value && a == "--profile") {
+      profile_path = argv[++i];
+    } else {
+      return std::fprintf(stderr, "vae_timing: unknown or incomplete option %s\n", a.c_str()), 2;
+    }
+  }
+  const at::Device dev(at::kCUDA, 0);
+  auto folder = ModelFolder::open(argv[1]);
+  if (!folder.is_ok()) return std::fprintf(stderr, "%s\n", folder.status().to_string().c_str()), 4;
+  VaeLoadOptions options;
+  options.honor_force_upcast = fp32;
+  auto vae = load_vae(*folder, "", at::kHalf, dev, options);
+  if (!vae.is_ok()) return std::fprintf(stderr, "%s\n", vae.status().to_string().c_str()), 4;
+  c10::InferenceMode guard;
+  at::globalContext().setBenchmarkCuDNN(false);
+  at::globalContext().setDeterministicCuDNN(true);
+  if (channels_last)
+    for (auto& p : (*vae)->parameters())
+      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  at::manual_seed(0);
+  const at::Tensor latents = at::randn({1, 4, 128, 128}).to(dev, at::kHalf);
+  at::Tensor image;
+  auto decode = [&] { image = (*vae)->decode(latents); };
+  const double seconds = bench::median_seconds(decode, iters);
+  nlohmann::json j = {{"ms_per_decode", seconds * 1e3},
+                      {"channels_last", channels_last},
+                      {"dtype", fp32 ? "float32" : "float16"},
+                      {"finite", image.isfinite().all().item<bool>()}};
+  if (!profile_path.empty()) {
+    const nlohmann::json profile = bench::profile_kernels(decode, 2);
+    std::ofstream(profile_path) << profile.dump(1) << "\n";
+    j["gpu_ms_per_decode"] = profile["gpu_us_per_call"].get<double>() / 1e3;
+  }
+  std::ofstream(argv[2]) << j.dump(2) << "\n";
+  std::printf("vae decode (%s%s): %.2f ms%s\n", fp32 ? "float32" : "float16",
+              channels_last ? ", channels-last" : "", seconds * 1e3,
+              j.contains("gpu_ms_per_decode")
+                  ? (", " + std::to_string(j["gpu_ms_per_decode"].get<double>()) + " ms of kernels").c_str()
+                  : "");
+  return 0;
+}
