@@ -1,11 +1,13 @@
 // vae_timing: the full VAE's decode of one 1024² image on the GPU, timed and profiled by kernel, in the
 // layout the product runs it (NCHW) or channels-last.
 //
-//   vae_timing <model dir> <out.json> [--channels-last] [--fp32] [--iters N] [--profile P.json]
+//   vae_timing <model dir> <out.json> [--channels-last] [--fp32] [--iters N] [--profile P.json] [--save F]
 //
 // Decodes one seeded random latent [1, 4, 128, 128] with the model's VAE in fp16 (the bench's vae_fp16_safe;
 // --fp32: float32 as force_upcast runs the SDXL VAE) and reports the median wall time of a decode (eager, the
-// product's path: one image per call) and, with --profile, the GPU time per kernel name of one decode.
+// product's path: one image per call) and, with --profile, the GPU time per kernel name of one decode. --save
+// writes the decoded image [3, 1024, 1024] as raw float32 (little-endian, C order), to compare two builds or
+// settings (SDXLB_DISABLE_FUSION) on the same weights.
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -24,12 +26,12 @@ int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr,
                  "usage: vae_timing <model dir> <out.json> [--channels-last] [--fp32] [--iters N] "
-                 "[--profile P.json]\n");
+                 "[--profile P.json] [--save F]\n");
     return 2;
   }
   bool channels_last = false, fp32 = false;
   int iters = 5;
-  std::string profile_path;
+  std::string profile_path, save_path;
   for (int i = 3; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -41,6 +43,8 @@ int main(int argc, char** argv) {
       iters = std::stoi(argv[++i]);
     } else if (has_value && a == "--profile") {
       profile_path = argv[++i];
+    } else if (has_value && a == "--save") {
+      save_path = argv[++i];
     } else {
       return std::fprintf(stderr, "vae_timing: unknown or incomplete option %s\n", a.c_str()), 2;
     }
@@ -71,6 +75,11 @@ int main(int argc, char** argv) {
     const nlohmann::json profile = bench::profile_kernels(decode, 2);
     std::ofstream(profile_path) << profile.dump(1) << "\n";
     j["gpu_ms_per_decode"] = profile["gpu_us_per_call"].get<double>() / 1e3;
+  }
+  if (!save_path.empty()) {
+    const at::Tensor pixels = image.to(at::kCPU, at::kFloat).contiguous();
+    std::ofstream(save_path, std::ios::binary)
+        .write(static_cast<const char*>(pixels.data_ptr()), static_cast<std::streamsize>(pixels.nbytes()));
   }
   std::ofstream(argv[2]) << j.dump(2) << "\n";
   std::printf("vae decode (%s%s): %.2f ms%s\n", fp32 ? "float32" : "float16",

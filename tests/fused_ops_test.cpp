@@ -3,6 +3,8 @@
 // sample's GroupNorm does not depend on the other samples of its batch.
 #include "pipeline/nn/fused_ops.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -94,6 +96,44 @@ TEST_F(FusedOpsCudaTest, GroupNormMatchesFloat32ReferenceAtSdxlShapes) {
         EXPECT_LE(rel_err(got, want), dtype == at::kHalf ? 2e-3 : 1.6e-2);
       }
     }
+  }
+}
+
+// The float32 kernels (the SDXL VAE under force_upcast) at the VAE decoder's widths and sizes:
+// GroupNorm(+SiLU) within float32 rounding of a float64 reference, as close as PyTorch's own float32
+// GroupNorm; the bias and residual add and the upsampling bit-identical to the ops.
+TEST_F(FusedOpsCudaTest, Float32KernelsForTheVae) {
+  at::manual_seed(8);
+  const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(at::kFloat);
+  for (const auto& [c, side] : {std::pair<int64_t, int64_t>{512, 128}, {256, 512}, {128, 256}}) {
+    for (const bool silu : {false, true}) {
+      SCOPED_TRACE(std::to_string(c) + "x" + std::to_string(side) + (silu ? " silu" : ""));
+      const at::Tensor x = cl(at::randn({1, c, side, side}, opts) * 3 + at::randn({1, c, 1, 1}, opts) * 20);
+      const at::Tensor w = at::randn({c}, opts), b = at::randn({c}, opts), add_c = at::randn({c}, opts);
+      ASSERT_TRUE(fused_group_norm_applies(x));
+      const at::Tensor got = group_norm_act(x, 32, w, b, 1e-6, silu, add_c);
+      EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
+      const at::Tensor v = x + add_c.view({1, c, 1, 1});
+      at::Tensor exact =
+          at::group_norm(v.to(at::kDouble).contiguous(), 32, w.to(at::kDouble), b.to(at::kDouble), 1e-6);
+      at::Tensor torch32 = at::group_norm(v.contiguous(), 32, w, b, 1e-6);
+      if (silu) {
+        exact = at::silu(exact);
+        torch32 = at::silu(torch32);
+      }
+      const double err = rel_err(got, exact), err_torch = rel_err(torch32, exact);
+      std::printf("GroupNorm float32 %lldx%lld%s: relative error %.3g (PyTorch's float32: %.3g)\n",
+                  static_cast<long long>(c), static_cast<long long>(side), silu ? " +SiLU" : "", err,
+                  err_torch);
+      EXPECT_LE(err, std::max(4 * err_torch, 3e-6));
+    }
+    const at::Tensor x = cl(at::randn({1, c, side, side}, opts)), r = cl(at::randn({1, c, side, side}, opts));
+    const at::Tensor bias = at::randn({c}, opts), rb = at::randn({c}, opts);
+    EXPECT_TRUE(bit_identical(add_bias_residual(x, bias, r, rb),
+                              (r + rb.view({1, c, 1, 1})) + (x + bias.view({1, c, 1, 1}))));
+    const std::vector<double> scale{2.0, 2.0};
+    EXPECT_TRUE(bit_identical(upsample_nearest2x(x), at::upsample_nearest2d(x, at::OptionalIntArrayRef(),
+                                                                            at::ArrayRef<double>(scale))));
   }
 }
 

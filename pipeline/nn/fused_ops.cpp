@@ -113,12 +113,13 @@ bool fused_kernels_available() {
 
 at::Tensor upsample_nearest2x(const at::Tensor& x) {
 #ifdef SDXLB_WITH_CUDA
-  if (x.is_cuda() && half_or_bf16(x) && x.dim() == 4 && x.size(1) % 8 == 0 &&
-      x.is_contiguous(at::MemoryFormat::ChannelsLast) && fusion_enabled(Fusion::kUpsample)) {
+  if (x.is_cuda() && (half_or_bf16(x) || x.scalar_type() == at::kFloat) && x.dim() == 4 &&
+      x.size(1) % 8 == 0 && x.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+      fusion_enabled(Fusion::kUpsample)) {
     at::Tensor y = at::empty({x.size(0), x.size(1), 2 * x.size(2), 2 * x.size(3)},
                              x.options().memory_format(at::MemoryFormat::ChannelsLast));
     C10_CUDA_CHECK(kernels::launch_upsample_nearest2x(x.data_ptr(), y.data_ptr(), x.size(0), x.size(2),
-                                                      x.size(3), x.size(1),
+                                                      x.size(3), x.size(1) * x.element_size(),
                                                       c10::cuda::getCurrentCUDAStream(x.device().index())));
     return y;
   }
@@ -149,8 +150,9 @@ at::Tensor geglu(const at::Tensor& proj) {
 
 bool fused_group_norm_applies(const at::Tensor& x) {
 #ifdef SDXLB_WITH_CUDA
-  return x.is_cuda() && half_or_bf16(x) && x.dim() == 4 && x.size(1) % 8 == 0 &&
-         x.is_contiguous(at::MemoryFormat::ChannelsLast) && fusion_enabled(Fusion::kGroupNorm);
+  return x.is_cuda() && (half_or_bf16(x) || x.scalar_type() == at::kFloat) && x.dim() == 4 &&
+         x.size(1) % 8 == 0 && x.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+         fusion_enabled(Fusion::kGroupNorm);
 #else
   (void)x;
   return false;
@@ -183,9 +185,10 @@ at::Tensor group_norm_act(const at::Tensor& x, int64_t groups, const at::Tensor&
       a.eps = static_cast<float>(eps);
       a.silu = silu;
       auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
-      if (launched(x.scalar_type() == at::kHalf ? kernels::launch_group_norm_f16(a, ws.data_ptr(), stream)
-                                                : kernels::launch_group_norm_bf16(a, ws.data_ptr(), stream)))
-        return y;
+      const auto launch = x.scalar_type() == at::kHalf       ? kernels::launch_group_norm_f16
+                          : x.scalar_type() == at::kBFloat16 ? kernels::launch_group_norm_bf16
+                                                             : kernels::launch_group_norm_f32;
+      if (launched(launch(a, ws.data_ptr(), stream))) return y;
     }
   }
 #endif
@@ -201,8 +204,9 @@ at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const 
       same_type_contiguous(residual_bias, x)) {
     at::Tensor out = at::empty_like(x, cl);
     auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
-    const auto launch =
-        x.scalar_type() == at::kHalf ? kernels::launch_bias_residual_f16 : kernels::launch_bias_residual_bf16;
+    const auto launch = x.scalar_type() == at::kHalf       ? kernels::launch_bias_residual_f16
+                        : x.scalar_type() == at::kBFloat16 ? kernels::launch_bias_residual_bf16
+                                                           : kernels::launch_bias_residual_f32;
     if (launched(launch(x.data_ptr(), bias.data_ptr(), residual.data_ptr(),
                         residual_bias.defined() ? residual_bias.data_ptr() : nullptr, out.data_ptr(),
                         x.numel(), x.size(1), stream)))

@@ -24,8 +24,9 @@ bool fusion_enabled(Fusion fusion);
 /// chunk(2, -1). One fused kernel on CUDA for fp16/bf16 (bit-identical to the unfused ops), else the ops.
 at::Tensor geglu(const at::Tensor& proj);
 
-/// Whether `group_norm_act` runs its fused kernel for this input: a CUDA fp16/bf16 [N, C, H, W] tensor in
-/// channels-last layout with C a multiple of 8, and the fusion on.
+/// Whether `group_norm_act` (and add_bias_residual) runs its fused kernel for this input: a CUDA fp16, bf16
+/// or float32 (the SDXL VAE under force_upcast) [N, C, H, W] tensor in channels-last layout with C a multiple
+/// of 8, and the fusion on.
 bool fused_group_norm_applies(const at::Tensor& x);
 
 /// silu?(group_norm(v, groups, weight, bias, eps)) with v = x + add_c[c] + add_nc[n, c] (per channel of
@@ -37,7 +38,7 @@ at::Tensor group_norm_act(const at::Tensor& x, int64_t groups, const at::Tensor&
 
 /// (residual + residual_bias[c]) + (x + bias[c]) over [N, C, H, W]: a convolution's output without its bias,
 /// plus a skip connection that may itself be a convolution without its bias. Either bias may be undefined.
-/// One kernel for channels-last CUDA fp16/bf16, bit-identical to the ops.
+/// One kernel for channels-last CUDA fp16/bf16/fp32, bit-identical to the ops.
 at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& residual,
                              const at::Tensor& residual_bias = {});
 
@@ -69,9 +70,9 @@ E4m3Rows layer_norm_e4m3(const at::Tensor& x, const at::Tensor& residual, const 
 /// most 8192), with the same bits.
 E4m3Rows geglu_e4m3(const at::Tensor& proj);
 
-/// upsample_nearest2d(x, scale 2) of [N, C, H, W]. One copy kernel for channels-last CUDA fp16/bf16 with C a
-/// multiple of 8 (PyTorch's channels-last kernel measured 5-7x slower than a copy at the UNet's shapes), the
-/// same bits; else the op.
+/// upsample_nearest2d(x, scale 2) of [N, C, H, W]. One copy kernel for channels-last CUDA fp16/bf16/fp32 with
+/// C a multiple of 8 (PyTorch's channels-last kernel measured 5-7x slower than a copy at the UNet's shapes),
+/// the same bits; else the op.
 at::Tensor upsample_nearest2x(const at::Tensor& x);
 
 /// Whether fused CUDA kernels are compiled in (a CUDA build).

@@ -1,5 +1,5 @@
-// Conversions between the 16-bit storage types of the fused kernels and float32, shared by the .cu files of
-// pipeline/kernels/. Device code only.
+// Conversions between the storage types of the fused kernels (fp16, bf16; float32 where a kernel takes it)
+// and float32, shared by the .cu files of pipeline/kernels/. Device code only.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -14,6 +14,9 @@ __device__ __forceinline__ float to_float(__half x) {
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) {
   return __bfloat162float(x);
 }
+__device__ __forceinline__ float to_float(float x) {
+  return x;
+}
 
 /// Round-to-nearest-even conversion to the storage type, as PyTorch stores a float result.
 template <typename T>
@@ -25,6 +28,10 @@ __device__ __forceinline__ __half from_float<__half>(float x) {
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
+}
+template <>
+__device__ __forceinline__ float from_float<float>(float x) {
+  return x;
 }
 
 /// Calls f(T{}) with T the 16-bit type a launcher's dtype code names (1 __half, 2 __nv_bfloat16), returning

@@ -24,6 +24,15 @@ struct Pair<__nv_bfloat16> {
   using type = __nv_bfloat162;
   static __device__ __forceinline__ float2 to_float2(type v) { return __bfloat1622float2(v); }
 };
+template <>
+struct Pair<float> {
+  using type = float2;
+  static __device__ __forceinline__ float2 to_float2(type v) { return v; }
+};
+
+// Elements of T in one 16-byte load or store: 8 for fp16/bf16, 4 for float32.
+template <typename T>
+constexpr int kVec = 16 / sizeof(T);
 
 // ---- statistics: (count, mean, M2) merged with Chan et al.'s formula, always in a fixed order ----
 
@@ -219,32 +228,35 @@ __global__ void __launch_bounds__(32)
   }
 }
 
-// Grid (x, n), eight elements per thread (16-byte loads and stores).
+// Grid (x, n), one 16-byte vector (kVec<T> elements) per thread and step.
 template <typename T>
 __global__ void __launch_bounds__(kApplyThreads)
     gn_apply(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
              const float* __restrict__ scale, const float* __restrict__ shift, T* __restrict__ y, int hw,
              int c, bool silu) {
+  constexpr int V = kVec<T>;
   const int n = blockIdx.y;
-  const int vectors = hw * (c / 8);
+  const int vectors = hw * (c / V);
   const T* xs = x + static_cast<size_t>(n) * hw * c;
   T* ys = y + static_cast<size_t>(n) * hw * c;
   const float* sc = scale + n * c;
   const float* sh = shift + n * c;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < vectors; i += gridDim.x * blockDim.x) {
-    const int ch0 = (i % (c / 8)) * 8;
-    uint4 in = *reinterpret_cast<const uint4*>(xs + static_cast<size_t>(i) * 8);
+    const int ch0 = (i % (c / V)) * V;
+    uint4 in = *reinterpret_cast<const uint4*>(xs + static_cast<size_t>(i) * V);
     const T* v = reinterpret_cast<const T*>(&in);
-    const float4 a0 = *reinterpret_cast<const float4*>(sc + ch0);
-    const float4 a1 = *reinterpret_cast<const float4*>(sc + ch0 + 4);
-    const float4 b0 = *reinterpret_cast<const float4*>(sh + ch0);
-    const float4 b1 = *reinterpret_cast<const float4*>(sh + ch0 + 4);
-    const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-    const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+    float a[V], b[V];
+#pragma unroll
+    for (int q = 0; q < V; q += 4) {
+      const float4 aq = *reinterpret_cast<const float4*>(sc + ch0 + q);
+      const float4 bq = *reinterpret_cast<const float4*>(sh + ch0 + q);
+      a[q] = aq.x, a[q + 1] = aq.y, a[q + 2] = aq.z, a[q + 3] = aq.w;
+      b[q] = bq.x, b[q + 1] = bq.y, b[q + 2] = bq.z, b[q + 3] = bq.w;
+    }
     uint4 out;
     T* o = reinterpret_cast<T*>(&out);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < V; ++k) {
       float t = PreAdd<T>(add_c, add_nc, n, ch0 + k, c)(to_float(v[k])) * a[k] + b[k];
       if (silu) {
         t = round_to<T>(t);  // PyTorch stores the GroupNorm output before SiLU reads it
@@ -252,18 +264,19 @@ __global__ void __launch_bounds__(kApplyThreads)
       }
       o[k] = from_float<T>(t);
     }
-    *reinterpret_cast<uint4*>(ys + static_cast<size_t>(i) * 8) = out;
+    *reinterpret_cast<uint4*>(ys + static_cast<size_t>(i) * V) = out;
   }
 }
 
 template <typename T>
 __global__ void bias_residual(const T* __restrict__ x, const T* __restrict__ bias, const T* __restrict__ res,
                               const T* __restrict__ res_bias, T* __restrict__ out, int64_t vectors, int c) {
+  constexpr int V = kVec<T>;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vectors;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int ch0 = static_cast<int>((i * 8) % c);
-    uint4 xv = *reinterpret_cast<const uint4*>(x + i * 8);
-    uint4 rv = *reinterpret_cast<const uint4*>(res + i * 8);
+    const int ch0 = static_cast<int>((i * V) % c);
+    uint4 xv = *reinterpret_cast<const uint4*>(x + i * V);
+    uint4 rv = *reinterpret_cast<const uint4*>(res + i * V);
     uint4 bv = *reinterpret_cast<const uint4*>(bias + ch0);
     uint4 rbv = make_uint4(0, 0, 0, 0);
     if (res_bias != nullptr) rbv = *reinterpret_cast<const uint4*>(res_bias + ch0);
@@ -274,11 +287,11 @@ __global__ void bias_residual(const T* __restrict__ x, const T* __restrict__ bia
     uint4 ov;
     T* o = reinterpret_cast<T*>(&ov);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < V; ++k) {
       const float r = res_bias != nullptr ? round_to<T>(to_float(re[k]) + to_float(rbe[k])) : to_float(re[k]);
       o[k] = from_float<T>(r + round_to<T>(to_float(xe[k]) + to_float(be[k])));
     }
-    *reinterpret_cast<uint4*>(out + i * 8) = ov;
+    *reinterpret_cast<uint4*>(out + i * V) = ov;
   }
 }
 
@@ -311,7 +324,7 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
       partial, static_cast<const T*>(a.gamma), static_cast<const T*>(a.beta), scale, shift, l.chunks, c,
       groups, a.eps);
   const int threads = kApplyThreads;
-  const int64_t vectors = a.hw * (a.c / 8);
+  const int64_t vectors = a.hw * (a.c / kVec<T>);
   const int blocks = static_cast<int>(std::min<int64_t>((vectors + threads - 1) / threads, 1024));
   gn_apply<T><<<dim3(blocks, static_cast<unsigned>(a.n)), threads, 0, stream>>>(
       x, add_c, add_nc, scale, shift, static_cast<T*>(a.y), hw, c, a.silu);
@@ -326,7 +339,7 @@ cudaError_t launch_bias_res(const void* x, const void* bias, const void* res, co
       !aligned16(out) || !aligned16(res_bias))
     return cudaErrorInvalidValue;
   const int threads = 256;
-  const int64_t vectors = count / 8;
+  const int64_t vectors = count / kVec<T>;
   const int blocks = static_cast<int>(std::min<int64_t>((vectors + threads - 1) / threads, 4096));
   bias_residual<T><<<blocks, threads, 0, stream>>>(
       static_cast<const T*>(x), static_cast<const T*>(bias), static_cast<const T*>(res),
@@ -348,6 +361,14 @@ cudaError_t launch_group_norm_f16(const GroupNormArgs& args, void* workspace, cu
 }
 cudaError_t launch_group_norm_bf16(const GroupNormArgs& args, void* workspace, cudaStream_t stream) {
   return launch_gn<__nv_bfloat16>(args, workspace, stream);
+}
+cudaError_t launch_group_norm_f32(const GroupNormArgs& args, void* workspace, cudaStream_t stream) {
+  return launch_gn<float>(args, workspace, stream);
+}
+cudaError_t launch_bias_residual_f32(const void* x, const void* bias, const void* residual,
+                                     const void* residual_bias, void* out, int64_t count, int64_t c,
+                                     cudaStream_t stream) {
+  return launch_bias_res<float>(x, bias, residual, residual_bias, out, count, c, stream);
 }
 cudaError_t launch_bias_residual_f16(const void* x, const void* bias, const void* residual,
                                      const void* residual_bias, void* out, int64_t count, int64_t c,

@@ -33,6 +33,8 @@ size_t group_norm_workspace_bytes(int64_t n, int64_t hw, int64_t c, int64_t grou
 /// kernels on `stream`.
 cudaError_t launch_group_norm_f16(const GroupNormArgs& args, void* workspace, cudaStream_t stream);
 cudaError_t launch_group_norm_bf16(const GroupNormArgs& args, void* workspace, cudaStream_t stream);
+/// float32 (the SDXL VAE under force_upcast): the same kernels, 4 elements per 16-byte vector.
+cudaError_t launch_group_norm_f32(const GroupNormArgs& args, void* workspace, cudaStream_t stream);
 
 /// out[i] = (residual[i] + residual_bias[i % c]) + (x[i] + bias[i % c]) over `count` elements (residual_bias
 /// may be null), each sum rounded to the type as PyTorch's unfused ops would round it (so bit-identical to
@@ -43,5 +45,8 @@ cudaError_t launch_bias_residual_f16(const void* x, const void* bias, const void
 cudaError_t launch_bias_residual_bf16(const void* x, const void* bias, const void* residual,
                                       const void* residual_bias, void* out, int64_t count, int64_t c,
                                       cudaStream_t stream);
+cudaError_t launch_bias_residual_f32(const void* x, const void* bias, const void* residual,
+                                     const void* residual_bias, void* out, int64_t count, int64_t c,
+                                     cudaStream_t stream);
 
 }  // namespace sdxlb::kernels

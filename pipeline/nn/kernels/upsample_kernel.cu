@@ -27,12 +27,13 @@ __global__ void __launch_bounds__(256)
 
 }  // namespace
 
-cudaError_t launch_upsample_nearest2x(const void* x, void* y, int64_t n, int64_t h, int64_t w, int64_t c,
-                                      cudaStream_t stream) {
-  if (n <= 0 || h <= 0 || w <= 0 || c <= 0) return cudaSuccess;
-  if (c % 8 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(y) % 16 != 0)
+cudaError_t launch_upsample_nearest2x(const void* x, void* y, int64_t n, int64_t h, int64_t w,
+                                      int64_t pixel_bytes, cudaStream_t stream) {
+  if (n <= 0 || h <= 0 || w <= 0 || pixel_bytes <= 0) return cudaSuccess;
+  if (pixel_bytes % 16 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(y) % 16 != 0)
     return cudaErrorInvalidValue;
-  const int64_t cv = c / 8, vectors = n * h * w * cv;
+  const int64_t cv = pixel_bytes / 16, vectors = n * h * w * cv;
   constexpr int kThreads = 256;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((vectors + kThreads - 1) / kThreads, 8192));
   upsample_nearest2x_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const uint4*>(x),
