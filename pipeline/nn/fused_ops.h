@@ -1,6 +1,7 @@
-// Fused operations with CUDA kernels where they apply (fp16/bf16 on the GPU, channels-last where it says so)
-// and the plain LibTorch ops everywhere else (CPU, float32), so that the CPU oracle path stays op-for-op
-// identical to diffusers. Each function states the unfused ops it stands for.
+// Fused operations with CUDA kernels where they apply (fp16/bf16 on the GPU; float32 too for GroupNorm, the
+// bias+residual add and upsampling, which the float32 VAE runs; channels-last where it says so) and the plain
+// LibTorch ops everywhere else (the CPU), so that the CPU oracle path stays op-for-op identical to diffusers.
+// Each function states the unfused ops it stands for.
 #pragma once
 
 #include <utility>
