@@ -229,8 +229,9 @@ at::Tensor VaeDecoderImpl::forward(const at::Tensor& z) {
   at::Tensor x = conv_in_(z);
   x = mid_block_(x);
   for (size_t i = 0; i < up_blocks_->size(); ++i) x = up_blocks_->at<VaeUpBlockImpl>(i).forward(x);
-  x = conv_norm_out_(x);
-  x = at::silu(x);  // diffusers' conv_act is nn.SiLU whatever act_fn says
+  // diffusers' conv_act is nn.SiLU whatever act_fn says; GroupNorm and SiLU in one kernel where the fused one
+  // runs (fused_ops.h), as every resnet's norms and the UNet's conv_norm_out already do.
+  x = conv_norm_out_->forward_act(x, /*silu=*/true);
   return conv_out_(x);
 }
 
@@ -253,8 +254,7 @@ at::Tensor VaeEncoderImpl::forward(const at::Tensor& images) {
   at::Tensor x = conv_in_(images);
   for (size_t i = 0; i < down_blocks_->size(); ++i) x = down_blocks_->at<VaeDownBlockImpl>(i).forward(x);
   x = mid_block_(x);
-  x = conv_norm_out_(x);
-  x = at::silu(x);
+  x = conv_norm_out_->forward_act(x, /*silu=*/true);
   return conv_out_(x);
 }
 
