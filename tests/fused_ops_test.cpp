@@ -3,6 +3,8 @@
 // sample's GroupNorm does not depend on the other samples of its batch.
 #include "pipeline/nn/fused_ops.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <cstdio>
 #include <vector>
@@ -11,6 +13,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+
+#include "pipeline/nn/attention.h"
+#include "pipeline/nn/layers.h"
 
 namespace sdxlb {
 namespace {
@@ -57,6 +62,20 @@ TEST(FusedOpsTest, UpsampleOnCpuIsTheOp) {
   const std::vector<double> scale{2.0, 2.0};
   EXPECT_TRUE(bit_identical(upsample_nearest2x(x), at::upsample_nearest2d(x, at::OptionalIntArrayRef(),
                                                                           at::ArrayRef<double>(scale))));
+}
+
+TEST(FusedOpsTest, ChannelBiasOnCpuIsTheOp) {
+  at::Tensor x = at::randn({2, 16, 3, 5});
+  const at::Tensor b = at::randn({16}), want = x + b.view({1, 16, 1, 1});
+  EXPECT_TRUE(bit_identical(add_channel_bias_(x, b), want));
+  EXPECT_TRUE(bit_identical(x, want));  // in place
+}
+
+TEST(FusedOpsTest, ScaledSoftmaxOnCpuIsTheOps) {
+  const at::Tensor s = at::randn({3, 5, 36}) * 9;
+  EXPECT_TRUE(
+      bit_identical(scaled_softmax(s, 0.125, at::kHalf), at::_softmax(s * 0.125, -1, false).to(at::kHalf)));
+  EXPECT_THROW(scaled_softmax(s.to(at::kHalf), 0.125, at::kHalf), c10::Error);
 }
 
 // ---- CUDA kernels ----
@@ -206,6 +225,75 @@ TEST_F(FusedOpsCudaTest, LayerNormMatchesFloat32Reference) {
       EXPECT_TRUE(bit_identical(sum, x + r));
       EXPECT_TRUE(bit_identical(normed, layer_norm(x + r, w, b, 1e-5)));
     }
+  }
+}
+
+TEST_F(FusedOpsCudaTest, ConvolutionBiasIsBitIdenticalToTheOp) {
+  at::manual_seed(10);
+  for (const auto dtype : {at::kHalf, at::kBFloat16, at::kFloat}) {
+    const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(dtype);
+    // 3 output channels (the VAE's conv_out) take the op; 64 the kernel.
+    for (const int64_t out : {64, 3}) {
+      SCOPED_TRACE(std::to_string(out) + " " + c10::toString(dtype));
+      Conv2d conv(32, out, 3, 1, 1);
+      conv->weight = at::randn({out, 32, 3, 3}, opts) * 0.1;
+      conv->bias = at::randn({out}, opts);
+      for (const bool channels_last : {true, false}) {
+        const at::Tensor x = at::randn({2, 32, 9, 7}, opts);
+        const at::Tensor in = channels_last ? cl(x) : x;
+        EXPECT_TRUE(bit_identical(conv(in), at::conv2d(in, conv->weight, conv->bias, {1, 1}, {1, 1})));
+      }
+    }
+  }
+}
+
+TEST_F(FusedOpsCudaTest, ScaledSoftmaxMatchesFloat64Reference) {
+  at::manual_seed(8);
+  const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(at::kFloat);
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
+    // The VAE's 16384 keys, a row narrower than the block, and a width that is not a multiple of 4 (the ops).
+    for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{64, 16384}, {7, 100}, {3, 30}}) {
+      SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + " " + c10::toString(dtype));
+      const at::Tensor s = at::randn({rows, cols}, opts) * 40;
+      const at::Tensor got = scaled_softmax(s, 0.0441941738, dtype);
+      ASSERT_EQ(got.scalar_type(), dtype);
+      const at::Tensor want = at::_softmax(s.to(at::kDouble) * 0.0441941738, -1, false);
+      // Within one rounding to the output type of each probability (relative 2^-11 fp16, 2^-8 bf16).
+      const double ulp = dtype == at::kHalf ? 1.0 / 2048 : 1.0 / 256;
+      const at::Tensor err = (got.to(at::kDouble) - want).abs() - want * ulp * 1.01 - 1e-7;
+      EXPECT_LE(err.max().item<double>(), 0.0);
+      EXPECT_TRUE(bit_identical(got, scaled_softmax(s, 0.0441941738, dtype)));
+    }
+  }
+}
+
+TEST_F(FusedOpsCudaTest, WideHeadAttentionIsAsAccurateAsTheFusedKernel) {
+  at::manual_seed(9);
+  // The VAE's mid-block attention (one 512-wide head over 128 x 128 tokens, several chunks of queries), and a
+  // batch of two heads with keys fewer than queries; fp16, and float32 (the VAE under force_upcast: TF32).
+  for (const auto& shape : {std::vector<int64_t>{1, 1, 16384, 512, 16384, 0},
+                            {2, 2, 3001, 320, 1500, 0},
+                            {1, 1, 16384, 512, 16384, 1}}) {
+    const int64_t b = shape[0], h = shape[1], n = shape[2], d = shape[3], m = shape[4];
+    const bool fp32 = shape[5] == 1;
+    const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(fp32 ? at::kFloat : at::kHalf);
+    SCOPED_TRACE(c10::str(at::IntArrayRef(shape)));
+    const bool tf32_was = at::globalContext().allowTF32CuBLAS();
+    const at::Tensor q = at::randn({b, h, n, d}, opts), k = at::randn({b, h, m, d}, opts),
+                     v = at::randn({b, h, m, d}, opts);
+    const at::Tensor got = attend(q, k, v);
+    ASSERT_EQ(got.sizes(), q.sizes());
+    const at::Tensor sdpa = at::scaled_dot_product_attention(q, k, v);  // the kernel PyTorch picks
+    const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
+    const at::Tensor want =
+        at::matmul(at::_softmax(at::matmul(qd, kd.transpose(-1, -2)) / std::sqrt(double(d)), -1, false), vd);
+    const double ours = rel_err(got, want), fused = rel_err(sdpa, want);
+    std::printf("wide head %s: relative error %.3g (PyTorch's kernel %.3g)\n",
+                c10::str(at::IntArrayRef(shape)).c_str(), ours, fused);
+    // TF32 products (10-bit mantissas) for float32: about fp16's rounding.
+    EXPECT_LE(ours, fp32 ? 2e-3 : std::max(2 * fused, 2e-3));
+    EXPECT_TRUE(bit_identical(got, attend(q, k, v)));
+    EXPECT_EQ(at::globalContext().allowTF32CuBLAS(), tf32_was);  // the flag is back as it was
   }
 }
 

@@ -212,7 +212,8 @@ Status check_finite(const at::Tensor& t, const std::string& what);
 
 /// Decoded images [B, C, H, W] in [-1, 1] -> uint8 [B, H, W, C] on the CPU, exactly as diffusers'
 /// VaeImageProcessor.postprocess(output_type="pil"): (x * 0.5 + 0.5).clamp(0, 1) in the input dtype, then
-/// float32, * 255, round half to even. Errors: kInvalidArgument for a tensor that is not [B, C, H, W] floats.
+/// float32, * 255, round half to even, computed on the images' device (the same bits: each step is one
+/// correctly rounded IEEE operation). Errors: kInvalidArgument for a tensor that is not [B, C, H, W] floats.
 StatusOr<at::Tensor> images_to_uint8(const at::Tensor& images);
 
 }  // namespace sdxlb

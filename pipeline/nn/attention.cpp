@@ -1,16 +1,83 @@
 #include "pipeline/nn/attention.h"
 
 #include <algorithm>
+#include <cmath>
+#include <optional>
 #include <tuple>
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <torch/nn/modules/container/modulelist.h>
+
+#include "pipeline/nn/fused_ops.h"
 
 namespace sdxlb {
 
+namespace {
+
+// The widest head the fused attention kernels take (flash attention and cuDNN's: 256). Wider ones (the VAE's
+// single 512-wide head) fall to PyTorch's memory-efficient kernel, which ran at 149 TFLOP/s on the H200 (a
+// dense fp16 GEMM: 722).
+constexpr int64_t kFusedMaxHeadDim = 256;
+// Float32 scores held at once by the wide-head path: 16 Mi (64 MiB, and half that for the probabilities), so
+// its transient memory stays small beside a decode's activations.
+constexpr int64_t kScoreChunkElements = int64_t{1} << 24;
+
+bool takes_wide_head_path(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) {
+  const auto dt = q.scalar_type();
+  return q.is_cuda() && !causal && q.dim() == 4 && k.dim() == 4 && v.dim() == 4 &&
+         q.size(-1) > kFusedMaxHeadDim && (dt == at::kHalf || dt == at::kBFloat16 || dt == at::kFloat) &&
+         k.scalar_type() == dt && v.scalar_type() == dt && q.size(0) == k.size(0) && q.size(1) == k.size(1) &&
+         fused_kernels_available() && fusion_enabled(Fusion::kWideAttention);
+}
+
+// Lets cuBLAS run float32 products in TF32 while it lives (PyTorch's allow_tf32 flag, which is process-wide:
+// the GPU work of a worker runs on one thread). cuDNN already runs the float32 VAE's convolutions in TF32
+// (PyTorch's default); without it the attention of the SDXL VAE under force_upcast ran at float32 SIMT speed.
+class Tf32Products {
+ public:
+  Tf32Products() : was_(at::globalContext().allowTF32CuBLAS()) {
+    at::globalContext().setAllowTF32CuBLAS(true);
+  }
+  ~Tf32Products() { at::globalContext().setAllowTF32CuBLAS(was_); }
+  Tf32Products(const Tf32Products&) = delete;
+  Tf32Products& operator=(const Tf32Products&) = delete;
+
+ private:
+  bool was_;
+};
+
+// softmax(q kᵀ · scale) v as the two GEMMs and the softmax in between, over chunks of queries: the scores in
+// float32 (cuBLAS, float32 accumulation and output), their softmax in float32 rounded to q's dtype (as flash
+// attention rounds its probabilities before the second product), then the product with v, float32
+// accumulation. The same method; only the rounding differs from the fused kernels. float32 inputs multiply
+// in TF32 (Tf32Products).
+at::Tensor attend_wide_heads(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+  std::optional<Tf32Products> tf32;
+  if (q.scalar_type() == at::kFloat) tf32.emplace();
+  const int64_t b = q.size(0), h = q.size(1), n = q.size(2), d = q.size(3), m = k.size(2), dv = v.size(3);
+  const at::Tensor q3 = q.reshape({b * h, n, d});
+  const at::Tensor kt = k.reshape({b * h, m, d}).transpose(1, 2);
+  const at::Tensor v3 = v.reshape({b * h, m, dv});
+  at::Tensor out = at::empty({n, b * h, dv}, q.options());  // chunks of queries are contiguous slices
+  const int64_t rows = std::max<int64_t>(1, kScoreChunkElements / std::max<int64_t>(1, b * h * m));
+  for (int64_t i = 0; i < n; i += rows) {
+    const int64_t r = std::min(rows, n - i);
+    const at::Tensor qc = q3.narrow(1, i, r);
+    const at::Tensor scores = qc.scalar_type() == at::kFloat ? at::bmm(qc, kt) : at::bmm(qc, kt, at::kFloat);
+    const at::Tensor p = scaled_softmax(scores, scale, q.scalar_type());
+    out.narrow(0, i, r).copy_(at::bmm(p, v3).transpose(0, 1));
+  }
+  return out.permute({1, 0, 2}).reshape({b, h, n, dv});
+}
+
+}  // namespace
+
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
                   std::optional<double> scale) {
+  if (takes_wide_head_path(q, k, v, causal))
+    return attend_wide_heads(q, k, v, scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(-1)))));
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, causal, scale);
 }
 

@@ -27,7 +27,10 @@ namespace sdxlb {
 
 /// softmax(q kᵀ · scale) v over [B, heads, N, D] queries and [B, heads, M, D] keys/values → [B, heads, N, D]
 /// (at::scaled_dot_product_attention: the kernel PyTorch picks for the device, dtype and layout). `causal`
-/// masks keys after each query; `scale` nullopt: 1/sqrt(D).
+/// masks keys after each query; `scale` nullopt: 1/sqrt(D). On CUDA, heads wider than 256 (the VAE's single
+/// 512-wide head, which no fused kernel takes) run as two cuBLAS GEMMs with a float32 softmax between them,
+/// over chunks of queries (at most 64 MiB of scores at once), float32 inputs in TF32 as cuDNN runs the
+/// float32 VAE's convolutions; fusion "wideattention" (fused_ops.h) switches that off.
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal = false,
                   std::optional<double> scale = std::nullopt);
 

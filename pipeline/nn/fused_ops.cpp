@@ -17,6 +17,7 @@
 #include "pipeline/nn/kernels/geglu_kernel.h"
 #include "pipeline/nn/kernels/group_norm_kernel.h"
 #include "pipeline/nn/kernels/layer_norm_kernel.h"
+#include "pipeline/nn/kernels/softmax_kernel.h"
 #include "pipeline/nn/kernels/upsample_kernel.h"
 #endif
 
@@ -25,7 +26,8 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 4> kFusionNames{"geglu", "groupnorm", "layernorm", "upsample"};
+constexpr std::array<const char*, 5> kFusionNames{"geglu", "groupnorm", "layernorm", "upsample",
+                                                  "wideattention"};
 
 // Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.
@@ -109,6 +111,27 @@ bool fused_kernels_available() {
 #else
   return false;
 #endif
+}
+
+at::Tensor scaled_softmax(const at::Tensor& scores, double scale, at::ScalarType dtype) {
+  TORCH_CHECK(scores.scalar_type() == at::kFloat &&
+                  (dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat),
+              "scaled_softmax takes float32 scores to fp16, bf16 or float32, got ", scores.scalar_type(),
+              " to ", dtype);
+#ifdef SDXLB_WITH_CUDA
+  if (scores.is_cuda() && scores.is_contiguous() && scores.dim() >= 1) {
+    const int64_t cols = scores.size(-1);
+    at::Tensor y = at::empty(scores.sizes(), scores.options().dtype(dtype));
+    if (launched(kernels::launch_softmax_rows(
+            dtype == at::kHalf       ? 1
+            : dtype == at::kBFloat16 ? 2
+                                     : 3,
+            scores.const_data_ptr<float>(), y.data_ptr(), cols > 0 ? scores.numel() / cols : 0, cols,
+            static_cast<float>(scale), c10::cuda::getCurrentCUDAStream(scores.device().index()))))
+      return y;
+  }
+#endif
+  return at::_softmax(scores * scale, -1, false).to(dtype);
 }
 
 at::Tensor upsample_nearest2x(const at::Tensor& x) {
@@ -216,6 +239,22 @@ at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const 
   const at::Tensor r = residual_bias.defined() ? residual + residual_bias.view({1, -1, 1, 1}) : residual;
   if (!bias.defined()) return r + x;
   return r + (x + bias.view({1, -1, 1, 1}));
+}
+
+at::Tensor add_channel_bias_(at::Tensor& x, const at::Tensor& bias) {
+#ifdef SDXLB_WITH_CUDA
+  if (fused_group_norm_applies(x) && same_type_contiguous(bias, x) && bias.defined() &&
+      bias.numel() == x.size(1)) {
+    auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
+    const auto launch = x.scalar_type() == at::kHalf       ? kernels::launch_bias_residual_f16
+                        : x.scalar_type() == at::kBFloat16 ? kernels::launch_bias_residual_bf16
+                                                           : kernels::launch_bias_residual_f32;
+    if (launched(launch(x.data_ptr(), bias.data_ptr(), nullptr, nullptr, x.data_ptr(), x.numel(), x.size(1),
+                        stream)))
+      return x;
+  }
+#endif
+  return x.add_(bias.view({1, -1, 1, 1}));
 }
 
 namespace {

@@ -14,10 +14,11 @@ namespace sdxlb {
 /// when a result looks wrong. All are on unless the environment variable SDXLB_DISABLE_FUSION lists them
 /// (comma-separated names below, or "all").
 enum class Fusion {
-  kGeglu,      ///< "geglu": GEGLU activation in one kernel
-  kGroupNorm,  ///< "groupnorm": channels-last GroupNorm (+ SiLU, + the preceding bias adds) in one pass
-  kLayerNorm,  ///< "layernorm": LayerNorm (+ the residual add before it) with one warp per row
-  kUpsample,   ///< "upsample": nearest-neighbour ×2 upsampling of channels-last tensors as a plain copy
+  kGeglu,          ///< "geglu": GEGLU activation in one kernel
+  kGroupNorm,      ///< "groupnorm": channels-last GroupNorm (+ SiLU, + the preceding bias adds) in one pass
+  kLayerNorm,      ///< "layernorm": LayerNorm (+ the residual add before it) with one warp per row
+  kUpsample,       ///< "upsample": nearest-neighbour ×2 upsampling of channels-last tensors as a plain copy
+  kWideAttention,  ///< "wideattention": heads wider than 256 as two GEMMs and a softmax kernel (attention.h)
 };
 bool fusion_enabled(Fusion fusion);
 
@@ -42,6 +43,11 @@ at::Tensor group_norm_act(const at::Tensor& x, int64_t groups, const at::Tensor&
 /// One kernel for channels-last CUDA fp16/bf16/fp32, bit-identical to the ops.
 at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& residual,
                              const at::Tensor& residual_bias = {});
+
+/// x += bias[c] over [N, C, H, W], in place, and returns x: what PyTorch does after a cuDNN convolution
+/// without fusing the bias. One vectorised kernel for channels-last CUDA fp16/bf16/fp32 with C a multiple of
+/// 8 (PyTorch's broadcast add took 4-8x a copy's time in the VAE), bit-identical to the op; else the op.
+at::Tensor add_channel_bias_(at::Tensor& x, const at::Tensor& bias);
 
 /// layer_norm(x, {x.size(-1)}, weight, bias, eps). One kernel (a warp per row) for contiguous CUDA fp16/bf16
 /// rows up to 2048 wide; statistics in float32 like PyTorch's, in another order (differences of about one
@@ -75,6 +81,11 @@ E4m3Rows geglu_e4m3(const at::Tensor& proj);
 /// C a multiple of 8 (PyTorch's channels-last kernel measured 5-7x slower than a copy at the UNet's shapes),
 /// the same bits; else the op.
 at::Tensor upsample_nearest2x(const at::Tensor& x);
+
+/// softmax(scores · scale, -1) of float32 scores [..., M], rounded to `dtype` (fp16, bf16 or float32): the
+/// attention probabilities of attend()'s wide-head path. One kernel (a block per row, float32 throughout) for
+/// contiguous CUDA scores with M a multiple of 4; else the ops (softmax in float32, then the cast).
+at::Tensor scaled_softmax(const at::Tensor& scores, double scale, at::ScalarType dtype);
 
 /// Whether fused CUDA kernels are compiled in (a CUDA build).
 bool fused_kernels_available();
