@@ -128,7 +128,7 @@ TEST(Fp8Cuda, FusedLayerNormAndGegluQuantiseLikeTheOps) {
       p[0][5].zero_();
       EXPECT_TRUE(same(geglu_e4m3(p), quantize_rows(geglu(p).view({-1, f}))));
     }
-    for (const int64_t cols : {5120, 1000, 77}) {
+    for (const int64_t cols : {5120, 2048, 1000, 640, 77}) {
       SCOPED_TRACE("quantiser width " + std::to_string(cols));
       const at::Tensor x = at::randn({65, cols}).to(dt);
       const auto [qc, sc] = quantize_rows_reference(x);

@@ -34,6 +34,37 @@ __global__ void __launch_bounds__(256)
   for (int64_t c = lane; c < vecs; c += 32) qr[c] = e4m3x8<T>(xr[c], inverse);
 }
 
+// One warp per row, the row held in registers (lane l: vectors l, l + 32, ..., kNV of them at most) and read
+// once: its largest magnitude, then the conversion from the registers. Rows up to 32 * kNV vectors.
+template <typename T, int kNV>
+__global__ void __launch_bounds__(256)
+    quantize_rows_reg_kernel(const uint4* __restrict__ x, int64_t rows, int vecs, uint2* __restrict__ q,
+                             float* __restrict__ scale) {
+  const int64_t row = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const uint4* xr = x + row * vecs;
+  uint4 v[kNV];
+  float amax = 0.f;
+#pragma unroll
+  for (int j = 0; j < kNV; ++j) {
+    const int c = lane + 32 * j;
+    if (c < vecs) {
+      v[j] = xr[c];
+      amax = fmaxf(amax, amax8<T>(v[j]));
+    }
+  }
+  const float s = e4m3_scale(warp_max(amax));
+  if (lane == 0) scale[row] = s;
+  const float inverse = e4m3_inverse(s);
+  uint2* qr = q + row * vecs;
+#pragma unroll
+  for (int j = 0; j < kNV; ++j) {
+    const int c = lane + 32 * j;
+    if (c < vecs) qr[c] = e4m3x8<T>(v[j], inverse);
+  }
+}
+
 // Any width: one warp per row, the row read twice.
 template <typename T>
 __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t rows, int64_t cols,
@@ -60,7 +91,15 @@ cudaError_t launch(const void* x, int64_t rows, int64_t cols, void* q, float* sc
   const unsigned grid = static_cast<unsigned>(blocks);
   const bool aligned =
       cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(q) % 8 == 0;
-  if (aligned) {
+  const int64_t per_lane = (cols / 8 + 31) / 32;
+  if (aligned && per_lane <= 8) {
+    const auto kernel = per_lane <= 2   ? quantize_rows_reg_kernel<T, 2>
+                        : per_lane <= 3 ? quantize_rows_reg_kernel<T, 3>
+                        : per_lane <= 5 ? quantize_rows_reg_kernel<T, 5>
+                                        : quantize_rows_reg_kernel<T, 8>;
+    kernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), rows, static_cast<int>(cols / 8),
+                                          static_cast<uint2*>(q), scale);
+  } else if (aligned) {
     quantize_rows_vec_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), rows, cols / 8,
                                                                static_cast<uint2*>(q), scale);
   } else {

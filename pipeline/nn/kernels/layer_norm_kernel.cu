@@ -1,6 +1,7 @@
 #include "pipeline/nn/kernels/layer_norm_kernel.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -20,11 +21,12 @@ __device__ __forceinline__ float warp_sum(float v) {
 constexpr int kMaxVectorsPerLane = 8;  // 8 x 8 elements x 32 lanes: rows up to 2048 wide
 constexpr int kWarpsPerBlock = 4;
 
-// One warp per row; lane l holds the row's 8-element vectors l, l + 32, ... in registers. With a residual r,
-// the row is x + r (rounded to T, as a separate add would store it), which is also written to `sum`. With
-// kE4m3 the normalised row, rounded to T as y would store it, is quantised to e4m3 with its own scale
-// (e4m3.cuh) and written to q and scale instead of y: the bits of layer_norm then quantize_rows.
-template <typename T, bool kE4m3>
+// One warp per row; lane l holds the row's 8-element vectors l, l + 32, ... (kNV of them at most: the
+// smallest instance that holds the row runs, so that registers do not limit the rows in flight) in registers.
+// With a residual r, the row is x + r (rounded to T, as a separate add would store it), which is also written
+// to `sum`. With kE4m3 the normalised row, rounded to T as y would store it, is quantised to e4m3 with its
+// own scale (e4m3.cuh) and written to q and scale instead of y: the bits of layer_norm then quantize_rows.
+template <typename T, bool kE4m3, int kNV>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     layer_norm_rows(const T* __restrict__ x, const T* __restrict__ r, T* __restrict__ sum_out,
                     const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ y,
@@ -36,10 +38,10 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   const uint4* in = reinterpret_cast<const uint4*>(x + row * d);
   const uint4* res = r != nullptr ? reinterpret_cast<const uint4*>(r + row * d) : nullptr;
   uint4* sum_row = sum_out != nullptr ? reinterpret_cast<uint4*>(sum_out + row * d) : nullptr;
-  float v[kMaxVectorsPerLane][8];
+  float v[kNV][8];
   float sum = 0.f;
 #pragma unroll
-  for (int j = 0; j < kMaxVectorsPerLane; ++j) {
+  for (int j = 0; j < kNV; ++j) {
     const int i = lane + 32 * j;
     if (i < vectors) {
       const uint4 raw = in[i];
@@ -68,7 +70,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   const float mean = warp_sum(sum) / d;
   float sq = 0.f;
 #pragma unroll
-  for (int j = 0; j < kMaxVectorsPerLane; ++j) {
+  for (int j = 0; j < kNV; ++j) {
     if (lane + 32 * j < vectors) {
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
@@ -81,7 +83,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   uint4* out = kE4m3 ? nullptr : reinterpret_cast<uint4*>(y + row * d);
   float amax = 0.f;
 #pragma unroll
-  for (int j = 0; j < kMaxVectorsPerLane; ++j) {
+  for (int j = 0; j < kNV; ++j) {
     const int i = lane + 32 * j;
     if (i < vectors) {
       const uint4 graw = reinterpret_cast<const uint4*>(gamma)[i];
@@ -107,7 +109,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     const float inverse = e4m3_inverse(s);
     uint2* qr = q + row * vectors;
 #pragma unroll
-    for (int j = 0; j < kMaxVectorsPerLane; ++j) {
+    for (int j = 0; j < kNV; ++j) {
       const int i = lane + 32 * j;
       if (i < vectors) qr[i] = e4m3x8(v[j], inverse);
     }
@@ -130,7 +132,16 @@ cudaError_t launch(const void* x, const void* r, void* sum, const void* gamma, c
   if (rows <= 0) return cudaSuccess;
   const int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  const auto kernel = e4m3 ? layer_norm_rows<T, true> : layer_norm_rows<T, false>;
+  const int64_t per_lane = (d / 8 + 31) / 32;
+  const auto pick = [&](auto e4m3_tag) {
+    constexpr bool kQ = decltype(e4m3_tag)::value;
+    return per_lane <= 1   ? layer_norm_rows<T, kQ, 1>
+           : per_lane <= 2 ? layer_norm_rows<T, kQ, 2>
+           : per_lane <= 3 ? layer_norm_rows<T, kQ, 3>
+           : per_lane <= 5 ? layer_norm_rows<T, kQ, 5>
+                           : layer_norm_rows<T, kQ, kMaxVectorsPerLane>;
+  };
+  const auto kernel = e4m3 ? pick(std::true_type{}) : pick(std::false_type{});
   kernel<<<static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream>>>(
       static_cast<const T*>(x), static_cast<const T*>(r), static_cast<T*>(sum), static_cast<const T*>(gamma),
       static_cast<const T*>(beta), static_cast<T*>(y), static_cast<uint2*>(q), scale, rows,
