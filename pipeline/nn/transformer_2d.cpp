@@ -3,6 +3,8 @@
 #include "pipeline/nn/fused_ops.h"
 
 #include <memory>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -57,8 +59,19 @@ void BasicTransformerBlockImpl::project_context(const at::Tensor& context, Conte
 
 at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context,
                                               const TransformerCall* call) {
+  auto [h, a] = forward_deferred(x, at::Tensor(), context, call);
+  return a + h;
+}
+
+std::pair<at::Tensor, at::Tensor> BasicTransformerBlockImpl::forward_deferred(const at::Tensor& x_in,
+                                                                              const at::Tensor& pending,
+                                                                              const at::Tensor& context,
+                                                                              const TransformerCall* call) {
   run_unit_hook();
   TokenReduction* reduction = call != nullptr ? call->tokens : nullptr;
+  // ToMe and ToDo look at the whole hidden state before the block: add the pending branch first for them.
+  const bool defer = pending.defined() && reduction == nullptr;
+  const at::Tensor x = pending.defined() && !defer ? pending + x_in : x_in;
   BlockTokens tokens;
   if (reduction != nullptr) tokens = block_tokens(*reduction, x);
   // ToMe (tomesd's patched block): merge a layer's normalised input, unmerge its output before the residual
@@ -72,15 +85,27 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Ten
   // linears are FP8 takes its LayerNorm's output as e4m3 rows that the LayerNorm kernel quantised itself (the
   // same bits as quantising it after), unless ToMe or ToDo change its tokens at this block.
   const bool whole = !m.active() && !tokens.downsample;
-  at::Tensor a;
+  // With a pending branch, norm1 adds it to x as norm2 and norm3 add theirs (the previous block's last
+  // residual add, one kernel less per block).
+  at::Tensor a, h = x;
   if (whole && attn1_->takes_fp8()) {
-    a = attn1_->forward_fp8(norm1_->forward_fp8(x));
+    if (defer) {
+      auto [sum, normed] = norm1_->forward_add_fp8(pending, x);
+      h = sum;
+      a = attn1_->forward_fp8(normed);
+    } else {
+      a = attn1_->forward_fp8(norm1_->forward_fp8(x));
+    }
   } else {
-    at::Tensor n1 = norm1_(x);
+    at::Tensor n1;
+    if (defer) {
+      std::tie(h, n1) = norm1_->forward_add(pending, x);
+    } else {
+      n1 = norm1_(x);
+    }
     a = attn1_->forward(attn ? m.merge(n1) : n1, at::Tensor(), &tokens);
     if (attn) a = m.unmerge(a);
   }
-  at::Tensor h = x;
   const ContextProjections* projected = call != nullptr ? call->projected : nullptr;
   if (attn2_) {
     TORCH_CHECK(context.defined(), "BasicTransformerBlock with cross-attention needs encoder_hidden_states");
@@ -97,12 +122,12 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Ten
   }
   if (whole && ff_->takes_fp8()) {
     auto [sum, normed] = norm3_->forward_add_fp8(a, h);
-    return ff_->forward_fp8(normed) + sum;
+    return {sum, ff_->forward_fp8(normed)};
   }
   auto [sum, normed] = norm3_->forward_add(a, h);
   at::Tensor f = ff_(mlp ? m.merge(normed) : normed);
   if (mlp) f = m.unmerge(f);
-  return f + sum;
+  return {sum, f};
 }
 
 bool BasicTransformerBlockImpl::use_fp8_attention() {
@@ -161,7 +186,10 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
     inner = h.size(1);
     h = h.permute({0, 2, 3, 1}).reshape({batch, height * width, inner});
   }
-  for (auto& block : blocks_) h = block->forward(h, context, call);
+  // Each block's last residual add is left to the next block's norm1 (forward_deferred); the last one here.
+  at::Tensor pending;
+  for (auto& block : blocks_) std::tie(h, pending) = block->forward_deferred(h, pending, context, call);
+  if (pending.defined()) h = pending + h;
   if (proj_out_linear_) {
     h = proj_out_linear_(h);
     // The permuted view is channels-last already: keep it when the input is (no copy), else copy to NCHW.

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -73,6 +74,12 @@ class BasicTransformerBlockImpl : public torch::nn::Module, public HookedUnit {
   /// attn1's keys and values (token_merging.h); attn2 uses the projected keys and values it holds.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {},
                      const TransformerCall* call = nullptr);
+  /// forward(pending + x) without its last residual add: returns {h, branch} with forward's output
+  /// branch + h, so that the next block's norm1 adds it in its LayerNorm kernel (the same bits as the add).
+  /// `pending` undefined: forward(x)'s halves.
+  std::pair<at::Tensor, at::Tensor> forward_deferred(const at::Tensor& x, const at::Tensor& pending,
+                                                     const at::Tensor& context = {},
+                                                     const TransformerCall* call = nullptr);
   /// attn2's to_k/to_v of `context` into out.kv (nothing for a block without cross-attention).
   void project_context(const at::Tensor& context, ContextProjections& out);
   /// attn1 in FP8 attention (fp8_attention.h), scaled for norm1's outputs, when its projections are FP8;

@@ -86,8 +86,18 @@ struct PreAdd {
 };
 
 constexpr int kMaxThreads = 512;
-constexpr int kBlocksPerSample = 256;  // fixed (not the GPU's SM count): the reduction order is the shape's
-constexpr int kChunksPerLane = kBlocksPerSample / 32;
+// Statistics blocks per sample: a function of the sample's shape only (not of the GPU, nor of the batch), so
+// that the reduction order, and with it every bit, is the shape's. 256, and up to 1024 for samples of more
+// than 32 Mi elements (128 Ki elements per block): with 256, the statistics of the VAE's 1024² tensors read
+// at a quarter of the H200's bandwidth (too few loads in flight), while 1024 for the UNet's batches of small
+// samples made its statistics slower.
+constexpr int kBlocksPerSample = 256;
+constexpr int kMaxBlocksPerSample = 1024;
+constexpr int64_t kElementsPerBlock = int64_t{1} << 17;
+
+int64_t blocks_per_sample(int64_t hw, int64_t c) {
+  return std::clamp<int64_t>(hw * c / kElementsPerBlock, kBlocksPerSample, kMaxBlocksPerSample);
+}
 constexpr int kApplyThreads = 256;
 
 struct Layout {
@@ -107,7 +117,7 @@ Layout layout_for(int64_t hw, int64_t c, int64_t groups) {
   l.slices = static_cast<int>(groups) / l.groups_per_block;
   l.bx = l.groups_per_block * l.pairs_per_group;
   l.by = std::max(1, std::min(8, kMaxThreads / std::max(1, l.bx)));
-  const int64_t want_chunks = std::max<int64_t>(1, kBlocksPerSample / l.slices);
+  const int64_t want_chunks = std::max<int64_t>(1, blocks_per_sample(hw, c) / l.slices);
   int64_t rows = (hw + want_chunks - 1) / want_chunks;
   rows = std::max<int64_t>(rows, 4 * l.by);
   rows = (rows + l.by - 1) / l.by * l.by;
@@ -193,7 +203,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 // Grid (groups, n), one warp per block: the warp of group g merges the group's chunks and writes the
 // per-channel affine of the normalisation: y = v * scale[n, ch] + shift[n, ch]. (One block per sample with a
 // warp per group in turn was latency-bound: two blocks on a GPU of 132 SMs for a CFG pair.)
-template <typename T>
+template <typename T, int kChunksPerLane>
 __global__ void __launch_bounds__(32)
     gn_finalize(const float* __restrict__ partial, const T* __restrict__ gamma, const T* __restrict__ beta,
                 float* __restrict__ scale, float* __restrict__ shift, int chunks, int c, int groups,
@@ -202,7 +212,7 @@ __global__ void __launch_bounds__(32)
   const int per_group = c / groups;
   {
     const int g = blockIdx.x;
-    // All loads first (chunks <= kBlocksPerSample = 32 x kChunksPerLane), then the merges in a fixed order.
+    // All loads first (chunks <= 32 x kChunksPerLane), then the merges in a fixed order.
     Moments part[kChunksPerLane];
 #pragma unroll
     for (int j = 0; j < kChunksPerLane; ++j) {
@@ -241,8 +251,13 @@ __global__ void __launch_bounds__(kApplyThreads)
   T* ys = y + static_cast<size_t>(n) * hw * c;
   const float* sc = scale + n * c;
   const float* sh = shift + n * c;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < vectors; i += gridDim.x * blockDim.x) {
-    const int ch0 = (i % (c / V)) * V;
+  // The vector's first channel, advanced with the grid stride instead of a division per vector.
+  const int per_row = c / V, stride = gridDim.x * blockDim.x, step = stride % per_row;
+  int first = blockIdx.x * blockDim.x + threadIdx.x;
+  for (int i = first, vc = first % per_row; i < vectors; i += stride) {
+    const int ch0 = vc * V;
+    vc += step;
+    if (vc >= per_row) vc -= per_row;
     uint4 in = *reinterpret_cast<const uint4*>(xs + static_cast<size_t>(i) * V);
     const T* v = reinterpret_cast<const T*>(&in);
     float a[V], b[V];
@@ -259,8 +274,8 @@ __global__ void __launch_bounds__(kApplyThreads)
     for (int k = 0; k < V; ++k) {
       float t = PreAdd<T>(add_c, add_nc, n, ch0 + k, c)(to_float(v[k])) * a[k] + b[k];
       if (silu) {
-        t = round_to<T>(t);  // PyTorch stores the GroupNorm output before SiLU reads it
-        t = t / (1.0f + __expf(-t));
+        t = round_to<T>(t);                    // PyTorch stores the GroupNorm output before SiLU reads it
+        t = __fdividef(t, 1.0f + __expf(-t));  // the fast division: 0 when exp(-t) overflows, as t / inf
       }
       o[k] = from_float<T>(t);
     }
@@ -269,14 +284,15 @@ __global__ void __launch_bounds__(kApplyThreads)
 }
 
 template <typename T>
-__global__ void bias_residual(const T* __restrict__ x, const T* __restrict__ bias, const T* __restrict__ res,
-                              const T* __restrict__ res_bias, T* __restrict__ out, int64_t vectors, int c) {
+__global__ void bias_residual(const T* x, const T* __restrict__ bias, const T* __restrict__ res,
+                              const T* __restrict__ res_bias, T* out, int64_t vectors, int c) {
   constexpr int V = kVec<T>;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vectors;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int ch0 = static_cast<int>((i * V) % c);
     uint4 xv = *reinterpret_cast<const uint4*>(x + i * V);
-    uint4 rv = *reinterpret_cast<const uint4*>(res + i * V);
+    uint4 rv = make_uint4(0, 0, 0, 0);
+    if (res != nullptr) rv = *reinterpret_cast<const uint4*>(res + i * V);
     uint4 bv = *reinterpret_cast<const uint4*>(bias + ch0);
     uint4 rbv = make_uint4(0, 0, 0, 0);
     if (res_bias != nullptr) rbv = *reinterpret_cast<const uint4*>(res_bias + ch0);
@@ -288,6 +304,10 @@ __global__ void bias_residual(const T* __restrict__ x, const T* __restrict__ bia
     T* o = reinterpret_cast<T*>(&ov);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
+      if (res == nullptr) {
+        o[k] = from_float<T>(to_float(xe[k]) + to_float(be[k]));
+        continue;
+      }
       const float r = res_bias != nullptr ? round_to<T>(to_float(re[k]) + to_float(rbe[k])) : to_float(re[k]);
       o[k] = from_float<T>(r + round_to<T>(to_float(xe[k]) + to_float(be[k])));
     }
@@ -320,7 +340,9 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
   const size_t shm = sizeof(float) * 3 * l.bx * l.by;
   gn_stats<T><<<sgrid, sblock, shm, stream>>>(x, add_c, add_nc, partial, hw, c, groups, l.pairs_per_group,
                                               l.rows_per_chunk);
-  gn_finalize<T><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(a.n)), 32, 0, stream>>>(
+  const auto finalize = l.chunks <= 32 * (kBlocksPerSample / 32) ? gn_finalize<T, kBlocksPerSample / 32>
+                                                                 : gn_finalize<T, kMaxBlocksPerSample / 32>;
+  finalize<<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(a.n)), 32, 0, stream>>>(
       partial, static_cast<const T*>(a.gamma), static_cast<const T*>(a.beta), scale, shift, l.chunks, c,
       groups, a.eps);
   const int threads = kApplyThreads;
@@ -335,8 +357,8 @@ template <typename T>
 cudaError_t launch_bias_res(const void* x, const void* bias, const void* res, const void* res_bias, void* out,
                             int64_t count, int64_t c, cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
-  if (c % 8 != 0 || count % c != 0 || !aligned16(x) || !aligned16(bias) || !aligned16(res) ||
-      !aligned16(out) || !aligned16(res_bias))
+  if (c % 8 != 0 || count % c != 0 || bias == nullptr || !aligned16(x) || !aligned16(bias) ||
+      !aligned16(res) || !aligned16(out) || !aligned16(res_bias))
     return cudaErrorInvalidValue;
   const int threads = 256;
   const int64_t vectors = count / kVec<T>;

@@ -38,7 +38,8 @@ cudaError_t launch_group_norm_f32(const GroupNormArgs& args, void* workspace, cu
 
 /// out[i] = (residual[i] + residual_bias[i % c]) + (x[i] + bias[i % c]) over `count` elements (residual_bias
 /// may be null), each sum rounded to the type as PyTorch's unfused ops would round it (so bit-identical to
-/// them). count % c == 0, c % 8 == 0 and 16-byte aligned pointers.
+/// them). With residual null: out[i] = x[i] + bias[i % c] (a convolution's bias; out may be x). count % c ==
+/// 0, c % 8 == 0 and 16-byte aligned pointers.
 cudaError_t launch_bias_residual_f16(const void* x, const void* bias, const void* residual,
                                      const void* residual_bias, void* out, int64_t count, int64_t c,
                                      cudaStream_t stream);
