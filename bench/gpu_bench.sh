@@ -48,6 +48,7 @@ b4_tiny 4 30 5.0 tiny
 b1_mlperf 1 20 8.0 full
 b4_mlperf 4 20 8.0 full
 b8_mlperf 8 20 8.0 full
+b16_mlperf 16 20 8.0 full
 ROWS
   # Encode phase: 512 distinct prompts through both text encoders at batch 64.
   [[ -n "${SDXLB_BENCH_ROWS:-}" && " $SDXLB_BENCH_ROWS " != *" encode "* ]] && exit 0

@@ -13,7 +13,8 @@ double median_seconds(const std::function<void()>& fn, int iters);
 
 /// GPU microseconds per kernel name for one call of fn (averaged over `calls` calls, after one unprofiled
 /// call), with the launches per call: {"gpu_us_per_call": total, "kernels": [{name, us_per_call,
-/// launches_per_call}, ...]} from the most time to the least.
+/// launches_per_call, launch_us}, ...]} from the most time to the least; launch_us lists every launch's
+/// microseconds in the order they ran (all `calls` calls), to see which shapes of a kernel cost the time.
 nlohmann::json profile_kernels(const std::function<void()>& fn, int calls);
 
 }  // namespace sdxlb::bench
