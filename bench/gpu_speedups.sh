@@ -2,7 +2,7 @@
 # The opt-in approximations on the GPU machine (issue 14), full-size random SDXL weights, fp16, 1024², 30 steps,
 # guidance 5, batch 4, full VAE, through the CLI: our exact path, ToMe (ratio 0.5; max_downsample 1, 2, 4 with
 # merge_attn alone; 4 with merge_mlp too), ToDo (factor 2), DeepCache (intervals 2, 3, 5 at branch 0), and the
-# FP8 UNet and FP8 attention (issue 17; not in the default rows).
+# FP8 UNet, FP8 attention and FP8 convolutions (issue 17; not in the default rows).
 #   bench/gpu_speedups.sh OUT [ROWS]     ROWS: names below (default all); OUT/<row>.json (per-item digests and
 #                                        times), OUT/<row>.stdout, and OUT/summary.txt: denoise s/image, ms per
 #                                        step, speed-up over exact, and the mean absolute pixel difference and
@@ -22,6 +22,7 @@ declare -A extra=(
   [deepcache_i5]="deep_cache: {cache_interval: 5, cache_branch_id: 0}"
   [fp8]="unet_precision: fp8"
   [fp8_attn]=$'unet_precision: fp8\nattention_precision: fp8'
+  [fp8_conv]=$'unet_precision: fp8\nconvolution_precision: fp8'
 )
 # NAME_b1: the first 4 prompts of NAME at batch 1, whose images must equal NAME's (batch invariance, with ToMe's
 # random destinations and DeepCache's two graphs).
@@ -30,6 +31,7 @@ extra[deepcache_i3_b1]="${extra[deepcache_i3]}"
 extra[exact_b1]="${extra[exact]}"
 extra[fp8_b1]="${extra[fp8]}"
 extra[fp8_attn_b1]="${extra[fp8_attn]}"
+extra[fp8_conv_b1]="${extra[fp8_conv]}"
 rows="${2:-exact tome_md1 tome_md2 tome_md4 tome_md4_mlp todo_f2 deepcache_i2 deepcache_i3 deepcache_i5 tome_md4_b1 deepcache_i3_b1}"
 for name in $rows; do
   d="/tmp/speedups-$name"

@@ -1,7 +1,8 @@
 // unet_parity: the full-size check of our UNet against diffusers on the GPU, and UNet-call timings.
 //
 //   unet_parity <model dir> <inputs.safetensors> <out.json> [--variant fp16] [--iters 10] [--profile P.json]
-//               [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8] [--fp8-layers attention,feed_forward,projections]
+//               [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8] [--fp8-conv]
+//               [--fp8-layers attention,feed_forward,projections,convolutions]
 //               [--fp8-accum fast|fp32] [--fp8-attention] [--batch N]
 //
 // <inputs.safetensors> holds sample, timestep, encoder_hidden_states, text_embeds, time_ids and diffusers'
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
   if (argc < 4) {
     std::fprintf(stderr,
                  "usage: unet_parity <model dir> <inputs.safetensors> <out.json> [--variant V] [--iters N] "
-                 "[--profile P.json] [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8] [--fp8-layers LIST] "
+                 "[--profile P.json] [--tome MAX_DOWNSAMPLE[,mlp]] [--fp8] [--fp8-conv] [--fp8-layers LIST] "
                  "[--fp8-accum fast|fp32] [--fp8-attention] [--batch N]\n");
     return 2;
   }
@@ -64,6 +65,8 @@ int main(int argc, char** argv) {
     const bool has_value = i + 1 < argc;
     if (a == "--fp8") {
       fp8 = true;
+    } else if (a == "--fp8-conv") {
+      fp8 = fp8_which.convolutions = true;
     } else if (a == "--fp8-attention") {
       fp8 = fp8_attention = true;
     } else if (has_value && a == "--fp8-accum") {
@@ -76,6 +79,7 @@ int main(int argc, char** argv) {
       fp8_which.attention = list.find("attention") != std::string::npos;
       fp8_which.feed_forward = list.find("feed_forward") != std::string::npos;
       fp8_which.projections = list.find("projections") != std::string::npos;
+      fp8_which.convolutions = list.find("convolutions") != std::string::npos;
     } else if (has_value && a == "--batch") {
       batch = std::stoll(argv[++i]);
     } else if (has_value && a == "--variant") {
@@ -99,6 +103,11 @@ int main(int argc, char** argv) {
   // --fp8: the transformer linears in e4m3 as unet_precision: fp8 loads them (the relative error is then the
   // FP8 UNet's against diffusers' fp16).
   const int64_t fp8_layers = fp8 ? use_fp8_linears(**unet, fp8_which) : 0;
+  // --fp8-conv (or "convolutions" in --fp8-layers): the 3x3 convolutions too, as convolution_precision: fp8.
+  std::string no_conv;
+  if (fp8 && fp8_which.convolutions && !fp8_conv_supported(dev, &no_conv))
+    return std::fprintf(stderr, "unet_parity: --fp8-conv: %s\n", no_conv.c_str()), 4;
+  const int64_t fp8_convs = fp8 && fp8_which.convolutions ? use_fp8_convolutions(**unet) : 0;
   // --fp8-attention: attn1 in cuDNN's FP8 attention as attention_precision: fp8 loads it.
   const int64_t fp8_attentions = fp8_attention ? use_fp8_attention(**unet) : 0;
   c10::cuda::device_synchronize();
@@ -207,6 +216,7 @@ int main(int argc, char** argv) {
 
                       {"load_seconds", load_s},
                       {"fp8_linears", fp8_layers},
+                      {"fp8_convolutions", fp8_convs},
                       {"fp8_fast_accum", fp8 && fp8_which.fast_accum},
                       {"fp8_attentions", fp8_attentions},
                       {"batch", sample.size(0)},

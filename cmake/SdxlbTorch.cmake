@@ -69,3 +69,22 @@ else()
   set(SDXLB_WITH_CUDNN_FRONTEND OFF)
 endif()
 message(STATUS "sdxl-batch cuDNN frontend (FP8 attention): ${SDXLB_WITH_CUDNN_FRONTEND} ${SDXLB_CUDNN_FRONTEND_INCLUDE}")
+
+# CUTLASS (header-only C++, from the PyPI `nvidia-cutlass` wheel that scripts/setup.sh installs into the venv):
+# the FP8 3x3 convolution (pipeline/nn/kernels/fp8_conv_kernel.cu, Hopper's implicit GEMM). Without it the
+# build still works, and `unet_precision: fp8` keeps the convolutions in fp16 and says so.
+set(SDXLB_CUTLASS_DIR "" CACHE PATH "CUTLASS source folder with include/cutlass (found in the venv when empty)")
+if(SDXLB_WITH_CUDA AND NOT SDXLB_CUTLASS_DIR AND SDXLB_PYTHON)
+  execute_process(
+    COMMAND ${SDXLB_PYTHON} -c "import sysconfig; print(sysconfig.get_paths()['purelib'] + '/cutlass_library/source')"
+    OUTPUT_VARIABLE _sdxlb_cutlass_dir OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE _sdxlb_cutlass_rc)
+  if(_sdxlb_cutlass_rc EQUAL 0 AND EXISTS "${_sdxlb_cutlass_dir}/include/cutlass/cutlass.h")
+    set(SDXLB_CUTLASS_DIR "${_sdxlb_cutlass_dir}" CACHE PATH "" FORCE)
+  endif()
+endif()
+if(SDXLB_WITH_CUDA AND CMAKE_CUDA_COMPILER AND SDXLB_CUTLASS_DIR AND EXISTS "${SDXLB_CUTLASS_DIR}/include/cutlass/cutlass.h")
+  set(SDXLB_WITH_CUTLASS ON)
+else()
+  set(SDXLB_WITH_CUTLASS OFF)
+endif()
+message(STATUS "sdxl-batch CUTLASS (FP8 convolutions): ${SDXLB_WITH_CUTLASS} ${SDXLB_CUTLASS_DIR}")

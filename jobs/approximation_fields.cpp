@@ -120,6 +120,12 @@ void ApproximationFieldReader::read_attention_precision(const YamlField& f) {
   read_enum(f, kPrecisions, &out_->attention_precision);
 }
 
+void ApproximationFieldReader::read_convolution_precision(const YamlField& f) {
+  static constexpr NamedValue<ConvolutionPrecision> kPrecisions[] = {{"fp16", ConvolutionPrecision::kDefault},
+                                                                     {"fp8", ConvolutionPrecision::kFp8}};
+  read_enum(f, kPrecisions, &out_->convolution_precision);
+}
+
 void ApproximationFieldReader::check_combination(const std::map<std::string, YamlField>& fields) {
   if (const auto a = fields.find("attention_precision");
       a != fields.end() && out_->attention_precision == AttentionPrecision::kFp8 &&
@@ -128,6 +134,12 @@ void ApproximationFieldReader::check_combination(const std::map<std::string, Yam
             "fp8 needs unet_precision: fp8 (the FP8 attention takes its query, keys and values from the FP8 "
             "projections and hands its output to an FP8 one); add unet_precision: fp8, or remove "
             "attention_precision");
+  if (const auto c = fields.find("convolution_precision");
+      c != fields.end() && out_->convolution_precision == ConvolutionPrecision::kFp8 &&
+      out_->unet_precision != UNetPrecision::kFp8)
+    p_->add(c->second.mark(), c->second.key,
+            "fp8 needs unet_precision: fp8 (the FP8 convolutions are a further step of the FP8 UNet); add "
+            "unet_precision: fp8, or remove convolution_precision");
   const auto merging = fields.find("token_merging"), downsampling = fields.find("token_downsampling");
   if (merging == fields.end() || downsampling == fields.end()) return;
   const YAML::Mark a = merging->second.key_node.Mark(), b = downsampling->second.key_node.Mark();

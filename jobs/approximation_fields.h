@@ -34,10 +34,12 @@ class ApproximationFieldReader : public YamlFieldReader {
   void read_unet_precision(const YamlField& f);
   /// attention_precision: fp16 (the default) or fp8.
   void read_attention_precision(const YamlField& f);
+  /// convolution_precision: fp16 (the default) or fp8.
+  void read_convolution_precision(const YamlField& f);
 
   /// After the top-level map is walked (`fields`: its keys seen): records a problem when the job sets both
   /// token_merging and token_downsampling, at the later of the two, and when it sets attention_precision:
-  /// fp8 without unet_precision: fp8, at attention_precision.
+  /// fp8 or convolution_precision: fp8 without unet_precision: fp8, at that key.
   void check_combination(const std::map<std::string, YamlField>& fields);
 
  private:

@@ -56,12 +56,13 @@ bool DeepCache::operator==(const DeepCache& o) const {
 bool Approximations::operator==(const Approximations& o) const {
   return token_merging == o.token_merging && token_downsampling == o.token_downsampling &&
          deep_cache == o.deep_cache && unet_precision == o.unet_precision &&
-         attention_precision == o.attention_precision;
+         attention_precision == o.attention_precision && convolution_precision == o.convolution_precision;
 }
 
 bool Approximations::empty() const {
   return !token_merging && !token_downsampling && !deep_cache && unet_precision == UNetPrecision::kDefault &&
-         attention_precision == AttentionPrecision::kDefault;
+         attention_precision == AttentionPrecision::kDefault &&
+         convolution_precision == ConvolutionPrecision::kDefault;
 }
 
 std::string Approximations::to_json() const {
@@ -73,6 +74,7 @@ std::string Approximations::to_json() const {
   if (deep_cache) j["deep_cache"] = json_of(*deep_cache);
   if (unet_precision == UNetPrecision::kFp8) j["unet_precision"] = "fp8";
   if (attention_precision == AttentionPrecision::kFp8) j["attention_precision"] = "fp8";
+  if (convolution_precision == ConvolutionPrecision::kFp8) j["convolution_precision"] = "fp8";
   return j.dump();
 }
 
@@ -100,6 +102,8 @@ std::string Approximations::describe() const {
     add("FP8 UNet (e4m3 transformer linears, per-token and per-channel scales)");
   if (attention_precision == AttentionPrecision::kFp8)
     add("FP8 self-attention (cuDNN, static per-tensor scales)");
+  if (convolution_precision == ConvolutionPrecision::kFp8)
+    add("FP8 3x3 convolutions (CUTLASS, per-image and per-channel scales)");
   return out;
 }
 

@@ -98,6 +98,14 @@ enum class AttentionPrecision {
   kFp8,      ///< "fp8": cuDNN's FP8 flash attention with static scales (pipeline/nn/fp8_attention.h)
 };
 
+/// The precision of the UNet's resnet and upsampler 3x3 convolutions (job key convolution_precision, issue
+/// 17); fp8 needs unet_precision fp8.
+enum class ConvolutionPrecision {
+  kDefault,  ///< "fp16": the job's dtype, cuDNN's kernels
+  kFp8,  ///< "fp8": e4m3 implicit GEMMs (CUTLASS, Hopper) with per-image activation and per-channel weight
+         ///< scales
+};
+
 /// What a job asks for; every technique unset (the default): the exact computation. The parser refuses
 /// token_merging together with token_downsampling (both change self-attention); either combines with
 /// deep_cache.
@@ -107,6 +115,7 @@ struct Approximations {
   std::optional<DeepCache> deep_cache;
   UNetPrecision unet_precision = UNetPrecision::kDefault;
   AttentionPrecision attention_precision = AttentionPrecision::kDefault;
+  ConvolutionPrecision convolution_precision = ConvolutionPrecision::kDefault;
 
   /// No technique set.
   bool empty() const;

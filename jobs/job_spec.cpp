@@ -569,6 +569,7 @@ void SpecParser::run(const YAML::Node& root) {
       {"deep_cache", [&](const Field& f) { approximations.read_deep_cache(f); }},
       {"unet_precision", [&](const Field& f) { approximations.read_unet_precision(f); }},
       {"attention_precision", [&](const Field& f) { approximations.read_attention_precision(f); }},
+      {"convolution_precision", [&](const Field& f) { approximations.read_convolution_precision(f); }},
       {"loras", [&](const Field& f) { on_loras(f); }},
       {"batch_size",
        [&](const Field& f) {

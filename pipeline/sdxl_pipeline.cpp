@@ -62,6 +62,12 @@ Status fp8_attention_refused(const std::string& why) {
                           ". Use attention_precision: fp16 (the default) on this machine.");
 }
 
+// convolution_precision: fp8 where the FP8 convolution kernel does not run: the reason, and the way out.
+Status fp8_convolution_refused(const std::string& why) {
+  return invalid_argument("convolution_precision: fp8 cannot run here: " + why +
+                          ". Use convolution_precision: fp16 (the default) on this machine.");
+}
+
 using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kMaxTilePixels = 512;  // tiled decode: the largest tile side
@@ -185,6 +191,12 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     fp8_attention_supported(options.device, &why);
     return fp8_attention_refused(why);
   }
+  if (options.approximations.convolution_precision == ConvolutionPrecision::kFp8 &&
+      !options.device.is_cuda()) {
+    std::string why;
+    fp8_conv_supported(options.device, &why);
+    return fp8_convolution_refused(why);
+  }
 
   // LoRAs: read and matched against the weight headers here (also on rank 0's probe, which loads nothing),
   // fused into each module right after it loads, before placement, channels-last and CUDA graphs.
@@ -270,19 +282,30 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
             "UNet fits, set memory.placement: resident, or use unet_precision: fp16");
       const int64_t switched = use_fp8_linears(*parts.unet);
       const std::string dtype = options.dtype == at::kBFloat16 ? "bf16" : "fp16";
+      // convolution_precision: fp8, the resnets' and upsamplers' 3x3 convolutions in the CUTLASS kernel.
+      int64_t convs = 0;
+      if (options.approximations.convolution_precision == ConvolutionPrecision::kFp8) {
+        if (options.dtype != at::kHalf)
+          return fp8_convolution_refused("the FP8 convolution kernel writes fp16 and this job's dtype is " +
+                                         dtype + " (set dtype: fp16)");
+        if (!fp8_conv_supported(options.device, &why)) return fp8_convolution_refused(why);
+        convs = use_fp8_convolutions(*parts.unet);
+      }
+      const std::string conv_part =
+          convs > 0 ? std::to_string(convs) + " 3x3 convolutions in FP8 (per-image and per-channel scales); "
+                    : "";
+      const std::string other = convs > 0 ? "other convolutions" : "convolutions";
       p->precision_summary_ = "UNet: " + std::to_string(switched) +
-                              " transformer linears in FP8 (e4m3, per-token and per-channel scales); "
-                              "convolutions, norms and attention in " +
-                              dtype;
+                              " transformer linears in FP8 (e4m3, per-token and per-channel scales); " +
+                              conv_part + other + ", norms and attention in " + dtype;
       if (options.approximations.attention_precision == AttentionPrecision::kFp8) {
         if (!fp8_attention_supported(options.device, &why)) return fp8_attention_refused(why);
         const int64_t attentions = use_fp8_attention(*parts.unet);
         p->precision_summary_ = "UNet: " + std::to_string(switched) +
                                 " transformer linears in FP8 (e4m3, per-token and per-channel scales), " +
-                                std::to_string(attentions) +
-                                " self-attentions in cuDNN FP8 (static scales); convolutions, norms and "
-                                "cross-attention in " +
-                                dtype;
+                                conv_part + std::to_string(attentions) +
+                                " self-attentions in cuDNN FP8 (static scales); " + other +
+                                ", norms and cross-attention in " + dtype;
       }
     }
     if (options.device.is_cuda()) {

@@ -4,6 +4,7 @@
 // against the references.
 #include "pipeline/nn/fp8.h"
 
+#include <cstdio>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -55,10 +56,51 @@ TEST(Fp8Linear, IsTheProductOfTheDequantisedOperands) {
   EXPECT_LE((y - expected).abs().max().item<float>(), 1e-4f * expected.abs().max().item<float>());
 }
 
+// The convolution's quantisation (activations per sample over their channels-last values, the weight per
+// output channel over its [3, 3, in] rows) gives the Python reference's bits, and fp8_conv3x3 on the CPU the
+// convolution of the dequantised operands.
+TEST(Fp8Conv, QuantisationAndProductMatchTheReference) {
+  const auto ref = open_reference("fp8", "quantize");
+  c10::InferenceMode guard;
+  const at::Tensor x = ref.get("conv_x"), w = ref.get("conv_w");
+  const auto [qx, sx] = quantize_samples_reference(x);
+  EXPECT_EQ(qx.sizes(), (at::IntArrayRef{2, 6, 5, 32}));
+  EXPECT_TRUE(at::equal(qx.view(at::kByte), ref.get("conv_qx")));
+  EXPECT_TRUE(at::equal(sx, ref.get("conv_sx")));
+  // The same numbers whatever x's memory format.
+  const auto [qx_cl, sx_cl] = quantize_samples_reference(x.contiguous(at::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(at::equal(qx_cl.view(at::kByte), qx.view(at::kByte)));
+  const Fp8ConvWeight qw = quantize_conv_weight(w);
+  EXPECT_EQ(qw.q.sizes(), (at::IntArrayRef{48, 3, 3, 32}));
+  EXPECT_TRUE(at::equal(qw.q.view(at::kByte), ref.get("conv_qw")));
+  EXPECT_TRUE(at::equal(qw.scale, ref.get("conv_sw")));
+  const at::Tensor y = fp8_conv3x3(x, qw), expected = ref.get("conv_y");
+  EXPECT_EQ(y.sizes(), expected.sizes());
+  for (int64_t s = 0; s < 2; ++s)  // each sample against its own scale (the second is 100x the first)
+    EXPECT_LE((y[s] - expected[s]).abs().max().item<float>(), 1e-5f * expected[s].abs().max().item<float>());
+}
+
+// A Conv2d switched to FP8 runs fp8_conv3x3 (and its bias) and holds no fp16 weight; the UNet's switch takes
+// exactly the resnets' and upsamplers' 3x3 convolutions.
+TEST(Fp8Conv, Conv2dRunsTheFp8Product) {
+  const auto ref = open_reference("fp8", "quantize");
+  c10::InferenceMode guard;
+  Conv2d conv(32, 48, 3, 1, 1);
+  conv->weight.copy_(ref.get("conv_w"));
+  conv->bias.copy_(at::arange(48, at::kFloat) * 0.1);
+  conv->fp8 = quantize_conv_weight(conv->weight);
+  const at::Tensor y = conv(ref.get("conv_x"));
+  const at::Tensor expected = ref.get("conv_y") + conv->bias.view({1, -1, 1, 1});
+  EXPECT_LE((y - expected).abs().max().item<float>(), 1e-5f * expected.abs().max().item<float>());
+}
+
 TEST(Fp8Support, RefusedOnTheCpuWithAReason) {
   std::string why;
   EXPECT_FALSE(fp8_supported(at::Device(at::kCPU), &why));
   EXPECT_NE(why.find("compute capability 8.9"), std::string::npos) << why;
+  why.clear();
+  EXPECT_FALSE(fp8_conv_supported(at::Device(at::kCPU), &why));
+  EXPECT_FALSE(why.empty());
 }
 
 // The CUDA kernel gives the reference's bits, and the cuBLASLt product the dequantised operands' values.
@@ -136,6 +178,61 @@ TEST(Fp8Cuda, FusedLayerNormAndGegluQuantiseLikeTheOps) {
       EXPECT_TRUE(at::equal(qg.view(at::kByte).cpu(), qc.view(at::kByte)));
       EXPECT_TRUE(at::equal(sg.cpu(), sc));
     }
+  }
+}
+
+// The CUTLASS convolution against the product of the same quantised operands in float64, at SDXL's channel
+// counts (a 160- and a 128-wide tile of output channels, input channels that are not a multiple of the
+// 128-wide K tile), and the quantiser's bits against the reference. The kernel accumulates in the tensor
+// cores' own accumulator, which keeps fewer bits than float32 (fast accumulation): its error grows with
+// K = 9 · C, measured on the H200 at 4.8e-7 to 9.4e-7 · K of the output's range; the bound is 1.5e-6 · K (a
+// wrong layout or scale is off by the output's whole range). And each image's output is the same whatever
+// else is in the batch.
+TEST(Fp8ConvCuda, CutlassMatchesTheReference) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!fp8_conv_supported(at::Device(at::kCUDA, 0))) GTEST_SKIP() << "no FP8 convolution kernel on this GPU";
+  c10::InferenceMode guard;
+  at::manual_seed(29);
+  struct Shape {
+    int64_t n, c, k, h, w;
+  };
+  for (const Shape& s : {Shape{2, 320, 320, 32, 32}, Shape{3, 640, 1280, 16, 16}, Shape{2, 960, 320, 24, 20},
+                         Shape{1, 2560, 1280, 8, 8}}) {
+    SCOPED_TRACE(std::to_string(s.c) + "->" + std::to_string(s.k) + " at " + std::to_string(s.h) + "x" +
+                 std::to_string(s.w));
+    at::Tensor x = at::randn({s.n, s.c, s.h, s.w}).to(at::kHalf);
+    x[0] = x[0] * 30;  // samples of different ranges: each has its own scale
+    const at::Tensor w = at::randn({s.k, s.c, 3, 3}) * 0.02;
+    const at::Tensor xg = x.cuda().contiguous(at::MemoryFormat::ChannelsLast);
+    const Fp8ConvWeight wq = quantize_conv_weight(w.to(at::kHalf).cuda());
+    const Fp8ConvWeight wc = quantize_conv_weight(w.to(at::kHalf));
+    EXPECT_TRUE(at::equal(wq.q.view(at::kByte).cpu(), wc.q.view(at::kByte)));
+    const auto [qg, sg] = quantize_samples(xg);
+    const auto [qx, sx] = quantize_samples_reference(x);
+    EXPECT_TRUE(at::equal(qg.view(at::kByte).cpu(), qx.view(at::kByte)));
+    EXPECT_TRUE(at::equal(sg.cpu(), sx));
+    const at::Tensor y = fp8_conv3x3(xg, wq);
+    EXPECT_EQ(y.sizes(), (at::IntArrayRef{s.n, s.k, s.h, s.w}));
+    EXPECT_TRUE(y.is_contiguous(at::MemoryFormat::ChannelsLast));
+    const at::Tensor dx =
+        (qx.to(at::kDouble) * sx.to(at::kDouble).view({s.n, 1, 1, 1})).permute({0, 3, 1, 2});
+    const at::Tensor dw =
+        (wc.q.to(at::kDouble) * wc.scale.to(at::kDouble).view({s.k, 1, 1, 1})).permute({0, 3, 1, 2});
+    const at::Tensor expected = at::conv2d(dx, dw, {}, {1, 1}, {1, 1});
+    const at::Tensor got = y.cpu().to(at::kDouble);
+    const double tol = 1.5e-6 * 9 * static_cast<double>(s.c);
+    for (int64_t i = 0; i < s.n; ++i) {
+      const double range = expected[i].abs().max().item<double>();
+      const double err = (got[i] - expected[i]).abs().max().item<double>() / range;
+      std::printf("FP8 conv %lld->%lld sample %lld: error %.3g of the range (bound %.3g)\n",
+                  static_cast<long long>(s.c), static_cast<long long>(s.k), static_cast<long long>(i), err,
+                  tol);
+      EXPECT_LE(err, tol) << "sample " << i;
+    }
+    // Batch invariance: the last image alone gives the same bits.
+    const at::Tensor alone =
+        fp8_conv3x3(xg.narrow(0, s.n - 1, 1).contiguous(at::MemoryFormat::ChannelsLast), wq);
+    EXPECT_TRUE(at::equal(alone.cpu(), y.narrow(0, s.n - 1, 1).cpu()));
   }
 }
 

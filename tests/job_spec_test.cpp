@@ -881,6 +881,28 @@ TEST_F(JobSpecTest, AttentionPrecision) {
   EXPECT_HAS(bad, "fp16");
 }
 
+// convolution_precision (issue 17): the same rules as attention_precision.
+TEST_F(JobSpecTest, ConvolutionPrecision) {
+  auto linears = load(std::string(kMinimal) + "unet_precision: fp8\n");
+  ASSERT_TRUE(linears.is_ok()) << linears.status().message();
+  auto both = load(std::string(kMinimal) + "unet_precision: fp8\nconvolution_precision: fp8\n");
+  ASSERT_TRUE(both.is_ok()) << both.status().message();
+  EXPECT_EQ(both->approximations.convolution_precision, ConvolutionPrecision::kFp8);
+  EXPECT_EQ(both->approximations.to_json(), "{\"convolution_precision\":\"fp8\",\"unet_precision\":\"fp8\"}");
+  EXPECT_NE(both->identity("m"), linears->identity("m"));
+  EXPECT_HAS(both->approximations.describe(), "FP8 3x3 convolutions");
+  auto fp16 = load(std::string(kMinimal) + "unet_precision: fp8\nconvolution_precision: fp16\n");
+  ASSERT_TRUE(fp16.is_ok()) << fp16.status().message();
+  EXPECT_EQ(fp16->identity("m"), linears->identity("m"));
+  const std::string alone = error_of(std::string(kMinimal) + "convolution_precision: fp8\n");
+  EXPECT_HAS(alone, "job.yaml:5:24: convolution_precision");
+  EXPECT_HAS(alone, "needs unet_precision: fp8");
+  const std::string bad =
+      error_of(std::string(kMinimal) + "unet_precision: fp8\nconvolution_precision: int8\n");
+  EXPECT_HAS(bad, "convolution_precision");
+  EXPECT_HAS(bad, "fp16");
+}
+
 TEST_F(JobSpecTest, TokenMergingRatioOutOfRange) {
   std::string m = error_of(std::string(kMinimal) + "token_merging: {ratio: 1.0}\n");
   EXPECT_HAS(m,

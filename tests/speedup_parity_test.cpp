@@ -366,5 +366,20 @@ TEST(Fp8Attention, RefusedOnTheCpuWhenTheModelLoads) {
         << want << ": " << pipe.status().message();
 }
 
+// convolution_precision: fp8 where the FP8 convolution kernel does not run (here: the CPU) is refused
+// likewise.
+TEST(Fp8Convolution, RefusedOnTheCpuWhenTheModelLoads) {
+  json c = find_case("deepcache_i3_b0");
+  Approximations a;
+  a.convolution_precision = ConvolutionPrecision::kFp8;
+  auto pipe = load(c, a);
+  ASSERT_FALSE(pipe.is_ok());
+  EXPECT_EQ(pipe.status().code(), StatusCode::kInvalidArgument) << pipe.status().to_string();
+  for (const char* want :
+       {"convolution_precision: fp8 cannot run here", "cpu", "convolution_precision: fp16"})
+    EXPECT_NE(pipe.status().message().find(want), std::string::npos)
+        << want << ": " << pipe.status().message();
+}
+
 }  // namespace
 }  // namespace sdxlb

@@ -190,6 +190,34 @@ TEST(UNetFp8, SwitchesTheTransformerLinears) {
   EXPECT_LT(e_partial, 0.1);
 }
 
+// The FP8 convolutions switch exactly the resnets' and upsamplers' 3x3 convolutions (not conv_in, conv_out,
+// the stride-2 downsamplers or the 1x1 shortcuts), release their weights, and stay near the exact output,
+// alone and with the FP8 linears (on the CPU the dequantised operands' product stands in for the CUTLASS
+// kernel).
+TEST(UNetFp8, SwitchesTheResnetAndUpsamplerConvolutions) {
+  auto unet = load("tiny-a");
+  ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
+  const Reference ref = reference("tiny-a");
+  const at::Tensor exact = run(*unet, ref);
+  // tiny-a: 6 + 2 + 9 resnets of two 3x3 convolutions each, and two upsamplers.
+  EXPECT_EQ(use_fp8_convolutions(**unet), 17 * 2 + 2);
+  const auto params = (*unet)->named_parameters();
+  EXPECT_EQ(params["down_blocks.0.resnets.0.conv1.weight"].numel(), 0);
+  EXPECT_EQ(params["up_blocks.0.upsamplers.0.conv.weight"].numel(), 0);
+  EXPECT_GT(params["conv_in.weight"].numel(), 0);
+  EXPECT_GT(params["conv_out.weight"].numel(), 0);
+  EXPECT_GT(params["down_blocks.0.downsamplers.0.conv.weight"].numel(), 0);
+  EXPECT_GT(params["up_blocks.0.resnets.0.conv_shortcut.weight"].numel(), 0);
+  c10::InferenceMode guard;
+  const double e = rel_err(run(*unet, ref), exact);
+  use_fp8_linears(**unet);
+  const double e_both = rel_err(run(*unet, ref), exact);
+  std::printf("[tiny-a] FP8 convolutions vs exact: max rel err %.3g (with FP8 linears %.3g)\n", e, e_both);
+  EXPECT_GT(e, 0.0);
+  EXPECT_LT(e, 0.1);
+  EXPECT_LT(e_both, 0.15);
+}
+
 // attention_precision: fp8 (issue 17) switches attn1 of every transformer block whose projections are FP8,
 // and stays near the FP8-linears output (on the CPU the reference math stands in for cuDNN's kernel).
 TEST(UNetFp8, AttentionSwitchesEverySelfAttention) {

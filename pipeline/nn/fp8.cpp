@@ -12,6 +12,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "pipeline/nn/kernels/fp8_conv_kernel.h"
 #include "pipeline/nn/kernels/fp8_quantize_kernel.h"
 #endif
 
@@ -109,6 +110,119 @@ at::Tensor fp8_linear(const Fp8Activation& x, const Fp8Weight& w, const at::Tens
 
 at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor& bias) {
   return fp8_linear(quantize_activation(x), w, bias);
+}
+
+Fp8ConvWeight quantize_conv_weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
+              "quantize_conv_weight: expected a 3x3 weight [out, in, 3, 3], got ", weight.sizes());
+  const int64_t out = weight.size(0), in = weight.size(1);
+  auto [q, scale] = quantize_rows(weight.permute({0, 2, 3, 1}).reshape({out, 9 * in}).contiguous());
+  return {q.view({out, 3, 3, in}), scale.view({out})};
+}
+
+std::pair<at::Tensor, at::Tensor> quantize_samples_reference(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 4, "quantize_samples: expected [N, C, H, W], got ", x.sizes());
+  const at::Tensor nhwc = x.permute({0, 2, 3, 1}).contiguous();
+  auto [q, scale] = quantize_rows_reference(nhwc.view({x.size(0), -1}));
+  return {q.view(nhwc.sizes()), scale};
+}
+
+bool fp8_conv_supported(const c10::Device& device, std::string* why) {
+  auto no = [&](const std::string& reason) {
+    if (why != nullptr) *why = reason;
+    return false;
+  };
+  if (!fp8_supported(device, why)) return false;
+#ifdef SDXLB_WITH_CUDA
+  if (!kernels::fp8_conv_compiled())
+    return no("this build has no FP8 convolution kernel (CUTLASS was not found at configure time)");
+  const cudaDeviceProp* p = at::cuda::getDeviceProperties(device.index() < 0 ? 0 : device.index());
+  if (p->major != 9 || p->minor != 0)
+    return no(std::string("the FP8 convolution kernel is built for Hopper (compute capability 9.0); ") +
+              p->name + " is " + std::to_string(p->major) + "." + std::to_string(p->minor));
+  return true;
+#else
+  return no("this build has no CUDA");
+#endif
+}
+
+#ifdef SDXLB_WITH_CUDA
+namespace {
+
+// x [N, C, H, W] fp16 on CUDA quantised per sample: {q [N, H, W, C] e4m3, each pixel's scale [N · H · W]}.
+std::pair<at::Tensor, at::Tensor> quantize_samples_cuda(const at::Tensor& x) {
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor q = at::empty({n, h, w, c}, x.options().dtype(at::kFloat8_e4m3fn));
+  at::Tensor pixel_scale = at::empty({n * h * w}, x.options().dtype(at::kFloat));
+  at::Tensor amax = at::empty({n}, x.options().dtype(at::kInt));
+  C10_CUDA_CHECK(kernels::launch_quantize_samples_e4m3(
+      1, xc.data_ptr(), n, h * w * c, q.data_ptr(), pixel_scale.data_ptr<float>(), h * w,
+      static_cast<unsigned*>(amax.data_ptr()), c10::cuda::getCurrentCUDAStream(x.device().index())));
+  return {q, pixel_scale};
+}
+
+bool quantize_samples_on_gpu(const at::Tensor& x) {
+  return x.is_cuda() && x.dim() == 4 && x.scalar_type() == at::kHalf && x.size(1) % 8 == 0;
+}
+
+}  // namespace
+#endif
+
+std::pair<at::Tensor, at::Tensor> quantize_samples(const at::Tensor& x) {
+#ifdef SDXLB_WITH_CUDA
+  if (quantize_samples_on_gpu(x)) {
+    auto [q, pixel_scale] = quantize_samples_cuda(x);
+    return {q, pixel_scale.view({x.size(0), -1}).narrow(1, 0, 1).contiguous()};
+  }
+#endif
+  return quantize_samples_reference(x);
+}
+
+at::Tensor fp8_conv3x3(const at::Tensor& x, const Fp8ConvWeight& w) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == w.q.size(3), "fp8_conv3x3: input ", x.sizes(),
+              " does not match the weight's ", w.q.size(3), " input channels");
+  const int64_t n = x.size(0), h = x.size(2), wd = x.size(3), k = w.q.size(0);
+#ifdef SDXLB_WITH_CUDA
+  if (quantize_samples_on_gpu(x)) {
+    auto [q, pixel_scale] = quantize_samples_cuda(x);
+    at::Tensor y = at::empty({n, k, h, wd}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    const cudaError_t e = kernels::launch_fp8_conv3x3(
+        q.data_ptr(), w.q.data_ptr(), pixel_scale.data_ptr<float>(), w.scale.data_ptr<float>(), y.data_ptr(),
+        static_cast<int>(n), static_cast<int>(h), static_cast<int>(wd), static_cast<int>(x.size(1)),
+        static_cast<int>(k), c10::cuda::getCurrentCUDAStream(x.device().index()));
+    TORCH_CHECK(e != cudaErrorNotSupported, "fp8_conv3x3: the FP8 convolution kernel cannot run ", x.sizes(),
+                " with ", k,
+                " output channels on this GPU (it needs Hopper, channels in multiples of 16 and a "
+                "build with CUTLASS); use unet_precision: fp16");
+    C10_CUDA_CHECK(e);
+    return y;
+  }
+#endif
+  // The same product of the dequantised operands in float32 (the CPU runs this only in tests; the pipeline
+  // switches convolutions only where fp8_conv_supported).
+  auto [q, scale] = quantize_samples_reference(x);
+  const at::Tensor xf = (q.to(at::kFloat) * scale.view({n, 1, 1, 1})).permute({0, 3, 1, 2});
+  const at::Tensor wf = (w.q.to(at::kFloat) * w.scale.view({k, 1, 1, 1})).permute({0, 3, 1, 2});
+  return at::conv2d(xf, wf, {}, {1, 1}, {1, 1}).to(x.scalar_type());
+}
+
+int64_t use_fp8_convolutions(torch::nn::Module& unet) {
+  at::NoGradGuard no_grad;
+  int64_t switched = 0;
+  for (const auto& item : unet.named_modules()) {
+    const std::string& name = item.key();
+    auto* conv = item.value()->as<Conv2dImpl>();
+    if (conv == nullptr) continue;
+    if (name.find(".resnets.") == std::string::npos && name.find(".upsamplers.") == std::string::npos)
+      continue;
+    if (conv->kernel_size() != 3 || conv->stride() != 1 || conv->padding() != 1) continue;
+    if (conv->weight.size(0) % 16 != 0 || conv->weight.size(1) % 16 != 0) continue;
+    conv->fp8 = quantize_conv_weight(conv->weight);
+    conv->weight.set_data(at::empty({0}, conv->weight.options()));
+    ++switched;
+  }
+  return switched;
 }
 
 int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which) {

@@ -9,7 +9,13 @@
 // Which layers: every Linear inside the UNet's Transformer2DModels (proj_in, proj_out, and in each
 // transformer block attn1's to_q/to_k/to_v/to_out, attn2's to_q/to_out, and the feed-forward's two) except
 // attn2's to_k and to_v, whose input is the prompt (77 tokens, projected once per batch). They stay in the
-// model's dtype, as do every convolution, normalisation, the time embeddings and attention itself.
+// model's dtype, as do the normalisations, the time embeddings and attention itself.
+//
+// Convolutions (use_fp8_convolutions: the opt-in `convolution_precision: fp8` on top): the 3x3 convolutions
+// of the UNet's resnets and upsamplers run as e4m3 implicit GEMMs (CUTLASS, Hopper). Their activations are
+// quantised per sample (one scale per image of the batch, from its largest magnitude: a convolution mixes
+// neighbouring pixels, so a per-pixel scale cannot be factored out of its sums), their weights per output
+// channel. conv_in, conv_out, the downsamplers (stride 2) and the 1x1 shortcuts stay in the model's dtype.
 //
 // FP8 GEMMs need a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper); elsewhere the key is refused,
 // never silently run in fp16. The quantisation math itself runs anywhere (the CPU reference of the tests).
@@ -71,6 +77,33 @@ at::Tensor fp8_linear(const Fp8Activation& x, const Fp8Weight& w, const at::Tens
 /// in float32.
 at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor& bias);
 
+/// A 3x3 convolution's weight [out, in, 3, 3] in e4m3 for fp8_conv3x3: q [out, 3, 3, in] (the kernel's
+/// channels-last filter layout) with per-output-channel scales [out] (float32): the per-row quantisation
+/// (quantize_rows) of the weight's [out, 9 · in] rows in that order.
+struct Fp8ConvWeight {
+  at::Tensor q;
+  at::Tensor scale;
+};
+Fp8ConvWeight quantize_conv_weight(const at::Tensor& weight);
+
+/// Per-sample e4m3 quantisation of activations x [N, C, H, W] (any memory format): {q [N, H, W, C] e4m3,
+/// scale [N, 1] float32}, quantize_rows_reference of x's channels-last rows [N, H · W · C]. ATen ops: the
+/// reference.
+std::pair<at::Tensor, at::Tensor> quantize_samples_reference(const at::Tensor& x);
+/// The same numbers; one CUDA kernel pass for fp16 CUDA input, else the reference.
+std::pair<at::Tensor, at::Tensor> quantize_samples(const at::Tensor& x);
+
+/// Whether fp8_conv3x3 has its kernel on `device`: a GPU of compute capability 9.0 (Hopper) and a build with
+/// CUTLASS. When not, `why` (if given) says why in a sentence.
+bool fp8_conv_supported(const c10::Device& device, std::string* why = nullptr);
+
+/// conv2d(x, W, stride 1, padding 1) of a 3x3 weight, with x quantised per sample and W per output channel:
+/// e4m3 products accumulated in float32 (on the GPU the tensor cores' own accumulator, as fast_accum), the
+/// two scales applied to the sums, the output [N, out, H, W] in x's dtype. On CUDA (fp8_conv_supported, fp16
+/// input) one quantisation pass and CUTLASS's implicit-GEMM kernel, the output channels-last; elsewhere the
+/// same product of the dequantised operands in float32 (the CPU reference of the tests).
+at::Tensor fp8_conv3x3(const at::Tensor& x, const Fp8ConvWeight& w);
+
 /// Which of the layers listed above use_fp8_linears switches, and how their GEMMs accumulate; the defaults
 /// are what `unet_precision: fp8` runs (measured on the H200, bench/results/2026-12-03-h200-fp8.md: fast
 /// accumulation is 1.06x faster per UNet call at batch 4 and moves its error against diffusers' fp16 from
@@ -80,6 +113,9 @@ struct Fp8Layers {
   bool feed_forward = true;  ///< ff.net.0.proj and ff.net.2
   bool projections = true;   ///< each Transformer2DModel's proj_in and proj_out
   bool fast_accum = true;    ///< Fp8Weight::fast_accum
+  /// The resnets' and upsamplers' 3x3 convolutions (use_fp8_convolutions, where fp8_conv_supported): what
+  /// `convolution_precision: fp8` adds; off by default, as that key is.
+  bool convolutions = false;
 };
 
 /// Switches the UNet's transformer linears listed above (those `which` selects) to FP8: each keeps its e4m3
@@ -87,5 +123,10 @@ struct Fp8Layers {
 /// on a device where fp8_supported(). A self-attention whose to_q, to_k and to_v all switched runs them as
 /// one GEMM (Attention::fuse_fp8_projections). Returns how many layers it switched.
 int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which = {});
+
+/// Switches the 3x3, stride-1 convolutions of the UNet's resnets and upsamplers to FP8 (fp8_conv3x3): each
+/// keeps its e4m3 weight and scales and releases its fp16 weight. Call on a loaded fp16 UNet, after LoRA.
+/// Returns how many it switched.
+int64_t use_fp8_convolutions(torch::nn::Module& unet);
 
 }  // namespace sdxlb

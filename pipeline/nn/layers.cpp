@@ -31,13 +31,13 @@ at::Tensor LinearImpl::forward_fp8(const Fp8Activation& x) {
 
 Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,
                        int64_t padding, bool with_bias)
-    : stride_(stride), padding_(padding) {
+    : kernel_size_(kernel_size), stride_(stride), padding_(padding) {
   weight = empty_parameter(*this, "weight", {out_channels, in_channels, kernel_size, kernel_size});
   if (with_bias) bias = empty_parameter(*this, "bias", {out_channels});
 }
 
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
-  if (bias.defined() && x.is_cuda()) {
+  if (bias.defined() && (x.is_cuda() || is_fp8())) {
     // What at::conv2d does on cuDNN (the convolution, then the bias added in place), with the add in our
     // vectorised kernel where it takes the output: the same bits.
     at::Tensor y = forward_without_bias(x);
@@ -47,6 +47,7 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
 }
 
 at::Tensor Conv2dImpl::forward_without_bias(const at::Tensor& x) {
+  if (is_fp8()) return fp8_conv3x3(x, fp8);
   return at::conv2d(x, weight, {}, {stride_, stride_}, {padding_, padding_});
 }
 

@@ -53,7 +53,18 @@ class Conv2dImpl : public torch::nn::Module {
   at::Tensor weight;  ///< [out_channels, in_channels, k, k]
   at::Tensor bias;    ///< [out_channels], undefined without bias
 
+  int64_t kernel_size() const { return kernel_size_; }
+  int64_t stride() const { return stride_; }
+  int64_t padding() const { return padding_; }
+  bool is_fp8() const { return fp8.q.defined(); }
+
+  /// Set by use_fp8_convolutions (fp8.h) on a 3x3, stride-1, padding-1 convolution: the weight in e4m3 with
+  /// per-output-channel scales; the forward calls then run fp8_conv3x3 and `weight` is empty. Undefined
+  /// otherwise.
+  Fp8ConvWeight fp8;
+
  private:
+  int64_t kernel_size_;
   int64_t stride_;
   int64_t padding_;
 };

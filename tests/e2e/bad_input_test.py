@@ -159,6 +159,15 @@ class BadInput(unittest.TestCase):
         self.case("fp8-attn-cpu", GOOD + "unet_precision: fp8\nattention_precision: fp8\n",
                   expect=["cannot run here", "this job runs on the cpu"])
 
+    def test_fp8_convolutions_without_the_fp8_unet_are_refused(self):
+        self.case("fp8-conv-alone", GOOD + "convolution_precision: fp8\n",
+                  expect=["job.yaml:10:24", "convolution_precision: fp8 needs unet_precision: fp8",
+                          "add unet_precision: fp8"])
+
+    def test_fp8_convolutions_on_the_cpu_are_refused(self):
+        self.case("fp8-conv-cpu", GOOD + "unet_precision: fp8\nconvolution_precision: fp8\n",
+                  expect=["cannot run here", "this job runs on the cpu"])
+
     def test_token_merging_with_token_downsampling_is_refused(self):
         self.case("tome-todo", GOOD + "token_merging: {{}}\ntoken_downsampling: {{factor: 4}}\n",
                   expect=["job.yaml:11:1", "token_downsampling: cannot be combined with token_merging",

@@ -12,6 +12,11 @@ quantised per row (token) and W per row (output channel).
   an all-zero row; q_f32 / q_f16 (uint8: the float8_e4m3fn bits) and scale_f32 / scale_f16 [40, 1] float32.
   lin_x [16, 96] float32, lin_w [48, 96] float32, lin_b [48] float32, and lin_y [16, 48] float32: the product of the
   dequantised operands (float64, then float32), for fp8_linear.
+  conv_x [2, 32, 6, 5] float32 (the second sample 100x larger), conv_w [48, 32, 3, 3] float32; conv_qx [2, 6, 5, 32]
+  (uint8) and conv_sx [2, 1]: conv_x quantised per sample, each sample's channels-last values [H * W * C] as one row;
+  conv_qw [48, 3, 3, 32] (uint8) and conv_sw [48]: the weight per output channel, each [3 * 3 * C] row in that
+  order; conv_y [2, 48, 6, 5] float32: conv2d (stride 1, padding 1) of the dequantised operands in float64, for
+  fp8_conv3x3.
 """
 import os
 
@@ -55,4 +60,14 @@ def build(out):
     qw, sw = quantize_rows(lw)
     y = (qx.double() * sx.double()) @ (qw.double() * sw.double()).T + lb.double()
     tensors.update(lin_x=lx, lin_w=lw, lin_b=lb, lin_y=y.float())
+    cx = torch.randn(2, 32, 6, 5, generator=g)
+    cx[1] *= 100.0
+    cw = torch.randn(48, 32, 3, 3, generator=g) * 0.05
+    qcx, scx = quantize_rows(cx.permute(0, 2, 3, 1).reshape(2, -1))
+    qcw, scw = quantize_rows(cw.permute(0, 2, 3, 1).reshape(48, -1))
+    dx = (qcx.double() * scx.double()).view(2, 6, 5, 32).permute(0, 3, 1, 2)
+    dw = (qcw.double() * scw.double()).view(48, 3, 3, 32).permute(0, 3, 1, 2)
+    cy = torch.nn.functional.conv2d(dx, dw, padding=1)
+    tensors.update(conv_x=cx, conv_w=cw, conv_qx=qcx.view(torch.uint8).view(2, 6, 5, 32), conv_sx=scx,
+                   conv_qw=qcw.view(torch.uint8).view(48, 3, 3, 32), conv_sw=scw.view(48), conv_y=cy.float())
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(d, "quantize.safetensors"))

@@ -154,7 +154,75 @@ cudaError_t launch_fixed(const FixedArgs& a, int count, int64_t n, cudaStream_t 
   return cudaGetLastError();
 }
 
+// Per-sample scales: blockIdx.y is the sample, a grid-stride loop over its 8-value vectors. First each
+// block's largest magnitude, merged into amax_bits[sample] with atomicMax on the float's bits (non-negative
+// floats order as their bit patterns, so the maximum is exact and independent of the order).
+template <typename T>
+__global__ void __launch_bounds__(256)
+    sample_amax_kernel(const uint4* __restrict__ x, int64_t vecs, unsigned* __restrict__ amax_bits) {
+  const uint4* xs = x + blockIdx.y * vecs;
+  float amax = 0.f;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vecs;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    amax = fmaxf(amax, amax8<T>(xs[i]));
+  amax = warp_max(amax);
+  __shared__ float warps[8];
+  if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = amax;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    amax = threadIdx.x < blockDim.x / 32 ? warps[threadIdx.x] : 0.f;
+    amax = warp_max(amax);
+    if (threadIdx.x == 0) atomicMax(amax_bits + blockIdx.y, __float_as_uint(amax));
+  }
+}
+
+// Then the conversion with the sample's scale, and the sample's scale for each of its pixels.
+template <typename T>
+__global__ void __launch_bounds__(256)
+    sample_quantize_kernel(const uint4* __restrict__ x, int64_t vecs, const unsigned* __restrict__ amax_bits,
+                           uint2* __restrict__ q, float* __restrict__ pixel_scale, int64_t pixels) {
+  const float s = e4m3_scale(__uint_as_float(amax_bits[blockIdx.y]));
+  const float inverse = e4m3_inverse(s);
+  const uint4* xs = x + blockIdx.y * vecs;
+  uint2* qs = q + blockIdx.y * vecs;
+  float* ps = pixel_scale + blockIdx.y * pixels;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  for (int64_t i = first; i < vecs; i += stride) qs[i] = e4m3x8<T>(xs[i], inverse);
+  for (int64_t p = first; p < pixels; p += stride) ps[p] = s;
+}
+
+template <typename T>
+cudaError_t launch_samples(const void* x, int64_t samples, int64_t n, void* q, float* pixel_scale,
+                           int64_t pixels, unsigned* amax_bits, cudaStream_t stream) {
+  constexpr int kThreads = 256;
+  const int64_t vecs = n / 8;
+  // About 512 blocks over all samples (a few per SM); each block's loop covers the rest of its sample.
+  constexpr int64_t kBlocks = 512;
+  const int64_t per_sample = std::max<int64_t>(
+      1, std::min<int64_t>((vecs + kThreads - 1) / kThreads, (kBlocks + samples - 1) / samples));
+  const dim3 grid(static_cast<unsigned>(per_sample), static_cast<unsigned>(samples));
+  cudaError_t e = cudaMemsetAsync(amax_bits, 0, samples * sizeof(unsigned), stream);
+  if (e != cudaSuccess) return e;
+  sample_amax_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), vecs, amax_bits);
+  sample_quantize_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), vecs, amax_bits,
+                                                           static_cast<uint2*>(q), pixel_scale, pixels);
+  return cudaGetLastError();
+}
+
 }  // namespace
+
+cudaError_t launch_quantize_samples_e4m3(int dtype, const void* x, int64_t samples, int64_t n, void* q,
+                                         float* pixel_scale, int64_t pixels, unsigned* amax_bits,
+                                         cudaStream_t stream) {
+  if (samples <= 0 || n <= 0) return cudaSuccess;
+  if (n % 8 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(q) % 8 != 0 ||
+      samples > 65535)
+    return cudaErrorInvalidValue;
+  return with_16bit_type(dtype, [&](auto t) {
+    return launch_samples<decltype(t)>(x, samples, n, q, pixel_scale, pixels, amax_bits, stream);
+  });
+}
 
 cudaError_t launch_quantize_fixed_e4m3(int dtype, int count, const void* const* x, void* const* q,
                                        const float* inverse, int64_t n, cudaStream_t stream) {

@@ -24,4 +24,14 @@ cudaError_t launch_quantize_rows_e4m3(int dtype, const void* x, int64_t rows, in
 cudaError_t launch_quantize_fixed_e4m3(int dtype, int count, const void* const* x, void* const* q,
                                        const float* inverse, int64_t n, cudaStream_t stream);
 
+/// Per-sample dynamic e4m3 quantisation of x [samples, n] (dtype code 1 __half, 2 __nv_bfloat16; contiguous,
+/// n % 8 == 0, x 16-byte and q 8-byte aligned): the row quantisation above with one row per sample (the same
+/// numbers as launch_quantize_rows_e4m3 on [samples, n]), for the FP8 convolution's activations. Writes q and
+/// the sample's scale `pixels` times per sample into pixel_scale [samples, pixels] (the convolution's
+/// per-output-pixel scale). amax_bits: `samples` unsigned ints of workspace. Three launches (a memset, the
+/// largest magnitude of each sample over many blocks, the conversion).
+cudaError_t launch_quantize_samples_e4m3(int dtype, const void* x, int64_t samples, int64_t n, void* q,
+                                         float* pixel_scale, int64_t pixels, unsigned* amax_bits,
+                                         cudaStream_t stream);
+
 }  // namespace sdxlb::kernels
