@@ -122,10 +122,11 @@ VaeAttentionImpl::VaeAttentionImpl(int64_t channels, int64_t heads, int64_t grou
 at::Tensor VaeAttentionImpl::forward(const at::Tensor& x) {
   // AttnProcessor2_0 for a 4-D input. Its group norm runs on x [B, C, H·W] viewed from [B, C, H, W]: the same
   // numbers as on the 4-D tensor, which is what this normalises (diffusers' 3-D view of a channels-last x
-  // made PyTorch copy it twice). It is still PyTorch's GroupNorm (at::group_norm), not the fused kernel.
+  // made PyTorch copy it twice), in the fused GroupNorm kernel where it runs (fused_ops.h; PyTorch's
+  // elsewhere).
   const at::Tensor residual = x;
   const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  at::Tensor hs = group_norm_(x).reshape({b, c, h * w}).transpose(1, 2);
+  at::Tensor hs = group_norm_->forward_act(x, /*silu=*/false).reshape({b, c, h * w}).transpose(1, 2);
   at::Tensor q = to_q_(hs);
   at::Tensor k = to_k_(hs);
   at::Tensor v = to_v_(hs);
