@@ -51,18 +51,24 @@ message(STATUS "sdxl-batch CUDA code paths: ${SDXLB_WITH_CUDA}")
 # makes every std:: symbol resolve to the system libstdc++, as it does when Python imports torch.
 add_link_options("LINKER:--push-state,--no-as-needed,-lstdc++,--pop-state")
 
-# cuDNN's frontend (header-only C++, from the PyPI `nvidia-cudnn-frontend` wheel that scripts/setup.sh installs
-# into the venv): FP8 attention (pipeline/nn/fp8_attention.cpp) builds its cuDNN graphs with it. Without it the
-# build still works, and `attention_precision: fp8` is refused with a message that says so.
-set(SDXLB_CUDNN_FRONTEND_INCLUDE "" CACHE PATH "Folder with cudnn_frontend.h (found in the venv when empty)")
-if(SDXLB_WITH_CUDA AND NOT SDXLB_CUDNN_FRONTEND_INCLUDE AND SDXLB_PYTHON)
-  execute_process(
-    COMMAND ${SDXLB_PYTHON} -c "import sysconfig; print(sysconfig.get_paths()['purelib'] + '/include')"
-    OUTPUT_VARIABLE _sdxlb_fe_dir OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE _sdxlb_fe_rc)
-  if(_sdxlb_fe_rc EQUAL 0 AND EXISTS "${_sdxlb_fe_dir}/cudnn_frontend.h")
-    set(SDXLB_CUDNN_FRONTEND_INCLUDE "${_sdxlb_fe_dir}" CACHE PATH "" FORCE)
+# Header-only C++ packages that scripts/setup.sh installs into the venv: when VAR is empty, sets it (cached) to
+# the venv's site-packages folder + SUBDIR if that holds CHECK_FILE.
+function(sdxlb_find_in_venv var subdir check_file)
+  if(SDXLB_WITH_CUDA AND NOT ${var} AND SDXLB_PYTHON)
+    execute_process(
+      COMMAND ${SDXLB_PYTHON} -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+      OUTPUT_VARIABLE _purelib OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE _rc)
+    if(_rc EQUAL 0 AND EXISTS "${_purelib}/${subdir}/${check_file}")
+      set(${var} "${_purelib}/${subdir}" CACHE PATH "" FORCE)
+    endif()
   endif()
-endif()
+endfunction()
+
+# cuDNN's frontend (the PyPI `nvidia-cudnn-frontend` wheel): FP8 attention (pipeline/nn/fp8_attention.cpp) builds
+# its cuDNN graphs with it. Without it the build still works, and `attention_precision: fp8` is refused with a
+# message that says so.
+set(SDXLB_CUDNN_FRONTEND_INCLUDE "" CACHE PATH "Folder with cudnn_frontend.h (found in the venv when empty)")
+sdxlb_find_in_venv(SDXLB_CUDNN_FRONTEND_INCLUDE include cudnn_frontend.h)
 if(SDXLB_WITH_CUDA AND SDXLB_CUDNN_FRONTEND_INCLUDE AND EXISTS "${SDXLB_CUDNN_FRONTEND_INCLUDE}/cudnn_frontend.h")
   set(SDXLB_WITH_CUDNN_FRONTEND ON)
 else()
@@ -70,18 +76,11 @@ else()
 endif()
 message(STATUS "sdxl-batch cuDNN frontend (FP8 attention): ${SDXLB_WITH_CUDNN_FRONTEND} ${SDXLB_CUDNN_FRONTEND_INCLUDE}")
 
-# CUTLASS (header-only C++, from the PyPI `nvidia-cutlass` wheel that scripts/setup.sh installs into the venv):
-# the FP8 3x3 convolution (pipeline/nn/kernels/fp8_conv_kernel.cu, Hopper's implicit GEMM). Without it the
-# build still works, and `unet_precision: fp8` keeps the convolutions in fp16 and says so.
+# CUTLASS (the PyPI `nvidia-cutlass` wheel): the FP8 3x3 convolution (pipeline/nn/kernels/fp8_conv_kernel.cu,
+# Hopper's implicit GEMM). Without it the build still works, and `convolution_precision: fp8` is refused with a
+# message that says so.
 set(SDXLB_CUTLASS_DIR "" CACHE PATH "CUTLASS source folder with include/cutlass (found in the venv when empty)")
-if(SDXLB_WITH_CUDA AND NOT SDXLB_CUTLASS_DIR AND SDXLB_PYTHON)
-  execute_process(
-    COMMAND ${SDXLB_PYTHON} -c "import sysconfig; print(sysconfig.get_paths()['purelib'] + '/cutlass_library/source')"
-    OUTPUT_VARIABLE _sdxlb_cutlass_dir OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE _sdxlb_cutlass_rc)
-  if(_sdxlb_cutlass_rc EQUAL 0 AND EXISTS "${_sdxlb_cutlass_dir}/include/cutlass/cutlass.h")
-    set(SDXLB_CUTLASS_DIR "${_sdxlb_cutlass_dir}" CACHE PATH "" FORCE)
-  endif()
-endif()
+sdxlb_find_in_venv(SDXLB_CUTLASS_DIR cutlass_library/source include/cutlass/cutlass.h)
 if(SDXLB_WITH_CUDA AND CMAKE_CUDA_COMPILER AND SDXLB_CUTLASS_DIR AND EXISTS "${SDXLB_CUTLASS_DIR}/include/cutlass/cutlass.h")
   set(SDXLB_WITH_CUTLASS ON)
 else()
