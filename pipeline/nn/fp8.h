@@ -90,7 +90,8 @@ Fp8ConvWeight quantize_conv_weight(const at::Tensor& weight);
 /// scale [N, 1] float32}, quantize_rows_reference of x's channels-last rows [N, H · W · C]. ATen ops: the
 /// reference.
 std::pair<at::Tensor, at::Tensor> quantize_samples_reference(const at::Tensor& x);
-/// The same numbers; one CUDA kernel pass for fp16 CUDA input, else the reference.
+/// The same numbers; for fp16 CUDA input two CUDA kernels (each image's largest magnitude, then the
+/// conversion), else the reference.
 std::pair<at::Tensor, at::Tensor> quantize_samples(const at::Tensor& x);
 
 /// Whether fp8_conv3x3 has its kernel on `device`: a GPU of compute capability 9.0 (Hopper) and a build with
@@ -100,8 +101,8 @@ bool fp8_conv_supported(const c10::Device& device, std::string* why = nullptr);
 /// conv2d(x, W, stride 1, padding 1) of a 3x3 weight, with x quantised per sample and W per output channel:
 /// e4m3 products accumulated in float32 (on the GPU the tensor cores' own accumulator, as fast_accum), the
 /// two scales applied to the sums, the output [N, out, H, W] in x's dtype. On CUDA (fp8_conv_supported, fp16
-/// input) one quantisation pass and CUTLASS's implicit-GEMM kernel, the output channels-last; elsewhere the
-/// same product of the dequantised operands in float32 (the CPU reference of the tests).
+/// input) quantize_samples' kernels and CUTLASS's implicit-GEMM kernel, the output channels-last; elsewhere
+/// the same product of the dequantised operands in float32 (the CPU reference of the tests).
 at::Tensor fp8_conv3x3(const at::Tensor& x, const Fp8ConvWeight& w);
 
 /// Which of the layers listed above use_fp8_linears switches, and how their GEMMs accumulate; the defaults
