@@ -94,6 +94,35 @@ TEST(Fp8Conv, Conv2dRunsTheFp8Product) {
   EXPECT_LE((y - expected).abs().max().item<float>(), 1e-5f * expected.abs().max().item<float>());
 }
 
+// An input quantised ahead (GroupNorm::forward_act_e4m3, the resnets' path) gives what quantising the
+// GroupNorm's output inside the convolution gives: the same quantised bits and scales, the same output.
+TEST(Fp8Conv, GroupNormQuantisedAheadIsTheSameConvolution) {
+  const auto ref = open_reference("fp8", "quantize");
+  c10::InferenceMode guard;
+  at::manual_seed(31);
+  const at::Tensor x = ref.get("conv_x");  // [2, 32, 6, 5], the samples 100x apart
+  GroupNorm norm(8, 32, 1e-5);
+  norm->weight.copy_(at::rand({32}) + 0.5);
+  norm->bias.copy_(at::randn({32}) * 0.1);
+  Conv2d conv(32, 48, 3, 1, 1);
+  conv->weight.copy_(ref.get("conv_w"));
+  conv->fp8 = quantize_conv_weight(conv->weight);
+  const at::Tensor add_c = at::randn({32}), add_nc = at::randn({2, 32});
+  for (const bool silu : {true, false}) {
+    SCOPED_TRACE(silu ? "with SiLU" : "without SiLU");
+    const at::Tensor y = norm->forward_act(x, silu, add_c, add_nc);
+    const E4m3Samples q = norm->forward_act_e4m3(x, silu, add_c, add_nc);
+    const auto [qy, sy] = quantize_samples_reference(y);
+    EXPECT_EQ(q.q.sizes(), (at::IntArrayRef{2, 6, 5, 32}));
+    EXPECT_TRUE(at::equal(q.q.view(at::kByte), qy.view(at::kByte)));
+    EXPECT_EQ(q.pixel_scale.sizes(), (at::IntArrayRef{2, 30}));
+    EXPECT_TRUE(at::equal(q.pixel_scale, sy.expand({2, 30})));
+    EXPECT_TRUE(at::equal(conv->forward_without_bias(q, at::kFloat), conv->forward_without_bias(y)));
+  }
+  Conv2d plain(32, 48, 3, 1, 1);  // not switched to FP8: refused
+  EXPECT_THROW(plain->forward_without_bias(norm->forward_act_e4m3(x, true), at::kFloat), c10::Error);
+}
+
 TEST(Fp8Support, RefusedOnTheCpuWithAReason) {
   std::string why;
   EXPECT_FALSE(fp8_supported(at::Device(at::kCPU), &why));
@@ -233,6 +262,51 @@ TEST(Fp8ConvCuda, CutlassMatchesTheReference) {
     const at::Tensor alone =
         fp8_conv3x3(xg.narrow(0, s.n - 1, 1).contiguous(at::MemoryFormat::ChannelsLast), wq);
     EXPECT_TRUE(at::equal(alone.cpu(), y.narrow(0, s.n - 1, 1).cpu()));
+  }
+}
+
+// The GroupNorm kernel's e4m3 output (group_norm_act_e4m3: the resnets' norms before an FP8 convolution)
+// against the GroupNorm kernel's fp16/bf16 output quantised by the per-sample kernel: the same bits and
+// scales, at the UNet's resnet shapes (with and without the convolution bias and time embedding added first,
+// with and without SiLU), per sample; and the FP8 convolution on it gives the same output.
+TEST(Fp8ConvCuda, GroupNormQuantisesLikeTheOps) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!fp8_supported(at::Device(at::kCUDA, 0))) GTEST_SKIP() << "no FP8 on this GPU";
+  c10::InferenceMode guard;
+  at::manual_seed(37);
+  struct Shape {
+    int64_t n, c, h, w;
+  };
+  for (const at::ScalarType dt : {at::kHalf, at::kBFloat16}) {
+    const auto cuda = at::TensorOptions().dtype(dt).device(at::kCUDA);
+    for (const Shape& s : {Shape{2, 320, 128, 128}, Shape{2, 640, 64, 64}, Shape{3, 1280, 32, 32},
+                           Shape{2, 2560, 32, 32}, Shape{2, 960, 20, 24}}) {
+      for (const bool silu : {true, false}) {
+        SCOPED_TRACE(std::string(c10::toString(dt)) + " " + std::to_string(s.c) + " at " +
+                     std::to_string(s.h) + "x" + std::to_string(s.w) + (silu ? " with SiLU" : ""));
+        at::Tensor x = at::randn({s.n, s.c, s.h, s.w}, cuda).contiguous(at::MemoryFormat::ChannelsLast);
+        x[0].mul_(20);  // samples of different ranges: each has its own scale
+        const at::Tensor g = at::rand({s.c}, cuda) + 0.5, b = at::randn({s.c}, cuda) * 0.2;
+        const at::Tensor add_c = silu ? at::randn({s.c}, cuda) : at::Tensor();
+        const at::Tensor add_nc = silu ? at::randn({s.n, s.c}, cuda) : at::Tensor();
+        const at::Tensor y = group_norm_act(x, 32, g, b, 1e-5, silu, add_c, add_nc);
+        const E4m3Samples q = group_norm_act_e4m3(x, 32, g, b, 1e-5, silu, add_c, add_nc);
+        const auto [qy, sy] = quantize_samples(y);
+        ASSERT_EQ(q.q.sizes(), qy.sizes());
+        EXPECT_TRUE(at::equal(q.q.view(at::kByte).cpu(), qy.view(at::kByte).cpu()));
+        EXPECT_TRUE(at::equal(q.pixel_scale.cpu(), sy.expand({s.n, s.h * s.w}).cpu()));
+        EXPECT_GT(q.pixel_scale[0][0].item<float>(), 0.f);
+        // Per sample: the last image alone gives its bits.
+        const E4m3Samples alone = group_norm_act_e4m3(x.narrow(0, s.n - 1, 1), 32, g, b, 1e-5, silu, add_c,
+                                                      silu ? add_nc.narrow(0, s.n - 1, 1) : add_nc);
+        EXPECT_TRUE(
+            at::equal(alone.q.view(at::kByte).cpu(), q.q.narrow(0, s.n - 1, 1).view(at::kByte).cpu()));
+        if (dt == at::kHalf && s.c <= 1280 && fp8_conv_supported(at::Device(at::kCUDA, 0))) {
+          const Fp8ConvWeight wq = quantize_conv_weight((at::randn({320, s.c, 3, 3}) * 0.02).to(dt).cuda());
+          EXPECT_TRUE(at::equal(fp8_conv3x3(q.q, q.pixel_scale, wq, dt).cpu(), fp8_conv3x3(y, wq).cpu()));
+        }
+      }
+    }
   }
 }
 

@@ -179,20 +179,27 @@ std::pair<at::Tensor, at::Tensor> quantize_samples(const at::Tensor& x) {
   return quantize_samples_reference(x);
 }
 
-at::Tensor fp8_conv3x3(const at::Tensor& x, const Fp8ConvWeight& w) {
-  TORCH_CHECK(x.dim() == 4 && x.size(1) == w.q.size(3), "fp8_conv3x3: input ", x.sizes(),
-              " does not match the weight's ", w.q.size(3), " input channels");
-  const int64_t n = x.size(0), h = x.size(2), wd = x.size(3), k = w.q.size(0);
+at::Tensor fp8_conv3x3(const at::Tensor& q, const at::Tensor& pixel_scale, const Fp8ConvWeight& w,
+                       at::ScalarType dtype) {
+  TORCH_CHECK(
+      q.dim() == 4 && q.scalar_type() == at::kFloat8_e4m3fn && q.size(3) == w.q.size(3) && q.is_contiguous(),
+      "fp8_conv3x3: the quantised input ", q.sizes(), " (", q.scalar_type(),
+      ") is not a contiguous e4m3 [N, H, W, C] with the weight's ", w.q.size(3), " input channels");
+  const int64_t n = q.size(0), h = q.size(1), wd = q.size(2), c = q.size(3), k = w.q.size(0);
+  TORCH_CHECK(pixel_scale.scalar_type() == at::kFloat && pixel_scale.numel() == n * h * wd &&
+                  pixel_scale.is_contiguous(),
+              "fp8_conv3x3: pixel_scale ", pixel_scale.sizes(), " is not float32 [", n, ", ", h * wd, "]");
 #ifdef SDXLB_WITH_CUDA
-  if (quantize_samples_on_gpu(x)) {
-    auto [q, pixel_scale] = quantize_samples_cuda(x);
-    at::Tensor y = at::empty({n, k, h, wd}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (q.is_cuda()) {
+    TORCH_CHECK(dtype == at::kHalf, "fp8_conv3x3 writes fp16 on the GPU, not ", dtype);
+    at::Tensor y =
+        at::empty({n, k, h, wd}, q.options().dtype(dtype).memory_format(at::MemoryFormat::ChannelsLast));
     const cudaError_t e = kernels::launch_fp8_conv3x3(
         q.data_ptr(), w.q.data_ptr(), pixel_scale.data_ptr<float>(), w.scale.data_ptr<float>(), y.data_ptr(),
-        static_cast<int>(n), static_cast<int>(h), static_cast<int>(wd), static_cast<int>(x.size(1)),
-        static_cast<int>(k), c10::cuda::getCurrentCUDAStream(x.device().index()));
-    TORCH_CHECK(e != cudaErrorNotSupported, "fp8_conv3x3: the FP8 convolution kernel cannot run ", x.sizes(),
-                " with ", k,
+        static_cast<int>(n), static_cast<int>(h), static_cast<int>(wd), static_cast<int>(c),
+        static_cast<int>(k), c10::cuda::getCurrentCUDAStream(q.device().index()));
+    TORCH_CHECK(e != cudaErrorNotSupported, "fp8_conv3x3: the FP8 convolution kernel cannot run [", n, ", ",
+                c, ", ", h, ", ", wd, "] with ", k,
                 " output channels on this GPU (it needs Hopper, channels in multiples of 16 and a "
                 "build with CUTLASS); use unet_precision: fp16");
     C10_CUDA_CHECK(e);
@@ -201,10 +208,24 @@ at::Tensor fp8_conv3x3(const at::Tensor& x, const Fp8ConvWeight& w) {
 #endif
   // The same product of the dequantised operands in float32 (the CPU runs this only in tests; the pipeline
   // switches convolutions only where fp8_conv_supported).
-  auto [q, scale] = quantize_samples_reference(x);
+  const at::Tensor scale = pixel_scale.reshape({n, h * wd}).narrow(1, 0, 1);
   const at::Tensor xf = (q.to(at::kFloat) * scale.view({n, 1, 1, 1})).permute({0, 3, 1, 2});
   const at::Tensor wf = (w.q.to(at::kFloat) * w.scale.view({k, 1, 1, 1})).permute({0, 3, 1, 2});
-  return at::conv2d(xf, wf, {}, {1, 1}, {1, 1}).to(x.scalar_type());
+  return at::conv2d(xf, wf, {}, {1, 1}, {1, 1}).to(dtype);
+}
+
+at::Tensor fp8_conv3x3(const at::Tensor& x, const Fp8ConvWeight& w) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == w.q.size(3), "fp8_conv3x3: input ", x.sizes(),
+              " does not match the weight's ", w.q.size(3), " input channels");
+  const int64_t n = x.size(0), h = x.size(2), wd = x.size(3);
+#ifdef SDXLB_WITH_CUDA
+  if (quantize_samples_on_gpu(x)) {
+    auto [q, pixel_scale] = quantize_samples_cuda(x);
+    return fp8_conv3x3(q, pixel_scale, w, x.scalar_type());
+  }
+#endif
+  auto [q, scale] = quantize_samples_reference(x);
+  return fp8_conv3x3(q, scale.expand({n, h * wd}).contiguous(), w, x.scalar_type());
 }
 
 int64_t use_fp8_convolutions(torch::nn::Module& unet) {

@@ -104,6 +104,10 @@ bool fp8_conv_supported(const c10::Device& device, std::string* why = nullptr);
 /// input) quantize_samples' kernels and CUTLASS's implicit-GEMM kernel, the output channels-last; elsewhere
 /// the same product of the dequantised operands in float32 (the CPU reference of the tests).
 at::Tensor fp8_conv3x3(const at::Tensor& x, const Fp8ConvWeight& w);
+/// The same on an input quantised ahead (fused_ops.h, group_norm_act_e4m3): q [N, H, W, C] e4m3 and each
+/// sample's scale once per pixel, pixel_scale [N, H · W] float32; the output in `dtype` (fp16 on the GPU).
+at::Tensor fp8_conv3x3(const at::Tensor& q, const at::Tensor& pixel_scale, const Fp8ConvWeight& w,
+                       at::ScalarType dtype);
 
 /// Which of the layers listed above use_fp8_linears switches, and how their GEMMs accumulate; the defaults
 /// are what `unet_precision: fp8` runs (measured on the H200, bench/results/2026-12-03-h200-fp8.md: fast

@@ -182,40 +182,82 @@ bool fused_group_norm_applies(const at::Tensor& x) {
 #endif
 }
 
+#ifdef SDXLB_WITH_CUDA
+namespace {
+
+// The GroupNorm kernel's arguments (all but the output) and workspace for group_norm_act(_e4m3)'s input, or
+// false when the kernel does not take it.
+bool group_norm_kernel_args(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                            const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c,
+                            const at::Tensor& add_nc, kernels::GroupNormArgs* a, at::Tensor* workspace) {
+  if (!fused_group_norm_applies(x) || !same_type_contiguous(weight, x) || !same_type_contiguous(bias, x) ||
+      !weight.defined() || !bias.defined() || !same_type_contiguous(add_c, x) ||
+      !same_type_contiguous(add_nc, x))
+    return false;
+  const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
+  const size_t ws_bytes = kernels::group_norm_workspace_bytes(n, hw, c, groups);
+  if (ws_bytes == 0) return false;
+  *workspace = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
+  a->x = x.data_ptr();
+  a->gamma = weight.data_ptr();
+  a->beta = bias.data_ptr();
+  a->add_c = add_c.defined() ? add_c.data_ptr() : nullptr;
+  a->add_nc = add_nc.defined() ? add_nc.data_ptr() : nullptr;
+  a->n = n;
+  a->hw = hw;
+  a->c = c;
+  a->groups = groups;
+  a->eps = static_cast<float>(eps);
+  a->silu = silu;
+  return true;
+}
+
+}  // namespace
+#endif
+
 at::Tensor group_norm_act(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
                           const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c,
                           const at::Tensor& add_nc) {
 #ifdef SDXLB_WITH_CUDA
-  if (fused_group_norm_applies(x) && same_type_contiguous(weight, x) && same_type_contiguous(bias, x) &&
-      weight.defined() && bias.defined() && same_type_contiguous(add_c, x) &&
-      same_type_contiguous(add_nc, x)) {
-    const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
-    const size_t ws_bytes = kernels::group_norm_workspace_bytes(n, hw, c, groups);
-    if (ws_bytes > 0) {
-      at::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
-      at::Tensor ws = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
-      kernels::GroupNormArgs a;
-      a.x = x.data_ptr();
-      a.y = y.data_ptr();
-      a.gamma = weight.data_ptr();
-      a.beta = bias.data_ptr();
-      a.add_c = add_c.defined() ? add_c.data_ptr() : nullptr;
-      a.add_nc = add_nc.defined() ? add_nc.data_ptr() : nullptr;
-      a.n = n;
-      a.hw = hw;
-      a.c = c;
-      a.groups = groups;
-      a.eps = static_cast<float>(eps);
-      a.silu = silu;
-      auto stream = c10::cuda::getCurrentCUDAStream(x.device().index());
-      const auto launch = x.scalar_type() == at::kHalf       ? kernels::launch_group_norm_f16
-                          : x.scalar_type() == at::kBFloat16 ? kernels::launch_group_norm_bf16
-                                                             : kernels::launch_group_norm_f32;
-      if (launched(launch(a, ws.data_ptr(), stream))) return y;
-    }
+  kernels::GroupNormArgs a;
+  at::Tensor ws;
+  if (group_norm_kernel_args(x, groups, weight, bias, eps, silu, add_c, add_nc, &a, &ws)) {
+    at::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+    a.y = y.data_ptr();
+    const auto launch = x.scalar_type() == at::kHalf       ? kernels::launch_group_norm_f16
+                        : x.scalar_type() == at::kBFloat16 ? kernels::launch_group_norm_bf16
+                                                           : kernels::launch_group_norm_f32;
+    if (launched(launch(a, ws.data_ptr(), c10::cuda::getCurrentCUDAStream(x.device().index())))) return y;
   }
 #endif
   return group_norm_act_ops(x, groups, weight, bias, eps, silu, add_c, add_nc);
+}
+
+E4m3Samples group_norm_act_e4m3(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                                const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c,
+                                const at::Tensor& add_nc) {
+  TORCH_CHECK(x.dim() == 4, "group_norm_act_e4m3 takes [N, C, H, W], got ", x.sizes());
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  E4m3Samples r;
+#ifdef SDXLB_WITH_CUDA
+  kernels::GroupNormArgs a;
+  at::Tensor ws;
+  if (x.scalar_type() != at::kFloat &&
+      group_norm_kernel_args(x, groups, weight, bias, eps, silu, add_c, add_nc, &a, &ws)) {
+    r.q = at::empty({n, h, w, c}, x.options().dtype(at::kFloat8_e4m3fn));
+    r.pixel_scale = at::empty({n, h * w}, x.options().dtype(at::kFloat));
+    at::Tensor amax = at::empty({n}, x.options().dtype(at::kInt));
+    if (launched(kernels::launch_group_norm_e4m3(x.scalar_type() == at::kHalf ? 1 : 2, a, ws.data_ptr(),
+                                                 r.q.data_ptr(), r.pixel_scale.data_ptr<float>(),
+                                                 static_cast<unsigned*>(amax.data_ptr()),
+                                                 c10::cuda::getCurrentCUDAStream(x.device().index()))))
+      return r;
+  }
+#endif
+  at::Tensor scale;
+  std::tie(r.q, scale) = quantize_samples(group_norm_act(x, groups, weight, bias, eps, silu, add_c, add_nc));
+  r.pixel_scale = scale.expand({n, h * w}).contiguous();
+  return r;
 }
 
 at::Tensor add_bias_residual(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& residual,

@@ -73,6 +73,20 @@ struct E4m3Rows {
 E4m3Rows layer_norm_e4m3(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
                          const at::Tensor& bias, double eps, at::Tensor* sum);
 
+/// Activations quantised per sample to e4m3 for fp8_conv3x3 (fp8.h): q [N, H, W, C] float8_e4m3fn
+/// (channels-last order) and each sample's scale once per pixel, pixel_scale [N, H · W] float32.
+struct E4m3Samples {
+  at::Tensor q;
+  at::Tensor pixel_scale;
+};
+
+/// quantize_samples (fp8.h) of group_norm_act(...)'s output. Where the GroupNorm kernel runs (fp16/bf16) it
+/// quantises the output itself and never writes it in x's dtype: the same bits, about a third fewer bytes
+/// moved (x read three times, q written once, against x twice, y written once and read twice).
+E4m3Samples group_norm_act_e4m3(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                                const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c = {},
+                                const at::Tensor& add_nc = {});
+
 /// quantize_rows of geglu(proj)'s rows; the GEGLU kernel quantises them itself where it runs (a row of at
 /// most 8192), with the same bits.
 E4m3Rows geglu_e4m3(const at::Tensor& proj);

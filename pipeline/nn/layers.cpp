@@ -51,6 +51,11 @@ at::Tensor Conv2dImpl::forward_without_bias(const at::Tensor& x) {
   return at::conv2d(x, weight, {}, {stride_, stride_}, {padding_, padding_});
 }
 
+at::Tensor Conv2dImpl::forward_without_bias(const E4m3Samples& x, at::ScalarType dtype) {
+  TORCH_CHECK(is_fp8(), "Conv2d::forward_without_bias: an FP8 input for a convolution that is not FP8");
+  return fp8_conv3x3(x.q, x.pixel_scale, fp8, dtype);
+}
+
 GroupNormImpl::GroupNormImpl(int64_t num_groups, int64_t num_channels, double eps)
     : num_groups_(num_groups), eps_(eps) {
   weight = empty_parameter(*this, "weight", {num_channels});
@@ -64,6 +69,11 @@ at::Tensor GroupNormImpl::forward(const at::Tensor& x) {
 at::Tensor GroupNormImpl::forward_act(const at::Tensor& x, bool silu, const at::Tensor& add_c,
                                       const at::Tensor& add_nc) {
   return group_norm_act(x, num_groups_, weight, bias, eps_, silu, add_c, add_nc);
+}
+
+E4m3Samples GroupNormImpl::forward_act_e4m3(const at::Tensor& x, bool silu, const at::Tensor& add_c,
+                                            const at::Tensor& add_nc) {
+  return group_norm_act_e4m3(x, num_groups_, weight, bias, eps_, silu, add_c, add_nc);
 }
 
 LayerNormImpl::LayerNormImpl(int64_t dim, double eps) : dim_(dim), eps_(eps) {

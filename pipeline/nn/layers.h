@@ -20,6 +20,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "pipeline/nn/fp8.h"
+#include "pipeline/nn/fused_ops.h"
 
 namespace sdxlb {
 
@@ -49,6 +50,9 @@ class Conv2dImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);
   /// The convolution without its bias (for a caller that adds the bias in a fused kernel of its own).
   at::Tensor forward_without_bias(const at::Tensor& x);
+  /// The same on an input quantised ahead (GroupNorm::forward_act_e4m3), the output in `dtype`; only for a
+  /// convolution switched to FP8.
+  at::Tensor forward_without_bias(const E4m3Samples& x, at::ScalarType dtype);
 
   at::Tensor weight;  ///< [out_channels, in_channels, k, k]
   at::Tensor bias;    ///< [out_channels], undefined without bias
@@ -79,6 +83,10 @@ class GroupNormImpl : public torch::nn::Module {
   /// group_norm_act); add_c and add_nc may be undefined.
   at::Tensor forward_act(const at::Tensor& x, bool silu, const at::Tensor& add_c = {},
                          const at::Tensor& add_nc = {});
+  /// quantize_samples (fp8.h) of forward_act's output, quantised in the GroupNorm kernel on the GPU
+  /// (fused_ops.h, group_norm_act_e4m3): for an output that only an FP8 convolution takes.
+  E4m3Samples forward_act_e4m3(const at::Tensor& x, bool silu, const at::Tensor& add_c = {},
+                               const at::Tensor& add_nc = {});
 
   at::Tensor weight;  ///< [num_channels]
   at::Tensor bias;    ///< [num_channels]

@@ -47,15 +47,21 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& tem
 // inside norm2's kernel, and conv2's and the shortcut convolution's biases with the skip connection in one
 // more.
 at::Tensor ResnetBlock2DImpl::forward_fused(const at::Tensor& x, const at::Tensor& temb) {
-  at::Tensor h = conv1_->forward_without_bias(norm1_->forward_act(x, /*silu=*/true));
+  // An FP8 convolution takes its input quantised by the GroupNorm kernel before it (the same bits as
+  // quantising the GroupNorm's output, without writing that output).
+  at::Tensor h = conv1_->is_fp8() ? conv1_->forward_without_bias(norm1_->forward_act_e4m3(x, /*silu=*/true),
+                                                                 x.scalar_type())
+                                  : conv1_->forward_without_bias(norm1_->forward_act(x, /*silu=*/true));
   at::Tensor temb_out;
   if (time_emb_proj_) {
     TORCH_CHECK(temb.defined(), "ResnetBlock2D with temb_channels=", *options_.temb_channels(),
                 " needs a time embedding");
     temb_out = time_emb_proj_(at::silu(temb));
   }
-  h = norm2_->forward_act(h, /*silu=*/true, conv1_->bias, temb_out);
-  h = conv2_->forward_without_bias(h);
+  h = conv2_->is_fp8()
+          ? conv2_->forward_without_bias(norm2_->forward_act_e4m3(h, /*silu=*/true, conv1_->bias, temb_out),
+                                         h.scalar_type())
+          : conv2_->forward_without_bias(norm2_->forward_act(h, /*silu=*/true, conv1_->bias, temb_out));
   at::Tensor out =
       conv_shortcut_
           ? add_bias_residual(h, conv2_->bias, conv_shortcut_->forward_without_bias(x), conv_shortcut_->bias)

@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "pipeline/nn/kernels/e4m3.cuh"
 #include "pipeline/nn/kernels/element_types.cuh"
 
 namespace sdxlb::kernels {
@@ -238,19 +239,35 @@ __global__ void __launch_bounds__(32)
   }
 }
 
-// Grid (x, n), one 16-byte vector (kVec<T> elements) per thread and step.
-template <typename T>
+// What gn_apply does with the normalised values: store them in T (the GroupNorm's output), or, for an output
+// that only an FP8 convolution reads, the two passes of the per-sample e4m3 quantisation of the values T
+// would hold (fp8_quantize_kernel.cu's numbers, without the store and the re-read in between): first each
+// sample's largest magnitude, then the e4m3 bytes.
+enum class ApplyMode { kStore, kAmax, kQuantize };
+
+// Grid (x, n), one 16-byte vector (kVec<T> elements) per thread and step. kAmax merges each block's largest
+// magnitude into amax_bits[n] with atomicMax on the float's bits (non-negative floats order as their bits,
+// so the result is exact and independent of the order); kQuantize writes q (8 e4m3 bytes per vector) with
+// the sample's scale from amax_bits[n], and that scale for each of the sample's hw pixels into pixel_scale.
+template <typename T, ApplyMode kMode = ApplyMode::kStore>
 __global__ void __launch_bounds__(kApplyThreads)
     gn_apply(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
              const float* __restrict__ scale, const float* __restrict__ shift, T* __restrict__ y, int hw,
-             int c, bool silu) {
+             int c, bool silu, unsigned* __restrict__ amax_bits = nullptr, uint2* __restrict__ q = nullptr,
+             float* __restrict__ pixel_scale = nullptr) {
   constexpr int V = kVec<T>;
   const int n = blockIdx.y;
   const int vectors = hw * (c / V);
   const T* xs = x + static_cast<size_t>(n) * hw * c;
-  T* ys = y + static_cast<size_t>(n) * hw * c;
   const float* sc = scale + n * c;
   const float* sh = shift + n * c;
+  float amax = 0.f, inverse = 0.f;
+  if constexpr (kMode == ApplyMode::kQuantize) {
+    const float s = e4m3_scale(__uint_as_float(amax_bits[n]));
+    inverse = e4m3_inverse(s);
+    float* ps = pixel_scale + static_cast<size_t>(n) * hw;
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < hw; p += gridDim.x * blockDim.x) ps[p] = s;
+  }
   // The vector's first channel, advanced with the grid stride instead of a division per vector.
   const int per_row = c / V, stride = gridDim.x * blockDim.x, step = stride % per_row;
   int first = blockIdx.x * blockDim.x + threadIdx.x;
@@ -262,14 +279,15 @@ __global__ void __launch_bounds__(kApplyThreads)
     const T* v = reinterpret_cast<const T*>(&in);
     float a[V], b[V];
 #pragma unroll
-    for (int q = 0; q < V; q += 4) {
-      const float4 aq = *reinterpret_cast<const float4*>(sc + ch0 + q);
-      const float4 bq = *reinterpret_cast<const float4*>(sh + ch0 + q);
-      a[q] = aq.x, a[q + 1] = aq.y, a[q + 2] = aq.z, a[q + 3] = aq.w;
-      b[q] = bq.x, b[q + 1] = bq.y, b[q + 2] = bq.z, b[q + 3] = bq.w;
+    for (int k = 0; k < V; k += 4) {
+      const float4 aq = *reinterpret_cast<const float4*>(sc + ch0 + k);
+      const float4 bq = *reinterpret_cast<const float4*>(sh + ch0 + k);
+      a[k] = aq.x, a[k + 1] = aq.y, a[k + 2] = aq.z, a[k + 3] = aq.w;
+      b[k] = bq.x, b[k + 1] = bq.y, b[k + 2] = bq.z, b[k + 3] = bq.w;
     }
     uint4 out;
     T* o = reinterpret_cast<T*>(&out);
+    float f[V];
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       float t = PreAdd<T>(add_c, add_nc, n, ch0 + k, c)(to_float(v[k])) * a[k] + b[k];
@@ -278,8 +296,26 @@ __global__ void __launch_bounds__(kApplyThreads)
         t = __fdividef(t, 1.0f + __expf(-t));  // the fast division: 0 when exp(-t) overflows, as t / inf
       }
       o[k] = from_float<T>(t);
+      f[k] = to_float(o[k]);
+      if constexpr (kMode == ApplyMode::kAmax) amax = fmaxf(amax, fabsf(f[k]));
     }
-    *reinterpret_cast<uint4*>(ys + static_cast<size_t>(i) * V) = out;
+    if constexpr (kMode == ApplyMode::kStore)
+      *reinterpret_cast<uint4*>(y + static_cast<size_t>(n) * hw * c + static_cast<size_t>(i) * V) = out;
+    if constexpr (kMode == ApplyMode::kQuantize) {
+      static_assert(V == 8, "e4m3 output for 16-bit types only");
+      q[static_cast<size_t>(n) * vectors + i] = e4m3x8(f, inverse);
+    }
+  }
+  if constexpr (kMode == ApplyMode::kAmax) {
+    amax = warp_max(amax);
+    __shared__ float warps[kApplyThreads / 32];
+    if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = amax;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      amax = threadIdx.x < blockDim.x / 32 ? warps[threadIdx.x] : 0.f;
+      amax = warp_max(amax);
+      if (threadIdx.x == 0) atomicMax(amax_bits + n, __float_as_uint(amax));
+    }
   }
 }
 
@@ -319,8 +355,11 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-template <typename T>
-cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stream) {
+// The statistics (gn_stats, gn_finalize) into workspace; then the apply pass(es) of kMode. With kAmax (the
+// e4m3 output) the memset of amax_bits and both passes.
+template <typename T, ApplyMode kMode>
+cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stream,
+                      unsigned* amax_bits = nullptr, void* q = nullptr, float* pixel_scale = nullptr) {
   if (a.n <= 0 || a.hw <= 0) return cudaSuccess;
   if (a.groups <= 0 || a.c % a.groups != 0 || (a.c / a.groups) % 2 != 0 || a.c % 8 != 0 ||
       a.c / a.groups / 2 > 256 || !aligned16(a.x) || !aligned16(a.y) || !aligned16(workspace) ||
@@ -348,8 +387,19 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
   const int threads = kApplyThreads;
   const int64_t vectors = a.hw * (a.c / kVec<T>);
   const int blocks = static_cast<int>(std::min<int64_t>((vectors + threads - 1) / threads, 1024));
-  gn_apply<T><<<dim3(blocks, static_cast<unsigned>(a.n)), threads, 0, stream>>>(
-      x, add_c, add_nc, scale, shift, static_cast<T*>(a.y), hw, c, a.silu);
+  const dim3 grid(blocks, static_cast<unsigned>(a.n));
+  if constexpr (kMode == ApplyMode::kStore) {
+    gn_apply<T>
+        <<<grid, threads, 0, stream>>>(x, add_c, add_nc, scale, shift, static_cast<T*>(a.y), hw, c, a.silu);
+  } else {
+    const cudaError_t e = cudaMemsetAsync(amax_bits, 0, a.n * sizeof(unsigned), stream);
+    if (e != cudaSuccess) return e;
+    gn_apply<T, ApplyMode::kAmax>
+        <<<grid, threads, 0, stream>>>(x, add_c, add_nc, scale, shift, nullptr, hw, c, a.silu, amax_bits);
+    gn_apply<T, ApplyMode::kQuantize><<<grid, threads, 0, stream>>>(x, add_c, add_nc, scale, shift, nullptr,
+                                                                    hw, c, a.silu, amax_bits,
+                                                                    static_cast<uint2*>(q), pixel_scale);
+  }
   return cudaGetLastError();
 }
 
@@ -379,13 +429,22 @@ size_t group_norm_workspace_bytes(int64_t n, int64_t hw, int64_t c, int64_t grou
 }
 
 cudaError_t launch_group_norm_f16(const GroupNormArgs& args, void* workspace, cudaStream_t stream) {
-  return launch_gn<__half>(args, workspace, stream);
+  return launch_gn<__half, ApplyMode::kStore>(args, workspace, stream);
 }
 cudaError_t launch_group_norm_bf16(const GroupNormArgs& args, void* workspace, cudaStream_t stream) {
-  return launch_gn<__nv_bfloat16>(args, workspace, stream);
+  return launch_gn<__nv_bfloat16, ApplyMode::kStore>(args, workspace, stream);
 }
 cudaError_t launch_group_norm_f32(const GroupNormArgs& args, void* workspace, cudaStream_t stream) {
-  return launch_gn<float>(args, workspace, stream);
+  return launch_gn<float, ApplyMode::kStore>(args, workspace, stream);
+}
+cudaError_t launch_group_norm_e4m3(int dtype, const GroupNormArgs& args, void* workspace, void* q,
+                                   float* pixel_scale, unsigned* amax_bits, cudaStream_t stream) {
+  if (q == nullptr || pixel_scale == nullptr || amax_bits == nullptr || args.y != nullptr ||
+      reinterpret_cast<uintptr_t>(q) % 8 != 0)
+    return cudaErrorInvalidValue;
+  return with_16bit_type(dtype, [&](auto t) {
+    return launch_gn<decltype(t), ApplyMode::kAmax>(args, workspace, stream, amax_bits, q, pixel_scale);
+  });
 }
 cudaError_t launch_bias_residual_f32(const void* x, const void* bias, const void* residual,
                                      const void* residual_bias, void* out, int64_t count, int64_t c,

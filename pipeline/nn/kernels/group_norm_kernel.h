@@ -36,6 +36,16 @@ cudaError_t launch_group_norm_bf16(const GroupNormArgs& args, void* workspace, c
 /// float32 (the SDXL VAE under force_upcast): the same kernels, 4 elements per 16-byte vector.
 cudaError_t launch_group_norm_f32(const GroupNormArgs& args, void* workspace, cudaStream_t stream);
 
+/// The same GroupNorm (+ SiLU) of fp16/bf16 x (dtype code 1 __half, 2 __nv_bfloat16) with its output
+/// quantised per sample to e4m3 instead of written (args.y must be null): q [n, hw, c] e4m3 (8-byte aligned)
+/// and the sample's scale once per pixel in pixel_scale [n, hw], the bits launch_quantize_samples_e4m3
+/// (fp8_quantize_kernel.h) gives for the output launch_group_norm_* writes. amax_bits: n unsigned ints of
+/// workspace. For a GroupNorm whose output only an FP8 convolution reads: the apply pass runs twice (each
+/// sample's largest magnitude, then the conversion) and reads x each time, instead of writing the output and
+/// reading it twice. Five launches on `stream` (a memset among them).
+cudaError_t launch_group_norm_e4m3(int dtype, const GroupNormArgs& args, void* workspace, void* q,
+                                   float* pixel_scale, unsigned* amax_bits, cudaStream_t stream);
+
 /// out[i] = (residual[i] + residual_bias[i % c]) + (x[i] + bias[i % c]) over `count` elements (residual_bias
 /// may be null), each sum rounded to the type as PyTorch's unfused ops would round it (so bit-identical to
 /// them). With residual null: out[i] = x[i] + bias[i % c] (a convolution's bias; out may be x). count % c ==
