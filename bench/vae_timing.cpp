@@ -1,13 +1,14 @@
 // vae_timing: the full VAE's decode of one 1024² image on the GPU, timed and profiled by kernel, in the
 // layout the product runs it (NCHW) or channels-last.
 //
-//   vae_timing <model dir> <out.json> [--channels-last] [--fp32] [--iters N] [--profile P.json] [--save F]
+//   vae_timing <model dir> <out.json> [--channels-last] [--fp32 | --bf16] [--iters N] [--profile P.json]
+//              [--save F]
 //
 // Decodes one seeded random latent [1, 4, 128, 128] with the model's VAE in fp16 (the bench's vae_fp16_safe;
-// --fp32: float32 as force_upcast runs the SDXL VAE) and reports the median wall time of a decode (eager, the
-// product's path: one image per call) and, with --profile, the GPU time per kernel name of one decode. --save
-// writes the decoded image [3, 1024, 1024] as raw float32 (little-endian, C order), to compare two builds or
-// settings (SDXLB_DISABLE_FUSION) on the same weights.
+// --fp32: float32 as force_upcast runs the SDXL VAE; --bf16: the job key vae_dtype: bf16) and reports the
+// median wall time of a decode (eager, the product's path: one image per call) and, with --profile, the GPU
+// time per kernel name of one decode. --save writes the decoded image [3, 1024, 1024] as raw float32
+// (little-endian, C order), to compare two builds or settings (SDXLB_DISABLE_FUSION) on the same weights.
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -25,11 +26,11 @@ using namespace sdxlb;
 int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr,
-                 "usage: vae_timing <model dir> <out.json> [--channels-last] [--fp32] [--iters N] "
+                 "usage: vae_timing <model dir> <out.json> [--channels-last] [--fp32 | --bf16] [--iters N] "
                  "[--profile P.json] [--save F]\n");
     return 2;
   }
-  bool channels_last = false, fp32 = false;
+  bool channels_last = false, fp32 = false, bf16 = false;
   int iters = 5;
   std::string profile_path, save_path;
   for (int i = 3; i < argc; ++i) {
@@ -39,6 +40,8 @@ int main(int argc, char** argv) {
       channels_last = true;
     } else if (a == "--fp32") {
       fp32 = true;
+    } else if (a == "--bf16") {
+      bf16 = true;
     } else if (has_value && a == "--iters") {
       iters = std::stoi(argv[++i]);
     } else if (has_value && a == "--profile") {
@@ -54,6 +57,7 @@ int main(int argc, char** argv) {
   if (!folder.is_ok()) return std::fprintf(stderr, "%s\n", folder.status().to_string().c_str()), 4;
   VaeLoadOptions options;
   options.honor_force_upcast = fp32;
+  if (bf16) options.dtype = at::kBFloat16;  // the job key vae_dtype: bf16
   auto vae = load_vae(*folder, "", at::kHalf, dev, options);
   if (!vae.is_ok()) return std::fprintf(stderr, "%s\n", vae.status().to_string().c_str()), 4;
   c10::InferenceMode guard;
@@ -69,7 +73,9 @@ int main(int argc, char** argv) {
   const double seconds = bench::median_seconds(decode, iters);
   nlohmann::json j = {{"ms_per_decode", seconds * 1e3},
                       {"channels_last", channels_last},
-                      {"dtype", fp32 ? "float32" : "float16"},
+                      {"dtype", bf16   ? "bfloat16"
+                                : fp32 ? "float32"
+                                       : "float16"},
                       {"finite", image.isfinite().all().item<bool>()}};
   if (!profile_path.empty()) {
     const nlohmann::json profile = bench::profile_kernels(decode, 2);

@@ -526,6 +526,11 @@ void SpecParser::run(const YAML::Node& root) {
       {"vae", [&](const Field& f) { read_path(f, &s.vae); }},
       {"tiny_vae", [&](const Field& f) { read_path(f, &s.tiny_vae); }},
       {"vae_fp16_safe", [&](const Field& f) { read_bool(f, &s.vae_fp16_safe); }},
+      {"vae_dtype",
+       [&](const Field& f) {
+         JobSpec::DType v = JobSpec::DType::kFp32;
+         if (read_enum(f, kDTypes, &v)) s.vae_dtype = v;
+       }},
       {"prompts", [&](const Field& f) { on_prompts(f); }},
       {"prompts_file", [&](const Field& f) { prompts_file_ok_ = read_path(f, &s.prompt_source.file); }},
       {"prompts_format",
@@ -689,6 +694,17 @@ void SpecParser::run(const YAML::Node& root) {
 
   // Cross-key rules.
   approximations.check_combination(fields_);
+  if (s.vae_dtype && s.vae_fp16_safe && *s.vae_dtype != JobSpec::DType::kFp16) {
+    p_->add(mark_of("vae_dtype"), "vae_dtype",
+            std::string("is ") + dtype_name(*s.vae_dtype) +
+                ", but vae_fp16_safe: true asks for an fp16 VAE; keep one of the two (vae_dtype: fp16 is "
+                "vae_fp16_safe: true)");
+  }
+  if (s.vae_dtype && s.resolved_decoder() == JobSpec::Decoder::kTiny) {
+    p_->add(mark_of("vae_dtype"), "vae_dtype",
+            "sets the full VAE's dtype, but this job decodes with the tiny VAE (which runs in the job's "
+            "dtype); remove vae_dtype or set decoder: full");
+  }
   if (decoder_set_ && s.decoder == JobSpec::Decoder::kTiny && s.tiny_vae.empty()) {
     p_->add(mark_of("decoder"), "decoder",
             "is \"tiny\" but tiny_vae is not set; set tiny_vae: <folder of an AutoencoderTiny such as "
@@ -948,6 +964,8 @@ nlohmann::json image_json(const JobSpec& s) {
       {"negative_prompt", s.negative_prompt},
       {"prompts", {{"count", s.num_prompts()}, {"sha256", s.prompts_sha256}}},
   };
+  // Only when set: a job without it keeps the identity it had before the key existed.
+  if (s.vae_dtype) j["vae_dtype"] = dtype_name(*s.vae_dtype);
   // Only when set: a job without approximations keeps the identity it had before they existed.
   if (!s.approximations.empty()) j["approximations"] = nlohmann::json::parse(s.approximations.to_json());
   // Likewise loras: their scales here, their content through the model identity (paths are in "run").

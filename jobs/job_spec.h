@@ -77,6 +77,9 @@ struct JobSpec {
   std::string model_variant;   ///< "" or "fp16"
   std::string tiny_vae;        ///< AutoencoderTiny folder (resolved), "" when unset
   bool vae_fp16_safe = false;  ///< the VAE may run in fp16 (else it is upcast to fp32)
+  /// The full VAE's compute dtype (`vae_dtype:`); unset: the job's dtype, fp16 upcast to fp32 unless
+  /// vae_fp16_safe. bf16 has fp32's range, so the stock SDXL VAE does not overflow in it.
+  std::optional<DType> vae_dtype;
 
   // --- prompts
   PromptSource prompt_source;

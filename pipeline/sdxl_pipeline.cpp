@@ -343,6 +343,7 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     } else {
       VaeLoadOptions vo;
       vo.honor_force_upcast = !options.vae_fp16_safe;
+      vo.dtype = options.vae_dtype;
       SDXLB_ASSIGN_OR_RETURN(auto v, source.config("vae"));
       SDXLB_ASSIGN_OR_RETURN(auto w, source.weights("vae", options.variant));
       SDXLB_ASSIGN_OR_RETURN(parts.vae,

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,8 +57,10 @@ struct PipelineOptions {
   at::ScalarType dtype = at::kFloat;  ///< compute dtype (fp32 on CPU; fp16/bf16 on CUDA)
   at::Device device = at::kCPU;
   DecoderKind decoder = DecoderKind::kFull;
-  std::string tiny_vae;            ///< AutoencoderTiny folder (required for kTiny)
-  bool vae_fp16_safe = false;      ///< run the full VAE in fp16 even when its config says force_upcast
+  std::string tiny_vae;        ///< AutoencoderTiny folder (required for kTiny)
+  bool vae_fp16_safe = false;  ///< run the full VAE in fp16 even when its config says force_upcast
+  /// The full VAE's compute dtype whatever `dtype`, force_upcast and vae_fp16_safe say (job key vae_dtype).
+  std::optional<at::ScalarType> vae_dtype;
   bool load_text_encoders = true;  ///< false for render-only workers that read stored embeddings
   bool load_denoiser = true;       ///< false for encode-only work
   bool cuda_graphs = true;         ///< on CUDA, run each denoising step as one CUDA graph replay

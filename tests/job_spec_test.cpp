@@ -1238,6 +1238,26 @@ TEST_F(JobSpecTest, BadBool) {
       m, "job.yaml:5:16: vae_fp16_safe: expected true or false, got \"maybe\"; write vae_fp16_safe: true");
 }
 
+// vae_dtype: the full VAE's dtype, or nothing (the job's dtype, upcast under force_upcast); refused with an
+// fp16-safe VAE asking for another dtype and with the tiny decoder, at the key's line.
+TEST_F(JobSpecTest, VaeDtype) {
+  auto plain = load(kMinimal);
+  ASSERT_TRUE(plain.is_ok());
+  EXPECT_FALSE(plain->vae_dtype.has_value());
+  auto bf16 = load(std::string(kMinimal) + "vae_dtype: bf16\n");
+  ASSERT_TRUE(bf16.is_ok()) << bf16.status().to_string();
+  ASSERT_TRUE(bf16->vae_dtype.has_value());
+  EXPECT_EQ(*bf16->vae_dtype, JobSpec::DType::kBf16);
+  auto fp16 = load(std::string(kMinimal) + "vae_fp16_safe: true\nvae_dtype: fp16\n");
+  ASSERT_TRUE(fp16.is_ok()) << fp16.status().to_string();
+  EXPECT_HAS(error_of(std::string(kMinimal) + "vae_dtype: int8\n"),
+             "job.yaml:5:12: vae_dtype: unknown value \"int8\"");
+  EXPECT_HAS(error_of(std::string(kMinimal) + "vae_fp16_safe: true\nvae_dtype: bf16\n"),
+             "job.yaml:6:12: vae_dtype: is bf16, but vae_fp16_safe: true asks for an fp16 VAE; keep one");
+  EXPECT_HAS(error_of(std::string(kMinimal) + "tiny_vae: taesd\nvae_dtype: bf16\n"),
+             "job.yaml:6:12: vae_dtype: sets the full VAE's dtype, but this job decodes with the tiny VAE");
+}
+
 TEST_F(JobSpecTest, InlineMapWithoutPrompt) {
   std::string m = error_of(
       "model: sdxl\noutput: out\nprompts:\n  - {negative_prompt: x, seed: 3}\n  - {prompt: y, sed: 4}\n");
@@ -1384,6 +1404,8 @@ TEST_F(JobSpecTest, IdentityIgnoresRunSettingsButNotImageSettings) {
   EXPECT_NE(id, id_of("negative_prompt: blurry\n"));
   EXPECT_NE(id, id_of("images_per_prompt: 2\n"));
   EXPECT_NE(id, id_of("vae_fp16_safe: true\n"));
+  EXPECT_NE(id, id_of("vae_dtype: bf16\n"));
+  EXPECT_NE(id_of("vae_dtype: bf16\n"), id_of("vae_dtype: fp32\n"));
   EXPECT_NE(id, id_of("model_variant: fp16\n"));
   EXPECT_NE(id, id_of("", "model-2"));
   EXPECT_NE(id_of("tiny_vae: taesd\n"), id_of("tiny_vae: taesd\ndecoder: full\n"));

@@ -4,6 +4,18 @@
 
 namespace sdxlb {
 
+at::ScalarType scalar_type(JobSpec::DType dtype) {
+  switch (dtype) {
+    case JobSpec::DType::kFp16:
+      return at::kHalf;
+    case JobSpec::DType::kBf16:
+      return at::kBFloat16;
+    case JobSpec::DType::kFp32:
+      break;
+  }
+  return at::kFloat;
+}
+
 PipelineOptions RenderSetup::pipeline_options(const JobSpec& job, bool text_encoders, bool denoiser) const {
   PipelineOptions o;
   o.variant = job.model_variant;
@@ -14,6 +26,7 @@ PipelineOptions RenderSetup::pipeline_options(const JobSpec& job, bool text_enco
   o.decoder = decoder;
   o.tiny_vae = job.tiny_vae;
   o.vae_fp16_safe = job.vae_fp16_safe;
+  if (job.vae_dtype) o.vae_dtype = scalar_type(*job.vae_dtype);
   o.load_text_encoders = text_encoders;
   o.load_denoiser = denoiser;
   o.placement = placement;
@@ -60,21 +73,16 @@ StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx) {
       setup.device = have_cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
       break;
   }
-  switch (job.dtype) {
-    case JobSpec::DType::kFp16:
-      setup.dtype = at::kHalf;
-      break;
-    case JobSpec::DType::kBf16:
-      setup.dtype = at::kBFloat16;
-      break;
-    case JobSpec::DType::kFp32:
-      setup.dtype = at::kFloat;
-      break;
-  }
+  setup.dtype = scalar_type(job.dtype);
   if (setup.device.is_cpu() && setup.dtype != at::kFloat)
     return invalid_argument(
         job.job_file + ": dtype " + dtype_name(job.dtype) +
         " is for GPUs; this run is on the CPU (set dtype: fp32, or device: cuda on a GPU node)");
+  if (setup.device.is_cpu() && job.vae_dtype && *job.vae_dtype != JobSpec::DType::kFp32)
+    return invalid_argument(
+        job.job_file + ": vae_dtype " + dtype_name(*job.vae_dtype) +
+        " is for GPUs; this run is on the CPU (remove vae_dtype, or set device: cuda on a "
+        "GPU node)");
   if (job.resolved_decoder() == JobSpec::Decoder::kTiny) {
     setup.decoder = DecoderKind::kTiny;
   } else {

@@ -31,6 +31,9 @@ struct RenderSetup {
   PipelineOptions pipeline_options(const JobSpec& job, bool text_encoders, bool denoiser) const;
 };
 
+/// The LibTorch type of a job's dtype name.
+at::ScalarType scalar_type(JobSpec::DType dtype);
+
 /// The render settings (steps, guidance, size) of `job`.
 RenderSettings render_settings(const JobSpec& job);
 

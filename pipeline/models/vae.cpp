@@ -424,8 +424,10 @@ StatusOr<Vae> load_vae(const nlohmann::json& json, const std::string& config_pat
                        at::ScalarType dtype, at::Device device, const VaeLoadOptions& options) {
   SDXLB_ASSIGN_OR_RETURN(VaeConfig config, VaeConfig::from_json(json, config_path));
   // StableDiffusionXLPipeline upcasts a float16 VAE whose config says force_upcast (bfloat16 is left alone).
-  const at::ScalarType compute =
-      (dtype == at::kHalf && config.force_upcast && options.honor_force_upcast) ? at::kFloat : dtype;
+  const at::ScalarType compute = options.dtype ? *options.dtype
+                                 : (dtype == at::kHalf && config.force_upcast && options.honor_force_upcast)
+                                     ? at::kFloat
+                                     : dtype;
   try {
     Vae vae(config, options.with_encoder);
     LoadOptions load;

@@ -180,6 +180,8 @@ struct VaeLoadOptions {
   bool with_encoder = false;
   /// When false, float16 is used even if the config says force_upcast (for users who know their weights).
   bool honor_force_upcast = true;
+  /// The compute dtype whatever load_vae's `dtype` and force_upcast say (set: the job key vae_dtype).
+  std::optional<at::ScalarType> dtype;
 };
 
 /// Loads component `component` ("vae") of a diffusers pipeline folder. `dtype` is the requested compute type;

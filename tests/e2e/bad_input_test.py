@@ -284,6 +284,9 @@ class BadInput(unittest.TestCase):
     def test_fp16_on_cpu(self):
         self.case("fp16cpu", GOOD.replace("dtype: fp32", "dtype: fp16"), expect=["fp16", "dtype: fp32"])
 
+    def test_vae_dtype_bf16_on_cpu(self):
+        self.case("vaebf16cpu", GOOD + "vae_dtype: bf16\n", expect=["vae_dtype bf16", "is for GPUs"])
+
     def test_unknown_placement_is_refused(self):
         self.case("placement", GOOD + "memory:\n  placement: swap\n", expect=["placement", "swap", "streamed"])
 

@@ -15,6 +15,7 @@ Writes <out>/vae/<name>.safetensors for each model with:
                        in the same file's __metadata__), so several overlapping tiles are blended; the
                        metadata also holds diffusers' default tile sizes for the config (default_tile_*)
   images               [2, 3, H, W] images in [-1, 1]; encoded = vae.encode(images).latent_dist.parameters
+  decoded_bf16         decoded with the VAE and the latents in bfloat16 (job key vae_dtype: bf16), as float32
 Models: tiny-a/vae, tiny-b/vae (AutoencoderKL), taesd-a (AutoencoderTiny), and taesd-c: a second valid
 AutoencoderTiny config saved here under <out>/vae/taesd-c, because fixture taesd-b's decoder_block_out_channels
 [8, 12, 8, 16] cannot decode in diffusers (level widths must match); <out>/vae/taesd-b.json records diffusers'
@@ -78,6 +79,11 @@ def full_vae(out, name, seed):
                             generator=g) * 2 - 1
         t["images"] = images
         t["encoded"] = vae.encode(images).latent_dist.parameters
+        # vae_dtype: bf16: the VAE's weights in bfloat16 and the latents cast to it before the division by
+        # scaling_factor (what StableDiffusionXLPipeline does in bfloat16: force_upcast is for float16 only).
+        vae.to(torch.bfloat16)
+        t["decoded_bf16"] = pipeline_decode(vae, latents.to(torch.bfloat16)).float()
+        vae.to(torch.float32)
     save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(out, "vae", f"{name}.safetensors"), meta)
 
 
