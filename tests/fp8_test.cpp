@@ -266,7 +266,7 @@ TEST(Fp8ConvCuda, CutlassMatchesTheReference) {
 }
 
 // The GroupNorm kernel's e4m3 output (group_norm_act_e4m3: the resnets' norms before an FP8 convolution)
-// against the GroupNorm kernel's fp16/bf16 output quantised by the per-sample kernel: the same bits and
+// against the GroupNorm kernel's fp16/bf16 output quantised by the per-sample reference: the same bits and
 // scales, at the UNet's resnet shapes (with and without the convolution bias and time embedding added first,
 // with and without SiLU), per sample; and the FP8 convolution on it gives the same output.
 TEST(Fp8ConvCuda, GroupNormQuantisesLikeTheOps) {
@@ -291,7 +291,8 @@ TEST(Fp8ConvCuda, GroupNormQuantisesLikeTheOps) {
         const at::Tensor add_nc = silu ? at::randn({s.n, s.c}, cuda) : at::Tensor();
         const at::Tensor y = group_norm_act(x, 32, g, b, 1e-5, silu, add_c, add_nc);
         const E4m3Samples q = group_norm_act_e4m3(x, 32, g, b, 1e-5, silu, add_c, add_nc);
-        const auto [qy, sy] = quantize_samples(y);
+        // The reference on the CPU: on the GPU, ATen divides by a scalar as a product with its reciprocal.
+        const auto [qy, sy] = quantize_samples_reference(y.cpu());
         ASSERT_EQ(q.q.sizes(), qy.sizes());
         EXPECT_TRUE(at::equal(q.q.view(at::kByte).cpu(), qy.view(at::kByte).cpu()));
         EXPECT_TRUE(at::equal(q.pixel_scale.cpu(), sy.expand({s.n, s.h * s.w}).cpu()));
@@ -306,6 +307,29 @@ TEST(Fp8ConvCuda, GroupNormQuantisesLikeTheOps) {
           EXPECT_TRUE(at::equal(fp8_conv3x3(q.q, q.pixel_scale, wq, dt).cpu(), fp8_conv3x3(y, wq).cpu()));
         }
       }
+    }
+  }
+}
+
+// The upsamplers' FP8 convolutions take their input quantised before the upsampling
+// (upsample_nearest2x_e4m3): the bits and scales of quantising the upsampled image, at the UNet's two
+// upsampler shapes, per sample.
+TEST(Fp8ConvCuda, UpsampledQuantisationIsTheSame) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!fp8_supported(at::Device(at::kCUDA, 0))) GTEST_SKIP() << "no FP8 on this GPU";
+  c10::InferenceMode guard;
+  at::manual_seed(41);
+  for (const at::ScalarType dt : {at::kHalf, at::kBFloat16}) {
+    for (const auto& [c, hw] : {std::pair<int64_t, int64_t>{1280, 32}, {640, 64}}) {
+      SCOPED_TRACE(std::string(c10::toString(dt)) + " " + std::to_string(c));
+      at::Tensor x = at::randn({2, c, hw, hw}, at::TensorOptions().dtype(dt).device(at::kCUDA))
+                         .contiguous(at::MemoryFormat::ChannelsLast);
+      x[1].mul_(50);
+      const E4m3Samples got = upsample_nearest2x_e4m3(x);
+      const auto [q, scale] = quantize_samples_reference(upsample_nearest2x(x).cpu());
+      ASSERT_EQ(got.q.sizes(), q.sizes());
+      EXPECT_TRUE(at::equal(got.q.view(at::kByte).cpu(), q.view(at::kByte)));
+      EXPECT_TRUE(at::equal(got.pixel_scale.cpu(), scale.expand({2, 4 * hw * hw})));
     }
   }
 }

@@ -90,7 +90,7 @@ Fp8ConvWeight quantize_conv_weight(const at::Tensor& weight);
 /// scale [N, 1] float32}, quantize_rows_reference of x's channels-last rows [N, H · W · C]. ATen ops: the
 /// reference.
 std::pair<at::Tensor, at::Tensor> quantize_samples_reference(const at::Tensor& x);
-/// The same numbers; for fp16 CUDA input two CUDA kernels (each image's largest magnitude, then the
+/// The same numbers; for fp16/bf16 CUDA input two CUDA kernels (each image's largest magnitude, then the
 /// conversion), else the reference.
 std::pair<at::Tensor, at::Tensor> quantize_samples(const at::Tensor& x);
 

@@ -381,6 +381,28 @@ E4m3Rows layer_norm_e4m3(const at::Tensor& x, const at::Tensor& residual, const 
   return r;
 }
 
+E4m3Samples upsample_nearest2x_e4m3(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 4, "upsample_nearest2x_e4m3 takes [N, C, H, W], got ", x.sizes());
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  E4m3Samples r;
+  at::Tensor scale;
+#ifdef SDXLB_WITH_CUDA
+  if (x.is_cuda() && half_or_bf16(x) && c % 16 == 0 && x.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+      fusion_enabled(Fusion::kUpsample)) {
+    at::Tensor q;
+    std::tie(q, scale) = quantize_samples(x);  // q [N, H, W, C]
+    r.q = at::empty({n, 2 * h, 2 * w, c}, q.options());
+    C10_CUDA_CHECK(kernels::launch_upsample_nearest2x(q.data_ptr(), r.q.data_ptr(), n, h, w, c,
+                                                      c10::cuda::getCurrentCUDAStream(x.device().index())));
+    r.pixel_scale = scale.expand({n, 4 * h * w}).contiguous();
+    return r;
+  }
+#endif
+  std::tie(r.q, scale) = quantize_samples(upsample_nearest2x(x));
+  r.pixel_scale = scale.expand({n, 4 * h * w}).contiguous();
+  return r;
+}
+
 E4m3Rows geglu_e4m3(const at::Tensor& proj) {
   E4m3Rows r;
 #ifdef SDXLB_WITH_CUDA

@@ -87,6 +87,11 @@ E4m3Samples group_norm_act_e4m3(const at::Tensor& x, int64_t groups, const at::T
                                 const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c = {},
                                 const at::Tensor& add_nc = {});
 
+/// quantize_samples (fp8.h) of upsample_nearest2x(x) for fp16/bf16 x [N, C, H, W]: each sample's values are
+/// the same set before and after, so on the GPU (channels-last, the upsample fusion on) it quantises x and
+/// upsamples the e4m3 bytes (a quarter of the quantisation, a byte per element copied), with the same bits.
+E4m3Samples upsample_nearest2x_e4m3(const at::Tensor& x);
+
 /// quantize_rows of geglu(proj)'s rows; the GEGLU kernel quantises them itself where it runs (a row of at
 /// most 8192), with the same bits.
 E4m3Rows geglu_e4m3(const at::Tensor& proj);

@@ -104,7 +104,13 @@ at::Tensor Upsample2DImpl::forward(const at::Tensor& x, at::IntArrayRef output_s
   at::Tensor h;
   if (output_size.empty() ||
       (output_size.size() == 2 && output_size[0] == 2 * x.size(2) && output_size[1] == 2 * x.size(3))) {
-    // Scale 2, or the size it gives: the same source pixels (floor(dst / 2)) either way.
+    // Scale 2, or the size it gives: the same source pixels (floor(dst / 2)) either way. An FP8 convolution
+    // takes the upsampled image quantised (the bits of quantising it after upsampling, for a quarter of the
+    // work): its convolution, then its bias as Conv2d::forward adds it.
+    if (conv_ && conv_->is_fp8() && x.is_cuda()) {
+      at::Tensor y = conv_->forward_without_bias(upsample_nearest2x_e4m3(x), x.scalar_type());
+      return conv_->bias.defined() ? add_channel_bias_(y, conv_->bias) : y;
+    }
     h = upsample_nearest2x(x);
   } else {
     TORCH_CHECK(output_size.size() == 2, "Upsample2D output_size must be (H, W), got ", output_size);

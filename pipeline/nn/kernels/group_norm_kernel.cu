@@ -1,6 +1,7 @@
 #include "pipeline/nn/kernels/group_norm_kernel.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -74,6 +75,7 @@ template <typename T>
 struct PreAdd {
   bool has_c = false, has_nc = false;
   float ac = 0.f, anc = 0.f;
+  PreAdd() = default;
   __device__ __forceinline__ PreAdd(const T* add_c, const T* add_nc, int n, int ch, int c)
       : has_c(add_c != nullptr), has_nc(add_nc != nullptr) {
     if (has_c) ac = to_float(add_c[ch]);
@@ -100,6 +102,7 @@ int64_t blocks_per_sample(int64_t hw, int64_t c) {
   return std::clamp<int64_t>(hw * c / kElementsPerBlock, kBlocksPerSample, kMaxBlocksPerSample);
 }
 constexpr int kApplyThreads = 256;
+constexpr int kApplyVectors = 4;  // vectors per thread that gn_apply aims for
 
 struct Layout {
   int pairs_per_group = 0;  // channel pairs per group (c / groups / 2)
@@ -208,8 +211,10 @@ template <typename T, int kChunksPerLane>
 __global__ void __launch_bounds__(32)
     gn_finalize(const float* __restrict__ partial, const T* __restrict__ gamma, const T* __restrict__ beta,
                 float* __restrict__ scale, float* __restrict__ shift, int chunks, int c, int groups,
-                float eps) {
+                float eps, unsigned* __restrict__ amax_bits) {
   const int n = blockIdx.y, lane = threadIdx.x & 31;
+  // The e4m3 output's per-sample maximum starts at zero here, before gn_apply's kAmax pass (a memset less).
+  if (amax_bits != nullptr && blockIdx.x == 0 && lane == 0) amax_bits[n] = 0u;
   const int per_group = c / groups;
   {
     const int g = blockIdx.x;
@@ -245,10 +250,12 @@ __global__ void __launch_bounds__(32)
 // sample's largest magnitude, then the e4m3 bytes.
 enum class ApplyMode { kStore, kAmax, kQuantize };
 
-// Grid (x, n), one 16-byte vector (kVec<T> elements) per thread and step. kAmax merges each block's largest
-// magnitude into amax_bits[n] with atomicMax on the float's bits (non-negative floats order as their bits,
-// so the result is exact and independent of the order); kQuantize writes q (8 e4m3 bytes per vector) with
-// the sample's scale from amax_bits[n], and that scale for each of the sample's hw pixels into pixel_scale.
+// Grid (x, n) with gridDim.x * kApplyThreads a multiple of the vectors per row (c / kVec<T>), so that each
+// thread keeps one 16-byte column of channels and walks the sample's rows: the per-channel scale, shift and
+// additions are loaded once, into registers. kAmax merges each block's largest magnitude into amax_bits[n]
+// with atomicMax on the float's bits (non-negative floats order as their bits, so the result is exact and
+// independent of the order); kQuantize writes q (8 e4m3 bytes per vector) with the sample's scale from
+// amax_bits[n], and that scale for each of the sample's hw pixels into pixel_scale.
 template <typename T, ApplyMode kMode = ApplyMode::kStore>
 __global__ void __launch_bounds__(kApplyThreads)
     gn_apply(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
@@ -257,40 +264,41 @@ __global__ void __launch_bounds__(kApplyThreads)
              float* __restrict__ pixel_scale = nullptr) {
   constexpr int V = kVec<T>;
   const int n = blockIdx.y;
-  const int vectors = hw * (c / V);
-  const T* xs = x + static_cast<size_t>(n) * hw * c;
-  const float* sc = scale + n * c;
-  const float* sh = shift + n * c;
+  const int per_row = c / V;
+  const int first = blockIdx.x * blockDim.x + threadIdx.x, stride = gridDim.x * blockDim.x;
+  const int vc = first % per_row, ch0 = vc * V, row_step = stride / per_row;
+  const size_t sample = static_cast<size_t>(n) * hw * c;
   float amax = 0.f, inverse = 0.f;
   if constexpr (kMode == ApplyMode::kQuantize) {
     const float s = e4m3_scale(__uint_as_float(amax_bits[n]));
     inverse = e4m3_inverse(s);
     float* ps = pixel_scale + static_cast<size_t>(n) * hw;
-    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < hw; p += gridDim.x * blockDim.x) ps[p] = s;
+    for (int p = first; p < hw; p += stride) ps[p] = s;
   }
-  // The vector's first channel, advanced with the grid stride instead of a division per vector.
-  const int per_row = c / V, stride = gridDim.x * blockDim.x, step = stride % per_row;
-  int first = blockIdx.x * blockDim.x + threadIdx.x;
-  for (int i = first, vc = first % per_row; i < vectors; i += stride) {
-    const int ch0 = vc * V;
-    vc += step;
-    if (vc >= per_row) vc -= per_row;
-    uint4 in = *reinterpret_cast<const uint4*>(xs + static_cast<size_t>(i) * V);
-    const T* v = reinterpret_cast<const T*>(&in);
-    float a[V], b[V];
+  float a[V], b[V];
+  const float* sc = scale + n * c + ch0;
+  const float* sh = shift + n * c + ch0;
 #pragma unroll
-    for (int k = 0; k < V; k += 4) {
-      const float4 aq = *reinterpret_cast<const float4*>(sc + ch0 + k);
-      const float4 bq = *reinterpret_cast<const float4*>(sh + ch0 + k);
-      a[k] = aq.x, a[k + 1] = aq.y, a[k + 2] = aq.z, a[k + 3] = aq.w;
-      b[k] = bq.x, b[k + 1] = bq.y, b[k + 2] = bq.z, b[k + 3] = bq.w;
-    }
+  for (int k = 0; k < V; k += 4) {
+    const float4 aq = *reinterpret_cast<const float4*>(sc + k);
+    const float4 bq = *reinterpret_cast<const float4*>(sh + k);
+    a[k] = aq.x, a[k + 1] = aq.y, a[k + 2] = aq.z, a[k + 3] = aq.w;
+    b[k] = bq.x, b[k + 1] = bq.y, b[k + 2] = bq.z, b[k + 3] = bq.w;
+  }
+  PreAdd<T> pre[V];
+#pragma unroll
+  for (int k = 0; k < V; ++k) pre[k] = PreAdd<T>(add_c, add_nc, n, ch0 + k, c);
+#pragma unroll kApplyVectors
+  for (int r = first / per_row; r < hw; r += row_step) {
+    const size_t i = static_cast<size_t>(r) * per_row + vc;  // the vector's index in the sample
+    const uint4 in = *reinterpret_cast<const uint4*>(x + sample + i * V);
+    const T* v = reinterpret_cast<const T*>(&in);
     uint4 out;
     T* o = reinterpret_cast<T*>(&out);
     float f[V];
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      float t = PreAdd<T>(add_c, add_nc, n, ch0 + k, c)(to_float(v[k])) * a[k] + b[k];
+      float t = pre[k](to_float(v[k])) * a[k] + b[k];
       if (silu) {
         t = round_to<T>(t);                    // PyTorch stores the GroupNorm output before SiLU reads it
         t = __fdividef(t, 1.0f + __expf(-t));  // the fast division: 0 when exp(-t) overflows, as t / inf
@@ -299,11 +307,10 @@ __global__ void __launch_bounds__(kApplyThreads)
       f[k] = to_float(o[k]);
       if constexpr (kMode == ApplyMode::kAmax) amax = fmaxf(amax, fabsf(f[k]));
     }
-    if constexpr (kMode == ApplyMode::kStore)
-      *reinterpret_cast<uint4*>(y + static_cast<size_t>(n) * hw * c + static_cast<size_t>(i) * V) = out;
+    if constexpr (kMode == ApplyMode::kStore) *reinterpret_cast<uint4*>(y + sample + i * V) = out;
     if constexpr (kMode == ApplyMode::kQuantize) {
       static_assert(V == 8, "e4m3 output for 16-bit types only");
-      q[static_cast<size_t>(n) * vectors + i] = e4m3x8(f, inverse);
+      q[sample / V + i] = e4m3x8(f, inverse);
     }
   }
   if constexpr (kMode == ApplyMode::kAmax) {
@@ -355,8 +362,8 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-// The statistics (gn_stats, gn_finalize) into workspace; then the apply pass(es) of kMode. With kAmax (the
-// e4m3 output) the memset of amax_bits and both passes.
+// The statistics (gn_stats, gn_finalize) into workspace; then the apply pass(es) of kMode: with kAmax (the
+// e4m3 output) gn_finalize also zeroes amax_bits, and both passes run.
 template <typename T, ApplyMode kMode>
 cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stream,
                       unsigned* amax_bits = nullptr, void* q = nullptr, float* pixel_scale = nullptr) {
@@ -383,17 +390,22 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
                                                                  : gn_finalize<T, kMaxBlocksPerSample / 32>;
   finalize<<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(a.n)), 32, 0, stream>>>(
       partial, static_cast<const T*>(a.gamma), static_cast<const T*>(a.beta), scale, shift, l.chunks, c,
-      groups, a.eps);
+      groups, a.eps, amax_bits);
   const int threads = kApplyThreads;
   const int64_t vectors = a.hw * (a.c / kVec<T>);
-  const int blocks = static_cast<int>(std::min<int64_t>((vectors + threads - 1) / threads, 1024));
+  // Blocks per sample: about kApplyVectors vectors per thread (loads in flight: the row loop is unrolled that
+  // far), up to 1024 blocks, rounded to a multiple of `whole` (the fewest blocks whose threads cover whole
+  // rows), so that each thread's channels stay the same.
+  const int per_row = static_cast<int>(a.c / kVec<T>);
+  const int whole = per_row / std::gcd(per_row, threads);
+  const int64_t per_block = int64_t{threads} * kApplyVectors;
+  int blocks = static_cast<int>(std::min<int64_t>((vectors + per_block - 1) / per_block, 1024));
+  blocks = std::max(whole, blocks / whole * whole);
   const dim3 grid(blocks, static_cast<unsigned>(a.n));
   if constexpr (kMode == ApplyMode::kStore) {
     gn_apply<T>
         <<<grid, threads, 0, stream>>>(x, add_c, add_nc, scale, shift, static_cast<T*>(a.y), hw, c, a.silu);
   } else {
-    const cudaError_t e = cudaMemsetAsync(amax_bits, 0, a.n * sizeof(unsigned), stream);
-    if (e != cudaSuccess) return e;
     gn_apply<T, ApplyMode::kAmax>
         <<<grid, threads, 0, stream>>>(x, add_c, add_nc, scale, shift, nullptr, hw, c, a.silu, amax_bits);
     gn_apply<T, ApplyMode::kQuantize><<<grid, threads, 0, stream>>>(x, add_c, add_nc, scale, shift, nullptr,

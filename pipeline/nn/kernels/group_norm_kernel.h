@@ -42,7 +42,7 @@ cudaError_t launch_group_norm_f32(const GroupNormArgs& args, void* workspace, cu
 /// (fp8_quantize_kernel.h) gives for the output launch_group_norm_* writes. amax_bits: n unsigned ints of
 /// workspace. For a GroupNorm whose output only an FP8 convolution reads: the apply pass runs twice (each
 /// sample's largest magnitude, then the conversion) and reads x each time, instead of writing the output and
-/// reading it twice. Five launches on `stream` (a memset among them).
+/// reading it twice. Four launches on `stream`.
 cudaError_t launch_group_norm_e4m3(int dtype, const GroupNormArgs& args, void* workspace, void* q,
                                    float* pixel_scale, unsigned* amax_bits, cudaStream_t stream);
 
