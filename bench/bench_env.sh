@@ -37,6 +37,8 @@ build_and_model() {
 # and DIR/job.yaml (1024², fp16, output DIR/out, MEMORY a flow map, default {}), runs the CLI on it, and
 # leaves its output in $out/NAME.stdout and $out/NAME.stderr, with "exit=... wall_s=..." appended to stdout.
 # SDXLB_BENCH_EXTRA_YAML: more job-file lines for every row (e.g. "unet_precision: fp8").
+# SDXLB_BENCH_VAE_YAML: the VAE's dtype line (default "vae_fp16_safe: true"; "vae_dtype: bf16" is what the
+# stock SDXL VAE can run at that speed).
 run_row() {
   local name="$1" d="$2" n="$3" steps="$4" g="$5" b="$6" dec="$7" mem="${8:-{\}}"
   rm -rf "$d"; mkdir -p "$d"
@@ -45,7 +47,7 @@ run_row() {
 model: $model
 tiny_vae: $model/tiny_vae
 decoder: $dec
-vae_fp16_safe: true
+${SDXLB_BENCH_VAE_YAML:-vae_fp16_safe: true}
 prompts_file: p.txt
 steps: $steps
 guidance: $g

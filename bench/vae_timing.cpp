@@ -88,7 +88,10 @@ int main(int argc, char** argv) {
         .write(static_cast<const char*>(pixels.data_ptr()), static_cast<std::streamsize>(pixels.nbytes()));
   }
   std::ofstream(argv[2]) << j.dump(2) << "\n";
-  std::printf("vae decode (%s%s): %.2f ms%s\n", fp32 ? "float32" : "float16",
+  std::printf("vae decode (%s%s): %.2f ms%s\n",
+              bf16   ? "bfloat16"
+              : fp32 ? "float32"
+                     : "float16",
               channels_last ? ", channels-last" : "", seconds * 1e3,
               j.contains("gpu_ms_per_decode")
                   ? (", " + std::to_string(j["gpu_ms_per_decode"].get<double>()) + " ms of kernels").c_str()
