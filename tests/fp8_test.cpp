@@ -268,7 +268,8 @@ TEST(Fp8ConvCuda, CutlassMatchesTheReference) {
 // The GroupNorm kernel's e4m3 output (group_norm_act_e4m3: the resnets' norms before an FP8 convolution)
 // against the GroupNorm kernel's fp16/bf16 output quantised by the per-sample reference: the same bits and
 // scales, at the UNet's resnet shapes (with and without the convolution bias and time embedding added first,
-// with and without SiLU), per sample; and the FP8 convolution on it gives the same output.
+// with and without SiLU, with weights of both signs, and with outputs all below SiLU's largest magnitude on
+// negative inputs), per sample; and the FP8 convolution on it gives the same output.
 TEST(Fp8ConvCuda, GroupNormQuantisesLikeTheOps) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   if (!fp8_supported(at::Device(at::kCUDA, 0))) GTEST_SKIP() << "no FP8 on this GPU";
@@ -281,12 +282,21 @@ TEST(Fp8ConvCuda, GroupNormQuantisesLikeTheOps) {
     const auto cuda = at::TensorOptions().dtype(dt).device(at::kCUDA);
     for (const Shape& s : {Shape{2, 320, 128, 128}, Shape{2, 640, 64, 64}, Shape{3, 1280, 32, 32},
                            Shape{2, 2560, 32, 32}, Shape{2, 960, 20, 24}}) {
-      for (const bool silu : {true, false}) {
+      // The weights: positive; of both signs (the normalisation decreasing in x on some channels); and so
+      // small that every SiLU output stays below 0.3 (where the maximum may come from a negative input).
+      for (const auto& [silu, weights] :
+           {std::pair<bool, int>{true, 0}, {false, 0}, {true, 1}, {false, 1}, {true, 2}}) {
         SCOPED_TRACE(std::string(c10::toString(dt)) + " " + std::to_string(s.c) + " at " +
-                     std::to_string(s.h) + "x" + std::to_string(s.w) + (silu ? " with SiLU" : ""));
+                     std::to_string(s.h) + "x" + std::to_string(s.w) + (silu ? " with SiLU" : "") +
+                     (weights == 1   ? ", weights of both signs"
+                      : weights == 2 ? ", small outputs"
+                                     : ""));
         at::Tensor x = at::randn({s.n, s.c, s.h, s.w}, cuda).contiguous(at::MemoryFormat::ChannelsLast);
         x[0].mul_(20);  // samples of different ranges: each has its own scale
-        const at::Tensor g = at::rand({s.c}, cuda) + 0.5, b = at::randn({s.c}, cuda) * 0.2;
+        const at::Tensor g = weights == 0   ? at::rand({s.c}, cuda) + 0.5
+                             : weights == 1 ? at::randn({s.c}, cuda)
+                                            : at::rand({s.c}, cuda) * 0.05;
+        const at::Tensor b = at::randn({s.c}, cuda) * (weights == 2 ? 0.01 : 0.2);
         const at::Tensor add_c = silu ? at::randn({s.c}, cuda) : at::Tensor();
         const at::Tensor add_nc = silu ? at::randn({s.n, s.c}, cuda) : at::Tensor();
         const at::Tensor y = group_norm_act(x, 32, g, b, 1e-5, silu, add_c, add_nc);
@@ -297,6 +307,7 @@ TEST(Fp8ConvCuda, GroupNormQuantisesLikeTheOps) {
         EXPECT_TRUE(at::equal(q.q.view(at::kByte).cpu(), qy.view(at::kByte).cpu()));
         EXPECT_TRUE(at::equal(q.pixel_scale.cpu(), sy.expand({s.n, s.h * s.w}).cpu()));
         EXPECT_GT(q.pixel_scale[0][0].item<float>(), 0.f);
+        if (weights == 2) EXPECT_LT(y.abs().max().item<float>(), 0.3f);
         // Per sample: the last image alone gives its bits.
         const E4m3Samples alone = group_norm_act_e4m3(x.narrow(0, s.n - 1, 1), 32, g, b, 1e-5, silu, add_c,
                                                       silu ? add_nc.narrow(0, s.n - 1, 1) : add_nc);
