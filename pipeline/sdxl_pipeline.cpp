@@ -410,6 +410,27 @@ std::string SdxlPipeline::placement_summary() const {
          (parts_->streamer ? parts_->streamer->stats().describe() : std::string("no UNet loaded"));
 }
 
+std::string SdxlPipeline::decoder_summary() const {
+  // The job file's names for the dtypes.
+  const auto name = [](at::ScalarType t) {
+    return std::string(t == at::kHalf       ? "fp16"
+                       : t == at::kBFloat16 ? "bf16"
+                       : t == at::kFloat    ? "fp32"
+                                            : "?");
+  };
+  if (options_.decoder == DecoderKind::kTiny) return "decoder: tiny VAE in " + name(options_.dtype);
+  if (!parts_->vae) return "decoder: none loaded";
+  const at::ScalarType vae = parts_->vae->dtype();
+  std::string line =
+      "decoder: full VAE in " + name(vae) + (options_.decoder == DecoderKind::kTiled ? ", in tiles" : "");
+  if (options_.vae_dtype) return line + " (vae_dtype)";
+  if (vae == at::kFloat && options_.dtype == at::kHalf)
+    line +=
+        " (its config's force_upcast: the SDXL VAE overflows in fp16; vae_dtype: bf16 decodes it without "
+        "overflowing in about 60% of the time, vae_fp16_safe: true runs fp16-fix weights in fp16)";
+  return line;
+}
+
 void SdxlPipeline::set_unet_streams(int streams) {
   if (parts_->streamer && options_.placement != Placement::kModelOffload) return;  // one stream only
   options_.unet_streams = std::max(1, streams);

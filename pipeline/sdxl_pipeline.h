@@ -173,6 +173,9 @@ class SdxlPipeline {
   /// One line on where the UNet's weights are (after the first denoise for streamed placements), and in
   /// which precision when unet_precision is fp8.
   std::string placement_summary() const;
+  /// One line on the decoder and the dtype it runs in; where the VAE's force_upcast keeps an fp16 job's VAE
+  /// in float32, it names the faster settings (vae_dtype: bf16, vae_fp16_safe for fp16-fix weights).
+  std::string decoder_summary() const;
 
  private:
   struct Parts;

@@ -79,6 +79,18 @@ TEST(Pipeline, MissingComponentIsNamed) {
   EXPECT_NE(pipe.status().message().find("text_encoder_2"), std::string::npos) << pipe.status().message();
 }
 
+// The decoder's log line names the dtype the VAE runs in: the job's on the CPU, and vae_dtype's when set.
+TEST(Pipeline, DecoderSummaryNamesTheVaeDtype) {
+  auto plain = SdxlPipeline::load(fixtures_dir() + "/models/tiny-a", PipelineOptions{});
+  ASSERT_TRUE(plain.is_ok()) << plain.status().to_string();
+  EXPECT_EQ((*plain)->decoder_summary(), "decoder: full VAE in fp32");
+  PipelineOptions bf16;
+  bf16.vae_dtype = at::kBFloat16;
+  auto pipe = SdxlPipeline::load(fixtures_dir() + "/models/tiny-a", bf16);
+  ASSERT_TRUE(pipe.is_ok()) << pipe.status().to_string();
+  EXPECT_EQ((*pipe)->decoder_summary(), "decoder: full VAE in bf16 (vae_dtype)");
+}
+
 TEST(Pipeline, BadSizeIsAnError) {
   auto pipe = SdxlPipeline::load(fixtures_dir() + "/models/tiny-a", PipelineOptions{});
   ASSERT_TRUE(pipe.is_ok()) << pipe.status().to_string();

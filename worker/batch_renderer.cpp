@@ -293,6 +293,7 @@ Status BatchRenderer::render_batch(const std::vector<std::string>& pos, const st
   if (!placement_logged_) {
     placement_logged_ = true;
     log_info(pipe_->placement_summary());
+    log_info(pipe_->decoder_summary());
   }
   at::Tensor bad;
   {
