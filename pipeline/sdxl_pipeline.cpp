@@ -122,6 +122,19 @@ StatusOr<at::ScalarType> parse_dtype(const std::string& name) {
   return invalid_argument("unknown dtype \"" + name + "\"; use fp16, bf16 or fp32");
 }
 
+std::string dtype_name(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kHalf:
+      return "fp16";
+    case at::kBFloat16:
+      return "bf16";
+    case at::kFloat:
+      return "fp32";
+    default:
+      return c10::toString(dtype);
+  }
+}
+
 SdxlPipeline::SdxlPipeline() : parts_(std::make_unique<Parts>()) {}
 SdxlPipeline::~SdxlPipeline() = default;
 
@@ -411,18 +424,11 @@ std::string SdxlPipeline::placement_summary() const {
 }
 
 std::string SdxlPipeline::decoder_summary() const {
-  // The job file's names for the dtypes.
-  const auto name = [](at::ScalarType t) {
-    return std::string(t == at::kHalf       ? "fp16"
-                       : t == at::kBFloat16 ? "bf16"
-                       : t == at::kFloat    ? "fp32"
-                                            : "?");
-  };
-  if (options_.decoder == DecoderKind::kTiny) return "decoder: tiny VAE in " + name(options_.dtype);
+  if (options_.decoder == DecoderKind::kTiny) return "decoder: tiny VAE in " + dtype_name(options_.dtype);
   if (!parts_->vae) return "decoder: none loaded";
   const at::ScalarType vae = parts_->vae->dtype();
-  std::string line =
-      "decoder: full VAE in " + name(vae) + (options_.decoder == DecoderKind::kTiled ? ", in tiles" : "");
+  std::string line = "decoder: full VAE in " + dtype_name(vae) +
+                     (options_.decoder == DecoderKind::kTiled ? ", in tiles" : "");
   if (options_.vae_dtype) return line + " (vae_dtype)";
   if (vae == at::kFloat && options_.dtype == at::kHalf)
     line +=

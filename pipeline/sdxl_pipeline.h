@@ -191,5 +191,7 @@ class SdxlPipeline {
 
 /// Parses "fp16" | "bf16" | "fp32" (also "float16", "bfloat16", "float32").
 StatusOr<at::ScalarType> parse_dtype(const std::string& name);
+/// The inverse: "fp16", "bf16" or "fp32" (the job file's names), LibTorch's name for any other type.
+std::string dtype_name(at::ScalarType dtype);
 
 }  // namespace sdxlb

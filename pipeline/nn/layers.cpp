@@ -56,6 +56,11 @@ at::Tensor Conv2dImpl::forward_without_bias(const E4m3Samples& x, at::ScalarType
   return fp8_conv3x3(x.q, x.pixel_scale, fp8, dtype);
 }
 
+at::Tensor Conv2dImpl::forward_fp8(const E4m3Samples& x, at::ScalarType dtype) {
+  at::Tensor y = forward_without_bias(x, dtype);
+  return bias.defined() ? add_channel_bias_(y, bias) : y;
+}
+
 GroupNormImpl::GroupNormImpl(int64_t num_groups, int64_t num_channels, double eps)
     : num_groups_(num_groups), eps_(eps) {
   weight = empty_parameter(*this, "weight", {num_channels});

@@ -53,6 +53,9 @@ class Conv2dImpl : public torch::nn::Module {
   /// The same on an input quantised ahead (GroupNorm::forward_act_e4m3), the output in `dtype`; only for a
   /// convolution switched to FP8.
   at::Tensor forward_without_bias(const E4m3Samples& x, at::ScalarType dtype);
+  /// forward() on an input quantised ahead (upsample_nearest2x_e4m3): the convolution, then its bias as
+  /// forward() adds it to an FP8 convolution's output.
+  at::Tensor forward_fp8(const E4m3Samples& x, at::ScalarType dtype);
 
   at::Tensor weight;  ///< [out_channels, in_channels, k, k]
   at::Tensor bias;    ///< [out_channels], undefined without bias

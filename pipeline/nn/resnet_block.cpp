@@ -46,22 +46,29 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& tem
 // The same computation on the GPU in fewer passes over memory: conv1's bias and the time embedding are added
 // inside norm2's kernel, and conv2's and the shortcut convolution's biases with the skip connection in one
 // more.
+namespace {
+
+// conv(silu(norm(x + add_c + add_nc))) without the convolution's bias, the GroupNorm fused. An FP8
+// convolution takes its input quantised by the GroupNorm kernel (the same bits as quantising the GroupNorm's
+// output, without writing that output).
+at::Tensor norm_silu_conv(GroupNormImpl& norm, Conv2dImpl& conv, const at::Tensor& x,
+                          const at::Tensor& add_c = {}, const at::Tensor& add_nc = {}) {
+  if (conv.is_fp8())
+    return conv.forward_without_bias(norm.forward_act_e4m3(x, /*silu=*/true, add_c, add_nc), x.scalar_type());
+  return conv.forward_without_bias(norm.forward_act(x, /*silu=*/true, add_c, add_nc));
+}
+
+}  // namespace
+
 at::Tensor ResnetBlock2DImpl::forward_fused(const at::Tensor& x, const at::Tensor& temb) {
-  // An FP8 convolution takes its input quantised by the GroupNorm kernel before it (the same bits as
-  // quantising the GroupNorm's output, without writing that output).
-  at::Tensor h = conv1_->is_fp8() ? conv1_->forward_without_bias(norm1_->forward_act_e4m3(x, /*silu=*/true),
-                                                                 x.scalar_type())
-                                  : conv1_->forward_without_bias(norm1_->forward_act(x, /*silu=*/true));
+  at::Tensor h = norm_silu_conv(*norm1_, *conv1_, x);
   at::Tensor temb_out;
   if (time_emb_proj_) {
     TORCH_CHECK(temb.defined(), "ResnetBlock2D with temb_channels=", *options_.temb_channels(),
                 " needs a time embedding");
     temb_out = time_emb_proj_(at::silu(temb));
   }
-  h = conv2_->is_fp8()
-          ? conv2_->forward_without_bias(norm2_->forward_act_e4m3(h, /*silu=*/true, conv1_->bias, temb_out),
-                                         h.scalar_type())
-          : conv2_->forward_without_bias(norm2_->forward_act(h, /*silu=*/true, conv1_->bias, temb_out));
+  h = norm_silu_conv(*norm2_, *conv2_, h, conv1_->bias, temb_out);
   at::Tensor out =
       conv_shortcut_
           ? add_bias_residual(h, conv2_->bias, conv_shortcut_->forward_without_bias(x), conv_shortcut_->bias)
@@ -106,11 +113,8 @@ at::Tensor Upsample2DImpl::forward(const at::Tensor& x, at::IntArrayRef output_s
       (output_size.size() == 2 && output_size[0] == 2 * x.size(2) && output_size[1] == 2 * x.size(3))) {
     // Scale 2, or the size it gives: the same source pixels (floor(dst / 2)) either way. An FP8 convolution
     // takes the upsampled image quantised (the bits of quantising it after upsampling, for a quarter of the
-    // work): its convolution, then its bias as Conv2d::forward adds it.
-    if (conv_ && conv_->is_fp8() && x.is_cuda()) {
-      at::Tensor y = conv_->forward_without_bias(upsample_nearest2x_e4m3(x), x.scalar_type());
-      return conv_->bias.defined() ? add_channel_bias_(y, conv_->bias) : y;
-    }
+    // work on the GPU).
+    if (conv_ && conv_->is_fp8()) return conv_->forward_fp8(upsample_nearest2x_e4m3(x), x.scalar_type());
     h = upsample_nearest2x(x);
   } else {
     TORCH_CHECK(output_size.size() == 2, "Upsample2D output_size must be (H, W), got ", output_size);
