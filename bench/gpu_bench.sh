@@ -32,7 +32,8 @@ if [[ "$part" == ours ]]; then
     # SDXLB_BENCH_ROWS="b4_full b8_full" runs only those rows.
     [[ -n "${SDXLB_BENCH_ROWS:-}" && " $SDXLB_BENCH_ROWS " != *" $name "* ]] && continue
     d="/tmp/bench-$name"
-    run_row "$name" "$d" $((3 * b)) "$steps" "$g" "$b" "$dec"
+    # SDXLB_BENCH_BATCHES: batches per row (default 3; the first one captures the graphs and is not timed).
+    run_row "$name" "$d" $((${SDXLB_BENCH_BATCHES:-3} * b)) "$steps" "$g" "$b" "$dec"
     "$py" - "$d/out/index.h5" "$out/$name.items.json" <<'PY'
 import h5py, json, sys
 f = h5py.File(sys.argv[1], "r")
@@ -49,6 +50,7 @@ b1_mlperf 1 20 8.0 full
 b4_mlperf 4 20 8.0 full
 b8_mlperf 8 20 8.0 full
 b16_mlperf 16 20 8.0 full
+b32_mlperf 32 20 8.0 full
 ROWS
   # Encode phase: 512 distinct prompts through both text encoders at batch 64.
   [[ -n "${SDXLB_BENCH_ROWS:-}" && " $SDXLB_BENCH_ROWS " != *" encode "* ]] && exit 0

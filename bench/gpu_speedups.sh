@@ -2,7 +2,8 @@
 # The opt-in approximations on the GPU machine (issue 14), full-size random SDXL weights, fp16, 1024², 30 steps,
 # guidance 5, batch 4, full VAE, through the CLI: our exact path, ToMe (ratio 0.5; max_downsample 1, 2, 4 with
 # merge_attn alone; 4 with merge_mlp too), ToDo (factor 2), DeepCache (intervals 2, 3, 5 at branch 0), and the
-# FP8 UNet, FP8 attention and FP8 convolutions (issue 17; not in the default rows).
+# FP8 UNet, FP8 attention and FP8 convolutions (issue 17; not in the default rows), and any of exact, fp8 and
+# fp8_conv with images_per_unet_call K as NAME_kK (2, 4, 8; batch 2·K), and NAME_b1 for any of them.
 #   bench/gpu_speedups.sh OUT [ROWS]     ROWS: names below (default all); OUT/<row>.json (per-item digests and
 #                                        times), OUT/<row>.stdout, and OUT/summary.txt: denoise s/image, ms per
 #                                        step, speed-up over exact, and the mean absolute pixel difference and
@@ -24,6 +25,10 @@ declare -A extra=(
   [fp8_attn]=$'unet_precision: fp8\nattention_precision: fp8'
   [fp8_conv]=$'unet_precision: fp8\nconvolution_precision: fp8'
 )
+# NAME_kK: NAME with images_per_unet_call: K, at batch 2·K (two concurrent calls) on 2·batch images (at least 12).
+for base in exact fp8 fp8_conv; do
+  for k in 2 4 8; do extra[${base}_k$k]="${extra[$base]}"$'\n'"images_per_unet_call: $k"; done
+done
 # NAME_b1: the first 4 prompts of NAME at batch 1, whose images must equal NAME's (batch invariance, with ToMe's
 # random destinations and DeepCache's two graphs).
 extra[tome_md4_b1]="${extra[tome_md4]}"
@@ -34,9 +39,11 @@ extra[fp8_attn_b1]="${extra[fp8_attn]}"
 extra[fp8_conv_b1]="${extra[fp8_conv]}"
 rows="${2:-exact tome_md1 tome_md2 tome_md4 tome_md4_mlp todo_f2 deepcache_i2 deepcache_i3 deepcache_i5 tome_md4_b1 deepcache_i3_b1}"
 for name in $rows; do
+  [[ "$name" == *_b1 && -z "${extra[$name]+set}" ]] && extra[$name]="${extra[${name%_b1}]}"
   d="/tmp/speedups-$name"
   rm -rf "$d"; mkdir -p "$d"
   n=12 b=4
+  if [[ "$name" =~ _k([0-9]+)$ ]]; then b=$((2 * BASH_REMATCH[1])); n=$((2 * b > 12 ? 2 * b : 12)); fi
   [[ "$name" == *_b1 ]] && n=4 b=1
   for i in $(seq 1 "$n"); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
   printf 'model: %s\ndecoder: full\nvae_fp16_safe: true\nprompts_file: p.txt\nsteps: 30\nguidance: 5.0\nwidth: 1024\nheight: 1024\nbatch_size: %s\ndtype: fp16\noutput: out\nprogress_interval_s: 1000\n%s\n' \
@@ -55,8 +62,9 @@ from read_output import load_image, open_index
 out, rows = sys.argv[1], sys.argv[2:]
 def timing(name):
     items = json.load(open(os.path.join(out, name + ".json")))["items"]
+    batch = int(next(l.split(":")[1] for l in open(f"/tmp/speedups-{name}/job.yaml") if l.startswith("batch_size:")))
     # per-batch denoise time / image, without the first batch (it captures the CUDA graphs)
-    return statistics.median(r["ms_denoise"] for r in items[4:]) / 1000, items
+    return statistics.median(r["ms_denoise"] for r in items[max(4, batch):]) / 1000, items
 exact_s = timing("exact")[0] if "exact" in rows else None
 def images(name):
     d = f"/tmp/speedups-{name}/out"
@@ -67,7 +75,7 @@ for name in rows:
     if name.endswith("_b1"):
         a = [r["sha256"] for r in json.load(open(os.path.join(out, name + ".json")))["items"]]
         b = [r["sha256"] for r in json.load(open(os.path.join(out, name[:-3] + ".json")))["items"]][:4]
-        print(f"{name}: batch 1 identical to batch 4: {a == b} ({sum(x == y for x, y in zip(a, b))}/4)")
+        print(f"{name}: batch 1 identical to {name[:-3]}'s batch: {a == b} ({sum(x == y for x, y in zip(a, b))}/4)")
         continue
     s, items = timing(name)
     line = f"{name}: denoise {s:.4f} s/image, {1000 * s / 30:.2f} ms/step"

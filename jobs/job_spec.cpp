@@ -585,6 +585,11 @@ void SpecParser::run(const YAML::Node& root) {
          int64_t v = 0;
          if (read_int(f, 1, 4096, "use \"auto\" or an integer from 1 to 4096", &v)) s.batch_size = v;
        }},
+      {"images_per_unet_call",
+       [&](const Field& f) {
+         read_int(f, 1, 64, "use an integer from 1 to 64 (e.g. 4; 1, the default, is one image per call)",
+                  &s.images_per_unet_call);
+       }},
       {"dtype", [&](const Field& f) { read_enum(f, kDTypes, &s.dtype); }},
       {"device", [&](const Field& f) { read_enum(f, kDevices, &s.device); }},
       {"output", [&](const Field& f) { read_path(f, &s.output); }},
@@ -704,6 +709,13 @@ void SpecParser::run(const YAML::Node& root) {
     p_->add(mark_of("vae_dtype"), "vae_dtype",
             "sets the full VAE's dtype, but this job decodes with the tiny VAE (which runs in the job's "
             "dtype); remove vae_dtype or set decoder: full");
+  }
+  if (s.images_per_unet_call > 1 && s.approximations.token_merging) {
+    p_->add(
+        mark_of("images_per_unet_call"), "images_per_unet_call",
+        "is " + std::to_string(s.images_per_unet_call) +
+            ", but token_merging draws its random destinations per UNet call from one image's seed, so it "
+            "runs with one image per call; remove one of the two (token_downsampling works with both)");
   }
   if (decoder_set_ && s.decoder == JobSpec::Decoder::kTiny && s.tiny_vae.empty()) {
     p_->add(mark_of("decoder"), "decoder",
@@ -966,6 +978,8 @@ nlohmann::json image_json(const JobSpec& s) {
   };
   // Only when set: a job without it keeps the identity it had before the key existed.
   if (s.vae_dtype) j["vae_dtype"] = dtype_name(*s.vae_dtype);
+  // Only when not 1 (one image per call, as before the key existed).
+  if (s.images_per_unet_call != 1) j["images_per_unet_call"] = s.images_per_unet_call;
   // Only when set: a job without approximations keeps the identity it had before they existed.
   if (!s.approximations.empty()) j["approximations"] = nlohmann::json::parse(s.approximations.to_json());
   // Likewise loras: their scales here, their content through the model identity (paths are in "run").

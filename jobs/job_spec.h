@@ -108,6 +108,11 @@ struct JobSpec {
 
   // --- execution
   std::optional<int64_t> batch_size;  ///< nullopt: "auto" (chosen by the memory plan)
+  /// Images in each UNet call (`images_per_unet_call:`, 1 to 64): larger calls run the GEMMs more
+  /// efficiently. The kernels' rounding depends on the call's shape, so it is part of the images' identity
+  /// (when not 1); the pixels stay independent of batch_size and of the cluster's shape. Not with
+  /// token_merging.
+  int64_t images_per_unet_call = 1;
   DType dtype = DType::kFp16;
   Device device = Device::kAuto;
   Decoder decoder = Decoder::kAuto;

@@ -472,6 +472,23 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
   if (s.width % scale || s.height % scale || s.width <= 0 || s.height <= 0)
     return invalid_argument("width and height must be positive multiples of " + std::to_string(scale) +
                             ", got " + std::to_string(s.width) + "x" + std::to_string(s.height));
+  const int64_t per_call = std::max<int64_t>(1, options_.images_per_unet_call);
+  if (b > 0 && b % per_call != 0) {
+    // Not a whole number of UNet calls: pad with copies of the last image (each image's rows are computed on
+    // their own, so the copies do not change the others' pixels) and keep the first b.
+    const int64_t extra = per_call - b % per_call;
+    auto pad = [&](const at::Tensor& t) {
+      std::vector<at::Tensor> rows = {t};
+      for (int64_t k = 0; k < extra; ++k) rows.push_back(t.narrow(0, b - 1, 1));
+      return at::cat(rows, 0);
+    };
+    std::vector<uint64_t> padded_seeds = seeds;
+    padded_seeds.insert(padded_seeds.end(), static_cast<size_t>(extra), seeds.back());
+    SDXLB_ASSIGN_OR_RETURN(at::Tensor all,
+                           denoise({pad(positive.prompt_embeds), pad(positive.pooled)},
+                                   {pad(negative.prompt_embeds), pad(negative.pooled)}, padded_seeds, s));
+    return all.narrow(0, 0, b);
+  }
   SDXLB_ASSIGN_OR_RETURN(auto sampler, make_sampler(parts.scheduler, s.steps));
   const auto t0 = Clock::now();
   try {
@@ -522,8 +539,8 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
                                      at::TensorOptions().dtype(at::kFloat))
                               .reshape({1, 6})
                               .to(dtype);  // (CPU tensors cannot be built in half precision directly)
-    // Conditioning grouped per image ([negative_i, positive_i] with CFG): the UNet runs one image per call,
-    // so an image's result does not depend on the batch it is in (see denoise_loop.h).
+    // Conditioning grouped per image ([negative_i, positive_i] with CFG): the UNet runs a fixed number of
+    // images per call, so an image's result does not depend on the batch it is in (see denoise_loop.h).
     const int64_t rows = cfg ? 2 : 1;
     at::Tensor embeds, pooled;
     if (cfg) {
@@ -548,6 +565,7 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     key.cfg = cfg;
     key.guidance = s.guidance;
     key.streams = std::max(1, options_.unet_streams);
+    key.images_per_call = per_call;
     key.cuda_graph = dev.is_cuda() && options_.cuda_graphs;
     key.approximations = options_.approximations;
     // Only where the UNet's weights stay in place: a streamed or offloaded UNet has its weights on the GPU

@@ -11,8 +11,9 @@
 // generator seeded with that image's seed (bit-identical to torch.randn(shape,
 // generator=torch.Generator("cpu").manual_seed(seed))).
 //
-// Batch invariance: the UNet runs one image (its CFG pair) per call and the VAE decodes one image per call,
-// so an image's pixels do not depend on the batch size or on the other images of its batch.
+// Batch invariance: the UNet runs a fixed number of images (their CFG pairs) per call, one unless the job
+// sets images_per_unet_call, and the VAE decodes one image per call, so an image's pixels do not depend on
+// the batch size or on the other images of its batch.
 //
 // A pipeline is used by one thread at a time. Errors never throw: LibTorch failures become a Status naming
 // the phase (kResourceExhausted for out-of-memory), NaN/Inf latents or images are kDataLoss.
@@ -64,7 +65,10 @@ struct PipelineOptions {
   bool load_text_encoders = true;  ///< false for render-only workers that read stored embeddings
   bool load_denoiser = true;       ///< false for encode-only work
   bool cuda_graphs = true;         ///< on CUDA, run each denoising step as one CUDA graph replay
-  int unet_streams = 2;            ///< on CUDA with graphs: images of a batch denoised concurrently
+  int unet_streams = 2;            ///< on CUDA with graphs: UNet calls of a batch run concurrently
+  /// Images in each UNet call (job key images_per_unet_call): a batch is padded to a whole number of calls
+  /// with copies of its last image. Part of what an image's bits depend on (the kernels see its shape).
+  int64_t images_per_unet_call = 1;
   Placement placement = Placement::kResident;
   int64_t resident_budget_bytes = 0;  ///< kStreamed: UNet unit weights kept on the GPU
   /// kStreamed: the resident units leave the GPU while the VAE decodes (as model offload does), so that the

@@ -41,7 +41,8 @@ struct RunContext {
   std::shared_ptr<const JobPlan> plan;
   RunOptions options;
   std::string run_id;  ///< UTC start time, shared by all ranks; names segments and shards
-  /// Items per dispatched batch: the job's batch_size, or when auto 8 on a GPU node and 1 on the CPU.
+  /// Items per dispatched batch: the job's batch_size, or when auto 8 on a GPU node (a multiple of two
+  /// UNet calls of images_per_unet_call) and one UNet call's images on the CPU.
   int64_t batch_size = 1;
   ModelIdentity model;
   /// This worker's index among the workers on its node (it takes GPU gpu_slot mod GPUs-per-node).

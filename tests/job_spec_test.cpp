@@ -858,6 +858,32 @@ TEST_F(JobSpecTest, UNetPrecision) {
   EXPECT_HAS(m, "fp8");
 }
 
+// images_per_unet_call: 1 (the default) to 64 images per UNet call; not 1 is part of the identity (the
+// kernels' rounding follows the call's shape), 1 leaves it as before the key; refused with token_merging.
+TEST_F(JobSpecTest, ImagesPerUNetCall) {
+  auto minimal = load(kMinimal);
+  ASSERT_TRUE(minimal.is_ok()) << minimal.status().message();
+  EXPECT_EQ(minimal->images_per_unet_call, 1);
+  auto one = load(std::string(kMinimal) + "images_per_unet_call: 1\n");
+  ASSERT_TRUE(one.is_ok()) << one.status().message();
+  EXPECT_EQ(one->identity("m"), minimal->identity("m"));
+  auto four = load(std::string(kMinimal) + "images_per_unet_call: 4\n");
+  ASSERT_TRUE(four.is_ok()) << four.status().message();
+  EXPECT_EQ(four->images_per_unet_call, 4);
+  EXPECT_NE(four->identity("m"), minimal->identity("m"));
+  EXPECT_HAS(four->to_canonical_json(), "\"images_per_unet_call\":4");
+  auto todo = load(std::string(kMinimal) + "images_per_unet_call: 2\ntoken_downsampling: {factor: 2}\n");
+  EXPECT_TRUE(todo.is_ok()) << todo.status().message();
+  EXPECT_HAS(error_of(std::string(kMinimal) + "images_per_unet_call: 0\n"),
+             "job.yaml:5:23: images_per_unet_call: 0 is out of range; use an integer from 1 to 64");
+  EXPECT_HAS(error_of(std::string(kMinimal) + "images_per_unet_call: 65\n"), "images_per_unet_call");
+  const std::string tome =
+      error_of(std::string(kMinimal) + "images_per_unet_call: 2\ntoken_merging: {ratio: 0.5}\n");
+  EXPECT_HAS(tome,
+             "job.yaml:5:23: images_per_unet_call: is 2, but token_merging draws its random destinations");
+  EXPECT_HAS(tome, "token_downsampling works with both");
+}
+
 // attention_precision (issue 17): fp8 needs unet_precision: fp8, is part of the identity when set, and the
 // error for it alone names the key's line and the way out.
 TEST_F(JobSpecTest, AttentionPrecision) {

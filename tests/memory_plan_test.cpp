@@ -46,6 +46,38 @@ TEST(MemoryPlan, EstimateFollowsTheModel) {
   EXPECT_LT(estimate_peak_gib(plan_of("resident", "full"), 512, 512), resident);
 }
 
+// images_per_unet_call: each concurrent call holds that many images' activations; the plan keeps the job's
+// count (it changes pixels), and its auto batch is a whole number of two calls.
+TEST(MemoryPlan, ImagesPerCallMultiplyTheActivations) {
+  MemoryPlan one = plan_of("resident", "full", 2), four = one;
+  four.images_per_call = 4;
+  const double per_image = estimate_peak_gib(four, 1024, 1024) - estimate_peak_gib(one, 1024, 1024);
+  EXPECT_NEAR(per_image, 3 * 2 * 0.36, 1e-9);  // three more images' activations in each of two calls
+  MemoryRequest req;
+  req.images_per_call = 3;
+  auto p = choose_memory_plan({141, 1, std::nullopt}, req);
+  ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+  EXPECT_EQ(p->images_per_call, 3);
+  EXPECT_EQ(p->unet_streams, 2);
+  EXPECT_EQ(p->batch_size, 12);
+  EXPECT_NE(p->describe().find("6 image(s) denoised concurrently (3 per UNet call), batch 12"),
+            std::string::npos)
+      << p->describe();
+  // A small GPU: two resident calls of 8 (15.8 GiB) do not fit 16 GiB, so the plan gives up a stream or the
+  // resident weights, never images per call; and where nothing fits, the error names the key.
+  req.images_per_call = 8;
+  auto small = choose_memory_plan({16, 1, std::nullopt}, req);
+  ASSERT_TRUE(small.is_ok()) << small.status().to_string();
+  EXPECT_EQ(small->images_per_call, 8);
+  EXPECT_LE(small->estimate_gib, small->budget_gib);
+  EXPECT_FALSE(small->placement == "resident" && small->unet_streams == 2) << small->describe();
+  req.images_per_call = 64;
+  auto none = choose_memory_plan({16, 1, std::nullopt}, req);
+  ASSERT_FALSE(none.is_ok());
+  EXPECT_NE(none.status().message().find("a smaller images_per_unet_call"), std::string::npos)
+      << none.status().message();
+}
+
 TEST(MemoryPlan, TimeModelRanksThePlacements) {
   const double resident = estimate_relative_time(plan_of("resident", "full"), 1024, 1024, 30);
   EXPECT_DOUBLE_EQ(resident, 1.0);

@@ -71,8 +71,9 @@ Status BatchRenderer::init(WeightsBroadcast* share) {
 }
 
 int64_t BatchRenderer::group_size() const {
-  if (setup_.device.is_cpu() || !pipe_) return 1;
-  return std::max(1, pipe_->options().unet_streams);
+  const int64_t per_call = std::max<int64_t>(1, ctx_.job.images_per_unet_call);
+  if (setup_.device.is_cpu() || !pipe_) return per_call;
+  return std::max(1, pipe_->options().unet_streams) * per_call;
 }
 
 Status BatchRenderer::render(const std::vector<int64_t>& items, ItemSink& sink, WorkRequest* report,
@@ -219,6 +220,7 @@ Status BatchRenderer::apply_memory_plan() {
   req.steps = ctx_.job.steps;
   req.tiny_decoder = setup_.decoder == DecoderKind::kTiny;
   req.batch_size = ctx_.job.batch_size;
+  req.images_per_call = ctx_.job.images_per_unet_call;
   if (const auto& dc = ctx_.job.approximations.deep_cache)
     req.cached_gib_per_image = deep_cache_gib_per_image(ctx_.job.width, ctx_.job.height, dc->cache_branch_id);
   req.fp8_unet = ctx_.job.approximations.unet_precision == UNetPrecision::kFp8;
@@ -230,6 +232,14 @@ Status BatchRenderer::apply_memory_plan() {
   if (!chosen.is_ok()) return chosen.status().with_context(ctx_.job.job_file);
   const MemoryPlan& plan = *chosen;
   log_info(plan.describe());
+  const int64_t together = static_cast<int64_t>(plan.unet_streams) * ctx_.job.images_per_unet_call;
+  if (ctx_.job.batch_size && *ctx_.job.batch_size % together != 0)
+    log_warn("batch_size " + std::to_string(*ctx_.job.batch_size) + " is not a multiple of the " +
+             std::to_string(together) + " images denoised together (" + std::to_string(plan.unet_streams) +
+             " concurrent UNet call(s) of " + std::to_string(ctx_.job.images_per_unet_call) +
+             " image(s)): each batch's last group is padded with copies of its last image, which costs time "
+             "but changes no pixel; use a multiple of " +
+             std::to_string(together));
   setup_.placement = plan.placement == "model_offload" ? Placement::kModelOffload
                      : plan.placement == "streamed"    ? Placement::kStreamed
                      : plan.placement == "sequential"  ? Placement::kSequential

@@ -31,6 +31,7 @@ PipelineOptions RenderSetup::pipeline_options(const JobSpec& job, bool text_enco
   o.load_denoiser = denoiser;
   o.placement = placement;
   o.unet_streams = unet_streams;
+  o.images_per_unet_call = job.images_per_unet_call;
   o.resident_budget_bytes = resident_budget_bytes;
   o.unload_for_decode = unload_for_decode;
   o.project_context = project_context;

@@ -1,6 +1,7 @@
 #include "pipeline/runtime/denoise_loop.h"
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -23,7 +24,8 @@ bool DenoiseLoop::Key::operator==(const Key& o) const {
          seq == o.seq && dim == o.dim && pooled == o.pooled && dtype == o.dtype && cfg == o.cfg &&
          guidance == o.guidance && streams == o.streams && cuda_graph == o.cuda_graph &&
          sampler == o.sampler && coefficient_width == o.coefficient_width && history == o.history &&
-         noise == o.noise && approximations == o.approximations && project_context == o.project_context;
+         noise == o.noise && approximations == o.approximations && project_context == o.project_context &&
+         images_per_call == o.images_per_call;
 }
 
 DenoiseLoop::Key DenoiseLoop::key_for(const Sampler& sampler) {
@@ -42,16 +44,16 @@ struct DenoiseLoop::State {
   at::Tensor latents, embeds, pooled, time_ids, row, noise;
   std::vector<at::Tensor> history;
   // Approximations: the images' seeds (int64 [batch]) and the step index (int64 []) for ToMe's random
-  // destinations; DeepCache's cached features, one per image (allocated by the first full step).
+  // destinations; DeepCache's cached features, one per UNet call (allocated by the first full step).
   at::Tensor seeds, step;
   std::vector<at::Tensor> features;
-  // Each image's cross-attention keys and values of its prompt rows, projected once per batch by load() into
-  // the same storage (the graph reads them there).
+  // Each UNet call's cross-attention keys and values of its prompt rows, projected once per batch by load()
+  // into the same storage (the graph reads them there).
   std::vector<ContextProjections> projected;
 #ifdef SDXLB_WITH_CUDA
   std::unique_ptr<at::cuda::CUDAGraph> graph;
   std::unique_ptr<at::cuda::CUDAGraph> shallow_graph;  // DeepCache's shallow step (shares graph's pool)
-  std::vector<c10::cuda::CUDAStream> side;  // streams 1.. of the concurrent images (0 is the capture stream)
+  std::vector<c10::cuda::CUDAStream> side;  // streams 1.. of the concurrent calls (0 is the capture stream)
   std::vector<at::cuda::CUDAEvent> joined;  // one per side stream: its work of this step is done
   at::cuda::CUDAEvent forked;               // the step's inputs are ready on the capture stream
 #endif
@@ -62,33 +64,40 @@ DenoiseLoop::~DenoiseLoop() = default;
 
 namespace {
 
-// One image's step: the sampler's model input, the UNet on the CFG pair, guidance, the sampler's step (which
-// updates the image's rows of `latents` and of the history in place).
-void image_step(DenoiseLoop::Key const& k, UNet2DConditionModel& unet, const Sampler& sampler,
-                const SamplerTensors& t, const at::Tensor& embeds, const at::Tensor& pooled,
-                const at::Tensor& time_ids, const at::Tensor& row, const UNetCall& call) {
-  at::Tensor model_in = k.cfg ? at::cat({t.x, t.x}, 0) : t.x;
+// One UNet call's step for its images (t's rows): the sampler's model input, the UNet on the images' CFG
+// pairs, guidance, the sampler's step (which updates the images' rows of `latents` and of the history in
+// place).
+void call_step(DenoiseLoop::Key const& k, UNet2DConditionModel& unet, const Sampler& sampler,
+               const SamplerTensors& t, const at::Tensor& embeds, const at::Tensor& pooled,
+               const at::Tensor& time_ids, const at::Tensor& row, const UNetCall& call) {
+  const int64_t n = t.x.size(0);
+  // With CFG each image twice, side by side ([x_0, x_0, x_1, x_1, ...]), as the conditioning rows come.
+  at::Tensor model_in =
+      k.cfg ? t.x.unsqueeze(1).expand({n, 2, t.x.size(1), t.x.size(2), t.x.size(3)}).flatten(0, 1) : t.x;
   // Channels-last on CUDA (the fast convolution layout there); on the CPU the layout diffusers runs in.
   model_in =
       sampler.model_input(model_in, row)
           .contiguous(model_in.is_cuda() ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   at::Tensor out = unet->forward(model_in, row.select(0, 0), embeds, pooled, time_ids, call);
   if (k.cfg) {
-    // Classifier-free guidance: uncond + g · (cond − uncond), in the model's dtype as diffusers does.
-    auto chunks = out.chunk(2, 0);
-    out = chunks[0] + k.guidance * (chunks[1] - chunks[0]);
+    // Classifier-free guidance: uncond + g · (cond − uncond) per image, in the model's dtype as diffusers
+    // does.
+    const at::Tensor pairs = out.unflatten(0, {n, 2});
+    const at::Tensor uncond = pairs.select(1, 0), cond = pairs.select(1, 1);
+    out = uncond + k.guidance * (cond - uncond);
   }
   sampler.step(t, out, row);
 }
 
-// Projects every image's prompt rows for the cross-attentions (UNetCall::projected), into the storage of the
-// earlier batch when there is one.
+// Projects every UNet call's prompt rows for the cross-attentions (UNetCall::projected), into the storage of
+// the earlier batch when there is one.
 void project_context(DenoiseLoop::Key const& k, DenoiseLoop::State& s) {
   if (!k.project_context) return;
   c10::InferenceMode guard;
-  const int64_t rows = k.cfg ? 2 : 1;
-  s.projected.resize(static_cast<size_t>(k.batch));
-  for (int64_t i = 0; i < k.batch; ++i) {
+  const int64_t rows = (k.cfg ? 2 : 1) * k.images_per_call;
+  const int64_t calls = k.batch / k.images_per_call;
+  s.projected.resize(static_cast<size_t>(calls));
+  for (int64_t i = 0; i < calls; ++i) {
     ContextProjections fresh;
     s.unet->project_context(s.embeds.narrow(0, i * rows, rows), fresh);
     ContextProjections& kept = s.projected[static_cast<size_t>(i)];
@@ -104,20 +113,23 @@ void project_context(DenoiseLoop::Key const& k, DenoiseLoop::State& s) {
   }
 }
 
-// The step for the whole batch, written once for the warm-up runs and the capture: image i runs on stream
-// i mod streams, forked from and joined back into the current stream.
+// The step for the whole batch, written once for the warm-up runs and the capture: UNet call i (images
+// i·images_per_call onwards) runs on stream i mod streams, forked from and joined back into the current
+// stream.
 void run_step(DenoiseLoop::Key const& k, DenoiseLoop::State& s, const Sampler& sampler, bool full) {
-  const int64_t rows = k.cfg ? 2 : 1;
+  const int64_t per_call = k.images_per_call;
+  const int64_t rows = (k.cfg ? 2 : 1) * per_call;
+  const int64_t calls = k.batch / per_call;
   const Approximations& ap = k.approximations;
-  auto image = [&](int64_t i) {
+  auto unet_call = [&](int64_t i) {
     SamplerTensors t;
-    t.x = s.latents.narrow(0, i, 1);
-    for (const auto& h : s.history) t.history.push_back(h.narrow(0, i, 1));
-    if (s.noise.defined()) t.noise = s.noise.narrow(0, i, 1);
+    t.x = s.latents.narrow(0, i * per_call, per_call);
+    for (const auto& h : s.history) t.history.push_back(h.narrow(0, i * per_call, per_call));
+    if (s.noise.defined()) t.noise = s.noise.narrow(0, i * per_call, per_call);
     TokenReduction tokens;
     tokens.merging = ap.token_merging ? &*ap.token_merging : nullptr;
     tokens.downsampling = ap.token_downsampling ? &*ap.token_downsampling : nullptr;
-    tokens.seed = s.seeds.select(0, i);
+    tokens.seed = s.seeds.select(0, i * per_call);  // (ToMe runs with one image per call)
     tokens.step = s.step;
     DeepCacheCall cache;
     UNetCall call;
@@ -130,18 +142,18 @@ void run_step(DenoiseLoop::Key const& k, DenoiseLoop::State& s, const Sampler& s
       cache.features = &s.features[static_cast<size_t>(i)];
       call.deep_cache = &cache;
     }
-    image_step(k, s.unet, sampler, t, s.embeds.narrow(0, i * rows, rows), s.pooled.narrow(0, i * rows, rows),
-               s.time_ids.narrow(0, i * rows, rows), s.row, call);
+    call_step(k, s.unet, sampler, t, s.embeds.narrow(0, i * rows, rows), s.pooled.narrow(0, i * rows, rows),
+              s.time_ids.narrow(0, i * rows, rows), s.row, call);
   };
 #ifdef SDXLB_WITH_CUDA
   if (!s.side.empty()) {
     const auto main = c10::cuda::getCurrentCUDAStream();
     s.forked.record(main);
     for (auto& st : s.side) s.forked.block(st);
-    for (int64_t i = 0; i < k.batch; ++i) {
+    for (int64_t i = 0; i < calls; ++i) {
       const size_t lane = static_cast<size_t>(i % k.streams);
       c10::cuda::CUDAStreamGuard guard(lane == 0 ? main : s.side[lane - 1]);
-      image(i);
+      unet_call(i);
     }
     for (size_t j = 0; j < s.side.size(); ++j) {
       s.joined[j].record(s.side[j]);
@@ -150,7 +162,7 @@ void run_step(DenoiseLoop::Key const& k, DenoiseLoop::State& s, const Sampler& s
     return;
   }
 #endif
-  for (int64_t i = 0; i < k.batch; ++i) image(i);
+  for (int64_t i = 0; i < calls; ++i) unet_call(i);
 }
 
 }  // namespace
@@ -162,6 +174,14 @@ StatusOr<std::unique_ptr<DenoiseLoop>> DenoiseLoop::create(UNet2DConditionModel 
       key.history != want.history || key.noise != want.noise)
     return invalid_argument("denoise loop: the key was made for sampler '" + key.sampler + "', not '" +
                             want.sampler + "' (use DenoiseLoop::key_for)");
+  if (key.images_per_call < 1 || key.batch % key.images_per_call != 0)
+    return invalid_argument("denoise loop: a batch of " + std::to_string(key.batch) +
+                            " images is not a whole number of UNet calls of " +
+                            std::to_string(key.images_per_call));
+  if (key.images_per_call > 1 && key.approximations.token_merging)
+    return invalid_argument(
+        "denoise loop: token merging draws its destinations per UNet call from one "
+        "image's seed, so it runs with one image per call");
   if (key.cuda_graph && !device.is_cuda()) return invalid_argument("CUDA graphs need a CUDA device");
 #ifndef SDXLB_WITH_CUDA
   if (key.cuda_graph) return unimplemented("this build has no CUDA: CUDA graphs are not available");
@@ -189,12 +209,13 @@ StatusOr<std::unique_ptr<DenoiseLoop>> DenoiseLoop::create(UNet2DConditionModel 
     if (key.noise) s.noise = at::zeros(shape, opts.dtype(sampler.noise_dtype(key.dtype)));
     s.seeds = at::zeros({key.batch}, at::TensorOptions().dtype(at::kLong).device(device));
     s.step = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(device));
-    s.features.resize(static_cast<size_t>(key.batch));
+    s.features.resize(static_cast<size_t>(key.batch / key.images_per_call));
     project_context(key, s);
     if (!key.cuda_graph) return g;
 #ifdef SDXLB_WITH_CUDA
     auto stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
-    const int streams = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(key.streams, key.batch)));
+    const int streams = static_cast<int>(
+        std::max<int64_t>(1, std::min<int64_t>(key.streams, key.batch / key.images_per_call)));
     for (int j = 1; j < streams; ++j) {
       s.side.push_back(c10::cuda::getStreamFromPool(false, device.index()));
       s.joined.emplace_back();

@@ -7,11 +7,14 @@
 // host synchronisation: before each step the loop copies the sampler's coefficient row i (and, for
 // stochastic samplers, the step's noise) into static device buffers that the captured work reads.
 //
-// Batch invariance: the UNet is called on one image at a time (its CFG pair), whatever the batch, so every
-// image runs exactly the same kernels on the same shapes and its pixels do not depend on the batch size or
-// on the other images in the batch. With a graph, the images of a batch run on `streams` concurrent CUDA
-// streams inside it, which recovers most of what one large call would gain. Conditioning rows come grouped
-// per image: [negative_0, positive_0, negative_1, positive_1, ...] with CFG, [positive_0, ...] without.
+// Batch invariance: the UNet is called on a fixed number of images at a time (Key::images_per_call, the job's
+// images_per_unet_call; 1 by default: one image's CFG pair), whatever the batch, so every image runs exactly
+// the same kernels on the same shapes, and its pixels do not depend on the batch size. Within a call each
+// image's rows are computed on their own (per-row GEMMs, per-sample normalisations and attention), so neither
+// do they depend on the other images of the call (the GPU tests and the CPU end-to-end test check it). With a
+// graph, the calls of a batch run on `streams` concurrent CUDA streams inside it, which recovers part of what
+// one large call would gain. Conditioning rows come grouped per image: [negative_0, positive_0, negative_1,
+// positive_1, ...] with CFG, [positive_0, ...] without.
 //
 // Approximations (opt-in, jobs/approximations.h): ToMe and ToDo change the UNet call of every step (ToMe's
 // random destinations are a function of the image's seed and the step, see token_merging.h); DeepCache makes
@@ -45,7 +48,10 @@ class DenoiseLoop {
     at::ScalarType dtype = at::kHalf;
     bool cfg = true;
     double guidance = 5.0;
-    int streams = 1;         ///< with a graph: images computed concurrently (1: one after the other)
+    int streams = 1;  ///< with a graph: UNet calls computed concurrently (1: one after the other)
+    /// Images in each UNet call (their CFG pairs side by side); batch must be a multiple of it. ToMe (one
+    /// seed per call) needs 1.
+    int64_t images_per_call = 1;
     bool cuda_graph = true;  ///< capture the step as a CUDA graph (CUDA devices only)
     std::string sampler;     ///< Sampler::step_signature()
     int64_t coefficient_width = 0, history = 0;
@@ -62,7 +68,8 @@ class DenoiseLoop {
   /// Allocates the static buffers. With key.cuda_graph (CUDA only), warms the UNet up on a side stream
   /// (`warmup` steps: cuBLAS/cuDNN handles and workspaces, and the weight streamer's tracing pass, must exist
   /// before capture) and captures the step with `sampler`. Errors: kInvalidArgument for a graph off CUDA or
-  /// a key that does not match `sampler`, kUnimplemented for a graph in a build without CUDA,
+  /// a key that does not match `sampler` or whose batch is not a multiple of images_per_call (or ToMe with
+  /// more than one image per call), kUnimplemented for a graph in a build without CUDA,
   /// kResourceExhausted when capture runs out of memory, kInternal for other CUDA failures.
   static StatusOr<std::unique_ptr<DenoiseLoop>> create(UNet2DConditionModel unet, const Sampler& sampler,
                                                        const Key& key, at::Device device, int warmup = 2);

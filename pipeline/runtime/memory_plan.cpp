@@ -82,9 +82,15 @@ double estimate_peak_gib(const MemoryPlan& p, int64_t width, int64_t height) {
   const auto [denoising, decoding] = unet_on_gpu(p);
   // Per image of the batch (the graph's static buffers): its projected prompt keys and values, and
   // DeepCache's feature map.
-  const double act = (kUnetPerImageGib * scale + kGraphPoolGib) * std::max(1, p.unet_streams) +
-                     (p.cached_gib_per_image + (p.project_context ? kContextProjectionGib : 0.0)) *
-                         static_cast<double>(std::max<int64_t>(1, p.batch_size));
+  // Per concurrent call: its images' activations and one graph pool (measured on the H200 with
+  // images_per_unet_call 1, 4 and 8: 6.66, 8.85 and 12.15 GiB reserved with two calls, 0.39 GiB more per
+  // image of a call; bench/results/2026-12-04-h200-session16.md).
+  const double act =
+      (kUnetPerImageGib * scale * static_cast<double>(std::max<int64_t>(1, p.images_per_call)) +
+       kGraphPoolGib) *
+          std::max(1, p.unet_streams) +
+      (p.cached_gib_per_image + (p.project_context ? kContextProjectionGib : 0.0)) *
+          static_cast<double>(std::max<int64_t>(1, p.batch_size));
   // The denoising graph's private memory pool stays reserved while the VAE decodes.
   return kVaeGib + std::max(denoising + act, decoding + act + decode_gib(p.decode, scale));
 }
@@ -159,14 +165,19 @@ double host_gib_needed(const std::string& placement) {
 
 std::string MemoryPlan::describe() const {
   char buf[320];
-  char extra[64] = "";
+  char extra[64] = "", per_call[48] = "";
+  if (images_per_call > 1)
+    std::snprintf(per_call, sizeof per_call, " (%lld per UNet call)",
+                  static_cast<long long>(images_per_call));
   if (placement == "streamed")
     std::snprintf(extra, sizeof extra, " (%.2f GiB of UNet units resident%s)", resident_budget_gib,
                   unload_for_decode ? ", unloaded for the decode" : "");
   std::snprintf(buf, sizeof buf,
-                "memory plan: %s weights%s, %s decode, %d image(s) denoised concurrently, batch %lld%s "
+                "memory plan: %s weights%s, %s decode, %lld image(s) denoised concurrently%s, batch %lld%s "
                 "(estimated peak %.1f GiB of %.1f GiB, time %.2fx resident)",
-                placement.c_str(), extra, decode.c_str(), unet_streams, static_cast<long long>(batch_size),
+                placement.c_str(), extra, decode.c_str(),
+                static_cast<long long>(unet_streams * std::max<int64_t>(1, images_per_call)), per_call,
+                static_cast<long long>(batch_size),
                 project_context ? "" : ", prompts projected at every step", estimate_gib, budget_gib,
                 relative_time);
   if (fp8_unet) return std::string(buf) + "; FP8 UNet (transformer linears at one byte per weight)";
@@ -263,7 +274,10 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
         p.project_context = placement == "resident";
         p.decode = decode;
         p.unet_streams = streams;
-        p.batch_size = req.batch_size ? *req.batch_size : kAutoBatch;
+        p.images_per_call = std::max<int64_t>(1, req.images_per_call);
+        // (auto: as the run's context chooses it, a whole number of two calls)
+        const int64_t pair = 2 * p.images_per_call;
+        p.batch_size = req.batch_size ? *req.batch_size : (kAutoBatch + pair - 1) / pair * pair;
         p.budget_gib = budget;
         // Streamed: the resident units kept through the decode, or unloaded for it.
         for (bool unload :
@@ -293,16 +307,18 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
   MemoryPlan lightest;
   lightest.project_context = false;
   lightest.fp8_unet = req.fp8_unet;
+  lightest.images_per_call = std::max<int64_t>(1, req.images_per_call);
   lightest.placement = placements.size() > 1 ? "sequential" : placements.front();
   lightest.decode = decodes.back();
   char buf[400];
   std::snprintf(
       buf, sizeof buf,
-      "the lightest plan (%s weights, %s decode, one image at a time) needs about %.1f GiB, but this "
-      "worker may use %.1f GiB; use a larger GPU, fewer ranks per GPU, a higher memory.max_gpu_gib, "
-      "memory.placement: auto, the tiny VAE, or a smaller image",
-      lightest.placement.c_str(), lightest.decode.c_str(), estimate_peak_gib(lightest, req.width, req.height),
-      budget);
+      "the lightest plan (%s weights, %s decode, one UNet call of %lld image(s) at a time) needs about "
+      "%.1f GiB, but this worker may use %.1f GiB; use a larger GPU, fewer ranks per GPU, a higher "
+      "memory.max_gpu_gib, memory.placement: auto, the tiny VAE, a smaller image%s",
+      lightest.placement.c_str(), lightest.decode.c_str(), static_cast<long long>(lightest.images_per_call),
+      estimate_peak_gib(lightest, req.width, req.height), budget,
+      lightest.images_per_call > 1 ? ", or a smaller images_per_unet_call" : "");
   return Status(StatusCode::kResourceExhausted, buf);
 }
 

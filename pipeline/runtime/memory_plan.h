@@ -1,8 +1,9 @@
 // MemoryPlan: how a worker uses its GPU: where the UNet's weights live, how the VAE decodes, how many
 // images denoise concurrently and the batch size, chosen from a measured model of SDXL's memory and time.
 //
-// Every image is computed on its own (one image per UNet call and per decode), so memory grows with the
-// images denoised *concurrently* (unet_streams), not with the batch, and no choice below changes a pixel
+// Every image is computed on its own (a fixed number of images per UNet call, the job's images_per_unet_call,
+// and one per decode), so memory grows with the images denoised *concurrently* (unet_streams calls of
+// images_per_call images), not with the batch, and no choice below changes a pixel
 // except the tiled decode (compared to the full decode by PSNR) and the tiny VAE (a different decoder).
 //
 // The model (memory_plan.cpp, constants measured on an H100, fp16, 1024², activations scaled by pixels):
@@ -55,13 +56,17 @@ struct MemoryRequest {
   /// unet_precision: fp8: the transformer linears at one byte per weight, and the UNet resident (the only
   /// placement FP8 runs with so far; another one asked for is an error).
   bool fp8_unet = false;
+  /// The job's images_per_unet_call: each concurrent UNet call holds this many images' activations. It
+  /// changes pixels, so the plan never lowers it.
+  int64_t images_per_call = 1;
 };
 
 struct MemoryPlan {
   std::string placement = "resident";  ///< resident, model_offload, streamed or sequential
   std::string decode = "full";         ///< full, tiled or tiny
   int64_t batch_size = 8;
-  int unet_streams = 1;             ///< images denoised concurrently
+  int unet_streams = 1;             ///< UNet calls run concurrently
+  int64_t images_per_call = 1;      ///< images in each of them (from the request)
   double resident_budget_gib = 0;   ///< streamed: UNet unit weights kept on the GPU
   double cached_gib_per_image = 0;  ///< DeepCache's feature map per image of the batch (from the request)
   bool unload_for_decode = false;   ///< streamed: the resident units leave the GPU while the VAE decodes

@@ -3,6 +3,7 @@
 - the same 24-item job with 1, 2 and 3 workers gives bit-identical images and metadata;
 - a worker killed with SIGKILL mid-job, and then the coordinator: rerunning completes each item exactly once,
   with images identical to an uninterrupted run;
+- images_per_unet_call: 2 gives the same images with batches of 2 and 3;
 - an item whose latents turn NaN is stored as failed with the reason, the others are fine, exit code 5;
 - h5py reads the dataset: counts, order, metadata.
 Usage (ctest does this): engine_test.py <path to sdxl-batch>
@@ -92,6 +93,23 @@ class Engine(unittest.TestCase):
         d = os.path.join(TMP, "b3")
         run(write_job(d, batch_size=3), 3)
         self.assert_same_dataset(os.path.join(d, "out"))
+
+    def test_two_images_per_unet_call(self):
+        # images_per_unet_call: 2: the same images with batches of 2 (2 workers) and of 3 (3 workers: each
+        # batch's second call padded with a copy of its last image, so images meet other companions and other
+        # places in their call); and each image within rounding of one image per call (its CFG pair keeps
+        # its own conditioning), which the job's identity tells apart.
+        runs = {}
+        for batch, ranks in ((2, 3), (3, 4)):
+            d = os.path.join(TMP, f"per-call-b{batch}")
+            run(write_job(d, images_per_unet_call=2, batch_size=batch), ranks)
+            runs[batch] = read(os.path.join(d, "out"))
+        np.testing.assert_array_equal(runs[2][0], runs[3][0])
+        images = runs[2][0].astype(np.int16)
+        self.assertEqual(images.shape, (24, 64, 64, 3))
+        diff = np.abs(images - self.ref_images.astype(np.int16))
+        self.assertLessEqual(int(diff.max()), 2)
+        self.assertLess(float(diff.mean()), 0.05)
 
     def test_same_images_with_every_placement(self):
         # The UNet's weights streamed from host memory, all of them or around the decode, compute the same images.
