@@ -1,14 +1,16 @@
 // vae_timing: the full VAE's decode of one 1024² image on the GPU, timed and profiled by kernel, in the
 // layout the product runs it (NCHW) or channels-last.
 //
-//   vae_timing <model dir> <out.json> [--channels-last] [--fp32 | --bf16] [--iters N] [--profile P.json]
-//              [--save F]
+//   vae_timing <model dir> <out.json> [--channels-last] [--fp32 | --bf16 | --fp8] [--iters N]
+//              [--profile P.json] [--save F]
 //
 // Decodes one seeded random latent [1, 4, 128, 128] with the model's VAE in fp16 (the bench's vae_fp16_safe;
-// --fp32: float32 as force_upcast runs the SDXL VAE; --bf16: the job key vae_dtype: bf16) and reports the
-// median wall time of a decode (eager, the product's path: one image per call) and, with --profile, the GPU
-// time per kernel name of one decode. --save writes the decoded image [3, 1024, 1024] as raw float32
-// (little-endian, C order), to compare two builds or settings (SDXLB_DISABLE_FUSION) on the same weights.
+// --fp32: float32 as force_upcast runs the SDXL VAE; --bf16: the job key vae_dtype: bf16; --fp8: fp16 with
+// the decoder's resnet and upsampler 3x3 convolutions in FP8 as convolution_precision runs the UNet's, a
+// measurement only) and reports the median wall time of
+// a decode (eager, the product's path: one image per call) and, with --profile, the GPU time per kernel name
+// of one decode. --save writes the decoded image [3, 1024, 1024] as raw float32 (little-endian, C order), to
+// compare two builds or settings (SDXLB_DISABLE_FUSION) on the same weights.
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -20,17 +22,18 @@
 #include "bench/gpu_timing.h"
 #include "pipeline/io/model_folder.h"
 #include "pipeline/models/vae.h"
+#include "pipeline/nn/fp8.h"
 
 using namespace sdxlb;
 
 int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr,
-                 "usage: vae_timing <model dir> <out.json> [--channels-last] [--fp32 | --bf16] [--iters N] "
-                 "[--profile P.json] [--save F]\n");
+                 "usage: vae_timing <model dir> <out.json> [--channels-last] [--fp32 | --bf16 | --fp8] "
+                 "[--iters N] [--profile P.json] [--save F]\n");
     return 2;
   }
-  bool channels_last = false, fp32 = false, bf16 = false;
+  bool channels_last = false, fp32 = false, bf16 = false, fp8 = false;
   int iters = 5;
   std::string profile_path, save_path;
   for (int i = 3; i < argc; ++i) {
@@ -42,6 +45,8 @@ int main(int argc, char** argv) {
       fp32 = true;
     } else if (a == "--bf16") {
       bf16 = true;
+    } else if (a == "--fp8") {
+      fp8 = true;
     } else if (has_value && a == "--iters") {
       iters = std::stoi(argv[++i]);
     } else if (has_value && a == "--profile") {
@@ -60,6 +65,10 @@ int main(int argc, char** argv) {
   if (bf16) options.dtype = at::kBFloat16;  // the job key vae_dtype: bf16
   auto vae = load_vae(*folder, "", at::kHalf, dev, options);
   if (!vae.is_ok()) return std::fprintf(stderr, "%s\n", vae.status().to_string().c_str()), 4;
+  std::string no_fp8;
+  if (fp8 && !fp8_conv_supported(dev, &no_fp8))
+    return std::fprintf(stderr, "vae_timing: --fp8: %s\n", no_fp8.c_str()), 4;
+  const int64_t fp8_convs = fp8 ? use_fp8_convolutions(**vae) : 0;
   c10::InferenceMode guard;
   at::globalContext().setBenchmarkCuDNN(false);
   at::globalContext().setDeterministicCuDNN(true);
@@ -76,6 +85,7 @@ int main(int argc, char** argv) {
                       {"dtype", bf16   ? "bfloat16"
                                 : fp32 ? "float32"
                                        : "float16"},
+                      {"fp8_convolutions", fp8_convs},
                       {"finite", image.isfinite().all().item<bool>()}};
   if (!profile_path.empty()) {
     const nlohmann::json profile = bench::profile_kernels(decode, 2);
@@ -88,10 +98,11 @@ int main(int argc, char** argv) {
         .write(static_cast<const char*>(pixels.data_ptr()), static_cast<std::streamsize>(pixels.nbytes()));
   }
   std::ofstream(argv[2]) << j.dump(2) << "\n";
-  std::printf("vae decode (%s%s): %.2f ms%s\n",
+  std::printf("vae decode (%s%s%s): %.2f ms%s\n",
               bf16   ? "bfloat16"
               : fp32 ? "float32"
                      : "float16",
+              fp8 ? (", " + std::to_string(fp8_convs) + " convolutions in FP8").c_str() : "",
               channels_last ? ", channels-last" : "", seconds * 1e3,
               j.contains("gpu_ms_per_decode")
                   ? (", " + std::to_string(j["gpu_ms_per_decode"].get<double>()) + " ms of kernels").c_str()
