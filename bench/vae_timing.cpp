@@ -17,6 +17,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <nlohmann/json.hpp>
 
 #include "bench/gpu_timing.h"
@@ -79,6 +80,19 @@ int main(int argc, char** argv) {
   const at::Tensor latents = at::randn({1, 4, 128, 128}).to(dev, at::kHalf);
   at::Tensor image;
   auto decode = [&] { image = (*vae)->decode(latents); };
+  // The decode's own memory: the allocator's peak over one decode beyond what the weights and the latents
+  // hold.
+  namespace alloc = c10::cuda::CUDACachingAllocator;
+  decode();  // warm-up (cuDNN's workspaces), then the measured one
+  alloc::emptyCache();
+  const double before_gib =
+      static_cast<double>(alloc::getDeviceStats(0).allocated_bytes[0].current) / (1 << 30);
+  alloc::resetPeakStats(0);
+  decode();
+  const auto stats = alloc::getDeviceStats(0);
+  const double peak_allocated_gib =
+      static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 30) - before_gib;
+  const double peak_reserved_gib = static_cast<double>(stats.reserved_bytes[0].peak) / (1 << 30) - before_gib;
   const double seconds = bench::median_seconds(decode, iters);
   nlohmann::json j = {{"ms_per_decode", seconds * 1e3},
                       {"channels_last", channels_last},
@@ -86,6 +100,8 @@ int main(int argc, char** argv) {
                                 : fp32 ? "float32"
                                        : "float16"},
                       {"fp8_convolutions", fp8_convs},
+                      {"decode_peak_allocated_gib", peak_allocated_gib},
+                      {"decode_peak_reserved_gib", peak_reserved_gib},
                       {"finite", image.isfinite().all().item<bool>()}};
   if (!profile_path.empty()) {
     const nlohmann::json profile = bench::profile_kernels(decode, 2);

@@ -78,6 +78,31 @@ TEST(MemoryPlan, ImagesPerCallMultiplyTheActivations) {
       << none.status().message();
 }
 
+// The stock SDXL VAE decodes in float32 (force_upcast): its weights and its decode's memory are about twice
+// the fp16 figures (4.52 against 2.21 GiB of decode measured on the H200), and the plan counts them.
+TEST(MemoryPlan, Fp32VaeDoublesTheDecode) {
+  MemoryPlan fp16 = plan_of("resident", "full"), fp32 = fp16;
+  fp32.vae_fp32 = true;
+  EXPECT_NEAR(estimate_peak_gib(fp32, 1024, 1024) - estimate_peak_gib(fp16, 1024, 1024),
+              0.16 + 2.09 * (4.52 / 2.21 - 1), 1e-9);
+  MemoryPlan tiny = plan_of("resident", "tiny");
+  MemoryPlan tiny32 = tiny;
+  tiny32.vae_fp32 = true;  // (the tiny VAE has no float32 upcast)
+  EXPECT_DOUBLE_EQ(estimate_peak_gib(tiny32, 1024, 1024), estimate_peak_gib(tiny, 1024, 1024));
+  // A 12 GiB GPU: the fp16 decode fits beside the resident UNet (10.3 of 11.0 GiB), the float32 one
+  // (12.7 GiB) does not, so the UNet leaves the GPU while the VAE decodes.
+  MemoryRequest req;
+  auto half = choose_memory_plan({12, 1, std::nullopt}, req);
+  ASSERT_TRUE(half.is_ok()) << half.status().to_string();
+  EXPECT_EQ(half->placement, "resident") << half->describe();
+  req.vae_fp32 = true;
+  auto full = choose_memory_plan({12, 1, std::nullopt}, req);
+  ASSERT_TRUE(full.is_ok()) << full.status().to_string();
+  EXPECT_EQ(full->placement, "model_offload") << full->describe();
+  EXPECT_LE(full->estimate_gib, full->budget_gib);
+  EXPECT_NE(full->describe().find("full decode in fp32"), std::string::npos) << full->describe();
+}
+
 TEST(MemoryPlan, TimeModelRanksThePlacements) {
   const double resident = estimate_relative_time(plan_of("resident", "full"), 1024, 1024, 30);
   EXPECT_DOUBLE_EQ(resident, 1.0);

@@ -32,7 +32,11 @@ constexpr double kGraphPoolGib = 1.1;
 constexpr double kFullDecodeGib = 2.09;   // decoding one image with the full VAE (with cuDNN workspace)
 constexpr double kTiledDecodeGib = 0.94;  // decoding one image in 512^2 tiles
 constexpr double kTinyDecodeGib = 0.65;   // the tiny VAE
-constexpr double kMargin = 0.92;          // leave 8% for the CUDA context and what the model misses
+// The full VAE in float32 (force_upcast): weights and decode memory (full or tiled) times this, as measured
+// on the H200 (bench/vae_timing, the decode's peak reserved memory beyond the weights: 4.52 GiB in float32
+// against 2.21 in float16 and in bfloat16; bench/results/2026-12-04-h200-session16.md).
+constexpr double kFp32VaeFactor = 4.52 / 2.21;
+constexpr double kMargin = 0.92;  // leave 8% for the CUDA context and what the model misses
 // Time: one UNet call (one image's CFG pair, one at a time; 32.3 ms with the fused kernels,
 // bench/results/2026-11-25-h100-speed-fused.json), the copy rate from page-locked host memory, and the gain
 // of denoising two images concurrently (918 against 977 ms of denoising per image at batch 4 and 1, 30 steps;
@@ -56,10 +60,11 @@ double streams_speedup(int streams) {
   return streams >= 2 ? kTwoStreamSpeedup : 1.0;
 }
 
-double decode_gib(const std::string& decode, double scale) {
+double decode_gib(const std::string& decode, double scale, bool fp32) {
   if (decode == "tiny") return kTinyDecodeGib * scale;
-  if (decode == "tiled") return std::min(kTiledDecodeGib, kFullDecodeGib * scale);
-  return kFullDecodeGib * scale;
+  const double factor = fp32 ? kFp32VaeFactor : 1.0;
+  if (decode == "tiled") return std::min(kTiledDecodeGib, kFullDecodeGib * scale) * factor;
+  return kFullDecodeGib * scale * factor;
 }
 
 // UNet weights on the GPU while denoising and while decoding.
@@ -92,7 +97,8 @@ double estimate_peak_gib(const MemoryPlan& p, int64_t width, int64_t height) {
       (p.cached_gib_per_image + (p.project_context ? kContextProjectionGib : 0.0)) *
           static_cast<double>(std::max<int64_t>(1, p.batch_size));
   // The denoising graph's private memory pool stays reserved while the VAE decodes.
-  return kVaeGib + std::max(denoising + act, decoding + act + decode_gib(p.decode, scale));
+  const double vae = p.vae_fp32 && p.decode != "tiny" ? kVaeGib * 2 : kVaeGib;
+  return vae + std::max(denoising + act, decoding + act + decode_gib(p.decode, scale, p.vae_fp32));
 }
 
 double estimate_relative_time(const MemoryPlan& p, int64_t width, int64_t height, int64_t steps) {
@@ -134,7 +140,8 @@ double activation_gib_per_image(int64_t width, int64_t height) {
 double cpu_activation_gib(int64_t width, int64_t height, double unet_scale, double vae_scale,
                           const std::string& decode) {
   const double scale = pixels_scale(width, height);
-  return 2.0 * (kUnetPerImageGib * scale * unet_scale + decode_gib(decode, scale) * vae_scale);
+  return 2.0 *
+         (kUnetPerImageGib * scale * unet_scale + decode_gib(decode, scale, /*fp32=*/false) * vae_scale);
 }
 
 std::string large_image_warning(int64_t width, int64_t height, bool on_cpu, double host_ram_gib) {
@@ -164,7 +171,7 @@ double host_gib_needed(const std::string& placement) {
 }
 
 std::string MemoryPlan::describe() const {
-  char buf[320];
+  char buf[400];
   char extra[64] = "", per_call[48] = "";
   if (images_per_call > 1)
     std::snprintf(per_call, sizeof per_call, " (%lld per UNet call)",
@@ -173,9 +180,9 @@ std::string MemoryPlan::describe() const {
     std::snprintf(extra, sizeof extra, " (%.2f GiB of UNet units resident%s)", resident_budget_gib,
                   unload_for_decode ? ", unloaded for the decode" : "");
   std::snprintf(buf, sizeof buf,
-                "memory plan: %s weights%s, %s decode, %lld image(s) denoised concurrently%s, batch %lld%s "
+                "memory plan: %s weights%s, %s decode%s, %lld image(s) denoised concurrently%s, batch %lld%s "
                 "(estimated peak %.1f GiB of %.1f GiB, time %.2fx resident)",
-                placement.c_str(), extra, decode.c_str(),
+                placement.c_str(), extra, decode.c_str(), vae_fp32 && decode != "tiny" ? " in fp32" : "",
                 static_cast<long long>(unet_streams * std::max<int64_t>(1, images_per_call)), per_call,
                 static_cast<long long>(batch_size),
                 project_context ? "" : ", prompts projected at every step", estimate_gib, budget_gib,
@@ -275,6 +282,7 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
         p.decode = decode;
         p.unet_streams = streams;
         p.images_per_call = std::max<int64_t>(1, req.images_per_call);
+        p.vae_fp32 = req.vae_fp32;
         // (auto: as the run's context chooses it, a whole number of two calls)
         const int64_t pair = 2 * p.images_per_call;
         p.batch_size = req.batch_size ? *req.batch_size : (kAutoBatch + pair - 1) / pair * pair;
@@ -308,6 +316,7 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
   lightest.project_context = false;
   lightest.fp8_unet = req.fp8_unet;
   lightest.images_per_call = std::max<int64_t>(1, req.images_per_call);
+  lightest.vae_fp32 = req.vae_fp32;
   lightest.placement = placements.size() > 1 ? "sequential" : placements.front();
   lightest.decode = decodes.back();
   char buf[400];

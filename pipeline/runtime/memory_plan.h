@@ -6,7 +6,8 @@
 // images_per_call images), not with the batch, and no choice below changes a pixel
 // except the tiled decode (compared to the full decode by PSNR) and the tiny VAE (a different decoder).
 //
-// The model (memory_plan.cpp, constants measured on an H100, fp16, 1024², activations scaled by pixels):
+// The model (memory_plan.cpp, constants measured on an H100, fp16, 1024², activations scaled by pixels; the
+// VAE's weights and decode about twice as large when it decodes in float32, measured on an H200):
 // It predicts the allocator's peak *reserved* memory (what a cap limits), not only what tensors hold:
 //   peak GiB ~ max(denoising: UNet weights on the GPU + VAE weights + (activations + graph pool) * concurrent
 //   images,
@@ -59,6 +60,9 @@ struct MemoryRequest {
   /// The job's images_per_unet_call: each concurrent UNet call holds this many images' activations. It
   /// changes pixels, so the plan never lowers it.
   int64_t images_per_call = 1;
+  /// The full VAE decodes in float32 (the stock SDXL VAE under force_upcast in an fp16 job, vae_dtype:
+  /// fp32, or an fp32 job): its weights and its decode's memory are twice the fp16 figures.
+  bool vae_fp32 = false;
 };
 
 struct MemoryPlan {
@@ -67,6 +71,7 @@ struct MemoryPlan {
   int64_t batch_size = 8;
   int unet_streams = 1;             ///< UNet calls run concurrently
   int64_t images_per_call = 1;      ///< images in each of them (from the request)
+  bool vae_fp32 = false;            ///< the full VAE decodes in float32 (from the request)
   double resident_budget_gib = 0;   ///< streamed: UNet unit weights kept on the GPU
   double cached_gib_per_image = 0;  ///< DeepCache's feature map per image of the batch (from the request)
   bool unload_for_decode = false;   ///< streamed: the resident units leave the GPU while the VAE decodes
