@@ -12,7 +12,6 @@
 #include "cluster/node_probe.h"
 #include "common/log.h"
 #include "common/process_clock.h"
-#include "pipeline/io/model_source.h"
 #include "pipeline/io/weights_broadcast.h"
 #include "pipeline/runtime/memory_plan.h"
 #include "worker/device_binding.h"
@@ -191,26 +190,6 @@ void BatchRenderer::log_peak_memory() const {
   }
 #endif
 }
-
-namespace {
-
-// Whether the full VAE will decode in float32, as load_vae decides it: vae_dtype when set, else the job's
-// dtype, fp16 upcast when the VAE's config says force_upcast (diffusers' default) and vae_fp16_safe is off.
-// The config is read from the model as the load will read it; when it cannot be read, float32 (the larger
-// estimate: the load then reports the problem).
-bool vae_decodes_in_fp32(const JobSpec& job) {
-  if (job.vae_dtype) return *job.vae_dtype == JobSpec::DType::kFp32;
-  if (job.dtype == JobSpec::DType::kFp32) return true;
-  if (job.dtype == JobSpec::DType::kBf16 || job.vae_fp16_safe) return false;
-  auto source = ModelSource::open(job.model, job.model_config, job.vae);
-  if (!source.is_ok()) return true;
-  auto config = source->config("vae");
-  if (!config.is_ok() || !config->is_object()) return true;
-  const auto it = config->find("force_upcast");
-  return it == config->end() || !it->is_boolean() || it->get<bool>();
-}
-
-}  // namespace
 
 // Caps the caching allocator at memory.max_gpu_gib, chooses the memory plan for this GPU and logs it with its
 // estimate. (No choice of the plan changes pixels, except a tiled decode when nothing else fits.)

@@ -2,6 +2,8 @@
 
 #include <ATen/Context.h>
 
+#include "pipeline/io/model_source.h"
+
 namespace sdxlb {
 
 at::ScalarType scalar_type(JobSpec::DType dtype) {
@@ -49,6 +51,18 @@ RenderSettings render_settings(const JobSpec& job) {
   s.width = job.width;
   s.height = job.height;
   return s;
+}
+
+bool vae_decodes_in_fp32(const JobSpec& job) {
+  if (job.vae_dtype) return *job.vae_dtype == JobSpec::DType::kFp32;
+  if (job.dtype == JobSpec::DType::kFp32) return true;
+  if (job.dtype == JobSpec::DType::kBf16 || job.vae_fp16_safe) return false;
+  auto source = ModelSource::open(job.model, job.model_config, job.vae);
+  if (!source.is_ok()) return true;
+  auto config = source->config("vae");
+  if (!config.is_ok() || !config->is_object()) return true;
+  const auto it = config->find("force_upcast");
+  return it == config->end() || !it->is_boolean() || it->get<bool>();
 }
 
 bool gpu_present() {

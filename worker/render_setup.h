@@ -43,6 +43,13 @@ RenderSettings render_settings(const JobSpec& job);
 /// anything is written.
 StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx);
 
+/// Whether the job's full VAE will decode in float32, as load_vae decides it: vae_dtype when set, else the
+/// job's dtype, fp16 upcast when the VAE's config says force_upcast (diffusers' default when the key is
+/// missing) and vae_fp16_safe is off. Reads the config from the model (a folder's vae/config.json, a single
+/// file's config folder or the built-in SDXL configs); when it cannot be read, true (the larger memory
+/// estimate; the load reports the problem). For the memory plan, which runs before the load.
+bool vae_decodes_in_fp32(const JobSpec& job);
+
 /// Whether LibTorch sees a CUDA GPU on this node.
 bool gpu_present();
 
