@@ -1,8 +1,12 @@
 #include "run/run_context.h"
 
+#include <algorithm>
+
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+
+#include "pipeline/runtime/memory_plan.h"
 
 namespace sdxlb {
 
@@ -15,11 +19,9 @@ StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, co
   ctx.plan = std::make_shared<const JobPlan>(std::move(plan));
   const bool on_gpu =
       job.device == JobSpec::Device::kCuda || (job.device == JobSpec::Device::kAuto && gpu_present);
-  // Auto: 8 on a GPU (with images_per_unet_call, a whole number of two concurrent calls: 2·k rounded up
-  // from 8), and one UNet call on the CPU.
+  // Auto: the memory plan's on a GPU, one UNet call's images on the CPU.
   const int64_t per_call = std::max<int64_t>(1, job.images_per_unet_call);
-  const int64_t gpu_auto = (8 + 2 * per_call - 1) / (2 * per_call) * (2 * per_call);
-  ctx.batch_size = job.batch_size ? *job.batch_size : (on_gpu ? (per_call > 1 ? gpu_auto : 8) : per_call);
+  ctx.batch_size = job.batch_size ? *job.batch_size : (on_gpu ? auto_batch_size(per_call) : per_call);
   ctx.job = std::move(job);
   return ctx;
 }

@@ -872,8 +872,9 @@ TEST_F(JobSpecTest, ImagesPerUNetCall) {
   EXPECT_EQ(four->images_per_unet_call, 4);
   EXPECT_NE(four->identity("m"), minimal->identity("m"));
   EXPECT_HAS(four->to_canonical_json(), "\"images_per_unet_call\":4");
-  auto todo = load(std::string(kMinimal) + "images_per_unet_call: 2\ntoken_downsampling: {factor: 2}\n");
-  EXPECT_TRUE(todo.is_ok()) << todo.status().message();
+  auto downsampling =
+      load(std::string(kMinimal) + "images_per_unet_call: 2\ntoken_downsampling: {factor: 2}\n");
+  EXPECT_TRUE(downsampling.is_ok()) << downsampling.status().message();
   EXPECT_HAS(error_of(std::string(kMinimal) + "images_per_unet_call: 0\n"),
              "job.yaml:5:23: images_per_unet_call: 0 is out of range; use an integer from 1 to 64");
   EXPECT_HAS(error_of(std::string(kMinimal) + "images_per_unet_call: 65\n"), "images_per_unet_call");

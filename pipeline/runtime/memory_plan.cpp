@@ -82,6 +82,11 @@ std::pair<double, double> unet_on_gpu(const MemoryPlan& p) {
 
 }  // namespace
 
+int64_t auto_batch_size(int64_t images_per_call) {
+  const int64_t group = kMaxStreams * std::max<int64_t>(1, images_per_call);
+  return (kAutoBatch + group - 1) / group * group;
+}
+
 double estimate_peak_gib(const MemoryPlan& p, int64_t width, int64_t height) {
   const double scale = pixels_scale(width, height);
   const auto [denoising, decoding] = unet_on_gpu(p);
@@ -283,9 +288,7 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
         p.unet_streams = streams;
         p.images_per_call = std::max<int64_t>(1, req.images_per_call);
         p.vae_fp32 = req.vae_fp32;
-        // (auto: as the run's context chooses it, a whole number of two calls)
-        const int64_t pair = 2 * p.images_per_call;
-        p.batch_size = req.batch_size ? *req.batch_size : (kAutoBatch + pair - 1) / pair * pair;
+        p.batch_size = req.batch_size ? *req.batch_size : auto_batch_size(p.images_per_call);
         p.budget_gib = budget;
         // Streamed: the resident units kept through the decode, or unloaded for it.
         for (bool unload :

@@ -87,6 +87,10 @@ struct MemoryPlan {
   std::string describe() const;
 };
 
+/// batch_size: auto on a GPU: 8 images, rounded up to a whole number of the concurrent UNet calls the plan
+/// may choose (two) of `images_per_call` images each. The run context dispatches batches of this size.
+int64_t auto_batch_size(int64_t images_per_call);
+
 /// The allocator peak (GiB) the model predicts for `plan` at this image size.
 double estimate_peak_gib(const MemoryPlan& plan, int64_t width, int64_t height);
 /// The time per image the model predicts for `plan`, relative to resident with one stream.
