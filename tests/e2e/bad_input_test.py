@@ -168,6 +168,13 @@ class BadInput(unittest.TestCase):
         self.case("fp8-conv-cpu", GOOD + "unet_precision: fp8\nconvolution_precision: fp8\n",
                   expect=["cannot run here", "this job runs on the cpu"])
 
+    def test_images_per_unet_call_out_of_range_or_with_token_merging_is_refused(self):
+        self.case("per-call-range", GOOD + "images_per_unet_call: 0\n",
+                  expect=["job.yaml:10:23", "images_per_unet_call: 0 is out of range", "from 1 to 64"])
+        self.case("per-call-tome", GOOD + "images_per_unet_call: 4\ntoken_merging: {{ratio: 0.5}}\n",
+                  expect=["job.yaml:10:23", "images_per_unet_call: is 4, but token_merging",
+                          "remove one of the two"])
+
     def test_token_merging_with_token_downsampling_is_refused(self):
         self.case("tome-todo", GOOD + "token_merging: {{}}\ntoken_downsampling: {{factor: 4}}\n",
                   expect=["job.yaml:11:1", "token_downsampling: cannot be combined with token_merging",
