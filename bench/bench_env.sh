@@ -37,10 +37,11 @@ build_and_model() {
 # and DIR/job.yaml (1024², fp16, output DIR/out, MEMORY a flow map, default {}), runs the CLI on it, and
 # leaves its output in $out/NAME.stdout and $out/NAME.stderr, with "exit=... wall_s=..." appended to stdout.
 # SDXLB_BENCH_EXTRA_YAML: more job-file lines for every row (e.g. "unet_precision: fp8").
+# SDXLB_BENCH_MEMORY: the memory map of rows that set none (e.g. "{overlap_decode: off}").
 # SDXLB_BENCH_VAE_YAML: the VAE's dtype line (default "vae_fp16_safe: true"; "vae_dtype: bf16" is what the
 # stock SDXL VAE can run at that speed).
 run_row() {
-  local name="$1" d="$2" n="$3" steps="$4" g="$5" b="$6" dec="$7" mem="${8:-{\}}"
+  local name="$1" d="$2" n="$3" steps="$4" g="$5" b="$6" dec="$7" mem="${8:-${SDXLB_BENCH_MEMORY:-{\}}}"
   rm -rf "$d"; mkdir -p "$d"
   for i in $(seq 1 "$n"); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
   cat > "$d/job.yaml" <<YAML
@@ -61,6 +62,7 @@ memory: $mem
 ${SDXLB_BENCH_EXTRA_YAML:-}
 YAML
   local start=$EPOCHREALTIME
-  "$bin" run "$d/job.yaml" > "$out/$name.stdout" 2> "$out/$name.stderr"
+  # (debug: the workers' "stored items" lines, whose times give the steady wall time per image)
+  SDXLB_LOG=debug "$bin" run "$d/job.yaml" > "$out/$name.stdout" 2> "$out/$name.stderr"
   echo "exit=$? wall_s=$(awk "BEGIN{print $EPOCHREALTIME - $start}")" >> "$out/$name.stdout"
 }

@@ -85,6 +85,9 @@ constexpr NamedValue<JobSpec::WeightsBroadcast> kWeightsBroadcast[] = {
     {"auto", JobSpec::WeightsBroadcast::kAuto},
     {"on", JobSpec::WeightsBroadcast::kOn},
     {"off", JobSpec::WeightsBroadcast::kOff}};
+constexpr NamedValue<JobSpec::OverlapDecode> kOverlapDecodes[] = {{"auto", JobSpec::OverlapDecode::kAuto},
+                                                                  {"on", JobSpec::OverlapDecode::kOn},
+                                                                  {"off", JobSpec::OverlapDecode::kOff}};
 constexpr NamedValue<PromptFormat> kPromptFormats[] = {
     {"txt", PromptFormat::kTxt}, {"jsonl", PromptFormat::kJsonl}, {"csv", PromptFormat::kCsv}};
 // The sampler options' values, spelled by jobs/sampler_choice.h.
@@ -294,14 +297,16 @@ void SpecParser::on_memory(const Field& f) {
                  m.max_gpu_gib = v;
                }
              }},
-            {"concurrent_images", [&](const Field& g) {
+            {"concurrent_images",
+             [&](const Field& g) {
                if (g.value.IsScalar() && g.value.Scalar() == "auto") {
                  m.concurrent_images.reset();
                  return;
                }
                int64_t v = 0;
                if (read_int(g, 1, 8, "use \"auto\" or an integer from 1 to 8", &v)) m.concurrent_images = v;
-             }}});
+             }},
+            {"overlap_decode", [&](const Field& g) { read_enum(g, kOverlapDecodes, &m.overlap_decode); }}});
 }
 
 // "scheduler: NAME" or "scheduler: {name?, sigmas?, timestep_spacing?, final_sigmas_type?,
@@ -859,6 +864,9 @@ const char* decoder_name(JobSpec::Decoder v) {
 const char* placement_name(JobSpec::Placement v) {
   return name_of(kPlacements, v);
 }
+const char* overlap_decode_name(JobSpec::OverlapDecode v) {
+  return name_of(kOverlapDecodes, v);
+}
 const char* decode_name(JobSpec::Decode v) {
   return name_of(kDecodes, v);
 }
@@ -1026,6 +1034,8 @@ std::string JobSpec::to_canonical_json() const {
   // Only when set, so that the canonical JSON of every earlier job is unchanged.
   if (!model_config.empty()) run["model_config"] = model_config;
   if (!vae.empty()) run["vae"] = vae;
+  if (memory.overlap_decode != OverlapDecode::kAuto)
+    run["memory"]["overlap_decode"] = overlap_decode_name(memory.overlap_decode);
   if (weights_broadcast != WeightsBroadcast::kAuto)
     run["weights_broadcast"] = weights_broadcast_name(weights_broadcast);
   if (!loras.empty()) run["loras"] = nlohmann::json::parse(loras_to_json(loras));

@@ -46,6 +46,9 @@ struct JobSpec {
   /// Whether a node's first worker reads the weight files and shares them with the node's other workers;
   /// kAuto: when more than one worker of a node loads the model under MPI.
   enum class WeightsBroadcast { kAuto, kOn, kOff };
+  /// Whether a group's VAE decode runs while the next group denoises (memory.overlap_decode); kAuto: on a
+  /// GPU where the UNet stays resident and memory is not capped or shared.
+  enum class OverlapDecode { kAuto, kOn, kOff };
 
   /// The `memory:` map: overrides for the memory plan.
   struct Memory {
@@ -53,6 +56,7 @@ struct JobSpec {
     Decode decode = Decode::kAuto;
     std::optional<double> max_gpu_gib;         ///< cap on GPU memory the plan may use; nullopt: no cap
     std::optional<int64_t> concurrent_images;  ///< images denoised at once on a GPU; nullopt: auto
+    OverlapDecode overlap_decode = OverlapDecode::kAuto;  ///< never changes a pixel
   };
 
   /// Where the prompts came from.
@@ -168,6 +172,7 @@ const char* image_format_name(JobSpec::ImageFormat v);
 const char* decoder_name(JobSpec::Decoder v);
 const char* placement_name(JobSpec::Placement v);
 const char* decode_name(JobSpec::Decode v);
+const char* overlap_decode_name(JobSpec::OverlapDecode v);
 const char* weights_broadcast_name(JobSpec::WeightsBroadcast v);
 
 }  // namespace sdxlb

@@ -496,6 +496,7 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     if (parts.streamer && parts.streamer->evicted()) {
       // Model offload: the UNet comes back to the GPU at new addresses; its graph is captured again (the
       // handles and workspaces exist by now, so without warm-up steps).
+      if (before_capture_) before_capture_();
       parts.loop.reset();  // its private memory pool goes back before the weights come in
 #ifdef SDXLB_WITH_CUDA
       if (options_.device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
@@ -572,6 +573,7 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     // only inside its own calls (the streamer's hooks), not when the loop projects the prompts.
     key.project_context = options_.project_context && options_.placement == Placement::kResident;
     if (!parts.loop || !(parts.loop->key() == key)) {
+      if (before_capture_) before_capture_();
       parts.loop.reset();
       SDXLB_ASSIGN_OR_RETURN(parts.loop, DenoiseLoop::create(parts.unet, *sampler, key, dev, warmup));
     }

@@ -15,11 +15,14 @@
 // sets images_per_unet_call, and the VAE decodes one image per call, so an image's pixels do not depend on
 // the batch size or on the other images of its batch.
 //
-// A pipeline is used by one thread at a time. Errors never throw: LibTorch failures become a Status naming
+// A pipeline is used by one thread at a time, with one exception: decode() may run on a second thread (on its
+// own CUDA stream) while the first denoises, given set_before_capture() (BatchRenderer's overlapped decode).
+// Errors never throw: LibTorch failures become a Status naming
 // the phase (kResourceExhausted for out-of-memory), NaN/Inf latents or images are kDataLoss.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -160,6 +163,10 @@ class SdxlPipeline {
   /// Sets how many images of a batch denoise concurrently (>= 1; fewer use less memory, same pixels). The
   /// next denoise() re-captures its CUDA graph.
   void set_unet_streams(int streams);
+  /// Called by denoise() before it captures a CUDA graph (a new denoise loop, or the UNet back on the GPU
+  /// after model offload). A caller that runs decode() on another thread meanwhile waits for it here: a
+  /// capture must not meet another thread's allocations or synchronisations.
+  void set_before_capture(std::function<void()> hook) { before_capture_ = std::move(hook); }
   bool force_zeros_for_empty_prompt() const { return force_zeros_; }
   /// Width of prompt_embeds' last axis and of pooled (for the embedding store).
   int64_t prompt_embed_dim() const { return prompt_dim_; }
@@ -191,6 +198,7 @@ class SdxlPipeline {
   int64_t prompt_dim_ = 0, pooled_dim_ = 0;
   std::string text_encoder_id_, model_id_, loras_summary_, precision_summary_;
   PhaseTimes times_;
+  std::function<void()> before_capture_;
 };
 
 /// Parses "fp16" | "bf16" | "fp32" (also "float16", "bfloat16", "float32").

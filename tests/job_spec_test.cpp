@@ -199,6 +199,8 @@ TEST_F(JobSpecTest, MinimalJobGetsEveryDefault) {
   EXPECT_EQ(s.memory.placement, JobSpec::Placement::kAuto);
   EXPECT_EQ(s.memory.decode, JobSpec::Decode::kAuto);
   EXPECT_FALSE(s.memory.max_gpu_gib.has_value());
+  EXPECT_EQ(s.memory.overlap_decode, JobSpec::OverlapDecode::kAuto);
+  EXPECT_EQ(s.to_canonical_json().find("overlap_decode"), std::string::npos);  // earlier jobs' JSON
   EXPECT_EQ(s.weights_broadcast, JobSpec::WeightsBroadcast::kAuto);
   EXPECT_EQ(s.to_canonical_json().find("weights_broadcast"), std::string::npos);  // earlier jobs' JSON
   EXPECT_EQ(s.segment_items, 256);
@@ -233,7 +235,7 @@ device: cuda
 output: /abs/out
 image_format: png
 decoder: full
-memory: {placement: streamed, decode: tiled, max_gpu_gib: 20.5, concurrent_images: 3}
+memory: {placement: streamed, decode: tiled, max_gpu_gib: 20.5, concurrent_images: 3, overlap_decode: off}
 weights_broadcast: off
 embedding_cache: cache
 segment_items: 64
@@ -265,6 +267,8 @@ worker_timeout_s: 90
   EXPECT_EQ(s.memory.decode, JobSpec::Decode::kTiled);
   EXPECT_DOUBLE_EQ(*s.memory.max_gpu_gib, 20.5);
   EXPECT_EQ(s.memory.concurrent_images, 3);
+  EXPECT_EQ(s.memory.overlap_decode, JobSpec::OverlapDecode::kOff);
+  EXPECT_NE(s.to_canonical_json().find(R"("overlap_decode":"off")"), std::string::npos);
   EXPECT_EQ(s.weights_broadcast, JobSpec::WeightsBroadcast::kOff);
   EXPECT_NE(s.to_canonical_json().find(R"("weights_broadcast":"off")"), std::string::npos);
   EXPECT_EQ(s.embedding_cache, dir_.file("cache"));
@@ -399,6 +403,12 @@ TEST_F(JobSpecTest, ConcurrentImagesOutOfRange) {
   EXPECT_HAS(
       m,
       "job.yaml:6:22: memory.concurrent_images: 9 is out of range; use \"auto\" or an integer from 1 to 8");
+}
+
+TEST_F(JobSpecTest, OverlapDecodeUnknownValue) {
+  std::string m = error_of(std::string(kMinimal) + "memory:\n  overlap_decode: yes\n");
+  EXPECT_HAS(m, "job.yaml:6:19: memory.overlap_decode");
+  EXPECT_HAS(m, "use one of: auto | on | off");
 }
 
 TEST_F(JobSpecTest, NegativeSteps) {

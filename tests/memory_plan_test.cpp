@@ -46,6 +46,41 @@ TEST(MemoryPlan, EstimateFollowsTheModel) {
   EXPECT_LT(estimate_peak_gib(plan_of("resident", "full"), 512, 512), resident);
 }
 
+// memory.overlap_decode: auto overlaps the decode with the next group's denoising on a resident plan of an
+// unshared, uncapped GPU; never on a placement that moves the UNet around the decode; the job's on/off win.
+TEST(MemoryPlan, DecodeOverlapsOnResidentPlans) {
+  MemoryRequest req;
+  auto big = choose_memory_plan({141, 1, std::nullopt}, req);
+  ASSERT_TRUE(big.is_ok()) << big.status().to_string();
+  EXPECT_EQ(big->placement, "resident");
+  EXPECT_TRUE(big->overlap_decode);
+  EXPECT_NE(big->describe().find("each group decodes while the next one denoises"), std::string::npos)
+      << big->describe();
+  // The estimate is the same either way: a resident plan's already holds the decode beside the graphs.
+  MemoryPlan off = *big;
+  off.overlap_decode = false;
+  EXPECT_DOUBLE_EQ(estimate_peak_gib(off, 1024, 1024), big->estimate_gib);
+  auto shared = choose_memory_plan({141, 2, std::nullopt}, req);
+  auto capped = choose_memory_plan({141, 1, 40.0}, req);
+  ASSERT_TRUE(shared.is_ok() && capped.is_ok());
+  EXPECT_FALSE(shared->overlap_decode) << shared->describe();
+  EXPECT_FALSE(capped->overlap_decode) << capped->describe();
+  EXPECT_EQ(capped->describe().find("decodes while"), std::string::npos) << capped->describe();
+  req.overlap_decode = true;
+  auto forced = choose_memory_plan({141, 1, 40.0}, req);
+  ASSERT_TRUE(forced.is_ok());
+  EXPECT_TRUE(forced->overlap_decode);
+  req.overlap_decode = false;
+  auto never = choose_memory_plan({141, 1, std::nullopt}, req);
+  ASSERT_TRUE(never.is_ok());
+  EXPECT_FALSE(never->overlap_decode);
+  req.overlap_decode = true;
+  req.placement = "model_offload";
+  auto offload = choose_memory_plan({141, 1, std::nullopt}, req);
+  ASSERT_TRUE(offload.is_ok());
+  EXPECT_FALSE(offload->overlap_decode) << offload->describe();
+}
+
 // images_per_unet_call: each concurrent call holds that many images' activations; the plan keeps the job's
 // count (it changes pixels), and its auto batch is a whole number of two calls.
 TEST(MemoryPlan, ImagesPerCallMultiplyTheActivations) {

@@ -2,9 +2,14 @@
 // plan, loads the UNet and decoder, and turns a list of items into finished items (pixels and metadata) for
 // an ItemSink. Each image is computed on its own, so its pixels do not depend on the batch it is in.
 //
+// Overlapped decode (RenderSetup::overlap_decode, the memory plan's choice on a GPU): an image group's VAE
+// decode runs on a thread and CUDA stream of its own while the next group denoises, also across dispatched
+// batches; its items are stored after that denoise, and finish() stores the last group. The same pixels.
+//
 // Out of memory: the first step down denoises one image at a time (same pixels), the next renders the items
-// one by one; an item that still fails is stored as failed with the reason (a later run retries it).
-// Not thread-safe: one per worker.
+// one by one; an item that still fails is stored as failed with the reason (a later run retries it). An
+// out-of-memory error also ends the overlapped decode for the rest of the run.
+// Not thread-safe: one per worker (its decode thread is its own business).
 #pragma once
 
 #include <cstdint>
@@ -49,10 +54,19 @@ class BatchRenderer {
   /// the plan's concurrent images on a GPU (the last group padded, so that one CUDA graph serves them all),
   /// one on the CPU. Each item goes to `sink`, its index to report->done or report->failed. Before each
   /// group it asks hooks.stop and lets the sink publish when its time is up; after each group it calls
-  /// hooks.progress. So a stop waits for at most one group: the images in flight. Errors: a failure that
-  /// stops the worker (the sink failed, or a LibTorch error outside one group).
+  /// hooks.progress with the items stored. So a stop waits for at most one group: the images in flight.
+  /// With the decode overlapped, the items stored after a group's denoise are the group before's (this
+  /// batch's or the previous one's), and the last group is still decoding on return: call finish() before
+  /// the sink publishes for a stop or the end. Errors: a failure that stops the worker (the sink failed, or
+  /// a LibTorch error outside one group).
   Status render(const std::vector<int64_t>& items, ItemSink& sink, WorkRequest* report,
                 const RenderHooks& hooks = {});
+  /// Waits for the group still decoding (overlapped decode), stores its items and tells hooks.progress; does
+  /// nothing when none is. Errors: the sink's.
+  Status finish(ItemSink& sink, const RenderHooks& hooks = {});
+  /// Whether a group's decode overlaps the next group's denoise (the plan's choice; off after an
+  /// out-of-memory error).
+  bool overlaps_decode() const { return setup_.overlap_decode; }
   /// Images rendered together (the images in flight).
   int64_t group_size() const;
   /// Logs the peak GPU memory (on a GPU).
@@ -63,12 +77,24 @@ class BatchRenderer {
   double busy_seconds() const { return busy_s_; }
 
  private:
+  struct Group;          // one image group's items, texts, seeds, errors and times
+  struct PendingDecode;  // a group whose images decode on the decode thread
+
   Status apply_memory_plan();
   void release_cached_memory();
+  Group make_group(const std::vector<int64_t>& items, int64_t batch) const;
+  /// The whole group at once (denoise, then decode), with the out-of-memory fallbacks.
   Status render_padded(const std::vector<int64_t>& items, int64_t batch, ItemSink& sink, WorkRequest* report);
-  Status render_batch(const std::vector<std::string>& pos, const std::vector<std::string>& neg,
-                      const std::vector<uint64_t>& seeds, const std::vector<int64_t>& items,
-                      at::Tensor* images, std::vector<std::string>* errors);
+  /// Denoises the group, stores the group decoding before it, and starts the group's decode.
+  Status render_overlapped(const std::vector<int64_t>& items, int64_t batch, ItemSink& sink,
+                           WorkRequest* report);
+  Status finish_pending(ItemSink& sink, WorkRequest* report);
+  void stop_overlapping(const std::string& why);
+  /// Embeddings and denoising; per-image NaN/Inf rows land in the group's errors (zeroed in the latents).
+  StatusOr<at::Tensor> denoise_group(Group& g);
+  Status render_batch(Group& g, at::Tensor* images);
+  Status store_group(const Group& g, const Status& st, const at::Tensor& images, ItemSink& sink,
+                     WorkRequest* report);
 
   const RunContext& ctx_;
   RenderSetup setup_;
@@ -78,11 +104,12 @@ class BatchRenderer {
   std::string host_, gpu_;
   std::string scheduler_json_;  ///< the effective sampler config, recorded with every item
   int64_t rendered_ = 0, failed_ = 0;
-  double busy_s_ = 0, embed_ms_ = 0;
+  double busy_s_ = 0;
   double last_group_s_ = 0;  // wall time of the last image group (the sink's estimate of the next one)
   bool first_batch_ = true;
   bool placement_logged_ = false;
   int64_t oom_faults_left_ = 0;
+  std::unique_ptr<PendingDecode> pending_;
 };
 
 }  // namespace sdxlb

@@ -64,11 +64,23 @@ Status run_render_worker(Comm& comm, const RunContext& ctx, const RenderSetup& s
     return comm.send(0, kProgress, encode_message(group), "reporting progress");
   };
 
+  // A failure that stops the worker: keep what was finished (the group still decoding too) when the segment
+  // can still be written, and tell the coordinator.
+  auto fail = [&](const Status& error) -> Status {
+    (void)renderer.finish(sink, hooks);
+    (void)sink.publish();
+    if (send_fatal(comm, error).is_ok()) return Status::ok();
+    return error;
+  };
+
   for (;;) {
     // Everything done so far went out with kProgress; the request only asks for more (or says goodbye).
     WorkRequest request;
     if (stop_requested()) {
-      SDXLB_RETURN_IF_ERROR(sink.publish());  // what is done is saved before the coordinator hears "stopping"
+      // What is done (the group still decoding too) is saved before the coordinator hears "stopping".
+      st = renderer.finish(sink, hooks);
+      if (!st.is_ok()) return fail(st);
+      SDXLB_RETURN_IF_ERROR(sink.publish());
       request.stopping = true;
     }
     SDXLB_RETURN_IF_ERROR(comm.send(0, kRequest, encode_message(request), "asking for work"));
@@ -77,18 +89,20 @@ Status run_render_worker(Comm& comm, const RunContext& ctx, const RenderSetup& s
     std::optional<Message> msg;
     while (!msg) {
       SDXLB_ASSIGN_OR_RETURN(msg, comm.recv_for(kWork, 0.2, "waiting for work"));
-      if (!msg && StopSignal::requested()) SDXLB_RETURN_IF_ERROR(sink.publish());
+      if (!msg && StopSignal::requested()) {
+        st = renderer.finish(sink, hooks);
+        if (!st.is_ok()) return fail(st);
+        SDXLB_RETURN_IF_ERROR(sink.publish());
+      }
     }
     SDXLB_ASSIGN_OR_RETURN(auto work, decode_assignment(msg->bytes));
     if (work.stop) break;
     WorkRequest report;
     st = renderer.render(work.items, sink, &report, hooks);
-    if (!st.is_ok()) {
-      (void)sink.publish();  // keep what was finished, when the segment can still be written
-      if (send_fatal(comm, st).is_ok()) return Status::ok();
-      return st;
-    }
+    if (!st.is_ok()) return fail(st);
   }
+  st = renderer.finish(sink, hooks);  // the last group's decode
+  if (!st.is_ok()) return fail(st);
   renderer.log_peak_memory();
   SDXLB_RETURN_IF_ERROR(sink.publish());
   // A stop the coordinator sent after this worker's last request is still queued: take it.

@@ -113,6 +113,14 @@ StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx) {
         break;
     }
   }
+  setup.overlap_decode = job.memory.overlap_decode == JobSpec::OverlapDecode::kOn;
+  if (setup.overlap_decode && job.memory.placement != JobSpec::Placement::kAuto &&
+      job.memory.placement != JobSpec::Placement::kResident)
+    return invalid_argument(
+        job.job_file + ": memory.overlap_decode is on, but memory.placement " +
+        placement_name(job.memory.placement) +
+        " moves the UNet's weights around the decode, so the decode cannot overlap the "
+        "denoise; use memory.placement: resident (or auto), or memory.overlap_decode: auto");
   switch (job.memory.placement) {
     case JobSpec::Placement::kModelOffload:
       setup.placement = Placement::kModelOffload;

@@ -26,6 +26,9 @@ struct RenderSetup {
   bool unload_for_decode = false;
   bool project_context = true;  ///< see MemoryPlan::project_context
   bool tight_memory = false;    ///< a memory cap or a non-resident plan (see PipelineOptions::tight_memory)
+  /// Each image group's VAE decode runs on a thread of its own while the next group denoises (BatchRenderer):
+  /// the job's memory.overlap_decode: on, or the memory plan's choice on a GPU.
+  bool overlap_decode = false;
 
   /// The pipeline options for `job` (render or encode).
   PipelineOptions pipeline_options(const JobSpec& job, bool text_encoders, bool denoiser) const;
@@ -39,7 +42,8 @@ RenderSettings render_settings(const JobSpec& job);
 
 /// Resolves the job for this machine: device auto -> cuda when LibTorch sees a GPU; fp16/bf16 on the CPU is
 /// an error with a fix; decoder and decode mode from the job; placement: the job's, resident when auto (the
-/// worker's memory plan decides on a GPU). Every rank calls it, so that rank 0 reports these errors before
+/// worker's memory plan decides on a GPU); memory.overlap_decode: on with a placement other than resident
+/// is an error. Every rank calls it, so that rank 0 reports these errors before
 /// anything is written.
 StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx);
 

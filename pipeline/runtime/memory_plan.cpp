@@ -192,8 +192,10 @@ std::string MemoryPlan::describe() const {
                 static_cast<long long>(batch_size),
                 project_context ? "" : ", prompts projected at every step", estimate_gib, budget_gib,
                 relative_time);
-  if (fp8_unet) return std::string(buf) + "; FP8 UNet (transformer linears at one byte per weight)";
-  return buf;
+  std::string line = buf;
+  if (overlap_decode) line += "; each group decodes while the next one denoises";
+  if (fp8_unet) line += "; FP8 UNet (transformer linears at one byte per weight)";
+  return line;
 }
 
 namespace {
@@ -289,6 +291,10 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
         p.images_per_call = std::max<int64_t>(1, req.images_per_call);
         p.vae_fp32 = req.vae_fp32;
         p.batch_size = req.batch_size ? *req.batch_size : auto_batch_size(p.images_per_call);
+        // The decode beside the next group's denoising: resident only; auto leaves it off where memory is
+        // capped or shared (the decode then returns the allocator's cache before each image).
+        p.overlap_decode =
+            placement == "resident" && req.overlap_decode.value_or(!gpu.cap_gib && gpu.ranks_sharing <= 1);
         p.budget_gib = budget;
         // Streamed: the resident units kept through the decode, or unloaded for it.
         for (bool unload :

@@ -13,6 +13,7 @@
 //   images,
 //                  decoding:  UNet weights on the GPU while decoding + VAE weights + one image's decode
 //                             + the denoising graph pools, which stay reserved)
+// (so a resident plan's estimate already holds a decode running beside the denoising: overlap_decode)
 // The UNet weights on the GPU are all of them (resident; model offload while denoising), the non-unit
 // weights + resident_budget + 3 slots (streamed), or the non-unit weights + 2 slots (sequential); model
 // offload and a streamed plan with unload_for_decode keep only the non-unit weights and slots while decoding.
@@ -63,6 +64,9 @@ struct MemoryRequest {
   /// The full VAE decodes in float32 (the stock SDXL VAE under force_upcast in an fp16 job, vae_dtype:
   /// fp32, or an fp32 job): its weights and its decode's memory are twice the fp16 figures.
   bool vae_fp32 = false;
+  /// memory.overlap_decode: true (on) or false (off) from the job; nullopt (auto): on where the UNet stays
+  /// resident and the GPU's memory is neither capped nor shared.
+  std::optional<bool> overlap_decode;
 };
 
 struct MemoryPlan {
@@ -79,7 +83,11 @@ struct MemoryPlan {
   /// widths): resident placements only, and off where memory is too tight for them (the steps then project
   /// them again).
   bool project_context = true;
-  bool fp8_unet = false;     ///< the UNet's transformer linears in FP8 (from the request)
+  bool fp8_unet = false;  ///< the UNet's transformer linears in FP8 (from the request)
+  /// A group's VAE decode runs on its own stream while the next group denoises. Resident plans only (the
+  /// other placements move the UNet's weights around the decode). It costs no memory the estimate does not
+  /// hold already: a resident plan's estimate is the decode beside the denoising graphs' pools.
+  bool overlap_decode = false;
   double estimate_gib = 0;   ///< predicted allocator peak
   double budget_gib = 0;     ///< what this worker may use
   double relative_time = 1;  ///< predicted time per image / the resident plan's

@@ -175,6 +175,13 @@ class BadInput(unittest.TestCase):
                   expect=["job.yaml:10:23", "images_per_unet_call: is 4, but token_merging",
                           "remove one of the two"])
 
+    def test_overlap_decode_bad_value_or_with_an_offloaded_unet_is_refused(self):
+        self.case("overlap-value", GOOD + "memory: {{overlap_decode: yes}}\n",
+                  expect=["job.yaml:10:", "memory.overlap_decode", "auto | on | off"])
+        self.case("overlap-offload", GOOD + "memory: {{placement: model_offload, overlap_decode: on}}\n",
+                  expect=["memory.overlap_decode is on, but memory.placement model_offload",
+                          "use memory.placement: resident"])
+
     def test_token_merging_with_token_downsampling_is_refused(self):
         self.case("tome-todo", GOOD + "token_merging: {{}}\ntoken_downsampling: {{factor: 4}}\n",
                   expect=["job.yaml:11:1", "token_downsampling: cannot be combined with token_merging",

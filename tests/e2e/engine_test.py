@@ -4,6 +4,7 @@
 - a worker killed with SIGKILL mid-job, and then the coordinator: rerunning completes each item exactly once,
   with images identical to an uninterrupted run;
 - images_per_unet_call: 2 gives the same images with batches of 2 and 3;
+- the decode overlapped with the next group's denoise gives the same images, each item stored once;
 - an item whose latents turn NaN is stored as failed with the reason, the others are fine, exit code 5;
 - h5py reads the dataset: counts, order, metadata.
 Usage (ctest does this): engine_test.py <path to sdxl-batch>
@@ -258,6 +259,29 @@ class Engine(unittest.TestCase):
         p = run(write_job(d), 3, env={"SDXLB_FAULT": "oom_batches=2"})
         self.assertIn("denoising one image at a time from now on", p.stderr)
         self.assertIn("retrying them one at a time", p.stderr)
+        self.assert_same_dataset(os.path.join(d, "out"))
+
+    def test_decode_overlapped_with_the_next_denoise(self):
+        # memory.overlap_decode: on (what auto chooses on a GPU with the UNet resident): each group's decode
+        # runs on a thread of its own while the next group denoises, across batches too (batches of 3 on 2
+        # workers; a group is one image on the CPU). The same images and metadata, each item stored once;
+        # NaN items still fail alone (exit 5).
+        d = os.path.join(TMP, "overlap-decode")
+        p = run(write_job(d, batch_size=3, memory={"overlap_decode": "on"}), 3,
+                env={"SDXLB_FAULT": "nan_items=5:17"}, check=False)
+        self.assertEqual(p.returncode, 5, p.stdout + p.stderr)
+        self.assertIn("overlaps the next group's denoise", p.stderr)
+        images, meta = read(os.path.join(d, "out"))
+        self.assertEqual(list(np.nonzero(meta["status"] != 1)[0]), [5, 17])
+        ok = meta["status"] == 1
+        np.testing.assert_array_equal(images[ok], self.ref_images[ok])
+        for key in ("item_index", "seed", "prompt"):
+            np.testing.assert_array_equal(meta[key], self.ref_meta[key], err_msg=key)
+        self.assertEqual(sorted(e2e.segment_items(os.path.join(d, "out"))), list(range(24)))
+        # An out-of-memory error ends the overlap for the run; the group is rendered again whole.
+        d = os.path.join(TMP, "overlap-decode-oom")
+        p = run(write_job(d, memory={"overlap_decode": "on"}), 3, env={"SDXLB_FAULT": "oom_batches=1"})
+        self.assertIn("no longer overlaps the next group's denoise", p.stderr)
         self.assert_same_dataset(os.path.join(d, "out"))
 
     def test_tiny_vae_is_part_of_the_identity(self):

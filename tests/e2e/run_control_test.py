@@ -115,10 +115,10 @@ class RunControl(unittest.TestCase):
         items = e2e.segment_items(out)
         self.assertEqual(sorted(items), list(range(48)), "each item exactly once across the segments")
 
-    def stop_and_resume(self, name, ranks, send):
+    def stop_and_resume(self, name, ranks, send, **overrides):
         """Runs a slowed-down job, calls send(process) once the first item is stored (every rank is then past
         its start-up), checks exit 7 and the resume."""
-        j = job(name, segment_items=1000, segment_seconds=60)
+        j = job(name, segment_items=1000, segment_seconds=60, **overrides)
         p = start(j, ranks, {"SDXLB_FAULT": "item_delay_ms=150", "SDXLB_LOG": "debug"})
         output = Output(p)
         output.wait_for(r"debug: stored items")
@@ -144,6 +144,11 @@ class RunControl(unittest.TestCase):
 
     def test_sigterm_to_the_ranks(self):
         self.stop_and_resume("sigterm", 3, lambda p: signal_ranks(p, signal.SIGTERM))
+
+    def test_sigterm_with_the_decode_overlapped(self):
+        # The group still decoding when the stop comes is stored and saved too.
+        self.stop_and_resume("sigterm-overlap", 3, lambda p: signal_ranks(p, signal.SIGTERM),
+                             memory={"overlap_decode": "on"})
 
     def test_sigusr1_to_mpirun(self):
         self.stop_and_resume("sigusr1", 3, lambda p: p.send_signal(signal.SIGUSR1))
