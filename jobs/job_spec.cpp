@@ -150,7 +150,8 @@ class SpecParser : public YamlFieldReader {
   bool inline_ok_ = false;
   bool prompts_file_ok_ = false;
   bool decoder_set_ = false;
-  bool format_ok_ = false;  // prompts_format, or the prompts_file extension, named a format
+  YAML::Mark concurrent_images_mark_;  // where memory.concurrent_images is (for the cross-key rule)
+  bool format_ok_ = false;             // prompts_format, or the prompts_file extension, named a format
 };
 
 bool SpecParser::read_path(const Field& f, std::string* out) {
@@ -287,26 +288,29 @@ void SpecParser::on_memory(const Field& f) {
     return;
   }
   JobSpec::Memory& m = spec_->memory;
-  walk_map(f.value, "memory",
-           {{"placement", [&](const Field& g) { read_enum(g, kPlacements, &m.placement); }},
-            {"decode", [&](const Field& g) { read_enum(g, kDecodes, &m.decode); }},
-            {"max_gpu_gib",
-             [&](const Field& g) {
-               double v = 0;
-               if (read_number(g, 0, false, "use a number of GiB > 0 (e.g. 24), or null for no cap", &v)) {
-                 m.max_gpu_gib = v;
-               }
-             }},
-            {"concurrent_images",
-             [&](const Field& g) {
-               if (g.value.IsScalar() && g.value.Scalar() == "auto") {
-                 m.concurrent_images.reset();
-                 return;
-               }
-               int64_t v = 0;
-               if (read_int(g, 1, 8, "use \"auto\" or an integer from 1 to 8", &v)) m.concurrent_images = v;
-             }},
-            {"overlap_decode", [&](const Field& g) { read_enum(g, kOverlapDecodes, &m.overlap_decode); }}});
+  walk_map(
+      f.value, "memory",
+      {{"placement", [&](const Field& g) { read_enum(g, kPlacements, &m.placement); }},
+       {"decode", [&](const Field& g) { read_enum(g, kDecodes, &m.decode); }},
+       {"max_gpu_gib",
+        [&](const Field& g) {
+          double v = 0;
+          if (read_number(g, 0, false, "use a number of GiB > 0 (e.g. 24), or null for no cap", &v)) {
+            m.max_gpu_gib = v;
+          }
+        }},
+       {"concurrent_images",
+        [&](const Field& g) {
+          concurrent_images_mark_ = g.mark();
+          if (g.value.IsScalar() && g.value.Scalar() == "auto") {
+            m.concurrent_images.reset();
+            return;
+          }
+          int64_t v = 0;
+          if (read_int(g, 1, 512, "use \"auto\" or images_per_unet_call times 1 to 8 (whole UNet calls)", &v))
+            m.concurrent_images = v;
+        }},
+       {"overlap_decode", [&](const Field& g) { read_enum(g, kOverlapDecodes, &m.overlap_decode); }}});
 }
 
 // "scheduler: NAME" or "scheduler: {name?, sigmas?, timestep_spacing?, final_sigmas_type?,
@@ -721,6 +725,17 @@ void SpecParser::run(const YAML::Node& root) {
         "is " + std::to_string(s.images_per_unet_call) +
             ", but token_merging draws its random destinations per UNet call from one image's seed, so it "
             "runs with one image per call; remove one of the two (token_downsampling works with both)");
+  }
+  if (const auto& c = s.memory.concurrent_images;
+      c && (*c % s.images_per_unet_call != 0 || *c / s.images_per_unet_call > 8)) {
+    const int64_t k = s.images_per_unet_call;
+    const std::string use =
+        k == 1 ? "1 to 8"
+               : std::to_string(k) + ", " + std::to_string(2 * k) + ", ... up to " + std::to_string(8 * k);
+    p_->add(concurrent_images_mark_, "memory.concurrent_images",
+            "is " + std::to_string(*c) +
+                ", but the images denoised at once are whole UNet calls of images_per_unet_call (" +
+                std::to_string(k) + ") images, at most 8 calls; use " + use + " (or auto)");
   }
   if (decoder_set_ && s.decoder == JobSpec::Decoder::kTiny && s.tiny_vae.empty()) {
     p_->add(mark_of("decoder"), "decoder",

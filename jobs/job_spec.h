@@ -54,8 +54,10 @@ struct JobSpec {
   struct Memory {
     Placement placement = Placement::kAuto;
     Decode decode = Decode::kAuto;
-    std::optional<double> max_gpu_gib;         ///< cap on GPU memory the plan may use; nullopt: no cap
-    std::optional<int64_t> concurrent_images;  ///< images denoised at once on a GPU; nullopt: auto
+    std::optional<double> max_gpu_gib;  ///< cap on GPU memory the plan may use; nullopt: no cap
+    /// Images denoised at once on a GPU: whole UNet calls (a multiple of images_per_unet_call, at most 8
+    /// calls); nullopt: auto.
+    std::optional<int64_t> concurrent_images;
     OverlapDecode overlap_decode = OverlapDecode::kAuto;  ///< never changes a pixel
   };
 

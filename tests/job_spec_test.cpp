@@ -399,10 +399,27 @@ TEST_F(JobSpecTest, UnknownNestedKey) {
 }
 
 TEST_F(JobSpecTest, ConcurrentImagesOutOfRange) {
-  std::string m = error_of(std::string(kMinimal) + "memory:\n  concurrent_images: 9\n");
-  EXPECT_HAS(
-      m,
-      "job.yaml:6:22: memory.concurrent_images: 9 is out of range; use \"auto\" or an integer from 1 to 8");
+  std::string m = error_of(std::string(kMinimal) + "memory:\n  concurrent_images: 0\n");
+  EXPECT_HAS(m,
+             "job.yaml:6:22: memory.concurrent_images: 0 is out of range; use \"auto\" or "
+             "images_per_unet_call times 1 to 8 (whole UNet calls)");
+  // More than 8 UNet calls at once.
+  m = error_of(std::string(kMinimal) + "memory:\n  concurrent_images: 9\n");
+  EXPECT_HAS(m,
+             "job.yaml:6:22: memory.concurrent_images: is 9, but the images denoised at once are whole UNet "
+             "calls of images_per_unet_call (1) images, at most 8 calls");
+}
+
+// concurrent_images counts images: with images_per_unet_call: 8 it takes 8 (one call) or 16 (two), not 12.
+TEST_F(JobSpecTest, ConcurrentImagesAreWholeUnetCalls) {
+  auto one_call = load(std::string(kMinimal) + "images_per_unet_call: 8\nmemory: {concurrent_images: 8}\n");
+  ASSERT_TRUE(one_call.is_ok()) << one_call.status().message();
+  EXPECT_EQ(one_call->memory.concurrent_images, 8);
+  std::string m =
+      error_of(std::string(kMinimal) + "images_per_unet_call: 8\nmemory: {concurrent_images: 12}\n");
+  EXPECT_HAS(m,
+             "memory.concurrent_images: is 12, but the images denoised at once are whole UNet calls of "
+             "images_per_unet_call (8) images, at most 8 calls; use 8, 16, ... up to 64 (or auto)");
 }
 
 TEST_F(JobSpecTest, OverlapDecodeUnknownValue) {

@@ -93,6 +93,16 @@ TEST(MemoryPlan, ImagesPerCallMultiplyTheActivations) {
   auto p = choose_memory_plan({141, 1, std::nullopt}, req);
   ASSERT_TRUE(p.is_ok()) << p.status().to_string();
   EXPECT_EQ(p->images_per_call, 3);
+  // memory.concurrent_images counts images: 3 is one call of 3, 6 two.
+  req.concurrent_images = 3;
+  auto one_call = choose_memory_plan({141, 1, std::nullopt}, req);
+  ASSERT_TRUE(one_call.is_ok());
+  EXPECT_EQ(one_call->unet_streams, 1) << one_call->describe();
+  req.concurrent_images = 6;
+  auto two_calls = choose_memory_plan({141, 1, std::nullopt}, req);
+  ASSERT_TRUE(two_calls.is_ok());
+  EXPECT_EQ(two_calls->unet_streams, 2) << two_calls->describe();
+  req.concurrent_images.reset();
   EXPECT_EQ(p->unet_streams, 2);
   EXPECT_EQ(p->batch_size, 12);
   EXPECT_NE(p->describe().find("6 image(s) denoised concurrently (3 per UNet call), batch 12"),

@@ -276,10 +276,15 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
   if (gpu.cap_gib) budget = std::min(budget, *gpu.cap_gib);
   budget = budget / std::max(1, gpu.ranks_sharing) * kMargin;
 
+  // memory.concurrent_images counts images; the plan runs whole UNet calls of images_per_call images.
+  std::optional<int> forced_calls;
+  if (req.concurrent_images)
+    forced_calls = std::max<int>(
+        1, static_cast<int>(*req.concurrent_images / std::max<int64_t>(1, req.images_per_call)));
   for (const auto& decode : decodes) {
     std::vector<MemoryPlan> fits;
     for (const auto& placement : placements) {
-      for (int streams : stream_choices(placement, req.concurrent_images)) {
+      for (int streams : stream_choices(placement, forced_calls)) {
         MemoryPlan p;
         p.cached_gib_per_image = req.cached_gib_per_image;
         p.fp8_unet = req.fp8_unet;

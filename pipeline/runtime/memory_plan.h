@@ -48,11 +48,13 @@ struct GpuBudgetInput {
 struct MemoryRequest {
   int64_t width = 1024, height = 1024;
   int64_t steps = 30;
-  bool tiny_decoder = false;             ///< the job decodes with the tiny VAE
-  std::optional<int64_t> batch_size;     ///< the job's batch_size (nullopt: auto)
-  std::optional<std::string> decode;     ///< "full", "sliced" (the same on a GPU) or "tiled"; nullopt: auto
-  std::string placement = "auto";        ///< auto, resident, model_offload, streamed or sequential
-  std::optional<int> concurrent_images;  ///< the job's memory.concurrent_images (nullopt: auto)
+  bool tiny_decoder = false;          ///< the job decodes with the tiny VAE
+  std::optional<int64_t> batch_size;  ///< the job's batch_size (nullopt: auto)
+  std::optional<std::string> decode;  ///< "full", "sliced" (the same on a GPU) or "tiled"; nullopt: auto
+  std::string placement = "auto";     ///< auto, resident, model_offload, streamed or sequential
+  /// The job's memory.concurrent_images (nullopt: auto): images, so concurrent_images / images_per_call
+  /// UNet calls run at once (at least one).
+  std::optional<int> concurrent_images;
   /// DeepCache: the cached feature map kept per image of a batch (deep_cache_gib_per_image); 0: none.
   double cached_gib_per_image = 0;
   /// unet_precision: fp8: the transformer linears at one byte per weight, and the UNet resident (the only
