@@ -5,6 +5,9 @@ worker, exit codes that keep their kind across ranks, and segments published by 
   forwards it; mpirun itself kills the ranks one second after a SIGTERM) and Ctrl-C to a single process:
   exit 7 well inside the grace period, nothing in flight lost, and the resumed run completes each item
   exactly once with images identical to an uninterrupted run;
+- the same SIGTERM with the decode overlapped (memory.overlap_decode: on): the group still decoding is saved
+  too; SIGTERM to one worker alone: it saves what it finished, the other worker renders the rest of its
+  batch, every item exactly once (exit 0);
 - a signal during the encode phase: exit 7, the texts encoded so far are kept, the resume completes;
 - a worker that stops answering: exit 8 within worker_timeout_s + 10 s, naming the rank and host; the
   resume completes;
@@ -149,6 +152,27 @@ class RunControl(unittest.TestCase):
         # The group still decoding when the stop comes is stored and saved too.
         self.stop_and_resume("sigterm-overlap", 3, lambda p: signal_ranks(p, signal.SIGTERM),
                              memory={"overlap_decode": "on"})
+
+    def test_sigterm_to_one_worker_with_the_decode_overlapped(self):
+        # A signal that reaches one worker alone: it saves its finished groups (the one still decoding too)
+        # and gives the rest of its batch back, and the other worker renders that. Every item exactly once.
+        j = job("one-worker-overlap", segment_items=1000, segment_seconds=60, memory={"overlap_decode": "on"})
+        p = start(j, 3, {"SDXLB_FAULT": "item_delay_ms=150", "SDXLB_LOG": "debug"})
+        output = Output(p)
+        output.wait_for(r"\[rank 2\] debug: stored items")
+        for pid in e2e.descendants(p.pid):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if b"OMPI_COMM_WORLD_RANK=2\0" in f.read():
+                        os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        out, err = output.communicate(timeout=120)
+        print(f"\n[ one-worker-overlap ] exit {p.returncode}", file=sys.stderr)
+        self.assertIn(p.returncode, (0, 7), out + err)
+        if p.returncode == 7:
+            e2e.run(BIN, j, 3)
+        self.assert_complete_and_identical(os.path.join(TMP, "one-worker-overlap", "out"))
 
     def test_sigusr1_to_mpirun(self):
         self.stop_and_resume("sigusr1", 3, lambda p: p.send_signal(signal.SIGUSR1))
