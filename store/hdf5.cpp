@@ -150,6 +150,11 @@ Status read_rows_into(const Dataset& ds, hsize_t start, hsize_t count, std::vect
 
 }  // namespace
 
+bool library_threadsafe() {
+  hbool_t safe = false;
+  return H5is_library_threadsafe(&safe) >= 0 && safe;
+}
+
 void begin_call() {
   if (!t_handler_installed) {
     H5Eset_auto2(H5E_DEFAULT, capture_errors, nullptr);

@@ -20,6 +20,10 @@
 
 namespace sdxlb::h5 {
 
+/// Whether the HDF5 library in use serializes its calls (built thread-safe), so that two threads may each
+/// use their own files at the same time.
+bool library_threadsafe();
+
 /// Installs this layer's error handler on the calling thread (idempotent) and forgets the last captured
 /// message. Every helper here calls it; call it yourself before raw H5* calls that you report with h5_error.
 void begin_call();

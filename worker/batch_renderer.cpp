@@ -15,6 +15,7 @@
 #include "common/process_clock.h"
 #include "pipeline/io/weights_broadcast.h"
 #include "pipeline/runtime/memory_plan.h"
+#include "store/hdf5.h"
 #include "worker/device_binding.h"
 
 #ifdef SDXLB_WITH_CUDA
@@ -58,17 +59,25 @@ struct BatchRenderer::Group {
   double embed_ms = 0, denoise_ms = 0, decode_ms = 0;
 };
 
+// What the decode thread hands back: the images, or (where it stored them itself) what storing them gave.
+struct DecodedGroup {
+  StatusOr<at::Tensor> images = at::Tensor();
+  bool stored = false;  // the thread stored the group's items in the sink
+  Status store_status;  // (stored) the sink's answer
+  WorkRequest done;     // (stored) the items stored
+};
+
 struct BatchRenderer::PendingDecode {
   Group group;
   at::Tensor latents;  // read by the decode thread; kept until it is done
-  std::future<StatusOr<at::Tensor>> images;
+  std::future<DecodedGroup> result;
 };
 
 BatchRenderer::BatchRenderer(const RunContext& ctx, RenderSetup setup, int rank)
     : ctx_(ctx), setup_(std::move(setup)), rank_(rank), oom_faults_left_(ctx.faults->oom_batches()) {}
 
 BatchRenderer::~BatchRenderer() {
-  if (pending_ && pending_->images.valid()) pending_->images.wait();  // its thread uses pipe_
+  if (pending_ && pending_->result.valid()) pending_->result.wait();  // its thread uses pipe_ and the sink
 }
 
 Status BatchRenderer::init(WeightsBroadcast* share) {
@@ -99,7 +108,7 @@ Status BatchRenderer::init(WeightsBroadcast* share) {
   SDXLB_RETURN_IF_ERROR(st);
   // A CUDA graph capture must not meet the decode thread's work: it waits for that first.
   pipe_->set_before_capture([this] {
-    if (pending_ && pending_->images.valid()) pending_->images.wait();
+    if (pending_ && pending_->result.valid()) pending_->result.wait();
   });
   if (setup_.overlap_decode)
     log_info(
@@ -129,26 +138,27 @@ Status BatchRenderer::render(const std::vector<int64_t>& items, ItemSink& sink, 
   while (i < items.size()) {
     if (hooks.stop && hooks.stop()) break;
     ctx_.faults->maybe_hang(rank_, rendered_ + failed_);
-    SDXLB_RETURN_IF_ERROR(sink.before_work(last_group_s_));
     // (The group size is read each time: the out-of-memory fallback may lower it.)
     const int64_t group = group_size();
     const size_t end = std::min(items.size(), i + static_cast<size_t>(group));
     const std::vector<int64_t> chunk(items.begin() + static_cast<std::ptrdiff_t>(i),
                                      items.begin() + static_cast<std::ptrdiff_t>(end));
     const auto t0 = Clock::now();
-    WorkRequest done;
-    if (setup_.overlap_decode)
-      SDXLB_RETURN_IF_ERROR(render_overlapped(chunk, group, sink, &done));
-    else
+    if (setup_.overlap_decode) {
+      // (It asks the sink and reports progress itself, while no decode thread runs.)
+      SDXLB_RETURN_IF_ERROR(render_overlapped(chunk, group, sink, report, hooks));
+    } else {
+      SDXLB_RETURN_IF_ERROR(sink.before_work(last_group_s_));
+      WorkRequest done;
       SDXLB_RETURN_IF_ERROR(render_padded(chunk, group, sink, &done));
+      report->done.insert(report->done.end(), done.done.begin(), done.done.end());
+      report->failed.insert(report->failed.end(), done.failed.begin(), done.failed.end());
+      if (hooks.progress) SDXLB_RETURN_IF_ERROR(hooks.progress(done));
+    }
     if (ctx_.faults->item_delay_ms() > 0)
       std::this_thread::sleep_for(std::chrono::milliseconds(ctx_.faults->item_delay_ms()));
     last_group_s_ = std::chrono::duration<double>(Clock::now() - t0).count();
     busy_s_ += last_group_s_;
-    report->done.insert(report->done.end(), done.done.begin(), done.done.end());
-    report->failed.insert(report->failed.end(), done.failed.begin(), done.failed.end());
-    if (hooks.progress && !(done.done.empty() && done.failed.empty()))
-      SDXLB_RETURN_IF_ERROR(hooks.progress(done));
     i = end;
   }
   return Status::ok();
@@ -213,7 +223,7 @@ Status BatchRenderer::render_padded(const std::vector<int64_t>& items, int64_t b
 }
 
 Status BatchRenderer::render_overlapped(const std::vector<int64_t>& items, int64_t batch, ItemSink& sink,
-                                        WorkRequest* report) {
+                                        WorkRequest* report, const RenderHooks& hooks) {
   Group g = make_group(items, batch);
   const at::Device device = setup_.device;
 #ifdef SDXLB_WITH_CUDA
@@ -221,14 +231,23 @@ Status BatchRenderer::render_overlapped(const std::vector<int64_t>& items, int64
   if (device.is_cuda()) on_denoise_stream.emplace(overlap_streams(device.index()).denoise);
 #endif
   StatusOr<at::Tensor> latents = denoise_group(g);
-  // The group before decoded while this one denoised: store it.
-  SDXLB_RETURN_IF_ERROR(finish_pending(sink, report));
+  // The group before decoded (and was stored) while this one denoised: collect it. No decode thread runs
+  // from here until the next one starts, so the sink is this thread's.
+  WorkRequest done;
+  SDXLB_RETURN_IF_ERROR(finish_pending(sink, &done));
   if (!latents.is_ok()) {
     // The whole-group path retries with its out-of-memory steps down, or stores the items as failed.
     if (latents.status().code() == StatusCode::kResourceExhausted)
       stop_overlapping("out of GPU memory while denoising");
-    return render_padded(items, batch, sink, report);
+    SDXLB_RETURN_IF_ERROR(render_padded(items, batch, sink, &done));
   }
+  report->done.insert(report->done.end(), done.done.begin(), done.done.end());
+  report->failed.insert(report->failed.end(), done.failed.begin(), done.failed.end());
+  if (hooks.progress && !(done.done.empty() && done.failed.empty()))
+    SDXLB_RETURN_IF_ERROR(hooks.progress(done));
+  if (!latents.is_ok()) return Status::ok();
+  SDXLB_RETURN_IF_ERROR(sink.before_work(last_group_s_));
+
   auto p = std::make_unique<PendingDecode>();
   p->group = std::move(g);
   p->latents = *latents;
@@ -241,21 +260,35 @@ Status BatchRenderer::render_overlapped(const std::vector<int64_t>& items, int64
     ready->record(at::cuda::getCurrentCUDAStream(device.index()));
   }
 #endif
-  SdxlPipeline* pipe = pipe_.get();
-  at::Tensor input = p->latents;
-  p->images = std::async(std::launch::async, [=]() -> StatusOr<at::Tensor> {
-    c10::InferenceMode guard;
+  // The thread stores the group too (PNG encoding and HDF5 writes off the GPU's path), unless the HDF5
+  // library cannot take two threads at once: this thread reads embeddings meanwhile.
+  static const bool store_there = h5::library_threadsafe();
+  PendingDecode* pending = p.get();
+  ItemSink* out = &sink;
+  p->result = std::async(std::launch::async, [=]() -> DecodedGroup {
+    DecodedGroup r;
+    {
+      c10::InferenceMode guard;
 #ifdef SDXLB_WITH_CUDA
-    std::optional<c10::cuda::CUDAGuard> on_device;
-    std::optional<c10::cuda::CUDAStreamGuard> on_stream;
-    if (device.is_cuda()) {
-      on_device.emplace(device);
-      on_stream.emplace(overlap_streams(device.index()).decode);
-      ready->block(on_stream->current_stream());
-    }
+      std::optional<c10::cuda::CUDAGuard> on_device;
+      std::optional<c10::cuda::CUDAStreamGuard> on_stream;
+      if (device.is_cuda()) {
+        on_device.emplace(device);
+        on_stream.emplace(overlap_streams(device.index()).decode);
+        ready->block(on_stream->current_stream());
+      }
 #endif
-    SDXLB_ASSIGN_OR_RETURN(auto images, pipe->decode(input));
-    return images.contiguous();
+      r.images = pipe_->decode(pending->latents);
+      if (r.images.is_ok()) r.images = r.images->contiguous();
+    }
+    if (r.images.status().code() == StatusCode::kResourceExhausted) return r;  // rendered again
+    pending->group.decode_ms = pipe_->last_times().decode_ms;
+    if (store_there) {
+      r.stored = true;
+      r.store_status = store_group(pending->group, r.images.status(),
+                                   r.images.is_ok() ? *r.images : at::Tensor(), *out, &r.done);
+    }
+    return r;
   });
   pending_ = std::move(p);
   return Status::ok();
@@ -264,14 +297,18 @@ Status BatchRenderer::render_overlapped(const std::vector<int64_t>& items, int64
 Status BatchRenderer::finish_pending(ItemSink& sink, WorkRequest* report) {
   if (!pending_) return Status::ok();
   std::unique_ptr<PendingDecode> p = std::move(pending_);
-  StatusOr<at::Tensor> images = p->images.get();
+  DecodedGroup r = p->result.get();
   p->latents = at::Tensor();  // the decode is done with them
-  if (images.status().code() == StatusCode::kResourceExhausted) {
+  if (r.images.status().code() == StatusCode::kResourceExhausted) {
     stop_overlapping("out of GPU memory while decoding");
     return render_padded(p->group.items, p->group.padded, sink, report);
   }
-  p->group.decode_ms = pipe_->last_times().decode_ms;
-  return store_group(p->group, images.status(), images.is_ok() ? *images : at::Tensor(), sink, report);
+  if (r.stored) {
+    report->done.insert(report->done.end(), r.done.done.begin(), r.done.done.end());
+    report->failed.insert(report->failed.end(), r.done.failed.begin(), r.done.failed.end());
+    return r.store_status;
+  }
+  return store_group(p->group, r.images.status(), r.images.is_ok() ? *r.images : at::Tensor(), sink, report);
 }
 
 void BatchRenderer::stop_overlapping(const std::string& why) {

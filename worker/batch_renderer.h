@@ -4,7 +4,10 @@
 //
 // Overlapped decode (RenderSetup::overlap_decode, the memory plan's choice on a GPU): an image group's VAE
 // decode runs on a thread and CUDA stream of its own while the next group denoises, also across dispatched
-// batches; its items are stored after that denoise, and finish() stores the last group. The same pixels.
+// batches, and that thread also stores the group's items in the sink (PNG encoding and HDF5 writes off the
+// GPU's path; on the main thread instead where the HDF5 library is not thread-safe). The renderer touches
+// the sink only while no such thread runs; its items are reported after the next group's denoise, and
+// finish() stores the last group. The same pixels.
 //
 // Out of memory: the first step down denoises one image at a time (same pixels), the next renders the items
 // one by one; an item that still fails is stored as failed with the reason (a later run retries it). An
@@ -12,6 +15,7 @@
 // Not thread-safe: one per worker (its decode thread is its own business).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -72,8 +76,8 @@ class BatchRenderer {
   /// Logs the peak GPU memory (on a GPU).
   void log_peak_memory() const;
 
-  int64_t rendered() const { return rendered_; }
-  int64_t failed() const { return failed_; }
+  int64_t rendered() const { return rendered_.load(); }
+  int64_t failed() const { return failed_.load(); }
   double busy_seconds() const { return busy_s_; }
 
  private:
@@ -87,7 +91,7 @@ class BatchRenderer {
   Status render_padded(const std::vector<int64_t>& items, int64_t batch, ItemSink& sink, WorkRequest* report);
   /// Denoises the group, stores the group decoding before it, and starts the group's decode.
   Status render_overlapped(const std::vector<int64_t>& items, int64_t batch, ItemSink& sink,
-                           WorkRequest* report);
+                           WorkRequest* report, const RenderHooks& hooks);
   Status finish_pending(ItemSink& sink, WorkRequest* report);
   void stop_overlapping(const std::string& why);
   /// Embeddings and denoising; per-image NaN/Inf rows land in the group's errors (zeroed in the latents).
@@ -102,8 +106,8 @@ class BatchRenderer {
   std::unique_ptr<SdxlPipeline> pipe_;
   std::optional<EmbeddingCache> cache_;
   std::string host_, gpu_;
-  std::string scheduler_json_;  ///< the effective sampler config, recorded with every item
-  int64_t rendered_ = 0, failed_ = 0;
+  std::string scheduler_json_;                    ///< the effective sampler config, recorded with every item
+  std::atomic<int64_t> rendered_{0}, failed_{0};  // (the decode thread stores items too)
   double busy_s_ = 0;
   double last_group_s_ = 0;  // wall time of the last image group (the sink's estimate of the next one)
   bool first_batch_ = true;

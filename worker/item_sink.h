@@ -2,7 +2,8 @@
 // store/segment_writer.h) after `segment_items` items or `segment_seconds` of work, whichever comes first,
 // and when the worker stops. Items in the open segment are lost if the process dies (a later run renders
 // them again), so a kill -9 at any moment costs at most about segment_seconds of work per worker.
-// Not thread-safe: one per worker.
+// Not thread-safe: one per worker. (BatchRenderer's decode thread stores its groups here too, never while the
+// worker's main thread uses it.)
 #pragma once
 
 #include <chrono>

@@ -21,6 +21,9 @@ import numpy as np
 
 import e2e_jobs as e2e
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracle"))
+import read_output  # noqa: E402
+
 BIN = None
 TMP = None
 MODEL = None
@@ -278,6 +281,13 @@ class Engine(unittest.TestCase):
         for key in ("item_index", "seed", "prompt"):
             np.testing.assert_array_equal(meta[key], self.ref_meta[key], err_msg=key)
         self.assertEqual(sorted(e2e.segment_items(os.path.join(d, "out"))), list(range(24)))
+        # PNG output: the decode thread encodes and stores its group too; the same pixels.
+        d = os.path.join(TMP, "overlap-decode-png")
+        run(write_job(d, image_format="png", memory={"overlap_decode": "on"}), 3)
+        out = os.path.join(d, "out")
+        with read_output.open_index(out) as f:
+            for i in range(24):
+                np.testing.assert_array_equal(read_output.load_image(out, i, f), self.ref_images[i], err_msg=str(i))
         # An out-of-memory error ends the overlap for the run; the group is rendered again whole.
         d = os.path.join(TMP, "overlap-decode-oom")
         p = run(write_job(d, memory={"overlap_decode": "on"}), 3, env={"SDXLB_FAULT": "oom_batches=1"})
