@@ -61,7 +61,8 @@ class BatchRenderer {
   /// hooks.progress with the items stored. So a stop waits for at most one group: the images in flight.
   /// With the decode overlapped, the items stored after a group's denoise are the group before's (this
   /// batch's or the previous one's), and the last group is still decoding on return: call finish() before
-  /// the sink publishes for a stop or the end. Errors: a failure that stops the worker (the sink failed, or
+  /// the sink publishes for a stop or the end; until then the sink must stay alive (the destructor waits for
+  /// the decode thread, which stores into it). Errors: a failure that stops the worker (the sink failed, or
   /// a LibTorch error outside one group).
   Status render(const std::vector<int64_t>& items, ItemSink& sink, WorkRequest* report,
                 const RenderHooks& hooks = {});

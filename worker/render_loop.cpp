@@ -26,8 +26,9 @@ Status run_render_worker(Comm& comm, const RunContext& ctx, const RenderSetup& s
   // Made first, so that this worker takes part in the exchange (if only to say it is done) whatever fails.
   std::unique_ptr<WeightsBroadcast> share;
   if (node_workers) share = std::make_unique<WeightsBroadcast>(*node_workers);
-  BatchRenderer renderer(ctx, setup, comm.rank());
+  // The sink first: it outlives the renderer, whose destructor waits for a decode thread that stores into it.
   ItemSink sink(ctx, comm.rank());
+  BatchRenderer renderer(ctx, setup, comm.rank());
   Status st = ctx.faults->startup_error(comm.rank());
   if (st.is_ok()) st = renderer.init(share.get());
   share.reset();  // done loading (a worker that failed before init says so here)
