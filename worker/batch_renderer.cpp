@@ -267,7 +267,7 @@ Status BatchRenderer::render_overlapped(const std::vector<int64_t>& items, int64
   ItemSink* out = &sink;
   p->result = std::async(std::launch::async, [=]() -> DecodedGroup {
     DecodedGroup r;
-    {
+    try {
       c10::InferenceMode guard;
 #ifdef SDXLB_WITH_CUDA
       std::optional<c10::cuda::CUDAGuard> on_device;
@@ -280,6 +280,8 @@ Status BatchRenderer::render_overlapped(const std::vector<int64_t>& items, int64
 #endif
       r.images = pipe_->decode(pending->latents);
       if (r.images.is_ok()) r.images = r.images->contiguous();
+    } catch (const std::exception& e) {  // (decode() reports LibTorch's errors itself; this is the rest)
+      r.images = Status(StatusCode::kInternal, std::string("decoding on the decode thread: ") + e.what());
     }
     if (r.images.status().code() == StatusCode::kResourceExhausted) return r;  // rendered again
     pending->group.decode_ms = pipe_->last_times().decode_ms;
