@@ -30,6 +30,12 @@ namespace sdxlb {
 namespace {
 using Clock = std::chrono::steady_clock;
 
+// Adds `from`'s stored and failed items to `to`.
+void append_items(const WorkRequest& from, WorkRequest* to) {
+  to->done.insert(to->done.end(), from.done.begin(), from.done.end());
+  to->failed.insert(to->failed.end(), from.failed.begin(), from.failed.end());
+}
+
 #ifdef SDXLB_WITH_CUDA
 // The overlapped decode's streams, one pair per process (a worker renders on one GPU), the same every time:
 // the caching allocator's blocks belong to the stream they were allocated on, so one decode stream reuses
@@ -77,7 +83,11 @@ BatchRenderer::BatchRenderer(const RunContext& ctx, RenderSetup setup, int rank)
     : ctx_(ctx), setup_(std::move(setup)), rank_(rank), oom_faults_left_(ctx.faults->oom_batches()) {}
 
 BatchRenderer::~BatchRenderer() {
-  if (pending_ && pending_->result.valid()) pending_->result.wait();  // its thread uses pipe_ and the sink
+  wait_for_decode();  // its thread uses pipe_ and the sink
+}
+
+void BatchRenderer::wait_for_decode() const {
+  if (pending_ && pending_->result.valid()) pending_->result.wait();
 }
 
 Status BatchRenderer::init(WeightsBroadcast* share) {
@@ -107,9 +117,7 @@ Status BatchRenderer::init(WeightsBroadcast* share) {
   }
   SDXLB_RETURN_IF_ERROR(st);
   // A CUDA graph capture must not meet the decode thread's work: it waits for that first.
-  pipe_->set_before_capture([this] {
-    if (pending_ && pending_->result.valid()) pending_->result.wait();
-  });
+  pipe_->set_before_capture([this] { wait_for_decode(); });
   if (setup_.overlap_decode)
     log_info(
         "decode: each image group's VAE decode overlaps the next group's denoise (memory.overlap_decode)");
@@ -151,9 +159,7 @@ Status BatchRenderer::render(const std::vector<int64_t>& items, ItemSink& sink, 
       SDXLB_RETURN_IF_ERROR(sink.before_work(last_group_s_));
       WorkRequest done;
       SDXLB_RETURN_IF_ERROR(render_padded(chunk, group, sink, &done));
-      report->done.insert(report->done.end(), done.done.begin(), done.done.end());
-      report->failed.insert(report->failed.end(), done.failed.begin(), done.failed.end());
-      if (hooks.progress) SDXLB_RETURN_IF_ERROR(hooks.progress(done));
+      SDXLB_RETURN_IF_ERROR(report_stored(done, report, hooks));
     }
     if (ctx_.faults->item_delay_ms() > 0)
       std::this_thread::sleep_for(std::chrono::milliseconds(ctx_.faults->item_delay_ms()));
@@ -167,9 +173,13 @@ Status BatchRenderer::render(const std::vector<int64_t>& items, ItemSink& sink, 
 Status BatchRenderer::finish(ItemSink& sink, const RenderHooks& hooks) {
   WorkRequest done;
   SDXLB_RETURN_IF_ERROR(finish_pending(sink, &done));
-  if (hooks.progress && !(done.done.empty() && done.failed.empty()))
-    SDXLB_RETURN_IF_ERROR(hooks.progress(done));
-  return Status::ok();
+  return report_stored(done, nullptr, hooks);
+}
+
+Status BatchRenderer::report_stored(const WorkRequest& done, WorkRequest* report, const RenderHooks& hooks) {
+  if (done.done.empty() && done.failed.empty()) return Status::ok();
+  if (report) append_items(done, report);
+  return hooks.progress ? hooks.progress(done) : Status::ok();
 }
 
 BatchRenderer::Group BatchRenderer::make_group(const std::vector<int64_t>& items, int64_t batch) const {
@@ -241,10 +251,7 @@ Status BatchRenderer::render_overlapped(const std::vector<int64_t>& items, int64
       stop_overlapping("out of GPU memory while denoising");
     SDXLB_RETURN_IF_ERROR(render_padded(items, batch, sink, &done));
   }
-  report->done.insert(report->done.end(), done.done.begin(), done.done.end());
-  report->failed.insert(report->failed.end(), done.failed.begin(), done.failed.end());
-  if (hooks.progress && !(done.done.empty() && done.failed.empty()))
-    SDXLB_RETURN_IF_ERROR(hooks.progress(done));
+  SDXLB_RETURN_IF_ERROR(report_stored(done, report, hooks));
   if (!latents.is_ok()) return Status::ok();
   SDXLB_RETURN_IF_ERROR(sink.before_work(last_group_s_));
 
@@ -306,8 +313,7 @@ Status BatchRenderer::finish_pending(ItemSink& sink, WorkRequest* report) {
     return render_padded(p->group.items, p->group.padded, sink, report);
   }
   if (r.stored) {
-    report->done.insert(report->done.end(), r.done.done.begin(), r.done.done.end());
-    report->failed.insert(report->failed.end(), r.done.failed.begin(), r.done.failed.end());
+    append_items(r.done, report);
     return r.store_status;
   }
   return store_group(p->group, r.images.status(), r.images.is_ok() ? *r.images : at::Tensor(), sink, report);

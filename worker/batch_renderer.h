@@ -94,6 +94,10 @@ class BatchRenderer {
   Status render_overlapped(const std::vector<int64_t>& items, int64_t batch, ItemSink& sink,
                            WorkRequest* report, const RenderHooks& hooks);
   Status finish_pending(ItemSink& sink, WorkRequest* report);
+  /// Adds the items a group stored (if any) to `report` (null: none) and tells hooks.progress.
+  Status report_stored(const WorkRequest& done, WorkRequest* report, const RenderHooks& hooks);
+  /// Blocks until the decode thread (if any) is done; its result stays to be collected.
+  void wait_for_decode() const;
   void stop_overlapping(const std::string& why);
   /// Embeddings and denoising; per-image NaN/Inf rows land in the group's errors (zeroed in the latents).
   StatusOr<at::Tensor> denoise_group(Group& g);
