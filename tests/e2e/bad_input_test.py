@@ -182,6 +182,11 @@ class BadInput(unittest.TestCase):
                   expect=["memory.overlap_decode is on, but memory.placement model_offload",
                           "use memory.placement: resident"])
 
+    def test_concurrent_images_not_whole_unet_calls_is_refused(self):
+        self.case("concurrent-partial-call", GOOD + "images_per_unet_call: 8\nmemory: {{concurrent_images: 12}}\n",
+                  expect=["job.yaml:11:29", "memory.concurrent_images: is 12",
+                          "whole UNet calls of images_per_unet_call (8) images", "use 8, 16, ... up to 64"])
+
     def test_token_merging_with_token_downsampling_is_refused(self):
         self.case("tome-todo", GOOD + "token_merging: {{}}\ntoken_downsampling: {{factor: 4}}\n",
                   expect=["job.yaml:11:1", "token_downsampling: cannot be combined with token_merging",
