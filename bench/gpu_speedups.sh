@@ -2,12 +2,14 @@
 # The opt-in approximations on the GPU machine (issue 14), full-size random SDXL weights, fp16, 1024², 30 steps,
 # guidance 5, batch 4, full VAE, through the CLI: our exact path, ToMe (ratio 0.5; max_downsample 1, 2, 4 with
 # merge_attn alone; 4 with merge_mlp too), ToDo (factor 2), DeepCache (intervals 2, 3, 5 at branch 0), and the
-# FP8 UNet, FP8 attention and FP8 convolutions (issue 17; not in the default rows), and any of exact, fp8 and
-# fp8_conv with images_per_unet_call K as NAME_kK (2, 4, 8; batch 2·K), and NAME_b1 for any of them.
+# FP8 UNet, FP8 attention and FP8 convolutions (issue 17; not in the default rows; fp8_all: all three), and any
+# of exact, fp8, fp8_conv and fp8_all with images_per_unet_call K as NAME_kK (2, 4, 8; batch 2·K), and NAME_b1
+# for any of them.
 #   bench/gpu_speedups.sh OUT [ROWS]     ROWS: names below (default all); OUT/<row>.json (per-item digests and
 #                                        times), OUT/<row>.stdout, and OUT/summary.txt: denoise s/image, ms per
 #                                        step, speed-up over exact, and the mean absolute pixel difference and
 #                                        PSNR of every image against the exact row's (same seeds).
+# SDXLB_SPEEDUPS_EXTRA_YAML: job-file lines added to every row (e.g. 'memory: {overlap_decode: off}').
 # Random weights: images are noise, so the pixel differences measure deviation, not quality.
 source "$(dirname "${BASH_SOURCE[0]}")/bench_env.sh" "$1"
 build_and_model sdxl-batch
@@ -24,9 +26,10 @@ declare -A extra=(
   [fp8]="unet_precision: fp8"
   [fp8_attn]=$'unet_precision: fp8\nattention_precision: fp8'
   [fp8_conv]=$'unet_precision: fp8\nconvolution_precision: fp8'
+  [fp8_all]=$'unet_precision: fp8\nconvolution_precision: fp8\nattention_precision: fp8'
 )
 # NAME_kK: NAME with images_per_unet_call: K, at batch 2·K (two concurrent calls) on 2·batch images (at least 12).
-for base in exact fp8 fp8_conv; do
+for base in exact fp8 fp8_conv fp8_all; do
   for k in 2 4 8; do extra[${base}_k$k]="${extra[$base]}"$'\n'"images_per_unet_call: $k"; done
 done
 # NAME_b1: the first 4 prompts of NAME at batch 1, whose images must equal NAME's (batch invariance, with ToMe's
@@ -46,8 +49,8 @@ for name in $rows; do
   if [[ "$name" =~ _k([0-9]+)$ ]]; then b=$((2 * BASH_REMATCH[1])); n=$((2 * b > 12 ? 2 * b : 12)); fi
   [[ "$name" == *_b1 ]] && n=4 b=1
   for i in $(seq 1 "$n"); do echo "benchmark prompt number $i, a photo"; done > "$d/p.txt"
-  printf 'model: %s\ndecoder: full\nvae_fp16_safe: true\nprompts_file: p.txt\nsteps: 30\nguidance: 5.0\nwidth: 1024\nheight: 1024\nbatch_size: %s\ndtype: fp16\noutput: out\nprogress_interval_s: 1000\n%s\n' \
-    "$model" "$b" "${extra[$name]}" > "$d/job.yaml"
+  printf 'model: %s\ndecoder: full\nvae_fp16_safe: true\nprompts_file: p.txt\nsteps: 30\nguidance: 5.0\nwidth: 1024\nheight: 1024\nbatch_size: %s\ndtype: fp16\noutput: out\nprogress_interval_s: 1000\n%s\n%s\n' \
+    "$model" "$b" "${extra[$name]}" "${SDXLB_SPEEDUPS_EXTRA_YAML:-}" > "$d/job.yaml"
   start=$EPOCHREALTIME
   "$bin" run "$d/job.yaml" > "$out/$name.stdout" 2> "$out/$name.stderr"
   echo "exit=$? wall_s=$(awk "BEGIN{print $EPOCHREALTIME - $start}")" >> "$out/$name.stdout"

@@ -4,7 +4,9 @@
 // the kernel and cuDNN's FP8 attention against the references, batch invariance and CUDA-graph replay.
 #include "pipeline/nn/fp8_attention.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -15,6 +17,7 @@
 #include "pipeline/nn/layers.h"
 
 #ifdef SDXLB_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -134,6 +137,24 @@ TEST(Fp8Attention, FusedProjectionsGiveTheSameProducts) {
   EXPECT_LT(err, 0.1);
 }
 
+// fp8_linear_e4m3 is the fixed-scale quantisation of the FP8 linear's output (on the CPU, the two ops), with
+// the input's leading shape; saturated at ±448 where the scale is too small.
+TEST(Fp8Attention, LinearToE4m3IsTheQuantisedProjection) {
+  c10::InferenceMode guard;
+  at::manual_seed(13);
+  const at::Tensor x = at::randn({2, 24, 64}) * 3, w = at::randn({96, 64}) * 0.1;
+  const Fp8Activation a = quantize_activation(x);
+  const Fp8Weight wq = quantize_weight(w);
+  for (const float scale : {0.02f, 1e-4f}) {
+    const at::Tensor q = fp8_linear_e4m3(a, wq, scale);
+    EXPECT_EQ(q.sizes(), (at::IntArrayRef{2, 24, 96}));
+    EXPECT_EQ(q.scalar_type(), at::kFloat8_e4m3fn);
+    const at::Tensor want = quantize_fixed_reference(fp8_linear(a, wq, {}), scale);
+    EXPECT_TRUE(at::equal(q.view(at::kByte), want.view(at::kByte))) << "scale " << scale;
+  }
+  EXPECT_EQ(fp8_linear_e4m3(a, wq, 1e-4f).to(at::kFloat).abs().max().item<float>(), 448.f);
+}
+
 TEST(Fp8Attention, RefusedOnTheCpuWithAReason) {
   std::string why;
   EXPECT_FALSE(fp8_attention_supported(at::Device(at::kCPU), &why));
@@ -165,6 +186,49 @@ TEST(Fp8AttentionCuda, FixedScaleKernelMatchesTheReference) {
                               quantize_fixed_reference(in[t].cpu(), scales[t]).view(at::kByte)))
             << "tensor " << t;
     }
+  }
+}
+
+// The GEMM with an e4m3 epilogue (kernels/fp8_gemm_kernel.h) against the two ops it stands for (cuBLASLt's
+// FP8 linear, then the fixed-scale kernel), at attn1's fused query/key/value shapes: the sums come from
+// another kernel, so a value on a rounding boundary can land one e4m3 step away, never more; at most 1% of
+// the values do. An output row does not depend on the rows beside it.
+TEST(Fp8AttentionCuda, GemmWithE4m3OutputIsTheQuantisedProjection) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const at::cuda::CUDAGuard device(0);
+  const cudaDeviceProp* p = at::cuda::getCurrentDeviceProperties();
+  if (p->major != 9 || p->minor != 0) GTEST_SKIP() << "the e4m3-output GEMM is built for Hopper";
+  c10::InferenceMode guard;
+  at::manual_seed(17);
+  struct Shape {
+    int64_t rows, in;
+  };
+  for (const Shape& s : {Shape{1024 * 3 + 5, 1280}, Shape{4096 * 2, 640}, Shape{208, 128}}) {
+    SCOPED_TRACE(std::to_string(s.rows) + "x" + std::to_string(s.in));
+    at::Tensor x = at::randn({1, s.rows, s.in}).to(at::kHalf).cuda();
+    x[0][1] = x[0][1] * 40;
+    const Fp8Weight w = quantize_weight((at::randn({3 * s.in, s.in}) * 0.03).to(at::kHalf).cuda());
+    const Fp8Activation a = quantize_activation(x);
+    const float scale = fp8_projection_scale(w, {}, x.norm(2, -1).max().item<double>());
+    const at::Tensor got = fp8_linear_e4m3(a, w, scale);
+    ASSERT_EQ(got.sizes(), (at::IntArrayRef{1, s.rows, 3 * s.in}));
+    const at::Tensor want = quantize_fixed({fp8_linear(a, w, {})}, {scale})[0];
+    // Same sign and adjacent codes: e4m3's magnitudes are ordered like their 7-bit codes.
+    const at::Tensor g = got.cpu().view(at::kByte).to(at::kInt), e = want.cpu().view(at::kByte).to(at::kInt);
+    const at::Tensor differ = g != e;
+    const double share = differ.to(at::kDouble).mean().item<double>();
+    const int64_t steps = (g - e).abs().max().item<int64_t>();
+    std::printf("e4m3 GEMM %lldx%lld: %.4f%% of the codes one step off the two ops\n",
+                static_cast<long long>(s.rows), static_cast<long long>(s.in), 100 * share);
+    EXPECT_LE(steps, 1);
+    EXPECT_LE(share, 0.01);
+    // Batch invariance: the last rows alone give the same bits.
+    const int64_t tail = std::min<int64_t>(s.rows, 128);  // cuBLASLt (the fallback) takes rows in 16s
+    const Fp8Activation t =
+        make_activation(a.q.narrow(0, s.rows - tail, tail).contiguous(),
+                        a.scale.narrow(0, s.rows - tail, tail).contiguous(), {tail, s.in}, at::kHalf);
+    EXPECT_TRUE(at::equal(fp8_linear_e4m3(t, w, scale).cpu().view(at::kByte),
+                          got.view({s.rows, 3 * s.in}).narrow(0, s.rows - tail, tail).cpu().view(at::kByte)));
   }
 }
 

@@ -182,7 +182,7 @@ at::Tensor AttentionImpl::forward_fp8(const Fp8Activation& x, const at::Tensor& 
     const Fp8AttentionScales& s = fp8_attention_;
     at::Tensor q8, k8, v8;
     if (fp8_qkv_.q.defined()) {
-      const at::Tensor y = quantize_fixed({fp8_linear(x, fp8_qkv_, {})}, {s.q})[0];
+      const at::Tensor y = fp8_linear_e4m3(x, fp8_qkv_, s.q);
       const int64_t inner = y.size(-1) / 3;
       q8 = y.narrow(-1, 0, inner);
       k8 = y.narrow(-1, inner, inner);

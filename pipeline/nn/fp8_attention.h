@@ -50,6 +50,14 @@ at::Tensor quantize_fixed_reference(const at::Tensor& x, float scale);
 /// tensors, else the reference.
 std::vector<at::Tensor> quantize_fixed(c10::ArrayRef<at::Tensor> xs, c10::ArrayRef<float> scales);
 
+/// quantize_fixed({fp8_linear(x, w, {})}, {scale})[0]: the projection of x rounded to x's dtype, then to e4m3
+/// at the fixed scale, for cuDNN's FP8 attention. On CUDA (a Hopper GPU, a build with CUTLASS, fp16, fast
+/// accumulation, the fusion "fp8qkv" on: fused_ops.h) one GEMM whose epilogue writes the e4m3 values
+/// (kernels/fp8_gemm_kernel.h), so the fp16 projection never goes to memory; its sums come from another
+/// kernel than cuBLASLt's, so a value can round one e4m3 step apart (none did at the UNet's shapes,
+/// measured). Elsewhere, and for shapes the kernel does not take, the two ops.
+at::Tensor fp8_linear_e4m3(const Fp8Activation& x, const Fp8Weight& w, float scale);
+
 /// The scales of one attention: dequantisation scales of the query, keys and values (the output has the
 /// values'), and the same on the device as cuDNN reads them.
 struct Fp8AttentionScales {

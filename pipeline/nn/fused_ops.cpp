@@ -26,8 +26,8 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 5> kFusionNames{"geglu", "groupnorm", "layernorm", "upsample",
-                                                  "wideattention"};
+constexpr std::array<const char*, 6> kFusionNames{"geglu",    "groupnorm",     "layernorm",
+                                                  "upsample", "wideattention", "fp8qkv"};
 
 // Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.

@@ -19,6 +19,7 @@ enum class Fusion {
   kLayerNorm,      ///< "layernorm": LayerNorm (+ the residual add before it) with one warp per row
   kUpsample,       ///< "upsample": nearest-neighbour ×2 upsampling of channels-last tensors as a plain copy
   kWideAttention,  ///< "wideattention": heads wider than 256 as two GEMMs and a softmax kernel (attention.h)
+  kFp8Qkv,         ///< "fp8qkv": FP8 attention's query/key/value GEMM writes e4m3 itself (fp8_attention.h)
 };
 bool fusion_enabled(Fusion fusion);
 
