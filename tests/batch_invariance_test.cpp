@@ -1,0 +1,124 @@
+// Batch invariance of the GPU's matrix products at the UNet's shapes. An image's rows must get the same bits
+// wherever they sit in a UNet call of images_per_unet_call k images (docs/job-file.md, "Images per UNet
+// call"). Session 18 measured that this fails on the H200 at k = 2: an image at the second place of its call
+// did not get the bits it got at the first place, in fp16 and in FP8. One suspect is a GEMM whose kernel
+// splits some output tiles along K (split-K or stream-K, chosen by the shape): their sums then depend on
+// where the rows sit. This test moves the last image of a call to the front and compares its rows, for the
+// fp16 linears (at::linear, cuBLASLt), the FP8 ones (fp8_linear) and cuDNN's fp16 convolutions, at each k.
+// GPU only: the CPU's products are checked end to end (tests/e2e).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include "pipeline/nn/fp8.h"
+
+namespace sdxlb {
+namespace {
+
+struct Gemm {
+  int64_t tokens, in, out;
+};
+
+// The UNet's transformer linears at 1024²: level 3 (1024 tokens, 1280 wide), level 2 (4096 tokens, 640 wide).
+const std::vector<Gemm> kGemms = {{1024, 1280, 1280}, {1024, 1280, 3840}, {1024, 1280, 10240},
+                                  {1024, 5120, 1280}, {4096, 640, 640},   {4096, 640, 1920},
+                                  {4096, 640, 5120},  {4096, 2560, 640}};
+
+// Rows [k images × 2 CFG rows × tokens, in]; the same rows with the last image moved to the front.
+std::pair<at::Tensor, at::Tensor> call_and_moved(int64_t k, const Gemm& g) {
+  const int64_t per_image = 2 * g.tokens;
+  const at::Tensor x = at::randn({k * per_image, g.in}, at::TensorOptions().device(at::kCUDA)).to(at::kHalf);
+  const at::Tensor last = x.narrow(0, (k - 1) * per_image, per_image);
+  const at::Tensor moved = k == 1 ? x : at::cat({last, x.narrow(0, 0, (k - 1) * per_image)}, 0);
+  return {x, moved};
+}
+
+template <typename Product>
+int count_place_dependent(const char* what, Product product) {
+  int failures = 0;
+  for (const int64_t k : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}}) {
+    for (const Gemm& g : kGemms) {
+      const auto [x, moved] = call_and_moved(k, g);
+      const int64_t per_image = 2 * g.tokens;
+      const at::Tensor y = product(x, g), y_moved = product(moved, g);
+      const bool same =
+          at::equal(y.narrow(0, (k - 1) * per_image, per_image), y_moved.narrow(0, 0, per_image));
+      if (!same) {
+        ++failures;
+        std::printf("%s: k = %lld, %lld rows x %lld -> %lld: the last image's rows change at the front\n",
+                    what, static_cast<long long>(k), static_cast<long long>(k * per_image),
+                    static_cast<long long>(g.in), static_cast<long long>(g.out));
+      }
+    }
+  }
+  return failures;
+}
+
+TEST(BatchInvarianceCuda, Fp16LinearRowsDoNotDependOnTheirPlace) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode guard;
+  at::manual_seed(23);
+  const int failures = count_place_dependent("fp16 linear", [&](const at::Tensor& x, const Gemm& g) {
+    at::manual_seed(g.in * 100003 + g.out);
+    const auto opt = at::TensorOptions().device(at::kCUDA).dtype(at::kHalf);
+    const at::Tensor w = at::randn({g.out, g.in}, opt) * 0.02, b = at::randn({g.out}, opt) * 0.1;
+    return at::linear(x, w, b);
+  });
+  EXPECT_EQ(failures, 0);
+}
+
+TEST(BatchInvarianceCuda, Fp8LinearRowsDoNotDependOnTheirPlace) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!fp8_supported(at::Device(at::kCUDA, 0))) GTEST_SKIP() << "no FP8 on this GPU";
+  c10::InferenceMode guard;
+  at::manual_seed(29);
+  const int failures = count_place_dependent("fp8 linear", [&](const at::Tensor& x, const Gemm& g) {
+    at::manual_seed(g.in * 100003 + g.out);
+    const auto opt = at::TensorOptions().device(at::kCUDA).dtype(at::kHalf);
+    Fp8Weight w = quantize_weight(at::randn({g.out, g.in}, opt) * 0.02);
+    w.fast_accum = true;  // as unet_precision: fp8 runs
+    return fp8_linear(x, w, at::randn({g.out}, opt) * 0.1);
+  });
+  EXPECT_EQ(failures, 0);
+}
+
+// cuDNN's fp16 3x3 convolutions (channels-last, as the UNet's resnets run them on the GPU) at the UNet's
+// resnet shapes: the last image's two samples moved to the front of the batch keep their bits.
+TEST(BatchInvarianceCuda, Fp16ConvolutionSamplesDoNotDependOnTheirPlace) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode guard;
+  at::manual_seed(31);
+  struct Conv {
+    int64_t in, out, size;
+  };
+  int failures = 0;
+  const auto opt = at::TensorOptions().device(at::kCUDA).dtype(at::kHalf);
+  for (const Conv& c :
+       {Conv{320, 320, 128}, Conv{640, 640, 64}, Conv{1280, 1280, 32}, Conv{2560, 1280, 32}}) {
+    const at::Tensor w =
+        (at::randn({c.out, c.in, 3, 3}, opt) * 0.02).contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor b = at::randn({c.out}, opt) * 0.1;
+    for (const int64_t k : {int64_t{1}, int64_t{2}, int64_t{4}}) {
+      const at::Tensor x =
+          at::randn({2 * k, c.in, c.size, c.size}, opt).contiguous(at::MemoryFormat::ChannelsLast);
+      const at::Tensor moved = k == 1 ? x
+                                      : at::cat({x.narrow(0, 2 * (k - 1), 2), x.narrow(0, 0, 2 * (k - 1))}, 0)
+                                            .contiguous(at::MemoryFormat::ChannelsLast);
+      const at::Tensor y = at::conv2d(x, w, b, 1, 1), y_moved = at::conv2d(moved, w, b, 1, 1);
+      if (!at::equal(y.narrow(0, 2 * (k - 1), 2), y_moved.narrow(0, 0, 2))) {
+        ++failures;
+        std::printf("fp16 conv: k = %lld, %lld -> %lld at %lldx%lld: the last image changes at the front\n",
+                    static_cast<long long>(k), static_cast<long long>(c.in), static_cast<long long>(c.out),
+                    static_cast<long long>(c.size), static_cast<long long>(c.size));
+      }
+    }
+  }
+  EXPECT_EQ(failures, 0);
+}
+
+}  // namespace
+}  // namespace sdxlb
