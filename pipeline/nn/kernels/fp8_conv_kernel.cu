@@ -27,6 +27,8 @@
 #include <cutlass/epilogue/collective/collective_builder.hpp>
 #include <cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp>
 
+#include "pipeline/nn/kernels/cutlass_launch.cuh"
+
 namespace sdxlb::kernels {
 namespace {
 
@@ -85,28 +87,14 @@ struct Fp8Conv3x3 {
                        {}};                                 // the final multiply
     cutlass::KernelHardwareInfo hw;
     cudaGetDevice(&hw.device_id);
-    hw.sm_count = sm_count(hw.device_id);
+    hw.sm_count = cutlass_sm_count(hw.device_id);
     typename Conv::Arguments args{};
     args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
     args.problem_shape = problem;
     args.mainloop = mainloop;
     args.epilogue = epilogue;
     args.hw_info = hw;
-    Conv conv;
-    if (conv.can_implement(args) != cutlass::Status::kSuccess) return cudaErrorNotSupported;
-    if (Conv::get_workspace_size(args) != 0) return cudaErrorNotSupported;
-    if (conv.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return cudaErrorNotSupported;
-    if (conv.run(stream) != cutlass::Status::kSuccess) return cudaGetLastError();
-    return cudaGetLastError();
-  }
-
-  static int sm_count(int device) {
-    static int count[16] = {};
-    if (device < 0 || device >= 16)
-      return cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device);
-    if (count[device] == 0)
-      count[device] = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device);
-    return count[device];
+    return launch_cutlass<Conv>(args, stream);
   }
 };
 

@@ -22,6 +22,8 @@
 #include <cutlass/gemm/kernel/gemm_universal.hpp>
 #include <cutlass/util/packed_stride.hpp>
 
+#include "pipeline/nn/kernels/cutlass_launch.cuh"
+
 namespace sdxlb::kernels {
 namespace {
 
@@ -83,22 +85,8 @@ struct Fp8GemmE4m3 {
                             {{inverse}, {nullptr}, {}},     // Inverse
                             {}};                            // the final op
     cudaGetDevice(&args.hw_info.device_id);
-    args.hw_info.sm_count = sm_count(args.hw_info.device_id);
-    Gemm gemm;
-    if (gemm.can_implement(args) != cutlass::Status::kSuccess) return cudaErrorNotSupported;
-    if (Gemm::get_workspace_size(args) != 0) return cudaErrorNotSupported;
-    if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return cudaErrorNotSupported;
-    if (gemm.run(stream) != cutlass::Status::kSuccess) return cudaGetLastError();
-    return cudaGetLastError();
-  }
-
-  static int sm_count(int device) {
-    static int count[16] = {};
-    if (device < 0 || device >= 16)
-      return cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device);
-    if (count[device] == 0)
-      count[device] = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(device);
-    return count[device];
+    args.hw_info.sm_count = cutlass_sm_count(args.hw_info.device_id);
+    return launch_cutlass<Gemm>(args, stream);
   }
 };
 
