@@ -42,8 +42,9 @@ constexpr const char* kDescription =
     "srun that report the highest code of all ranks).\n\n"
     "Stopping: SIGTERM (what SLURM sends on preemption or at the time limit), SIGINT or SIGUSR1 make every\n"
     "worker finish the images it is denoising, save them, and exit with 7; Ctrl-C twice exits at once.\n\n"
-    "Environment: SDXLB_DISABLE_FUSION=all (or a comma list of groupnorm, layernorm, geglu) runs the plain\n"
-    "LibTorch ops instead of the fused GPU kernels (same results within fp16 rounding, slower).";
+    "Environment: SDXLB_DISABLE_FUSION=all (or a comma list of groupnorm, layernorm, geglu, upsample,\n"
+    "wideattention, fp8qkv) runs the plain LibTorch ops instead of those fused GPU kernels (same results\n"
+    "within rounding, slower); an unknown name is an error.";
 
 int make_demo_model(const std::string& dir, bool full, const std::string& dtype, uint64_t seed,
                     bool no_tiny) {
