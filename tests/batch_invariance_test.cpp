@@ -86,34 +86,42 @@ TEST(BatchInvarianceCuda, Fp8LinearRowsDoNotDependOnTheirPlace) {
   EXPECT_EQ(failures, 0);
 }
 
-// cuDNN's fp16 3x3 convolutions (channels-last, as the UNet's resnets run them on the GPU) at the UNet's
-// resnet shapes: the last image's two samples moved to the front of the batch keep their bits.
+// cuDNN's fp16 convolutions (channels-last, as the UNet runs them on the GPU) at the UNet's shapes: the 3x3
+// ones of its resnets, and the 1x1 shortcuts, which stay fp16 in the FP8 UNet too and which cuDNN runs as
+// GEMMs (session 18's FP8 profile: 11 launches of cuBLASLt kernels, 5 of them "ssched"). The last image's two
+// samples moved to the front of the batch keep their bits.
 TEST(BatchInvarianceCuda, Fp16ConvolutionSamplesDoNotDependOnTheirPlace) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   c10::InferenceMode guard;
   at::manual_seed(31);
   struct Conv {
-    int64_t in, out, size;
+    int64_t in, out, size, kernel;
   };
   int failures = 0;
   const auto opt = at::TensorOptions().device(at::kCUDA).dtype(at::kHalf);
   for (const Conv& c :
-       {Conv{320, 320, 128}, Conv{640, 640, 64}, Conv{1280, 1280, 32}, Conv{2560, 1280, 32}}) {
+       {Conv{320, 320, 128, 3}, Conv{640, 640, 64, 3}, Conv{1280, 1280, 32, 3}, Conv{2560, 1280, 32, 3},
+        Conv{320, 640, 64, 1}, Conv{640, 1280, 32, 1}, Conv{2560, 1280, 32, 1}, Conv{1920, 1280, 32, 1},
+        Conv{1920, 640, 64, 1}, Conv{1280, 640, 64, 1}, Conv{960, 640, 64, 1}, Conv{960, 320, 128, 1},
+        Conv{640, 320, 128, 1}}) {
     const at::Tensor w =
-        (at::randn({c.out, c.in, 3, 3}, opt) * 0.02).contiguous(at::MemoryFormat::ChannelsLast);
+        (at::randn({c.out, c.in, c.kernel, c.kernel}, opt) * 0.02).contiguous(at::MemoryFormat::ChannelsLast);
     const at::Tensor b = at::randn({c.out}, opt) * 0.1;
+    const int64_t pad = c.kernel / 2;
     for (const int64_t k : {int64_t{1}, int64_t{2}, int64_t{4}}) {
       const at::Tensor x =
           at::randn({2 * k, c.in, c.size, c.size}, opt).contiguous(at::MemoryFormat::ChannelsLast);
       const at::Tensor moved = k == 1 ? x
                                       : at::cat({x.narrow(0, 2 * (k - 1), 2), x.narrow(0, 0, 2 * (k - 1))}, 0)
                                             .contiguous(at::MemoryFormat::ChannelsLast);
-      const at::Tensor y = at::conv2d(x, w, b, 1, 1), y_moved = at::conv2d(moved, w, b, 1, 1);
+      const at::Tensor y = at::conv2d(x, w, b, 1, pad), y_moved = at::conv2d(moved, w, b, 1, pad);
       if (!at::equal(y.narrow(0, 2 * (k - 1), 2), y_moved.narrow(0, 0, 2))) {
         ++failures;
-        std::printf("fp16 conv: k = %lld, %lld -> %lld at %lldx%lld: the last image changes at the front\n",
-                    static_cast<long long>(k), static_cast<long long>(c.in), static_cast<long long>(c.out),
-                    static_cast<long long>(c.size), static_cast<long long>(c.size));
+        std::printf(
+            "fp16 %lldx%lld conv: k = %lld, %lld -> %lld at %lldx%lld: the last image changes at the front\n",
+            static_cast<long long>(c.kernel), static_cast<long long>(c.kernel), static_cast<long long>(k),
+            static_cast<long long>(c.in), static_cast<long long>(c.out), static_cast<long long>(c.size),
+            static_cast<long long>(c.size));
       }
     }
   }
