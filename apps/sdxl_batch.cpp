@@ -44,7 +44,12 @@ constexpr const char* kDescription =
     "worker finish the images it is denoising, save them, and exit with 7; Ctrl-C twice exits at once.\n\n"
     "Environment: SDXLB_DISABLE_FUSION=all (or a comma list of groupnorm, layernorm, geglu, upsample,\n"
     "wideattention, fp8qkv) runs the plain LibTorch ops instead of those fused GPU kernels (same results\n"
-    "within rounding, slower); an unknown name is an error.";
+    "within rounding, slower); an unknown name is an error.\n\n"
+    "Environment: SDXLB_BATCH_INVARIANT=0 lets cuBLAS and cuDNN pick the GPU's matrix-product kernels by "
+    "shape\n"
+    "(split-K included), where by default (1) they are kept to kernels whose rows do not depend on their\n"
+    "place in a UNet call: to measure what that costs; images may then depend on batch_size when\n"
+    "images_per_unet_call > 1.";
 
 int make_demo_model(const std::string& dir, bool full, const std::string& dtype, uint64_t seed,
                     bool no_tiny) {

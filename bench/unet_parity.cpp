@@ -32,6 +32,7 @@
 #include "pipeline/io/model_folder.h"
 #include "pipeline/models/unet.h"
 #include "pipeline/nn/fp8.h"
+#include "pipeline/nn/gpu_numerics.h"
 #include "pipeline/nn/transformer_2d.h"
 
 using namespace sdxlb;
@@ -140,10 +141,9 @@ int main(int argc, char** argv) {
   const double err = rel_err(out, expected);
   const double eager = median_seconds([&] { u->forward(sample, t, ehs, te, ids); }, iters);
 
-  // Channels-last convolutions, cuDNN algorithms by heuristics as in the product (sdxl_pipeline.cpp; the
-  // 2026-11-25 results were recorded with benchmark mode, which the product no longer uses).
-  at::globalContext().setBenchmarkCuDNN(false);
-  at::globalContext().setDeterministicCuDNN(true);
+  // Channels-last convolutions, and the GPU's algorithms chosen as in the product (gpu_numerics.h; the
+  // 2026-11-25 results were recorded with cuDNN's benchmark mode, which the product no longer uses).
+  use_reproducible_gpu_numerics();
   for (auto& p : u->parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
   at::Tensor sample_cl = sample.contiguous(at::MemoryFormat::ChannelsLast);

@@ -24,6 +24,7 @@
 #include "pipeline/io/model_folder.h"
 #include "pipeline/models/vae.h"
 #include "pipeline/nn/fp8.h"
+#include "pipeline/nn/gpu_numerics.h"
 
 using namespace sdxlb;
 
@@ -71,8 +72,7 @@ int main(int argc, char** argv) {
     return std::fprintf(stderr, "vae_timing: --fp8: %s\n", no_fp8.c_str()), 4;
   const int64_t fp8_convs = fp8 ? use_fp8_convolutions(**vae) : 0;
   c10::InferenceMode guard;
-  at::globalContext().setBenchmarkCuDNN(false);
-  at::globalContext().setDeterministicCuDNN(true);
+  use_reproducible_gpu_numerics();
   if (channels_last)
     for (auto& p : (*vae)->parameters())
       if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));

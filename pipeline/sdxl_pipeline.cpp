@@ -21,6 +21,7 @@
 #include "pipeline/models/vae.h"
 #include "pipeline/nn/fp8.h"
 #include "pipeline/nn/fp8_attention.h"
+#include "pipeline/nn/gpu_numerics.h"
 #include "pipeline/nn/transformer_2d.h"
 #include "pipeline/runtime/denoise_loop.h"
 #include "pipeline/runtime/weight_streamer.h"
@@ -322,11 +323,10 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
       }
     }
     if (options.device.is_cuda()) {
-      // Channels-last convolutions: the fastest layout for SDXL's convs on tensor cores. cuDNN picks its
-      // algorithms by heuristics, not by timing them (benchmark mode): timings vary between runs and
-      // processes, and another algorithm rounds differently, so two workers could render different pixels.
-      at::globalContext().setBenchmarkCuDNN(false);
-      at::globalContext().setDeterministicCuDNN(true);
+      // Channels-last convolutions: the fastest layout for SDXL's convs on tensor cores. The libraries'
+      // algorithms are the same in every process and for every place in a UNet call (gpu_numerics.h), so
+      // two workers, or two batch sizes, render the same pixels.
+      use_reproducible_gpu_numerics();
       at::NoGradGuard no_grad;
       for (auto& p : parts.unet->parameters())
         if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));

@@ -1,11 +1,13 @@
 // Batch invariance of the GPU's matrix products at the UNet's shapes. An image's rows must get the same bits
 // wherever they sit in a UNet call of images_per_unet_call k images (docs/job-file.md, "Images per UNet
-// call"). Session 18 measured that this fails on the H200 at k = 2: an image at the second place of its call
-// did not get the bits it got at the first place, in fp16 and in FP8. One suspect is a GEMM whose kernel
-// splits some output tiles along K (split-K or stream-K, chosen by the shape): their sums then depend on
-// where the rows sit. This test moves the last image of a call to the front and compares its rows, for the
-// fp16 linears (at::linear, cuBLASLt), the FP8 ones (fp8_linear) and cuDNN's fp16 convolutions, at each k.
-// GPU only: the CPU's products are checked end to end (tests/e2e).
+// call"). Session 18 measured that this failed on the H200 at k = 2: an image at the second place of its call
+// did not get the bits it got at the first place, in fp16 and in FP8. The suspect is a GEMM whose kernel
+// splits some output tiles along K (split-K or stream-K, chosen by the shape), whose sums then depend on
+// where the rows sit; gpu_numerics.h has the remedy. This test moves the last image of a call to the front
+// and compares its rows, for the products as the UNet runs them (use_reproducible_gpu_numerics() first): the
+// fp16 linears (at::linear, cuBLASLt), the FP8 ones (fp8_linear) and the fp16 convolutions (Conv2d: cuDNN for
+// 3x3, a GEMM for the 1x1 shortcuts), at each k. With SDXLB_BATCH_INVARIANT=0 it measures the libraries' own
+// choices. GPU only: the CPU's products are checked end to end (tests/e2e).
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -15,6 +17,8 @@
 #include <gtest/gtest.h>
 
 #include "pipeline/nn/fp8.h"
+#include "pipeline/nn/gpu_numerics.h"
+#include "pipeline/nn/layers.h"
 
 namespace sdxlb {
 namespace {
@@ -58,6 +62,13 @@ int count_place_dependent(const char* what, Product product) {
   return failures;
 }
 
+// The process-wide settings the pipeline makes before its first product.
+class GpuNumerics : public ::testing::Environment {
+ public:
+  void SetUp() override { use_reproducible_gpu_numerics(); }
+};
+const auto* const kGpuNumerics = ::testing::AddGlobalTestEnvironment(new GpuNumerics);
+
 TEST(BatchInvarianceCuda, Fp16LinearRowsDoNotDependOnTheirPlace) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   c10::InferenceMode guard;
@@ -86,35 +97,38 @@ TEST(BatchInvarianceCuda, Fp8LinearRowsDoNotDependOnTheirPlace) {
   EXPECT_EQ(failures, 0);
 }
 
-// cuDNN's fp16 convolutions (channels-last, as the UNet runs them on the GPU) at the UNet's shapes: the 3x3
-// ones of its resnets, and the 1x1 shortcuts, which stay fp16 in the FP8 UNet too and which cuDNN runs as
-// GEMMs (session 18's FP8 profile: 11 launches of cuBLASLt kernels, 5 of them "ssched"). The last image's two
-// samples moved to the front of the batch keep their bits.
+// The fp16 convolutions (channels-last, as the UNet runs them on the GPU) at the UNet's shapes: the 3x3 ones
+// of its resnets (cuDNN), and the 1x1 shortcuts, which stay fp16 in the FP8 UNet too. cuDNN ran those as
+// cuBLASLt GEMMs of its own choosing (session 18's FP8 profile: 11 launches, 5 of them "ssched"); Conv2d
+// now runs them as GEMMs on the channels-last rows where batch_invariant_products(). The last image's two
+// samples moved to the front of the batch keep their bits, and each convolution is the convolution: within
+// fp16 rounding of cuDNN's.
 TEST(BatchInvarianceCuda, Fp16ConvolutionSamplesDoNotDependOnTheirPlace) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   c10::InferenceMode guard;
   at::manual_seed(31);
-  struct Conv {
+  struct Shape {
     int64_t in, out, size, kernel;
   };
   int failures = 0;
   const auto opt = at::TensorOptions().device(at::kCUDA).dtype(at::kHalf);
-  for (const Conv& c :
-       {Conv{320, 320, 128, 3}, Conv{640, 640, 64, 3}, Conv{1280, 1280, 32, 3}, Conv{2560, 1280, 32, 3},
-        Conv{320, 640, 64, 1}, Conv{640, 1280, 32, 1}, Conv{2560, 1280, 32, 1}, Conv{1920, 1280, 32, 1},
-        Conv{1920, 640, 64, 1}, Conv{1280, 640, 64, 1}, Conv{960, 640, 64, 1}, Conv{960, 320, 128, 1},
-        Conv{640, 320, 128, 1}}) {
-    const at::Tensor w =
-        (at::randn({c.out, c.in, c.kernel, c.kernel}, opt) * 0.02).contiguous(at::MemoryFormat::ChannelsLast);
-    const at::Tensor b = at::randn({c.out}, opt) * 0.1;
+  for (const Shape& c :
+       {Shape{320, 320, 128, 3}, Shape{640, 640, 64, 3}, Shape{1280, 1280, 32, 3}, Shape{2560, 1280, 32, 3},
+        Shape{320, 640, 64, 1}, Shape{640, 1280, 32, 1}, Shape{2560, 1280, 32, 1}, Shape{1920, 1280, 32, 1},
+        Shape{1920, 640, 64, 1}, Shape{1280, 640, 64, 1}, Shape{960, 640, 64, 1}, Shape{960, 320, 128, 1},
+        Shape{640, 320, 128, 1}}) {
     const int64_t pad = c.kernel / 2;
+    Conv2d conv(c.in, c.out, c.kernel, 1, pad);
+    conv->weight =
+        (at::randn({c.out, c.in, c.kernel, c.kernel}, opt) * 0.02).contiguous(at::MemoryFormat::ChannelsLast);
+    conv->bias = at::randn({c.out}, opt) * 0.1;
     for (const int64_t k : {int64_t{1}, int64_t{2}, int64_t{4}}) {
       const at::Tensor x =
           at::randn({2 * k, c.in, c.size, c.size}, opt).contiguous(at::MemoryFormat::ChannelsLast);
       const at::Tensor moved = k == 1 ? x
                                       : at::cat({x.narrow(0, 2 * (k - 1), 2), x.narrow(0, 0, 2 * (k - 1))}, 0)
                                             .contiguous(at::MemoryFormat::ChannelsLast);
-      const at::Tensor y = at::conv2d(x, w, b, 1, pad), y_moved = at::conv2d(moved, w, b, 1, pad);
+      const at::Tensor y = conv->forward(x), y_moved = conv->forward(moved);
       if (!at::equal(y.narrow(0, 2 * (k - 1), 2), y_moved.narrow(0, 0, 2))) {
         ++failures;
         std::printf(
@@ -123,6 +137,13 @@ TEST(BatchInvarianceCuda, Fp16ConvolutionSamplesDoNotDependOnTheirPlace) {
             static_cast<long long>(c.in), static_cast<long long>(c.out), static_cast<long long>(c.size),
             static_cast<long long>(c.size));
       }
+      // The convolution itself, against cuDNN's in float32 on the same fp16 operands.
+      const at::Tensor ref =
+          at::conv2d(x.to(at::kFloat), conv->weight.to(at::kFloat), conv->bias.to(at::kFloat), 1, pad);
+      const double err = ((y.to(at::kFloat) - ref).norm() / ref.norm()).item<double>();
+      EXPECT_LT(err, 2e-3) << c.kernel << "x" << c.kernel << " conv " << c.in << " -> " << c.out
+                           << " at k = " << k;
+      EXPECT_TRUE(y.is_contiguous(at::MemoryFormat::ChannelsLast));
     }
   }
   EXPECT_EQ(failures, 0);

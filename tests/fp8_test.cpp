@@ -1,10 +1,11 @@
 // FP8 (issue 17): the per-row e4m3 quantisation against tests/oracle/ref_fp8.py (written from the method with
 // torch's float8_e4m3fn), the e4m3 product against the dequantised operands, the refusal where no FP8 GEMM
-// runs, and on a GPU the quantisation kernels (alone and inside LayerNorm and GEGLU) and the cuBLASLt product
-// against the references.
+// runs, and on a GPU the quantisation kernels (alone and inside LayerNorm and GEGLU) and the GPU products
+// (cuBLASLt's and our CUTLASS GEMM) against the references.
 #include "pipeline/nn/fp8.h"
 
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -165,6 +166,49 @@ TEST(Fp8Cuda, KernelAndProductMatchTheReference) {
   }
 }
 
+// Our CUTLASS FP8 GEMM (kernels/fp8_gemm_kernel.h), which fp8_linear runs on Hopper for the UNet's layers
+// (fp16, fast accumulation), against the dequantised operands' product in float64 and against cuBLASLt's
+// at::_scaled_mm with the same accumulation; with and without bias, at the UNet's widths; and the shapes it
+// does not take (K not a multiple of 128) still go to cuBLASLt, bit for bit.
+TEST(Fp8Cuda, OurGemmIsTheLinear) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!fp8_supported(at::Device(at::kCUDA, 0))) GTEST_SKIP() << "no FP8 on this GPU";
+  c10::InferenceMode guard;
+  at::manual_seed(19);
+  struct Shape {
+    int64_t rows, in, out;
+    bool bias;
+  };
+  for (const Shape& s : {Shape{2048, 1280, 1280, true}, Shape{4096, 640, 5120, true},
+                         Shape{1000, 2560, 640, false}, Shape{256, 208, 640, true}}) {
+    SCOPED_TRACE(std::to_string(s.rows) + "x" + std::to_string(s.in) + "->" + std::to_string(s.out));
+    at::Tensor x = at::randn({s.rows, s.in}).to(at::kHalf);
+    x[3] = x[3] * 300;
+    const at::Tensor b = s.bias ? at::randn({s.out}).to(at::kHalf) : at::Tensor();
+    Fp8Weight w = quantize_weight((at::randn({s.out, s.in}) * 0.02).to(at::kHalf).cuda());
+    w.fast_accum = true;
+    const Fp8Activation a = quantize_activation(x.cuda());
+    const at::Tensor bc = s.bias ? b.cuda() : at::Tensor();
+    const at::Tensor y = fp8_linear(a, w, bc);
+    ASSERT_EQ(y.scalar_type(), at::kHalf);
+    std::optional<at::Tensor> bo;
+    if (s.bias) bo = bc;
+    const at::Tensor lt = at::_scaled_mm(a.q, w.q.t(), a.scale, w.scale, bo, std::nullopt, at::kHalf, true);
+    at::Tensor expected = (a.q.cpu().to(at::kDouble) * a.scale.cpu().to(at::kDouble))
+                              .matmul((w.q.cpu().to(at::kDouble) * w.scale.cpu().to(at::kDouble).t()).t());
+    if (s.bias) expected = expected + b.to(at::kDouble);
+    const at::Tensor yf = y.cpu().to(at::kDouble);
+    // Per row: within a few fp16 units of the row's largest value (fast accumulation and the output's
+    // rounding), against the exact product and against cuBLASLt's.
+    const at::Tensor row_max = expected.abs().amax(-1, true).clamp_min(1e-3);
+    EXPECT_LE(((yf - expected).abs() / row_max).max().item<double>(), 3e-3);
+    EXPECT_LE(((yf - lt.cpu().to(at::kDouble)).abs() / row_max).max().item<double>(), 3e-3);
+    if (s.in % 128 != 0) {
+      EXPECT_TRUE(at::equal(y, lt));  // not ours: cuBLASLt's bits
+    }
+  }
+}
+
 // The LayerNorm and GEGLU kernels that quantise their own output rows give the bits of their unfused output
 // quantised by quantize_rows (the kernels' own paths on the same GPU), at the UNet's widths, at the largest
 // row the fused kernels take, and past it (where they fall back to the ops); and the quantiser itself on
@@ -307,7 +351,9 @@ TEST(Fp8ConvCuda, GroupNormQuantisesLikeTheOps) {
         EXPECT_TRUE(at::equal(q.q.view(at::kByte).cpu(), qy.view(at::kByte).cpu()));
         EXPECT_TRUE(at::equal(q.pixel_scale.cpu(), sy.expand({s.n, s.h * s.w}).cpu()));
         EXPECT_GT(q.pixel_scale[0][0].item<float>(), 0.f);
-        if (weights == 2) EXPECT_LT(y.abs().max().item<float>(), 0.3f);
+        if (weights == 2) {
+          EXPECT_LT(y.abs().max().item<float>(), 0.3f);
+        }
         // Per sample: the last image alone gives its bits.
         const E4m3Samples alone = group_norm_act_e4m3(x.narrow(0, s.n - 1, 1), 32, g, b, 1e-5, silu, add_c,
                                                       silu ? add_nc.narrow(0, s.n - 1, 1) : add_nc);

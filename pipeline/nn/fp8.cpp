@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 
 #include "pipeline/nn/attention.h"
+#include "pipeline/nn/gpu_numerics.h"
 #include "pipeline/nn/layers.h"
 
 #ifdef SDXLB_WITH_CUDA
@@ -13,6 +14,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "pipeline/nn/kernels/fp8_conv_kernel.h"
+#include "pipeline/nn/kernels/fp8_gemm_kernel.h"
 #include "pipeline/nn/kernels/fp8_quantize_kernel.h"
 #endif
 
@@ -21,6 +23,33 @@ namespace {
 
 constexpr double kE4m3Max = 448.0;
 constexpr double kMinScale = 5.9604644775390625e-08;  // 2^-24
+
+#ifdef SDXLB_WITH_CUDA
+// fp8_linear in our CUTLASS GEMM (kernels/fp8_gemm_kernel.h), whose rows do not depend on their place
+// (gpu_numerics.h), where it takes the layer: Hopper, fp16 output, fast accumulation (what
+// `unet_precision: fp8` runs) and the kernel's shapes. Undefined otherwise, launching nothing.
+at::Tensor fp8_linear_cutlass(const Fp8Activation& x, const Fp8Weight& w, const at::Tensor& bias) {
+  if (!x.q.is_cuda() || x.dtype != at::kHalf || !w.fast_accum || !kernels::fp8_gemm_compiled() ||
+      !batch_invariant_products() || (bias.defined() && bias.scalar_type() != at::kHalf))
+    return {};
+  const cudaDeviceProp* p = at::cuda::getDeviceProperties(x.q.device().index());
+  if (p->major != 9 || p->minor != 0 || !w.q.is_contiguous()) return {};
+  const at::Tensor xq = x.q.contiguous(), xs = x.scale.contiguous(), ws = w.scale.contiguous();
+  const at::Tensor b = bias.defined() ? bias.contiguous() : at::Tensor();
+  const int64_t rows = xq.size(0), k = xq.size(1), n = w.q.size(0);
+  at::Tensor y = at::empty({rows, n}, xq.options().dtype(at::kHalf));
+  const cudaError_t e =
+      kernels::launch_fp8_gemm(xq.data_ptr(), w.q.data_ptr(), xs.data_ptr<float>(), ws.data_ptr<float>(),
+                               b.defined() ? b.data_ptr() : nullptr, y.data_ptr(), rows, k, n,
+                               c10::cuda::getCurrentCUDAStream(xq.device().index()));
+  if (e == cudaErrorNotSupported) {
+    (void)cudaGetLastError();  // a shape the kernel does not take: at::_scaled_mm
+    return {};
+  }
+  C10_CUDA_CHECK(e);
+  return y;
+}
+#endif
 
 }  // namespace
 
@@ -91,12 +120,16 @@ at::Tensor fp8_linear(const Fp8Activation& x, const Fp8Weight& w, const at::Tens
   TORCH_CHECK(x.q.size(1) == w.q.size(1), "fp8_linear: input width ", x.q.size(1),
               " does not match the weight's ", w.q.size(1));
   at::Tensor y;
-  if (x.q.is_cuda()) {
+#ifdef SDXLB_WITH_CUDA
+  y = fp8_linear_cutlass(x, w, bias);  // undefined where our kernel does not take the layer
+#endif
+  if (!y.defined() && x.q.is_cuda()) {
     std::optional<at::Tensor> b;
     if (bias.defined()) b = bias;
     y = at::_scaled_mm(x.q, w.q.t(), x.scale, w.scale, b, /*scale_result=*/std::nullopt, x.dtype,
                        w.fast_accum);
-  } else {
+  }
+  if (!y.defined()) {
     // LibTorch's CPU _scaled_mm takes per-tensor scales only: the same product of the dequantised operands in
     // float32 (the CPU runs this only in tests; the pipeline refuses FP8 there).
     y = at::matmul(x.q.to(at::kFloat) * x.scale, (w.q.to(at::kFloat) * w.scale.t()).t());

@@ -229,7 +229,7 @@ std::vector<at::Tensor> quantize_fixed(c10::ArrayRef<at::Tensor> xs, c10::ArrayR
 
 at::Tensor fp8_linear_e4m3(const Fp8Activation& x, const Fp8Weight& w, float scale) {
 #ifdef SDXLB_WITH_CUDA
-  if (x.q.is_cuda() && x.dtype == at::kHalf && w.fast_accum && kernels::fp8_gemm_e4m3_compiled() &&
+  if (x.q.is_cuda() && x.dtype == at::kHalf && w.fast_accum && kernels::fp8_gemm_compiled() &&
       fusion_enabled(Fusion::kFp8Qkv)) {
     const cudaDeviceProp* p = at::cuda::getDeviceProperties(x.q.device().index());
     const at::Tensor xq = x.q.contiguous(), xs = x.scale.contiguous(), ws = w.scale.contiguous();

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "pipeline/nn/fused_ops.h"
+#include "pipeline/nn/gpu_numerics.h"
 
 namespace sdxlb {
 namespace {
@@ -48,6 +49,16 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
 
 at::Tensor Conv2dImpl::forward_without_bias(const at::Tensor& x) {
   if (is_fp8()) return fp8_conv3x3(x, fp8);
+  if (kernel_size_ == 1 && stride_ == 1 && padding_ == 0 && x.is_cuda() && x.dim() == 4 &&
+      (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) && batch_invariant_products()) {
+    // A 1x1 convolution is a GEMM on the channels-last rows [N·H·W, C]: run as the linears run
+    // (gpu_numerics.h), each pixel's sum does not depend on the pixels beside it, where cuDNN chose a
+    // cuBLASLt kernel of its own by shape.
+    const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), out = weight.size(0);
+    const at::Tensor rows =
+        x.contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({-1, c});
+    return at::mm(rows, weight.reshape({out, c}).t()).view({n, h, w, out}).permute({0, 3, 1, 2});
+  }
   return at::conv2d(x, weight, {}, {stride_, stride_}, {padding_, padding_});
 }
 
