@@ -45,11 +45,10 @@ constexpr const char* kDescription =
     "Environment: SDXLB_DISABLE_FUSION=all (or a comma list of groupnorm, layernorm, geglu, upsample,\n"
     "wideattention, fp8qkv) runs the plain LibTorch ops instead of those fused GPU kernels (same results\n"
     "within rounding, slower); an unknown name is an error.\n\n"
-    "Environment: SDXLB_BATCH_INVARIANT=0 lets cuBLAS and cuDNN pick the GPU's matrix-product kernels by "
-    "shape\n"
-    "(split-K included), where by default (1) they are kept to kernels whose rows do not depend on their\n"
-    "place in a UNet call: to measure what that costs; images may then depend on batch_size when\n"
-    "images_per_unet_call > 1.";
+    "Environment: SDXLB_INVARIANT_KERNELS=1 keeps the GPU's matrix products to kernels whose rows do not\n"
+    "depend on their place in a UNet call (cuBLASLt without split-K, 1x1 convolutions as GEMMs, FP8 linears\n"
+    "in our own GEMM) instead of the libraries' choice by shape: a measurement switch; the images stay\n"
+    "batch-invariant either way, as each image sits at the same place of its UNet call.";
 
 int make_demo_model(const std::string& dir, bool full, const std::string& dtype, uint64_t seed,
                     bool no_tiny) {

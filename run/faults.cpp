@@ -27,9 +27,10 @@ StatusOr<Faults> Faults::parse(const std::string& spec) {
   std::stringstream ss(spec);
   std::string part;
   auto bad = [&](const std::string& what) {
-    return invalid_argument("SDXLB_FAULT=\"" + spec + "\": " + what +
-                            " (keys: kill_rank, kill_after, hang_rank, hang_after, nan_items, oom_batches, "
-                            "item_delay_ms, encode_delay_ms, fail_rank, fail_code, export_kill_after)");
+    return invalid_argument(
+        "SDXLB_FAULT=\"" + spec + "\": " + what +
+        " (keys: kill_rank, kill_after, hang_rank, hang_after, nan_items, oom_batches, "
+        "item_delay_ms, encode_delay_ms, fail_rank, fail_code, export_kill_after, place_skew)");
   };
   while (std::getline(ss, part, ',')) {
     if (part.empty()) continue;
@@ -71,6 +72,8 @@ StatusOr<Faults> Faults::parse(const std::string& spec) {
       f.export_kill_after_ = v;
     } else if (key == "fail_rank") {
       f.fail_rank_ = static_cast<int>(v);
+    } else if (key == "place_skew") {
+      f.place_skew_milli_ = v;
     } else {
       return bad("unknown key \"" + key + "\"");
     }

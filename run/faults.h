@@ -13,6 +13,10 @@
 //   fail_code=NAME      ... this error kind: out_of_memory, model, bad_input (to test exit codes)
 //   export_kill_after=N `sdxl-batch export --format webdataset` kills itself with SIGKILL once it has added N
 //                       samples (the shard holding the Nth is then half-written, under its .tmp name)
+//   place_skew=N        every image's latents are shifted by N/1000 per place in its UNet call after
+//   denoising
+//                       (what a GPU whose kernels round a row by its place in the call does; to test that an
+//                       image's place does not depend on the batch, worker/call_layout.h)
 // Unset in production: every query then answers "no fault". Immutable after parsing, so it may be read
 // from any thread.
 #pragma once
@@ -43,6 +47,8 @@ class Faults {
   int64_t oom_batches() const { return oom_batches_; }
   int64_t item_delay_ms() const { return item_delay_ms_; }
   int64_t encode_delay_ms() const { return encode_delay_ms_; }
+  /// The shift per place in a UNet call (0: none).
+  double place_skew() const { return static_cast<double>(place_skew_milli_) / 1000.0; }
   /// SIGKILLs this process when an export has added `samples` samples and the plan says so.
   void maybe_kill_export(int64_t samples) const;
   /// The injected start-up error of worker `rank`, or OK.
@@ -60,6 +66,7 @@ class Faults {
   int fail_rank_ = -1;
   std::string fail_code_;
   int64_t export_kill_after_ = -1;
+  int64_t place_skew_milli_ = 0;
 };
 
 }  // namespace sdxlb

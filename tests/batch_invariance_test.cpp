@@ -1,13 +1,12 @@
-// Batch invariance of the GPU's matrix products at the UNet's shapes. An image's rows must get the same bits
-// wherever they sit in a UNet call of images_per_unet_call k images (docs/job-file.md, "Images per UNet
-// call"). Session 18 measured that this failed on the H200 at k = 2: an image at the second place of its call
-// did not get the bits it got at the first place, in fp16 and in FP8. The suspect is a GEMM whose kernel
-// splits some output tiles along K (split-K or stream-K, chosen by the shape), whose sums then depend on
-// where the rows sit; gpu_numerics.h has the remedy. This test moves the last image of a call to the front
-// and compares its rows, for the products as the UNet runs them (use_reproducible_gpu_numerics() first): the
-// fp16 linears (at::linear, cuBLASLt), the FP8 ones (fp8_linear) and the fp16 convolutions (Conv2d: cuDNN for
-// 3x3, a GEMM for the 1x1 shortcuts), at each k. With SDXLB_BATCH_INVARIANT=0 it measures the libraries' own
-// choices. GPU only: the CPU's products are checked end to end (tests/e2e).
+// Which of the GPU's products depend on a row's place in a UNet call, at the UNet's shapes. Session 18
+// measured images at the second place of a two-image call (images_per_unet_call: 2) whose bits differed from
+// the same images at the first place, on the H200, in fp16 and in FP8. The product no longer depends on the
+// kernels for this (worker/call_layout.h fixes each image's place); this test finds the kernels that do it.
+// It moves the last image of a call to the front and compares its rows, for the products as the UNet runs
+// them (use_reproducible_gpu_numerics() first): the fp16 linears (at::linear, cuBLAS), the FP8 ones
+// (fp8_linear) and the fp16 convolutions (Conv2d: cuDNN for 3x3, and for the 1x1 shortcuts cuDNN or a GEMM),
+// at each k. With SDXLB_INVARIANT_KERNELS=1 (gpu_numerics.h) every product must keep its bits; with the
+// libraries' own choices (the default) the test reports the products that do not, and skips. GPU only.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -39,6 +38,15 @@ std::pair<at::Tensor, at::Tensor> call_and_moved(int64_t k, const Gemm& g) {
   const at::Tensor last = x.narrow(0, (k - 1) * per_image, per_image);
   const at::Tensor moved = k == 1 ? x : at::cat({last, x.narrow(0, 0, (k - 1) * per_image)}, 0);
   return {x, moved};
+}
+
+// The end of each test: with the place-invariant kernels no product may depend on the place; with the
+// libraries' choices the findings are a report (printed above).
+void expect_invariant(int failures) {
+  if (!place_invariant_kernels())
+    GTEST_SKIP() << failures << " place-dependent shapes with the libraries' own kernels (a report; "
+                 << "SDXLB_INVARIANT_KERNELS=1 makes this a check)";
+  EXPECT_EQ(failures, 0);
 }
 
 template <typename Product>
@@ -79,7 +87,7 @@ TEST(BatchInvarianceCuda, Fp16LinearRowsDoNotDependOnTheirPlace) {
     const at::Tensor w = at::randn({g.out, g.in}, opt) * 0.02, b = at::randn({g.out}, opt) * 0.1;
     return at::linear(x, w, b);
   });
-  EXPECT_EQ(failures, 0);
+  expect_invariant(failures);
 }
 
 TEST(BatchInvarianceCuda, Fp8LinearRowsDoNotDependOnTheirPlace) {
@@ -94,13 +102,13 @@ TEST(BatchInvarianceCuda, Fp8LinearRowsDoNotDependOnTheirPlace) {
     w.fast_accum = true;  // as unet_precision: fp8 runs
     return fp8_linear(x, w, at::randn({g.out}, opt) * 0.1);
   });
-  EXPECT_EQ(failures, 0);
+  expect_invariant(failures);
 }
 
 // The fp16 convolutions (channels-last, as the UNet runs them on the GPU) at the UNet's shapes: the 3x3 ones
-// of its resnets (cuDNN), and the 1x1 shortcuts, which stay fp16 in the FP8 UNet too. cuDNN ran those as
+// of its resnets (cuDNN), and the 1x1 shortcuts, which stay fp16 in the FP8 UNet too. cuDNN runs those as
 // cuBLASLt GEMMs of its own choosing (session 18's FP8 profile: 11 launches, 5 of them "ssched"); Conv2d
-// now runs them as GEMMs on the channels-last rows where batch_invariant_products(). The last image's two
+// runs them as GEMMs on the channels-last rows where place_invariant_kernels(). The last image's two
 // samples moved to the front of the batch keep their bits, and each convolution is the convolution: within
 // fp16 rounding of cuDNN's.
 TEST(BatchInvarianceCuda, Fp16ConvolutionSamplesDoNotDependOnTheirPlace) {
@@ -146,7 +154,7 @@ TEST(BatchInvarianceCuda, Fp16ConvolutionSamplesDoNotDependOnTheirPlace) {
       EXPECT_TRUE(y.is_contiguous(at::MemoryFormat::ChannelsLast));
     }
   }
-  EXPECT_EQ(failures, 0);
+  expect_invariant(failures);
 }
 
 }  // namespace

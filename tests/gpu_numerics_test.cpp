@@ -1,6 +1,6 @@
 // The GPU's process-wide numerical choices (pipeline/nn/gpu_numerics.h): what use_reproducible_gpu_numerics()
-// sets in LibTorch's context, and the refusal of a malformed SDXLB_BATCH_INVARIANT. The settings' effect on
-// the GPU's products is tests/batch_invariance_test.cpp's business.
+// sets in LibTorch's context by default and with SDXLB_INVARIANT_KERNELS=1, and the refusal of a malformed
+// value. The settings' effect on the GPU's products is tests/batch_invariance_test.cpp's business.
 #include "pipeline/nn/gpu_numerics.h"
 
 #include <cstdio>
@@ -13,42 +13,49 @@
 namespace sdxlb {
 namespace {
 
-TEST(GpuNumerics, SetsCudnnHeuristicsAndGemmsWithoutSplitK) {
-  ASSERT_EQ(std::getenv("SDXLB_BATCH_INVARIANT"), nullptr) << "run this test without SDXLB_BATCH_INVARIANT";
-  EXPECT_TRUE(batch_invariant_products());  // the default
+TEST(GpuNumerics, DefaultSetsCudnnHeuristicsAndLeavesCublasAlone) {
+  ASSERT_EQ(std::getenv("SDXLB_INVARIANT_KERNELS"), nullptr)
+      << "run this test without SDXLB_INVARIANT_KERNELS";
+  EXPECT_FALSE(place_invariant_kernels());
   auto& context = at::globalContext();
   context.setBenchmarkCuDNN(true);
   context.setDeterministicCuDNN(false);
+  const at::BlasBackend backend = context.blasPreferredBackend();
+  const at::CuBLASReductionOption fp16 = context.allowFP16ReductionCuBLAS();
   use_reproducible_gpu_numerics();
   EXPECT_FALSE(context.benchmarkCuDNN());
   EXPECT_TRUE(context.deterministicCuDNN());
-  if (!context.hasCuBLASLt()) GTEST_SKIP() << "this LibTorch has no cuBLASLt";
-  EXPECT_EQ(context.blasPreferredBackend(), at::BlasBackend::Cublaslt);
-  EXPECT_EQ(context.allowFP16ReductionCuBLAS(),
-            at::CuBLASReductionOption::DisallowReducedPrecisionDisallowSplitK);
-  EXPECT_EQ(context.allowBF16ReductionCuBLAS(),
-            at::CuBLASReductionOption::DisallowReducedPrecisionDisallowSplitK);
-  use_reproducible_gpu_numerics();  // idempotent
-  EXPECT_EQ(context.blasPreferredBackend(), at::BlasBackend::Cublaslt);
+  EXPECT_EQ(context.blasPreferredBackend(), backend);
+  EXPECT_EQ(context.allowFP16ReductionCuBLAS(), fp16);
 }
 
-// In a child process (the value is read once per process).
-int batch_invariant_with(const char* value) {
-  setenv("SDXLB_BATCH_INVARIANT", value, 1);
+// In a child process (the variable is read once per process): 0 or 1 as place_invariant_kernels() says, 3
+// for a refused value (its message on stderr), 4 when the opt-in did not set the context.
+int run_with(const char* value) {
+  setenv("SDXLB_INVARIANT_KERNELS", value, 1);
   try {
-    return batch_invariant_products() ? 1 : 0;
+    const bool on = place_invariant_kernels();
+    use_reproducible_gpu_numerics();
+    use_reproducible_gpu_numerics();  // idempotent
+    auto& c = at::globalContext();
+    const auto none = at::CuBLASReductionOption::DisallowReducedPrecisionDisallowSplitK;
+    if (on && c.hasCuBLASLt() &&
+        (c.blasPreferredBackend() != at::BlasBackend::Cublaslt || c.allowFP16ReductionCuBLAS() != none ||
+         c.allowBF16ReductionCuBLAS() != none))
+      return 4;
+    return on ? 1 : 0;
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "%s\n", e.what_without_backtrace());
     return 3;
   }
 }
 
-TEST(GpuNumericsDeathTest, EnvironmentVariableIsZeroOrOne) {
+TEST(GpuNumericsDeathTest, InvariantKernelsAreOptInAndTheValueIsChecked) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(std::exit(batch_invariant_with("0")), ::testing::ExitedWithCode(0), "");
-  EXPECT_EXIT(std::exit(batch_invariant_with("1")), ::testing::ExitedWithCode(1), "");
-  EXPECT_EXIT(std::exit(batch_invariant_with("yes")), ::testing::ExitedWithCode(3),
-              "SDXLB_BATCH_INVARIANT: expected 0 or 1, got \"yes\"");
+  EXPECT_EXIT(std::exit(run_with("0")), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(std::exit(run_with("1")), ::testing::ExitedWithCode(1), "");
+  EXPECT_EXIT(std::exit(run_with("yes")), ::testing::ExitedWithCode(3),
+              "SDXLB_INVARIANT_KERNELS: expected 0 or 1, got \"yes\"");
 }
 
 }  // namespace

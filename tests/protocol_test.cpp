@@ -56,7 +56,7 @@ TEST(Protocol, RequestsCarryTheStoppingFlag) {
 TEST(Faults, ParsesEveryKey) {
   auto f = Faults::parse(
       "kill_rank=2,kill_after=5,hang_rank=1,hang_after=3,nan_items=4:7,oom_batches=2,item_delay_ms=10,"
-      "encode_delay_ms=20,fail_rank=1,fail_code=model");
+      "encode_delay_ms=20,fail_rank=1,fail_code=model,place_skew=250");
   ASSERT_TRUE(f.is_ok()) << f.status().to_string();
   EXPECT_TRUE(f->nan_item(4));
   EXPECT_TRUE(f->nan_item(7));
@@ -64,12 +64,14 @@ TEST(Faults, ParsesEveryKey) {
   EXPECT_EQ(f->oom_batches(), 2);
   EXPECT_EQ(f->item_delay_ms(), 10);
   EXPECT_EQ(f->encode_delay_ms(), 20);
+  EXPECT_EQ(f->place_skew(), 0.25);
   EXPECT_EQ(f->startup_error(1).code(), StatusCode::kDataLoss);
   EXPECT_TRUE(f->startup_error(2).is_ok());
   // No faults: every query says so.
   Faults none;
   EXPECT_TRUE(none.startup_error(1).is_ok());
   EXPECT_FALSE(none.nan_item(0));
+  EXPECT_EQ(none.place_skew(), 0.0);
   none.maybe_kill(0, 1000);  // returns
   none.maybe_hang(1, 1000);  // returns
 }

@@ -16,6 +16,7 @@
 #include "pipeline/io/weights_broadcast.h"
 #include "pipeline/runtime/memory_plan.h"
 #include "store/hdf5.h"
+#include "worker/call_layout.h"
 #include "worker/device_binding.h"
 
 #ifdef SDXLB_WITH_CUDA
@@ -56,9 +57,11 @@ const OverlapStreams& overlap_streams(c10::DeviceIndex index) {
 }  // namespace
 
 struct BatchRenderer::Group {
-  std::vector<int64_t> items;        // the group's items (m)
-  int64_t padded = 0;                // images denoised: m, or the group size when the last one is padded
-  std::vector<PlanItem> plan_items;  // padded entries (copies of the last item at the end)
+  std::vector<int64_t> items;     // the group's items (m)
+  std::vector<int64_t> position;  // per item: its image among the padded ones (worker/call_layout.h)
+  int64_t padded = 0;             // images denoised: whole UNet calls, at least the group size
+  // Per image denoised: its item's, or a copy's where no item sits.
+  std::vector<PlanItem> plan_items;
   std::vector<std::string> pos, neg;
   std::vector<uint64_t> seeds;
   std::vector<std::string> errors;  // per item: "" or why it failed
@@ -148,7 +151,8 @@ Status BatchRenderer::render(const std::vector<int64_t>& items, ItemSink& sink, 
     ctx_.faults->maybe_hang(rank_, rendered_ + failed_);
     // (The group size is read each time: the out-of-memory fallback may lower it.)
     const int64_t group = group_size();
-    const size_t end = std::min(items.size(), i + static_cast<size_t>(group));
+    const int64_t per_call = std::max<int64_t>(1, ctx_.job.images_per_unet_call);
+    const size_t end = group_end(items, i, per_call, std::max<int64_t>(1, group / per_call));
     const std::vector<int64_t> chunk(items.begin() + static_cast<std::ptrdiff_t>(i),
                                      items.begin() + static_cast<std::ptrdiff_t>(end));
     const auto t0 = Clock::now();
@@ -186,10 +190,11 @@ BatchRenderer::Group BatchRenderer::make_group(const std::vector<int64_t>& items
   Group g;
   g.items = items;
   const int64_t m = static_cast<int64_t>(items.size());
-  g.padded = std::max<int64_t>(batch, m);
-  for (int64_t k = 0; k < g.padded; ++k) {
-    const PlanItem it =
-        ctx_.plan->item(static_cast<uint64_t>(items[std::min(k, m - 1)]));  // pad with the last
+  const CallLayout layout = lay_out_calls(items, ctx_.job.images_per_unet_call, batch);
+  g.position = layout.position;
+  g.padded = layout.padded;
+  for (int64_t p = 0; p < g.padded; ++p) {
+    const PlanItem it = ctx_.plan->item(static_cast<uint64_t>(items[layout.source[static_cast<size_t>(p)]]));
     g.plan_items.push_back(it);
     g.pos.emplace_back(ctx_.plan->prompt_text(it.prompt));
     g.neg.emplace_back(ctx_.plan->negative_text(it.prompt));
@@ -334,13 +339,14 @@ Status BatchRenderer::store_group(const Group& g, const Status& st, const at::Te
   for (int64_t k = 0; k < m; ++k) {
     std::string error = st.is_ok() ? g.errors[k] : st.to_string();
     ItemRecord r;
-    const PlanItem& it = g.plan_items[k];
+    const int64_t p = g.position[k];
+    const PlanItem& it = g.plan_items[p];
     r.item_index = static_cast<int64_t>(it.index);
     r.prompt_index = static_cast<int64_t>(it.prompt);
     r.image_k = static_cast<int32_t>(it.image);
     r.seed = it.seed;
-    r.prompt = g.pos[k];
-    r.negative_prompt = g.neg[k];
+    r.prompt = g.pos[p];
+    r.negative_prompt = g.neg[p];
     r.steps = static_cast<int32_t>(ctx_.job.steps);
     r.guidance = static_cast<float>(ctx_.job.guidance);
     r.width = static_cast<int32_t>(ctx_.job.width);
@@ -356,7 +362,7 @@ Status BatchRenderer::store_group(const Group& g, const Status& st, const at::Te
     r.ms_decode = static_cast<float>(g.decode_ms / b);
     r.ok = error.empty();
     r.error = error;
-    const uint8_t* rgb = r.ok ? images[k].data_ptr<uint8_t>() : nullptr;
+    const uint8_t* rgb = r.ok ? images[p].data_ptr<uint8_t>() : nullptr;
     SDXLB_RETURN_IF_ERROR(sink.add(r, rgb));
     (r.ok ? report->done : report->failed).push_back(r.item_index);
     (r.ok ? rendered_ : failed_)++;
@@ -507,7 +513,14 @@ StatusOr<at::Tensor> BatchRenderer::denoise_group(Group& g) {
   {
     c10::InferenceMode guard;
     for (size_t k = 0; k < g.items.size(); ++k)
-      if (ctx_.faults->nan_item(g.items[k])) latents[k].fill_(NAN);
+      if (ctx_.faults->nan_item(g.items[k])) latents[g.position[k]].fill_(NAN);
+    if (ctx_.faults->place_skew() != 0) {
+      // Each image's latents shifted by its place in its UNet call: what a GPU whose kernels round a row
+      // by its place would do, for the tests of the call layout.
+      const int64_t per_call = std::max<int64_t>(1, ctx_.job.images_per_unet_call);
+      for (int64_t p = 0; p < g.padded; ++p)
+        latents[p].add_(ctx_.faults->place_skew() * static_cast<double>(p % per_call));
+    }
     // Rows with NaN/Inf are reported per item and zeroed, so the decode keeps its fixed batch shape.
     bad = latents.isfinite().logical_not().flatten(1).any(1).to(at::kCPU);
     latents.masked_fill_(latents.isfinite().logical_not(), 0);
@@ -518,7 +531,7 @@ StatusOr<at::Tensor> BatchRenderer::denoise_group(Group& g) {
                          ? "numerical overflow in fp32: check the job's guidance and scheduler settings"
                          : "numerical overflow; try dtype bf16 or fp32";
   for (size_t k = 0; k < g.items.size(); ++k)
-    if (bad_rows[k])
+    if (bad_rows[g.position[k]])
       g.errors[k] = "the latents of item " + std::to_string(g.items[k]) +
                     " hold NaN or Inf after denoising (" + hint + ")";
   return latents;

@@ -25,12 +25,13 @@ constexpr double kE4m3Max = 448.0;
 constexpr double kMinScale = 5.9604644775390625e-08;  // 2^-24
 
 #ifdef SDXLB_WITH_CUDA
-// fp8_linear in our CUTLASS GEMM (kernels/fp8_gemm_kernel.h), whose rows do not depend on their place
-// (gpu_numerics.h), where it takes the layer: Hopper, fp16 output, fast accumulation (what
-// `unet_precision: fp8` runs) and the kernel's shapes. Undefined otherwise, launching nothing.
+// fp8_linear in our CUTLASS GEMM (kernels/fp8_gemm_kernel.h), whose rows do not depend on their place, with
+// place_invariant_kernels() (gpu_numerics.h) and where it takes the layer: Hopper, fp16 output, fast
+// accumulation (what `unet_precision: fp8` runs) and the kernel's shapes. Undefined otherwise, launching
+// nothing.
 at::Tensor fp8_linear_cutlass(const Fp8Activation& x, const Fp8Weight& w, const at::Tensor& bias) {
   if (!x.q.is_cuda() || x.dtype != at::kHalf || !w.fast_accum || !kernels::fp8_gemm_compiled() ||
-      !batch_invariant_products() || (bias.defined() && bias.scalar_type() != at::kHalf))
+      !place_invariant_kernels() || (bias.defined() && bias.scalar_type() != at::kHalf))
     return {};
   const cudaDeviceProp* p = at::cuda::getDeviceProperties(x.q.device().index());
   if (p->major != 9 || p->minor != 0 || !w.q.is_contiguous()) return {};

@@ -4,9 +4,8 @@
 // row (token) gets its own scale on every call, from that row's largest magnitude (dynamic, per token), so
 // there is no calibration pass and a token's numbers depend only on that token: images stay bit-identical
 // across batch sizes and rank counts within the FP8 path. The products accumulate in float32 with the
-// model's dtype as output: on Hopper in our CUTLASS GEMM (kernels/fp8_gemm_kernel.h), whose rows do not
-// depend on their place in the call either (gpu_numerics.h); elsewhere, or with SDXLB_BATCH_INVARIANT=0, in
-// at::_scaled_mm (cuBLASLt).
+// model's dtype as output, in at::_scaled_mm (cuBLASLt on Hopper), or with SDXLB_INVARIANT_KERNELS=1
+// (gpu_numerics.h) in our CUTLASS GEMM (kernels/fp8_gemm_kernel.h) on Hopper.
 //
 // Which layers: every Linear inside the UNet's Transformer2DModels (proj_in, proj_out, and in each
 // transformer block attn1's to_q/to_k/to_v/to_out, attn2's to_q/to_out, and the feed-forward's two) except
@@ -74,10 +73,10 @@ Fp8Activation make_activation(at::Tensor q, at::Tensor scale, std::vector<int64_
 at::Tensor fp8_linear(const Fp8Activation& x, const Fp8Weight& w, const at::Tensor& bias);
 
 /// y = x Wᵀ + b for x [..., in] with x quantised per token and W per output channel: e4m3 products with
-/// float32 accumulation, output and bias in x's dtype. On CUDA (compute capability 8.9+) one e4m3 GEMM: ours
-/// on Hopper for fp16 with fast accumulation where in is a multiple of 128 (the header above), else
-/// cuBLASLt's; in and out must be multiples of 16. On the CPU (tests) the same product of the dequantised
-/// operands in float32.
+/// float32 accumulation, output and bias in x's dtype. On CUDA (compute capability 8.9+) one e4m3 GEMM:
+/// cuBLASLt's, or with place_invariant_kernels() ours on Hopper for fp16 with fast accumulation where in is
+/// a multiple of 128 (the header above); in and out must be multiples of 16. On the CPU (tests) the same
+/// product of the dequantised operands in float32.
 at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor& bias);
 
 /// A 3x3 convolution's weight [out, in, 3, 3] in e4m3 for fp8_conv3x3: q [out, 3, 3, in] (the kernel's

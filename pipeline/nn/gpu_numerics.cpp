@@ -9,12 +9,12 @@
 namespace sdxlb {
 namespace {
 
-bool read_batch_invariant() {
-  const char* env = std::getenv("SDXLB_BATCH_INVARIANT");
-  if (env == nullptr || std::strcmp(env, "1") == 0) return true;
-  if (std::strcmp(env, "0") == 0) return false;
-  TORCH_CHECK(false, "SDXLB_BATCH_INVARIANT: expected 0 or 1, got \"", env,
-              "\" (unset it for the default, 1: products whose rows do not depend on their place)");
+bool read_invariant_kernels() {
+  const char* env = std::getenv("SDXLB_INVARIANT_KERNELS");
+  if (env == nullptr || std::strcmp(env, "0") == 0) return false;
+  if (std::strcmp(env, "1") == 0) return true;
+  TORCH_CHECK(false, "SDXLB_INVARIANT_KERNELS: expected 0 or 1, got \"", env,
+              "\" (unset it for the default, 0: the libraries' own kernel choices)");
 }
 
 // LibTorch warns once that choosing a BLAS backend is "an experimental feature"; the product chose it on
@@ -26,8 +26,8 @@ class DropWarnings : public c10::WarningHandler {
 
 }  // namespace
 
-bool batch_invariant_products() {
-  static const bool on = read_batch_invariant();
+bool place_invariant_kernels() {
+  static const bool on = read_invariant_kernels();
   return on;
 }
 
@@ -35,7 +35,7 @@ void use_reproducible_gpu_numerics() {
   auto& context = at::globalContext();
   context.setBenchmarkCuDNN(false);
   context.setDeterministicCuDNN(true);
-  if (!batch_invariant_products() || !context.hasCuBLASLt()) return;
+  if (!place_invariant_kernels() || !context.hasCuBLASLt()) return;
   DropWarnings drop;
   c10::WarningUtils::WarningHandlerGuard guard(&drop);
   context.setBlasPreferredBackend(at::BlasBackend::Cublaslt);

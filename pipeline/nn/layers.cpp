@@ -50,10 +50,10 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
 at::Tensor Conv2dImpl::forward_without_bias(const at::Tensor& x) {
   if (is_fp8()) return fp8_conv3x3(x, fp8);
   if (kernel_size_ == 1 && stride_ == 1 && padding_ == 0 && x.is_cuda() && x.dim() == 4 &&
-      (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) && batch_invariant_products()) {
+      (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) && place_invariant_kernels()) {
     // A 1x1 convolution is a GEMM on the channels-last rows [N·H·W, C]: run as the linears run
-    // (gpu_numerics.h), each pixel's sum does not depend on the pixels beside it, where cuDNN chose a
-    // cuBLASLt kernel of its own by shape.
+    // (gpu_numerics.h), each pixel's sum does not depend on its place, where cuDNN chooses a cuBLASLt
+    // kernel of its own by shape.
     const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), out = weight.size(0);
     const at::Tensor rows =
         x.contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({-1, c});

@@ -48,9 +48,9 @@ class Conv2dImpl : public torch::nn::Module {
   Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride = 1,
              int64_t padding = 0, bool bias = true);
   at::Tensor forward(const at::Tensor& x);
-  /// The convolution without its bias (for a caller that adds the bias in a fused kernel of its own). On the
-  /// GPU in fp16/bf16 a 1x1 convolution runs as a GEMM on the channels-last rows, where the GEMM kernels are
-  /// chosen to be batch-invariant (gpu_numerics.h); its output is then channels-last.
+  /// The convolution without its bias (for a caller that adds the bias in a fused kernel of its own). With
+  /// place_invariant_kernels() (gpu_numerics.h), a 1x1 convolution on the GPU in fp16/bf16 runs as a GEMM
+  /// on the channels-last rows, its output channels-last.
   at::Tensor forward_without_bias(const at::Tensor& x);
   /// The same on an input quantised ahead (GroupNorm::forward_act_e4m3), the output in `dtype`; only for a
   /// convolution switched to FP8.

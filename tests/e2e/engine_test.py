@@ -3,7 +3,8 @@
 - the same 24-item job with 1, 2 and 3 workers gives bit-identical images and metadata;
 - a worker killed with SIGKILL mid-job, and then the coordinator: rerunning completes each item exactly once,
   with images identical to an uninterrupted run;
-- images_per_unet_call: 2 gives the same images with batches of 2 and 3;
+- images_per_unet_call: 2 gives the same images with batches of 2 and 3, also where a fault makes an image
+  depend on its place in its UNet call (as GPU kernels may);
 - the decode overlapped with the next group's denoise gives the same images, each item stored once;
 - an item whose latents turn NaN is stored as failed with the reason, the others are fine, exit code 5;
 - h5py reads the dataset: counts, order, metadata.
@@ -114,6 +115,23 @@ class Engine(unittest.TestCase):
         diff = np.abs(images - self.ref_images.astype(np.int16))
         self.assertLessEqual(int(diff.max()), 2)
         self.assertLess(float(diff.mean()), 0.05)
+
+    def test_place_in_the_unet_call_is_the_items(self):
+        # A GPU's kernels may round an image's rows by its place in its UNet call (session 18, H200). The
+        # fault place_skew shifts each image's latents by its place: the same images with batches of 2 and
+        # 3 (worker/call_layout.h puts item i at place i mod 2 whatever its batch), and the skew is real:
+        # the odd items, at place 1, differ from an unskewed run, the even ones do not.
+        runs = {}
+        for batch, ranks, skew in ((2, 3, True), (3, 4, True), (2, 2, False)):
+            d = os.path.join(TMP, f"place-b{batch}-{'skew' if skew else 'plain'}")
+            env = {"SDXLB_FAULT": "place_skew=200"} if skew else None
+            run(write_job(d, images_per_unet_call=2, batch_size=batch), ranks, env=env)
+            runs[(batch, skew)] = read(os.path.join(d, "out"))[0]
+        np.testing.assert_array_equal(runs[(2, True)], runs[(3, True)])
+        plain, skewed = runs[(2, False)], runs[(2, True)]
+        np.testing.assert_array_equal(skewed[0::2], plain[0::2])
+        for i in range(1, 24, 2):
+            self.assertFalse(np.array_equal(skewed[i], plain[i]), f"item {i} at place 1 was not skewed")
 
     def test_same_images_with_every_placement(self):
         # The UNet's weights streamed from host memory, all of them or around the decode, compute the same images.
