@@ -440,8 +440,8 @@ Status BatchRenderer::apply_memory_plan() {
     log_warn("batch_size " + std::to_string(*ctx_.job.batch_size) + " is not a multiple of the " +
              std::to_string(together) + " images denoised together (" + std::to_string(plan.unet_streams) +
              " concurrent UNet call(s) of " + std::to_string(ctx_.job.images_per_unet_call) +
-             " image(s)): each batch's last group is padded with copies of its last image, which costs time "
-             "but changes no pixel; use a multiple of " +
+             " image(s)): groups that are not full are padded with copies (each image keeps its place in its "
+             "UNet call), which costs time but changes no pixel; use a multiple of " +
              std::to_string(together));
   setup_.placement = plan.placement == "model_offload" ? Placement::kModelOffload
                      : plan.placement == "streamed"    ? Placement::kStreamed

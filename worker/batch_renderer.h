@@ -1,6 +1,7 @@
 // BatchRenderer: a worker's pipeline for the render phase. It binds the worker to its GPU, chooses the memory
 // plan, loads the UNet and decoder, and turns a list of items into finished items (pixels and metadata) for
-// an ItemSink. Each image is computed on its own, so its pixels do not depend on the batch it is in.
+// an ItemSink. Each image is computed on its own, at a place in its UNet call fixed by its item index, so its
+// pixels do not depend on the batch it is in.
 //
 // Overlapped decode (RenderSetup::overlap_decode, the memory plan's choice on a GPU): an image group's VAE
 // decode runs on a thread and CUDA stream of its own while the next group denoises, also across dispatched
@@ -54,16 +55,16 @@ class BatchRenderer {
   /// or not the load succeeded. Errors: those of SdxlPipeline::load, EmbeddingCache::open and
   /// WeightsBroadcast, and of the memory plan (no plan fits).
   Status init(WeightsBroadcast* share = nullptr);
-  /// Renders `items` (one dispatched batch) in image groups, the images that denoise together: as many as
-  /// the plan's concurrent images on a GPU (the last group padded, so that one CUDA graph serves them all),
-  /// one on the CPU. Each item goes to `sink`, its index to report->done or report->failed. Before each
-  /// group it asks hooks.stop and lets the sink publish when its time is up; after each group it calls
-  /// hooks.progress with the items stored. So a stop waits for at most one group: the images in flight.
-  /// With the decode overlapped, the items stored after a group's denoise are the group before's (this
-  /// batch's or the previous one's), and the last group is still decoding on return: call finish() before
-  /// the sink publishes for a stop or the end; until then the sink must stay alive (the destructor waits for
-  /// the decode thread, which stores into it). Errors: a failure that stops the worker (the sink failed, or
-  /// a LibTorch error outside one group).
+  /// Renders `items` (one dispatched batch) in image groups, the images that denoise together: at most the
+  /// plan's concurrent UNet calls on a GPU, one call on the CPU, each image at its item's place in its call
+  /// (worker/call_layout.h), and copies where no item sits, so that one CUDA graph serves every group. Each
+  /// item goes to `sink`, its index to report->done or report->failed. Before each group it asks hooks.stop
+  /// and lets the sink publish when its time is up; after each group it calls hooks.progress with the items
+  /// stored. So a stop waits for at most one group: the images in flight. With the decode overlapped, the
+  /// items stored after a group's denoise are the group before's (this batch's or the previous one's), and
+  /// the last group is still decoding on return: call finish() before the sink publishes for a stop or the
+  /// end; until then the sink must stay alive (the destructor waits for the decode thread, which stores into
+  /// it). Errors: a failure that stops the worker (the sink failed, or a LibTorch error outside one group).
   Status render(const std::vector<int64_t>& items, ItemSink& sink, WorkRequest* report,
                 const RenderHooks& hooks = {});
   /// Waits for the group still decoding (overlapped decode), stores its items and tells hooks.progress; does
