@@ -409,7 +409,8 @@ void SdxlPipeline::release_text_encoders() {
 std::string SdxlPipeline::placement_summary() const {
   switch (options_.placement) {
     case Placement::kResident:
-      return "placement: resident (the UNet stays on the GPU)" +
+      return std::string("placement: resident (the UNet stays on the ") +
+             (options_.device.is_cuda() ? "GPU)" : "CPU)") +
              (precision_summary_.empty() ? std::string() : "; " + precision_summary_);
     case Placement::kModelOffload:
       return "placement: model offload (the UNet leaves the GPU while the VAE decodes)";
