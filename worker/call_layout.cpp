@@ -6,10 +6,6 @@
 namespace sdxlb {
 namespace {
 
-int64_t floor_div(int64_t a, int64_t b) {
-  return a / b - ((a % b != 0 && (a < 0) != (b < 0)) ? 1 : 0);
-}
-
 // Assigns items to calls one by one: an item goes to the first call of its block whose place for it is free,
 // else to a new call.
 class Assigner {
@@ -17,7 +13,7 @@ class Assigner {
   explicit Assigner(int64_t per_call) : k_(std::max<int64_t>(1, per_call)) {}
 
   int64_t place(int64_t item) {
-    const int64_t block = floor_div(item, k_), at = item - block * k_;
+    const int64_t block = item / k_, at = item % k_;
     for (const int64_t call : calls_of_[block]) {
       if (!taken_[static_cast<size_t>(call)][static_cast<size_t>(at)]) {
         taken_[static_cast<size_t>(call)][static_cast<size_t>(at)] = true;
@@ -32,7 +28,7 @@ class Assigner {
   }
   // The calls an item would need with it placed, without placing it.
   int64_t calls_with(int64_t item) const {
-    const int64_t block = floor_div(item, k_), at = item - block * k_;
+    const int64_t block = item / k_, at = item % k_;
     const auto it = calls_of_.find(block);
     if (it != calls_of_.end())
       for (const int64_t call : it->second)

@@ -34,8 +34,8 @@ struct CallLayout {
   int64_t padded = 0;
 };
 
-/// Lays out `items` (distinct or not) in calls of `per_call` images, at least `images` images in all (the
-/// group size; rounded up to whole calls). per_call < 1 counts as 1.
+/// Lays out `items` (job item indices, never negative; distinct or not) in calls of `per_call` images, at
+/// least `images` images in all (the group size; rounded up to whole calls). per_call < 1 counts as 1.
 CallLayout lay_out_calls(const std::vector<int64_t>& items, int64_t per_call, int64_t images);
 
 /// How far from `begin` one group of `calls` calls of `per_call` images reaches in `items`: the end of the

@@ -30,11 +30,9 @@ constexpr double kMinScale = 5.9604644775390625e-08;  // 2^-24
 // accumulation (what `unet_precision: fp8` runs) and the kernel's shapes. Undefined otherwise, launching
 // nothing.
 at::Tensor fp8_linear_cutlass(const Fp8Activation& x, const Fp8Weight& w, const at::Tensor& bias) {
-  if (!x.q.is_cuda() || x.dtype != at::kHalf || !w.fast_accum || !kernels::fp8_gemm_compiled() ||
-      !place_invariant_kernels() || (bias.defined() && bias.scalar_type() != at::kHalf))
+  if (!place_invariant_kernels() || !our_fp8_gemm_takes(x, w) ||
+      (bias.defined() && bias.scalar_type() != at::kHalf))
     return {};
-  const cudaDeviceProp* p = at::cuda::getDeviceProperties(x.q.device().index());
-  if (p->major != 9 || p->minor != 0 || !w.q.is_contiguous()) return {};
   const at::Tensor xq = x.q.contiguous(), xs = x.scale.contiguous(), ws = w.scale.contiguous();
   const at::Tensor b = bias.defined() ? bias.contiguous() : at::Tensor();
   const int64_t rows = xq.size(0), k = xq.size(1), n = w.q.size(0);
@@ -53,6 +51,20 @@ at::Tensor fp8_linear_cutlass(const Fp8Activation& x, const Fp8Weight& w, const 
 #endif
 
 }  // namespace
+
+bool our_fp8_gemm_takes(const Fp8Activation& x, const Fp8Weight& w) {
+#ifdef SDXLB_WITH_CUDA
+  if (!x.q.is_cuda() || x.dtype != at::kHalf || !w.fast_accum || !w.q.is_contiguous() ||
+      !kernels::fp8_gemm_compiled())
+    return false;
+  const cudaDeviceProp* p = at::cuda::getDeviceProperties(x.q.device().index());
+  return p->major == 9 && p->minor == 0;
+#else
+  (void)x;
+  (void)w;
+  return false;
+#endif
+}
 
 bool fp8_supported(const c10::Device& device, std::string* why) {
   auto no = [&](const std::string& reason) {

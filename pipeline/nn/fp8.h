@@ -71,6 +71,10 @@ Fp8Activation make_activation(at::Tensor q, at::Tensor scale, std::vector<int64_
                               at::ScalarType dtype);
 /// fp8_linear below on an input quantised ahead.
 at::Tensor fp8_linear(const Fp8Activation& x, const Fp8Weight& w, const at::Tensor& bias);
+/// Whether our CUTLASS GEMMs (kernels/fp8_gemm_kernel.h) may take x Wᵀ: a CUDA fp16 input on a Hopper GPU
+/// (compute capability 9.0), fast accumulation, a contiguous weight, and a build with the kernels. The
+/// launchers may still refuse the shape (cudaErrorNotSupported); callers then fall back to cuBLASLt.
+bool our_fp8_gemm_takes(const Fp8Activation& x, const Fp8Weight& w);
 
 /// y = x Wᵀ + b for x [..., in] with x quantised per token and W per output channel: e4m3 products with
 /// float32 accumulation, output and bias in x's dtype. On CUDA (compute capability 8.9+) one e4m3 GEMM:

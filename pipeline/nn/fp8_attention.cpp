@@ -229,26 +229,22 @@ std::vector<at::Tensor> quantize_fixed(c10::ArrayRef<at::Tensor> xs, c10::ArrayR
 
 at::Tensor fp8_linear_e4m3(const Fp8Activation& x, const Fp8Weight& w, float scale) {
 #ifdef SDXLB_WITH_CUDA
-  if (x.q.is_cuda() && x.dtype == at::kHalf && w.fast_accum && kernels::fp8_gemm_compiled() &&
-      fusion_enabled(Fusion::kFp8Qkv)) {
-    const cudaDeviceProp* p = at::cuda::getDeviceProperties(x.q.device().index());
+  if (our_fp8_gemm_takes(x, w) && fusion_enabled(Fusion::kFp8Qkv)) {
     const at::Tensor xq = x.q.contiguous(), xs = x.scale.contiguous(), ws = w.scale.contiguous();
     const int64_t rows = xq.size(0), k = xq.size(1), n = w.q.size(0);
     TORCH_CHECK(k == w.q.size(1), "fp8_linear_e4m3: input width ", k, " does not match the weight's ",
                 w.q.size(1));
-    if (p->major == 9 && p->minor == 0 && w.q.is_contiguous()) {
-      at::Tensor q = at::empty({rows, n}, xq.options());
-      const cudaError_t e = kernels::launch_fp8_gemm_e4m3(
-          xq.data_ptr(), w.q.data_ptr(), xs.data_ptr<float>(), ws.data_ptr<float>(), 1.f / scale,
-          q.data_ptr(), rows, k, n, c10::cuda::getCurrentCUDAStream(xq.device().index()));
-      if (e != cudaErrorNotSupported) {
-        C10_CUDA_CHECK(e);
-        std::vector<int64_t> shape = x.shape;
-        shape.back() = n;
-        return q.view(shape);
-      }
-      (void)cudaGetLastError();  // a shape the kernel does not take: the two ops below
+    at::Tensor q = at::empty({rows, n}, xq.options());
+    const cudaError_t e = kernels::launch_fp8_gemm_e4m3(
+        xq.data_ptr(), w.q.data_ptr(), xs.data_ptr<float>(), ws.data_ptr<float>(), 1.f / scale, q.data_ptr(),
+        rows, k, n, c10::cuda::getCurrentCUDAStream(xq.device().index()));
+    if (e != cudaErrorNotSupported) {
+      C10_CUDA_CHECK(e);
+      std::vector<int64_t> shape = x.shape;
+      shape.back() = n;
+      return q.view(shape);
     }
+    (void)cudaGetLastError();  // a shape the kernel does not take: the two ops below
   }
 #endif
   return quantize_fixed({fp8_linear(x, w, {})}, {scale})[0];
