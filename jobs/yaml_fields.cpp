@@ -12,6 +12,7 @@
 #include <cstring>
 #include <sstream>
 #include <tuple>
+#include <utility>
 
 #include "jobs/text_encoding.h"
 
@@ -202,9 +203,32 @@ size_t edit_distance(std::string_view a, std::string_view b) {
   return prev[m];
 }
 
+// The names other tools give our keys (diffusers' pipeline arguments, A1111 and ComfyUI settings), which
+// are not near them by spelling: {theirs, ours}.
+constexpr std::pair<const char*, const char*> kKeyAliases[] = {
+    {"sampler", "scheduler"},
+    {"sampler_name", "scheduler"},
+    {"sampling_method", "scheduler"},
+    {"cfg", "guidance"},
+    {"cfg_scale", "guidance"},
+    {"guidance_scale", "guidance"},
+    {"num_inference_steps", "steps"},
+    {"sampling_steps", "steps"},
+    {"num_images_per_prompt", "images_per_prompt"},
+    {"output_dir", "output"},
+    {"outdir", "output"},
+    {"precision", "dtype"},
+    {"torch_dtype", "dtype"},
+};
+
 // "unknown key ..." with the nearest valid key, or the list of valid keys when none is near.
 std::string unknown_key_message(const std::string& name, const std::vector<std::string>& valid) {
   const std::string low = lower(name);
+  for (const auto& [theirs, ours] : kKeyAliases) {
+    if (low == theirs && std::find(valid.begin(), valid.end(), ours) != valid.end())
+      return "unknown key " + quote(name) + "; did you mean " + quote(ours) +
+             "? (this job file's name for it)";
+  }
   std::string best;
   size_t best_d = SIZE_MAX;
   const size_t near = std::max<size_t>(2, name.size() / 3);

@@ -388,6 +388,22 @@ TEST_F(JobSpecTest, UnknownKeySuggestsNearest) {
   EXPECT_HAS(m, "job.yaml:4:1: unknown key \"stpes\"; did you mean \"steps\"?");
 }
 
+TEST_F(JobSpecTest, OtherToolsNamesForAKeyPointToOurs) {
+  // diffusers', A1111's and ComfyUI's names are not near ours by spelling.
+  EXPECT_HAS(error_of(std::string(kMinimal) + "sampler: euler\n"),
+             "job.yaml:5:1: unknown key \"sampler\"; did you mean \"scheduler\"?");
+  EXPECT_HAS(error_of(std::string(kMinimal) + "guidance_scale: 7\n"),
+             "job.yaml:5:1: unknown key \"guidance_scale\"; did you mean \"guidance\"?");
+  EXPECT_HAS(error_of(std::string(kMinimal) + "CFG_Scale: 7\n"),
+             "job.yaml:5:1: unknown key \"CFG_Scale\"; did you mean \"guidance\"?");
+  EXPECT_HAS(error_of(std::string(kMinimal) + "num_inference_steps: 30\n"),
+             "job.yaml:5:1: unknown key \"num_inference_steps\"; did you mean \"steps\"?");
+  // Only where the key it names is valid: inside memory there is no guidance.
+  const std::string m = error_of(std::string(kMinimal) + "memory:\n  cfg: 7\n");
+  EXPECT_HAS(m, "job.yaml:6:3: unknown key \"cfg\"; valid keys are: ");
+  EXPECT_EQ(m.find("guidance"), std::string::npos) << m;
+}
+
 TEST_F(JobSpecTest, UnknownKeyFarFromAnyListsValidKeys) {
   std::string m = error_of(std::string(kMinimal) + "colour: blue\n");
   EXPECT_HAS(m, "job.yaml:5:1: unknown key \"colour\"; valid keys are: model, ");
