@@ -82,7 +82,7 @@ def main():
             row["peak_gib"] = float(m.group(1))
         res["ours"][name] = row
     enc = open(os.path.join(out, "encode.stderr")).read() if os.path.exists(os.path.join(out, "encode.stderr")) else ""
-    m = re.search(r"encode: (\d+) texts in ([\d.]+) s \(([\d.]+) texts/s", enc)
+    m = re.search(r"encode: (\d+) texts? in ([\d.]+) s \(([\d.]+) texts/s", enc)
     if m:
         res["ours"]["encode_prompts_per_s_batch64"] = float(m.group(3))
     uo, ud = load_json(os.path.join(out, "unet_ours.json")), load_json(os.path.join(out, "unet_diffusers.json"))

@@ -119,6 +119,15 @@ Status BatchRenderer::init(WeightsBroadcast* share) {
     }
   }
   SDXLB_RETURN_IF_ERROR(st);
+  const int64_t together = group_size();
+  if (ctx_.job.batch_size && *ctx_.job.batch_size % together != 0)
+    log_warn("batch_size " + std::to_string(*ctx_.job.batch_size) + " is not a multiple of the " +
+             std::to_string(together) + " images denoised together (" +
+             std::to_string(together / std::max<int64_t>(1, ctx_.job.images_per_unet_call)) +
+             " concurrent UNet call(s) of " + std::to_string(ctx_.job.images_per_unet_call) +
+             " image(s)): groups that are not full are padded with copies (each image keeps its place in its "
+             "UNet call), which costs time but changes no pixel; use a multiple of " +
+             std::to_string(together));
   // A CUDA graph capture must not meet the decode thread's work: it waits for that first.
   pipe_->set_before_capture([this] { wait_for_decode(); });
   if (setup_.overlap_decode)
@@ -435,14 +444,6 @@ Status BatchRenderer::apply_memory_plan() {
         ": memory.overlap_decode is on, but the memory plan for this GPU keeps the UNet " + plan.placement +
         ", which moves its weights around the decode, so the decode cannot overlap the denoise; use "
         "memory.overlap_decode: auto (or off), or a GPU with room for the resident UNet");
-  const int64_t together = static_cast<int64_t>(plan.unet_streams) * ctx_.job.images_per_unet_call;
-  if (ctx_.job.batch_size && *ctx_.job.batch_size % together != 0)
-    log_warn("batch_size " + std::to_string(*ctx_.job.batch_size) + " is not a multiple of the " +
-             std::to_string(together) + " images denoised together (" + std::to_string(plan.unet_streams) +
-             " concurrent UNet call(s) of " + std::to_string(ctx_.job.images_per_unet_call) +
-             " image(s)): groups that are not full are padded with copies (each image keeps its place in its "
-             "UNet call), which costs time but changes no pixel; use a multiple of " +
-             std::to_string(together));
   setup_.placement = plan.placement == "model_offload" ? Placement::kModelOffload
                      : plan.placement == "streamed"    ? Placement::kStreamed
                      : plan.placement == "sequential"  ? Placement::kSequential

@@ -85,8 +85,9 @@ Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& ba
   SDXLB_RETURN_IF_ERROR(flush());
   const double secs = std::chrono::duration<double>(Clock::now() - t_encode).count();
   char line[160];
-  std::snprintf(line, sizeof line, "encode: %zu texts in %.2f s (%.1f texts/s at batch %zu, stored included)",
-                end - begin, secs, static_cast<double>(end - begin) / secs, chunk);
+  std::snprintf(line, sizeof line,
+                "encode: %zu text%s in %.2f s (%.1f texts/s at batch %zu, stored included)", end - begin,
+                end - begin == 1 ? "" : "s", secs, static_cast<double>(end - begin) / secs, chunk);
   log_info(line);
   return Status::ok();
 }
