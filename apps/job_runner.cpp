@@ -9,6 +9,7 @@
 
 #include <torch/version.h>
 
+#include "apps/start_checks.h"
 #include "cluster/node_probe.h"
 #include "common/exit_codes.h"
 #include "common/log.h"
@@ -16,7 +17,6 @@
 #include "common/version.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/dataset_bookkeeping.h"
-#include "pipeline/io/model_folder.h"
 #include "pipeline/runtime/memory_plan.h"
 #include "run/protocol.h"
 #include "worker/device_binding.h"
@@ -101,49 +101,6 @@ ModelIdentity decode_identity(const std::string& bytes) {
   id.force_zeros_for_empty_prompt = bytes.substr(b + 1, c == std::string::npos ? c : c - b - 1) == "1";
   if (c != std::string::npos) id.scheduler = bytes.substr(c + 1);
   return id;
-}
-
-// Rank 0: the model's identity (configs and weight headers only: no weights are loaded here).
-StatusOr<ModelIdentity> read_model_identity(const RunContext& ctx, const RenderSetup& setup) {
-  SDXLB_ASSIGN_OR_RETURN(auto probe,
-                         SdxlPipeline::load(ctx.job.model, setup.pipeline_options(ctx.job, false, false)));
-  ModelIdentity id;
-  id.model_id = probe->model_id();
-  if (!ctx.job.loras.empty()) log_info("model: " + probe->loras_summary());
-  id.text_encoder_id = probe->text_encoder_id();
-  id.force_zeros_for_empty_prompt = probe->force_zeros_for_empty_prompt();
-  id.scheduler = probe->scheduler_config().effective_json().dump();
-  return id;
-}
-
-// On the CPU nothing limits memory but the host: an image whose activations (by the model's own widths)
-// cannot fit in this worker's share of RAM is refused before anything is written, instead of growing until
-// the kernel kills it (16384x16384 did, after writing the embeddings).
-Status check_cpu_memory(const RunContext& ctx, const RenderSetup& setup) {
-  if (!setup.device.is_cpu()) return Status::ok();
-  auto first_width = [&](const std::string& component, double sdxl) -> double {
-    auto cfg = read_json_file(ctx.job.model + "/" + component + "/config.json");
-    if (!cfg.is_ok() || !cfg->contains("block_out_channels") || !(*cfg)["block_out_channels"].is_array() ||
-        (*cfg)["block_out_channels"].empty() || !(*cfg)["block_out_channels"][0].is_number())
-      return 1.0;  // unknown: SDXL's
-    return std::max(0.0, (*cfg)["block_out_channels"][0].get<double>()) / sdxl;
-  };
-  const std::string decode = setup.decoder == DecoderKind::kTiny    ? "tiny"
-                             : setup.decoder == DecoderKind::kTiled ? "tiled"
-                                                                    : "full";
-  const double need = cpu_activation_gib(ctx.job.width, ctx.job.height, first_width("unet", 320),
-                                         first_width("vae", 128), decode);
-  const double have = host_ram_gib() / std::max(1, ctx.workers_on_node);
-  if (have <= 0 || need <= have) return Status::ok();
-  char buf[400];
-  std::snprintf(
-      buf, sizeof buf,
-      "%s: a %lldx%lld image needs about %.0f GiB of activations with this model on the CPU (fp32, %s "
-      "decode), more than the %.0f GiB of RAM each of this node's %d worker(s) has; use a smaller "
-      "width and height%s",
-      ctx.job.job_file.c_str(), static_cast<long long>(ctx.job.width), static_cast<long long>(ctx.job.height),
-      need, decode.c_str(), have, ctx.workers_on_node, decode == "full" ? " or memory: {decode: tiled}" : "");
-  return Status(StatusCode::kResourceExhausted, buf);
 }
 
 }  // namespace
