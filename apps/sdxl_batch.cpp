@@ -10,6 +10,7 @@
 #include <c10/util/Exception.h>
 #include <CLI/CLI.hpp>
 
+#include "apps/job_check.h"
 #include "apps/job_runner.h"
 #include "cluster/comm.h"
 #include "cluster/stop_signal.h"
@@ -135,6 +136,14 @@ int export_pngs(const std::string& dir, const std::string& to, const std::string
   return kExitOk;
 }
 
+constexpr const char* kCheckFooter =
+    "Run it on a login node before sbatch: it prints the prompt and item counts, the model it read, the\n"
+    "render settings, and whether the run would create, resume (with how many items done) or refuse the\n"
+    "output folder. On a machine without a GPU, a job for a GPU (device: cuda or auto) is checked as a\n"
+    "GPU node would see it; FP8 support and the memory plan are checked when the job starts there.\n"
+    "Exit codes: 0 the run would start, 2 job file, 3 output folder (another job, or a live run on it),\n"
+    "4 model or I/O, 6 an image too large for this machine's RAM (device: cpu).\n";
+
 constexpr const char* kExportFooter =
     "--format png (the default) writes item-<index>.png files to --to and/or a --contact-sheet.\n"
     "--format webdataset writes tar shards to --to: shard-000000.tar, shard-000001.tar, ... of\n"
@@ -219,6 +228,14 @@ static int run_main(int argc, char** argv) {
                 "Start over when the output folder holds a different job (deletes its images)");
   run->add_flag("-q,--quiet", run_opts.quiet, "No progress lines (errors and the summary still print)");
 
+  std::string check_file;
+  auto* chk = app.add_subcommand(
+      "check",
+      "Check a job without rendering or writing anything: the job file and its prompts, the model's configs "
+      "and weight headers, and what run would do with the output folder (exit code as run's at start-up)");
+  chk->add_option("job", check_file, "Job file (YAML)")->required()->check(CLI::ExistingFile);
+  chk->footer(kCheckFooter);
+
   RunOptions enc_opts;
   enc_opts.encode_only = true;
   auto* enc = app.add_subcommand("encode", "Only compute and store the text embeddings of a job (phase 1)");
@@ -281,8 +298,8 @@ static int run_main(int argc, char** argv) {
     if (!known) {
       std::fprintf(
           stderr,
-          "sdxl-batch: error: unknown command \"%s\"; the commands are run, encode, inspect, export and "
-          "make-demo-model (see sdxl-batch --help)\n",
+          "sdxl-batch: error: unknown command \"%s\"; the commands are run, check, encode, inspect, export "
+          "and make-demo-model (see sdxl-batch --help)\n",
           argv[1]);
       return kExitBadInput;
     }
@@ -300,6 +317,7 @@ static int run_main(int argc, char** argv) {
     if (world.rank() == 0) record_exit_code(code);
     return code;
   }
+  if (chk->parsed()) return world.rank() == 0 ? check_job(check_file) : kExitOk;
   if (insp->parsed()) return world.rank() == 0 ? inspect(out_dir, list_missing) : kExitOk;
   if (exp->parsed() && export_format == "webdataset") {
     if (export_dir.empty()) {

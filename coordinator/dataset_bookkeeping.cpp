@@ -82,6 +82,23 @@ StatusOr<ResumeState> open_output(const RunContext& ctx) {
   return p;
 }
 
+StatusOr<OutputPreview> preview_output(const RunContext& ctx) {
+  OutputPreview p;
+  std::error_code ec;
+  p.exists = std::filesystem::is_directory(ctx.job.output, ec);
+  if (p.exists) SDXLB_RETURN_IF_ERROR(OutputLock::check_free(ctx.job.output));
+  SDXLB_ASSIGN_OR_RETURN(
+      auto folder, OutputFolder::open_read_only(ctx.job.output, ctx.job.identity(ctx.model.render_identity()),
+                                                ctx.job.to_canonical_json()));
+  p.resumes = folder.resumed();
+  if (!p.resumes) return p;
+  folder.set_item_check(item_check(ctx));
+  SDXLB_ASSIGN_OR_RETURN(auto scan, folder.peek());
+  p.done = scan.ok_count();
+  p.failed = static_cast<int64_t>(scan.failed.size());
+  return p;
+}
+
 void discard_unused_output(const RunContext& ctx, ResumeState* state) {
   if (!state->started_here) return;
   namespace fs = std::filesystem;

@@ -41,6 +41,17 @@ void discard_unused_output(const RunContext& ctx, ResumeState* state);
 /// OutputFolder::create_or_open and scan.
 StatusOr<ResumeState> open_output(const RunContext& ctx);
 
+/// What open_output(ctx) (without --overwrite) would find, writing nothing (`sdxl-batch check`).
+struct OutputPreview {
+  bool exists = false;   ///< the folder exists (else the run creates it)
+  bool resumes = false;  ///< it holds this job: the run resumes it
+  int64_t done = 0;      ///< the job's items stored OK: the run skips them
+  int64_t failed = 0;    ///< items whose record failed: the run renders them again
+};
+/// The same refusals as open_output's: the folder in use by a live run, another job's folder, a folder (or,
+/// for a missing one, the folder above it) that is not writable (OutputFolder::open_read_only).
+StatusOr<OutputPreview> preview_output(const RunContext& ctx);
+
 /// Writes index.h5 with `attributes` (plus the job's own), prints the summary and the failed items, and
 /// returns the process exit code (common/exit_codes.h).
 int finish_output(const RunContext& ctx, const RenderSummary& summary,

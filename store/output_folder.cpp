@@ -243,6 +243,52 @@ Status move_aside(const std::string& dir, const std::string& name) {
   return sync_dir(dir);
 }
 
+// What the folder at `path` holds for the job `identity` (canonical JSON `job`), judged without writing.
+enum class Holds {
+  kNothing,           // no job files and no data: a new job starts there
+  kThisJob,           // job.json names this job
+  kThisJobsSegments,  // no job.json, and every segment names this job
+};
+
+StatusOr<Holds> judge_folder(const std::string& path, const std::string& identity, const json& job) {
+  const std::string job_json_path = path + "/job.json";
+  std::error_code ec;
+  if (fs::exists(job_json_path, ec)) {
+    SDXLB_ASSIGN_OR_RETURN(JobFile existing, read_job_file(job_json_path));
+    if (existing.identity != identity) {
+      std::string diff = describe_differences(existing.job, job);
+      return failed_precondition(
+          "the output folder " + path + " holds another job (identity " + existing.identity + " in " +
+          job_json_path + "; this job is " + identity + ")" +
+          (diff.empty() ? std::string(". The job's settings are the same, so the model "
+                                      "changed (its weights, configs or tiny VAE)")
+                        : ". Settings that differ: " + diff) +
+          ". Fix: use a new output folder or pass --overwrite (deletes its images)");
+    }
+    return Holds::kThisJob;
+  }
+  if (!fs::exists(path + "/segments", ec) && !fs::exists(path + "/index.h5", ec)) return Holds::kNothing;
+  // job.json was lost (deleted by hand, or a copy without it). The segments say which job they belong
+  // to: when every one of them names this job, the folder is this job's.
+  SDXLB_ASSIGN_OR_RETURN(std::string refusal, check_segments_belong(path + "/segments", identity));
+  if (!refusal.empty()) {
+    return failed_precondition("the output folder " + path +
+                               " holds segments/ or index.h5 but no job.json, " + "and " + refusal +
+                               ", so it cannot be resumed safely. Fix: use a new output folder or pass "
+                               "--overwrite (deletes its images)");
+  }
+  return Holds::kThisJobsSegments;
+}
+
+StatusOr<json> parse_canonical_job(const std::string& path, const std::string& job_canonical_json) {
+  json job = job_canonical_json.empty()
+                 ? json::object()
+                 : json::parse(job_canonical_json, nullptr, /*allow_exceptions=*/false);
+  if (job.is_discarded())
+    return invalid_argument("the canonical job JSON for " + path + " is not valid JSON");
+  return job;
+}
+
 }  // namespace
 
 // ---- ScanResult ---------------------------------------------------------------------------------------
@@ -273,18 +319,14 @@ StatusOr<OutputFolder> OutputFolder::create_or_open(const std::string& path,
                                                     const std::string& job_canonical_json, bool overwrite) {
   if (path.empty()) return invalid_argument("the output folder path is empty; set the job's output path");
   SDXLB_RETURN_IF_ERROR(ensure_writable_folder(path));
-  json job = job_canonical_json.empty()
-                 ? json::object()
-                 : json::parse(job_canonical_json, nullptr, /*allow_exceptions=*/false);
-  if (job.is_discarded())
-    return invalid_argument("the canonical job JSON for " + path + " is not valid JSON");
+  SDXLB_ASSIGN_OR_RETURN(const json job, parse_canonical_job(path, job_canonical_json));
 
   OutputFolder folder(path);
   folder.job_identity_ = job_identity_hex;
   const std::string job_json_path = path + "/job.json", job_yaml_path = path + "/job.yaml";
   std::error_code ec;
-  bool has_job = fs::exists(job_json_path, ec);
-  bool has_data = fs::exists(folder.segments_dir(), ec) || fs::exists(folder.index_path(), ec);
+  const bool has_job = fs::exists(job_json_path, ec);
+  const bool has_data = fs::exists(folder.segments_dir(), ec) || fs::exists(folder.index_path(), ec);
 
   if (overwrite && (has_job || has_data)) {
     spdlog::warn("--overwrite: deleting the segments, index and job files of {}", path);
@@ -293,39 +335,21 @@ StatusOr<OutputFolder> OutputFolder::create_or_open(const std::string& path,
       SDXLB_RETURN_IF_ERROR(remove_path(p));
     }
     SDXLB_RETURN_IF_ERROR(sync_dir(path));
-  } else if (has_job) {
-    SDXLB_ASSIGN_OR_RETURN(JobFile existing, read_job_file(job_json_path));
-    if (existing.identity != job_identity_hex) {
-      std::string diff = describe_differences(existing.job, job);
-      return failed_precondition(
-          "the output folder " + path + " holds another job (identity " + existing.identity + " in " +
-          job_json_path + "; this job is " + job_identity_hex + ")" +
-          (diff.empty() ? std::string(". The job's settings are the same, so the model "
-                                      "changed (its weights, configs or tiny VAE)")
-                        : ". Settings that differ: " + diff) +
-          ". Fix: use a new output folder or pass --overwrite (deletes its images)");
+  } else {
+    SDXLB_ASSIGN_OR_RETURN(const Holds holds, judge_folder(path, job_identity_hex, job));
+    if (holds == Holds::kThisJob) {
+      folder.resumed_ = true;
+      if (!fs::exists(job_yaml_path, ec))
+        SDXLB_RETURN_IF_ERROR(write_file_atomically(job_yaml_path, job_yaml_text));
+    } else if (holds == Holds::kThisJobsSegments) {
+      spdlog::warn(
+          "{} had no job.json; every segment in it belongs to this job, so it is resumed and job.json "
+          "is written again",
+          path);
+      SDXLB_RETURN_IF_ERROR(
+          write_job_files(job_json_path, job_yaml_path, JobFile{job_identity_hex, job}, job_yaml_text));
+      folder.resumed_ = true;
     }
-    folder.resumed_ = true;
-    if (!fs::exists(job_yaml_path, ec))
-      SDXLB_RETURN_IF_ERROR(write_file_atomically(job_yaml_path, job_yaml_text));
-  } else if (has_data) {
-    // job.json was lost (deleted by hand, or a copy without it). The segments say which job they belong
-    // to: when every one of them names this job, the folder is this job's, and job.json is written again.
-    SDXLB_ASSIGN_OR_RETURN(std::string refusal,
-                           check_segments_belong(folder.segments_dir(), job_identity_hex));
-    if (!refusal.empty()) {
-      return failed_precondition("the output folder " + path +
-                                 " holds segments/ or index.h5 but no job.json, " + "and " + refusal +
-                                 ", so it cannot be resumed safely. Fix: use a new output folder or pass "
-                                 "--overwrite (deletes its images)");
-    }
-    spdlog::warn(
-        "{} had no job.json; every segment in it belongs to this job, so it is resumed and job.json "
-        "is written again",
-        path);
-    JobFile rebuilt{job_identity_hex, job};
-    SDXLB_RETURN_IF_ERROR(write_job_files(job_json_path, job_yaml_path, rebuilt, job_yaml_text));
-    folder.resumed_ = true;
   }
 
   if (!folder.resumed_) {
@@ -335,6 +359,39 @@ StatusOr<OutputFolder> OutputFolder::create_or_open(const std::string& path,
   fs::create_directories(folder.segments_dir(), ec);
   if (ec)
     return io_error("cannot create " + folder.segments_dir() + ": " + ec.message() + "; " + kFixWritable);
+  return folder;
+}
+
+StatusOr<OutputFolder> OutputFolder::open_read_only(const std::string& path,
+                                                    const std::string& job_identity_hex,
+                                                    const std::string& job_canonical_json) {
+  if (path.empty()) return invalid_argument("the output folder path is empty; set the job's output path");
+  SDXLB_ASSIGN_OR_RETURN(const json job, parse_canonical_job(path, job_canonical_json));
+  // The folder, or for a missing one the nearest folder above it that exists, must be writable. Asked of
+  // the permission bits and the mount (access(2)), as nothing may be written here.
+  std::error_code ec;
+  fs::path probe = fs::absolute(path, ec);
+  while (!fs::exists(probe, ec) && probe.has_parent_path() && probe.parent_path() != probe)
+    probe = probe.parent_path();
+  const bool missing = probe != fs::absolute(path, ec);
+  if (fs::exists(probe, ec) && !fs::is_directory(probe, ec)) {
+    if (missing)  // what create_or_open meets when it creates the folder
+      return io_error("cannot create the output folder " + path + ": " + probe.string() + " is a file; " +
+                      kFixWritable);
+    return failed_precondition("the output path " + path + " exists and is not a folder; " + kFixWritable);
+  }
+  if (::access(probe.c_str(), W_OK | X_OK) != 0) {
+    const std::string what = !missing
+                                 ? "the output folder " + path
+                                 : "the folder " + probe.string() + ", where " + path + " would be created,";
+    return io_error(what + " is not writable (" + std::strerror(errno) + "); " + kFixWritable);
+  }
+  OutputFolder folder(path);
+  folder.job_identity_ = job_identity_hex;
+  if (fs::is_directory(path, ec)) {
+    SDXLB_ASSIGN_OR_RETURN(const Holds holds, judge_folder(path, job_identity_hex, job));
+    folder.resumed_ = holds != Holds::kNothing;
+  }
   return folder;
 }
 

@@ -97,6 +97,15 @@ class OutputFolder {
                                                const std::string& job_yaml_text,
                                                const std::string& job_canonical_json, bool overwrite);
 
+  /// What create_or_open(path, job_identity_hex, ..., overwrite = false) would find, writing nothing (for
+  /// `sdxl-batch check`): resumed() when the folder holds this job; not when the path is missing or holds
+  /// no job (create_or_open would start one). The same refusals (another job, or segments of one without
+  /// job.json: kFailedPrecondition; an unreadable job.json: kDataLoss), and kIoError when the folder, or
+  /// for a missing one the nearest folder above it, is not writable by its permissions and mount (nothing
+  /// is tried: a full disk shows only when the run writes).
+  static StatusOr<OutputFolder> open_read_only(const std::string& path, const std::string& job_identity_hex,
+                                               const std::string& job_canonical_json);
+
   const std::string& path() const { return path_; }
   std::string segments_dir() const { return path_ + "/segments"; }
   std::string index_path() const { return path_ + "/index.h5"; }
@@ -114,6 +123,9 @@ class OutputFolder {
   /// segment is neither trusted nor moved), kFailedPrecondition (segments disagree on encoding or image
   /// size).
   StatusOr<ScanResult> scan() const;
+  /// What scan() would find, deleting and moving nothing: stale temporaries are ignored, unreadable or
+  /// foreign segments skipped with a warning. Errors as scan()'s.
+  StatusOr<ScanResult> peek() const { return scan_segments(/*clean=*/false); }
   /// The job's row check, used by scan() and write_index() from now on.
   void set_item_check(ItemCheck check) { item_check_ = std::move(check); }
 

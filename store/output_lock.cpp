@@ -106,7 +106,41 @@ std::string describe_holder(const json& h) {
   return s;
 }
 
+// Reads the lock file at `path`: its holder (an empty object when unreadable: a run killed while writing it,
+// or not ours, judged by its age alone) and its age in seconds. False when there is none.
+bool read_lock(const std::string& path, json* holder, double* age_s) {
+  std::string text;
+  struct stat st {};
+  if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
+    char buf[1024];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0 && text.size() < 65536) text.append(buf, n);
+    std::fclose(f);
+  }
+  if (::stat(path.c_str(), &st) != 0) return false;
+  *age_s = std::difftime(std::time(nullptr), st.st_mtime);
+  *holder = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (holder->is_discarded() || !holder->is_object()) *holder = json::object();
+  return true;
+}
+
+Status in_use(const std::string& output_dir, const std::string& path, const json& holder) {
+  return failed_precondition("the output folder " + output_dir + " is in use by " + describe_holder(holder) +
+                             " (" + path +
+                             "). Two runs on one folder would render the same items twice. Fix: wait for "
+                             "that run to end or stop it; if it is certainly dead, delete " +
+                             path);
+}
+
 }  // namespace
+
+Status OutputLock::check_free(const std::string& output_dir, const OutputLockOptions& options) {
+  const std::string path = output_dir + "/lock";
+  json holder;
+  double age = 0;
+  if (!read_lock(path, &holder, &age)) return Status::ok();
+  return stale_reason(holder, age, options).empty() ? in_use(output_dir, path, holder) : Status::ok();
+}
 
 struct OutputLock::State {
   std::string path;
@@ -150,28 +184,11 @@ StatusOr<std::unique_ptr<OutputLock>> OutputLock::acquire(const std::string& out
     }
     if (errno != EEXIST) return io_error("cannot create the lock file " + path + ": " + std::strerror(errno));
     // Someone holds it: read who, and whether they are gone.
-    std::string text;
-    struct stat st {};
-    if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
-      char buf[1024];
-      size_t n;
-      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0 && text.size() < 65536) text.append(buf, n);
-      std::fclose(f);
-    }
-    if (::stat(path.c_str(), &st) != 0) continue;  // released meanwhile: try again
-    const double age = std::difftime(std::time(nullptr), st.st_mtime);
-    json holder = json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (holder.is_discarded() || !holder.is_object()) {
-      // Unreadable (a run killed while writing it, or not ours): judged by its age alone.
-      holder = json::object();
-    }
+    json holder;
+    double age = 0;
+    if (!read_lock(path, &holder, &age)) continue;  // released meanwhile: try again
     const std::string why = stale_reason(holder, age, options);
-    if (why.empty())
-      return failed_precondition("the output folder " + output_dir + " is in use by " +
-                                 describe_holder(holder) + " (" + path +
-                                 "). Two runs on one folder would render the same items twice. Fix: "
-                                 "wait for that run to end or stop it; if it is certainly dead, delete " +
-                                 path);
+    if (why.empty()) return in_use(output_dir, path, holder);
     // Stale: move it aside (only one of several contenders succeeds), then try to create ours again.
     const std::string aside = path + ".stale-" + std::to_string(::getpid());
     if (::rename(path.c_str(), aside.c_str()) == 0) {

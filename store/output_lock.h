@@ -31,6 +31,9 @@ class OutputLock {
                                                        const std::string& run_id,
                                                        const OutputLockOptions& options = {},
                                                        std::string* warning = nullptr);
+  /// Whether acquire() would get the lock, taking nothing (for `sdxl-batch check`): OK when there is no
+  /// lock file or its holder is gone (acquire() would take it over); else acquire()'s kFailedPrecondition.
+  static Status check_free(const std::string& output_dir, const OutputLockOptions& options = {});
   ~OutputLock();
   OutputLock(const OutputLock&) = delete;
   OutputLock& operator=(const OutputLock&) = delete;

@@ -76,6 +76,23 @@ TEST(OutputLock, ALockNotRefreshedForLongIsStaleElsewhereIsNot) {
   EXPECT_NE(warning.find("last refreshed"), std::string::npos) << warning;
 }
 
+// `sdxl-batch check`: whether a run would get the lock, taking nothing.
+TEST(OutputLock, CheckFreeSaysWhatAcquireWouldDoAndTakesNothing) {
+  ScratchDir dir;
+  const std::string path = dir.path() + "/lock";
+  EXPECT_TRUE(OutputLock::check_free(dir.path()).is_ok());
+  EXPECT_FALSE(std::filesystem::exists(path));
+  write_text(path, R"({"format":"sdxlb-lock","host":"another-node","pid":1,"run_id":"far","started":"x"})");
+  const Status held = OutputLock::check_free(dir.path());
+  EXPECT_EQ(held.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(held.message().find("is in use by sdxl-batch on host another-node"), std::string::npos)
+      << held.message();
+  struct timeval old[2] = {{::time(nullptr) - 600, 0}, {::time(nullptr) - 600, 0}};
+  ASSERT_EQ(::utimes(path.c_str(), old), 0);
+  EXPECT_TRUE(OutputLock::check_free(dir.path()).is_ok());  // stale: a run would take it over
+  EXPECT_NE(read_text(path).find("\"run_id\":\"far\""), std::string::npos);  // and check left it alone
+}
+
 TEST(OutputLock, AHeldLockIsRefreshed) {
   ScratchDir dir;
   OutputLockOptions o;

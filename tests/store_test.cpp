@@ -608,6 +608,56 @@ TEST(StoreOutputFolder, SegmentOfAnotherJobIsNotServed) {
   EXPECT_TRUE(fs::exists(out.segments_dir() + "/corrupt/seg-run1-r00001-000001.h5"));
 }
 
+// `sdxl-batch check`: what create_or_open would find, with nothing written.
+TEST(StoreOutputFolder, ReadOnlyOpenJudgesLikeCreateOrOpenAndWritesNothing) {
+  ScratchDir dir;
+  const std::string path = dir.file("out");
+  auto missing = OutputFolder::open_read_only(path, kIdA, kJobA);
+  ASSERT_TRUE(missing.is_ok()) << missing.status().to_string();
+  EXPECT_FALSE(missing->resumed());
+  EXPECT_FALSE(fs::exists(path));
+  {
+    OutputFolder out = open_folder(path);  // job kIdA
+    write_owned_segment(out.segment_path("run1", 1, 0), {0, 1}, kIdA);
+    ::sdxlb::testing::write_bytes(out.segment_path("run1", 1, 1) + ".tmp", "in flight");
+  }
+  auto same = OutputFolder::open_read_only(path, kIdA, kJobA);
+  ASSERT_TRUE(same.is_ok()) << same.status().to_string();
+  EXPECT_TRUE(same->resumed());
+  auto peek = same->peek();
+  ASSERT_TRUE(peek.is_ok()) << peek.status().to_string();
+  EXPECT_EQ(peek->done_items(), (std::vector<int64_t>{0, 1}));
+  EXPECT_TRUE(fs::exists(same->segment_path("run1", 1, 1) + ".tmp"));  // peek deletes nothing
+
+  auto other = OutputFolder::open_read_only(path, kIdB, kJobB);
+  EXPECT_EQ(other.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(other.status().message(), HasSubstr("holds another job"));
+  EXPECT_THAT(other.status().message(), HasSubstr("--overwrite"));
+
+  // job.json lost: resumed when every segment names this job, refused for another, and not rebuilt here.
+  fs::remove(path + "/job.json");
+  auto rebuilt = OutputFolder::open_read_only(path, kIdA, kJobA);
+  ASSERT_TRUE(rebuilt.is_ok()) << rebuilt.status().to_string();
+  EXPECT_TRUE(rebuilt->resumed());
+  EXPECT_FALSE(fs::exists(path + "/job.json"));
+  EXPECT_EQ(OutputFolder::open_read_only(path, kIdB, kJobB).status().code(), StatusCode::kFailedPrecondition);
+
+  // Not a folder, and a path no one can create (under a regular file, or in /proc).
+  ::sdxlb::testing::write_bytes(dir.file("file"), "x");
+  EXPECT_EQ(OutputFolder::open_read_only(dir.file("file"), kIdA, kJobA).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(OutputFolder::open_read_only(dir.file("file/out"), kIdA, kJobA).status().code(),
+            StatusCode::kIoError);  // as create_or_open: the folder cannot be created
+  if (::geteuid() != 0) {           // permission bits matter only for non-root users
+    fs::create_directories(dir.file("ro"));
+    ::chmod(dir.file("ro").c_str(), 0500);
+    auto ro = OutputFolder::open_read_only(dir.file("ro/out"), kIdA, kJobA);
+    EXPECT_EQ(ro.status().code(), StatusCode::kIoError);
+    EXPECT_THAT(ro.status().message(), HasSubstr("where " + dir.file("ro/out") + " would be created"));
+    ::chmod(dir.file("ro").c_str(), 0700);
+  }
+}
+
 TEST(StoreOutputFolder, UnwritableFolderIsAClearErrorBeforeAnythingIsWritten) {
   ScratchDir dir;
   // Tests may run as root, where permission bits do not stop writes: a path under a regular file cannot be

@@ -70,9 +70,12 @@ bool gpu_present() {
 }
 
 StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx) {
+  return resolve_render_setup(ctx, gpu_present());
+}
+
+StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx, bool have_cuda) {
   const JobSpec& job = ctx.job;
   RenderSetup setup;
-  const bool have_cuda = gpu_present();
   switch (job.device) {
     case JobSpec::Device::kCpu:
       setup.device = at::kCPU;

@@ -46,6 +46,8 @@ RenderSettings render_settings(const JobSpec& job);
 /// is an error. Every rank calls it, so that rank 0 reports these errors before
 /// anything is written.
 StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx);
+/// The same for a node that has a GPU or not (`sdxl-batch check` on a login node checks for the GPU nodes).
+StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx, bool have_gpu);
 
 /// Whether the job's full VAE will decode in float32, as load_vae decides it: vae_dtype when set, else the
 /// job's dtype, fp16 upcast when the VAE's config says force_upcast (diffusers' default when the key is

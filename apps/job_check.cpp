@@ -1,0 +1,87 @@
+#include "apps/job_check.h"
+
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/start_checks.h"
+#include "common/exit_codes.h"
+#include "coordinator/dataset_bookkeeping.h"
+#include "jobs/job_spec.h"
+#include "run/run_context.h"
+#include "worker/render_setup.h"
+
+namespace sdxlb {
+namespace {
+
+int refuse(const Status& s) {
+  std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str());
+  return exit_code_for(s);
+}
+
+std::string count(uint64_t n, const char* one, const char* many) {
+  return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+}  // namespace
+
+int check_job(const std::string& job_file) {
+  auto job = JobSpec::load_file(job_file);
+  if (!job.is_ok()) return refuse(job.status());
+  const JobSpec::Device device = job->device;
+  // A login node has no GPU; the job's GPU nodes do (device cuda), or are meant to (auto).
+  const bool here = gpu_present();
+  const bool for_gpu = here || device != JobSpec::Device::kCpu;
+  RunOptions options;
+  options.job_file = job_file;
+  auto ctx = make_run_context(std::move(*job), options, "", for_gpu);
+  if (!ctx.is_ok()) return refuse(ctx.status());
+  auto setup = resolve_render_setup(*ctx, for_gpu);
+  if (!setup.is_ok()) return refuse(setup.status());
+  const JobSpec& j = ctx->job;
+  const JobPlan& plan = *ctx->plan;
+  std::printf("job file: %s: valid\n", j.job_file.c_str());
+  std::printf("prompts:  %s from %s, %s each: %s; %s to encode\n",
+              count(plan.num_prompts(), "prompt", "prompts").c_str(),
+              j.prompt_source.from_file ? j.prompt_source.file.c_str() : "the job file",
+              count(plan.images_per_prompt(), "image", "images").c_str(),
+              count(plan.num_items(), "item", "items").c_str(),
+              count(plan.texts().size(), "distinct text", "distinct texts").c_str());
+
+  if (Status memory = check_cpu_memory(*ctx, *setup); !memory.is_ok()) return refuse(memory);
+  auto id = read_model_identity(*ctx, *setup);
+  if (!id.is_ok()) return refuse(id.status());
+  ctx->model = *id;
+  const auto sampler = nlohmann::json::parse(id->scheduler, nullptr, /*allow_exceptions=*/false);
+  std::printf("model:    %s: configs and weight headers read (model id %.12s)\n", j.model.c_str(),
+              id->model_id.c_str());
+  std::printf("render:   %lldx%lld, %lld steps, guidance %g, %s, dtype %s on %s, %lld items per batch\n",
+              static_cast<long long>(j.width), static_cast<long long>(j.height),
+              static_cast<long long>(j.steps), j.guidance,
+              sampler.is_object() ? sampler.value("_class_name", std::string("?")).c_str() : "?",
+              dtype_name(j.dtype), for_gpu ? "a GPU" : "the CPU", static_cast<long long>(ctx->batch_size));
+
+  auto out = preview_output(*ctx);
+  if (!out.is_ok()) return refuse(out.status());
+  const long long items = static_cast<long long>(plan.num_items());
+  if (!out->resumes) {
+    std::printf("output:   %s: %s; the run renders all %lld items\n", j.output.c_str(),
+                out->exists ? "holds no job yet" : "will be created", items);
+  } else {
+    const std::string failed =
+        out->failed
+            ? " (" + count(static_cast<uint64_t>(out->failed), "failed item", "failed items") + " among them)"
+            : "";
+    std::printf("output:   %s: this job's folder, resumed: %lld of %lld items done, %lld to render%s\n",
+                j.output.c_str(), static_cast<long long>(out->done), items,
+                items - static_cast<long long>(out->done), failed.c_str());
+  }
+  if (!here && for_gpu)
+    std::printf(
+        "note:     this machine has no GPU: checked as on a GPU node; FP8 support and the memory plan "
+        "are checked when the job starts there\n");
+  std::printf("ok: `sdxl-batch run %s` would start\n", job_file.c_str());
+  return kExitOk;
+}
+
+}  // namespace sdxlb

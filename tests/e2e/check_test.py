@@ -1,0 +1,130 @@
+"""`sdxl-batch check JOB.yaml` through the real CLI: what `run` would do at start-up, with run's exit codes,
+and never a file written (the output folder, the embedding cache, the lock).
+Usage (ctest does this): check_test.py <path to sdxl-batch>
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+import e2e_jobs as e2e
+
+BIN = None
+TMP = None
+MODEL = None
+
+
+def snapshot(folder):
+    """Every path under folder with its size and mtime (to prove nothing was written)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            out[p] = (os.path.getsize(p), os.stat(p).st_mtime_ns) if os.path.isfile(p) else "dir"
+    return out
+
+
+class Check(unittest.TestCase):
+    def job(self, name, model=None, prompts=e2e.PROMPTS, **overrides):
+        d = os.path.join(TMP, name)
+        return d, e2e.write_job(d, model or MODEL, os.path.join(d, "cache"), prompts=prompts, **overrides)
+
+    def check(self, job, code=0, env=None):
+        folder = os.path.dirname(job)
+        before = snapshot(folder)
+        p = subprocess.run([BIN, "check", job], capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+        self.assertEqual(p.returncode, code, p.stdout + p.stderr)
+        self.assertEqual(snapshot(folder), before, "check wrote files:\n" + p.stdout + p.stderr)
+        self.assertNotIn("internal error", p.stderr)
+        return p
+
+    def test_a_new_job_is_counted_and_nothing_is_written(self):
+        d, job = self.job("new")
+        p = self.check(job)
+        self.assertIn("prompts:  8 prompts from " + os.path.join(d, "prompts.txt") + ", 3 images each: 24 items",
+                      p.stdout)
+        self.assertIn("model:    " + MODEL + ": configs and weight headers read", p.stdout)
+        self.assertIn("render:   64x64, 3 steps, guidance 5, EulerDiscreteScheduler, dtype fp32 on the CPU",
+                      p.stdout)
+        self.assertIn("output:   " + os.path.join(d, "out") + ": will be created; the run renders all 24 items",
+                      p.stdout)
+        self.assertIn("would start", p.stdout)
+        self.assertFalse(os.path.exists(os.path.join(d, "out")))
+        self.assertFalse(os.path.exists(os.path.join(d, "cache")))
+
+    def test_a_started_job_says_what_is_left(self):
+        d, job = self.job("resume")
+        e2e.run(BIN, job, 1)
+        self.assertIn("resumed: 24 of 24 items done, 0 to render", self.check(job).stdout)
+        segments = sorted(f for f in os.listdir(os.path.join(d, "out", "segments")) if f.endswith(".h5"))
+        os.remove(os.path.join(d, "out", "segments", segments[0]))  # segment_items: 2
+        self.assertIn("resumed: 22 of 24 items done, 2 to render", self.check(job).stdout)
+
+    def test_another_jobs_folder_is_refused_like_run(self):
+        d, job = self.job("another")
+        e2e.run(BIN, job, 1)
+        _, job = self.job("another", steps=4)
+        p = self.check(job, code=3)
+        self.assertIn("holds another job", p.stderr)
+        self.assertIn("image.steps: 3 -> 4", p.stderr)
+        self.assertIn("--overwrite", p.stderr)
+
+    def test_a_folder_in_use_is_refused_like_run(self):
+        d, job = self.job("locked")
+        out = os.path.join(d, "out")
+        os.makedirs(out)
+        # A live run elsewhere: another host's lock, refreshed just now.
+        with open(os.path.join(out, "lock"), "w") as f:
+            json.dump({"format": "sdxlb-lock", "host": "node-" + socket.gethostname() + "-other", "pid": 4242,
+                       "slurm_job_id": "777", "slurm_restart_count": 0, "run_id": "r1",
+                       "started": "2026-12-05T00:00:00Z"}, f)
+        p = self.check(job, code=3)
+        self.assertIn("is in use by sdxl-batch on host node-", p.stderr)
+        self.assertIn("SLURM job 777", p.stderr)
+        # Stale (untouched for longer than a live run allows): the run would take it over, and so check passes.
+        old = time.time() - 3600
+        os.utime(os.path.join(out, "lock"), (old, old))
+        self.assertIn("holds no job yet", self.check(job).stdout)
+
+    def test_an_output_path_that_is_a_file_is_refused(self):
+        d, job = self.job("file-output", output="taken")
+        with open(os.path.join(d, "taken"), "w") as f:
+            f.write("x")
+        p = self.check(job, code=2)  # as run: the job file's output key is refused
+        self.assertIn("job.yaml:", p.stderr)
+        self.assertIn('taken" is an existing file, not a folder', p.stderr)
+
+    def test_a_bad_job_file_names_the_line(self):
+        d, job = self.job("bad-key")
+        with open(job, "a") as f:
+            f.write("sampler: euler\n")
+        p = self.check(job, code=2)
+        self.assertIn('unknown key "sampler"; did you mean "scheduler"?', p.stderr)
+        self.assertIn("job.yaml:", p.stderr)
+
+    def test_a_truncated_weight_file_is_found(self):
+        broken = os.path.join(TMP, "model-truncated")
+        shutil.copytree(MODEL, broken)
+        w = os.path.join(broken, "unet", "diffusion_pytorch_model.safetensors")
+        with open(w, "r+b") as f:
+            f.truncate(os.path.getsize(w) // 2)
+        _, job = self.job("truncated", model=broken)
+        p = self.check(job, code=4)
+        self.assertIn("diffusion_pytorch_model.safetensors", p.stderr)
+
+    def test_a_gpu_job_is_checked_on_a_machine_without_one(self):
+        # A login node: device cuda and fp16 are the GPU nodes' settings, not refused here.
+        _, job = self.job("gpu-job", device="cuda", dtype="fp16")
+        p = self.check(job)
+        self.assertIn("dtype fp16 on a GPU", p.stdout)
+        if not os.path.exists("/dev/nvidia0"):
+            self.assertIn("this machine has no GPU", p.stdout)
+
+
+if __name__ == "__main__":
+    e2e.run_tests(sys.modules[__name__], "sdxlb-check-", model_args=("--no-tiny-vae",))
