@@ -27,18 +27,6 @@ output: out
 """
 
 
-def snapshot(folder):
-    """Every path under folder with its size and mtime (to prove nothing was written)."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            st = os.stat(p)
-            # Folders by name only: probing a folder for write access touches its mtime but writes nothing.
-            out[p] = (st.st_size, st.st_mtime_ns) if os.path.isfile(p) else "dir"
-    return out
-
-
 class BadInput(unittest.TestCase):
     def case(self, name, yaml=None, code=2, expect=(), files=None, args=None, model=None, env=None):
         d = os.path.join(TMP, name)
@@ -50,7 +38,7 @@ class BadInput(unittest.TestCase):
         if yaml is not None:
             with open(job, "w") as f:
                 f.write(yaml.format(model=model or MODEL))
-        before = snapshot(d)
+        before = e2e.snapshot(d)
         p = subprocess.run([BIN] + (args or ["run", job]), capture_output=True, text=True, timeout=300,
                            env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
         msg = p.stderr + p.stdout
@@ -59,7 +47,7 @@ class BadInput(unittest.TestCase):
             self.assertIn(e, msg)
         self.assertNotIn("Traceback", msg)
         self.assertNotIn("c10::Error", msg)
-        self.assertEqual(snapshot(d), before, "the failed run wrote files:\n" + msg)
+        self.assertEqual(e2e.snapshot(d), before, "the failed run wrote files:\n" + msg)
         return msg
 
     def test_unknown_fusion_in_environment(self):
@@ -220,11 +208,7 @@ class BadInput(unittest.TestCase):
         self.case("nomodel", GOOD, model=os.path.join(TMP, "no-such-model"), expect=["job.yaml:1:", "model"])
 
     def test_truncated_weights(self):
-        broken = os.path.join(TMP, "model-truncated")
-        shutil.copytree(MODEL, broken)
-        w = os.path.join(broken, "unet", "diffusion_pytorch_model.safetensors")
-        with open(w, "r+b") as f:
-            f.truncate(os.path.getsize(w) // 2)
+        broken = e2e.truncated_model(MODEL, os.path.join(TMP, "model-truncated"))
         self.case("truncated", GOOD, code=4, model=broken, expect=["diffusion_pytorch_model.safetensors", "truncated"])
 
     def test_config_values_beyond_sanity_limits(self):
@@ -320,12 +304,12 @@ class BadInput(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         with open(job, "w") as f:
             f.write(GOOD.format(model=MODEL).replace("steps: 2", "steps: 3"))
-        before = snapshot(d)
+        before = e2e.snapshot(d)
         p = subprocess.run([BIN, "run", job], capture_output=True, text=True, timeout=300)
         self.assertEqual(p.returncode, 3, p.stderr)
         self.assertIn("steps", p.stderr)
         self.assertIn("--overwrite", p.stderr)
-        after = snapshot(d)
+        after = e2e.snapshot(d)
         after.pop(job, None), before.pop(job, None)
         self.assertEqual(after, before)
 

@@ -4,7 +4,6 @@ Usage (ctest does this): check_test.py <path to sdxl-batch>
 """
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,16 +17,6 @@ TMP = None
 MODEL = None
 
 
-def snapshot(folder):
-    """Every path under folder with its size and mtime (to prove nothing was written)."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            out[p] = (os.path.getsize(p), os.stat(p).st_mtime_ns) if os.path.isfile(p) else "dir"
-    return out
-
-
 class Check(unittest.TestCase):
     def job(self, name, model=None, prompts=e2e.PROMPTS, **overrides):
         d = os.path.join(TMP, name)
@@ -35,11 +24,11 @@ class Check(unittest.TestCase):
 
     def check(self, job, code=0, env=None):
         folder = os.path.dirname(job)
-        before = snapshot(folder)
+        before = e2e.snapshot(folder)
         p = subprocess.run([BIN, "check", job], capture_output=True, text=True, timeout=300,
                            env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
         self.assertEqual(p.returncode, code, p.stdout + p.stderr)
-        self.assertEqual(snapshot(folder), before, "check wrote files:\n" + p.stdout + p.stderr)
+        self.assertEqual(e2e.snapshot(folder), before, "check wrote files:\n" + p.stdout + p.stderr)
         self.assertNotIn("internal error", p.stderr)
         return p
 
@@ -108,11 +97,7 @@ class Check(unittest.TestCase):
         self.assertIn("job.yaml:", p.stderr)
 
     def test_a_truncated_weight_file_is_found(self):
-        broken = os.path.join(TMP, "model-truncated")
-        shutil.copytree(MODEL, broken)
-        w = os.path.join(broken, "unet", "diffusion_pytorch_model.safetensors")
-        with open(w, "r+b") as f:
-            f.truncate(os.path.getsize(w) // 2)
+        broken = e2e.truncated_model(MODEL, os.path.join(TMP, "model-truncated"))
         _, job = self.job("truncated", model=broken)
         p = self.check(job, code=4)
         self.assertIn("diffusion_pytorch_model.safetensors", p.stderr)

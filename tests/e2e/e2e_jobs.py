@@ -34,6 +34,27 @@ def write_job(folder, model, cache, prompts=PROMPTS, **overrides):
     return path
 
 
+def snapshot(folder):
+    """Every path under folder with its size and mtime (to prove nothing was written)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.stat(p)
+            # Folders by name only: probing a folder for write access touches its mtime but writes nothing.
+            out[p] = (st.st_size, st.st_mtime_ns) if os.path.isfile(p) else "dir"
+    return out
+
+
+def truncated_model(model, dest):
+    """A copy of `model` at `dest` whose UNet weight file is cut to half its size; returns dest."""
+    shutil.copytree(model, dest)
+    w = os.path.join(dest, "unet", "diffusion_pytorch_model.safetensors")
+    with open(w, "r+b") as f:
+        f.truncate(os.path.getsize(w) // 2)
+    return dest
+
+
 def command(binary, job, ranks, extra_args=()):
     """`sdxl-batch run --quiet [extra_args] job`, under mpirun when ranks > 1 (ranks = workers + 1)."""
     return ([binary] if ranks == 1 else MPIRUN + [str(ranks), binary]) + ["run", "--quiet", *extra_args, job]

@@ -238,14 +238,14 @@ class WebDatasetExport(unittest.TestCase):
     # Bad input: one clear message, the documented exit code, nothing written.
     def bad(self, args, code, expect, folder=None):
         folder = folder or TMP
-        before = e2e_snapshot(folder)
+        before = e2e.snapshot(folder)
         p = subprocess.run([BIN, "export", *args], capture_output=True, text=True, timeout=120)
         msg = p.stdout + p.stderr
         self.assertEqual(p.returncode, code, msg)
         for e in expect:
             self.assertIn(e, msg)
         self.assertNotIn("internal error", msg)
-        self.assertEqual(e2e_snapshot(folder), before, "the failed export wrote files:\n" + msg)
+        self.assertEqual(e2e.snapshot(folder), before, "the failed export wrote files:\n" + msg)
 
     def test_bad_input(self):
         d = os.path.join(TMP, "bad")
@@ -278,16 +278,6 @@ class WebDatasetExport(unittest.TestCase):
             with self.subTest(name):
                 self.bad(args, code, expect, folder=d)
                 self.assertFalse(os.path.exists(to))
-
-
-def e2e_snapshot(folder):
-    out = {}
-    for root, dirs, names in os.walk(folder):
-        for name in dirs + names:
-            p = os.path.join(root, name)
-            st = os.stat(p)
-            out[p] = (st.st_size, st.st_mtime_ns) if os.path.isfile(p) else "dir"
-    return out
 
 
 if __name__ == "__main__":
