@@ -1,6 +1,8 @@
 #include "apps/job_check.h"
 
 #include <cstdio>
+#include <filesystem>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -9,6 +11,7 @@
 #include "coordinator/dataset_bookkeeping.h"
 #include "jobs/job_spec.h"
 #include "run/run_context.h"
+#include "store/embedding_cache.h"
 #include "worker/render_setup.h"
 
 namespace sdxlb {
@@ -41,12 +44,10 @@ int check_job(const std::string& job_file) {
   const JobSpec& j = ctx->job;
   const JobPlan& plan = *ctx->plan;
   std::printf("job file: %s: valid\n", j.job_file.c_str());
-  std::printf("prompts:  %s from %s, %s each: %s; %s to encode\n",
-              count(plan.num_prompts(), "prompt", "prompts").c_str(),
+  std::printf("prompts:  %s from %s, %s each: %s\n", count(plan.num_prompts(), "prompt", "prompts").c_str(),
               j.prompt_source.from_file ? j.prompt_source.file.c_str() : "the job file",
               count(plan.images_per_prompt(), "image", "images").c_str(),
-              count(plan.num_items(), "item", "items").c_str(),
-              count(plan.texts().size(), "distinct text", "distinct texts").c_str());
+              count(plan.num_items(), "item", "items").c_str());
 
   if (Status memory = check_cpu_memory(*ctx, *setup); !memory.is_ok()) return refuse(memory);
   auto id = read_model_identity(*ctx, *setup);
@@ -60,6 +61,21 @@ int check_job(const std::string& job_file) {
               static_cast<long long>(j.steps), j.guidance,
               sampler.is_object() ? sampler.value("_class_name", std::string("?")).c_str() : "?",
               dtype_name(j.dtype), for_gpu ? "a GPU" : "the CPU", static_cast<long long>(ctx->batch_size));
+
+  // The texts the encode phase would compute: those not in the embedding cache yet (read where it exists;
+  // EmbeddingCache::open would create it).
+  const size_t texts = plan.texts().size();
+  size_t cached = 0;
+  std::error_code ec;
+  if (std::filesystem::is_directory(j.embedding_cache + "/" + id->text_encoder_id, ec)) {
+    auto cache = EmbeddingCache::open(j.embedding_cache, id->text_encoder_id);
+    if (!cache.is_ok()) return refuse(cache.status());
+    for (size_t t = 0; t < texts; ++t)
+      cached += cache->contains(std::string(plan.texts().text(static_cast<uint32_t>(t)))) ? 1 : 0;
+  }
+  std::printf("encode:   %zu of %s in the embedding cache (%s); the encode phase computes %zu\n", cached,
+              count(texts, "distinct text", "distinct texts").c_str(), j.embedding_cache.c_str(),
+              texts - cached);
 
   auto out = preview_output(*ctx);
   if (!out.is_ok()) return refuse(out.status());

@@ -38,6 +38,8 @@ class Check(unittest.TestCase):
         self.assertIn("prompts:  8 prompts from " + os.path.join(d, "prompts.txt") + ", 3 images each: 24 items",
                       p.stdout)
         self.assertIn("model:    " + MODEL + ": configs and weight headers read", p.stdout)
+        self.assertIn("encode:   0 of 8 distinct texts in the embedding cache (" + os.path.join(d, "cache") +
+                      "); the encode phase computes 8", p.stdout)
         self.assertIn("render:   64x64, 3 steps, guidance 5, EulerDiscreteScheduler, dtype fp32 on the CPU",
                       p.stdout)
         self.assertIn("output:   " + os.path.join(d, "out") + ": will be created; the run renders all 24 items",
@@ -49,7 +51,9 @@ class Check(unittest.TestCase):
     def test_a_started_job_says_what_is_left(self):
         d, job = self.job("resume")
         e2e.run(BIN, job, 1)
-        self.assertIn("resumed: 24 of 24 items done, 0 to render", self.check(job).stdout)
+        p = self.check(job)
+        self.assertIn("resumed: 24 of 24 items done, 0 to render", p.stdout)
+        self.assertIn("encode:   8 of 8 distinct texts in the embedding cache", p.stdout)
         segments = sorted(f for f in os.listdir(os.path.join(d, "out", "segments")) if f.endswith(".h5"))
         os.remove(os.path.join(d, "out", "segments", segments[0]))  # segment_items: 2
         self.assertIn("resumed: 22 of 24 items done, 2 to render", self.check(job).stdout)
