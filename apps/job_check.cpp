@@ -56,11 +56,12 @@ int check_job(const std::string& job_file) {
   const auto sampler = nlohmann::json::parse(id->scheduler, nullptr, /*allow_exceptions=*/false);
   std::printf("model:    %s: configs and weight headers read (model id %.12s)\n", j.model.c_str(),
               id->model_id.c_str());
-  std::printf("render:   %lldx%lld, %lld steps, guidance %g, %s, dtype %s on %s, %lld items per batch\n",
+  std::printf("render:   %lldx%lld, %lld steps, guidance %g, %s, dtype %s on %s, %s per batch\n",
               static_cast<long long>(j.width), static_cast<long long>(j.height),
               static_cast<long long>(j.steps), j.guidance,
               sampler.is_object() ? sampler.value("_class_name", std::string("?")).c_str() : "?",
-              dtype_name(j.dtype), for_gpu ? "a GPU" : "the CPU", static_cast<long long>(ctx->batch_size));
+              dtype_name(j.dtype), for_gpu ? "a GPU" : "the CPU",
+              count(static_cast<uint64_t>(ctx->batch_size), "item", "items").c_str());
 
   // The texts the encode phase would compute: those not in the embedding cache yet (read where it exists;
   // EmbeddingCache::open would create it).
