@@ -17,11 +17,6 @@
 namespace sdxlb {
 namespace {
 
-int refuse(const Status& s) {
-  std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str());
-  return exit_code_for(s);
-}
-
 std::string count(uint64_t n, const char* one, const char* many) {
   return std::to_string(n) + " " + (n == 1 ? one : many);
 }
@@ -30,7 +25,7 @@ std::string count(uint64_t n, const char* one, const char* many) {
 
 int check_job(const std::string& job_file) {
   auto job = JobSpec::load_file(job_file);
-  if (!job.is_ok()) return refuse(job.status());
+  if (!job.is_ok()) return report_error(job.status());
   const JobSpec::Device device = job->device;
   // A login node has no GPU; the job's GPU nodes do (device cuda), or are meant to (auto).
   const bool here = gpu_present();
@@ -38,9 +33,9 @@ int check_job(const std::string& job_file) {
   RunOptions options;
   options.job_file = job_file;
   auto ctx = make_run_context(std::move(*job), options, "", for_gpu);
-  if (!ctx.is_ok()) return refuse(ctx.status());
+  if (!ctx.is_ok()) return report_error(ctx.status());
   auto setup = resolve_render_setup(*ctx, for_gpu);
-  if (!setup.is_ok()) return refuse(setup.status());
+  if (!setup.is_ok()) return report_error(setup.status());
   const JobSpec& j = ctx->job;
   const JobPlan& plan = *ctx->plan;
   std::printf("job file: %s: valid\n", j.job_file.c_str());
@@ -49,9 +44,9 @@ int check_job(const std::string& job_file) {
               count(plan.images_per_prompt(), "image", "images").c_str(),
               count(plan.num_items(), "item", "items").c_str());
 
-  if (Status memory = check_cpu_memory(*ctx, *setup); !memory.is_ok()) return refuse(memory);
+  if (Status memory = check_cpu_memory(*ctx, *setup); !memory.is_ok()) return report_error(memory);
   auto id = read_model_identity(*ctx, *setup);
-  if (!id.is_ok()) return refuse(id.status());
+  if (!id.is_ok()) return report_error(id.status());
   ctx->model = *id;
   const auto sampler = nlohmann::json::parse(id->scheduler, nullptr, /*allow_exceptions=*/false);
   std::printf("model:    %s: configs and weight headers read (model id %.12s)\n", j.model.c_str(),
@@ -70,7 +65,7 @@ int check_job(const std::string& job_file) {
   std::error_code ec;
   if (std::filesystem::is_directory(j.embedding_cache + "/" + id->text_encoder_id, ec)) {
     auto cache = EmbeddingCache::open(j.embedding_cache, id->text_encoder_id);
-    if (!cache.is_ok()) return refuse(cache.status());
+    if (!cache.is_ok()) return report_error(cache.status());
     for (size_t t = 0; t < texts; ++t)
       cached += cache->contains(std::string(plan.texts().text(static_cast<uint32_t>(t)))) ? 1 : 0;
   }
@@ -79,7 +74,7 @@ int check_job(const std::string& job_file) {
               texts - cached);
 
   auto out = preview_output(*ctx);
-  if (!out.is_ok()) return refuse(out.status());
+  if (!out.is_ok()) return report_error(out.status());
   const long long items = static_cast<long long>(plan.num_items());
   if (!out->resumes) {
     std::printf("output:   %s: %s; the run renders all %lld items\n", j.output.c_str(),

@@ -50,10 +50,6 @@ std::string iso_now() {
   return utc_now("%Y-%m-%dT%H:%M:%SZ");
 }
 
-void print_error(const Status& s) {
-  std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str());
-}
-
 // Seconds per start-up phase, for the log ("job file 0.01 s, ranks 0.02 s, ...").
 class StartupClock {
  public:

@@ -73,14 +73,9 @@ int make_demo_model(const std::string& dir, bool full, const std::string& dtype,
   return kExitOk;
 }
 
-int fail(const Status& st) {
-  std::fprintf(stderr, "sdxl-batch: error: %s\n", st.to_string().c_str());
-  return exit_code_for(st);
-}
-
 int inspect(const std::string& dir, bool list_missing) {
   auto r = DatasetReader::open(dir);
-  if (!r.is_ok()) return fail(r.status());
+  if (!r.is_ok()) return report_error(r.status());
   const DatasetSummary& s = r->summary();
   std::printf("%s: %lld items: %lld ok, %lld failed, %lld missing (%s, %dx%d)\n", dir.c_str(),
               static_cast<long long>(s.total_items), static_cast<long long>(s.ok),
@@ -97,7 +92,7 @@ int inspect(const std::string& dir, bool list_missing) {
 
 int export_pngs(const std::string& dir, const std::string& to, const std::string& sheet, int64_t limit) {
   auto r = DatasetReader::open(dir);
-  if (!r.is_ok()) return fail(r.status());
+  if (!r.is_ok()) return report_error(r.status());
   const DatasetSummary& s = r->summary();
   std::vector<int64_t> items;
   for (int64_t i = 0; i < s.total_items && (limit <= 0 || static_cast<int64_t>(items.size()) < limit); ++i)
@@ -105,7 +100,7 @@ int export_pngs(const std::string& dir, const std::string& to, const std::string
   if (!to.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(to, ec);
-    if (ec) return fail(io_error("cannot create " + to + ": " + ec.message()));
+    if (ec) return report_error(io_error("cannot create " + to + ": " + ec.message()));
   }
   const int cols = std::max(1, static_cast<int>(std::ceil(std::sqrt(static_cast<double>(items.size())))));
   const int rows = std::max(1, static_cast<int>((items.size() + cols - 1) / cols));
@@ -113,12 +108,12 @@ int export_pngs(const std::string& dir, const std::string& to, const std::string
   if (!sheet.empty()) grid.assign(static_cast<size_t>(rows) * s.height * cols * s.width * 3, 0);
   for (size_t k = 0; k < items.size(); ++k) {
     auto rgb = r->image(items[k]);
-    if (!rgb.is_ok()) return fail(rgb.status());
+    if (!rgb.is_ok()) return report_error(rgb.status());
     if (!to.empty()) {
       char name[64];
       std::snprintf(name, sizeof name, "/item-%08lld.png", static_cast<long long>(items[k]));
       Status st = write_png_file(to + name, rgb->data(), s.height, s.width);
-      if (!st.is_ok()) return fail(st);
+      if (!st.is_ok()) return report_error(st);
     }
     if (!sheet.empty()) {
       const size_t gx = k % cols, gy = k / cols, row_bytes = static_cast<size_t>(s.width) * 3;
@@ -129,7 +124,7 @@ int export_pngs(const std::string& dir, const std::string& to, const std::string
   }
   if (!sheet.empty()) {
     Status st = write_png_file(sheet, grid.data(), rows * s.height, cols * s.width);
-    if (!st.is_ok()) return fail(st);
+    if (!st.is_ok()) return report_error(st);
     std::printf("contact sheet of %zu images: %s\n", items.size(), sheet.c_str());
   }
   if (!to.empty()) std::printf("exported %zu images to %s\n", items.size(), to.c_str());
@@ -158,9 +153,9 @@ constexpr const char* kExportFooter =
 int export_webdataset_shards(const std::string& dir, const std::string& to, int64_t shard_size, int64_t limit,
                              bool quiet) {
   auto faults = Faults::from_environment();
-  if (!faults.is_ok()) return fail(faults.status());
+  if (!faults.is_ok()) return report_error(faults.status());
   auto r = DatasetReader::open(dir);
-  if (!r.is_ok()) return fail(r.status());
+  if (!r.is_ok()) return report_error(r.status());
   WebDatasetOptions options;
   options.shard_size = shard_size;
   options.limit = limit;
@@ -171,7 +166,7 @@ int export_webdataset_shards(const std::string& dir, const std::string& to, int6
     progress->add(1);
     f->maybe_kill_export(done);
   });
-  if (!report.is_ok()) return fail(report.status());
+  if (!report.is_ok()) return report_error(report.status());
   if (progress) progress->finish();
   std::printf(
       "exported %lld samples in %lld shards of up to %lld to %s (%lld shards written now, %lld kept from "

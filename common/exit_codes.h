@@ -47,6 +47,17 @@ inline int exit_code_for(const Status& s) {
   return kExitInternal;
 }
 
+/// The CLI's one error line on stderr: "sdxl-batch: error: <status>".
+inline void print_error(const Status& s) {
+  std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str());
+}
+
+/// print_error(s), then the exit code for it.
+inline int report_error(const Status& s) {
+  print_error(s);
+  return exit_code_for(s);
+}
+
 /// Writes `code` to the file named by $SDXLB_EXIT_CODE_FILE, when set: for launchers that report another
 /// rank's code than the coordinator's (srun reports the highest of all tasks; a rank killed after MPI_Abort
 /// reports 137). Rank 0 calls it just before it exits or aborts.

@@ -13,10 +13,6 @@
 namespace sdxlb {
 namespace {
 
-void print_error(const Status& s) {
-  std::fprintf(stderr, "sdxl-batch: error: %s\n", s.to_string().c_str());
-}
-
 // A stored row belongs to this job when its item exists and carries the item's seed (a segment whose
 // item_index was altered serves another item's image under this index: issue 12).
 ItemCheck item_check(const RunContext& ctx) {

@@ -122,8 +122,7 @@ Status BatchRenderer::init(WeightsBroadcast* share) {
   const int64_t together = group_size();
   if (ctx_.job.batch_size && *ctx_.job.batch_size % together != 0)
     log_warn("batch_size " + std::to_string(*ctx_.job.batch_size) + " is not a multiple of the " +
-             std::to_string(together) + " images denoised together (" +
-             std::to_string(together / std::max<int64_t>(1, ctx_.job.images_per_unet_call)) +
+             std::to_string(together) + " images denoised together (" + std::to_string(concurrent_calls()) +
              " concurrent UNet call(s) of " + std::to_string(ctx_.job.images_per_unet_call) +
              " image(s)): groups that are not full are padded with copies (each image keeps its place in its "
              "UNet call), which costs time but changes no pixel; use a multiple of " +
@@ -146,10 +145,13 @@ Status BatchRenderer::init(WeightsBroadcast* share) {
   return Status::ok();
 }
 
+int BatchRenderer::concurrent_calls() const {
+  if (setup_.device.is_cpu() || !pipe_) return 1;
+  return std::max(1, pipe_->options().unet_streams);
+}
+
 int64_t BatchRenderer::group_size() const {
-  const int64_t per_call = std::max<int64_t>(1, ctx_.job.images_per_unet_call);
-  if (setup_.device.is_cpu() || !pipe_) return per_call;
-  return std::max(1, pipe_->options().unet_streams) * per_call;
+  return concurrent_calls() * std::max<int64_t>(1, ctx_.job.images_per_unet_call);
 }
 
 Status BatchRenderer::render(const std::vector<int64_t>& items, ItemSink& sink, WorkRequest* report,

@@ -87,6 +87,8 @@ class BatchRenderer {
   struct PendingDecode;  // a group whose images decode on the decode thread
 
   Status apply_memory_plan();
+  /// UNet calls denoised at once: the pipeline's streams on a GPU, 1 on the CPU.
+  int concurrent_calls() const;
   void release_cached_memory();
   Group make_group(const std::vector<int64_t>& items, int64_t batch) const;
   /// The whole group at once (denoise, then decode), with the out-of-memory fallbacks.
