@@ -289,12 +289,12 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
       // After LoRA (the e4m3 weights are quantised from the merged ones), before placement.
       std::string why;
       if (!fp8_supported(options.device, &why)) return fp8_refused(why);
-      if (streamed)
-        return unimplemented(
-            "unet_precision: fp8 runs with memory.placement: resident only so far (the weight streamer "
-            "moves fp16 weights), and this pipeline was given a streamed one. Give the job a GPU where the "
-            "UNet fits, set memory.placement: resident, or use unet_precision: fp16");
-      const int64_t switched = use_fp8_linears(*parts.unet);
+      // A streamed UNet is in host memory: its layers are quantised on the GPU one at a time, so that its
+      // e4m3 weights are the resident UNet's bit for bit, and come back to host memory for the streamer
+      // (which then moves one byte per weight).
+      const std::optional<c10::Device> quantize_on =
+          streamed ? std::optional<c10::Device>(options.device) : std::nullopt;
+      const int64_t switched = use_fp8_linears(*parts.unet, Fp8Layers{}, quantize_on);
       const std::string dtype = options.dtype == at::kBFloat16 ? "bf16" : "fp16";
       // convolution_precision: fp8, the resnets' and upsamplers' 3x3 convolutions in the CUTLASS kernel.
       int64_t convs = 0;
@@ -303,7 +303,7 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
           return fp8_convolution_refused("the FP8 convolution kernel writes fp16 and this job's dtype is " +
                                          dtype + " (set dtype: fp16)");
         if (!fp8_conv_supported(options.device, &why)) return fp8_convolution_refused(why);
-        convs = use_fp8_convolutions(*parts.unet);
+        convs = use_fp8_convolutions(*parts.unet, quantize_on);
       }
       const std::string conv_part =
           convs > 0 ? std::to_string(convs) + " 3x3 convolutions in FP8 (per-image and per-channel scales); "

@@ -110,7 +110,7 @@ TEST(Fp8Attention, ReferenceIsAttentionWithinE4m3Rounding) {
 }
 
 // A self-attention with FP8 projections runs them as one GEMM once fused: the same products (within the
-// CPU's float32 summation order), the three weights now views of one tensor; FP8 attention then takes its
+// CPU's float32 summation order), the three weights handed over to one tensor; FP8 attention then takes its
 // query, keys and values as thirds of that output.
 TEST(Fp8Attention, FusedProjectionsGiveTheSameProducts) {
   c10::InferenceMode guard;
@@ -119,14 +119,15 @@ TEST(Fp8Attention, FusedProjectionsGiveTheSameProducts) {
   for (auto& p : attn->parameters()) p.copy_(at::randn(p.sizes()) * 0.1);
   for (const char* name : {"to_q", "to_k", "to_v", "to_out.0"}) {
     auto* linear = attn->named_modules()[name]->as<LinearImpl>();
-    linear->fp8 = quantize_weight(linear->weight);
+    linear->use_fp8(quantize_weight(linear->weight));
   }
   const at::Tensor x = at::randn({2, 24, 64});
   const at::Tensor separate = attn->forward(x);
   ASSERT_TRUE(attn->fuse_fp8_projections());
   auto* to_q = attn->named_modules()["to_q"]->as<LinearImpl>();
-  auto* to_v = attn->named_modules()["to_v"]->as<LinearImpl>();
-  EXPECT_TRUE(to_q->fp8.q.is_alias_of(to_v->fp8.q));
+  EXPECT_TRUE(to_q->is_fp8());
+  EXPECT_EQ(to_q->fp8().q.numel(), 0);  // handed over: one copy, the attention's
+  EXPECT_EQ(attn->named_buffers()["fp8_qkv_weight"].sizes(), (at::IntArrayRef{3 * 64, 64}));
   const at::Tensor fused = attn->forward(x);
   EXPECT_LT(relative_error(fused, separate), 1e-5);
   attn->use_fp8_attention(/*input_radius=*/x.norm(2, -1).max().item<double>());

@@ -89,7 +89,7 @@ TEST(Fp8Conv, Conv2dRunsTheFp8Product) {
   Conv2d conv(32, 48, 3, 1, 1);
   conv->weight.copy_(ref.get("conv_w"));
   conv->bias.copy_(at::arange(48, at::kFloat) * 0.1);
-  conv->fp8 = quantize_conv_weight(conv->weight);
+  conv->use_fp8(quantize_conv_weight(conv->weight));
   const at::Tensor y = conv(ref.get("conv_x"));
   const at::Tensor expected = ref.get("conv_y") + conv->bias.view({1, -1, 1, 1});
   EXPECT_LE((y - expected).abs().max().item<float>(), 1e-5f * expected.abs().max().item<float>());
@@ -107,7 +107,7 @@ TEST(Fp8Conv, GroupNormQuantisedAheadIsTheSameConvolution) {
   norm->bias.copy_(at::randn({32}) * 0.1);
   Conv2d conv(32, 48, 3, 1, 1);
   conv->weight.copy_(ref.get("conv_w"));
-  conv->fp8 = quantize_conv_weight(conv->weight);
+  conv->use_fp8(quantize_conv_weight(conv->weight));
   const at::Tensor add_c = at::randn({32}), add_nc = at::randn({2, 32});
   for (const bool silu : {true, false}) {
     SCOPED_TRACE(silu ? "with SiLU" : "without SiLU");

@@ -306,35 +306,58 @@ namespace {
 // DeepCache keeps one feature map per image of the batch: SDXL at 1024², branch 0 caches the 320-channel
 // 128×128 input of the last up layer (its CFG pair in fp16: 20 MiB), and the plan's estimate counts it per
 // image.
-// unet_precision: fp8 (issue 17): the 582 transformer linears at one byte per weight (1.74 GiB less on the
-// GPU), and the UNet resident, the only placement FP8 runs with so far: a budget too small for the fp16 UNet
-// holds the FP8 one, another placement is an error, and a budget too small for either says so.
-TEST(MemoryPlanFp8, TransformerLinearsAtOneBytePerWeightAndResidentOnly) {
+// unet_precision: fp8 (issue 17): the 582 transformer linears at one byte per weight, 1.74 GiB less wherever
+// the UNet's units are. Resident: a budget too small for the fp16 UNet holds the FP8 one. Streamed,
+// sequential and model offload (the weight streamer moves the units' e4m3 bytes): less GPU memory, less host
+// memory, fewer bytes copied per call. A budget too small for any plan says so.
+TEST(MemoryPlanFp8, TransformerLinearsAtOneBytePerWeightInEveryPlacement) {
+  const double saved = 1.867e9 / (1 << 30);
   MemoryPlan fp8 = plan_of("resident", "full");
   fp8.fp8_unet = true;
   const double fp16_gib = estimate_peak_gib(plan_of("resident", "full"), 1024, 1024);
   const double fp8_gib = estimate_peak_gib(fp8, 1024, 1024);
-  EXPECT_NEAR(fp16_gib - fp8_gib, 1.867e9 / (1 << 30), 1e-9);
+  EXPECT_NEAR(fp16_gib - fp8_gib, saved, 1e-9);
   const double cap = (fp8_gib + 0.05) / 0.92;  // what the FP8 plan needs, with the plan's 8% margin
   MemoryRequest r16;
+  r16.placement = "resident";
   auto p16 = choose_memory_plan({80, 1, cap}, r16);
-  ASSERT_TRUE(p16.is_ok()) << p16.status().to_string();
-  EXPECT_NE(p16->placement, "resident");
+  ASSERT_FALSE(p16.is_ok());
+  EXPECT_EQ(p16.status().code(), StatusCode::kResourceExhausted);
   MemoryRequest r8;
+  r8.placement = "resident";
   r8.fp8_unet = true;
   auto p8 = choose_memory_plan({80, 1, cap}, r8);
   ASSERT_TRUE(p8.is_ok()) << p8.status().to_string();
   EXPECT_EQ(p8->placement, "resident");
   EXPECT_TRUE(p8->fp8_unet);
   EXPECT_NE(p8->describe().find("FP8 UNet"), std::string::npos) << p8->describe();
-  r8.placement = "streamed";
-  auto refused = choose_memory_plan({80, 1, std::nullopt}, r8);
-  ASSERT_FALSE(refused.is_ok());
-  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(refused.status().message().find("unet_precision: fp8"), std::string::npos)
-      << refused.status().message();
+
+  // Model offload holds the units while denoising; sequential streams all of them every call.
+  MemoryPlan offload16 = plan_of("model_offload", "full"), offload8 = offload16;
+  offload8.fp8_unet = true;
+  EXPECT_NEAR(estimate_peak_gib(offload16, 1024, 1024) - estimate_peak_gib(offload8, 1024, 1024), saved,
+              1e-9);
+  MemoryPlan seq16 = plan_of("sequential", "full"), seq8 = seq16;
+  seq8.fp8_unet = true;
+  EXPECT_LT(estimate_relative_time(seq8, 1024, 1024, 30), estimate_relative_time(seq16, 1024, 1024, 30));
+  EXPECT_NEAR(host_gib_needed("streamed", false) - host_gib_needed("streamed", true), saved, 1e-9);
+  EXPECT_NEAR(host_gib_needed("resident", true), host_gib_needed("resident", false), 1e-12);
+
+  // A placement the job names is kept, FP8 or not.
+  for (const char* placement : {"streamed", "model_offload", "sequential"}) {
+    r8.placement = placement;
+    auto forced = choose_memory_plan({80, 1, std::nullopt}, r8);
+    ASSERT_TRUE(forced.is_ok()) << placement << ": " << forced.status().to_string();
+    EXPECT_EQ(forced->placement, placement);
+    EXPECT_TRUE(forced->fp8_unet);
+  }
+  // A streamed FP8 plan keeps more of its (smaller) units resident in the same budget.
+  r16.placement = r8.placement = "streamed";
+  auto s16 = choose_memory_plan({80, 1, 6.0}, r16), s8 = choose_memory_plan({80, 1, 6.0}, r8);
+  ASSERT_TRUE(s16.is_ok() && s8.is_ok());
+  EXPECT_LT(estimate_relative_time(*s8, 1024, 1024, 30), estimate_relative_time(*s16, 1024, 1024, 30));
   r8.placement = "auto";
-  auto too_small = choose_memory_plan({80, 1, 3.0}, r8);
+  auto too_small = choose_memory_plan({80, 1, 2.0}, r8);
   ASSERT_FALSE(too_small.is_ok());
   EXPECT_EQ(too_small.status().code(), StatusCode::kResourceExhausted) << too_small.status().to_string();
 }

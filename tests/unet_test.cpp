@@ -164,11 +164,16 @@ TEST(UNetFp8, SwitchesTheTransformerLinears) {
   EXPECT_EQ(params[block + "ff.net.2.weight"].numel(), 0);
   EXPECT_GT(params[block + "attn2.to_k.weight"].numel(), 0);
   EXPECT_GT(params["time_embedding.linear_1.weight"].numel(), 0);
-  // attn1's three projections are one fused e4m3 weight (one GEMM); attn2's to_q is on its own.
-  const auto modules = (*unet)->named_modules();
-  auto fp8_of = [&](const std::string& name) { return modules[block + name]->as<LinearImpl>()->fp8.q; };
-  EXPECT_TRUE(fp8_of("attn1.to_q").is_alias_of(fp8_of("attn1.to_v")));
-  EXPECT_FALSE(fp8_of("attn2.to_q").is_alias_of(fp8_of("attn1.to_q")));
+  // attn1's three projections are one fused e4m3 weight (one GEMM), held by attn1; attn2's to_q is on its
+  // own. Every e4m3 weight and scale is a buffer, so that to(device) and the weight streamer move it.
+  const auto buffers = (*unet)->named_buffers();
+  const int64_t inner = params[block + "attn2.to_k.weight"].size(0);
+  EXPECT_EQ(buffers[block + "attn1.fp8_qkv_weight"].sizes(), (at::IntArrayRef{3 * inner, inner}));
+  EXPECT_EQ(buffers[block + "attn1.fp8_qkv_weight"].scalar_type(), at::kFloat8_e4m3fn);
+  EXPECT_EQ(buffers[block + "attn1.fp8_qkv_scale"].sizes(), (at::IntArrayRef{1, 3 * inner}));
+  EXPECT_EQ(buffers[block + "attn1.to_q.fp8_weight"].numel(), 0);  // handed over to the fused weight
+  EXPECT_EQ(buffers[block + "attn2.to_q.fp8_weight"].sizes(), (at::IntArrayRef{inner, inner}));
+  EXPECT_EQ(buffers[block + "ff.net.2.fp8_scale"].sizes(), (at::IntArrayRef{1, inner}));
   c10::InferenceMode guard;
   const at::Tensor fp8 = run(*unet, ref);
   const double e = rel_err(fp8, exact);

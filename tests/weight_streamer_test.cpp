@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include "pipeline/io/model_folder.h"
+#include "pipeline/nn/fp8.h"
+#include "pipeline/nn/transformer_2d.h"
 #include "test_files.h"
 
 namespace sdxlb {
@@ -43,13 +45,26 @@ at::Tensor run(UNet2DConditionModel& unet, const Inputs& in) {
   return unet->forward(in.sample, in.timestep, in.embeds, in.pooled, in.time_ids);
 }
 
-// Bytes of the weights in the UNet's units (resnets and transformer blocks).
+// Bytes of the weights in the UNet's units (resnets and transformer blocks): parameters and buffers.
 int64_t unit_bytes(const UNet2DConditionModel& unet) {
   int64_t n = 0;
   for (const auto& m : unet->modules(/*include_self=*/false))
-    if (dynamic_cast<HookedUnit*>(m.get()))
+    if (dynamic_cast<HookedUnit*>(m.get())) {
       for (const auto& p : m->parameters()) n += static_cast<int64_t>(p.nbytes());
+      for (const auto& b : m->buffers()) n += static_cast<int64_t>(b.nbytes());
+    }
   return n;
+}
+
+// unet_precision: fp8 with its convolutions and attention, as the pipeline switches them.
+UNet2DConditionModel load_fp8(const std::string& model) {
+  UNet2DConditionModel unet = load_tiny(model);
+  Fp8Layers which;
+  which.convolutions = true;
+  EXPECT_GT(use_fp8_linears(*unet, which), 0);
+  EXPECT_GT(use_fp8_convolutions(*unet), 0);
+  EXPECT_GT(use_fp8_attention(*unet), 0);
+  return unet;
 }
 
 // (model, share of the unit weights that may stay resident, slots)
@@ -107,6 +122,39 @@ TEST(Streaming, ModelOffloadEvictsAndRestores) {
   EXPECT_FALSE((*ws)->evicted());
   const Inputs in = inputs_for(resident, 7);
   EXPECT_TRUE(at::equal(run(offloaded, in), run(resident, in)));
+}
+
+// An FP8 UNet streams its e4m3 weights and scales (module buffers; the fused QKV weights and the FP8
+// attention's scales too): here under half the bytes of the fp32 units (a switched layer's weight is a
+// quarter of its fp32 bytes, half of its fp16 ones). It computes exactly what the resident FP8 UNet computes
+// in every placement: all units streamed, part of them resident, and model offload after evict and restore.
+TEST(Streaming, Fp8UNetStreamsItsE4m3WeightsAndComputesTheSame) {
+  UNet2DConditionModel resident = load_fp8("tiny-a");
+  const int64_t fp32_units = unit_bytes(load_tiny("tiny-a"));
+  const int64_t fp8_units = unit_bytes(resident);
+  EXPECT_LT(fp8_units, fp32_units / 2);
+  for (const double share : {0.0, 0.5, 2.0}) {
+    SCOPED_TRACE("resident share " + std::to_string(share));
+    UNet2DConditionModel streamed = load_fp8("tiny-a");
+    StreamingOptions o;
+    o.resident_budget_bytes = static_cast<int64_t>(share * static_cast<double>(fp8_units));
+    auto ws = WeightStreamer::attach(streamed, at::kCPU, o);
+    ASSERT_TRUE(ws.is_ok()) << ws.status().to_string();
+    for (uint64_t seed : {1, 2, 3}) {
+      const Inputs in = inputs_for(resident, seed);
+      EXPECT_TRUE(at::equal(run(streamed, in), run(resident, in))) << "pass " << seed;
+    }
+    const StreamingStats st = (*ws)->stats();
+    // The packed units hold the e4m3 bytes (each weight 256-byte aligned), not the fp32 ones.
+    EXPECT_GE(st.unit_bytes, fp8_units);
+    EXPECT_LT(st.unit_bytes, fp32_units / 2);
+    if (share >= 1.0) {
+      (*ws)->evict();
+      (*ws)->restore();
+      const Inputs in = inputs_for(resident, 9);
+      EXPECT_TRUE(at::equal(run(streamed, in), run(resident, in))) << "after evict and restore";
+    }
+  }
 }
 
 TEST(Streaming, RefusesAUNetOffTheCpuAndTooFewSlots) {

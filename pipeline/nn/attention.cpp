@@ -132,21 +132,24 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context
 
 bool AttentionImpl::fuse_fp8_projections() {
   if (options_.cross_attention_dim().has_value() || !to_q_->is_fp8() || !to_k_->is_fp8() ||
-      !to_v_->is_fp8() || to_q_->bias.defined() || to_k_->bias.defined() || to_v_->bias.defined() ||
-      to_q_->fp8.fast_accum != to_k_->fp8.fast_accum || to_q_->fp8.fast_accum != to_v_->fp8.fast_accum)
+      !to_v_->is_fp8() || fp8_qkv_.q.defined() || to_q_->bias.defined() || to_k_->bias.defined() ||
+      to_v_->bias.defined() || to_q_->fp8().fast_accum != to_k_->fp8().fast_accum ||
+      to_q_->fp8().fast_accum != to_v_->fp8().fast_accum)
     return false;
   at::NoGradGuard no_grad;
-  const int64_t inner = to_q_->fp8.q.size(0);
-  fp8_qkv_.q = at::cat({to_q_->fp8.q, to_k_->fp8.q, to_v_->fp8.q}, 0);
-  fp8_qkv_.scale = at::cat({to_q_->fp8.scale, to_k_->fp8.scale, to_v_->fp8.scale}, 1).contiguous();
-  fp8_qkv_.fast_accum = to_q_->fp8.fast_accum;
-  // The three layers keep their weights as views of the fused rows: one copy in memory.
-  Linear layers[3] = {to_q_, to_k_, to_v_};
-  for (int64_t i = 0; i < 3; ++i) {
-    layers[i]->fp8.q = fp8_qkv_.q.narrow(0, i * inner, inner);
-    layers[i]->fp8.scale = fp8_qkv_.scale.narrow(1, i * inner, inner);
-  }
+  // The three layers hand their weights over: one copy in memory, held by this module.
+  const Fp8Weight q = to_q_->hand_over_fp8(), k = to_k_->hand_over_fp8(), v = to_v_->hand_over_fp8();
+  fp8_qkv_.q = hold_buffer(*this, "fp8_qkv_weight", at::cat({q.q, k.q, v.q}, 0));
+  fp8_qkv_.scale = hold_buffer(*this, "fp8_qkv_scale", at::cat({q.scale, k.scale, v.scale}, 1).contiguous());
+  fp8_qkv_.fast_accum = q.fast_accum;
   return true;
+}
+
+Fp8Weight AttentionImpl::projection_fp8(int64_t i) const {
+  if (!fp8_qkv_.q.defined()) return (i == 0 ? to_q_ : i == 1 ? to_k_ : to_v_)->fp8();
+  const int64_t inner = fp8_qkv_.q.size(0) / 3;
+  return {fp8_qkv_.q.narrow(0, i * inner, inner), fp8_qkv_.scale.narrow(1, i * inner, inner),
+          fp8_qkv_.fast_accum};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> AttentionImpl::project_fp8(const Fp8Activation& x) {
@@ -160,11 +163,13 @@ void AttentionImpl::use_fp8_attention(double input_radius) {
   TORCH_CHECK(takes_fp8() && !options_.cross_attention_dim().has_value(),
               "Attention::use_fp8_attention needs a self-attention whose projections are FP8");
   // With the projections fused, the query, keys and values are one tensor and take one scale: the largest.
-  float q = fp8_projection_scale(to_q_->fp8, to_q_->bias, input_radius),
-        k = fp8_projection_scale(to_k_->fp8, to_k_->bias, input_radius),
-        v = fp8_projection_scale(to_v_->fp8, to_v_->bias, input_radius);
+  float q = fp8_projection_scale(projection_fp8(0), to_q_->bias, input_radius),
+        k = fp8_projection_scale(projection_fp8(1), to_k_->bias, input_radius),
+        v = fp8_projection_scale(projection_fp8(2), to_v_->bias, input_radius);
   if (fp8_qkv_.q.defined()) q = k = v = std::max({q, k, v});
-  fp8_attention_ = make_fp8_attention_scales(q, k, v, to_q_->fp8.q.device());
+  // On the weights' device; a buffer, so that it moves with the module (and its weight streamer).
+  fp8_attention_ = make_fp8_attention_scales(q, k, v, projection_fp8(0).q.device());
+  fp8_attention_.device = hold_buffer(*this, "fp8_attention_scales", fp8_attention_.device);
 }
 
 at::Tensor AttentionImpl::forward_fp8(const Fp8Activation& x, const at::Tensor& context,

@@ -82,7 +82,8 @@ class AttentionImpl : public torch::nn::Module {
   /// Whether forward_fp8 runs the FP8 attention.
   bool runs_fp8_attention() const { return fp8_attention_.device.defined(); }
   /// For a self-attention whose to_q, to_k and to_v are FP8 without bias: one e4m3 weight [3·inner, dim] for
-  /// the three (their weights become views of its rows), so that they run as one GEMM (issue 17: the three
+  /// the three (they hand theirs over; it is this module's buffer "fp8_qkv_weight", its scales
+  /// "fp8_qkv_scale"), so that they run as one GEMM (issue 17: the three
   /// small GEMMs of the deepest level ran at half the e4m3 rate). The same products, now in one call.
   /// use_fp8_linears (fp8.h) calls it. Returns whether it fused.
   bool fuse_fp8_projections();
@@ -93,6 +94,8 @@ class AttentionImpl : public torch::nn::Module {
   // The keys and values of a cross-attention context: projected ahead when `projected` holds them, else now.
   std::pair<at::Tensor, at::Tensor> context_kv(const at::Tensor& context,
                                                const ContextProjections* projected);
+  // The e4m3 weight of to_q (0), to_k (1) or to_v (2): its rows of the fused weight when fused.
+  Fp8Weight projection_fp8(int64_t i) const;
   // to_q, to_k, to_v of one quantised input: views of one fused GEMM's output when fused, else three GEMMs.
   std::tuple<at::Tensor, at::Tensor, at::Tensor> project_fp8(const Fp8Activation& x);
   // SDPA over the heads of the projected query, keys and values, then to_out.
@@ -100,8 +103,9 @@ class AttentionImpl : public torch::nn::Module {
                           int64_t batch);
 
   AttentionOptions options_;
-  Fp8AttentionScales fp8_attention_;  // set by use_fp8_attention; device undefined: the model's-dtype kernel
-  Fp8Weight fp8_qkv_;                 // set by fuse_fp8_projections; undefined: separate GEMMs
+  // Set by use_fp8_attention (its device tensor a buffer); device undefined: the model's-dtype kernel.
+  Fp8AttentionScales fp8_attention_;
+  Fp8Weight fp8_qkv_;  // set by fuse_fp8_projections (buffers); undefined: separate GEMMs
   Linear to_q_{nullptr};
   Linear to_k_{nullptr};
   Linear to_v_{nullptr};

@@ -280,7 +280,7 @@ at::Tensor fp8_conv3x3(const at::Tensor& x, const Fp8ConvWeight& w) {
   return fp8_conv3x3(q, scale.expand({n, h * wd}).contiguous(), w, x.scalar_type());
 }
 
-int64_t use_fp8_convolutions(torch::nn::Module& unet) {
+int64_t use_fp8_convolutions(torch::nn::Module& unet, const std::optional<c10::Device>& quantize_on) {
   at::NoGradGuard no_grad;
   int64_t switched = 0;
   for (const auto& item : unet.named_modules()) {
@@ -291,14 +291,16 @@ int64_t use_fp8_convolutions(torch::nn::Module& unet) {
       continue;
     if (conv->kernel_size() != 3 || conv->stride() != 1 || conv->padding() != 1) continue;
     if (conv->weight.size(0) % 16 != 0 || conv->weight.size(1) % 16 != 0) continue;
-    conv->fp8 = quantize_conv_weight(conv->weight);
-    conv->weight.set_data(at::empty({0}, conv->weight.options()));
+    const c10::Device home = conv->weight.device();
+    Fp8ConvWeight w = quantize_conv_weight(conv->weight.to(quantize_on.value_or(home)));
+    conv->use_fp8({w.q.to(home), w.scale.to(home)});
     ++switched;
   }
   return switched;
 }
 
-int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which) {
+int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which,
+                        const std::optional<c10::Device>& quantize_on) {
   at::NoGradGuard no_grad;
   int64_t switched = 0;
   for (const auto& item : unet.named_modules()) {
@@ -312,10 +314,10 @@ int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which) {
         name.find(".attn1.") != std::string::npos || name.find(".attn2.") != std::string::npos;
     const bool feed_forward = name.find(".ff.") != std::string::npos;
     if (attention ? !which.attention : feed_forward ? !which.feed_forward : !which.projections) continue;
-    linear->fp8 = quantize_weight(linear->weight);
-    linear->fp8.fast_accum = which.fast_accum;
     // The e4m3 copy replaces the weight: its bytes are released (the parameter keeps its name, now empty).
-    linear->weight.set_data(at::empty({0}, linear->weight.options()));
+    const c10::Device home = linear->weight.device();
+    Fp8Weight w = quantize_weight(linear->weight.to(quantize_on.value_or(home)));
+    linear->use_fp8({w.q.to(home), w.scale.to(home), which.fast_accum});
     ++switched;
   }
   // Self-attention's to_q/to_k/to_v as one GEMM where all three switched.

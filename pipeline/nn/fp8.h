@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -130,14 +131,20 @@ struct Fp8Layers {
 };
 
 /// Switches the UNet's transformer linears listed above (those `which` selects) to FP8: each keeps its e4m3
-/// weight and scales and releases its fp16/bf16 weight (half the bytes). Call on a loaded UNet, after LoRA,
-/// on a device where fp8_supported(). A self-attention whose to_q, to_k and to_v all switched runs them as
-/// one GEMM (Attention::fuse_fp8_projections). Returns how many layers it switched.
-int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which = {});
+/// weight and scales (as module buffers, layers.h: they move with the UNet and its weight streamer) and
+/// releases its fp16/bf16 weight (half the bytes). Call on a loaded UNet, after LoRA, for a device where
+/// fp8_supported(). A self-attention whose to_q, to_k and to_v all switched runs them as one GEMM
+/// (Attention::fuse_fp8_projections). The e4m3 weights stay where the UNet's weights are; `quantize_on`
+/// (default: there) is where they are quantised, one layer at a time: a streamed UNet, loaded in host
+/// memory, is quantised on its GPU so that its numbers are the resident UNet's bit for bit. Returns how
+/// many layers it switched.
+int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which = {},
+                        const std::optional<c10::Device>& quantize_on = std::nullopt);
 
 /// Switches the 3x3, stride-1 convolutions of the UNet's resnets and upsamplers to FP8 (fp8_conv3x3): each
-/// keeps its e4m3 weight and scales and releases its fp16 weight. Call on a loaded fp16 UNet, after LoRA.
-/// Returns how many it switched.
-int64_t use_fp8_convolutions(torch::nn::Module& unet);
+/// keeps its e4m3 weight and scales (module buffers) and releases its fp16 weight. Call on a loaded fp16
+/// UNet, after LoRA; `quantize_on` as for use_fp8_linears. Returns how many it switched.
+int64_t use_fp8_convolutions(torch::nn::Module& unet,
+                             const std::optional<c10::Device>& quantize_on = std::nullopt);
 
 }  // namespace sdxlb

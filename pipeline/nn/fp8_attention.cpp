@@ -177,17 +177,19 @@ bool fp8_attention_supported(const c10::Device& device, std::string* why) {
 }
 
 double layer_norm_radius(const at::Tensor& weight, const at::Tensor& bias) {
-  const at::Tensor w = weight.to(at::kDouble);
+  // On the CPU, so that a UNet gets the same number wherever its weights are (resident or streamed).
+  const at::Tensor w = weight.to(at::kCPU).to(at::kDouble);
   double r = w.abs().max().item<double>() * std::sqrt(static_cast<double>(w.numel()));
-  if (bias.defined()) r += bias.to(at::kDouble).norm().item<double>();
+  if (bias.defined()) r += bias.to(at::kCPU).to(at::kDouble).norm().item<double>();
   return r;
 }
 
 float fp8_projection_scale(const Fp8Weight& w, const at::Tensor& bias, double radius) {
-  // The weight the GEMM multiplies by: e4m3 rows times their scales.
-  const at::Tensor rows = w.q.to(at::kDouble) * w.scale.to(at::kDouble).view({-1, 1});
+  // The weight the GEMM multiplies by: e4m3 rows times their scales. On the CPU, as layer_norm_radius.
+  const at::Tensor rows =
+      w.q.to(at::kCPU).to(at::kDouble) * w.scale.to(at::kCPU).to(at::kDouble).view({-1, 1});
   at::Tensor bound = rows.norm(2, /*dim=*/1) * (radius * kInputRounding);
-  if (bias.defined()) bound = bound + bias.to(at::kDouble).abs().view({-1});
+  if (bias.defined()) bound = bound + bias.to(at::kCPU).to(at::kDouble).abs().view({-1});
   const double scale = bound.max().item<double>() / kE4m3Max;
   return static_cast<float>(scale > 0 ? scale : 1.0);
 }

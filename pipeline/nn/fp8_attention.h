@@ -35,12 +35,13 @@ namespace sdxlb {
 bool fp8_attention_supported(const c10::Device& device, std::string* why = nullptr);
 
 /// The largest Euclidean norm of a LayerNorm output row: max|weight|·sqrt(dim) + ‖bias‖₂ (bias may be
-/// undefined).
+/// undefined). Computed on the CPU in double precision, so that a UNet gets the same number wherever its
+/// weights are (resident, or in host memory for the weight streamer).
 double layer_norm_radius(const at::Tensor& weight, const at::Tensor& bias);
 
 /// The dequantisation scale of a projection's output for inputs of Euclidean norm at most `radius`:
 /// max over output channels j of (‖W[j]‖₂·radius + |b_j|) / 448, W being the e4m3 weight times its
-/// per-channel scales (bias may be undefined).
+/// per-channel scales (bias may be undefined). On the CPU, as layer_norm_radius.
 float fp8_projection_scale(const Fp8Weight& w, const at::Tensor& bias, double radius);
 
 /// Fixed-scale e4m3 quantisation: e4m3(clamp(x · (1 / scale), ±448)), the reciprocal and the product in

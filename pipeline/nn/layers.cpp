@@ -13,7 +13,21 @@ at::Tensor empty_parameter(torch::nn::Module& m, const char* name, at::IntArrayR
   return m.register_parameter(name, at::empty(shape), /*requires_grad=*/false);
 }
 
+// An empty tensor like t (a released weight's placeholder: it keeps its dtype and device).
+at::Tensor emptied(const at::Tensor& t) {
+  return at::empty({0}, t.options());
+}
+
 }  // namespace
+
+at::Tensor hold_buffer(torch::nn::Module& m, const std::string& name, const at::Tensor& t) {
+  if (at::Tensor* held = m.named_buffers(/*recurse=*/false).find(name); held != nullptr) {
+    at::NoGradGuard no_grad;
+    held->set_data(t);
+    return *held;
+  }
+  return m.register_buffer(name, t);
+}
 
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
   weight = empty_parameter(*this, "weight", {out_features, in_features});
@@ -21,13 +35,32 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
-  if (is_fp8()) return fp8_linear(x, fp8, bias);
+  if (is_fp8()) return forward_fp8(quantize_activation(x));
   return at::linear(x, weight, bias);
 }
 
 at::Tensor LinearImpl::forward_fp8(const Fp8Activation& x) {
   TORCH_CHECK(is_fp8(), "Linear::forward: an FP8 activation for a layer that is not FP8");
-  return fp8_linear(x, fp8, bias);
+  TORCH_CHECK(fp8_.q.numel() > 0, "Linear::forward: this layer's FP8 weight was handed to a fused GEMM");
+  return fp8_linear(x, fp8_, bias);
+}
+
+void LinearImpl::use_fp8(const Fp8Weight& w) {
+  at::NoGradGuard no_grad;
+  fp8_.q = hold_buffer(*this, "fp8_weight", w.q);
+  fp8_.scale = hold_buffer(*this, "fp8_scale", w.scale);
+  fp8_.fast_accum = w.fast_accum;
+  weight.set_data(emptied(weight));
+}
+
+Fp8Weight LinearImpl::hand_over_fp8() {
+  TORCH_CHECK(is_fp8(), "Linear::hand_over_fp8 on a layer that is not FP8");
+  at::NoGradGuard no_grad;
+  // Handles of their own on the same storage, before the buffers let go of it.
+  Fp8Weight w{fp8_.q.detach(), fp8_.scale.detach(), fp8_.fast_accum};
+  fp8_.q.set_data(emptied(fp8_.q));
+  fp8_.scale.set_data(emptied(fp8_.scale));
+  return w;
 }
 
 Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t stride,
@@ -48,7 +81,7 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
 }
 
 at::Tensor Conv2dImpl::forward_without_bias(const at::Tensor& x) {
-  if (is_fp8()) return fp8_conv3x3(x, fp8);
+  if (is_fp8()) return fp8_conv3x3(x, fp8_);
   if (kernel_size_ == 1 && stride_ == 1 && padding_ == 0 && x.is_cuda() && x.dim() == 4 &&
       (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) && place_invariant_kernels()) {
     // A 1x1 convolution is a GEMM on the channels-last rows [N·H·W, C]: run as the linears run
@@ -64,7 +97,16 @@ at::Tensor Conv2dImpl::forward_without_bias(const at::Tensor& x) {
 
 at::Tensor Conv2dImpl::forward_without_bias(const E4m3Samples& x, at::ScalarType dtype) {
   TORCH_CHECK(is_fp8(), "Conv2d::forward_without_bias: an FP8 input for a convolution that is not FP8");
-  return fp8_conv3x3(x.q, x.pixel_scale, fp8, dtype);
+  return fp8_conv3x3(x.q, x.pixel_scale, fp8_, dtype);
+}
+
+void Conv2dImpl::use_fp8(const Fp8ConvWeight& w) {
+  TORCH_CHECK(kernel_size_ == 3 && stride_ == 1 && padding_ == 1,
+              "Conv2d::use_fp8: FP8 runs 3x3 convolutions of stride 1 and padding 1 only");
+  at::NoGradGuard no_grad;
+  fp8_.q = hold_buffer(*this, "fp8_weight", w.q);
+  fp8_.scale = hold_buffer(*this, "fp8_scale", w.scale);
+  weight.set_data(emptied(weight));
 }
 
 at::Tensor Conv2dImpl::forward_fp8(const E4m3Samples& x, at::ScalarType dtype) {

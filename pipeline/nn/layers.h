@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <utility>
 
 #include <ATen/core/Tensor.h>
@@ -34,11 +35,21 @@ class LinearImpl : public torch::nn::Module {
   at::Tensor bias;    ///< [out_features], undefined without bias
   /// On an input quantised ahead (fp8.h); only for a layer switched to FP8.
   at::Tensor forward_fp8(const Fp8Activation& x);
-  bool is_fp8() const { return fp8.q.defined(); }
 
-  /// Set by use_fp8_linears (fp8.h): the weight in e4m3 with per-output-channel scales; forward() then runs
-  /// fp8_linear and `weight` is empty. Undefined otherwise.
-  Fp8Weight fp8;
+  /// Switches this layer to FP8 (use_fp8_linears, fp8.h): forward() then runs fp8_linear with `w` (the
+  /// weight in e4m3 with per-output-channel scales), and the weight's bytes are released (the parameter keeps
+  /// its name, now empty). w's tensors become the layer's buffers "fp8_weight" and "fp8_scale", so that
+  /// to(device) and the weight streamer move them with it.
+  void use_fp8(const Fp8Weight& w);
+  /// Hands the FP8 weight over to a fused GEMM (Attention::fuse_fp8_projections): returns it and leaves the
+  /// layer's buffers empty. is_fp8() stays true; the layer's own forward calls are then an error.
+  Fp8Weight hand_over_fp8();
+  bool is_fp8() const { return fp8_.q.defined(); }
+  /// The FP8 weight (use_fp8); undefined for a layer in the model's dtype, empty once handed over.
+  const Fp8Weight& fp8() const { return fp8_; }
+
+ private:
+  Fp8Weight fp8_;
 };
 TORCH_MODULE(Linear);
 
@@ -65,19 +76,29 @@ class Conv2dImpl : public torch::nn::Module {
   int64_t kernel_size() const { return kernel_size_; }
   int64_t stride() const { return stride_; }
   int64_t padding() const { return padding_; }
-  bool is_fp8() const { return fp8.q.defined(); }
 
-  /// Set by use_fp8_convolutions (fp8.h) on a 3x3, stride-1, padding-1 convolution: the weight in e4m3 with
-  /// per-output-channel scales; the forward calls then run fp8_conv3x3 and `weight` is empty. Undefined
-  /// otherwise.
-  Fp8ConvWeight fp8;
+  /// Switches a 3x3, stride-1, padding-1 convolution to FP8 (use_fp8_convolutions, fp8.h): the forward
+  /// calls then run fp8_conv3x3 with `w` (the weight in e4m3 with per-output-channel scales), and the
+  /// weight's bytes are released. w's tensors become the buffers "fp8_weight" and "fp8_scale", so that
+  /// to(device) and the weight streamer move them with the layer.
+  void use_fp8(const Fp8ConvWeight& w);
+  bool is_fp8() const { return fp8_.q.defined(); }
+  /// The FP8 weight (use_fp8); undefined for a convolution in the model's dtype.
+  const Fp8ConvWeight& fp8() const { return fp8_; }
 
  private:
+  Fp8ConvWeight fp8_;
   int64_t kernel_size_;
   int64_t stride_;
   int64_t padding_;
 };
 TORCH_MODULE(Conv2d);
+
+/// Registers `t` as `m`'s buffer `name`, or where `m` has that buffer already, points the buffer at t's data
+/// (set_data: every handle of the buffer follows). Returns the buffer. What a module computes with beyond its
+/// checkpoint's parameters (FP8 weights, their scales) is held this way, so that Module::to and the weight
+/// streamer (runtime/weight_streamer.h), which re-point parameters and buffers, move it too.
+at::Tensor hold_buffer(torch::nn::Module& m, const std::string& name, const at::Tensor& t);
 
 /// Group normalisation over [B, C, ...] with a per-channel affine (torch.nn.GroupNorm, affine=True).
 class GroupNormImpl : public torch::nn::Module {

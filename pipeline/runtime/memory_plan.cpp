@@ -67,16 +67,22 @@ double decode_gib(const std::string& decode, double scale, bool fp32) {
   return kFullDecodeGib * scale * factor;
 }
 
+// The UNet's units (the weights that stream, or stay resident): an FP8 UNet's transformer linears at one
+// byte per weight. The weight streamer moves what the units hold, so every placement counts these bytes.
+double unit_gib(bool fp8_unet) {
+  return kUnetUnitsGib - (fp8_unet ? kFp8SavedGib : 0.0);
+}
+
 // UNet weights on the GPU while denoising and while decoding.
 std::pair<double, double> unet_on_gpu(const MemoryPlan& p) {
-  if (p.placement == "model_offload") return {kUnetUnitsGib + kUnetOtherGib, kUnetOtherGib};
+  const double units = unit_gib(p.fp8_unet);
+  if (p.placement == "model_offload") return {units + kUnetOtherGib, kUnetOtherGib};
   if (p.placement == "sequential") return {kUnetOtherGib + 2 * kSlotGib, kUnetOtherGib + 2 * kSlotGib};
   if (p.placement == "streamed") {
     const double base = kUnetOtherGib + 3 * kSlotGib;
-    const double resident = std::min(p.resident_budget_gib, kUnetUnitsGib);
+    const double resident = std::min(p.resident_budget_gib, units);
     return {base + resident, p.unload_for_decode ? base : base + resident};
   }
-  const double units = kUnetUnitsGib - (p.fp8_unet ? kFp8SavedGib : 0.0);
   return {units + kUnetOtherGib, units + kUnetOtherGib};
 }
 
@@ -110,17 +116,17 @@ double estimate_relative_time(const MemoryPlan& p, int64_t width, int64_t height
   const double scale = pixels_scale(width, height);
   const double compute = kUnetCallS * scale;
   double call = compute / streams_speedup(p.unet_streams);
+  const double units = unit_gib(p.fp8_unet);
   if (p.placement == "streamed" || p.placement == "sequential") {
     const double streamed =
-        p.placement == "sequential" ? kUnetUnitsGib : std::max(0.0, kUnetUnitsGib - p.resident_budget_gib);
+        p.placement == "sequential" ? units : std::max(0.0, units - p.resident_budget_gib);
     call = std::max(compute, streamed / kCopyGibPerS);
   }
   const double n = static_cast<double>(std::max<int64_t>(1, steps));
   double per_image = call * n;
   double reupload = 0;
-  if (p.placement == "model_offload") reupload = kUnetUnitsGib;
-  if (p.placement == "streamed" && p.unload_for_decode)
-    reupload = std::min(p.resident_budget_gib, kUnetUnitsGib);
+  if (p.placement == "model_offload") reupload = units;
+  if (p.placement == "streamed" && p.unload_for_decode) reupload = std::min(p.resident_budget_gib, units);
   if (reupload > 0)
     per_image +=
         (reupload / kCopyGibPerS + kRecaptureS) / static_cast<double>(std::max<int64_t>(1, p.batch_size));
@@ -169,9 +175,9 @@ std::string large_image_warning(int64_t width, int64_t height, bool on_cpu, doub
   return out;
 }
 
-double host_gib_needed(const std::string& placement) {
+double host_gib_needed(const std::string& placement, bool fp8_unet) {
   if (placement == "streamed" || placement == "sequential" || placement == "model_offload")
-    return kUnetUnitsGib + kHostProcessGib;
+    return unit_gib(fp8_unet) + kHostProcessGib;
   return kHostProcessGib;
 }
 
@@ -215,7 +221,7 @@ std::vector<int> stream_choices(const std::string& placement, const std::optiona
 bool fit_resident_share(MemoryPlan& p, const MemoryRequest& req, double budget) {
   p.resident_budget_gib = 0;
   if (estimate_peak_gib(p, req.width, req.height) > budget) return false;
-  double lo = 0, hi = kUnetUnitsGib;
+  double lo = 0, hi = unit_gib(p.fp8_unet);
   for (int it = 0; it < 40; ++it) {
     p.resident_budget_gib = (lo + hi) / 2;
     (estimate_peak_gib(p, req.width, req.height) <= budget ? lo : hi) = p.resident_budget_gib;
@@ -236,14 +242,6 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
   else
     return invalid_argument("memory.placement: unknown placement \"" + req.placement +
                             "\"; use auto, resident, model_offload, streamed or sequential");
-  if (req.fp8_unet) {
-    // The weight streamer moves fp16 weights: FP8 keeps the UNet resident (issue 17).
-    if (req.placement != "auto" && req.placement != "resident")
-      return invalid_argument("memory.placement: " + req.placement +
-                              " with unet_precision: fp8: the FP8 UNet runs resident only so far; use "
-                              "memory.placement: auto or resident, or unet_precision: fp16");
-    placements = {"resident"};
-  }
   std::vector<std::string> decodes;
   if (req.tiny_decoder)
     decodes = {"tiny"};
@@ -259,14 +257,14 @@ StatusOr<MemoryPlan> choose_memory_plan(const GpuBudgetInput& gpu, const MemoryR
   if (gpu.host_gib_per_worker) {
     std::vector<std::string> fit_host;
     for (const auto& pl : placements)
-      if (host_gib_needed(pl) <= *gpu.host_gib_per_worker) fit_host.push_back(pl);
+      if (host_gib_needed(pl, req.fp8_unet) <= *gpu.host_gib_per_worker) fit_host.push_back(pl);
     if (fit_host.empty()) {
       char buf[320];
       std::snprintf(buf, sizeof buf,
                     "memory.placement %s keeps the UNet in host memory and needs about %.1f GiB of RAM per "
                     "worker, but this node has %.1f GiB per worker; run fewer workers per node or use "
                     "memory.placement: resident",
-                    placements.front().c_str(), host_gib_needed(placements.front()),
+                    placements.front().c_str(), host_gib_needed(placements.front(), req.fp8_unet),
                     *gpu.host_gib_per_worker);
       return Status(StatusCode::kResourceExhausted, buf);
     }

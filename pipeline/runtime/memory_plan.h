@@ -57,8 +57,8 @@ struct MemoryRequest {
   std::optional<int> concurrent_images;
   /// DeepCache: the cached feature map kept per image of a batch (deep_cache_gib_per_image); 0: none.
   double cached_gib_per_image = 0;
-  /// unet_precision: fp8: the transformer linears at one byte per weight, and the UNet resident (the only
-  /// placement FP8 runs with so far; another one asked for is an error).
+  /// unet_precision: fp8: the transformer linears at one byte per weight, resident or in host memory, so
+  /// that the streamed and offloaded placements also move about half the units' bytes.
   bool fp8_unet = false;
   /// The job's images_per_unet_call: each concurrent UNet call holds this many images' activations. It
   /// changes pixels, so the plan never lowers it.
@@ -125,8 +125,9 @@ double cpu_activation_gib(int64_t width, int64_t height, double unet_scale, doub
 /// the memory) it says when the estimate exceeds `host_ram_gib`.
 std::string large_image_warning(int64_t width, int64_t height, bool on_cpu, double host_ram_gib);
 
-/// Host RAM a worker needs for a placement that keeps the UNet in host memory.
-double host_gib_needed(const std::string& placement);
+/// Host RAM a worker needs for a placement that keeps the UNet in host memory (an FP8 UNet's units hold its
+/// transformer linears at one byte per weight).
+double host_gib_needed(const std::string& placement, bool fp8_unet = false);
 
 /// Chooses the plan. Errors: kInvalidArgument for an unknown placement or decode; kResourceExhausted when
 /// not even the lightest candidate fits the GPU, or a placement the job forces does not fit the host's

@@ -235,7 +235,10 @@ StatusOr<std::unique_ptr<WeightStreamer>> WeightStreamer::attach(UNet2DCondition
       u.hook = hooked;
       u.name = item.key();
       u.host_offset = offset;
-      for (const auto& p : item.value()->parameters()) {
+      // Parameters and buffers (an FP8 layer's e4m3 weight and scales are buffers, layers.h).
+      std::vector<at::Tensor> tensors = item.value()->parameters();
+      for (const auto& b : item.value()->buffers()) tensors.push_back(b);
+      for (const auto& p : tensors) {
         Weight w;
         w.param = p;
         w.offset = u.bytes;
@@ -273,7 +276,9 @@ StatusOr<std::unique_ptr<WeightStreamer>> WeightStreamer::attach(UNet2DCondition
 #endif
     // 2. Everything else to the device.
     unet->to(device);
-    for (const auto& p : unet->parameters())
+    std::vector<at::Tensor> all = unet->parameters();
+    for (const auto& b : unet->buffers()) all.push_back(b);
+    for (const auto& p : all)
       if (!in_units.count(p.unsafeGetTensorImpl())) s.other_bytes += static_cast<int64_t>(p.nbytes());
     for (size_t i = 0; i < s.units.size(); ++i) s.units[i].hook->set_unit_hook(ws.get(), static_cast<int>(i));
     unet->set_forward_hook(ws.get());

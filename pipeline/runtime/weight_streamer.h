@@ -2,7 +2,8 @@
 // placements of the memory plan).
 //
 // The UNet's weight units (its ResnetBlock2Ds and BasicTransformerBlocks, 97% of its bytes for SDXL) live in
-// one page-locked host buffer. Everything else (convs in/out, embeddings, projections, samplers) moves to the
+// one page-locked host buffer: their parameters and buffers (an FP8 UNet's e4m3 weights and scales, so that
+// it streams half the bytes). Everything else (convs in/out, embeddings, projections, samplers) moves to the
 // GPU. Some units stay resident on the GPU, as many as `resident_budget_bytes` allows, spread evenly over the
 // forward pass; the others stream: each owns a view into one of `slots` GPU buffers, and while unit s
 // computes, a side stream copies unit s + slots - 1 into the buffer unit s - 1 just released, so copies
