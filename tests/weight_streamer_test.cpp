@@ -45,6 +45,15 @@ at::Tensor run(UNet2DConditionModel& unet, const Inputs& in) {
   return unet->forward(in.sample, in.timestep, in.embeds, in.pooled, in.time_ids);
 }
 
+// Pass 1 traces, pass 2 fixes the layout, pass 3 reuses it; new inputs each time: the streamed UNet's output
+// equals the resident one's bit for bit.
+void expect_same_passes(UNet2DConditionModel& streamed, UNet2DConditionModel& resident) {
+  for (uint64_t seed : {1, 2, 3}) {
+    const Inputs in = inputs_for(resident, seed);
+    EXPECT_TRUE(at::equal(run(streamed, in), run(resident, in))) << "pass " << seed;
+  }
+}
+
 // Bytes of the weights in the UNet's units (resnets and transformer blocks): parameters and buffers.
 int64_t unit_bytes(const UNet2DConditionModel& unet) {
   int64_t n = 0;
@@ -80,11 +89,7 @@ TEST_P(Streaming, ComputesExactlyWhatTheResidentUNetComputes) {
   o.slots = slots;
   auto ws = WeightStreamer::attach(streamed, at::kCPU, o);
   ASSERT_TRUE(ws.is_ok()) << ws.status().to_string();
-  // Pass 1 traces, pass 2 fixes the layout, pass 3 reuses it; new inputs each time.
-  for (uint64_t seed : {1, 2, 3}) {
-    const Inputs in = inputs_for(resident, seed);
-    EXPECT_TRUE(at::equal(run(streamed, in), run(resident, in))) << "pass " << seed;
-  }
+  expect_same_passes(streamed, resident);
   const StreamingStats st = (*ws)->stats();
   EXPECT_GT(st.units, 4);
   EXPECT_EQ(st.resident_bytes + st.streamed_bytes, st.unit_bytes);
@@ -140,10 +145,7 @@ TEST(Streaming, Fp8UNetStreamsItsE4m3WeightsAndComputesTheSame) {
     o.resident_budget_bytes = static_cast<int64_t>(share * static_cast<double>(fp8_units));
     auto ws = WeightStreamer::attach(streamed, at::kCPU, o);
     ASSERT_TRUE(ws.is_ok()) << ws.status().to_string();
-    for (uint64_t seed : {1, 2, 3}) {
-      const Inputs in = inputs_for(resident, seed);
-      EXPECT_TRUE(at::equal(run(streamed, in), run(resident, in))) << "pass " << seed;
-    }
+    expect_same_passes(streamed, resident);
     const StreamingStats st = (*ws)->stats();
     // The packed units hold the e4m3 bytes (each weight 256-byte aligned), not the fp32 ones.
     EXPECT_GE(st.unit_bytes, fp8_units);
