@@ -419,23 +419,7 @@ Status BatchRenderer::apply_memory_plan() {
   log_info(probe);
   GpuBudgetInput gpu{total_gib, sharing, ctx_.job.memory.max_gpu_gib,
                      host_ram_gib() / std::max(1, ctx_.workers_on_node)};
-  MemoryRequest req;
-  req.width = ctx_.job.width;
-  req.height = ctx_.job.height;
-  req.steps = ctx_.job.steps;
-  req.tiny_decoder = setup_.decoder == DecoderKind::kTiny;
-  req.batch_size = ctx_.job.batch_size;
-  req.images_per_call = ctx_.job.images_per_unet_call;
-  if (const auto& dc = ctx_.job.approximations.deep_cache)
-    req.cached_gib_per_image = deep_cache_gib_per_image(ctx_.job.width, ctx_.job.height, dc->cache_branch_id);
-  req.fp8_unet = ctx_.job.approximations.unet_precision == UNetPrecision::kFp8;
-  req.vae_fp32 = !req.tiny_decoder && vae_decodes_in_fp32(ctx_.job);
-  if (ctx_.job.memory.decode != JobSpec::Decode::kAuto) req.decode = decode_name(ctx_.job.memory.decode);
-  req.placement = placement_name(ctx_.job.memory.placement);
-  if (ctx_.job.memory.concurrent_images)
-    req.concurrent_images = static_cast<int>(*ctx_.job.memory.concurrent_images);
-  if (ctx_.job.memory.overlap_decode != JobSpec::OverlapDecode::kAuto)
-    req.overlap_decode = ctx_.job.memory.overlap_decode == JobSpec::OverlapDecode::kOn;
+  const MemoryRequest req = memory_request(ctx_.job, setup_.decoder);
   auto chosen = choose_memory_plan(gpu, req);
   if (!chosen.is_ok()) return chosen.status().with_context(ctx_.job.job_file);
   const MemoryPlan& plan = *chosen;

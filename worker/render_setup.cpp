@@ -53,6 +53,26 @@ RenderSettings render_settings(const JobSpec& job) {
   return s;
 }
 
+MemoryRequest memory_request(const JobSpec& job, DecoderKind decoder) {
+  MemoryRequest req;
+  req.width = job.width;
+  req.height = job.height;
+  req.steps = job.steps;
+  req.tiny_decoder = decoder == DecoderKind::kTiny;
+  req.batch_size = job.batch_size;
+  req.images_per_call = job.images_per_unet_call;
+  if (const auto& dc = job.approximations.deep_cache)
+    req.cached_gib_per_image = deep_cache_gib_per_image(job.width, job.height, dc->cache_branch_id);
+  req.fp8_unet = job.approximations.unet_precision == UNetPrecision::kFp8;
+  req.vae_fp32 = !req.tiny_decoder && vae_decodes_in_fp32(job);
+  if (job.memory.decode != JobSpec::Decode::kAuto) req.decode = decode_name(job.memory.decode);
+  req.placement = placement_name(job.memory.placement);
+  if (job.memory.concurrent_images) req.concurrent_images = static_cast<int>(*job.memory.concurrent_images);
+  if (job.memory.overlap_decode != JobSpec::OverlapDecode::kAuto)
+    req.overlap_decode = job.memory.overlap_decode == JobSpec::OverlapDecode::kOn;
+  return req;
+}
+
 bool vae_decodes_in_fp32(const JobSpec& job) {
   if (job.vae_dtype) return *job.vae_dtype == JobSpec::DType::kFp32;
   if (job.dtype == JobSpec::DType::kFp32) return true;

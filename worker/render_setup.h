@@ -9,6 +9,7 @@
 #include <c10/core/ScalarType.h>
 
 #include "common/status.h"
+#include "pipeline/runtime/memory_plan.h"
 #include "pipeline/sdxl_pipeline.h"
 #include "run/run_context.h"
 
@@ -48,6 +49,11 @@ RenderSettings render_settings(const JobSpec& job);
 StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx);
 /// The same for a node that has a GPU or not (`sdxl-batch check` on a login node checks for the GPU nodes).
 StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx, bool have_gpu);
+
+/// What the job asks of the memory plan (runtime/memory_plan.h): its size, steps, batch, the `memory:` keys,
+/// the FP8 UNet, DeepCache's cached features, the VAE's decode dtype; `decoder` is the setup's (the tiny VAE
+/// or the full one). The worker chooses its plan from it, and so does `sdxl-batch check --gpu-gib`.
+MemoryRequest memory_request(const JobSpec& job, DecoderKind decoder);
 
 /// Whether the job's full VAE will decode in float32, as load_vae decides it: vae_dtype when set, else the
 /// job's dtype, fp16 upcast when the VAE's config says force_upcast (diffusers' default when the key is
