@@ -1,5 +1,6 @@
 #include "apps/job_check.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -23,7 +24,7 @@ std::string count(uint64_t n, const char* one, const char* many) {
 
 }  // namespace
 
-int check_job(const std::string& job_file) {
+int check_job(const std::string& job_file, const CheckOptions& check) {
   auto job = JobSpec::load_file(job_file);
   if (!job.is_ok()) return report_error(job.status());
   const JobSpec::Device device = job->device;
@@ -73,6 +74,20 @@ int check_job(const std::string& job_file) {
               count(texts, "distinct text", "distinct texts").c_str(), j.embedding_cache.c_str(),
               texts - cached);
 
+  // The memory plan a worker on the nodes' GPU would choose (run: BatchRenderer::apply_memory_plan); host
+  // RAM is the nodes', unknown here, so the placements' RAM need is not checked.
+  if (check.gpu_gib && for_gpu) {
+    const GpuBudgetInput gpu{*check.gpu_gib, std::max(1, check.workers_per_gpu), j.memory.max_gpu_gib,
+                             std::nullopt};
+    auto memory = choose_job_memory_plan(j, setup->decoder, gpu);
+    if (!memory.is_ok()) return report_error(memory.status());
+    std::printf("memory:   on a %g GiB GPU%s: %s\n", *check.gpu_gib,
+                check.workers_per_gpu > 1
+                    ? (" shared by " + std::to_string(check.workers_per_gpu) + " workers").c_str()
+                    : "",
+                memory->describe().c_str());
+  }
+
   auto out = preview_output(*ctx);
   if (!out.is_ok()) return report_error(out.status());
   const long long items = static_cast<long long>(plan.num_items());
@@ -90,8 +105,11 @@ int check_job(const std::string& job_file) {
   }
   if (!here && for_gpu)
     std::printf(
-        "note:     this machine has no GPU: checked as on a GPU node; FP8 support and the memory plan "
-        "are checked when the job starts there\n");
+        "note:     this machine has no GPU: checked as on a GPU node; FP8 support%s checked when the "
+        "job starts there\n",
+        check.gpu_gib ? " is" : " and the memory plan (or give --gpu-gib) are");
+  if (check.gpu_gib && !for_gpu)
+    std::printf("note:     --gpu-gib ignored: this job runs on the CPU (device: cpu)\n");
   std::printf("ok: `sdxl-batch run %s` would start\n", job_file.c_str());
   return kExitOk;
 }

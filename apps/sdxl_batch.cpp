@@ -136,8 +136,10 @@ constexpr const char* kCheckFooter =
     "render settings, and whether the run would create, resume (with how many items done) or refuse the\n"
     "output folder. On a machine without a GPU, a job for a GPU (device: cuda or auto) is checked as a\n"
     "GPU node would see it; FP8 support and the memory plan are checked when the job starts there.\n"
+    "--gpu-gib 80 checks the memory plan for an 80 GiB GPU here (placement, decode, batch) and prints it.\n"
     "Exit codes: 0 the run would start, 2 job file, 3 output folder (another job, or a live run on it),\n"
-    "4 model or I/O, 6 an image too large for this machine's RAM (device: cpu).\n";
+    "4 model or I/O, 6 memory (an image too large for this machine's RAM with device: cpu, or no memory\n"
+    "plan that fits the --gpu-gib GPU).\n";
 
 constexpr const char* kExportFooter =
     "--format png (the default) writes item-<index>.png files to --to and/or a --contact-sheet.\n"
@@ -229,6 +231,14 @@ static int run_main(int argc, char** argv) {
       "Check a job without rendering or writing anything: the job file and its prompts, the model's configs "
       "and weight headers, and what run would do with the output folder (exit code as run's at start-up)");
   chk->add_option("job", check_file, "Job file (YAML)")->required()->check(CLI::ExistingFile);
+  CheckOptions check_opts;
+  chk->add_option("--gpu-gib", check_opts.gpu_gib,
+                  "GPU memory of the nodes the job will run on (GiB, e.g. 80): also check and print the "
+                  "memory plan a worker there would choose")
+      ->check(CLI::PositiveNumber);
+  chk->add_option("--workers-per-gpu", check_opts.workers_per_gpu,
+                  "Workers sharing each of those GPUs (default 1)")
+      ->check(CLI::Range(1, 64));
   chk->footer(kCheckFooter);
 
   RunOptions enc_opts;
@@ -312,7 +322,7 @@ static int run_main(int argc, char** argv) {
     if (world.rank() == 0) record_exit_code(code);
     return code;
   }
-  if (chk->parsed()) return world.rank() == 0 ? check_job(check_file) : kExitOk;
+  if (chk->parsed()) return world.rank() == 0 ? check_job(check_file, check_opts) : kExitOk;
   if (insp->parsed()) return world.rank() == 0 ? inspect(out_dir, list_missing) : kExitOk;
   if (exp->parsed() && export_format == "webdataset") {
     if (export_dir.empty()) {

@@ -419,17 +419,10 @@ Status BatchRenderer::apply_memory_plan() {
   log_info(probe);
   GpuBudgetInput gpu{total_gib, sharing, ctx_.job.memory.max_gpu_gib,
                      host_ram_gib() / std::max(1, ctx_.workers_on_node)};
-  const MemoryRequest req = memory_request(ctx_.job, setup_.decoder);
-  auto chosen = choose_memory_plan(gpu, req);
-  if (!chosen.is_ok()) return chosen.status().with_context(ctx_.job.job_file);
+  auto chosen = choose_job_memory_plan(ctx_.job, setup_.decoder, gpu);
+  if (!chosen.is_ok()) return chosen.status();
   const MemoryPlan& plan = *chosen;
   log_info(plan.describe());
-  if (req.overlap_decode.value_or(false) && !plan.overlap_decode)
-    return failed_precondition(
-        ctx_.job.job_file +
-        ": memory.overlap_decode is on, but the memory plan for this GPU keeps the UNet " + plan.placement +
-        ", which moves its weights around the decode, so the decode cannot overlap the denoise; use "
-        "memory.overlap_decode: auto (or off), or a GPU with room for the resident UNet");
   setup_.placement = plan.placement == "model_offload" ? Placement::kModelOffload
                      : plan.placement == "streamed"    ? Placement::kStreamed
                      : plan.placement == "sequential"  ? Placement::kSequential

@@ -73,6 +73,20 @@ MemoryRequest memory_request(const JobSpec& job, DecoderKind decoder) {
   return req;
 }
 
+StatusOr<MemoryPlan> choose_job_memory_plan(const JobSpec& job, DecoderKind decoder,
+                                            const GpuBudgetInput& gpu) {
+  const MemoryRequest req = memory_request(job, decoder);
+  auto plan = choose_memory_plan(gpu, req);
+  if (!plan.is_ok()) return plan.status().with_context(job.job_file);
+  if (req.overlap_decode.value_or(false) && !plan->overlap_decode)
+    return failed_precondition(
+        job.job_file + ": memory.overlap_decode is on, but the memory plan for this GPU keeps the UNet " +
+        plan->placement +
+        ", which moves its weights around the decode, so the decode cannot overlap the denoise; use "
+        "memory.overlap_decode: auto (or off), or a GPU with room for the resident UNet");
+  return plan;
+}
+
 bool vae_decodes_in_fp32(const JobSpec& job) {
   if (job.vae_dtype) return *job.vae_dtype == JobSpec::DType::kFp32;
   if (job.dtype == JobSpec::DType::kFp32) return true;

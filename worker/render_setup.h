@@ -54,6 +54,10 @@ StatusOr<RenderSetup> resolve_render_setup(const RunContext& ctx, bool have_gpu)
 /// the FP8 UNet, DeepCache's cached features, the VAE's decode dtype; `decoder` is the setup's (the tiny VAE
 /// or the full one). The worker chooses its plan from it, and so does `sdxl-batch check --gpu-gib`.
 MemoryRequest memory_request(const JobSpec& job, DecoderKind decoder);
+/// choose_memory_plan for the job on `gpu`, its errors naming the job file, and memory.overlap_decode: on
+/// refused where the plan moves the UNet's weights around the decode.
+StatusOr<MemoryPlan> choose_job_memory_plan(const JobSpec& job, DecoderKind decoder,
+                                            const GpuBudgetInput& gpu);
 
 /// Whether the job's full VAE will decode in float32, as load_vae decides it: vae_dtype when set, else the
 /// job's dtype, fp16 upcast when the VAE's config says force_upcast (diffusers' default when the key is

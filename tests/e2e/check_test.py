@@ -22,10 +22,10 @@ class Check(unittest.TestCase):
         d = os.path.join(TMP, name)
         return d, e2e.write_job(d, model or MODEL, os.path.join(d, "cache"), prompts=prompts, **overrides)
 
-    def check(self, job, code=0, env=None):
+    def check(self, job, code=0, env=None, args=()):
         folder = os.path.dirname(job)
         before = e2e.snapshot(folder)
-        p = subprocess.run([BIN, "check", job], capture_output=True, text=True, timeout=300,
+        p = subprocess.run([BIN, "check", job, *args], capture_output=True, text=True, timeout=300,
                            env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
         self.assertEqual(p.returncode, code, p.stdout + p.stderr)
         self.assertEqual(e2e.snapshot(folder), before, "check wrote files:\n" + p.stdout + p.stderr)
@@ -113,6 +113,36 @@ class Check(unittest.TestCase):
         self.assertIn("dtype fp16 on a GPU", p.stdout)
         if not os.path.exists("/dev/nvidia0"):
             self.assertIn("this machine has no GPU", p.stdout)
+
+    def test_the_memory_plan_for_the_nodes_gpu(self):
+        # --gpu-gib: the plan a worker on such a GPU would choose, with run's refusal where none fits.
+        _, job = self.job("gpu-plan", device="cuda", dtype="fp16", width=1024, height=1024, batch_size=4)
+        p = self.check(job, args=("--gpu-gib", "80"))
+        self.assertIn("memory:   on a 80 GiB GPU: memory plan: resident weights, full decode", p.stdout)
+        self.assertIn("batch 4", p.stdout)
+        self.assertNotIn("the memory plan (or give --gpu-gib)", p.stdout)
+        shared = self.check(job, args=("--gpu-gib", "16", "--workers-per-gpu", "2"))
+        self.assertIn("on a 16 GiB GPU shared by 2 workers: memory plan:", shared.stdout)
+        self.assertIn(" of 7.4 GiB", shared.stdout)  # half the GPU, less the plan's 8% margin
+        self.assertNotIn("resident weights", shared.stdout)
+        small = self.check(job, code=6, args=("--gpu-gib", "2"))
+        self.assertIn("the lightest plan", small.stderr)
+        self.assertIn("job.yaml", small.stderr)
+        # The FP8 UNet streams too: a sequential placement, the e4m3 units counted.
+        _, fp8 = self.job("gpu-plan-fp8", device="cuda", dtype="fp16", width=1024, height=1024,
+                          unet_precision="fp8", memory=dict(placement="sequential"))
+        p = self.check(fp8, args=("--gpu-gib", "12"))
+        self.assertIn("memory plan: sequential weights", p.stdout)
+        self.assertIn("FP8 UNet", p.stdout)
+        # memory.overlap_decode: on, and a GPU where the plan must move the weights: refused as run refuses it.
+        _, overlap = self.job("gpu-plan-overlap", device="cuda", dtype="fp16", width=1024, height=1024,
+                              memory=dict(overlap_decode="on"))
+        self.assertIn("resident weights", self.check(overlap, args=("--gpu-gib", "80")).stdout)
+        refused = self.check(overlap, code=3, args=("--gpu-gib", "8"))
+        self.assertIn("memory.overlap_decode is on, but the memory plan for this GPU keeps the UNet", refused.stderr)
+        # A CPU job has no GPU plan.
+        _, cpu = self.job("cpu-plan")
+        self.assertIn("--gpu-gib ignored", self.check(cpu, args=("--gpu-gib", "80")).stdout)
 
 
 if __name__ == "__main__":
