@@ -81,10 +81,9 @@ int check_job(const std::string& job_file, const CheckOptions& check) {
                              std::nullopt};
     auto memory = choose_job_memory_plan(j, setup->decoder, gpu);
     if (!memory.is_ok()) return report_error(memory.status());
-    std::printf("memory:   on a %g GiB GPU%s: %s\n", *check.gpu_gib,
-                check.workers_per_gpu > 1
-                    ? (" shared by " + std::to_string(check.workers_per_gpu) + " workers").c_str()
-                    : "",
+    const std::string shared =
+        check.workers_per_gpu > 1 ? " shared by " + std::to_string(check.workers_per_gpu) + " workers" : "";
+    std::printf("memory:   on a %g GiB GPU%s: %s\n", *check.gpu_gib, shared.c_str(),
                 memory->describe().c_str());
   }
 
