@@ -289,11 +289,10 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
       // After LoRA (the e4m3 weights are quantised from the merged ones), before placement.
       std::string why;
       if (!fp8_supported(options.device, &why)) return fp8_refused(why);
-      // A streamed UNet is in host memory: its layers are quantised on the GPU one at a time, so that its
-      // e4m3 weights are the resident UNet's bit for bit, and come back to host memory for the streamer
+      // Quantised on the job's device one layer at a time. A streamed UNet is in host memory: its e4m3
+      // weights are then the resident UNet's bit for bit, and go back to host memory for the streamer
       // (which then moves one byte per weight).
-      const std::optional<c10::Device> quantize_on =
-          streamed ? std::optional<c10::Device>(options.device) : std::nullopt;
+      const c10::Device quantize_on = options.device;
       const int64_t switched = use_fp8_linears(*parts.unet, Fp8Layers{}, quantize_on);
       const std::string dtype = options.dtype == at::kBFloat16 ? "bf16" : "fp16";
       // convolution_precision: fp8, the resnets' and upsamplers' 3x3 convolutions in the CUTLASS kernel.

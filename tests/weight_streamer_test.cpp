@@ -58,10 +58,8 @@ void expect_same_passes(UNet2DConditionModel& streamed, UNet2DConditionModel& re
 int64_t unit_bytes(const UNet2DConditionModel& unet) {
   int64_t n = 0;
   for (const auto& m : unet->modules(/*include_self=*/false))
-    if (dynamic_cast<HookedUnit*>(m.get())) {
-      for (const auto& p : m->parameters()) n += static_cast<int64_t>(p.nbytes());
-      for (const auto& b : m->buffers()) n += static_cast<int64_t>(b.nbytes());
-    }
+    if (dynamic_cast<HookedUnit*>(m.get()))
+      for (const auto& t : weights_and_buffers(*m)) n += static_cast<int64_t>(t.nbytes());
   return n;
 }
 

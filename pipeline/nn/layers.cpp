@@ -29,6 +29,12 @@ at::Tensor hold_buffer(torch::nn::Module& m, const std::string& name, const at::
   return m.register_buffer(name, t);
 }
 
+std::vector<at::Tensor> weights_and_buffers(const torch::nn::Module& m) {
+  std::vector<at::Tensor> tensors = m.parameters();
+  for (const auto& b : m.buffers()) tensors.push_back(b);
+  return tensors;
+}
+
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
   weight = empty_parameter(*this, "weight", {out_features, in_features});
   if (with_bias) bias = empty_parameter(*this, "bias", {out_features});

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
@@ -99,6 +100,10 @@ TORCH_MODULE(Conv2d);
 /// checkpoint's parameters (FP8 weights, their scales) is held this way, so that Module::to and the weight
 /// streamer (runtime/weight_streamer.h), which re-point parameters and buffers, move it too.
 at::Tensor hold_buffer(torch::nn::Module& m, const std::string& name, const at::Tensor& t);
+
+/// Every tensor `m` (with its submodules) computes with: its parameters, then its buffers (hold_buffer).
+/// What the weight streamer packs and moves for a unit.
+std::vector<at::Tensor> weights_and_buffers(const torch::nn::Module& m);
 
 /// Group normalisation over [B, C, ...] with a per-channel affine (torch.nn.GroupNorm, affine=True).
 class GroupNormImpl : public torch::nn::Module {

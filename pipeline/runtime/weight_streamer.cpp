@@ -17,6 +17,7 @@
 #endif
 
 #include "pipeline/io/torch_error.h"
+#include "pipeline/nn/layers.h"
 
 namespace sdxlb {
 namespace {
@@ -236,9 +237,7 @@ StatusOr<std::unique_ptr<WeightStreamer>> WeightStreamer::attach(UNet2DCondition
       u.name = item.key();
       u.host_offset = offset;
       // Parameters and buffers (an FP8 layer's e4m3 weight and scales are buffers, layers.h).
-      std::vector<at::Tensor> tensors = item.value()->parameters();
-      for (const auto& b : item.value()->buffers()) tensors.push_back(b);
-      for (const auto& p : tensors) {
+      for (const auto& p : weights_and_buffers(*item.value())) {
         Weight w;
         w.param = p;
         w.offset = u.bytes;
@@ -276,9 +275,7 @@ StatusOr<std::unique_ptr<WeightStreamer>> WeightStreamer::attach(UNet2DCondition
 #endif
     // 2. Everything else to the device.
     unet->to(device);
-    std::vector<at::Tensor> all = unet->parameters();
-    for (const auto& b : unet->buffers()) all.push_back(b);
-    for (const auto& p : all)
+    for (const auto& p : weights_and_buffers(*unet))
       if (!in_units.count(p.unsafeGetTensorImpl())) s.other_bytes += static_cast<int64_t>(p.nbytes());
     for (size_t i = 0; i < s.units.size(); ++i) s.units[i].hook->set_unit_hook(ws.get(), static_cast<int>(i));
     unet->set_forward_hook(ws.get());
