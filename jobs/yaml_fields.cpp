@@ -424,16 +424,19 @@ bool YamlFieldReader::read_number(const YamlField& f, double lo, bool lo_inclusi
 void YamlFieldReader::enum_problem(const YamlField& f, const std::vector<const char*>& names) {
   std::string list;
   for (const char* n : names) list += (list.empty() ? "" : " | ") + std::string(n);
+  if (!f.value.IsScalar()) {
+    // A map, a list or nothing is not an unknown name: say what kind of value the key takes.
+    p_->add(f.mark(), f.key, "expected one of " + list + ", got " + describe_node(f.value));
+    return;
+  }
   std::string msg = "unknown value " + describe_node(f.value) + "; use one of: " + list;
-  if (f.value.IsScalar()) {
-    const std::string value = lower(f.value.Scalar());
-    for (const char* n : names) {
-      const size_t len = std::strlen(n);
-      const size_t gap = value.size() > len ? value.size() - len : len - value.size();
-      if (gap <= 2 && edit_distance(value, n) <= 2) {
-        msg += " (did you mean " + quote(n) + "?)";
-        break;
-      }
+  const std::string value = lower(f.value.Scalar());
+  for (const char* n : names) {
+    const size_t len = std::strlen(n);
+    const size_t gap = value.size() > len ? value.size() - len : len - value.size();
+    if (gap <= 2 && edit_distance(value, n) <= 2) {
+      msg += " (did you mean " + quote(n) + "?)";
+      break;
     }
   }
   p_->add(f.mark(), f.key, msg);

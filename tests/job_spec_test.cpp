@@ -606,6 +606,13 @@ TEST_F(JobSpecTest, WeightsBroadcastIsAutoOnOrOff) {
   EXPECT_HAS(m, "job.yaml:5:20: weights_broadcast: unknown value \"yes\"; use one of: auto | on | off");
 }
 
+TEST_F(JobSpecTest, AMapOrListWhereANameGoesSaysWhatTheKeyTakes) {
+  EXPECT_HAS(error_of(std::string(kMinimal) + "dtype: {fp16: 1}\n"),
+             "job.yaml:5:8: dtype: expected one of fp16 | bf16 | fp32, got a map");
+  EXPECT_HAS(error_of(std::string(kMinimal) + "decoder: [full]\n"),
+             "job.yaml:5:10: decoder: expected one of auto | full | tiny, got a list");
+}
+
 // ---- scheduler: a sampler name, or a map of a name and options
 
 TEST_F(JobSpecTest, SchedulerNamesEverySampler) {

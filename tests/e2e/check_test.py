@@ -4,6 +4,7 @@ Usage (ctest does this): check_test.py <path to sdxl-batch>
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -143,6 +144,35 @@ class Check(unittest.TestCase):
         # A CPU job has no GPU plan.
         _, cpu = self.job("cpu-plan")
         self.assertIn("--gpu-gib ignored", self.check(cpu, args=("--gpu-gib", "80")).stdout)
+
+    def test_every_job_file_key_is_documented(self):
+        """The keys the parser accepts, as its unknown-key errors list them, each in docs/job-file.md."""
+        docs = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "job-file.md")).read()
+        d = os.path.join(TMP, "keys")
+        os.makedirs(d, exist_ok=True)
+        job = os.path.join(d, "job.yaml")
+        unknown = "qqqqqqqqqqqqqqqqqqqqqqqq"
+        with open(job, "w") as f:
+            f.write(f"{unknown}: 1\n")
+        p = self.check(job, code=2)
+        listed = re.search(r"valid keys are: ([a-z0-9_, ]+)$", p.stderr, re.M)
+        self.assertIsNotNone(listed, p.stderr)
+        top = listed.group(1).split(", ")
+        self.assertGreater(len(top), 30)
+        # Every top-level key as a map holding an unknown key: the nested sections list theirs.
+        with open(job, "w") as f:
+            f.write("".join(f"{k}: {{{unknown}: 1}}\n" for k in top if k != "loras"))
+            f.write(f"loras: [{{{unknown}: 1}}]\n")
+        p = self.check(job, code=2)
+        nested = {section: keys.split(", ") for keys, section in
+                  re.findall(r"valid keys are: ([a-z0-9_, ]+) \(in ([a-z_]+)[^)]*\)", p.stderr)}
+        for section in ("scheduler", "token_merging", "token_downsampling", "deep_cache", "memory", "loras"):
+            self.assertIn(section, nested, p.stderr)
+        missing = [k for k in top if f"`{k}`" not in docs]
+        for section, keys in nested.items():
+            missing += [f"{section}.{k}" for k in keys
+                        if not re.search(r"`(%s(\[i\])?\.)?%s`" % (section, k), docs)]
+        self.assertEqual(missing, [], "job-file keys without a line in docs/job-file.md")
 
 
 if __name__ == "__main__":
