@@ -17,6 +17,7 @@
 #include "common/version.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/dataset_bookkeeping.h"
+#include "coordinator/encode_monitor.h"
 #include "pipeline/runtime/memory_plan.h"
 #include "run/protocol.h"
 #include "worker/device_binding.h"
@@ -33,17 +34,6 @@ Status share_from_root(Comm& comm, const Status& mine) {
   Status st = comm.broadcast(bytes, 0, "sharing the job's status");
   if (!st.is_ok()) return st;
   return decode_status(bytes);
-}
-
-// Every rank's status: the first error by rank, or OK.
-Status share_all(Comm& comm, const Status& mine) {
-  auto all = comm.all_gather(encode_status(mine), "sharing the encode phase's status");
-  if (!all.is_ok()) return all.status();
-  for (size_t r = 0; r < all->size(); ++r) {
-    Status s = decode_status((*all)[r]);
-    if (!s.is_ok()) return s.with_context("rank " + std::to_string(r));
-  }
-  return Status::ok();
 }
 
 std::string iso_now() {
@@ -212,10 +202,24 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   if (!root) ctx->model = decode_identity(identity_bytes);
   if (root) log_info("startup: " + clock.summary());
 
-  // Phase 1: text embeddings, by the workers, into the shared cache.
+  // Phase 1: text embeddings, by the workers, into the shared cache. Rank 0 lists the texts the cache lacks,
+  // once for every worker (worker/encode_phase.h), and shows their progress.
   const auto te = std::chrono::steady_clock::now();
-  Status enc = root ? Status::ok() : run_encode_phase(comm, *ctx, *setup);
-  st = share_all(comm, enc);
+  std::vector<uint32_t> missing;
+  std::string missing_bytes;
+  Status listed;
+  if (root) {
+    auto m = texts_missing_from_cache(*ctx);
+    listed = m.status();
+    if (m.is_ok()) missing = std::move(*m), missing_bytes = encode_text_indices(missing);
+  }
+  st = share_from_root(comm, listed);
+  if (st.is_ok()) st = comm.broadcast(missing_bytes, 0, "sharing the texts to encode");
+  if (st.is_ok() && !root) {
+    auto m = decode_text_indices(missing_bytes);
+    st = m.status();
+    if (m.is_ok()) missing = std::move(*m);
+  }
   if (!st.is_ok()) {
     if (root) {
       print_error(st);
@@ -223,8 +227,35 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
     }
     return exit_code_for(st);
   }
-  if (root && !options.quiet)
-    std::fprintf(stderr, "encode: done in %.1f s\n",
+  Status enc;
+  if (root) {
+    auto encoded = monitor_encode_phase(comm, *ctx, static_cast<int64_t>(missing.size()), *ranks);
+    if (encoded.is_ok() && !encoded->lost.empty()) {
+      // A lost worker never ends its phase, and a hung one would keep the launcher waiting forever.
+      std::fprintf(stderr,
+                   "sdxl-batch: error: %s. The texts encoded so far are saved in the embedding cache; "
+                   "resubmit the same command to resume\n",
+                   encoded->lost.begin()->second.c_str());
+      discard_unused_output(*ctx, &resume);
+      record_exit_code(kExitWorkerLost);
+      std::fflush(stdout);
+      std::fflush(stderr);
+      comm.abort(kExitWorkerLost);
+    }
+    enc = encoded.is_ok() ? encoded->status : encoded.status();
+  } else {
+    enc = run_encode_phase(comm, *ctx, *setup, missing);
+  }
+  st = share_from_root(comm, enc);
+  if (!st.is_ok()) {
+    if (root) {
+      print_error(st);
+      discard_unused_output(*ctx, &resume);
+    }
+    return exit_code_for(st);
+  }
+  if (root && !options.quiet && missing.empty())
+    std::fprintf(stderr, "encode: every text is in the embedding cache (%.1f s)\n",
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - te).count());
   if (options.encode_only) {
     if (root) std::printf("embeddings: %s\n", ctx->job.embedding_cache.c_str());

@@ -17,14 +17,14 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+}  // namespace
+
 std::string describe_rank(int rank, const std::vector<RankInfo>& ranks) {
   std::string s = "rank " + std::to_string(rank);
   if (rank >= 0 && rank < static_cast<int>(ranks.size()))
     s += " on host " + ranks[rank].host + " (pid " + std::to_string(ranks[rank].pid) + ")";
   return s;
 }
-
-}  // namespace
 
 StatusOr<RenderSummary> run_coordinator(Comm& comm, const RunContext& ctx, const ItemRanges& pending,
                                         const std::vector<RankInfo>& ranks) {

@@ -44,6 +44,9 @@ struct RankInfo {
   int pid = 0;
 };
 
+/// "rank 2 on host node7 (pid 4242)"; "rank 2" when `ranks` does not hold it.
+std::string describe_rank(int rank, const std::vector<RankInfo>& ranks);
+
 /// Serves work requests until every worker has stopped. `pending` are the items to render;
 /// `ranks` are indexed by rank (may be empty). Errors only for communication failures; worker failures are
 /// in the summary (when every worker died with items left, the caller reports the first fatal error).

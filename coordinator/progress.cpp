@@ -13,8 +13,12 @@ double seconds(Progress::Clock::duration d) {
 }
 }  // namespace
 
-Progress::Progress(std::string what, int64_t total, double interval_s, bool quiet)
-    : what_(std::move(what)), total_(total), interval_s_(interval_s), quiet_(quiet || interval_s <= 0) {
+Progress::Progress(std::string what, int64_t total, double interval_s, bool quiet, std::string unit)
+    : what_(std::move(what)),
+      unit_(std::move(unit)),
+      total_(total),
+      interval_s_(interval_s),
+      quiet_(quiet || interval_s <= 0) {
   start_ = last_print_ = Clock::now();
   window_.emplace_back(start_, 0);
 }
@@ -65,8 +69,8 @@ std::string Progress::format_duration(double s) {
 std::string Progress::line(Clock::time_point now) const {
   char buf[256];
   const double pct = total_ > 0 ? 100.0 * static_cast<double>(done_) / static_cast<double>(total_) : 100.0;
-  std::snprintf(buf, sizeof buf, "%s: %lld/%lld (%.1f%%), %.2f items/s, ETA %s, %s elapsed", what_.c_str(),
-                static_cast<long long>(done_), static_cast<long long>(total_), pct, rate(now),
+  std::snprintf(buf, sizeof buf, "%s: %lld/%lld (%.1f%%), %.2f %s/s, ETA %s, %s elapsed", what_.c_str(),
+                static_cast<long long>(done_), static_cast<long long>(total_), pct, rate(now), unit_.c_str(),
                 format_duration(eta_seconds(now)).c_str(), format_duration(seconds(now - start_)).c_str());
   return buf;
 }

@@ -16,8 +16,9 @@ class Progress {
  public:
   using Clock = std::chrono::steady_clock;
 
-  /// `what` labels the lines ("render", "encode"); `interval_s` <= 0 or `quiet` prints nothing.
-  Progress(std::string what, int64_t total, double interval_s, bool quiet);
+  /// `what` labels the lines ("render", "encode") and `unit` names what is counted ("items", "texts");
+  /// `interval_s` <= 0 or `quiet` prints nothing.
+  Progress(std::string what, int64_t total, double interval_s, bool quiet, std::string unit = "items");
 
   /// Adds `n` completed units at time `now`; prints a line when the interval has passed.
   void add(int64_t n, Clock::time_point now = Clock::now());
@@ -40,6 +41,7 @@ class Progress {
 
  private:
   std::string what_;
+  std::string unit_;
   int64_t total_;
   double interval_s_;
   bool quiet_;

@@ -27,10 +27,10 @@ StatusOr<Faults> Faults::parse(const std::string& spec) {
   std::stringstream ss(spec);
   std::string part;
   auto bad = [&](const std::string& what) {
-    return invalid_argument(
-        "SDXLB_FAULT=\"" + spec + "\": " + what +
-        " (keys: kill_rank, kill_after, hang_rank, hang_after, nan_items, oom_batches, "
-        "item_delay_ms, encode_delay_ms, fail_rank, fail_code, export_kill_after, place_skew)");
+    return invalid_argument("SDXLB_FAULT=\"" + spec + "\": " + what +
+                            " (keys: kill_rank, kill_after, hang_rank, hang_after, nan_items, oom_batches, "
+                            "item_delay_ms, encode_delay_ms, encode_hang_rank, fail_rank, fail_code, "
+                            "export_kill_after, place_skew)");
   };
   while (std::getline(ss, part, ',')) {
     if (part.empty()) continue;
@@ -68,6 +68,8 @@ StatusOr<Faults> Faults::parse(const std::string& spec) {
       f.item_delay_ms_ = v;
     } else if (key == "encode_delay_ms") {
       f.encode_delay_ms_ = v;
+    } else if (key == "encode_hang_rank") {
+      f.encode_hang_rank_ = static_cast<int>(v);
     } else if (key == "export_kill_after") {
       f.export_kill_after_ = v;
     } else if (key == "fail_rank") {
@@ -98,6 +100,11 @@ void Faults::maybe_kill_export(int64_t samples) const {
 
 void Faults::maybe_hang(int rank, int64_t count) const {
   if (rank != hang_rank_ || hang_after_ < 0 || count < hang_after_) return;
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+void Faults::maybe_hang_encoding(int rank) const {
+  if (rank != encode_hang_rank_) return;
   for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
 }
 

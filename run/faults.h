@@ -9,6 +9,7 @@
 //   oom_batches=N       the first N batches a worker renders fail as out of memory (to test the fallback)
 //   item_delay_ms=M     every rendered image group takes M ms longer (to widen time windows in tests)
 //   encode_delay_ms=M   every encode chunk takes M ms longer
+//   encode_hang_rank=R  the worker that stops answering in the encode phase, after its first chunk
 //   fail_rank=R         the worker whose start-up fails with ...
 //   fail_code=NAME      ... this error kind: out_of_memory, model, bad_input (to test exit codes)
 //   export_kill_after=N `sdxl-batch export --format webdataset` kills itself with SIGKILL once it has added N
@@ -43,6 +44,8 @@ class Faults {
   void maybe_kill(int rank, int64_t count) const;
   /// Sleeps forever when `rank` and `count` match the plan (a worker that stops answering).
   void maybe_hang(int rank, int64_t count) const;
+  /// Sleeps forever when `rank` is the plan's encode_hang_rank (called after each encode chunk).
+  void maybe_hang_encoding(int rank) const;
   bool nan_item(int64_t item) const { return nan_items_.count(item) != 0; }
   int64_t oom_batches() const { return oom_batches_; }
   int64_t item_delay_ms() const { return item_delay_ms_; }
@@ -63,6 +66,7 @@ class Faults {
   int64_t oom_batches_ = 0;
   int64_t item_delay_ms_ = 0;
   int64_t encode_delay_ms_ = 0;
+  int encode_hang_rank_ = -1;
   int fail_rank_ = -1;
   std::string fail_code_;
   int64_t export_kill_after_ = -1;

@@ -1,5 +1,7 @@
 #include "run/protocol.h"
 
+#include <cstring>
+
 #include <nlohmann/json.hpp>
 
 namespace sdxlb {
@@ -24,6 +26,9 @@ std::string encode_message(const WorkAssignment& m) {
 std::string encode_message(const WorkerReport& m) {
   return json{{"rendered", m.rendered}, {"failed", m.failed}, {"busy_s", m.busy_s}, {"segments", m.segments}}
       .dump();
+}
+std::string encode_message(const EncodeProgress& m) {
+  return json{{"texts", m.texts}}.dump();
 }
 std::string encode_stop(const std::string& reason) {
   return json{{"reason", reason}}.dump();
@@ -62,6 +67,28 @@ StatusOr<WorkerReport> decode_report(const std::string& bytes) {
   r.busy_s = j.value("busy_s", 0.0);
   r.segments = j.value("segments", int64_t{0});
   return r;
+}
+
+StatusOr<EncodeProgress> decode_encode_progress(const std::string& bytes) {
+  SDXLB_ASSIGN_OR_RETURN(auto j, parse(bytes, "encode progress"));
+  try {
+    return EncodeProgress{j.at("texts").get<int64_t>()};
+  } catch (const json::exception& e) {
+    return internal_error(std::string("malformed encode progress: ") + e.what());
+  }
+}
+
+std::string encode_text_indices(const std::vector<uint32_t>& indices) {
+  // Every rank of a job runs the same build on the same kind of host: native byte order.
+  return std::string(reinterpret_cast<const char*>(indices.data()), indices.size() * sizeof(uint32_t));
+}
+
+StatusOr<std::vector<uint32_t>> decode_text_indices(const std::string& bytes) {
+  if (bytes.size() % sizeof(uint32_t) != 0)
+    return internal_error("malformed text list from rank 0: " + std::to_string(bytes.size()) + " bytes");
+  std::vector<uint32_t> indices(bytes.size() / sizeof(uint32_t));
+  std::memcpy(indices.data(), bytes.data(), bytes.size());
+  return indices;
 }
 
 std::string encode_status(const Status& s) {

@@ -14,6 +14,14 @@
 //   worker -> coordinator  kBye      {"rendered": n, "failed": n, "busy_s": seconds, "segments": n}
 //   worker -> coordinator  kFatal    <encoded Status>         the worker cannot go on; it exits after sending
 //
+// The encode phase (before the render phase; rank 0 has decided which texts to encode and broadcast them):
+//   worker -> coordinator  kEncodeProgress {"texts": n}       n more texts encoded and stored; the first one
+//                                                             (n = 0) before the encoders load, then at most
+//                                                             one a second: progress, and the watchdog's
+//                                                             heartbeat
+//   worker -> coordinator  kEncodeDone     <encoded Status>   the worker's share is stored (or why not); the
+//                                                             last message of its encode phase
+//
 // Items reported done are in the worker's segment, which may not be published yet: the coordinator counts
 // them for progress only. What a later run trusts is what the resume scan finds in published segments.
 #pragma once
@@ -26,7 +34,16 @@
 
 namespace sdxlb {
 
-enum MessageTag : int { kRequest = 1, kWork = 2, kBye = 3, kFatal = 4, kProgress = 5, kStop = 6 };
+enum MessageTag : int {
+  kRequest = 1,
+  kWork = 2,
+  kBye = 3,
+  kFatal = 4,
+  kProgress = 5,
+  kStop = 6,
+  kEncodeProgress = 7,
+  kEncodeDone = 8,
+};
 
 struct WorkRequest {
   std::vector<int64_t> done;
@@ -39,6 +56,10 @@ struct WorkAssignment {
   std::vector<int64_t> items;
 };
 
+struct EncodeProgress {
+  int64_t texts = 0;  ///< encoded and stored since the worker's previous report
+};
+
 struct WorkerReport {
   int64_t rendered = 0;
   int64_t failed = 0;
@@ -49,11 +70,18 @@ struct WorkerReport {
 std::string encode_message(const WorkRequest& m);
 std::string encode_message(const WorkAssignment& m);
 std::string encode_message(const WorkerReport& m);
+std::string encode_message(const EncodeProgress& m);
 std::string encode_stop(const std::string& reason);
 
 StatusOr<WorkRequest> decode_request(const std::string& bytes);
 StatusOr<WorkAssignment> decode_assignment(const std::string& bytes);
 StatusOr<WorkerReport> decode_report(const std::string& bytes);
+StatusOr<EncodeProgress> decode_encode_progress(const std::string& bytes);
+
+/// The encode phase's text list (indices into the job's texts), as bytes for Comm::broadcast, and back.
+/// decode_text_indices of bytes that are not a whole number of indices is an internal error.
+std::string encode_text_indices(const std::vector<uint32_t>& indices);
+StatusOr<std::vector<uint32_t>> decode_text_indices(const std::string& bytes);
 
 /// A Status as bytes for another rank ("<code>\n<message>"), and back. decode_status of malformed bytes is
 /// an internal error saying so; an unknown code is kept as internal. kFatal carries encode_status.

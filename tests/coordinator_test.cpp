@@ -1,5 +1,5 @@
 // The coordinator against scripted workers on the in-process backend: stopping on a signal, and the
-// watchdog that declares a silent worker lost.
+// watchdog that declares a silent worker lost; the same for the encode phase's monitor.
 #include "coordinator/coordinator.h"
 
 #include <signal.h>
@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "cluster/stop_signal.h"
+#include "coordinator/encode_monitor.h"
 
 namespace sdxlb {
 namespace {
@@ -143,6 +144,80 @@ TEST(Coordinator, ASilentWorkerIsLostAfterTheTimeout) {
   EXPECT_GT(s, 1.0);
   EXPECT_LT(s, 3.0);
   EXPECT_LT(summary->rendered, 62);
+}
+
+// An encode-phase worker as worker/encode_phase.cpp reports: a first report of 0, then `chunks` reports
+// of `texts` each, `chunk_ms` apart, then its end with `result`.
+void encoding_worker(Comm& c, int chunks, int64_t texts, int chunk_ms, const Status& result) {
+  ASSERT_TRUE(c.send(0, kEncodeProgress, encode_message(EncodeProgress{0}), "test").is_ok());
+  for (int i = 0; i < chunks; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(chunk_ms));
+    ASSERT_TRUE(c.send(0, kEncodeProgress, encode_message(EncodeProgress{texts}), "test").is_ok());
+  }
+  ASSERT_TRUE(c.send(0, kEncodeDone, encode_status(result), "test").is_ok());
+}
+
+TEST(EncodeMonitor, SumsTheWorkersReportsUntilEveryOneHasEnded) {
+  const RunContext ctx = context("");
+  auto comms = Comm::local_group(3);
+  std::thread w1([&] { encoding_worker(comms[1], 3, 64, 5, Status::ok()); });
+  std::thread w2([&] { encoding_worker(comms[2], 2, 10, 5, Status::ok()); });
+  auto summary = monitor_encode_phase(comms[0], ctx, 212);
+  w1.join();
+  w2.join();
+  ASSERT_TRUE(summary.is_ok()) << summary.status().to_string();
+  EXPECT_TRUE(summary->status.is_ok());
+  EXPECT_TRUE(summary->lost.empty());
+  EXPECT_EQ(summary->texts, 212);
+}
+
+TEST(EncodeMonitor, AWorkersErrorIsTheResultWithItsRank) {
+  const RunContext ctx = context("");
+  auto comms = Comm::local_group(4);
+  std::thread w1([&] { encoding_worker(comms[1], 2, 64, 5, Status::ok()); });
+  std::thread w2([&] { encoding_worker(comms[2], 0, 0, 0, Status(StatusCode::kIoError, "disk full")); });
+  std::thread w3([&] { encoding_worker(comms[3], 1, 8, 30, cancelled("stopped by SIGTERM")); });
+  auto summary = monitor_encode_phase(comms[0], ctx, 200);
+  w1.join();
+  w2.join();
+  w3.join();
+  ASSERT_TRUE(summary.is_ok()) << summary.status().to_string();
+  // Every worker was waited for, and the lowest failed rank's error is the phase's.
+  EXPECT_EQ(summary->texts, 136);
+  EXPECT_EQ(summary->status.code(), StatusCode::kIoError);
+  EXPECT_EQ(summary->status.message(), "rank 2: disk full");
+}
+
+TEST(EncodeMonitor, ASilentWorkerIsLostAfterTheTimeout) {
+  const RunContext ctx = context("worker_timeout_s: 1\n");
+  auto comms = Comm::local_group(3);
+  std::thread w1([&] { encoding_worker(comms[1], 2, 64, 5, Status::ok()); });
+  // Rank 2 says it has started and then nothing more (hung while loading or encoding).
+  std::thread w2([&] {
+    ASSERT_TRUE(comms[2].send(0, kEncodeProgress, encode_message(EncodeProgress{0}), "t").is_ok());
+  });
+  const auto t0 = Clock::now();
+  auto summary = monitor_encode_phase(comms[0], ctx, 500, {{"h0", 10}, {"h1", 11}, {"node7", 12}});
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  w1.join();
+  w2.join();
+  ASSERT_TRUE(summary.is_ok()) << summary.status().to_string();
+  ASSERT_EQ(summary->lost.size(), 1u);
+  EXPECT_NE(summary->lost.at(2).find("rank 2 on host node7 (pid 12) sent nothing for"), std::string::npos)
+      << summary->lost.at(2);
+  EXPECT_NE(summary->lost.at(2).find("during the encode phase"), std::string::npos);
+  EXPECT_GT(s, 1.0);
+  EXPECT_LT(s, 3.0);
+}
+
+TEST(EncodeMonitor, AnotherPhasesMessageIsAnInternalError) {
+  const RunContext ctx = context("");
+  auto comms = Comm::local_group(2);
+  ASSERT_TRUE(comms[1].send(0, kRequest, encode_message(WorkRequest{}), "test").is_ok());
+  auto summary = monitor_encode_phase(comms[0], ctx, 1);
+  ASSERT_FALSE(summary.is_ok());
+  EXPECT_EQ(summary.status().code(), StatusCode::kInternal);
+  EXPECT_NE(summary.status().message().find("during the encode phase"), std::string::npos);
 }
 
 }  // namespace

@@ -53,10 +53,27 @@ TEST(Protocol, RequestsCarryTheStoppingFlag) {
   EXPECT_FALSE(decode_request("{").is_ok());
 }
 
+TEST(Protocol, EncodeProgressAndTheTextList) {
+  auto back = decode_encode_progress(encode_message(EncodeProgress{64}));
+  ASSERT_TRUE(back.is_ok());
+  EXPECT_EQ(back->texts, 64);
+  EXPECT_FALSE(decode_encode_progress("{}").is_ok());
+  const std::vector<uint32_t> list = {0, 3, 4, 1000000, UINT32_MAX - 1};
+  auto indices = decode_text_indices(encode_text_indices(list));
+  ASSERT_TRUE(indices.is_ok());
+  EXPECT_EQ(*indices, list);
+  auto none = decode_text_indices(encode_text_indices({}));
+  ASSERT_TRUE(none.is_ok());
+  EXPECT_TRUE(none->empty());
+  auto torn = decode_text_indices(encode_text_indices(list).substr(1));
+  ASSERT_FALSE(torn.is_ok());
+  EXPECT_EQ(torn.status().code(), StatusCode::kInternal);
+}
+
 TEST(Faults, ParsesEveryKey) {
   auto f = Faults::parse(
       "kill_rank=2,kill_after=5,hang_rank=1,hang_after=3,nan_items=4:7,oom_batches=2,item_delay_ms=10,"
-      "encode_delay_ms=20,fail_rank=1,fail_code=model,place_skew=250");
+      "encode_delay_ms=20,encode_hang_rank=3,fail_rank=1,fail_code=model,place_skew=250");
   ASSERT_TRUE(f.is_ok()) << f.status().to_string();
   EXPECT_TRUE(f->nan_item(4));
   EXPECT_TRUE(f->nan_item(7));
@@ -72,8 +89,10 @@ TEST(Faults, ParsesEveryKey) {
   EXPECT_TRUE(none.startup_error(1).is_ok());
   EXPECT_FALSE(none.nan_item(0));
   EXPECT_EQ(none.place_skew(), 0.0);
-  none.maybe_kill(0, 1000);  // returns
-  none.maybe_hang(1, 1000);  // returns
+  none.maybe_kill(0, 1000);     // returns
+  none.maybe_hang(1, 1000);     // returns
+  none.maybe_hang_encoding(1);  // returns
+  f->maybe_hang_encoding(1);    // returns: another rank
 }
 
 TEST(Faults, BadSpecsNameTheProblem) {

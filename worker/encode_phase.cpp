@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <string_view>
 #include <thread>
+#include <unordered_set>
 
 #include <ATen/ATen.h>
 
 #include "cluster/stop_signal.h"
 #include "common/log.h"
+#include "run/protocol.h"
 #include "store/embedding_cache.h"
 #include "worker/device_binding.h"
 
@@ -17,33 +20,21 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Texts the encode phase needs: every distinct prompt and non-empty negative, plus "" when the model
-// encodes empty negatives instead of zeroing them.
-std::vector<std::string> texts_to_encode(const JobPlan& plan, bool force_zeros) {
-  std::vector<std::string> out;
-  const UniqueTexts& t = plan.texts();
-  out.reserve(t.size() + 1);
-  for (uint32_t i = 0; i < t.size(); ++i) out.emplace_back(t.text(i));
-  if (!force_zeros) out.emplace_back("");
-  return out;
-}
-
-}  // namespace
-
-Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& base_setup) {
+// Encodes the share; run_encode_phase reports its end.
+Status encode_share(Comm& comm, const RunContext& ctx, const RenderSetup& base_setup,
+                    const std::vector<uint32_t>& missing) {
   RenderSetup setup = base_setup;
   const int w = comm.rank() - 1, nw = comm.size() - 1;
-  setup.device = bind_device(setup.device, ctx.gpu_slot);
-  // Find what is missing before loading the encoders: a resumed job usually has everything. The model's
-  // identity came from rank 0 (read once for the whole job).
-  SDXLB_ASSIGN_OR_RETURN(auto cache,
-                         EmbeddingCache::open(ctx.job.embedding_cache, ctx.model.text_encoder_id));
-  const bool force_zeros = ctx.model.force_zeros_for_empty_prompt;
-  const std::vector<std::string> missing = cache.missing(texts_to_encode(*ctx.plan, force_zeros));
   const size_t begin = missing.size() * static_cast<size_t>(w) / static_cast<size_t>(nw);
   const size_t end = missing.size() * static_cast<size_t>(w + 1) / static_cast<size_t>(nw);
+  // The first report, before the encoders load: rank 0's watchdog hears from every worker from the start.
+  SDXLB_RETURN_IF_ERROR(
+      comm.send(0, kEncodeProgress, encode_message(EncodeProgress{0}), "reporting encode progress"));
+  setup.device = bind_device(setup.device, ctx.gpu_slot);
   if (begin == end) return Status::ok();
-
+  const std::vector<std::string> all = texts_to_encode(ctx);
+  SDXLB_ASSIGN_OR_RETURN(auto cache,
+                         EmbeddingCache::open(ctx.job.embedding_cache, ctx.model.text_encoder_id));
   SDXLB_ASSIGN_OR_RETURN(auto pipe,
                          SdxlPipeline::load(ctx.job.model, setup.pipeline_options(ctx.job, true, false)));
   const size_t chunk = 64;          // texts per encoder call
@@ -60,6 +51,9 @@ Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& ba
     pooled.clear();
     return Status::ok();
   };
+  // Texts encoded since the last report to rank 0 (at most one report a second).
+  int64_t unreported = 0;
+  auto last_report = Clock::now();
   const auto t_encode = Clock::now();
   for (size_t i = begin; i < end; i += chunk) {
     if (StopSignal::requested()) {
@@ -70,7 +64,8 @@ Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& ba
     }
     if (ctx.faults->encode_delay_ms() > 0)
       std::this_thread::sleep_for(std::chrono::milliseconds(ctx.faults->encode_delay_ms()));
-    std::vector<std::string> texts(missing.begin() + i, missing.begin() + std::min(end, i + chunk));
+    std::vector<std::string> texts;
+    for (size_t j = i; j < std::min(end, i + chunk); ++j) texts.push_back(all[missing[j]]);
     // Always `chunk` rows (padded with the last text): with one shape, a text's embedding does not depend on
     // which texts share its batch, so it is the same whatever the cache held and however many ranks encode.
     const size_t n = texts.size();
@@ -81,8 +76,20 @@ Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& ba
     pooled.push_back(e.pooled.narrow(0, 0, static_cast<int64_t>(n)).to(at::kCPU, at::kHalf));
     pending.insert(pending.end(), texts.begin(), texts.end());
     if (pending.size() >= shard_texts) SDXLB_RETURN_IF_ERROR(flush());
+    unreported += static_cast<int64_t>(n);
+    const auto now = Clock::now();
+    if (std::chrono::duration<double>(now - last_report).count() >= 1.0) {
+      SDXLB_RETURN_IF_ERROR(comm.send(0, kEncodeProgress, encode_message(EncodeProgress{unreported}),
+                                      "reporting encode progress"));
+      unreported = 0;
+      last_report = now;
+    }
+    ctx.faults->maybe_hang_encoding(comm.rank());
   }
   SDXLB_RETURN_IF_ERROR(flush());
+  if (unreported > 0)
+    SDXLB_RETURN_IF_ERROR(comm.send(0, kEncodeProgress, encode_message(EncodeProgress{unreported}),
+                                    "reporting encode progress"));
   const double secs = std::chrono::duration<double>(Clock::now() - t_encode).count();
   char line[160];
   std::snprintf(line, sizeof line,
@@ -90,6 +97,36 @@ Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& ba
                 end - begin == 1 ? "" : "s", secs, static_cast<double>(end - begin) / secs, chunk);
   log_info(line);
   return Status::ok();
+}
+
+}  // namespace
+
+std::vector<std::string> texts_to_encode(const RunContext& ctx) {
+  std::vector<std::string> out;
+  const UniqueTexts& t = ctx.plan->texts();
+  out.reserve(t.size() + 1);
+  for (uint32_t i = 0; i < t.size(); ++i) out.emplace_back(t.text(i));
+  if (!ctx.model.force_zeros_for_empty_prompt) out.emplace_back("");
+  return out;
+}
+
+StatusOr<std::vector<uint32_t>> texts_missing_from_cache(const RunContext& ctx) {
+  SDXLB_ASSIGN_OR_RETURN(auto cache,
+                         EmbeddingCache::open(ctx.job.embedding_cache, ctx.model.text_encoder_id));
+  const std::vector<std::string> texts = texts_to_encode(ctx);
+  std::vector<uint32_t> missing;
+  std::unordered_set<std::string_view> seen;  // "" may also be one of the plan's texts
+  for (uint32_t i = 0; i < texts.size(); ++i)
+    if (!cache.contains(texts[i]) && seen.insert(texts[i]).second) missing.push_back(i);
+  return missing;
+}
+
+Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& setup,
+                        const std::vector<uint32_t>& missing) {
+  const Status result = encode_share(comm, ctx, setup, missing);
+  const Status sent =
+      comm.send(0, kEncodeDone, encode_status(result), "reporting the end of the encode phase");
+  return result.is_ok() ? sent : result;
 }
 
 }  // namespace sdxlb

@@ -9,6 +9,8 @@ worker, exit codes that keep their kind across ranks, and segments published by 
   too; SIGTERM to one worker alone: it saves what it finished, the other worker renders the rest of its
   batch, every item exactly once (exit 0);
 - a signal during the encode phase: exit 7, the texts encoded so far are kept, the resume completes;
+- the encode phase's progress line (summed over the workers, with an ETA), and a worker that hangs in it:
+  exit 8 naming the rank, the other workers' texts kept, the resume completes;
 - a worker that stops answering: exit 8 within worker_timeout_s + 10 s, naming the rank and host; the
   resume completes;
 - a worker's out-of-memory, model and bad-input errors give exit 6, 4 and 2, alone and under mpirun;
@@ -198,6 +200,49 @@ class RunControl(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(d, "out", "index.h5")))
         r = e2e.run(BIN, j, 3)
         self.assertIn("200 ok", r.stdout)
+
+    def test_encode_progress(self):
+        # A long encode phase shows one progress line with an ETA on rank 0, summed over the workers.
+        prompts = [f"encode progress prompt {i}" for i in range(400)]
+        d = os.path.join(TMP, "encode-progress")
+        j = e2e.write_job(d, MODEL, os.path.join(d, "emb"), prompts=prompts, images_per_prompt=1,
+                          progress_interval_s=0.5)
+
+        def encode(env=None):
+            p = subprocess.run(e2e.MPIRUN + ["3", BIN, "encode", j], capture_output=True, text=True, timeout=300,
+                               env=dict(os.environ, **e2e.ENV, **(env or {})))
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            return p
+
+        # Each worker encodes 200 texts in 4 chunks of 0.7 s or more: it reports at least twice.
+        p = encode({"SDXLB_FAULT": "encode_delay_ms=700"})
+        lines = re.findall(r"encode: (\d+)/(\d+) \([\d.]+%\), [\d.]+ texts/s, ETA \S+, \S+ elapsed", p.stderr)
+        self.assertTrue(lines, p.stderr)
+        total = int(lines[0][1])
+        self.assertIn(total, (400, 401))  # with "" where the model encodes empty negatives
+        self.assertTrue(all(0 < int(done) < total for done, _ in lines), lines)
+        self.assertRegex(p.stderr, rf"encode: {total}/{total} done in")
+        # Everything is in the cache now: nothing to encode the second time.
+        self.assertIn("encode: every text is in the embedding cache", encode().stderr)
+
+    def test_hung_worker_during_encode(self):
+        prompts = [f"encode hang prompt {i}" for i in range(300)]
+        d = os.path.join(TMP, "encode-hang")
+        j = e2e.write_job(d, MODEL, os.path.join(d, "emb"), prompts=prompts, images_per_prompt=1,
+                          worker_timeout_s=4)
+        t0 = time.monotonic()
+        p = e2e.run(BIN, j, 3, env={"SDXLB_FAULT": "encode_hang_rank=2"}, check=False, timeout=120)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(p.returncode, 8, p.stdout + p.stderr)
+        self.assertIn("rank 2 on host", p.stderr)
+        self.assertIn("during the encode phase", p.stderr)
+        self.assertIn("resubmit the same command to resume", p.stderr)
+        self.assertLess(elapsed, 30.0)
+        self.assertFalse(os.path.exists(os.path.join(d, "out", "index.h5")))
+        # The other worker's share was stored; the resubmitted job encodes the rest and renders everything.
+        r = e2e.run(BIN, j, 3)
+        self.assertIn("300 ok", r.stdout)
+        print(f"\n[ encode-hang ] exit 8 after {elapsed:.1f} s (worker_timeout_s 4)", file=sys.stderr)
 
     def test_hung_worker(self):
         j = job("hung", segment_items=1000, segment_seconds=2, worker_timeout_s=4)
