@@ -1,4 +1,5 @@
-// Rank 0 during the encode phase (worker/encode_phase.h): sums the workers' reports into one progress line
+// Rank 0 during the encode phase (worker/encode_phase.h): lists the texts the embedding cache lacks, once
+// for every worker (texts_missing_from_cache), then sums the workers' reports into one progress line
 // with an ETA ("encode: 1200/8000 (15.0%), 610.00 texts/s, ETA 11s, 2s elapsed"), and watches them as the
 // render coordinator does: a worker that sends nothing for job.worker_timeout_s (from the start of the
 // phase, then after each report) is declared lost. The phase's workers report at least once a second while
@@ -16,6 +17,10 @@
 #include "run/run_context.h"
 
 namespace sdxlb {
+
+/// The indices into texts_to_encode(ctx) (run/run_context.h) of the texts the embedding cache lacks,
+/// ascending, each text once. Errors: the cache's (kIoError when its folder cannot be created or read).
+StatusOr<std::vector<uint32_t>> texts_missing_from_cache(const RunContext& ctx);
 
 struct EncodeSummary {
   Status status;                    ///< the first worker's error by rank (with "rank r: "), or OK

@@ -42,4 +42,13 @@ std::string utc_run_id() {
   return buf;
 }
 
+std::vector<std::string> texts_to_encode(const RunContext& ctx) {
+  std::vector<std::string> out;
+  const UniqueTexts& t = ctx.plan->texts();
+  out.reserve(t.size() + 1);
+  for (uint32_t i = 0; i < t.size(); ++i) out.emplace_back(t.text(i));
+  if (!ctx.model.force_zeros_for_empty_prompt) out.emplace_back("");
+  return out;
+}
+
 }  // namespace sdxlb

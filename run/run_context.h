@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "jobs/job_plan.h"
@@ -59,6 +60,11 @@ struct RunContext {
 /// The job's plan and dispatch batch size (`gpu_present`: whether this node runs on a GPU).
 StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, const std::string& run_id,
                                       bool gpu_present);
+
+/// The texts whose embeddings the job's renders need (the encode phase's input): every distinct prompt and
+/// non-empty negative, plus "" when the model encodes empty negatives instead of zeroing them. The same list,
+/// in the same order, on every rank.
+std::vector<std::string> texts_to_encode(const RunContext& ctx);
 
 /// "20261125T120501123Z": the current UTC time to the millisecond, sortable.
 std::string utc_run_id();

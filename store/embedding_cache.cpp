@@ -3,9 +3,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
-#include <unordered_set>
-
-#include <ATen/ATen.h>
 
 #include "common/fingerprint.h"
 #include "common/log.h"
@@ -31,10 +28,16 @@ StatusOr<h5::Datatype> float16_type() {
   return t;
 }
 
-std::vector<hsize_t> dims_of(const at::Tensor& t) {
+std::vector<hsize_t> dims_of(const std::vector<int64_t>& shape) {
   std::vector<hsize_t> d;
-  for (int64_t s : t.sizes()) d.push_back(static_cast<hsize_t>(s));
+  for (int64_t s : shape) d.push_back(static_cast<hsize_t>(s));
   return d;
+}
+
+int64_t product(const std::vector<int64_t>& shape, size_t from) {
+  int64_t n = 1;
+  for (size_t i = from; i < shape.size(); ++i) n *= shape[i];
+  return n;
 }
 
 }  // namespace
@@ -76,40 +79,29 @@ bool EmbeddingCache::contains(const std::string& text) const {
   return index_.count(text_hash(text)) != 0;
 }
 
-std::vector<std::string> EmbeddingCache::missing(const std::vector<std::string>& texts) const {
-  std::vector<std::string> out;
-  std::unordered_set<uint64_t> seen;
-  for (const auto& t : texts) {
-    const uint64_t h = text_hash(t);
-    if (index_.count(h) || !seen.insert(h).second) continue;
-    out.push_back(t);
-  }
-  return out;
-}
-
 Status EmbeddingCache::write_shard(const std::string& tag, const std::vector<std::string>& texts,
-                                   const at::Tensor& prompt_embeds, const at::Tensor& pooled) {
+                                   const HalfRowsView& prompt_embeds, const HalfRowsView& pooled) {
   const int64_t n = static_cast<int64_t>(texts.size());
-  if (prompt_embeds.dim() != 3 || pooled.dim() != 2 || prompt_embeds.size(0) != n || pooled.size(0) != n)
+  if (prompt_embeds.shape.size() != 3 || pooled.shape.size() != 2 || prompt_embeds.shape[0] != n ||
+      pooled.shape[0] != n || (n > 0 && (prompt_embeds.values == nullptr || pooled.values == nullptr)))
     return invalid_argument("write_shard: " + std::to_string(n) +
                             " texts need embeddings [n, S, D] and [n, P]");
   const std::string name = "shard-" + tag + ".h5";
   const std::string path = folder_ + "/" + name;
   const std::string tmp = path + ".tmp";
-  at::Tensor e = prompt_embeds.detach().to(at::kCPU, at::kHalf).contiguous();
-  at::Tensor p = pooled.detach().to(at::kCPU, at::kHalf).contiguous();
   std::vector<uint64_t> hashes;
   for (const auto& t : texts) hashes.push_back(text_hash(t));
   {
     SDXLB_ASSIGN_OR_RETURN(auto file, h5::File::create(tmp, /*truncate=*/true));
     SDXLB_ASSIGN_OR_RETURN(auto f16, float16_type());
-    for (auto [dname, t] : {std::pair<const char*, at::Tensor*>{"prompt_embeds", &e}, {"pooled", &p}}) {
+    for (auto [dname, rows] : {std::pair<const char*, const HalfRowsView*>{"prompt_embeds", &prompt_embeds},
+                               {"pooled", &pooled}}) {
       h5::DatasetOptions opts;
-      auto dims = dims_of(*t);
+      auto dims = dims_of(rows->shape);
       opts.chunk = dims;
       opts.chunk[0] = 1;  // one text per chunk: lookups read single rows
       SDXLB_ASSIGN_OR_RETURN(auto ds, file.create_dataset(dname, f16.id(), dims, opts));
-      SDXLB_RETURN_IF_ERROR(ds.write_rows(f16.id(), 0, dims[0], t->data_ptr()));
+      SDXLB_RETURN_IF_ERROR(ds.write_rows(f16.id(), 0, dims[0], rows->values));
     }
     SDXLB_RETURN_IF_ERROR(h5::write_column<std::string>(file, "text", texts));
     SDXLB_RETURN_IF_ERROR(h5::write_column<uint64_t>(file, "text_hash", hashes));
@@ -123,8 +115,7 @@ Status EmbeddingCache::write_shard(const std::string& tag, const std::vector<std
   return Status::ok();
 }
 
-StatusOr<std::pair<at::Tensor, at::Tensor>> EmbeddingCache::read(
-    const std::vector<std::string>& texts) const {
+StatusOr<StoredEmbeddings> EmbeddingCache::read(const std::vector<std::string>& texts) const {
   const int64_t n = static_cast<int64_t>(texts.size());
   std::map<int32_t, std::vector<std::pair<int64_t, int64_t>>> by_shard;  // shard -> (out row, shard row)
   for (int64_t i = 0; i < n; ++i) {
@@ -134,7 +125,9 @@ StatusOr<std::pair<at::Tensor, at::Tensor>> EmbeddingCache::read(
                        " (run the encode phase first: sdxl-batch encode <job.yaml>)");
     by_shard[it->second.shard].push_back({i, it->second.row});
   }
-  at::Tensor embeds, pooled;
+  StoredEmbeddings out;
+  HalfRows& embeds = out.prompt_embeds;
+  HalfRows& pooled = out.pooled;
   SDXLB_ASSIGN_OR_RETURN(auto f16, float16_type());
   for (const auto& [shard, rows] : by_shard) {
     const std::string path = folder_ + "/" + shards_[shard];
@@ -143,24 +136,28 @@ StatusOr<std::pair<at::Tensor, at::Tensor>> EmbeddingCache::read(
     SDXLB_ASSIGN_OR_RETURN(auto pds, file.open_dataset("pooled"));
     SDXLB_ASSIGN_OR_RETURN(auto edims, eds.dims());
     SDXLB_ASSIGN_OR_RETURN(auto pdims, pds.dims());
-    if (!embeds.defined()) {
-      embeds = at::empty({n, static_cast<int64_t>(edims[1]), static_cast<int64_t>(edims[2])}, at::kHalf);
-      pooled = at::empty({n, static_cast<int64_t>(pdims[1])}, at::kHalf);
-    } else if (embeds.size(1) != static_cast<int64_t>(edims[1]) ||
-               embeds.size(2) != static_cast<int64_t>(edims[2]) ||
-               pooled.size(1) != static_cast<int64_t>(pdims[1])) {
+    if (edims.size() != 3 || pdims.size() != 2) return data_loss(path + ": embeddings of the wrong rank");
+    const std::vector<int64_t> eshape = {n, static_cast<int64_t>(edims[1]), static_cast<int64_t>(edims[2])};
+    const std::vector<int64_t> pshape = {n, static_cast<int64_t>(pdims[1])};
+    if (embeds.shape.empty()) {
+      embeds.shape = eshape;
+      pooled.shape = pshape;
+      embeds.values.resize(static_cast<size_t>(product(eshape, 0)));
+      pooled.values.resize(static_cast<size_t>(product(pshape, 0)));
+    } else if (embeds.shape != eshape || pooled.shape != pshape) {
       return data_loss(path + ": embedding shape differs from the other shards of " + folder_);
     }
+    const int64_t erow = product(eshape, 1), prow = product(pshape, 1);
     for (const auto& [out_row, row] : rows) {
       SDXLB_ASSIGN_OR_RETURN(auto stored, h5::read_column<std::string>(file, "text", row, 1));
       if (stored.size() != 1 || stored[0] != texts[out_row])
         return data_loss(path + ": row " + std::to_string(row) +
                          " holds a different text than its hash says");
-      SDXLB_RETURN_IF_ERROR(eds.read_rows(f16.id(), row, 1, embeds[out_row].data_ptr()));
-      SDXLB_RETURN_IF_ERROR(pds.read_rows(f16.id(), row, 1, pooled[out_row].data_ptr()));
+      SDXLB_RETURN_IF_ERROR(eds.read_rows(f16.id(), row, 1, embeds.values.data() + out_row * erow));
+      SDXLB_RETURN_IF_ERROR(pds.read_rows(f16.id(), row, 1, pooled.values.data() + out_row * prow));
     }
   }
-  return std::make_pair(embeds, pooled);
+  return out;
 }
 
 }  // namespace sdxlb

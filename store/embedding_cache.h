@@ -10,20 +10,35 @@
 // Shards are published atomically (temporary name, fsync, rename), so a killed encode phase leaves only
 // complete shards; a later job with overlapping prompts reuses them. open() scans the complete shards of
 // one encoder identity; write_shard() adds one. Lookups verify the stored text, so a hash collision is an
-// error, never a wrong embedding. Not thread-safe; each rank opens its own.
+// error, never a wrong embedding. Embeddings cross this interface as float16 bits (no LibTorch here: the
+// worker wraps them in tensors). Not thread-safe; each rank opens its own.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <unordered_map>
-#include <utility>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "common/status.h"
 
 namespace sdxlb {
+
+/// Rows of float16 values (IEEE half bits), row-major, with their shape [n, ...].
+struct HalfRows {
+  std::vector<int64_t> shape;
+  std::vector<uint16_t> values;
+};
+
+/// The same in the caller's memory, for writing.
+struct HalfRowsView {
+  const uint16_t* values = nullptr;
+  std::vector<int64_t> shape;
+};
+
+struct StoredEmbeddings {
+  HalfRows prompt_embeds;  ///< [n, S, D]
+  HalfRows pooled;         ///< [n, P]
+};
 
 class EmbeddingCache {
  public:
@@ -33,15 +48,14 @@ class EmbeddingCache {
 
   /// Whether `text` has a stored embedding.
   bool contains(const std::string& text) const;
-  /// The texts of `texts` that are not stored, deduplicated, in first-seen order.
-  std::vector<std::string> missing(const std::vector<std::string>& texts) const;
-  /// Stores `texts` with their embeddings ([n, S, D] and [n, P], any float dtype or device; kept as float16)
-  /// in a new shard named by `tag` (unique per writer, e.g. "<run>-r<rank>-<n>").
+  /// Stores `texts` with their embeddings ([n, S, D] and [n, P]) in a new shard named by `tag` (unique per
+  /// writer, e.g. "<run>-r<rank>-<n>"). Errors: kInvalidArgument for shapes that do not match the texts;
+  /// the filesystem's.
   Status write_shard(const std::string& tag, const std::vector<std::string>& texts,
-                     const at::Tensor& prompt_embeds, const at::Tensor& pooled);
-  /// Embeddings of `texts` (in order; repeats allowed) as float16 CPU tensors [n, S, D] and [n, P].
-  /// Errors: kNotFound naming the first text without an embedding; kDataLoss for a shard that cannot be read.
-  StatusOr<std::pair<at::Tensor, at::Tensor>> read(const std::vector<std::string>& texts) const;
+                     const HalfRowsView& prompt_embeds, const HalfRowsView& pooled);
+  /// Embeddings of `texts` (in order; repeats allowed). Errors: kNotFound naming the first text without an
+  /// embedding; kDataLoss for a shard that cannot be read or whose row holds another text.
+  StatusOr<StoredEmbeddings> read(const std::vector<std::string>& texts) const;
 
   /// Number of stored texts.
   size_t size() const { return index_.size(); }

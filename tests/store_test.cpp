@@ -1,5 +1,6 @@
 // Tests of the output store: the HDF5 layer, PNG, segment files (publish is atomic), the output folder
-// (identity, writability, resume scan, corrupt segments) and index.h5, read back from C++ and from h5py.
+// (identity, writability, resume scan, corrupt segments) and index.h5, read back from C++ and from h5py; the
+// text-embedding cache.
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "store/embedding_cache.h"
 #include "store/hdf5.h"
 #include "store/item_columns_io.h"
 #include "store/output_folder.h"
@@ -860,6 +862,89 @@ TEST(StoreH5py, ReadsPngOutputThroughTheIndex) {
   OutputFolder out = make_job_output(dir.file("out"), ImageEncoding::kPng);
   ASSERT_TRUE(out.write_index(10, {{"job_yaml", "steps: 30\n"}}).is_ok());
   check_h5py_view(dir.file("out"), false);
+}
+
+// ---- the text-embedding cache -------------------------------------------------------------------------
+
+// Distinct float16 bit patterns per text (finite halves: the exponent field stays below 31).
+std::vector<uint16_t> half_values(int64_t texts, int64_t per_text, int seed) {
+  std::vector<uint16_t> v(static_cast<size_t>(texts * per_text));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<uint16_t>((i * 37 + seed * 1009) % 0x7800);
+  return v;
+}
+
+TEST(EmbeddingCache, StoresShardsAndReadsRowsBackInAnyOrder) {
+  ScratchDir dir;
+  const std::vector<std::string> a = {"a red fox", "", "a blue whale"};
+  const std::vector<std::string> b = {"a green frog"};
+  const std::vector<uint16_t> ea = half_values(3, 2 * 4, 1), pa = half_values(3, 5, 2);
+  const std::vector<uint16_t> eb = half_values(1, 2 * 4, 3), pb = half_values(1, 5, 4);
+  {
+    auto cache = EmbeddingCache::open(dir.path(), "enc1");
+    ASSERT_TRUE(cache.is_ok()) << cache.status().to_string();
+    EXPECT_FALSE(cache->contains("a red fox"));
+    ASSERT_TRUE(cache->write_shard("r-1", a, {ea.data(), {3, 2, 4}}, {pa.data(), {3, 5}}).is_ok());
+    ASSERT_TRUE(cache->write_shard("r-2", b, {eb.data(), {1, 2, 4}}, {pb.data(), {1, 5}}).is_ok());
+    // Shapes that do not match the texts are refused, and nothing is written.
+    EXPECT_EQ(cache->write_shard("r-3", b, {eb.data(), {2, 2, 4}}, {pb.data(), {1, 5}}).code(),
+              StatusCode::kInvalidArgument);
+  }
+  EXPECT_FALSE(fs::exists(dir.path() + "/enc1/shard-r-3.h5"));
+  // Another rank (or a later job) opens the folder and finds both shards.
+  auto cache = EmbeddingCache::open(dir.path(), "enc1");
+  ASSERT_TRUE(cache.is_ok()) << cache.status().to_string();
+  EXPECT_EQ(cache->size(), 4u);
+  EXPECT_TRUE(cache->contains(""));
+  auto got = cache->read({"a green frog", "a red fox", "a green frog", "a blue whale"});
+  ASSERT_TRUE(got.is_ok()) << got.status().to_string();
+  EXPECT_EQ(got->prompt_embeds.shape, (std::vector<int64_t>{4, 2, 4}));
+  EXPECT_EQ(got->pooled.shape, (std::vector<int64_t>{4, 5}));
+  auto row = [](const std::vector<uint16_t>& v, int64_t r, int64_t n) {
+    return std::vector<uint16_t>(v.begin() + r * n, v.begin() + (r + 1) * n);
+  };
+  const std::vector<std::vector<uint16_t>> want_e = {row(eb, 0, 8), row(ea, 0, 8), row(eb, 0, 8),
+                                                     row(ea, 2, 8)};
+  const std::vector<std::vector<uint16_t>> want_p = {row(pb, 0, 5), row(pa, 0, 5), row(pb, 0, 5),
+                                                     row(pa, 2, 5)};
+  for (int64_t r = 0; r < 4; ++r) {
+    EXPECT_EQ(row(got->prompt_embeds.values, r, 8), want_e[r]) << r;
+    EXPECT_EQ(row(got->pooled.values, r, 5), want_p[r]) << r;
+  }
+  // Another encoder's folder does not serve these texts; a text never stored is named.
+  auto other = EmbeddingCache::open(dir.path(), "enc2");
+  ASSERT_TRUE(other.is_ok());
+  EXPECT_FALSE(other->contains("a red fox"));
+  auto missing = cache->read({"a red fox", "a purple cow"});
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("\"a purple cow\""));
+}
+
+TEST(EmbeddingCache, ACorruptShardIsSkippedAndItsTextsAreEncodedAgain) {
+  ScratchDir dir;
+  const std::vector<uint16_t> e = half_values(1, 8, 5), p = half_values(1, 5, 6);
+  {
+    auto cache = EmbeddingCache::open(dir.path(), "enc");
+    ASSERT_TRUE(cache.is_ok());
+    ASSERT_TRUE(cache->write_shard("good", {"kept"}, {e.data(), {1, 2, 4}}, {p.data(), {1, 5}}).is_ok());
+    ASSERT_TRUE(cache->write_shard("bad", {"lost"}, {e.data(), {1, 2, 4}}, {p.data(), {1, 5}}).is_ok());
+  }
+  const std::string bad = dir.path() + "/enc/shard-bad.h5";
+  fs::resize_file(bad, fs::file_size(bad) / 2);
+  auto cache = EmbeddingCache::open(dir.path(), "enc");
+  ASSERT_TRUE(cache.is_ok()) << cache.status().to_string();
+  EXPECT_TRUE(cache->contains("kept"));
+  EXPECT_FALSE(cache->contains("lost"));
+}
+
+TEST(EmbeddingCache, AFolderThatCannotBeMadeIsAnIoErrorNamingIt) {
+  ScratchDir dir;
+  testing::write_bytes(dir.file("cache"), "a file where the cache folder should be");  // root too
+  auto cache = EmbeddingCache::open(dir.file("cache"), "enc");
+  ASSERT_FALSE(cache.is_ok());
+  EXPECT_EQ(cache.status().code(), StatusCode::kIoError);
+  EXPECT_THAT(cache.status().message(), HasSubstr(dir.file("cache") + "/enc"));
+  EXPECT_THAT(cache.status().message(), HasSubstr("embedding_cache"));
 }
 
 }  // namespace

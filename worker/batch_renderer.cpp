@@ -18,6 +18,7 @@
 #include "store/hdf5.h"
 #include "worker/call_layout.h"
 #include "worker/device_binding.h"
+#include "worker/embedding_rows.h"
 
 #ifdef SDXLB_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -454,23 +455,24 @@ StatusOr<at::Tensor> BatchRenderer::denoise_group(Group& g) {
   const std::vector<std::string>& neg = g.neg;
   const auto te = Clock::now();
   SDXLB_ASSIGN_OR_RETURN(auto pos_e, cache_->read(pos));
-  TextEmbeddings positive{pos_e.first.to(setup_.device, setup_.dtype),
-                          pos_e.second.to(setup_.device, setup_.dtype)};
+  TextEmbeddings positive{half_tensor(std::move(pos_e.prompt_embeds)).to(setup_.device, setup_.dtype),
+                          half_tensor(std::move(pos_e.pooled)).to(setup_.device, setup_.dtype)};
   TextEmbeddings negative;
   std::vector<std::string> neg_needed;
   for (const auto& n : neg)
     if (!(n.empty() && pipe_->force_zeros_for_empty_prompt())) neg_needed.push_back(n);
   if (neg_needed.size() == neg.size()) {
     SDXLB_ASSIGN_OR_RETURN(auto ne, cache_->read(neg));
-    negative = {ne.first.to(setup_.device, setup_.dtype), ne.second.to(setup_.device, setup_.dtype)};
+    negative = {half_tensor(std::move(ne.prompt_embeds)).to(setup_.device, setup_.dtype),
+                half_tensor(std::move(ne.pooled)).to(setup_.device, setup_.dtype)};
   } else {
     // Mixed batch: zeros for the empty negatives, stored embeddings for the others.
     negative = {at::zeros_like(positive.prompt_embeds), at::zeros_like(positive.pooled)};
     for (size_t k = 0; k < neg.size(); ++k) {
       if (neg[k].empty() && pipe_->force_zeros_for_empty_prompt()) continue;
       SDXLB_ASSIGN_OR_RETURN(auto ne, cache_->read({neg[k]}));
-      negative.prompt_embeds[k].copy_(ne.first[0]);
-      negative.pooled[k].copy_(ne.second[0]);
+      negative.prompt_embeds[k].copy_(half_tensor(std::move(ne.prompt_embeds))[0]);
+      negative.pooled[k].copy_(half_tensor(std::move(ne.pooled))[0]);
     }
   }
   g.embed_ms = std::chrono::duration<double, std::milli>(Clock::now() - te).count();

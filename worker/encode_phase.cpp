@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <string_view>
 #include <thread>
-#include <unordered_set>
 
 #include <ATen/ATen.h>
 
@@ -14,6 +12,7 @@
 #include "run/protocol.h"
 #include "store/embedding_cache.h"
 #include "worker/device_binding.h"
+#include "worker/embedding_rows.h"
 
 namespace sdxlb {
 namespace {
@@ -45,7 +44,8 @@ Status encode_share(Comm& comm, const RunContext& ctx, const RenderSetup& base_s
   auto flush = [&]() -> Status {
     if (pending.empty()) return Status::ok();
     const std::string tag = ctx.run_id + "-r" + std::to_string(comm.rank()) + "-" + std::to_string(shard_n++);
-    SDXLB_RETURN_IF_ERROR(cache.write_shard(tag, pending, at::cat(embeds, 0), at::cat(pooled, 0)));
+    const at::Tensor e = at::cat(embeds, 0).contiguous(), p = at::cat(pooled, 0).contiguous();
+    SDXLB_RETURN_IF_ERROR(cache.write_shard(tag, pending, half_rows_view(e), half_rows_view(p)));
     pending.clear();
     embeds.clear();
     pooled.clear();
@@ -100,26 +100,6 @@ Status encode_share(Comm& comm, const RunContext& ctx, const RenderSetup& base_s
 }
 
 }  // namespace
-
-std::vector<std::string> texts_to_encode(const RunContext& ctx) {
-  std::vector<std::string> out;
-  const UniqueTexts& t = ctx.plan->texts();
-  out.reserve(t.size() + 1);
-  for (uint32_t i = 0; i < t.size(); ++i) out.emplace_back(t.text(i));
-  if (!ctx.model.force_zeros_for_empty_prompt) out.emplace_back("");
-  return out;
-}
-
-StatusOr<std::vector<uint32_t>> texts_missing_from_cache(const RunContext& ctx) {
-  SDXLB_ASSIGN_OR_RETURN(auto cache,
-                         EmbeddingCache::open(ctx.job.embedding_cache, ctx.model.text_encoder_id));
-  const std::vector<std::string> texts = texts_to_encode(ctx);
-  std::vector<uint32_t> missing;
-  std::unordered_set<std::string_view> seen;  // "" may also be one of the plan's texts
-  for (uint32_t i = 0; i < texts.size(); ++i)
-    if (!cache.contains(texts[i]) && seen.insert(texts[i]).second) missing.push_back(i);
-  return missing;
-}
 
 Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& setup,
                         const std::vector<uint32_t>& missing) {
