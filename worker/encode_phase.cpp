@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -103,7 +104,12 @@ Status encode_share(Comm& comm, const RunContext& ctx, const RenderSetup& base_s
 
 Status run_encode_phase(Comm& comm, const RunContext& ctx, const RenderSetup& setup,
                         const std::vector<uint32_t>& missing) {
-  const Status result = encode_share(comm, ctx, setup, missing);
+  Status result;
+  try {
+    result = encode_share(comm, ctx, setup, missing);
+  } catch (const std::exception& e) {  // (the pipeline reports LibTorch's errors itself; this is the rest)
+    result = internal_error(std::string("encode phase: ") + e.what());
+  }
   const Status sent =
       comm.send(0, kEncodeDone, encode_status(result), "reporting the end of the encode phase");
   return result.is_ok() ? sent : result;
