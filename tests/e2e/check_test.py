@@ -5,6 +5,7 @@ Usage (ctest does this): check_test.py <path to sdxl-batch>
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -48,6 +49,22 @@ class Check(unittest.TestCase):
         self.assertIn("would start", p.stdout)
         self.assertFalse(os.path.exists(os.path.join(d, "out")))
         self.assertFalse(os.path.exists(os.path.join(d, "cache")))
+
+    def test_the_empty_negative_counts_where_the_model_encodes_it(self):
+        # force_zeros_for_empty_prompt false: "" is encoded like a prompt (run's list, texts_to_encode).
+        model = os.path.join(TMP, "model-encoding-empty")
+        if not os.path.exists(model):
+            shutil.copytree(MODEL, model)
+            index = os.path.join(model, "model_index.json")
+            with open(index) as f:
+                config = json.load(f)
+            config["force_zeros_for_empty_prompt"] = False
+            with open(index, "w") as f:
+                json.dump(config, f)
+        _, job = self.job("encodes-empty", model=model)
+        p = self.check(job)
+        self.assertIn("encode:   0 of 9 distinct texts in the embedding cache", p.stdout)
+        self.assertIn("the encode phase computes 9", p.stdout)
 
     def test_a_started_job_says_what_is_left(self):
         d, job = self.job("resume")
