@@ -5,7 +5,6 @@
 #include <string_view>
 #include <unordered_set>
 
-#include "common/log.h"
 #include "coordinator/progress.h"
 #include "run/protocol.h"
 #include "store/embedding_cache.h"
