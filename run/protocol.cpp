@@ -80,6 +80,7 @@ StatusOr<EncodeProgress> decode_encode_progress(const std::string& bytes) {
 
 std::string encode_text_indices(const std::vector<uint32_t>& indices) {
   // Every rank of a job runs the same build on the same kind of host: native byte order.
+  if (indices.empty()) return std::string();
   return std::string(reinterpret_cast<const char*>(indices.data()), indices.size() * sizeof(uint32_t));
 }
 
@@ -87,7 +88,7 @@ StatusOr<std::vector<uint32_t>> decode_text_indices(const std::string& bytes) {
   if (bytes.size() % sizeof(uint32_t) != 0)
     return internal_error("malformed text list from rank 0: " + std::to_string(bytes.size()) + " bytes");
   std::vector<uint32_t> indices(bytes.size() / sizeof(uint32_t));
-  std::memcpy(indices.data(), bytes.data(), bytes.size());
+  if (!indices.empty()) std::memcpy(indices.data(), bytes.data(), bytes.size());  // (memcpy of null: UB)
   return indices;
 }
 
