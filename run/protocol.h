@@ -15,10 +15,10 @@
 //   worker -> coordinator  kFatal    <encoded Status>         the worker cannot go on; it exits after sending
 //
 // The encode phase (before the render phase; rank 0 has decided which texts to encode and broadcast them):
-//   worker -> coordinator  kEncodeProgress {"texts": n}       n more texts encoded and stored; the first one
-//                                                             (n = 0) before the encoders load, then at most
-//                                                             one a second: progress, and the watchdog's
-//                                                             heartbeat
+//   worker -> coordinator  kEncodeProgress {"texts": n}       n more texts encoded (stored with the worker's
+//                                                             next shard); the first (n = 0) before the
+//                                                             encoders load, then at most one a second:
+//                                                             progress, and the watchdog's heartbeat
 //   worker -> coordinator  kEncodeDone     <encoded Status>   the worker's share is stored (or why not); the
 //                                                             last message of its encode phase
 //
@@ -57,7 +57,7 @@ struct WorkAssignment {
 };
 
 struct EncodeProgress {
-  int64_t texts = 0;  ///< encoded and stored since the worker's previous report
+  int64_t texts = 0;  ///< encoded since the worker's previous report
 };
 
 struct WorkerReport {
