@@ -4,8 +4,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
-#include <string_view>
-#include <unordered_set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -65,14 +63,13 @@ int check_job(const std::string& job_file, const CheckOptions& check) {
   // The texts the encode phase would compute (run's list, run/run_context.h): those not in the embedding
   // cache yet (read where it exists; EmbeddingCache::open would create it).
   const std::vector<std::string> needed = texts_to_encode(*ctx);
-  const std::unordered_set<std::string_view> distinct(needed.begin(), needed.end());
-  const size_t texts = distinct.size();
+  const size_t texts = needed.size();
   size_t cached = 0;
   std::error_code ec;
   if (std::filesystem::is_directory(j.embedding_cache + "/" + id->text_encoder_id, ec)) {
     auto cache = EmbeddingCache::open(j.embedding_cache, id->text_encoder_id);
     if (!cache.is_ok()) return report_error(cache.status());
-    for (std::string_view t : distinct) cached += cache->contains(std::string(t)) ? 1 : 0;
+    for (const std::string& t : needed) cached += cache->contains(t) ? 1 : 0;
   }
   std::printf("encode:   %zu of %s in the embedding cache (%s); the encode phase computes %zu\n", cached,
               count(texts, "distinct text", "distinct texts").c_str(), j.embedding_cache.c_str(),

@@ -36,6 +36,16 @@ Status share_from_root(Comm& comm, const Status& mine) {
   return decode_status(bytes);
 }
 
+// Ends every rank at once (MPI_Abort) with `code`: a lost rank may be alive but hung, and would keep the
+// launcher (and the SLURM job) waiting forever.
+void abort_job(Comm& comm, int code, ResumeState* resume) {
+  record_exit_code(code);
+  resume->lock.reset();  // MPI_Abort skips destructors
+  std::fflush(stdout);
+  std::fflush(stderr);
+  comm.abort(code);
+}
+
 std::string iso_now() {
   return utc_now("%Y-%m-%dT%H:%M:%SZ");
 }
@@ -231,16 +241,13 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   if (root) {
     auto encoded = monitor_encode_phase(comm, *ctx, static_cast<int64_t>(missing.size()), *ranks);
     if (encoded.is_ok() && !encoded->lost.empty()) {
-      // A lost worker never ends its phase, and a hung one would keep the launcher waiting forever.
+      // A lost worker never ends its phase. The folder's job files stay, as after a lost worker in the
+      // render phase: the resubmitted job is the same one, and the cache (maybe inside the folder) too.
       std::fprintf(stderr,
                    "sdxl-batch: error: %s. The texts encoded so far are saved in the embedding cache; "
                    "resubmit the same command to resume\n",
                    encoded->lost.begin()->second.c_str());
-      discard_unused_output(*ctx, &resume);
-      record_exit_code(kExitWorkerLost);
-      std::fflush(stdout);
-      std::fflush(stderr);
-      comm.abort(kExitWorkerLost);
+      abort_job(comm, kExitWorkerLost, &resume);
     }
     enc = encoded.is_ok() ? encoded->status : encoded.status();
   } else {
@@ -250,7 +257,9 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   if (!st.is_ok()) {
     if (root) {
       print_error(st);
-      discard_unused_output(*ctx, &resume);
+      // A stop signal resumes the same job with the texts encoded so far (the cache may be inside the
+      // folder); any other error may be fixed first, and the fixed job must not look like "another job".
+      if (exit_code_for(st) != kExitStopped) discard_unused_output(*ctx, &resume);
     }
     return exit_code_for(st);
   }
@@ -288,14 +297,7 @@ int run_job_on_rank(Comm& comm, const RunOptions& options) {
   if ((code == kExitModelOrIo || code == kExitBadInput || code == kExitOutOfMemory) &&
       summary->rendered + summary->failed == 0)
     discard_unused_output(*ctx, &resume);
-  if (!summary->lost.empty()) {
-    // A lost rank may be alive but hung: it would keep the launcher (and the SLURM job) waiting forever.
-    record_exit_code(code);
-    resume.lock.reset();  // MPI_Abort skips destructors
-    std::fflush(stdout);
-    std::fflush(stderr);
-    comm.abort(code);
-  }
+  if (!summary->lost.empty()) abort_job(comm, code, &resume);
   return code;
 }
 

@@ -2,8 +2,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <string_view>
-#include <unordered_set>
 
 #include "coordinator/progress.h"
 #include "run/protocol.h"
@@ -16,9 +14,8 @@ StatusOr<std::vector<uint32_t>> texts_missing_from_cache(const RunContext& ctx) 
                          EmbeddingCache::open(ctx.job.embedding_cache, ctx.model.text_encoder_id));
   const std::vector<std::string> texts = texts_to_encode(ctx);
   std::vector<uint32_t> missing;
-  std::unordered_set<std::string_view> seen;  // "" may also be one of the plan's texts
   for (uint32_t i = 0; i < texts.size(); ++i)
-    if (!cache.contains(texts[i]) && seen.insert(texts[i]).second) missing.push_back(i);
+    if (!cache.contains(texts[i])) missing.push_back(i);
   return missing;
 }
 

@@ -19,7 +19,7 @@
 namespace sdxlb {
 
 /// The indices into texts_to_encode(ctx) (run/run_context.h) of the texts the embedding cache lacks,
-/// ascending, each text once. Errors: the cache's (kIoError when its folder cannot be created or read).
+/// ascending. Errors: the cache's (kIoError when its folder cannot be created or read).
 StatusOr<std::vector<uint32_t>> texts_missing_from_cache(const RunContext& ctx);
 
 struct EncodeSummary {

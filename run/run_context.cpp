@@ -46,8 +46,12 @@ std::vector<std::string> texts_to_encode(const RunContext& ctx) {
   std::vector<std::string> out;
   const UniqueTexts& t = ctx.plan->texts();
   out.reserve(t.size() + 1);
-  for (uint32_t i = 0; i < t.size(); ++i) out.emplace_back(t.text(i));
-  if (!ctx.model.force_zeros_for_empty_prompt) out.emplace_back("");
+  bool has_empty = false;
+  for (uint32_t i = 0; i < t.size(); ++i) {
+    out.emplace_back(t.text(i));
+    has_empty = has_empty || out.back().empty();
+  }
+  if (!ctx.model.force_zeros_for_empty_prompt && !has_empty) out.emplace_back("");
   return out;
 }
 

@@ -63,7 +63,7 @@ StatusOr<RunContext> make_run_context(JobSpec job, const RunOptions& options, co
 
 /// The texts whose embeddings the job's renders need (the encode phase's input): every distinct prompt and
 /// non-empty negative, plus "" when the model encodes empty negatives instead of zeroing them. The same list,
-/// in the same order, on every rank.
+/// in the same order, on every rank; each text once.
 std::vector<std::string> texts_to_encode(const RunContext& ctx);
 
 /// "20261125T120501123Z": the current UTC time to the millisecond, sortable.

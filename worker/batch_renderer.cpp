@@ -454,25 +454,29 @@ StatusOr<at::Tensor> BatchRenderer::denoise_group(Group& g) {
   const std::vector<std::string>& pos = g.pos;
   const std::vector<std::string>& neg = g.neg;
   const auto te = Clock::now();
+  // Stored float16 rows as the pipeline's embeddings, on its device in its dtype.
+  const auto on_device = [&](StoredEmbeddings s) {
+    return TextEmbeddings{half_tensor(std::move(s.prompt_embeds)).to(setup_.device, setup_.dtype),
+                          half_tensor(std::move(s.pooled)).to(setup_.device, setup_.dtype)};
+  };
   SDXLB_ASSIGN_OR_RETURN(auto pos_e, cache_->read(pos));
-  TextEmbeddings positive{half_tensor(std::move(pos_e.prompt_embeds)).to(setup_.device, setup_.dtype),
-                          half_tensor(std::move(pos_e.pooled)).to(setup_.device, setup_.dtype)};
+  TextEmbeddings positive = on_device(std::move(pos_e));
   TextEmbeddings negative;
   std::vector<std::string> neg_needed;
   for (const auto& n : neg)
     if (!(n.empty() && pipe_->force_zeros_for_empty_prompt())) neg_needed.push_back(n);
   if (neg_needed.size() == neg.size()) {
     SDXLB_ASSIGN_OR_RETURN(auto ne, cache_->read(neg));
-    negative = {half_tensor(std::move(ne.prompt_embeds)).to(setup_.device, setup_.dtype),
-                half_tensor(std::move(ne.pooled)).to(setup_.device, setup_.dtype)};
+    negative = on_device(std::move(ne));
   } else {
     // Mixed batch: zeros for the empty negatives, stored embeddings for the others.
     negative = {at::zeros_like(positive.prompt_embeds), at::zeros_like(positive.pooled)};
     for (size_t k = 0; k < neg.size(); ++k) {
       if (neg[k].empty() && pipe_->force_zeros_for_empty_prompt()) continue;
       SDXLB_ASSIGN_OR_RETURN(auto ne, cache_->read({neg[k]}));
-      negative.prompt_embeds[k].copy_(half_tensor(std::move(ne.prompt_embeds))[0]);
-      negative.pooled[k].copy_(half_tensor(std::move(ne.pooled))[0]);
+      const TextEmbeddings one = on_device(std::move(ne));
+      negative.prompt_embeds[k].copy_(one.prompt_embeds[0]);
+      negative.pooled[k].copy_(one.pooled[0]);
     }
   }
   g.embed_ms = std::chrono::duration<double, std::milli>(Clock::now() - te).count();

@@ -93,6 +93,11 @@ def stored_items(stderr):
     return items
 
 
+def shards_in(cache):
+    """The embedding shards under a cache folder (every encoder identity)."""
+    return [f for _, _, files in os.walk(cache) for f in files if f.startswith("shard-") and f.endswith(".h5")]
+
+
 def signal_ranks(p, sig):
     """Sends `sig` to the sdxl-batch processes under `p` (the ranks), not to mpirun: as SLURM signals the
     tasks of a job step. Other tests' processes are left alone."""
@@ -185,7 +190,9 @@ class RunControl(unittest.TestCase):
     def test_signal_during_encode(self):
         prompts = [f"encode phase prompt {i}" for i in range(200)]
         d = os.path.join(TMP, "encode-stop")
-        j = e2e.write_job(d, MODEL, os.path.join(d, "emb"), prompts=prompts, images_per_prompt=1)
+        # The cache inside the output folder (the default place): a stop keeps it and the job's files.
+        cache = os.path.join(d, "out", "embeddings")
+        j = e2e.write_job(d, MODEL, cache, prompts=prompts, images_per_prompt=1)
         # Each worker encodes 100 texts in two chunks; each chunk waits 2 s first. The signal comes during the
         # first wait, so the second chunk is never started.
         p = start(j, 3, {"SDXLB_FAULT": "encode_delay_ms=2000"})
@@ -198,6 +205,7 @@ class RunControl(unittest.TestCase):
         self.assertEqual(p.returncode, 7, out + err)
         self.assertIn("during the encode phase", err)
         self.assertFalse(os.path.exists(os.path.join(d, "out", "index.h5")))
+        self.assertTrue(shards_in(cache), "the texts encoded before the stop were removed")
         r = e2e.run(BIN, j, 3)
         self.assertIn("200 ok", r.stdout)
 
@@ -228,8 +236,8 @@ class RunControl(unittest.TestCase):
     def test_hung_worker_during_encode(self):
         prompts = [f"encode hang prompt {i}" for i in range(300)]
         d = os.path.join(TMP, "encode-hang")
-        j = e2e.write_job(d, MODEL, os.path.join(d, "emb"), prompts=prompts, images_per_prompt=1,
-                          worker_timeout_s=4)
+        cache = os.path.join(d, "out", "embeddings")  # inside the output folder: kept with it
+        j = e2e.write_job(d, MODEL, cache, prompts=prompts, images_per_prompt=1, worker_timeout_s=4)
         t0 = time.monotonic()
         p = e2e.run(BIN, j, 3, env={"SDXLB_FAULT": "encode_hang_rank=2"}, check=False, timeout=120)
         elapsed = time.monotonic() - t0
@@ -239,6 +247,7 @@ class RunControl(unittest.TestCase):
         self.assertIn("resubmit the same command to resume", p.stderr)
         self.assertLess(elapsed, 30.0)
         self.assertFalse(os.path.exists(os.path.join(d, "out", "index.h5")))
+        self.assertTrue(shards_in(cache), "the other worker's texts were removed")
         # The other worker's share was stored; the resubmitted job encodes the rest and renders everything.
         r = e2e.run(BIN, j, 3)
         self.assertIn("300 ok", r.stdout)
