@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -16,6 +18,12 @@
 
 #include "pipeline/nn/attention.h"
 #include "pipeline/nn/layers.h"
+
+#ifdef SDXLB_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "pipeline/nn/kernels/programmatic_launch.h"
+#endif
 
 namespace sdxlb {
 namespace {
@@ -30,6 +38,25 @@ bool bit_identical(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // ---- CPU: the ops each function stands for ----
+
+#ifdef SDXLB_WITH_CUDA
+// Our kernels start while the kernel before them ends (kernels/programmatic_launch.cuh) on sm_90 and later,
+// unless SDXLB_DISABLE_FUSION lists "pdl" or "all"; never without a GPU. (That they compute the same bits
+// that way is what the GPU tests below check, each kernel against the ops.)
+TEST(ProgrammaticLaunchTest, OnFromHopperUnlessSwitchedOff) {
+  const char* env = std::getenv("SDXLB_DISABLE_FUSION");
+  const std::string off = env != nullptr ? env : "";
+  const bool switched_off = off.find("pdl") != std::string::npos || off.find("all") != std::string::npos;
+  if (!at::hasCUDA()) {
+    EXPECT_FALSE(kernels::programmatic_launch_enabled());
+    return;
+  }
+  int device = 0, major = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), cudaSuccess);
+  EXPECT_EQ(kernels::programmatic_launch_enabled(), major >= 9 && !switched_off);
+}
+#endif
 
 TEST(FusedOpsTest, GroupNormActOnCpuIsTheOps) {
   at::manual_seed(1);

@@ -2,7 +2,6 @@
 
 #include <array>
 #include <cstdlib>
-#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -21,25 +20,21 @@
 #include "pipeline/nn/kernels/upsample_kernel.h"
 #endif
 
+#include "pipeline/nn/disabled_fusions.h"
 #include "pipeline/nn/fp8.h"
 
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 6> kFusionNames{"geglu",    "groupnorm",     "layernorm",
-                                                  "upsample", "wideattention", "fp8qkv"};
+constexpr std::array<const char*, 7> kFusionNames{"geglu",         "groupnorm", "layernorm", "upsample",
+                                                  "wideattention", "fp8qkv",    "pdl"};
 
 // Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.
 std::array<bool, kFusionNames.size()> read_enabled() {
   std::array<bool, kFusionNames.size()> on;
   on.fill(true);
-  const char* env = std::getenv("SDXLB_DISABLE_FUSION");
-  if (env == nullptr) return on;
-  std::stringstream ss(env);
-  std::string name;
-  while (std::getline(ss, name, ',')) {
-    if (name.empty()) continue;
+  for (const std::string& name : disabled_fusion_names()) {
     if (name == "all") {
       on.fill(false);
       continue;

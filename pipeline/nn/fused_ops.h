@@ -20,6 +20,8 @@ enum class Fusion {
   kUpsample,       ///< "upsample": nearest-neighbour ×2 upsampling of channels-last tensors as a plain copy
   kWideAttention,  ///< "wideattention": heads wider than 256 as two GEMMs and a softmax kernel (attention.h)
   kFp8Qkv,         ///< "fp8qkv": FP8 attention's query/key/value GEMM writes e4m3 itself (fp8_attention.h)
+  kProgrammaticLaunch,  ///< "pdl": our kernels start while the kernel before them ends, on sm_90 and later
+                        ///< (kernels/programmatic_launch.cuh; the kernels read this switch themselves)
 };
 bool fusion_enabled(Fusion fusion);
 

@@ -8,6 +8,7 @@
 #include <cuda_fp8.h>
 
 #include "pipeline/nn/kernels/e4m3.cuh"
+#include "pipeline/nn/kernels/programmatic_launch.cuh"
 
 namespace sdxlb::kernels {
 namespace {
@@ -19,6 +20,7 @@ template <typename T>
 __global__ void __launch_bounds__(256)
     quantize_rows_vec_kernel(const uint4* __restrict__ x, int64_t rows, int64_t vecs, uint2* __restrict__ q,
                              float* __restrict__ scale) {
+  wait_for_prior_grids();
   const int64_t row = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -40,6 +42,7 @@ template <typename T, int kNV>
 __global__ void __launch_bounds__(256)
     quantize_rows_reg_kernel(const uint4* __restrict__ x, int64_t rows, int vecs, uint2* __restrict__ q,
                              float* __restrict__ scale) {
+  wait_for_prior_grids();
   const int64_t row = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -69,6 +72,7 @@ __global__ void __launch_bounds__(256)
 template <typename T>
 __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t rows, int64_t cols,
                                      __nv_fp8_storage_t* __restrict__ q, float* __restrict__ scale) {
+  wait_for_prior_grids();
   const int64_t row = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -97,14 +101,14 @@ cudaError_t launch(const void* x, int64_t rows, int64_t cols, void* q, float* sc
                         : per_lane <= 3 ? quantize_rows_reg_kernel<T, 3>
                         : per_lane <= 5 ? quantize_rows_reg_kernel<T, 5>
                                         : quantize_rows_reg_kernel<T, 8>;
-    kernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), rows, static_cast<int>(cols / 8),
-                                          static_cast<uint2*>(q), scale);
+    launch_kernel(kernel, grid, kThreads, 0, stream, static_cast<const uint4*>(x), rows,
+                  static_cast<int>(cols / 8), static_cast<uint2*>(q), scale);
   } else if (aligned) {
-    quantize_rows_vec_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), rows, cols / 8,
-                                                               static_cast<uint2*>(q), scale);
+    launch_kernel(quantize_rows_vec_kernel<T>, grid, kThreads, 0, stream, static_cast<const uint4*>(x), rows,
+                  cols / 8, static_cast<uint2*>(q), scale);
   } else {
-    quantize_rows_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x), rows, cols,
-                                                           static_cast<__nv_fp8_storage_t*>(q), scale);
+    launch_kernel(quantize_rows_kernel<T>, grid, kThreads, 0, stream, static_cast<const T*>(x), rows, cols,
+                  static_cast<__nv_fp8_storage_t*>(q), scale);
   }
   return cudaGetLastError();
 }
@@ -118,6 +122,7 @@ struct FixedArgs {
 
 template <typename T>
 __global__ void __launch_bounds__(256) quantize_fixed_vec_kernel(FixedArgs a, int64_t vecs) {
+  wait_for_prior_grids();
   const uint4* __restrict__ x = static_cast<const uint4*>(a.x[blockIdx.y]);
   uint2* __restrict__ q = static_cast<uint2*>(a.q[blockIdx.y]);
   const float inverse = a.inverse[blockIdx.y];
@@ -128,6 +133,7 @@ __global__ void __launch_bounds__(256) quantize_fixed_vec_kernel(FixedArgs a, in
 
 template <typename T>
 __global__ void quantize_fixed_kernel(FixedArgs a, int64_t n) {
+  wait_for_prior_grids();
   const T* __restrict__ x = static_cast<const T*>(a.x[blockIdx.y]);
   __nv_fp8_storage_t* __restrict__ q = static_cast<__nv_fp8_storage_t*>(a.q[blockIdx.y]);
   const float inverse = a.inverse[blockIdx.y];
@@ -148,9 +154,9 @@ cudaError_t launch_fixed(const FixedArgs& a, int count, int64_t n, cudaStream_t 
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((items + kThreads - 1) / kThreads, 4096));
   const dim3 grid(blocks, static_cast<unsigned>(count));
   if (aligned)
-    quantize_fixed_vec_kernel<T><<<grid, kThreads, 0, stream>>>(a, items);
+    launch_kernel(quantize_fixed_vec_kernel<T>, grid, kThreads, 0, stream, a, items);
   else
-    quantize_fixed_kernel<T><<<grid, kThreads, 0, stream>>>(a, items);
+    launch_kernel(quantize_fixed_kernel<T>, grid, kThreads, 0, stream, a, items);
   return cudaGetLastError();
 }
 
@@ -160,6 +166,7 @@ cudaError_t launch_fixed(const FixedArgs& a, int count, int64_t n, cudaStream_t 
 template <typename T>
 __global__ void __launch_bounds__(256)
     sample_amax_kernel(const uint4* __restrict__ x, int64_t vecs, unsigned* __restrict__ amax_bits) {
+  wait_for_prior_grids();
   const uint4* xs = x + blockIdx.y * vecs;
   float amax = 0.f;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vecs;
@@ -181,6 +188,7 @@ template <typename T>
 __global__ void __launch_bounds__(256)
     sample_quantize_kernel(const uint4* __restrict__ x, int64_t vecs, const unsigned* __restrict__ amax_bits,
                            uint2* __restrict__ q, float* __restrict__ pixel_scale, int64_t pixels) {
+  wait_for_prior_grids();
   const float s = e4m3_scale(__uint_as_float(amax_bits[blockIdx.y]));
   const float inverse = e4m3_inverse(s);
   const uint4* xs = x + blockIdx.y * vecs;
@@ -204,9 +212,10 @@ cudaError_t launch_samples(const void* x, int64_t samples, int64_t n, void* q, f
   const dim3 grid(static_cast<unsigned>(per_sample), static_cast<unsigned>(samples));
   cudaError_t e = cudaMemsetAsync(amax_bits, 0, samples * sizeof(unsigned), stream);
   if (e != cudaSuccess) return e;
-  sample_amax_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), vecs, amax_bits);
-  sample_quantize_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(x), vecs, amax_bits,
-                                                           static_cast<uint2*>(q), pixel_scale, pixels);
+  launch_kernel(sample_amax_kernel<T>, grid, kThreads, 0, stream, static_cast<const uint4*>(x), vecs,
+                amax_bits);
+  launch_kernel(sample_quantize_kernel<T>, grid, kThreads, 0, stream, static_cast<const uint4*>(x), vecs,
+                amax_bits, static_cast<uint2*>(q), pixel_scale, pixels);
   return cudaGetLastError();
 }
 

@@ -5,6 +5,7 @@
 
 #include "pipeline/nn/kernels/e4m3.cuh"
 #include "pipeline/nn/kernels/element_types.cuh"
+#include "pipeline/nn/kernels/programmatic_launch.cuh"
 
 namespace sdxlb::kernels {
 namespace {
@@ -20,6 +21,7 @@ __device__ __forceinline__ T gelu(T g) {
 // Eight elements per thread (16-byte loads) when f is a multiple of 8, which SDXL's widths always are.
 template <typename T>
 __global__ void geglu_vec8(const T* __restrict__ in, T* __restrict__ out, int64_t rows, int64_t f) {
+  wait_for_prior_grids();
   const int64_t groups_per_row = f / 8;
   const int64_t total = rows * groups_per_row;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -40,6 +42,7 @@ __global__ void geglu_vec8(const T* __restrict__ in, T* __restrict__ out, int64_
 
 template <typename T>
 __global__ void geglu_scalar(const T* __restrict__ in, T* __restrict__ out, int64_t rows, int64_t f) {
+  wait_for_prior_grids();
   const int64_t total = rows * f;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -58,6 +61,7 @@ constexpr int kGeluMaxVecs = 8;
 template <typename T, int kVecs>
 __global__ void __launch_bounds__(kGeluThreads)
     geglu_e4m3_rows(const T* __restrict__ in, uint2* __restrict__ q, float* __restrict__ scale, int64_t f) {
+  wait_for_prior_grids();
   const int64_t r = blockIdx.x;
   const int64_t vecs = f / 8;
   const T* row = in + r * 2 * f;
@@ -105,9 +109,11 @@ cudaError_t launch(const void* in, void* out, int64_t rows, int64_t f, cudaStrea
   const int64_t work = vec ? rows * (f / 8) : rows * f;
   const int blocks = static_cast<int>(std::min<int64_t>((work + threads - 1) / threads, 65535 * 8));
   if (vec)
-    geglu_vec8<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(in), static_cast<T*>(out), rows, f);
+    launch_kernel(geglu_vec8<T>, blocks, threads, 0, stream, static_cast<const T*>(in), static_cast<T*>(out),
+                  rows, f);
   else
-    geglu_scalar<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(in), static_cast<T*>(out), rows, f);
+    launch_kernel(geglu_scalar<T>, blocks, threads, 0, stream, static_cast<const T*>(in),
+                  static_cast<T*>(out), rows, f);
   return cudaGetLastError();
 }
 
@@ -121,8 +127,8 @@ cudaError_t launch_e4m3(const void* in, void* q, float* scale, int64_t rows, int
   const auto kernel = per_thread <= 3   ? geglu_e4m3_rows<T, 3>
                       : per_thread <= 5 ? geglu_e4m3_rows<T, 5>
                                         : geglu_e4m3_rows<T, kGeluMaxVecs>;
-  kernel<<<static_cast<unsigned>(rows), kGeluThreads, 0, stream>>>(static_cast<const T*>(in),
-                                                                   static_cast<uint2*>(q), scale, f);
+  launch_kernel(kernel, static_cast<unsigned>(rows), kGeluThreads, 0, stream, static_cast<const T*>(in),
+                static_cast<uint2*>(q), scale, f);
   return cudaGetLastError();
 }
 

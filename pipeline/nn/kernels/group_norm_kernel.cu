@@ -8,6 +8,7 @@
 
 #include "pipeline/nn/kernels/e4m3.cuh"
 #include "pipeline/nn/kernels/element_types.cuh"
+#include "pipeline/nn/kernels/programmatic_launch.cuh"
 
 namespace sdxlb::kernels {
 namespace {
@@ -137,6 +138,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     gn_stats(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
              float* __restrict__ partial, int hw, int c, int groups, int pairs_per_group,
              int rows_per_chunk) {
+  wait_for_prior_grids();
   using P = Pair<T>;
   extern __shared__ float shm[];  // 3 * bx * by
   const int bx = blockDim.x, by = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
@@ -212,6 +214,7 @@ __global__ void __launch_bounds__(32)
     gn_finalize(const float* __restrict__ partial, const T* __restrict__ gamma, const T* __restrict__ beta,
                 float* __restrict__ scale, float* __restrict__ shift, int chunks, int c, int groups,
                 float eps, unsigned* __restrict__ amax_bits) {
+  wait_for_prior_grids();
   const int n = blockIdx.y, lane = threadIdx.x & 31;
   // The e4m3 output's per-sample maximum starts at zero here, before gn_apply's kAmax pass (a memset less).
   if (amax_bits != nullptr && blockIdx.x == 0 && lane == 0) amax_bits[n] = 0u;
@@ -262,6 +265,7 @@ __global__ void __launch_bounds__(kApplyThreads)
              const float* __restrict__ scale, const float* __restrict__ shift, T* __restrict__ y, int hw,
              int c, bool silu, unsigned* __restrict__ amax_bits = nullptr, uint2* __restrict__ q = nullptr,
              float* __restrict__ pixel_scale = nullptr) {
+  wait_for_prior_grids();
   constexpr int V = kVec<T>;
   const int n = blockIdx.y;
   const int per_row = c / V;
@@ -329,6 +333,7 @@ __global__ void __launch_bounds__(kApplyThreads)
 template <typename T>
 __global__ void bias_residual(const T* x, const T* __restrict__ bias, const T* __restrict__ res,
                               const T* __restrict__ res_bias, T* out, int64_t vectors, int c) {
+  wait_for_prior_grids();
   constexpr int V = kVec<T>;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vectors;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -384,13 +389,13 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
 
   const dim3 sgrid(l.slices, l.chunks, static_cast<unsigned>(a.n)), sblock(l.bx, l.by);
   const size_t shm = sizeof(float) * 3 * l.bx * l.by;
-  gn_stats<T><<<sgrid, sblock, shm, stream>>>(x, add_c, add_nc, partial, hw, c, groups, l.pairs_per_group,
-                                              l.rows_per_chunk);
+  launch_kernel(gn_stats<T>, sgrid, sblock, shm, stream, x, add_c, add_nc, partial, hw, c, groups,
+                l.pairs_per_group, l.rows_per_chunk);
   const auto finalize = l.chunks <= 32 * (kBlocksPerSample / 32) ? gn_finalize<T, kBlocksPerSample / 32>
                                                                  : gn_finalize<T, kMaxBlocksPerSample / 32>;
-  finalize<<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(a.n)), 32, 0, stream>>>(
-      partial, static_cast<const T*>(a.gamma), static_cast<const T*>(a.beta), scale, shift, l.chunks, c,
-      groups, a.eps, amax_bits);
+  launch_kernel(finalize, dim3(static_cast<unsigned>(groups), static_cast<unsigned>(a.n)), 32, 0, stream,
+                partial, static_cast<const T*>(a.gamma), static_cast<const T*>(a.beta), scale, shift,
+                l.chunks, c, groups, a.eps, amax_bits);
   const int threads = kApplyThreads;
   const int64_t vectors = a.hw * (a.c / kVec<T>);
   // Blocks per sample: about kApplyVectors vectors per thread (loads in flight: the row loop is unrolled that
@@ -403,14 +408,13 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
   blocks = std::max(whole, blocks / whole * whole);
   const dim3 grid(blocks, static_cast<unsigned>(a.n));
   if constexpr (kMode == ApplyMode::kStore) {
-    gn_apply<T>
-        <<<grid, threads, 0, stream>>>(x, add_c, add_nc, scale, shift, static_cast<T*>(a.y), hw, c, a.silu);
+    launch_kernel(gn_apply<T>, grid, threads, 0, stream, x, add_c, add_nc, scale, shift, static_cast<T*>(a.y),
+                  hw, c, a.silu, nullptr, nullptr, nullptr);
   } else {
-    gn_apply<T, ApplyMode::kAmax>
-        <<<grid, threads, 0, stream>>>(x, add_c, add_nc, scale, shift, nullptr, hw, c, a.silu, amax_bits);
-    gn_apply<T, ApplyMode::kQuantize><<<grid, threads, 0, stream>>>(x, add_c, add_nc, scale, shift, nullptr,
-                                                                    hw, c, a.silu, amax_bits,
-                                                                    static_cast<uint2*>(q), pixel_scale);
+    launch_kernel(gn_apply<T, ApplyMode::kAmax>, grid, threads, 0, stream, x, add_c, add_nc, scale, shift,
+                  nullptr, hw, c, a.silu, amax_bits, nullptr, nullptr);
+    launch_kernel(gn_apply<T, ApplyMode::kQuantize>, grid, threads, 0, stream, x, add_c, add_nc, scale, shift,
+                  nullptr, hw, c, a.silu, amax_bits, static_cast<uint2*>(q), pixel_scale);
   }
   return cudaGetLastError();
 }
@@ -425,9 +429,9 @@ cudaError_t launch_bias_res(const void* x, const void* bias, const void* res, co
   const int threads = 256;
   const int64_t vectors = count / kVec<T>;
   const int blocks = static_cast<int>(std::min<int64_t>((vectors + threads - 1) / threads, 4096));
-  bias_residual<T><<<blocks, threads, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<const T*>(bias), static_cast<const T*>(res),
-      static_cast<const T*>(res_bias), static_cast<T*>(out), vectors, static_cast<int>(c));
+  launch_kernel(bias_residual<T>, blocks, threads, 0, stream, static_cast<const T*>(x),
+                static_cast<const T*>(bias), static_cast<const T*>(res), static_cast<const T*>(res_bias),
+                static_cast<T*>(out), vectors, static_cast<int>(c));
   return cudaGetLastError();
 }
 

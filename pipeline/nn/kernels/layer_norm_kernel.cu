@@ -8,6 +8,7 @@
 
 #include "pipeline/nn/kernels/e4m3.cuh"
 #include "pipeline/nn/kernels/element_types.cuh"
+#include "pipeline/nn/kernels/programmatic_launch.cuh"
 
 namespace sdxlb::kernels {
 namespace {
@@ -31,6 +32,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     layer_norm_rows(const T* __restrict__ x, const T* __restrict__ r, T* __restrict__ sum_out,
                     const T* __restrict__ gamma, const T* __restrict__ beta, T* __restrict__ y,
                     uint2* __restrict__ q, float* __restrict__ scale, int64_t rows, int d, float eps) {
+  wait_for_prior_grids();
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (row >= rows) return;
@@ -142,10 +144,10 @@ cudaError_t launch(const void* x, const void* r, void* sum, const void* gamma, c
                            : layer_norm_rows<T, kQ, kMaxVectorsPerLane>;
   };
   const auto kernel = e4m3 ? pick(std::true_type{}) : pick(std::false_type{});
-  kernel<<<static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<const T*>(r), static_cast<T*>(sum), static_cast<const T*>(gamma),
-      static_cast<const T*>(beta), static_cast<T*>(y), static_cast<uint2*>(q), scale, rows,
-      static_cast<int>(d), eps);
+  launch_kernel(kernel, static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream,
+                static_cast<const T*>(x), static_cast<const T*>(r), static_cast<T*>(sum),
+                static_cast<const T*>(gamma), static_cast<const T*>(beta), static_cast<T*>(y),
+                static_cast<uint2*>(q), scale, rows, static_cast<int>(d), eps);
   return cudaGetLastError();
 }
 

@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 
 #include "pipeline/nn/kernels/element_types.cuh"
+#include "pipeline/nn/kernels/programmatic_launch.cuh"
 
 namespace sdxlb::kernels {
 namespace {
@@ -29,6 +30,7 @@ __device__ __forceinline__ void merge(float& m, float& s, float m2, float s2) {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     softmax_rows_kernel(const float4* __restrict__ x, T* __restrict__ y, int64_t cols4, float scale) {
+  wait_for_prior_grids();
   const float4* row = x + blockIdx.x * cols4;
   float m = -INFINITY, s = 0.f;
   for (int64_t i = threadIdx.x; i < cols4; i += kThreads) {
@@ -76,8 +78,8 @@ cudaError_t launch_softmax_rows(int dtype, const float* x, void* y, int64_t rows
   if (rows <= 0) return cudaSuccess;
   const auto launch = [&](auto t) {
     using T = decltype(t);
-    softmax_rows_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-        reinterpret_cast<const float4*>(x), static_cast<T*>(y), cols / 4, scale);
+    launch_kernel(softmax_rows_kernel<T>, static_cast<unsigned>(rows), kThreads, 0, stream,
+                  reinterpret_cast<const float4*>(x), static_cast<T*>(y), cols / 4, scale);
     return cudaGetLastError();
   };
   return dtype == 3 ? launch(float{}) : with_16bit_type(dtype, launch);

@@ -1,3 +1,4 @@
+#include "pipeline/nn/kernels/programmatic_launch.cuh"
 #include "pipeline/nn/kernels/upsample_kernel.h"
 
 #include <algorithm>
@@ -10,6 +11,7 @@ namespace {
 __global__ void __launch_bounds__(256)
     upsample_nearest2x_kernel(const uint4* __restrict__ x, uint4* __restrict__ y, int64_t vectors, int64_t h,
                               int64_t w, int64_t cv) {
+  wait_for_prior_grids();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vectors;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t v = i % cv, pixel = i / cv;
@@ -36,8 +38,8 @@ cudaError_t launch_upsample_nearest2x(const void* x, void* y, int64_t n, int64_t
   const int64_t cv = pixel_bytes / 16, vectors = n * h * w * cv;
   constexpr int kThreads = 256;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((vectors + kThreads - 1) / kThreads, 8192));
-  upsample_nearest2x_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const uint4*>(x),
-                                                             static_cast<uint4*>(y), vectors, h, w, cv);
+  launch_kernel(upsample_nearest2x_kernel, blocks, kThreads, 0, stream, static_cast<const uint4*>(x),
+                static_cast<uint4*>(y), vectors, h, w, cv);
   return cudaGetLastError();
 }
 
