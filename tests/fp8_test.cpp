@@ -198,11 +198,18 @@ TEST(Fp8Cuda, OurGemmIsTheLinear) {
                               .matmul((w.q.cpu().to(at::kDouble) * w.scale.cpu().to(at::kDouble).t()).t());
     if (s.bias) expected = expected + b.to(at::kDouble);
     const at::Tensor yf = y.cpu().to(at::kDouble);
-    // Per row: within a few fp16 units of the row's largest value (fast accumulation and the output's
-    // rounding), against the exact product and against cuBLASLt's.
+    // Per row, relative to the row's largest value: as close to the exact product as cuBLASLt with the same
+    // fast accumulation, whose error grows with K (5.5e-3 at K = 2560 on the H100), give or take two fp16
+    // units; and within a few fp16 units of cuBLASLt's output.
     const at::Tensor row_max = expected.abs().amax(-1, true).clamp_min(1e-3);
-    EXPECT_LE(((yf - expected).abs() / row_max).max().item<double>(), 3e-3);
-    EXPECT_LE(((yf - lt.cpu().to(at::kDouble)).abs() / row_max).max().item<double>(), 3e-3);
+    const at::Tensor ltf = lt.cpu().to(at::kDouble);
+    const double ours = ((yf - expected).abs() / row_max).max().item<double>();
+    const double library = ((ltf - expected).abs() / row_max).max().item<double>();
+    std::printf("FP8 GEMM %lldx%lld->%lld: error %.2e (cuBLASLt %.2e) of the row's largest value\n",
+                static_cast<long long>(s.rows), static_cast<long long>(s.in), static_cast<long long>(s.out),
+                ours, library);
+    EXPECT_LE(ours, library + 1e-3);
+    EXPECT_LE(((yf - ltf).abs() / row_max).max().item<double>(), 3e-3);
     if (s.in % 128 != 0) {
       EXPECT_TRUE(at::equal(y, lt));  // not ours: cuBLASLt's bits
     }
