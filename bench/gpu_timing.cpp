@@ -59,12 +59,36 @@ nlohmann::json profile_kernels(const std::function<void()>& fn, int calls) {
   for (const auto& [name, v] : by_name) order.push_back({v.first, name});
   std::sort(order.rbegin(), order.rend());
   nlohmann::json kernels = nlohmann::json::array();
-  for (const auto& [us, name] : order)
+  std::map<std::string, size_t> index;
+  for (const auto& [us, name] : order) {
+    index[name] = kernels.size();
     kernels.push_back({{"name", name},
                        {"us_per_call", us},
                        {"launches_per_call", by_name[name].second / calls},
                        {"launch_us", launches[name]}});
-  return {{"gpu_us_per_call", total_us}, {"kernels", kernels}};
+  }
+  // The first call's launches in the order they ran: [kernel index, start µs from the call's first launch,
+  // µs], and the GPU's idle time between them (where a launch starts after the one before it ended), to see
+  // which boundaries the gaps between kernels sit at.
+  const size_t per_call = calls > 0 ? gpu.size() / static_cast<size_t>(calls) : 0;
+  nlohmann::json first_call = nlohmann::json::array();
+  double idle_us = 0;
+  for (size_t i = 0; i < per_call; ++i) {
+    const auto* e = gpu[i];
+    const double start = static_cast<double>(e->startNs() - gpu[0]->startNs()) / 1e3;
+    first_call.push_back(
+        {index[e->name().substr(0, 160)], start, static_cast<double>(e->durationNs()) / 1e3});
+    if (i > 0) {
+      const auto* prev = gpu[i - 1];
+      const int64_t gap =
+          static_cast<int64_t>(e->startNs()) - static_cast<int64_t>(prev->startNs() + prev->durationNs());
+      if (gap > 0) idle_us += static_cast<double>(gap) / 1e3;
+    }
+  }
+  return {{"gpu_us_per_call", total_us},
+          {"first_call_idle_us", idle_us},
+          {"first_call", first_call},
+          {"kernels", kernels}};
 }
 
 }  // namespace sdxlb::bench
