@@ -20,7 +20,9 @@
 #ifdef SDXLB_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "pipeline/nn/kernels/geglu_kernel.h"
 #include "pipeline/nn/kernels/programmatic_launch.h"
+#include "pipeline/nn/kernels/short_attention_kernel.h"
 #endif
 
 namespace sdxlb {
@@ -100,6 +102,13 @@ TEST(FusedOpsTest, ScaledSoftmaxOnCpuIsTheOps) {
   EXPECT_TRUE(
       bit_identical(scaled_softmax(s, 0.125, at::kHalf), at::_softmax(s * 0.125, -1, false).to(at::kHalf)));
   EXPECT_THROW(scaled_softmax(s.to(at::kHalf), 0.125, at::kHalf), c10::Error);
+}
+
+TEST(FusedOpsTest, ShortAttentionOnCpuIsTheOp) {
+  const at::Tensor q = at::randn({2, 3, 40, 64}), k = at::randn({2, 3, 7, 64}), v = at::randn({2, 3, 7, 64});
+  EXPECT_TRUE(bit_identical(short_attention(q, k, v), at::scaled_dot_product_attention(q, k, v)));
+  EXPECT_TRUE(bit_identical(short_attention(q, k, v, 0.3),
+                            at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, 0.3)));
 }
 
 // ---- CUDA kernels ----
@@ -318,6 +327,108 @@ TEST_F(FusedOpsCudaTest, WideHeadAttentionIsAsAccurateAsTheFusedKernel) {
     EXPECT_LE(ours, fp32 ? 2e-3 : std::max(2 * fused, 2e-3));
     EXPECT_TRUE(bit_identical(got, attend(q, k, v)));
     EXPECT_EQ(at::globalContext().allowTF32CuBLAS(), tf32_was);  // the flag is back as it was
+  }
+}
+
+// The UNet's cross-attention (queries and keys as the [B, N, heads · 64] projections see them per head, 77
+// keys), the 4096-token level with a ragged last block, bf16 with a few keys, the most keys the kernel takes.
+TEST_F(FusedOpsCudaTest, ShortAttentionIsAsAccurateAsPyTorchsKernelAndPerRow) {
+  at::manual_seed(11);
+  for (const auto& shape : {std::vector<int64_t>{2, 20, 1024, 77, 0},
+                            {1, 10, 4133, 77, 0},
+                            {3, 2, 130, 5, 1},
+                            {2, 4, 300, 96, 0},
+                            {1, 1, 1, 1, 0}}) {
+    const int64_t b = shape[0], h = shape[1], n = shape[2], m = shape[3], d = 64;
+    const auto opts =
+        at::TensorOptions().device(at::kCUDA, 0).dtype(shape[4] == 1 ? at::kBFloat16 : at::kHalf);
+    SCOPED_TRACE(c10::str(at::IntArrayRef(shape)));
+    const auto heads_of = [&](const at::Tensor& x) { return x.view({b, -1, h, d}).transpose(1, 2); };
+    const at::Tensor q = heads_of(at::randn({b, n, h * d}, opts)),
+                     k = heads_of(at::randn({b, m, h * d}, opts)),
+                     v = heads_of(at::randn({b, m, h * d}, opts));
+    const at::Tensor got = short_attention(q, k, v);
+    ASSERT_EQ(got.sizes(), q.sizes());
+    const at::Tensor sdpa = at::scaled_dot_product_attention(q, k, v);  // the kernel PyTorch picks
+    const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
+    const at::Tensor want =
+        at::matmul(at::_softmax(at::matmul(qd, kd.transpose(-1, -2)) / std::sqrt(double(d)), -1, false), vd);
+    const double ours = rel_err(got, want), fused = rel_err(sdpa, want);
+    std::printf("short attention %s: relative error %.3g (PyTorch's kernel %.3g)\n",
+                c10::str(at::IntArrayRef(shape)).c_str(), ours, fused);
+    EXPECT_LE(ours, std::max(1.5 * fused, shape[4] == 1 ? 1e-2 : 1.5e-3));
+    // Each query row on its own: the same bits for one sample alone and for the queries from row 37 on.
+    EXPECT_TRUE(bit_identical(got, short_attention(q, k, v)));
+    EXPECT_TRUE(
+        bit_identical(got.narrow(0, b - 1, 1),
+                      short_attention(q.narrow(0, b - 1, 1), k.narrow(0, b - 1, 1), v.narrow(0, b - 1, 1))));
+    if (n > 37) {
+      EXPECT_TRUE(bit_identical(got.narrow(2, 37, n - 37), short_attention(q.narrow(2, 37, n - 37), k, v)));
+    }
+  }
+}
+
+// What the kernel refuses, it refuses before launching anything, so that short_attention runs the op instead.
+TEST_F(FusedOpsCudaTest, ShortAttentionKernelRefusesWhatItDoesNotTake) {
+  const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(at::kHalf);
+  const at::Tensor q = at::randn({1, 2, 16, 64}, opts), kv = at::randn({1, 2, 97, 64}, opts),
+                   o = at::empty({1, 16, 2, 64}, opts);
+  const kernels::HeadStrides qs{q.stride(0), q.stride(1), q.stride(2)},
+      ks{kv.stride(0), kv.stride(1), kv.stride(2)};
+  const auto run = [&](int64_t keys, float scale, const void* qp) {
+    return kernels::launch_short_attention(1, qp, qs, kv.const_data_ptr(), ks, kv.const_data_ptr(), ks,
+                                           o.data_ptr(), 1, 2, 16, keys, scale, nullptr);
+  };
+  EXPECT_EQ(run(96, 0.125f, q.const_data_ptr()), cudaSuccess);
+  EXPECT_EQ(run(97, 0.125f, q.const_data_ptr()),
+            cudaErrorInvalidValue);  // more keys than shared memory holds
+  EXPECT_EQ(run(0, 0.125f, q.const_data_ptr()), cudaErrorInvalidValue);
+  EXPECT_EQ(run(77, 0.f, q.const_data_ptr()), cudaErrorInvalidValue);
+  EXPECT_EQ(run(77, 0.125f, static_cast<const char*>(q.const_data_ptr()) + 2), cudaErrorInvalidValue);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  // More keys than the kernel takes: PyTorch's kernel, the same bits as the op.
+  EXPECT_TRUE(bit_identical(short_attention(q, kv, kv), at::scaled_dot_product_attention(q, kv, kv)));
+}
+
+// GEGLU in both kernels (GELU by erf, and looked up in the table) against the ops, bit for bit: the UNet's
+// two widths, every finite 16-bit gate value, bf16, and a width the vectorised kernels do not take.
+TEST_F(FusedOpsCudaTest, GegluIsBitIdenticalToTheOpsInBothKernels) {
+  at::manual_seed(13);
+  const auto ops = [](const at::Tensor& p) {
+    auto parts = p.chunk(2, -1);
+    return parts[0] * at::gelu(parts[1]);
+  };
+  const auto every_gate = [](at::ScalarType dt) {
+    // All 65536 bit patterns as gates (non-finite ones replaced by zero), values random.
+    const at::Tensor bits = at::arange(0, 65536, at::TensorOptions().dtype(at::kInt)).to(at::kShort);
+    at::Tensor g = bits.view(dt).to(at::kCUDA);
+    g = at::where(at::isfinite(g), g, at::zeros_like(g));
+    return at::cat({at::randn({64, 1024}, g.options()), g.view({64, 1024})}, -1);
+  };
+  const auto cuda = at::TensorOptions().device(at::kCUDA, 0);
+  for (const at::Tensor& p : {at::randn({2, 1024, 10240}, cuda.dtype(at::kHalf)) * 3,
+                              at::randn({2, 4096, 5120}, cuda.dtype(at::kHalf)) * 3, every_gate(at::kHalf),
+                              every_gate(at::kBFloat16), at::randn({3, 7, 16}, cuda.dtype(at::kBFloat16)) * 3,
+                              at::randn({5, 10}, cuda.dtype(at::kHalf))}) {
+    SCOPED_TRACE(c10::str(p.sizes(), " ", p.scalar_type()));
+    const at::Tensor want = ops(p);
+    EXPECT_TRUE(bit_identical(geglu(p), want));
+    const int64_t f = p.size(-1) / 2, rows = p.numel() / p.size(-1);
+    const int dtype = p.scalar_type() == at::kHalf ? 1 : 2;
+    at::Tensor table = at::empty_like(want), erf = at::empty_like(want);
+    const cudaError_t e =
+        kernels::launch_geglu_table(dtype, p.data_ptr(), table.data_ptr(), rows, f, nullptr);
+    if (f % 8 != 0) {
+      EXPECT_EQ(e, cudaErrorInvalidValue);
+      continue;
+    }
+    ASSERT_EQ(e, cudaSuccess);
+    ASSERT_EQ(dtype == 1 ? kernels::launch_geglu_f16(p.data_ptr(), erf.data_ptr(), rows, f, nullptr)
+                         : kernels::launch_geglu_bf16(p.data_ptr(), erf.data_ptr(), rows, f, nullptr),
+              cudaSuccess);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_TRUE(bit_identical(table, want));
+    EXPECT_TRUE(bit_identical(erf, want));
   }
 }
 

@@ -78,6 +78,7 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   std::optional<double> scale) {
   if (takes_wide_head_path(q, k, v, causal))
     return attend_wide_heads(q, k, v, scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(-1)))));
+  if (!causal) return short_attention(q, k, v, scale);
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, causal, scale);
 }
 

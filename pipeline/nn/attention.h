@@ -30,7 +30,9 @@ namespace sdxlb {
 /// masks keys after each query; `scale` nullopt: 1/sqrt(D). On CUDA, heads wider than 256 (the VAE's single
 /// 512-wide head, which no fused kernel takes) run as two cuBLAS GEMMs with a float32 softmax between them,
 /// over chunks of queries (at most 64 MiB of scores at once), float32 inputs in TF32 as cuDNN runs the
-/// float32 VAE's convolutions; fusion "wideattention" (fused_ops.h) switches that off.
+/// float32 VAE's convolutions; fusion "wideattention" (fused_ops.h) switches that off. Heads 64 wide over at
+/// most 96 keys (the UNet's cross-attention) run our short_attention kernel (fused_ops.h; fusion
+/// "crossattention").
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal = false,
                   std::optional<double> scale = std::nullopt);
 

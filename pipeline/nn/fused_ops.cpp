@@ -1,7 +1,9 @@
 #include "pipeline/nn/fused_ops.h"
 
 #include <array>
+#include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "pipeline/nn/kernels/geglu_kernel.h"
 #include "pipeline/nn/kernels/group_norm_kernel.h"
 #include "pipeline/nn/kernels/layer_norm_kernel.h"
+#include "pipeline/nn/kernels/short_attention_kernel.h"
 #include "pipeline/nn/kernels/softmax_kernel.h"
 #include "pipeline/nn/kernels/upsample_kernel.h"
 #endif
@@ -26,8 +29,9 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 7> kFusionNames{"geglu",         "groupnorm", "layernorm", "upsample",
-                                                  "wideattention", "fp8qkv",    "pdl"};
+constexpr std::array<const char*, 9> kFusionNames{"geglu",    "groupnorm",      "layernorm",
+                                                  "upsample", "wideattention",  "fp8qkv",
+                                                  "pdl",      "crossattention", "gelutable"};
 
 // Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.
@@ -129,6 +133,33 @@ at::Tensor scaled_softmax(const at::Tensor& scores, double scale, at::ScalarType
   return at::_softmax(scores * scale, -1, false).to(dtype);
 }
 
+at::Tensor short_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           std::optional<double> scale) {
+#ifdef SDXLB_WITH_CUDA
+  const auto dt = q.scalar_type();
+  if (q.is_cuda() && half_or_bf16(q) && k.scalar_type() == dt && v.scalar_type() == dt && q.dim() == 4 &&
+      k.dim() == 4 && v.dim() == 4 && q.size(-1) == kernels::kShortAttentionHeadDim &&
+      k.size(-1) == q.size(-1) && v.size(-1) == q.size(-1) && k.size(2) == v.size(2) &&
+      k.size(2) <= kernels::kShortAttentionMaxKeys && q.size(0) == k.size(0) && q.size(0) == v.size(0) &&
+      q.size(1) == k.size(1) && q.size(1) == v.size(1) && q.stride(-1) == 1 && k.stride(-1) == 1 &&
+      v.stride(-1) == 1 && fusion_enabled(Fusion::kCrossAttention)) {
+    const int64_t b = q.size(0), heads = q.size(1), n = q.size(2);
+    at::Tensor o = at::empty({b, n, heads, q.size(-1)}, q.options());
+    const auto strides = [](const at::Tensor& t) {
+      return kernels::HeadStrides{t.stride(0), t.stride(1), t.stride(2)};
+    };
+    if (launched(kernels::launch_short_attention(
+            dt == at::kHalf ? 1 : 2, q.const_data_ptr(), strides(q), k.const_data_ptr(), strides(k),
+            v.const_data_ptr(), strides(v), o.data_ptr(), b, heads, n, k.size(2),
+            static_cast<float>(scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(-1))))),
+            c10::cuda::getCurrentCUDAStream(q.device().index()))))
+      return o.transpose(1, 2);
+  }
+#endif
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/false,
+                                          scale);
+}
+
 at::Tensor upsample_nearest2x(const at::Tensor& x) {
 #ifdef SDXLB_WITH_CUDA
   if (x.is_cuda() && (half_or_bf16(x) || x.scalar_type() == at::kFloat) && x.dim() == 4 &&
@@ -156,6 +187,10 @@ at::Tensor geglu(const at::Tensor& proj) {
     sizes.back() = f;
     at::Tensor out = at::empty(sizes, proj.options());
     auto stream = c10::cuda::getCurrentCUDAStream(proj.device().index());
+    if (fusion_enabled(Fusion::kGeluTable) &&
+        launched(kernels::launch_geglu_table(dt == at::kHalf ? 1 : 2, proj.data_ptr(), out.data_ptr(), rows,
+                                             f, stream)))
+      return out;
     C10_CUDA_CHECK(dt == at::kHalf
                        ? kernels::launch_geglu_f16(proj.data_ptr(), out.data_ptr(), rows, f, stream)
                        : kernels::launch_geglu_bf16(proj.data_ptr(), out.data_ptr(), rows, f, stream));

@@ -4,6 +4,7 @@
 // Each function states the unfused ops it stands for.
 #pragma once
 
+#include <optional>
 #include <utility>
 
 #include <ATen/core/Tensor.h>
@@ -22,11 +23,16 @@ enum class Fusion {
   kFp8Qkv,         ///< "fp8qkv": FP8 attention's query/key/value GEMM writes e4m3 itself (fp8_attention.h)
   kProgrammaticLaunch,  ///< "pdl": our kernels start while the kernel before them ends, on sm_90 and later
                         ///< (kernels/programmatic_launch.cuh; the kernels read this switch themselves)
+  kCrossAttention,      ///< "crossattention": attention over at most 96 keys (the UNet's cross-attention to
+                        ///< the prompt's 77 tokens) in a kernel of our own instead of PyTorch's SDPA
+  kGeluTable,           ///< "gelutable": GEGLU's GELU looked up in a table of its 65536 16-bit values (the
+                        ///< same bits) instead of computed with erf in the kernel
 };
 bool fusion_enabled(Fusion fusion);
 
 /// diffusers' GEGLU activation on the projection output [..., 2F]: value * gelu(gate) with value, gate =
-/// chunk(2, -1). One fused kernel on CUDA for fp16/bf16 (bit-identical to the unfused ops), else the ops.
+/// chunk(2, -1). One fused kernel on CUDA for fp16/bf16 (bit-identical to the unfused ops; the GELU looked up
+/// in a table of all 16-bit inputs unless the fusion "gelutable" is off), else the ops.
 at::Tensor geglu(const at::Tensor& proj);
 
 /// Whether `group_norm_act` (and add_bias_residual) runs its fused kernel for this input: a CUDA fp16, bf16
@@ -108,6 +114,16 @@ at::Tensor upsample_nearest2x(const at::Tensor& x);
 /// attention probabilities of attend()'s wide-head path. One kernel (a block per row, float32 throughout) for
 /// contiguous CUDA scores with M a multiple of 4; else the ops (softmax in float32, then the cast).
 at::Tensor scaled_softmax(const at::Tensor& scores, double scale, at::ScalarType dtype);
+
+/// at::scaled_dot_product_attention(q, k, v, no mask, no dropout, not causal, scale) of q [B, heads, N, D]
+/// and k, v [B, heads, M, D]. One kernel of our own (kernels/short_attention_kernel.h: a block per 128
+/// queries of a head, all keys in shared memory, the same method as flash attention, another rounding order)
+/// for CUDA fp16/bf16 with D = 64 and M at most 96, the last dimension contiguous and the fusion
+/// "crossattention" on: the cross-attention of the UNet, whose 77 keys left PyTorch's kernels memory-bound at
+/// a third of the GPU's bandwidth. Its output is [B, N, heads, D] memory seen as [B, heads, N, D]. Else the
+/// op.
+at::Tensor short_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           std::optional<double> scale = std::nullopt);
 
 /// Whether fused CUDA kernels are compiled in (a CUDA build).
 bool fused_kernels_available();

@@ -1,5 +1,9 @@
 #include "pipeline/nn/kernels/geglu_kernel.h"
 
+#include <array>
+#include <mutex>
+#include <type_traits>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -38,6 +42,105 @@ __global__ void geglu_vec8(const T* __restrict__ in, T* __restrict__ out, int64_
     for (int k = 0; k < 8; ++k) o[k] = from_float<T>(to_float(h[k]) * to_float(gelu(g[k])));
     *reinterpret_cast<uint4*>(out + r * f + c) = ov;
   }
+}
+
+// GELU of every 16-bit value, as gelu() rounds it, indexed by the input's bits: GEGLU's kernel is bound by
+// erf's arithmetic (session 17's probe: without erf it ran at a copy's speed), and a 16-bit input has only
+// 65536 values. Filled on the GPU by the same gelu(), so a lookup gives gelu()'s bits.
+constexpr int kTableSize = 1 << 16;
+__device__ uint16_t gelu_table_f16[kTableSize];
+__device__ uint16_t gelu_table_bf16[kTableSize];
+
+template <typename T>
+__device__ __forceinline__ uint16_t* gelu_table() {
+  if constexpr (std::is_same_v<T, __half>)
+    return gelu_table_f16;
+  else
+    return gelu_table_bf16;
+}
+
+template <typename T>
+__global__ void fill_gelu_table() {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= kTableSize) return;
+  const uint16_t bits = static_cast<uint16_t>(i);
+  const T g = gelu(*reinterpret_cast<const T*>(&bits));
+  gelu_table<T>()[i] = *reinterpret_cast<const uint16_t*>(&g);
+}
+
+// geglu_vec8 with the GELU looked up: one block per SM holds the table in shared memory (128 KiB) and strides
+// over the 8-element groups, two per iteration with their loads issued first.
+constexpr int kTableThreads = 1024;
+
+template <typename T>
+__global__ void __launch_bounds__(kTableThreads)
+    geglu_table_vec8(const T* __restrict__ in, T* __restrict__ out, uint32_t groups,
+                     uint32_t groups_per_row) {
+  extern __shared__ uint4 table_shared[];
+  wait_for_prior_grids();
+  const uint4* table = reinterpret_cast<const uint4*>(gelu_table<T>());
+  for (int i = threadIdx.x; i < kTableSize * 2 / 16; i += kTableThreads) table_shared[i] = table[i];
+  __syncthreads();
+  const uint16_t* lookup = reinterpret_cast<const uint16_t*>(table_shared);
+  const uint32_t f = groups_per_row * 8, stride = gridDim.x * kTableThreads;
+  for (uint32_t i = blockIdx.x * kTableThreads + threadIdx.x; i < groups; i += 2 * stride) {
+    uint4 hv[2], gv[2];
+    uint32_t at[2];
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const uint32_t j = i + u * stride;
+      if (j < groups) {
+        const uint32_t r = j / groups_per_row, c = (j - r * groups_per_row) * 8;
+        const T* row = in + static_cast<uint64_t>(r) * 2 * f;
+        hv[u] = __ldcs(reinterpret_cast<const uint4*>(row + c));
+        gv[u] = __ldcs(reinterpret_cast<const uint4*>(row + f + c));
+        at[u] = r * f + c;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      if (i + u * stride < groups) {
+        const T* h = reinterpret_cast<const T*>(&hv[u]);
+        const uint16_t* g = reinterpret_cast<const uint16_t*>(&gv[u]);
+        uint4 ov;
+        T* o = reinterpret_cast<T*>(&ov);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          const uint16_t gl = lookup[g[k]];
+          o[k] = from_float<T>(to_float(h[k]) * to_float(*reinterpret_cast<const T*>(&gl)));
+        }
+        *reinterpret_cast<uint4*>(out + at[u]) = ov;
+      }
+    }
+  }
+}
+
+// Fills the table of T on the current device once (outside stream capture, on `stream`, waited for) and
+// returns the blocks geglu_table_vec8 runs as (the SM count); 0 where it cannot run (capture before the
+// table exists, less shared memory than it needs).
+template <typename T>
+int table_blocks(cudaStream_t stream) {
+  static std::mutex mutex;
+  static std::array<int, 64> blocks{};  // per device: 0 not yet, -1 cannot run, else the SM count
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 0;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (blocks[device] != 0) return blocks[device] > 0 ? blocks[device] : 0;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone)
+    return 0;  // the erf kernel meanwhile: the same bits
+  int sms = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaFuncSetAttribute(geglu_table_vec8<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           kTableSize * 2) != cudaSuccess) {
+    (void)cudaGetLastError();
+    blocks[device] = -1;
+    return 0;
+  }
+  fill_gelu_table<T><<<kTableSize / 256, 256, 0, stream>>>();
+  if (cudaGetLastError() != cudaSuccess || cudaStreamSynchronize(stream) != cudaSuccess) return 0;
+  blocks[device] = sms;
+  return sms;
 }
 
 template <typename T>
@@ -118,6 +221,19 @@ cudaError_t launch(const void* in, void* out, int64_t rows, int64_t f, cudaStrea
 }
 
 template <typename T>
+cudaError_t launch_table(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream) {
+  if (f % 8 != 0 || reinterpret_cast<uintptr_t>(in) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 16 != 0 ||
+      rows * 2 * f >= (int64_t{1} << 32))
+    return cudaErrorInvalidValue;
+  if (rows <= 0 || f <= 0) return cudaSuccess;
+  const int blocks = table_blocks<T>(stream);
+  if (blocks == 0) return cudaErrorInvalidValue;
+  launch_kernel(geglu_table_vec8<T>, blocks, kTableThreads, kTableSize * 2, stream, static_cast<const T*>(in),
+                static_cast<T*>(out), static_cast<uint32_t>(rows * (f / 8)), static_cast<uint32_t>(f / 8));
+  return cudaGetLastError();
+}
+
+template <typename T>
 cudaError_t launch_e4m3(const void* in, void* q, float* scale, int64_t rows, int64_t f, cudaStream_t stream) {
   if (f % 8 != 0 || f > 8 * kGeluThreads * kGeluMaxVecs || reinterpret_cast<uintptr_t>(in) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(q) % 8 != 0 || rows > 0x7fffffff)
@@ -138,6 +254,11 @@ cudaError_t launch_geglu_e4m3(int dtype, const void* in, void* q, float* scale, 
                               cudaStream_t stream) {
   return with_16bit_type(dtype,
                          [&](auto t) { return launch_e4m3<decltype(t)>(in, q, scale, rows, f, stream); });
+}
+
+cudaError_t launch_geglu_table(int dtype, const void* in, void* out, int64_t rows, int64_t f,
+                               cudaStream_t stream) {
+  return with_16bit_type(dtype, [&](auto t) { return launch_table<decltype(t)>(in, out, rows, f, stream); });
 }
 
 cudaError_t launch_geglu_f16(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream) {

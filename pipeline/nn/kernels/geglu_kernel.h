@@ -14,6 +14,16 @@ namespace sdxlb::kernels {
 cudaError_t launch_geglu_f16(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream);
 cudaError_t launch_geglu_bf16(const void* in, void* out, int64_t rows, int64_t f, cudaStream_t stream);
 
+/// The same GEGLU, bit for bit (dtype code 1 __half, 2 __nv_bfloat16), with gelu(g) looked up in a table of
+/// all 65536 16-bit inputs that the GPU fills with the same float arithmetic on first use: the erf kernel
+/// above is bound by erf's instructions, this one by memory. One block per SM with the table in 128 KiB of
+/// shared memory. cudaErrorInvalidValue, launching nothing, where it does not run: f % 8 != 0, pointers not
+/// 16-byte aligned, 2^32 input elements or more, a GPU without that much shared memory per block, or the
+/// first call on a device made while its stream is being captured into a CUDA graph (the table is filled, and
+/// waited for, outside capture).
+cudaError_t launch_geglu_table(int dtype, const void* in, void* out, int64_t rows, int64_t f,
+                               cudaStream_t stream);
+
 /// The same GEGLU (dtype code 1 __half, 2 __nv_bfloat16) with each output row quantised to e4m3 instead of
 /// written: q [rows, f] e4m3 and scale [rows] float32, the bits launch_quantize_rows_e4m3
 /// (fp8_quantize_kernel.h) gives for the output the other launchers write. One block per row; needs f % 8 ==
