@@ -16,7 +16,8 @@ double median_seconds(const std::function<void()>& fn, int iters);
 /// launches_per_call, launch_us}, ...]} from the most time to the least; launch_us lists every launch's
 /// microseconds in the order they ran (all `calls` calls), to see which shapes of a kernel cost the time.
 /// Also the first call's launches in order, "first_call": [[kernel index, start µs, µs], ...], and
-/// "first_call_idle_us": the GPU's time between them with no kernel running (the gaps a CUDA graph leaves).
+/// "first_call_idle_us": the GPU's time between them with no kernel running (the gaps a CUDA graph leaves
+/// when fn replays one; for an eager fn they include the CPU's launches).
 nlohmann::json profile_kernels(const std::function<void()>& fn, int calls);
 
 }  // namespace sdxlb::bench

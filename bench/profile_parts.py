@@ -10,7 +10,7 @@ from collections import defaultdict
 
 def part(name):
     n = name.lower()
-    if "sdpa" in n or "flash" in n or "fmha" in n:
+    if "sdpa" in n or "flash" in n or "fmha" in n or "short_attention" in n:
         return "attention"
     if "fprop" in n or "implicit_gemm" in n or "fp8_conv" in n or "conv" in n:
         return "convolutions"
@@ -54,7 +54,7 @@ def main():
             g[0] += gap
             g[1] += 1
     end = seq[-1][1] + seq[-1][2]
-    print(f"first call: {end / 1e3:.2f} ms from its first launch to its last kernel's end, "
+    print(f"first call ({p.get('timeline_of', 'eager call')}): {end / 1e3:.2f} ms from its first launch to its last kernel's end, "
           f"{p['first_call_idle_us'] / 1e3:.2f} ms of it with no kernel running; the gaps by the parts around them:")
     for (a, b), (us, n) in sorted(gaps.items(), key=lambda x: -x[1][0])[:top]:
         print(f"  {a:>20s} -> {b:20s} {us:8.1f} us over {n:4d} gaps ({us / n:.2f} us each)")

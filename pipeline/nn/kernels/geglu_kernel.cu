@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "pipeline/nn/kernels/async_copy.cuh"
 #include "pipeline/nn/kernels/e4m3.cuh"
 #include "pipeline/nn/kernels/element_types.cuh"
 #include "pipeline/nn/kernels/programmatic_launch.cuh"
@@ -79,7 +80,10 @@ __global__ void __launch_bounds__(kTableThreads)
   extern __shared__ uint4 table_shared[];
   wait_for_prior_grids();
   const uint4* table = reinterpret_cast<const uint4*>(gelu_table<T>());
-  for (int i = threadIdx.x; i < kTableSize * 2 / 16; i += kTableThreads) table_shared[i] = table[i];
+#pragma unroll
+  for (int k = 0; k < kTableSize * 2 / 16 / kTableThreads; ++k)
+    copy16_async(table_shared + threadIdx.x + k * kTableThreads, table + threadIdx.x + k * kTableThreads);
+  wait_async_copies();
   __syncthreads();
   const uint16_t* lookup = reinterpret_cast<const uint16_t*>(table_shared);
   const uint32_t f = groups_per_row * 8, stride = gridDim.x * kTableThreads;

@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "pipeline/nn/kernels/async_copy.cuh"
 #include "pipeline/nn/kernels/element_types.cuh"
 #include "pipeline/nn/kernels/programmatic_launch.cuh"
 
@@ -67,15 +68,14 @@ __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float x, float y) {
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-// Copies `rows` rows of 64 16-bit values from global memory (row r at src + r * stride) into shared rows
-// kPitch apart, zeros past `valid`.
-template <typename T>
-__device__ __forceinline__ void load_rows(T* dst, const T* src, int64_t stride, int rows, int valid) {
-  for (int c = threadIdx.x; c < rows * kChunksPerRow; c += kWarps * 32) {
+// Starts copying `rows` rows of 64 16-bit values from global memory (row r at src + r * stride) into shared
+// rows kPitch apart, zeros past `valid` (wait_async_copies, then __syncthreads, before reading them).
+template <typename T, int kRows>
+__device__ __forceinline__ void load_rows(T* dst, const T* src, int64_t stride, int valid) {
+#pragma unroll
+  for (int c = threadIdx.x; c < kRows * kChunksPerRow; c += kWarps * 32) {
     const int r = c / kChunksPerRow, piece = c % kChunksPerRow;
-    uint4 value = make_uint4(0, 0, 0, 0);
-    if (r < valid) value = __ldg(reinterpret_cast<const uint4*>(src + r * stride) + piece);
-    *reinterpret_cast<uint4*>(dst + r * kPitch + piece * 8) = value;
+    copy16_async(dst + r * kPitch + piece * 8, r < valid ? src + r * stride + piece * 8 : src, r < valid);
   }
 }
 
@@ -93,10 +93,11 @@ __global__ void __launch_bounds__(kWarps * 32)
   __shared__ __align__(16) T sv[kKeys * kPitch];
   const int b = blockIdx.z, h = blockIdx.y, n0 = blockIdx.x * kQueries;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  load_rows(sq, q + b * qs.batch + h * qs.head + static_cast<int64_t>(n0) * qs.token, qs.token, kQueries,
-            queries - n0);
-  load_rows(sk, k + b * ks.batch + h * ks.head, ks.token, kKeys, keys);
-  load_rows(sv, v + b * vs.batch + h * vs.head, vs.token, kKeys, keys);
+  load_rows<T, kQueries>(sq, q + b * qs.batch + h * qs.head + static_cast<int64_t>(n0) * qs.token, qs.token,
+                         queries - n0);
+  load_rows<T, kKeys>(sk, k + b * ks.batch + h * ks.head, ks.token, keys);
+  load_rows<T, kKeys>(sv, v + b * vs.batch + h * vs.head, vs.token, keys);
+  wait_async_copies();
   __syncthreads();
 
   T* rows = sq + warp * kRowsPerWarp * kPitch;
