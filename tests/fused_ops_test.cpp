@@ -37,6 +37,13 @@ bool bit_identical(const at::Tensor& a, const at::Tensor& b) {
   return a.sizes() == b.sizes() && at::equal(a.contiguous(), b.contiguous());
 }
 
+// softmax(q kᵀ / sqrt(d)) v in float64, for [B, heads, N, d] queries and [B, heads, M, d] keys and values.
+at::Tensor attention_float64(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
+  const at::Tensor scores = at::matmul(qd, kd.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
+  return at::matmul(at::_softmax(scores, -1, false), vd);
+}
+
 // ---- CPU: the ops each function stands for ----
 
 #ifdef SDXLB_WITH_CUDA
@@ -317,9 +324,7 @@ TEST_F(FusedOpsCudaTest, WideHeadAttentionIsAsAccurateAsTheFusedKernel) {
     const at::Tensor got = attend(q, k, v);
     ASSERT_EQ(got.sizes(), q.sizes());
     const at::Tensor sdpa = at::scaled_dot_product_attention(q, k, v);  // the kernel PyTorch picks
-    const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
-    const at::Tensor want =
-        at::matmul(at::_softmax(at::matmul(qd, kd.transpose(-1, -2)) / std::sqrt(double(d)), -1, false), vd);
+    const at::Tensor want = attention_float64(q, k, v);
     const double ours = rel_err(got, want), fused = rel_err(sdpa, want);
     std::printf("wide head %s: relative error %.3g (PyTorch's kernel %.3g)\n",
                 c10::str(at::IntArrayRef(shape)).c_str(), ours, fused);
@@ -350,9 +355,7 @@ TEST_F(FusedOpsCudaTest, ShortAttentionIsAsAccurateAsPyTorchsKernelAndPerRow) {
     const at::Tensor got = short_attention(q, k, v);
     ASSERT_EQ(got.sizes(), q.sizes());
     const at::Tensor sdpa = at::scaled_dot_product_attention(q, k, v);  // the kernel PyTorch picks
-    const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
-    const at::Tensor want =
-        at::matmul(at::_softmax(at::matmul(qd, kd.transpose(-1, -2)) / std::sqrt(double(d)), -1, false), vd);
+    const at::Tensor want = attention_float64(q, k, v);
     const double ours = rel_err(got, want), fused = rel_err(sdpa, want);
     std::printf("short attention %s: relative error %.3g (PyTorch's kernel %.3g)\n",
                 c10::str(at::IntArrayRef(shape)).c_str(), ours, fused);

@@ -232,26 +232,15 @@ cudaError_t launch_short_attention(int dtype, const void* q, HeadStrides q_strid
   if (batch <= 0 || heads <= 0 || queries <= 0) return cudaSuccess;
   return with_16bit_type(dtype, [&](auto t) {
     using T = decltype(t);
-    switch ((keys + 15) / 16) {
-      case 1:
-        return launch_for<T, 16>(q, q_strides, k, k_strides, v, v_strides, o, batch, heads, queries, keys,
-                                 scale, stream);
-      case 2:
-        return launch_for<T, 32>(q, q_strides, k, k_strides, v, v_strides, o, batch, heads, queries, keys,
-                                 scale, stream);
-      case 3:
-        return launch_for<T, 48>(q, q_strides, k, k_strides, v, v_strides, o, batch, heads, queries, keys,
-                                 scale, stream);
-      case 4:
-        return launch_for<T, 64>(q, q_strides, k, k_strides, v, v_strides, o, batch, heads, queries, keys,
-                                 scale, stream);
-      case 5:
-        return launch_for<T, 80>(q, q_strides, k, k_strides, v, v_strides, o, batch, heads, queries, keys,
-                                 scale, stream);
-      default:
-        return launch_for<T, 96>(q, q_strides, k, k_strides, v, v_strides, o, batch, heads, queries, keys,
-                                 scale, stream);
-    }
+    // The key count rounded up to 16: one instance per multiple of 16 up to kShortAttentionMaxKeys.
+    using Launch =
+        cudaError_t (*)(const void*, HeadStrides, const void*, HeadStrides, const void*, HeadStrides, void*,
+                        int64_t, int64_t, int64_t, int64_t, float, cudaStream_t);
+    constexpr Launch kByKeyTiles[] = {launch_for<T, 16>, launch_for<T, 32>, launch_for<T, 48>,
+                                      launch_for<T, 64>, launch_for<T, 80>, launch_for<T, 96>};
+    static_assert(sizeof(kByKeyTiles) / sizeof(kByKeyTiles[0]) * 16 == kShortAttentionMaxKeys);
+    return kByKeyTiles[(keys + 15) / 16 - 1](q, q_strides, k, k_strides, v, v_strides, o, batch, heads,
+                                             queries, keys, scale, stream);
   });
 }
 
