@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -37,11 +38,18 @@ bool bit_identical(const at::Tensor& a, const at::Tensor& b) {
   return a.sizes() == b.sizes() && at::equal(a.contiguous(), b.contiguous());
 }
 
-// softmax(q kᵀ / sqrt(d)) v in float64, for [B, heads, N, d] queries and [B, heads, M, d] keys and values.
-at::Tensor attention_float64(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+// The relative errors of `got` and of the kernel PyTorch picks for the same attention against softmax(q kᵀ /
+// sqrt(d)) v in float64 ([B, heads, N, d] queries, [B, heads, M, d] keys and values), printed under `label`.
+std::pair<double, double> attention_errors(const char* label, const std::vector<int64_t>& shape,
+                                           const at::Tensor& got, const at::Tensor& q, const at::Tensor& k,
+                                           const at::Tensor& v) {
   const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
   const at::Tensor scores = at::matmul(qd, kd.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
-  return at::matmul(at::_softmax(scores, -1, false), vd);
+  const at::Tensor want = at::matmul(at::_softmax(scores, -1, false), vd);
+  const double ours = rel_err(got, want), fused = rel_err(at::scaled_dot_product_attention(q, k, v), want);
+  std::printf("%s %s: relative error %.3g (PyTorch's kernel %.3g)\n", label,
+              c10::str(at::IntArrayRef(shape)).c_str(), ours, fused);
+  return {ours, fused};
 }
 
 // ---- CPU: the ops each function stands for ----
@@ -323,11 +331,7 @@ TEST_F(FusedOpsCudaTest, WideHeadAttentionIsAsAccurateAsTheFusedKernel) {
                      v = at::randn({b, h, m, d}, opts);
     const at::Tensor got = attend(q, k, v);
     ASSERT_EQ(got.sizes(), q.sizes());
-    const at::Tensor sdpa = at::scaled_dot_product_attention(q, k, v);  // the kernel PyTorch picks
-    const at::Tensor want = attention_float64(q, k, v);
-    const double ours = rel_err(got, want), fused = rel_err(sdpa, want);
-    std::printf("wide head %s: relative error %.3g (PyTorch's kernel %.3g)\n",
-                c10::str(at::IntArrayRef(shape)).c_str(), ours, fused);
+    const auto [ours, fused] = attention_errors("wide head", shape, got, q, k, v);
     // TF32 products (10-bit mantissas) for float32: about fp16's rounding.
     EXPECT_LE(ours, fp32 ? 2e-3 : std::max(2 * fused, 2e-3));
     EXPECT_TRUE(bit_identical(got, attend(q, k, v)));
@@ -354,11 +358,7 @@ TEST_F(FusedOpsCudaTest, ShortAttentionIsAsAccurateAsPyTorchsKernelAndPerRow) {
                      v = heads_of(at::randn({b, m, h * d}, opts));
     const at::Tensor got = short_attention(q, k, v);
     ASSERT_EQ(got.sizes(), q.sizes());
-    const at::Tensor sdpa = at::scaled_dot_product_attention(q, k, v);  // the kernel PyTorch picks
-    const at::Tensor want = attention_float64(q, k, v);
-    const double ours = rel_err(got, want), fused = rel_err(sdpa, want);
-    std::printf("short attention %s: relative error %.3g (PyTorch's kernel %.3g)\n",
-                c10::str(at::IntArrayRef(shape)).c_str(), ours, fused);
+    const auto [ours, fused] = attention_errors("short attention", shape, got, q, k, v);
     EXPECT_LE(ours, std::max(1.5 * fused, shape[4] == 1 ? 1e-2 : 1.5e-3));
     // Each query row on its own: the same bits for one sample alone and for the queries from row 37 on.
     EXPECT_TRUE(bit_identical(got, short_attention(q, k, v)));

@@ -1,6 +1,7 @@
 #include "pipeline/nn/kernels/geglu_kernel.h"
 
 #include <array>
+#include <atomic>
 #include <mutex>
 #include <type_traits>
 
@@ -124,12 +125,15 @@ __global__ void __launch_bounds__(kTableThreads)
 // table exists, less shared memory than it needs).
 template <typename T>
 int table_blocks(cudaStream_t stream) {
-  static std::mutex mutex;
-  static std::array<int, 64> blocks{};  // per device: 0 not yet, -1 cannot run, else the SM count
+  static std::mutex mutex;                           // taken only until a device's table exists (or cannot)
+  static std::array<std::atomic<int>, 64> blocks{};  // per device: 0 not yet, -1 cannot run, else SMs
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 0;
+  if (const int known = blocks[device].load(std::memory_order_acquire); known != 0)
+    return known > 0 ? known : 0;
   std::lock_guard<std::mutex> lock(mutex);
-  if (blocks[device] != 0) return blocks[device] > 0 ? blocks[device] : 0;
+  if (const int known = blocks[device].load(std::memory_order_relaxed); known != 0)
+    return known > 0 ? known : 0;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone)
     return 0;  // the erf kernel meanwhile: the same bits
@@ -138,12 +142,12 @@ int table_blocks(cudaStream_t stream) {
       cudaFuncSetAttribute(geglu_table_vec8<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            kTableSize * 2) != cudaSuccess) {
     (void)cudaGetLastError();
-    blocks[device] = -1;
+    blocks[device].store(-1, std::memory_order_release);
     return 0;
   }
   fill_gelu_table<T><<<kTableSize / 256, 256, 0, stream>>>();
   if (cudaGetLastError() != cudaSuccess || cudaStreamSynchronize(stream) != cudaSuccess) return 0;
-  blocks[device] = sms;
+  blocks[device].store(sms, std::memory_order_release);
   return sms;
 }
 
