@@ -16,6 +16,7 @@
 #include <ATen/Context.h>
 
 #include "pipeline/nn/attention.h"
+#include "pipeline/nn/fp8.h"
 #include "pipeline/nn/layers.h"
 
 #ifdef SDXLB_WITH_CUDA
@@ -393,6 +394,15 @@ TEST_F(FusedOpsCudaTest, ShortAttentionKernelRefusesWhatItDoesNotTake) {
   EXPECT_TRUE(bit_identical(short_attention(q, kv, kv), at::scaled_dot_product_attention(q, kv, kv)));
 }
 
+// GEGLU projections [64, 2048] whose gates are all 65536 16-bit patterns of dt (the non-finite ones replaced
+// by zero), the values random, on the GPU.
+at::Tensor every_gate(at::ScalarType dt) {
+  const at::Tensor bits = at::arange(0, 65536, at::TensorOptions().dtype(at::kInt)).to(at::kShort);
+  at::Tensor g = bits.view(dt).to(at::kCUDA);
+  g = at::where(at::isfinite(g), g, at::zeros_like(g));
+  return at::cat({at::randn({64, 1024}, g.options()), g.view({64, 1024})}, -1);
+}
+
 // GEGLU in both kernels (GELU by erf, and looked up in the table) against the ops, bit for bit: the UNet's
 // two widths, every finite 16-bit gate value, bf16, and a width the vectorised kernels do not take.
 TEST_F(FusedOpsCudaTest, GegluIsBitIdenticalToTheOpsInBothKernels) {
@@ -400,13 +410,6 @@ TEST_F(FusedOpsCudaTest, GegluIsBitIdenticalToTheOpsInBothKernels) {
   const auto ops = [](const at::Tensor& p) {
     auto parts = p.chunk(2, -1);
     return parts[0] * at::gelu(parts[1]);
-  };
-  const auto every_gate = [](at::ScalarType dt) {
-    // All 65536 bit patterns as gates (non-finite ones replaced by zero), values random.
-    const at::Tensor bits = at::arange(0, 65536, at::TensorOptions().dtype(at::kInt)).to(at::kShort);
-    at::Tensor g = bits.view(dt).to(at::kCUDA);
-    g = at::where(at::isfinite(g), g, at::zeros_like(g));
-    return at::cat({at::randn({64, 1024}, g.options()), g.view({64, 1024})}, -1);
   };
   const auto cuda = at::TensorOptions().device(at::kCUDA, 0);
   for (const at::Tensor& p : {at::randn({2, 1024, 10240}, cuda.dtype(at::kHalf)) * 3,
@@ -432,6 +435,39 @@ TEST_F(FusedOpsCudaTest, GegluIsBitIdenticalToTheOpsInBothKernels) {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_TRUE(bit_identical(table, want));
     EXPECT_TRUE(bit_identical(erf, want));
+  }
+}
+
+// The GEGLU kernels that quantise their rows to e4m3 (GELU by erf, and looked up in the table) give the bits
+// of quantize_rows on the ops' GEGLU: the UNet's two widths with more rows than the table kernel's groups (so
+// each group takes several rows), every finite 16-bit gate value, bf16; the table kernel refuses rows wider
+// than it takes.
+TEST_F(FusedOpsCudaTest, GegluE4m3IsTheOpsQuantisedInBothKernels) {
+  at::manual_seed(17);
+  const auto cuda = at::TensorOptions().device(at::kCUDA, 0);
+  for (const at::Tensor& p :
+       {at::randn({2, 4096, 5120}, cuda.dtype(at::kHalf)) * 3,
+        at::randn({2, 1024, 10240}, cuda.dtype(at::kHalf)) * 3,
+        at::randn({3, 333, 10240}, cuda.dtype(at::kBFloat16)) * 3, every_gate(at::kHalf),
+        every_gate(at::kBFloat16), at::randn({9, 16384}, cuda.dtype(at::kHalf))}) {
+    SCOPED_TRACE(c10::str(p.sizes(), " ", p.scalar_type()));
+    const int64_t f = p.size(-1) / 2, rows = p.numel() / p.size(-1);
+    const auto [want_q, want_scale] = quantize_rows(geglu(p).view({rows, f}));
+    const int dtype = p.scalar_type() == at::kHalf ? 1 : 2;
+    for (const bool table : {true, false}) {
+      SCOPED_TRACE(table ? "table" : "erf");
+      at::Tensor q = at::empty_like(want_q), scale = at::empty_like(want_scale);
+      const cudaError_t e = (table ? kernels::launch_geglu_table_e4m3 : kernels::launch_geglu_e4m3)(
+          dtype, p.data_ptr(), q.data_ptr(), scale.data_ptr<float>(), rows, f, nullptr);
+      if (table && f > 5120) {
+        EXPECT_EQ(e, cudaErrorInvalidValue);
+        continue;
+      }
+      ASSERT_EQ(e, cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_TRUE(at::equal(q.view(at::kByte), want_q.view(at::kByte)));
+      EXPECT_TRUE(at::equal(scale, want_scale));
+    }
   }
 }
 

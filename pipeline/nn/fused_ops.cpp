@@ -441,9 +441,14 @@ E4m3Rows geglu_e4m3(const at::Tensor& proj) {
     const int64_t rows = proj.numel() / proj.size(-1);
     r.q = at::empty({rows, f}, proj.options().dtype(at::kFloat8_e4m3fn));
     r.scale = at::empty({rows, 1}, proj.options().dtype(at::kFloat));
-    if (launched(kernels::launch_geglu_e4m3(proj.scalar_type() == at::kHalf ? 1 : 2, proj.data_ptr(),
-                                            r.q.data_ptr(), r.scale.data_ptr<float>(), rows, f,
-                                            c10::cuda::getCurrentCUDAStream(proj.device().index()))))
+    const int dtype = proj.scalar_type() == at::kHalf ? 1 : 2;
+    auto stream = c10::cuda::getCurrentCUDAStream(proj.device().index());
+    if (fusion_enabled(Fusion::kGeluTable) &&
+        launched(kernels::launch_geglu_table_e4m3(dtype, proj.data_ptr(), r.q.data_ptr(),
+                                                  r.scale.data_ptr<float>(), rows, f, stream)))
+      return r;
+    if (launched(kernels::launch_geglu_e4m3(dtype, proj.data_ptr(), r.q.data_ptr(), r.scale.data_ptr<float>(),
+                                            rows, f, stream)))
       return r;
   }
 #endif

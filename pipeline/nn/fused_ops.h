@@ -26,7 +26,8 @@ enum class Fusion {
   kCrossAttention,      ///< "crossattention": attention over at most 96 keys (the UNet's cross-attention to
                         ///< the prompt's 77 tokens) in a kernel of our own instead of PyTorch's SDPA
   kGeluTable,           ///< "gelutable": GEGLU's GELU looked up in a table of its 65536 16-bit values (the
-                        ///< same bits) instead of computed with erf in the kernel
+                        ///< same bits) instead of computed with erf in the kernel, in fp16 and in the FP8
+                        ///< feed-forward (whose GEGLU quantises its rows)
 };
 bool fusion_enabled(Fusion fusion);
 

@@ -70,6 +70,35 @@ __global__ void fill_gelu_table() {
   gelu_table<T>()[i] = *reinterpret_cast<const uint16_t*>(&g);
 }
 
+// The table of T copied into this block's shared memory (kTableSize * 2 bytes) by its `threads` threads. The
+// table is written once, outside any CUDA graph, and waited for, so a kernel may copy it before
+// wait_for_prior_grids(): while the kernel ahead on the stream finishes.
+template <typename T, int threads>
+__device__ __forceinline__ const uint16_t* load_gelu_table(uint4* shared) {
+  const uint4* table = reinterpret_cast<const uint4*>(gelu_table<T>());
+#pragma unroll
+  for (int k = 0; k < kTableSize * 2 / 16 / threads; ++k)
+    copy16_async(shared + threadIdx.x + k * threads, table + threadIdx.x + k * threads);
+  wait_async_copies();
+  __syncthreads();
+  return reinterpret_cast<const uint16_t*>(shared);
+}
+
+// h * gelu(g) of 8 T pairs with gelu looked up, rounded as geglu_vec8 rounds them.
+template <typename T>
+__device__ __forceinline__ uint4 geglu8_lookup(const uint4& hv, const uint4& gv, const uint16_t* lookup) {
+  const T* h = reinterpret_cast<const T*>(&hv);
+  const uint16_t* g = reinterpret_cast<const uint16_t*>(&gv);
+  uint4 ov;
+  T* o = reinterpret_cast<T*>(&ov);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const uint16_t gl = lookup[g[k]];
+    o[k] = from_float<T>(to_float(h[k]) * to_float(*reinterpret_cast<const T*>(&gl)));
+  }
+  return ov;
+}
+
 // geglu_vec8 with the GELU looked up: one block per SM holds the table in shared memory (128 KiB) and strides
 // over the 8-element groups, two per iteration with their loads issued first.
 constexpr int kTableThreads = 1024;
@@ -79,14 +108,8 @@ __global__ void __launch_bounds__(kTableThreads)
     geglu_table_vec8(const T* __restrict__ in, T* __restrict__ out, uint32_t groups,
                      uint32_t groups_per_row) {
   extern __shared__ uint4 table_shared[];
+  const uint16_t* lookup = load_gelu_table<T, kTableThreads>(table_shared);
   wait_for_prior_grids();
-  const uint4* table = reinterpret_cast<const uint4*>(gelu_table<T>());
-#pragma unroll
-  for (int k = 0; k < kTableSize * 2 / 16 / kTableThreads; ++k)
-    copy16_async(table_shared + threadIdx.x + k * kTableThreads, table + threadIdx.x + k * kTableThreads);
-  wait_async_copies();
-  __syncthreads();
-  const uint16_t* lookup = reinterpret_cast<const uint16_t*>(table_shared);
   const uint32_t f = groups_per_row * 8, stride = gridDim.x * kTableThreads;
   for (uint32_t i = blockIdx.x * kTableThreads + threadIdx.x; i < groups; i += 2 * stride) {
     uint4 hv[2], gv[2];
@@ -103,26 +126,82 @@ __global__ void __launch_bounds__(kTableThreads)
       }
     }
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      if (i + u * stride < groups) {
-        const T* h = reinterpret_cast<const T*>(&hv[u]);
-        const uint16_t* g = reinterpret_cast<const uint16_t*>(&gv[u]);
-        uint4 ov;
-        T* o = reinterpret_cast<T*>(&ov);
+    for (int u = 0; u < 2; ++u)
+      if (i + u * stride < groups)
+        *reinterpret_cast<uint4*>(out + at[u]) = geglu8_lookup<T>(hv[u], gv[u], lookup);
+  }
+}
+
+// The table GEGLU with each output row quantised to e4m3 (geglu_e4m3_rows's bits): one block per SM holding
+// the table, its threads in kRowGroups groups of kRowThreads, each group one row at a time. A thread keeps
+// its up to kVecs 8-element outputs, rounded to T, in registers; the group's largest magnitude goes through
+// shared memory (two buffers, alternating by row, so one barrier per row suffices) and a named barrier.
+constexpr int kRowThreads = 128;
+constexpr int kRowGroups = kTableThreads / kRowThreads;
+
+__device__ __forceinline__ void group_barrier(int group) {
+  asm volatile("bar.sync %0, %1;" ::"r"(group + 1), "r"(kRowThreads) : "memory");
+}
+
+template <typename T, int kVecs>
+__global__ void __launch_bounds__(kTableThreads)
+    geglu_table_e4m3_rows(const T* __restrict__ in, uint2* __restrict__ q, float* __restrict__ scale,
+                          uint32_t rows, uint32_t f) {
+  extern __shared__ uint4 table_shared[];
+  __shared__ float warp_amax[2][kRowGroups][kRowThreads / 32];
+  const uint16_t* lookup = load_gelu_table<T, kTableThreads>(table_shared);
+  wait_for_prior_grids();
+  const int group = threadIdx.x / kRowThreads, lane = threadIdx.x % kRowThreads;
+  const uint32_t vecs = f / 8;
+  int parity = 0;
+  for (uint32_t r = blockIdx.x * kRowGroups + group; r < rows; r += gridDim.x * kRowGroups, parity ^= 1) {
+    const T* row = in + static_cast<uint64_t>(r) * 2 * f;
+    uint4 hv[kVecs], gv[kVecs];
 #pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          const uint16_t gl = lookup[g[k]];
-          o[k] = from_float<T>(to_float(h[k]) * to_float(*reinterpret_cast<const T*>(&gl)));
-        }
-        *reinterpret_cast<uint4*>(out + at[u]) = ov;
+    for (int j = 0; j < kVecs; ++j) {
+      const uint32_t i = lane + kRowThreads * j;
+      if (i < vecs) {
+        hv[j] = __ldcs(reinterpret_cast<const uint4*>(row + 8 * i));
+        gv[j] = __ldcs(reinterpret_cast<const uint4*>(row + f + 8 * i));
       }
+    }
+    float amax = 0.f;
+#pragma unroll
+    for (int j = 0; j < kVecs; ++j) {
+      if (lane + kRowThreads * j < vecs) {
+        hv[j] = geglu8_lookup<T>(hv[j], gv[j], lookup);
+        amax = fmaxf(amax, amax8<T>(hv[j]));
+      }
+    }
+    amax = warp_max(amax);
+    if (lane % 32 == 0) warp_amax[parity][group][lane / 32] = amax;
+    group_barrier(group);
+#pragma unroll
+    for (int w = 0; w < kRowThreads / 32; ++w) amax = fmaxf(amax, warp_amax[parity][group][w]);
+    const float s = e4m3_scale(amax);
+    if (lane == 0) scale[r] = s;
+    const float inverse = e4m3_inverse(s);
+    uint2* qr = q + static_cast<uint64_t>(r) * vecs;
+#pragma unroll
+    for (int j = 0; j < kVecs; ++j) {
+      const uint32_t i = lane + kRowThreads * j;
+      if (i < vecs) qr[i] = e4m3x8<T>(hv[j], inverse);
     }
   }
 }
 
+// The largest row geglu_table_e4m3_rows takes, and its instance for a row of `vecs` 8-element groups (the
+// smallest that holds the row: registers decide how many rows are in flight).
+constexpr int kTableMaxVecs = 5;
+
+template <typename T>
+auto table_e4m3_instance(int64_t vecs) {
+  return vecs <= 3 * kRowThreads ? geglu_table_e4m3_rows<T, 3> : geglu_table_e4m3_rows<T, kTableMaxVecs>;
+}
+
 // Fills the table of T on the current device once (outside stream capture, on `stream`, waited for) and
-// returns the blocks geglu_table_vec8 runs as (the SM count); 0 where it cannot run (capture before the
-// table exists, less shared memory than it needs).
+// returns the blocks the table kernels run as (the SM count); 0 where they cannot run (capture before the
+// table exists, less shared memory than they need).
 template <typename T>
 int table_blocks(cudaStream_t stream) {
   static std::mutex mutex;                           // taken only until a device's table exists (or cannot)
@@ -136,11 +215,15 @@ int table_blocks(cudaStream_t stream) {
     return known > 0 ? known : 0;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone)
-    return 0;  // the erf kernel meanwhile: the same bits
+    return 0;  // the erf kernels meanwhile: the same bits
+  const auto table_shared = [](auto kernel) {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kTableSize * 2);
+  };
   int sms = 0;
   if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaFuncSetAttribute(geglu_table_vec8<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           kTableSize * 2) != cudaSuccess) {
+      table_shared(geglu_table_vec8<T>) != cudaSuccess ||
+      table_shared(table_e4m3_instance<T>(1)) != cudaSuccess ||
+      table_shared(table_e4m3_instance<T>(kTableMaxVecs * kRowThreads)) != cudaSuccess) {
     (void)cudaGetLastError();
     blocks[device].store(-1, std::memory_order_release);
     return 0;
@@ -242,6 +325,21 @@ cudaError_t launch_table(const void* in, void* out, int64_t rows, int64_t f, cud
 }
 
 template <typename T>
+cudaError_t launch_table_e4m3(const void* in, void* q, float* scale, int64_t rows, int64_t f,
+                              cudaStream_t stream) {
+  if (f % 8 != 0 || f > 8 * kRowThreads * kTableMaxVecs || reinterpret_cast<uintptr_t>(in) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(q) % 8 != 0 || rows * 2 * f >= (int64_t{1} << 32))
+    return cudaErrorInvalidValue;
+  if (rows <= 0 || f <= 0) return cudaSuccess;
+  const int blocks = table_blocks<T>(stream);
+  if (blocks == 0) return cudaErrorInvalidValue;
+  launch_kernel(table_e4m3_instance<T>(f / 8), blocks, kTableThreads, kTableSize * 2, stream,
+                static_cast<const T*>(in), static_cast<uint2*>(q), scale, static_cast<uint32_t>(rows),
+                static_cast<uint32_t>(f));
+  return cudaGetLastError();
+}
+
+template <typename T>
 cudaError_t launch_e4m3(const void* in, void* q, float* scale, int64_t rows, int64_t f, cudaStream_t stream) {
   if (f % 8 != 0 || f > 8 * kGeluThreads * kGeluMaxVecs || reinterpret_cast<uintptr_t>(in) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(q) % 8 != 0 || rows > 0x7fffffff)
@@ -262,6 +360,12 @@ cudaError_t launch_geglu_e4m3(int dtype, const void* in, void* q, float* scale, 
                               cudaStream_t stream) {
   return with_16bit_type(dtype,
                          [&](auto t) { return launch_e4m3<decltype(t)>(in, q, scale, rows, f, stream); });
+}
+
+cudaError_t launch_geglu_table_e4m3(int dtype, const void* in, void* q, float* scale, int64_t rows, int64_t f,
+                                    cudaStream_t stream) {
+  return with_16bit_type(
+      dtype, [&](auto t) { return launch_table_e4m3<decltype(t)>(in, q, scale, rows, f, stream); });
 }
 
 cudaError_t launch_geglu_table(int dtype, const void* in, void* out, int64_t rows, int64_t f,

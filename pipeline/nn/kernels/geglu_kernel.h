@@ -32,4 +32,11 @@ cudaError_t launch_geglu_table(int dtype, const void* in, void* out, int64_t row
 cudaError_t launch_geglu_e4m3(int dtype, const void* in, void* q, float* scale, int64_t rows, int64_t f,
                               cudaStream_t stream);
 
+/// launch_geglu_e4m3's bits with gelu looked up in launch_geglu_table's table: one block per SM holding it,
+/// each group of 128 threads quantising one row at a time. cudaErrorInvalidValue, launching nothing, where
+/// it does not run: f % 8 != 0, f > 5120, `in` not 16-byte or q not 8-byte aligned, 2^32 input elements or
+/// more, or where launch_geglu_table would not run.
+cudaError_t launch_geglu_table_e4m3(int dtype, const void* in, void* q, float* scale, int64_t rows, int64_t f,
+                                    cudaStream_t stream);
+
 }  // namespace sdxlb::kernels

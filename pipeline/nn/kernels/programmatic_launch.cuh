@@ -5,8 +5,9 @@
 // CUDA graph the capture records the dependency as a programmatic edge.
 //
 // Every kernel launched through launch_kernel() must begin with wait_for_prior_grids(); a kernel that touched
-// memory before it would race with its predecessor. Before sm_90, and where SDXLB_DISABLE_FUSION lists
-// "pdl" or "all", the launch is a plain one.
+// memory before it would race with its predecessor. The one exception is memory nothing on a stream writes:
+// the GEGLU kernels copy their GELU table (written once, outside any graph, and waited for) before it. Before
+// sm_90, and where SDXLB_DISABLE_FUSION lists "pdl" or "all", the launch is a plain one.
 #pragma once
 
 #include <utility>
