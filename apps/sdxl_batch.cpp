@@ -47,7 +47,7 @@ constexpr const char* kDescription =
     "wideattention, fp8qkv, crossattention) runs the plain LibTorch ops instead of those fused GPU kernels\n"
     "(same results within rounding, slower); pdl launches our kernels plainly instead of letting each start\n"
     "while the kernel before it ends (Hopper; the same bits); gelutable computes GEGLU's GELU with erf\n"
-    "instead of looking it up (the same bits); an unknown name is an error.\n\n"
+    "instead of looking it up, in fp16 and FP8 (the same bits); an unknown name is an error.\n\n"
     "Environment: SDXLB_INVARIANT_KERNELS=1 keeps the GPU's matrix products to kernels whose rows do not\n"
     "depend on their place in a UNet call (cuBLASLt without split-K, 1x1 convolutions as GEMMs, FP8 linears\n"
     "in our own GEMM) instead of the libraries' choice by shape: a measurement switch; the images stay\n"
