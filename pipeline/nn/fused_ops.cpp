@@ -74,6 +74,11 @@ bool same_type_contiguous(const at::Tensor& t, const at::Tensor& like) {
 }
 
 #ifdef SDXLB_WITH_CUDA
+// The 16-bit type code the kernels' launchers take (element_types.cuh): 1 fp16, 2 bf16.
+int kernel_dtype(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf ? 1 : 2;
+}
+
 // A launcher's result: true once launched; false for cudaErrorInvalidValue, which the launchers return for
 // inputs their kernel does not take, before launching anything (the caller then runs the ops); any other
 // error throws.
@@ -149,7 +154,7 @@ at::Tensor short_attention(const at::Tensor& q, const at::Tensor& k, const at::T
       return kernels::HeadStrides{t.stride(0), t.stride(1), t.stride(2)};
     };
     if (launched(kernels::launch_short_attention(
-            dt == at::kHalf ? 1 : 2, q.const_data_ptr(), strides(q), k.const_data_ptr(), strides(k),
+            kernel_dtype(q), q.const_data_ptr(), strides(q), k.const_data_ptr(), strides(k),
             v.const_data_ptr(), strides(v), o.data_ptr(), b, heads, n, k.size(2),
             static_cast<float>(scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(-1))))),
             c10::cuda::getCurrentCUDAStream(q.device().index()))))
@@ -188,8 +193,8 @@ at::Tensor geglu(const at::Tensor& proj) {
     at::Tensor out = at::empty(sizes, proj.options());
     auto stream = c10::cuda::getCurrentCUDAStream(proj.device().index());
     if (fusion_enabled(Fusion::kGeluTable) &&
-        launched(kernels::launch_geglu_table(dt == at::kHalf ? 1 : 2, proj.data_ptr(), out.data_ptr(), rows,
-                                             f, stream)))
+        launched(kernels::launch_geglu_table(kernel_dtype(proj), proj.data_ptr(), out.data_ptr(), rows, f,
+                                             stream)))
       return out;
     C10_CUDA_CHECK(dt == at::kHalf
                        ? kernels::launch_geglu_f16(proj.data_ptr(), out.data_ptr(), rows, f, stream)
@@ -277,10 +282,9 @@ E4m3Samples group_norm_act_e4m3(const at::Tensor& x, int64_t groups, const at::T
     r.q = at::empty({n, h, w, c}, x.options().dtype(at::kFloat8_e4m3fn));
     r.pixel_scale = at::empty({n, h * w}, x.options().dtype(at::kFloat));
     at::Tensor amax = at::empty({n}, x.options().dtype(at::kInt));
-    if (launched(kernels::launch_group_norm_e4m3(x.scalar_type() == at::kHalf ? 1 : 2, a, ws.data_ptr(),
-                                                 r.q.data_ptr(), r.pixel_scale.data_ptr<float>(),
-                                                 static_cast<unsigned*>(amax.data_ptr()),
-                                                 c10::cuda::getCurrentCUDAStream(x.device().index()))))
+    if (launched(kernels::launch_group_norm_e4m3(
+            kernel_dtype(x), a, ws.data_ptr(), r.q.data_ptr(), r.pixel_scale.data_ptr<float>(),
+            static_cast<unsigned*>(amax.data_ptr()), c10::cuda::getCurrentCUDAStream(x.device().index()))))
       return r;
   }
 #endif
@@ -362,8 +366,8 @@ bool fused_layer_norm(const at::Tensor& x, const at::Tensor& residual, const at:
     *q = at::empty({rows, d}, x.options().dtype(at::kFloat8_e4m3fn));
     *scale = at::empty({rows, 1}, x.options().dtype(at::kFloat));
     return launched(kernels::launch_layer_norm_e4m3(
-        x.scalar_type() == at::kHalf ? 1 : 2, x.data_ptr(), res_ptr, sum_ptr, weight.data_ptr(),
-        bias.data_ptr(), q->data_ptr(), scale->data_ptr<float>(), rows, d, static_cast<float>(eps), stream));
+        kernel_dtype(x), x.data_ptr(), res_ptr, sum_ptr, weight.data_ptr(), bias.data_ptr(), q->data_ptr(),
+        scale->data_ptr<float>(), rows, d, static_cast<float>(eps), stream));
   }
   *y = at::empty_like(x);
   const auto launch =
@@ -441,7 +445,7 @@ E4m3Rows geglu_e4m3(const at::Tensor& proj) {
     const int64_t rows = proj.numel() / proj.size(-1);
     r.q = at::empty({rows, f}, proj.options().dtype(at::kFloat8_e4m3fn));
     r.scale = at::empty({rows, 1}, proj.options().dtype(at::kFloat));
-    const int dtype = proj.scalar_type() == at::kHalf ? 1 : 2;
+    const int dtype = kernel_dtype(proj);
     auto stream = c10::cuda::getCurrentCUDAStream(proj.device().index());
     if (fusion_enabled(Fusion::kGeluTable) &&
         launched(kernels::launch_geglu_table_e4m3(dtype, proj.data_ptr(), r.q.data_ptr(),
