@@ -1,5 +1,8 @@
 #include "pipeline/runtime/memory_plan.h"
 
+#include <tuple>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 namespace sdxlb {
@@ -108,6 +111,23 @@ TEST(MemoryPlan, ImagesPerCallMultiplyTheActivations) {
   EXPECT_NE(p->describe().find("6 image(s) denoised concurrently (3 per UNet call), batch 12"),
             std::string::npos)
       << p->describe();
+  // With the job's batch_size, auto runs only as many calls at once as the batch fills: batch 4 is two calls
+  // of 2 images but one call of 4 (two would pad the second with copies), batch 6 one call of 2; the job's
+  // own memory.concurrent_images still wins.
+  for (const auto& [batch, per_call, streams] : std::vector<std::tuple<int64_t, int64_t, int>>{
+           {4, 2, 2}, {4, 4, 1}, {4, 1, 2}, {6, 2, 1}, {8, 4, 2}, {3, 1, 1}}) {
+    MemoryRequest sized;
+    sized.batch_size = batch;
+    sized.images_per_call = per_call;
+    auto q = choose_memory_plan({141, 1, std::nullopt}, sized);
+    ASSERT_TRUE(q.is_ok()) << q.status().to_string();
+    EXPECT_EQ(q->unet_streams, streams)
+        << "batch " << batch << ", " << per_call << " per call: " << q->describe();
+    sized.concurrent_images = 2 * per_call;
+    q = choose_memory_plan({141, 1, std::nullopt}, sized);
+    ASSERT_TRUE(q.is_ok()) << q.status().to_string();
+    EXPECT_EQ(q->unet_streams, 2) << q->describe();
+  }
   // A small GPU: two resident calls of 8 (15.8 GiB) do not fit 16 GiB, so the plan gives up a stream or the
   // resident weights, never images per call; and where nothing fits, the error names the key.
   req.images_per_call = 8;
