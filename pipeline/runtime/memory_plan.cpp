@@ -206,13 +206,12 @@ std::string MemoryPlan::describe() const {
 
 namespace {
 
-// Images denoised at once: the job's choice, else every count up to kMaxStreams whose calls (of
-// images_per_call images each) divide the job's batch_size, where it names one. A group that the batch does
-// not fill is padded with copies, so more calls than the batch fills would cost time rather than save it
-// (batch 4 at images_per_unet_call 4 in two calls of 4, the second all copies: 1.77 s/image on an H100,
-// twice batch 4 at images_per_unet_call 2; session 26).
-// Streaming shares its slots between UNet calls, so a streamed or sequential plan denoises one image at a
-// time.
+// The counts of UNet calls (of images_per_call images each) to try running at once: the job's choice, else
+// every count up to kMaxStreams whose calls divide the job's batch_size, where it names one. A group that the
+// batch does not fill is padded with copies, so more calls than the batch fills would cost time rather than
+// save it (batch 4 at images_per_unet_call 4 in two calls of 4, the second all copies: 1.77 s/image on an
+// H100, twice batch 4 at images_per_unet_call 2; session 26). Streaming shares its slots between UNet calls,
+// so a streamed or sequential plan runs one call at a time.
 std::vector<int> stream_choices(const std::string& placement, const std::optional<int>& forced,
                                 const std::optional<int64_t>& batch_size, int64_t images_per_call) {
   if (placement == "streamed" || placement == "sequential") return {1};
