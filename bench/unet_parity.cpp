@@ -141,11 +141,10 @@ int main(int argc, char** argv) {
   const double err = rel_err(out, expected);
   const double eager = median_seconds([&] { u->forward(sample, t, ehs, te, ids); }, iters);
 
-  // Channels-last convolutions, and the GPU's algorithms chosen as in the product (gpu_numerics.h; the
-  // 2026-11-25 results were recorded with cuDNN's benchmark mode, which the product no longer uses).
-  use_reproducible_gpu_numerics();
-  for (auto& p : u->parameters())
-    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  // Channels-last convolutions, the GPU's algorithms chosen as in the product (gpu_numerics.h; the
+  // 2026-11-25 results were recorded with cuDNN's benchmark mode, which the product no longer uses), and
+  // the UNet as the product readies it.
+  prepare_unet_for_gpu(**unet);
   at::Tensor sample_cl = sample.contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor out_cl = u->forward(sample_cl, t, ehs, te, ids);
   const double err_cl = rel_err(out_cl, expected);

@@ -323,12 +323,9 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
     }
     if (options.device.is_cuda()) {
       // Channels-last convolutions: the fastest layout for SDXL's convs on tensor cores. The libraries'
-      // algorithms are the same in every process and for every place in a UNet call (gpu_numerics.h), so
-      // two workers, or two batch sizes, render the same pixels.
-      use_reproducible_gpu_numerics();
-      at::NoGradGuard no_grad;
-      for (auto& p : parts.unet->parameters())
-        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+      // algorithms are the same in every process and for every place in a UNet call
+      // (gpu_numerics.h), so two workers, or two batch sizes, render the same pixels.
+      prepare_unet_for_gpu(*parts.unet);
     }
     if (streamed) {
       StreamingOptions so;

@@ -10,6 +10,7 @@
 
 #include "pipeline/io/config_reader.h"
 #include "pipeline/io/weights.h"
+#include "pipeline/nn/gpu_numerics.h"
 
 namespace sdxlb {
 namespace {
@@ -506,6 +507,13 @@ StatusOr<UNet2DConditionModel> load_unet(const ModelFolder& folder, const std::s
   SDXLB_ASSIGN_OR_RETURN(UNetConfig config, UNetConfig::from_json(json, source));
   SDXLB_ASSIGN_OR_RETURN(WeightSet weights, folder.component_weights("unet", variant));
   return load_unet(config, weights, "unet weights", dtype, device);
+}
+
+void prepare_unet_for_gpu(torch::nn::Module& unet) {
+  use_reproducible_gpu_numerics();
+  at::NoGradGuard no_grad;
+  for (auto& p : unet.parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
 }
 
 }  // namespace sdxlb

@@ -1,5 +1,6 @@
-// What our CUTLASS kernels (sm_90a, pipeline/nn/kernels/fp8_*_kernel.cu) share to launch: the device's SM
-// count (asked once per device) and the adapter's checks and launch, with no workspace.
+// What our CUTLASS kernels (sm_90a: pipeline/nn/kernels/fp8_*_kernel.cu, geglu_gemm_kernel.cu) share to
+// launch: the device's SM count (asked once per device) and the adapter's checks and launch, with no
+// workspace.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -19,15 +20,22 @@ inline int cutlass_sm_count(int device) {
   return count[device];
 }
 
-/// Checks `args` with a CUTLASS device adapter (GemmUniversalAdapter, ConvUniversalAdapter) and launches it
-/// on `stream`: cudaErrorNotSupported, launching nothing, when the adapter cannot take the arguments or would
-/// need a workspace; else the launch's error.
+/// Checks `args` with a CUTLASS device adapter (GemmUniversalAdapter, ConvUniversalAdapter) and initialises
+/// `op` with them for `stream`: cudaErrorNotSupported when the adapter cannot take the arguments or would
+/// need a workspace, else cudaSuccess. Launches nothing.
 template <class Adapter>
-cudaError_t launch_cutlass(const typename Adapter::Arguments& args, cudaStream_t stream) {
-  Adapter op;
+cudaError_t prepare_cutlass(Adapter& op, const typename Adapter::Arguments& args, cudaStream_t stream) {
   if (op.can_implement(args) != cutlass::Status::kSuccess) return cudaErrorNotSupported;
   if (Adapter::get_workspace_size(args) != 0) return cudaErrorNotSupported;
   if (op.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return cudaErrorNotSupported;
+  return cudaSuccess;
+}
+
+/// prepare_cutlass, then the launch on `stream`: the first's error, launching nothing, or the launch's.
+template <class Adapter>
+cudaError_t launch_cutlass(const typename Adapter::Arguments& args, cudaStream_t stream) {
+  Adapter op;
+  if (const cudaError_t e = prepare_cutlass(op, args, stream); e != cudaSuccess) return e;
   if (op.run(stream) != cutlass::Status::kSuccess) return cudaGetLastError();
   return cudaGetLastError();
 }

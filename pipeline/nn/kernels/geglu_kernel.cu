@@ -11,18 +11,11 @@
 #include "pipeline/nn/kernels/async_copy.cuh"
 #include "pipeline/nn/kernels/e4m3.cuh"
 #include "pipeline/nn/kernels/element_types.cuh"
+#include "pipeline/nn/kernels/gelu.cuh"
 #include "pipeline/nn/kernels/programmatic_launch.cuh"
 
 namespace sdxlb::kernels {
 namespace {
-
-// PyTorch's exact-erf GELU in float, then rounded like its output tensor would be.
-template <typename T>
-__device__ __forceinline__ T gelu(T g) {
-  const float x = to_float(g);
-  constexpr float kAlpha = 0.70710678118654752440f;  // M_SQRT1_2
-  return from_float<T>(x * 0.5f * (1.0f + ::erff(x * kAlpha)));
-}
 
 // Eight elements per thread (16-byte loads) when f is a multiple of 8, which SDXL's widths always are.
 template <typename T>
