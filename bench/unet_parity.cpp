@@ -143,8 +143,8 @@ int main(int argc, char** argv) {
 
   // Channels-last convolutions, the GPU's algorithms chosen as in the product (gpu_numerics.h; the
   // 2026-11-25 results were recorded with cuDNN's benchmark mode, which the product no longer uses), and
-  // the UNet as the product readies it.
-  prepare_unet_for_gpu(**unet);
+  // the feed-forwards' GEGLU GEMM where it runs: the UNet as the product readies it.
+  const int64_t geglu_gemms = prepare_unet_for_gpu(**unet, dev, at::kHalf);
   at::Tensor sample_cl = sample.contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor out_cl = u->forward(sample_cl, t, ehs, te, ids);
   const double err_cl = rel_err(out_cl, expected);
@@ -218,6 +218,7 @@ int main(int argc, char** argv) {
                       {"fp8_convolutions", fp8_convs},
                       {"fp8_fast_accum", fp8 && fp8_which.fast_accum},
                       {"fp8_attentions", fp8_attentions},
+                      {"geglu_gemms", geglu_gemms},
                       {"batch", sample.size(0)},
                       {"latent", {sample.size(2), sample.size(3)}}};
   std::ofstream(argv[3]) << j.dump(2) << "\n";

@@ -322,10 +322,10 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
       }
     }
     if (options.device.is_cuda()) {
-      // Channels-last convolutions: the fastest layout for SDXL's convs on tensor cores. The libraries'
-      // algorithms are the same in every process and for every place in a UNet call
+      // Channels-last convolutions, and on Hopper in fp16 each feed-forward's projection and GEGLU in one
+      // GEMM. The libraries' algorithms are the same in every process and for every place in a UNet call
       // (gpu_numerics.h), so two workers, or two batch sizes, render the same pixels.
-      prepare_unet_for_gpu(*parts.unet);
+      (void)prepare_unet_for_gpu(*parts.unet, options.device, options.dtype);
     }
     if (streamed) {
       StreamingOptions so;

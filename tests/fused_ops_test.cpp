@@ -18,10 +18,12 @@
 #include "pipeline/nn/attention.h"
 #include "pipeline/nn/fp8.h"
 #include "pipeline/nn/layers.h"
+#include "pipeline/nn/transformer_2d.h"
 
 #ifdef SDXLB_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "pipeline/nn/kernels/geglu_gemm_kernel.h"
 #include "pipeline/nn/kernels/geglu_kernel.h"
 #include "pipeline/nn/kernels/programmatic_launch.h"
 #include "pipeline/nn/kernels/short_attention_kernel.h"
@@ -125,6 +127,38 @@ TEST(FusedOpsTest, ShortAttentionOnCpuIsTheOp) {
   EXPECT_TRUE(bit_identical(short_attention(q, k, v), at::scaled_dot_product_attention(q, k, v)));
   EXPECT_TRUE(bit_identical(short_attention(q, k, v, 0.3),
                             at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, 0.3)));
+}
+
+// interleave_geglu's row order: value rows 8j … 8j+7, then gate rows F+8j … F+8j+7, for each j; a projection
+// whose rows do not come in whole blocks is refused.
+TEST(FusedOpsTest, InterleaveGegluOrdersValueAndGateBlocks) {
+  const at::Tensor rows = at::arange(32, at::kFloat);
+  std::vector<float> want;
+  for (int j = 0; j < 2; ++j) {
+    for (int c = 0; c < 8; ++c) want.push_back(static_cast<float>(8 * j + c));
+    for (int c = 0; c < 8; ++c) want.push_back(static_cast<float>(16 + 8 * j + c));
+  }
+  EXPECT_TRUE(at::equal(interleave_geglu(rows), at::tensor(want)));
+  const at::Tensor w = at::randn({32, 3});
+  EXPECT_TRUE(at::equal(interleave_geglu(w).select(1, 2), interleave_geglu(w.select(1, 2).contiguous())));
+  EXPECT_THROW(interleave_geglu(at::randn({24, 3})), c10::Error);
+}
+
+// linear_geglu on the CPU (the ops on the interleaved rows, put back in order) gives geglu(linear(...)), and
+// a FeedForward gives the same output once its projection is reordered.
+TEST(FusedOpsTest, LinearGegluOnCpuIsTheOps) {
+  at::manual_seed(21);
+  const at::Tensor x = at::randn({2, 5, 24}), w = at::randn({64, 24}), b = at::randn({64});
+  const at::Tensor want = geglu(at::linear(x, w, b));
+  EXPECT_TRUE(at::allclose(linear_geglu(x, interleave_geglu(w), interleave_geglu(b)), want, 1e-5, 1e-6));
+  EXPECT_TRUE(
+      at::allclose(linear_geglu(x, interleave_geglu(w), at::Tensor()), geglu(at::linear(x, w)), 1e-5, 1e-6));
+  FeedForward ff(16);
+  for (auto& p : ff->parameters()) p.set_data(at::randn(p.sizes()));
+  const at::Tensor before = ff(x.narrow(-1, 0, 16));
+  EXPECT_TRUE(ff->interleave_geglu());
+  EXPECT_FALSE(ff->interleave_geglu()) << "a second call reorders nothing";
+  EXPECT_TRUE(at::allclose(ff(x.narrow(-1, 0, 16)), before, 1e-5, 1e-6));
 }
 
 // ---- CUDA kernels ----
@@ -401,6 +435,54 @@ at::Tensor every_gate(at::ScalarType dt) {
   at::Tensor g = bits.view(dt).to(at::kCUDA);
   g = at::where(at::isfinite(g), g, at::zeros_like(g));
   return at::cat({at::randn({64, 1024}, g.options()), g.view({64, 1024})}, -1);
+}
+
+// The projection and its GEGLU in one GEMM (linear_geglu on Hopper): the UNet's two feed-forward shapes and
+// rows that fill no whole tile, each as accurate as the ops (cuBLASLt, then the GEGLU kernel) against GEGLU
+// of the float64 product (within 1.5x their error, floor 1e-3), every row on its own (a slice of the rows
+// gives the same bits as the whole), the same bits twice; where the kernel does not take the width, the ops.
+TEST_F(FusedOpsCudaTest, LinearGegluIsAsAccurateAsTheOpsAndPerRow) {
+  if (!geglu_gemm_supported(at::Device(at::kCUDA, 0), at::kHalf))
+    GTEST_SKIP() << "the GEGLU GEMM runs on Hopper, in a build with CUTLASS";
+  at::manual_seed(23);
+  const auto cuda = at::TensorOptions().device(at::kCUDA, 0).dtype(at::kHalf);
+  struct Shape {
+    int64_t m, k, two_f;
+  };
+  for (const Shape& sh : {Shape{2048, 1280, 10240}, Shape{8192, 640, 5120}, Shape{300, 64, 512}}) {
+    SCOPED_TRACE(c10::str(sh.m, "x", sh.k, "x", sh.two_f));
+    const at::Tensor x = at::randn({sh.m, sh.k}, cuda);
+    const at::Tensor w = at::randn({sh.two_f, sh.k}, cuda) / std::sqrt(static_cast<double>(sh.k));
+    const at::Tensor b = at::randn({sh.two_f}, cuda);
+    const at::Tensor iw = interleave_geglu(w), ib = interleave_geglu(b);
+    const at::Tensor p = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t()) + b.to(at::kDouble);
+    const auto halves = p.chunk(2, -1);
+    const at::Tensor want = halves[0] * at::gelu(halves[1]);
+    const at::Tensor ours = linear_geglu(x, iw, ib), ops = geglu(at::linear(x, w, b));
+    at::Tensor direct = at::empty_like(ours);
+    ASSERT_EQ(kernels::launch_geglu_gemm(x.data_ptr(), iw.data_ptr(), ib.data_ptr(), direct.data_ptr(), sh.m,
+                                         sh.k, sh.two_f, nullptr),
+              cudaSuccess);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_TRUE(bit_identical(direct, ours)) << "linear_geglu did not run the kernel";
+    const double e = rel_err(ours, want), eo = rel_err(ops, want);
+    const double same = ours.eq(ops).to(at::kDouble).mean().item<double>();
+    std::printf("linear_geglu %ldx%ldx%ld: relative error %.3g (the ops %.3g), %.4f of the ops' bits\n",
+                static_cast<long>(sh.m), static_cast<long>(sh.k), static_cast<long>(sh.two_f), e, eo, same);
+    EXPECT_LE(e, std::max(1.5 * eo, 1e-3));
+    const int64_t from = sh.m / 3, count = std::min<int64_t>(sh.m - from, 100);
+    EXPECT_TRUE(bit_identical(linear_geglu(x.narrow(0, from, count).contiguous(), iw, ib),
+                              ours.narrow(0, from, count)));
+    EXPECT_TRUE(bit_identical(linear_geglu(x, iw, ib), ours));
+  }
+  // A width that fills no whole tile of 256 columns: the ops.
+  const at::Tensor x = at::randn({64, 64}, cuda), w = at::randn({272, 64}, cuda), b = at::randn({272}, cuda);
+  at::Tensor y = at::empty({64, 136}, cuda);
+  EXPECT_EQ(kernels::launch_geglu_gemm(x.data_ptr(), w.data_ptr(), b.data_ptr(), y.data_ptr(), 64, 64, 272,
+                                       nullptr),
+            cudaErrorNotSupported);
+  EXPECT_TRUE(at::allclose(linear_geglu(x, interleave_geglu(w), interleave_geglu(b)),
+                           geglu(at::linear(x, w, b)), 1e-3, 1e-3));
 }
 
 // GEGLU in both kernels (GELU by erf, and looked up in the table) against the ops, bit for bit: the UNet's

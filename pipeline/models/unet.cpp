@@ -10,7 +10,9 @@
 
 #include "pipeline/io/config_reader.h"
 #include "pipeline/io/weights.h"
+#include "pipeline/nn/fused_ops.h"
 #include "pipeline/nn/gpu_numerics.h"
+#include "pipeline/nn/transformer_2d.h"
 
 namespace sdxlb {
 namespace {
@@ -509,11 +511,12 @@ StatusOr<UNet2DConditionModel> load_unet(const ModelFolder& folder, const std::s
   return load_unet(config, weights, "unet weights", dtype, device);
 }
 
-void prepare_unet_for_gpu(torch::nn::Module& unet) {
+int64_t prepare_unet_for_gpu(torch::nn::Module& unet, const c10::Device& device, at::ScalarType dtype) {
   use_reproducible_gpu_numerics();
   at::NoGradGuard no_grad;
   for (auto& p : unet.parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  return geglu_gemm_supported(device, dtype) ? use_geglu_gemms(unet) : 0;
 }
 
 }  // namespace sdxlb

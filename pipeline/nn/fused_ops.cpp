@@ -12,9 +12,11 @@
 #include <c10/util/Exception.h>
 
 #ifdef SDXLB_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "pipeline/nn/kernels/geglu_gemm_kernel.h"
 #include "pipeline/nn/kernels/geglu_kernel.h"
 #include "pipeline/nn/kernels/group_norm_kernel.h"
 #include "pipeline/nn/kernels/layer_norm_kernel.h"
@@ -29,9 +31,12 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 9> kFusionNames{"geglu",    "groupnorm",      "layernorm",
-                                                  "upsample", "wideattention",  "fp8qkv",
-                                                  "pdl",      "crossattention", "gelutable"};
+constexpr std::array<const char*, 10> kFusionNames{
+    "geglu",  "groupnorm", "layernorm",      "upsample",  "wideattention",
+    "fp8qkv", "pdl",       "crossattention", "gelutable", "geglugemm"};
+
+// Rows per value or gate block of the interleaved GEGLU order (interleave_geglu).
+constexpr int64_t kGegluBlock = 8;
 
 // Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.
@@ -204,6 +209,62 @@ at::Tensor geglu(const at::Tensor& proj) {
 #endif
   auto parts = proj.chunk(2, -1);
   return parts[0] * at::gelu(parts[1]);
+}
+
+at::Tensor interleave_geglu(const at::Tensor& t) {
+  TORCH_CHECK(t.dim() >= 1 && t.size(0) % (2 * kGegluBlock) == 0,
+              "interleave_geglu: a GEGLU projection's weight or bias has 2F rows with 2F a multiple of ",
+              2 * kGegluBlock, ", got ", t.sizes());
+  std::vector<int64_t> blocks{2, t.size(0) / (2 * kGegluBlock), kGegluBlock};
+  blocks.insert(blocks.end(), t.sizes().begin() + 1, t.sizes().end());
+  // [2 (value, gate), F/8, 8, ...] -> [F/8, 2, 8, ...]
+  return t.reshape(blocks).transpose(0, 1).reshape(t.sizes()).contiguous();
+}
+
+bool geglu_gemm_supported(const c10::Device& device, at::ScalarType dtype) {
+#ifdef SDXLB_WITH_CUDA
+  if (!device.is_cuda() || dtype != at::kHalf || !kernels::geglu_gemm_compiled() ||
+      !fusion_enabled(Fusion::kGegluGemm))
+    return false;
+  const cudaDeviceProp* p = at::cuda::getDeviceProperties(device.index() < 0 ? 0 : device.index());
+  return p->major == 9 && p->minor == 0;
+#else
+  (void)device;
+  (void)dtype;
+  return false;
+#endif
+}
+
+at::Tensor linear_geglu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  TORCH_CHECK(w.dim() == 2 && w.size(0) % (2 * kGegluBlock) == 0 && x.dim() >= 1 && x.size(-1) == w.size(1),
+              "linear_geglu: weight [2F, K] with 2F a multiple of ", 2 * kGegluBlock,
+              " for input [..., K], got ", w.sizes(), " and ", x.sizes());
+  const int64_t two_f = w.size(0);
+  auto sizes = x.sizes().vec();
+  sizes.back() = two_f / 2;
+#ifdef SDXLB_WITH_CUDA
+  static_assert(kGegluBlock == kernels::kGegluInterleave);
+  if (geglu_gemm_supported(x.device(), x.scalar_type()) && w.scalar_type() == at::kHalf &&
+      w.is_contiguous() && w.device() == x.device() && same_type_contiguous(b, x)) {
+    const at::Tensor xc = x.contiguous();
+    at::Tensor out = at::empty(sizes, x.options());
+    const cudaError_t e = kernels::launch_geglu_gemm(
+        xc.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, out.data_ptr(),
+        xc.numel() / xc.size(-1), xc.size(-1), two_f, c10::cuda::getCurrentCUDAStream(x.device().index()));
+    if (e != cudaErrorNotSupported) {
+      C10_CUDA_CHECK(e);
+      return out;
+    }
+    (void)cudaGetLastError();  // a shape the kernel does not take: the ops below
+  }
+#endif
+  const at::Tensor p = at::linear(x, w, b);  // [..., 2F], interleaved
+  std::vector<int64_t> blocks(p.sizes().begin(), p.sizes().end() - 1);
+  blocks.insert(blocks.end(), {two_f / (2 * kGegluBlock), 2, kGegluBlock});
+  auto in_order = x.sizes().vec();
+  in_order.back() = two_f;
+  // [..., F/8, 2, 8] -> [..., 2 (values, gates), F/8, 8]: diffusers' [..., 2F]
+  return geglu(p.view(blocks).transpose(-3, -2).reshape(in_order));
 }
 
 bool fused_group_norm_applies(const at::Tensor& x) {

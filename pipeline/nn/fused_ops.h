@@ -8,6 +8,7 @@
 #include <utility>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 namespace sdxlb {
 
@@ -28,6 +29,8 @@ enum class Fusion {
   kGeluTable,           ///< "gelutable": GEGLU's GELU looked up in a table of its 65536 16-bit values (the
                         ///< same bits) instead of computed with erf in the kernel, in fp16 and in the FP8
                         ///< feed-forward (whose GEGLU quantises its rows)
+  kGegluGemm,           ///< "geglugemm": the fp16 feed-forward's first linear and its GEGLU in one GEMM
+                        ///< (linear_geglu), the projection never written (Hopper)
 };
 bool fusion_enabled(Fusion fusion);
 
@@ -35,6 +38,23 @@ bool fusion_enabled(Fusion fusion);
 /// chunk(2, -1). One fused kernel on CUDA for fp16/bf16 (bit-identical to the unfused ops; the GELU looked up
 /// in a table of all 16-bit inputs unless the fusion "gelutable" is off), else the ops.
 at::Tensor geglu(const at::Tensor& proj);
+
+/// The rows of a GEGLU projection's weight [2F, ...] or bias [2F] in the order linear_geglu takes
+/// ("interleaved GEGLU order", kernels/geglu_gemm_kernel.h): rows 16j … 16j+7 are the value rows 8j … 8j+7,
+/// rows 16j+8 … 16j+15 the gate rows F+8j … F+8j+7. A new contiguous tensor; 2F must be a multiple of 16.
+at::Tensor interleave_geglu(const at::Tensor& t);
+
+/// geglu(linear(x, w, b)) for the weight w [2F, K] and bias b [2F] (may be undefined) of diffusers' GEGLU
+/// projection with their rows in interleaved GEGLU order (interleave_geglu). Where geglu_gemm_supported for
+/// x's device and dtype and the kernel takes the shape: one GEMM with GEGLU in its epilogue
+/// (kernels/geglu_gemm_kernel.h), the same roundings as the ops (the linear's output rounded to fp16, then
+/// GEGLU's) and each row independent of the others; its products round like cuBLASLt's but need not match
+/// them bit for bit. Else at::linear on the interleaved rows, then geglu() of the columns put back in order.
+at::Tensor linear_geglu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
+
+/// Whether linear_geglu runs its fused GEMM on `device` for `dtype`: a CUDA build with CUTLASS, an sm_90
+/// GPU (Hopper), fp16, and the fusion "geglugemm" on.
+bool geglu_gemm_supported(const c10::Device& device, at::ScalarType dtype);
 
 /// Whether `group_norm_act` (and add_bias_residual) runs its fused kernel for this input: a CUDA fp16, bf16
 /// or float32 (the SDXL VAE under force_upcast) [N, C, H, W] tensor in channels-last layout with C a multiple

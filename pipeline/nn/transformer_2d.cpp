@@ -23,7 +23,17 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
 }
 
 at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {
+  if (interleaved_) return out_(linear_geglu(x, proj_->weight, proj_->bias));
   return out_(geglu(proj_(x)));
+}
+
+bool FeedForwardImpl::interleave_geglu() {
+  if (interleaved_ || takes_fp8()) return false;
+  at::NoGradGuard no_grad;
+  proj_->weight.set_data(sdxlb::interleave_geglu(proj_->weight));
+  if (proj_->bias.defined()) proj_->bias.set_data(sdxlb::interleave_geglu(proj_->bias));
+  interleaved_ = true;
+  return true;
 }
 
 bool FeedForwardImpl::takes_fp8() const {
@@ -31,6 +41,8 @@ bool FeedForwardImpl::takes_fp8() const {
 }
 
 at::Tensor FeedForwardImpl::forward_fp8(const Fp8Activation& x) {
+  TORCH_CHECK(!interleaved_,
+              "FeedForward::forward_fp8: the projection is in interleaved GEGLU order, not FP8");
   const at::Tensor p = proj_->forward_fp8(x);
   if (!out_->is_fp8()) return out_(geglu(p));
   std::vector<int64_t> shape = p.sizes().vec();
@@ -143,6 +155,13 @@ int64_t use_fp8_attention(torch::nn::Module& unet) {
     if (auto* block = item->as<BasicTransformerBlockImpl>(); block != nullptr && block->use_fp8_attention())
       ++switched;
   return switched;
+}
+
+int64_t use_geglu_gemms(torch::nn::Module& model) {
+  int64_t reordered = 0;
+  for (const auto& item : model.modules())
+    if (auto* ff = item->as<FeedForwardImpl>(); ff != nullptr && ff->interleave_geglu()) ++reordered;
+  return reordered;
 }
 
 Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DModelOptions& o) : options_(o) {
