@@ -10,6 +10,7 @@
 
 #include "pipeline/io/config_reader.h"
 #include "pipeline/io/weights.h"
+#include "pipeline/nn/attention.h"
 #include "pipeline/nn/fused_ops.h"
 #include "pipeline/nn/gpu_numerics.h"
 #include "pipeline/nn/transformer_2d.h"
@@ -516,6 +517,7 @@ int64_t prepare_unet_for_gpu(torch::nn::Module& unet, const c10::Device& device,
   at::NoGradGuard no_grad;
   for (auto& p : unet.parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  (void)fuse_attention_projections(unet);
   return geglu_gemm_supported(device, dtype) ? use_geglu_gemms(unet) : 0;
 }
 

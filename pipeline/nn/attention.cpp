@@ -119,16 +119,55 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context
   if (to_q_->is_fp8() && to_k_->is_fp8() && to_v_->is_fp8() && !context.defined() && kv_input.is_same(x)) {
     // FP8 self-attention: x quantised once for the three projections.
     std::tie(query, key, value) = project_fp8(quantize_activation(x));
+  } else if (qkv_weight_.defined() && kv_input.is_same(x)) {
+    // Fused projections: one GEMM, its column slices the query, keys and values.
+    const at::Tensor y = at::linear(x, qkv_weight_, qkv_bias_);
+    const int64_t inner = y.size(-1) / 3;
+    query = y.narrow(-1, 0, inner);
+    key = y.narrow(-1, inner, inner);
+    value = y.narrow(-1, 2 * inner, inner);
   } else {
-    query = to_q_(x);
+    query = project(0, x);
     if (context.defined()) {
       std::tie(key, value) = context_kv(context, projected);
     } else {
-      key = to_k_(kv_input);
-      value = to_v_(kv_input);
+      key = project(1, kv_input);
+      value = project(2, kv_input);
     }
   }
   return attend_heads(query, key, value, kv_input.size(0));
+}
+
+at::Tensor AttentionImpl::project(int64_t i, const at::Tensor& x) {
+  if (!qkv_weight_.defined()) return (i == 0 ? to_q_ : i == 1 ? to_k_ : to_v_)->forward(x);
+  const int64_t inner = qkv_weight_.size(0) / 3;
+  return at::linear(x, qkv_weight_.narrow(0, i * inner, inner),
+                    qkv_bias_.defined() ? qkv_bias_.narrow(0, i * inner, inner) : at::Tensor());
+}
+
+bool AttentionImpl::fuse_projections() {
+  const bool biases = to_q_->bias.defined();
+  if (options_.cross_attention_dim().has_value() || qkv_weight_.defined() || to_q_->is_fp8() ||
+      to_k_->is_fp8() || to_v_->is_fp8() || to_k_->bias.defined() != biases ||
+      to_v_->bias.defined() != biases)
+    return false;
+  at::NoGradGuard no_grad;
+  qkv_weight_ = hold_buffer(*this, "qkv_weight", at::cat({to_q_->weight, to_k_->weight, to_v_->weight}, 0));
+  if (biases) qkv_bias_ = hold_buffer(*this, "qkv_bias", at::cat({to_q_->bias, to_k_->bias, to_v_->bias}, 0));
+  for (Linear* layer : {&to_q_, &to_k_, &to_v_}) {
+    (*layer)->weight.set_data(at::empty({0}, (*layer)->weight.options()));
+    if (biases) (*layer)->bias.set_data(at::empty({0}, (*layer)->bias.options()));
+  }
+  return true;
+}
+
+int64_t fuse_attention_projections(torch::nn::Module& model) {
+  if (!fusion_enabled(Fusion::kQkv)) return 0;
+  int64_t fused = 0;
+  for (const auto& item : model.modules())
+    if (auto* attention = item->as<AttentionImpl>(); attention != nullptr && attention->fuse_projections())
+      ++fused;
+  return fused;
 }
 
 bool AttentionImpl::fuse_fp8_projections() {

@@ -89,6 +89,13 @@ class AttentionImpl : public torch::nn::Module {
   /// small GEMMs of the deepest level ran at half the e4m3 rate). The same products, now in one call.
   /// use_fp8_linears (fp8.h) calls it. Returns whether it fused.
   bool fuse_fp8_projections();
+  /// For a self-attention whose to_q, to_k and to_v are in the model's dtype (not FP8), all with a bias or
+  /// all without: one weight [3·inner, dim] for the three (this module's buffer "qkv_weight", with
+  /// "qkv_bias"; the layers' own are emptied), so that forward() projects x in one GEMM whose column slices
+  /// are the query, keys and values (cuBLASLt ran each of the deepest level's three 2048x1280x1280 products
+  /// at 545 TFLOP/s on an H100). Keys and values of other tokens (ToDo) take their rows of it. Returns
+  /// whether it fused.
+  bool fuse_projections();
   /// to_k(context), to_v(context): what forward() projects from a cross-attention context.
   std::pair<at::Tensor, at::Tensor> project_context(const at::Tensor& context);
 
@@ -100,6 +107,8 @@ class AttentionImpl : public torch::nn::Module {
   Fp8Weight projection_fp8(int64_t i) const;
   // to_q, to_k, to_v of one quantised input: views of one fused GEMM's output when fused, else three GEMMs.
   std::tuple<at::Tensor, at::Tensor, at::Tensor> project_fp8(const Fp8Activation& x);
+  // to_q (0), to_k (1) or to_v (2) of x: the layer, or its rows of the fused weight (fuse_projections).
+  at::Tensor project(int64_t i, const at::Tensor& x);
   // SDPA over the heads of the projected query, keys and values, then to_out.
   at::Tensor attend_heads(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                           int64_t batch);
@@ -107,12 +116,18 @@ class AttentionImpl : public torch::nn::Module {
   AttentionOptions options_;
   // Set by use_fp8_attention (its device tensor a buffer); device undefined: the model's-dtype kernel.
   Fp8AttentionScales fp8_attention_;
-  Fp8Weight fp8_qkv_;  // set by fuse_fp8_projections (buffers); undefined: separate GEMMs
+  Fp8Weight fp8_qkv_;                 // set by fuse_fp8_projections (buffers); undefined: separate GEMMs
+  at::Tensor qkv_weight_, qkv_bias_;  // set by fuse_projections (buffers); undefined: separate GEMMs
   Linear to_q_{nullptr};
   Linear to_k_{nullptr};
   Linear to_v_{nullptr};
   Linear to_out_{nullptr};
 };
 TORCH_MODULE(Attention);
+
+/// Fuses the projections of every self-attention in `model` whose projections are in the model's dtype
+/// (Attention::fuse_projections), unless SDXLB_DISABLE_FUSION lists "qkv". Call after use_fp8_linears.
+/// Returns how many it fused.
+int64_t fuse_attention_projections(torch::nn::Module& model);
 
 }  // namespace sdxlb

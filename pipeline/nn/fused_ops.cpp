@@ -31,9 +31,9 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 10> kFusionNames{
-    "geglu",  "groupnorm", "layernorm",      "upsample",  "wideattention",
-    "fp8qkv", "pdl",       "crossattention", "gelutable", "geglugemm"};
+constexpr std::array<const char*, 11> kFusionNames{
+    "geglu",          "groupnorm", "layernorm", "upsample", "wideattention", "fp8qkv", "pdl",
+    "crossattention", "gelutable", "geglugemm", "qkv"};
 
 // Rows per value or gate block of the interleaved GEGLU order (interleave_geglu).
 constexpr int64_t kGegluBlock = 8;

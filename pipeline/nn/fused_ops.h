@@ -31,6 +31,8 @@ enum class Fusion {
                         ///< feed-forward (whose GEGLU quantises its rows)
   kGegluGemm,           ///< "geglugemm": the fp16 feed-forward's first linear and its GEGLU in one GEMM
                         ///< (linear_geglu), the projection never written (Hopper)
+  kQkv,                 ///< "qkv": a self-attention's query, key and value projections as one GEMM
+                        ///< (attention.h, fuse_attention_projections; read when the UNet is readied)
 };
 bool fusion_enabled(Fusion fusion);
 
