@@ -17,8 +17,6 @@
 #endif
 
 #ifdef SDXLB_WITH_CUDNN_FRONTEND
-#include <dlfcn.h>
-
 #include <map>
 #include <memory>
 #include <mutex>
@@ -28,12 +26,7 @@
 #include <ATen/cudnn/Handle.h>
 #include <cudnn_frontend.h>
 
-// cuDNN's frontend finds the backend's functions in this library handle
-// (NV_CUDNN_FRONTEND_USE_DYNAMIC_LOADING): the libcudnn.so.9 that LibTorch has already loaded, so that both
-// use one cuDNN.
-namespace cudnn_frontend {
-void* cudnn_dlhandle = nullptr;
-}
+#include "pipeline/nn/cudnn_loader.h"
 #endif
 
 namespace sdxlb {
@@ -45,18 +38,6 @@ constexpr double kInputRounding = 1.0 + 1.0 / 16;
 
 #ifdef SDXLB_WITH_CUDNN_FRONTEND
 namespace fe = cudnn_frontend;
-
-// Loads (once) the libcudnn.so.9 LibTorch uses; "" when found, else why not.
-const std::string& cudnn_library_error() {
-  static const std::string error = [] {
-    void* h = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_NOLOAD);
-    if (h == nullptr) h = dlopen("libcudnn.so.9", RTLD_NOW);
-    if (h == nullptr) return std::string("cuDNN 9 (libcudnn.so.9) could not be loaded: ") + dlerror();
-    fe::cudnn_dlhandle = h;
-    return std::string();
-  }();
-  return error;
-}
 
 // One cuDNN FP8 attention graph for a shape, with the handles of its tensors for the variant pack.
 struct Plan {
