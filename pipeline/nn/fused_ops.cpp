@@ -35,8 +35,10 @@ constexpr std::array<const char*, 11> kFusionNames{
     "geglu",          "groupnorm", "layernorm", "upsample", "wideattention", "fp8qkv", "pdl",
     "crossattention", "gelutable", "geglugemm", "qkv"};
 
-// Rows per value or gate block of the interleaved GEGLU order (interleave_geglu).
+// Rows per value or gate block of the interleaved GEGLU order (interleave_geglu), and the fused GEMM's tile
+// width (kernels/geglu_gemm_kernel.h).
 constexpr int64_t kGegluBlock = 8;
+constexpr int64_t kGegluGemmColumns = 256;
 
 // Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.
@@ -221,6 +223,10 @@ at::Tensor interleave_geglu(const at::Tensor& t) {
   return t.reshape(blocks).transpose(0, 1).reshape(t.sizes()).contiguous();
 }
 
+bool geglu_gemm_takes(int64_t two_f, int64_t k) {
+  return two_f > 0 && k > 0 && two_f % kGegluGemmColumns == 0 && k % 8 == 0;
+}
+
 bool geglu_gemm_supported(const c10::Device& device, at::ScalarType dtype) {
 #ifdef SDXLB_WITH_CUDA
   if (!device.is_cuda() || dtype != at::kHalf || !kernels::geglu_gemm_compiled() ||
@@ -243,7 +249,7 @@ at::Tensor linear_geglu(const at::Tensor& x, const at::Tensor& w, const at::Tens
   auto sizes = x.sizes().vec();
   sizes.back() = two_f / 2;
 #ifdef SDXLB_WITH_CUDA
-  static_assert(kGegluBlock == kernels::kGegluInterleave);
+  static_assert(kGegluBlock == kernels::kGegluInterleave && kGegluGemmColumns == kernels::kGegluGemmColumns);
   if (geglu_gemm_supported(x.device(), x.scalar_type()) && w.scalar_type() == at::kHalf &&
       w.is_contiguous() && w.device() == x.device() && same_type_contiguous(b, x)) {
     const at::Tensor xc = x.contiguous();

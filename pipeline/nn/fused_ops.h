@@ -54,6 +54,11 @@ at::Tensor interleave_geglu(const at::Tensor& t);
 /// them bit for bit. Else at::linear on the interleaved rows, then geglu() of the columns put back in order.
 at::Tensor linear_geglu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
 
+/// Whether linear_geglu's fused GEMM takes a projection of 2F outputs from K inputs: 2F in whole tiles of
+/// 256 columns, K a multiple of 8 (SDXL's 10240 × 1280 and 5120 × 640 do). use_geglu_gemms reorders only
+/// those.
+bool geglu_gemm_takes(int64_t two_f, int64_t k);
+
 /// Whether linear_geglu runs its fused GEMM on `device` for `dtype`: a CUDA build with CUTLASS, an sm_90
 /// GPU (Hopper), fp16, and the fusion "geglugemm" on.
 bool geglu_gemm_supported(const c10::Device& device, at::ScalarType dtype);

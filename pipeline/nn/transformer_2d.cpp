@@ -28,7 +28,8 @@ at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {
 }
 
 bool FeedForwardImpl::interleave_geglu() {
-  if (interleaved_ || takes_fp8()) return false;
+  if (interleaved_ || takes_fp8() || !geglu_gemm_takes(proj_->weight.size(0), proj_->weight.size(1)))
+    return false;
   at::NoGradGuard no_grad;
   proj_->weight.set_data(sdxlb::interleave_geglu(proj_->weight));
   if (proj_->bias.defined()) proj_->bias.set_data(sdxlb::interleave_geglu(proj_->bias));

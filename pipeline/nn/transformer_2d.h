@@ -41,8 +41,8 @@ class FeedForwardImpl : public torch::nn::Module {
   bool takes_fp8() const;
   /// Puts net.0.proj's weight and bias in interleaved GEGLU order (fused_ops.h, interleave_geglu), in place,
   /// so that forward() runs linear_geglu: the projection and its GEGLU in one GEMM where
-  /// geglu_gemm_supported. For a feed-forward whose net.0.proj is not FP8; once (later calls do nothing).
-  /// Returns whether it reordered.
+  /// geglu_gemm_supported. Only for a feed-forward whose net.0.proj is not FP8 and whose shape the GEMM takes
+  /// (geglu_gemm_takes), once (later calls do nothing). Returns whether it reordered.
   bool interleave_geglu();
 
  private:

@@ -169,6 +169,7 @@ class GegluEpilogue {
 // x [M, K] (row-major) times w [2F, K] (row-major, so column-major as B) with the GEGLU epilogue. CUTLASS's
 // default tile scheduler gives each output tile to one CTA for the whole of K (no split-K, no stream-K).
 using TileShape = Shape<_128, _256, _64>;
+static_assert(size<1>(TileShape{}) == kGegluGemmColumns, "geglu_gemm_kernel.h states the tile's width");
 using Epilogue =
     cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<GegluEpilogue<TileShape>>;
 using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<

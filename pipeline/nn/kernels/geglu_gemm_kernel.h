@@ -18,6 +18,9 @@ bool geglu_gemm_compiled();
 /// so that each thread of the kernel holds a value and its gate in the same registers.
 constexpr int64_t kGegluInterleave = 8;
 
+/// The kernel's output tile is this many of the product's columns wide: 2F must be a multiple of it.
+constexpr int64_t kGegluGemmColumns = 256;
+
 /// out[m, c] = fp16(float(v) · float(gelu(g))) with v = fp16(acc[m, value c] + bias[value c]) and
 /// g = fp16(acc[m, gate c] + bias[gate c]), where acc is the float32 product of x [M, K] (fp16, row-major)
 /// and w [2F, K] (fp16, row-major, interleaved GEGLU order), gelu PyTorch's exact-erf GELU rounded to fp16:
