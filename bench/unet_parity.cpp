@@ -32,7 +32,6 @@
 #include "pipeline/io/model_folder.h"
 #include "pipeline/models/unet.h"
 #include "pipeline/nn/fp8.h"
-#include "pipeline/nn/gpu_numerics.h"
 #include "pipeline/nn/transformer_2d.h"
 
 using namespace sdxlb;

@@ -21,7 +21,6 @@
 #include "pipeline/models/vae.h"
 #include "pipeline/nn/fp8.h"
 #include "pipeline/nn/fp8_attention.h"
-#include "pipeline/nn/gpu_numerics.h"
 #include "pipeline/nn/transformer_2d.h"
 #include "pipeline/runtime/denoise_loop.h"
 #include "pipeline/runtime/weight_streamer.h"

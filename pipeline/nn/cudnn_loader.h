@@ -1,6 +1,6 @@
-// cuDNN's frontend as the files that build cuDNN graphs of their own use it (fp8_attention.cpp,
-// cudnn_attention.cpp): the frontend calls the backend through the libcudnn.so.9 LibTorch has already
-// loaded, so that both use one cuDNN. Host code; no frontend types in this header.
+// cuDNN's frontend as the files that build cuDNN graphs of their own use it (fp8_attention.cpp): the
+// frontend calls the backend through the libcudnn.so.9 LibTorch has already loaded, so that both use one
+// cuDNN. Host code; no frontend types in this header.
 #pragma once
 
 #include <string>
