@@ -15,7 +15,8 @@ if [[ -n "${3:-}" ]]; then
   mkdir -p "$out/fuzz"
   for f in "$3"/fuzz/fuzz_*; do [[ -x "$f" && ! -d "$f" ]] && cp "$f" "$out/fuzz/"; done
 fi
-for t in fused_ops_test speedup_parity_test fp8_test fp8_attention_test batch_invariance_test gpu_numerics_test; do
+for t in fused_ops_test speedup_parity_test fp8_test fp8_attention_test batch_invariance_test gpu_numerics_test \
+  graph_memsets_test; do
   [[ -x "$build/tests/$t" ]] && cp "$build/tests/$t" "$out/tests/"
 done
 # libarchive (WebDataset export) and what it needs that a GPU machine may lack (not libnettle: the

@@ -31,9 +31,9 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 11> kFusionNames{
-    "geglu",          "groupnorm", "layernorm", "upsample", "wideattention", "fp8qkv", "pdl",
-    "crossattention", "gelutable", "geglugemm", "qkv"};
+constexpr std::array<const char*, 12> kFusionNames{
+    "geglu", "groupnorm",      "layernorm", "upsample",  "wideattention", "fp8qkv",
+    "pdl",   "crossattention", "gelutable", "geglugemm", "qkv",           "memsetkernels"};
 
 // Rows per value or gate block of the interleaved GEGLU order (interleave_geglu), and the fused GEMM's tile
 // width (kernels/geglu_gemm_kernel.h).

@@ -33,6 +33,9 @@ enum class Fusion {
                         ///< (linear_geglu), the projection never written (Hopper)
   kQkv,                 ///< "qkv": a self-attention's query, key and value projections as one GEMM
                         ///< (attention.h, fuse_attention_projections; read when the UNet is readied)
+  kMemsetKernels,       ///< "memsetkernels": the memset nodes of our CUDA graphs (the libraries' workspace
+                        ///< zeroing) rewritten as kernel nodes that write the same bytes
+                        ///< (pipeline/runtime/graph_memsets.h)
 };
 bool fusion_enabled(Fusion fusion);
 

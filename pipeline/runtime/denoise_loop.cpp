@@ -13,6 +13,8 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include "pipeline/runtime/graph_memsets.h"
 #endif
 
 #include "pipeline/io/torch_error.h"
@@ -232,7 +234,8 @@ StatusOr<std::unique_ptr<DenoiseLoop>> DenoiseLoop::create(UNet2DConditionModel 
       // a memory cap (max_gpu_gib) does not count them twice.
       c10::cuda::CUDACachingAllocator::emptyCache();
       auto capture = [&](std::unique_ptr<at::cuda::CUDAGraph>& graph, bool full, at::cuda::MempoolId_t pool) {
-        graph = std::make_unique<at::cuda::CUDAGraph>();
+        // Kept uninstantiated after capture, so that its memset nodes can become kernel nodes first.
+        graph = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
         graph->capture_begin(pool);
         try {
           run_step(key, s, sampler, full);
@@ -248,6 +251,7 @@ StatusOr<std::unique_ptr<DenoiseLoop>> DenoiseLoop::create(UNet2DConditionModel 
           throw;
         }
         graph->capture_end();
+        instantiate_graph(*graph);
       };
       capture(s.graph, true, {0, 0});
       // The shallow step never runs at the same time as the full one: it shares its memory pool.
