@@ -519,7 +519,7 @@ TEST_F(FusedOpsCudaTest, LinearGegluIsAsAccurateAsTheOpsAndPerRow) {
                               ours.narrow(0, from, count)));
     EXPECT_TRUE(bit_identical(linear_geglu(x, iw, ib), ours));
   }
-  // A width that fills no whole tile of 256 columns: the ops.
+  // A width that fills no whole tile of 128 columns: the ops.
   const at::Tensor x = at::randn({64, 64}, cuda), w = at::randn({272, 64}, cuda), b = at::randn({272}, cuda);
   at::Tensor y = at::empty({64, 136}, cuda);
   EXPECT_EQ(kernels::launch_geglu_gemm(x.data_ptr(), w.data_ptr(), b.data_ptr(), y.data_ptr(), 64, 64, 272,

@@ -38,7 +38,7 @@ constexpr std::array<const char*, 12> kFusionNames{
 // Rows per value or gate block of the interleaved GEGLU order (interleave_geglu), and the fused GEMM's tile
 // width (kernels/geglu_gemm_kernel.h).
 constexpr int64_t kGegluBlock = 8;
-constexpr int64_t kGegluGemmColumns = 256;
+constexpr int64_t kGegluGemmColumns = 128;
 
 // Read once: SDXLB_DISABLE_FUSION="groupnorm,layernorm" or "all". An unknown name is an error, so that a
 // typo cannot silently measure the wrong thing.

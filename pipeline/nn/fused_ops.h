@@ -58,7 +58,7 @@ at::Tensor interleave_geglu(const at::Tensor& t);
 at::Tensor linear_geglu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
 
 /// Whether linear_geglu's fused GEMM takes a projection of 2F outputs from K inputs: 2F in whole tiles of
-/// 256 columns, K a multiple of 8 (SDXL's 10240 × 1280 and 5120 × 640 do). use_geglu_gemms reorders only
+/// 128 columns, K a multiple of 8 (SDXL's 10240 × 1280 and 5120 × 640 do). use_geglu_gemms reorders only
 /// those.
 bool geglu_gemm_takes(int64_t two_f, int64_t k);
 

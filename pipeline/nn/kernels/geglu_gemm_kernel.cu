@@ -1,17 +1,15 @@
 // The feed-forward's first linear with GEGLU in its epilogue: CUTLASS 3's Hopper warp-specialized fp16 GEMM
-// (TMA loads, WGMMA, cooperative consumers, float32 accumulation, 128x256x64 tiles in clusters of two, the
-// configuration that matched cuBLASLt at the UNet's 2048x1280x10240 and 8192x640x5120 projections,
-// bench/results/2026-12-06-session27.md) with an epilogue of our own. The weight's rows come in interleaved
-// GEGLU order (geglu_gemm_kernel.h), so that in WGMMA's accumulator layout, where a thread holds two
-// neighbouring columns of each 8-column block, the same rows and columns of the next block hold their gates:
-// each thread turns its value and gate pairs into GEGLU outputs and stores them straight from registers, and
-// the [rows, 2F] projection is never written. The epilogue's erf is not hidden behind the next tile's
-// mainloop (cooperative consumers share the tile): on an H100 the kernel takes about as long as cuBLASLt's
-// projection and the GEGLU kernel together (104.7 µs against 81.3 + 24.2 at 2048x1280x10240; ping-pong
-// consumers, which overlap it, ran slower, and gelu looked up in the GEGLU kernels' table slower still); the
-// UNet call gains the launch and the gaps around it. Grid dependency control is compiled in: launched
-// programmatically, the kernel waits for the kernel before it only where it first reads global memory.
-// Compiled for sm_90a only; see pipeline/nn/CMakeLists.txt.
+// (TMA loads, WGMMA, float32 accumulation, clusters of two) with an epilogue of our own. The weight's rows
+// come in interleaved GEGLU order (geglu_gemm_kernel.h), so that in WGMMA's accumulator layout, where a
+// thread holds two neighbouring columns of each 8-column block, the same rows and columns of the next block
+// hold their gates: each thread turns its value and gate pairs into GEGLU outputs and stores them straight
+// from registers, and the [rows, 2F] projection is never written. Ping-pong consumers on 128x128x64 tiles:
+// each warpgroup owns a tile, and one's epilogue (64 erf per thread) runs while the other's mainloop uses the
+// tensor cores. On an H100 that took the kernel from 97.9 to 92.6 µs at 2048x1280x10240 and from about 124 to
+// 112 µs at 8192x640x5120 against cooperative consumers on 128x256 tiles, whose epilogue nothing hid
+// (cuBLASLt's projection alone: 81 and 90 µs; bench/results/2026-12-06-session28.md). Grid dependency control
+// is compiled in: launched programmatically, the kernel waits for the kernel before it only where it first
+// reads global memory. Compiled for sm_90a only; see pipeline/nn/CMakeLists.txt.
 #include "pipeline/nn/kernels/geglu_gemm_kernel.h"
 
 #if defined(SDXLB_WITH_CUTLASS)
@@ -114,51 +112,39 @@ class GegluEpilogue {
                                  make_coord(m_coord, n_coord));
     const Tensor coords = tiled_mma.get_thread_slice(thread_idx).partition_C(cd);
     // WGMMA's layout: accumulators i, i+1 are columns n, n+1 of row m; i+2, i+3 the same columns of row m+8;
-    // i+4 … i+7 the same places 8 columns on (the gates, in interleaved order); the next 8 accumulators 16
-    // columns on. The checks compare coordinates that differ by constants, so the compiler folds them away
-    // unless the layout differs (it folded them all for the tiles below).
-    const int m = get<0>(coords(0)), n = get<1>(coords(0));
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < kAcc; i += 8) {
-      if (get<0>(coords(i)) != m || get<1>(coords(i)) != n + 2 * i ||
-          get<1>(coords(i + 1)) != n + 2 * i + 1 || get<0>(coords(i + 2)) != m + 8 ||
-          get<1>(coords(i + 2)) != n + 2 * i || get<0>(coords(i + 4)) != m ||
-          get<1>(coords(i + 4)) != n + 2 * i + 8 || (n & 8) != 0)
-        __trap();
-    }
-    // Values and gates rounded to fp16 as the linear's output is: [pair q][row r] for i = 8q.
-    __half2 values[kAcc / 8][2], gates[kAcc / 8][2];
-    CUTLASS_PRAGMA_UNROLL
-    for (int q = 0; q < kAcc / 8; ++q) {
-      float2 bv = make_float2(0.f, 0.f), bg = bv;
-      if (params_.bias != nullptr) {
-        bv = __half22float2(__ldg(reinterpret_cast<const __half2*>(params_.bias + n + 16 * q)));
-        bg = __half22float2(__ldg(reinterpret_cast<const __half2*>(params_.bias + n + 16 * q + 8)));
-      }
-      CUTLASS_PRAGMA_UNROLL
-      for (int r = 0; r < 2; ++r) {
-        const int a = 8 * q + 2 * r;
-        values[q][r] = __floats2half2_rn(acc(a) + bv.x, acc(a + 1) + bv.y);
-        gates[q][r] = __floats2half2_rn(acc(a + 4) + bg.x, acc(a + 5) + bg.y);
-      }
-    }
-    // gelu(g) as PyTorch rounds it to fp16.
-    CUTLASS_PRAGMA_UNROLL
-    for (int q = 0; q < kAcc / 8; ++q) {
-      CUTLASS_PRAGMA_UNROLL
-      for (int r = 0; r < 2; ++r)
-        gates[q][r] = __halves2half2(gelu(__low2half(gates[q][r])), gelu(__high2half(gates[q][r])));
-    }
-    // value · gelu(gate): the product of two fp16 numbers is exact in float32, so fp16's own multiply
-    // (rounded once, to nearest) gives the bits of PyTorch's float product rounded to fp16. Output column of
-    // value column n: its 8-column block's place among the value blocks.
-    __half* out = params_.out + static_cast<int64_t>(m) * params_.out_row_stride + (n >> 4) * 8 + (n & 7);
+    // i+4 … i+7 the same places 8 columns on (the gates, in interleaved order), for each group of 8 (whose
+    // (m, n) differ from the first group's by constants, so the compiler folds the checks away unless the
+    // layout differs).
     const int64_t down = 8 * params_.out_row_stride;
     CUTLASS_PRAGMA_UNROLL
     for (int q = 0; q < kAcc / 8; ++q) {
-      if (m < m_size) *reinterpret_cast<__half2*>(out + 8 * q) = __hmul2(values[q][0], gates[q][0]);
-      if (m + 8 < m_size)
-        *reinterpret_cast<__half2*>(out + down + 8 * q) = __hmul2(values[q][1], gates[q][1]);
+      const int i = 8 * q;
+      const int m = get<0>(coords(i)), n = get<1>(coords(i));
+      if (get<1>(coords(i + 1)) != n + 1 || get<0>(coords(i + 1)) != m || get<0>(coords(i + 2)) != m + 8 ||
+          get<1>(coords(i + 2)) != n || get<0>(coords(i + 4)) != m || get<1>(coords(i + 4)) != n + 8 ||
+          (n & 8) != 0)
+        __trap();
+      // Values and gates rounded to fp16 as the linear's output is, for rows m and m+8.
+      float2 bv = make_float2(0.f, 0.f), bg = bv;
+      if (params_.bias != nullptr) {
+        bv = __half22float2(__ldg(reinterpret_cast<const __half2*>(params_.bias + n)));
+        bg = __half22float2(__ldg(reinterpret_cast<const __half2*>(params_.bias + n + 8)));
+      }
+      __half2 values[2], gates[2];
+      CUTLASS_PRAGMA_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        const int a = i + 2 * r;
+        values[r] = __floats2half2_rn(acc(a) + bv.x, acc(a + 1) + bv.y);
+        gates[r] = __floats2half2_rn(acc(a + 4) + bg.x, acc(a + 5) + bg.y);
+        // gelu(g) as PyTorch rounds it to fp16.
+        gates[r] = __halves2half2(gelu(__low2half(gates[r])), gelu(__high2half(gates[r])));
+      }
+      // value · gelu(gate): the product of two fp16 numbers is exact in float32, so fp16's own multiply
+      // (rounded once, to nearest) gives the bits of PyTorch's float product rounded to fp16. Output column
+      // of value column n: its 8-column block's place among the value blocks.
+      __half* out = params_.out + static_cast<int64_t>(m) * params_.out_row_stride + (n >> 4) * 8 + (n & 7);
+      if (m < m_size) *reinterpret_cast<__half2*>(out) = __hmul2(values[0], gates[0]);
+      if (m + 8 < m_size) *reinterpret_cast<__half2*>(out + down) = __hmul2(values[1], gates[1]);
     }
   }
 
@@ -167,8 +153,9 @@ class GegluEpilogue {
 };
 
 // x [M, K] (row-major) times w [2F, K] (row-major, so column-major as B) with the GEGLU epilogue. CUTLASS's
-// default tile scheduler gives each output tile to one CTA for the whole of K (no split-K, no stream-K).
-using TileShape = Shape<_128, _256, _64>;
+// default tile scheduler gives each output tile to one warpgroup for the whole of K (no split-K, no
+// stream-K).
+using TileShape = Shape<_128, _128, _64>;
 static_assert(size<1>(TileShape{}) == kGegluGemmColumns, "geglu_gemm_kernel.h states the tile's width");
 using Epilogue =
     cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<GegluEpilogue<TileShape>>;
@@ -177,7 +164,7 @@ using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
     cutlass::layout::ColumnMajor, 8, float, TileShape, ClusterShape,
     cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
         sizeof(GegluEpilogue<TileShape>::SharedStorage))>,
-    cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
+    cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
 using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
 using Adapter = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 

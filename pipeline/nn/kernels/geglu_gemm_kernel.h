@@ -19,15 +19,15 @@ bool geglu_gemm_compiled();
 constexpr int64_t kGegluInterleave = 8;
 
 /// The kernel's output tile is this many of the product's columns wide: 2F must be a multiple of it.
-constexpr int64_t kGegluGemmColumns = 256;
+constexpr int64_t kGegluGemmColumns = 128;
 
 /// out[m, c] = fp16(float(v) · float(gelu(g))) with v = fp16(acc[m, value c] + bias[value c]) and
 /// g = fp16(acc[m, gate c] + bias[gate c]), where acc is the float32 product of x [M, K] (fp16, row-major)
 /// and w [2F, K] (fp16, row-major, interleaved GEGLU order), gelu PyTorch's exact-erf GELU rounded to fp16:
-/// the roundings of `linear` then `geglu` (fused_ops.h), each output tile computed by one CTA over the whole
-/// of K (a row depends only on its own input row, whatever M and wherever the row sits). bias [2F] fp16 in
-/// the same order, or null for none; out [M, F] fp16, row-major. Needs 2F a multiple of 256, K a multiple of
-/// 8 and 16-byte aligned pointers (cudaErrorNotSupported, launching nothing, otherwise). Launched
+/// the roundings of `linear` then `geglu` (fused_ops.h), each output tile computed by one warpgroup over the
+/// whole of K (a row depends only on its own input row, whatever M and wherever the row sits). bias [2F] fp16
+/// in the same order, or null for none; out [M, F] fp16, row-major. Needs 2F a multiple of 128, K a multiple
+/// of 8 and 16-byte aligned pointers (cudaErrorNotSupported, launching nothing, otherwise). Launched
 /// programmatically where our kernels are (programmatic_launch.h).
 cudaError_t launch_geglu_gemm(const void* x, const void* w, const void* bias, void* out, int64_t m, int64_t k,
                               int64_t two_f, cudaStream_t stream);
