@@ -170,29 +170,30 @@ TEST(FusedOpsTest, LinearGegluOnCpuIsTheOps) {
 
 // A self-attention's projections fused into one GEMM (Attention::fuse_projections) give its outputs (within
 // a float32 summation order's difference relative to the largest output), with and without biases, and for
-// ToDo's downsampled keys and values (the fused weight's rows); the three layers' weights become one buffer;
-// cross-attention and FP8 projections stay as they are, and a second call fuses nothing.
+// token downsampling's (ToDo's) downsampled keys and values (the fused weight's rows); the three layers'
+// weights become one buffer; cross-attention and FP8 projections stay as they are, and a second call fuses
+// nothing.
 TEST(FusedOpsTest, FusedProjectionsGiveTheSameAttention) {
   c10::InferenceMode guard;
   at::manual_seed(31);
   const at::Tensor x = at::randn({2, 16, 64});
-  BlockTokens todo;
-  todo.downsample = true;
-  todo.grid_h = todo.grid_w = 4;
-  todo.new_h = todo.new_w = 2;
-  todo.factor = 2;
+  BlockTokens downsampled;
+  downsampled.downsample = true;
+  downsampled.grid_h = downsampled.grid_w = 4;
+  downsampled.new_h = downsampled.new_w = 2;
+  downsampled.factor = 2;
   for (bool bias : {false, true}) {
     SCOPED_TRACE(bias ? "with biases" : "without biases");
     Attention attn(AttentionOptions(64, 2, 32).bias(bias));
     for (auto& p : attn->parameters()) p.copy_(at::randn(p.sizes()) * 0.1);
-    const at::Tensor separate = attn->forward(x), separate_todo = attn->forward(x, {}, &todo);
+    const at::Tensor separate = attn->forward(x), separate_downsampled = attn->forward(x, {}, &downsampled);
     ASSERT_TRUE(attn->fuse_projections());
     EXPECT_FALSE(attn->fuse_projections());
     EXPECT_EQ(attn->named_modules()["to_q"]->as<LinearImpl>()->weight.numel(), 0);
     EXPECT_EQ(attn->named_buffers()["qkv_weight"].sizes(), (at::IntArrayRef{3 * 64, 64}));
     EXPECT_EQ(attn->named_buffers().contains("qkv_bias"), bias);
     EXPECT_LT(rel_err(attn->forward(x), separate), 1e-5);
-    EXPECT_LT(rel_err(attn->forward(x, {}, &todo), separate_todo), 1e-5);
+    EXPECT_LT(rel_err(attn->forward(x, {}, &downsampled), separate_downsampled), 1e-5);
   }
   Attention cross(AttentionOptions(64, 2, 32).cross_attention_dim(48));
   EXPECT_FALSE(cross->fuse_projections());

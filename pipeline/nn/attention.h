@@ -93,8 +93,8 @@ class AttentionImpl : public torch::nn::Module {
   /// all without: one weight [3·inner, dim] for the three (this module's buffer "qkv_weight", with
   /// "qkv_bias"; the layers' own are emptied), so that forward() projects x in one GEMM whose column slices
   /// are the query, keys and values (cuBLASLt ran each of the deepest level's three 2048x1280x1280 products
-  /// at 545 TFLOP/s on an H100). Keys and values of other tokens (ToDo) take their rows of it. Returns
-  /// whether it fused.
+  /// at 545 TFLOP/s on an H100). Keys and values of downsampled tokens (token downsampling, ToDo) take their
+  /// rows of it. Returns whether it fused.
   bool fuse_projections();
   /// to_k(context), to_v(context): what forward() projects from a cross-attention context.
   std::pair<at::Tensor, at::Tensor> project_context(const at::Tensor& context);

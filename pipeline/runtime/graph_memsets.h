@@ -1,9 +1,10 @@
 // The memset nodes of a captured CUDA graph rewritten as kernel nodes. cuBLASLt (its dynamic tile scheduler's
 // counters) and cuDNN (its attention's workspace) zero memory with memsets; in the UNet's graph the GPU sits
 // idle for a few microseconds around each memset node (session 25's profile: 3.5 µs after each, 154 of them
-// per fp16 call), where one kernel node follows another within a microsecond. The kernels write the same
-// bytes (pipeline/nn/kernels/fill_kernel.h), so the results are the same bits. On an H100 (session 28) the
-// one-image fp16 call's idle time went from 0.88 to 0.50 ms and the call from 29.40 to 29.17 ms.
+// per fp16 call then; 94 after session 27's fused projections), where one kernel node follows another within
+// a microsecond. The kernels write the same bytes (pipeline/nn/kernels/fill_kernel.h), so the results are the
+// same bits. On an H100 (session 28) the one-image fp16 call's idle time went from 0.88 to 0.50 ms and the
+// call from 29.40 to 29.17 ms.
 #pragma once
 
 #include <cuda_runtime_api.h>
