@@ -551,6 +551,31 @@ TEST_F(FusedOpsCudaTest, FusedProjectionsAtTheDeepestLevel) {
 
 // GEGLU in both kernels (GELU by erf, and looked up in the table) against the ops, bit for bit: the UNet's
 // two widths, every finite 16-bit gate value, bf16, and a width the vectorised kernels do not take.
+// The GEGLU GEMM's epilogue gives PyTorch's GELU for every finite fp16 gate: x is the 64x64 identity, so each
+// output is the GELU of one gate weight, and the 64 x 1024 gate weights are the 65536 fp16 bit patterns
+// (infinities and NaNs as 0, which would spoil the sums).
+TEST_F(FusedOpsCudaTest, GegluGemmGivesEveryFp16GatesGelu) {
+  if (!geglu_gemm_supported(at::Device(at::kCUDA, 0), at::kHalf))
+    GTEST_SKIP() << "the GEGLU GEMM runs on Hopper, in a build with CUTLASS";
+  const int64_t k = 64, f = 1024;
+  const auto cuda = at::TensorOptions().device(at::kCUDA, 0);
+  at::Tensor bits = at::arange(0, 65536, cuda.dtype(at::kInt));
+  const at::Tensor exponent_all_ones = bits.bitwise_and(0x7C00).eq(0x7C00);
+  bits = at::where(exponent_all_ones, at::zeros_like(bits), bits);
+  bits = at::where(bits.ge(32768), bits - 65536, bits);                       // the same 16 bits as an int16
+  const at::Tensor gates = bits.to(at::kShort).view(at::kHalf).view({f, k});  // gate row n, column j: n*64+j
+  const at::Tensor w = at::cat({at::ones({f, k}, cuda.dtype(at::kHalf)), gates}).contiguous();
+  const at::Tensor iw = interleave_geglu(w);
+  const at::Tensor x = at::eye(k, cuda.dtype(at::kHalf));
+  const at::Tensor want = at::gelu(gates.t().contiguous());  // [64 rows, 1024]: row m takes column m's gates
+  at::Tensor out = at::empty({k, f}, cuda.dtype(at::kHalf));
+  ASSERT_EQ(
+      kernels::launch_geglu_gemm(x.data_ptr(), iw.data_ptr(), nullptr, out.data_ptr(), k, k, 2 * f, nullptr),
+      cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_TRUE(bit_identical(out, want));
+}
+
 TEST_F(FusedOpsCudaTest, GegluIsBitIdenticalToTheOpsInBothKernels) {
   at::manual_seed(13);
   const auto ops = [](const at::Tensor& p) {
