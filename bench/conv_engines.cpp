@@ -3,8 +3,6 @@
 // convolution under heuristics modes A and B: the time of each, per shape and weighted by the shape's count
 // in one UNet call. Prints one line per shape and the totals; no files.
 //   conv_engines [BATCH=2] [PLANS=8]
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +17,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cudnn_frontend.h>
 
+#include "bench/engine_probe.h"
+
 namespace cudnn_frontend {
 void* cudnn_dlhandle = nullptr;
 }
@@ -30,42 +30,13 @@ struct Shape {
   int64_t c, k, hw, stride, count;
 };
 
-// Microseconds per call of f, the median of 5 runs of 10 calls after 3 warm-up calls.
-template <class F>
-double time_us(F&& f) {
-  for (int i = 0; i < 3; ++i) f();
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  const cudaStream_t s = c10::cuda::getCurrentCUDAStream().stream();
-  std::vector<double> runs;
-  for (int r = 0; r < 5; ++r) {
-    cudaEventRecord(a, s);
-    for (int i = 0; i < 10; ++i) f();
-    cudaEventRecord(b, s);
-    cudaEventSynchronize(b);
-    float ms = 0.f;
-    cudaEventElapsedTime(&ms, a, b);
-    runs.push_back(ms * 100.0);
-  }
-  std::sort(runs.begin(), runs.end());
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return runs[2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   const int64_t n = argc > 1 ? std::atoll(argv[1]) : 2;
   const int64_t max_plans = argc > 2 ? std::atoll(argv[2]) : 8;
-  void* h = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_NOLOAD);
-  if (h == nullptr) h = dlopen("libcudnn.so.9", RTLD_NOW);
-  if (h == nullptr) {
-    std::fprintf(stderr, "libcudnn.so.9: %s\n", dlerror());
-    return 1;
-  }
-  fe::cudnn_dlhandle = h;
+  fe::cudnn_dlhandle = sdxlb::bench::open_cudnn();
+  if (fe::cudnn_dlhandle == nullptr) return 1;
   at::globalContext().setBenchmarkCuDNN(false);
   at::globalContext().setDeterministicCuDNN(true);
   (void)at::matmul(at::ones({8, 8}, at::kCUDA), at::ones({8, 8}, at::kCUDA));
@@ -85,7 +56,11 @@ int main(int argc, char** argv) {
     const at::Tensor w =
         (at::randn({sh.k, sh.c, 3, 3}, opts) / 30).contiguous(at::MemoryFormat::ChannelsLast);
     const at::Tensor want = at::conv2d(x, w, {}, {sh.stride, sh.stride}, {1, 1});
-    const double t_torch = time_us([&] { (void)at::conv2d(x, w, {}, {sh.stride, sh.stride}, {1, 1}); });
+    const double t_torch = sdxlb::bench::median_call_us(
+        [&] {
+          (void)at::conv2d(x, w, {}, {sh.stride, sh.stride}, {1, 1});
+        },
+        5);
     const int64_t ho = want.size(2), wo = want.size(3);
     at::Tensor y = at::empty_like(want);
     double best = 1e30, a0 = 0, b0 = 0;
@@ -128,8 +103,8 @@ int main(int argc, char** argv) {
         if (!g->execute_plan_at_index(handle, pack, workspace.data_ptr(), i).is_good()) continue;
         cudaDeviceSynchronize();
         const double diff = (y.to(at::kFloat) - want.to(at::kFloat)).abs().max().item<double>();
-        const double t =
-            time_us([&] { (void)g->execute_plan_at_index(handle, pack, workspace.data_ptr(), i); });
+        const double t = sdxlb::bench::median_call_us(
+            [&] { (void)g->execute_plan_at_index(handle, pack, workspace.data_ptr(), i); }, 5);
         std::string name;
         (void)g->get_plan_name_at_index(i, name);
         if (tried == 0) (mode == 0 ? a0 : b0) = t;

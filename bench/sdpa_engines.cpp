@@ -6,8 +6,6 @@
 // key and value are column slices of one fused projection, as the product lays them out. Prints one line per
 // configuration and the totals; no files.
 //   sdpa_engines [K=1] [PLANS=12]   (K images per UNet call: 2K samples with CFG)
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +20,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cudnn_frontend.h>
 
+#include "bench/engine_probe.h"
+
 namespace cudnn_frontend {
 void* cudnn_dlhandle = nullptr;
 }
@@ -33,42 +33,13 @@ struct Shape {
   int64_t heads, tokens, count;  // count: per UNet call
 };
 
-// Microseconds per call of f, the median of 7 runs of 10 calls after 3 warm-up calls.
-template <class F>
-double time_us(F&& f) {
-  for (int i = 0; i < 3; ++i) f();
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  const cudaStream_t s = c10::cuda::getCurrentCUDAStream().stream();
-  std::vector<double> runs;
-  for (int r = 0; r < 7; ++r) {
-    cudaEventRecord(a, s);
-    for (int i = 0; i < 10; ++i) f();
-    cudaEventRecord(b, s);
-    cudaEventSynchronize(b);
-    float ms = 0.f;
-    cudaEventElapsedTime(&ms, a, b);
-    runs.push_back(ms * 100.0);
-  }
-  std::sort(runs.begin(), runs.end());
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return runs[3];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   const int64_t k = argc > 1 ? std::atoll(argv[1]) : 1;
   const int64_t max_plans = argc > 2 ? std::atoll(argv[2]) : 12;
-  void* h = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_NOLOAD);
-  if (h == nullptr) h = dlopen("libcudnn.so.9", RTLD_NOW);
-  if (h == nullptr) {
-    std::fprintf(stderr, "libcudnn.so.9: %s\n", dlerror());
-    return 1;
-  }
-  fe::cudnn_dlhandle = h;
+  fe::cudnn_dlhandle = sdxlb::bench::open_cudnn();
+  if (fe::cudnn_dlhandle == nullptr) return 1;
   (void)at::matmul(at::ones({8, 8}, at::kCUDA), at::ones({8, 8}, at::kCUDA));
   const int64_t b = 2 * k, d = 64;
   const std::vector<Shape> shapes = {{20, 1024, 60}, {10, 4096, 10}};
@@ -85,7 +56,8 @@ int main(int argc, char** argv) {
     auto slice = [&](int i) { return qkv.narrow(2, i * hd, hd).view({b, n, sh.heads, d}).transpose(1, 2); };
     const at::Tensor q = slice(0), kk = slice(1), v = slice(2);
     const at::Tensor want = at::scaled_dot_product_attention(q, kk, v);
-    const double t_torch = time_us([&] { (void)at::scaled_dot_product_attention(q, kk, v); });
+    const double t_torch =
+        sdxlb::bench::median_call_us([&] { (void)at::scaled_dot_product_attention(q, kk, v); }, 7);
     at::Tensor o = at::empty({b, n, sh.heads, d}, opts);
     double best = 1e30, a0 = 0;
     std::string best_name;
@@ -131,8 +103,8 @@ int main(int argc, char** argv) {
         const at::Tensor got = o.transpose(1, 2);
         const double diff = (got.to(at::kFloat) - want.to(at::kFloat)).abs().max().item<double>();
         const bool same = at::equal(got.contiguous(), want.contiguous());
-        const double t =
-            time_us([&] { (void)g->execute_plan_at_index(handle, pack, workspace.data_ptr(), i); });
+        const double t = sdxlb::bench::median_call_us(
+            [&] { (void)g->execute_plan_at_index(handle, pack, workspace.data_ptr(), i); }, 7);
         std::string name;
         (void)g->get_plan_name_at_index(i, name);
         if (mode == 0 && tried == 0) a0 = t;
