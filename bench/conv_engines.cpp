@@ -94,19 +94,14 @@ int main(int argc, char** argv) {
       const int64_t count = g->get_execution_plan_count();
       int tried = 0;
       for (int64_t i = 0; i < count && tried < max_plans; ++i) {
-        if (!g->build_plan_at_index(handle, i).is_good()) continue;
-        int64_t ws = 0;
-        if (!g->get_workspace_size_plan_at_index(i, ws).is_good()) continue;
-        at::Tensor workspace = at::empty({std::max<int64_t>(ws, 1)}, opts.dtype(at::kByte));
         std::unordered_map<std::shared_ptr<fe::graph::Tensor_attributes>, void*> pack = {
             {X, x.data_ptr()}, {W, w.data_ptr()}, {Y, y.data_ptr()}};
-        if (!g->execute_plan_at_index(handle, pack, workspace.data_ptr(), i).is_good()) continue;
-        cudaDeviceSynchronize();
+        const sdxlb::bench::PlanRun run = sdxlb::bench::run_plan(*g, handle, i, pack, 5);
+        if (!run.ran) continue;
         const double diff = (y.to(at::kFloat) - want.to(at::kFloat)).abs().max().item<double>();
-        const double t = sdxlb::bench::median_call_us(
-            [&] { (void)g->execute_plan_at_index(handle, pack, workspace.data_ptr(), i); }, 5);
-        std::string name;
-        (void)g->get_plan_name_at_index(i, name);
+        const double t = run.us;
+        const int64_t ws = run.workspace;
+        const std::string& name = run.name;
         if (tried == 0) (mode == 0 ? a0 : b0) = t;
         if (t < best && diff < 0.05) {
           best = t;

@@ -92,21 +92,16 @@ int main(int argc, char** argv) {
       const int64_t count = g->get_execution_plan_count();
       int tried = 0;
       for (int64_t i = 0; i < count && tried < max_plans; ++i) {
-        if (!g->build_plan_at_index(handle, i).is_good()) continue;
-        int64_t ws = 0;
-        if (!g->get_workspace_size_plan_at_index(i, ws).is_good()) continue;
-        at::Tensor workspace = at::empty({std::max<int64_t>(ws, 1)}, opts.dtype(at::kByte));
         std::unordered_map<std::shared_ptr<fe::graph::Tensor_attributes>, void*> pack = {
             {Q, q.data_ptr()}, {K, kk.data_ptr()}, {V, v.data_ptr()}, {O, o.data_ptr()}};
-        if (!g->execute_plan_at_index(handle, pack, workspace.data_ptr(), i).is_good()) continue;
-        cudaDeviceSynchronize();
+        const sdxlb::bench::PlanRun run = sdxlb::bench::run_plan(*g, handle, i, pack, 7);
+        if (!run.ran) continue;
         const at::Tensor got = o.transpose(1, 2);
         const double diff = (got.to(at::kFloat) - want.to(at::kFloat)).abs().max().item<double>();
         const bool same = at::equal(got.contiguous(), want.contiguous());
-        const double t = sdxlb::bench::median_call_us(
-            [&] { (void)g->execute_plan_at_index(handle, pack, workspace.data_ptr(), i); }, 7);
-        std::string name;
-        (void)g->get_plan_name_at_index(i, name);
+        const double t = run.us;
+        const int64_t ws = run.workspace;
+        const std::string& name = run.name;
         if (mode == 0 && tried == 0) a0 = t;
         if (t < best && diff < 0.01) {
           best = t;
