@@ -99,16 +99,13 @@ int main(int argc, char** argv) {
         const sdxlb::bench::PlanRun run = sdxlb::bench::run_plan(*g, handle, i, pack, 5);
         if (!run.ran) continue;
         const double diff = (y.to(at::kFloat) - want.to(at::kFloat)).abs().max().item<double>();
-        const double t = run.us;
-        const int64_t ws = run.workspace;
-        const std::string& name = run.name;
-        if (tried == 0) (mode == 0 ? a0 : b0) = t;
-        if (t < best && diff < 0.05) {
-          best = t;
-          best_name = std::string(mode == 0 ? "A" : "B") + std::to_string(i) + " " + name;
+        if (tried == 0) (mode == 0 ? a0 : b0) = run.us;
+        if (run.us < best && diff < 0.05) {
+          best = run.us;
+          best_name = std::string(mode == 0 ? "A" : "B") + std::to_string(i) + " " + run.name;
         }
         std::printf("    %c%ld %8.1f us  ws %ld  diff %.3g  %s\n", mode == 0 ? 'A' : 'B',
-                    static_cast<long>(i), t, static_cast<long>(ws), diff, name.c_str());
+                    static_cast<long>(i), run.us, static_cast<long>(run.workspace), diff, run.name.c_str());
         ++tried;
       }
       counts[mode] = static_cast<int>(count);

@@ -99,16 +99,14 @@ int main(int argc, char** argv) {
         const at::Tensor got = o.transpose(1, 2);
         const double diff = (got.to(at::kFloat) - want.to(at::kFloat)).abs().max().item<double>();
         const bool same = at::equal(got.contiguous(), want.contiguous());
-        const double t = run.us;
-        const int64_t ws = run.workspace;
-        const std::string& name = run.name;
-        if (mode == 0 && tried == 0) a0 = t;
-        if (t < best && diff < 0.01) {
-          best = t;
-          best_name = std::string(1, mode_names[mode]) + std::to_string(i) + " " + name;
+        if (mode == 0 && tried == 0) a0 = run.us;
+        if (run.us < best && diff < 0.01) {
+          best = run.us;
+          best_name = std::string(1, mode_names[mode]) + std::to_string(i) + " " + run.name;
         }
         std::printf("    %c%ld %8.1f us  ws %ld  diff %.3g%s  %s\n", mode_names[mode], static_cast<long>(i),
-                    t, static_cast<long>(ws), diff, same ? " (PyTorch's bits)" : "", name.c_str());
+                    run.us, static_cast<long>(run.workspace), diff, same ? " (PyTorch's bits)" : "",
+                    run.name.c_str());
         std::fflush(stdout);
         ++tried;
       }
