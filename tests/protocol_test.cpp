@@ -19,7 +19,9 @@ TEST(StatusCodec, EveryCodeKeepsItsKindAndMessage) {
     const Status s(static_cast<StatusCode>(c), "worker said: line one\nline two");
     const Status back = decode_status(encode_status(s));
     EXPECT_EQ(back.code(), s.code()) << c;
-    if (!s.is_ok()) EXPECT_EQ(back.message(), s.message());
+    if (!s.is_ok()) {
+      EXPECT_EQ(back.message(), s.message());
+    }
     EXPECT_EQ(exit_code_for(back), exit_code_for(s));
   }
   // The exit codes a script sees for a worker's errors.
@@ -113,8 +115,11 @@ TEST(RunId, MillisecondsSortableAndDistinct) {
   ASSERT_EQ(a.size(), 19u) << a;
   EXPECT_EQ(a[8], 'T');
   EXPECT_EQ(a.back(), 'Z');
-  for (size_t i = 0; i < 18; ++i)
-    if (i != 8) EXPECT_TRUE(std::isdigit(static_cast<unsigned char>(a[i]))) << a;
+  for (size_t i = 0; i < 18; ++i) {
+    if (i != 8) {
+      EXPECT_TRUE(std::isdigit(static_cast<unsigned char>(a[i]))) << a;
+    }
+  }
   EXPECT_NE(a, b);
   EXPECT_LT(a, b);
 }

@@ -217,8 +217,8 @@ TEST(SingleFile, VaeFileReplacesTheModelsVae) {
   rs.height = 32;
   auto want = (*folder)->generate({"a red fox"}, {""}, {5}, rs);
   ASSERT_TRUE(want.is_ok()) << want.status().to_string();
-  for (const std::string vae : {single_file("tiny-a-vae-ldm.safetensors"),
-                                fixture_model_dir("tiny-a") + "/vae/diffusion_pytorch_model.safetensors"}) {
+  for (const std::string& vae : {single_file("tiny-a-vae-ldm.safetensors"),
+                                 fixture_model_dir("tiny-a") + "/vae/diffusion_pytorch_model.safetensors"}) {
     SCOPED_TRACE(vae);
     PipelineOptions o;
     o.vae = vae;

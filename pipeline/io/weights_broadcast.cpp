@@ -24,7 +24,7 @@ struct Request {
   std::string path;
   bool has_result = false;
   StatusCode code = StatusCode::kOk;
-  std::string detail;  // the file's size in bytes when code is kOk, else the error message
+  std::string detail = {};  // the file's size in bytes when code is kOk, else the error message
 };
 
 std::string encode(const Request& r) {

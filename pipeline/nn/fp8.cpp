@@ -237,7 +237,7 @@ at::Tensor fp8_conv3x3(const at::Tensor& q, const at::Tensor& pixel_scale, const
       q.dim() == 4 && q.scalar_type() == at::kFloat8_e4m3fn && q.size(3) == w.q.size(3) && q.is_contiguous(),
       "fp8_conv3x3: the quantised input ", q.sizes(), " (", q.scalar_type(),
       ") is not a contiguous e4m3 [N, H, W, C] with the weight's ", w.q.size(3), " input channels");
-  const int64_t n = q.size(0), h = q.size(1), wd = q.size(2), c = q.size(3), k = w.q.size(0);
+  [[maybe_unused]] const int64_t n = q.size(0), h = q.size(1), wd = q.size(2), c = q.size(3), k = w.q.size(0);
   TORCH_CHECK(pixel_scale.scalar_type() == at::kFloat && pixel_scale.numel() == n * h * wd &&
                   pixel_scale.is_contiguous(),
               "fp8_conv3x3: pixel_scale ", pixel_scale.sizes(), " is not float32 [", n, ", ", h * wd, "]");

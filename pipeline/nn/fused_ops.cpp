@@ -71,11 +71,11 @@ bool half_or_bf16(const at::Tensor& t) {
 }
 
 // Whether the GEGLU kernels take this projection output.
-bool fused_geglu_applies(const at::Tensor& proj) {
+[[maybe_unused]] bool fused_geglu_applies(const at::Tensor& proj) {
   return proj.is_cuda() && half_or_bf16(proj) && proj.is_contiguous() && fusion_enabled(Fusion::kGeglu);
 }
 
-bool same_type_contiguous(const at::Tensor& t, const at::Tensor& like) {
+[[maybe_unused]] bool same_type_contiguous(const at::Tensor& t, const at::Tensor& like) {
   return !t.defined() ||
          (t.is_contiguous() && t.scalar_type() == like.scalar_type() && t.device() == like.device());
 }
@@ -339,7 +339,7 @@ E4m3Samples group_norm_act_e4m3(const at::Tensor& x, int64_t groups, const at::T
                                 const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c,
                                 const at::Tensor& add_nc) {
   TORCH_CHECK(x.dim() == 4, "group_norm_act_e4m3 takes [N, C, H, W], got ", x.sizes());
-  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  [[maybe_unused]] const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   E4m3Samples r;
 #ifdef SDXLB_WITH_CUDA
   kernels::GroupNormArgs a;
@@ -403,8 +403,8 @@ at::Tensor add_channel_bias_(at::Tensor& x, const at::Tensor& bias) {
 namespace {
 
 // Whether the LayerNorm kernel takes these operands (residual undefined or not).
-bool fused_layer_norm_applies(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
-                              const at::Tensor& bias) {
+[[maybe_unused]] bool fused_layer_norm_applies(const at::Tensor& x, const at::Tensor& residual,
+                                               const at::Tensor& weight, const at::Tensor& bias) {
 #ifdef SDXLB_WITH_CUDA
   const int64_t d = x.size(-1);
   return x.is_cuda() && half_or_bf16(x) && x.is_contiguous() && fusion_enabled(Fusion::kLayerNorm) &&
@@ -484,7 +484,7 @@ E4m3Rows layer_norm_e4m3(const at::Tensor& x, const at::Tensor& residual, const 
 
 E4m3Samples upsample_nearest2x_e4m3(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 4, "upsample_nearest2x_e4m3 takes [N, C, H, W], got ", x.sizes());
-  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  [[maybe_unused]] const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   E4m3Samples r;
   at::Tensor scale;
 #ifdef SDXLB_WITH_CUDA

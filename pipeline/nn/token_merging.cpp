@@ -106,7 +106,7 @@ TokenMerge TokenMerge::plan_with(const at::Tensor& metric, int64_t w, int64_t h,
   const int64_t hsy = h / sy, wsx = w / sx;
   const int64_t num_dst = hsy * wsx;
   at::Tensor a_idx, b_idx;  // [N − num_dst] sources, [num_dst] destinations
-  const bool fused = kernels && metric.is_cuda();
+  [[maybe_unused]] const bool fused = kernels && metric.is_cuda();
 #ifdef SDXLB_WITH_CUDA
   if (fused) {
     // One kernel for the buffer, its scatter and its argsort.

@@ -42,7 +42,7 @@ struct GpuBudgetInput {
   std::optional<double> cap_gib;  ///< the job's memory.max_gpu_gib
   /// Host RAM per worker on the node (nullopt: unknown, not checked). The streamed, sequential and
   /// model-offload placements keep the UNet's weights in page-locked host memory.
-  std::optional<double> host_gib_per_worker;
+  std::optional<double> host_gib_per_worker = std::nullopt;
 };
 
 struct MemoryRequest {
