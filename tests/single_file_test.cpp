@@ -314,7 +314,7 @@ TEST(SingleFile, WrongConfigFolderListsEveryMismatch) {
   auto p = SdxlPipeline::load(single_file("tiny-a.safetensors"), o);
   ASSERT_FALSE(p.is_ok());
   EXPECT_EQ(p.status().code(), StatusCode::kDataLoss);
-  const std::string& m = p.status().message();
+  const std::string m = p.status().message();  // a copy: status() returns a temporary
   EXPECT_TRUE(contains(m, "shape mismatches")) << m;
   EXPECT_TRUE(contains(m, "unexpected in the file")) << m;
   EXPECT_TRUE(contains(m, "tiny-a.safetensors (unet: model.diffusion_model.*)")) << m;
