@@ -66,21 +66,21 @@ std::array<bool, kFusionNames.size()> read_enabled() {
   return on;
 }
 
+#ifdef SDXLB_WITH_CUDA
 bool half_or_bf16(const at::Tensor& t) {
   return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
 }
 
 // Whether the GEGLU kernels take this projection output.
-[[maybe_unused]] bool fused_geglu_applies(const at::Tensor& proj) {
+bool fused_geglu_applies(const at::Tensor& proj) {
   return proj.is_cuda() && half_or_bf16(proj) && proj.is_contiguous() && fusion_enabled(Fusion::kGeglu);
 }
 
-[[maybe_unused]] bool same_type_contiguous(const at::Tensor& t, const at::Tensor& like) {
+bool same_type_contiguous(const at::Tensor& t, const at::Tensor& like) {
   return !t.defined() ||
          (t.is_contiguous() && t.scalar_type() == like.scalar_type() && t.device() == like.device());
 }
 
-#ifdef SDXLB_WITH_CUDA
 // The 16-bit type code the kernels' launchers take (element_types.cuh): 1 fp16, 2 bf16.
 int kernel_dtype(const at::Tensor& t) {
   return t.scalar_type() == at::kHalf ? 1 : 2;
@@ -402,20 +402,17 @@ at::Tensor add_channel_bias_(at::Tensor& x, const at::Tensor& bias) {
 
 namespace {
 
-// Whether the LayerNorm kernel takes these operands (residual undefined or not).
-[[maybe_unused]] bool fused_layer_norm_applies(const at::Tensor& x, const at::Tensor& residual,
-                                               const at::Tensor& weight, const at::Tensor& bias) {
 #ifdef SDXLB_WITH_CUDA
+// Whether the LayerNorm kernel takes these operands (residual undefined or not).
+bool fused_layer_norm_applies(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
+                              const at::Tensor& bias) {
   const int64_t d = x.size(-1);
   return x.is_cuda() && half_or_bf16(x) && x.is_contiguous() && fusion_enabled(Fusion::kLayerNorm) &&
          weight.defined() && bias.defined() && same_type_contiguous(weight, x) &&
          same_type_contiguous(bias, x) && weight.numel() == d && bias.numel() == d &&
          same_type_contiguous(residual, x) && (!residual.defined() || residual.sizes() == x.sizes());
-#else
-  (void)x, (void)residual, (void)weight, (void)bias;
-  return false;
-#endif
 }
+#endif
 
 // The fused LayerNorm of x (+ residual, written to *sum) into *y, or with q and scale given quantised to
 // e4m3 into them instead; false when the kernel does not take these inputs.
