@@ -32,6 +32,7 @@
 #include "pipeline/io/model_folder.h"
 #include "pipeline/models/unet.h"
 #include "pipeline/nn/fp8.h"
+#include "pipeline/nn/resnet_block.h"
 #include "pipeline/nn/transformer_2d.h"
 #include "pipeline/runtime/graph_memsets.h"
 
@@ -104,6 +105,8 @@ int main(int argc, char** argv) {
   // --fp8: the transformer linears in e4m3 as unet_precision: fp8 loads them (the relative error is then the
   // FP8 UNet's against diffusers' fp16).
   const int64_t fp8_layers = fp8 ? use_fp8_linears(**unet, fp8_which) : 0;
+  // The upsamplers' phase convolutions, as the product switches them before FP8 (which then quantises them).
+  (void)use_phase_upsamplers(**unet);
   // --fp8-conv (or "convolutions" in --fp8-layers): the 3x3 convolutions too, as convolution_precision: fp8.
   std::string no_conv;
   if (fp8 && fp8_which.convolutions && !fp8_conv_supported(dev, &no_conv))

@@ -21,6 +21,7 @@
 #include "pipeline/models/vae.h"
 #include "pipeline/nn/fp8.h"
 #include "pipeline/nn/fp8_attention.h"
+#include "pipeline/nn/resnet_block.h"
 #include "pipeline/nn/transformer_2d.h"
 #include "pipeline/runtime/denoise_loop.h"
 #include "pipeline/runtime/weight_streamer.h"
@@ -284,6 +285,9 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
                                                    streamed ? at::Device(at::kCPU) : options.device));
     }
     SDXLB_RETURN_IF_ERROR(loras.apply(*parts.unet, "unet"));
+    // On the GPU the upsamplers run as phase convolutions (resnet_block.h): after LoRA (their weights come
+    // from the merged 3x3 ones), before FP8 (which then quantises them too).
+    if (options.device.is_cuda()) (void)use_phase_upsamplers(*parts.unet);
     if (options.approximations.unet_precision == UNetPrecision::kFp8) {
       // After LoRA (the e4m3 weights are quantised from the merged ones), before placement.
       std::string why;
@@ -294,7 +298,8 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
       const c10::Device quantize_on = options.device;
       const int64_t switched = use_fp8_linears(*parts.unet, Fp8Layers{}, quantize_on);
       const std::string dtype = options.dtype == at::kBFloat16 ? "bf16" : "fp16";
-      // convolution_precision: fp8, the resnets' and upsamplers' 3x3 convolutions in the CUTLASS kernel.
+      // convolution_precision: fp8, the resnets' and upsamplers' 3x3 convolutions (and the upsamplers' 2x2
+      // phase convolutions) in the CUTLASS kernel.
       int64_t convs = 0;
       if (options.approximations.convolution_precision == ConvolutionPrecision::kFp8) {
         if (options.dtype != at::kHalf)
@@ -304,7 +309,8 @@ StatusOr<std::unique_ptr<SdxlPipeline>> SdxlPipeline::load(const std::string& mo
         convs = use_fp8_convolutions(*parts.unet, quantize_on);
       }
       const std::string conv_part =
-          convs > 0 ? std::to_string(convs) + " 3x3 convolutions in FP8 (per-image and per-channel scales); "
+          convs > 0 ? std::to_string(convs) +
+                          " 3x3 and 2x2 convolutions in FP8 (per-image and per-channel scales); "
                     : "";
       const std::string other = convs > 0 ? "other convolutions" : "convolutions";
       p->precision_summary_ = "UNet: " + std::to_string(switched) +

@@ -19,6 +19,7 @@
 #include "pipeline/nn/attention.h"
 #include "pipeline/nn/fp8.h"
 #include "pipeline/nn/layers.h"
+#include "pipeline/nn/resnet_block.h"
 #include "pipeline/nn/token_merging.h"
 #include "pipeline/nn/transformer_2d.h"
 
@@ -108,6 +109,64 @@ TEST(FusedOpsTest, UpsampleOnCpuIsTheOp) {
   const std::vector<double> scale{2.0, 2.0};
   EXPECT_TRUE(bit_identical(upsample_nearest2x(x), at::upsample_nearest2d(x, at::OptionalIntArrayRef(),
                                                                           at::ArrayRef<double>(scale))));
+}
+
+// diffusers' Upsample2D is F.interpolate(nearest, ×2) and then the 3×3 convolution: the phase convolution
+// and its gather compute the same thing (float64, so that only the order of the sums differs), at odd sizes,
+// with and without a bias.
+TEST(FusedOpsTest, UpsamplePhaseConvolutionIsUpsampleThenConvolution) {
+  at::manual_seed(31);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const std::vector<double> scale{2.0, 2.0};
+  for (const auto& size :
+       {std::vector<int64_t>{1, 1}, std::vector<int64_t>{5, 7}, std::vector<int64_t>{8, 3}}) {
+    SCOPED_TRACE(c10::str(at::IntArrayRef(size)));
+    const at::Tensor x = at::randn({2, 8, size[0], size[1]}, f64), w = at::randn({6, 8, 3, 3}, f64);
+    const at::Tensor b = at::randn({6}, f64);
+    const at::Tensor up = at::upsample_nearest2d(x, at::OptionalIntArrayRef(), at::ArrayRef<double>(scale));
+    const at::Tensor phases = at::conv2d(x, upsample_conv_phase_weight(w), {}, {1, 1}, {1, 1});
+    ASSERT_EQ(phases.sizes(), (std::vector<int64_t>{2, 24, size[0] + 1, size[1] + 1}));
+    EXPECT_LT(rel_err(upsample_phases(phases, b), at::conv2d(up, w, b, {1, 1}, {1, 1})), 1e-14);
+    EXPECT_LT(rel_err(upsample_phases(phases, {}), at::conv2d(up, w, {}, {1, 1}, {1, 1})), 1e-14);
+  }
+  EXPECT_THROW(upsample_conv_phase_weight(at::randn({6, 8, 1, 1})), c10::Error);
+  EXPECT_THROW(upsample_phases(at::randn({1, 6, 3, 3}), {}), c10::Error);  // channels not 4·C
+}
+
+// Each phase weight is its taps' sum in float64 rounded once: fp16 weights whose sums need more bits than
+// fp16 has come out as those sums rounded to nearest, whatever the order the taps are listed in.
+TEST(FusedOpsTest, UpsamplePhaseWeightRoundsEachSumOnce) {
+  at::Tensor w = at::zeros({1, 1, 3, 3}, at::TensorOptions().dtype(at::kHalf));
+  w[0][0][1][1] = 1.0;
+  w[0][0][1][2] = 0.000244140625;  // 2^-12, a quarter of fp16's step at 1
+  w[0][0][2][1] = 0.000244140625;
+  w[0][0][2][2] = 0.000244140625;
+  // Phase (0, 0) sums all four: 1 + 3·2^-12 rounds to 1 + 2^-10, where adding them one by one in fp16
+  // would stay at 1.
+  const at::Tensor p = upsample_conv_phase_weight(w).to(at::kDouble);
+  EXPECT_EQ(p[0][0][1][1].item<double>(), 1.0 + 0.0009765625);
+  EXPECT_EQ(p[1][0][1][0].item<double>(), 1.0);  // phase (0, 1), tap (1, 0): 1 + 2^-12 rounds to 1
+}
+
+// The module: after use_phase_convolution a float32 Upsample2D gives its plain output up to rounding, and an
+// explicit output size other than 2× still runs the plain path with the 3×3 weight.
+TEST(FusedOpsTest, Upsample2DSwitchesToThePhaseConvolution) {
+  at::manual_seed(32);
+  Upsample2D up(Upsample2DOptions(8).use_conv(true).out_channels(16));
+  for (auto& p : up->named_parameters()) p.value().normal_();
+  const at::Tensor x = at::randn({2, 8, 5, 6});
+  const at::Tensor plain = up->forward(x), odd = up->forward(x, {9, 11});
+  EXPECT_FALSE(up->runs_phase_convolution());
+  EXPECT_TRUE(up->use_phase_convolution());
+  EXPECT_TRUE(up->runs_phase_convolution());
+  EXPECT_FALSE(up->use_phase_convolution());  // once
+  EXPECT_EQ(up->named_parameters()["phase_conv.weight"].sizes(), (std::vector<int64_t>{64, 8, 2, 2}));
+  EXPECT_LT(rel_err(up->forward(x), plain), 1e-5);
+  EXPECT_TRUE(bit_identical(up->forward(x, {9, 11}), odd));
+  // Without a convolution there is nothing to switch.
+  Upsample2D bare(Upsample2DOptions(8));
+  EXPECT_FALSE(bare->use_phase_convolution());
+  EXPECT_EQ(use_phase_upsamplers(*bare), 0);
 }
 
 TEST(FusedOpsTest, ChannelBiasOnCpuIsTheOp) {
@@ -328,6 +387,56 @@ TEST_F(FusedOpsCudaTest, UpsampleIsBitIdenticalToTheOp) {
   const at::Tensor nchw = at::randn({1, 12, 4, 4}, at::TensorOptions().device(at::kCUDA, 0).dtype(at::kHalf));
   EXPECT_TRUE(bit_identical(upsample_nearest2x(nchw), at::upsample_nearest2d(nchw, at::OptionalIntArrayRef(),
                                                                              at::ArrayRef<double>(scale))));
+}
+
+// The gather kernel gives the ops' bits (the bias added in float32 and rounded once), at the UNet's and the
+// VAE's upsampler shapes and a small odd one, with and without a bias, in fp16, bf16 and float32.
+TEST_F(FusedOpsCudaTest, UpsamplePhasesIsBitIdenticalToTheOps) {
+  at::manual_seed(33);
+  for (const auto dtype : {at::kHalf, at::kBFloat16, at::kFloat}) {
+    for (const auto& shape :
+         {std::vector<int64_t>{2, 4 * 1280, 33, 33}, std::vector<int64_t>{2, 4 * 640, 65, 65},
+          std::vector<int64_t>{1, 4 * 256, 129, 129}, std::vector<int64_t>{3, 32, 6, 8}}) {
+      SCOPED_TRACE(c10::str(dtype, " ", at::IntArrayRef(shape)));
+      const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(dtype);
+      const at::Tensor y = cl(at::randn(shape, opts)), b = at::randn({shape[1] / 4}, opts);
+      for (const at::Tensor& bias : {b, at::Tensor()}) {
+        const at::Tensor got = upsample_phases(y, bias);
+        EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
+        // An NCHW y goes to the ops.
+        EXPECT_TRUE(bit_identical(got, upsample_phases(y.contiguous(), bias)));
+      }
+    }
+  }
+}
+
+// On the GPU in fp16 at the UNet's two upsamplers and the VAE's widest: the phase convolution is as accurate
+// as upsampling and then convolving, against float64, and its weight has the same bits as on the CPU.
+TEST_F(FusedOpsCudaTest, UpsamplePhaseConvolutionIsAsAccurateAsThePlainPath) {
+  at::manual_seed(34);
+  const std::vector<double> scale{2.0, 2.0};
+  for (const auto& shape : {std::vector<int64_t>{2, 1280, 32, 32}, std::vector<int64_t>{2, 640, 64, 64},
+                            std::vector<int64_t>{1, 256, 128, 128}}) {
+    SCOPED_TRACE(c10::str(at::IntArrayRef(shape)));
+    const int64_t c = shape[1];
+    const auto half = at::TensorOptions().device(at::kCUDA, 0).dtype(at::kHalf);
+    const at::Tensor x = cl(at::randn(shape, half));
+    const at::Tensor w = cl((at::randn({c, c, 3, 3}, half) / std::sqrt(9.0 * c)).to(at::kHalf));
+    const at::Tensor b = at::randn({c}, half) * 0.1;
+    const at::Tensor pw = upsample_conv_phase_weight(w);
+    EXPECT_TRUE(bit_identical(pw.cpu(), upsample_conv_phase_weight(w.cpu())));
+    const at::Tensor xd = x.to(at::kDouble), wd = w.to(at::kDouble);
+    const at::Tensor want =
+        at::conv2d(at::upsample_nearest2d(xd, at::OptionalIntArrayRef(), at::ArrayRef<double>(scale)), wd,
+                   b.to(at::kDouble), {1, 1}, {1, 1});
+    const at::Tensor phase = upsample_phases(at::conv2d(x, pw, {}, {1, 1}, {1, 1}), b);
+    const at::Tensor plain = at::conv2d(upsample_nearest2x(x), w, b, {1, 1}, {1, 1});
+    const double ours = rel_err(phase, want), theirs = rel_err(plain, want);
+    std::printf("phase convolution %s: relative error %.3g (upsample, then convolution: %.3g)\n",
+                c10::str(at::IntArrayRef(shape)).c_str(), ours, theirs);
+    EXPECT_LT(ours, 2.0 * theirs + 1e-4);
+    EXPECT_TRUE(phase.is_contiguous(at::MemoryFormat::ChannelsLast));
+  }
 }
 
 TEST_F(FusedOpsCudaTest, LayerNormMatchesFloat32Reference) {

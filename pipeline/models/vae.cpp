@@ -438,6 +438,9 @@ StatusOr<Vae> load_vae(const nlohmann::json& json, const std::string& config_pat
         if (starts_with(name, "encoder.") || starts_with(name, "quant_conv."))
           load.optional_keys.push_back(name);
     SDXLB_RETURN_IF_ERROR(load_module_weights(*vae, weights, "VAE weights", load));
+    // On the GPU the decoder's upsamplers run as phase convolutions (resnet_block.h): 16 instead of 36
+    // multiply-adds per pixel and channel in its three largest convolutions' place.
+    if (device.is_cuda()) (void)use_phase_upsamplers(*vae);
     vae->eval();
     return vae;
   } catch (const c10::Error& e) {

@@ -185,7 +185,8 @@ struct VaeLoadOptions {
 };
 
 /// Loads component `component` ("vae") of a diffusers pipeline folder. `dtype` is the requested compute type;
-/// float16 with force_upcast becomes float32, like the SDXL pipeline's upcast_vae() (see vae->dtype()).
+/// float16 with force_upcast becomes float32, like the SDXL pipeline's upcast_vae() (see vae->dtype()). On a
+/// CUDA device the decoder's upsamplers run as phase convolutions (use_phase_upsamplers, resnet_block.h).
 /// Errors: kNotFound (no component/files), kDataLoss (a config key or the weights do not match, named).
 StatusOr<Vae> load_vae(const ModelFolder& folder, const std::string& variant, at::ScalarType dtype,
                        at::Device device, const VaeLoadOptions& options = {},

@@ -159,11 +159,12 @@ at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor&
 }
 
 Fp8ConvWeight quantize_conv_weight(const at::Tensor& weight) {
-  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
-              "quantize_conv_weight: expected a 3x3 weight [out, in, 3, 3], got ", weight.sizes());
-  const int64_t out = weight.size(0), in = weight.size(1);
-  auto [q, scale] = quantize_rows(weight.permute({0, 2, 3, 1}).reshape({out, 9 * in}).contiguous());
-  return {q.view({out, 3, 3, in}), scale.view({out})};
+  TORCH_CHECK(
+      weight.dim() == 4 && weight.size(2) == weight.size(3) && (weight.size(2) == 3 || weight.size(2) == 2),
+      "quantize_conv_weight: expected a 3x3 or 2x2 weight [out, in, k, k], got ", weight.sizes());
+  const int64_t out = weight.size(0), in = weight.size(1), k = weight.size(2);
+  auto [q, scale] = quantize_rows(weight.permute({0, 2, 3, 1}).reshape({out, k * k * in}).contiguous());
+  return {q.view({out, k, k, in}), scale.view({out})};
 }
 
 std::pair<at::Tensor, at::Tensor> quantize_samples_reference(const at::Tensor& x) {
@@ -231,28 +232,34 @@ std::pair<at::Tensor, at::Tensor> quantize_samples(const at::Tensor& x) {
   return quantize_samples_reference(x);
 }
 
-at::Tensor fp8_conv3x3(const at::Tensor& q, const at::Tensor& pixel_scale, const Fp8ConvWeight& w,
-                       at::ScalarType dtype) {
+at::Tensor fp8_conv(const at::Tensor& q, const at::Tensor& pixel_scale, const Fp8ConvWeight& w,
+                    at::ScalarType dtype) {
   TORCH_CHECK(
       q.dim() == 4 && q.scalar_type() == at::kFloat8_e4m3fn && q.size(3) == w.q.size(3) && q.is_contiguous(),
-      "fp8_conv3x3: the quantised input ", q.sizes(), " (", q.scalar_type(),
+      "fp8_conv: the quantised input ", q.sizes(), " (", q.scalar_type(),
       ") is not a contiguous e4m3 [N, H, W, C] with the weight's ", w.q.size(3), " input channels");
   [[maybe_unused]] const int64_t n = q.size(0), h = q.size(1), wd = q.size(2), c = q.size(3), k = w.q.size(0);
+  const int64_t size = w.q.size(1);
   TORCH_CHECK(pixel_scale.scalar_type() == at::kFloat && pixel_scale.numel() == n * h * wd &&
                   pixel_scale.is_contiguous(),
-              "fp8_conv3x3: pixel_scale ", pixel_scale.sizes(), " is not float32 [", n, ", ", h * wd, "]");
+              "fp8_conv: pixel_scale ", pixel_scale.sizes(), " is not float32 [", n, ", ", h * wd, "]");
 #ifdef SDXLB_WITH_CUDA
   if (q.is_cuda()) {
-    TORCH_CHECK(dtype == at::kHalf, "fp8_conv3x3 writes fp16 on the GPU, not ", dtype);
+    TORCH_CHECK(dtype == at::kHalf, "fp8_conv writes fp16 on the GPU, not ", dtype);
+    // The kernel scales each output pixel: a 2x2 convolution has one more row and column than its input.
+    const int64_t ho = h + 3 - size, wo = wd + 3 - size;
+    const at::Tensor out_scale =
+        size == 3 ? pixel_scale
+                  : pixel_scale.view({n, h * wd}).narrow(1, 0, 1).expand({n, ho * wo}).contiguous();
     at::Tensor y =
-        at::empty({n, k, h, wd}, q.options().dtype(dtype).memory_format(at::MemoryFormat::ChannelsLast));
-    const cudaError_t e = kernels::launch_fp8_conv3x3(
-        q.data_ptr(), w.q.data_ptr(), pixel_scale.data_ptr<float>(), w.scale.data_ptr<float>(), y.data_ptr(),
+        at::empty({n, k, ho, wo}, q.options().dtype(dtype).memory_format(at::MemoryFormat::ChannelsLast));
+    const cudaError_t e = kernels::launch_fp8_conv(
+        q.data_ptr(), w.q.data_ptr(), out_scale.data_ptr<float>(), w.scale.data_ptr<float>(), y.data_ptr(),
         static_cast<int>(n), static_cast<int>(h), static_cast<int>(wd), static_cast<int>(c),
-        static_cast<int>(k), c10::cuda::getCurrentCUDAStream(q.device().index()));
-    TORCH_CHECK(e != cudaErrorNotSupported, "fp8_conv3x3: the FP8 convolution kernel cannot run [", n, ", ",
-                c, ", ", h, ", ", wd, "] with ", k,
-                " output channels on this GPU (it needs Hopper, channels in multiples of 16 and a "
+        static_cast<int>(k), static_cast<int>(size), c10::cuda::getCurrentCUDAStream(q.device().index()));
+    TORCH_CHECK(e != cudaErrorNotSupported, "fp8_conv: the FP8 convolution kernel cannot run [", n, ", ", c,
+                ", ", h, ", ", wd, "] with ", k, " output channels of size ", size,
+                " on this GPU (it needs Hopper, channels in multiples of 16 and a "
                 "build with CUTLASS); use unet_precision: fp16");
     C10_CUDA_CHECK(e);
     return y;
@@ -266,18 +273,18 @@ at::Tensor fp8_conv3x3(const at::Tensor& q, const at::Tensor& pixel_scale, const
   return at::conv2d(xf, wf, {}, {1, 1}, {1, 1}).to(dtype);
 }
 
-at::Tensor fp8_conv3x3(const at::Tensor& x, const Fp8ConvWeight& w) {
-  TORCH_CHECK(x.dim() == 4 && x.size(1) == w.q.size(3), "fp8_conv3x3: input ", x.sizes(),
+at::Tensor fp8_conv(const at::Tensor& x, const Fp8ConvWeight& w) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == w.q.size(3), "fp8_conv: input ", x.sizes(),
               " does not match the weight's ", w.q.size(3), " input channels");
   const int64_t n = x.size(0), h = x.size(2), wd = x.size(3);
 #ifdef SDXLB_WITH_CUDA
   if (quantize_samples_on_gpu(x) && x.scalar_type() == at::kHalf) {  // the kernel writes fp16
     auto [q, pixel_scale] = quantize_samples_cuda(x);
-    return fp8_conv3x3(q, pixel_scale, w, x.scalar_type());
+    return fp8_conv(q, pixel_scale, w, x.scalar_type());
   }
 #endif
   auto [q, scale] = quantize_samples_reference(x);
-  return fp8_conv3x3(q, scale.expand({n, h * wd}).contiguous(), w, x.scalar_type());
+  return fp8_conv(q, scale.expand({n, h * wd}).contiguous(), w, x.scalar_type());
 }
 
 int64_t use_fp8_convolutions(torch::nn::Module& unet, const std::optional<c10::Device>& quantize_on) {
@@ -289,7 +296,9 @@ int64_t use_fp8_convolutions(torch::nn::Module& unet, const std::optional<c10::D
     if (conv == nullptr) continue;
     if (name.find(".resnets.") == std::string::npos && name.find(".upsamplers.") == std::string::npos)
       continue;
-    if (conv->kernel_size() != 3 || conv->stride() != 1 || conv->padding() != 1) continue;
+    // 3x3, or an upsampler's 2x2 phase convolution (resnet_block.h), each with padding 1.
+    if ((conv->kernel_size() != 3 && conv->kernel_size() != 2) || conv->stride() != 1 || conv->padding() != 1)
+      continue;
     if (conv->weight.size(0) % 16 != 0 || conv->weight.size(1) % 16 != 0) continue;
     const c10::Device home = conv->weight.device();
     Fp8ConvWeight w = quantize_conv_weight(conv->weight.to(quantize_on.value_or(home)));

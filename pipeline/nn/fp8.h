@@ -84,9 +84,9 @@ bool our_fp8_gemm_takes(const Fp8Activation& x, const Fp8Weight& w);
 /// product of the dequantised operands in float32.
 at::Tensor fp8_linear(const at::Tensor& x, const Fp8Weight& w, const at::Tensor& bias);
 
-/// A 3x3 convolution's weight [out, in, 3, 3] in e4m3 for fp8_conv3x3: q [out, 3, 3, in] (the kernel's
+/// A 3x3 (or 2x2) convolution's weight [out, in, k, k] in e4m3 for fp8_conv: q [out, k, k, in] (the kernel's
 /// channels-last filter layout) with per-output-channel scales [out] (float32): the per-row quantisation
-/// (quantize_rows) of the weight's [out, 9 · in] rows in that order.
+/// (quantize_rows) of the weight's [out, k · k · in] rows in that order.
 struct Fp8ConvWeight {
   at::Tensor q;
   at::Tensor scale;
@@ -101,20 +101,22 @@ std::pair<at::Tensor, at::Tensor> quantize_samples_reference(const at::Tensor& x
 /// conversion), else the reference.
 std::pair<at::Tensor, at::Tensor> quantize_samples(const at::Tensor& x);
 
-/// Whether fp8_conv3x3 has its kernel on `device`: a GPU of compute capability 9.0 (Hopper) and a build with
+/// Whether fp8_conv has its kernel on `device`: a GPU of compute capability 9.0 (Hopper) and a build with
 /// CUTLASS. When not, `why` (if given) says why in a sentence.
 bool fp8_conv_supported(const c10::Device& device, std::string* why = nullptr);
 
-/// conv2d(x, W, stride 1, padding 1) of a 3x3 weight, with x quantised per sample and W per output channel:
-/// e4m3 products accumulated in float32 (on the GPU the tensor cores' own accumulator, as fast_accum), the
-/// two scales applied to the sums, the output [N, out, H, W] in x's dtype. On CUDA (fp8_conv_supported, fp16
-/// input) quantize_samples' kernels and CUTLASS's implicit-GEMM kernel, the output channels-last; elsewhere
-/// the same product of the dequantised operands in float32 (the CPU reference of the tests).
-at::Tensor fp8_conv3x3(const at::Tensor& x, const Fp8ConvWeight& w);
+/// conv2d(x, W, stride 1, padding 1) of a 3x3 weight (or a 2x2 one: an upsampler's phase convolution,
+/// resnet_block.h, whose output is [N, out, H + 1, W + 1]), with x quantised per sample and W per output
+/// channel: e4m3 products accumulated in float32 (on the GPU the tensor cores' own accumulator, as
+/// fast_accum), the two scales applied to the sums, the output [N, out, H, W] in x's dtype. On CUDA
+/// (fp8_conv_supported, fp16 input) quantize_samples' kernels and CUTLASS's implicit-GEMM kernel, the output
+/// channels-last; elsewhere the same product of the dequantised operands in float32 (the CPU reference of the
+/// tests).
+at::Tensor fp8_conv(const at::Tensor& x, const Fp8ConvWeight& w);
 /// The same on an input quantised ahead (fused_ops.h, group_norm_act_e4m3): q [N, H, W, C] e4m3 and each
 /// sample's scale once per pixel, pixel_scale [N, H · W] float32; the output in `dtype` (fp16 on the GPU).
-at::Tensor fp8_conv3x3(const at::Tensor& q, const at::Tensor& pixel_scale, const Fp8ConvWeight& w,
-                       at::ScalarType dtype);
+at::Tensor fp8_conv(const at::Tensor& q, const at::Tensor& pixel_scale, const Fp8ConvWeight& w,
+                    at::ScalarType dtype);
 
 /// Which of the layers listed above use_fp8_linears switches, and how their GEMMs accumulate; the defaults
 /// are what `unet_precision: fp8` runs (measured on the H200, bench/results/2026-12-03-h200-fp8.md: fast
@@ -141,9 +143,10 @@ struct Fp8Layers {
 int64_t use_fp8_linears(torch::nn::Module& unet, const Fp8Layers& which = {},
                         const std::optional<c10::Device>& quantize_on = std::nullopt);
 
-/// Switches the 3x3, stride-1 convolutions of the UNet's resnets and upsamplers to FP8 (fp8_conv3x3): each
-/// keeps its e4m3 weight and scales (module buffers) and releases its fp16 weight. Call on a loaded fp16
-/// UNet, after LoRA; `quantize_on` as for use_fp8_linears. Returns how many it switched.
+/// Switches the 3x3, stride-1 convolutions of the UNet's resnets and upsamplers, and the upsamplers' 2x2
+/// phase convolutions (use_phase_upsamplers, resnet_block.h), to FP8 (fp8_conv): each keeps its e4m3 weight
+/// and scales (module buffers) and releases its fp16 weight. Call on a loaded fp16 UNet, after LoRA and
+/// use_phase_upsamplers; `quantize_on` as for use_fp8_linears. Returns how many it switched.
 int64_t use_fp8_convolutions(torch::nn::Module& unet,
                              const std::optional<c10::Device>& quantize_on = std::nullopt);
 

@@ -31,9 +31,9 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 12> kFusionNames{
-    "geglu", "groupnorm",      "layernorm", "upsample",  "wideattention", "fp8qkv",
-    "pdl",   "crossattention", "gelutable", "geglugemm", "qkv",           "memsetkernels"};
+constexpr std::array<const char*, 13> kFusionNames{
+    "geglu",          "groupnorm", "layernorm", "upsample", "wideattention", "fp8qkv",      "pdl",
+    "crossattention", "gelutable", "geglugemm", "qkv",      "memsetkernels", "upsampleconv"};
 
 // Rows per value or gate block of the interleaved GEGLU order (interleave_geglu), and the fused GEMM's tile
 // width (kernels/geglu_gemm_kernel.h).
@@ -187,6 +187,33 @@ at::Tensor upsample_nearest2x(const at::Tensor& x) {
 #endif
   const std::vector<double> scale{2.0, 2.0};
   return at::upsample_nearest2d(x, at::OptionalIntArrayRef(), at::ArrayRef<double>(scale));
+}
+
+at::Tensor upsample_phases(const at::Tensor& y, const at::Tensor& bias) {
+  TORCH_CHECK(y.dim() == 4 && y.size(1) % 4 == 0 && y.size(2) >= 2 && y.size(3) >= 2,
+              "upsample_phases takes a phase convolution's output [N, 4C, H + 1, W + 1], got ", y.sizes());
+  const int64_t n = y.size(0), c = y.size(1) / 4, h = y.size(2) - 1, w = y.size(3) - 1;
+  TORCH_CHECK(!bias.defined() || bias.numel() == c, "upsample_phases: bias of ", bias.numel(), " values for ",
+              c, " channels");
+  const auto layout = y.is_contiguous(at::MemoryFormat::ChannelsLast) ? at::MemoryFormat::ChannelsLast
+                                                                      : at::MemoryFormat::Contiguous;
+  at::Tensor out = at::empty({n, c, 2 * h, 2 * w}, y.options().memory_format(layout));
+#ifdef SDXLB_WITH_CUDA
+  if (y.is_cuda() && (half_or_bf16(y) || y.scalar_type() == at::kFloat) &&
+      layout == at::MemoryFormat::ChannelsLast && same_type_contiguous(bias, y)) {
+    const int dtype = y.scalar_type() == at::kFloat ? 0 : kernel_dtype(y);
+    if (launched(kernels::launch_upsample_phases(
+            dtype, y.const_data_ptr(), bias.defined() ? bias.const_data_ptr() : nullptr, out.data_ptr(), n, h,
+            w, c, c10::cuda::getCurrentCUDAStream(y.device().index()))))
+      return out;
+  }
+#endif
+  for (int64_t a = 0; a < 2; ++a)
+    for (int64_t b = 0; b < 2; ++b)
+      out.slice(2, a, 2 * h, 2)
+          .slice(3, b, 2 * w, 2)
+          .copy_(y.narrow(1, (2 * a + b) * c, c).narrow(2, a, h).narrow(3, b, w));
+  return bias.defined() ? out.add_(bias.view({1, -1, 1, 1})) : out;
 }
 
 at::Tensor geglu(const at::Tensor& proj) {

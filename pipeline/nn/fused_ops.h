@@ -36,6 +36,9 @@ enum class Fusion {
   kMemsetKernels,       ///< "memsetkernels": the memset nodes of our CUDA graphs (the libraries' workspace
                         ///< zeroing) rewritten as kernel nodes that write the same bytes
                         ///< (pipeline/runtime/graph_memsets.h)
+  kUpsampleConv,        ///< "upsampleconv": an upsampler's nearest ×2 and 3×3 convolution as one 2×2
+                        ///< convolution of the low-resolution image into four phases (resnet_block.h,
+                        ///< use_phase_upsamplers; read when the model is readied)
 };
 bool fusion_enabled(Fusion fusion);
 
@@ -113,7 +116,7 @@ struct E4m3Rows {
 E4m3Rows layer_norm_e4m3(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
                          const at::Tensor& bias, double eps, at::Tensor* sum);
 
-/// Activations quantised per sample to e4m3 for fp8_conv3x3 (fp8.h): q [N, H, W, C] float8_e4m3fn
+/// Activations quantised per sample to e4m3 for fp8_conv (fp8.h): q [N, H, W, C] float8_e4m3fn
 /// (channels-last order) and each sample's scale once per pixel, pixel_scale [N, H · W] float32.
 struct E4m3Samples {
   at::Tensor q;
@@ -140,6 +143,14 @@ E4m3Rows geglu_e4m3(const at::Tensor& proj);
 /// C a multiple of 8 (PyTorch's channels-last kernel measured 5-7x slower than a copy at the UNet's shapes),
 /// the same bits; else the op.
 at::Tensor upsample_nearest2x(const at::Tensor& x);
+
+/// The upsampler's output [N, C, 2H, 2W] from its phase convolution's output y [N, 4C, H + 1, W + 1]
+/// (resnet_block.h, upsample_conv_phase_weight): out[:, :, 2i + a, 2j + b] = y[:, (2a + b)·C + :, i + a, j +
+/// b]
+/// + bias (undefined: none), the bias added as PyTorch adds it (in float32 for 16-bit types, rounded once).
+/// One gather kernel for channels-last CUDA fp16/bf16/fp32 with C a multiple of 8, the same bits as the ops
+/// it runs elsewhere; the output is channels-last where y is.
+at::Tensor upsample_phases(const at::Tensor& y, const at::Tensor& bias);
 
 /// softmax(scores · scale, -1) of float32 scores [..., M], rounded to `dtype` (fp16, bf16 or float32): the
 /// attention probabilities of attend()'s wide-head path. One kernel (a block per row, float32 throughout) for

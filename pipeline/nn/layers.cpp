@@ -87,7 +87,7 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
 }
 
 at::Tensor Conv2dImpl::forward_without_bias(const at::Tensor& x) {
-  if (is_fp8()) return fp8_conv3x3(x, fp8_);
+  if (is_fp8()) return fp8_conv(x, fp8_);
   if (kernel_size_ == 1 && stride_ == 1 && padding_ == 0 && x.is_cuda() && x.dim() == 4 &&
       (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) && place_invariant_kernels()) {
     // A 1x1 convolution is a GEMM on the channels-last rows [N·H·W, C]: run as the linears run
@@ -103,12 +103,12 @@ at::Tensor Conv2dImpl::forward_without_bias(const at::Tensor& x) {
 
 at::Tensor Conv2dImpl::forward_without_bias(const E4m3Samples& x, at::ScalarType dtype) {
   TORCH_CHECK(is_fp8(), "Conv2d::forward_without_bias: an FP8 input for a convolution that is not FP8");
-  return fp8_conv3x3(x.q, x.pixel_scale, fp8_, dtype);
+  return fp8_conv(x.q, x.pixel_scale, fp8_, dtype);
 }
 
 void Conv2dImpl::use_fp8(const Fp8ConvWeight& w) {
-  TORCH_CHECK(kernel_size_ == 3 && stride_ == 1 && padding_ == 1,
-              "Conv2d::use_fp8: FP8 runs 3x3 convolutions of stride 1 and padding 1 only");
+  TORCH_CHECK((kernel_size_ == 3 || kernel_size_ == 2) && stride_ == 1 && padding_ == 1,
+              "Conv2d::use_fp8: FP8 runs 3x3 and 2x2 convolutions of stride 1 and padding 1 only");
   at::NoGradGuard no_grad;
   fp8_.q = hold_buffer(*this, "fp8_weight", w.q);
   fp8_.scale = hold_buffer(*this, "fp8_scale", w.scale);

@@ -78,8 +78,8 @@ class Conv2dImpl : public torch::nn::Module {
   int64_t stride() const { return stride_; }
   int64_t padding() const { return padding_; }
 
-  /// Switches a 3x3, stride-1, padding-1 convolution to FP8 (use_fp8_convolutions, fp8.h): the forward
-  /// calls then run fp8_conv3x3 with `w` (the weight in e4m3 with per-output-channel scales), and the
+  /// Switches a 3x3 (or 2x2), stride-1, padding-1 convolution to FP8 (use_fp8_convolutions, fp8.h): the
+  /// forward calls then run fp8_conv with `w` (the weight in e4m3 with per-output-channel scales), and the
   /// weight's bytes are released. w's tensors become the buffers "fp8_weight" and "fp8_scale", so that
   /// to(device) and the weight streamer move them with the layer.
   void use_fp8(const Fp8ConvWeight& w);

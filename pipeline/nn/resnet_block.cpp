@@ -114,6 +114,8 @@ at::Tensor Upsample2DImpl::forward(const at::Tensor& x, at::IntArrayRef output_s
     // Scale 2, or the size it gives: the same source pixels (floor(dst / 2)) either way. An FP8 convolution
     // takes the upsampled image quantised (the bits of quantising it after upsampling, for a quarter of the
     // work on the GPU).
+    // The phase convolution, in FP8 too where use_fp8_convolutions switched it (it quantises x per sample).
+    if (phase_conv_) return upsample_phases(phase_conv_->forward_without_bias(x), conv_->bias);
     if (conv_ && conv_->is_fp8()) return conv_->forward_fp8(upsample_nearest2x_e4m3(x), x.scalar_type());
     h = upsample_nearest2x(x);
   } else {
@@ -121,6 +123,43 @@ at::Tensor Upsample2DImpl::forward(const at::Tensor& x, at::IntArrayRef output_s
     h = at::upsample_nearest2d(x, at::OptionalIntArrayRef(output_size), std::nullopt);
   }
   return conv_ ? conv_(h) : h;
+}
+
+bool Upsample2DImpl::use_phase_convolution() {
+  if (!conv_ || conv_->is_fp8() || phase_conv_ || conv_->kernel_size() != 3 || conv_->stride() != 1 ||
+      conv_->padding() != 1)
+    return false;
+  at::NoGradGuard no_grad;
+  const at::Tensor& w = conv_->weight;
+  Conv2d phase(w.size(1), 4 * w.size(0), /*kernel_size=*/2, /*stride=*/1, /*padding=*/1, /*bias=*/false);
+  phase->weight.set_data(upsample_conv_phase_weight(w));
+  phase_conv_ = register_module("phase_conv", phase);
+  return true;
+}
+
+at::Tensor upsample_conv_phase_weight(const at::Tensor& w) {
+  TORCH_CHECK(w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3,
+              "upsample_conv_phase_weight takes a 3x3 convolution's weight [O, I, 3, 3], got ", w.sizes());
+  const at::Tensor k = w.to(at::kDouble);
+  // The two taps of phase `a` along dimension `dim` (2: rows, 3: columns) of a [.., 3, ..] weight.
+  const auto taps = [](const at::Tensor& t, int64_t dim, int64_t a) {
+    const at::Tensor t0 = t.select(dim, 0), t1 = t.select(dim, 1), t2 = t.select(dim, 2);
+    return a == 0 ? at::stack({t0, t1 + t2}, dim) : at::stack({t0 + t1, t2}, dim);
+  };
+  std::vector<at::Tensor> phases;
+  for (int64_t a = 0; a < 2; ++a) {
+    const at::Tensor rows = taps(k, 2, a);  // [O, I, 2, 3]
+    for (int64_t b = 0; b < 2; ++b) phases.push_back(taps(rows, 3, b));
+  }
+  return at::cat(phases, 0).to(w.scalar_type()).contiguous(w.suggest_memory_format());
+}
+
+int64_t use_phase_upsamplers(torch::nn::Module& model) {
+  if (!fusion_enabled(Fusion::kUpsampleConv)) return 0;
+  int64_t switched = 0;
+  for (const auto& item : model.modules())
+    if (auto* up = item->as<Upsample2DImpl>(); up != nullptr && up->use_phase_convolution()) ++switched;
+  return switched;
 }
 
 }  // namespace sdxlb

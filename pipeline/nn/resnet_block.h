@@ -107,10 +107,38 @@ class Upsample2DImpl : public torch::nn::Module {
   /// (the UNet passes the skip connection's size when H or W is not a multiple of its total downsampling).
   at::Tensor forward(const at::Tensor& x, at::IntArrayRef output_size = {});
 
+  /// For a 3×3 convolution of stride 1 and padding 1 not yet switched to FP8 (use_fp8_convolutions, which
+  /// switches the phase convolution too when it runs after this): computes the ×2
+  /// upsampling and the convolution from now on as one 2×2 convolution of the low-resolution image, with
+  /// padding 1 and four output phases (the submodule "phase_conv", no bias, its weight
+  /// upsample_conv_phase_weight of conv's), followed by a gather of the phases with conv's bias (fused_ops.h,
+  /// upsample_phases): 16 instead of 36 multiply-adds per input pixel and output channel, and the 4× larger
+  /// upsampled image is never written. The same computation with other rounding (each phase weight is a sum
+  /// of up to four weights, rounded once). The 3×3 weight stays: an explicit output_size other than 2× runs
+  /// the plain path. Returns whether it switched.
+  bool use_phase_convolution();
+  /// Whether forward() runs the phase convolution (use_phase_convolution).
+  bool runs_phase_convolution() const { return !phase_conv_.is_empty(); }
+
  private:
   Upsample2DOptions options_;
   Conv2d conv_{nullptr};
+  Conv2d phase_conv_{nullptr};  // [4·out, in, 2, 2], padding 1, set by use_phase_convolution
 };
 TORCH_MODULE(Upsample2D);
+
+/// The weight of the phase convolution equal to nearest ×2 upsampling followed by the 3×3 convolution `w`
+/// [O, I, 3, 3] with padding 1: [4·O, I, 2, 2], whose output channels [p·O, (p + 1)·O) hold phase p = 2a + b,
+/// the output pixels (2i + a, 2j + b), at pixel (i + a, j + b) of the 2×2 convolution with padding 1 over the
+/// low-resolution image. Along each axis, phase 0 reads rows i − 1 and i with taps (w₀, w₁ + w₂), phase 1
+/// rows i and i + 1 with taps (w₀ + w₁, w₂). The sums are taken in float64 in a fixed order and rounded
+/// once to w's dtype: the same bits on every device. Keeps w's memory format.
+at::Tensor upsample_conv_phase_weight(const at::Tensor& w);
+
+/// Switches every Upsample2D in `model` to its phase convolution (Upsample2D::use_phase_convolution), unless
+/// SDXLB_DISABLE_FUSION lists "upsampleconv". For a model that runs on the GPU; call after LoRA and before
+/// use_fp8_convolutions (an upsampler switched to FP8 first keeps its FP8 3×3 convolution). Returns how many
+/// it switched.
+int64_t use_phase_upsamplers(torch::nn::Module& model);
 
 }  // namespace sdxlb

@@ -1,7 +1,7 @@
-// The FP8 3x3 convolution: CUTLASS 3's Hopper implicit GEMM (cutlass/conv), instantiated for e4m3 NHWC
-// activations and KRSC filters, with an epilogue of our own made of CUTLASS's visitor nodes: the accumulator
-// times the output channel's scale (a row broadcast over N) times the pixel's scale (a column broadcast over
-// the linearised M = N·H·W), rounded to fp16.
+// The FP8 3x3 (and 2x2) convolution: CUTLASS 3's Hopper implicit GEMM (cutlass/conv), instantiated for e4m3
+// NHWC activations and KRSC filters, with an epilogue of our own made of CUTLASS's visitor nodes: the
+// accumulator times the output channel's scale (a row broadcast over N) times the pixel's scale (a column
+// broadcast over the linearised M = N·H·W), rounded to fp16.
 //
 // The products accumulate in the tensor cores' own accumulator, which keeps fewer bits than float32 (what
 // cuBLASLt calls fast accumulation, and what our FP8 linears use): against the exact sum of the same e4m3
@@ -35,7 +35,7 @@ namespace {
 using namespace cute;
 
 template <int kTileM, int kTileN, int kTileK, int kClusterM>
-struct Fp8Conv3x3 {
+struct Fp8Conv {
   using TileShape = Shape<Int<kTileM>, Int<kTileN>, Shape<Int<kTileK>>>;
   using ClusterShape = Shape<Int<kClusterM>, _1, _1>;
   using Element = cutlass::float_e4m3_t;
@@ -71,9 +71,9 @@ struct Fp8Conv3x3 {
   using Conv = cutlass::conv::device::ConvUniversalAdapter<Kernel>;
 
   static cudaError_t run(const void* x, const void* f, const float* pixel_scale, const float* channel_scale,
-                         void* y, int n, int h, int w, int c, int k, cudaStream_t stream) {
-    ProblemShape problem(cutlass::conv::Mode::kCrossCorrelation, {n, h, w, c}, {k, 3, 3, c}, {1, 1}, {1, 1},
-                         {1, 1}, {1, 1}, 1);
+                         void* y, int n, int h, int w, int c, int k, int size, cudaStream_t stream) {
+    ProblemShape problem(cutlass::conv::Mode::kCrossCorrelation, {n, h, w, c}, {k, size, size, c}, {1, 1},
+                         {1, 1}, {1, 1}, {1, 1}, 1);
     typename Kernel::StrideD stride_d{};
     cute::for_each(cute::make_seq<cute::rank<0>(typename Kernel::StrideD{})>{}, [&](auto i) {
       cute::get<0, i>(stride_d) = problem.stride_C[ProblemShape::RankT - 2 - i];
@@ -104,14 +104,15 @@ bool fp8_conv_compiled() {
   return true;
 }
 
-cudaError_t launch_fp8_conv3x3(const void* x, const void* f, const float* pixel_scale,
-                               const float* channel_scale, void* y, int n, int h, int w, int c, int k,
-                               cudaStream_t stream) {
-  if (c % 16 != 0 || k % 16 != 0 || n <= 0 || h <= 0 || w <= 0) return cudaErrorNotSupported;
+cudaError_t launch_fp8_conv(const void* x, const void* f, const float* pixel_scale,
+                            const float* channel_scale, void* y, int n, int h, int w, int c, int k, int size,
+                            cudaStream_t stream) {
+  if (c % 16 != 0 || k % 16 != 0 || n <= 0 || h <= 0 || w <= 0 || (size != 2 && size != 3))
+    return cudaErrorNotSupported;
   // 128 output channels per tile where they divide, else 160 (SDXL's 320 in two tiles).
   if (k % 128 == 0)
-    return Fp8Conv3x3<128, 128, 128, 1>::run(x, f, pixel_scale, channel_scale, y, n, h, w, c, k, stream);
-  return Fp8Conv3x3<128, 160, 128, 1>::run(x, f, pixel_scale, channel_scale, y, n, h, w, c, k, stream);
+    return Fp8Conv<128, 128, 128, 1>::run(x, f, pixel_scale, channel_scale, y, n, h, w, c, k, size, stream);
+  return Fp8Conv<128, 160, 128, 1>::run(x, f, pixel_scale, channel_scale, y, n, h, w, c, k, size, stream);
 }
 
 }  // namespace sdxlb::kernels
@@ -124,8 +125,8 @@ bool fp8_conv_compiled() {
   return false;
 }
 
-cudaError_t launch_fp8_conv3x3(const void*, const void*, const float*, const float*, void*, int, int, int,
-                               int, int, cudaStream_t) {
+cudaError_t launch_fp8_conv(const void*, const void*, const float*, const float*, void*, int, int, int, int,
+                            int, int, cudaStream_t) {
   return cudaErrorNotSupported;
 }
 

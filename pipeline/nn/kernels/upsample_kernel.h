@@ -15,4 +15,13 @@ namespace sdxlb::kernels {
 cudaError_t launch_upsample_nearest2x(const void* x, void* y, int64_t n, int64_t h, int64_t w,
                                       int64_t pixel_bytes, cudaStream_t stream);
 
+/// The upsampler's output from its phase convolution (pipeline/nn/resnet_block.h,
+/// upsample_conv_phase_weight): out [n, 2h, 2w, c] with out[·, 2i + a, 2j + b, ·] = y[·, i + a, j + b, (2a +
+/// b)·c + ·] + bias, where y is [n, h + 1, w + 1, 4c] (both channels-last [n, c', h', w'] tensors). The bias
+/// (c values, or null for none) is added in float32 and the sum rounded once, as PyTorch adds it. `dtype` 0
+/// float32, 1 fp16, 2 bf16; c a multiple of 16 bytes' elements and both tensors 16-byte aligned, else
+/// cudaErrorInvalidValue.
+cudaError_t launch_upsample_phases(int dtype, const void* y, const void* bias, void* out, int64_t n,
+                                   int64_t h, int64_t w, int64_t c, cudaStream_t stream);
+
 }  // namespace sdxlb::kernels
