@@ -111,10 +111,10 @@ at::Tensor Upsample2DImpl::forward(const at::Tensor& x, at::IntArrayRef output_s
   at::Tensor h;
   if (output_size.empty() ||
       (output_size.size() == 2 && output_size[0] == 2 * x.size(2) && output_size[1] == 2 * x.size(3))) {
-    // Scale 2, or the size it gives: the same source pixels (floor(dst / 2)) either way. An FP8 convolution
-    // takes the upsampled image quantised (the bits of quantising it after upsampling, for a quarter of the
-    // work on the GPU).
-    // The phase convolution, in FP8 too where use_fp8_convolutions switched it (it quantises x per sample).
+    // Scale 2, or the size it gives: the same source pixels (floor(dst / 2)) either way. The phase
+    // convolution (in FP8 too where use_fp8_convolutions switched it: it quantises x per sample) needs no
+    // upsampled image. An FP8 3×3 convolution takes the upsampled image quantised (the bits of quantising it
+    // after upsampling, for a quarter of the work on the GPU).
     if (phase_conv_) return upsample_phases(phase_conv_->forward_without_bias(x), conv_->bias);
     if (conv_ && conv_->is_fp8()) return conv_->forward_fp8(upsample_nearest2x_e4m3(x), x.scalar_type());
     h = upsample_nearest2x(x);

@@ -107,15 +107,14 @@ class Upsample2DImpl : public torch::nn::Module {
   /// (the UNet passes the skip connection's size when H or W is not a multiple of its total downsampling).
   at::Tensor forward(const at::Tensor& x, at::IntArrayRef output_size = {});
 
-  /// For a 3×3 convolution of stride 1 and padding 1 not yet switched to FP8 (use_fp8_convolutions, which
-  /// switches the phase convolution too when it runs after this): computes the ×2
-  /// upsampling and the convolution from now on as one 2×2 convolution of the low-resolution image, with
-  /// padding 1 and four output phases (the submodule "phase_conv", no bias, its weight
-  /// upsample_conv_phase_weight of conv's), followed by a gather of the phases with conv's bias (fused_ops.h,
-  /// upsample_phases): 16 instead of 36 multiply-adds per input pixel and output channel, and the 4× larger
-  /// upsampled image is never written. The same computation with other rounding (each phase weight is a sum
-  /// of up to four weights, rounded once). The 3×3 weight stays: an explicit output_size other than 2× runs
-  /// the plain path. Returns whether it switched.
+  /// For a 3×3 convolution of stride 1 and padding 1 not yet switched to FP8: computes the ×2 upsampling and
+  /// the convolution from now on as one 2×2 convolution of the low-resolution image, with padding 1 and four
+  /// output phases (the submodule "phase_conv", no bias, its weight upsample_conv_phase_weight of conv's),
+  /// followed by a gather of the phases with conv's bias (fused_ops.h, upsample_phases): 16 instead of 36
+  /// multiply-adds per input pixel and output channel, and the 4× larger upsampled image is never written.
+  /// The same computation with other rounding (each phase weight is a sum of up to four weights, rounded
+  /// once). use_fp8_convolutions, called after this, switches the phase convolution to FP8 too. The 3×3
+  /// weight stays: an explicit output_size other than 2× runs the plain path. Returns whether it switched.
   bool use_phase_convolution();
   /// Whether forward() runs the phase convolution (use_phase_convolution).
   bool runs_phase_convolution() const { return !phase_conv_.is_empty(); }
