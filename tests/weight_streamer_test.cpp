@@ -9,6 +9,7 @@
 
 #include "pipeline/io/model_folder.h"
 #include "pipeline/nn/fp8.h"
+#include "pipeline/nn/resnet_block.h"
 #include "pipeline/nn/transformer_2d.h"
 #include "test_files.h"
 
@@ -63,9 +64,11 @@ int64_t unit_bytes(const UNet2DConditionModel& unet) {
   return n;
 }
 
-// unet_precision: fp8 with its convolutions and attention, as the pipeline switches them.
+// unet_precision: fp8 with its convolutions and attention, as the pipeline switches them on a GPU: the
+// upsamplers as phase convolutions first (resnet_block.h), so that their 2x2 convolutions are FP8 too.
 UNet2DConditionModel load_fp8(const std::string& model) {
   UNet2DConditionModel unet = load_tiny(model);
+  EXPECT_GT(use_phase_upsamplers(*unet), 0);
   Fp8Layers which;
   which.convolutions = true;
   EXPECT_GT(use_fp8_linears(*unet, which), 0);
@@ -106,6 +109,21 @@ INSTANTIATE_TEST_SUITE_P(Tiny, Streaming,
                                            std::make_tuple("tiny-a", 0.0, 3),
                                            std::make_tuple("tiny-a", 0.5, 3),
                                            std::make_tuple("tiny-b", 0.3, 2)));
+
+// The upsamplers' phase convolutions (registered after loading, outside the units) go to the device with the
+// rest: a streamed UNet with them computes what the resident one computes.
+TEST(Streaming, PhaseUpsamplersComputeTheSameStreamed) {
+  UNet2DConditionModel resident = load_tiny("tiny-a");
+  UNet2DConditionModel streamed = load_tiny("tiny-a");
+  EXPECT_GT(use_phase_upsamplers(*resident), 0);
+  EXPECT_GT(use_phase_upsamplers(*streamed), 0);
+  StreamingOptions o;
+  o.resident_budget_bytes = 0;
+  o.slots = 2;
+  auto ws = WeightStreamer::attach(streamed, at::kCPU, o);
+  ASSERT_TRUE(ws.is_ok()) << ws.status().to_string();
+  expect_same_passes(streamed, resident);
+}
 
 TEST(Streaming, ModelOffloadEvictsAndRestores) {
   UNet2DConditionModel resident = load_tiny("tiny-a");
