@@ -13,7 +13,6 @@
 #include "pipeline/nn/attention.h"
 #include "pipeline/nn/fused_ops.h"
 #include "pipeline/nn/gpu_numerics.h"
-#include "pipeline/nn/resnet_block.h"
 #include "pipeline/nn/transformer_2d.h"
 
 namespace sdxlb {
@@ -519,7 +518,6 @@ int64_t prepare_unet_for_gpu(torch::nn::Module& unet, const c10::Device& device,
   for (auto& p : unet.parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
   (void)fuse_attention_projections(unet);
-  (void)use_phase_upsamplers(unet);
   return geglu_gemm_supported(device, dtype) ? use_geglu_gemms(unet) : 0;
 }
 

@@ -173,11 +173,11 @@ StatusOr<UNet2DConditionModel> load_unet(const ModelFolder& folder, const std::s
 /// Readies a loaded UNet for a GPU the way the product runs it there in `dtype`: the GPU's numerical choices
 /// (use_reproducible_gpu_numerics, gpu_numerics.h), the 4-D weights channels-last (the fastest layout for
 /// SDXL's convolutions on tensor cores), the self-attentions' query, key and value projections fused into one
-/// GEMM (fuse_attention_projections, attention.h), the upsamplers' ×2 and 3×3 convolution as one phase
-/// convolution (use_phase_upsamplers, resnet_block.h), and the feed-forwards' projections reordered for the
-/// GEGLU GEMM where geglu_gemm_supported(device, dtype) (use_geglu_gemms, transformer_2d.h). The weights stay
-/// where they are (a streamed UNet's in host memory). Call after LoRA, use_fp8_linears and
-/// use_fp8_convolutions. Returns how many feed-forwards it reordered.
+/// GEMM (fuse_attention_projections, attention.h), and the feed-forwards' projections reordered for the GEGLU
+/// GEMM where geglu_gemm_supported(device, dtype) (use_geglu_gemms, transformer_2d.h). The weights stay where
+/// they are (a streamed UNet's in host memory). Call after LoRA, use_phase_upsamplers (resnet_block.h, which
+/// must come before FP8), use_fp8_linears and use_fp8_convolutions. Returns how many feed-forwards it
+/// reordered.
 int64_t prepare_unet_for_gpu(torch::nn::Module& unet, const c10::Device& device, at::ScalarType dtype);
 
 }  // namespace sdxlb

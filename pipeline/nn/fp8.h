@@ -108,7 +108,7 @@ bool fp8_conv_supported(const c10::Device& device, std::string* why = nullptr);
 /// conv2d(x, W, stride 1, padding 1) of a 3x3 weight (or a 2x2 one: an upsampler's phase convolution,
 /// resnet_block.h, whose output is [N, out, H + 1, W + 1]), with x quantised per sample and W per output
 /// channel: e4m3 products accumulated in float32 (on the GPU the tensor cores' own accumulator, as
-/// fast_accum), the two scales applied to the sums, the output [N, out, H, W] in x's dtype. On CUDA
+/// fast_accum), the two scales applied to the sums, the output in x's dtype. On CUDA
 /// (fp8_conv_supported, fp16 input) quantize_samples' kernels and CUTLASS's implicit-GEMM kernel, the output
 /// channels-last; elsewhere the same product of the dequantised operands in float32 (the CPU reference of the
 /// tests).

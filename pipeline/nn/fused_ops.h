@@ -145,9 +145,9 @@ E4m3Rows geglu_e4m3(const at::Tensor& proj);
 at::Tensor upsample_nearest2x(const at::Tensor& x);
 
 /// The upsampler's output [N, C, 2H, 2W] from its phase convolution's output y [N, 4C, H + 1, W + 1]
-/// (resnet_block.h, upsample_conv_phase_weight): out[:, :, 2i + a, 2j + b] = y[:, (2a + b)·C + :, i + a, j +
-/// b]
-/// + bias (undefined: none), the bias added as PyTorch adds it (in float32 for 16-bit types, rounded once).
+/// (resnet_block.h, upsample_conv_phase_weight): out[:, c, 2i + a, 2j + b] = y[:, (2a + b)·C + c, i + a,
+/// j + b] + bias[c] (bias undefined: none), the bias added as PyTorch adds it (in float32 for 16-bit types,
+/// rounded once).
 /// One gather kernel for channels-last CUDA fp16/bf16/fp32 with C a multiple of 8, the same bits as the ops
 /// it runs elsewhere; the output is channels-last where y is.
 at::Tensor upsample_phases(const at::Tensor& y, const at::Tensor& bias);
