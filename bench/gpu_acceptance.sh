@@ -41,7 +41,8 @@ trap 'kill $smi 2>/dev/null' EXIT
 for part in "${parts[@]}"; do
   case "$part" in
   unet)
-    "$py" bench/unet_reference.py "$model" /tmp/unet-in.safetensors "$out/unet_diffusers.json" > "$out/unet_reference.log" 2>&1
+    "$py" bench/unet_reference.py "$model" /tmp/unet-in.safetensors "$out/unet_diffusers.json" \
+      > "$out/unet_reference.log" 2>&1
     "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors "$out/unet_fp16.json" \
       --profile "$out/unet_profile_fp16.json" > "$out/unet_fp16.log" 2>&1
     "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors "$out/unet_fp8.json" --fp8 --fp8-conv \
