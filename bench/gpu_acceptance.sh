@@ -22,14 +22,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 fp8_yaml=$'unet_precision: fp8\nconvolution_precision: fp8\nattention_precision: fp8'
 start=$(date +%s)
 say() { echo "[$(($(date +%s) - start))s] $*" | tee -a "$out/summary.txt"; }
-rows_of() { "$py" -c 'import json,sys
-r = json.load(open(sys.argv[1]))
-for side in ("ours", "diffusers"):
-    for k, v in sorted(r.get(side, {}).items()):
-        if isinstance(v, dict):
-            for kk, vv in sorted(v.items()):
-                if isinstance(vv, dict) and "s_per_image" in vv: print(side, k, kk, vv["s_per_image"])
-                elif kk == "s_per_image": print(side, k, vv)' "$1"; }
+# The rows of a results folder as bench/collect_bench.py tabulates them (ours beside diffusers), on one line.
+rows_of() { "$py" bench/collect_bench.py "$1" > /dev/null && grep '^| b' "$1/table.md" | tr '\n' ' '; }
 
 build_and_model sdxl-batch unet_parity
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit,memory.total --format=csv,noheader > "$out/gpu.txt"
@@ -55,19 +49,16 @@ for part in "${parts[@]}"; do
   rows)
     SDXLB_BENCH_BATCHES=4 SDXLB_BENCH_ROWS="b4_full b4_mlperf" SDXLB_BENCH_EXTRA_YAML="images_per_unet_call: 2" \
       bash "$here/gpu_bench.sh" "$out/fp16" ours > "$out/fp16.log" 2>&1
-    "$py" bench/collect_bench.py "$out/fp16" > /dev/null
-    say "rows fp16: $(rows_of "$out/fp16/results.json" | tr '\n' ';')"
+    say "rows fp16: $(rows_of "$out/fp16")"
     ;;
   diffusers)
     bash "$here/gpu_bench.sh" "$out/fp16" diffusers-compile 4 > "$out/diffusers.log" 2>&1
-    "$py" bench/collect_bench.py "$out/fp16" > /dev/null
-    say "rows fp16 and diffusers compiled: $(rows_of "$out/fp16/results.json" | tr '\n' ';')"
+    say "rows fp16 and diffusers compiled: $(rows_of "$out/fp16")"
     ;;
   fp8rows)
     SDXLB_BENCH_BATCHES=4 SDXLB_BENCH_ROWS=b16_mlperf SDXLB_BENCH_EXTRA_YAML=$'images_per_unet_call: 8\n'"$fp8_yaml" \
       bash "$here/gpu_bench.sh" "$out/fp8" ours > "$out/fp8.log" 2>&1
-    "$py" bench/collect_bench.py "$out/fp8" > /dev/null
-    say "rows fp8: $(rows_of "$out/fp8/results.json" | tr '\n' ';')"
+    say "rows fp8: $(rows_of "$out/fp8")"
     ;;
   images)
     # name batch memory (the rest of the line) for each precision; every set is compared with its first.
