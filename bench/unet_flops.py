@@ -17,13 +17,7 @@ import os
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-SDXL_BASE_UNET = dict(
-    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=[320, 640, 1280],
-    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    transformer_layers_per_block=[1, 2, 10], attention_head_dim=[5, 10, 20], cross_attention_dim=2048,
-    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816)
+from diffusers_speed import UNET as SDXL_BASE_UNET  # the SDXL base UNet's configuration (bench/)
 
 
 def main():
