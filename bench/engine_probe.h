@@ -1,6 +1,6 @@
-// What the cuDNN engine probes (bench/conv_engines, bench/sdpa_engines) share: the time of a call on the
-// current CUDA stream, the cuDNN library that cuDNN's frontend calls through when it loads it dynamically,
-// and one engine configuration's run. Header-only: each probe is one executable.
+// What the cuDNN engine probes (bench/conv_engines, bench/sdpa_engines) share: the cuDNN library that cuDNN's
+// frontend calls through when it loads it dynamically, and one engine configuration's run, timed
+// (bench/call_timing.h). Header-only: each probe is one executable.
 #pragma once
 
 #include <dlfcn.h>
@@ -17,32 +17,9 @@
 #include <cuda_runtime_api.h>
 #include <cudnn_frontend.h>
 
-namespace sdxlb::bench {
+#include "bench/call_timing.h"
 
-/// Microseconds per call of f: the median of `runs` timings of 10 calls each (CUDA events on the current
-/// stream), after 3 warm-up calls.
-template <class F>
-double median_call_us(F&& f, int runs) {
-  for (int i = 0; i < 3; ++i) f();
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  const cudaStream_t s = c10::cuda::getCurrentCUDAStream().stream();
-  std::vector<double> times;
-  for (int r = 0; r < runs; ++r) {
-    cudaEventRecord(a, s);
-    for (int i = 0; i < 10; ++i) f();
-    cudaEventRecord(b, s);
-    cudaEventSynchronize(b);
-    float ms = 0.f;
-    cudaEventElapsedTime(&ms, a, b);
-    times.push_back(ms * 100.0);
-  }
-  std::sort(times.begin(), times.end());
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return times[times.size() / 2];
-}
+namespace sdxlb::bench {
 
 /// libcudnn.so.9 (the one LibTorch has loaded, else loaded now), for cudnn_frontend::cudnn_dlhandle; null,
 /// with dlerror()'s reason on stderr, where it cannot be loaded.
