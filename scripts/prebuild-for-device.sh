@@ -11,6 +11,7 @@ rm -rf "$out"
 mkdir -p "$out/apps" "$out/bench" "$out/tests" "$out/lib"
 cp "$build/apps/sdxl-batch" "$out/apps/"
 cp "$build/bench/unet_parity" "$build/bench/vae_timing" "$build/bench/store_bench" "$out/bench/"
+[[ -x "$build/bench/gemm_algos" ]] && cp "$build/bench/gemm_algos" "$out/bench/"
 if [[ -n "${3:-}" ]]; then
   mkdir -p "$out/fuzz"
   for f in "$3"/fuzz/fuzz_*; do [[ -x "$f" && ! -d "$f" ]] && cp "$f" "$out/fuzz/"; done
