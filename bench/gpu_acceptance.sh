@@ -42,7 +42,7 @@ for part in "${parts[@]}"; do
     "$build/bench/unet_parity" "$model" /tmp/unet-in.safetensors "$out/unet_fp8.json" --fp8 --fp8-conv \
       --fp8-attention --profile "$out/unet_profile_fp8.json" > "$out/unet_fp8.log" 2>&1
     for p in fp16 fp8; do
-      "$py" bench/profile_parts.py "$out/unet_profile_$p.json" --gaps 4 > "$out/unet_parts_$p.txt" 2>&1
+      "$py" bench/profile_parts.py "$out/unet_profile_$p.json" --gaps 4 --part attention > "$out/unet_parts_$p.txt" 2>&1
       say "unet $p: $(tail -1 "$out/unet_$p.log")"
     done
     ;;

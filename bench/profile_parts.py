@@ -1,8 +1,11 @@
 """Splits a kernel profile (bench/unet_parity --profile, bench/gpu_timing.h) into the parts the results name
 (GEMMs, convolutions, attention, GEGLU, GroupNorm, LayerNorm, quantisers, adds and copies, memsets and the
 rest), and, where the profile has the first call's launches in order, the GPU's idle time between kernels by
-the parts on either side of each gap.
-Usage: profile_parts.py PROFILE.json [--gaps N]   (N: the largest boundary pairs to list, default 12)"""
+the parts on either side of each gap. With --part NAME, each kernel of that part (e.g. attention) with its
+launch times: the spread over all profiled calls, and the first call's launches in the order they ran (the
+UNet's order, so the shapes can be told apart).
+Usage: profile_parts.py PROFILE.json [--gaps N] [--part NAME]   (N: the largest boundary pairs to list,
+default 12)"""
 import json
 import sys
 from collections import defaultdict
@@ -31,6 +34,23 @@ def part(name):
     return "other"
 
 
+def list_part(p, name, seq):
+    """The kernels of part `name`: launches and time per call, the spread of their launch times, and the
+    first call's launch times in order."""
+    known = {part(k["name"]) for k in p["kernels"]}
+    if name not in known:
+        sys.exit(f"profile_parts.py: no part named {name!r} in this profile (it has: {', '.join(sorted(known))})")
+    for i, k in enumerate(p["kernels"]):
+        if part(k["name"]) != name:
+            continue
+        ds = sorted(k.get("launch_us", []))
+        spread = f"min {ds[0]:.1f}, median {ds[len(ds) // 2]:.1f}, max {ds[-1]:.1f} us" if ds else "no launch times"
+        print(f"  {k['us_per_call']:8.1f} us per call, {k['launches_per_call']:4g} launches ({spread}): {k['name'][:110]}")
+        first = [f"{d:.1f}" for ki, _, d in seq if ki == i]
+        if first:
+            print(f"    first call, in order: {' '.join(first)}")
+
+
 def main():
     p = json.load(open(sys.argv[1]))
     top = int(sys.argv[sys.argv.index("--gaps") + 1]) if "--gaps" in sys.argv else 12
@@ -44,6 +64,8 @@ def main():
     for name, (us, n) in sorted(parts.items(), key=lambda x: -x[1][0]):
         print(f"  {name:20s} {us / 1e3:7.2f} ms  {n:5d} launches")
     seq = p.get("first_call")
+    if "--part" in sys.argv:
+        list_part(p, sys.argv[sys.argv.index("--part") + 1], seq or [])
     if not seq:
         return
     gaps = defaultdict(lambda: [0.0, 0])
