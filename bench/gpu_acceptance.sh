@@ -9,6 +9,8 @@
 #   images     8 images (10 steps) at batch 1, 4 and 8 and in the streamed and model-offload placements in
 #              fp16, and at batch 1, 4 and streamed with the FP8 switches: each set must be bit-identical
 #   tests      the GPU cases of fused_ops_test and fp8_test (only with prebuilt tests, SDXLB_PREBUILT)
+#   gemms      not in the default set: bench/gemm_algos at 1 and 2 images per call (cuBLASLt's algorithms
+#              against at::linear at the UNet's linear shapes)
 # The GPU's SM clock and power are sampled every 200 ms into OUT/smi.csv (the rows run at the power cap).
 #
 # Usage (GPU machine, repository root): bench/gpu_acceptance.sh OUT [PARTS...]   (default: all, in that order)
@@ -25,7 +27,7 @@ say() { echo "[$(($(date +%s) - start))s] $*" | tee -a "$out/summary.txt"; }
 # The rows of a results folder as bench/collect_bench.py tabulates them (ours beside diffusers), on one line.
 rows_of() { "$py" bench/collect_bench.py "$1" > /dev/null && grep '^| b' "$1/table.md" | tr '\n' ' '; }
 
-build_and_model sdxl-batch unet_parity
+build_and_model sdxl-batch unet_parity gemm_algos
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit,memory.total --format=csv,noheader > "$out/gpu.txt"
 say "gpu: $(cat "$out/gpu.txt")"
 nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw --format=csv,noheader -lms 200 > "$out/smi.csv" &
@@ -95,7 +97,13 @@ print("; ".join("%s %d/%d identical to %s" % (s["label"], sum(ref.get(i["item_in
       fi
     done
     ;;
-  *) say "unknown part $part (unet rows diffusers fp8rows images tests)" ;;
+  gemms)
+    for k in 1 2; do
+      timeout 120 "$build/bench/gemm_algos" $k > "$out/gemm_algos_$k.txt" 2>&1
+      say "gemms, $k image(s) per call: exit $? $(tail -1 "$out/gemm_algos_$k.txt")"
+    done
+    ;;
+  *) say "unknown part $part (unet rows diffusers fp8rows images tests gemms)" ;;
   esac
 done
 say "all parts done"
