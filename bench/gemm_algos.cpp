@@ -71,19 +71,25 @@ struct Shape {
   const char* what;
 };
 
+// The algorithm's configuration, each attribute read in its own type (cublasLt.h: the id and split count
+// int32, the inner and cluster shapes uint16, the rest uint32); a size that does not match is refused.
 std::string config_of(const Lt& lt, const cublasLtMatmulAlgo_t& algo) {
-  const auto get = [&](cublasLtMatmulAlgoConfigAttributes_t a) {
-    uint32_t v = 0;
+  const auto get = [&](cublasLtMatmulAlgoConfigAttributes_t a, auto v) {
     size_t written = 0;
     lt.config_get(&algo, a, &v, sizeof(v), &written);
-    return v;
+    return static_cast<long>(v);
   };
-  char s[160];
-  std::snprintf(s, sizeof(s), "id %u tile %u stages %u splitk %u reduction %u swizzle %u cluster %u",
-                get(CUBLASLT_ALGO_CONFIG_ID), get(CUBLASLT_ALGO_CONFIG_TILE_ID),
-                get(CUBLASLT_ALGO_CONFIG_STAGES_ID), get(CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
-                get(CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME), get(CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING),
-                get(CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID));
+  char s[200];
+  std::snprintf(
+      s, sizeof(s),
+      "id %ld tile %ld stages %ld splitk %ld reduction %ld swizzle %ld custom %ld cluster %ld inner %ld",
+      get(CUBLASLT_ALGO_CONFIG_ID, int32_t{0}), get(CUBLASLT_ALGO_CONFIG_TILE_ID, uint32_t{0}),
+      get(CUBLASLT_ALGO_CONFIG_STAGES_ID, uint32_t{0}), get(CUBLASLT_ALGO_CONFIG_SPLITK_NUM, int32_t{0}),
+      get(CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, uint32_t{0}),
+      get(CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, uint32_t{0}),
+      get(CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, uint32_t{0}),
+      get(CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, uint16_t{0}),
+      get(CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID, uint16_t{0}));
   return s;
 }
 
