@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <vector>
 
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
@@ -33,6 +35,22 @@ double median_call_us(F&& f, int runs) {
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   return times[times.size() / 2];
+}
+
+/// The same with f's 10 calls captured in a CUDA graph and replayed, so that no host time enters: the time a
+/// call takes in the product's UNet graph. Eager, a kernel shorter than its launch's host work (cuBLAS's
+/// dispatch, about 15 µs) is timed at that work's rate. f must capture: it launches on the current stream.
+template <class F>
+double median_graph_call_us(F&& f, int runs) {
+  f();  // handles and workspaces made outside the capture
+  at::cuda::CUDAGraph graph;
+  {
+    const c10::cuda::CUDAStreamGuard side(c10::cuda::getStreamFromPool());
+    graph.capture_begin();
+    for (int i = 0; i < 10; ++i) f();
+    graph.capture_end();
+  }
+  return median_call_us([&] { graph.replay(); }, runs) / 10;
 }
 
 }  // namespace sdxlb::bench

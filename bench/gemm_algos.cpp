@@ -1,10 +1,11 @@
 // Probe (issue 16): the UNet's fp16 linears (y = x Wᵀ + b, fp32 accumulation) in PyTorch's at::linear
-// against every algorithm cuBLASLt's heuristics list for the same product with its bias epilogue: the time
-// of each, per shape and weighted by the shape's count in one UNet call, and the configuration of the
-// fastest (tile, stages, split-K, reduction scheme, swizzle, cluster). The GEMMs are the largest part of the
-// call (15.5 of 29.7 ms on an H100, session 34) at about 80% of a dense fp16 GEMM's rate; this says how much
-// of that another of cuBLASLt's own algorithms, fixed per shape, would give back. Prints one line per shape
-// and the totals; no files. The feed-forward's projection runs in our GEGLU GEMM (not probed here).
+// against every algorithm cuBLASLt's heuristics list for the same product (with its bias epilogue where the
+// layer has a bias): the time of each, in a CUDA graph as the product runs them (no host time), per shape and
+// weighted by the shape's count in one UNet call, and the configuration of the fastest (tile, stages,
+// split-K, reduction scheme, swizzle, cluster). The GEMMs are the largest part of the call (15.5 of 29.7 ms
+// on an H100, session 34) at about 80% of a dense fp16 GEMM's rate; this says how much of that another of
+// cuBLASLt's own algorithms, fixed per shape, would give back. Prints one line per shape and the totals; no
+// files. The feed-forward's projection runs in our GEGLU GEMM (not probed here).
 //   gemm_algos [IMAGES_PER_CALL=1] [ALGOS=32]
 // cuBLASLt is reached through the library LibTorch has loaded (no link-time dependency on its soname).
 #include <dlfcn.h>
@@ -68,6 +69,7 @@ bool load(Lt& lt) {
 // One linear of the UNet: rows = images × 2 (guidance) × tokens, `count` of them per one-image call.
 struct Shape {
   int64_t tokens, n, k, count;
+  bool bias;
   const char* what;
 };
 
@@ -110,17 +112,18 @@ int main(int argc, char** argv) {
   Lt lt{};
   if (!load(lt)) return 1;
   // SDXL base at 1024²: 10 transformer blocks over 4096 tokens of 640 channels (5 Transformer2D), 60 over
-  // 1024 tokens of 1280 (6 Transformer2D); per block the fused QKV, the self-attention's output, the
-  // cross-attention's query and output, and the feed-forward's output; per Transformer2D proj_in and
-  // proj_out.
-  const std::vector<Shape> shapes = {{4096, 1920, 640, 10, "self-attention QKV"},
-                                     {4096, 640, 640, 40, "attention out, cross Q, proj"},
-                                     {4096, 640, 2560, 10, "feed-forward out"},
-                                     {1024, 3840, 1280, 60, "self-attention QKV"},
-                                     {1024, 1280, 1280, 192, "attention out, cross Q, proj"},
-                                     {1024, 1280, 5120, 60, "feed-forward out"}};
+  // 1024 tokens of 1280 (6 Transformer2D); per block the fused QKV and the cross-attention's query (no bias),
+  // the two attention outputs and the feed-forward's output (with bias); per Transformer2D proj_in and
+  // proj_out (with bias).
+  const std::vector<Shape> shapes = {{4096, 1920, 640, 10, false, "self-attention QKV"},
+                                     {4096, 640, 640, 30, true, "attention out, proj"},
+                                     {4096, 640, 640, 10, false, "cross-attention Q"},
+                                     {4096, 640, 2560, 10, true, "feed-forward out"},
+                                     {1024, 3840, 1280, 60, false, "self-attention QKV"},
+                                     {1024, 1280, 1280, 132, true, "attention out, proj"},
+                                     {1024, 1280, 1280, 60, false, "cross-attention Q"},
+                                     {1024, 1280, 5120, 60, true, "feed-forward out"}};
   const cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   const size_t workspace_bytes = 32u << 20;
   const at::Tensor workspace = at::empty({static_cast<int64_t>(workspace_bytes)},
                                          at::TensorOptions().device(at::kCUDA).dtype(at::kByte));
@@ -132,19 +135,23 @@ int main(int argc, char** argv) {
     const at::Tensor x = at::randn({m, sh.k}, opts), w = at::randn({sh.n, sh.k}, opts) / 32,
                      b = at::randn({sh.n}, opts);
     at::Tensor y = at::empty({m, sh.n}, opts);
-    const double torch_us = sdxlb::bench::median_call_us([&] { (void)at::linear(x, w, b); }, 20);
-    const at::Tensor want = at::linear(x, w, b);
+    const at::Tensor bias_or_none = sh.bias ? b : at::Tensor();
+    const double torch_us =
+        sdxlb::bench::median_graph_call_us([&] { (void)at::linear(x, w, bias_or_none); }, 20);
+    const at::Tensor want = at::linear(x, w, bias_or_none);
 
-    // Column-major: y (n × m) = Wᵀ-op (n × k, W stored k × n) · x (k × m), plus the bias per row n.
+    // Column-major: y (n × m) = Wᵀ-op (n × k, W stored k × n) · x (k × m), plus the bias per row n if any.
     cublasLtMatmulDesc_t desc = nullptr;
     lt.desc_create(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
     const cublasOperation_t t = CUBLAS_OP_T, nt = CUBLAS_OP_N;
     lt.desc_set(desc, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t));
     lt.desc_set(desc, CUBLASLT_MATMUL_DESC_TRANSB, &nt, sizeof(nt));
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    lt.desc_set(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue));
-    const void* bias = b.data_ptr();
-    lt.desc_set(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
+    if (sh.bias) {
+      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+      lt.desc_set(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue));
+      const void* bias = b.data_ptr();
+      lt.desc_set(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
+    }
     cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
     lt.layout_create(&la, CUDA_R_16F, sh.k, sh.n, sh.k);
     lt.layout_create(&lb, CUDA_R_16F, sh.k, m, sh.k);
@@ -163,10 +170,11 @@ int main(int argc, char** argv) {
       if (found[i].state != CUBLAS_STATUS_SUCCESS || found[i].workspaceSize > workspace_bytes) continue;
       const auto run = [&] {
         return lt.matmul(handle, desc, &one, w.data_ptr(), la, x.data_ptr(), lb, &zero, y.data_ptr(), lc,
-                         y.data_ptr(), lc, &found[i].algo, workspace.data_ptr(), workspace_bytes, stream);
+                         y.data_ptr(), lc, &found[i].algo, workspace.data_ptr(), workspace_bytes,
+                         c10::cuda::getCurrentCUDAStream().stream());
       };
       if (run() != CUBLAS_STATUS_SUCCESS) continue;
-      const double us = sdxlb::bench::median_call_us([&] { (void)run(); }, 20);
+      const double us = sdxlb::bench::median_graph_call_us([&] { (void)run(); }, 20);
       // Another algorithm rounds differently; one that is wrong is not a candidate.
       const double err =
           ((y.to(at::kFloat) - want.to(at::kFloat)).abs().max() / want.to(at::kFloat).abs().max())
