@@ -192,6 +192,22 @@ TEST(FusedOpsTest, ShortAttentionOnCpuIsTheOp) {
 
 // interleave_geglu's row order: value rows 8j … 8j+7, then gate rows F+8j … F+8j+7, for each j; a projection
 // whose rows do not come in whole blocks is refused.
+// The e4m3 scale of a cross-attention's values per batch item: max |v[b]| / 448, floored at 2^-24; on the CPU
+// there is no e4m3 attention kernel, and short_attention_e4m3 says so by returning nothing.
+TEST(FusedOpsTest, ContextValueScaleBoundsEachItemAndTheE4m3KernelIsGpuOnly) {
+  at::Tensor v = at::zeros({3, 5, 8}, at::kHalf);
+  v[0][2][3] = -896.f;
+  v[1][4][7] = 4.5f;
+  const at::Tensor s = context_value_scale(v);
+  ASSERT_EQ(s.scalar_type(), at::kFloat);
+  ASSERT_EQ(s.sizes(), at::IntArrayRef({3}));
+  EXPECT_EQ(s[0].item<float>(), 2.f);
+  EXPECT_EQ(s[1].item<float>(), 4.5f / 448.f);
+  EXPECT_EQ(s[2].item<float>(), 5.9604644775390625e-08f);  // an all-zero item keeps a finite scale
+  const at::Tensor q = at::randn({3, 2, 4, 64}).to(at::kHalf), kv = at::randn({3, 2, 5, 64}).to(at::kHalf);
+  EXPECT_FALSE(short_attention_e4m3(q, kv, kv, s).has_value());
+}
+
 TEST(FusedOpsTest, InterleaveGegluOrdersValueAndGateBlocks) {
   const at::Tensor rows = at::arange(32, at::kFloat);
   std::vector<float> want;
@@ -558,6 +574,45 @@ TEST_F(FusedOpsCudaTest, ShortAttentionIsAsAccurateAsPyTorchsKernelAndPerRow) {
       EXPECT_TRUE(bit_identical(got.narrow(2, 37, n - 37), short_attention(q.narrow(2, 37, n - 37), k, v)));
     }
   }
+}
+
+// The FP8 cross-attention's output straight in e4m3 at each item's context_value_scale: the fp16 kernel's
+// output within one e4m3 rounding (half a step of 3 mantissa bits, or of the subnormal step), every row's
+// scale its item's, the same bits for an item alone and twice; an output scale of the wrong size is refused.
+TEST_F(FusedOpsCudaTest, ShortAttentionE4m3IsTheOutputRoundedOnceAtTheItemsScale) {
+  at::manual_seed(12);
+  for (const auto& shape : {std::vector<int64_t>{2, 20, 1024, 77}, {3, 10, 4133, 77}, {1, 1, 1, 1}}) {
+    const int64_t b = shape[0], h = shape[1], n = shape[2], m = shape[3], d = 64;
+    const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(at::kHalf);
+    SCOPED_TRACE(c10::str(at::IntArrayRef(shape)));
+    const auto heads_of = [&](const at::Tensor& x) { return x.view({b, -1, h, d}).transpose(1, 2); };
+    // Items of different magnitudes, one with a large outlier value as a prompt's first token has.
+    at::Tensor values = at::randn({b, m, h * d}, opts) * at::arange(1, b + 1, opts).view({b, 1, 1});
+    values[0][0][5] = 300.f;
+    const at::Tensor q = heads_of(at::randn({b, n, h * d}, opts)),
+                     k = heads_of(at::randn({b, m, h * d}, opts)), v = heads_of(values);
+    const at::Tensor scale = context_value_scale(values);
+    const auto got = short_attention_e4m3(q, k, v, scale);
+    ASSERT_TRUE(got.has_value());
+    const auto& [o8, row_scale] = *got;
+    ASSERT_EQ(o8.scalar_type(), at::kFloat8_e4m3fn);
+    ASSERT_EQ(o8.sizes(), at::IntArrayRef({b, n, h * d}));
+    ASSERT_EQ(row_scale.sizes(), at::IntArrayRef({b * n, 1}));
+    EXPECT_TRUE(at::equal(row_scale.view({b, n}), scale.view({b, 1}).expand({b, n})));
+    // The fp16 kernel's output [B, N, heads, 64] against the e4m3 values times their scale.
+    const at::Tensor o16 = short_attention(q, k, v).transpose(1, 2).reshape({b, n, h * d}).to(at::kFloat);
+    const at::Tensor deq = o8.to(at::kFloat) * scale.view({b, 1, 1});
+    const at::Tensor bound = o16.abs() * (1.0 / 16 + 1.0 / 1024) + scale.view({b, 1, 1}) * (1.0 / 1024);
+    EXPECT_TRUE(((deq - o16).abs() <= bound).all().item<bool>())
+        << "largest excess " << ((deq - o16).abs() - bound).max().item<float>();
+    EXPECT_TRUE(at::equal(o8.view(at::kByte), short_attention_e4m3(q, k, v, scale)->first.view(at::kByte)));
+    const auto last = short_attention_e4m3(q.narrow(0, b - 1, 1), k.narrow(0, b - 1, 1),
+                                           v.narrow(0, b - 1, 1), scale.narrow(0, b - 1, 1).contiguous());
+    EXPECT_TRUE(at::equal(last->first.view(at::kByte), o8.narrow(0, b - 1, 1).view(at::kByte)));
+  }
+  const auto opts = at::TensorOptions().device(at::kCUDA, 0).dtype(at::kHalf);
+  const at::Tensor q = at::randn({2, 2, 16, 64}, opts), kv = at::randn({2, 2, 7, 64}, opts);
+  EXPECT_FALSE(short_attention_e4m3(q, kv, kv, at::ones({3}, opts.dtype(at::kFloat))).has_value());
 }
 
 // What the kernel refuses, it refuses before launching anything, so that short_attention runs the op instead.

@@ -98,6 +98,13 @@ std::pair<at::Tensor, at::Tensor> AttentionImpl::project_context(const at::Tenso
   return {to_k_(context), to_v_(context)};
 }
 
+void AttentionImpl::project_context(const at::Tensor& context, ContextProjections& out) {
+  std::pair<at::Tensor, at::Tensor> kv = project_context(context);
+  if (to_out_->is_fp8() && kv.second.is_cuda() && fusion_enabled(Fusion::kFp8CrossOut))
+    out.value_scale[this] = context_value_scale(kv.second);
+  out.kv[this] = std::move(kv);
+}
+
 bool AttentionImpl::takes_fp8() const {
   return to_q_->is_fp8() &&
          (options_.cross_attention_dim().has_value() || (to_k_->is_fp8() && to_v_->is_fp8()));
@@ -219,6 +226,22 @@ at::Tensor AttentionImpl::forward_fp8(const Fp8Activation& x, const at::Tensor& 
   if (context.defined()) {
     query = to_q_->forward_fp8(x);
     std::tie(key, value) = context_kv(context, projected);
+    // FP8 to_out: the attention writes e4m3 at the image's values' scale, projected ahead with them or taken
+    // now from the same values (the same scale, so every placement gives the same bits).
+    if (to_out_->is_fp8() && value.is_cuda() && fusion_enabled(Fusion::kFp8CrossOut)) {
+      at::Tensor out_scale;
+      if (projected != nullptr)
+        if (auto it = projected->value_scale.find(this); it != projected->value_scale.end())
+          out_scale = it->second;
+      if (!out_scale.defined()) out_scale = context_value_scale(value);
+      const int64_t batch = x.shape.front(), heads = options_.heads(), head_dim = key.size(-1) / heads;
+      const auto split = [&](const at::Tensor& t) {
+        return t.view({batch, -1, heads, head_dim}).transpose(1, 2);
+      };
+      if (auto o = short_attention_e4m3(split(query), split(key), split(value), out_scale))
+        return to_out_->forward_fp8(make_activation(o->first.view({-1, o->first.size(-1)}), o->second,
+                                                    o->first.sizes().vec(), x.dtype));
+    }
     return attend_heads(query, key, value, x.shape.front());
   }
   if (runs_fp8_attention()) {

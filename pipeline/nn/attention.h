@@ -59,6 +59,9 @@ class AttentionImpl;
 struct ContextProjections {
   /// to_k(context), to_v(context) [B, M, heads · dim_head] of each cross-attention module.
   std::unordered_map<const AttentionImpl*, std::pair<at::Tensor, at::Tensor>> kv;
+  /// context_value_scale of the values, for the FP8 cross-attentions whose output goes to e4m3 at that scale
+  /// (fused_ops.h, short_attention_e4m3): [B] float32.
+  std::unordered_map<const AttentionImpl*, at::Tensor> value_scale;
 };
 
 /// Multi-head attention: to_q/to_k/to_v → SDPA over `heads` heads of width dim_head → to_out.0.
@@ -98,6 +101,10 @@ class AttentionImpl : public torch::nn::Module {
   bool fuse_projections();
   /// to_k(context), to_v(context): what forward() projects from a cross-attention context.
   std::pair<at::Tensor, at::Tensor> project_context(const at::Tensor& context);
+  /// The same into out.kv[this], and, where to_out is FP8 on a GPU and the fusion "fp8crossout" is on, the
+  /// values' context_value_scale into out.value_scale[this], so that forward_fp8 need not take it from the
+  /// values at every call (it writes e4m3 at that scale either way).
+  void project_context(const at::Tensor& context, ContextProjections& out);
 
  private:
   // The keys and values of a cross-attention context: projected ahead when `projected` holds them, else now.

@@ -31,9 +31,9 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 13> kFusionNames{
-    "geglu",          "groupnorm", "layernorm", "upsample", "wideattention", "fp8qkv",      "pdl",
-    "crossattention", "gelutable", "geglugemm", "qkv",      "memsetkernels", "upsampleconv"};
+constexpr std::array<const char*, 14> kFusionNames{
+    "geglu",          "groupnorm", "layernorm", "upsample", "wideattention", "fp8qkv",       "pdl",
+    "crossattention", "gelutable", "geglugemm", "qkv",      "memsetkernels", "upsampleconv", "fp8crossout"};
 
 // Rows per value or gate block of the interleaved GEGLU order (interleave_geglu), and the fused GEMM's tile
 // width (kernels/geglu_gemm_kernel.h).
@@ -170,6 +170,44 @@ at::Tensor short_attention(const at::Tensor& q, const at::Tensor& k, const at::T
 #endif
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/false,
                                           scale);
+}
+
+std::optional<std::pair<at::Tensor, at::Tensor>> short_attention_e4m3(const at::Tensor& q,
+                                                                      const at::Tensor& k,
+                                                                      const at::Tensor& v,
+                                                                      const at::Tensor& out_scale,
+                                                                      std::optional<double> scale) {
+#ifdef SDXLB_WITH_CUDA
+  const auto dt = q.scalar_type();
+  if (q.is_cuda() && half_or_bf16(q) && k.scalar_type() == dt && v.scalar_type() == dt && q.dim() == 4 &&
+      k.dim() == 4 && v.dim() == 4 && q.size(-1) == kernels::kShortAttentionHeadDim &&
+      k.size(-1) == q.size(-1) && v.size(-1) == q.size(-1) && k.size(2) == v.size(2) &&
+      k.size(2) <= kernels::kShortAttentionMaxKeys && q.size(0) == k.size(0) && q.size(0) == v.size(0) &&
+      q.size(1) == k.size(1) && q.size(1) == v.size(1) && q.stride(-1) == 1 && k.stride(-1) == 1 &&
+      v.stride(-1) == 1 && out_scale.defined() && out_scale.scalar_type() == at::kFloat &&
+      out_scale.device() == q.device() && out_scale.is_contiguous() && out_scale.numel() == q.size(0) &&
+      fusion_enabled(Fusion::kCrossAttention) && fusion_enabled(Fusion::kFp8CrossOut)) {
+    const int64_t b = q.size(0), heads = q.size(1), n = q.size(2);
+    at::Tensor o = at::empty({b, n, heads * q.size(-1)}, q.options().dtype(at::kFloat8_e4m3fn));
+    at::Tensor row_scale = at::empty({b * n, 1}, q.options().dtype(at::kFloat));
+    const auto strides = [](const at::Tensor& t) {
+      return kernels::HeadStrides{t.stride(0), t.stride(1), t.stride(2)};
+    };
+    if (launched(kernels::launch_short_attention_e4m3(
+            kernel_dtype(q), q.const_data_ptr(), strides(q), k.const_data_ptr(), strides(k),
+            v.const_data_ptr(), strides(v), o.data_ptr(), out_scale.const_data_ptr<float>(),
+            row_scale.data_ptr<float>(), b, heads, n, k.size(2),
+            static_cast<float>(scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(-1))))),
+            c10::cuda::getCurrentCUDAStream(q.device().index()))))
+      return std::make_pair(o, row_scale);
+  }
+#endif
+  return std::nullopt;
+}
+
+at::Tensor context_value_scale(const at::Tensor& v) {
+  TORCH_CHECK(v.dim() == 3, "context_value_scale: expected values [B, M, C], got ", v.sizes());
+  return at::clamp_min(v.abs().amax({1, 2}).to(at::kFloat) / 448.0, 5.9604644775390625e-08).contiguous();
 }
 
 at::Tensor upsample_nearest2x(const at::Tensor& x) {

@@ -39,6 +39,9 @@ enum class Fusion {
   kUpsampleConv,        ///< "upsampleconv": an upsampler's nearest ×2 and 3×3 convolution as one 2×2
                         ///< convolution of the low-resolution image into four phases (resnet_block.h,
                         ///< use_phase_upsamplers; read when the model is readied)
+  kFp8CrossOut,         ///< "fp8crossout": the FP8 cross-attention writes its output in e4m3 at a scale
+                        ///< per image from the context's values (short_attention_e4m3), instead of fp16
+                        ///< quantised per row by its own kernel
 };
 bool fusion_enabled(Fusion fusion);
 
@@ -166,6 +169,20 @@ at::Tensor scaled_softmax(const at::Tensor& scores, double scale, at::ScalarType
 /// op.
 at::Tensor short_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            std::optional<double> scale = std::nullopt);
+
+/// short_attention's output in e4m3 for the FP8 cross-attention's output GEMM: {o as e4m3 [B, N, heads · D],
+/// each row's scale [B · N, 1] float32}, o / out_scale[b] rounded to e4m3 (saturating), every row of item b
+/// at scale out_scale[b] ([B] float32 on q's device). out_scale must bound each item's output (as
+/// context_value_scale does); the kernel does not check. Where short_attention's kernel takes q, k and v and
+/// the fusion "fp8crossout" is on; nothing otherwise.
+std::optional<std::pair<at::Tensor, at::Tensor>> short_attention_e4m3(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out_scale,
+    std::optional<double> scale = std::nullopt);
+
+/// Each batch item's e4m3 scale for an attention over the values v [B, M, C]: max(max |v[b]| / 448, 2^-24) as
+/// float32 [B]. Softmax weights are non-negative and sum to one, so every output row of item b is a convex
+/// combination of its value rows and lies within that bound.
+at::Tensor context_value_scale(const at::Tensor& v);
 
 /// Whether fused CUDA kernels are compiled in (a CUDA build).
 bool fused_kernels_available();

@@ -67,7 +67,7 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(const BasicTransformerBlock
 }
 
 void BasicTransformerBlockImpl::project_context(const at::Tensor& context, ContextProjections& out) {
-  if (attn2_) out.kv[attn2_.get()] = attn2_->project_context(context);
+  if (attn2_) attn2_->project_context(context, out);
 }
 
 at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context,

@@ -112,6 +112,7 @@ void project_context(DenoiseLoop::Key const& k, DenoiseLoop::State& s) {
       key.copy_(kv.first);
       value.copy_(kv.second);
     }
+    for (auto& [module, scale] : fresh.value_scale) kept.value_scale.at(module).copy_(scale);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include "pipeline/nn/kernels/async_copy.cuh"
+#include "pipeline/nn/kernels/e4m3.cuh"
 #include "pipeline/nn/kernels/element_types.cuh"
 #include "pipeline/nn/kernels/programmatic_launch.cuh"
 
@@ -82,11 +83,14 @@ __device__ __forceinline__ void load_rows(T* dst, const T* src, int64_t stride, 
 // One block: kQueries queries of one (batch, head) against all its keys (kKeys = the key count rounded up to
 // 16; the keys past `keys` are zeros and get no weight). Each warp takes 16 queries through
 // S = Q Kᵀ (kKeys / 8 tiles m16n8), a row softmax in registers, O = P V (P rounded to T), O / rowsum.
-template <typename T, int kKeys>
+// kE4m3: O / rowsum as e4m3 at the batch item's scale out_scale[b] (bytes at o), and each row's scale into
+// row_scale (by the head-0 blocks); else rounded to T.
+template <typename T, int kKeys, bool kE4m3>
 __global__ void __launch_bounds__(kWarps * 32)
     short_attention(const T* __restrict__ q, HeadStrides qs, const T* __restrict__ k, HeadStrides ks,
-                    const T* __restrict__ v, HeadStrides vs, T* __restrict__ o, int heads, int queries,
-                    int keys, float scale_log2) {
+                    const T* __restrict__ v, HeadStrides vs, void* __restrict__ o_out, int heads, int queries,
+                    int keys, float scale_log2, const float* __restrict__ out_scale,
+                    float* __restrict__ row_scale) {
   wait_for_prior_grids();
   __shared__ __align__(16) T sq[kQueries * kPitch];  // the queries, then each warp's output rows
   __shared__ __align__(16) T sk[kKeys * kPitch];
@@ -178,11 +182,38 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   }
 
-  // The output rows, rounded to T, through the warp's own shared rows (its queries are in registers now) so
-  // that the stores to global memory are whole 16-byte pieces.
+  // The output rows, rounded to T (or e4m3), through the warp's own shared rows (its queries are in registers
+  // now) so that the stores to global memory are whole 16-byte pieces.
   const float i0 = 1.f / l0, i1 = 1.f / l1;
   const int g = lane >> 2;
+  const int first = n0 + warp * kRowsPerWarp;
   __syncwarp();
+  if constexpr (kE4m3) {
+    const float s_b = out_scale[b], inverse = e4m3_inverse(s_b);
+    auto* rows8 = reinterpret_cast<uint8_t*>(rows);  // byte rows kPitch · 2 apart
+#pragma unroll
+    for (int d = 0; d < kD / 8; ++d) {
+      *reinterpret_cast<uint16_t*>(rows8 + g * kPitch * 2 + d * 8 + 2 * quad) =
+          static_cast<uint16_t>(to_e4m3x2(acc[d][0] * i0, acc[d][1] * i0, inverse));
+      *reinterpret_cast<uint16_t*>(rows8 + (g + 8) * kPitch * 2 + d * 8 + 2 * quad) =
+          static_cast<uint16_t>(to_e4m3x2(acc[d][2] * i1, acc[d][3] * i1, inverse));
+    }
+    __syncwarp();
+    auto* o8 = static_cast<uint8_t*>(o_out);
+    constexpr int kPieces = kD / 16;  // 16-byte pieces of a 64-byte e4m3 row
+#pragma unroll
+    for (int c = lane; c < kRowsPerWarp * kPieces; c += 32) {
+      const int r = c / kPieces, piece = c % kPieces;
+      if (first + r < queries) {
+        uint8_t* dst = o8 + ((static_cast<int64_t>(b) * queries + first + r) * heads + h) * kD + piece * 16;
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(rows8 + r * kPitch * 2 + piece * 16);
+      }
+    }
+    if (h == 0 && lane < kRowsPerWarp && first + lane < queries)
+      row_scale[static_cast<int64_t>(b) * queries + first + lane] = s_b;
+    return;
+  }
+  T* o = static_cast<T*>(o_out);
 #pragma unroll
   for (int d = 0; d < kD / 8; ++d) {
     *reinterpret_cast<uint32_t*>(rows + g * kPitch + d * 8 + 2 * quad) =
@@ -191,7 +222,6 @@ __global__ void __launch_bounds__(kWarps * 32)
         pack2<T>(acc[d][2] * i1, acc[d][3] * i1);
   }
   __syncwarp();
-  const int first = n0 + warp * kRowsPerWarp;
 #pragma unroll
   for (int c = lane; c < kRowsPerWarp * kChunksPerRow; c += 32) {
     const int r = c / kChunksPerRow, piece = c % kChunksPerRow;
@@ -206,17 +236,43 @@ bool strides_ok(const void* p, HeadStrides s) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0 && s.batch % 8 == 0 && s.head % 8 == 0 && s.token % 8 == 0;
 }
 
-template <typename T, int kKeys>
+template <typename T, int kKeys, bool kE4m3>
 cudaError_t launch_for(const void* q, HeadStrides qs, const void* k, HeadStrides ks, const void* v,
                        HeadStrides vs, void* o, int64_t batch, int64_t heads, int64_t queries, int64_t keys,
-                       float scale, cudaStream_t stream) {
+                       float scale, const float* out_scale, float* row_scale, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((queries + kQueries - 1) / kQueries), static_cast<unsigned>(heads),
                   static_cast<unsigned>(batch));
-  launch_kernel(short_attention<T, kKeys>, grid, kWarps * 32, 0, stream, static_cast<const T*>(q), qs,
-                static_cast<const T*>(k), ks, static_cast<const T*>(v), vs, static_cast<T*>(o),
-                static_cast<int>(heads), static_cast<int>(queries), static_cast<int>(keys),
-                scale * 1.4426950408889634f);
+  launch_kernel(short_attention<T, kKeys, kE4m3>, grid, kWarps * 32, 0, stream, static_cast<const T*>(q), qs,
+                static_cast<const T*>(k), ks, static_cast<const T*>(v), vs, o, static_cast<int>(heads),
+                static_cast<int>(queries), static_cast<int>(keys), scale * 1.4426950408889634f, out_scale,
+                row_scale);
   return cudaGetLastError();
+}
+
+template <bool kE4m3>
+cudaError_t launch(int dtype, const void* q, HeadStrides q_strides, const void* k, HeadStrides k_strides,
+                   const void* v, HeadStrides v_strides, void* o, int64_t batch, int64_t heads,
+                   int64_t queries, int64_t keys, float scale, const float* out_scale, float* row_scale,
+                   cudaStream_t stream) {
+  if (keys < 1 || keys > kShortAttentionMaxKeys || !(scale > 0.f) || batch > 65535 || heads > 65535 ||
+      queries > 0x7fffffff || (queries + kQueries - 1) / kQueries > 0x7fffffff || !strides_ok(q, q_strides) ||
+      !strides_ok(k, k_strides) || !strides_ok(v, v_strides) || reinterpret_cast<uintptr_t>(o) % 16 != 0 ||
+      (kE4m3 && (out_scale == nullptr || row_scale == nullptr)))
+    return cudaErrorInvalidValue;
+  if (batch <= 0 || heads <= 0 || queries <= 0) return cudaSuccess;
+  return with_16bit_type(dtype, [&](auto t) {
+    using T = decltype(t);
+    // The key count rounded up to 16: one instance per multiple of 16 up to kShortAttentionMaxKeys.
+    using Launch =
+        cudaError_t (*)(const void*, HeadStrides, const void*, HeadStrides, const void*, HeadStrides, void*,
+                        int64_t, int64_t, int64_t, int64_t, float, const float*, float*, cudaStream_t);
+    constexpr Launch kByKeyTiles[] = {launch_for<T, 16, kE4m3>, launch_for<T, 32, kE4m3>,
+                                      launch_for<T, 48, kE4m3>, launch_for<T, 64, kE4m3>,
+                                      launch_for<T, 80, kE4m3>, launch_for<T, 96, kE4m3>};
+    static_assert(sizeof(kByKeyTiles) / sizeof(kByKeyTiles[0]) * 16 == kShortAttentionMaxKeys);
+    return kByKeyTiles[(keys + 15) / 16 - 1](q, q_strides, k, k_strides, v, v_strides, o, batch, heads,
+                                             queries, keys, scale, out_scale, row_scale, stream);
+  });
 }
 
 }  // namespace
@@ -225,23 +281,17 @@ cudaError_t launch_short_attention(int dtype, const void* q, HeadStrides q_strid
                                    HeadStrides k_strides, const void* v, HeadStrides v_strides, void* o,
                                    int64_t batch, int64_t heads, int64_t queries, int64_t keys, float scale,
                                    cudaStream_t stream) {
-  if (keys < 1 || keys > kShortAttentionMaxKeys || !(scale > 0.f) || batch > 65535 || heads > 65535 ||
-      queries > 0x7fffffff || (queries + kQueries - 1) / kQueries > 0x7fffffff || !strides_ok(q, q_strides) ||
-      !strides_ok(k, k_strides) || !strides_ok(v, v_strides) || reinterpret_cast<uintptr_t>(o) % 16 != 0)
-    return cudaErrorInvalidValue;
-  if (batch <= 0 || heads <= 0 || queries <= 0) return cudaSuccess;
-  return with_16bit_type(dtype, [&](auto t) {
-    using T = decltype(t);
-    // The key count rounded up to 16: one instance per multiple of 16 up to kShortAttentionMaxKeys.
-    using Launch =
-        cudaError_t (*)(const void*, HeadStrides, const void*, HeadStrides, const void*, HeadStrides, void*,
-                        int64_t, int64_t, int64_t, int64_t, float, cudaStream_t);
-    constexpr Launch kByKeyTiles[] = {launch_for<T, 16>, launch_for<T, 32>, launch_for<T, 48>,
-                                      launch_for<T, 64>, launch_for<T, 80>, launch_for<T, 96>};
-    static_assert(sizeof(kByKeyTiles) / sizeof(kByKeyTiles[0]) * 16 == kShortAttentionMaxKeys);
-    return kByKeyTiles[(keys + 15) / 16 - 1](q, q_strides, k, k_strides, v, v_strides, o, batch, heads,
-                                             queries, keys, scale, stream);
-  });
+  return launch<false>(dtype, q, q_strides, k, k_strides, v, v_strides, o, batch, heads, queries, keys, scale,
+                       nullptr, nullptr, stream);
+}
+
+cudaError_t launch_short_attention_e4m3(int dtype, const void* q, HeadStrides q_strides, const void* k,
+                                        HeadStrides k_strides, const void* v, HeadStrides v_strides, void* o,
+                                        const float* out_scale, float* row_scale, int64_t batch,
+                                        int64_t heads, int64_t queries, int64_t keys, float scale,
+                                        cudaStream_t stream) {
+  return launch<true>(dtype, q, q_strides, k, k_strides, v, v_strides, o, batch, heads, queries, keys, scale,
+                      out_scale, row_scale, stream);
 }
 
 }  // namespace sdxlb::kernels

@@ -33,4 +33,16 @@ cudaError_t launch_short_attention(int dtype, const void* q, HeadStrides q_strid
                                    int64_t batch, int64_t heads, int64_t queries, int64_t keys, float scale,
                                    cudaStream_t stream);
 
+/// The same attention with its output in e4m3 for an FP8 GEMM: o[b, n, h, :] (bytes, contiguous
+/// [batch, queries, heads, 64]) = e4m3(o · (1 / out_scale[b])), the reciprocal and the product rounded to
+/// float32 as kernels/e4m3.cuh does (saturating at ±448), and row_scale[b · queries + n] = out_scale[b] for
+/// every row (float32 device arrays of batch and batch · queries values). out_scale[b] must bound the batch
+/// item's output, as max |v[b]| / 448 does (each output row is a convex combination of the item's value
+/// rows).
+cudaError_t launch_short_attention_e4m3(int dtype, const void* q, HeadStrides q_strides, const void* k,
+                                        HeadStrides k_strides, const void* v, HeadStrides v_strides, void* o,
+                                        const float* out_scale, float* row_scale, int64_t batch,
+                                        int64_t heads, int64_t queries, int64_t keys, float scale,
+                                        cudaStream_t stream);
+
 }  // namespace sdxlb::kernels
