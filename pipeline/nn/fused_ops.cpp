@@ -145,21 +145,33 @@ at::Tensor scaled_softmax(const at::Tensor& scores, double scale, at::ScalarType
   return at::_softmax(scores * scale, -1, false).to(dtype);
 }
 
+#ifdef SDXLB_WITH_CUDA
+namespace {
+
+// Whether our short-attention kernel takes q [B, heads, N, 64] and k, v [B, heads, M, 64] (the fusion
+// "crossattention" on; the kernel still checks alignment and strides), and its views' strides.
+bool short_attention_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const auto dt = q.scalar_type();
+  return q.is_cuda() && half_or_bf16(q) && k.scalar_type() == dt && v.scalar_type() == dt && q.dim() == 4 &&
+         k.dim() == 4 && v.dim() == 4 && q.size(-1) == kernels::kShortAttentionHeadDim &&
+         k.size(-1) == q.size(-1) && v.size(-1) == q.size(-1) && k.size(2) == v.size(2) &&
+         k.size(2) <= kernels::kShortAttentionMaxKeys && q.size(0) == k.size(0) && q.size(0) == v.size(0) &&
+         q.size(1) == k.size(1) && q.size(1) == v.size(1) && q.stride(-1) == 1 && k.stride(-1) == 1 &&
+         v.stride(-1) == 1 && fusion_enabled(Fusion::kCrossAttention);
+}
+kernels::HeadStrides strides(const at::Tensor& t) {
+  return kernels::HeadStrides{t.stride(0), t.stride(1), t.stride(2)};
+}
+
+}  // namespace
+#endif
+
 at::Tensor short_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            std::optional<double> scale) {
 #ifdef SDXLB_WITH_CUDA
-  const auto dt = q.scalar_type();
-  if (q.is_cuda() && half_or_bf16(q) && k.scalar_type() == dt && v.scalar_type() == dt && q.dim() == 4 &&
-      k.dim() == 4 && v.dim() == 4 && q.size(-1) == kernels::kShortAttentionHeadDim &&
-      k.size(-1) == q.size(-1) && v.size(-1) == q.size(-1) && k.size(2) == v.size(2) &&
-      k.size(2) <= kernels::kShortAttentionMaxKeys && q.size(0) == k.size(0) && q.size(0) == v.size(0) &&
-      q.size(1) == k.size(1) && q.size(1) == v.size(1) && q.stride(-1) == 1 && k.stride(-1) == 1 &&
-      v.stride(-1) == 1 && fusion_enabled(Fusion::kCrossAttention)) {
+  if (short_attention_takes(q, k, v)) {
     const int64_t b = q.size(0), heads = q.size(1), n = q.size(2);
     at::Tensor o = at::empty({b, n, heads, q.size(-1)}, q.options());
-    const auto strides = [](const at::Tensor& t) {
-      return kernels::HeadStrides{t.stride(0), t.stride(1), t.stride(2)};
-    };
     if (launched(kernels::launch_short_attention(
             kernel_dtype(q), q.const_data_ptr(), strides(q), k.const_data_ptr(), strides(k),
             v.const_data_ptr(), strides(v), o.data_ptr(), b, heads, n, k.size(2),
@@ -178,21 +190,12 @@ std::optional<std::pair<at::Tensor, at::Tensor>> short_attention_e4m3(const at::
                                                                       const at::Tensor& out_scale,
                                                                       std::optional<double> scale) {
 #ifdef SDXLB_WITH_CUDA
-  const auto dt = q.scalar_type();
-  if (q.is_cuda() && half_or_bf16(q) && k.scalar_type() == dt && v.scalar_type() == dt && q.dim() == 4 &&
-      k.dim() == 4 && v.dim() == 4 && q.size(-1) == kernels::kShortAttentionHeadDim &&
-      k.size(-1) == q.size(-1) && v.size(-1) == q.size(-1) && k.size(2) == v.size(2) &&
-      k.size(2) <= kernels::kShortAttentionMaxKeys && q.size(0) == k.size(0) && q.size(0) == v.size(0) &&
-      q.size(1) == k.size(1) && q.size(1) == v.size(1) && q.stride(-1) == 1 && k.stride(-1) == 1 &&
-      v.stride(-1) == 1 && out_scale.defined() && out_scale.scalar_type() == at::kFloat &&
+  if (short_attention_takes(q, k, v) && out_scale.defined() && out_scale.scalar_type() == at::kFloat &&
       out_scale.device() == q.device() && out_scale.is_contiguous() && out_scale.numel() == q.size(0) &&
-      fusion_enabled(Fusion::kCrossAttention) && fusion_enabled(Fusion::kFp8CrossOut)) {
+      fusion_enabled(Fusion::kFp8CrossOut)) {
     const int64_t b = q.size(0), heads = q.size(1), n = q.size(2);
     at::Tensor o = at::empty({b, n, heads * q.size(-1)}, q.options().dtype(at::kFloat8_e4m3fn));
     at::Tensor row_scale = at::empty({b * n, 1}, q.options().dtype(at::kFloat));
-    const auto strides = [](const at::Tensor& t) {
-      return kernels::HeadStrides{t.stride(0), t.stride(1), t.stride(2)};
-    };
     if (launched(kernels::launch_short_attention_e4m3(
             kernel_dtype(q), q.const_data_ptr(), strides(q), k.const_data_ptr(), strides(k),
             v.const_data_ptr(), strides(v), o.data_ptr(), out_scale.const_data_ptr<float>(),
