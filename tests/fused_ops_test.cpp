@@ -206,6 +206,15 @@ TEST(FusedOpsTest, ContextValueScaleBoundsEachItemAndTheE4m3KernelIsGpuOnly) {
   EXPECT_EQ(s[2].item<float>(), 5.9604644775390625e-08f);  // an all-zero item keeps a finite scale
   const at::Tensor q = at::randn({3, 2, 4, 64}).to(at::kHalf), kv = at::randn({3, 2, 5, 64}).to(at::kHalf);
   EXPECT_FALSE(short_attention_e4m3(q, kv, kv, s).has_value());
+  // Values that are not [B, M, C] are refused, naming the shape.
+  try {
+    context_value_scale(at::zeros({5, 8}, at::kHalf));
+    ADD_FAILURE() << "values [5, 8] were taken";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("expected values [B, M, C], got [5, 8]"),
+              std::string::npos)
+        << e.what_without_backtrace();
+  }
 }
 
 TEST(FusedOpsTest, InterleaveGegluOrdersValueAndGateBlocks) {
