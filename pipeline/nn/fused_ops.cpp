@@ -31,9 +31,10 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 14> kFusionNames{
-    "geglu",          "groupnorm", "layernorm", "upsample", "wideattention", "fp8qkv",       "pdl",
-    "crossattention", "gelutable", "geglugemm", "qkv",      "memsetkernels", "upsampleconv", "fp8crossout"};
+constexpr std::array<const char*, 15> kFusionNames{
+    "geglu",  "groupnorm",     "layernorm",      "upsample",    "wideattention",
+    "fp8qkv", "pdl",           "crossattention", "gelutable",   "geglugemm",
+    "qkv",    "memsetkernels", "upsampleconv",   "fp8crossout", "gnbound"};
 
 // Rows per value or gate block of the interleaved GEGLU order (interleave_geglu), and the fused GEMM's tile
 // width (kernels/geglu_gemm_kernel.h).
@@ -419,7 +420,8 @@ E4m3Samples group_norm_act_e4m3(const at::Tensor& x, int64_t groups, const at::T
     at::Tensor amax = at::empty({n}, x.options().dtype(at::kInt));
     if (launched(kernels::launch_group_norm_e4m3(
             kernel_dtype(x), a, ws.data_ptr(), r.q.data_ptr(), r.pixel_scale.data_ptr<float>(),
-            static_cast<unsigned*>(amax.data_ptr()), c10::cuda::getCurrentCUDAStream(x.device().index()))))
+            static_cast<unsigned*>(amax.data_ptr()), fusion_enabled(Fusion::kGroupNormBound),
+            c10::cuda::getCurrentCUDAStream(x.device().index()))))
       return r;
   }
 #endif

@@ -42,6 +42,10 @@ enum class Fusion {
   kFp8CrossOut,         ///< "fp8crossout": the FP8 cross-attention writes its output in e4m3 at a scale
                         ///< per image from the context's values (short_attention_e4m3), instead of fp16
                         ///< quantised per row by its own kernel
+  kGroupNormBound,      ///< "gnbound": the GroupNorm kernel that writes e4m3 for an FP8 convolution takes its
+                        ///< per-sample scale from a bound its statistics pass finds (each group's value
+                        ///< range), instead of a pass of its own over the sample's outputs
+                        ///< (group_norm_act_e4m3)
 };
 bool fusion_enabled(Fusion fusion);
 
@@ -126,9 +130,13 @@ struct E4m3Samples {
   at::Tensor pixel_scale;
 };
 
-/// quantize_samples (fp8.h) of group_norm_act(...)'s output. Where the GroupNorm kernel runs (fp16/bf16) it
-/// quantises the output itself and never writes it in x's dtype: the same bits, about a third fewer bytes
-/// moved (x read three times, q written once, against x twice, y written once and read twice).
+/// group_norm_act(...)'s output quantised per sample to e4m3 for fp8_conv. Where the GroupNorm kernel runs
+/// (fp16/bf16) it quantises the output itself and never writes it in x's dtype, at a scale from a bound of
+/// each sample's largest output magnitude that its statistics pass finds (kernels/group_norm_kernel.h: at
+/// least quantize_samples' scale, and the output converted at it as quantize_samples converts), reading x
+/// twice and writing q once, against x twice, y written once and read twice. With the fusion "gnbound" off,
+/// a pass of its own finds each sample's largest output instead (x read three times): quantize_samples'
+/// bits. Elsewhere quantize_samples (fp8.h) of the output.
 E4m3Samples group_norm_act_e4m3(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
                                 const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c = {},
                                 const at::Tensor& add_nc = {});

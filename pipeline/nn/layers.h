@@ -114,8 +114,9 @@ class GroupNormImpl : public torch::nn::Module {
   /// group_norm_act); add_c and add_nc may be undefined.
   at::Tensor forward_act(const at::Tensor& x, bool silu, const at::Tensor& add_c = {},
                          const at::Tensor& add_nc = {});
-  /// quantize_samples (fp8.h) of forward_act's output, quantised in the GroupNorm kernel on the GPU
-  /// (fused_ops.h, group_norm_act_e4m3): for an output that only an FP8 convolution takes.
+  /// forward_act's output quantised per sample to e4m3, in the GroupNorm kernel on the GPU (fused_ops.h,
+  /// group_norm_act_e4m3: at a scale from a bound of the sample's largest output): for an output that only an
+  /// FP8 convolution takes.
   E4m3Samples forward_act_e4m3(const at::Tensor& x, bool silu, const at::Tensor& add_c = {},
                                const at::Tensor& add_nc = {});
 

@@ -1,6 +1,7 @@
 #include "pipeline/nn/kernels/group_norm_kernel.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include <cuda_bf16.h>
@@ -131,16 +132,28 @@ Layout layout_for(int64_t hw, int64_t c, int64_t groups) {
   return l;
 }
 
+// Floats per (sample, chunk, group) in the statistics' partial results: count, mean, M2, and for the e4m3
+// output the smallest and largest value the normalisation sees.
+constexpr int kPartial = 5;
+
+// The normalisation's affine map of a value v (after the additions): the one expression gn_apply and the
+// e4m3 output's bound (gn_finalize) both evaluate.
+__device__ __forceinline__ float normalise(float v, float a, float b) {
+  return v * a + b;
+}
+
 // Grid (slices, chunks, n), block (bx, by). Thread (tx, ty) owns one channel pair and every by-th row of the
-// chunk. Writes the chunk's moments per group: partial[((n * chunks + chunk) * groups + g) * 3 + {0,1,2}].
-template <typename T>
+// chunk. Writes the chunk's moments per group: partial[((n * chunks + chunk) * groups + g) * kPartial +
+// {0,1,2}], and with kRange the smallest and largest value at {3,4}. Zeroes amax_bits[n] (where given) for
+// the kernels after it (gn_finalize's bound or gn_apply's kAmax pass).
+template <typename T, bool kRange>
 __global__ void __launch_bounds__(kMaxThreads)
     gn_stats(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
-             float* __restrict__ partial, int hw, int c, int groups, int pairs_per_group,
-             int rows_per_chunk) {
+             float* __restrict__ partial, int hw, int c, int groups, int pairs_per_group, int rows_per_chunk,
+             unsigned* __restrict__ amax_bits) {
   wait_for_prior_grids();
   using P = Pair<T>;
-  extern __shared__ float shm[];  // 3 * bx * by
+  extern __shared__ float shm[];  // kPartial * bx * by
   const int bx = blockDim.x, by = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
   const int slice = blockIdx.x, chunk = blockIdx.y, n = blockIdx.z, chunks = gridDim.y;
   const int pair = slice * bx + tx;
@@ -152,16 +165,23 @@ __global__ void __launch_bounds__(kMaxThreads)
 
   // Sums of (v - shift) with the thread's first value as the shift, which keeps E[v^2] - E[v]^2 exact enough.
   const PreAdd<T> pre0(add_c, add_nc, n, ch, c), pre1(add_c, add_nc, n, ch + 1, c);
+  if (amax_bits != nullptr && slice == 0 && chunk == 0 && tx == 0 && ty == 0) amax_bits[n] = 0u;
   float shift = 0.f, s = 0.f, ss = 0.f;
+  float lo = INFINITY, hi = -INFINITY;
   int count = 0;
   if (r0 + ty < r1) shift = pre0(P::to_float2(base[(r0 + ty) * row_stride]).x);
 #pragma unroll 8
   for (int r = r0 + ty; r < r1; r += by) {
     const float2 v = P::to_float2(base[r * row_stride]);
-    const float d0 = pre0(v.x) - shift, d1 = pre1(v.y) - shift;
+    const float v0 = pre0(v.x), v1 = pre1(v.y);
+    const float d0 = v0 - shift, d1 = v1 - shift;
     s += d0 + d1;
     ss += d0 * d0 + d1 * d1;
     count += 2;
+    if constexpr (kRange) {
+      lo = fminf(lo, fminf(v0, v1));
+      hi = fmaxf(hi, fmaxf(v0, v1));
+    }
   }
   Moments m;
   if (count > 0) {
@@ -172,17 +192,33 @@ __global__ void __launch_bounds__(kMaxThreads)
   float* sc = shm;
   float* sm = shm + bx * by;
   float* sq = shm + 2 * bx * by;
+  float* slo = shm + 3 * bx * by;
+  float* shi = shm + 4 * bx * by;
   const int tid = ty * bx + tx;
   sc[tid] = m.count;
   sm[tid] = m.mean;
   sq[tid] = m.m2;
+  if constexpr (kRange) {
+    slo[tid] = lo;
+    shi[tid] = hi;
+  }
   __syncthreads();
   // Rows of the block: column tx merges its by entries in order.
   if (ty == 0) {
-    for (int k = 1; k < by; ++k) m = merge(m, Moments{sc[k * bx + tx], sm[k * bx + tx], sq[k * bx + tx]});
+    for (int k = 1; k < by; ++k) {
+      m = merge(m, Moments{sc[k * bx + tx], sm[k * bx + tx], sq[k * bx + tx]});
+      if constexpr (kRange) {
+        lo = fminf(lo, slo[k * bx + tx]);
+        hi = fmaxf(hi, shi[k * bx + tx]);
+      }
+    }
     sc[tx] = m.count;
     sm[tx] = m.mean;
     sq[tx] = m.m2;
+    if constexpr (kRange) {
+      slo[tx] = lo;
+      shi[tx] = hi;
+    }
   }
   __syncthreads();
   // Groups of the block: warp w merges the pairs of groups w, w + warps, ...
@@ -191,44 +227,76 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int groups_here = bx / pairs_per_group;
   for (int gl = warp; warp < warps && gl < groups_here; gl += warps) {
     Moments acc;
+    float glo = INFINITY, ghi = -INFINITY;
     for (int p = lane; p < pairs_per_group; p += 32) {
       const int i = gl * pairs_per_group + p;
       acc = merge(acc, Moments{sc[i], sm[i], sq[i]});
+      if constexpr (kRange) {
+        glo = fminf(glo, slo[i]);
+        ghi = fmaxf(ghi, shi[i]);
+      }
     }
     acc = warp_merge(acc);
+    if constexpr (kRange) {
+      glo = -warp_max(-glo);
+      ghi = warp_max(ghi);
+    }
     if (lane == 0) {
       const int g = slice * groups_here + gl;
-      float* out = partial + ((static_cast<size_t>(n) * chunks + chunk) * groups + g) * 3;
+      float* out = partial + ((static_cast<size_t>(n) * chunks + chunk) * groups + g) * kPartial;
       out[0] = acc.count;
       out[1] = acc.mean;
       out[2] = acc.m2;
+      if constexpr (kRange) {
+        out[3] = glo;
+        out[4] = ghi;
+      }
     }
   }
 }
 
+// SiLU as gn_apply computes it on a GroupNorm output t already rounded to T: the fast division, 0 when
+// exp(-t) overflows, as t / inf.
+__device__ __forceinline__ float gn_silu(float t) {
+  return __fdividef(t, 1.0f + __expf(-t));
+}
+
+// An upper bound of |SiLU(t)| over t < 0, rounded up to a bf16 and an fp16 value: SiLU's minimum is
+// -0.278465 at t = -1.278465.
+constexpr float kSiluNegativeBound = 0.2793f;
+constexpr float kSiluArgmin = -1.278465f;
+
 // Grid (groups, n), one warp per block: the warp of group g merges the group's chunks and writes the
 // per-channel affine of the normalisation: y = v * scale[n, ch] + shift[n, ch]. (One block per sample with a
-// warp per group in turn was latency-bound: two blocks on a GPU of 132 SMs for a CFG pair.)
+// warp per group in turn was latency-bound: two blocks on a GPU of 132 SMs for a CFG pair.) With amax_bits
+// (the e4m3 output; kRange statistics): a bound of the sample's largest output magnitude, merged into
+// amax_bits[n] with atomicMax on the float's bits (non-negative floats order as their bits: the result does
+// not depend on the order). Each channel's outputs come from values within the group's [lo, hi] through a
+// monotone map (the affine, the rounding to T) and then SiLU, whose magnitude is largest at an end of that
+// range or, where the range holds its minimum, at most kSiluNegativeBound.
 template <typename T, int kChunksPerLane>
 __global__ void __launch_bounds__(32)
     gn_finalize(const float* __restrict__ partial, const T* __restrict__ gamma, const T* __restrict__ beta,
                 float* __restrict__ scale, float* __restrict__ shift, int chunks, int c, int groups,
-                float eps, unsigned* __restrict__ amax_bits) {
+                float eps, bool silu, unsigned* __restrict__ amax_bits) {
   wait_for_prior_grids();
   const int n = blockIdx.y, lane = threadIdx.x & 31;
-  // The e4m3 output's per-sample maximum starts at zero here, before gn_apply's kAmax pass (a memset less).
-  if (amax_bits != nullptr && blockIdx.x == 0 && lane == 0) amax_bits[n] = 0u;
   const int per_group = c / groups;
   {
     const int g = blockIdx.x;
     // All loads first (chunks <= 32 x kChunksPerLane), then the merges in a fixed order.
     Moments part[kChunksPerLane];
+    float lo = INFINITY, hi = -INFINITY;
 #pragma unroll
     for (int j = 0; j < kChunksPerLane; ++j) {
       const int k = lane + 32 * j;
       if (k < chunks) {
-        const float* p = partial + ((static_cast<size_t>(n) * chunks + k) * groups + g) * 3;
+        const float* p = partial + ((static_cast<size_t>(n) * chunks + k) * groups + g) * kPartial;
         part[j] = Moments{p[0], p[1], p[2]};
+        if (amax_bits != nullptr) {
+          lo = fminf(lo, p[3]);
+          hi = fmaxf(hi, p[4]);
+        }
       }
     }
     Moments acc;
@@ -238,19 +306,40 @@ __global__ void __launch_bounds__(32)
     const float mean = __shfl_sync(0xffffffffu, acc.mean, 0);
     const float var = __shfl_sync(0xffffffffu, acc.m2 / acc.count, 0);
     const float rstd = rsqrtf(var + eps);
+    if (amax_bits != nullptr) {
+      lo = -warp_max(-lo);
+      hi = warp_max(hi);
+    }
+    float bound = 0.f;
     for (int k = lane; k < per_group; k += 32) {
       const int ch = g * per_group + k;
       const float a = rstd * to_float(gamma[ch]);
+      const float b = to_float(beta[ch]) - mean * a;
       scale[n * c + ch] = a;
-      shift[n * c + ch] = to_float(beta[ch]) - mean * a;
+      shift[n * c + ch] = b;
+      if (amax_bits != nullptr) {
+        const float t0 = round_to<T>(normalise(lo, a, b)), t1 = round_to<T>(normalise(hi, a, b));
+        const float tl = fminf(t0, t1), th = fmaxf(t0, t1);
+        if (silu) {
+          bound = fmaxf(bound, fmaxf(fabsf(round_to<T>(gn_silu(tl))), fabsf(round_to<T>(gn_silu(th)))));
+          if (tl < kSiluArgmin && th > kSiluArgmin) bound = fmaxf(bound, kSiluNegativeBound);
+        } else {
+          bound = fmaxf(bound, fmaxf(fabsf(tl), fabsf(th)));
+        }
+      }
+    }
+    if (amax_bits != nullptr) {
+      bound = warp_max(bound);
+      if (lane == 0) atomicMax(amax_bits + n, __float_as_uint(bound));
     }
   }
 }
 
 // What gn_apply does with the normalised values: store them in T (the GroupNorm's output), or, for an output
-// that only an FP8 convolution reads, the two passes of the per-sample e4m3 quantisation of the values T
-// would hold (fp8_quantize_kernel.cu's numbers, without the store and the re-read in between): first each
-// sample's largest magnitude, then the e4m3 bytes.
+// that only an FP8 convolution reads, convert the values T would hold to e4m3 at the sample's scale from
+// amax_bits (fp8_quantize_kernel.cu's conversion, without the store and the re-read in between): the bound
+// gn_finalize merged there, or, with the fusion "gnbound" off, each sample's largest magnitude that a kAmax
+// pass merged there first.
 enum class ApplyMode { kStore, kAmax, kQuantize };
 
 // Grid (x, n) with gridDim.x * kApplyThreads a multiple of the vectors per row (c / kVec<T>), so that each
@@ -302,10 +391,10 @@ __global__ void __launch_bounds__(kApplyThreads)
     float f[V];
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      float t = pre[k](to_float(v[k])) * a[k] + b[k];
+      float t = normalise(pre[k](to_float(v[k])), a[k], b[k]);
       if (silu) {
-        t = round_to<T>(t);                    // PyTorch stores the GroupNorm output before SiLU reads it
-        t = __fdividef(t, 1.0f + __expf(-t));  // the fast division: 0 when exp(-t) overflows, as t / inf
+        t = round_to<T>(t);  // PyTorch stores the GroupNorm output before SiLU reads it
+        t = gn_silu(t);
       }
       o[k] = from_float<T>(t);
       f[k] = to_float(o[k]);
@@ -367,11 +456,13 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-// The statistics (gn_stats, gn_finalize) into workspace; then the apply pass(es) of kMode: with kAmax (the
-// e4m3 output) gn_finalize also zeroes amax_bits, and both passes run.
+// The statistics (gn_stats, gn_finalize) into workspace; then the apply pass of kMode: with kQuantize (the
+// e4m3 output) the statistics also bound each sample's largest output magnitude into amax_bits, or, with
+// `bound` false, a kAmax pass finds it first.
 template <typename T, ApplyMode kMode>
 cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stream,
-                      unsigned* amax_bits = nullptr, void* q = nullptr, float* pixel_scale = nullptr) {
+                      unsigned* amax_bits = nullptr, void* q = nullptr, float* pixel_scale = nullptr,
+                      bool bound = false) {
   if (a.n <= 0 || a.hw <= 0) return cudaSuccess;
   if (a.groups <= 0 || a.c % a.groups != 0 || (a.c / a.groups) % 2 != 0 || a.c % 8 != 0 ||
       a.c / a.groups / 2 > 256 || !aligned16(a.x) || !aligned16(a.y) || !aligned16(workspace) ||
@@ -380,7 +471,7 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
   const Layout l = layout_for(a.hw, a.c, a.groups);
   if (l.bx * l.by < 32) return cudaErrorInvalidValue;
   float* partial = static_cast<float*>(workspace);
-  float* scale = partial + ((a.n * l.chunks * a.groups * 3 + 3) / 4) * 4;  // keep 16-byte alignment
+  float* scale = partial + ((a.n * l.chunks * a.groups * kPartial + 3) / 4) * 4;  // keep 16-byte alignment
   float* shift = scale + a.n * a.c;
   const T* x = static_cast<const T*>(a.x);
   const T* add_c = static_cast<const T*>(a.add_c);
@@ -388,14 +479,14 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
   const int hw = static_cast<int>(a.hw), c = static_cast<int>(a.c), groups = static_cast<int>(a.groups);
 
   const dim3 sgrid(l.slices, l.chunks, static_cast<unsigned>(a.n)), sblock(l.bx, l.by);
-  const size_t shm = sizeof(float) * 3 * l.bx * l.by;
-  launch_kernel(gn_stats<T>, sgrid, sblock, shm, stream, x, add_c, add_nc, partial, hw, c, groups,
-                l.pairs_per_group, l.rows_per_chunk);
+  const size_t shm = sizeof(float) * (bound ? 5 : 3) * l.bx * l.by;
+  launch_kernel(bound ? gn_stats<T, true> : gn_stats<T, false>, sgrid, sblock, shm, stream, x, add_c, add_nc,
+                partial, hw, c, groups, l.pairs_per_group, l.rows_per_chunk, amax_bits);
   const auto finalize = l.chunks <= 32 * (kBlocksPerSample / 32) ? gn_finalize<T, kBlocksPerSample / 32>
                                                                  : gn_finalize<T, kMaxBlocksPerSample / 32>;
   launch_kernel(finalize, dim3(static_cast<unsigned>(groups), static_cast<unsigned>(a.n)), 32, 0, stream,
                 partial, static_cast<const T*>(a.gamma), static_cast<const T*>(a.beta), scale, shift,
-                l.chunks, c, groups, a.eps, amax_bits);
+                l.chunks, c, groups, a.eps, a.silu, bound ? amax_bits : nullptr);
   const int threads = kApplyThreads;
   const int64_t vectors = a.hw * (a.c / kVec<T>);
   // Blocks per sample: about kApplyVectors vectors per thread (loads in flight: the row loop is unrolled that
@@ -411,8 +502,9 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
     launch_kernel(gn_apply<T>, grid, threads, 0, stream, x, add_c, add_nc, scale, shift, static_cast<T*>(a.y),
                   hw, c, a.silu, nullptr, nullptr, nullptr);
   } else {
-    launch_kernel(gn_apply<T, ApplyMode::kAmax>, grid, threads, 0, stream, x, add_c, add_nc, scale, shift,
-                  nullptr, hw, c, a.silu, amax_bits, nullptr, nullptr);
+    if (!bound)
+      launch_kernel(gn_apply<T, ApplyMode::kAmax>, grid, threads, 0, stream, x, add_c, add_nc, scale, shift,
+                    nullptr, hw, c, a.silu, amax_bits, nullptr, nullptr);
     launch_kernel(gn_apply<T, ApplyMode::kQuantize>, grid, threads, 0, stream, x, add_c, add_nc, scale, shift,
                   nullptr, hw, c, a.silu, amax_bits, static_cast<uint2*>(q), pixel_scale);
   }
@@ -440,7 +532,7 @@ cudaError_t launch_bias_res(const void* x, const void* bias, const void* res, co
 size_t group_norm_workspace_bytes(int64_t n, int64_t hw, int64_t c, int64_t groups) {
   if (groups <= 0 || c % groups != 0 || (c / groups) < 2) return 0;
   const Layout l = layout_for(hw, c, groups);
-  const int64_t partial = (n * l.chunks * groups * 3 + 3) / 4 * 4;
+  const int64_t partial = (n * l.chunks * groups * kPartial + 3) / 4 * 4;
   return static_cast<size_t>(partial + 2 * n * c) * sizeof(float);
 }
 
@@ -454,12 +546,13 @@ cudaError_t launch_group_norm_f32(const GroupNormArgs& args, void* workspace, cu
   return launch_gn<float, ApplyMode::kStore>(args, workspace, stream);
 }
 cudaError_t launch_group_norm_e4m3(int dtype, const GroupNormArgs& args, void* workspace, void* q,
-                                   float* pixel_scale, unsigned* amax_bits, cudaStream_t stream) {
+                                   float* pixel_scale, unsigned* amax_bits, bool bound, cudaStream_t stream) {
   if (q == nullptr || pixel_scale == nullptr || amax_bits == nullptr || args.y != nullptr ||
       reinterpret_cast<uintptr_t>(q) % 8 != 0)
     return cudaErrorInvalidValue;
   return with_16bit_type(dtype, [&](auto t) {
-    return launch_gn<decltype(t), ApplyMode::kAmax>(args, workspace, stream, amax_bits, q, pixel_scale);
+    return launch_gn<decltype(t), ApplyMode::kQuantize>(args, workspace, stream, amax_bits, q, pixel_scale,
+                                                        bound);
   });
 }
 cudaError_t launch_bias_residual_f32(const void* x, const void* bias, const void* residual,

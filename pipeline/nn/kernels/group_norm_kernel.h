@@ -38,13 +38,19 @@ cudaError_t launch_group_norm_f32(const GroupNormArgs& args, void* workspace, cu
 
 /// The same GroupNorm (+ SiLU) of fp16/bf16 x (dtype code 1 __half, 2 __nv_bfloat16) with its output
 /// quantised per sample to e4m3 instead of written (args.y must be null): q [n, hw, c] e4m3 (8-byte aligned)
-/// and the sample's scale once per pixel in pixel_scale [n, hw], the bits launch_quantize_samples_e4m3
-/// (fp8_quantize_kernel.h) gives for the output launch_group_norm_* writes. amax_bits: n unsigned ints of
-/// workspace. For a GroupNorm whose output only an FP8 convolution reads: the apply pass runs twice (each
-/// sample's largest magnitude, then the conversion) and reads x each time, instead of writing the output and
-/// reading it twice. Four launches on `stream`.
+/// and the sample's scale once per pixel in pixel_scale [n, hw]. The scale is e4m3_scale of a bound of the
+/// sample's largest output magnitude, which the statistics pass finds with the moments: each group's smallest
+/// and largest value v, taken through each of its channels' normalisation (monotone in v) and SiLU (whose
+/// magnitude is largest at an end of that range, or at its minimum where the range holds it). So the scale
+/// is at least quantize_samples' (fp8_quantize_kernel.h) for the output launch_group_norm_* writes, and q is
+/// that output times the scale's float32 reciprocal, rounded to nearest e4m3; each sample's scale depends
+/// only on that sample. amax_bits: n unsigned ints of workspace. For a GroupNorm whose output only an FP8
+/// convolution reads: x is read twice (statistics, conversion) and q written once, instead of the output
+/// written and read twice. Three launches on `stream`. With `bound` false, a pass over x before the
+/// conversion finds each sample's largest output magnitude instead, and the scale and q are exactly
+/// quantize_samples' (four launches).
 cudaError_t launch_group_norm_e4m3(int dtype, const GroupNormArgs& args, void* workspace, void* q,
-                                   float* pixel_scale, unsigned* amax_bits, cudaStream_t stream);
+                                   float* pixel_scale, unsigned* amax_bits, bool bound, cudaStream_t stream);
 
 /// out[i] = (residual[i] + residual_bias[i % c]) + (x[i] + bias[i % c]) over `count` elements (residual_bias
 /// may be null), each sum rounded to the type as PyTorch's unfused ops would round it (so bit-identical to
