@@ -21,6 +21,12 @@
 #include "pipeline/nn/layers.h"
 #include "pipeline/nn/resnet_block.h"
 
+#ifdef SDXLB_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "pipeline/nn/kernels/group_norm_kernel.h"
+#endif
+
 namespace sdxlb {
 namespace {
 
@@ -362,7 +368,8 @@ TEST(Fp8ConvCuda, CutlassMatchesTheReference) {
 // output converted at the kernel's scale as the reference converts at its own; at the UNet's resnet shapes
 // (with and without the convolution bias and time embedding added first, with and without SiLU, with weights
 // of both signs, and with outputs all below SiLU's largest magnitude on negative inputs), per sample; and
-// the FP8 convolution on it as close to the float32 convolution as the reference's quantisation.
+// the FP8 convolution on it as close to the float32 convolution as the reference's quantisation. With the
+// bound off (the launcher's exact mode), the reference's bits and scales, and the same convolution.
 TEST(Fp8ConvCuda, GroupNormQuantisesLikeTheOps) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   if (!fp8_supported(at::Device(at::kCUDA, 0))) GTEST_SKIP() << "no FP8 on this GPU";
@@ -411,6 +418,35 @@ TEST(Fp8ConvCuda, GroupNormQuantisesLikeTheOps) {
                 .to(at::kFloat8_e4m3fn);
         EXPECT_TRUE(at::equal(q.q.view(at::kByte).cpu(), want.contiguous().view(at::kByte)));
         EXPECT_GT(q.pixel_scale[0][0].item<float>(), 0.f);
+#ifdef SDXLB_WITH_CUDA
+        // With the bound off (the fusion "gnbound"), the kernel's own pass over its outputs: the per-sample
+        // reference's bits and scales.
+        kernels::GroupNormArgs args;
+        args.x = x.data_ptr();
+        args.gamma = g.data_ptr();
+        args.beta = b.data_ptr();
+        args.add_c = add_c.defined() ? add_c.data_ptr() : nullptr;
+        args.add_nc = add_nc.defined() ? add_nc.data_ptr() : nullptr;
+        args.n = s.n;
+        args.hw = s.h * s.w;
+        args.c = s.c;
+        args.groups = 32;
+        args.eps = 1e-5f;
+        args.silu = silu;
+        const at::Tensor ws =
+            at::empty({static_cast<int64_t>(kernels::group_norm_workspace_bytes(s.n, s.h * s.w, s.c, 32))},
+                      x.options().dtype(at::kByte));
+        const at::Tensor exact_q = at::empty({s.n, s.h, s.w, s.c}, x.options().dtype(at::kFloat8_e4m3fn));
+        const at::Tensor exact_scale = at::empty({s.n, s.h * s.w}, x.options().dtype(at::kFloat));
+        const at::Tensor amax = at::empty({s.n}, x.options().dtype(at::kInt));
+        ASSERT_EQ(kernels::launch_group_norm_e4m3(dt == at::kHalf ? 1 : 2, args, ws.data_ptr(),
+                                                  exact_q.data_ptr(), exact_scale.data_ptr<float>(),
+                                                  static_cast<unsigned*>(amax.data_ptr()), /*bound=*/false,
+                                                  nullptr),
+                  cudaSuccess);
+        EXPECT_TRUE(at::equal(exact_q.view(at::kByte).cpu(), qy.view(at::kByte).cpu()));
+        EXPECT_TRUE(at::equal(exact_scale.cpu(), sy.expand({s.n, s.h * s.w}).cpu()));
+#endif
         if (weights == 2) {
           EXPECT_LT(y.abs().max().item<float>(), 0.3f);
         }
@@ -429,6 +465,9 @@ TEST(Fp8ConvCuda, GroupNormQuantisesLikeTheOps) {
           const double ours = rel_err(fp8_conv(q.q, q.pixel_scale, wq, dt).to(at::kFloat), exact);
           const double reference = rel_err(fp8_conv(y, wq).to(at::kFloat), exact);
           EXPECT_LE(ours, 1.25 * reference + 1e-3) << "the reference's error " << reference;
+#ifdef SDXLB_WITH_CUDA
+          EXPECT_TRUE(at::equal(fp8_conv(exact_q, exact_scale, wq, dt).cpu(), fp8_conv(y, wq).cpu()));
+#endif
         }
       }
     }

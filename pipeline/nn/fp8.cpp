@@ -86,10 +86,14 @@ bool fp8_supported(const c10::Device& device, std::string* why) {
 #endif
 }
 
+at::Tensor e4m3_scale_of(const at::Tensor& amax) {
+  return (amax.to(at::kFloat) / kE4m3Max).clamp_min(kMinScale);
+}
+
 std::pair<at::Tensor, at::Tensor> quantize_rows_reference(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 2, "quantize_rows: expected [rows, cols], got ", x.sizes());
   const at::Tensor f = x.to(at::kFloat);
-  const at::Tensor scale = (f.abs().amax(-1, /*keepdim=*/true) / kE4m3Max).clamp_min(kMinScale);
+  const at::Tensor scale = e4m3_scale_of(f.abs().amax(-1, /*keepdim=*/true));
   return {(f * scale.reciprocal()).to(at::kFloat8_e4m3fn), scale};
 }
 

@@ -38,6 +38,10 @@ namespace sdxlb {
 /// Whether FP8 GEMMs run on `device`. When not, `why` (if given) says why in a sentence for an error message.
 bool fp8_supported(const c10::Device& device, std::string* why = nullptr);
 
+/// The e4m3 scale of values whose largest magnitude is amax (any shape, any floating type): max(amax / 448,
+/// 2^-24) in float32, the scale every per-row, per-sample and per-image quantisation of ours uses.
+at::Tensor e4m3_scale_of(const at::Tensor& amax);
+
 /// Per-row e4m3 quantisation of x [rows, cols]: {q [rows, cols] float8_e4m3fn, scale [rows, 1] float32} with
 /// scale = max(amax(|row|) / 448, 2^-24) and q = round-to-nearest-even(row · (1 / scale)), computed in
 /// float32 (the reciprocal rounded to float32 once per row, as the kernels multiply by it). ATen ops on any

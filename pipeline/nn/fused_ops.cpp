@@ -211,7 +211,7 @@ std::optional<std::pair<at::Tensor, at::Tensor>> short_attention_e4m3(const at::
 
 at::Tensor context_value_scale(const at::Tensor& v) {
   TORCH_CHECK(v.dim() == 3, "context_value_scale: expected values [B, M, C], got ", v.sizes());
-  return at::clamp_min(v.abs().amax({1, 2}).to(at::kFloat) / 448.0, 5.9604644775390625e-08).contiguous();
+  return e4m3_scale_of(v.abs().amax({1, 2})).contiguous();
 }
 
 at::Tensor upsample_nearest2x(const at::Tensor& x) {

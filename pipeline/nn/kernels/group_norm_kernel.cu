@@ -479,7 +479,7 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
   const int hw = static_cast<int>(a.hw), c = static_cast<int>(a.c), groups = static_cast<int>(a.groups);
 
   const dim3 sgrid(l.slices, l.chunks, static_cast<unsigned>(a.n)), sblock(l.bx, l.by);
-  const size_t shm = sizeof(float) * (bound ? 5 : 3) * l.bx * l.by;
+  const size_t shm = sizeof(float) * (bound ? kPartial : 3) * l.bx * l.by;
   launch_kernel(bound ? gn_stats<T, true> : gn_stats<T, false>, sgrid, sblock, shm, stream, x, add_c, add_nc,
                 partial, hw, c, groups, l.pairs_per_group, l.rows_per_chunk, amax_bits);
   const auto finalize = l.chunks <= 32 * (kBlocksPerSample / 32) ? gn_finalize<T, kBlocksPerSample / 32>
