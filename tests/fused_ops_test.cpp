@@ -26,6 +26,7 @@
 #ifdef SDXLB_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "pipeline/nn/kernels/concat_kernel.h"
 #include "pipeline/nn/kernels/geglu_gemm_kernel.h"
 #include "pipeline/nn/kernels/geglu_kernel.h"
 #include "pipeline/nn/kernels/programmatic_launch.h"
@@ -228,6 +229,14 @@ TEST(FusedOpsTest, InterleaveGegluOrdersValueAndGateBlocks) {
   const at::Tensor w = at::randn({32, 3});
   EXPECT_TRUE(at::equal(interleave_geglu(w).select(1, 2), interleave_geglu(w.select(1, 2).contiguous())));
   EXPECT_THROW(interleave_geglu(at::randn({24, 3})), c10::Error);
+}
+
+// concat_channels on the CPU is at::cat along channels, in either memory format.
+TEST(FusedOpsTest, ConcatChannelsOnCpuIsTheOp) {
+  const at::Tensor a = at::randn({2, 16, 3, 5}), b = at::randn({2, 8, 3, 5});
+  EXPECT_TRUE(at::equal(concat_channels(a, b), at::cat({a, b}, 1)));
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  EXPECT_TRUE(at::equal(concat_channels(a.contiguous(cl), b.contiguous(cl)), at::cat({a, b}, 1)));
 }
 
 // linear_geglu on the CPU (the ops on the interleaved rows, put back in order) gives geglu(linear(...)), and
@@ -653,6 +662,37 @@ at::Tensor every_gate(at::ScalarType dt) {
   at::Tensor g = bits.view(dt).to(at::kCUDA);
   g = at::where(at::isfinite(g), g, at::zeros_like(g));
   return at::cat({at::randn({64, 1024}, g.options()), g.view({64, 1024})}, -1);
+}
+
+// The UNet's skip connections (concat_channels of channels-last tensors) in our copy kernel: PyTorch's cat
+// bit for bit at the up blocks' shapes in fp16 and float32, the output channels-last; channel counts that are
+// not whole 16-byte vectors and other layouts take the op.
+TEST_F(FusedOpsCudaTest, ConcatChannelsIsTheOpBitForBit) {
+  at::manual_seed(43);
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  struct Shape {
+    int64_t n, c1, c2, h, w;
+  };
+  for (const at::ScalarType dt : {at::kHalf, at::kFloat}) {
+    const auto cuda = at::TensorOptions().device(at::kCUDA, 0).dtype(dt);
+    for (const Shape& s : {Shape{2, 1280, 1280, 32, 32}, Shape{2, 1280, 640, 32, 32},
+                           Shape{2, 640, 320, 64, 64}, Shape{2, 320, 320, 128, 128}, Shape{3, 8, 24, 5, 7}}) {
+      SCOPED_TRACE(c10::str(c10::toString(dt), " ", s.c1, "+", s.c2, " at ", s.h, "x", s.w));
+      const at::Tensor a = at::randn({s.n, s.c1, s.h, s.w}, cuda).contiguous(cl);
+      const at::Tensor b = at::randn({s.n, s.c2, s.h, s.w}, cuda).contiguous(cl);
+      const at::Tensor ours = concat_channels(a, b);
+      EXPECT_TRUE(ours.is_contiguous(cl));
+      EXPECT_TRUE(bit_identical(ours, at::cat({a, b}, 1)));
+    }
+  }
+  const auto half = at::TensorOptions().device(at::kCUDA, 0).dtype(at::kHalf);
+  const at::Tensor a = at::randn({2, 4, 6, 6}, half).contiguous(cl),
+                   b = at::randn({2, 12, 6, 6}, half).contiguous(cl);
+  EXPECT_EQ(kernels::launch_concat_rows(a.data_ptr(), b.data_ptr(), nullptr, 72, 8, 24, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_TRUE(bit_identical(concat_channels(a, b), at::cat({a, b}, 1)));  // 4 channels: 8 bytes, the op
+  const at::Tensor x = at::randn({2, 16, 6, 6}, half), y = at::randn({2, 8, 6, 6}, half);
+  EXPECT_TRUE(bit_identical(concat_channels(x, y), at::cat({x, y}, 1)));  // not channels-last: the op
 }
 
 // The projection and its GEGLU in one GEMM (linear_geglu on Hopper): the UNet's two feed-forward shapes and

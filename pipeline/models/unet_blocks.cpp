@@ -7,6 +7,8 @@
 #include <c10/util/Exception.h>
 #include <torch/nn/modules/container/modulelist.h>
 
+#include "pipeline/nn/fused_ops.h"
+
 namespace sdxlb {
 namespace {
 
@@ -184,7 +186,7 @@ at::Tensor UNetUpBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb,
         *stored = h.clone();
       }
     }
-    h = at::cat({h, skips[skips.size() - 1 - (i - first)]}, 1);
+    h = concat_channels(h, skips[skips.size() - 1 - (i - first)]);
     h = resnets_[i](h, temb);
     if (!attentions_.empty()) h = attentions_[i]->forward(h, context, call);
   }

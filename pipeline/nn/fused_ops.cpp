@@ -16,6 +16,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "pipeline/nn/kernels/concat_kernel.h"
 #include "pipeline/nn/kernels/geglu_gemm_kernel.h"
 #include "pipeline/nn/kernels/geglu_kernel.h"
 #include "pipeline/nn/kernels/group_norm_kernel.h"
@@ -31,10 +32,18 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 15> kFusionNames{
-    "geglu",  "groupnorm",     "layernorm",      "upsample",    "wideattention",
-    "fp8qkv", "pdl",           "crossattention", "gelutable",   "geglugemm",
-    "qkv",    "memsetkernels", "upsampleconv",   "fp8crossout", "gnbound"};
+constexpr std::array<const char*, 16> kFusionNames{
+    "geglu",        "groupnorm",      "layernorm", "upsample",  "wideattention", "fp8qkv",
+    "pdl",          "crossattention", "gelutable", "geglugemm", "qkv",           "memsetkernels",
+    "upsampleconv", "fp8crossout",    "gnbound",   "concat"};
+// One name per Fusion, in its order: a size raised without its name would leave a null in the array.
+constexpr bool all_named() {
+  for (const char* n : kFusionNames)
+    if (n == nullptr) return false;
+  return true;
+}
+static_assert(all_named() && static_cast<size_t>(Fusion::kConcat) + 1 == kFusionNames.size(),
+              "kFusionNames: one name per Fusion");
 
 // Rows per value or gate block of the interleaved GEGLU order (interleave_geglu), and the fused GEMM's tile
 // width (kernels/geglu_gemm_kernel.h).
@@ -229,6 +238,26 @@ at::Tensor upsample_nearest2x(const at::Tensor& x) {
 #endif
   const std::vector<double> scale{2.0, 2.0};
   return at::upsample_nearest2d(x, at::OptionalIntArrayRef(), at::ArrayRef<double>(scale));
+}
+
+at::Tensor concat_channels(const at::Tensor& a, const at::Tensor& b) {
+#ifdef SDXLB_WITH_CUDA
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  if (a.is_cuda() && a.dim() == 4 && b.dim() == 4 && a.device() == b.device() &&
+      a.scalar_type() == b.scalar_type() && a.size(0) == b.size(0) && a.size(2) == b.size(2) &&
+      a.size(3) == b.size(3) && a.is_contiguous(cl) && b.is_contiguous(cl) &&
+      (a.size(1) * a.element_size()) % 16 == 0 && (b.size(1) * b.element_size()) % 16 == 0 &&
+      fusion_enabled(Fusion::kConcat)) {
+    at::Tensor out =
+        at::empty({a.size(0), a.size(1) + b.size(1), a.size(2), a.size(3)}, a.options().memory_format(cl));
+    if (launched(kernels::launch_concat_rows(a.data_ptr(), b.data_ptr(), out.data_ptr(),
+                                             a.size(0) * a.size(2) * a.size(3), a.size(1) * a.element_size(),
+                                             b.size(1) * b.element_size(),
+                                             c10::cuda::getCurrentCUDAStream(a.device().index()))))
+      return out;
+  }
+#endif
+  return at::cat({a, b}, 1);
 }
 
 at::Tensor upsample_phases(const at::Tensor& y, const at::Tensor& bias) {

@@ -46,6 +46,8 @@ enum class Fusion {
                         ///< per-sample scale from a bound its statistics pass finds (each group's value
                         ///< range), instead of a pass of its own over the sample's outputs
                         ///< (group_norm_act_e4m3)
+  kConcat,              ///< "concat": the UNet's skip connections (cat along channels of channels-last
+                        ///< tensors) as a copy kernel of our own instead of PyTorch's cat (the same bits)
 };
 bool fusion_enabled(Fusion fusion);
 
@@ -154,6 +156,11 @@ E4m3Rows geglu_e4m3(const at::Tensor& proj);
 /// C a multiple of 8 (PyTorch's channels-last kernel measured 5-7x slower than a copy at the UNet's shapes),
 /// the same bits; else the op.
 at::Tensor upsample_nearest2x(const at::Tensor& x);
+
+/// at::cat({a, b}, 1) of a [N, C1, H, W] and b [N, C2, H, W]. One copy kernel (kernels/concat_kernel.h) for
+/// channels-last CUDA tensors of one dtype whose C1 and C2 channels are whole 16-byte vectors (the UNet's
+/// skip connections), the output channels-last, the same bits; else the op.
+at::Tensor concat_channels(const at::Tensor& a, const at::Tensor& b);
 
 /// The upsampler's output [N, C, 2H, 2W] from its phase convolution's output y [N, 4C, H + 1, W + 1]
 /// (resnet_block.h, upsample_conv_phase_weight): out[:, c, 2i + a, 2j + b] = y[:, (2a + b)·C + c, i + a,
