@@ -32,18 +32,18 @@
 namespace sdxlb {
 namespace {
 
-constexpr std::array<const char*, 16> kFusionNames{
+constexpr std::array<const char*, static_cast<size_t>(Fusion::kCount)> kFusionNames{
     "geglu",        "groupnorm",      "layernorm", "upsample",  "wideattention", "fp8qkv",
     "pdl",          "crossattention", "gelutable", "geglugemm", "qkv",           "memsetkernels",
     "upsampleconv", "fp8crossout",    "gnbound",   "concat"};
-// One name per Fusion, in its order: a size raised without its name would leave a null in the array.
+// One name per Fusion, in its order: the array has one slot per fusion, and a fusion added without its name
+// would leave a null in it.
 constexpr bool all_named() {
   for (const char* n : kFusionNames)
     if (n == nullptr) return false;
   return true;
 }
-static_assert(all_named() && static_cast<size_t>(Fusion::kConcat) + 1 == kFusionNames.size(),
-              "kFusionNames: one name per Fusion");
+static_assert(all_named(), "kFusionNames: one name per Fusion");
 
 // Rows per value or gate block of the interleaved GEGLU order (interleave_geglu), and the fused GEMM's tile
 // width (kernels/geglu_gemm_kernel.h).

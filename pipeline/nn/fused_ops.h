@@ -48,6 +48,7 @@ enum class Fusion {
                         ///< (group_norm_act_e4m3)
   kConcat,              ///< "concat": the UNet's skip connections (cat along channels of channels-last
                         ///< tensors) as a copy kernel of our own instead of PyTorch's cat (the same bits)
+  kCount,               ///< the number of fusions above (not a fusion): add new ones before it
 };
 bool fusion_enabled(Fusion fusion);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "pipeline/nn/kernels/element_types.cuh"
 #include "pipeline/nn/kernels/programmatic_launch.cuh"
 
 namespace sdxlb::kernels {
@@ -21,10 +22,6 @@ __global__ void __launch_bounds__(256)
     const Index row = i / ov, v = i - row * ov;
     out[i] = v < av ? a[row * av + v] : b[row * bv + (v - av)];
   }
-}
-
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
 }  // namespace

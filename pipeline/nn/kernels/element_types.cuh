@@ -1,12 +1,20 @@
 // Conversions between the storage types of the fused kernels (fp16, bf16; float32 where a kernel takes it)
-// and float32, shared by the .cu files of pipeline/kernels/. Device code only.
+// and float32, shared by the .cu files of pipeline/kernels/ (device code), and the launchers' check that a
+// pointer takes 16-byte vectors (host code).
 #pragma once
+
+#include <cstdint>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 namespace sdxlb::kernels {
+
+/// Whether p may be read and written as 16-byte vectors (null counts as aligned: an absent operand).
+inline bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
 
 __device__ __forceinline__ float to_float(__half x) {
   return __half2float(x);

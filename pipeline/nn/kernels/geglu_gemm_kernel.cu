@@ -32,6 +32,7 @@
 #include <cutlass/util/packed_stride.hpp>
 
 #include "pipeline/nn/kernels/cutlass_launch.cuh"
+#include "pipeline/nn/kernels/element_types.cuh"
 #include "pipeline/nn/kernels/gelu.cuh"
 #include "pipeline/nn/kernels/programmatic_launch.h"
 
@@ -167,10 +168,6 @@ using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
     cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
 using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
 using Adapter = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
-
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
 
 }  // namespace
 

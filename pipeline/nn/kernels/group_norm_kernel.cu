@@ -452,10 +452,6 @@ __global__ void bias_residual(const T* x, const T* __restrict__ bias, const T* _
   }
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 // The statistics (gn_stats, gn_finalize) into workspace; then the apply pass of kMode: with kQuantize (the
 // e4m3 output) the statistics also bound each sample's largest output magnitude into amax_bits, or, with
 // `bound` false, a kAmax pass finds it first.

@@ -118,10 +118,6 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   }
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 template <typename T>
 cudaError_t launch(const void* x, const void* r, void* sum, const void* gamma, const void* beta, void* y,
                    void* q, float* scale, int64_t rows, int64_t d, float eps, cudaStream_t stream) {
