@@ -40,17 +40,40 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   const uint4* in = reinterpret_cast<const uint4*>(x + row * d);
   const uint4* res = r != nullptr ? reinterpret_cast<const uint4*>(r + row * d) : nullptr;
   uint4* sum_row = sum_out != nullptr ? reinterpret_cast<uint4*>(sum_out + row * d) : nullptr;
+  // Every load of the row (x, the residual, gamma and beta) is issued before any is used. Loading, adding and
+  // storing one vector at a time compiled to one vector's loads in flight per lane (session 39's SASS); this
+  // order does the same arithmetic, so it gives the same bits, and took the one-image fp16 call's LayerNorms
+  // from 1.68 to 1.48 ms of kernel time on an H100 (FP8: 1.68 to 1.42).
+  uint4 xr[kNV], rr[kNV], graw[kNV], braw[kNV];
+#pragma unroll
+  for (int j = 0; j < kNV; ++j) {
+    const int i = lane + 32 * j;
+    if (i < vectors) xr[j] = in[i];
+  }
+  if (res != nullptr) {
+#pragma unroll
+    for (int j = 0; j < kNV; ++j) {
+      const int i = lane + 32 * j;
+      if (i < vectors) rr[j] = res[i];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kNV; ++j) {
+    const int i = lane + 32 * j;
+    if (i < vectors) {
+      graw[j] = reinterpret_cast<const uint4*>(gamma)[i];
+      braw[j] = reinterpret_cast<const uint4*>(beta)[i];
+    }
+  }
   float v[kNV][8];
   float sum = 0.f;
 #pragma unroll
   for (int j = 0; j < kNV; ++j) {
     const int i = lane + 32 * j;
     if (i < vectors) {
-      const uint4 raw = in[i];
-      const T* e = reinterpret_cast<const T*>(&raw);
+      const T* e = reinterpret_cast<const T*>(&xr[j]);
       if (res != nullptr) {
-        const uint4 rraw = res[i];
-        const T* re = reinterpret_cast<const T*>(&rraw);
+        const T* re = reinterpret_cast<const T*>(&rr[j]);
         uint4 s;
         T* se = reinterpret_cast<T*>(&s);
 #pragma unroll
@@ -88,10 +111,8 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
   for (int j = 0; j < kNV; ++j) {
     const int i = lane + 32 * j;
     if (i < vectors) {
-      const uint4 graw = reinterpret_cast<const uint4*>(gamma)[i];
-      const uint4 braw = reinterpret_cast<const uint4*>(beta)[i];
-      const T* g = reinterpret_cast<const T*>(&graw);
-      const T* b = reinterpret_cast<const T*>(&braw);
+      const T* g = reinterpret_cast<const T*>(&graw[j]);
+      const T* b = reinterpret_cast<const T*>(&braw[j]);
       uint4 o;
       T* oe = reinterpret_cast<T*>(&o);
 #pragma unroll
