@@ -48,19 +48,9 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
 #pragma unroll
   for (int j = 0; j < kNV; ++j) {
     const int i = lane + 32 * j;
-    if (i < vectors) xr[j] = in[i];
-  }
-  if (res != nullptr) {
-#pragma unroll
-    for (int j = 0; j < kNV; ++j) {
-      const int i = lane + 32 * j;
-      if (i < vectors) rr[j] = res[i];
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < kNV; ++j) {
-    const int i = lane + 32 * j;
     if (i < vectors) {
+      xr[j] = in[i];
+      if (res != nullptr) rr[j] = res[i];
       graw[j] = reinterpret_cast<const uint4*>(gamma)[i];
       braw[j] = reinterpret_cast<const uint4*>(beta)[i];
     }
