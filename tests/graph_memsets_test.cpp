@@ -1,6 +1,7 @@
 // The CUDA graph's memset nodes rewritten as kernel nodes (pipeline/runtime/graph_memsets.h): the fill
 // kernel writes a memset's bytes, element sizes 1, 2 and 4, rows with a pitch, starts off a 16-byte boundary;
-// a captured graph with memsets between kernels gives the same bytes rewritten as not. GPU only.
+// a captured graph with memsets between kernels gives the same bytes rewritten as not; a chain of memsets
+// with disjoint regions becomes one kernel node, overlapping ones one node each. GPU only.
 #include "pipeline/runtime/graph_memsets.h"
 
 #include <cstdint>
@@ -87,6 +88,119 @@ TEST_F(GraphMemsetsTest, FillNodeWritesTheMemsetsBytes) {
   cudaGraphNode_t node;
   EXPECT_EQ(kernels::add_fill_node(g, bad, &node), cudaErrorInvalidValue);
   cudaGraphDestroy(g);
+}
+
+TEST_F(GraphMemsetsTest, FillsNodeWritesEveryMemsetsBytes) {
+  at::manual_seed(4);
+  const at::Tensor start =
+      at::randint(0, 256, {1 << 20}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA, 0));
+  struct Case {
+    unsigned element_size;
+    size_t offset, width, height, pitch;
+    unsigned value;
+  };
+  // Disjoint regions: bytes, a pitched 2-byte block, a long 4-byte row off a 16-byte boundary, one element.
+  const std::vector<Case> cases{{1, 3, 1001, 1, 0, 0xAB},
+                                {2, 4096, 33, 9, 512, 0xFFFF},
+                                {4, 12 + (1 << 16), 65536, 1, 0, 0xDEADBEEF},
+                                {4, 1 << 19, 1, 1, 0, 0}};
+  std::vector<cudaMemsetParams> params;
+  for (const Case& c : cases) {
+    cudaMemsetParams p = {};
+    p.value = c.value;
+    p.elementSize = c.element_size;
+    p.width = c.width;
+    p.height = c.height;
+    p.pitch = c.height > 1 ? c.pitch : c.width * c.element_size;
+    params.push_back(p);
+  }
+  const auto placed = [&](char* base) {
+    std::vector<cudaMemsetParams> out = params;
+    for (size_t i = 0; i < out.size(); ++i) out[i].dst = base + cases[i].offset;
+    return out;
+  };
+  for (int count = 2; count <= 4; ++count) {
+    SCOPED_TRACE(testing::Message() << count << " memsets");
+    const at::Tensor want = after_graph(start, [&](cudaGraph_t g, char* base) {
+      const std::vector<cudaMemsetParams> p = placed(base);
+      cudaGraphNode_t prev = nullptr;
+      for (int i = 0; i < count; ++i) {
+        cudaGraphNode_t node;
+        EXPECT_EQ(cudaGraphAddMemsetNode(&node, g, prev == nullptr ? nullptr : &prev, prev == nullptr ? 0 : 1,
+                                         &p[i]),
+                  cudaSuccess);
+        prev = node;
+      }
+    });
+    const at::Tensor got = after_graph(start, [&](cudaGraph_t g, char* base) {
+      const std::vector<cudaMemsetParams> p = placed(base);
+      cudaGraphNode_t node;
+      EXPECT_EQ(kernels::add_fills_node(g, p.data(), count, &node), cudaSuccess);
+    });
+    EXPECT_FALSE(at::equal(want, start.cpu()));
+    EXPECT_TRUE(at::equal(got, want));
+  }
+  // Refused, adding nothing: a count out of range, regions that share a byte, an element size of 8.
+  cudaGraph_t g = nullptr;
+  ASSERT_EQ(cudaGraphCreate(&g, 0), cudaSuccess);
+  at::Tensor buffer = start.clone();
+  std::vector<cudaMemsetParams> p = placed(static_cast<char*>(buffer.data_ptr()));
+  cudaGraphNode_t node;
+  EXPECT_EQ(kernels::add_fills_node(g, p.data(), 1, &node), cudaErrorInvalidValue);
+  EXPECT_EQ(kernels::add_fills_node(g, p.data(), kernels::kMaxFillsPerNode + 1, &node),
+            cudaErrorInvalidValue);
+  std::vector<cudaMemsetParams> overlap{p[0], p[1]};
+  overlap[1].dst = static_cast<char*>(overlap[0].dst) + 1000;  // shares the first region's last byte
+  overlap[1].height = 1;
+  EXPECT_EQ(kernels::add_fills_node(g, overlap.data(), 2, &node), cudaErrorInvalidValue);
+  std::vector<cudaMemsetParams> wide{p[0], p[2]};
+  wide[1].elementSize = 8;
+  EXPECT_EQ(kernels::add_fills_node(g, wide.data(), 2, &node), cudaErrorInvalidValue);
+  size_t n = 1;
+  ASSERT_EQ(cudaGraphGetNodes(g, nullptr, &n), cudaSuccess);
+  EXPECT_EQ(n, 0u);
+  cudaGraphDestroy(g);
+}
+
+// A captured graph with three memsets of disjoint regions in a row between kernels: rewritten, they are one
+// kernel node, and the graph gives the same bytes.
+TEST_F(GraphMemsetsTest, ChainOfDisjointMemsetsBecomesOneNode) {
+  at::manual_seed(6);
+  const auto cuda = at::TensorOptions().device(at::kCUDA, 0);
+  const at::Tensor x = at::randn({256, 256}, cuda);
+  std::vector<at::Tensor> outs;
+  for (const bool rewrite : {false, true}) {
+    at::Tensor buffer = at::empty({1 << 16}, cuda.dtype(at::kInt));
+    at::Tensor out;
+    at::cuda::CUDAGraph graph(/*keep_graph=*/true);
+    auto stream = c10::cuda::getStreamFromPool();
+    {
+      c10::cuda::CUDAStreamGuard guard(stream);
+      (void)at::mm(x, x);  // a LibTorch op before capture
+      stream.synchronize();
+      graph.capture_begin();
+      at::Tensor y = x * 2 + 1;
+      char* b = static_cast<char*>(buffer.data_ptr());
+      EXPECT_EQ(cudaMemsetAsync(b, 0x11, 4000, stream), cudaSuccess);
+      EXPECT_EQ(cudaMemsetAsync(b + 4000, 0, 3, stream), cudaSuccess);
+      EXPECT_EQ(cudaMemsetAsync(b + 8192, 0x7F, 50000, stream), cudaSuccess);
+      out = y.sum() + buffer.to(at::kFloat).sum();
+      graph.capture_end();
+    }
+    if (rewrite) {
+      size_t before = 0, after = 0;
+      ASSERT_EQ(cudaGraphGetNodes(graph.raw_cuda_graph(), nullptr, &before), cudaSuccess);
+      EXPECT_EQ(memsets_to_kernels(graph.raw_cuda_graph()), 3);
+      ASSERT_EQ(cudaGraphGetNodes(graph.raw_cuda_graph(), nullptr, &after), cudaSuccess);
+      EXPECT_EQ(after, before - 2);  // three memset nodes, one kernel node
+    }
+    graph.instantiate();
+    buffer.fill_(7);
+    graph.replay();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    outs.push_back(at::cat({out.view({1}).to(at::kDouble), buffer.to(at::kDouble)}).cpu());
+  }
+  EXPECT_TRUE(at::equal(outs[0], outs[1]));
 }
 
 // A captured graph: kernels, memsets between them, kernels that read what the memsets wrote. Rewritten, it

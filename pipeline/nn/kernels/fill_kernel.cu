@@ -10,7 +10,7 @@ namespace {
 // its end 16-byte aligned inside it), single elements at its unaligned ends. `pattern` is the element value
 // repeated over 16 bytes.
 template <typename E>
-__global__ void fill_rows(char* dst, size_t pitch, size_t width, size_t height, E value, uint4 pattern) {
+__device__ void fill_region(char* dst, size_t pitch, size_t width, size_t height, E value, uint4 pattern) {
   const size_t row_bytes = width * sizeof(E);
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
   const size_t first = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
@@ -31,20 +31,79 @@ __global__ void fill_rows(char* dst, size_t pitch, size_t width, size_t height, 
 }
 
 template <typename E>
-cudaError_t add(cudaGraph_t graph, const cudaMemsetParams& p, cudaGraphNode_t* node) {
-  E value = static_cast<E>(p.value);
+__global__ void fill_rows(char* dst, size_t pitch, size_t width, size_t height, E value, uint4 pattern) {
+  fill_region<E>(dst, pitch, width, height, value, pattern);
+}
+
+// One memset of a fill_many node: its region, element size, value and the value repeated over 16 bytes.
+struct Fill {
+  char* dst = nullptr;
+  size_t pitch = 0, width = 0, height = 0;
+  uint32_t value = 0, element_size = 0;
+  uint4 pattern = {};
+};
+struct Fills {
+  Fill fill[kMaxFillsPerNode];
+  int count = 0;
+};
+
+// Every fill of `fills` by the whole grid, one after another (their regions do not overlap).
+__global__ void fill_many(Fills fills) {
+  for (int i = 0; i < fills.count; ++i) {
+    const Fill& f = fills.fill[i];
+    switch (f.element_size) {
+      case 1:
+        fill_region<uint8_t>(f.dst, f.pitch, f.width, f.height, static_cast<uint8_t>(f.value), f.pattern);
+        break;
+      case 2:
+        fill_region<uint16_t>(f.dst, f.pitch, f.width, f.height, static_cast<uint16_t>(f.value), f.pattern);
+        break;
+      default:
+        fill_region<uint32_t>(f.dst, f.pitch, f.width, f.height, f.value, f.pattern);
+    }
+  }
+}
+
+constexpr unsigned kThreads = 256;
+
+// Blocks for a fill of `width` elements of E per row: one 16-byte store per thread where the row allows.
+template <typename E>
+unsigned blocks_for(size_t width) {
+  const size_t work = std::max<size_t>(width * sizeof(E) / 16, 1);
+  return static_cast<unsigned>(std::min<size_t>((work + kThreads - 1) / kThreads, 1024));
+}
+
+template <typename E>
+uint4 pattern_of(E value) {
   uint4 pattern;
   E* lanes = reinterpret_cast<E*>(&pattern);
   for (size_t k = 0; k < 16 / sizeof(E); ++k) lanes[k] = value;
+  return pattern;
+}
+
+bool expressible(const cudaMemsetParams& p) {
+  return p.width > 0 && p.height > 0 && (p.height == 1 || p.pitch >= p.width * p.elementSize) &&
+         (p.elementSize == 1 || p.elementSize == 2 || p.elementSize == 4);
+}
+
+// The bytes a memset writes lie in [first, last).
+uintptr_t first_byte(const cudaMemsetParams& p) {
+  return reinterpret_cast<uintptr_t>(p.dst);
+}
+uintptr_t last_byte(const cudaMemsetParams& p) {
+  return first_byte(p) + (p.height - 1) * p.pitch + p.width * p.elementSize;
+}
+
+template <typename E>
+cudaError_t add(cudaGraph_t graph, const cudaMemsetParams& p, cudaGraphNode_t* node) {
+  E value = static_cast<E>(p.value);
+  uint4 pattern = pattern_of(value);
   char* dst = static_cast<char*>(p.dst);
   size_t pitch = p.pitch, width = p.width, height = p.height;
-  constexpr unsigned kThreads = 256;
-  const size_t work = std::max<size_t>(width * sizeof(E) / 16, 1);
-  const unsigned blocks = static_cast<unsigned>(std::min<size_t>((work + kThreads - 1) / kThreads, 1024));
   void* args[] = {&dst, &pitch, &width, &height, &value, &pattern};
   cudaKernelNodeParams k = {};
   k.func = reinterpret_cast<void*>(fill_rows<E>);
-  k.gridDim = dim3(blocks);
+  k.gridDim = dim3(blocks_for<E>(width));
   k.blockDim = dim3(kThreads);
   k.kernelParams = args;
   return cudaGraphAddKernelNode(node, graph, nullptr, 0, &k);
@@ -53,19 +112,59 @@ cudaError_t add(cudaGraph_t graph, const cudaMemsetParams& p, cudaGraphNode_t* n
 }  // namespace
 
 cudaError_t add_fill_node(cudaGraph_t graph, const cudaMemsetParams& params, cudaGraphNode_t* node) {
-  if (params.width == 0 || params.height == 0 ||
-      (params.height > 1 && params.pitch < params.width * params.elementSize))
-    return cudaErrorInvalidValue;
+  if (!expressible(params)) return cudaErrorInvalidValue;
   switch (params.elementSize) {
     case 1:
       return add<uint8_t>(graph, params, node);
     case 2:
       return add<uint16_t>(graph, params, node);
-    case 4:
-      return add<uint32_t>(graph, params, node);
     default:
-      return cudaErrorInvalidValue;
+      return add<uint32_t>(graph, params, node);
   }
+}
+
+cudaError_t add_fills_node(cudaGraph_t graph, const cudaMemsetParams* params, int count,
+                           cudaGraphNode_t* node) {
+  if (params == nullptr || count < 2 || count > kMaxFillsPerNode) return cudaErrorInvalidValue;
+  Fills fills;
+  fills.count = count;
+  unsigned blocks = 1;
+  for (int i = 0; i < count; ++i) {
+    const cudaMemsetParams& p = params[i];
+    if (!expressible(p)) return cudaErrorInvalidValue;
+    for (int j = 0; j < i; ++j)
+      if (first_byte(p) < last_byte(params[j]) && first_byte(params[j]) < last_byte(p))
+        return cudaErrorInvalidValue;
+    Fill& f = fills.fill[i];
+    f.dst = static_cast<char*>(p.dst);
+    f.pitch = p.pitch;
+    f.width = p.width;
+    f.height = p.height;
+    f.element_size = p.elementSize;
+    switch (p.elementSize) {
+      case 1:
+        f.value = static_cast<uint8_t>(p.value);
+        f.pattern = pattern_of(static_cast<uint8_t>(p.value));
+        blocks = std::max(blocks, blocks_for<uint8_t>(p.width));
+        break;
+      case 2:
+        f.value = static_cast<uint16_t>(p.value);
+        f.pattern = pattern_of(static_cast<uint16_t>(p.value));
+        blocks = std::max(blocks, blocks_for<uint16_t>(p.width));
+        break;
+      default:
+        f.value = p.value;
+        f.pattern = pattern_of(static_cast<uint32_t>(p.value));
+        blocks = std::max(blocks, blocks_for<uint32_t>(p.width));
+    }
+  }
+  void* args[] = {&fills};
+  cudaKernelNodeParams k = {};
+  k.func = reinterpret_cast<void*>(fill_many);
+  k.gridDim = dim3(blocks);
+  k.blockDim = dim3(kThreads);
+  k.kernelParams = args;
+  return cudaGraphAddKernelNode(node, graph, nullptr, 0, &k);
 }
 
 }  // namespace sdxlb::kernels
