@@ -42,15 +42,28 @@ at::Tensor after_graph(const at::Tensor& start, Add add) {
   return buffer.cpu();
 }
 
+// A memset's region at `offset` bytes into a buffer, and what it writes.
+struct Case {
+  unsigned element_size;
+  size_t offset, width, height, pitch;
+  unsigned value;
+};
+
+// The memset of `c` (without its destination, which the graph's buffer gives).
+cudaMemsetParams params_of(const Case& c) {
+  cudaMemsetParams p = {};
+  p.value = c.value;
+  p.elementSize = c.element_size;
+  p.width = c.width;
+  p.height = c.height;
+  p.pitch = c.height > 1 ? c.pitch : c.width * c.element_size;
+  return p;
+}
+
 TEST_F(GraphMemsetsTest, FillNodeWritesTheMemsetsBytes) {
   at::manual_seed(3);
   const at::Tensor start =
       at::randint(0, 256, {1 << 20}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA, 0));
-  struct Case {
-    unsigned element_size;
-    size_t offset, width, height, pitch;
-    unsigned value;
-  };
   for (const Case& c : std::vector<Case>{{1, 0, 4096, 1, 0, 0},
                                          {1, 3, 1001, 1, 0, 0xAB},
                                          {2, 2, 777, 1, 0, 0x1234},
@@ -61,12 +74,7 @@ TEST_F(GraphMemsetsTest, FillNodeWritesTheMemsetsBytes) {
                                          {1, 1, 15, 1, 0, 7}}) {
     SCOPED_TRACE(testing::Message() << "element " << c.element_size << " offset " << c.offset << " width "
                                     << c.width << " height " << c.height);
-    cudaMemsetParams p = {};
-    p.value = c.value;
-    p.elementSize = c.element_size;
-    p.width = c.width;
-    p.height = c.height;
-    p.pitch = c.height > 1 ? c.pitch : c.width * c.element_size;
+    cudaMemsetParams p = params_of(c);
     const at::Tensor want = after_graph(start, [&](cudaGraph_t g, char* base) {
       p.dst = base + c.offset;
       cudaGraphNode_t node;
@@ -94,26 +102,13 @@ TEST_F(GraphMemsetsTest, FillsNodeWritesEveryMemsetsBytes) {
   at::manual_seed(4);
   const at::Tensor start =
       at::randint(0, 256, {1 << 20}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA, 0));
-  struct Case {
-    unsigned element_size;
-    size_t offset, width, height, pitch;
-    unsigned value;
-  };
   // Disjoint regions: bytes, a pitched 2-byte block, a long 4-byte row off a 16-byte boundary, one element.
   const std::vector<Case> cases{{1, 3, 1001, 1, 0, 0xAB},
                                 {2, 4096, 33, 9, 512, 0xFFFF},
                                 {4, 12 + (1 << 16), 65536, 1, 0, 0xDEADBEEF},
                                 {4, 1 << 19, 1, 1, 0, 0}};
   std::vector<cudaMemsetParams> params;
-  for (const Case& c : cases) {
-    cudaMemsetParams p = {};
-    p.value = c.value;
-    p.elementSize = c.element_size;
-    p.width = c.width;
-    p.height = c.height;
-    p.pitch = c.height > 1 ? c.pitch : c.width * c.element_size;
-    params.push_back(p);
-  }
+  for (const Case& c : cases) params.push_back(params_of(c));
   const auto placed = [&](char* base) {
     std::vector<cudaMemsetParams> out = params;
     for (size_t i = 0; i < out.size(); ++i) out[i].dst = base + cases[i].offset;
@@ -162,89 +157,81 @@ TEST_F(GraphMemsetsTest, FillsNodeWritesEveryMemsetsBytes) {
   cudaGraphDestroy(g);
 }
 
-// A captured graph with three memsets of disjoint regions in a row between kernels: rewritten, they are one
-// kernel node, and the graph gives the same bytes.
-TEST_F(GraphMemsetsTest, ChainOfDisjointMemsetsBecomesOneNode) {
-  at::manual_seed(6);
-  const auto cuda = at::TensorOptions().device(at::kCUDA, 0);
-  const at::Tensor x = at::randn({256, 256}, cuda);
-  std::vector<at::Tensor> outs;
-  for (const bool rewrite : {false, true}) {
-    at::Tensor buffer = at::empty({1 << 16}, cuda.dtype(at::kInt));
-    at::Tensor out;
-    at::cuda::CUDAGraph graph(/*keep_graph=*/true);
-    auto stream = c10::cuda::getStreamFromPool();
-    {
-      c10::cuda::CUDAStreamGuard guard(stream);
-      (void)at::mm(x, x);  // a LibTorch op before capture
-      stream.synchronize();
-      graph.capture_begin();
-      at::Tensor y = x * 2 + 1;
-      char* b = static_cast<char*>(buffer.data_ptr());
-      EXPECT_EQ(cudaMemsetAsync(b, 0x11, 4000, stream), cudaSuccess);
-      EXPECT_EQ(cudaMemsetAsync(b + 4000, 0, 3, stream), cudaSuccess);
-      EXPECT_EQ(cudaMemsetAsync(b + 8192, 0x7F, 50000, stream), cudaSuccess);
-      out = y.sum() + buffer.to(at::kFloat).sum();
-      graph.capture_end();
-    }
-    if (rewrite) {
-      size_t before = 0, after = 0;
-      ASSERT_EQ(cudaGraphGetNodes(graph.raw_cuda_graph(), nullptr, &before), cudaSuccess);
-      EXPECT_EQ(memsets_to_kernels(graph.raw_cuda_graph()), 3);
-      ASSERT_EQ(cudaGraphGetNodes(graph.raw_cuda_graph(), nullptr, &after), cudaSuccess);
-      EXPECT_EQ(after, before - 2);  // three memset nodes, one kernel node
-    }
-    graph.instantiate();
-    buffer.fill_(7);
-    graph.replay();
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    outs.push_back(at::cat({out.view({1}).to(at::kDouble), buffer.to(at::kDouble)}).cpu());
+// A graph captured on a side stream (after one LibTorch op): `ops(buffer, stream)` records what it holds and
+// returns its output. With `rewrite` its memsets become kernels first, and `check(graph)` runs after the
+// rewrite. Replayed once on a buffer of sevens; returns the output followed by the buffer's values.
+template <typename Ops, typename Check>
+at::Tensor replayed(bool rewrite, const at::Tensor& x, Ops ops, Check check) {
+  at::Tensor buffer = at::empty({1 << 16}, x.options().dtype(at::kInt));
+  at::Tensor out;
+  at::cuda::CUDAGraph graph(/*keep_graph=*/true);
+  auto stream = c10::cuda::getStreamFromPool();
+  {
+    c10::cuda::CUDAStreamGuard guard(stream);
+    (void)at::mm(x, x);  // a LibTorch op before capture
+    stream.synchronize();
+    graph.capture_begin();
+    out = ops(buffer, stream.stream());
+    graph.capture_end();
   }
-  EXPECT_TRUE(at::equal(outs[0], outs[1]));
+  if (rewrite) check(graph.raw_cuda_graph());
+  graph.instantiate();
+  buffer.fill_(7);
+  graph.replay();
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return at::cat({out.view({1}).to(at::kDouble), buffer.to(at::kDouble)}).cpu();
 }
 
-// A captured graph: kernels, memsets between them, kernels that read what the memsets wrote. Rewritten, it
-// has no memset node left and gives the same bytes.
+size_t node_count(cudaGraph_t graph) {
+  size_t n = 0;
+  EXPECT_EQ(cudaGraphGetNodes(graph, nullptr, &n), cudaSuccess);
+  return n;
+}
+
+// Three memsets of disjoint regions in a row between kernels: rewritten, they are one kernel node, and the
+// graph gives the same bytes.
+TEST_F(GraphMemsetsTest, ChainOfDisjointMemsetsBecomesOneNode) {
+  at::manual_seed(6);
+  const at::Tensor x = at::randn({256, 256}, at::TensorOptions().device(at::kCUDA, 0));
+  const auto ops = [&](const at::Tensor& buffer, cudaStream_t stream) {
+    at::Tensor y = x * 2 + 1;
+    char* b = static_cast<char*>(buffer.data_ptr());
+    EXPECT_EQ(cudaMemsetAsync(b, 0x11, 4000, stream), cudaSuccess);
+    EXPECT_EQ(cudaMemsetAsync(b + 4000, 0, 3, stream), cudaSuccess);
+    EXPECT_EQ(cudaMemsetAsync(b + 8192, 0x7F, 50000, stream), cudaSuccess);
+    return y.sum() + buffer.to(at::kFloat).sum();
+  };
+  const auto check = [](cudaGraph_t graph) {
+    const size_t before = node_count(graph);
+    EXPECT_EQ(memsets_to_kernels(graph), 3);
+    EXPECT_EQ(node_count(graph), before - 2);  // three memset nodes, one kernel node
+  };
+  EXPECT_TRUE(at::equal(replayed(false, x, ops, check), replayed(true, x, ops, check)));
+}
+
+// Kernels, memsets between them (the second inside the first's region), kernels that read what the memsets
+// wrote. Rewritten, the graph has no memset node left and gives the same bytes.
 TEST_F(GraphMemsetsTest, RewrittenGraphGivesTheSameResult) {
   at::manual_seed(5);
-  const auto cuda = at::TensorOptions().device(at::kCUDA, 0);
-  const at::Tensor x = at::randn({512, 512}, cuda);
-  std::vector<at::Tensor> outs;
-  for (const bool rewrite : {false, true}) {
-    at::Tensor buffer = at::empty({1 << 16}, cuda.dtype(at::kInt));
-    at::Tensor out;
-    at::cuda::CUDAGraph graph(/*keep_graph=*/true);
-    auto stream = c10::cuda::getStreamFromPool();
-    {
-      c10::cuda::CUDAStreamGuard guard(stream);
-      (void)at::mm(x, x);  // a LibTorch op before capture
-      stream.synchronize();
-      graph.capture_begin();
-      at::Tensor y = at::mm(x, x) + 1;
-      EXPECT_EQ(cudaMemsetAsync(buffer.data_ptr(), 0x11, buffer.numel() * 4, stream), cudaSuccess);
-      EXPECT_EQ(cudaMemsetAsync(static_cast<char*>(buffer.data_ptr()) + 6, 0, 1000, stream), cudaSuccess);
-      out = y.sum() + buffer.to(at::kFloat).sum() + at::mm(y, x).sum();
-      graph.capture_end();
+  const at::Tensor x = at::randn({512, 512}, at::TensorOptions().device(at::kCUDA, 0));
+  const auto ops = [&](const at::Tensor& buffer, cudaStream_t stream) {
+    at::Tensor y = at::mm(x, x) + 1;
+    EXPECT_EQ(cudaMemsetAsync(buffer.data_ptr(), 0x11, buffer.numel() * 4, stream), cudaSuccess);
+    EXPECT_EQ(cudaMemsetAsync(static_cast<char*>(buffer.data_ptr()) + 6, 0, 1000, stream), cudaSuccess);
+    return y.sum() + buffer.to(at::kFloat).sum() + at::mm(y, x).sum();
+  };
+  const auto check = [](cudaGraph_t graph) {
+    EXPECT_GE(memsets_to_kernels(graph), 2);  // ours, and any of cuBLASLt
+    std::vector<cudaGraphNode_t> nodes(node_count(graph));
+    size_t n = nodes.size();
+    ASSERT_EQ(cudaGraphGetNodes(graph, nodes.data(), &n), cudaSuccess);
+    for (cudaGraphNode_t node : nodes) {
+      cudaGraphNodeType type;
+      ASSERT_EQ(cudaGraphNodeGetType(node, &type), cudaSuccess);
+      EXPECT_NE(type, cudaGraphNodeTypeMemset);
     }
-    if (rewrite) {
-      EXPECT_GE(memsets_to_kernels(graph.raw_cuda_graph()), 2);  // ours, and any of cuBLASLt
-      size_t n = 0;
-      ASSERT_EQ(cudaGraphGetNodes(graph.raw_cuda_graph(), nullptr, &n), cudaSuccess);
-      std::vector<cudaGraphNode_t> nodes(n);
-      ASSERT_EQ(cudaGraphGetNodes(graph.raw_cuda_graph(), nodes.data(), &n), cudaSuccess);
-      for (cudaGraphNode_t node : nodes) {
-        cudaGraphNodeType type;
-        ASSERT_EQ(cudaGraphNodeGetType(node, &type), cudaSuccess);
-        EXPECT_NE(type, cudaGraphNodeTypeMemset);
-      }
-    }
-    graph.instantiate();
-    buffer.fill_(7);
-    graph.replay();
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    outs.push_back(at::cat({out.view({1}).to(at::kDouble), buffer.to(at::kDouble)}).cpu());
-  }
-  EXPECT_TRUE(at::equal(outs[0], outs[1]));
+  };
+  EXPECT_TRUE(at::equal(replayed(false, x, ops, check), replayed(true, x, ops, check)));
 }
 
 }  // namespace
