@@ -18,6 +18,7 @@
 #include "oracle_reference.h"
 #include "pipeline/io/model_folder.h"
 #include "pipeline/nn/fp8.h"
+#include "pipeline/nn/resnet_block.h"
 #include "pipeline/nn/transformer_2d.h"
 #include "test_files.h"
 
@@ -145,6 +146,39 @@ TEST(UNetContextProjections, SameBitsAsProjectingInTheCall) {
   ContextProjections none;
   call.projected = &none;
   EXPECT_TRUE(at::equal((*unet)->forward(sample, timestep, context, text, time_ids, call), plain));
+}
+
+// fuse_time_projections: every resnet's time_emb_proj as one linear of the UNet. The output stays diffusers'
+// (the same computation, rounded as one GEMM rounds it), the resnets' own layers are emptied, and a second
+// call joins nothing.
+TEST(UNetTimeProjections, OneLinearForEveryResnetMatchesDiffusers) {
+  auto unet = load("tiny-a");
+  ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
+  const Reference ref = reference("tiny-a");
+  const at::Tensor plain = run(*unet, ref);
+  int64_t resnets = 0, channels = 0;
+  for (const auto& item : (*unet)->modules(/*include_self=*/false))
+    if (auto* r = item->as<ResnetBlock2DImpl>(); r != nullptr && r->options().temb_channels()) {
+      ++resnets;
+      channels += r->options().out_channels();
+    }
+  ASSERT_GT(resnets, 1);
+  EXPECT_EQ((*unet)->fuse_time_projections(), resnets);
+  EXPECT_EQ((*unet)->fuse_time_projections(), 0);
+  const auto buffers = (*unet)->named_buffers(/*recurse=*/false);
+  ASSERT_TRUE(buffers.contains("time_proj_weight"));
+  EXPECT_EQ(buffers["time_proj_weight"].size(0), channels);
+  for (const auto& p : (*unet)->named_parameters()) {
+    if (p.key().find("time_emb_proj") != std::string::npos) {
+      EXPECT_EQ(p.value().numel(), 0) << p.key();
+    }
+  }
+  const at::Tensor joined = run(*unet, ref);
+  const double e = rel_err(joined, ref.get("out"));
+  std::printf("UNet with one time projection vs diffusers: max rel err %.3g (vs per resnet %.3g)\n", e,
+              rel_err(joined, plain));
+  EXPECT_LE(e, kTol);
+  EXPECT_LE(rel_err(joined, plain), kTol);
 }
 
 // unet_precision: fp8 (issue 17) switches exactly the transformer linears (not attn2's to_k/to_v, not the

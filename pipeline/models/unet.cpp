@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <sstream>
 #include <utility>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -352,6 +353,8 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at:
   at::Tensor time_embeds = add_time_proj_(time_ids.flatten()).reshape({text_embeds.size(0), -1});
   at::Tensor add_embeds = at::cat({text_embeds, time_embeds}, -1).to(emb.scalar_type());
   emb = emb + add_embedding_(add_embeds);
+  // With the resnets' projections joined, what they take is all of them at once (ResnetBlock2D::forward).
+  if (time_proj_weight_.defined()) emb = at::linear(at::silu(emb), time_proj_weight_, time_proj_bias_);
 
   // 2.-3. Input conv and down path; every intermediate is kept as a skip connection. A shallow call stops at
   // the branch's first layers.
@@ -512,12 +515,36 @@ StatusOr<UNet2DConditionModel> load_unet(const ModelFolder& folder, const std::s
   return load_unet(config, weights, "unet weights", dtype, device);
 }
 
+int64_t UNet2DConditionModelImpl::fuse_time_projections() {
+  if (time_proj_weight_.defined()) return 0;
+  std::vector<at::Tensor> weights, biases;
+  int64_t offset = 0;
+  // In the order the modules were registered: the same offsets in every process.
+  for (const auto& item : modules(/*include_self=*/false)) {
+    auto* resnet = item->as<ResnetBlock2DImpl>();
+    if (resnet == nullptr) continue;
+    auto wb = resnet->hand_over_time_projection(offset);
+    if (!wb) continue;
+    offset += wb->first.size(0);
+    weights.push_back(std::move(wb->first));
+    biases.push_back(std::move(wb->second));
+  }
+  if (weights.empty()) return 0;
+  at::NoGradGuard no_grad;
+  time_proj_weight_ = hold_buffer(*this, "time_proj_weight", at::cat(weights, 0));
+  time_proj_bias_ = hold_buffer(*this, "time_proj_bias", at::cat(biases, 0));
+  return static_cast<int64_t>(weights.size());
+}
+
 int64_t prepare_unet_for_gpu(torch::nn::Module& unet, const c10::Device& device, at::ScalarType dtype) {
   use_reproducible_gpu_numerics();
   at::NoGradGuard no_grad;
   for (auto& p : unet.parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
   (void)fuse_attention_projections(unet);
+  if (auto* model = unet.as<UNet2DConditionModelImpl>();
+      model != nullptr && fusion_enabled(Fusion::kTimeProjections))
+    (void)model->fuse_time_projections();
   return geglu_gemm_supported(device, dtype) ? use_geglu_gemms(unet) : 0;
 }
 

@@ -35,7 +35,7 @@ namespace {
 constexpr std::array<const char*, static_cast<size_t>(Fusion::kCount)> kFusionNames{
     "geglu",        "groupnorm",      "layernorm", "upsample",  "wideattention", "fp8qkv",
     "pdl",          "crossattention", "gelutable", "geglugemm", "qkv",           "memsetkernels",
-    "upsampleconv", "fp8crossout",    "gnbound",   "concat"};
+    "upsampleconv", "fp8crossout",    "gnbound",   "concat",    "timeproj"};
 // One name per Fusion, in its order: the array has one slot per fusion, and a fusion added without its name
 // would leave a null in it.
 constexpr bool all_named() {
@@ -385,14 +385,23 @@ bool fused_group_norm_applies(const at::Tensor& x) {
 #ifdef SDXLB_WITH_CUDA
 namespace {
 
+// A per-(sample, channel) addition the GroupNorm kernel reads: [n, c] of x's type on its device, each row
+// contiguous; the rows may lie further apart (a slice of a wider tensor: the time embeddings of every resnet,
+// projected at once).
+bool kernel_rows(const at::Tensor& t, const at::Tensor& x) {
+  return !t.defined() ||
+         (t.dim() == 2 && t.size(0) == x.size(0) && t.size(1) == x.size(1) &&
+          (t.size(1) == 1 || t.stride(1) == 1) && (t.size(0) == 1 || t.stride(0) >= t.size(1)) &&
+          t.scalar_type() == x.scalar_type() && t.device() == x.device());
+}
+
 // The GroupNorm kernel's arguments (all but the output) and workspace for group_norm_act(_e4m3)'s input, or
 // false when the kernel does not take it.
 bool group_norm_kernel_args(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
                             const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c,
                             const at::Tensor& add_nc, kernels::GroupNormArgs* a, at::Tensor* workspace) {
   if (!fused_group_norm_applies(x) || !same_type_contiguous(weight, x) || !same_type_contiguous(bias, x) ||
-      !weight.defined() || !bias.defined() || !same_type_contiguous(add_c, x) ||
-      !same_type_contiguous(add_nc, x))
+      !weight.defined() || !bias.defined() || !same_type_contiguous(add_c, x) || !kernel_rows(add_nc, x))
     return false;
   const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
   const size_t ws_bytes = kernels::group_norm_workspace_bytes(n, hw, c, groups);
@@ -403,6 +412,7 @@ bool group_norm_kernel_args(const at::Tensor& x, int64_t groups, const at::Tenso
   a->beta = bias.data_ptr();
   a->add_c = add_c.defined() ? add_c.data_ptr() : nullptr;
   a->add_nc = add_nc.defined() ? add_nc.data_ptr() : nullptr;
+  a->add_nc_stride = add_nc.defined() && add_nc.size(0) > 1 ? add_nc.stride(0) : 0;
   a->n = n;
   a->hw = hw;
   a->c = c;

@@ -48,6 +48,9 @@ enum class Fusion {
                         ///< (group_norm_act_e4m3)
   kConcat,              ///< "concat": the UNet's skip connections (cat along channels of channels-last
                         ///< tensors) as a copy kernel of our own instead of PyTorch's cat (the same bits)
+  kTimeProjections,     ///< "timeproj": every resnet's time_emb_proj(silu(temb)) as one GEMM and one SiLU per
+                        ///< UNet call instead of one each (UNet2DConditionModel::fuse_time_projections; read
+                        ///< when the model is readied)
   kCount,               ///< the number of fusions above (not a fusion): add new ones before it
 };
 bool fusion_enabled(Fusion fusion);
@@ -85,8 +88,8 @@ bool geglu_gemm_supported(const c10::Device& device, at::ScalarType dtype);
 bool fused_group_norm_applies(const at::Tensor& x);
 
 /// silu?(group_norm(v, groups, weight, bias, eps)) with v = x + add_c[c] + add_nc[n, c] (per channel of
-/// [N, C, H, W]; either may be undefined). The fused kernel reads x twice and writes y once, in x's layout;
-/// otherwise the same ops unfused.
+/// [N, C, H, W]; either may be undefined; add_nc's rows may lie apart, as in a slice of a wider tensor). The
+/// fused kernel reads x twice and writes y once, in x's layout; otherwise the same ops unfused.
 at::Tensor group_norm_act(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
                           const at::Tensor& bias, double eps, bool silu, const at::Tensor& add_c = {},
                           const at::Tensor& add_nc = {});

@@ -28,12 +28,7 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& tem
   if (fused_group_norm_applies(x)) return forward_fused(x, temb);
   at::Tensor h = at::silu(norm1_(x));
   h = conv1_(h);
-  if (time_emb_proj_) {
-    TORCH_CHECK(temb.defined(), "ResnetBlock2D with temb_channels=", *options_.temb_channels(),
-                " needs a time embedding");
-    // diffusers applies the nonlinearity inside every resnet (skip_time_act false), then adds per channel.
-    h = h + time_emb_proj_(at::silu(temb)).unsqueeze(-1).unsqueeze(-1);
-  }
+  if (time_emb_proj_) h = h + time_projection(temb).unsqueeze(-1).unsqueeze(-1);
   h = at::silu(norm2_(h));
   h = conv2_(h);
   at::Tensor shortcut = conv_shortcut_ ? conv_shortcut_(x) : x;
@@ -41,6 +36,33 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& x, const at::Tensor& tem
   // x / 1.0 is exact, so the common case skips a kernel without changing a bit.
   if (options_.output_scale_factor() != 1.0) out = out / options_.output_scale_factor();
   return out;
+}
+
+at::Tensor ResnetBlock2DImpl::time_projection(const at::Tensor& temb) {
+  TORCH_CHECK(temb.defined(), "ResnetBlock2D with temb_channels=", *options_.temb_channels(),
+              " needs a time embedding");
+  if (time_offset_ >= 0) {
+    TORCH_CHECK(temb.dim() == 2 && temb.size(1) >= time_offset_ + options_.out_channels(),
+                "ResnetBlock2D: the joint time projection [B, total] must hold channels ", time_offset_,
+                " to ", time_offset_ + options_.out_channels(), ", got ", temb.sizes());
+    return temb.narrow(1, time_offset_, options_.out_channels());
+  }
+  // diffusers applies the nonlinearity inside every resnet (skip_time_act false), then adds per channel.
+  return time_emb_proj_(at::silu(temb));
+}
+
+std::optional<std::pair<at::Tensor, at::Tensor>> ResnetBlock2DImpl::hand_over_time_projection(
+    int64_t offset) {
+  if (!time_emb_proj_ || time_offset_ >= 0 || time_emb_proj_->is_fp8() || !time_emb_proj_->bias.defined() ||
+      offset < 0)
+    return std::nullopt;
+  at::NoGradGuard no_grad;
+  // detach() keeps the storage that set_data below takes from the layer.
+  std::pair<at::Tensor, at::Tensor> wb{time_emb_proj_->weight.detach(), time_emb_proj_->bias.detach()};
+  time_emb_proj_->weight.set_data(at::empty({0}, wb.first.options()));
+  time_emb_proj_->bias.set_data(at::empty({0}, wb.second.options()));
+  time_offset_ = offset;
+  return wb;
 }
 
 // The same computation on the GPU in fewer passes over memory: conv1's bias and the time embedding are added
@@ -62,12 +84,7 @@ at::Tensor norm_silu_conv(GroupNormImpl& norm, Conv2dImpl& conv, const at::Tenso
 
 at::Tensor ResnetBlock2DImpl::forward_fused(const at::Tensor& x, const at::Tensor& temb) {
   at::Tensor h = norm_silu_conv(*norm1_, *conv1_, x);
-  at::Tensor temb_out;
-  if (time_emb_proj_) {
-    TORCH_CHECK(temb.defined(), "ResnetBlock2D with temb_channels=", *options_.temb_channels(),
-                " needs a time embedding");
-    temb_out = time_emb_proj_(at::silu(temb));
-  }
+  const at::Tensor temb_out = time_emb_proj_ ? time_projection(temb) : at::Tensor();
   h = norm_silu_conv(*norm2_, *conv2_, h, conv1_->bias, temb_out);
   at::Tensor out =
       conv_shortcut_

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 
 #include <ATen/core/Tensor.h>
 #include <torch/arg.h>
@@ -44,13 +45,22 @@ class ResnetBlock2DImpl : public torch::nn::Module, public HookedUnit {
  public:
   explicit ResnetBlock2DImpl(const ResnetBlock2DOptions& options);
   /// x [B, in, H, W], temb [B, temb_channels] (required when temb_channels is set, ignored otherwise)
-  /// → [B, out, H, W].
+  /// → [B, out, H, W]. After hand_over_time_projection, temb is instead the projection of every resnet that
+  /// handed its time_emb_proj over, [B, total], of which this block reads its out channels from its offset.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& temb = {});
+
+  /// Hands time_emb_proj's weight and bias over to one projection of the time embedding for every resnet
+  /// (UNet2DConditionModel's fuse_time_projections), whose outputs start at `offset` for this block: returns
+  /// them and leaves the layer empty. Nothing (std::nullopt) without a time_emb_proj, with one in FP8 or
+  /// without a bias, or when handed over already.
+  std::optional<std::pair<at::Tensor, at::Tensor>> hand_over_time_projection(int64_t offset);
 
   const ResnetBlock2DOptions& options() const { return options_; }
 
  private:
   at::Tensor forward_fused(const at::Tensor& x, const at::Tensor& temb);
+  // time_emb_proj(silu(temb)) [B, out], or its columns of the joint projection after a hand-over.
+  at::Tensor time_projection(const at::Tensor& temb);
 
   ResnetBlock2DOptions options_;
   GroupNorm norm1_{nullptr};
@@ -59,6 +69,7 @@ class ResnetBlock2DImpl : public torch::nn::Module, public HookedUnit {
   GroupNorm norm2_{nullptr};
   Conv2d conv2_{nullptr};
   Conv2d conv_shortcut_{nullptr};
+  int64_t time_offset_ = -1;  // set by hand_over_time_projection; -1: time_emb_proj is this block's own
 };
 TORCH_MODULE(ResnetBlock2D);
 

@@ -72,16 +72,16 @@ __device__ __forceinline__ Moments warp_merge(Moments m) {
 }
 
 // The value the normalisation sees for one channel: x, plus the per-channel and per-(sample, channel)
-// additions, each sum rounded to T as separate PyTorch ops would.
+// additions, each sum rounded to T as separate PyTorch ops would. add_nc's rows are nc_stride elements apart.
 template <typename T>
 struct PreAdd {
   bool has_c = false, has_nc = false;
   float ac = 0.f, anc = 0.f;
   PreAdd() = default;
-  __device__ __forceinline__ PreAdd(const T* add_c, const T* add_nc, int n, int ch, int c)
+  __device__ __forceinline__ PreAdd(const T* add_c, const T* add_nc, int n, int ch, int nc_stride)
       : has_c(add_c != nullptr), has_nc(add_nc != nullptr) {
     if (has_c) ac = to_float(add_c[ch]);
-    if (has_nc) anc = to_float(add_nc[n * c + ch]);
+    if (has_nc) anc = to_float(add_nc[static_cast<size_t>(n) * nc_stride + ch]);
   }
   __device__ __forceinline__ float operator()(float v) const {
     if (has_c) v = round_to<T>(v + ac);
@@ -149,8 +149,8 @@ __device__ __forceinline__ float normalise(float v, float a, float b) {
 template <typename T, bool kRange>
 __global__ void __launch_bounds__(kMaxThreads)
     gn_stats(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
-             float* __restrict__ partial, int hw, int c, int groups, int pairs_per_group, int rows_per_chunk,
-             unsigned* __restrict__ amax_bits) {
+             float* __restrict__ partial, int hw, int c, int nc_stride, int groups, int pairs_per_group,
+             int rows_per_chunk, unsigned* __restrict__ amax_bits) {
   wait_for_prior_grids();
   using P = Pair<T>;
   extern __shared__ float shm[];  // kPartial * bx * by
@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   const size_t row_stride = static_cast<size_t>(c / 2);
 
   // Sums of (v - shift) with the thread's first value as the shift, which keeps E[v^2] - E[v]^2 exact enough.
-  const PreAdd<T> pre0(add_c, add_nc, n, ch, c), pre1(add_c, add_nc, n, ch + 1, c);
+  const PreAdd<T> pre0(add_c, add_nc, n, ch, nc_stride), pre1(add_c, add_nc, n, ch + 1, nc_stride);
   if (amax_bits != nullptr && slice == 0 && chunk == 0 && tx == 0 && ty == 0) amax_bits[n] = 0u;
   float shift = 0.f, s = 0.f, ss = 0.f;
   float lo = INFINITY, hi = -INFINITY;
@@ -352,8 +352,8 @@ template <typename T, ApplyMode kMode = ApplyMode::kStore>
 __global__ void __launch_bounds__(kApplyThreads)
     gn_apply(const T* __restrict__ x, const T* __restrict__ add_c, const T* __restrict__ add_nc,
              const float* __restrict__ scale, const float* __restrict__ shift, T* __restrict__ y, int hw,
-             int c, bool silu, unsigned* __restrict__ amax_bits = nullptr, uint2* __restrict__ q = nullptr,
-             float* __restrict__ pixel_scale = nullptr) {
+             int c, int nc_stride, bool silu, unsigned* __restrict__ amax_bits = nullptr,
+             uint2* __restrict__ q = nullptr, float* __restrict__ pixel_scale = nullptr) {
   wait_for_prior_grids();
   constexpr int V = kVec<T>;
   const int n = blockIdx.y;
@@ -380,7 +380,7 @@ __global__ void __launch_bounds__(kApplyThreads)
   }
   PreAdd<T> pre[V];
 #pragma unroll
-  for (int k = 0; k < V; ++k) pre[k] = PreAdd<T>(add_c, add_nc, n, ch0 + k, c);
+  for (int k = 0; k < V; ++k) pre[k] = PreAdd<T>(add_c, add_nc, n, ch0 + k, nc_stride);
 #pragma unroll kApplyVectors
   for (int r = first / per_row; r < hw; r += row_step) {
     const size_t i = static_cast<size_t>(r) * per_row + vc;  // the vector's index in the sample
@@ -462,7 +462,8 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
   if (a.n <= 0 || a.hw <= 0) return cudaSuccess;
   if (a.groups <= 0 || a.c % a.groups != 0 || (a.c / a.groups) % 2 != 0 || a.c % 8 != 0 ||
       a.c / a.groups / 2 > 256 || !aligned16(a.x) || !aligned16(a.y) || !aligned16(workspace) ||
-      a.hw * a.c > (int64_t{1} << 30) || a.n > 65535)
+      a.hw * a.c > (int64_t{1} << 30) || a.n > 65535 || (a.add_nc_stride != 0 && a.add_nc_stride < a.c) ||
+      a.n * std::max(a.add_nc_stride, a.c) > (int64_t{1} << 30))
     return cudaErrorInvalidValue;
   const Layout l = layout_for(a.hw, a.c, a.groups);
   if (l.bx * l.by < 32) return cudaErrorInvalidValue;
@@ -473,11 +474,12 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
   const T* add_c = static_cast<const T*>(a.add_c);
   const T* add_nc = static_cast<const T*>(a.add_nc);
   const int hw = static_cast<int>(a.hw), c = static_cast<int>(a.c), groups = static_cast<int>(a.groups);
+  const int nc_stride = static_cast<int>(a.add_nc_stride == 0 ? a.c : a.add_nc_stride);
 
   const dim3 sgrid(l.slices, l.chunks, static_cast<unsigned>(a.n)), sblock(l.bx, l.by);
   const size_t shm = sizeof(float) * (bound ? kPartial : 3) * l.bx * l.by;
   launch_kernel(bound ? gn_stats<T, true> : gn_stats<T, false>, sgrid, sblock, shm, stream, x, add_c, add_nc,
-                partial, hw, c, groups, l.pairs_per_group, l.rows_per_chunk, amax_bits);
+                partial, hw, c, nc_stride, groups, l.pairs_per_group, l.rows_per_chunk, amax_bits);
   const auto finalize = l.chunks <= 32 * (kBlocksPerSample / 32) ? gn_finalize<T, kBlocksPerSample / 32>
                                                                  : gn_finalize<T, kMaxBlocksPerSample / 32>;
   launch_kernel(finalize, dim3(static_cast<unsigned>(groups), static_cast<unsigned>(a.n)), 32, 0, stream,
@@ -496,13 +498,13 @@ cudaError_t launch_gn(const GroupNormArgs& a, void* workspace, cudaStream_t stre
   const dim3 grid(blocks, static_cast<unsigned>(a.n));
   if constexpr (kMode == ApplyMode::kStore) {
     launch_kernel(gn_apply<T>, grid, threads, 0, stream, x, add_c, add_nc, scale, shift, static_cast<T*>(a.y),
-                  hw, c, a.silu, nullptr, nullptr, nullptr);
+                  hw, c, nc_stride, a.silu, nullptr, nullptr, nullptr);
   } else {
     if (!bound)
       launch_kernel(gn_apply<T, ApplyMode::kAmax>, grid, threads, 0, stream, x, add_c, add_nc, scale, shift,
-                    nullptr, hw, c, a.silu, amax_bits, nullptr, nullptr);
+                    nullptr, hw, c, nc_stride, a.silu, amax_bits, nullptr, nullptr);
     launch_kernel(gn_apply<T, ApplyMode::kQuantize>, grid, threads, 0, stream, x, add_c, add_nc, scale, shift,
-                  nullptr, hw, c, a.silu, amax_bits, static_cast<uint2*>(q), pixel_scale);
+                  nullptr, hw, c, nc_stride, a.silu, amax_bits, static_cast<uint2*>(q), pixel_scale);
   }
   return cudaGetLastError();
 }

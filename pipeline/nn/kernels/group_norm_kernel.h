@@ -18,6 +18,7 @@ struct GroupNormArgs {
   const void* add_c =
       nullptr;  ///< optional [c]: added to x first (a convolution's bias), rounded to the type
   const void* add_nc = nullptr;  ///< optional [n, c]: added next (a time embedding), rounded to the type
+  int64_t add_nc_stride = 0;     ///< elements from one row of add_nc to the next, at least c (0: c)
   int64_t n = 0, hw = 0, c = 0, groups = 0;
   float eps = 1e-5f;
   bool silu = false;  ///< y = silu(GroupNorm(v)), with the GroupNorm output rounded first as PyTorch does
