@@ -35,7 +35,7 @@ namespace {
 constexpr std::array<const char*, static_cast<size_t>(Fusion::kCount)> kFusionNames{
     "geglu",        "groupnorm",      "layernorm", "upsample",  "wideattention", "fp8qkv",
     "pdl",          "crossattention", "gelutable", "geglugemm", "qkv",           "memsetkernels",
-    "upsampleconv", "fp8crossout",    "gnbound",   "concat",    "timeproj"};
+    "upsampleconv", "fp8crossout",    "gnbound",   "concat",    "timeproj",      "fillchains"};
 // One name per Fusion, in its order: the array has one slot per fusion, and a fusion added without its name
 // would leave a null in it.
 constexpr bool all_named() {

@@ -51,7 +51,10 @@ enum class Fusion {
   kTimeProjections,     ///< "timeproj": every resnet's time_emb_proj(silu(temb)) as one GEMM and one SiLU per
                         ///< UNet call instead of one each (UNet2DConditionModel::fuse_time_projections; read
                         ///< when the model is readied)
-  kCount,               ///< the number of fusions above (not a fusion): add new ones before it
+  kFillChains,  ///< "fillchains": memsets in a row of a CUDA graph, with disjoint regions, as one fill
+                ///< kernel node of up to four (pipeline/runtime/graph_memsets.h), instead of one node
+                ///< each; only with "memsetkernels" on
+  kCount,       ///< the number of fusions above (not a fusion): add new ones before it
 };
 bool fusion_enabled(Fusion fusion);
 

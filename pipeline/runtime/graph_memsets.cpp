@@ -123,7 +123,7 @@ int memsets_to_kernels(cudaGraph_t graph) {
     for (size_t start = 0; start < chain.size(); start += kernels::kMaxFillsPerNode) {
       const size_t end = std::min(chain.size(), start + kernels::kMaxFillsPerNode);
       const std::vector<cudaGraphNode_t> group(chain.begin() + start, chain.begin() + end);
-      if (group.size() > 1) {
+      if (group.size() > 1 && fusion_enabled(Fusion::kFillChains)) {
         std::vector<cudaMemsetParams> params;
         for (cudaGraphNode_t n : group) params.push_back(memset_params(n));
         cudaGraphNode_t fill = nullptr;

@@ -18,10 +18,10 @@ namespace sdxlb {
 /// Replaces every memset node of `graph` (captured, not yet instantiated) by a kernel node with the same
 /// dependencies and dependents that writes the same bytes. Memsets in a row (each the only dependent of the
 /// one before, and it its only dependency) whose regions do not overlap become one kernel node, up to
-/// kernels::kMaxFillsPerNode of them (cuDNN's FP8 attention zeroes three regions that way: 210 memsets per
-/// FP8 UNet call). Returns how many memset nodes it replaced; a memset it cannot express stays. Throws
-/// std::runtime_error, naming the call, on a CUDA error (the graph may then be half rewritten: instantiate
-/// none of it).
+/// kernels::kMaxFillsPerNode of them, unless SDXLB_DISABLE_FUSION lists "fillchains" (cuDNN's FP8 attention
+/// zeroes three regions that way: 210 memsets per FP8 UNet call). Returns how many memset nodes it replaced;
+/// a memset it cannot express stays. Throws std::runtime_error, naming the call, on a CUDA error (the graph
+/// may then be half rewritten: instantiate none of it).
 int memsets_to_kernels(cudaGraph_t graph);
 
 /// Instantiates `graph`, made with keep_graph = true and captured, after memsets_to_kernels on it unless

@@ -52,7 +52,7 @@ class BadInput(unittest.TestCase):
 
     def test_unknown_fusion_in_environment(self):
         self.case("bad_fusion_env", GOOD, code=2, env={"SDXLB_DISABLE_FUSION": "groupnorm,gruopnorm"},
-                  expect=["SDXLB_DISABLE_FUSION", "gruopnorm", "layernorm", "concat", "timeproj"])
+                  expect=["SDXLB_DISABLE_FUSION", "gruopnorm", "layernorm", "concat", "timeproj", "fillchains"])
 
     def test_segment_seconds_out_of_range(self):
         for value in ("0", "90000", "soon"):
