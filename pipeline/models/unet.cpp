@@ -517,14 +517,20 @@ StatusOr<UNet2DConditionModel> load_unet(const ModelFolder& folder, const std::s
 
 int64_t UNet2DConditionModelImpl::fuse_time_projections() {
   if (time_proj_weight_.defined()) return 0;
-  std::vector<at::Tensor> weights, biases;
-  int64_t offset = 0;
-  // In the order the modules were registered: the same offsets in every process.
+  // In the order the modules were registered: the same offsets in every process. All or none: once joined,
+  // every resnet that projects the time embedding is handed the joint projection instead.
+  std::vector<ResnetBlock2DImpl*> resnets;
   for (const auto& item : modules(/*include_self=*/false)) {
     auto* resnet = item->as<ResnetBlock2DImpl>();
-    if (resnet == nullptr) continue;
+    if (resnet == nullptr || resnet->options().temb_channels() == std::nullopt) continue;
+    if (!resnet->can_hand_over_time_projection()) return 0;
+    resnets.push_back(resnet);
+  }
+  std::vector<at::Tensor> weights, biases;
+  int64_t offset = 0;
+  for (ResnetBlock2DImpl* resnet : resnets) {
     auto wb = resnet->hand_over_time_projection(offset);
-    if (!wb) continue;
+    TORCH_INTERNAL_ASSERT(wb.has_value(), "a resnet that could hand its time projection over did not");
     offset += wb->first.size(0);
     weights.push_back(std::move(wb->first));
     biases.push_back(std::move(wb->second));

@@ -134,8 +134,8 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
   /// Every resnet's time_emb_proj as rows of one linear held by this module (the resnets hand their weights
   /// over, ResnetBlock2D::hand_over_time_projection): forward then runs one SiLU of the time embedding and
   /// one GEMM for all of them (SDXL: 17 resnets, 13760 outputs) instead of one of each per resnet. The
-  /// results are the same computation, rounded as one GEMM rounds it. Returns how many resnets joined (0:
-  /// none, or joined already).
+  /// results are the same computation, rounded as one GEMM rounds it. All or none: returns how many resnets
+  /// joined (0: none has a time projection, one cannot hand it over, or they joined already).
   int64_t fuse_time_projections();
 
   const UNetConfig& config() const { return config_; }
@@ -183,11 +183,10 @@ StatusOr<UNet2DConditionModel> load_unet(const ModelFolder& folder, const std::s
 /// SDXL's convolutions on tensor cores), the self-attentions' query, key and value projections fused into one
 /// GEMM (fuse_attention_projections, attention.h), the resnets' time-embedding projections as one
 /// (fuse_time_projections, unless SDXLB_DISABLE_FUSION lists "timeproj"), and the feed-forwards' projections
-/// reordered for the GEGLU
-/// GEMM where geglu_gemm_supported(device, dtype) (use_geglu_gemms, transformer_2d.h). The weights stay where
-/// they are (a streamed UNet's in host memory). Call after LoRA, use_phase_upsamplers (resnet_block.h, which
-/// must come before FP8), use_fp8_linears and use_fp8_convolutions. Returns how many feed-forwards it
-/// reordered.
+/// reordered for the GEGLU GEMM where geglu_gemm_supported(device, dtype) (use_geglu_gemms,
+/// transformer_2d.h). The weights stay where they are (a streamed UNet's in host memory). Call after LoRA,
+/// use_phase_upsamplers (resnet_block.h, which must come before FP8), use_fp8_linears and
+/// use_fp8_convolutions. Returns how many feed-forwards it reordered.
 int64_t prepare_unet_for_gpu(torch::nn::Module& unet, const c10::Device& device, at::ScalarType dtype);
 
 }  // namespace sdxlb

@@ -51,11 +51,13 @@ at::Tensor ResnetBlock2DImpl::time_projection(const at::Tensor& temb) {
   return time_emb_proj_(at::silu(temb));
 }
 
+bool ResnetBlock2DImpl::can_hand_over_time_projection() const {
+  return time_emb_proj_ && time_offset_ < 0 && !time_emb_proj_->is_fp8() && time_emb_proj_->bias.defined();
+}
+
 std::optional<std::pair<at::Tensor, at::Tensor>> ResnetBlock2DImpl::hand_over_time_projection(
     int64_t offset) {
-  if (!time_emb_proj_ || time_offset_ >= 0 || time_emb_proj_->is_fp8() || !time_emb_proj_->bias.defined() ||
-      offset < 0)
-    return std::nullopt;
+  if (!can_hand_over_time_projection() || offset < 0) return std::nullopt;
   at::NoGradGuard no_grad;
   // detach() keeps the storage that set_data below takes from the layer.
   std::pair<at::Tensor, at::Tensor> wb{time_emb_proj_->weight.detach(), time_emb_proj_->bias.detach()};

@@ -54,6 +54,8 @@ class ResnetBlock2DImpl : public torch::nn::Module, public HookedUnit {
   /// them and leaves the layer empty. Nothing (std::nullopt) without a time_emb_proj, with one in FP8 or
   /// without a bias, or when handed over already.
   std::optional<std::pair<at::Tensor, at::Tensor>> hand_over_time_projection(int64_t offset);
+  /// Whether hand_over_time_projection would hand anything over.
+  bool can_hand_over_time_projection() const;
 
   const ResnetBlock2DOptions& options() const { return options_; }
 

@@ -51,10 +51,6 @@ std::vector<cudaGraphNode_t> neighbours(cudaGraphNode_t node, bool before) {
   return out;
 }
 
-}  // namespace
-
-namespace {
-
 bool is_memset(cudaGraphNode_t node) {
   cudaGraphNodeType type;
   check(cudaGraphNodeGetType(node, &type), "cudaGraphNodeGetType");

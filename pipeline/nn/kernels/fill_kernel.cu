@@ -81,6 +81,14 @@ uint4 pattern_of(E value) {
   return pattern;
 }
 
+// Sets f's value and its 16-byte pattern for element type E; returns the blocks p's rows need.
+template <typename E>
+unsigned describe(const cudaMemsetParams& p, Fill& f) {
+  f.value = static_cast<E>(p.value);
+  f.pattern = pattern_of(static_cast<E>(p.value));
+  return blocks_for<E>(p.width);
+}
+
 bool expressible(const cudaMemsetParams& p) {
   return p.width > 0 && p.height > 0 && (p.height == 1 || p.pitch >= p.width * p.elementSize) &&
          (p.elementSize == 1 || p.elementSize == 2 || p.elementSize == 4);
@@ -141,22 +149,10 @@ cudaError_t add_fills_node(cudaGraph_t graph, const cudaMemsetParams* params, in
     f.width = p.width;
     f.height = p.height;
     f.element_size = p.elementSize;
-    switch (p.elementSize) {
-      case 1:
-        f.value = static_cast<uint8_t>(p.value);
-        f.pattern = pattern_of(static_cast<uint8_t>(p.value));
-        blocks = std::max(blocks, blocks_for<uint8_t>(p.width));
-        break;
-      case 2:
-        f.value = static_cast<uint16_t>(p.value);
-        f.pattern = pattern_of(static_cast<uint16_t>(p.value));
-        blocks = std::max(blocks, blocks_for<uint16_t>(p.width));
-        break;
-      default:
-        f.value = p.value;
-        f.pattern = pattern_of(static_cast<uint32_t>(p.value));
-        blocks = std::max(blocks, blocks_for<uint32_t>(p.width));
-    }
+    const unsigned b = p.elementSize == 1   ? describe<uint8_t>(p, f)
+                       : p.elementSize == 2 ? describe<uint16_t>(p, f)
+                                            : describe<uint32_t>(p, f);
+    blocks = std::max(blocks, b);
   }
   void* args[] = {&fills};
   cudaKernelNodeParams k = {};
