@@ -42,8 +42,6 @@ namespace {
 using namespace cute;
 
 using Half = cutlass::half_t;
-using ClusterShape = Shape<_2, _1, _1>;
-
 // The epilogue: CUTLASS's DefaultEpilogue interface (the one its no-shared-memory epilogues give the
 // warp-specialized kernels through Sm90TmaWarpSpecializedAdapter), with GEGLU in place of its element-wise
 // operation and an output half as wide as the product.
@@ -153,21 +151,60 @@ class GegluEpilogue {
   Params params_;
 };
 
-// x [M, K] (row-major) times w [2F, K] (row-major, so column-major as B) with the GEGLU epilogue. CUTLASS's
-// default tile scheduler gives each output tile to one warpgroup for the whole of K (no split-K, no
-// stream-K).
-using TileShape = Shape<_128, _128, _64>;
-static_assert(size<1>(TileShape{}) == kGegluGemmColumns, "geglu_gemm_kernel.h states the tile's width");
-using Epilogue =
-    cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<GegluEpilogue<TileShape>>;
-using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Half, cutlass::layout::RowMajor, 8, Half,
-    cutlass::layout::ColumnMajor, 8, float, TileShape, ClusterShape,
-    cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
-        sizeof(GegluEpilogue<TileShape>::SharedStorage))>,
-    cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
-using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
-using Adapter = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+// x [M, K] (row-major) times w [2F, K] (row-major, so column-major as B) with the GEGLU epilogue, on tiles of
+// TileShape and clusters of ClusterShape with ping-pong consumers. CUTLASS's default tile scheduler gives
+// each output tile to one warpgroup for the whole of K (no split-K, no stream-K).
+template <class TileShape, class ClusterShape>
+struct GegluGemm {
+  using Epilogue =
+      cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<GegluEpilogue<TileShape>>;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Half, cutlass::layout::RowMajor, 8, Half,
+      cutlass::layout::ColumnMajor, 8, float, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename GegluEpilogue<TileShape>::SharedStorage))>,
+      cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Adapter = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  static cudaError_t launch(const void* x, const void* w, const void* bias, void* out, int64_t m, int64_t k,
+                            int64_t two_f, cudaStream_t stream) {
+    if (m <= 0 || k <= 0 || two_f <= 0 || k % 8 != 0 || two_f % size<1>(TileShape{}) != 0 || m > INT32_MAX ||
+        k > INT32_MAX || two_f > INT32_MAX || !aligned16(x) || !aligned16(w) || !aligned16(bias) ||
+        !aligned16(out))
+      return cudaErrorNotSupported;
+    const int mi = static_cast<int>(m), ki = static_cast<int>(k), ni = static_cast<int>(two_f);
+    typename Kernel::Arguments args{};
+    args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
+    args.problem_shape = {mi, ni, ki, 1};
+    args.mainloop.ptr_A = static_cast<const Half*>(x);
+    args.mainloop.dA = cutlass::make_cute_packed_stride(typename Kernel::StrideA{}, {mi, ki, 1});
+    args.mainloop.ptr_B = static_cast<const Half*>(w);
+    args.mainloop.dB = cutlass::make_cute_packed_stride(typename Kernel::StrideB{}, {ni, ki, 1});
+    args.epilogue = {static_cast<const __half*>(bias), static_cast<__half*>(out), two_f / 2};
+    cudaGetDevice(&args.hw_info.device_id);
+    args.hw_info.sm_count = cutlass_sm_count(args.hw_info.device_id);
+    Adapter op;
+    if (const cudaError_t e = prepare_cutlass(op, args, stream); e != cudaSuccess) return e;
+    if (op.run(stream, nullptr, programmatic_launch_enabled()) != cutlass::Status::kSuccess)
+      return cudaGetLastError();
+    return cudaGetLastError();
+  }
+};
+
+// The product's tiles: 128x128x64, each computed by one warpgroup over the whole of K, so that the cluster
+// shape changes only which SMs share a TMA load, never the bits (bench/geglu_variants on branch
+// wip/geglu-variants: the same bits from every cluster and tile; bench/results/2026-12-07-session41.md).
+// Clusters of two along N for the deepest level's 10240-wide projection, where they took 2048 rows from 99.5
+// to 99.1 µs, 4096 from 205.1 to 192.9 and 8192 from 396.2 to 378.1 on an H100; clusters of two along M for
+// the narrower ones (8192x640x5120: 118.9 µs along M, 125.5 along N). The choice depends on the layer's
+// width alone, never on M. Along N only for an even number of column tiles: the epilogue guards rows past M,
+// not columns past 2F, and a cluster's second tile past the last would write there.
+using Tile = Shape<_128, _128, _64>;
+using ClustersAlongM = GegluGemm<Tile, Shape<_2, _1, _1>>;
+using ClustersAlongN = GegluGemm<Tile, Shape<_1, _2, _1>>;
+constexpr int64_t kClustersAlongNFrom = 8192;  // 2F from which clusters run along N
+static_assert(size<1>(Tile{}) == kGegluGemmColumns, "geglu_gemm_kernel.h states the tile's width");
 
 }  // namespace
 
@@ -177,26 +214,9 @@ bool geglu_gemm_compiled() {
 
 cudaError_t launch_geglu_gemm(const void* x, const void* w, const void* bias, void* out, int64_t m, int64_t k,
                               int64_t two_f, cudaStream_t stream) {
-  if (m <= 0 || k <= 0 || two_f <= 0 || k % 8 != 0 || two_f % size<1>(TileShape{}) != 0 || m > INT32_MAX ||
-      k > INT32_MAX || two_f > INT32_MAX || !aligned16(x) || !aligned16(w) || !aligned16(bias) ||
-      !aligned16(out))
-    return cudaErrorNotSupported;
-  const int mi = static_cast<int>(m), ki = static_cast<int>(k), ni = static_cast<int>(two_f);
-  typename Kernel::Arguments args{};
-  args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
-  args.problem_shape = {mi, ni, ki, 1};
-  args.mainloop.ptr_A = static_cast<const Half*>(x);
-  args.mainloop.dA = cutlass::make_cute_packed_stride(typename Kernel::StrideA{}, {mi, ki, 1});
-  args.mainloop.ptr_B = static_cast<const Half*>(w);
-  args.mainloop.dB = cutlass::make_cute_packed_stride(typename Kernel::StrideB{}, {ni, ki, 1});
-  args.epilogue = {static_cast<const __half*>(bias), static_cast<__half*>(out), two_f / 2};
-  cudaGetDevice(&args.hw_info.device_id);
-  args.hw_info.sm_count = cutlass_sm_count(args.hw_info.device_id);
-  Adapter op;
-  if (const cudaError_t e = prepare_cutlass(op, args, stream); e != cudaSuccess) return e;
-  if (op.run(stream, nullptr, programmatic_launch_enabled()) != cutlass::Status::kSuccess)
-    return cudaGetLastError();
-  return cudaGetLastError();
+  const bool along_n = two_f >= kClustersAlongNFrom && (two_f / kGegluGemmColumns) % 2 == 0;
+  return along_n ? ClustersAlongN::launch(x, w, bias, out, m, k, two_f, stream)
+                 : ClustersAlongM::launch(x, w, bias, out, m, k, two_f, stream);
 }
 
 }  // namespace sdxlb::kernels
