@@ -38,6 +38,8 @@ build_and_model() {
 # leaves its output in $out/NAME.stdout and $out/NAME.stderr, with "exit=... wall_s=..." appended to stdout.
 # SDXLB_BENCH_EXTRA_YAML: more job-file lines for every row (e.g. "unet_precision: fp8").
 # SDXLB_BENCH_MEMORY: the memory map of rows that set none (e.g. "{overlap_decode: off}").
+# SDXLB_ROW_NEGATIVE: the job's negative_prompt (default "": no negatives, so zero negative conditioning, whose
+# cross-attentions the UNet fills in; set to measure a job with a negative prompt).
 # SDXLB_BENCH_VAE_YAML: the VAE's dtype line (default "vae_fp16_safe: true"; "vae_dtype: bf16" is what the
 # stock SDXL VAE can run at that speed).
 run_row() {
@@ -50,6 +52,7 @@ tiny_vae: $model/tiny_vae
 decoder: $dec
 ${SDXLB_BENCH_VAE_YAML:-vae_fp16_safe: true}
 prompts_file: p.txt
+negative_prompt: "${SDXLB_ROW_NEGATIVE:-}"
 steps: $steps
 guidance: $g
 width: 1024

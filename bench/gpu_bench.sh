@@ -32,8 +32,14 @@ if [[ "$part" == ours ]]; then
     # SDXLB_BENCH_ROWS="b4_full b8_full" runs only those rows.
     [[ -n "${SDXLB_BENCH_ROWS:-}" && " $SDXLB_BENCH_ROWS " != *" $name "* ]] && continue
     d="/tmp/bench-$name"
+    # The MLPerf rows, and those named *_neg, with MLPerf's negative prompt (MLPerf's SDXL runs every image
+    # with it); the others without negatives, whose zero conditioning lets the UNet fill in the negatives'
+    # cross-attentions.
+    neg=""
+    [[ $name == *mlperf* || $name == *_neg ]] &&
+      neg="normal quality, low quality, worst quality, low res, blurry, nsfw, nude"
     # SDXLB_BENCH_BATCHES: batches per row (default 3; the first one captures the graphs and is not timed).
-    run_row "$name" "$d" $((${SDXLB_BENCH_BATCHES:-3} * b)) "$steps" "$g" "$b" "$dec"
+    SDXLB_ROW_NEGATIVE="$neg" run_row "$name" "$d" $((${SDXLB_BENCH_BATCHES:-3} * b)) "$steps" "$g" "$b" "$dec"
     "$py" - "$d/out/index.h5" "$out/$name.items.json" <<'PY'
 import h5py, json, sys
 f = h5py.File(sys.argv[1], "r")
@@ -43,6 +49,7 @@ PY
   done <<'ROWS'
 b1_full 1 30 5.0 full
 b4_full 4 30 5.0 full
+b4_full_neg 4 30 5.0 full
 b8_full 8 30 5.0 full
 b1_tiny 1 30 5.0 tiny
 b4_tiny 4 30 5.0 tiny

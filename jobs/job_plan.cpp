@@ -108,6 +108,7 @@ StatusOr<JobPlan> JobPlan::build(std::shared_ptr<const PromptList> prompts, std:
     if (neg.empty()) {
       t.negative_[p] = UniqueTexts::kNone;
     } else {
+      plan.every_negative_empty_ = false;
       const uint32_t id = interner.intern(neg);
       if (id == UniqueTexts::kNone) return too_many;
       t.negative_[p] = id;

@@ -97,8 +97,13 @@ class JobPlan {
   }
   /// Distinct texts for the encode phase.
   const UniqueTexts& texts() const { return texts_; }
+  /// Whether every prompt's effective negative is "" (no negative text in the whole job): with
+  /// force_zeros_for_empty_prompt every negative conditioning is then zeros, a fact of the job that the
+  /// render phase uses for all of its batches alike (RenderSettings::zero_negatives).
+  bool every_negative_empty() const { return every_negative_empty_; }
 
  private:
+  bool every_negative_empty_ = true;
   std::shared_ptr<const PromptList> prompts_;
   uint64_t num_prompts_ = 0;
   uint32_t images_per_prompt_ = 1;

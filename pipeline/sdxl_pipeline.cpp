@@ -21,6 +21,7 @@
 #include "pipeline/models/vae.h"
 #include "pipeline/nn/fp8.h"
 #include "pipeline/nn/fp8_attention.h"
+#include "pipeline/nn/fused_ops.h"
 #include "pipeline/nn/resnet_block.h"
 #include "pipeline/nn/transformer_2d.h"
 #include "pipeline/runtime/denoise_loop.h"
@@ -554,6 +555,12 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
       pooled = to_dev(positive.pooled);
     }
     time_ids = time_ids.to(dev).repeat({rows * b, 1});
+    if (cfg && s.zero_negatives &&
+        (negative.prompt_embeds.ne(0).any().item<bool>() || negative.pooled.ne(0).any().item<bool>()))
+      return invalid_argument(
+          "denoise: RenderSettings.zero_negatives is set but a negative conditioning row is not zero "
+          "(set it only when every negative prompt is empty and the model says "
+          "force_zeros_for_empty_prompt)");
     // Every step through the denoise loop: one CUDA graph replay per step on CUDA (captured once per batch
     // shape, guidance and sampler), the same work eagerly elsewhere.
     DenoiseLoop::Key key = DenoiseLoop::key_for(*sampler);
@@ -569,6 +576,7 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
     key.guidance = s.guidance;
     key.streams = std::max(1, options_.unet_streams);
     key.images_per_call = per_call;
+    key.zero_negatives = cfg && s.zero_negatives && fusion_enabled(Fusion::kZeroNegatives);
     key.cuda_graph = dev.is_cuda() && options_.cuda_graphs;
     key.approximations = options_.approximations;
     // Only where the UNet's weights stay in place: a streamed or offloaded UNet has its weights on the GPU

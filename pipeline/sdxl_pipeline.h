@@ -111,6 +111,11 @@ struct RenderSettings {
   double guidance = 5.0;
   int64_t width = 1024;
   int64_t height = 1024;
+  /// Every image's negative conditioning is zeros (an empty negative prompt under
+  /// force_zeros_for_empty_prompt): the UNet then fills in the negatives' cross-attention outputs (to_out's
+  /// bias) instead of computing them (UNetCall::zero_context_samples). Set it for a whole job or for none of
+  /// it: an image's rounding may differ with and without. denoise() refuses it when a negative is not zero.
+  bool zero_negatives = false;
 };
 
 /// Per-phase wall times of the last call (milliseconds, after a device synchronize).

@@ -75,6 +75,29 @@ TEST(JobPlan, UniqueTextsDeduplicatePositivesAndNegatives) {
   EXPECT_EQ(t.negative_id(3), t.negative_id(0));
   EXPECT_EQ(plan->negative_text(0), "blurry");
   EXPECT_EQ(plan->negative_text(2), "");
+  EXPECT_FALSE(plan->every_negative_empty());
+}
+
+// every_negative_empty: true only when no prompt of the job has a negative text, its own or the job's.
+TEST(JobPlan, EveryNegativeEmptyIsAFactOfTheWholeJob) {
+  auto none = JobPlan::build(list_of({"a", "b"}), "", 1, 0);
+  ASSERT_TRUE(none.is_ok());
+  EXPECT_TRUE(none->every_negative_empty());
+  auto job_default = JobPlan::build(list_of({"a", "b"}), "blurry", 1, 0);
+  ASSERT_TRUE(job_default.is_ok());
+  EXPECT_FALSE(job_default->every_negative_empty());
+  auto l = std::make_shared<PromptList>();
+  ASSERT_TRUE(l->add("a").is_ok());
+  ASSERT_TRUE(l->add("b", std::string_view("")).is_ok());
+  ASSERT_TRUE(l->add("c", std::string_view("dark")).is_ok());  // one prompt's own negative is enough
+  auto one = JobPlan::build(l, "", 1, 0);
+  ASSERT_TRUE(one.is_ok());
+  EXPECT_FALSE(one->every_negative_empty());
+  auto l2 = std::make_shared<PromptList>();
+  ASSERT_TRUE(l2->add("a", std::string_view("")).is_ok());  // explicitly none, over a job default
+  auto own_empty = JobPlan::build(l2, "blurry", 1, 0);
+  ASSERT_TRUE(own_empty.is_ok());
+  EXPECT_TRUE(own_empty->every_negative_empty());
 }
 
 TEST(JobPlan, EmptyDefaultNegativeMeansNone) {

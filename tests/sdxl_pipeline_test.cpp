@@ -52,6 +52,27 @@ TEST_P(PipelineParity, MatchesDiffusersWithinOneLevel) {
   EXPECT_LE(max_diff, 1) << GetParam();
   // The images are not degenerate (all one value would hide a broken decode).
   EXPECT_GT(c.expected.to(at::kFloat).std().item<float>(), 1.0f);
+
+  // RenderSettings::zero_negatives: with every negative empty (zeros under force_zeros_for_empty_prompt) the
+  // negatives' cross-attentions are filled in, and the images stay diffusers'; with a negative prompt the
+  // setting is refused, naming it.
+  bool every_negative_empty = true;
+  for (const auto& n : c.spec["negatives"])
+    every_negative_empty = every_negative_empty && n.get<std::string>().empty();
+  if (rs.guidance <= 1.0) return;
+  rs.zero_negatives = true;
+  auto filled = (*pipe)->generate(c.spec["prompts"], c.spec["negatives"], c.spec["seeds"], rs);
+  if (!every_negative_empty) {
+    ASSERT_FALSE(filled.is_ok()) << GetParam();
+    EXPECT_EQ(filled.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(filled.status().message().find("zero_negatives"), std::string::npos)
+        << filled.status().to_string();
+    return;
+  }
+  ASSERT_TRUE(filled.is_ok()) << filled.status().to_string();
+  const int64_t filled_diff =
+      (filled->to(at::kShort) - c.expected.to(at::kShort)).abs().max().item<int64_t>();
+  EXPECT_LE(filled_diff, 1) << GetParam() << " with zero_negatives";
 }
 
 INSTANTIATE_TEST_SUITE_P(Diffusers, PipelineParity,

@@ -123,29 +123,84 @@ TEST(UNetLoad, ShardedWeightsGiveTheSameOutput) {
 // The cross-attention keys and values projected ahead of the call (once per batch in the denoise loop) give
 // the same bits as projecting them in the call; projections of another prompt change the output (so they are
 // used), and a map without this model's modules is ignored.
+// A reference's UNet inputs, and the UNet's call on them (with another context where given).
+struct Inputs {
+  explicit Inputs(const Reference& ref)
+      : sample(ref.get("sample")),
+        timestep(ref.get("timestep")),
+        context(ref.get("encoder_hidden_states")),
+        text(ref.get("text_embeds")),
+        time_ids(ref.get("time_ids")) {}
+  at::Tensor forward(UNet2DConditionModel& unet, const UNetCall& call = {},
+                     const at::Tensor& other_context = {}) const {
+    return unet->forward(sample, timestep, other_context.defined() ? other_context : context, text, time_ids,
+                         call);
+  }
+  at::Tensor sample, timestep, context, text, time_ids;
+};
+
 TEST(UNetContextProjections, SameBitsAsProjectingInTheCall) {
   auto unet = load("tiny-a");
   ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
-  const Reference ref = reference("tiny-a");
   c10::InferenceMode guard;
-  const at::Tensor sample = ref.get("sample"), timestep = ref.get("timestep");
-  const at::Tensor context = ref.get("encoder_hidden_states"), text = ref.get("text_embeds"),
-                   time_ids = ref.get("time_ids");
-  const at::Tensor plain = (*unet)->forward(sample, timestep, context, text, time_ids);
+  const Inputs in(reference("tiny-a"));
+  const at::Tensor plain = in.forward(*unet);
   ContextProjections projected;
-  (*unet)->project_context(context, projected);
+  (*unet)->project_context(in.context, projected);
   // tiny-a: 1 + 2 transformer layers down, 2 in the mid block, 3 + 3 up, each with cross-attention.
   EXPECT_EQ(projected.kv.size(), 1u * 2 + 2 * 2 + 2 + 2 * 3 + 1 * 3);
   UNetCall call;
   call.projected = &projected;
-  EXPECT_TRUE(at::equal((*unet)->forward(sample, timestep, context, text, time_ids, call), plain));
+  EXPECT_TRUE(at::equal(in.forward(*unet, call), plain));
   ContextProjections other;
-  (*unet)->project_context(context + 1, other);
+  (*unet)->project_context(in.context + 1, other);
   call.projected = &other;
-  EXPECT_FALSE(at::equal((*unet)->forward(sample, timestep, context, text, time_ids, call), plain));
+  EXPECT_FALSE(at::equal(in.forward(*unet, call), plain));
   ContextProjections none;
   call.projected = &none;
-  EXPECT_TRUE(at::equal((*unet)->forward(sample, timestep, context, text, time_ids, call), plain));
+  EXPECT_TRUE(at::equal(in.forward(*unet, call), plain));
+}
+
+// UNetCall::zero_context_samples: with the first sample's context zero (an empty negative prompt under
+// force_zeros_for_empty_prompt), filling in its cross-attention outputs instead of computing them gives
+// diffusers' output, with the context projected in the call or ahead; every sample zero works too, and a
+// count beyond the batch is refused. A non-zero context filled in this way would change the output (the test
+// would notice a fill that does nothing).
+TEST(UNetZeroContext, FillingInTheZeroSamplesCrossAttentionMatchesDiffusers) {
+  auto unet = load("tiny-a");
+  ASSERT_TRUE(unet.is_ok()) << unet.status().to_string();
+  const Reference ref = reference("tiny-a-zero-negative");
+  c10::InferenceMode guard;
+  const Inputs in(ref);
+  ASSERT_EQ(in.context[0].count_nonzero().item<int64_t>(), 0);
+  const at::Tensor expected = ref.get("out");
+  const at::Tensor plain = in.forward(*unet);
+  EXPECT_LE(rel_err(plain, expected), kTol);
+  UNetCall call;
+  call.zero_context_samples = 1;
+  const at::Tensor filled = in.forward(*unet, call);
+  const double e = rel_err(filled, expected);
+  std::printf("[tiny-a-zero-negative] UNet, negative's cross-attention filled in, vs diffusers: %.3g\n", e);
+  EXPECT_LE(e, kTol);
+  EXPECT_LE(rel_err(filled, plain), 1e-6);
+  ContextProjections projected;
+  (*unet)->project_context(in.context, projected);
+  call.projected = &projected;
+  EXPECT_LE(rel_err(in.forward(*unet, call), expected), kTol);
+
+  // Both samples zero.
+  const at::Tensor zeros = at::zeros_like(in.context);
+  UNetCall all;
+  all.zero_context_samples = 2;
+  EXPECT_LE(rel_err(in.forward(*unet, all, zeros), in.forward(*unet, {}, zeros)), 1e-6);
+  // The fill is used: claimed for a sample whose context is not zero, the output moves.
+  UNetCall wrong;
+  wrong.zero_context_samples = 1;
+  const at::Tensor shifted = in.context + 1;
+  EXPECT_GT(rel_err(in.forward(*unet, wrong, shifted), in.forward(*unet, {}, shifted)), 1e-3);
+  UNetCall beyond;
+  beyond.zero_context_samples = 3;
+  EXPECT_THROW(in.forward(*unet, beyond), c10::Error);
 }
 
 // fuse_time_projections: every resnet's time_emb_proj as one linear of the UNet. The output stays diffusers'

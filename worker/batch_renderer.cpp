@@ -487,8 +487,10 @@ StatusOr<at::Tensor> BatchRenderer::denoise_group(Group& g) {
                   seconds_since_process_start());
     log_info(line);
   }
-  SDXLB_ASSIGN_OR_RETURN(auto latents,
-                         pipe_->denoise(positive, negative, g.seeds, render_settings(ctx_.job)));
+  RenderSettings settings = render_settings(ctx_.job);
+  // A fact of the whole job (not of this batch), so that every batch runs the same kernels.
+  settings.zero_negatives = ctx_.plan->every_negative_empty() && pipe_->force_zeros_for_empty_prompt();
+  SDXLB_ASSIGN_OR_RETURN(auto latents, pipe_->denoise(positive, negative, g.seeds, settings));
   g.denoise_ms = pipe_->last_times().denoise_ms;
   if (!placement_logged_) {
     placement_logged_ = true;

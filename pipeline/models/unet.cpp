@@ -321,6 +321,9 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample, const at:
   TransformerCall blocks;
   blocks.tokens = call.tokens != nullptr && call.tokens->active() ? call.tokens : nullptr;
   blocks.projected = call.projected;
+  TORCH_CHECK(call.zero_context_samples >= 0 && call.zero_context_samples <= batch,
+              "UNet: zero_context_samples ", call.zero_context_samples, " outside 0 .. ", batch);
+  blocks.zero_context_samples = call.zero_context_samples;
   if (blocks.tokens != nullptr) {
     blocks.tokens->height = sample.size(-2);
     blocks.tokens->width = sample.size(-1);

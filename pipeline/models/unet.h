@@ -95,6 +95,12 @@ struct UNetCall {
   /// Cross-attention keys and values of this call's encoder_hidden_states, from project_context() (nullptr:
   /// projected in the call). Only an optimisation: the output is the same bits either way.
   const ContextProjections* projected = nullptr;
+  /// The first n samples' encoder_hidden_states are all zeros (with CFG in the denoise loop: each image's
+  /// empty negative prompt under force_zeros_for_empty_prompt). Their cross-attentions' keys and values are
+  /// then zero, so each cross-attention's output is to_out's bias, exactly what computing it gives; those
+  /// rows are filled with it and only the other samples' cross-attention runs. The caller guarantees the
+  /// zeros (nothing checks them here). 0: every sample's cross-attention runs.
+  int64_t zero_context_samples = 0;
 };
 
 /// diffusers' UNet2DConditionModel for the config family described above.

@@ -111,15 +111,50 @@ bool AttentionImpl::takes_fp8() const {
 }
 
 std::pair<at::Tensor, at::Tensor> AttentionImpl::context_kv(const at::Tensor& context,
-                                                            const ContextProjections* projected) {
+                                                            const ContextProjections* projected,
+                                                            int64_t first, int64_t count) {
   if (projected != nullptr) {
-    if (auto it = projected->kv.find(this); it != projected->kv.end()) return it->second;
+    if (auto it = projected->kv.find(this); it != projected->kv.end()) {
+      const auto& [key, value] = it->second;
+      if (first == 0 && key.size(0) == count) return it->second;
+      TORCH_CHECK(first >= 0 && first + count <= key.size(0), "Attention: samples ", first, " .. ",
+                  first + count, " of a call whose projected context has ", key.size(0));
+      return {key.narrow(0, first, count), value.narrow(0, first, count)};
+    }
   }
   return project_context(context);
 }
 
+void AttentionImpl::fill_zero_context_output(at::Tensor out) const {
+  TORCH_CHECK(options_.cross_attention_dim().has_value(),
+              "Attention::fill_zero_context_output on a self-attention");
+  if (to_out_->bias.defined()) {
+    out.copy_(to_out_->bias.expand_as(out));
+  } else {
+    out.zero_();
+  }
+}
+
+at::Tensor AttentionImpl::project_out(const at::Tensor& h, const at::Tensor& out) {
+  if (!out.defined()) return to_out_(h);
+  TORCH_CHECK(out.is_contiguous() && out.numel() / std::max<int64_t>(1, out.size(-1)) ==
+                                         h.numel() / std::max<int64_t>(1, h.size(-1)),
+              "Attention: to_out's output buffer must be contiguous, one row per input row; got ",
+              out.sizes(), " for an input ", h.sizes());
+  if (to_out_->is_fp8()) return out.copy_(to_out_(h));
+  // at::linear's own product for a contiguous input: addmm on the rows (mm without a bias), here into out.
+  const at::Tensor rows = h.reshape({-1, h.size(-1)});
+  at::Tensor dst = out.view({-1, out.size(-1)});
+  if (to_out_->bias.defined()) {
+    at::addmm_out(dst, to_out_->bias, rows, to_out_->weight.t());
+  } else {
+    at::mm_out(dst, rows, to_out_->weight.t());
+  }
+  return out;
+}
+
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context, const BlockTokens* tokens,
-                                  const ContextProjections* projected) {
+                                  const ContextProjections* projected, const CrossRows& rows) {
   const at::Tensor kv_input =
       context.defined() ? context : (tokens != nullptr ? downsample_tokens(x, *tokens) : x);
   at::Tensor query, key, value;
@@ -136,13 +171,13 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context
   } else {
     query = project(0, x);
     if (context.defined()) {
-      std::tie(key, value) = context_kv(context, projected);
+      std::tie(key, value) = context_kv(context, projected, rows.first_sample, x.size(0));
     } else {
       key = project(1, kv_input);
       value = project(2, kv_input);
     }
   }
-  return attend_heads(query, key, value, kv_input.size(0));
+  return attend_heads(query, key, value, kv_input.size(0), rows.out);
 }
 
 at::Tensor AttentionImpl::project(int64_t i, const at::Tensor& x) {
@@ -220,29 +255,32 @@ void AttentionImpl::use_fp8_attention(double input_radius) {
 }
 
 at::Tensor AttentionImpl::forward_fp8(const Fp8Activation& x, const at::Tensor& context,
-                                      const ContextProjections* projected) {
+                                      const ContextProjections* projected, const CrossRows& rows) {
   TORCH_CHECK(takes_fp8(), "Attention::forward_fp8 on a module whose projections are not FP8");
   at::Tensor query, key, value;
   if (context.defined()) {
     query = to_q_->forward_fp8(x);
-    std::tie(key, value) = context_kv(context, projected);
+    const int64_t samples = x.shape.front();
+    std::tie(key, value) = context_kv(context, projected, rows.first_sample, samples);
     // FP8 to_out: the attention writes e4m3 at the image's values' scale, projected ahead with them or taken
     // now from the same values (the same scale, so every placement gives the same bits).
     if (to_out_->is_fp8() && value.is_cuda() && fusion_enabled(Fusion::kFp8CrossOut)) {
       at::Tensor out_scale;
       if (projected != nullptr)
         if (auto it = projected->value_scale.find(this); it != projected->value_scale.end())
-          out_scale = it->second;
+          out_scale = it->second.narrow(0, rows.first_sample, samples);
       if (!out_scale.defined()) out_scale = context_value_scale(value);
-      const int64_t batch = x.shape.front(), heads = options_.heads(), head_dim = key.size(-1) / heads;
+      const int64_t batch = samples, heads = options_.heads(), head_dim = key.size(-1) / heads;
       const auto split = [&](const at::Tensor& t) {
         return t.view({batch, -1, heads, head_dim}).transpose(1, 2);
       };
-      if (auto o = short_attention_e4m3(split(query), split(key), split(value), out_scale))
-        return to_out_->forward_fp8(make_activation(o->first.view({-1, o->first.size(-1)}), o->second,
-                                                    o->first.sizes().vec(), x.dtype));
+      if (auto o = short_attention_e4m3(split(query), split(key), split(value), out_scale)) {
+        at::Tensor y = to_out_->forward_fp8(make_activation(o->first.view({-1, o->first.size(-1)}), o->second,
+                                                            o->first.sizes().vec(), x.dtype));
+        return rows.out.defined() ? rows.out.copy_(y) : y;
+      }
     }
-    return attend_heads(query, key, value, x.shape.front());
+    return attend_heads(query, key, value, samples, rows.out);
   }
   if (runs_fp8_attention()) {
     // e4m3 query, keys and values at their static scales → cuDNN's FP8 attention → its e4m3 output, at the
@@ -272,14 +310,14 @@ at::Tensor AttentionImpl::forward_fp8(const Fp8Activation& x, const at::Tensor& 
 }
 
 at::Tensor AttentionImpl::attend_heads(const at::Tensor& query, const at::Tensor& key,
-                                       const at::Tensor& value, int64_t batch) {
+                                       const at::Tensor& value, int64_t batch, const at::Tensor& out) {
   const int64_t heads = options_.heads();
   const int64_t head_dim = key.size(-1) / heads;
   at::Tensor h = attend(query.view({batch, -1, heads, head_dim}).transpose(1, 2),
                         key.view({batch, -1, heads, head_dim}).transpose(1, 2),
                         value.view({batch, -1, heads, head_dim}).transpose(1, 2));
   h = h.transpose(1, 2).reshape({batch, -1, heads * head_dim}).to(query.scalar_type());
-  return to_out_(h);
+  return project_out(h, out);
 }
 
 }  // namespace sdxlb

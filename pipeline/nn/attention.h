@@ -53,6 +53,16 @@ struct AttentionOptions {
 
 class AttentionImpl;
 
+/// Where a cross-attention's input sits in its UNet call, and where its output goes (Attention::forward).
+struct CrossRows {
+  /// x and context are the call's samples [first_sample, first_sample + B); `projected` holds the whole
+  /// call's keys and values, of which the attention takes those samples'.
+  int64_t first_sample = 0;
+  /// Defined: to_out writes the output here ([B, N, query_dim], contiguous; for a layer in the model's dtype
+  /// the same GEMM as forward()'s own output, else a copy of it) and forward returns it.
+  at::Tensor out;
+};
+
 /// Cross-attention keys and values projected ahead of a UNet call, per Attention module. They depend only on
 /// the prompt, which is the same at every step of a batch: the denoise loop projects them once per batch
 /// instead of once per step (issue 16), with the same projections of the same input, so the same bits.
@@ -72,12 +82,17 @@ class AttentionImpl : public torch::nn::Module {
   /// → [B, N, query_dim]. `tokens` (self-attention only): ToDo's downsampled keys and values when it says so.
   /// `projected` (cross-attention only; nullptr: none): keys and values projected ahead, used instead of
   /// projecting `context` when they hold this module's.
+  /// `rows`: for cross-attention, which samples of the call x holds and where the output goes.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {}, const BlockTokens* tokens = nullptr,
-                     const ContextProjections* projected = nullptr);
+                     const ContextProjections* projected = nullptr, const CrossRows& rows = {});
   /// forward() on an input quantised ahead (a LayerNorm's e4m3 rows, layers.h), without token reduction: for
   /// a module whose to_q (and for self-attention to_k and to_v) are FP8 (takes_fp8()).
   at::Tensor forward_fp8(const Fp8Activation& x, const at::Tensor& context = {},
-                         const ContextProjections* projected = nullptr);
+                         const ContextProjections* projected = nullptr, const CrossRows& rows = {});
+  /// Writes what this cross-attention returns for samples whose context is all zeros into `out`
+  /// ([B, N, query_dim]): their keys and values are zero, so the attention's output is zero and to_out's is
+  /// its bias (zero without one), in every row.
+  void fill_zero_context_output(at::Tensor out) const;
   /// Whether forward_fp8 takes this module's input: to_q in FP8, and to_k and to_v too for self-attention.
   bool takes_fp8() const;
   /// Switches forward_fp8 of this self-attention (takes_fp8()) to cuDNN's FP8 attention (fp8_attention.h),
@@ -107,18 +122,21 @@ class AttentionImpl : public torch::nn::Module {
   void project_context(const at::Tensor& context, ContextProjections& out);
 
  private:
-  // The keys and values of a cross-attention context: projected ahead when `projected` holds them, else now.
-  std::pair<at::Tensor, at::Tensor> context_kv(const at::Tensor& context,
-                                               const ContextProjections* projected);
+  // The keys and values of a cross-attention context: projected ahead when `projected` holds them (their
+  // samples [first, first + count)), else now.
+  std::pair<at::Tensor, at::Tensor> context_kv(const at::Tensor& context, const ContextProjections* projected,
+                                               int64_t first, int64_t count);
   // The e4m3 weight of to_q (0), to_k (1) or to_v (2): its rows of the fused weight when fused.
   Fp8Weight projection_fp8(int64_t i) const;
   // to_q, to_k, to_v of one quantised input: views of one fused GEMM's output when fused, else three GEMMs.
   std::tuple<at::Tensor, at::Tensor, at::Tensor> project_fp8(const Fp8Activation& x);
   // to_q (0), to_k (1) or to_v (2) of x: the layer, or its rows of the fused weight (fuse_projections).
   at::Tensor project(int64_t i, const at::Tensor& x);
-  // SDPA over the heads of the projected query, keys and values, then to_out.
+  // SDPA over the heads of the projected query, keys and values, then to_out (into `out` when defined).
   at::Tensor attend_heads(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                          int64_t batch);
+                          int64_t batch, const at::Tensor& out = {});
+  // to_out of h, written into `out` when defined (and returned).
+  at::Tensor project_out(const at::Tensor& h, const at::Tensor& out);
 
   AttentionOptions options_;
   // Set by use_fp8_attention (its device tensor a buffer); device undefined: the model's-dtype kernel.

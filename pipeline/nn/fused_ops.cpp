@@ -33,9 +33,9 @@ namespace sdxlb {
 namespace {
 
 constexpr std::array<const char*, static_cast<size_t>(Fusion::kCount)> kFusionNames{
-    "geglu",        "groupnorm",      "layernorm", "upsample",  "wideattention", "fp8qkv",
-    "pdl",          "crossattention", "gelutable", "geglugemm", "qkv",           "memsetkernels",
-    "upsampleconv", "fp8crossout",    "gnbound",   "concat",    "timeproj",      "fillchains"};
+    "geglu",          "groupnorm", "layernorm", "upsample",   "wideattention", "fp8qkv",       "pdl",
+    "crossattention", "gelutable", "geglugemm", "qkv",        "memsetkernels", "upsampleconv", "fp8crossout",
+    "gnbound",        "concat",    "timeproj",  "fillchains", "zeronegatives"};
 // One name per Fusion, in its order: the array has one slot per fusion, and a fusion added without its name
 // would leave a null in it.
 constexpr bool all_named() {

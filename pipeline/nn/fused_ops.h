@@ -51,10 +51,13 @@ enum class Fusion {
   kTimeProjections,     ///< "timeproj": every resnet's time_emb_proj(silu(temb)) as one GEMM and one SiLU per
                         ///< UNet call instead of one each (UNet2DConditionModel::fuse_time_projections; read
                         ///< when the model is readied)
-  kFillChains,  ///< "fillchains": memsets in a row of a CUDA graph, with disjoint regions, as one fill
-                ///< kernel node of up to four (pipeline/runtime/graph_memsets.h), instead of one node
-                ///< each; only with "memsetkernels" on
-  kCount,       ///< the number of fusions above (not a fusion): add new ones before it
+  kFillChains,     ///< "fillchains": memsets in a row of a CUDA graph, with disjoint regions, as one fill
+                   ///< kernel node of up to four (pipeline/runtime/graph_memsets.h), instead of one node
+                   ///< each; only with "memsetkernels" on
+  kZeroNegatives,  ///< "zeronegatives": in a job whose negative prompts are all empty (zero conditioning),
+                   ///< the negatives' cross-attention outputs filled in with to_out's bias instead of
+                   ///< computed (RenderSettings::zero_negatives; read when a batch is denoised)
+  kCount,          ///< the number of fusions above (not a fusion): add new ones before it
 };
 bool fusion_enabled(Fusion fusion);
 

@@ -2,6 +2,7 @@
 
 #include "pipeline/nn/fused_ops.h"
 
+#include <algorithm>
 #include <memory>
 #include <tuple>
 #include <utility>
@@ -12,6 +13,20 @@
 #include <torch/nn/modules/container/modulelist.h>
 
 namespace sdxlb {
+
+namespace {
+
+// Samples [first, B) of an activation quantised ahead (its rows sample-major, shape [B, ...]).
+Fp8Activation sample_rows(const Fp8Activation& x, int64_t first) {
+  const int64_t samples = x.shape.front(), per_sample = x.q.size(0) / samples;
+  std::vector<int64_t> shape = x.shape;
+  shape.front() = samples - first;
+  return make_activation(x.q.narrow(0, first * per_sample, (samples - first) * per_sample),
+                         x.scale.narrow(0, first * per_sample, (samples - first) * per_sample), shape,
+                         x.dtype);
+}
+
+}  // namespace
 
 FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
   const int64_t inner = dim * mult;
@@ -122,15 +137,39 @@ std::pair<at::Tensor, at::Tensor> BasicTransformerBlockImpl::forward_deferred(co
   const ContextProjections* projected = call != nullptr ? call->projected : nullptr;
   if (attn2_) {
     TORCH_CHECK(context.defined(), "BasicTransformerBlock with cross-attention needs encoder_hidden_states");
+    // Samples [0, zero) have an all-zero context: their cross-attention output is to_out's bias
+    // (TransformerCall::zero_context_samples), filled in; the other samples' is computed into the rest of
+    // the same tensor.
+    const int64_t samples = h.size(0);
+    const int64_t zero = call != nullptr && !cross ? std::min(call->zero_context_samples, samples) : 0;
+    const auto start_branch = [&] {
+      at::Tensor out = at::empty_like(h, at::MemoryFormat::Contiguous);
+      attn2_->fill_zero_context_output(out.narrow(0, 0, zero));
+      return out;
+    };
     if (whole && attn2_->takes_fp8()) {
       auto [sum, normed] = norm2_->forward_add_fp8(a, h);
       h = sum;
-      a = attn2_->forward_fp8(normed, context, projected);
+      if (zero == 0) {
+        a = attn2_->forward_fp8(normed, context, projected);
+      } else {
+        a = start_branch();
+        if (zero < samples)
+          attn2_->forward_fp8(sample_rows(normed, zero), context.narrow(0, zero, samples - zero), projected,
+                              {zero, a.narrow(0, zero, samples - zero)});
+      }
     } else {
       auto [sum, normed] = norm2_->forward_add(a, h);
       h = sum;
-      a = attn2_->forward(cross ? m.merge(normed) : normed, context, nullptr, projected);
-      if (cross) a = m.unmerge(a);
+      if (zero == 0) {
+        a = attn2_->forward(cross ? m.merge(normed) : normed, context, nullptr, projected);
+        if (cross) a = m.unmerge(a);
+      } else {
+        a = start_branch();
+        if (zero < samples)
+          attn2_->forward(normed.narrow(0, zero, samples - zero), context.narrow(0, zero, samples - zero),
+                          nullptr, projected, {zero, a.narrow(0, zero, samples - zero)});
+      }
     }
   }
   if (whole && ff_->takes_fp8()) {

@@ -69,6 +69,9 @@ struct BasicTransformerBlockOptions {
 struct TransformerCall {
   TokenReduction* tokens = nullptr;               ///< ToMe / ToDo (token_merging.h); nullptr: none
   const ContextProjections* projected = nullptr;  ///< cross-attention keys/values projected ahead
+  /// Samples [0, n) have an all-zero context: their cross-attention outputs are to_out's bias, filled in
+  /// instead of computed (UNetCall::zero_context_samples).
+  int64_t zero_context_samples = 0;
 };
 
 /// Pre-norm block: x += attn1(norm1 x); x += attn2(norm2 x, context); x += ff(norm3 x).

@@ -27,7 +27,7 @@ bool DenoiseLoop::Key::operator==(const Key& o) const {
          guidance == o.guidance && streams == o.streams && cuda_graph == o.cuda_graph &&
          sampler == o.sampler && coefficient_width == o.coefficient_width && history == o.history &&
          noise == o.noise && approximations == o.approximations && project_context == o.project_context &&
-         images_per_call == o.images_per_call;
+         images_per_call == o.images_per_call && zero_negatives == o.zero_negatives;
 }
 
 DenoiseLoop::Key DenoiseLoop::key_for(const Sampler& sampler) {
@@ -73,9 +73,10 @@ void call_step(DenoiseLoop::Key const& k, UNet2DConditionModel& unet, const Samp
                const SamplerTensors& t, const at::Tensor& embeds, const at::Tensor& pooled,
                const at::Tensor& time_ids, const at::Tensor& row, const UNetCall& call) {
   const int64_t n = t.x.size(0);
-  // With CFG each image twice, side by side ([x_0, x_0, x_1, x_1, ...]), as the conditioning rows come.
+  // With CFG the images twice, negatives' rows first ([x_0 .. x_{n-1}, x_0 .. x_{n-1}]), as load() lays out
+  // the conditioning rows of each call.
   at::Tensor model_in =
-      k.cfg ? t.x.unsqueeze(1).expand({n, 2, t.x.size(1), t.x.size(2), t.x.size(3)}).flatten(0, 1) : t.x;
+      k.cfg ? t.x.unsqueeze(0).expand({2, n, t.x.size(1), t.x.size(2), t.x.size(3)}).flatten(0, 1) : t.x;
   // Channels-last on CUDA (the fast convolution layout there); on the CPU the layout diffusers runs in.
   model_in =
       sampler.model_input(model_in, row)
@@ -84,8 +85,8 @@ void call_step(DenoiseLoop::Key const& k, UNet2DConditionModel& unet, const Samp
   if (k.cfg) {
     // Classifier-free guidance: uncond + g · (cond − uncond) per image, in the model's dtype as diffusers
     // does.
-    const at::Tensor pairs = out.unflatten(0, {n, 2});
-    const at::Tensor uncond = pairs.select(1, 0), cond = pairs.select(1, 1);
+    const at::Tensor halves = out.unflatten(0, {2, n});
+    const at::Tensor uncond = halves.select(0, 0), cond = halves.select(0, 1);
     out = uncond + k.guidance * (cond - uncond);
   }
   sampler.step(t, out, row);
@@ -137,6 +138,8 @@ void run_step(DenoiseLoop::Key const& k, DenoiseLoop::State& s, const Sampler& s
     DeepCacheCall cache;
     UNetCall call;
     call.tokens = &tokens;
+    // Every negative's conditioning is zero: the call's first per_call samples (load()'s layout).
+    if (k.cfg && k.zero_negatives) call.zero_context_samples = per_call;
     if (k.project_context) call.projected = &s.projected[static_cast<size_t>(i)];
     if (ap.deep_cache) {
       cache.block = ap.deep_cache->cache_branch_id / 3;
@@ -280,9 +283,24 @@ void DenoiseLoop::load(const at::Tensor& latents, const at::Tensor& embeds, cons
     s_->seeds.copy_(at::tensor(bits, at::TensorOptions().dtype(at::kLong)));
   }
   s_->latents.copy_(latents, /*non_blocking=*/true);
-  s_->embeds.copy_(embeds, true);
-  s_->pooled.copy_(pooled, true);
-  s_->time_ids.copy_(time_ids, true);
+  // With CFG, each UNet call's rows as diffusers lays out a batch: its images' negatives, then their
+  // positives (the input comes grouped per image).
+  const auto place = [this](at::Tensor& dst, const at::Tensor& src) {
+    if (!key_.cfg) {
+      dst.copy_(src, true);
+      return;
+    }
+    const int64_t per_call = key_.images_per_call, calls = key_.batch / per_call;
+    std::vector<int64_t> grouped = {calls, per_call, 2}, laid = {calls, 2, per_call};
+    for (int64_t d = 1; d < src.dim(); ++d) {
+      grouped.push_back(src.size(d));
+      laid.push_back(src.size(d));
+    }
+    dst.view(laid).copy_(src.reshape(grouped).transpose(1, 2), true);
+  };
+  place(s_->embeds, embeds);
+  place(s_->pooled, pooled);
+  place(s_->time_ids, time_ids);
   for (auto& h : s_->history) h.zero_();
   project_context(key_, *s_);
 }

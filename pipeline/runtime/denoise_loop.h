@@ -14,7 +14,11 @@
 // do they depend on the other images of the call (the GPU tests and the CPU end-to-end test check it). With a
 // graph, the calls of a batch run on `streams` concurrent CUDA streams inside it, which recovers part of what
 // one large call would gain. Conditioning rows come grouped per image: [negative_0, positive_0, negative_1,
-// positive_1, ...] with CFG, [positive_0, ...] without.
+// positive_1, ...] with CFG, [positive_0, ...] without; inside each UNet call of k images the loop lays them
+// out as diffusers lays out a batch, negatives first: [negative_0 .. negative_{k-1}, positive_0 ..
+// positive_{k-1}]. With Key::zero_negatives the negatives' cross-attentions are filled in rather than
+// computed (UNetCall::zero_context_samples): a setting of the whole job, so that every call of every batch
+// runs the same kernels.
 //
 // Approximations (opt-in, jobs/approximations.h): ToMe and ToDo change the UNet call of every step (ToMe's
 // random destinations are a function of the image's seed and the step, see token_merging.h); DeepCache makes
@@ -60,6 +64,10 @@ class DenoiseLoop {
     /// Each image's cross-attention keys and values projected once per batch (by load()) instead of at every
     /// step: the same bits, about 48 MiB an image kept at SDXL's widths.
     bool project_context = true;
+    /// With cfg: every image's negative conditioning (embeds and pooled) is all zeros (an empty negative
+    /// prompt under force_zeros_for_empty_prompt), so the loop skips the negatives' cross-attentions
+    /// (UNetCall::zero_context_samples). load()'s caller guarantees the zeros.
+    bool zero_negatives = false;
     bool operator==(const Key& o) const;
   };
   /// The key of a batch for `sampler` (its signature, table width, history and noise).

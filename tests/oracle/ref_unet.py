@@ -15,7 +15,8 @@ and __metadata__ {"model": folder under <out>/models, "config_overrides": JSON o
 
 Cases: tiny-a at 16x24, tiny-b at 8x16 (the brief's sizes); tiny-b at 9x14 (h, w not multiples of the total
 downsampling, so diffusers forwards each skip connection's size to the upsamplers); tiny-a with
-center_input_sample=True (a config override the C++ test applies to the same weights).
+center_input_sample=True (a config override the C++ test applies to the same weights); tiny-a with the first
+sample's context and pooled embedding zero (an empty negative prompt under force_zeros_for_empty_prompt).
 
 Also writes <out>/unet/sdxl-architecture.json: the unet/config.json of SDXL base 1.0 and the name and shape of every
 parameter diffusers builds from it (on the meta device: no weights), so the C++ test checks the real SDXL
@@ -39,7 +40,11 @@ CASES = [
     ("tiny-b", "tiny-b", (8, 16), {}),
     ("tiny-b-odd", "tiny-b", (9, 14), {}),
     ("tiny-a-center", "tiny-a", (16, 24), {"center_input_sample": True}),
+    ("tiny-a-zero-negative", "tiny-a", (16, 24), {}),
 ]
+# Cases whose first sample's encoder_hidden_states and text_embeds are zeros: an empty negative prompt under
+# force_zeros_for_empty_prompt, whose cross-attentions the C++ UNet may fill in (UNetCall::zero_context_samples).
+ZERO_FIRST_CONTEXT = {"tiny-a-zero-negative"}
 
 
 # stabilityai/stable-diffusion-xl-base-1.0, unet/config.json.
@@ -111,6 +116,9 @@ def build(out):
         for key, value in overrides.items():
             assert unet.config[key] == value, (key, unet.config[key])
         x = inputs(unet.config, hw, seed=1000 + i)
+        if name in ZERO_FIRST_CONTEXT:
+            x["encoder_hidden_states"][0] = 0.0
+            x["text_embeds"][0] = 0.0
         t = dict(x)
         t["out"] = run(unet, x, x["timestep"])
         t["out_scalar_t"] = run(unet, x, x["timestep"][0])
