@@ -555,8 +555,9 @@ StatusOr<at::Tensor> SdxlPipeline::denoise(const TextEmbeddings& positive, const
       pooled = to_dev(positive.pooled);
     }
     time_ids = time_ids.to(dev).repeat({rows * b, 1});
+    // One host synchronisation per batch, before the loop: both checks in one read-back.
     if (cfg && s.zero_negatives &&
-        (negative.prompt_embeds.ne(0).any().item<bool>() || negative.pooled.ne(0).any().item<bool>()))
+        at::logical_or(negative.prompt_embeds.ne(0).any(), negative.pooled.ne(0).any()).item<bool>())
       return invalid_argument(
           "denoise: RenderSettings.zero_negatives is set but a negative conditioning row is not zero "
           "(set it only when every negative prompt is empty and the model says "
